@@ -1,0 +1,5 @@
+"""Allows `python -m mlrig`."""
+
+from mlrig.main import run
+
+run()

@@ -1,0 +1,184 @@
+"""Supervise long-running local services: start detached, record, verify, stop.
+
+A PID file records the PID *and* the process start time and command, so mlrig never signals
+a process it did not start, even after a reboot recycled the PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlrig.errors import ServiceError
+
+
+@dataclass(frozen=True)
+class PidRecord:
+    pid: int
+    create_time: float
+    exe_hint: str
+
+    @classmethod
+    def read(cls, path: Path) -> PidRecord | None:
+        try:
+            raw = json.loads(path.read_text())
+            return cls(int(raw["pid"]), float(raw["create_time"]), str(raw["exe_hint"]))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            raise ServiceError(
+                f"PID file {path} is unreadable",
+                hint="delete it if the service is not running, then retry",
+            ) from None
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__))
+        os.replace(tmp, path)
+
+
+class Status:
+    RUNNING = "running"
+    STOPPED = "stopped"
+    FOREIGN = "foreign"  # the PID file names a live process mlrig did not start
+
+
+def _process(pid: int):  # type: ignore[no-untyped-def]
+    import psutil
+
+    try:
+        return psutil.Process(pid)
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def status(pid_file: Path) -> tuple[str, PidRecord | None]:
+    rec = PidRecord.read(pid_file)
+    if rec is None:
+        return Status.STOPPED, None
+    proc = _process(rec.pid)
+    if proc is None:
+        return Status.STOPPED, rec
+    try:
+        same_start = abs(proc.create_time() - rec.create_time) < 0.5
+        if proc.status() == "zombie":
+            return Status.STOPPED, rec
+    except Exception:  # noqa: BLE001 - vanished between calls
+        return Status.STOPPED, rec
+    return (Status.RUNNING if same_start else Status.FOREIGN), rec
+
+
+def describe(pid: int) -> str:
+    proc = _process(pid)
+    if proc is None:
+        return f"PID {pid}"
+    try:
+        return f"PID {pid} ({' '.join(proc.cmdline())[:60]})"
+    except Exception:  # noqa: BLE001
+        return f"PID {pid}"
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    pid_file: Path,
+    log_file: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> PidRecord:
+    """Start argv detached in its own session (its own process group) and record it."""
+    import psutil
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    full_env = dict(os.environ)
+    if env:
+        full_env.update(env)
+    with open(log_file, "ab") as log:
+        log.write(f"\n--- mlrig start {time.strftime('%Y-%m-%dT%H:%M:%S')} ---\n".encode())
+        log.flush()
+        try:
+            proc = subprocess.Popen(
+                list(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=full_env,
+                cwd=cwd,
+                start_new_session=True,
+                close_fds=True,
+            )
+        except FileNotFoundError as exc:
+            raise ServiceError(f"cannot start {argv[0]}: not found") from exc
+    rec = PidRecord(proc.pid, psutil.Process(proc.pid).create_time(), Path(argv[0]).name)
+    rec.write(pid_file)
+    return rec
+
+
+def exited_early(rec: PidRecord) -> bool:
+    proc = _process(rec.pid)
+    if proc is None:
+        return True
+    try:
+        if proc.status() == "zombie":
+            proc.wait(0)
+            return True
+    except Exception:  # noqa: BLE001
+        return True
+    return False
+
+
+def stop(pid_file: Path, *, timeout: float = 15.0) -> list[int]:
+    """Stop the recorded process and its whole tree; return PIDs that would not die.
+
+    Only a process whose start time matches the record is signalled.
+    """
+    import psutil
+
+    state, rec = status(pid_file)
+    if state == Status.FOREIGN and rec is not None:
+        raise ServiceError(
+            f"PID file {pid_file} names {describe(rec.pid)}, which mlrig did not start; "
+            "left it running",
+            hint="delete the stale PID file if the service is already gone",
+        )
+    if state != Status.RUNNING or rec is None:
+        pid_file.unlink(missing_ok=True)
+        return []
+    root = psutil.Process(rec.pid)
+    try:
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    try:
+        os.killpg(rec.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+    for proc in tree[1:]:  # children that left the group still get asked
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(tree, timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    _, still = psutil.wait_procs(alive, timeout=5)
+    pid_file.unlink(missing_ok=True)
+    return [p.pid for p in still]
+
+
+def tail(path: Path, lines: int = 8) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return ""
+    return " | ".join(line.strip() for line in text[-lines:] if line.strip())

@@ -1,0 +1,142 @@
+"""`mlrig stack …`: provision, inspect and tear down a stack (local or AWS)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from mlrig.ui import console, err_console
+
+app = typer.Typer(help="Provision, inspect and tear down a stack.", no_args_is_help=True)
+
+NameOpt = Annotated[str, typer.Option("--name", "-n", help="Stack name.")]
+
+
+def _progress(msg: str) -> None:
+    err_console().print(f"[dim]•[/] {msg}")
+
+
+@app.command()
+def up(
+    name: NameOpt = "local",
+    local: Annotated[bool, typer.Option("--local", help="Run the stack on this machine "
+                                        "(the default).")] = False,
+    mlflow_port: Annotated[int | None, typer.Option(help="MLflow port (first up only).")] = None,
+    registry_port: Annotated[int | None, typer.Option(help="Registry port (first up only).")
+                             ] = None,
+) -> None:
+    """Bring a stack up, or restart its services; a running stack is left as it is."""
+    from mlrig.core.local_stack import LocalStack
+
+    stack = LocalStack(name)
+    with err_console().status(f"bringing stack '{name}' up"):
+        outputs = stack.up(mlflow_port=mlflow_port, registry_port=registry_port,
+                           progress=_progress)
+    _render_status(stack)
+    console().print(f"[green]stack '{outputs.name}' is up[/] — "
+                    f"`eval \"$(mlrig stack env --name {outputs.name})\"` configures a shell")
+
+
+def _render_status(stack) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    table = Table(title=f"stack '{stack.name}' (local)")
+    for col in ("service", "state", "pid", "address", "log"):
+        table.add_column(col)
+    for s in stack.status():
+        colour = "green" if s.state == "running" else "red"
+        table.add_row(s.name, f"[{colour}]{s.state}[/]", str(s.pid or "-"), s.url, str(s.log))
+    table.add_row("dvc remote", "[green]ready[/]" if stack.dvc_remote_dir.is_dir()
+                  else "[red]missing[/]", "-", str(stack.dvc_remote_dir), "-")
+    console().print(table)
+
+
+@app.command()
+def status(name: NameOpt = "local") -> None:
+    """Show each service of a stack: state, PID, address, log. Exits 1 if any is down."""
+    from mlrig import contract
+    from mlrig.core.local_stack import LocalStack
+
+    outputs = contract.load(name)
+    if outputs.kind != "local":
+        console().print(f"stack '{name}' is an AWS stack; see `mlrig stack outputs`")
+        return
+    stack = LocalStack(name)
+    _render_status(stack)
+    if any(s.state != "running" for s in stack.status()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def outputs(
+    name: NameOpt = "local",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON document.")] = False,
+) -> None:
+    """Print a stack's outputs (the StackOutputs contract). Contains no secrets."""
+    from mlrig import contract
+
+    out = contract.load(name)
+    if as_json:
+        typer.echo(out.model_dump_json(indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"stack '{out.name}' ({out.kind})", show_header=False)
+    rows = [("schema version", str(out.schema_version)), ("created", out.created_at.isoformat()),
+            ("region", out.region or "-"), ("dvc remote", out.dvc_remote_url),
+            ("mlflow", out.mlflow_tracking_uri),
+            ("mlflow user", out.mlflow.auth.username if out.mlflow.auth else "-"),
+            ("registry", out.registry_url), ("ci role", out.ci_role_arn or "-")]
+    for k, v in rows:
+        table.add_row(k, v)
+    console().print(table)
+
+
+@app.command()
+def env(name: NameOpt = "local") -> None:
+    """Print `export` lines (with secrets) for `eval "$(mlrig stack env)"`."""
+    from mlrig import contract
+    from mlrig.core import stacks
+
+    typer.echo(stacks.export_lines(stacks.client_env(contract.load(name))), nl=False)
+
+
+@app.command("list")
+def list_() -> None:
+    """List known stacks."""
+    from rich.table import Table
+
+    from mlrig.core import stacks
+
+    table = Table()
+    for col in ("name", "kind", "mlflow", "registry", "dvc remote"):
+        table.add_column(col)
+    for s in stacks.list_stacks():
+        table.add_row(s.name, s.kind, s.mlflow, s.registry, s.dvc_remote)
+    console().print(table)
+
+
+@app.command()
+def down(
+    name: NameOpt = "local",
+    purge: Annotated[bool, typer.Option("--purge", help="Also delete all data.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
+                   ] = False,
+) -> None:
+    """Stop a stack's services. Data is kept unless --purge is given (and confirmed)."""
+    from mlrig import contract
+    from mlrig.core.local_stack import LocalStack
+    from mlrig.errors import Aborted, ServiceError
+
+    contract.load(name)  # unknown stack -> clear error
+    stack = LocalStack(name)
+    if purge and not yes and not typer.confirm(
+            f"Delete all data of stack '{name}' (runs, images, DVC objects) in {stack.root}?"):
+        raise Aborted("nothing was deleted")
+    stuck = stack.down(purge=purge)
+    if stuck:
+        raise ServiceError("some processes would not stop: " + "; ".join(stuck),
+                           hint="kill them by PID, then run `mlrig stack down` again")
+    what = "stopped and deleted" if purge else "stopped (data kept)"
+    console().print(f"[green]stack '{name}' {what}[/]")

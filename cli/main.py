@@ -12,10 +12,9 @@ import traceback
 from typing import Any
 
 import typer
-from typer.core import TyperGroup
-
 from mlrig import __version__
 from mlrig.errors import MlrigError
+from typer.core import TyperGroup
 
 INTERNAL_ERROR_EXIT = 70
 

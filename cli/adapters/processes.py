@@ -6,6 +6,7 @@ a process it did not start, even after a reboot recycled the PID.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -156,21 +157,15 @@ def stop(pid_file: Path, *, timeout: float = 15.0) -> list[int]:
         tree = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         tree = []
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(rec.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     for proc in tree[1:]:  # children that left the group still get asked
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
     _, alive = psutil.wait_procs(tree, timeout=timeout)
     for proc in alive:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.kill()
-        except psutil.NoSuchProcess:
-            pass
     _, still = psutil.wait_procs(alive, timeout=5)
     pid_file.unlink(missing_ok=True)
     return [p.pid for p in still]

@@ -17,9 +17,19 @@ MANIFEST_TYPES = ", ".join([
 ])
 
 
+BINARY_ENV = "MLRIG_REGISTRY_BINARY"
+
+
 def binary() -> str:
-    path = shutil.which("docker-registry") or (
-        "/usr/bin/docker-registry" if Path("/usr/bin/docker-registry").exists() else None)
+    """The registry program: $MLRIG_REGISTRY_BINARY, else `docker-registry` on PATH."""
+    import os
+
+    override = os.environ.get(BINARY_ENV)
+    if override:
+        path = override if os.access(override, os.X_OK) else None
+    else:
+        path = shutil.which("docker-registry") or (
+            "/usr/bin/docker-registry" if Path("/usr/bin/docker-registry").exists() else None)
     if not path:
         raise DependencyMissing(
             "the `docker-registry` binary is not installed",
@@ -62,7 +72,7 @@ class RegistryClient:
     def __init__(self, base_url: str, username: str | None = None,
                  password: str | None = None, timeout: float = 10.0) -> None:
         self.base_url = base_url.rstrip("/")
-        self.auth = (username, password) if username is not None else None
+        self.auth = (username, password or "") if username is not None else None
         self.timeout = timeout
 
     def _get(self, path: str, headers: dict[str, str] | None = None,

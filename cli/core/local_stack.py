@@ -4,6 +4,7 @@ URL in StackOutputs valid and all data (runs, images, DVC objects) in place."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import time
@@ -12,13 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import BaseModel
-
 from mlrig import contract, paths
 from mlrig.adapters import processes, registry
 from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, StackOutputs
 from mlrig.core import secrets, tracking_server
 from mlrig.errors import ConfigError, PortInUse, ServiceError, UsageError
+from pydantic import BaseModel
 
 REGISTRY_USER = "mlrig"
 REGISTRY_REPOSITORY = "models"
@@ -263,10 +263,8 @@ class LocalStack:
         except BaseException:
             if fresh:  # nothing half-written: a failed first `up` leaves no stack behind
                 for service in ("registry", "mlflow"):
-                    try:
+                    with contextlib.suppress(ServiceError):
                         processes.stop(self.pid_file(service))
-                    except ServiceError:
-                        pass
                 shutil.rmtree(self.root, ignore_errors=True)
             raise
         contract.atomic_write(self.state_file, state.model_dump_json(indent=2) + "\n")

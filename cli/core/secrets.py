@@ -28,8 +28,9 @@ def read_secret_file(path: Path) -> str:
     try:
         value = path.read_text().strip()
     except PermissionError as exc:
-        raise CredentialsError(f"secret file {path} is not readable",
-                               hint="fix its permissions (it should be 0600, owned by you)") from exc
+        raise CredentialsError(
+            f"secret file {path} is not readable",
+            hint="fix its permissions (it should be 0600, owned by you)") from exc
     except FileNotFoundError as exc:
         raise CredentialsError(f"secret file {path} is missing",
                                hint="run `mlrig stack up` again to recreate the stack's secrets"

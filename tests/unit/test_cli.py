@@ -1,0 +1,133 @@
+"""CLI parsing and the single error-to-exit-code mapping."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlrig import __version__
+from mlrig.main import app
+from typer.testing import CliRunner
+
+from tests.unit.test_contract import sample
+
+runner = CliRunner()
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.output.strip() == f"mlrig {__version__}"
+
+
+def test_unknown_stack_is_one_line_exit_3(mlrig_home: Path) -> None:
+    result = runner.invoke(app, ["stack", "outputs", "--name", "nope"])
+    assert result.exit_code == 3
+    assert "no stack named 'nope'" in result.output
+    assert "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_invalid_name_is_a_usage_error(mlrig_home: Path) -> None:
+    result = runner.invoke(app, ["stack", "up", "--name", "a b"])
+    assert result.exit_code == 2
+    assert "invalid stack name" in result.output
+    assert not (mlrig_home / "stacks").exists()
+
+
+def test_outputs_json_is_the_contract(mlrig_home: Path) -> None:
+    from mlrig import contract
+
+    contract.save(sample("dev"))
+    result = runner.invoke(app, ["stack", "outputs", "--name", "dev", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["name"] == "dev"
+    assert doc["registry"]["url"] == "127.0.0.1:5001/models"
+
+
+def test_stack_list_shows_stacks(mlrig_home: Path) -> None:
+    from mlrig import contract
+
+    contract.save(sample("dev"))
+    result = runner.invoke(app, ["stack", "list"])
+    assert result.exit_code == 0
+    assert "dev" in result.output and "127.0.0.1:5001/models" in result.output
+
+
+def test_env_prints_quoted_exports(mlrig_home: Path, tmp_path: Path) -> None:
+    from mlrig import contract
+    from mlrig.contract import BasicAuth, SecretRef
+
+    secret = tmp_path / "pw"
+    secret.write_text("s3cr et'x\n")
+    out = sample("dev")
+    out.mlflow.auth = BasicAuth(username="admin", password=SecretRef(source="file",
+                                                                      ref=str(secret)))
+    contract.save(out)
+    result = runner.invoke(app, ["stack", "env", "--name", "dev"])
+    assert result.exit_code == 0, result.output
+    env = subprocess.run(["bash", "-c", result.output + 'printf %s "$MLFLOW_TRACKING_PASSWORD"'],
+                         capture_output=True, text=True, check=True).stdout
+    assert env == "s3cr et'x"
+    assert "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in result.output
+
+
+def test_missing_secret_file_is_a_credentials_error(mlrig_home: Path) -> None:
+    from mlrig import contract
+
+    contract.save(sample("dev"))  # points at /x/secret, which does not exist
+    result = runner.invoke(app, ["stack", "env", "--name", "dev"])
+    assert result.exit_code == 6
+    assert "secret file /x/secret is missing" in result.output
+
+
+def test_internal_errors_are_one_line_without_debug(mlrig_home: Path) -> None:
+    path = mlrig_home / "stacks" / "dev"
+    path.mkdir(parents=True)
+    (path / "outputs.json").write_text("{}")
+    result = runner.invoke(app, ["stack", "outputs", "--name", "dev"])
+    assert result.exit_code == 3
+    assert "Traceback" not in result.output
+
+
+def test_debug_shows_the_traceback(mlrig_home: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "mlrig", "--debug", "stack", "outputs",
+                           "--name", "nope"], capture_output=True, text=True,
+                          env={"MLRIG_HOME": str(mlrig_home), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 3
+    assert "Traceback" in proc.stderr
+    assert "no stack named 'nope'" in proc.stderr
+
+
+def test_down_purge_needs_confirmation(mlrig_home: Path) -> None:
+    from mlrig import contract
+
+    contract.save(sample("dev"))
+    result = runner.invoke(app, ["stack", "down", "--name", "dev", "--purge"], input="n\n")
+    assert result.exit_code == 130
+    assert contract.outputs_path("dev").exists()
+
+
+HEAVY = ["mlflow", "pulumi", "pulumi_aws", "dvc", "docker", "boto3", "botocore", "pandas",
+         "sklearn", "copier", "requests"]  # pydantic: typer itself imports it
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["stack", "--help"]])
+def test_help_imports_no_heavy_library(argv: list[str]) -> None:
+    code = (
+        "import sys\n"
+        "from mlrig.main import app\n"
+        "from typer.main import get_command\n"
+        "try:\n"
+        f"    get_command(app).main({argv!r}, standalone_mode=False)\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,108 @@
+"""The StackOutputs contract: round trip, atomic storage, clear errors for bad files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlrig import contract
+from mlrig.contract import (
+    SCHEMA_VERSION,
+    BasicAuth,
+    DvcRemote,
+    Mlflow,
+    Registry,
+    SecretRef,
+    StackOutputs,
+)
+from mlrig.errors import ConfigError, StackNotFound, UsageError
+
+
+def sample(name: str = "dev") -> StackOutputs:
+    return StackOutputs(
+        name=name,
+        kind="local",
+        dvc_remote=DvcRemote(url="/tmp/remote"),
+        mlflow=Mlflow(tracking_uri="http://127.0.0.1:5000",
+                      auth=BasicAuth(username="admin",
+                                     password=SecretRef(source="file", ref="/x/secret"))),
+        registry=Registry(kind="oci", url="127.0.0.1:5001/models"),
+    )
+
+
+def test_round_trip_through_disk(mlrig_home: Path) -> None:
+    path = contract.save(sample())
+    assert path == mlrig_home / "stacks" / "dev" / "outputs.json"
+    loaded = contract.load("dev")
+    assert loaded == sample().model_copy(update={"created_at": loaded.created_at})
+    assert loaded.schema_version == SCHEMA_VERSION
+    assert loaded.registry.host == "127.0.0.1:5001"
+    assert loaded.registry.repository == "models"
+    assert contract.list_names() == ["dev"]
+
+
+def test_outputs_never_hold_a_secret_value(mlrig_home: Path) -> None:
+    text = contract.outputs_path("dev").parent
+    contract.save(sample())
+    raw = json.loads((text / "outputs.json").read_text())
+    assert raw["mlflow"]["auth"]["password"] == {"source": "file", "ref": "/x/secret",
+                                                 "key": None}
+
+
+def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "f.json"
+    contract.atomic_write(target, "one")
+    contract.atomic_write(target, "two", mode=0o600)
+    assert target.read_text() == "two"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert [p.name for p in target.parent.iterdir()] == ["f.json"]
+
+
+def test_unknown_stack_names_known_ones(mlrig_home: Path) -> None:
+    contract.save(sample("alpha"))
+    with pytest.raises(StackNotFound, match="known stacks: alpha"):
+        contract.load("beta")
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "not a JSON object"),
+    (json.dumps({"schema_version": 1, "name": "dev"}), "invalid at kind"),
+])
+def test_corrupt_file_is_a_clear_error(mlrig_home: Path, text: str, match: str) -> None:
+    path = contract.outputs_path("dev")
+    path.parent.mkdir(parents=True)
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=match) as info:
+        contract.load("dev")
+    assert "stack up" in info.value.one_line()
+
+
+def test_newer_schema_asks_for_an_upgrade(mlrig_home: Path) -> None:
+    raw = json.loads(sample().model_dump_json())
+    raw["schema_version"] = SCHEMA_VERSION + 1
+    path = contract.outputs_path("dev")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="upgrade mlrig"):
+        contract.load("dev")
+
+
+@pytest.mark.parametrize("name, match", [
+    ("", "empty"),
+    ("a b", "invalid"),
+    ("..", "invalid"),
+    ("../etc", "invalid"),
+    ("x" * 200, "200 characters"),
+    ("Dev", "invalid"),
+    ("dev-", "trailing"),
+])
+def test_invalid_stack_names(name: str, match: str) -> None:
+    with pytest.raises(UsageError, match=match):
+        contract.validate_stack_name(name)
+
+
+@pytest.mark.parametrize("name", ["local", "dev-2", "a" * 32])
+def test_valid_stack_names(name: str) -> None:
+    assert contract.validate_stack_name(name) == name

@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from mlrig import paths
 from mlrig.errors import ConfigError, StackNotFound, UsageError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 SCHEMA_VERSION = 1
 OUTPUTS_FILE = "outputs.json"

@@ -12,9 +12,10 @@ import traceback
 from typing import Any
 
 import typer
+from typer.core import TyperGroup
+
 from mlrig import __version__
 from mlrig.errors import MlrigError
-from typer.core import TyperGroup
 
 INTERNAL_ERROR_EXIT = 70
 
@@ -92,10 +93,12 @@ def _root(
 
 
 def _register() -> None:
-    from mlrig.commands import setup, stack
+    from mlrig.commands import demo, doctor, setup, stack
 
     app.add_typer(stack.app, name="stack")
     app.add_typer(setup.app, name="setup")
+    app.command("doctor")(doctor.doctor)
+    app.command("demo")(demo.demo)
 
 
 _register()

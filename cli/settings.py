@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
+from pydantic import BaseModel
+
 from mlrig import contract, paths
 from mlrig.errors import ConfigError
-from pydantic import BaseModel
 
 DEFAULT_BASE_IMAGE = "python:3.11-slim"
 OFFLINE_BASE_IMAGE = "mlrig/base:py3.11"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import typer
+
 from mlrig.ui import console, err_console
 
 app = typer.Typer(help="Prepare this machine: Docker engine and base image.",

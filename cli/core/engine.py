@@ -110,14 +110,21 @@ def build_offline_base(tag: str = settings.OFFLINE_BASE_IMAGE,
     return tag
 
 
+def find_base_image() -> str | None:
+    """The recorded base image if present, else any known Python 3.11 base in the engine."""
+    for candidate in (settings.load().base_image, settings.DEFAULT_BASE_IMAGE,
+                      settings.OFFLINE_BASE_IMAGE):
+        if docker_adapter.image_exists(candidate):
+            return candidate
+    return None
+
+
 def ensure_base_image(progress: Progress = lambda _m: None) -> str:
     """Return a usable Python 3.11 base image reference, building one if needed."""
     current = settings.load()
-    for candidate in (current.base_image, settings.DEFAULT_BASE_IMAGE,
-                      settings.OFFLINE_BASE_IMAGE):
-        if docker_adapter.image_exists(candidate):
-            chosen = candidate
-            break
+    found = find_base_image()
+    if found:
+        chosen = found
     else:
         progress(f"pulling {settings.DEFAULT_BASE_IMAGE}")
         if docker_adapter.pull(settings.DEFAULT_BASE_IMAGE):

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from mlrig import contract, paths
 from mlrig.adapters import processes, registry
 from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, StackOutputs
 from mlrig.core import secrets, tracking_server
 from mlrig.errors import ConfigError, PortInUse, ServiceError, UsageError
-from pydantic import BaseModel
 
 REGISTRY_USER = "mlrig"
 REGISTRY_REPOSITORY = "models"

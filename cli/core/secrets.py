@@ -31,6 +31,9 @@ def read_secret_file(path: Path) -> str:
         raise CredentialsError(
             f"secret file {path} is not readable",
             hint="fix its permissions (it should be 0600, owned by you)") from exc
+    except IsADirectoryError as exc:
+        raise CredentialsError(f"secret file {path} is not readable (it is a directory)",
+                               hint="replace it with the secret, or recreate the stack") from exc
     except FileNotFoundError as exc:
         raise CredentialsError(f"secret file {path} is missing",
                                hint="run `mlrig stack up` again to recreate the stack's secrets"

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from mlrig import contract
 from mlrig.adapters import processes
 from mlrig.adapters.registry import RegistryClient
 from mlrig.core import stacks
 from mlrig.core.local_stack import LocalStack
 from mlrig.errors import DependencyMissing, PortInUse, ServiceError
-
 from tests.conftest import require
 
 pytestmark = pytest.mark.integration

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from mlrig import __version__
-from mlrig.main import app
 from typer.testing import CliRunner
 
+from mlrig import __version__
+from mlrig.main import app
 from tests.unit.test_contract import sample
 
 runner = CliRunner()

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from mlrig import contract
 from mlrig.contract import (
     SCHEMA_VERSION,

@@ -14,13 +14,29 @@ ADMIN_USERNAME = "admin"
 HEALTH_PATH = "/health"
 CONTAINER_PORT = 5000
 
-# MLflow checks a PBKDF2 hash on every authenticated request unless its credential cache is
-# on (~200 ms a request on 2 CPUs). 30 s bounds how long a changed password may still work on
-# *another* worker/task; the worker that handles the change invalidates its entry at once.
+# MLflow verifies a password hash on every authenticated request unless its own credential
+# cache is on (~200 ms a request on 2 CPUs, several times that on a quarter-vCPU task). The
+# cache (mlflow/server/auth/__init__.py: _USER_AUTH_CACHE) holds only *successful* checks, keyed
+# by user + HMAC(password) with a per-process key, and the worker that serves a password
+# change, admin-flag change or user deletion drops that user's entries at once. So the TTL is
+# only the window in which *another* worker or task (the `production` profile runs several)
+# or an out-of-band change (direct SQL) may still see the old credential. 30 s keeps that
+# window shorter than any human rotation procedure while a busy client pays the hash once per
+# 30 s (a >97 % hit rate at one request a second); a longer TTL buys nothing measurable.
 AUTH_CACHE_TTL_SECONDS = 30
-# Job execution (on by default in MLflow 3.x) spawns consumer processes that cost ~0.8 GB
-# and outlive the server on SIGTERM; no mlrig feature uses MLflow jobs.
+AUTH_CACHE_MAX_SIZE = 10000
+# Job execution (on by default in MLflow 3.x) makes `mlflow server` launch a huey job runner
+# and its consumer processes (10 processes, ~0.8 GB idle PSS, and they outlive the server by
+# ~15 s on SIGTERM). Only GenAI features use MLflow jobs (online scorers, judge evaluation,
+# trace rollups); no mlrig feature does. mlflow/server/__init__.py:_run_server reads this.
 ENABLE_JOB_EXECUTION = False
+
+# MLflow's stock basic-auth check answers a non-Basic `Authorization` header (`Bearer ...`,
+# what the MLflow client sends when MLFLOW_TRACKING_TOKEN is set) with a 500 once the cache is
+# on; this guard, plugged in through MLflow's own `authorization_function` setting, turns that
+# into the 401 it should be and then delegates to MLflow's check and cache unchanged.
+AUTHORIZATION_FUNCTION = "mlrig.core.tracking_server:authenticate_request_basic_auth"
+MLFLOW_AUTHORIZATION_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 
 # Names of the environment variables the server reads; the values come from each runtime.
 ENV_AUTH_CONFIG = "MLFLOW_AUTH_CONFIG_PATH"
@@ -36,11 +52,26 @@ def auth_ini(database_uri: str, default_permission: str = "READ") -> str:
         f"default_permission = {default_permission}\n"
         f"database_uri = {database_uri}\n"
         f"admin_username = {ADMIN_USERNAME}\n"
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"authorization_function = {AUTHORIZATION_FUNCTION}\n"
         "grant_default_workspace_access = false\n"
         f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_SECONDS}\n"
-        "auth_cache_max_size = 10000\n"
+        f"auth_cache_max_size = {AUTH_CACHE_MAX_SIZE}\n"
     )
+
+
+def authenticate_request_basic_auth():  # type: ignore[no-untyped-def]
+    """Runs inside the server: 401 for anything but Basic credentials, else MLflow's check.
+
+    Imports Flask and MLflow lazily: this module is also imported by `mlrig --help`.
+    """
+    from flask import request
+    from mlflow.server import auth
+
+    credentials = request.authorization
+    if (credentials is None or credentials.type != "basic"
+            or credentials.username is None or credentials.password is None):
+        return auth.make_basic_auth_response()
+    return auth.authenticate_request_basic_auth()
 
 
 def plain_env() -> dict[str, str]:

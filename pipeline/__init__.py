@@ -1,0 +1,1 @@
+"""The repository template `mlrig init` renders (copier); data only, read with importlib.resources."""

@@ -93,10 +93,12 @@ def _root(
 
 
 def _register() -> None:
-    from mlrig.commands import demo, doctor, setup, stack
+    from mlrig.commands import demo, doctor, init, setup, stack
 
     app.add_typer(stack.app, name="stack")
     app.add_typer(setup.app, name="setup")
+    app.command("init")(init.init_cmd)
+    app.command("update")(init.update_cmd)
     app.command("doctor")(doctor.doctor)
     app.command("demo")(demo.demo)
 

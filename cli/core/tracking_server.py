@@ -120,3 +120,47 @@ def local_plan(*, data_dir: Path, port: int, admin_password: str, flask_secret: 
     env[ENV_ADMIN_PASSWORD] = admin_password
     env[ENV_FLASK_SECRET] = flask_secret
     return LocalServerPlan(argv=argv, env=env)
+
+
+# --- Container runtime contract (the AWS task and the mlflow-server image agree on it) ---
+
+CONTAINER_USER = "10001:10001"  # the image's non-root `mlflow` user
+ENV_PG_PASSWORD = "PGPASSWORD"  # libpq reads it, so the store URI never holds the password
+ENV_AUTH_INI = "MLRIG_AUTH_INI"  # the image's entrypoint writes it to ENV_AUTH_CONFIG
+CONTAINER_SECRET_ENV_NAMES = (*SECRET_ENV_NAMES, ENV_PG_PASSWORD)
+# (cpu units, MiB, gunicorn workers) per stack profile; 1 GiB holds one basic-auth worker.
+CONTAINER_SIZES = {"small": (512, 1024, 2), "production": (1024, 2048, 4)}
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything a container runtime needs to run the tracking server."""
+
+    image: str
+    command: tuple[str, ...]
+    port: int
+    health_path: str
+    user: str
+    env: dict[str, str]
+    secret_env_names: tuple[str, ...]
+    cpu: int
+    memory: int
+
+
+def container_spec(*, image: str, db_host: str, db_name: str, db_user: str,
+                   artifacts_destination: str, profile: str,
+                   allowed_hosts: tuple[str, ...] = ()) -> ContainerSpec:
+    """The tracking server as a container: args after the image's `mlflow server` entrypoint."""
+    cpu, memory, workers = CONTAINER_SIZES[profile]
+    store = f"postgresql://{db_user}@{db_host}:5432/{db_name}?sslmode=require"
+    command = server_args(host="0.0.0.0", port=CONTAINER_PORT,  # noqa: S104 - in a container
+                          backend_store_uri=store,
+                          artifacts_destination=artifacts_destination, workers=workers)
+    if allowed_hosts:
+        command += ["--allowed-hosts", ",".join(allowed_hosts)]
+    env = plain_env()
+    env[ENV_AUTH_CONFIG] = "/tmp/mlflow-auth.ini"
+    env[ENV_AUTH_INI] = auth_ini(store)
+    return ContainerSpec(image=image, command=tuple(command), port=CONTAINER_PORT,
+                         health_path=HEALTH_PATH, user=CONTAINER_USER, env=env,
+                         secret_env_names=CONTAINER_SECRET_ENV_NAMES, cpu=cpu, memory=memory)

@@ -1,0 +1,198 @@
+"""`mlrig stack plan`: run the AWS program under Pulumi's mocks, offline, and list its graph.
+
+No Pulumi CLI, no provider plugin, no AWS account: the mocks answer every resource with
+realistic computed outputs (arn, name, repositoryUrl...), so dependent inputs are known and
+appear exactly as the provider would receive them (camelCase keys, nested values).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlrig.errors import UsageError
+
+ACCOUNT = "123456789012"
+PLAN_STACK = "plan"
+PLACEHOLDER_SECRET = "generated-by-mlrig-stack-up"  # noqa: S105 - not a secret, a label
+RESOLVE_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class PlannedResource:
+    type: str  # Pulumi type token, e.g. aws:s3/bucket:Bucket
+    name: str
+    inputs: dict[str, Any]
+
+
+@dataclass
+class Plan:
+    profile: str
+    region: str
+    resources: list[PlannedResource] = field(default_factory=list)
+    components: list[tuple[str, str]] = field(default_factory=list)
+    outputs: dict[str, Any] = field(default_factory=dict)
+
+    def of_type(self, token: str) -> list[PlannedResource]:
+        return [r for r in self.resources if r.type == token]
+
+    def one(self, token: str, name: str | None = None) -> PlannedResource:
+        found = [r for r in self.of_type(token) if name is None or r.name == name]
+        if len(found) != 1:
+            raise LookupError(f"expected one {token} {name or ''}, found {len(found)}")
+        return found[0]
+
+
+class PlanError(Exception):
+    """The program did not finish under mocks (an output never resolved, or it raised)."""
+
+
+def _arn(service: str, region: str, resource: str) -> str:
+    return f"arn:aws:{service}:{region}:{ACCOUNT}:{resource}"
+
+
+def computed_outputs(typ: str, name: str, inputs: dict[str, Any], region: str
+                     ) -> tuple[str, dict[str, Any]]:
+    """What AWS would report back for a resource: its id and computed attributes."""
+    service = typ.split(":")[1].split("/")[0]
+    rid = f"{name}-id"
+    out: dict[str, Any] = {"arn": _arn(service, region, f"{name}"), "name": inputs.get("name",
+                                                                                        name)}
+    if typ == "aws:s3/bucket:Bucket":
+        rid = f"{inputs.get('bucketPrefix', name)}20261126abcdef"
+        out.update(bucket=rid, arn=f"arn:aws:s3:::{rid}")
+    elif typ == "aws:ecr/repository:Repository":
+        repo = inputs["name"]
+        rid = repo
+        out.update(arn=_arn("ecr", region, f"repository/{repo}"),
+                   repositoryUrl=f"{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{repo}",
+                   registryId=ACCOUNT)
+    elif typ == "aws:iam/role:Role":
+        out.update(arn=f"arn:aws:iam::{ACCOUNT}:role/{name}", name=name)
+        rid = name
+    elif typ == "aws:iam/openIdConnectProvider:OpenIdConnectProvider":
+        out["arn"] = (f"arn:aws:iam::{ACCOUNT}:oidc-provider/"
+                      + str(inputs["url"]).removeprefix("https://"))
+    elif typ == "aws:secretsmanager/secret:Secret":
+        out["arn"] = _arn("secretsmanager", region, f"secret:{name}-AbCdEf")
+        rid = out["arn"]
+    elif typ == "aws:cloudwatch/logGroup:LogGroup":
+        out["arn"] = _arn("logs", region, f"log-group:{inputs['name']}")
+    elif typ == "aws:rds/instance:Instance":
+        address = f"{name}.cabcdefghijk.{region}.rds.amazonaws.com"
+        out.update(address=address, endpoint=f"{address}:5432", arn=_arn("rds", region,
+                                                                         f"db:{name}"))
+    elif typ == "aws:ecs/cluster:Cluster":
+        out.update(arn=_arn("ecs", region, f"cluster/{name}"), name=name)
+    elif typ == "aws:ecs/taskDefinition:TaskDefinition":
+        out["arn"] = _arn("ecs", region, f"task-definition/{inputs['family']}:1")
+    elif typ == "aws:apigatewayv2/api:Api":
+        rid = "a1b2c3d4e5"
+        out["apiEndpoint"] = f"https://{rid}.execute-api.{region}.amazonaws.com"
+    elif typ == "aws:apigatewayv2/domainName:DomainName":
+        rid = inputs["domainName"]
+        out["domainNameConfiguration"] = {
+            **inputs["domainNameConfiguration"], "hostedZoneId": "Z1UJRXOUMOOFQ8",
+            "targetDomainName": f"d-abc123.execute-api.{region}.amazonaws.com"}
+    elif typ == "aws:acm/certificate:Certificate":
+        domain = inputs["domainName"]
+        out["domainValidationOptions"] = [{
+            "domainName": domain, "resourceRecordName": f"_x1.{domain}.",
+            "resourceRecordType": "CNAME", "resourceRecordValue": "_y2.acm-validations.aws."}]
+    elif typ == "aws:acm/certificateValidation:CertificateValidation":
+        out["certificateArn"] = inputs["certificateArn"]
+    elif typ == "aws:route53/record:Record":
+        out["fqdn"] = inputs["name"]
+    elif typ == "aws:lb/loadBalancer:LoadBalancer":
+        out.update(dnsName=f"{name}-123.{region}.elb.amazonaws.com", zoneId="Z35SXDOTRQ7X7K")
+    return rid, out
+
+
+class _Mocks:
+    """Pulumi mocks that record every registration (subclassed lazily from pulumi.Mocks)."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+
+    def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
+        if not args.custom:
+            self.plan.components.append((args.typ, args.name))
+            return "", {}
+        self.plan.resources.append(PlannedResource(args.typ, args.name, dict(args.inputs)))
+        rid, computed = computed_outputs(args.typ, args.name, args.inputs, self.plan.region)
+        return rid, {**args.inputs, **computed}
+
+    def call(self, args: Any) -> dict[str, Any]:
+        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": [f"{self.plan.region}{z}" for z in "abc"],
+                    "zoneIds": ["use1-az1", "use1-az2", "use1-az4"]}
+        if args.token == "aws:route53/getZone:getZone":
+            return {"zoneId": "Z0123456789PLAN", "name": args.args.get("name")}
+        if args.token == "aws:index/getRegion:getRegion":
+            return {"region": self.plan.region, "name": self.plan.region}
+        raise PlanError(f"the plan has no mock for the call {args.token}")
+
+
+def run_program(cfg: Any, build: Any = None) -> Plan:
+    """Run `build(cfg)` (default: infra.program.build) under mocks; every output must resolve."""
+    import pulumi
+    from pulumi.runtime import mocks as pulumi_mocks
+    from pulumi.runtime import settings, stack
+
+    if build is None:
+        from mlrig.infra import program
+
+        build = program.build
+    plan = Plan(profile=cfg.profile.name, region=cfg.region)
+    mocks = type("PlanMocks", (_Mocks, pulumi.runtime.Mocks), {})(plan)
+    pulumi.runtime.set_mocks(mocks, project="mlrig", stack=cfg.stack, preview=False)
+    settings.SETTINGS.outputs.clear()
+
+    async def main() -> None:
+        outputs = build(cfg)
+        keys = list(outputs)
+        futures = [pulumi.Output.from_input(outputs[k]).future() for k in keys]
+        try:
+            values = await asyncio.wait_for(asyncio.gather(*futures), RESOLVE_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise PlanError(f"outputs did not resolve within {RESOLVE_TIMEOUT_S:.0f} s") from exc
+        for key, value in zip(keys, values, strict=True):
+            if value is None:
+                raise PlanError(f"output {key!r} resolved to nothing (unknown or missing)")
+            plan.outputs[key] = value
+
+    try:
+        pulumi_mocks._sync_await(stack.run_pulumi_func(main))
+    finally:
+        settings.SETTINGS.outputs.clear()
+    return plan
+
+
+def plan_config(profile: str, *, region: str = "us-east-1", name: str = PLAN_STACK,
+                github_repo: str | None = "example-org/example-model",
+                domain: str | None = None) -> Any:
+    """The StackConfig a plan renders: every part on, secrets replaced by a label."""
+    from mlrig.infra.config import PROFILES, Secrets, StackConfig
+
+    if profile not in PROFILES:
+        raise UsageError(f"unknown profile {profile!r}",
+                         hint=f"use one of: {', '.join(sorted(PROFILES))}")
+    prefix = f"mlrig-{name}"
+    return StackConfig(
+        stack=name, region=region, profile=PROFILES[profile],
+        secrets=Secrets(PLACEHOLDER_SECRET, PLACEHOLDER_SECRET, PLACEHOLDER_SECRET),
+        mlflow_image=f"{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{prefix}/mlflow-server:plan",
+        github_repo=github_repo, domain=domain)
+
+
+def render_json(plan: Plan, estimate: Any) -> str:
+    doc = {
+        "profile": plan.profile,
+        "region": plan.region,
+        "resources": [{"type": r.type, "name": r.name, "inputs": r.inputs}
+                      for r in plan.resources],
+        "monthly_cost_usd": estimate.as_dict(),
+    }
+    return json.dumps(doc, indent=2, sort_keys=False, default=str)

@@ -97,6 +97,8 @@ def _register() -> None:
 
     app.add_typer(stack.app, name="stack")
     app.add_typer(setup.app, name="setup")
+    from mlrig.commands import image
+    app.add_typer(image.app, name="image")
     app.command("init")(init.init_cmd)
     app.command("update")(init.update_cmd)
     app.command("doctor")(doctor.doctor)

@@ -1,0 +1,292 @@
+"""mlrig's in-container model server: MLflow's scoring protocol on a bare ASGI app (uvicorn).
+
+Loads the model once at start. scikit-learn models are unpickled directly and their input
+is parsed and schema-checked here (MLflow's pyfunc path costs ~10 ms per one-row request);
+any other flavor goes through `mlflow.pyfunc` (mlflow-skinny) and MLflow's own parsing.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import traceback
+from typing import Any
+
+MODEL_DIR = os.environ.get("MLRIG_MODEL_DIR", "/opt/model")
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+CONTENT_TYPES = ["text/csv", "application/json", "application/vnd.apache.parquet"]
+REQUIRED_INPUT_FORMAT = (
+    "The input must be a JSON dictionary with exactly one of the input fields "
+    "{'dataframe_split', 'dataframe_records', 'instances', 'inputs'}"
+)
+# MLflow's signature types -> (numpy dtype, accepted numpy kinds): ints widen to floats as
+# MLflow's schema enforcement allows; anything else is the 400 MLflow would answer.
+TYPES: dict[str, tuple[str, str]] = {
+    "double": ("float64", "fiub"), "float": ("float32", "fiub"), "long": ("int64", "iub"),
+    "integer": ("int32", "iub"), "boolean": ("bool", "b"), "string": ("object", "OSU"),
+}
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: int = 400, code: str = "BAD_REQUEST") -> None:
+        super().__init__(message)
+        self.status, self.code = status, code
+
+
+# -- model ------------------------------------------------------------------------------------
+class Model:
+    """The loaded model plus what the request path needs from its MLmodel file."""
+
+    def __init__(self, model_dir: str) -> None:
+        with open(os.path.join(model_dir, "mlrig-serving.json")) as fh:
+            self.spec: dict[str, Any] = json.load(fh)
+        self.columns: list[dict[str, Any]] | None = self.spec.get("input_columns")
+        self.mlflow_version = str(self.spec.get("mlflow_version") or "unknown")
+        self.pyfunc: Any = None
+        if self.spec["loader"] == "sklearn":
+            self.predictor = self._load_sklearn(model_dir, self.spec)
+            self.predict_fn = getattr(self.predictor, self.spec.get("predict_fn") or "predict")
+        else:
+            import mlflow.pyfunc
+
+            self.pyfunc = mlflow.pyfunc.load_model(model_dir)
+        if self.columns:
+            self.names = [c["name"] for c in self.columns]
+            self.all_double = all(c["type"] == "double" for c in self.columns)
+
+    @staticmethod
+    def _load_sklearn(model_dir: str, spec: dict[str, Any]) -> Any:
+        path = os.path.join(model_dir, spec["model_file"])
+        fmt = spec["serialization_format"]
+        if fmt == "skops":
+            import skops.io
+
+            return skops.io.load(path, trusted=spec.get("skops_trusted_types"))
+        import cloudpickle  # reads plain pickles too
+
+        with open(path, "rb") as fh:
+            return cloudpickle.load(fh)
+
+    # request path --------------------------------------------------------------------------
+    def invocations(self, body: bytes, content_type: str) -> tuple[int, bytes, str]:
+        if self.pyfunc is not None:
+            return self._mlflow_invocations(body, content_type)
+        mime, params = _content_type(content_type)
+        if params.get("charset", "utf-8").lower() != "utf-8":
+            return 415, b"The scoring server only supports UTF-8", "text/plain"
+        if set(params) - {"charset"}:
+            return 415, (f"Unrecognized content type parameters: "
+                         f"{', '.join(set(params) - {'charset'})}").encode(), "text/plain"
+        if mime == "application/json":
+            frame = self._parse_json(body)
+        elif mime == "text/csv":
+            frame = self._parse_csv(body)
+        else:
+            return 415, (f"This predictor only supports the following content types: "
+                         f"Types: {CONTENT_TYPES}. Got '{content_type}'.").encode(), "text/plain"
+        try:
+            raw = self.predict_fn(frame)
+        except Exception as exc:
+            raise BadRequest("Encountered an unexpected error while evaluating the model. "
+                             "Verify that the serialized input Dataframe is compatible with the "
+                             "model for inference.") from exc
+        return 200, json.dumps({"predictions": _jsonable(raw)}).encode(), "application/json"
+
+    def _parse_json(self, body: bytes) -> Any:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequest(f"Ensure that input is a valid JSON formatted string. "
+                             f"Error: '{exc!r}'") from exc
+        if not isinstance(doc, dict):
+            raise BadRequest(f"{REQUIRED_INPUT_FORMAT}. Received a {type(doc).__name__}.")
+        keys = [k for k in doc if k in FORMATS]
+        if len(keys) != 1:
+            raise BadRequest(f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: "
+                             f"{list(doc)}.")
+        key, data = keys[0], doc[keys[0]]
+        if key == "dataframe_split":
+            if not isinstance(data, dict):
+                raise BadRequest("dataframe_split must be a dictionary with 'columns' and "
+                                 "'data'")
+            fast = self._fast_split(data)
+            if fast is not None:
+                return fast
+        return self._enforce(self._frame(key, data))
+
+    def _fast_split(self, data: dict[str, Any]) -> Any:
+        """All-double schema and a plain numeric matrix: one numpy block, no per-column work."""
+        if not (self.columns and self.all_double and set(data) <= {"columns", "data"}
+                and data.get("columns") == self.names):
+            return None
+        import numpy as np
+        import pandas as pd
+
+        try:
+            arr = np.asarray(data.get("data"), dtype=np.float64)
+        except (ValueError, TypeError):
+            return None  # let the general path produce MLflow's error
+        if arr.ndim != 2 or arr.shape[1] != len(self.names):
+            return None
+        return pd.DataFrame(arr, columns=self.names)
+
+    @staticmethod
+    def _frame(key: str, data: Any) -> Any:
+        import pandas as pd
+
+        try:
+            if key == "dataframe_split":
+                return pd.DataFrame(data=data.get("data"), columns=data.get("columns"),
+                                    index=data.get("index"))
+            if key == "dataframe_records" or (key == "instances" and isinstance(data, list)
+                                               and data and isinstance(data[0], dict)):
+                if not isinstance(data, list):
+                    raise BadRequest("dataframe_records must be a list of records")
+                return pd.DataFrame.from_records(data)
+            if isinstance(data, dict):  # inputs/instances as {column: values}
+                return pd.DataFrame({k: v if isinstance(v, list) else [v]
+                                     for k, v in data.items()})
+            if isinstance(data, list) and data and isinstance(data[0], dict):
+                return pd.DataFrame.from_records(data)
+            return pd.DataFrame(data)
+        except BadRequest:
+            raise
+        except Exception as exc:
+            raise BadRequest(f"Failed to parse data as a pandas DataFrame: {exc}") from exc
+
+    def _parse_csv(self, body: bytes) -> Any:
+        import pandas as pd
+
+        try:
+            text = body.decode("utf-8")
+            dtypes = ({c["name"]: TYPES.get(c["type"], ("object", ""))[0]
+                       for c in self.columns} if self.columns else None)
+            frame = pd.read_csv(io.StringIO(text), dtype=dtypes)
+        except Exception as exc:
+            raise BadRequest("Failed to parse input as a Pandas DataFrame. Ensure that the "
+                             "input is a valid CSV-formatted Pandas DataFrame produced using "
+                             f"the `pandas.DataFrame.to_csv()` method. Error: '{exc}'") from exc
+        return self._enforce(frame)
+
+    def _enforce(self, frame: Any) -> Any:
+        """MLflow's column-schema rules: required columns present, safe casts, schema order."""
+        if not self.columns:
+            return frame
+        import pandas as pd
+
+        if all(isinstance(c, int) for c in frame.columns) and len(frame.columns) == len(
+                self.names):
+            frame.columns = self.names  # positional data, as MLflow names it from the schema
+        missing = [c["name"] for c in self.columns
+                   if c.get("required", True) and c["name"] not in frame.columns]
+        if missing:
+            raise BadRequest(f"Failed to enforce schema of data '{frame}' with schema "
+                             f"'{self.names}'. Error: Model is missing inputs {missing}.",
+                             code="INVALID_PARAMETER_VALUE")
+        out = {}
+        for col in self.columns:
+            name = col["name"]
+            if name not in frame.columns:
+                continue
+            dtype, kinds = TYPES.get(col["type"], ("object", "OSU"))
+            values = frame[name]
+            if values.dtype.kind not in kinds:
+                raise BadRequest(f"Failed to enforce schema of data '{frame}' with schema "
+                                 f"'{self.names}'. Error: Incompatible input types for column "
+                                 f"{name}. Can not safely convert {values.dtype} to {dtype}.",
+                                 code="INVALID_PARAMETER_VALUE")
+            out[name] = values.astype(dtype) if dtype != "object" else values
+        return pd.DataFrame(out)
+
+    def _mlflow_invocations(self, body: bytes, content_type: str) -> tuple[int, bytes, str]:
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc import scoring_server
+
+        try:
+            res = scoring_server.invocations(body, content_type, self.pyfunc,
+                                             self.pyfunc.metadata.get_input_schema())
+        except MlflowException as exc:
+            return exc.get_http_status_code(), exc.serialize_as_json().encode(), \
+                "application/json"
+        body_out = res.response.encode() if isinstance(res.response, str) else res.response
+        return res.status, body_out, res.mimetype
+
+
+def _content_type(value: str) -> tuple[str, dict[str, str]]:
+    parts = [p.strip() for p in (value or "").split(";")]
+    params = {k.strip(): v.strip() for k, _, v in (p.partition("=") for p in parts[1:])}
+    return parts[0].lower(), params
+
+
+def _jsonable(raw: Any) -> Any:
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(raw, pd.DataFrame):
+        return json.loads(raw.to_json(orient="records"))
+    if isinstance(raw, pd.Series | np.ndarray):
+        return raw.tolist()
+    if isinstance(raw, np.generic):
+        return raw.item()
+    return raw
+
+
+# -- ASGI -------------------------------------------------------------------------------------
+def make_app(model: Model) -> Any:
+    version = model.mlflow_version.encode()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        path, method = scope["path"], scope["method"]
+        if path in ("/ping", "/health") and method in ("GET", "HEAD"):
+            status, body, ctype = 200, b"\n", "application/json"
+        elif path == "/version" and method == "GET":
+            status, body, ctype = 200, version, "application/json"
+        elif path == "/invocations" and method == "POST":
+            chunks = []
+            while True:
+                msg = await receive()
+                chunks.append(msg.get("body", b""))
+                if not msg.get("more_body"):
+                    break
+            headers = dict(scope["headers"])
+            ctype_in = headers.get(b"content-type", b"").decode("latin-1")
+            try:
+                status, body, ctype = model.invocations(b"".join(chunks), ctype_in)
+            except BadRequest as exc:
+                status, ctype = exc.status, "application/json"
+                body = json.dumps({"error_code": exc.code, "message": str(exc)}).encode()
+            except Exception as exc:  # the server must answer, never die on one request
+                traceback.print_exc()
+                status, ctype = 500, "application/json"
+                body = json.dumps({"error_code": "INTERNAL_ERROR", "message": repr(exc)}
+                                  ).encode()
+        elif path in ("/ping", "/health", "/version", "/invocations"):
+            status, body, ctype = 405, b'{"detail":"Method Not Allowed"}', "application/json"
+        else:
+            status, body, ctype = 404, b'{"detail":"Not Found"}', "application/json"
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", ctype.encode()),
+                                (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    model = Model(MODEL_DIR)
+    port = int(os.environ.get("PORT", "8080"))
+    host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a container's server
+    print(f"mlrig-serve: model loaded, listening on {host}:{port}", file=sys.stderr, flush=True)
+    uvicorn.run(make_app(model), host=host, port=port, http="httptools", lifespan="off",
+                access_log=False, log_level=os.environ.get("LOG_LEVEL", "warning"),
+                timeout_keep_alive=30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""`mlrig init` / `mlrig update` with real copier, git and DVC (no services needed): what the
+generated repo contains, that a failure leaves nothing, and template updates."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from mlrig import contract
+from mlrig.core import bootstrap
+from mlrig.errors import Conflict, ServiceError
+from mlrig.main import app
+from tests.unit.test_init import aws_outputs
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def dvc_config(path: Path) -> dict:
+    """DVC's config files, read with the library DVC itself writes them with."""
+    from configobj import ConfigObj
+
+    return ConfigObj(str(path)).dict()
+
+
+@pytest.fixture
+def aws_repo(mlrig_home: Path, tmp_path: Path) -> Path:
+    contract.save(aws_outputs())
+    result = runner.invoke(app, ["init", str(tmp_path / "churn"), "--stack", "prod",
+                                 "--no-input", "--github-repo", "acme/churn"])
+    assert result.exit_code == 0, result.output
+    return tmp_path / "churn"
+
+
+def test_init_makes_one_clean_commit_with_the_contract_answers(aws_repo: Path) -> None:
+    assert git(aws_repo, "log", "--format=%s").splitlines() == [
+        "Initial commit from mlrig template 1.0.0"]
+    assert git(aws_repo, "status", "--porcelain") == ""
+    answers = yaml.safe_load((aws_repo / ".copier-answers.yml").read_text())
+    assert answers["project_name"] == "churn" and answers["stack"] == "prod"
+    assert answers["github_repo"] == "acme/churn"
+    tracked = git(aws_repo, "ls-files").split()
+    for path in ("params.yaml", "dvc.yaml", "data/raw/breast_cancer.csv.dvc", "Dockerfile",
+                 ".gitignore", ".dvcignore", "README.md", ".github/workflows/ci.yml",
+                 "src/churn/train.py", "src/churn/tracking.py", "tests/test_data.py",
+                 "tests/test_features.py", "tests/test_pipeline_smoke.py"):
+        assert path in tracked, path
+    assert "data/raw/breast_cancer.csv" not in tracked  # DVC tracks it, git only its pointer
+    dvc_file = yaml.safe_load((aws_repo / "data/raw/breast_cancer.csv.dvc").read_text())
+    assert dvc_file["outs"][0]["md5"] == bootstrap_md5(aws_repo / "data/raw/breast_cancer.csv")
+    dvc_yaml = yaml.safe_load((aws_repo / "dvc.yaml").read_text())
+    assert list(dvc_yaml["stages"]) == ["preprocess", "train", "evaluate"]
+
+
+def bootstrap_md5(path: Path) -> str:
+    import hashlib
+
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def test_endpoints_only_in_the_ignored_config_local(aws_repo: Path) -> None:
+    shared = dvc_config(aws_repo / ".dvc/config")
+    assert shared['remote "storage"']["url"] == "s3://bucket/dvc"
+    assert dict(shared['remote "storage"']) == {"url": "s3://bucket/dvc"}
+    assert shared["core"]["remote"] == "storage"
+    assert shared["core"]["analytics"] == "False"
+    assert shared["core"]["check_update"] == "False"
+    local = dvc_config(aws_repo / ".dvc/config.local")
+    assert local['remote "storage"']["endpointurl"] == "http://127.0.0.1:9"
+    git(aws_repo, "check-ignore", "-q", ".dvc/config.local")  # raises if not ignored
+    assert "127.0.0.1:9" not in git(aws_repo, "grep", "-I", "-e", "", "HEAD", "--", ".")
+
+
+def test_aws_ci_workflow_uses_oidc_and_reports(aws_repo: Path) -> None:
+    wf = yaml.safe_load((aws_repo / ".github/workflows/ci.yml").read_text())
+    assert wf["permissions"]["id-token"] == "write"
+    assert set(wf["jobs"]) == {"pipeline", "image"}
+    assert set(wf[True]) >= {"push", "pull_request"}  # YAML 1.1 reads the key `on` as True
+    steps = wf["jobs"]["pipeline"]["steps"]
+    runs = "\n".join(s.get("run", "") for s in steps)
+    for command in ("dvc pull", "pytest", "dvc repro", "dvc metrics diff origin/main",
+                    "dvc params diff origin/main", "gh pr comment"):
+        assert command in runs, command
+    creds = [s for s in steps if str(s.get("uses", "")).startswith(
+        "aws-actions/configure-aws-credentials")]
+    assert creds[0]["with"]["role-to-assume"] == "arn:aws:iam::123456789012:role/ci"
+    text = (aws_repo / ".github/workflows/ci.yml").read_text()
+    assert "aws-access-key-id" not in text and "AWS_SECRET_ACCESS_KEY" not in text
+    image = wf["jobs"]["image"]
+    assert image["needs"] == "pipeline" and "refs/heads/main" in image["if"]
+    image_runs = "\n".join(s.get("run", "") for s in image["steps"])
+    assert "models:/churn/latest" in image_runs
+    assert "123456789012.dkr.ecr.eu-west-1.amazonaws.com/m:${{ github.sha }}" in image_runs
+
+
+def test_local_stack_workflow_says_it_needs_aws(mlrig_home: Path, tmp_path: Path) -> None:
+    local = aws_outputs("dev").model_copy(update={"kind": "local", "ci_role_arn": None})
+    contract.save(local)
+    repo = bootstrap.init(tmp_path / "fraud", "dev").path
+    text = (repo / ".github/workflows/ci.yml").read_text()
+    wf = yaml.safe_load(text)
+    assert "id-token" not in wf["permissions"]
+    assert "needs an AWS stack" in text
+    assert any("pytest" in s.get("run", "") for s in wf["jobs"]["tests"]["steps"])
+
+
+def test_a_failure_halfway_leaves_nothing(mlrig_home: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    contract.save(aws_outputs())
+
+    def broken_add(root: Path, *targets: str) -> None:
+        raise ServiceError("dvc: add failed: injected")
+
+    monkeypatch.setattr(bootstrap.dvc, "add", broken_add)
+    with pytest.raises(ServiceError):
+        bootstrap.init(tmp_path / "new", "prod")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ServiceError):
+        bootstrap.init(empty, "prod")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "mlrig-home"]
+    assert list(empty.iterdir()) == []
+
+
+def test_force_adds_next_to_existing_files_but_never_overwrites(mlrig_home: Path,
+                                                                tmp_path: Path) -> None:
+    contract.save(aws_outputs())
+    target = tmp_path / "churn"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine\n")
+    result = bootstrap.init(target, "prod", force=True)
+    assert (target / "notes.txt").read_text() == "mine\n"
+    assert git(target, "status", "--porcelain").strip() == "?? notes.txt"
+    assert result.commit == git(target, "rev-parse", "HEAD").strip()
+
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "params.yaml").write_text("mine: true\n")
+    with pytest.raises(Conflict, match="params.yaml"):
+        bootstrap.init(other, "prod", force=True, name="other")
+    assert [p.name for p in other.iterdir()] == ["params.yaml"]
+    assert (other / "params.yaml").read_text() == "mine: true\n"
+    with pytest.raises(Conflict, match="already a git or DVC repository"):
+        bootstrap.init(target, "prod", force=True)
+
+
+# -- updates ---------------------------------------------------------------------------------
+@pytest.fixture
+def template_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "template-src"
+    shutil.copytree(bootstrap.packaged_template(), copy,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    return copy
+
+
+def _new_template_version(template: Path, version: str) -> None:
+    (template / "VERSION").write_text(version + "\n")
+
+
+def test_update_merges_a_newer_template(mlrig_home: Path, tmp_path: Path,
+                                        template_copy: Path) -> None:
+    contract.save(aws_outputs())
+    repo = bootstrap.init(tmp_path / "churn", "prod", template_dir=template_copy).path
+    # the user edits one file, the template changes another
+    readme = repo / "README.md"
+    readme.write_text(readme.read_text() + "\nOur notes.\n")
+    git(repo, "commit", "-qam", "notes")
+    _new_template_version(template_copy, "1.1.0")
+    dvcignore = template_copy / "template/.dvcignore"
+    dvcignore.write_text(dvcignore.read_text() + "notebooks/.ipynb_checkpoints/\n")
+
+    result = bootstrap.update(repo, template_dir=template_copy)
+    assert (result.old_version, result.new_version) == ("1.0.0", "1.1.0")
+    assert ".dvcignore" in result.changed
+    assert "notebooks/.ipynb_checkpoints/" in (repo / ".dvcignore").read_text()
+    assert readme.read_text().endswith("Our notes.\n")
+    answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
+    assert answers["_commit"] == "1.1.0" and answers["project_name"] == "churn"
+
+    # the CLI on an up-to-date, committed repo: nothing to do
+    git(repo, "commit", "-qam", "template 1.1.0")
+    assert bootstrap.update(repo, template_dir=template_copy).changed == []
+
+
+def test_update_conflicts_exit_non_zero_listing_files(mlrig_home: Path, tmp_path: Path,
+                                                       template_copy: Path) -> None:
+    contract.save(aws_outputs())
+    repo = bootstrap.init(tmp_path / "churn", "prod", template_dir=template_copy).path
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("test_size: 0.2", "test_size: 0.3"))
+    git(repo, "commit", "-qam", "bigger test set")
+    _new_template_version(template_copy, "1.1.0")
+    tparams = template_copy / "template/params.yaml"
+    tparams.write_text(tparams.read_text().replace("test_size: 0.2", "test_size: 0.25"))
+    bootstrap.template_repo(template_copy)  # what a newer mlrig install would ship
+    with pytest.raises(Conflict) as err:
+        bootstrap.update(repo, template_dir=template_copy)
+    assert "params.yaml" in err.value.message
+    assert "<<<<<<< before updating" in params.read_text()
+
+
+def test_update_refuses_a_dirty_repo(aws_repo: Path) -> None:
+    (aws_repo / "params.yaml").write_text("changed: true\n")
+    result = runner.invoke(app, ["update", str(aws_repo)])
+    assert result.exit_code == 7
+    assert "uncommitted changes" in result.output

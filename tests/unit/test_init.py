@@ -1,0 +1,184 @@
+"""`mlrig init` / `update`: name rules, stack wiring, dataset, and bad input on the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlrig import contract
+from mlrig.contract import (
+    BasicAuth,
+    DvcRemote,
+    Mlflow,
+    Registry,
+    SecretRef,
+    StackOutputs,
+)
+from mlrig.core import bootstrap
+from mlrig.errors import UsageError
+from mlrig.main import app
+
+runner = CliRunner()
+
+
+def aws_outputs(name: str = "prod", endpoint: str | None = "http://127.0.0.1:9") -> StackOutputs:
+    return StackOutputs(
+        name=name, kind="aws", region="eu-west-1",
+        dvc_remote=DvcRemote(url="s3://bucket/dvc", endpoint_url=endpoint, region="eu-west-1"),
+        mlflow=Mlflow(tracking_uri="https://mlflow.example.com", auth=BasicAuth(
+            username="admin", password=SecretRef(source="aws-secretsmanager",
+                                                 ref="arn:aws:secretsmanager:x:1:secret:m",
+                                                 key="password"))),
+        registry=Registry(kind="ecr", url="123456789012.dkr.ecr.eu-west-1.amazonaws.com/m"),
+        ci_role_arn="arn:aws:iam::123456789012:role/ci",
+    )
+
+
+@pytest.mark.parametrize("name", ["churn", "churn_model", "m2", "a1_b2_c3"])
+def test_valid_project_names(name: str) -> None:
+    assert bootstrap.validate_project_name(name) == name
+
+
+@pytest.mark.parametrize(("name", "rule"), [
+    ("x", "characters"),
+    ("a" * 65, "characters"),
+    ("Churn", "ECR repository name"),
+    ("churn__model", "ECR repository name"),
+    ("_churn", "ECR repository name"),
+    ("churn-model", "Python package name"),
+    ("churn.model", "Python package name"),
+    ("2churn", "Python package name"),
+    ("class", "Python package name"),
+    ("json", "standard library"),
+])
+def test_invalid_project_names_say_which_rule_failed(name: str, rule: str) -> None:
+    with pytest.raises(UsageError) as err:
+        bootstrap.validate_project_name(name)
+    assert rule in err.value.message
+
+
+def test_dash_name_suggests_the_underscore_form() -> None:
+    with pytest.raises(UsageError) as err:
+        bootstrap.validate_project_name("churn-model")
+    assert err.value.hint == "try --name churn_model"
+
+
+@pytest.mark.parametrize(("directory", "slug"), [
+    ("My-Model.v2", "my_model_v2"), ("churn", "churn"), ("fraud detection", "fraud_detection"),
+])
+def test_project_name_is_derived_from_the_directory(directory: str, slug: str) -> None:
+    assert bootstrap.derive_project_name(directory) == slug
+
+
+def test_underivable_directory_asks_for_name() -> None:
+    with pytest.raises(UsageError) as err:
+        bootstrap.derive_project_name("123")
+    assert err.value.hint == "pass --name NAME"
+
+
+def test_github_repo_format() -> None:
+    assert bootstrap.validate_github_repo("acme/churn-model") == "acme/churn-model"
+    assert bootstrap.validate_github_repo("") == ""
+    for bad in ("acme", "acme/churn/x", "https://github.com/acme/churn"):
+        with pytest.raises(UsageError):
+            bootstrap.validate_github_repo(bad)
+
+
+def test_stack_answers_carry_where_secrets_live_not_secrets() -> None:
+    answers = bootstrap.stack_answers(aws_outputs())
+    assert answers["stack"] == "prod" and answers["stack_kind"] == "aws"
+    assert answers["ci_role_arn"] == "arn:aws:iam::123456789012:role/ci"
+    assert answers["mlflow_password_secret_id"] == "arn:aws:secretsmanager:x:1:secret:m"
+    assert answers["mlflow_password_secret_key"] == "password"
+    assert all(isinstance(v, str) for v in answers.values())
+
+
+def test_endpoints_go_to_config_local_only() -> None:
+    assert bootstrap.remote_local_options(aws_outputs()) == {
+        "endpointurl": "http://127.0.0.1:9", "region": "eu-west-1"}
+    assert bootstrap.remote_local_options(aws_outputs(endpoint=None)) == {"region": "eu-west-1"}
+
+
+def test_dataset_matches_scikit_learns_loader(tmp_path: Path) -> None:
+    import pandas as pd
+    from sklearn.datasets import load_breast_cancer
+
+    n = bootstrap.write_dataset(tmp_path / "raw.csv")
+    written = pd.read_csv(tmp_path / "raw.csv")
+    expected = load_breast_cancer(as_frame=True).frame
+    assert n == len(written) == len(expected) == 569
+    assert list(written.columns) == ["id", *[c.replace(" ", "_") for c in expected.columns]]
+    assert written["id"].tolist() == list(range(1, 570))
+    pd.testing.assert_frame_equal(written.drop(columns="id").set_axis(expected.columns, axis=1),
+                                  expected, check_dtype=False)
+
+
+# -- the CLI: bad input is one line, a non-zero exit, and nothing written ------------------------
+def _one_line_error(output: str) -> str:
+    assert "Traceback" not in output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_unknown_stack(mlrig_home: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["init", str(tmp_path / "repo"), "--stack", "nope",
+                                 "--no-input"])
+    assert result.exit_code == 3
+    assert "no stack named 'nope'" in _one_line_error(result.output)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_missing_stack_with_no_input(mlrig_home: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["init", str(tmp_path / "repo"), "--no-input"])
+    assert result.exit_code == 2
+    assert "--stack is required" in _one_line_error(result.output)
+
+
+def test_invalid_name_on_the_cli(mlrig_home: Path, tmp_path: Path) -> None:
+    contract.save(aws_outputs())
+    result = runner.invoke(app, ["init", str(tmp_path / "repo"), "--stack", "prod",
+                                 "--name", "Churn-Model", "--no-input"])
+    assert result.exit_code == 2
+    assert "not a valid ECR repository name" in _one_line_error(result.output)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_non_empty_target_is_refused(mlrig_home: Path, tmp_path: Path) -> None:
+    contract.save(aws_outputs())
+    target = tmp_path / "repo"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine\n")
+    result = runner.invoke(app, ["init", str(target), "--stack", "prod", "--no-input"])
+    assert result.exit_code == 7
+    assert "exists and is not empty" in _one_line_error(result.output)
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlrig-home", "repo"]
+
+
+def test_no_git_on_path(mlrig_home: Path, tmp_path: Path,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    contract.save(aws_outputs())
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    result = runner.invoke(app, ["init", str(tmp_path / "repo"), "--stack", "prod",
+                                 "--no-input"])
+    assert result.exit_code == 4
+    assert "git is not on PATH" in _one_line_error(result.output)
+    assert not (tmp_path / "repo").exists()
+
+
+def test_update_outside_a_generated_repo(mlrig_home: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["update", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a repository generated by `mlrig init`" in _one_line_error(result.output)
+
+
+def test_init_help_names_every_option() -> None:
+    result = runner.invoke(app, ["init", "--help"])
+    assert result.exit_code == 0
+    for option in ("--stack", "--name", "--no-input", "--github-repo", "--force"):
+        assert option in result.output

@@ -140,3 +140,50 @@ def down(
                            hint="kill them by PID, then run `mlrig stack down` again")
     what = "stopped and deleted" if purge else "stopped (data kept)"
     console().print(f"[green]stack '{name}' {what}[/]")
+
+
+@app.command()
+def plan(
+    profile: Annotated[str, typer.Option(help="Size profile: small or production.")] = "small",
+    region: Annotated[str, typer.Option(help="AWS region the plan is for.")] = "us-east-1",
+    domain: Annotated[str | None, typer.Option(help="Custom domain for the tracking "
+                                               "server.")] = None,
+    github_repo: Annotated[str, typer.Option(help="owner/repo the CI role trusts.")
+                           ] = "example-org/example-model",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+) -> None:
+    """Show the AWS stack's resources and monthly cost, offline (no Pulumi CLI, no AWS)."""
+    from mlrig.core import costs
+    from mlrig.core import plan as plans
+
+    planned = plans.run_program(plans.plan_config(profile, region=region, domain=domain,
+                                                  github_repo=github_repo))
+    estimate = costs.estimate(planned)
+    if as_json:
+        typer.echo(plans.render_json(planned, estimate))
+        return
+    _render_plan(planned, estimate)
+
+
+def _render_plan(planned, estimate) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    from mlrig.core import plan as plans
+
+    graph = Table(title=f"AWS stack plan — profile {planned.profile}, {planned.region}")
+    for col in ("type", "name", "security-relevant settings"):
+        graph.add_column(col, overflow="fold")
+    for res in planned.resources:
+        graph.add_row(res.type, res.name, plans.highlights(res))
+    console().print(graph)
+    money = estimate.as_dict()
+    bill = Table(title=f"monthly cost (USD, {money['price_region']} prices of "
+                       f"{money['price_date']})")
+    for col in ("resource", "idle", "usage", "basis"):
+        bill.add_column(col, overflow="fold")
+    for item in money["items"]:
+        bill.add_row(item["name"], f"{item['idle']:.2f}", f"{item['usage']:.2f}", item["basis"])
+    bill.add_row("[bold]total[/]", f"[bold]{money['idle_total']:.2f}[/]",
+                 f"{money['usage_total']:.2f}", f"[bold]{money['total']:.2f}[/] with usage")
+    console().print(bill)
+    console().print(f"usage assumption: {money['usage_assumption']}")

@@ -110,6 +110,17 @@ def computed_outputs(typ: str, name: str, inputs: dict[str, Any], region: str
     return rid, out
 
 
+def _plain_numbers(value: Any) -> Any:
+    """The wire format carries every number as a double; show 30 rather than 30.0."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain_numbers(v) for v in value]
+    return value
+
+
 class _Mocks:
     """Pulumi mocks that record every registration (subclassed lazily from pulumi.Mocks)."""
 
@@ -120,7 +131,8 @@ class _Mocks:
         if not args.custom:
             self.plan.components.append((args.typ, args.name))
             return "", {}
-        self.plan.resources.append(PlannedResource(args.typ, args.name, dict(args.inputs)))
+        self.plan.resources.append(PlannedResource(args.typ, args.name,
+                                                   _plain_numbers(dict(args.inputs))))
         rid, computed = computed_outputs(args.typ, args.name, args.inputs, self.plan.region)
         return rid, {**args.inputs, **computed}
 
@@ -167,6 +179,7 @@ def run_program(cfg: Any, build: Any = None) -> Plan:
         pulumi_mocks._sync_await(stack.run_pulumi_func(main))
     finally:
         settings.SETTINGS.outputs.clear()
+    plan.resources.sort(key=lambda r: (r.type, r.name))
     return plan
 
 
@@ -196,3 +209,62 @@ def render_json(plan: Plan, estimate: Any) -> str:
         "monthly_cost_usd": estimate.as_dict(),
     }
     return json.dumps(doc, indent=2, sort_keys=False, default=str)
+
+
+# The inputs worth a glance per type in the human-readable plan (the JSON has them all).
+_HIGHLIGHTS: dict[str, tuple[str, ...]] = {
+    "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock": (
+        "blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls", "restrictPublicBuckets"),
+    "aws:s3/bucketOwnershipControls:BucketOwnershipControls": ("rule.objectOwnership",),
+    "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration": (
+        "rules.0.applyServerSideEncryptionByDefault.sseAlgorithm",),
+    "aws:s3/bucketVersioning:BucketVersioning": ("versioningConfiguration.status",),
+    "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration": (
+        "rules.0.noncurrentVersionExpiration.noncurrentDays",
+        "rules.0.abortIncompleteMultipartUpload.daysAfterInitiation"),
+    "aws:ecr/repository:Repository": ("imageTagMutability",
+                                      "imageScanningConfiguration.scanOnPush",
+                                      "encryptionConfigurations.0.encryptionType",
+                                      "forceDelete"),
+    "aws:rds/instance:Instance": ("instanceClass", "publiclyAccessible", "storageEncrypted",
+                                  "multiAz", "deletionProtection", "skipFinalSnapshot"),
+    "aws:ecs/service:Service": ("desiredCount", "networkConfiguration.assignPublicIp"),
+    "aws:ecs/taskDefinition:TaskDefinition": ("cpu", "memory"),
+    "aws:lb/listener:Listener": ("port", "protocol", "sslPolicy"),
+    "aws:apigatewayv2/api:Api": ("protocolType", "disableExecuteApiEndpoint"),
+    "aws:ec2/natGateway:NatGateway": (),
+    "aws:ec2/subnet:Subnet": ("cidrBlock", "mapPublicIpOnLaunch"),
+    "aws:iam/role:Role": ("description",),
+    "aws:secretsmanager/secret:Secret": ("recoveryWindowInDays",),
+}
+
+
+def _dig(value: Any, path: str) -> Any:
+    for part in path.split("."):
+        if isinstance(value, list):
+            value = value[int(part)] if int(part) < len(value) else None
+        elif isinstance(value, dict):
+            value = value.get(part)
+        else:
+            return None
+    return value
+
+
+def _rules(rules: list[dict[str, Any]]) -> str:
+    out = []
+    for r in rules:
+        src = ",".join(r.get("cidrBlocks") or []) or ("sg" if r.get("securityGroups") else "-")
+        out.append(f"{r.get('fromPort')}/{r.get('protocol')} {src}")
+    return " ".join(out) or "none"
+
+
+def highlights(res: PlannedResource) -> str:
+    """One line of the security-relevant settings of a planned resource."""
+    if res.type == "aws:ec2/securityGroup:SecurityGroup":
+        return (f"in: {_rules(res.inputs.get('ingress', []))}; "
+                f"out: {_rules(res.inputs.get('egress', []))}")
+    if res.type in ("aws:iam/rolePolicy:RolePolicy", "aws:s3/bucketPolicy:BucketPolicy"):
+        doc = json.loads(res.inputs["policy"])
+        return "; ".join(f"{s.get('Sid', s['Effect'])}" for s in doc["Statement"])
+    keys = _HIGHLIGHTS.get(res.type, ())
+    return ", ".join(f"{k.split('.')[-1]}={_dig(res.inputs, k)}" for k in keys)

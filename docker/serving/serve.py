@@ -195,8 +195,7 @@ class Model:
             if values.dtype.kind not in kinds:
                 raise BadRequest(f"Failed to enforce schema of data '{frame}' with schema "
                                  f"'{self.names}'. Error: Incompatible input types for column "
-                                 f"{name}. Can not safely convert {values.dtype} to {dtype}.",
-                                 code="INVALID_PARAMETER_VALUE")
+                                 f"{name}. Can not safely convert {values.dtype} to {dtype}.")
             out[name] = values.astype(dtype) if dtype != "object" else values
         return pd.DataFrame(out)
 

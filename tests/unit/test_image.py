@@ -1,0 +1,166 @@
+"""Pure logic of serving images: pins, loader choice, tags, labels, Dockerfile, ECR, CLI."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from mlrig.adapters import ecr
+from mlrig.core import image, serving_model, serving_push
+from mlrig.errors import UsageError
+from mlrig.main import app
+
+runner = CliRunner()
+SK_MLMODEL = {
+    "mlflow_version": "3.17.2",
+    "flavors": {
+        "python_function": {"loader_module": "mlflow.sklearn", "predict_fn": "predict"},
+        "sklearn": {"pickled_model": "model.skops", "serialization_format": "skops"},
+    },
+    "signature": {"inputs": json.dumps([{"type": "double", "name": "a", "required": True},
+                                        {"type": "long", "name": "b", "required": False}])},
+}
+
+
+def test_pins_are_required() -> None:
+    ok = serving_model.parse_pinned(
+        "# c\nscikit-learn==1.5.2\nPandas[x]==2.2 ; python_version>'3'\n")
+    assert [n for _, n in ok] == ["scikit-learn", "pandas"]
+    with pytest.raises(UsageError, match="not pinned.*numpy>=1"):
+        serving_model.parse_pinned("scikit-learn==1.5\nnumpy>=1\n")
+    with pytest.raises(UsageError, match="no requirements"):
+        serving_model.parse_pinned("# nothing\n")
+
+
+def test_sklearn_models_take_the_fast_path_without_mlflow() -> None:
+    plan = serving_model.plan(SK_MLMODEL, "mlflow==3.17.2\nscikit-learn==1.5.2\n")
+    names = [r.split("==")[0] for r in plan.requirements]
+    assert plan.spec["loader"] == "sklearn"
+    assert plan.spec["model_file"] == "model.skops"
+    assert plan.spec["input_columns"][1] == {"name": "b", "type": "long", "required": False}
+    assert "mlflow" not in names and "mlflow-skinny" not in names
+    assert {"scikit-learn", "skops", "numpy", "pandas", "cloudpickle", "uvicorn",
+            "httptools"} <= set(names)
+    assert all("==" in r for r in plan.requirements)
+
+
+def test_requirements_text_is_stable_so_the_layer_caches() -> None:
+    a = serving_model.plan(SK_MLMODEL, "scikit-learn==1.5.2\npandas==2.2.3\n")
+    b = serving_model.plan(SK_MLMODEL, "pandas==2.2.3\nscikit-learn==1.5.2\n")
+    c = serving_model.plan(SK_MLMODEL, "pandas==2.2.3\nscikit-learn==1.5.1\n")
+    assert a.requirements_sha256 == b.requirements_sha256 != c.requirements_sha256
+
+
+def test_other_flavors_use_mlflow_skinny() -> None:
+    mlmodel = {"mlflow_version": "3.17.2",
+               "flavors": {"python_function": {"loader_module": "mlflow.pyfunc.model"}}}
+    plan = serving_model.plan(mlmodel, "mlflow==3.17.2\ncloudpickle==3.1.1\n")
+    assert plan.spec["loader"] == "pyfunc"
+    assert "mlflow-skinny==3.17.2" in plan.requirements
+    with pytest.raises(UsageError, match="python_function"):
+        serving_model.plan({"flavors": {"keras": {}}}, "x==1\n")
+
+
+def test_tensor_signatures_leave_the_fast_path() -> None:
+    tensor = dict(SK_MLMODEL, signature={"inputs": json.dumps(
+        [{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 4]}}])})
+    assert serving_model.plan(tensor, "scikit-learn==1.5.2\n").spec["loader"] == "pyfunc"
+
+
+def test_labels_carry_provenance_and_no_timestamp() -> None:
+    prov = serving_model.Provenance("models:/m/3", "m", "3", "abc123", "f" * 40, None,
+                                    {"data/raw.csv": "d41d8"})
+    labels = prov.labels("0.1.0", "sha")
+    assert labels["io.mlrig.mlflow.run-id"] == "abc123"
+    assert labels["org.opencontainers.image.revision"] == "f" * 40
+    assert labels["io.mlrig.dvc.data"] == "data/raw.csv=d41d8"
+    assert labels["io.mlrig.model.version"] == "3"
+    assert not any("created" in k for k in labels)
+
+
+def test_dvc_lock_hashes(tmp_path: Path) -> None:
+    lock = tmp_path / "dvc.lock"
+    lock.write_text("schema: '2.0'\nstages:\n  train:\n    cmd: python train.py\n"
+                    "    deps:\n    - path: data/raw.csv\n      md5: aaa\n"
+                    "    outs:\n    - path: model.pkl\n      md5: bbb\n")
+    assert serving_model.dvc_lock_hashes(lock) == {"data/raw.csv": "aaa", "model.pkl": "bbb"}
+    assert serving_model.dvc_lock_hashes(tmp_path / "missing") == {}
+
+
+def test_dockerfile_layers_model_last_non_root_with_healthcheck() -> None:
+    text = serving_model.render_dockerfile(
+        (image.serving_assets() / "Dockerfile.tmpl").read_text(), base_image="base:1",
+        model_ref="models:/m/1", mlrig_version="0.1.0")
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith((" ", "#"))]
+    assert lines[0] == "FROM base:1 AS deps"
+    assert "FROM base:1" in lines
+    assert lines[-1] == "COPY model/ /opt/model/"
+    assert "USER 1000:1000" in lines
+    assert any(ln.startswith("HEALTHCHECK") for ln in lines)
+    # the dependency layer depends on requirements.txt only
+    assert text.index("COPY requirements.txt") < text.index("pip install") < text.index(
+        "COPY model/")
+
+
+def test_default_tags() -> None:
+    assert serving_model.default_tag("Breast Cancer", "4", None) == "mlrig/breast-cancer:v4"
+    assert serving_model.default_tag(None, None, "0123456789abcdef") == \
+        "mlrig/model:run-0123456789ab"
+    labels = {"io.mlrig.model.name": "bc", "io.mlrig.model.version": "2",
+              "io.mlrig.git.commit": "abcdef1234"}
+    assert serving_push.tags_for(labels, "x") == ["bc-v2", "bc-v2-abcdef1"]
+    assert serving_push.tags_for({}, "latest") == ["latest"]
+
+
+def test_ecr_host_and_token() -> None:
+    assert ecr.parse_host("123456789012.dkr.ecr.eu-west-1.amazonaws.com") == (
+        "123456789012", "eu-west-1")
+    with pytest.raises(UsageError):
+        ecr.parse_host("127.0.0.1:5000")
+    token = base64.b64encode(b"AWS:secret-pass").decode()
+    assert ecr.decode_token(token) == ("AWS", "secret-pass")
+    assert ecr.data_plane("h.example", "https://127.0.0.1:5000/") == "127.0.0.1:5000"
+
+
+def test_ecr_cache_is_private_and_expires(mlrig_home: Path) -> None:
+    host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    soon = datetime.now(UTC) + timedelta(minutes=5)
+    auth = ecr.EcrAuth("AWS", "pw", f"https://{host}", soon)
+    ecr._write_cache(host, auth)
+    path = ecr.cache_path(host)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert ecr._read_cache(host) == auth
+    assert not auth.fresh()  # inside the refresh margin: authorization() fetches anew
+    assert ecr.EcrAuth("AWS", "pw", "", datetime.now(UTC) + timedelta(hours=1)).fresh()
+    path.write_text("{corrupt")
+    assert ecr._read_cache(host) is None
+
+
+def test_cli_rejects_bad_platform(mlrig_home: Path) -> None:
+    result = runner.invoke(app, ["image", "build", "--model", "models:/m/1",
+                                 "--platform", "windows/386"])
+    assert result.exit_code == 2
+    assert "unsupported platform" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_push_without_stack_or_image(mlrig_home: Path) -> None:
+    result = runner.invoke(app, ["image", "push", "--stack", "nope", "img:1"])
+    assert result.exit_code == 3 and "no stack named 'nope'" in result.output
+    result = runner.invoke(app, ["image", "push"])
+    assert result.exit_code == 2 and "which stack?" in result.output
+
+
+def test_cli_build_outside_a_repo_needs_a_model(mlrig_home: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    with pytest.raises(UsageError, match="not an mlrig-generated repo"):
+        image.default_model_uri(tmp_path)
+    (tmp_path / ".copier-answers.yml").write_text("project_name: churn\nstack: local\n")
+    with pytest.raises(UsageError, match="does not exist|no versions"):
+        image.default_model_uri(tmp_path)

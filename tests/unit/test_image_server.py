@@ -1,0 +1,183 @@
+"""The in-container server against MLflow's own scoring server, request by request.
+
+Same model, same bodies: status codes, error codes and predictions must match MLflow's
+`scoring_server.invocations`, so existing MLflow clients see no difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlrig.core import image, serving_model
+
+
+def _load_serve() -> Any:
+    spec = importlib.util.spec_from_file_location("mlrig_serve",
+                                                  image.serving_assets() / "serve.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+serve = _load_serve()
+
+
+@pytest.fixture(scope="module", params=["skops", "cloudpickle"])
+def saved_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                ) -> Path:
+    import mlflow.sklearn
+    import sklearn
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+    path = tmp_path_factory.mktemp("model") / "m"
+    mlflow.sklearn.save_model(model, str(path), serialization_format=request.param,
+                              pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+                              input_example=x.head(3))
+    import yaml
+
+    mlmodel = yaml.safe_load((path / "MLmodel").read_text())
+    plan = serving_model.plan(mlmodel, (path / "requirements.txt").read_text())
+    assert plan.spec["loader"] == "sklearn"
+    (path / "mlrig-serving.json").write_text(json.dumps(plan.spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def both(saved_model: Path) -> tuple[Any, Any]:
+    import mlflow.pyfunc
+
+    return serve.Model(str(saved_model)), mlflow.pyfunc.load_model(str(saved_model))
+
+
+def ours(model: Any, body: bytes, ctype: str) -> tuple[int, Any]:
+    try:
+        status, out, mime = model.invocations(body, ctype)
+    except serve.BadRequest as exc:
+        return exc.status, exc.code
+    return status, json.loads(out) if mime == "application/json" else None
+
+
+def theirs(pyfunc: Any, body: bytes, ctype: str) -> tuple[int, Any]:
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    try:
+        res = scoring_server.invocations(body, ctype, pyfunc,
+                                         pyfunc.metadata.get_input_schema())
+    except MlflowException as exc:
+        return exc.get_http_status_code(), json.loads(exc.serialize_as_json())["error_code"]
+    return res.status, json.loads(res.response) if res.mimetype == "application/json" else None
+
+
+def _example(saved_model: Path) -> dict[str, Any]:
+    return json.loads((saved_model / "input_example.json").read_text())
+
+
+def corpus(saved_model: Path) -> list[tuple[str, bytes, str]]:
+    ex = _example(saved_model)
+    cols, data = ex["columns"], ex["data"]
+    records = [dict(zip(cols, row, strict=True)) for row in data]
+    j = "application/json"
+
+    def body(doc: Any) -> bytes:
+        return json.dumps(doc).encode()
+
+    csv = (",".join(f'"{c}"' for c in cols) + "\n" +
+           "\n".join(",".join(map(str, r)) for r in data) + "\n").encode()
+    rev = list(reversed(cols))
+    return [
+        ("split", body({"dataframe_split": ex}), j),
+        ("split, charset", body({"dataframe_split": ex}), "application/json; charset=utf-8"),
+        ("split, reordered columns", body({"dataframe_split": {
+            "columns": rev, "data": [list(reversed(r)) for r in data]}}), j),
+        ("split with index", body({"dataframe_split": {**ex, "index": [7, 8, 9]}}), j),
+        ("split, integers", body({"dataframe_split": {
+            "columns": cols, "data": [[int(v) for v in r] for r in data]}}), j),
+        ("records", body({"dataframe_records": records}), j),
+        ("instances", body({"instances": records}), j),
+        ("inputs, columns", body({"inputs": {c: [r[i] for r in data]
+                                             for i, c in enumerate(cols)}}), j),
+        ("inputs, records", body({"inputs": records}), j),
+        ("extra column", body({"dataframe_records": [{**r, "x": 1} for r in records]}), j),
+        ("csv", csv, "text/csv"),
+        ("missing column", body({"dataframe_split": {"columns": cols[1:],
+                                                     "data": [r[1:] for r in data]}}), j),
+        ("string in a number column", body({"dataframe_split": {
+            "columns": cols, "data": [["x"] + r[1:] for r in data]}}), j),
+        ("invalid json", b"{not json", j),
+        ("a list", body([1, 2]), j),
+        ("unknown key", body({"rows": data}), j),
+        ("two keys", body({"dataframe_split": ex, "instances": records}), j),
+        ("bad content type", b"x", "text/plain"),
+        ("latin-1", body({"dataframe_split": ex}), "application/json; charset=latin-1"),
+        ("unknown parameter", body({"dataframe_split": ex}), "application/json; format=x"),
+    ]
+
+
+def test_answers_match_mlflow_scoring_server(saved_model: Path, both: tuple[Any, Any]
+                                              ) -> None:
+    mine, reference = both
+    mismatches = []
+    for label, body, ctype in corpus(saved_model):
+        got, want = ours(mine, body, ctype), theirs(reference, body, ctype)
+        if got != want:
+            mismatches.append(f"{label}: ours {got} vs MLflow {want}")
+    assert not mismatches, "\n".join(mismatches)
+
+
+def test_predictions_are_real(saved_model: Path, both: tuple[Any, Any]) -> None:
+    import pandas as pd
+
+    ex = _example(saved_model)
+    body = json.dumps({"dataframe_split": ex}).encode()
+    status, answer = ours(both[0], body, "application/json")
+    expected = both[1].predict(pd.DataFrame(ex["data"], columns=ex["columns"]))
+    assert status == 200
+    assert answer == {"predictions": expected.tolist()}
+
+
+def _call(app: Any, method: str, path: str, body: bytes = b"",
+          ctype: str = "application/json") -> tuple[int, bytes]:
+    sent: list[dict[str, Any]] = []
+    chunks = [{"type": "http.request", "body": body[:10], "more_body": True},
+              {"type": "http.request", "body": body[10:], "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return chunks.pop(0)
+
+    async def send(msg: dict[str, Any]) -> None:
+        sent.append(msg)
+
+    scope = {"type": "http", "method": method, "path": path,
+             "headers": [(b"content-type", ctype.encode())]}
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], sent[1]["body"]
+
+
+def test_asgi_routes(saved_model: Path, both: tuple[Any, Any]) -> None:
+    app = serve.make_app(both[0])
+    assert _call(app, "GET", "/ping") == (200, b"\n")
+    assert _call(app, "GET", "/health") == (200, b"\n")
+    status, version = _call(app, "GET", "/version")
+    import mlflow
+
+    assert (status, version.decode()) == (200, mlflow.__version__)
+    body = json.dumps({"dataframe_split": _example(saved_model)}).encode()
+    status, out = _call(app, "POST", "/invocations", body)
+    assert status == 200 and len(json.loads(out)["predictions"]) == 3
+    status, out = _call(app, "POST", "/invocations", b"{}")
+    assert status == 400 and json.loads(out)["error_code"] == "BAD_REQUEST"
+    assert _call(app, "GET", "/invocations")[0] == 405
+    assert _call(app, "GET", "/nope")[0] == 404

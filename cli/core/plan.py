@@ -57,6 +57,7 @@ def computed_outputs(typ: str, name: str, inputs: dict[str, Any], region: str
                      ) -> tuple[str, dict[str, Any]]:
     """What AWS would report back for a resource: its id and computed attributes."""
     service = typ.split(":")[1].split("/")[0]
+    service = {"lb": "elasticloadbalancing", "apigatewayv2": "apigateway"}.get(service, service)
     rid = f"{name}-id"
     out: dict[str, Any] = {"arn": _arn(service, region, f"{name}"), "name": inputs.get("name",
                                                                                         name)}
@@ -165,18 +166,29 @@ def run_program(cfg: Any, build: Any = None) -> Plan:
     async def main() -> None:
         outputs = build(cfg)
         keys = list(outputs)
-        futures = [pulumi.Output.from_input(outputs[k]).future() for k in keys]
-        try:
-            values = await asyncio.wait_for(asyncio.gather(*futures), RESOLVE_TIMEOUT_S)
-        except TimeoutError as exc:
-            raise PlanError(f"outputs did not resolve within {RESOLVE_TIMEOUT_S:.0f} s") from exc
+        tasks = [asyncio.ensure_future(pulumi.Output.from_input(outputs[k]).future())
+                 for k in keys]
+        _, pending = await asyncio.wait(tasks, timeout=RESOLVE_TIMEOUT_S)
+        if pending:
+            stuck = [k for k, t in zip(keys, tasks, strict=True) if t in pending]
+            unresolved.append(f"outputs {stuck} did not resolve within {RESOLVE_TIMEOUT_S:g} s")
+            for task in pending:  # else Pulumi's runtime waits for them forever
+                task.cancel()
+            raise PlanError(unresolved[0])
+        values = [t.result() for t in tasks]
         for key, value in zip(keys, values, strict=True):
             if value is None:
                 raise PlanError(f"output {key!r} resolved to nothing (unknown or missing)")
             plan.outputs[key] = value
 
+    unresolved: list[str] = []
     try:
         pulumi_mocks._sync_await(stack.run_pulumi_func(main))
+    except asyncio.CancelledError as exc:
+        # The runtime reports the tasks cancelled above rather than our error.
+        if unresolved:
+            raise PlanError(unresolved[0]) from exc
+        raise
     finally:
         settings.SETTINGS.outputs.clear()
     plan.resources.sort(key=lambda r: (r.type, r.name))

@@ -1,0 +1,226 @@
+"""A generated repo against the real local stack (MLflow server, DVC remote dir), with real
+git, dvc and mlflow: the issue's list 1-6, in order, on one shared repository."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.integration
+VENV_BIN = Path(sys.executable).parent
+PROJECT = "bcancer"
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def sh(repo: Path, *args: str, env: dict[str, str]) -> str:
+    """Run a real program in repo; fail the test with its output if it fails."""
+    proc = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(f"`{' '.join(args)}` exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
+                    f"{proc.stderr[-3000:]}")
+    return proc.stdout + proc.stderr
+
+
+def repo_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What a user's shell has: the venv on PATH, no MLflow exports (tracking.py must find
+    the stack by itself), DVC analytics off."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "AWS_", "MLRIG_"))}
+    env.update(MLRIG_HOME=str(home), DVC_NO_ANALYTICS="1",
+               PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+               GIT_AUTHOR_NAME="Test", GIT_AUTHOR_EMAIL="test@example.com",
+               GIT_COMMITTER_NAME="Test", GIT_COMMITTER_EMAIL="test@example.com")
+    env.update(extra or {})
+    return env
+
+
+def lock_deps(repo: Path, stage: str) -> dict[str, str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {f"dvc.dep.{d['path']}": d["md5"] for d in lock["stages"][stage]["deps"]}
+
+
+def ran_stages(output: str) -> set[str]:
+    return {s for s in ("preprocess", "train", "evaluate") if f"Running stage '{s}'" in output}
+
+
+def mlflow_client(stack_env: dict) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=stack_env["env"]["MLFLOW_TRACKING_URI"])
+
+
+def provenance_of(repo: Path) -> dict[str, Any]:
+    """What a repro just recorded: the MLflow run, HEAD and the train stage's lock hashes."""
+    return {"run": json.loads((repo / "models/mlflow_run.json").read_text()),
+            "head": sh(repo, "git", "rev-parse", "HEAD", env=os.environ.copy()).strip(),
+            "deps": lock_deps(repo, "train")}
+
+
+def assert_provenance(client: Any, recorded: dict[str, Any]) -> None:
+    run = client.get_run(recorded["run"]["run_id"])
+    assert run.data.tags["mlflow.source.git.commit"] == recorded["head"]
+    dep_tags = {k: v for k, v in run.data.tags.items() if k.startswith("dvc.dep.")}
+    assert dep_tags == recorded["deps"]
+    assert len(dep_tags) == 4  # train.csv, features.py, train.py, tracking.py
+
+
+@pytest.fixture(scope="module")
+def shared(local_stack: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One repo made by the real `mlrig init` CLI, reused by every test in this module."""
+    root = tmp_path_factory.mktemp("gen")
+    env = repo_env(local_stack["home"])
+    out = sh(root, str(VENV_BIN / "mlrig"), "init", "bcancer", "--stack", "local",
+             "--no-input", env=env)
+    assert "created" in out
+    repo = root / "bcancer"
+    return {"repo": repo, "env": env, "first": sh(repo, "git", "rev-parse", "HEAD",
+                                                   env=env).strip()}
+
+
+def test_1_repro_runs_all_then_skips_then_reruns_only_what_changed(shared: dict) -> None:
+    repo, env = shared["repo"], shared["env"]
+    assert ran_stages(sh(repo, "dvc", "repro", env=env)) == {"preprocess", "train", "evaluate"}
+    shared["provenance"] = [provenance_of(repo)]
+    assert (repo / "metrics.json").exists()
+    sh(repo, "git", "add", "--all", env=env)
+    sh(repo, "git", "commit", "-qm", "First pipeline run", env=env)
+
+    second = sh(repo, "dvc", "repro", env=env)
+    assert ran_stages(second) == set()
+    for stage in ("preprocess", "train", "evaluate"):
+        assert f"Stage '{stage}' didn't change, skipping" in second
+    assert "up to date" in sh(repo, "dvc", "status", env=env)
+
+    params = repo / "params.yaml"
+    params.write_text(params.read_text().replace("C: 1.0 ", "C: 0.8 "))
+    status = json.loads(sh(repo, "dvc", "status", "--json", env=env))
+    assert set(status) == {"train"}  # evaluate's inputs change only once train re-runs
+    assert ran_stages(sh(repo, "dvc", "repro", env=env)) == {"train", "evaluate"}
+    shared["provenance"].append(provenance_of(repo))
+    sh(repo, "git", "add", "--all", env=env)
+    sh(repo, "git", "commit", "-qm", "C=0.8", env=env)
+
+
+def test_generated_tests_pass(shared: dict) -> None:
+    out = sh(shared["repo"], "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+             env=shared["env"])
+    assert " passed" in out and "skipped" not in out  # data and processed files are present
+
+
+def test_2_dag_shows_the_three_stages_in_order(shared: dict) -> None:
+    dot = sh(shared["repo"], "dvc", "dag", "--dot", env=shared["env"])
+    for edge in ('"preprocess" -> "train"', '"train" -> "evaluate"',
+                 '"data/raw/breast_cancer.csv.dvc" -> "preprocess"'):
+        assert edge in dot
+
+
+def test_6_runs_carry_commit_and_dvc_lock_hashes(shared: dict, stack_env: dict) -> None:
+    client = mlflow_client(stack_env)
+    first, partial = shared["provenance"]
+    assert first["head"] == shared["first"]
+    for recorded in (first, partial):
+        assert_provenance(client, recorded)
+    run = client.get_run(partial["run"]["run_id"])
+    assert run.data.params["train.C"] == "0.8"
+    assert {"train_accuracy", "test_accuracy", "test_roc_auc"} <= set(run.data.metrics)
+
+
+def test_model_is_registered_with_pinned_requirements_and_example(shared: dict,
+                                                                   stack_env: dict,
+                                                                   tmp_path: Path) -> None:
+    import mlflow
+
+    client = mlflow_client(stack_env)
+    versions = client.search_model_versions(f"name='{PROJECT}'")
+    latest = shared["provenance"][-1]["run"]
+    assert latest["run_id"] in {v.run_id for v in versions}
+    mlflow.set_tracking_uri(stack_env["env"]["MLFLOW_TRACKING_URI"])
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{PROJECT}/{latest['version']}",
+                                                     dst_path=str(tmp_path)))
+    requirements = (local / "requirements.txt").read_text().split()
+    assert any(r.startswith("scikit-learn==") for r in requirements)
+    assert all("==" in r for r in requirements)
+    mlmodel = yaml.safe_load((local / "MLmodel").read_text())
+    assert "saved_input_example_info" in mlmodel and "signature" in mlmodel
+
+
+def test_3_experiments_show_up_in_dvc_and_mlflow(shared: dict, stack_env: dict) -> None:
+    repo, env = shared["repo"], shared["env"]
+    head = sh(repo, "git", "rev-parse", "HEAD", env=env).strip()
+    values = ("0.1", "0.5", "2.0")
+    for c in values:
+        sh(repo, "dvc", "exp", "run", "-S", f"train.C={c}", env=env)
+    table = json.loads(sh(repo, "dvc", "exp", "show", "--json", env=env))
+    baseline = next(b for b in table if b["rev"] == head)
+    exps = {}
+    for group in baseline["experiments"]:
+        for rev in group["revs"]:
+            c = rev["data"]["params"]["params.yaml"]["data"]["train"]["C"]
+            exps[str(c)] = rev
+            assert rev["data"]["metrics"]["metrics.json"]["data"]["accuracy"] > 0.8
+    assert set(exps) == set(values)
+
+    client = mlflow_client(stack_env)
+    experiment = client.get_experiment_by_name(PROJECT)
+    runs = [r for r in client.search_runs([experiment.experiment_id], max_results=200)
+            if r.data.tags.get("mlflow.source.git.commit") == head]
+    assert sorted(r.data.params["train.C"] for r in runs) == sorted(values)
+    for r in runs:
+        assert r.data.tags["dvc.dep.data/processed/train.csv"] == lock_deps(repo, "train")[
+            "dvc.dep.data/processed/train.csv"]
+        assert "test_accuracy" in r.data.metrics
+
+    sh(repo, "dvc", "exp", "apply", exps["0.5"]["name"], env=env)
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["C"] == 0.5
+    sh(repo, "git", "checkout", "--", ".", env=env)  # back to the committed baseline
+    sh(repo, "dvc", "checkout", "--force", env=env)
+    assert "up to date" in sh(repo, "dvc", "status", env=env)
+
+
+def test_4_push_then_fresh_clone_pulls_identical_files(shared: dict, tmp_path: Path) -> None:
+    repo, env = shared["repo"], shared["env"]
+    sh(repo, "dvc", "push", env=env)
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone), env=env)
+    assert not (clone / "models/model.pkl").exists()
+    sh(clone, "dvc", "pull", env=env)
+    for path in ("data/raw/breast_cancer.csv", "data/processed/train.csv",
+                 "data/processed/test.csv", "models/model.pkl", "models/mlflow_run.json"):
+        assert md5(clone / path) == md5(repo / path), path
+    assert "up to date" in sh(clone, "dvc", "status", env=env)
+
+
+def test_5_time_travel_restores_the_first_dataset(shared: dict) -> None:
+    repo, env = shared["repo"], shared["env"]
+    raw = repo / "data/raw/breast_cancer.csv"
+    v1_hash, v1_rows = md5(raw), len(raw.read_text().splitlines()) - 1
+    v1_commit = sh(repo, "git", "rev-parse", "HEAD", env=env).strip()
+    v1_model = md5(repo / "models/model.pkl")
+    lines = raw.read_text().splitlines(keepends=True)
+    raw.write_text("".join(lines[:501]))  # data v2: the first 500 rows
+    sh(repo, "dvc", "add", "data/raw/breast_cancer.csv", env=env)
+    sh(repo, "git", "commit", "-qam", "Data v2", env=env)
+
+    assert md5(raw) != v1_hash
+    sh(repo, "git", "checkout", "-q", v1_commit, env=env)
+    sh(repo, "dvc", "checkout", env=env)
+    assert md5(raw) == v1_hash and len(raw.read_text().splitlines()) - 1 == v1_rows == 569
+    assert md5(repo / "models/model.pkl") == v1_model
+    dvc_file = yaml.safe_load((repo / "data/raw/breast_cancer.csv.dvc").read_text())
+    assert dvc_file["outs"][0]["md5"] == v1_hash
+
+    sh(repo, "git", "checkout", "-q", "main", env=env)
+    sh(repo, "dvc", "checkout", env=env)
+    assert len(raw.read_text().splitlines()) - 1 == 500

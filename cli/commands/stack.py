@@ -25,8 +25,30 @@ def up(
     mlflow_port: Annotated[int | None, typer.Option(help="MLflow port (first up only).")] = None,
     registry_port: Annotated[int | None, typer.Option(help="Registry port (first up only).")
                              ] = None,
+    aws: Annotated[bool, typer.Option("--aws", help="Provision the stack on AWS (Pulumi).")
+                   ] = False,
+    region: Annotated[str | None, typer.Option(help="AWS region (default: AWS_REGION).")
+                      ] = None,
+    profile: Annotated[str, typer.Option(help="AWS size profile: small or production.")
+                       ] = "small",
+    github_repo: Annotated[str | None, typer.Option(help="owner/repo whose GitHub Actions "
+                                                    "may push images and data (AWS).")] = None,
+    domain: Annotated[str | None, typer.Option(help="Custom domain for the tracking server "
+                                               "(AWS; its Route 53 zone must exist).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")
+                   ] = False,
+    backend_url: Annotated[str | None, typer.Option(help="Pulumi backend URL (default: a "
+                                                    "file backend under mlrig's home).")
+                           ] = None,
 ) -> None:
     """Bring a stack up, or restart its services; a running stack is left as it is."""
+    if aws:
+        if local:
+            from mlrig.errors import UsageError
+
+            raise UsageError("--local and --aws exclude each other", hint="pick one")
+        _aws_up(name, region, profile, github_repo, domain, yes, backend_url)
+        return
     from mlrig.core.local_stack import LocalStack
 
     stack = LocalStack(name)
@@ -36,6 +58,31 @@ def up(
     _render_status(stack)
     console().print(f"[green]stack '{outputs.name}' is up[/] — "
                     f"`eval \"$(mlrig stack env --name {outputs.name})\"` configures a shell")
+
+
+def _aws_request(name: str, region: str | None, profile: str, github_repo: str | None,
+                 domain: str | None, backend_url: str | None):  # type: ignore[no-untyped-def]
+    from mlrig.core import aws_stack
+
+    return aws_stack.AwsStackRequest(
+        name=name, region=aws_stack.resolve_region(region), profile=profile,
+        github_repo=github_repo, domain=domain, backend_url=backend_url).validate()
+
+
+def _aws_up(name: str, region: str | None, profile: str, github_repo: str | None,
+            domain: str | None, yes: bool, backend_url: str | None) -> None:
+    from mlrig.core import aws_stack
+    from mlrig.errors import Aborted
+
+    req = _aws_request(name, region, profile, github_repo, domain, backend_url)
+    if not yes and not typer.confirm(
+            f"Create or update AWS stack '{name}' ({profile}) in {req.region}? It costs money "
+            f"while it exists (`mlrig stack plan --profile {profile}` shows how much)"):
+        raise Aborted("nothing was changed")
+    with err_console().status(f"bringing AWS stack '{name}' up"):
+        outputs = aws_stack.up(req, progress=_progress)
+    console().print(f"[green]AWS stack '{outputs.name}' is up[/] — MLflow at "
+                    f"{outputs.mlflow_tracking_uri}; `mlrig stack outputs --name {name}`")
 
 
 def _render_status(stack) -> None:  # type: ignore[no-untyped-def]
@@ -129,7 +176,9 @@ def down(
     from mlrig.core.local_stack import LocalStack
     from mlrig.errors import Aborted, ServiceError
 
-    contract.load(name)  # unknown stack -> clear error
+    if contract.load(name).kind == "aws":  # unknown stack -> clear error
+        _aws_down(name, purge, yes)
+        return
     stack = LocalStack(name)
     if purge and not yes and not typer.confirm(
             f"Delete all data of stack '{name}' (runs, images, DVC objects) in {stack.root}?"):
@@ -187,3 +236,43 @@ def _render_plan(planned, estimate) -> None:  # type: ignore[no-untyped-def]
                  f"{money['usage_total']:.2f}", f"[bold]{money['total']:.2f}[/] with usage")
     console().print(bill)
     console().print(f"usage assumption: {money['usage_assumption']}")
+
+
+def _aws_down(name: str, purge: bool, yes: bool) -> None:
+    from mlrig.core import aws_stack
+    from mlrig.errors import Aborted
+
+    if purge and not yes and not typer.confirm(
+            f"Destroy AWS stack '{name}' AND delete its data (DVC objects, MLflow artifacts, "
+            "images, the database)?"):
+        raise Aborted("nothing was destroyed")
+    if not purge and not yes and not typer.confirm(f"Destroy AWS stack '{name}'?"):
+        raise Aborted("nothing was destroyed")
+    with err_console().status(f"destroying AWS stack '{name}'"):
+        result = aws_stack.down(name, purge=purge, progress=_progress)
+    console().print(f"[green]AWS stack '{name}' destroyed[/]")
+    for item in result.remaining:
+        console().print(f"remains: {item}")
+
+
+@app.command()
+def preview(
+    name: NameOpt = "local",
+    region: Annotated[str | None, typer.Option(help="AWS region (default: AWS_REGION).")
+                      ] = None,
+    profile: Annotated[str, typer.Option(help="Size profile: small or production.")
+                       ] = "small",
+    github_repo: Annotated[str | None, typer.Option(help="owner/repo for the CI role.")
+                           ] = None,
+    domain: Annotated[str | None, typer.Option(help="Custom domain for the tracking "
+                                               "server.")] = None,
+    backend_url: Annotated[str | None, typer.Option(help="Pulumi backend URL.")] = None,
+) -> None:
+    """Show what `stack up --aws` would change (needs the Pulumi CLI and AWS credentials)."""
+    from mlrig.core import aws_stack
+
+    req = _aws_request(name, region, profile, github_repo, domain, backend_url)
+    with err_console().status(f"previewing AWS stack '{name}'"):
+        summary = aws_stack.preview(req)
+    changes = ", ".join(f"{op}: {n}" for op, n in sorted(summary.items())) or "no changes"
+    console().print(f"AWS stack '{name}': {changes}")

@@ -37,6 +37,7 @@ class TrackingServerArgs:
     flask_secret: Any
     domain: str | None = None
     hosted_zone_id: str | None = None
+    force_delete: bool = False  # teardown: lift deletion protection (the snapshot stays)
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -56,7 +57,8 @@ class TrackingServer(pulumi.ComponentResource):
             subnet_ids=args.public_subnet_ids if front_kind == "alb" else task_subnets,
             port=ts.CONTAINER_PORT, health_path=ts.HEALTH_PATH, domain=args.domain,
             hosted_zone_id=args.hosted_zone_id,
-            deletion_protection=profile.db_deletion_protection, tags=tags), opts=child)
+            deletion_protection=profile.db_deletion_protection and not args.force_delete,
+            tags=tags), opts=child)
         # Tasks accept the server port from the front door only; out: HTTPS (ECR, Secrets
         # Manager, S3, logs) and PostgreSQL inside the VPC. Nothing else, either way.
         task_sg = aws.ec2.SecurityGroup(
@@ -75,7 +77,8 @@ class TrackingServer(pulumi.ComponentResource):
             client_security_group_id=task_sg.id, password=args.db_password,
             instance_class=profile.db_instance_class, storage_gb=profile.db_storage_gb,
             max_storage_gb=profile.db_max_storage_gb, multi_az=profile.db_multi_az,
-            deletion_protection=profile.db_deletion_protection,
+            deletion_protection=profile.db_deletion_protection and not args.force_delete,
+            final_snapshot=profile.db_deletion_protection,
             backup_days=profile.db_backup_days, tags=tags), opts=child)
         self.admin_secret = self._secret(f"{name}-admin-password", args.admin_password,
                                          "MLflow admin password", tags)

@@ -204,3 +204,12 @@ def test_phase_one_has_no_tracking_server() -> None:
     assert plan.of_type(SERVICE) == [] and plan.of_type(RDS) == []
     assert "mlflow_tracking_uri" not in plan.outputs
     assert plan.outputs["mlflow_server_repository_url"].endswith("/mlrig-plan/mlflow-server")
+
+
+def test_purge_lifts_deletion_protection_but_keeps_the_final_snapshot() -> None:
+    plan = make_plan("production", DOMAIN, force_delete=True)
+    db = plan.one(RDS).inputs
+    assert db["deletionProtection"] is False
+    assert db["skipFinalSnapshot"] is False and db["finalSnapshotIdentifier"] == "mlflow-db-final"
+    alb = plan.one("aws:lb/loadBalancer:LoadBalancer").inputs
+    assert alb["enableDeletionProtection"] is False

@@ -1,0 +1,46 @@
+"""The cost estimate: the price table applied to planned resources, by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlrig.core import costs
+from mlrig.core.plan import Plan, PlannedResource, plan_config, run_program
+
+
+def _items(plan: Plan) -> dict[str, costs.CostItem]:
+    return {i.name: i for i in costs.estimate(plan).items}
+
+
+def test_small_profile_idle_cost_is_within_budget() -> None:
+    est = costs.estimate(run_program(plan_config("small")))
+    items = {i.name: i for i in est.items}
+    # db.t4g.micro 730 h x $0.016 + 20 GB gp3 x $0.115
+    assert items["mlflow-db"].idle == pytest.approx(730 * 0.016 + 20 * 0.115)
+    # Fargate Spot: (0.5 vCPU x 0.04048 + 1 GB x 0.004445) x 730 h x 30 %
+    assert items["mlflow-service"].idle == pytest.approx(
+        (0.5 * 0.04048 + 1 * 0.004445) * 730 * 0.3)
+    assert items["mlflow-service-task-ip"].idle == pytest.approx(3.65)
+    assert est.idle_total == pytest.approx(24.39, abs=0.01)
+    assert est.idle_total <= 30
+
+
+def test_multi_az_doubles_the_database() -> None:
+    db = {"instanceClass": "db.t4g.medium", "allocatedStorage": 50, "multiAz": True}
+    plan = Plan("production", "us-east-1", [PlannedResource("aws:rds/instance:Instance",
+                                                            "db", db)])
+    assert _items(plan)["db"].idle == pytest.approx(2 * (730 * 0.065 + 50 * 0.115))
+
+
+def test_free_resources_have_no_item() -> None:
+    plan = Plan("small", "us-east-1", [PlannedResource("aws:ec2/vpc:Vpc", "vpc", {}),
+                                       PlannedResource("aws:iam/role:Role", "r", {})])
+    assert costs.estimate(plan).items == []
+
+
+def test_unknown_instance_class_is_an_error() -> None:
+    plan = Plan("small", "us-east-1", [PlannedResource(
+        "aws:rds/instance:Instance", "db", {"instanceClass": "db.x9.huge",
+                                             "allocatedStorage": 20})])
+    with pytest.raises(KeyError, match="db.x9.huge"):
+        costs.estimate(plan)

@@ -1,0 +1,75 @@
+"""`mlrig stack plan`: the --json format other tools read, the table, bad input, costs."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from mlrig.main import app
+
+TOKEN = re.compile(r"^aws:[a-zA-Z0-9]+/[a-zA-Z0-9]+:[A-Z][A-Za-z0-9]+$")
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def small_json() -> dict:
+    result = runner.invoke(app, ["stack", "plan", "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_json_shape(small_json: dict) -> None:
+    assert set(small_json) >= {"resources", "monthly_cost_usd"}
+    resources = small_json["resources"]
+    assert len(resources) > 40
+    for res in resources:
+        assert set(res) == {"type", "name", "inputs"}
+        assert TOKEN.match(res["type"]), res["type"]
+        assert isinstance(res["name"], str) and res["name"]
+        # Inputs as the provider receives them: camelCase keys, no Python names.
+        assert all("_" not in key for key in res["inputs"]), res["inputs"].keys()
+    bucket = next(r for r in resources if r["type"] == "aws:s3/bucket:Bucket")
+    assert bucket["inputs"]["forceDestroy"] is False
+    block = next(r for r in resources if r["type"].endswith("BucketPublicAccessBlock"))
+    assert block["inputs"]["restrictPublicBuckets"] is True
+
+
+def test_json_cost(small_json: dict) -> None:
+    cost = small_json["monthly_cost_usd"]
+    assert isinstance(cost["total"], float | int) and isinstance(cost["items"], list)
+    assert cost["total"] == pytest.approx(sum(i["total"] for i in cost["items"]), abs=0.05)
+    assert cost["idle_total"] <= 30  # the issue's budget for an idle small stack
+    assert {"price_date", "price_region", "usage_assumption"} <= set(cost)
+    names = {i["name"] for i in cost["items"]}
+    assert {"mlflow-db", "mlflow-service"} <= names
+    types = {r["type"] for r in small_json["resources"]}
+    assert all(i["type"] in types or i["type"].startswith("aws:ec2:") for i in cost["items"])
+
+
+def test_production_plan_with_domain() -> None:
+    result = runner.invoke(app, ["stack", "plan", "--json", "--profile", "production",
+                                 "--domain", "mlflow.example.com"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    types = [r["type"] for r in doc["resources"]]
+    assert "aws:lb/loadBalancer:LoadBalancer" in types
+    assert types.count("aws:ec2/natGateway:NatGateway") == 2
+    assert doc["monthly_cost_usd"]["idle_total"] > 100
+
+
+def test_table_output() -> None:
+    result = runner.invoke(app, ["stack", "plan"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "aws:rds/instance:Instance" in result.stdout
+    assert "publiclyAccessible=False" in result.stdout
+    assert "total" in result.stdout and "usage assumption" in result.stdout
+
+
+def test_unknown_profile_is_one_line() -> None:
+    result = runner.invoke(app, ["stack", "plan", "--profile", "huge"])
+    assert result.exit_code == 2
+    assert "unknown profile 'huge'" in result.output
+    assert "Traceback" not in result.output

@@ -18,7 +18,7 @@ from pathlib import Path
 from mlrig import paths
 from mlrig.adapters import aws
 from mlrig.contract import atomic_write
-from mlrig.errors import CredentialsError, RemoteError, UsageError
+from mlrig.errors import RemoteError, UsageError
 
 REFRESH_MARGIN = timedelta(minutes=15)
 ENDPOINT_ENV = "MLRIG_ECR_REGISTRY_ENDPOINT"
@@ -104,10 +104,8 @@ def authorization(host: str, *, endpoint_url: str | None = None,
     if expires.tzinfo is None:
         expires = expires.replace(tzinfo=UTC)
     auth = EcrAuth(user, password, str(data.get("proxyEndpoint", f"https://{host}")), expires)
-    if not auth.fresh(now):
-        raise CredentialsError("ECR issued a token that is already about to expire",
-                               hint="check the machine's clock")
-    _write_cache(host, auth)
+    if auth.fresh(now):  # a token that looks stale (clock skew, emulators) is used, not kept
+        _write_cache(host, auth)
     return auth
 
 

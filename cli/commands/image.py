@@ -88,7 +88,7 @@ def push(
     else:
         console().print(f"[green]already in the registry[/] (unchanged: "
                         f"{', '.join(result.unchanged)})")
-    console().print(result.reference, markup=False)
+    console().print(result.reference, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -34,6 +34,7 @@ class Target:
     password: str
     kind: str
     refresh: Callable[[], tuple[str, str]] | None = None  # ECR: fetch a new token
+    name_host: str = ""  # the registry's own name (ECR host) when pushing via an override
 
     @property
     def api_base(self) -> str:
@@ -78,7 +79,7 @@ def target_for(outputs: StackOutputs, endpoint: str | None = None) -> Target:
 
         user, password = fetch()
         return Target(ecr.data_plane(reg.host, endpoint), reg.repository, user, password,
-                      "ecr", refresh=lambda: fetch(force=True))
+                      "ecr", refresh=lambda: fetch(force=True), name_host=reg.host)
     if not reg.auth:
         raise CredentialsError(f"stack '{outputs.name}' records no registry credentials",
                                hint="run `mlrig stack up` again for this stack")
@@ -110,7 +111,8 @@ def _login(target: Target) -> tuple[_Registry, Target]:
                                    hint="check the stack's registry password "
                                         "(`mlrig stack env`)") from None
     user, password = target.refresh()  # a cached ECR token the registry no longer takes
-    fresh = Target(target.host, target.repository, user, password, target.kind)
+    fresh = Target(target.host, target.repository, user, password, target.kind,
+                   name_host=target.name_host)
     client = _Registry(fresh.api_base, user, password)
     try:
         client.ping()
@@ -161,7 +163,8 @@ def push(image: str, outputs: StackOutputs, *, endpoint: str | None = None,
                               f"{verified}, not {digest}", hint="push again")
     if digest is None:  # everything already there: report what the registry holds
         digest = client.manifest_digest(target.repository, tags[0]) or ""
-    return PushResult(f"{remote}@{digest}", digest, todo, unchanged)
+    name = f"{target.name_host or target.host}/{target.repository}"
+    return PushResult(f"{name}@{digest}", digest, todo, unchanged)
 
 
 def _push_tag(api: Any, image_id: str, remote: str, tag: str, target: Target,

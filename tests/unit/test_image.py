@@ -164,3 +164,15 @@ def test_cli_build_outside_a_repo_needs_a_model(mlrig_home: Path, tmp_path: Path
     (tmp_path / ".copier-answers.yml").write_text("project_name: churn\nstack: local\n")
     with pytest.raises(UsageError, match="does not exist|no versions"):
         image.default_model_uri(tmp_path)
+
+
+def test_ecr_fresh_cache_is_used_without_calling_aws(mlrig_home: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # no credentials and an endpoint nobody listens on: any AWS call would fail
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    fresh = ecr.EcrAuth("AWS", "cached", f"https://{host}",
+                        datetime.now(UTC) + timedelta(hours=6))
+    ecr._write_cache(host, fresh)
+    assert ecr.authorization(host, endpoint_url="http://127.0.0.1:9") == fresh

@@ -1,0 +1,372 @@
+"""Serving images for real: a model logged to the local stack's MLflow, built on dockerd,
+run with host networking, pushed to htpasswd registries (the stack's, and ECR via moto)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from typer.testing import CliRunner
+
+from mlrig import contract
+from mlrig.adapters import ecr, registry
+from mlrig.adapters.registry import RegistryClient
+from mlrig.contract import BasicAuth, Registry, SecretRef
+from mlrig.core import image, serving_push
+from mlrig.core.local_stack import free_port
+from mlrig.errors import RemoteError, ServiceError
+from mlrig.main import app
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+MODEL = "bc-image"
+ECR_HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+MOTO_PASSWORD = "123456789012-auth-token"
+
+
+@pytest.fixture(scope="module")
+def env(local_stack: dict, base_image: str) -> Iterator[dict]:
+    """The session stack's client settings for every test of this module."""
+    saved = dict(os.environ)
+    os.environ["MLRIG_HOME"] = str(local_stack["home"])
+    os.environ.update(local_stack["env"])
+    os.environ["MLRIG_PUSH_BACKOFF"] = "0.1"
+    try:
+        yield local_stack
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def register(name: str, c: float, pins: bool = True) -> tuple[str, list[int]]:
+    """Train, log (pinned requirements + input example) and register; (version, answers)."""
+    import cloudpickle
+    import mlflow
+    import numpy
+    import pandas
+    import scipy
+    import sklearn
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500)).fit(x, y)
+    reqs = ([f"{m.__name__ if m is not sklearn else 'scikit-learn'}=={m.__version__}"
+             for m in (sklearn, numpy, pandas, scipy, cloudpickle)] if pins
+            else ["scikit-learn", "pandas"])
+    mlflow.set_experiment("image-tests")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=reqs,
+                                        input_example=x.head(3), registered_model_name=name)
+    return str(info.registered_model_version), model.predict(x.head(3)).tolist()
+
+
+@pytest.fixture(scope="module")
+def v1(env: dict) -> dict[str, Any]:
+    version, expected = register(MODEL, 1.0)
+    built = image.build(f"models:/{MODEL}/{version}")
+    return {"version": version, "expected": expected, "built": built}
+
+
+@pytest.fixture(scope="module")
+def v2(v1: dict) -> dict[str, Any]:
+    """A retrained model, same dependencies: a new version of the same registered model."""
+    version, expected = register(MODEL, 0.05)
+    built = image.build(f"models:/{MODEL}/{version}")
+    return {"version": version, "expected": expected, "built": built}
+
+
+def local_registry(env: dict) -> RegistryClient:
+    out = env["outputs"]
+    return serving_push._Registry(f"http://{out.registry.host}", env["env"][
+        "MLRIG_REGISTRY_USERNAME"], env["env"]["MLRIG_REGISTRY_PASSWORD"])
+
+
+def one_line_error(result: Any, code: int) -> str:
+    """Progress lines may precede it; the error itself is one line, with no traceback."""
+    assert result.exit_code == code, result.output
+    errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in result.output, result.output
+    assert result.output.strip().splitlines()[-1] == errors[0]
+    assert "pushed" not in result.output.lower()
+    return errors[0]
+
+
+@contextmanager
+def registry_process(users: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A registry of a test's own (empty storage, its own htpasswd); yields host, process."""
+    with tempfile.TemporaryDirectory(prefix="mlrig-reg-") as tmp:
+        root, port = Path(tmp), free_port()
+        (root / "htpasswd").write_text("".join(registry.htpasswd_line(u, p)
+                                               for u, p in users.items()))
+        (root / "config.yml").write_text(registry.config_yaml(
+            port=port, storage_dir=root / "data", htpasswd=root / "htpasswd",
+            http_secret="test-secret"))
+        proc = subprocess.Popen([registry.binary(), "serve", str(root / "config.yml")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        host = f"127.0.0.1:{port}"
+        try:
+            for _ in range(100):
+                try:
+                    if requests.get(f"http://{host}/v2/", timeout=1).status_code == 401:
+                        break
+                except requests.RequestException:
+                    proc.poll()
+                import time
+
+                time.sleep(0.1)
+            yield host, proc
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def oci_stack(name: str, host: str, password_env: str) -> None:
+    out = contract.load("local")
+    contract.save(out.model_copy(update={
+        "name": name,
+        "registry": Registry(kind="oci", url=f"{host}/models", auth=BasicAuth(
+            username="mlrig", password=SecretRef(source="env", ref=password_env)))}))
+
+
+def local_tags(ref: str) -> list[str]:
+    from mlrig.adapters import docker as docker_adapter
+
+    return list(docker_adapter.client().api.inspect_image(ref).get("RepoTags") or [])
+
+
+# -- build & run ------------------------------------------------------------------------------
+def test_image_is_layered_labelled_and_non_root(v1: dict) -> None:
+    from mlflow import MlflowClient
+
+    from mlrig import __version__
+    from mlrig.adapters import docker as docker_adapter
+
+    built = v1["built"]
+    info = docker_adapter.client().api.inspect_image(built.ref)
+    cfg = info["Config"]
+    labels = cfg["Labels"]
+    mv = MlflowClient().get_model_version(MODEL, v1["version"])
+    assert labels["io.mlrig.mlflow.run-id"] == mv.run_id
+    assert labels["io.mlrig.model.name"] == MODEL
+    assert labels["io.mlrig.model.version"] == v1["version"]
+    assert labels["io.mlrig.version"] == __version__
+    assert cfg["User"] == "1000:1000"
+    assert cfg["Healthcheck"]["Test"][0] == "CMD"
+    history = docker_adapter.client().api.history(built.ref)
+    last_layer = next(h for h in history if h["Size"] > 0)
+    assert "COPY dir:" in last_layer["CreatedBy"] and last_layer["Size"] < 1_000_000
+
+
+def test_run_smoke_checks_the_input_example(v1: dict) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    port = free_port()
+    result = runner.invoke(app, ["image", "run", v1["built"].ref, "--port", str(port),
+                                 "--smoke"])
+    assert result.exit_code == 0, result.output
+    assert f"predictions {v1['expected']}" in result.output
+    assert not docker_adapter.client().containers.list(all=True,
+                                                       filters={"name": f"mlrig-serve-{port}"})
+
+
+def test_running_server_speaks_mlflow_protocol(v1: dict) -> None:
+    running = image.run(v1["built"].ref, port=free_port())
+    try:
+        from sklearn.datasets import load_breast_cancer
+
+        x = load_breast_cancer(as_frame=True).data.head(3)
+        split = json.loads(x.to_json(orient="split"))
+        del split["index"]
+        bodies = [
+            ({"dataframe_split": split}, "application/json"),
+            ({"dataframe_records": json.loads(x.to_json(orient="records"))},
+             "application/json"),
+            ({"inputs": {c: x[c].tolist() for c in x.columns}}, "application/json"),
+            (x.to_csv(index=False), "text/csv"),
+        ]
+        for body, ctype in bodies:
+            data = body if isinstance(body, str) else json.dumps(body)
+            resp = requests.post(f"{running.url}/invocations", data=data,
+                                 headers={"Content-Type": ctype}, timeout=10)
+            assert resp.status_code == 200, resp.text
+            assert resp.json() == {"predictions": v1["expected"]}
+        assert requests.get(f"{running.url}/health", timeout=5).status_code == 200
+        assert requests.get(f"{running.url}/version", timeout=5).text
+        bad = requests.post(f"{running.url}/invocations", data="{}", timeout=5,
+                            headers={"Content-Type": "application/json"})
+        assert bad.status_code == 400 and bad.json()["error_code"] == "BAD_REQUEST"
+    finally:
+        from mlrig.adapters import docker as docker_adapter
+
+        docker_adapter.client().containers.get(running.container).remove(force=True)
+
+
+# -- push to the local stack -------------------------------------------------------------------
+def test_push_verifies_digest_and_repush_is_a_no_op(v1: dict, env: dict) -> None:
+    result = runner.invoke(app, ["image", "push", "--stack", "local", v1["built"].ref])
+    assert result.exit_code == 0, result.output
+    ref = result.stdout.strip().splitlines()[-1]
+    repo, digest = ref.split("@")
+    assert repo == env["outputs"].registry_url and digest.startswith("sha256:")
+    client = local_registry(env)
+    tag = f"{MODEL}-v{v1['version']}"
+    assert client.manifest_digest("models", tag) == digest
+    again = runner.invoke(app, ["image", "push", "--stack", "local", v1["built"].ref])
+    assert again.exit_code == 0 and "already in the registry" in again.output
+    assert again.stdout.strip().splitlines()[-1] == ref
+
+
+def test_new_model_version_pushes_only_its_model_layer(v1: dict, v2: dict, env: dict) -> None:
+    out = env["outputs"]
+    pushed = [serving_push.push(v["built"].ref, out) for v in (v1, v2)]
+    client = local_registry(env)
+
+    def manifest(tag: str) -> dict:
+        resp = client._get(f"/v2/models/manifests/{tag}", headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        return dict(resp.json())
+
+    m1, m2 = (manifest(f"{MODEL}-v{v['version']}") for v in (v1, v2))
+    assert [la["digest"] for la in m1["layers"][:-1]] == [la["digest"]
+                                                         for la in m2["layers"][:-1]]
+    assert m1["layers"][-1]["digest"] != m2["layers"][-1]["digest"]
+    assert m2["layers"][-1]["size"] < 200_000  # the model (~40 kB) and its metadata
+    assert pushed[1].digest != pushed[0].digest
+
+
+def test_tag_with_another_digest_is_a_conflict(v1: dict, env: dict, tmp_path: Path) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    serving_push.push(v1["built"].ref, env["outputs"])
+    (tmp_path / "Dockerfile").write_text(f"FROM {v1['built'].ref}\nLABEL other=1\n")
+    docker_adapter.consume_stream(docker_adapter.client().api.build(
+        path=str(tmp_path), tag="mlrig-test/other:1", network_mode="host", decode=True),
+        "building")
+    before = local_registry(env).manifest_digest("models", f"{MODEL}-v{v1['version']}")
+    result = runner.invoke(app, ["image", "push", "--stack", "local", "mlrig-test/other:1"])
+    text = one_line_error(result, 7)
+    assert "already exists with a different image" in text
+    assert local_registry(env).manifest_digest("models", f"{MODEL}-v{v1['version']}") == before
+    assert local_tags("mlrig-test/other:1") == ["mlrig-test/other:1"]
+    docker_adapter.client().api.remove_image("mlrig-test/other:1")
+
+
+def test_wrong_password_fails_before_pushing(v1: dict, env: dict,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLRIG_TEST_BAD_PW", "not-the-password")
+    oci_stack("wrongpw", env["outputs"].registry.host, "MLRIG_TEST_BAD_PW")
+    result = runner.invoke(app, ["image", "push", "--stack", "wrongpw", v1["built"].ref])
+    assert "rejected the credentials" in one_line_error(result, 6)
+
+
+def test_unreachable_registry(v1: dict, env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLRIG_TEST_PW", "x")
+    oci_stack("gone", f"127.0.0.1:{free_port()}", "MLRIG_TEST_PW")
+    result = runner.invoke(app, ["image", "push", "--stack", "gone", v1["built"].ref])
+    assert "unreachable" in one_line_error(result, 5)
+
+
+def test_registry_stopped_mid_push(v1: dict, env: dict,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLRIG_TEST_PW", "pw")
+    with registry_process({"mlrig": "pw"}) as (host, proc):
+        oci_stack("midpush", host, "MLRIG_TEST_PW")
+
+        def kill_on_first_upload(chunk: dict) -> None:
+            if chunk.get("status") == "Pushing" and proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+
+        with pytest.raises((RemoteError, ServiceError)) as err:
+            serving_push.push(v1["built"].ref, contract.load("midpush"),
+                              on_chunk=kill_on_first_upload)
+        assert proc.poll() is not None  # it really died during the push
+    assert "pushed" not in err.value.one_line().lower()
+    assert not [t for t in local_tags(v1["built"].ref) if t.startswith(host)]
+
+
+# -- ECR through moto, its data plane mapped to a local registry ---------------------------------
+def ecr_stack(moto_url: str) -> None:
+    out = contract.load("local")
+    contract.save(out.model_copy(update={
+        "name": "ecr", "kind": "aws", "region": "us-east-1",
+        "registry": Registry(kind="ecr", url=f"{ECR_HOST}/{MODEL}", endpoint_url=moto_url)}))
+
+
+def test_ecr_push_with_token_and_endpoint_override(v1: dict, env: dict, aws_env: str,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import boto3
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # to see that ~/.docker is left alone
+    boto3.client("ecr", endpoint_url=aws_env, region_name="us-east-1").create_repository(
+        repositoryName=MODEL, imageTagMutability="IMMUTABLE")
+    ecr_stack(aws_env)
+    # a cached token that looks valid but the registry no longer accepts: refreshed once
+    ecr._write_cache(ECR_HOST, ecr.EcrAuth("AWS", "revoked", f"https://{ECR_HOST}",
+                                           datetime.now(UTC) + timedelta(hours=3)))
+    with registry_process({"AWS": MOTO_PASSWORD}) as (host, _proc):
+        result = runner.invoke(app, ["image", "push", "--stack", "ecr",
+                                     "--registry-endpoint", host, v1["built"].ref])
+        assert result.exit_code == 0, result.output
+        ref = result.stdout.strip().splitlines()[-1]
+        assert ref.startswith(f"{ECR_HOST}/{MODEL}@sha256:")
+        client = RegistryClient(f"http://{host}", "AWS", MOTO_PASSWORD)
+        assert client.manifest_digest(MODEL, f"{MODEL}-v{v1['version']}") == ref.split("@")[1]
+    token = base64.b64decode(boto3.client("ecr", endpoint_url=aws_env).get_authorization_token(
+        )["authorizationData"][0]["authorizationToken"]).decode()
+    assert token == f"AWS:{MOTO_PASSWORD}"
+    assert not (tmp_path / ".docker" / "config.json").exists()
+    assert MOTO_PASSWORD not in result.output
+
+
+def test_ecr_token_the_registry_rejects(v1: dict, env: dict, aws_env: str) -> None:
+    ecr_stack(aws_env)
+    ecr.forget(ECR_HOST)
+    with registry_process({"AWS": "a-newer-token"}) as (host, _proc):
+        result = runner.invoke(app, ["image", "push", "--stack", "ecr",
+                                     "--registry-endpoint", host, v1["built"].ref])
+    assert "rejected the ECR authorization token" in one_line_error(result, 6)
+
+
+# -- bad input ---------------------------------------------------------------------------------
+def test_bad_input_is_one_line_each(v1: dict, env: dict, monkeypatch: pytest.MonkeyPatch
+                                    ) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    containers = len(docker_adapter.client().containers.list(all=True))
+    r = runner.invoke(app, ["image", "build", "--model", f"models:/{MODEL}/999"])
+    assert "does not exist" in one_line_error(r, 2)
+    loose, _ = register("bc-loose", 1.0, pins=False)
+    r = runner.invoke(app, ["image", "build", "--model", f"models:/bc-loose/{loose}"])
+    assert "not pinned" in one_line_error(r, 2)
+    r = runner.invoke(app, ["image", "build", "--model", f"models:/{MODEL}/1",
+                            "--base-image", "mlrig-test/no-such-base:1"])
+    assert "not present" in one_line_error(r, 4)
+    r = runner.invoke(app, ["image", "build", "--model", f"models:/{MODEL}/1",
+                            "--stack", "nope"])
+    assert "no stack named 'nope'" in one_line_error(r, 3)
+    r = runner.invoke(app, ["image", "run", "mlrig-test/absent:1"])
+    assert "does not exist" in one_line_error(r, 2)
+    assert len(docker_adapter.client().containers.list(all=True)) == containers
+    monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")
+    docker_adapter.client.cache_clear()
+    try:
+        r = runner.invoke(app, ["image", "build", "--model", f"models:/{MODEL}/1"])
+        assert "no Docker engine answers" in one_line_error(r, 5)
+    finally:
+        monkeypatch.delenv("DOCKER_HOST")
+        docker_adapter.client.cache_clear()

@@ -77,6 +77,10 @@ def add_remote(root: Path, url: str, local_options: Mapping[str, str],
 
     try:
         with _repo_cls()(str(root)) as repo:
+            # Clear first: DVC validates the merged config, and a previous stack's
+            # endpointurl is invalid for, say, a local-directory url.
+            with repo.config.edit("local") as conf:
+                conf["remote"].pop(name, None)
             with repo.config.edit("repo") as conf:
                 conf["remote"][name] = {"url": url}
                 conf["core"]["remote"] = name

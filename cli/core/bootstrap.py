@@ -392,6 +392,8 @@ def update(path: Path, *, stack: str | None = None, template_dir: Path | None = 
             worker.run_update()
     except Exception as exc:
         raise _copier_error(exc, "update the repository") from exc
+    if outputs.name != answers.get("stack"):
+        configure_remote(root, outputs)  # re-wired: the DVC remote follows the new stack
     conflicts = git.unmerged_files(root)
     if conflicts:
         raise Conflict(f"template update {old} -> {ref} left conflicts in: "

@@ -262,7 +262,8 @@ def server_build_context() -> Path:
     return serving_assets().parent / "mlflow-server"
 
 
-def build_server_image(progress: Progress = lambda _m: None) -> str:
+def build_server_image(progress: Progress = lambda _m: None, base_image: str | None = None
+                       ) -> str:
     """Build docker/mlflow-server with mlrig's tracking_server module; returns its tag."""
     import shutil
     import tempfile
@@ -291,7 +292,7 @@ def build_server_image(progress: Progress = lambda _m: None) -> str:
         api = docker_adapter.client().api
         docker_adapter.consume_stream(api.build(
             path=str(ctx), tag=tag, rm=True, network_mode="host", decode=True,
-            buildargs={"BASE_IMAGE": settings.load().base_image,
+            buildargs={"BASE_IMAGE": base_image or settings.load().base_image,
                        "MLFLOW_VERSION": mlflow_version}), f"building {tag}")
     return tag
 

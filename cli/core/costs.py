@@ -46,7 +46,7 @@ USAGE = {
     "s3_gb": 20,  # DVC data + MLflow artifacts
     "s3_puts": 50_000,
     "ecr_models_gb": 5,
-    "ecr_server_gb": 0.5,  # the mlflow-server image, stored even when idle
+    "ecr_server_gb": 1.1,  # the mlflow-server image (measured), stored even when idle
     "requests": 200_000,  # MLflow API calls through the front door
     "log_gb": 1,
     "nat_gb": 5,

@@ -203,7 +203,7 @@ def prepare_context(uri: str, ctx: Path, provenance_repo: Path | None,
     (model_dir / "mlrig-serving.json").write_text(json.dumps(plan.spec, indent=1))
     (ctx / "requirements.txt").write_text(plan.requirements_text)
     assets = serving_assets()
-    for asset in ("serve.py", "healthcheck.py"):
+    for asset in ("serve.py", "healthcheck.py", "mkroot.sh"):
         shutil.copy2(assets / asset, ctx / asset)
     (ctx / "Dockerfile").write_text(serving_model.render_dockerfile(
         (assets / "Dockerfile.tmpl").read_text(), base_image=base_image, model_ref=uri,

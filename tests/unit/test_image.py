@@ -97,8 +97,9 @@ def test_dockerfile_layers_model_last_non_root_with_healthcheck() -> None:
         (image.serving_assets() / "Dockerfile.tmpl").read_text(), base_image="base:1",
         model_ref="models:/m/1", mlrig_version="0.1.0")
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith((" ", "#"))]
-    assert lines[0] == "FROM base:1 AS deps"
-    assert "FROM base:1" in lines
+    assert lines[0] == "FROM base:1 AS runtime" and "FROM base:1 AS deps" in lines
+    assert "FROM scratch" in lines  # the shell, apt and pip of the base stay behind
+    assert "$$" not in text and "${" not in text
     assert lines[-1] == "COPY model/ /opt/model/"
     assert "USER 1000:1000" in lines
     assert any(ln.startswith("HEALTHCHECK") for ln in lines)

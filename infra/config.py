@@ -82,6 +82,7 @@ class StackConfig:
     untagged_image_days: int = 7
     noncurrent_version_days: int = 30
     force_delete: bool = False  # set only by `mlrig stack down --purge`
+    final_snapshot_id: str | None = None  # set by `mlrig stack down`: unique per teardown
     extra_tags: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -122,4 +123,5 @@ def from_pulumi_config() -> StackConfig:
         enhanced_scanning=conf.get_bool("enhancedScanning") or False,
         access_log_bucket=conf.get("accessLogBucket"),
         force_delete=conf.get_bool("forceDelete") or False,
+        final_snapshot_id=conf.get("finalSnapshotId"),
     )

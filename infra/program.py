@@ -69,7 +69,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         bucket_arn=remote.bucket.arn, artifacts_prefix=cfg.artifacts_prefix,
         db_password=cfg.secrets.db_password, admin_password=cfg.secrets.admin_password,
         flask_secret=cfg.secrets.flask_secret, domain=cfg.domain,
-        hosted_zone_id=cfg.hosted_zone_id, force_delete=cfg.force_delete, tags=tags))
+        hosted_zone_id=cfg.hosted_zone_id, force_delete=cfg.force_delete,
+        final_snapshot_id=cfg.final_snapshot_id or f"{prefix}-final", tags=tags))
     outputs[OutputNames.MLFLOW_TRACKING_URI] = server.url
     outputs[OutputNames.MLFLOW_ADMIN_SECRET_ARN] = server.admin_secret.arn
     if cfg.github_repo:

@@ -13,6 +13,7 @@ import re
 import secrets as _secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -241,17 +242,22 @@ def down(name: str, *, purge: bool, progress: Progress = lambda _m: None) -> Dow
                           aws_profile=outputs.dvc_remote.profile)
     pulumi_adapter.cli_path()
     stack = _open(req)
+    # A unique snapshot name, so a stack torn down twice does not collide with itself.
+    snapshot = f"mlrig-{name}-final-{datetime.now(UTC):%Y%m%d%H%M}"
+    settings = {"mlrig:finalSnapshotId": snapshot}
     if purge:
         progress("allowing deletion of non-empty bucket and repositories")
-        pulumi_adapter.set_config(stack, {"mlrig:forceDelete": "true"}, {})
-        pulumi_adapter.up(stack, on_output=lambda line: None)
+        settings["mlrig:forceDelete"] = "true"
+    pulumi_adapter.set_config(stack, settings, {})
+    progress("applying teardown settings")
+    pulumi_adapter.up(stack, on_output=lambda line: None)
     progress("destroying")
     pulumi_adapter.destroy(stack, on_output=lambda line: None)
     remaining = []
     profile = pulumi_adapter.get_config(stack, "mlrig:profile")
-    if profile == "production":
-        remaining.append("final database snapshot mlflow-db-final (delete it in RDS when "
-                         "no longer needed)")
+    if profile == "production" or not purge:
+        remaining.append(f"database snapshot {snapshot} with the MLflow runs (restore it, or "
+                         "delete it in RDS when no longer needed)")
     contract.outputs_path(name).unlink(missing_ok=True)
     return DownResult(destroyed=True, remaining=remaining)
 

@@ -25,7 +25,7 @@ class DatabaseArgs:
     max_storage_gb: int = 50
     multi_az: bool = False
     deletion_protection: bool = False
-    final_snapshot: bool = False
+    final_snapshot_id: str | None = None  # None: deleted without a snapshot (purge)
     backup_days: int = 7
     tags: dict[str, str] = field(default_factory=dict)
 
@@ -53,7 +53,7 @@ class Database(pulumi.ComponentResource):
                                          secret_id=self.password_secret.id,
                                          secret_string=args.password, opts=child)
         protected = args.deletion_protection
-        snapshot = args.final_snapshot
+        snapshot = args.final_snapshot_id
         self.instance = aws.rds.Instance(
             name, engine="postgres", engine_version=ENGINE_VERSION,
             instance_class=args.instance_class, allocated_storage=args.storage_gb,
@@ -63,8 +63,7 @@ class Database(pulumi.ComponentResource):
             db_subnet_group_name=subnets.name, vpc_security_group_ids=[self.security_group.id],
             backup_retention_period=args.backup_days, copy_tags_to_snapshot=True,
             auto_minor_version_upgrade=True, deletion_protection=protected,
-            skip_final_snapshot=not snapshot,
-            final_snapshot_identifier=f"{name}-final" if snapshot else None,
+            skip_final_snapshot=snapshot is None, final_snapshot_identifier=snapshot,
             apply_immediately=not protected, tags=args.tags, opts=child)
         self.register_outputs({"address": self.instance.address,
                                "password_secret_arn": self.password_secret.arn})

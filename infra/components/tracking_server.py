@@ -37,7 +37,8 @@ class TrackingServerArgs:
     flask_secret: Any
     domain: str | None = None
     hosted_zone_id: str | None = None
-    force_delete: bool = False  # teardown: lift deletion protection (the snapshot stays)
+    force_delete: bool = False  # teardown --purge: lift deletion protection
+    final_snapshot_id: str = "mlflow-final"
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -78,7 +79,9 @@ class TrackingServer(pulumi.ComponentResource):
             instance_class=profile.db_instance_class, storage_gb=profile.db_storage_gb,
             max_storage_gb=profile.db_max_storage_gb, multi_az=profile.db_multi_az,
             deletion_protection=profile.db_deletion_protection and not args.force_delete,
-            final_snapshot=profile.db_deletion_protection,
+            # Runs are data: kept as a snapshot on teardown unless purged (production: always).
+            final_snapshot_id=args.final_snapshot_id if (
+                profile.db_deletion_protection or not args.force_delete) else None,
             backup_days=profile.db_backup_days, tags=tags), opts=child)
         self.admin_secret = self._secret(f"{name}-admin-password", args.admin_password,
                                          "MLflow admin password", tags)

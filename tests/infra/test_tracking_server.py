@@ -25,7 +25,8 @@ def test_database_small(small) -> None:
         "postgres", "16", "db.t4g.micro")
     assert db["publiclyAccessible"] is False and db["storageEncrypted"] is True
     assert db["multiAz"] is False and db["deletionProtection"] is False
-    assert db["skipFinalSnapshot"] is True and "finalSnapshotIdentifier" not in db
+    # Tracking data is kept as a snapshot on teardown, unless purged.
+    assert db["skipFinalSnapshot"] is False and db["finalSnapshotIdentifier"] == "mlrig-plan-final"
     assert db["allocatedStorage"] == 20 and db["storageType"] == "gp3"
 
 
@@ -35,7 +36,7 @@ def test_database_production(production) -> None:
     assert db["publiclyAccessible"] is False and db["storageEncrypted"] is True
     assert db["multiAz"] is True and db["deletionProtection"] is True
     assert db["skipFinalSnapshot"] is False
-    assert db["finalSnapshotIdentifier"] == "mlflow-db-final"
+    assert db["finalSnapshotIdentifier"] == "mlrig-plan-final"
     assert db["backupRetentionPeriod"] == 14
 
 
@@ -210,6 +211,13 @@ def test_purge_lifts_deletion_protection_but_keeps_the_final_snapshot() -> None:
     plan = make_plan("production", DOMAIN, force_delete=True)
     db = plan.one(RDS).inputs
     assert db["deletionProtection"] is False
-    assert db["skipFinalSnapshot"] is False and db["finalSnapshotIdentifier"] == "mlflow-db-final"
+    assert db["skipFinalSnapshot"] is False and db["finalSnapshotIdentifier"] == "mlrig-plan-final"
     alb = plan.one("aws:lb/loadBalancer:LoadBalancer").inputs
     assert alb["enableDeletionProtection"] is False
+
+
+def test_small_purge_deletes_without_snapshot_and_down_names_its_snapshot() -> None:
+    purged = make_plan("small", force_delete=True).one(RDS).inputs
+    assert purged["skipFinalSnapshot"] is True and "finalSnapshotIdentifier" not in purged
+    kept = make_plan("small", final_snapshot_id="mlrig-plan-final-202611261300").one(RDS).inputs
+    assert kept["finalSnapshotIdentifier"] == "mlrig-plan-final-202611261300"

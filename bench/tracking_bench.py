@@ -1,0 +1,333 @@
+"""Tracking-server benchmark: stock MLflow basic-auth vs mlrig's configuration vs no auth.
+
+Servers start one at a time (start time and idle memory are read alone), then the workload
+runs round-robin across them so a busy machine slows every configuration alike.
+Run: .venv/bin/python bench/tracking_bench.py [--runs 200] [--calls 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import platform
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+import requests
+
+from mlrig.adapters import processes
+from mlrig.core import tracking_server as ts
+from mlrig.core.local_stack import free_port
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
+ROUNDS = 10  # the workload is cut into this many round-robin slices
+SETTLE_SECONDS = 5.0  # the tree must hold still this long before idle memory is read
+SETTLE_LIMIT = 45.0
+# what MLflow 3.17 ships in mlflow/server/auth/basic_auth.ini, minus the secret it lacks
+STOCK_AUTH_INI = """[mlflow]
+default_permission = READ
+database_uri = {db}
+admin_username = admin
+authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+"""
+Build = Callable[[Path, int, str], tuple[list[str], dict[str, str]]]
+
+
+@dataclass
+class Config:
+    name: str
+    auth: bool
+    build: Build
+    workload: str = "full"  # full | latency | idle
+
+
+@dataclass
+class Result:
+    config: str
+    start_to_healthy_s: float = 0.0
+    processes: int = 0
+    idle_pss_mib: float = 0.0
+    idle_uss_mib: float = 0.0
+    idle_rss_mib: float = 0.0
+    after_pss_mib: float | None = None  # once the workload is done: what a task must hold
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    wrong_password_ms: float | None = None
+    runs: int = 0
+    runs_s: float | None = None
+    stop_s: float | None = None
+    left_after_stop: int = 0
+    commands: list[str] = field(default_factory=list)
+
+
+def mlrig_config(workers: int = 1, authorization_function: str | None = None) -> Build:
+    def build(d: Path, port: int, pw: str) -> tuple[list[str], dict[str, str]]:
+        ini = ts.auth_ini(f"sqlite:///{d / 'auth.db'}")
+        if authorization_function:
+            ini = ini.replace(ts.AUTHORIZATION_FUNCTION, authorization_function)
+        (d / "auth.ini").write_text(ini)
+        p = ts.local_plan(data_dir=d, port=port, admin_password=pw,
+                          flask_secret=secrets.token_urlsafe(32), auth_config_path=d / "auth.ini")
+        argv = list(p.argv)
+        argv[argv.index("--workers") + 1] = str(workers)
+        return argv, p.env
+    return build
+
+
+def stock(d: Path, port: int, pw: str) -> tuple[list[str], dict[str, str]]:
+    argv, env = mlrig_config()(d, port, pw)
+    (d / "auth.ini").write_text(STOCK_AUTH_INI.format(db=f"sqlite:///{d / 'auth.db'}"))
+    env.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION")  # MLflow's default: on
+    return argv, env
+
+
+def no_auth(d: Path, port: int, pw: str) -> tuple[list[str], dict[str, str]]:
+    argv, _ = mlrig_config()(d, port, pw)
+    i = argv.index("--app-name")
+    return argv[:i] + argv[i + 2:], ts.plain_env()
+
+
+CONFIGS = [
+    Config("stock basic-auth", True, stock),
+    Config("mlrig", True, mlrig_config()),
+    Config("no auth", False, no_auth),
+    Config("mlrig, MLflow's auth function", True,
+           mlrig_config(authorization_function=ts.MLFLOW_AUTHORIZATION_FUNCTION), "latency"),
+    Config("mlrig, 2 workers", True, mlrig_config(workers=2), "idle"),
+]
+
+
+class Server:
+    def __init__(self, cfg: Config, work: Path) -> None:
+        self.cfg = cfg
+        self.dir = work / f"s{len(list(work.iterdir()))}"
+        (self.dir / "artifacts").mkdir(parents=True)
+        self.port, self.password = free_port(), secrets.token_urlsafe(24)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.auth = ("admin", self.password) if cfg.auth else None
+        self.result = Result(cfg.name)
+        self.rec: processes.PidRecord | None = None
+        self.session = requests.Session()
+
+    @property
+    def pid_file(self) -> Path:
+        return self.dir / "server.pid"
+
+    def start(self) -> None:
+        argv, env = self.cfg.build(self.dir, self.port, self.password)
+        t0 = time.perf_counter()
+        self.rec = processes.start(argv, pid_file=self.pid_file, log_file=self.dir / "log",
+                                   env=env, cwd=self.dir)
+        while True:
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(self.url + ts.HEALTH_PATH, timeout=2).status_code == 200:
+                    break
+            if processes.exited_early(self.rec) or time.perf_counter() - t0 > 120:
+                raise SystemExit(f"{self.cfg.name}: no start: {processes.tail(self.dir / 'log')}")
+            time.sleep(0.1)
+        self.result.start_to_healthy_s = round(time.perf_counter() - t0, 1)
+
+    def measure_idle(self) -> None:
+        assert self.rec is not None
+        procs = settle(self.rec.pid)
+        mem = [p.memory_full_info() for p in procs]
+        r = self.result
+        r.processes = len(procs)
+        r.idle_pss_mib = round(sum(m.pss for m in mem) / 2**20)
+        r.idle_uss_mib = round(sum(m.uss for m in mem) / 2**20)
+        r.idle_rss_mib = round(sum(m.rss for m in mem) / 2**20)
+        r.commands = [" ".join(p.cmdline()[1:4])[:80] for p in procs]
+
+    def measure_after(self) -> None:
+        assert self.rec is not None
+        procs = tree(self.rec.pid)
+        self.result.after_pss_mib = round(sum(p.memory_full_info().pss for p in procs) / 2**20)
+
+    def calls(self, n: int, warmup: int = 0) -> None:
+        for i in range(n + warmup):
+            t = time.perf_counter()
+            resp = self.session.get(self.url + PROBE, auth=self.auth, timeout=60)
+            dt = (time.perf_counter() - t) * 1000
+            if resp.status_code != 200:
+                raise SystemExit(f"{self.cfg.name}: probe answered {resp.status_code}")
+            if i >= warmup:
+                self.result.latencies_ms.append(round(dt, 2))
+
+    def wrong_password(self, n: int = 10) -> None:
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            resp = self.session.get(self.url + PROBE, auth=("admin", self.password + "x"),
+                                    timeout=60)
+            out.append((time.perf_counter() - t) * 1000)
+            if resp.status_code != 401:
+                raise SystemExit(f"{self.cfg.name}: a wrong password got {resp.status_code}")
+        self.result.wrong_password_ms = round(statistics.median(out), 1)
+
+    def log_runs(self, n: int, first: int, total: int) -> None:
+        from mlflow import MlflowClient
+
+        # the client reads credentials from the environment on every request
+        for key, value in (("MLFLOW_TRACKING_USERNAME", "admin"),
+                           ("MLFLOW_TRACKING_PASSWORD", self.password)):
+            if self.auth:
+                os.environ[key] = value
+            else:
+                os.environ.pop(key, None)
+        client = MlflowClient(tracking_uri=self.url)
+        exp = client.get_experiment_by_name("bench") or client.get_experiment(
+            client.create_experiment("bench"))
+        t = time.perf_counter()
+        # set_terminated prints the run's URL (after one more GET, which stays in the workload)
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._runs(client, exp.experiment_id, first, n, total)
+        self.result.runs += n
+        self.result.runs_s = round((self.result.runs_s or 0.0) + time.perf_counter() - t, 1)
+
+    @staticmethod
+    def _runs(client, experiment_id: str, first: int, n: int, total: int) -> None:  # type: ignore[no-untyped-def]
+        for i in range(first, first + n):
+            run_id = client.create_run(experiment_id).info.run_id
+            client.log_param(run_id, "lr", 0.01 * (i + 1))
+            client.log_param(run_id, "depth", i % 7)
+            client.log_metric(run_id, "accuracy", 0.5 + i / (4 * total))
+            client.log_metric(run_id, "loss", 1.0 / (i + 1))
+            if i % 20 == 0:
+                client.log_text(run_id, f"run {i}\n", "notes.txt")
+            client.set_terminated(run_id)
+
+    def stop(self) -> None:
+        self.session.close()
+        if self.rec is None:
+            return
+        known = tree(self.rec.pid) if psutil.pid_exists(self.rec.pid) else []
+        t = time.perf_counter()
+        stuck = processes.stop(self.pid_file)
+        self.result.stop_s = round(time.perf_counter() - t, 1)
+        self.result.left_after_stop = len(stuck) + sum(1 for p in known if p.is_running())
+        self.rec = None
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def settle(pid: int) -> list[psutil.Process]:
+    """Wait until the process tree stops changing (stock MLflow spawns job consumers late)."""
+    deadline = time.monotonic() + SETTLE_LIMIT
+    last, since = sorted(p.pid for p in tree(pid)), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = sorted(p.pid for p in tree(pid))
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= SETTLE_SECONDS:
+            break
+    return tree(pid)
+
+
+def run(configs: list[Config], runs: int, calls: int, work: Path) -> list[Result]:
+    servers: list[Server] = []
+    try:
+        for cfg in configs:
+            print(f"… starting {cfg.name}", file=sys.stderr, flush=True)
+            server = Server(cfg, work)
+            servers.append(server)
+            server.start()
+            server.measure_idle()
+            if cfg.workload == "idle":
+                server.stop()
+        busy = [s for s in servers if s.cfg.workload != "idle"]
+        for s in busy:
+            s.calls(0, warmup=5)  # first connection, first hash, SQLAlchemy pools
+        print("… latency", file=sys.stderr, flush=True)
+        for _ in range(ROUNDS):
+            for s in busy:
+                s.calls(calls // ROUNDS)
+        for s in busy:
+            if s.auth:
+                s.wrong_password()
+        for r in range(ROUNDS):
+            print(f"… runs, round {r + 1}/{ROUNDS}", file=sys.stderr, flush=True)
+            for s in busy:
+                if s.cfg.workload == "full":
+                    s.log_runs(runs // ROUNDS, r * (runs // ROUNDS), runs)
+        for s in busy:
+            s.measure_after()
+    finally:
+        for s in servers:
+            s.stop()
+    for s in servers:
+        lat = s.result.latencies_ms
+        if lat:
+            s.result.median_ms = round(statistics.median(lat), 1)
+            s.result.p90_ms = round(statistics.quantiles(lat, n=10)[-1], 1)
+    return [s.result for s in servers]
+
+
+def render(results: list[Result], meta: dict[str, object]) -> str:
+    def f(v: float | None, unit: str) -> str:
+        return "–" if v is None else f"{v:g} {unit}"
+
+    lines = [f"| config | auth'd call median / p90 | wrong password | {meta['runs']} runs "
+             "| idle PSS (USS / RSS) | PSS after | processes | start→healthy | stop |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        left = f", {r.left_after_stop} left" if r.left_after_stop else ""
+        lines.append(
+            f"| {r.config} | {f(r.median_ms, 'ms')} / {f(r.p90_ms, 'ms')} "
+            f"| {f(r.wrong_password_ms, 'ms')} | {f(r.runs_s, 's')} "
+            f"| {r.idle_pss_mib:.0f} MiB ({r.idle_uss_mib:.0f} / {r.idle_rss_mib:.0f}) "
+            f"| {f(r.after_pss_mib, 'MiB')} "
+            f"| {r.processes} | {r.start_to_healthy_s} s | {f(r.stop_s, 's')}{left} |")
+    return (f"MLflow {meta['mlflow']}, Python {meta['python']}, {meta['cpus']} CPUs, "
+            f"load {meta['load']}, {meta['calls']} calls, {meta['date']}\n\n"
+            + "\n".join(lines) + "\n")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--calls", type=int, default=200)
+    ap.add_argument("--only", action="append", help="config name(s) to run (default: all)")
+    args = ap.parse_args()
+    import mlflow
+
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # the client too: loopback traffic only
+    os.environ.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)  # servers inherit it: stock = unset
+    configs = [c for c in CONFIGS if not args.only or c.name in args.only]
+    meta: dict[str, object] = {
+        "mlflow": mlflow.__version__, "python": platform.python_version(),
+        "cpus": os.cpu_count(), "runs": args.runs, "calls": args.calls,
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "load": "/".join(f"{x:.1f}" for x in os.getloadavg())}
+    with tempfile.TemporaryDirectory(prefix="mlrig-bench-") as work:
+        results = run(configs, args.runs, args.calls, Path(work))
+    meta["load_after"] = "/".join(f"{x:.1f}" for x in os.getloadavg())
+    table = render(results, meta)
+    print(table)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = str(meta["date"]).replace(":", "").replace("-", "")
+    (RESULTS / f"tracking-{stamp}.json").write_text(json.dumps(
+        {"meta": meta, "results": [asdict(r) for r in results]}, indent=1) + "\n")
+    (RESULTS / f"tracking-{stamp}.md").write_text(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -90,8 +90,9 @@ class TrackingServer(pulumi.ComponentResource):
         secret_arns = {ts.ENV_ADMIN_PASSWORD: self.admin_secret.arn,
                        ts.ENV_FLASK_SECRET: flask_secret.arn,
                        ts.ENV_PG_PASSWORD: self.database.password_secret.arn}
+        # Named per stack: log group names are unique in an account and region.
         log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs", name=f"/mlrig/{name}", retention_in_days=profile.log_retention_days,
+            f"{name}-logs", name=f"/mlrig/{pulumi.get_stack()}/{name}", retention_in_days=profile.log_retention_days,
             tags=tags, opts=child)
         execution_role = aws.iam.Role(
             f"{name}-execution-role", assume_role_policy=policies.assume_role(
@@ -112,7 +113,7 @@ class TrackingServer(pulumi.ComponentResource):
             f"{name}-cluster", settings=[{"name": "containerInsights", "value":
                                           "enabled" if profile.private_tasks else "disabled"}],
             tags=tags, opts=child)
-        aws.ecs.ClusterCapacityProviders(
+        capacity = aws.ecs.ClusterCapacityProviders(
             f"{name}-capacity", cluster_name=cluster.name,
             capacity_providers=["FARGATE", "FARGATE_SPOT"], opts=child)
         allowed = [f"*.execute-api.{args.region}.amazonaws.com", "10.*"]
@@ -127,7 +128,7 @@ class TrackingServer(pulumi.ComponentResource):
             secret_arns=dict(zip(secret_arns, a[3:], strict=True)), allowed_hosts=allowed))
         spec_size = ts.CONTAINER_SIZES[profile.name]
         task = aws.ecs.TaskDefinition(
-            f"{name}-task", family=name, cpu=str(spec_size[0]), memory=str(spec_size[1]),
+            f"{name}-task", family=f"mlrig-{pulumi.get_stack()}-{name}", cpu=str(spec_size[0]), memory=str(spec_size[1]),
             network_mode="awsvpc", requires_compatibilities=["FARGATE"],
             runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             execution_role_arn=execution_role.arn, task_role_arn=task_role.arn,
@@ -159,7 +160,8 @@ class TrackingServer(pulumi.ComponentResource):
             deployment_minimum_healthy_percent=100 if profile.task_count > 1 else 0,
             deployment_maximum_percent=200, enable_execute_command=False,
             propagate_tags="SERVICE", tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[front]), **service_extra)
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[front, capacity]),
+            **service_extra)
         self.url = front.url
         self.register_outputs({"url": self.url, "admin_secret_arn": self.admin_secret.arn,
                                "database_address": self.database.instance.address})

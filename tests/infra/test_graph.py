@@ -77,3 +77,20 @@ def test_a_program_error_surfaces() -> None:
 
     with pytest.raises(ValueError, match="broken component"):
         plans.run_program(_cfg(), build)
+
+
+def test_account_wide_names_carry_the_stack_name() -> None:
+    """Two stacks in one account must not collide on names AWS requires to be unique."""
+    from tests.infra.conftest import make_plan
+
+    plan = make_plan("small", stack="team-b")
+    named = {
+        "aws:cloudwatch/logGroup:LogGroup": "name",
+        "aws:ecr/repository:Repository": "name",
+        "aws:ecs/taskDefinition:TaskDefinition": "family",
+        "aws:s3/bucket:Bucket": "bucketPrefix",
+        "aws:rds/instance:Instance": "finalSnapshotIdentifier",
+    }
+    for token, key in named.items():
+        for res in plan.of_type(token):
+            assert "team-b" in res.inputs[key], (token, res.inputs[key])

@@ -91,7 +91,7 @@ def test_container_definition_comes_from_the_shared_contract(any_plan) -> None:
         {"name": ts.ENV_FLASK_SECRET, "valueFrom": secret_arn("mlflow-flask-secret")},
         {"name": ts.ENV_PG_PASSWORD, "valueFrom": secret_arn("mlflow-db-password")}]
     assert ts.HEALTH_PATH in c["healthCheck"]["command"][-1]
-    assert c["logConfiguration"]["options"]["awslogs-group"] == "/mlrig/mlflow"
+    assert c["logConfiguration"]["options"]["awslogs-group"] == "/mlrig/plan/mlflow"
     # The secret values appear nowhere in the task definition.
     assert "generated-by-mlrig-stack-up" not in json.dumps(c)
 
@@ -100,6 +100,7 @@ def test_task_size_per_profile(any_plan) -> None:
     task = any_plan.one(TASK).inputs
     cpu, memory, _ = ts.CONTAINER_SIZES[any_plan.profile]
     assert (task["cpu"], task["memory"]) == (str(cpu), str(memory))
+    assert task["family"] == "mlrig-plan-mlflow"
     assert task["networkMode"] == "awsvpc" and task["requiresCompatibilities"] == ["FARGATE"]
     assert task["taskRoleArn"] == "arn:aws:iam::123456789012:role/mlflow-task-role"
     assert task["executionRoleArn"] == "arn:aws:iam::123456789012:role/mlflow-execution-role"
@@ -124,7 +125,7 @@ def test_execution_role_reads_only_its_secrets(any_plan) -> None:
     assert statement(policy, "PullServerImage")["Resource"] == (
         "arn:aws:ecr:us-east-1:123456789012:repository/mlrig-plan/mlflow-server")
     assert statement(policy, "WriteLogs")["Resource"] == (
-        "arn:aws:logs:us-east-1:123456789012:log-group:/mlrig/mlflow:*")
+        "arn:aws:logs:us-east-1:123456789012:log-group:/mlrig/plan/mlflow:*")
 
 
 def test_small_runs_one_spot_task_in_public_subnets_behind_http_api(small) -> None:

@@ -58,8 +58,13 @@ def init_cmd(
 
     stack_name = _choose_stack(stack, no_input)
     if name is None and _interactive(no_input):
-        name = str(typer.prompt("Project name",
-                                default=bootstrap.derive_project_name(path.absolute().name)))
+        from mlrig.errors import UsageError
+
+        try:
+            default: str | None = bootstrap.derive_project_name(path.absolute().name)
+        except UsageError:
+            default = None
+        name = str(typer.prompt("Project name", default=default))
     with err_console().status(f"creating {path}"):
         result = bootstrap.init(path, stack_name, name=name, github_repo=github_repo,
                                 force=force, progress=_progress)

@@ -97,6 +97,7 @@ def test_aws_ci_workflow_uses_oidc_and_reports(aws_repo: Path) -> None:
     assert creds[0]["with"]["role-to-assume"] == "arn:aws:iam::123456789012:role/ci"
     text = (aws_repo / ".github/workflows/ci.yml").read_text()
     assert "aws-access-key-id" not in text and "AWS_SECRET_ACCESS_KEY" not in text
+    assert "repo:acme/churn:*" in text  # the OIDC subject the role must trust
     image = wf["jobs"]["image"]
     assert image["needs"] == "pipeline" and "refs/heads/main" in image["if"]
     image_runs = "\n".join(s.get("run", "") for s in image["steps"])

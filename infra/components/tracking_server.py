@@ -92,8 +92,8 @@ class TrackingServer(pulumi.ComponentResource):
                        ts.ENV_PG_PASSWORD: self.database.password_secret.arn}
         # Named per stack: log group names are unique in an account and region.
         log_group = aws.cloudwatch.LogGroup(
-            f"{name}-logs", name=f"/mlrig/{pulumi.get_stack()}/{name}", retention_in_days=profile.log_retention_days,
-            tags=tags, opts=child)
+            f"{name}-logs", name=f"/mlrig/{pulumi.get_stack()}/{name}",
+            retention_in_days=profile.log_retention_days, tags=tags, opts=child)
         execution_role = aws.iam.Role(
             f"{name}-execution-role", assume_role_policy=policies.assume_role(
                 "ecs-tasks.amazonaws.com"), tags=tags, opts=child)
@@ -128,7 +128,8 @@ class TrackingServer(pulumi.ComponentResource):
             secret_arns=dict(zip(secret_arns, a[3:], strict=True)), allowed_hosts=allowed))
         spec_size = ts.CONTAINER_SIZES[profile.name]
         task = aws.ecs.TaskDefinition(
-            f"{name}-task", family=f"mlrig-{pulumi.get_stack()}-{name}", cpu=str(spec_size[0]), memory=str(spec_size[1]),
+            f"{name}-task", family=f"mlrig-{pulumi.get_stack()}-{name}",
+            cpu=str(spec_size[0]), memory=str(spec_size[1]),
             network_mode="awsvpc", requires_compatibilities=["FARGATE"],
             runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             execution_role_arn=execution_role.arn, task_role_arn=task_role.arn,

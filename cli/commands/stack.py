@@ -236,6 +236,11 @@ def _render_plan(planned, estimate) -> None:  # type: ignore[no-untyped-def]
                  f"{money['usage_total']:.2f}", f"[bold]{money['total']:.2f}[/] with usage")
     console().print(bill)
     console().print(f"usage assumption: {money['usage_assumption']}")
+    problems = plans.policy_violations(planned)
+    if problems:
+        console().print("[red]policy violations:[/] " + "; ".join(problems))
+    else:
+        console().print("[green]policy: every rule passes[/] (infra/policy.py)")
 
 
 def _aws_down(name: str, purge: bool, yes: bool) -> None:

@@ -212,6 +212,13 @@ def plan_config(profile: str, *, region: str = "us-east-1", name: str = PLAN_STA
         github_repo=github_repo, domain=domain)
 
 
+def policy_violations(plan: Plan) -> list[str]:
+    """The security policy suite (infra/policy.py) over this plan; empty when it passes."""
+    from mlrig.infra import policy
+
+    return policy.violations(plan.resources)
+
+
 def render_json(plan: Plan, estimate: Any) -> str:
     doc = {
         "profile": plan.profile,
@@ -219,6 +226,7 @@ def render_json(plan: Plan, estimate: Any) -> str:
         "resources": [{"type": r.type, "name": r.name, "inputs": r.inputs}
                       for r in plan.resources],
         "monthly_cost_usd": estimate.as_dict(),
+        "policy_violations": policy_violations(plan),
     }
     return json.dumps(doc, indent=2, sort_keys=False, default=str)
 

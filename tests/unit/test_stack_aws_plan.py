@@ -23,6 +23,7 @@ def small_json() -> dict:
 
 def test_json_shape(small_json: dict) -> None:
     assert set(small_json) >= {"resources", "monthly_cost_usd"}
+    assert small_json["policy_violations"] == []
     resources = small_json["resources"]
     assert len(resources) > 40
     for res in resources:
@@ -66,6 +67,7 @@ def test_table_output() -> None:
     assert "aws:rds/instance:Instance" in result.stdout
     assert "publiclyAccessible=False" in result.stdout
     assert "total" in result.stdout and "usage assumption" in result.stdout
+    assert "policy: every rule passes" in result.stdout
 
 
 def test_unknown_profile_is_one_line() -> None:

@@ -19,11 +19,17 @@ ADMIN_PASSWORD = "container-admin-pw"
 
 
 @pytest.fixture(scope="module")
-def running(docker_engine, base_image: str) -> Iterator[tuple[str, object]]:  # type: ignore[no-untyped-def]
+def server_image(docker_engine, base_image: str) -> str:  # type: ignore[no-untyped-def]
     from mlrig.core import aws_stack
+
+    return aws_stack.build_server_image(base_image=base_image)
+
+
+@pytest.fixture(scope="module")
+def running(docker_engine, server_image: str) -> Iterator[tuple[str, object]]:  # type: ignore[no-untyped-def]
     from mlrig.core.local_stack import free_port
 
-    tag = aws_stack.build_server_image(base_image=base_image)
+    tag = server_image
     port = free_port()
     spec = ts.container_spec(image=tag, db_host="unused", db_name="mlflow", db_user="mlflow",
                              artifacts_destination="s3://unused/a", profile="small")
@@ -85,3 +91,57 @@ def test_bearer_token_gets_401_from_mlrigs_hook(server: str) -> None:
                          json={"max_results": 1}, headers={"Authorization": "Bearer abc"},
                          timeout=10)
     assert resp.status_code == 401
+
+
+ECR_HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+MOTO_PASSWORD = "123456789012-auth-token"  # what moto's get_authorization_token hands out
+
+
+@pytest.fixture
+def ecr_data_plane(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A real registry on loopback standing in for ECR's data plane (moto has none)."""
+    import shutil
+    import subprocess
+
+    from mlrig.adapters import registry
+    from mlrig.core.local_stack import free_port
+    from tests.conftest import require
+
+    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
+
+    port = free_port()
+    (tmp_path / "htpasswd").write_text(registry.htpasswd_line("AWS", MOTO_PASSWORD))
+    (tmp_path / "config.yml").write_text(registry.config_yaml(
+        port=port, storage_dir=tmp_path / "data", htpasswd=tmp_path / "htpasswd",
+        http_secret="test-secret"))
+    proc = subprocess.Popen([registry.binary(), "serve", str(tmp_path / "config.yml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    host = f"127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                requests.get(f"http://{host}/v2/", timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        monkeypatch.setenv("MLRIG_ECR_REGISTRY_ENDPOINT", host)
+        yield host
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_phase_one_pushes_the_image_to_the_stacks_ecr(server_image: str, mlrig_home,  # type: ignore[no-untyped-def]
+                                                      aws_env: str, ecr_data_plane: str) -> None:
+    from mlrig.adapters.registry import RegistryClient
+    from mlrig.core import aws_stack
+
+    repo = "mlrig-team/mlflow-server"
+    req = aws_stack.AwsStackRequest(name="team", region="us-east-1")
+    pushed = aws_stack.push_server_image(server_image, req, f"{ECR_HOST}/{repo}")
+    name, digest = pushed.split("@")
+    assert name == f"{ECR_HOST}/{repo}" and digest.startswith("sha256:")
+    client = RegistryClient(f"http://{ecr_data_plane}", "AWS", MOTO_PASSWORD)
+    assert client.manifest_digest(repo, server_image.split(":", 1)[1]) == digest
+    # Pushing the same image again is a no-op that reports the same digest (immutable tags).
+    assert aws_stack.push_server_image(server_image, req, f"{ECR_HOST}/{repo}") == pushed

@@ -103,6 +103,8 @@ def _register() -> None:
     app.command("update")(init.update_cmd)
     app.command("doctor")(doctor.doctor)
     app.command("demo")(demo.demo)
+    from mlrig.commands import rehearse
+    stack.app.command("rehearse")(rehearse.rehearse)
 
 
 _register()

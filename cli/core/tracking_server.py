@@ -149,10 +149,10 @@ class ContainerSpec:
 
 def container_spec(*, image: str, db_host: str, db_name: str, db_user: str,
                    artifacts_destination: str, profile: str,
-                   allowed_hosts: tuple[str, ...] = ()) -> ContainerSpec:
+                   allowed_hosts: tuple[str, ...] = (), db_port: int = 5432) -> ContainerSpec:
     """The tracking server as a container: args after the image's `mlflow server` entrypoint."""
     cpu, memory, workers = CONTAINER_SIZES[profile]
-    store = f"postgresql://{db_user}@{db_host}:5432/{db_name}?sslmode=require"
+    store = f"postgresql://{db_user}@{db_host}:{db_port}/{db_name}?sslmode=require"
     command = server_args(host="0.0.0.0", port=CONTAINER_PORT,  # noqa: S104 - in a container
                           backend_store_uri=store,
                           artifacts_destination=artifacts_destination, workers=workers)

@@ -104,3 +104,25 @@ def add(root: Path, *targets: str) -> None:
 
 def is_repo(root: Path) -> bool:
     return (root / ".dvc").is_dir()
+
+
+def run_cli(root: Path, *args: str, log: Any = None, timeout: float = 900) -> str:
+    """Run the `dvc` program of this environment in root (pipeline commands: repro, exp,
+    push) with the environment's bin dir first on PATH so stages find the same Python."""
+    import subprocess
+    import sys
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1",
+           "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    try:
+        proc = subprocess.run([str(Path(bin_dir) / "dvc"), *args], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        raise ServiceError(f"dvc {' '.join(args)} timed out after {timeout:.0f}s") from exc
+    if log is not None:
+        log(f"$ dvc {' '.join(args)}\n{proc.stdout}{proc.stderr}")
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        raise ServiceError(f"dvc {' '.join(args)} failed: {lines[-1] if lines else 'no output'}")
+    return proc.stdout

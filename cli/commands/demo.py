@@ -48,3 +48,12 @@ def demo(
         where.add_row(key, value)
     where.add_row("log", str(ctx.log_file))
     console().print(where)
+    nxt = Table(title="try next", show_header=False)
+    repo = ctx.facts.get("repository", "REPO")
+    for cmd in (f'eval "$(mlrig stack env --name {stack})"   # configure this shell',
+                f"cd {repo} && dvc exp show",
+                f"cd {repo} && dvc exp run -S train.C=0.5 && dvc metrics diff",
+                f"mlrig image run {ctx.facts.get('image', 'IMAGE')} --smoke",
+                f"mlrig doctor --stack {stack}"):
+        nxt.add_row(cmd)
+    console().print(nxt)

@@ -20,7 +20,7 @@ def generated() -> str:
                          capture_output=True, text=True, check=True,
                          env={"PATH": "/usr/bin:/bin", "COLUMNS": "100", "TERM": "dumb"}).stdout
     # one level deeper so the reference nests under the README's own heading
-    return re.sub(r"^(#+) ", r"#\1 ", out.strip(), flags=re.M).replace("&#x27;", "'")
+    return re.sub(r"^(#+) ", r"##\1 ", out.strip(), flags=re.M).replace("&#x27;", "'")
 
 
 def current() -> str:

@@ -63,4 +63,6 @@ def _render(report: object) -> None:
         table.add_row(c.name, status, escape(c.detail))
     console().print(table)
     if report.kept:
-        console().print(f"kept running; rehearsal directory: {report.kept}")
+        console().print(f"kept running at {report.url} (user admin, password in "
+                        f"{report.directory}/admin-password); stop it by removing the container "
+                        "labelled mlrig.rehearsal and the PIDs in that directory")

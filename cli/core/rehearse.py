@@ -98,7 +98,9 @@ class Report:
     image_size_mb: float = 0.0
     run_config: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
-    kept: str | None = None  # the rehearsal directory when --keep
+    directory: str = ""  # where PostgreSQL, moto and their logs live (gone unless kept)
+    kept: bool = False
+    url: str = ""
 
     @property
     def failed(self) -> list[Check]:
@@ -107,7 +109,8 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         return {"profile": self.profile, "ok": not self.failed, "image": self.image,
                 "image_size_mb": self.image_size_mb, "run_config": self.run_config,
-                "checks": [c.as_dict() for c in self.checks], "kept": self.kept}
+                "checks": [c.as_dict() for c in self.checks], "directory": self.directory,
+                "kept": self.kept, "url": self.url}
 
 
 @dataclass
@@ -152,7 +155,8 @@ def rehearse(req: Request, progress: Progress = lambda _m: None) -> Report:
     with _Services(req, progress) as services:
         report.image = services.image
         report.image_size_mb = services.image_size_mb
-        report.kept = str(services.root) if req.keep else None
+        report.directory, report.kept = str(services.root), req.keep
+        report.url = services.url
         _Checks(req, services, report, progress).run()
     return report
 
@@ -218,6 +222,10 @@ class _Services:
         self.image = aws_stack.build_server_image(self.progress, engine.ensure_base_image())
         size = docker_adapter.client().images.get(self.image).attrs.get("Size", 0)
         self.image_size_mb = round(size / 1e6, 1)
+        # For --keep: the admin password in a 0600 file, never on the terminal.
+        secret_file = self.root / "admin-password"
+        secret_file.touch(mode=0o600)
+        secret_file.write_text(self.admin_password + "\n")
         self.progress("starting PostgreSQL")
         self.cluster = postgres.init(self.root / "pg", port=free_port(),
                                      superuser_password=secrets.token_urlsafe(24))
@@ -369,6 +377,17 @@ class _Checks:
         with contextlib.suppress(_Stop):
             run_all(self)
 
+    def guard(self, name: str, check: Callable[..., Any], *args: Any) -> Any:
+        """Run a check; an error it did not expect (server gone mid-check...) fails it."""
+        try:
+            return check(*args)
+        except _Stop:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as the check's failure
+            text = str(exc).strip().splitlines()
+            self.add(name, False, f"{type(exc).__name__}: {text[0] if text else ''}")
+            raise _Stop from exc
+
     def start(self, name: str) -> Any:
         """Run a container and wait for /health; a failure stops the rehearsal."""
         import requests
@@ -400,10 +419,12 @@ class _Checks:
 
 @contextlib.contextmanager
 def client_env(url: str, username: str, password: str) -> Iterator[None]:
-    """MLflow's client reads its credentials from the environment only."""
-    names = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-    old = {n: os.environ.get(n) for n in names}
-    os.environ.update(dict(zip(names, (url, username, password), strict=True)))
+    """MLflow's client reads its credentials from the environment only. It would also print
+    a run link to stdout (and fetch the run for it) on every finished run: not into --json."""
+    values = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": username,
+              "MLFLOW_TRACKING_PASSWORD": password, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "1"}
+    old = {n: os.environ.get(n) for n in values}
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -420,7 +441,7 @@ class MemorySampler(threading.Thread):
     def __init__(self, container: Any) -> None:
         super().__init__(daemon=True)
         self.container, self.peak, self.samples = container, 0, 0
-        self._stop = threading.Event()
+        self._done = threading.Event()
 
     def run(self) -> None:
         with contextlib.suppress(Exception):
@@ -431,9 +452,9 @@ class MemorySampler(threading.Thread):
                 if "usage" in mem:
                     self.peak = max(self.peak, int(mem["usage"]) - int(cache))
                     self.samples += 1
-                if self._stop.is_set():
+                if self._done.is_set():
                     return
 
     def stop(self) -> None:
-        self._stop.set()
+        self._done.set()
         self.join(timeout=10)

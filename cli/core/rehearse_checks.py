@@ -18,16 +18,31 @@ READER = "rehearsal-reader"
 
 
 def run_all(c: _Checks) -> None:
-    first = c.start("healthy")
-    unauthenticated(c)
-    admin(c)
-    reader_cannot_write(c)
-    run_id = logged_run(c)
-    not_root(c, first)
+    c.guard("database role", database_role, c)
+    first = c.guard("healthy", c.start, "healthy")
+    c.guard("unauthenticated 401", unauthenticated, c)
+    c.guard("admin 200", admin, c)
+    c.guard("reader cannot write", reader_cannot_write, c)
+    run_id = c.guard("artifact in bucket", logged_run, c)
+    c.guard("not root", not_root, c, first)
     c.s.remove_container(first)
-    second = c.start("second start")  # the schema exists: migrations must be a no-op
-    survives(c, run_id)
-    peak_memory(c, second)
+    # The schema exists now: migrations must be a no-op, and state must come back from it.
+    second = c.guard("second start", c.start, "second start")
+    c.guard("run survives restart", survives, c, run_id)
+    c.guard("peak memory", peak_memory, c, second)
+
+
+def database_role(c: _Checks) -> None:
+    """The server's role logs in and owns its database, and nothing more (as on RDS)."""
+    from mlrig.adapters import postgres
+    from mlrig.core.rehearse import db_names
+
+    db_name, db_user = db_names()
+    attrs = postgres.role_attributes(c.s.cluster, db_user)
+    ok = (attrs["owns"] == [db_name] and not attrs["superuser"] and not attrs["createdb"]
+          and not attrs["createrole"])
+    c.add("database role", ok, f"{db_user}: owns {attrs['owns']}, superuser "
+          f"{attrs['superuser']}, createdb {attrs['createdb']}, createrole {attrs['createrole']}")
 
 
 def _api(c: _Checks, path: str) -> str:

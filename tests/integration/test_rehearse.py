@@ -1,0 +1,118 @@
+"""`mlrig stack rehearse` for real: the mlflow-server image built by mlrig, real PostgreSQL,
+moto's S3 server, the task contract's memory and CPU. One full rehearsal is shared by the
+report tests; each broken dependency gets its own short one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from mlrig.core import rehearse as core
+from mlrig.core import tracking_server as ts
+from tests.conftest import require
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+RUNS = 20  # the command's default is 200; bench-sized runs are measured by hand (see report)
+CHECKS = ["database role", "healthy", "unauthenticated 401", "admin 200", "reader cannot write",
+          "artifact in bucket", "not root", "second start", "run survives restart",
+          "peak memory"]
+
+
+@pytest.fixture(scope="module")
+def prerequisites(docker_engine, base_image: str) -> None:  # type: ignore[no-untyped-def]
+    from mlrig.adapters import postgres
+    from mlrig.errors import DependencyMissing
+
+    try:
+        postgres.bin_dir()
+        found = True
+    except DependencyMissing:
+        found = False
+    require(found, "PostgreSQL server binaries (apt-get install postgresql)")
+    require(shutil.which("openssl") is not None, "openssl")
+
+
+@pytest.fixture(scope="module")
+def rehearsal(prerequisites: None) -> dict[str, Any]:
+    """One rehearsal through the command line, its JSON report parsed."""
+    from mlrig.core.local_stack import free_port
+    from mlrig.main import app
+
+    result = CliRunner().invoke(app, ["stack", "rehearse", "--json", "--runs", str(RUNS),
+                                      "--port", str(free_port())])
+    assert result.stdout.strip(), result.output
+    report: dict[str, Any] = json.loads(result.stdout)
+    report["exit_code"] = result.exit_code
+    report["stderr"] = result.stderr
+    return report
+
+
+def _check(report: dict[str, Any], name: str) -> dict[str, Any]:
+    (check,) = [c for c in report["checks"] if c["name"] == name]
+    return check
+
+
+def test_every_check_passes(rehearsal: dict[str, Any]) -> None:
+    failed = [f"{c['name']}: {c['detail']}" for c in rehearsal["checks"] if not c["ok"]]
+    assert failed == [], rehearsal["stderr"]
+    assert [c["name"] for c in rehearsal["checks"]] == CHECKS
+    assert rehearsal["ok"] is True and rehearsal["exit_code"] == 0
+
+
+def test_report_carries_the_measurements(rehearsal: dict[str, Any]) -> None:
+    assert rehearsal["image"].startswith("mlrig/mlflow-server:")
+    assert rehearsal["image_size_mb"] > 100
+    assert _check(rehearsal, "healthy")["value"] > 0
+    assert _check(rehearsal, "second start")["value"] > 0
+    peak = _check(rehearsal, "peak memory")
+    assert 0 < peak["value"] <= core.MEMORY_LIMIT_SHARE * 100
+    assert f"after {RUNS} runs" in peak["detail"]
+    assert "s3://mlrig-rehearse-" in _check(rehearsal, "artifact in bucket")["detail"]
+    assert "/mlflow-artifacts/" in _check(rehearsal, "artifact in bucket")["detail"]
+
+
+def test_the_container_ran_with_the_contract(rehearsal: dict[str, Any]) -> None:
+    cfg = rehearsal["run_config"]
+    cpu, memory, workers = ts.CONTAINER_SIZES["small"]
+    assert (cfg["user"], cfg["memory_mib"], cfg["cpu_units"]) == (ts.CONTAINER_USER, memory, cpu)
+    assert cfg["secret_names"] == list(ts.CONTAINER_SECRET_ENV_NAMES)
+    assert cfg["health_path"] == ts.HEALTH_PATH and cfg["network_mode"] == "host"
+    assert cfg["command"][cfg["command"].index("--workers") + 1] == str(workers)
+    assert "MLFLOW_S3_ENDPOINT_URL" in cfg["local_env_names"]
+
+
+def test_nothing_is_left_behind(rehearsal: dict[str, Any], docker_engine) -> None:  # type: ignore[no-untyped-def]
+    import psutil
+
+    directory = rehearsal["directory"]
+    assert directory and not Path(directory).exists()
+    left = docker_engine.containers.list(  # type: ignore[attr-defined]
+        all=True, filters={"label": f"mlrig.rehearsal={directory}"})
+    assert left == []
+    for proc in psutil.process_iter(["cmdline"]):
+        assert directory not in " ".join(proc.info["cmdline"] or []), proc
+
+
+def test_no_secret_in_the_report(rehearsal: dict[str, Any]) -> None:
+    text = json.dumps(rehearsal)
+    for name in ts.CONTAINER_SECRET_ENV_NAMES:
+        assert f'"{name}": "' not in text  # names only, never name-value pairs
+
+
+@pytest.mark.parametrize(("fault", "cause"), [
+    ("db-password", "password authentication failed"),
+    ("bucket", "NoSuchBucket"),
+])
+def test_a_broken_dependency_is_named(prerequisites: None, fault: str, cause: str) -> None:
+    from mlrig.core.local_stack import free_port
+
+    report = core.rehearse(core.Request(runs=1, port=free_port(), fault=fault))
+    assert [c.name for c in report.failed] == ["healthy"]
+    detail = report.failed[0].detail
+    assert "container exited" in detail and "mlflow-server:" in detail and cause in detail
+    assert not Path(report.directory).exists()

@@ -131,11 +131,23 @@ def ecr_data_plane(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]: 
         proc.wait(10)
 
 
-def test_phase_one_pushes_the_image_to_the_stacks_ecr(server_image: str, mlrig_home,  # type: ignore[no-untyped-def]
+@pytest.fixture
+def small_image(docker_engine, tmp_path) -> Iterator[str]:  # type: ignore[no-untyped-def]
+    """A one-file image: pushing the 1.1 GB server image would add minutes, not coverage."""
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nCOPY marker /marker\n")
+    (tmp_path / "marker").write_text(str(tmp_path))
+    tag = f"mlrig/mlflow-server:test-{abs(hash(str(tmp_path))) % 10**8}"
+    docker_engine.images.build(path=str(tmp_path), tag=tag, network_mode="host")  # type: ignore[attr-defined]
+    yield tag
+    docker_engine.images.remove(tag, force=True)  # type: ignore[attr-defined]
+
+
+def test_phase_one_pushes_the_image_to_the_stacks_ecr(small_image: str, mlrig_home,  # type: ignore[no-untyped-def]
                                                       aws_env: str, ecr_data_plane: str) -> None:
     from mlrig.adapters.registry import RegistryClient
     from mlrig.core import aws_stack
 
+    server_image = small_image
     repo = "mlrig-team/mlflow-server"
     req = aws_stack.AwsStackRequest(name="team", region="us-east-1")
     pushed = aws_stack.push_server_image(server_image, req, f"{ECR_HOST}/{repo}")

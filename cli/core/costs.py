@@ -118,7 +118,7 @@ def _task_count(plan: Plan) -> int:
                for s in plan.of_type("aws:ecs/service:Service"))
 
 
-def _price(res: PlannedResource, plan: Plan) -> list[CostItem]:  # noqa: C901 - a price table
+def _price(res: PlannedResource, plan: Plan) -> list[CostItem]:
     p, i, t, n = PRICES, res.inputs, res.type, res.name
     if t == "aws:ecs/service:Service":
         vcpu, gb = _task_size(plan, res)

@@ -7,6 +7,7 @@ Prices: AWS public on-demand list prices for us-east-1, read from the AWS pricin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +102,9 @@ class CostEstimate:
 def estimate(plan: Plan) -> CostEstimate:
     est = CostEstimate(region=plan.region)
     for res in plan.resources:
-        est.items.extend(_price(res, plan))
+        pricer = _PRICERS.get(res.type)
+        if pricer is not None:  # everything else (VPC, IAM, SGs, routes...) is free
+            est.items.extend(pricer(res, plan))
     return est
 
 
@@ -118,68 +121,85 @@ def _task_count(plan: Plan) -> int:
                for s in plan.of_type("aws:ecs/service:Service"))
 
 
-def _price(res: PlannedResource, plan: Plan) -> list[CostItem]:
-    p, i, t, n = PRICES, res.inputs, res.type, res.name
-    if t == "aws:ecs/service:Service":
-        vcpu, gb = _task_size(plan, res)
-        count = int(i.get("desiredCount", 1))
-        spot = any(s.get("capacityProvider") == "FARGATE_SPOT"
-                   for s in i.get("capacityProviderStrategies", []))
-        hourly = vcpu * p["fargate_vcpu_hour"] + gb * p["fargate_gb_hour"]
-        if spot:
-            hourly *= 1 - p["fargate_spot_discount"]
-        items = [CostItem(t, n, count * hourly * HOURS, 0.0,
-                          f"{count} x Fargate{' Spot' if spot else ''} {vcpu:g} vCPU / "
-                          f"{gb:g} GB, always on")]
-        if i.get("networkConfiguration", {}).get("assignPublicIp"):
-            items.append(CostItem("aws:ec2:PublicIpv4", f"{n}-task-ip",
-                                  count * p["public_ipv4_hour"] * HOURS, 0.0,
-                                  f"{count} public IPv4 address(es), one per task"))
-        return items
-    if t == "aws:rds/instance:Instance":
-        az = 2 if i.get("multiAz") else 1
-        cls = i["instanceClass"]
-        compute = az * RDS_POSTGRES_HOURLY[cls] * HOURS
-        storage = az * int(i["allocatedStorage"]) * p["rds_gp3_gb_month"]
-        return [CostItem(t, n, compute + storage, 0.0,
-                         f"PostgreSQL {cls}{' Multi-AZ' if az == 2 else ''} + "
-                         f"{int(i['allocatedStorage'])} GB gp3; backups up to DB size are free")]
-    if t == "aws:secretsmanager/secret:Secret":
-        return [CostItem(t, n, p["secret_month"], 0.0, "one secret")]
-    if t == "aws:lb/loadBalancer:LoadBalancer":
-        ips = len(i.get("subnets", []))
-        return [CostItem(t, n, (p["alb_hour"] + ips * p["public_ipv4_hour"]) * HOURS,
-                         USAGE["alb_lcu"] * p["alb_lcu_hour"] * HOURS,
-                         f"ALB hours + {ips} public IPv4; LCUs from the usage assumption")]
-    if t == "aws:ec2/natGateway:NatGateway":
-        return [CostItem(t, n, p["nat_hour"] * HOURS, USAGE["nat_gb"] * p["nat_gb"],
-                         "NAT gateway hours + data processed")]
-    if t == "aws:ec2/eip:Eip":
-        return [CostItem(t, n, p["public_ipv4_hour"] * HOURS, 0.0, "public IPv4 address")]
-    if t == "aws:apigatewayv2/api:Api":
-        return [CostItem(t, n, 0.0, USAGE["requests"] / 1e6 * p["http_api_million_requests"],
-                         "HTTP API: per request only, nothing when idle")]
-    if t == "aws:servicediscovery/service:Service":
-        return [CostItem(t, n, _task_count(plan) * p["cloud_map_instance_month"], 0.0,
-                         "Cloud Map: one registered instance per task")]
-    if t == "aws:s3/bucket:Bucket":
-        return [CostItem(t, n, 0.0, USAGE["s3_gb"] * p["s3_standard_gb_month"]
-                         + USAGE["s3_puts"] / 1000 * p["s3_put_per_1000"],
-                         "S3 Standard storage + PUT requests")]
-    if t == "aws:ecr/repository:Repository":
-        server = "mlflow-server" in str(i.get("name", ""))
-        gb = USAGE["ecr_server_gb"] if server else USAGE["ecr_models_gb"]
-        cost = gb * p["ecr_gb_month"]
-        return [CostItem(t, n, cost if server else 0.0, 0.0 if server else cost,
-                         f"{gb:g} GB of images")]
-    if t == "aws:cloudwatch/logGroup:LogGroup":
-        gb = USAGE["log_gb"]
-        return [CostItem(t, n, 0.0, gb * (p["logs_ingest_gb"] + p["logs_store_gb_month"]),
-                         "log ingestion + storage")]
-    if t == "aws:ecs/cluster:Cluster":
-        insights = any(s.get("name") == "containerInsights" and s.get("value") == "enabled"
-                       for s in i.get("settings", []))
-        if insights:
-            return [CostItem(t, n, p["container_insights_month"], 0.0,
-                             "Container Insights metrics")]
-    return []
+def _one(res: PlannedResource, idle: float, usage: float, basis: str) -> list[CostItem]:
+    return [CostItem(res.type, res.name, idle, usage, basis)]
+
+
+def _fargate(res: PlannedResource, plan: Plan) -> list[CostItem]:
+    p, i = PRICES, res.inputs
+    vcpu, gb = _task_size(plan, res)
+    count = int(i.get("desiredCount", 1))
+    spot = any(s.get("capacityProvider") == "FARGATE_SPOT"
+               for s in i.get("capacityProviderStrategies", []))
+    hourly = vcpu * p["fargate_vcpu_hour"] + gb * p["fargate_gb_hour"]
+    if spot:
+        hourly *= 1 - p["fargate_spot_discount"]
+    items = _one(res, count * hourly * HOURS, 0.0, f"{count} x Fargate{' Spot' if spot else ''}"
+                 f" {vcpu:g} vCPU / {gb:g} GB, always on")
+    if i.get("networkConfiguration", {}).get("assignPublicIp"):
+        items.append(CostItem("aws:ec2:PublicIpv4", f"{res.name}-task-ip",
+                              count * p["public_ipv4_hour"] * HOURS, 0.0,
+                              f"{count} public IPv4 address(es), one per task"))
+    return items
+
+
+def _rds(res: PlannedResource, plan: Plan) -> list[CostItem]:
+    i = res.inputs
+    az = 2 if i.get("multiAz") else 1
+    cls, gb = i["instanceClass"], int(i["allocatedStorage"])
+    compute = az * RDS_POSTGRES_HOURLY[cls] * HOURS
+    storage = az * gb * PRICES["rds_gp3_gb_month"]
+    return _one(res, compute + storage, 0.0, f"PostgreSQL {cls}{' Multi-AZ' if az == 2 else ''}"
+                f" + {gb} GB gp3; backups up to DB size are free")
+
+
+def _alb(res: PlannedResource, plan: Plan) -> list[CostItem]:
+    p, ips = PRICES, len(res.inputs.get("subnets", []))
+    return _one(res, (p["alb_hour"] + ips * p["public_ipv4_hour"]) * HOURS,
+                USAGE["alb_lcu"] * p["alb_lcu_hour"] * HOURS,
+                f"ALB hours + {ips} public IPv4; LCUs from the usage assumption")
+
+
+def _ecr(res: PlannedResource, plan: Plan) -> list[CostItem]:
+    # The server image is stored even when idle; model images come with usage.
+    server = "mlflow-server" in str(res.inputs.get("name", ""))
+    gb = USAGE["ecr_server_gb"] if server else USAGE["ecr_models_gb"]
+    cost = gb * PRICES["ecr_gb_month"]
+    return _one(res, cost if server else 0.0, 0.0 if server else cost, f"{gb:g} GB of images")
+
+
+def _cluster(res: PlannedResource, plan: Plan) -> list[CostItem]:
+    insights = any(s.get("name") == "containerInsights" and s.get("value") == "enabled"
+                   for s in res.inputs.get("settings", []))
+    return _one(res, PRICES["container_insights_month"], 0.0,
+                "Container Insights metrics") if insights else []
+
+
+Pricer = Callable[[PlannedResource, Plan], list[CostItem]]
+_PRICERS: dict[str, Pricer] = {
+    "aws:ecs/service:Service": _fargate,
+    "aws:rds/instance:Instance": _rds,
+    "aws:lb/loadBalancer:LoadBalancer": _alb,
+    "aws:ecr/repository:Repository": _ecr,
+    "aws:ecs/cluster:Cluster": _cluster,
+    "aws:secretsmanager/secret:Secret": lambda r, _: _one(
+        r, PRICES["secret_month"], 0.0, "one secret"),
+    "aws:ec2/natGateway:NatGateway": lambda r, _: _one(
+        r, PRICES["nat_hour"] * HOURS, USAGE["nat_gb"] * PRICES["nat_gb"],
+        "NAT gateway hours + data processed"),
+    "aws:ec2/eip:Eip": lambda r, _: _one(
+        r, PRICES["public_ipv4_hour"] * HOURS, 0.0, "public IPv4 address"),
+    "aws:apigatewayv2/api:Api": lambda r, _: _one(
+        r, 0.0, USAGE["requests"] / 1e6 * PRICES["http_api_million_requests"],
+        "HTTP API: per request only, nothing when idle"),
+    "aws:servicediscovery/service:Service": lambda r, plan: _one(
+        r, _task_count(plan) * PRICES["cloud_map_instance_month"], 0.0,
+        "Cloud Map: one registered instance per task"),
+    "aws:s3/bucket:Bucket": lambda r, _: _one(
+        r, 0.0, USAGE["s3_gb"] * PRICES["s3_standard_gb_month"]
+        + USAGE["s3_puts"] / 1000 * PRICES["s3_put_per_1000"],
+        "S3 Standard storage + PUT requests"),
+    "aws:cloudwatch/logGroup:LogGroup": lambda r, _: _one(
+        r, 0.0, USAGE["log_gb"] * (PRICES["logs_ingest_gb"] + PRICES["logs_store_gb_month"]),
+        "log ingestion + storage"),
+}

@@ -200,6 +200,7 @@ def remaining_data(outputs: StackOutputs, bucket: str, repositories: list[str]) 
     """What `down` would destroy that holds data: objects (any version) and images."""
     from mlrig.adapters import aws
 
+    gone = {"NoSuchBucket", "RepositoryNotFoundException"}  # already deleted: nothing held
     found = []
     try:
         s3 = aws.client("s3", region=outputs.region)
@@ -208,19 +209,25 @@ def remaining_data(outputs: StackOutputs, bucket: str, repositories: list[str]) 
         if count:
             more = "+" if listing.get("IsTruncated") else ""
             found.append(f"bucket {bucket} holds {count}{more} object versions")
-        ecr = aws.client("ecr", region=outputs.region)
-        for repo in repositories:
-            images = ecr.list_images(repositoryName=repo, maxResults=1000).get("imageIds", [])
-            if images:
-                found.append(f"repository {repo} holds {len(images)} images")
     except Exception as exc:
-        from botocore.exceptions import ClientError
-
-        if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in (
-                "NoSuchBucket", "RepositoryNotFoundException"):
-            return found  # already gone
-        raise aws.translate(exc, "checking what the stack still holds") from exc
+        if _error_code(exc) not in gone:
+            raise aws.translate(exc, f"checking what bucket {bucket} holds") from exc
+    ecr = aws.client("ecr", region=outputs.region)
+    for repo in repositories:
+        try:
+            images = ecr.list_images(repositoryName=repo, maxResults=1000).get("imageIds", [])
+        except Exception as exc:
+            if _error_code(exc) not in gone:
+                raise aws.translate(exc, f"checking what repository {repo} holds") from exc
+            continue
+        if images:
+            found.append(f"repository {repo} holds {len(images)} images")
     return found
+
+
+def _error_code(exc: Exception) -> str | None:
+    response = getattr(exc, "response", None)
+    return (response or {}).get("Error", {}).get("Code") if isinstance(response, dict) else None
 
 
 def down(name: str, *, purge: bool, progress: Progress = lambda _m: None) -> DownResult:

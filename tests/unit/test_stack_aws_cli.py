@@ -177,3 +177,16 @@ def test_aws_outputs_resolve_the_admin_password(aws_stack_with_data: dict) -> No
     assert secrets.resolve(out.mlflow.auth.password) == "s3cret-admin-pw"
     shown = runner.invoke(app, ["stack", "outputs", "--name", "t2", "--json"])
     assert shown.exit_code == 0 and "s3cret-admin-pw" not in shown.output
+
+
+@pytest.mark.integration
+def test_down_counts_images_even_when_the_bucket_is_gone(aws_stack_with_data: dict,
+                                                         no_pulumi: None) -> None:
+    s3, bucket = aws_stack_with_data["s3"], aws_stack_with_data["bucket"]
+    for v in s3.list_object_versions(Bucket=bucket)["Versions"]:
+        s3.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
+    s3.delete_bucket(Bucket=bucket)
+    result = runner.invoke(app, ["stack", "down", "--name", "t2", "--yes"])
+    assert result.exit_code == 7
+    line = _one_line(result)
+    assert "repository mlrig-t2/models holds 1 images" in line and "bucket" not in line

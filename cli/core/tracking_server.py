@@ -62,7 +62,8 @@ def auth_ini(database_uri: str, default_permission: str = "READ") -> str:
 def authenticate_request_basic_auth():  # type: ignore[no-untyped-def]
     """Runs inside the server: 401 for anything but Basic credentials, else MLflow's check.
 
-    Imports Flask and MLflow lazily: this module is also imported by `mlrig --help`.
+    Imports Flask and MLflow lazily: this module is also imported by `mlrig --help`. The
+    server image gets this file alone (aws_stack copies it), so it imports nothing from mlrig.
     """
     from flask import request
     from mlflow.server import auth

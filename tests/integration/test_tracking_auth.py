@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import psutil
 import pytest
 import requests
-from mlrig.adapters import processes
 
+from mlrig.adapters import processes
 from tests.conftest import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

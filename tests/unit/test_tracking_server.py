@@ -6,6 +6,7 @@ import importlib
 from pathlib import Path
 
 import pytest
+
 from mlrig.core import tracking_server as ts
 
 
@@ -71,3 +72,14 @@ def test_auth_ini_holds_no_secret_and_grants_nothing_by_default() -> None:
     assert "default_permission = READ" in ts.auth_ini("sqlite:///x.db")
     assert "default_permission = NO_PERMISSIONS" in ts.auth_ini("sqlite:///x.db",
                                                                "NO_PERMISSIONS")
+
+
+def test_the_module_stands_alone_for_the_server_image() -> None:
+    import ast
+
+    tree = ast.parse(Path(ts.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)}
+    assert not any(name.split(".")[0] == "mlrig" for name in imported), imported

@@ -160,6 +160,7 @@ def run_program(cfg: Any, build: Any = None) -> Plan:
         build = program.build
     plan = Plan(profile=cfg.profile.name, region=cfg.region)
     mocks = type("PlanMocks", (_Mocks, pulumi.runtime.Mocks), {})(plan)
+    _ensure_event_loop()  # set_mocks already registers the root stack resource
     pulumi.runtime.set_mocks(mocks, project="mlrig", stack=cfg.stack, preview=False)
     settings.SETTINGS.outputs.clear()
 
@@ -193,6 +194,16 @@ def run_program(cfg: Any, build: Any = None) -> Plan:
         settings.SETTINGS.outputs.clear()
     plan.resources.sort(key=lambda r: (r.type, r.name))
     return plan
+
+
+def _ensure_event_loop() -> None:
+    """Pulumi's runtime uses the thread's current loop; asyncio.run() elsewhere unsets it."""
+    try:
+        loop = asyncio.get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def plan_config(profile: str, *, region: str = "us-east-1", name: str = PLAN_STACK,

@@ -94,3 +94,14 @@ def test_account_wide_names_carry_the_stack_name() -> None:
     for token, key in named.items():
         for res in plan.of_type(token):
             assert "team-b" in res.inputs[key], (token, res.inputs[key])
+
+
+def test_plan_runs_after_asyncio_run_closed_the_loop() -> None:
+    """Other code in the process (servers, clients) may have run and closed a loop."""
+    import asyncio
+
+    async def nothing() -> None:
+        return None
+
+    asyncio.run(nothing())  # leaves the main thread with no current event loop
+    assert plans.run_program(_cfg()).outputs["region"] == "us-east-1"

@@ -204,3 +204,45 @@ def test_idle_process_tree_is_lean_and_stops_whole(server: Server) -> None:
 
     server.stack.up()  # users and passwords survive a restart
     assert server.probe(server.admin) == 200
+
+
+@pytest.mark.timeout(240)
+def test_with_several_workers_a_stale_password_dies_within_the_ttl(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The AWS profiles run several workers (and tasks): a password change reaches the other
+    workers' caches only when their entries expire, so the bound is the TTL, never more."""
+    import secrets
+    import time
+
+    from mlrig.core import tracking_server as ts
+    from mlrig.core.local_stack import free_port
+
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "auth.ini").write_text(ts.auth_ini(f"sqlite:///{tmp_path / 'auth.db'}"))
+    port, admin_pw = free_port(), secrets.token_urlsafe(24)
+    plan = ts.local_plan(data_dir=tmp_path, port=port, admin_password=admin_pw,
+                         flask_secret=secrets.token_urlsafe(32),
+                         auth_config_path=tmp_path / "auth.ini")
+    argv = list(plan.argv)
+    argv[argv.index("--workers") + 1] = "2"
+    pid_file = tmp_path / "server.pid"
+    rec = processes.start(argv, pid_file=pid_file, log_file=tmp_path / "log", env=plan.env,
+                          cwd=tmp_path)
+    server = Server(None, f"http://127.0.0.1:{port}", admin_pw)
+    try:
+        for _ in range(600):
+            try:
+                if requests.get(server.url + "/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert not processes.exited_early(rec), processes.tail(tmp_path / "log")
+            time.sleep(0.2)
+        name, old = server.new_user("grace", "grace-password-0001")
+        for _ in range(20):  # fresh connections: both workers check, and cache, the password
+            assert server.probe((name, old)) == 200
+        server.admin_call("PATCH", "update-password", username=name, password="grace-pw-0002")
+        time.sleep(ts.AUTH_CACHE_TTL_SECONDS + 1)
+        assert [server.probe((name, old)) for _ in range(20)] == [401] * 20
+        assert server.probe((name, "grace-pw-0002")) == 200
+    finally:
+        assert processes.stop(pid_file) == []

@@ -25,7 +25,8 @@ Progress = Callable[[str], None]
 STACK_NAME = "rehearse"  # bucket and database named as `mlrig stack up --aws` names a stack's
 MEMORY_LIMIT_SHARE = 0.80  # a peak above this share of the task memory fails the rehearsal
 HEALTH_TIMEOUT = 300.0
-FAULTS = ("db-password", "bucket")  # what the failure tests break on purpose
+FAULTS = ("db-password", "db-down", "bucket")  # what the failure tests break on purpose
+FAULT_WAIT_SECONDS = 8  # how long the entrypoint waits for a database that is down
 S3_REGION = "us-east-1"
 
 
@@ -289,6 +290,8 @@ class _Services:
     def _local_env(self) -> dict[str, str]:
         env = dict(self.s3_creds)
         env.update({"AWS_DEFAULT_REGION": S3_REGION, "MLFLOW_S3_ENDPOINT_URL": self.s3_endpoint})
+        if self.req.fault == "db-down":  # the entrypoint's bounded wait, shortened for tests
+            env["MLRIG_DEPENDENCY_WAIT_SECONDS"] = str(FAULT_WAIT_SECONDS)
         return env
 
     def _secrets(self) -> dict[str, str]:
@@ -374,6 +377,10 @@ class _Checks:
         self.report.run_config = self.s.config().public()
         if self.req.fault == "bucket":
             self.s._delete_bucket()  # removed before the server starts: it must say so
+        if self.req.fault == "db-down":
+            from mlrig.adapters import postgres
+
+            postgres.stop(self.s.cluster)
         with contextlib.suppress(_Stop):
             run_all(self)
 
@@ -441,6 +448,7 @@ class MemorySampler(threading.Thread):
     def __init__(self, container: Any) -> None:
         super().__init__(daemon=True)
         self.container, self.peak, self.samples = container, 0, 0
+        self.max_usage = 0  # cgroup v1's high-water mark, page cache included (0 on v2)
         self._done = threading.Event()
 
     def run(self) -> None:
@@ -451,6 +459,7 @@ class MemorySampler(threading.Thread):
                 cache = extra.get("total_inactive_file", extra.get("inactive_file", 0))
                 if "usage" in mem:
                     self.peak = max(self.peak, int(mem["usage"]) - int(cache))
+                    self.max_usage = max(self.max_usage, int(mem.get("max_usage", 0)))
                     self.samples += 1
                 if self._done.is_set():
                     return

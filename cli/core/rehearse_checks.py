@@ -175,6 +175,8 @@ def peak_memory(c: _Checks, container: Any) -> None:
     workers = cfg.command[cfg.command.index("--workers") + 1]
     detail = (f"{sampler.peak / 2**20:.0f} MiB of {cfg.memory_mib} MiB ({share:.0%}) after "
               f"{c.req.runs} runs, {workers} workers, {sampler.samples} samples")
+    if sampler.max_usage:
+        detail += f"; cgroup high-water mark {sampler.max_usage / 2**20:.0f} MiB incl. page cache"
     if oom:
         detail += "; the kernel OOM-killed a process"
     c.add("peak memory", share <= MEMORY_LIMIT_SHARE and not oom and sampler.samples > 0,

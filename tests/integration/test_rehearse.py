@@ -106,12 +106,21 @@ def test_no_secret_in_the_report(rehearsal: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("fault", "cause"), [
     ("db-password", "password authentication failed"),
+    ("db-down", f"still failing after {core.FAULT_WAIT_SECONDS} s"),
     ("bucket", "NoSuchBucket"),
 ])
-def test_a_broken_dependency_is_named(prerequisites: None, fault: str, cause: str) -> None:
+def test_a_broken_dependency_is_named(prerequisites: None, moto_server: str,
+                                      monkeypatch: pytest.MonkeyPatch, fault: str,
+                                      cause: str) -> None:
     from mlrig.core.local_stack import free_port
 
-    report = core.rehearse(core.Request(runs=1, port=free_port(), fault=fault))
+    endpoint = None
+    if fault == "bucket":  # also covers --s3-endpoint: any S3 API, credentials from the env
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        endpoint = moto_server
+    report = core.rehearse(core.Request(runs=1, port=free_port(), fault=fault,
+                                        s3_endpoint=endpoint))
     assert [c.name for c in report.failed] == ["healthy"]
     detail = report.failed[0].detail
     assert "container exited" in detail and "mlflow-server:" in detail and cause in detail

@@ -50,13 +50,15 @@ def build(
     base_image: Annotated[str | None, typer.Option(
         help="Base image present on the engine (default: mlrig's Python 3.11 base).")] = None,
     stack: StackOpt = None,
+    no_cache: Annotated[bool, typer.Option(help="Rebuild every layer.")] = False,
 ) -> None:
     """Build a serving image: dependencies layer keyed by the model's pins, model last."""
     from mlrig.core import image
 
     with err_console().status("building the serving image"):
         built = image.build(model, repo=repo, tag=tag, platform=platform,
-                            base_image=base_image, stack=stack, progress=_progress)
+                            base_image=base_image, stack=stack, no_cache=no_cache,
+                            progress=_progress)
     prov = built.provenance
     console().print(f"[green]built[/] {built.ref} ({built.image_id[7:19]}, "
                     f"{built.size / 1e6:.0f} MB, {built.seconds:.1f} s) from {prov.model_uri}"

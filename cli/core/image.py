@@ -243,7 +243,8 @@ def resolve_base_image(base_image: str | None, progress: Progress) -> str:
 
 def build(model_uri: str | None = None, *, repo: Path | None = None, tag: str | None = None,
           platform: str | None = None, base_image: str | None = None,
-          stack: str | None = None, progress: Progress = lambda _m: None) -> BuiltImage:
+          stack: str | None = None, no_cache: bool = False,
+          progress: Progress = lambda _m: None) -> BuiltImage:
     """Build the serving image for a model; tags it only when every step succeeded."""
     from mlrig.adapters import docker as docker_adapter
 
@@ -266,7 +267,7 @@ def build(model_uri: str | None = None, *, repo: Path | None = None, tag: str | 
         kwargs: dict[str, Any] = {"platform": platform} if platform else {}
         stream = docker_adapter.client().api.build(
             path=tmp, tag=ref, labels=labels, network_mode="host", rm=True, forcerm=True,
-            decode=True, pull=False, **kwargs)
+            decode=True, pull=False, nocache=no_cache, **kwargs)
 
         def show(chunk: dict[str, Any]) -> None:
             line = str(chunk.get("stream", "")).strip()

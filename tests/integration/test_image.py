@@ -253,7 +253,8 @@ def test_tag_with_another_digest_is_a_conflict(v1: dict, env: dict, tmp_path: Pa
     serving_push.push(v1["built"].ref, env["outputs"])
     (tmp_path / "Dockerfile").write_text(f"FROM {v1['built'].ref}\nLABEL other=1\n")
     docker_adapter.consume_stream(docker_adapter.client().api.build(
-        path=str(tmp_path), tag="mlrig-test/other:1", network_mode="host", decode=True),
+        path=str(tmp_path), tag="mlrig-test/other:1", network_mode="host", decode=True,
+        rm=True, forcerm=True),
         "building")
     before = local_registry(env).manifest_digest("models", f"{MODEL}-v{v1['version']}")
     result = runner.invoke(app, ["image", "push", "--stack", "local", "mlrig-test/other:1"])
@@ -370,3 +371,8 @@ def test_bad_input_is_one_line_each(v1: dict, env: dict, monkeypatch: pytest.Mon
     finally:
         monkeypatch.delenv("DOCKER_HOST")
         docker_adapter.client.cache_clear()
+
+
+def test_generated_repo_defaults_to_its_latest_model(v2: dict, tmp_path: Path) -> None:
+    (tmp_path / ".copier-answers.yml").write_text(f"project_name: {MODEL}\nstack: local\n")
+    assert image.default_model_uri(tmp_path) == f"models:/{MODEL}/{v2['version']}"

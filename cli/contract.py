@@ -34,6 +34,11 @@ class OutputNames:
     CI_ROLE_ARN = "ci_role_arn"
     REGION = "region"
     ARTIFACTS_URL = "mlflow_artifacts_url"
+    # read only by the AWS driver (two-phase up, teardown checks), exported all the same
+    SERVER_REPOSITORY_URL = "mlflow_server_repository_url"
+    BUCKET_NAME = "dvc_bucket_name"
+    REPOSITORY_NAMES = "ecr_repository_names"
+    PROFILE = "profile"
 
 
 class SecretRef(BaseModel):

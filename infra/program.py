@@ -16,16 +16,6 @@ from mlrig.infra.components.registry import Registry, RegistryArgs, enhanced_sca
 from mlrig.infra.components.tracking_server import TrackingServer, TrackingServerArgs
 from mlrig.infra.config import StackConfig
 
-
-class InfraOutputNames:
-    """Outputs beyond the StackOutputs contract that only the CLI's AWS driver reads."""
-
-    SERVER_REPOSITORY_URL = "mlflow_server_repository_url"
-    BUCKET_NAME = "dvc_bucket_name"
-    REPOSITORY_NAMES = "ecr_repository_names"
-    PROFILE = "profile"
-
-
 VPC_CIDR = "10.42.0.0/16"
 
 
@@ -51,10 +41,10 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         OutputNames.REGISTRY_URL: models.repository.repository_url,
         OutputNames.ARTIFACTS_URL: pulumi.Output.concat(
             "s3://", remote.bucket.id, "/", cfg.artifacts_prefix),
-        InfraOutputNames.SERVER_REPOSITORY_URL: server_repo.repository.repository_url,
-        InfraOutputNames.BUCKET_NAME: remote.bucket.id,
-        InfraOutputNames.REPOSITORY_NAMES: [models.repository.name, server_repo.repository.name],
-        InfraOutputNames.PROFILE: profile.name,
+        OutputNames.SERVER_REPOSITORY_URL: server_repo.repository.repository_url,
+        OutputNames.BUCKET_NAME: remote.bucket.id,
+        OutputNames.REPOSITORY_NAMES: [models.repository.name, server_repo.repository.name],
+        OutputNames.PROFILE: profile.name,
     }
     if not cfg.mlflow_image:
         # Phase one of `mlrig stack up`: the server image must be in ECR before its service.

@@ -151,7 +151,6 @@ def preflight(req: AwsStackRequest) -> str:
 
 def up(req: AwsStackRequest, progress: Progress = lambda _m: None) -> StackOutputs:
     from mlrig.adapters import pulumi as pulumi_adapter
-    from mlrig.infra.program import InfraOutputNames
 
     preflight(req)
     stack = _open(req)
@@ -159,7 +158,7 @@ def up(req: AwsStackRequest, progress: Progress = lambda _m: None) -> StackOutpu
         progress("phase 1/2: bucket and ECR repositories")
         first = pulumi_adapter.up(stack, on_output=lambda line: None)
         image = build_server_image(progress)
-        pushed = push_server_image(image, req, first[InfraOutputNames.SERVER_REPOSITORY_URL],
+        pushed = push_server_image(image, req, first[OutputNames.SERVER_REPOSITORY_URL],
                                    progress)
         pulumi_adapter.set_config(stack, {"mlrig:mlflowImage": pushed}, {})
     progress("phase 2/2: network, database, tracking server, CI access")

@@ -45,6 +45,10 @@ def client_env(outputs: StackOutputs) -> dict[str, str]:
     if outputs.registry.auth:
         env["MLRIG_REGISTRY_USERNAME"] = outputs.registry.auth.username
         env["MLRIG_REGISTRY_PASSWORD"] = secrets.resolve(outputs.registry.auth.password)
+    if outputs.kind == "aws":
+        # the small profile's HTTP API caps requests at 10 MB: large artifacts go to S3
+        # directly through presigned multipart uploads instead of through the proxy
+        env["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] = "true"
     if outputs.region:
         env["AWS_REGION"] = outputs.region
     if outputs.dvc_remote.endpoint_url:

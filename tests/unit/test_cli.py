@@ -131,3 +131,18 @@ def test_help_imports_no_heavy_library(argv: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_aws_stack_env_sends_large_artifacts_straight_to_s3(mlrig_home: Path) -> None:
+    from mlrig.contract import Registry
+    from mlrig.core import stacks
+
+    out = sample("cloud").model_copy(update={
+        "kind": "aws", "region": "eu-west-1", "mlflow": sample().mlflow.model_copy(
+            update={"auth": None}),
+        "registry": Registry(kind="ecr", url="1.dkr.ecr.eu-west-1.amazonaws.com/m")})
+    env = stacks.client_env(out)
+    assert env["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] == "true"
+    assert env["AWS_REGION"] == "eu-west-1"
+    local = out.model_copy(update={"kind": "local", "region": None})
+    assert "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD" not in stacks.client_env(local)

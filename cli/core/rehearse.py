@@ -141,6 +141,9 @@ def rehearse(req: Request, progress: Progress = lambda _m: None) -> Report:
         raise UsageError(f"unknown fault {req.fault!r}", hint=f"use one of: {', '.join(FAULTS)}")
     if req.runs < 1:
         raise UsageError("--runs must be at least 1")
+    if req.s3_endpoint is not None and not req.s3_endpoint.startswith(("http://", "https://")):
+        raise UsageError(f"--s3-endpoint {req.s3_endpoint!r} is not a URL",
+                         hint="give it as http(s)://host:port")
     # Both missing dependencies are reported before anything is built or started.
     docker_adapter.client()
     postgres.bin_dir()
@@ -375,14 +378,17 @@ class _Checks:
         from mlrig.core.rehearse_checks import run_all
 
         self.report.run_config = self.s.config().public()
+        with contextlib.suppress(_Stop):
+            run_all(self)
+
+    def break_dependency(self) -> None:
+        """The fault asked for, just before the server starts: it must name it."""
         if self.req.fault == "bucket":
-            self.s._delete_bucket()  # removed before the server starts: it must say so
+            self.s._delete_bucket()
         if self.req.fault == "db-down":
             from mlrig.adapters import postgres
 
             postgres.stop(self.s.cluster)
-        with contextlib.suppress(_Stop):
-            run_all(self)
 
     def guard(self, name: str, check: Callable[..., Any], *args: Any) -> Any:
         """Run a check; an error it did not expect (server gone mid-check...) fails it."""

@@ -19,6 +19,7 @@ READER = "rehearsal-reader"
 
 def run_all(c: _Checks) -> None:
     c.guard("database role", database_role, c)
+    c.break_dependency()
     first = c.guard("healthy", c.start, "healthy")
     c.guard("unauthenticated 401", unauthenticated, c)
     c.guard("admin 200", admin, c)

@@ -113,6 +113,7 @@ def test_a_failed_check_exits_non_zero_naming_it(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize(("args", "needle"), [
     (["--profile", "huge"], "unknown profile 'huge'"),
     (["--runs", "0"], "--runs"),
+    (["--s3-endpoint", "127.0.0.1:9000"], "is not a URL"),
 ])
 def test_bad_input_is_one_line(args: list[str], needle: str) -> None:
     result = runner.invoke(app, ["stack", "rehearse", *args])

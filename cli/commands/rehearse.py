@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,6 +26,8 @@ def rehearse(
         "--port", min=1, max=65535, help="Loopback port for the server (default: the "
                                          "contract's container port).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable report.")] = False,
+    stop: Annotated[Path | None, typer.Option(
+        "--stop", help="Stop what a --keep rehearsal left running (its directory).")] = None,
 ) -> None:
     """Build the tracking-server image and run it with its task definition against real
     PostgreSQL and an S3 API; print the checks; exit non-zero naming any that failed."""
@@ -32,6 +35,11 @@ def rehearse(
     from mlrig.errors import ServiceError
     from mlrig.ui import err_console
 
+    if stop is not None:
+        stopped = core.stop_kept(stop)
+        console().print(f"stopped {', '.join(stopped) or 'nothing (already gone)'}; "
+                        f"removed {stop}")
+        return
     req = core.Request(profile=profile, s3_endpoint=s3_endpoint, keep=keep, runs=runs,
                        port=port)
     progress = (lambda _m: None) if as_json else (
@@ -64,5 +72,5 @@ def _render(report: object) -> None:
     console().print(table)
     if report.kept:
         console().print(f"kept running at {report.url} (user admin, password in "
-                        f"{report.directory}/admin-password); stop it by removing the container "
-                        "labelled mlrig.rehearsal and the PIDs in that directory")
+                        f"{report.directory}/admin-password); stop it with `mlrig stack "
+                        f"rehearse --stop {report.directory}`")

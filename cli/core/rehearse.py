@@ -165,6 +165,29 @@ def rehearse(req: Request, progress: Progress = lambda _m: None) -> Report:
     return report
 
 
+def stop_kept(directory: Path) -> list[str]:
+    """Stop what a `--keep` rehearsal left running (container by label, services by PID
+    file) and delete its directory; returns what was stopped."""
+    from mlrig.adapters import processes
+
+    directory = directory.resolve()
+    if not directory.name.startswith("mlrig-rehearse-") or not (
+            directory / "postgres.pid").exists():
+        raise UsageError(f"{directory} is not a kept rehearsal's directory",
+                         hint="pass the directory `mlrig stack rehearse --keep` printed")
+    stopped = []
+    for container in _docker().containers.list(
+            all=True, filters={"label": f"mlrig.rehearsal={directory}"}):
+        container.remove(force=True)
+        stopped.append(f"container {container.short_id}")
+    for name in ("postgres", "moto"):
+        if (directory / f"{name}.pid").exists():
+            processes.stop(directory / f"{name}.pid")
+            stopped.append(name)
+    shutil.rmtree(directory, ignore_errors=True)
+    return stopped
+
+
 def _moto_binary() -> Path:
     import sys
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,18 +39,34 @@ def prerequisites(docker_engine, base_image: str) -> None:  # type: ignore[no-un
 
 
 @pytest.fixture(scope="module")
-def rehearsal(prerequisites: None) -> dict[str, Any]:
-    """One rehearsal through the command line, its JSON report parsed."""
+def rehearsal(prerequisites: None) -> Iterator[dict[str, Any]]:
+    """One rehearsal through the command line, kept running, its JSON report parsed."""
     from mlrig.core.local_stack import free_port
     from mlrig.main import app
 
-    result = CliRunner().invoke(app, ["stack", "rehearse", "--json", "--runs", str(RUNS),
-                                      "--port", str(free_port())])
+    result = CliRunner().invoke(app, ["stack", "rehearse", "--json", "--keep", "--runs",
+                                      str(RUNS), "--port", str(free_port())])
     assert result.stdout.strip(), result.output
     report: dict[str, Any] = json.loads(result.stdout)
     report["exit_code"] = result.exit_code
     report["stderr"] = result.stderr
-    return report
+    try:
+        yield report
+    finally:
+        if Path(report["directory"]).exists():  # the --stop test failed before stopping it
+            core.stop_kept(Path(report["directory"]))
+
+
+def _left_behind(directory: str, docker_engine: Any) -> list[str]:
+    import psutil
+
+    left = [f"container {c.short_id}" for c in docker_engine.containers.list(
+        all=True, filters={"label": f"mlrig.rehearsal={directory}"})]
+    left += [f"process {p.pid}" for p in psutil.process_iter(["cmdline"])
+             if directory in " ".join(p.info["cmdline"] or [])]
+    if Path(directory).exists():
+        left.append(directory)
+    return left
 
 
 def _check(report: dict[str, Any], name: str) -> dict[str, Any]:
@@ -86,16 +103,23 @@ def test_the_container_ran_with_the_contract(rehearsal: dict[str, Any]) -> None:
     assert "MLFLOW_S3_ENDPOINT_URL" in cfg["local_env_names"]
 
 
-def test_nothing_is_left_behind(rehearsal: dict[str, Any], docker_engine) -> None:  # type: ignore[no-untyped-def]
-    import psutil
+def test_kept_server_answers_then_stop_removes_everything(rehearsal: dict[str, Any],  # type: ignore[no-untyped-def]
+                                                          docker_engine) -> None:
+    import requests
+
+    from mlrig.main import app
 
     directory = rehearsal["directory"]
-    assert directory and not Path(directory).exists()
-    left = docker_engine.containers.list(  # type: ignore[attr-defined]
-        all=True, filters={"label": f"mlrig.rehearsal={directory}"})
-    assert left == []
-    for proc in psutil.process_iter(["cmdline"]):
-        assert directory not in " ".join(proc.info["cmdline"] or []), proc
+    assert rehearsal["kept"] is True
+    password = (Path(directory) / "admin-password").read_text().strip()
+    assert oct((Path(directory) / "admin-password").stat().st_mode & 0o777) == "0o600"
+    resp = requests.post(f"{rehearsal['url']}/api/2.0/mlflow/experiments/search",
+                         json={"max_results": 5}, auth=(ts.ADMIN_USERNAME, password), timeout=60)
+    assert resp.status_code == 200
+    assert _left_behind(directory, docker_engine)  # container, PostgreSQL, moto still up
+    result = CliRunner().invoke(app, ["stack", "rehearse", "--stop", directory])
+    assert result.exit_code == 0, result.output
+    assert _left_behind(directory, docker_engine) == []
 
 
 def test_no_secret_in_the_report(rehearsal: dict[str, Any]) -> None:
@@ -109,7 +133,7 @@ def test_no_secret_in_the_report(rehearsal: dict[str, Any]) -> None:
     ("db-down", f"still failing after {core.FAULT_WAIT_SECONDS} s"),
     ("bucket", "NoSuchBucket"),
 ])
-def test_a_broken_dependency_is_named(prerequisites: None, moto_server: str,
+def test_a_broken_dependency_is_named(prerequisites: None, moto_server: str, docker_engine: Any,
                                       monkeypatch: pytest.MonkeyPatch, fault: str,
                                       cause: str) -> None:
     from mlrig.core.local_stack import free_port
@@ -124,4 +148,4 @@ def test_a_broken_dependency_is_named(prerequisites: None, moto_server: str,
     assert [c.name for c in report.failed] == ["healthy"]
     detail = report.failed[0].detail
     assert "container exited" in detail and "mlflow-server:" in detail and cause in detail
-    assert not Path(report.directory).exists()
+    assert _left_behind(report.directory, docker_engine) == []  # stopped without --keep

@@ -156,3 +156,11 @@ def test_missing_docker_engine_says_how_to_start_it(monkeypatch: pytest.MonkeyPa
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "no Docker engine answers" in lines[0]
     assert "setup" in lines[0]
+
+
+def test_stop_refuses_a_directory_that_is_not_a_kept_rehearsal(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    (tmp_path / "data").mkdir()
+    result = runner.invoke(app, ["stack", "rehearse", "--stop", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "is not a kept rehearsal's directory" in result.stderr
+    assert (tmp_path / "data").exists()  # nothing deleted

@@ -26,7 +26,7 @@ def main(argv: list[str]) -> None:
     with os.fdopen(fd, "w") as fh:
         fh.write(os.environ.pop("MLRIG_AUTH_INI"))
     check_dependencies(argv)
-    os.execvp("mlflow", ["mlflow", "server", *argv])
+    os.execvp("mlflow", ["mlflow", "server", *argv])  # noqa: S606 - MLflow replaces us: PID 1 gets signals
 
 
 def _arg(argv: list[str], flag: str) -> str:

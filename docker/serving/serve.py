@@ -52,9 +52,19 @@ class Model:
             import mlflow.pyfunc
 
             self.pyfunc = mlflow.pyfunc.load_model(model_dir)
-        if self.columns:
-            self.names = [c["name"] for c in self.columns]
-            self.all_double = all(c["type"] == "double" for c in self.columns)
+        self.names = [c["name"] for c in self.columns or []]
+        self.all_double = bool(self.columns) and all(c["type"] == "double"
+                                                     for c in self.columns or [])
+        # A model fitted on exactly the schema's columns gets the float64 matrix MLflow's
+        # DataFrame would turn into anyway: same numbers, without scikit-learn's per-step
+        # DataFrame checks (1.3 of 2.1 ms per one-row request).
+        fitted = getattr(self.predictor, "feature_names_in_", None) if self.pyfunc is None \
+            else None
+        self.matrix_ok = self.all_double and (fitted is None or list(fitted) == self.names)
+        if self.matrix_ok:
+            import warnings
+
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
 
     @staticmethod
     def _load_sklearn(model_dir: str, spec: dict[str, Any]) -> Any:
@@ -130,7 +140,7 @@ class Model:
             return None  # let the general path produce MLflow's error
         if arr.ndim != 2 or arr.shape[1] != len(self.names):
             return None
-        return pd.DataFrame(arr, columns=self.names)
+        return arr if self.matrix_ok else pd.DataFrame(arr, columns=self.names)
 
     @staticmethod
     def _frame(key: str, data: Any) -> Any:

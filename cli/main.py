@@ -93,18 +93,17 @@ def _root(
 
 
 def _register() -> None:
-    from mlrig.commands import demo, doctor, init, setup, stack
+    # command modules import only typer/rich at module level; the work is imported lazily
+    from mlrig.commands import demo, doctor, image, init, rehearse, setup, stack
 
+    stack.app.command("rehearse")(rehearse.rehearse)
     app.add_typer(stack.app, name="stack")
-    app.add_typer(setup.app, name="setup")
-    from mlrig.commands import image
-    app.add_typer(image.app, name="image")
     app.command("init")(init.init_cmd)
     app.command("update")(init.update_cmd)
-    app.command("doctor")(doctor.doctor)
+    app.add_typer(image.app, name="image")
     app.command("demo")(demo.demo)
-    from mlrig.commands import rehearse
-    stack.app.command("rehearse")(rehearse.rehearse)
+    app.command("doctor")(doctor.doctor)
+    app.add_typer(setup.app, name="setup")
 
 
 _register()

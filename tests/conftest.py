@@ -9,11 +9,18 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mlrig.contract import StackOutputs
+    from mlrig.core.local_stack import LocalStack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,6 +67,60 @@ def base_image(docker_engine: object) -> str:
     return engine.ensure_base_image()
 
 
+@contextmanager
+def isolated_stack(home: Path, name: str) -> Iterator[tuple[LocalStack, StackOutputs]]:
+    """A real local stack under its own MLRIG_HOME (for wider-scoped fixtures, which cannot
+    use monkeypatch); stopped, with its processes checked gone, and the home restored."""
+    from mlrig.core.local_stack import LocalStack
+
+    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
+    old = os.environ.get("MLRIG_HOME")
+    os.environ["MLRIG_HOME"] = str(home)
+    stack = LocalStack(name)
+    try:
+        yield stack, stack.up()
+    finally:
+        stuck = stack.down()
+        if old is None:
+            os.environ.pop("MLRIG_HOME", None)
+        else:
+            os.environ["MLRIG_HOME"] = old
+        assert stuck == [], stuck
+
+
+@contextmanager
+def registry_process(users: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A registry of a test's own (empty storage, its own htpasswd); yields host, process."""
+    import requests
+
+    from mlrig.adapters import registry
+    from mlrig.core.local_stack import free_port
+
+    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
+    with tempfile.TemporaryDirectory(prefix="mlrig-reg-") as tmp:
+        root, port = Path(tmp), free_port()
+        (root / "htpasswd").write_text("".join(registry.htpasswd_line(u, p)
+                                               for u, p in users.items()))
+        (root / "config.yml").write_text(registry.config_yaml(
+            port=port, storage_dir=root / "data", htpasswd=root / "htpasswd",
+            http_secret="test-secret"))
+        proc = subprocess.Popen([registry.binary(), "serve", str(root / "config.yml")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        host = f"127.0.0.1:{port}"
+        try:
+            for _ in range(100):
+                try:
+                    if requests.get(f"http://{host}/v2/", timeout=1).status_code == 401:
+                        break
+                except requests.RequestException:
+                    proc.poll()
+                time.sleep(0.1)
+            yield host, proc
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """A real local stack (MLflow + registry + DVC remote) in its own MLRIG_HOME.
@@ -67,24 +128,12 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     Yields {"home", "outputs", "env"}; tests that need it must set MLRIG_HOME themselves
     (use the `stack_env` fixture) since this one is session-scoped.
     """
-    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
-    home = tmp_path_factory.mktemp("stack-home")
-    old = os.environ.get("MLRIG_HOME")
-    os.environ["MLRIG_HOME"] = str(home)
     from mlrig.core import stacks
-    from mlrig.core.local_stack import LocalStack
 
-    stack = LocalStack("local")
-    try:
-        outputs = stack.up()
+    home = tmp_path_factory.mktemp("stack-home")
+    with isolated_stack(home, "local") as (stack, outputs):
         env = stacks.client_env(outputs)
         yield {"home": home, "outputs": outputs, "env": env, "stack": stack}
-    finally:
-        stack.down()
-        if old is None:
-            os.environ.pop("MLRIG_HOME", None)
-        else:
-            os.environ["MLRIG_HOME"] = old
 
 
 @pytest.fixture

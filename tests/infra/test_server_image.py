@@ -100,35 +100,11 @@ MOTO_PASSWORD = "123456789012-auth-token"  # what moto's get_authorization_token
 @pytest.fixture
 def ecr_data_plane(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A real registry on loopback standing in for ECR's data plane (moto has none)."""
-    import shutil
-    import subprocess
+    from tests.conftest import registry_process
 
-    from mlrig.adapters import registry
-    from mlrig.core.local_stack import free_port
-    from tests.conftest import require
-
-    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
-
-    port = free_port()
-    (tmp_path / "htpasswd").write_text(registry.htpasswd_line("AWS", MOTO_PASSWORD))
-    (tmp_path / "config.yml").write_text(registry.config_yaml(
-        port=port, storage_dir=tmp_path / "data", htpasswd=tmp_path / "htpasswd",
-        http_secret="test-secret"))
-    proc = subprocess.Popen([registry.binary(), "serve", str(tmp_path / "config.yml")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    host = f"127.0.0.1:{port}"
-    try:
-        for _ in range(100):
-            try:
-                requests.get(f"http://{host}/v2/", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
+    with registry_process({"AWS": MOTO_PASSWORD}) as (host, _proc):
         monkeypatch.setenv("MLRIG_ECR_REGISTRY_ENDPOINT", host)
         yield host
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 @pytest.fixture

@@ -6,10 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,13 +16,14 @@ import requests
 from typer.testing import CliRunner
 
 from mlrig import contract
-from mlrig.adapters import ecr, registry
+from mlrig.adapters import ecr
 from mlrig.adapters.registry import RegistryClient
 from mlrig.contract import BasicAuth, Registry, SecretRef
 from mlrig.core import image, serving_push
 from mlrig.core.local_stack import free_port
 from mlrig.errors import RemoteError, ServiceError
 from mlrig.main import app
+from tests.conftest import registry_process
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -102,35 +100,6 @@ def one_line_error(result: Any, code: int) -> str:
     assert result.output.strip().splitlines()[-1] == errors[0]
     assert "pushed" not in result.output.lower()
     return errors[0]
-
-
-@contextmanager
-def registry_process(users: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A registry of a test's own (empty storage, its own htpasswd); yields host, process."""
-    with tempfile.TemporaryDirectory(prefix="mlrig-reg-") as tmp:
-        root, port = Path(tmp), free_port()
-        (root / "htpasswd").write_text("".join(registry.htpasswd_line(u, p)
-                                               for u, p in users.items()))
-        (root / "config.yml").write_text(registry.config_yaml(
-            port=port, storage_dir=root / "data", htpasswd=root / "htpasswd",
-            http_secret="test-secret"))
-        proc = subprocess.Popen([registry.binary(), "serve", str(root / "config.yml")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        host = f"127.0.0.1:{port}"
-        try:
-            for _ in range(100):
-                try:
-                    if requests.get(f"http://{host}/v2/", timeout=1).status_code == 401:
-                        break
-                except requests.RequestException:
-                    proc.poll()
-                import time
-
-                time.sleep(0.1)
-            yield host, proc
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 def oci_stack(name: str, host: str, password_env: str) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import configparser
-import os
 from collections.abc import Iterator
 
 import psutil
@@ -14,7 +13,7 @@ import pytest
 import requests
 
 from mlrig.adapters import processes
-from tests.conftest import require
+from tests.conftest import isolated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -50,27 +49,12 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A local stack of its own: these tests change users, which the shared one must not see."""
-    import shutil
-
-    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
-    home = tmp_path_factory.mktemp("auth-home")
-    old = os.environ.get("MLRIG_HOME")
-    os.environ["MLRIG_HOME"] = str(home)
     from mlrig.core import secrets
-    from mlrig.core.local_stack import LocalStack
 
-    stack = LocalStack("authtest")
-    try:
-        outputs = stack.up()
+    with isolated_stack(tmp_path_factory.mktemp("auth-home"), "authtest") as (stack, outputs):
+        assert outputs.mlflow.auth is not None
         yield Server(stack, outputs.mlflow.tracking_uri,
                      secrets.resolve(outputs.mlflow.auth.password))
-    finally:
-        stuck = stack.down()
-        if old is None:
-            os.environ.pop("MLRIG_HOME", None)
-        else:
-            os.environ["MLRIG_HOME"] = old
-        assert stuck == []
 
 
 def test_the_cache_is_on_and_job_execution_off(server: Server) -> None:

@@ -146,7 +146,8 @@ def test_model_is_registered_with_pinned_requirements_and_example(shared: dict,
     versions = client.search_model_versions(f"name='{PROJECT}'")
     latest = shared["provenance"][-1]["run"]
     assert latest["run_id"] in {v.run_id for v in versions}
-    mlflow.set_tracking_uri(stack_env["env"]["MLFLOW_TRACKING_URI"])
+    # stack_env exported MLFLOW_TRACKING_URI for this test; a global set_tracking_uri here
+    # would leak into every later test in the session
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{PROJECT}/{latest['version']}",
                                                      dst_path=str(tmp_path)))
     requirements = (local / "requirements.txt").read_text().split()

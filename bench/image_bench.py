@@ -390,9 +390,13 @@ def run(outputs: Any, base: str, args: argparse.Namespace, home: Path
         finally:
             stop()
     res["model"] = {"model_kb": model_bytes / 1e3}
-    for name in names:
-        for ref in refs[name][:1] if name == "mlrig" else refs[name]:
+    for name in names:  # the stand-in bases stay, as build cache for the next run
+        for ref in refs[name]:
             api.remove_image(ref, force=True)
+    for img in api.images():
+        for tag in img.get("RepoTags") or []:
+            if tag.startswith(f"{outputs.registry.host}/"):
+                api.remove_image(tag, force=True)
     return res
 
 

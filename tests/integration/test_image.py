@@ -44,6 +44,18 @@ def env(local_stack: dict, base_image: str) -> Iterator[dict]:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+        untag_pushed()
+
+
+def untag_pushed() -> None:
+    """Drop the registry-named tags pushes leave on the engine (images stay as build cache)."""
+    from mlrig.adapters import docker as docker_adapter
+
+    api = docker_adapter.client().api
+    for img in api.images():
+        for tag in img.get("RepoTags") or []:
+            if tag.startswith("127.0.0.1:") and f":{MODEL}-v" in tag:
+                api.remove_image(tag, noprune=True)
 
 
 def register(name: str, c: float, pins: bool = True) -> tuple[str, list[int]]:

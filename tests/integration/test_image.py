@@ -357,3 +357,31 @@ def test_bad_input_is_one_line_each(v1: dict, env: dict, monkeypatch: pytest.Mon
 def test_generated_repo_defaults_to_its_latest_model(v2: dict, tmp_path: Path) -> None:
     (tmp_path / ".copier-answers.yml").write_text(f"project_name: {MODEL}\nstack: local\n")
     assert image.default_model_uri(tmp_path) == f"models:/{MODEL}/{v2['version']}"
+
+
+def test_provenance_labels_from_the_repo(v1: dict, tmp_path: Path) -> None:
+    import subprocess
+
+    from mlrig.adapters import docker as docker_adapter
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "dvc.lock").write_text("schema: '2.0'\nstages:\n  train:\n    cmd: python t.py\n"
+                                   "    deps:\n    - path: data/raw.csv\n      md5: abc123\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "dvc.lock"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "data"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    built = image.build(f"models:/{MODEL}/{v1['version']}", repo=repo, tag="mlrig-test/prov:1")
+    try:
+        labels = docker_adapter.client().api.inspect_image(built.ref)["Config"]["Labels"]
+        assert labels["io.mlrig.git.commit"] == head
+        assert labels["org.opencontainers.image.revision"] == head
+        assert labels["io.mlrig.dvc.data"] == "data/raw.csv=abc123"
+        # only labels differ from v1's image: every layer is shared
+        layers = docker_adapter.client().api.inspect_image(v1["built"].ref)["RootFS"]
+        assert docker_adapter.client().api.inspect_image(built.ref)["RootFS"] == layers
+    finally:
+        docker_adapter.client().api.remove_image(built.ref, noprune=True)

@@ -50,7 +50,8 @@ def build(
     base_image: Annotated[str | None, typer.Option(
         help="Base image present on the engine (default: mlrig's Python 3.11 base).")] = None,
     stack: StackOpt = None,
-    no_cache: Annotated[bool, typer.Option(help="Rebuild every layer.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every layer.")
+                        ] = False,
 ) -> None:
     """Build a serving image: dependencies layer keyed by the model's pins, model last."""
     from mlrig.core import image
@@ -99,8 +100,9 @@ def run(
         metavar="[IMAGE]", help="Local image (default: the last one built).")] = None,
     port: Annotated[int, typer.Option("--port", "-p", help="Port on 127.0.0.1.")] = 8080,
     smoke: Annotated[bool, typer.Option(
-        help="Send the model's input example, check the answer, then stop.")] = False,
-    keep: Annotated[bool, typer.Option(help="With --smoke: leave the server running.")
+        "--smoke", help="Send the model's input example, check the answer, then stop.")
+                     ] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="With --smoke: leave the server running.")
                     ] = False,
 ) -> None:
     """Start the image locally (host networking, no pulls) and wait until it is healthy."""

@@ -385,3 +385,36 @@ def test_provenance_labels_from_the_repo(v1: dict, tmp_path: Path) -> None:
         assert docker_adapter.client().api.inspect_image(built.ref)["RootFS"] == layers
     finally:
         docker_adapter.client().api.remove_image(built.ref, noprune=True)
+
+
+def test_other_flavors_are_served_by_mlflow_pyfunc(env: dict) -> None:
+    """A custom pyfunc model: the image carries mlflow-skinny and MLflow's own scoring."""
+    import mlflow
+    import numpy
+    import pandas
+    from mlflow.pyfunc import scoring_server
+
+    class Doubler(mlflow.pyfunc.PythonModel):
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return model_input["x"] * 2
+
+    example = pandas.DataFrame({"x": [1.0, 2.5]})
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=Doubler(), input_example=example,
+            registered_model_name="bc-pyfunc",
+            pip_requirements=[f"mlflow=={mlflow.__version__}",
+                              f"pandas=={pandas.__version__}", f"numpy=={numpy.__version__}"])
+    uri = f"models:/bc-pyfunc/{info.registered_model_version}"
+    built = image.build(uri, tag="mlrig-test/pyfunc:1")
+    try:
+        running = image.run(built.ref, port=free_port(), smoke=True)
+        model = mlflow.pyfunc.load_model(uri)
+        body = json.dumps({"dataframe_split": json.loads(example.to_json(orient="split"))})
+        want = scoring_server.invocations(body, "application/json", model,
+                                          model.metadata.get_input_schema())
+        assert running.smoke_predictions == json.loads(want.response)["predictions"]
+    finally:
+        from mlrig.adapters import docker as docker_adapter
+
+        docker_adapter.client().api.remove_image(built.ref, noprune=True)

@@ -25,6 +25,9 @@ from mlrig.errors import DependencyMissing, ServiceError
 Progress = Callable[[str], None]
 ENGINE_START_TIMEOUT = 60.0
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
+# bump when mmdebstrap_argv changes, so machines rebuild an offline base made by an older recipe
+RECIPE_LABEL = "org.mlrig.base-recipe"
+RECIPE_VERSION = "2"
 
 
 def dockerd_argv(binary: str) -> list[str]:
@@ -103,18 +106,29 @@ def build_offline_base(tag: str = settings.OFFLINE_BASE_IMAGE,
         docker_adapter.client().api.import_image(
             src=str(tar), repository=repo, tag=version or "latest",
             changes=["ENV LANG=C.UTF-8", "ENV PYTHONDONTWRITEBYTECODE=1",
-                     'CMD ["python3"]'],
+                     f"LABEL {RECIPE_LABEL}={RECIPE_VERSION}", 'CMD ["python3"]'],
         )
     if not docker_adapter.image_exists(tag):
         raise ServiceError(f"importing the base image {tag} failed")
     return tag
 
 
+def _usable(ref: str) -> bool:
+    if not docker_adapter.image_exists(ref):
+        return False
+    if ref != settings.OFFLINE_BASE_IMAGE:
+        return True
+    labels = docker_adapter.client().images.get(ref).labels or {}
+    return labels.get(RECIPE_LABEL) == RECIPE_VERSION
+
+
 def find_base_image() -> str | None:
-    """The recorded base image if present, else any known Python 3.11 base in the engine."""
+    """The recorded base image if present, else any known Python 3.11 base in the engine.
+
+    An offline base built by an older recipe does not count: it is rebuilt."""
     for candidate in (settings.load().base_image, settings.DEFAULT_BASE_IMAGE,
                       settings.OFFLINE_BASE_IMAGE):
-        if docker_adapter.image_exists(candidate):
+        if _usable(candidate):
             return candidate
     return None
 

@@ -70,16 +70,8 @@ def tracking_env(stack: str | None) -> Iterator[None]:
                          hint="pass --stack NAME or export MLFLOW_TRACKING_URI")
     env = {k: v for k, v in stacks.client_env(contract.load(name)).items()
            if k.startswith("MLFLOW_")}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
+    with stacks.temporary_env(env):
         yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def _mlflow_error(exc: Exception, uri: str) -> Exception:

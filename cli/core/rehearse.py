@@ -457,18 +457,12 @@ class _Checks:
 def client_env(url: str, username: str, password: str) -> Iterator[None]:
     """MLflow's client reads its credentials from the environment only. It would also print
     a run link to stdout (and fetch the run for it) on every finished run: not into --json."""
+    from mlrig.core.stacks import temporary_env
+
     values = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": username,
               "MLFLOW_TRACKING_PASSWORD": password, "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "1"}
-    old = {n: os.environ.get(n) for n in values}
-    os.environ.update(values)
-    try:
+    with temporary_env(values):
         yield
-    finally:
-        for n, v in old.items():
-            if v is None:
-                os.environ.pop(n, None)
-            else:
-                os.environ[n] = v
 
 
 class MemorySampler(threading.Thread):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from mlrig import contract
@@ -60,3 +63,19 @@ def client_env(outputs: StackOutputs) -> dict[str, str]:
 
 def export_lines(env: dict[str, str]) -> str:
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+
+
+@contextlib.contextmanager
+def temporary_env(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables for a block (MLflow's client reads credentials only from
+    there) and restore the previous values, set or unset, afterwards."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

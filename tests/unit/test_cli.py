@@ -146,3 +146,17 @@ def test_aws_stack_env_sends_large_artifacts_straight_to_s3(mlrig_home: Path) ->
     assert env["AWS_REGION"] == "eu-west-1"
     local = out.model_copy(update={"kind": "local", "region": None})
     assert "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD" not in stacks.client_env(local)
+
+
+def test_temporary_env_restores_set_and_unset_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from mlrig.core.stacks import temporary_env
+
+    monkeypatch.setenv("MLRIG_T_SET", "before")
+    monkeypatch.delenv("MLRIG_T_UNSET", raising=False)
+    with pytest.raises(RuntimeError), temporary_env({"MLRIG_T_SET": "x", "MLRIG_T_UNSET": "y"}):
+        assert os.environ["MLRIG_T_SET"] == "x" and os.environ["MLRIG_T_UNSET"] == "y"
+        raise RuntimeError
+    assert os.environ["MLRIG_T_SET"] == "before"
+    assert "MLRIG_T_UNSET" not in os.environ

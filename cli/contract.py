@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlrig import paths
-from mlrig.errors import ConfigError, StackNotFound, UsageError
+from mlrig.errors import ConfigError, Conflict, StackNotFound, UsageError
 
 SCHEMA_VERSION = 1
 OUTPUTS_FILE = "outputs.json"
@@ -161,6 +161,19 @@ def save(outputs: StackOutputs) -> Path:
     path = outputs_path(outputs.name)
     atomic_write(path, outputs.model_dump_json(indent=2) + "\n")
     return path
+
+
+def ensure_kind(name: str, kind: str) -> None:
+    """Refuse to bring a stack up as one kind when its name already belongs to the other."""
+    path = outputs_path(name)
+    if not path.exists():
+        return
+    existing = parse(path.read_text(), source=str(path)).kind
+    if existing != kind:
+        flag = "--aws" if existing == "aws" else "--local"
+        label = {"aws": "an AWS", "local": "a local"}
+        raise Conflict(f"stack '{name}' is {label[existing]} stack, not {label[kind]} one",
+                       hint=f"use `mlrig stack up {flag} --name {name}`, or pick another name")
 
 
 def list_names() -> list[str]:

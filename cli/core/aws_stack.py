@@ -152,6 +152,7 @@ def preflight(req: AwsStackRequest) -> str:
 def up(req: AwsStackRequest, progress: Progress = lambda _m: None) -> StackOutputs:
     from mlrig.adapters import pulumi as pulumi_adapter
 
+    contract.ensure_kind(req.name, "aws")
     preflight(req)
     stack = _open(req)
     if pulumi_adapter.get_config(stack, "mlrig:mlflowImage") is None:

@@ -252,6 +252,7 @@ class LocalStack:
     def up(self, *, mlflow_port: int | None = None, registry_port: int | None = None,
            progress: Progress = lambda _msg: None) -> StackOutputs:
         """Start (or restart) the stack; a no-op on a running, healthy stack."""
+        contract.ensure_kind(self.name, "local")
         fresh = not self.exists()
         registry.binary()  # fail before writing anything if it is missing
         state = self._choose_state(mlflow_port, registry_port)

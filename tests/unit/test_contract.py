@@ -107,3 +107,17 @@ def test_invalid_stack_names(name: str, match: str) -> None:
 @pytest.mark.parametrize("name", ["local", "dev-2", "a" * 32])
 def test_valid_stack_names(name: str) -> None:
     assert contract.validate_stack_name(name) == name
+
+
+def test_a_name_keeps_its_kind(mlrig_home: Path) -> None:
+    from mlrig.core.local_stack import LocalStack
+    from mlrig.errors import Conflict
+
+    contract.save(sample("team").model_copy(update={"kind": "aws"}))
+    expected = "'team' is an AWS stack, not a local one.*stack up --aws --name team"
+    with pytest.raises(Conflict, match=expected):
+        LocalStack("team").up()
+    assert not (mlrig_home / "stacks" / "team" / "local.json").exists()
+    assert contract.load("team").kind == "aws"
+    contract.ensure_kind("team", "aws")  # same kind: fine
+    contract.ensure_kind("fresh", "local")  # unknown name: fine

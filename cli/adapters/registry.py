@@ -3,6 +3,7 @@ plus a small client for the registry HTTP API (manifest digests, tags, health)."
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,50 @@ def binary() -> str:
             hint="install it with `apt-get install docker-registry` (or run scripts/setup.sh)",
         )
     return path
+
+
+IMAGE_ENV = "MLRIG_REGISTRY_IMAGE"
+DEFAULT_IMAGE = "registry:2"
+
+
+def fallback_image() -> str | None:
+    """The registry container image, when the binary is missing and the image is present
+    or can be pulled (never on offline machines without it)."""
+    import os
+
+    from mlrig.adapters import docker as docker_adapter
+    from mlrig.errors import ServiceError
+
+    ref = os.environ.get(IMAGE_ENV) or DEFAULT_IMAGE
+    try:
+        if docker_adapter.image_exists(ref) or docker_adapter.pull(ref):
+            return ref
+    except ServiceError:  # no engine either
+        return None
+    return None
+
+
+def start_container(image: str, config: Path, storage_root: Path, name: str) -> int:
+    """Run the registry image on host networking with the stack's config and storage
+    mounted at the same paths; return its main process's PID for supervision."""
+    import docker.errors
+
+    from mlrig.adapters import docker as docker_adapter
+    from mlrig.errors import ServiceError
+
+    cli = docker_adapter.client()
+    with contextlib.suppress(docker.errors.NotFound):  # a leftover of a killed stack
+        cli.containers.get(name).remove(force=True)
+    try:
+        container = cli.containers.run(
+            image, [str(config)], name=name, detach=True, auto_remove=True,
+            network_mode="host",
+            volumes={str(storage_root): {"bind": str(storage_root), "mode": "rw"}})
+        container.reload()
+    except docker.errors.APIError as exc:
+        raise ServiceError(f"starting the registry container failed: "
+                           f"{exc.explanation or exc}") from exc
+    return int(container.attrs["State"]["Pid"])
 
 
 def htpasswd_line(username: str, password: str) -> str:

@@ -91,8 +91,16 @@ def _base_image() -> Check:
 
 def _registry_binary() -> Check:
     from mlrig.adapters import registry
+    from mlrig.errors import DependencyMissing
 
-    return Check("registry binary", OK, registry.binary(), needed=True)
+    try:
+        return Check("registry binary", OK, registry.binary())
+    except DependencyMissing as exc:
+        image = registry.fallback_image()
+        if image is None:
+            raise
+        return Check("registry binary", WARN, f"missing; the local stack runs {image} instead",
+                     exc.hint or "", needed=False)
 
 
 def _pulumi_cli() -> Check:

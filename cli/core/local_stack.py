@@ -19,7 +19,7 @@ from mlrig import contract, paths
 from mlrig.adapters import processes, registry
 from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, StackOutputs
 from mlrig.core import secrets, tracking_server
-from mlrig.errors import ConfigError, PortInUse, ServiceError, UsageError
+from mlrig.errors import ConfigError, DependencyMissing, PortInUse, ServiceError, UsageError
 
 REGISTRY_USER = "mlrig"
 REGISTRY_REPOSITORY = "models"
@@ -221,15 +221,20 @@ class LocalStack:
                 hint="stop that process (e.g. `ss -ltnp | grep "
                      f":{port}`), or `mlrig stack down --purge` and `up` on new ports",
             )
+        kind = "process"
         if service == "mlflow":
             plan = self._mlflow_plan(state)
             argv, env, timeout = plan.argv, plan.env, MLFLOW_START_TIMEOUT
         else:
-            argv = [registry.binary(), "serve", str(self.registry_dir / "config.yml")]
+            kind, program = self._registry_program()
+            argv = [program, "serve", str(self.registry_dir / "config.yml")]
             env, timeout = {}, REGISTRY_START_TIMEOUT
         progress(f"starting {service} on 127.0.0.1:{port}")
-        rec = processes.start(argv, pid_file=pid_file, log_file=self.log_file(service),
-                              env=env, cwd=self.root)
+        if service == "registry" and kind == "image":
+            rec = self._start_registry_container(program)
+        else:
+            rec = processes.start(argv, pid_file=pid_file, log_file=self.log_file(service),
+                                  env=env, cwd=self.root)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._healthy(service, state):
@@ -249,12 +254,35 @@ class LocalStack:
             hint=f"full log: {self.log_file(service)}",
         )
 
+    def _registry_program(self) -> tuple[str, str]:
+        """("binary", path) for Debian's binary; else ("image", ref) for the registry image
+        where one is present or can be pulled."""
+        try:
+            return "binary", registry.binary()
+        except DependencyMissing:
+            image = registry.fallback_image()
+            if image is None:
+                raise
+            return "image", image
+
+    def _start_registry_container(self, image: str) -> processes.PidRecord:
+        import psutil
+
+        pid = registry.start_container(image, self.registry_dir / "config.yml",
+                                       self.registry_dir, f"mlrig-registry-{self.name}")
+        with self.log_file("registry").open("a") as log:
+            log.write(f"registry runs in container mlrig-registry-{self.name} ({image}): "
+                      f"see `docker logs mlrig-registry-{self.name}`\n")
+        rec = processes.PidRecord(pid, psutil.Process(pid).create_time(), "registry")
+        rec.write(self.pid_file("registry"))
+        return rec
+
     def up(self, *, mlflow_port: int | None = None, registry_port: int | None = None,
            progress: Progress = lambda _msg: None) -> StackOutputs:
         """Start (or restart) the stack; a no-op on a running, healthy stack."""
         contract.ensure_kind(self.name, "local")
         fresh = not self.exists()
-        registry.binary()  # fail before writing anything if it is missing
+        self._registry_program()  # fail before writing anything if there is no registry
         state = self._choose_state(mlflow_port, registry_port)
         try:
             self._prepare_files(state)

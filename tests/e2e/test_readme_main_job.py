@@ -127,7 +127,8 @@ def test_a_failing_step_names_itself_and_its_log(main_job: dict) -> None:
     run_dir = main_job["home"] / "stacks" / "local" / "run"
     pid = json.loads((run_dir / "registry.pid").read_text())["pid"]
     os.killpg(pid, signal.SIGKILL)
-    env = {**main_job["env"], "MLRIG_REGISTRY_BINARY": "/nonexistent/docker-registry"}
+    env = {**main_job["env"], "MLRIG_REGISTRY_BINARY": "/nonexistent/docker-registry",
+           "MLRIG_REGISTRY_IMAGE": "mlrig-test/no-such-registry:0"}
     proc = subprocess.run([MLRIG, "demo"], env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 8

@@ -89,6 +89,7 @@ def test_credentials_file_unreadable(stack: LocalStack) -> None:
 def test_missing_registry_binary_is_a_machine_failure(monkeypatch: pytest.MonkeyPatch,
                                                       tmp_path: Path) -> None:
     monkeypatch.setenv("MLRIG_REGISTRY_BINARY", str(tmp_path / "nothing"))
+    monkeypatch.setenv("MLRIG_REGISTRY_IMAGE", "mlrig-test/no-such-registry:0")
     check = by_name(doctor.machine_checks())["registry binary"]
     assert check.status == "fail"
     assert "apt-get install docker-registry" in check.fix

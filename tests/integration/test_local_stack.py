@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -201,6 +202,7 @@ def test_port_taken_changes_nothing(mlrig_home: Path) -> None:
 
 def test_missing_registry_binary(mlrig_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLRIG_REGISTRY_BINARY", str(mlrig_home / "no-such-registry"))
+    monkeypatch.setenv("MLRIG_REGISTRY_IMAGE", "mlrig-test/no-such-registry:0")
     with pytest.raises(DependencyMissing, match="apt-get install docker-registry"):
         LocalStack("noreg").up()
     assert not (mlrig_home / "stacks" / "noreg").exists()
@@ -261,3 +263,57 @@ def test_cli_up_status_env_down(mlrig_home: Path) -> None:
     purge = run("stack", "down", "--name", "cli", "--purge", "--yes")
     assert purge.returncode == 0
     assert not (mlrig_home / "stacks/cli").exists()
+
+
+@pytest.fixture
+def registry_image(base_image: str, tmp_path: Path) -> Iterator[str]:
+    """A stand-in for `registry:2` (which cannot be pulled here): the same program, Debian's
+    build, in an image with registry:2's command line. Removed afterwards."""
+    import shutil as sh
+
+    from mlrig.adapters import docker as docker_adapter
+
+    require(sh.which("docker-registry") is not None, "the docker-registry binary")
+    sh.copy(sh.which("docker-registry") or "", tmp_path / "registry")
+    (tmp_path / "Dockerfile").write_text(
+        f"FROM {base_image}\nCOPY registry /bin/registry\n"
+        'ENTRYPOINT ["/bin/registry", "serve"]\n')
+    ref = "mlrig-test/registry:2"
+    docker_adapter.client().images.build(path=str(tmp_path), tag=ref, network_mode="host",
+                                         rm=True)
+    yield ref
+    docker_adapter.client().images.remove(ref, force=True)
+
+
+def test_registry_container_fallback(mlrig_home: Path, registry_image: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """No binary, but a registry image on the engine: the stack runs it, supervised by PID."""
+    from mlrig.adapters import docker as docker_adapter
+
+    monkeypatch.setenv("MLRIG_REGISTRY_BINARY", str(mlrig_home / "no-such-registry"))
+    monkeypatch.setenv("MLRIG_REGISTRY_IMAGE", registry_image)
+    stack = LocalStack("box")
+    try:
+        outputs = stack.up()
+        env = stacks.client_env(outputs)
+        reg = RegistryClient(f"http://{outputs.registry.host}", env["MLRIG_REGISTRY_USERNAME"],
+                             env["MLRIG_REGISTRY_PASSWORD"])
+        assert reg.ping()
+        container = docker_adapter.client().containers.get("mlrig-registry-box")
+        assert container.attrs["HostConfig"]["NetworkMode"] == "host"
+        assert {s.name: s.state for s in stack.status()}["registry"] == "running"
+        assert "docker logs mlrig-registry-box" in stack.log_file("registry").read_text()
+    finally:
+        assert stack.down() == []
+    import docker.errors
+
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            docker_adapter.client().containers.get("mlrig-registry-box")
+        except docker.errors.NotFound:
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("the registry container outlived `stack down`")
+

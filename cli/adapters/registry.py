@@ -147,10 +147,3 @@ class RegistryClient:
             raise RemoteError(f"registry answered {resp.status_code} for "
                               f"{repository}:{reference}")
         return str(resp.headers.get("Docker-Content-Digest"))
-
-    def tags(self, repository: str) -> list[str]:
-        resp = self._get(f"/v2/{repository}/tags/list")
-        if resp.status_code == 404:
-            return []
-        resp.raise_for_status()
-        return list(resp.json().get("tags") or [])

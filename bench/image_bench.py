@@ -49,11 +49,17 @@ def register(c: float) -> tuple[str, dict[str, Any], list[int]]:
     x, y = load_breast_cancer(return_X_y=True, as_frame=True)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500)).fit(x, y)
     reqs = [f"scikit-learn=={sklearn.__version__}"] + [
-        f"{m.__name__}=={m.__version__}" for m in (numpy, pandas, scipy, cloudpickle)]
+        f"{m.__name__}=={m.__version__}" for m in (numpy, pandas, scipy, cloudpickle)
+    ]
     mlflow.set_experiment("image-bench")
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=reqs,
-                                        input_example=x.head(3), registered_model_name=MODEL)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            pip_requirements=reqs,
+            input_example=x.head(3),
+            registered_model_name=MODEL,
+        )
     row = x.head(1)
     body = {"dataframe_split": {"columns": list(row.columns), "data": row.values.tolist()}}
     return str(info.registered_model_version), body, model.predict(row).tolist()
@@ -64,18 +70,38 @@ def build_context(path: Path, tag: str, nocache: bool) -> float:
     from mlrig.adapters import docker as docker_adapter
 
     start = time.monotonic()
-    docker_adapter.consume_stream(docker_adapter.client().api.build(
-        path=str(path), tag=tag, network_mode="host", rm=True, forcerm=True, decode=True,
-        nocache=nocache), f"building {tag}")
+    docker_adapter.consume_stream(
+        docker_adapter.client().api.build(
+            path=str(path),
+            tag=tag,
+            network_mode="host",
+            rm=True,
+            forcerm=True,
+            decode=True,
+            nocache=nocache,
+        ),
+        f"building {tag}",
+    )
     return time.monotonic() - start
 
 
 def mlflow_build(version: str, tag: str, stand_in: str, nocache: bool) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run([str(Path(sys.executable).with_name("mlflow")), "models",
-                               "generate-dockerfile", "-m", f"models:/{MODEL}/{version}",
-                               "--env-manager", "local", "-d", tmp],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                str(Path(sys.executable).with_name("mlflow")),
+                "models",
+                "generate-dockerfile",
+                "-m",
+                f"models:/{MODEL}/{version}",
+                "--env-manager",
+                "local",
+                "-d",
+                tmp,
+            ],
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode:
             raise SystemExit(f"generate-dockerfile failed: {proc.stderr[-500:]}")
         dockerfile = Path(tmp) / "Dockerfile"
@@ -104,14 +130,15 @@ def new_bytes(outputs: Any, old_ref: str, new_ref: str) -> int:
     client = serving_push._Registry(target.api_base, target.username, target.password)
 
     def manifest(digest: str) -> dict[str, Any]:
-        resp = client._get(f"/v2/{target.repository}/manifests/{digest}", headers={
-            "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        resp = client._get(
+            f"/v2/{target.repository}/manifests/{digest}",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        )
         return dict(resp.json())
 
     m1, m2 = manifest(first.digest), manifest(second.digest)
     old = {la["digest"] for la in m1["layers"]}
-    return m2["config"]["size"] + sum(la["size"] for la in m2["layers"]
-                                      if la["digest"] not in old)
+    return m2["config"]["size"] + sum(la["size"] for la in m2["layers"] if la["digest"] not in old)
 
 
 # -- serving ------------------------------------------------------------------------------------
@@ -139,8 +166,7 @@ def cold_start(c: Contender, expected: list[int]) -> float:
 
     cli = docker_adapter.client()
     start = time.monotonic()
-    container = cli.containers.run(c.refs[1], detach=True, network_mode="host",
-                                   environment=c.env)
+    container = cli.containers.run(c.refs[1], detach=True, network_mode="host", environment=c.env)
     try:
         while time.monotonic() - start < 180:
             try:
@@ -160,8 +186,9 @@ def cold_start(c: Contender, expected: list[int]) -> float:
 def serve(c: Contender) -> Callable[[], None]:
     from mlrig.adapters import docker as docker_adapter
 
-    container = docker_adapter.client().containers.run(c.refs[1], detach=True,
-                                                       network_mode="host", environment=c.env)
+    container = docker_adapter.client().containers.run(
+        c.refs[1], detach=True, network_mode="host", environment=c.env
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # nginx answers 502 until MLflow's workers are up
         try:
@@ -226,8 +253,9 @@ def bentoml_venv(path: Path) -> Path:
     from importlib import metadata
 
     exe = path / "bin" / "python"
-    pins = [f"bentoml=={BENTOML_VERSION}"] + [f"{p}=={metadata.version(p)}" for p in
-                                              ("scikit-learn", "numpy", "pandas", "scipy")]
+    pins = [f"bentoml=={BENTOML_VERSION}"] + [
+        f"{p}=={metadata.version(p)}" for p in ("scikit-learn", "numpy", "pandas", "scipy")
+    ]
     marker = path / "mlrig-pins.txt"
     if not exe.exists() or not marker.exists() or marker.read_text() != "\n".join(pins):
         log(f"creating {path} with {', '.join(pins)}")
@@ -237,38 +265,61 @@ def bentoml_venv(path: Path) -> Path:
     return exe
 
 
-def bentoml_build(exe: Path, bentoml_home: Path, base: str, c: float, tag: str,
-                  nocache: bool) -> float:
+def bentoml_build(
+    exe: Path, bentoml_home: Path, base: str, c: float, tag: str, nocache: bool
+) -> float:
     """Save the same pipeline into BentoML's store, `bentoml build`, `bentoml containerize`."""
     from importlib import metadata
 
-    env = {**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "true",
-           "DOCKER_BUILDKIT": "0"}  # this engine has no buildx
+    env = {
+        **os.environ,
+        "BENTOML_HOME": str(bentoml_home),
+        "BENTOML_DO_NOT_TRACK": "true",
+        "DOCKER_BUILDKIT": "0",
+    }  # this engine has no buildx
     with tempfile.TemporaryDirectory() as tmp:
         project = Path(tmp)
         shutil.copy(BENTO_DIR / "service.py", project / "service.py")
-        pins = [f"{p}=={metadata.version(p)}" for p in ("scikit-learn", "numpy", "pandas",
-                                                          "scipy")]
-        (project / "bentofile.yaml").write_text(json.dumps({
-            "service": "service:BreastCancer", "include": ["service.py"],
-            "python": {"packages": pins}, "docker": {"base_image": base}}))
-        save = ("import sys, bentoml\n"
-                "from sklearn.datasets import load_breast_cancer\n"
-                "from sklearn.linear_model import LogisticRegression\n"
-                "from sklearn.pipeline import make_pipeline\n"
-                "from sklearn.preprocessing import StandardScaler\n"
-                "x, y = load_breast_cancer(return_X_y=True)\n"
-                "m = make_pipeline(StandardScaler(), LogisticRegression(C=float(sys.argv[1]),"
-                " max_iter=500)).fit(x, y)\n"
-                "bentoml.sklearn.save_model('bench-bc', m)\n")
-        subprocess.run([str(exe), "-c", save, str(c)], env=env, check=True,
-                       capture_output=True)
+        pins = [f"{p}=={metadata.version(p)}" for p in ("scikit-learn", "numpy", "pandas", "scipy")]
+        (project / "bentofile.yaml").write_text(
+            json.dumps(
+                {
+                    "service": "service:BreastCancer",
+                    "include": ["service.py"],
+                    "python": {"packages": pins},
+                    "docker": {"base_image": base},
+                }
+            )
+        )
+        save = (
+            "import sys, bentoml\n"
+            "from sklearn.datasets import load_breast_cancer\n"
+            "from sklearn.linear_model import LogisticRegression\n"
+            "from sklearn.pipeline import make_pipeline\n"
+            "from sklearn.preprocessing import StandardScaler\n"
+            "x, y = load_breast_cancer(return_X_y=True)\n"
+            "m = make_pipeline(StandardScaler(), LogisticRegression(C=float(sys.argv[1]),"
+            " max_iter=500)).fit(x, y)\n"
+            "bentoml.sklearn.save_model('bench-bc', m)\n"
+        )
+        subprocess.run([str(exe), "-c", save, str(c)], env=env, check=True, capture_output=True)
         bentoml = str(exe.with_name("bentoml"))
         start = time.monotonic()
-        for argv in ([bentoml, "build"],
-                     [bentoml, "containerize", "breast_cancer:latest", "--backend", "docker",
-                      "--opt", "network=host", "-t", tag] + (["--opt", "no-cache"]
-                                                             if nocache else [])):
+        for argv in (
+            [bentoml, "build"],
+            [
+                bentoml,
+                "containerize",
+                "breast_cancer:latest",
+                "--backend",
+                "docker",
+                "--opt",
+                "network=host",
+                "-t",
+                tag,
+            ]
+            + (["--opt", "no-cache"] if nocache else []),
+        ):
             proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True)
             if proc.returncode:
                 raise SystemExit(f"{' '.join(argv[1:3])} failed: {proc.stderr[-800:]}")
@@ -282,8 +333,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--starts", type=int, default=3)
     parser.add_argument("--no-bentoml", action="store_true", help="leave BentoML out")
-    parser.add_argument("--bentoml-venv", type=Path,
-                        default=Path.home() / ".cache" / "mlrig-bench" / "bentoml-venv")
+    parser.add_argument(
+        "--bentoml-venv", type=Path, default=Path.home() / ".cache" / "mlrig-bench" / "bentoml-venv"
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="mlrig-image-bench-"))
     os.environ["MLRIG_HOME"] = str(home)
@@ -311,12 +363,12 @@ def stand_in(base: str, tag: str, extra: str = "") -> None:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "Dockerfile").write_text(
             f"FROM {base}\nRUN ln -sf /usr/bin/python3 /usr/bin/python && "
-            f"rm -f /usr/lib/python3*/EXTERNALLY-MANAGED\n{extra}")
+            f"rm -f /usr/lib/python3*/EXTERNALLY-MANAGED\n{extra}"
+        )
         build_context(Path(tmp), tag, nocache=False)
 
 
-def run(outputs: Any, base: str, args: argparse.Namespace, home: Path
-        ) -> dict[str, dict[str, Any]]:
+def run(outputs: Any, base: str, args: argparse.Namespace, home: Path) -> dict[str, dict[str, Any]]:
     import mlflow.artifacts
 
     from mlrig.adapters import docker as docker_adapter
@@ -325,14 +377,21 @@ def run(outputs: Any, base: str, args: argparse.Namespace, home: Path
     v1, body_doc, expected = register(1.0)
     v2, _, _ = register(0.05)
     with tempfile.TemporaryDirectory() as tmp:
-        model_bytes = sum(f.stat().st_size for f in Path(mlflow.artifacts.download_artifacts(
-            f"models:/{MODEL}/{v2}", dst_path=tmp)).rglob("*") if f.is_file())
+        model_bytes = sum(
+            f.stat().st_size
+            for f in Path(
+                mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{v2}", dst_path=tmp)
+            ).rglob("*")
+            if f.is_file()
+        )
     mlflow_base = f"mlrig-bench/python:{platform.python_version()}-slim"
     stand_in(base, mlflow_base)
     names = ["mlflow", "bentoml", "mlrig"] if not args.no_bentoml else ["mlflow", "mlrig"]
     res: dict[str, dict[str, Any]] = {n: {} for n in names}
-    refs = {"mlflow": ("mlrig-bench/mlflow:mlflow-v1", "mlrig-bench/mlflow:mlflow-v2"),
-            "bentoml": ("mlrig-bench/bentoml:bentoml-v1", "mlrig-bench/bentoml:bentoml-v2")}
+    refs = {
+        "mlflow": ("mlrig-bench/mlflow:mlflow-v1", "mlrig-bench/mlflow:mlflow-v2"),
+        "bentoml": ("mlrig-bench/bentoml:bentoml-v1", "mlrig-bench/bentoml:bentoml-v2"),
+    }
     if "bentoml" in names:
         exe = bentoml_venv(args.bentoml_venv)
         bento_base = "mlrig-bench/bentoml-base:py3.11"
@@ -341,14 +400,16 @@ def run(outputs: Any, base: str, args: argparse.Namespace, home: Path
     log("cold builds (no cache)")
     res["mlflow"]["cold_build_s"] = mlflow_build(v1, refs["mlflow"][0], mlflow_base, True)
     if "bentoml" in names:
-        res["bentoml"]["cold_build_s"] = bentoml_build(exe, home / "bentoml", bento_base, 1.0,
-                                                       refs["bentoml"][0], True)
+        res["bentoml"]["cold_build_s"] = bentoml_build(
+            exe, home / "bentoml", bento_base, 1.0, refs["bentoml"][0], True
+        )
     ref1, res["mlrig"]["cold_build_s"] = mlrig_build(v1, nocache=True)
     log("rebuilds after a new model version")
     res["mlflow"]["rebuild_s"] = mlflow_build(v2, refs["mlflow"][1], mlflow_base, False)
     if "bentoml" in names:
-        res["bentoml"]["rebuild_s"] = bentoml_build(exe, home / "bentoml", bento_base, 0.05,
-                                                    refs["bentoml"][1], False)
+        res["bentoml"]["rebuild_s"] = bentoml_build(
+            exe, home / "bentoml", bento_base, 0.05, refs["bentoml"][1], False
+        )
     ref2, res["mlrig"]["rebuild_s"] = mlrig_build(v2, nocache=False)
     refs["mlrig"] = (ref1, ref2)
     api = docker_adapter.client().api
@@ -363,12 +424,33 @@ def run(outputs: Any, base: str, args: argparse.Namespace, home: Path
     row = body_doc["dataframe_split"]["data"]
     mlflow_body = json.dumps(body_doc).encode()
     contenders = {
-        "mlflow": Contender("mlflow", refs["mlflow"], REF_PORT, {}, "/invocations",
-                            mlflow_body, lambda d: d["predictions"]),
-        "bentoml": Contender("bentoml", refs.get("bentoml", ("", "")), BENTO_PORT, {},
-                             "/predict", json.dumps({"input": row}).encode(), lambda d: d),
-        "mlrig": Contender("mlrig", refs["mlrig"], port, {"PORT": str(port)}, "/invocations",
-                           mlflow_body, lambda d: d["predictions"]),
+        "mlflow": Contender(
+            "mlflow",
+            refs["mlflow"],
+            REF_PORT,
+            {},
+            "/invocations",
+            mlflow_body,
+            lambda d: d["predictions"],
+        ),
+        "bentoml": Contender(
+            "bentoml",
+            refs.get("bentoml", ("", "")),
+            BENTO_PORT,
+            {},
+            "/predict",
+            json.dumps({"input": row}).encode(),
+            lambda d: d,
+        ),
+        "mlrig": Contender(
+            "mlrig",
+            refs["mlrig"],
+            port,
+            {"PORT": str(port)},
+            "/invocations",
+            mlflow_body,
+            lambda d: d["predictions"],
+        ),
     }
     log("cold starts")
     for name in names:
@@ -382,8 +464,9 @@ def run(outputs: Any, base: str, args: argparse.Namespace, home: Path
         stop = serve(contenders[name])
         try:
             errors: list[str] = []
-            res[name]["p50_ms"], res[name]["p99_ms"] = latency(contenders[name],
-                                                               args.requests, errors)
+            res[name]["p50_ms"], res[name]["p99_ms"] = latency(
+                contenders[name], args.requests, errors
+            )
             res[name]["rps"] = throughput(contenders[name], args.seconds, errors)
             res[name]["errors"] = len(errors)
             res[name]["first_errors"] = errors[:3]
@@ -400,15 +483,18 @@ def run(outputs: Any, base: str, args: argparse.Namespace, home: Path
     return res
 
 
-ROWS = [("image size (MB)", "size_mb", "{:.0f}"), ("layers", "layers", "{}"),
-        ("cold build (s)", "cold_build_s", "{:.1f}"),
-        ("rebuild after new model version (s)", "rebuild_s", "{:.1f}"),
-        ("bytes pushed for the new version (kB)", "pushed_new_version_kb", "{:.0f}"),
-        ("docker run -> first correct prediction (s)", "start_s", "{:.2f}"),
-        ("p50 one-row latency (ms)", "p50_ms", "{:.2f}"),
-        ("p99 one-row latency (ms)", "p99_ms", "{:.2f}"),
-        ("throughput, 4 clients (req/s)", "rps", "{:.0f}"),
-        ("non-200 answers while measuring", "errors", "{}")]
+ROWS = [
+    ("image size (MB)", "size_mb", "{:.0f}"),
+    ("layers", "layers", "{}"),
+    ("cold build (s)", "cold_build_s", "{:.1f}"),
+    ("rebuild after new model version (s)", "rebuild_s", "{:.1f}"),
+    ("bytes pushed for the new version (kB)", "pushed_new_version_kb", "{:.0f}"),
+    ("docker run -> first correct prediction (s)", "start_s", "{:.2f}"),
+    ("p50 one-row latency (ms)", "p50_ms", "{:.2f}"),
+    ("p99 one-row latency (ms)", "p99_ms", "{:.2f}"),
+    ("throughput, 4 clients (req/s)", "rps", "{:.0f}"),
+    ("non-200 answers while measuring", "errors", "{}"),
+]
 
 
 def report(res: dict[str, dict[str, Any]], base: str, args: argparse.Namespace) -> None:
@@ -418,8 +504,11 @@ def report(res: dict[str, dict[str, Any]], base: str, args: argparse.Namespace) 
     from rich.table import Table
 
     names = [n for n in ("mlflow", "bentoml", "mlrig") if n in res]
-    heads = {"mlflow": "mlflow build-docker", "bentoml": "bentoml containerize",
-             "mlrig": "mlrig image build"}
+    heads = {
+        "mlflow": "mlflow build-docker",
+        "bentoml": "bentoml containerize",
+        "mlrig": "mlrig image build",
+    }
     others = [n for n in names if n != "mlrig"]
     cols = [""] + [heads[n] for n in names] + [f"mlrig / {n}" for n in others]
     table = Table(title="serving images, same model and base, one run")
@@ -428,25 +517,33 @@ def report(res: dict[str, dict[str, Any]], base: str, args: argparse.Namespace) 
     md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for label, key, fmt in ROWS:
         cells = [label] + [fmt.format(res[n][key]) for n in names]
-        cells += [f"{res['mlrig'][key] / res[n][key]:.2f}" if res[n][key] and key != "errors"
-                  else "-" for n in others]
+        cells += [
+            f"{res['mlrig'][key] / res[n][key]:.2f}" if res[n][key] and key != "errors" else "-"
+            for n in others
+        ]
         table.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
     Console().print(table)
     load = os.getloadavg()
-    meta = {"when": datetime.now(UTC).isoformat(), "cpus": os.cpu_count(),
-            "load_avg_end": [round(x, 2) for x in load],
-            "base_image": base, "model_kb": res["model"]["model_kb"],
-            "versions": {p: metadata.version(p) for p in ("mlflow", "scikit-learn", "docker")}
-            | ({"bentoml": BENTOML_VERSION} if "bentoml" in res else {}),
-            "requests": args.requests, "seconds": args.seconds}
-    print(f"model artifacts: {meta['model_kb']:.0f} kB; CPUs: {meta['cpus']}; "
-          f"load average at the end: {meta['load_avg_end']}")
+    meta = {
+        "when": datetime.now(UTC).isoformat(),
+        "cpus": os.cpu_count(),
+        "load_avg_end": [round(x, 2) for x in load],
+        "base_image": base,
+        "model_kb": res["model"]["model_kb"],
+        "versions": {p: metadata.version(p) for p in ("mlflow", "scikit-learn", "docker")}
+        | ({"bentoml": BENTOML_VERSION} if "bentoml" in res else {}),
+        "requests": args.requests,
+        "seconds": args.seconds,
+    }
+    print(
+        f"model artifacts: {meta['model_kb']:.0f} kB; CPUs: {meta['cpus']}; "
+        f"load average at the end: {meta['load_avg_end']}"
+    )
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     (RESULTS / f"image-{stamp}.json").write_text(json.dumps({"meta": meta, **res}, indent=2))
-    (RESULTS / f"image-{stamp}.md").write_text(
-        "\n".join(md) + f"\n\n{json.dumps(meta)}\n")
+    (RESULTS / f"image-{stamp}.md").write_text("\n".join(md) + f"\n\n{json.dumps(meta)}\n")
 
 
 if __name__ == "__main__":

@@ -39,9 +39,22 @@ def by_hand(dest: Path, template: Path, ref: str, remote: str, env: dict[str, st
     """What a user types without mlrig (the dataset copy stands in for writing the CSV)."""
     from mlrig.core import bootstrap
 
-    run(dest.parent, str(BIN / "copier"), "copy", "--defaults", "--quiet", "--vcs-ref", ref,
-        "-d", f"project_name={dest.name}", "-d", "stack=local", str(template), str(dest),
-        env=env)
+    run(
+        dest.parent,
+        str(BIN / "copier"),
+        "copy",
+        "--defaults",
+        "--quiet",
+        "--vcs-ref",
+        ref,
+        "-d",
+        f"project_name={dest.name}",
+        "-d",
+        "stack=local",
+        str(template),
+        str(dest),
+        env=env,
+    )
     bootstrap.write_dataset(dest / bootstrap.RAW_DATA)
     run(dest, "git", "init", "-q", "-b", "main", env=env)
     run(dest, str(BIN / "dvc"), "init", "-q", env=env)
@@ -60,50 +73,87 @@ def main() -> None:
 
     home = Path(tempfile.mkdtemp(prefix="mlrig-init-bench-"))
     os.environ["MLRIG_HOME"] = str(home)
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}:{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@b", "GIT_COMMITTER_NAME": "b",
-           "GIT_COMMITTER_EMAIL": "b@b"}
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
     from mlrig.core import bootstrap
     from mlrig.core.local_stack import LocalStack
 
     stack = LocalStack("local")
     outputs = stack.up()
-    samples: dict[str, list[float]] = {"mlrig init (CLI)": [], "by hand (copier+git+dvc)": [],
-                                       "first dvc repro": [], "second dvc repro (no-op)": []}
+    samples: dict[str, list[float]] = {
+        "mlrig init (CLI)": [],
+        "by hand (copier+git+dvc)": [],
+        "first dvc repro": [],
+        "second dvc repro (no-op)": [],
+    }
     try:
         template, ref = bootstrap.template_repo()
         work = home / "work"
         work.mkdir()
         for i in range(args.samples):
-            samples["mlrig init (CLI)"].append(timed(lambda i=i: run(
-                work, str(BIN / "mlrig"), "init", f"cli{i}", "--stack", "local", "--no-input",
-                env=env)))
-            samples["by hand (copier+git+dvc)"].append(timed(lambda i=i: by_hand(
-                work / f"hand{i}", template, ref, outputs.dvc_remote.url, env)))
+            samples["mlrig init (CLI)"].append(
+                timed(
+                    lambda i=i: run(
+                        work,
+                        str(BIN / "mlrig"),
+                        "init",
+                        f"cli{i}",
+                        "--stack",
+                        "local",
+                        "--no-input",
+                        env=env,
+                    )
+                )
+            )
+            samples["by hand (copier+git+dvc)"].append(
+                timed(
+                    lambda i=i: by_hand(
+                        work / f"hand{i}", template, ref, outputs.dvc_remote.url, env
+                    )
+                )
+            )
         for i in range(args.repro_samples):
             repo = work / f"cli{i}"
-            samples["first dvc repro"].append(timed(lambda repo=repo: run(
-                repo, str(BIN / "dvc"), "repro", env=env)))
-            samples["second dvc repro (no-op)"].append(timed(lambda repo=repo: run(
-                repo, str(BIN / "dvc"), "repro", env=env)))
+            samples["first dvc repro"].append(
+                timed(lambda repo=repo: run(repo, str(BIN / "dvc"), "repro", env=env))
+            )
+            samples["second dvc repro (no-op)"].append(
+                timed(lambda repo=repo: run(repo, str(BIN / "dvc"), "repro", env=env))
+            )
     finally:
         stack.down()
         shutil.rmtree(home, ignore_errors=True)
 
     load = os.getloadavg()[0]
-    lines = [f"# mlrig init benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-             f"{os.cpu_count()} CPUs, load {load:.1f})", "",
-             "| step | median s | min s | max s | n |", "|---|---|---|---|---|"]
+    lines = [
+        f"# mlrig init benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{os.cpu_count()} CPUs, load {load:.1f})",
+        "",
+        "| step | median s | min s | max s | n |",
+        "|---|---|---|---|---|",
+    ]
     for name, values in samples.items():
-        lines.append(f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | "
-                     f"{max(values):.2f} | {len(values)} |")
+        lines.append(
+            f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | "
+            f"{max(values):.2f} | {len(values)} |"
+        )
     table = "\n".join(lines)
     print(table)
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     (RESULTS / f"init_{stamp}.md").write_text(table + "\n")
-    (RESULTS / f"init_{stamp}.json").write_text(json.dumps(
-        {"samples": samples, "load": load, "python": platform.python_version()}, indent=2))
+    (RESULTS / f"init_{stamp}.json").write_text(
+        json.dumps(
+            {"samples": samples, "load": load, "python": platform.python_version()}, indent=2
+        )
+    )
 
 
 if __name__ == "__main__":

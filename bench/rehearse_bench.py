@@ -26,8 +26,12 @@ MLRIG = Path(sys.executable).with_name("mlrig")
 
 def rehearse(profile: str, runs: int) -> dict[str, Any]:
     started = time.monotonic()
-    proc = subprocess.run([str(MLRIG), "stack", "rehearse", "--json", "--profile", profile,
-                           "--runs", str(runs)], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [str(MLRIG), "stack", "rehearse", "--json", "--profile", profile, "--runs", str(runs)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     wall = time.monotonic() - started
     if not proc.stdout.strip():
         sys.exit(f"rehearsal of {profile} produced no report: {proc.stderr.strip()[-400:]}")
@@ -37,22 +41,37 @@ def rehearse(profile: str, runs: int) -> dict[str, Any]:
     mib = re.match(r"(\d+) MiB of (\d+) MiB", peak.get("detail", ""))
     workers = re.search(r"(\d+) workers", peak.get("detail", ""))
     return {
-        "profile": profile, "ok": report["ok"], "exit_code": proc.returncode,
-        "image": report["image"], "image_size_mb": report["image_size_mb"],
+        "profile": profile,
+        "ok": report["ok"],
+        "exit_code": proc.returncode,
+        "image": report["image"],
+        "image_size_mb": report["image_size_mb"],
         "healthy_s": checks.get("healthy", {}).get("value"),
         "second_start_s": checks.get("second start", {}).get("value"),
         "peak_mib": int(mib.group(1)) if mib else None,
         "limit_mib": int(mib.group(2)) if mib else None,
         "peak_share_pct": peak.get("value"),
         "workers": int(workers.group(1)) if workers else None,
-        "runs": runs, "wall_s": round(wall, 1),
+        "runs": runs,
+        "wall_s": round(wall, 1),
         "failed": [f"{c['name']}: {c['detail']}" for c in report["checks"] if not c["ok"]],
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    cols = ["profile", "ok", "image_size_mb", "healthy_s", "second_start_s", "workers",
-            "peak_mib", "limit_mib", "peak_share_pct", "runs", "wall_s"]
+    cols = [
+        "profile",
+        "ok",
+        "image_size_mb",
+        "healthy_s",
+        "second_start_s",
+        "workers",
+        "peak_mib",
+        "limit_mib",
+        "peak_share_pct",
+        "runs",
+        "wall_s",
+    ]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
     return "\n".join(lines)
@@ -68,13 +87,17 @@ def main() -> None:
     print(text)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(exist_ok=True)
-    meta = {"when": stamp, "cpus": os.cpu_count(), "machine": platform.machine(),
-            "note": "2 shared CPUs; the container gets the profile's CPU quota (small 0.5 "
-                    "vCPU, production 1 vCPU) like a Fargate task"}
-    (RESULTS / f"rehearse-{stamp}.json").write_text(json.dumps({**meta, "rows": rows},
-                                                               indent=2))
+    meta = {
+        "when": stamp,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "note": "2 shared CPUs; the container gets the profile's CPU quota (small 0.5 "
+        "vCPU, production 1 vCPU) like a Fargate task",
+    }
+    (RESULTS / f"rehearse-{stamp}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
     (RESULTS / f"rehearse-{stamp}.md").write_text(
-        f"# mlrig stack rehearse, {stamp}\n\n{meta['note']}\n\n{text}\n")
+        f"# mlrig stack rehearse, {stamp}\n\n{meta['note']}\n\n{text}\n"
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MLRIG = str(Path(sys.executable).with_name("mlrig"))
-CASES = {"small": ["--profile", "small"],
-         "production": ["--profile", "production", "--domain", "mlflow.example.com"]}
+CASES = {
+    "small": ["--profile", "small"],
+    "production": ["--profile", "production", "--domain", "mlflow.example.com"],
+}
 
 
 def main() -> None:
@@ -32,24 +34,41 @@ def main() -> None:
         times, doc = [], {}
         for _ in range(args.samples):
             start = time.perf_counter()
-            out = subprocess.run([MLRIG, "stack", "plan", "--json", *extra], check=True,
-                                 capture_output=True, text=True).stdout
+            out = subprocess.run(
+                [MLRIG, "stack", "plan", "--json", *extra],
+                check=True,
+                capture_output=True,
+                text=True,
+            ).stdout
             times.append(time.perf_counter() - start)
             doc = json.loads(out)
         cost = doc["monthly_cost_usd"]
-        rows.append({"profile": profile, "resources": len(doc["resources"]),
-                     "median_s": round(statistics.median(times), 2),
-                     "max_s": round(max(times), 2), "idle_usd": cost["idle_total"],
-                     "with_usage_usd": cost["total"]})
+        rows.append(
+            {
+                "profile": profile,
+                "resources": len(doc["resources"]),
+                "median_s": round(statistics.median(times), 2),
+                "max_s": round(max(times), 2),
+                "idle_usd": cost["idle_total"],
+                "with_usage_usd": cost["total"],
+            }
+        )
     header = "| profile | resources | median s | max s | idle $/month | with usage $/month |"
     lines = [header, "|---|---|---|---|---|---|"] + [
         f"| {r['profile']} | {r['resources']} | {r['median_s']} | {r['max_s']} | "
-        f"{r['idle_usd']} | {r['with_usage_usd']} |" for r in rows]
+        f"{r['idle_usd']} | {r['with_usage_usd']} |"
+        for r in rows
+    ]
     print("\n".join(lines))
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     RESULTS.mkdir(exist_ok=True)
-    meta = {"when": stamp, "samples": args.samples, "machine": platform.platform(),
-            "cpus": __import__("os").cpu_count(), "rows": rows}
+    meta = {
+        "when": stamp,
+        "samples": args.samples,
+        "machine": platform.platform(),
+        "cpus": __import__("os").cpu_count(),
+        "rows": rows,
+    }
     (RESULTS / f"stack_plan_{stamp}.json").write_text(json.dumps(meta, indent=2) + "\n")
     (RESULTS / f"stack_plan_{stamp}.md").write_text("\n".join(lines) + "\n")
 

@@ -27,8 +27,8 @@ from pathlib import Path
 import psutil
 import requests
 
+from mlrig import tracking_server as ts
 from mlrig.adapters import processes
-from mlrig.core import tracking_server as ts
 from mlrig.core.local_stack import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -80,11 +80,17 @@ def mlrig_config(workers: int = 1, authorization_function: str | None = None) ->
         if authorization_function:
             ini = ini.replace(ts.AUTHORIZATION_FUNCTION, authorization_function)
         (d / "auth.ini").write_text(ini)
-        p = ts.local_plan(data_dir=d, port=port, admin_password=pw,
-                          flask_secret=secrets.token_urlsafe(32), auth_config_path=d / "auth.ini")
+        p = ts.local_plan(
+            data_dir=d,
+            port=port,
+            admin_password=pw,
+            flask_secret=secrets.token_urlsafe(32),
+            auth_config_path=d / "auth.ini",
+        )
         argv = list(p.argv)
         argv[argv.index("--workers") + 1] = str(workers)
         return argv, p.env
+
     return build
 
 
@@ -98,15 +104,19 @@ def stock(d: Path, port: int, pw: str) -> tuple[list[str], dict[str, str]]:
 def no_auth(d: Path, port: int, pw: str) -> tuple[list[str], dict[str, str]]:
     argv, _ = mlrig_config()(d, port, pw)
     i = argv.index("--app-name")
-    return argv[:i] + argv[i + 2:], ts.plain_env()
+    return argv[:i] + argv[i + 2 :], ts.plain_env()
 
 
 CONFIGS = [
     Config("stock basic-auth", True, stock),
     Config("mlrig", True, mlrig_config()),
     Config("no auth", False, no_auth),
-    Config("mlrig, MLflow's auth function", True,
-           mlrig_config(authorization_function=ts.MLFLOW_AUTHORIZATION_FUNCTION), "latency"),
+    Config(
+        "mlrig, MLflow's auth function",
+        True,
+        mlrig_config(authorization_function=ts.MLFLOW_AUTHORIZATION_FUNCTION),
+        "latency",
+    ),
     Config("mlrig, 2 workers", True, mlrig_config(workers=2), "idle"),
 ]
 
@@ -130,8 +140,9 @@ class Server:
     def start(self) -> None:
         argv, env = self.cfg.build(self.dir, self.port, self.password)
         t0 = time.perf_counter()
-        self.rec = processes.start(argv, pid_file=self.pid_file, log_file=self.dir / "log",
-                                   env=env, cwd=self.dir)
+        self.rec = processes.start(
+            argv, pid_file=self.pid_file, log_file=self.dir / "log", env=env, cwd=self.dir
+        )
         while True:
             with contextlib.suppress(requests.RequestException):
                 if requests.get(self.url + ts.HEALTH_PATH, timeout=2).status_code == 200:
@@ -171,8 +182,9 @@ class Server:
         out = []
         for _ in range(n):
             t = time.perf_counter()
-            resp = self.session.get(self.url + PROBE, auth=("admin", self.password + "x"),
-                                    timeout=60)
+            resp = self.session.get(
+                self.url + PROBE, auth=("admin", self.password + "x"), timeout=60
+            )
             out.append((time.perf_counter() - t) * 1000)
             if resp.status_code != 401:
                 raise SystemExit(f"{self.cfg.name}: a wrong password got {resp.status_code}")
@@ -182,15 +194,18 @@ class Server:
         from mlflow import MlflowClient
 
         # the client reads credentials from the environment on every request
-        for key, value in (("MLFLOW_TRACKING_USERNAME", "admin"),
-                           ("MLFLOW_TRACKING_PASSWORD", self.password)):
+        for key, value in (
+            ("MLFLOW_TRACKING_USERNAME", "admin"),
+            ("MLFLOW_TRACKING_PASSWORD", self.password),
+        ):
             if self.auth:
                 os.environ[key] = value
             else:
                 os.environ.pop(key, None)
         client = MlflowClient(tracking_uri=self.url)
         exp = client.get_experiment_by_name("bench") or client.get_experiment(
-            client.create_experiment("bench"))
+            client.create_experiment("bench")
+        )
         t = time.perf_counter()
         # set_terminated prints the run's URL (after one more GET, which stays in the workload)
         with contextlib.redirect_stdout(io.StringIO()):
@@ -284,9 +299,11 @@ def render(results: list[Result], meta: dict[str, object]) -> str:
     def f(v: float | None, unit: str) -> str:
         return "–" if v is None else f"{v:g} {unit}"
 
-    lines = [f"| config | auth'd call median / p90 | wrong password | {meta['runs']} runs "
-             "| idle PSS (USS / RSS) | PSS after | processes | start→healthy | stop |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| config | auth'd call median / p90 | wrong password | {meta['runs']} runs "
+        "| idle PSS (USS / RSS) | PSS after | processes | start→healthy | stop |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
         left = f", {r.left_after_stop} left" if r.left_after_stop else ""
         lines.append(
@@ -294,10 +311,12 @@ def render(results: list[Result], meta: dict[str, object]) -> str:
             f"| {f(r.wrong_password_ms, 'ms')} | {f(r.runs_s, 's')} "
             f"| {r.idle_pss_mib:.0f} MiB ({r.idle_uss_mib:.0f} / {r.idle_rss_mib:.0f}) "
             f"| {f(r.after_pss_mib, 'MiB')} "
-            f"| {r.processes} | {r.start_to_healthy_s} s | {f(r.stop_s, 's')}{left} |")
-    return (f"MLflow {meta['mlflow']}, Python {meta['python']}, {meta['cpus']} CPUs, "
-            f"load {meta['load']}, {meta['calls']} calls, {meta['date']}\n\n"
-            + "\n".join(lines) + "\n")
+            f"| {r.processes} | {r.start_to_healthy_s} s | {f(r.stop_s, 's')}{left} |"
+        )
+    return (
+        f"MLflow {meta['mlflow']}, Python {meta['python']}, {meta['cpus']} CPUs, "
+        f"load {meta['load']}, {meta['calls']} calls, {meta['date']}\n\n" + "\n".join(lines) + "\n"
+    )
 
 
 def main() -> None:
@@ -313,10 +332,14 @@ def main() -> None:
     os.environ.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)  # servers inherit it: stock = unset
     configs = [c for c in CONFIGS if not args.only or c.name in args.only]
     meta: dict[str, object] = {
-        "mlflow": mlflow.__version__, "python": platform.python_version(),
-        "cpus": os.cpu_count(), "runs": args.runs, "calls": args.calls,
+        "mlflow": mlflow.__version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "runs": args.runs,
+        "calls": args.calls,
         "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "load": "/".join(f"{x:.1f}" for x in os.getloadavg())}
+        "load": "/".join(f"{x:.1f}" for x in os.getloadavg()),
+    }
     with tempfile.TemporaryDirectory(prefix="mlrig-bench-") as work:
         results = run(configs, args.runs, args.calls, Path(work))
     meta["load_after"] = "/".join(f"{x:.1f}" for x in os.getloadavg())
@@ -324,8 +347,9 @@ def main() -> None:
     print(table)
     RESULTS.mkdir(exist_ok=True)
     stamp = str(meta["date"]).replace(":", "").replace("-", "")
-    (RESULTS / f"tracking-{stamp}.json").write_text(json.dumps(
-        {"meta": meta, "results": [asdict(r) for r in results]}, indent=1) + "\n")
+    (RESULTS / f"tracking-{stamp}.json").write_text(
+        json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1) + "\n"
+    )
     (RESULTS / f"tracking-{stamp}.md").write_text(table)
 
 

@@ -99,13 +99,22 @@ def registry_process(users: dict[str, str]) -> Iterator[tuple[str, subprocess.Po
     require(shutil.which("docker-registry") is not None, "the docker-registry binary")
     with tempfile.TemporaryDirectory(prefix="mlrig-reg-") as tmp:
         root, port = Path(tmp), free_port()
-        (root / "htpasswd").write_text("".join(registry.htpasswd_line(u, p)
-                                               for u, p in users.items()))
-        (root / "config.yml").write_text(registry.config_yaml(
-            port=port, storage_dir=root / "data", htpasswd=root / "htpasswd",
-            http_secret="test-secret"))
-        proc = subprocess.Popen([registry.binary(), "serve", str(root / "config.yml")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (root / "htpasswd").write_text(
+            "".join(registry.htpasswd_line(u, p) for u, p in users.items())
+        )
+        (root / "config.yml").write_text(
+            registry.config_yaml(
+                port=port,
+                storage_dir=root / "data",
+                htpasswd=root / "htpasswd",
+                http_secret="test-secret",
+            )
+        )
+        proc = subprocess.Popen(
+            [registry.binary(), "serve", str(root / "config.yml")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         host = f"127.0.0.1:{port}"
         try:
             for _ in range(100):
@@ -151,8 +160,11 @@ def moto_server() -> Iterator[str]:
     exe = Path(sys.executable).with_name("moto_server")
     require(exe.exists(), "moto[server]")
     port = _free_port()
-    proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(exe), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     import requests
 

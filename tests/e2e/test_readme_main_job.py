@@ -21,8 +21,11 @@ def readme_commands() -> list[str]:
     section = text.split("## Two commands", 1)[1]
     block = re.search(r"```bash\n(.*?)```", section, re.S)
     assert block, "README's 'Two commands' section has no bash block"
-    return [line.split("#", 1)[0].strip() for line in block.group(1).splitlines()
-            if line.split("#", 1)[0].strip()]
+    return [
+        line.split("#", 1)[0].strip()
+        for line in block.group(1).splitlines()
+        if line.split("#", 1)[0].strip()
+    ]
 
 
 def test_readme_has_exactly_two_commands_and_ci_runs_the_second() -> None:
@@ -38,8 +41,14 @@ def main_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
     env = {**os.environ, "MLRIG_HOME": str(home), "COLUMNS": "200"}
     for key in [k for k in env if k.startswith(("MLFLOW_", "MLRIG_REGISTRY", "AWS_"))]:
         del env[key]  # a newcomer's shell has none of these
-    proc = subprocess.run(["bash", "-c", readme_commands()[0]], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run(
+        ["bash", "-c", readme_commands()[0]],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     summary_file = home / "demo" / "demo-summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     yield {"proc": proc, "home": home, "env": env, "summary": summary}
@@ -47,8 +56,9 @@ def main_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def stack_env(main_job: dict) -> dict[str, str]:
-    out = subprocess.run([MLRIG, "stack", "env"], env=main_job["env"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [MLRIG, "stack", "env"], env=main_job["env"], capture_output=True, text=True, check=True
+    ).stdout
     return dict(re.findall(r"^export (\w+)=(.*)$", out, re.M))
 
 
@@ -68,12 +78,19 @@ def test_mlflow_has_the_runs_with_provenance(main_job: dict) -> None:
     env = stack_env(main_job)
     auth = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"].strip("'"))
     uri = env["MLFLOW_TRACKING_URI"]
-    versions = requests.get(f"{uri}/api/2.0/mlflow/model-versions/search",
-                            params={"filter": "name='demo_model'"}, auth=auth,
-                            timeout=10).json()["model_versions"]
+    versions = requests.get(
+        f"{uri}/api/2.0/mlflow/model-versions/search",
+        params={"filter": "name='demo_model'"},
+        auth=auth,
+        timeout=10,
+    ).json()["model_versions"]
     assert len(versions) >= 3  # repro + two experiments each registered a version
-    run = requests.get(f"{uri}/api/2.0/mlflow/runs/get", params={"run_id":
-                       versions[0]["run_id"]}, auth=auth, timeout=10).json()["run"]
+    run = requests.get(
+        f"{uri}/api/2.0/mlflow/runs/get",
+        params={"run_id": versions[0]["run_id"]},
+        auth=auth,
+        timeout=10,
+    ).json()["run"]
     tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
     assert re.fullmatch(r"[0-9a-f]{40}", tags["mlflow.source.git.commit"])
     assert any(k.startswith("dvc.dep.") for k in tags)
@@ -85,8 +102,9 @@ def test_registry_has_the_image_by_digest(main_job: dict) -> None:
     env = stack_env(main_job)
     facts = main_job["summary"]["facts"]
     host, repository = env["MLRIG_REGISTRY_URL"].split("/", 1)
-    client = RegistryClient(f"http://{host}", env["MLRIG_REGISTRY_USERNAME"],
-                            env["MLRIG_REGISTRY_PASSWORD"].strip("'"))
+    client = RegistryClient(
+        f"http://{host}", env["MLRIG_REGISTRY_USERNAME"], env["MLRIG_REGISTRY_PASSWORD"].strip("'")
+    )
     assert facts["pushed"].endswith(facts["digest"])
     assert client.manifest_digest(repository, facts["digest"]) == facts["digest"]
 
@@ -104,8 +122,13 @@ def test_container_predictions_match_the_model(main_job: dict) -> None:
         "print(json.dumps([int(x) for x in m.predict(ex)]))\n"
     )
     env = {**main_job["env"], **{k: v.strip("'") for k, v in stack_env(main_job).items()}}
-    out = subprocess.run([str(REPO_ROOT / ".venv/bin/python"), "-c", code], env=env,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(REPO_ROOT / ".venv/bin/python"), "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     expected = json.loads(out.stdout.strip().splitlines()[-1])
     assert json.loads(facts["predictions"]) == expected
@@ -113,8 +136,14 @@ def test_container_predictions_match_the_model(main_job: dict) -> None:
 
 def test_running_it_again_is_safe(main_job: dict) -> None:
     assert main_job["proc"].returncode == 0
-    again = subprocess.run(["bash", "-c", readme_commands()[0]], cwd=REPO_ROOT,
-                           env=main_job["env"], capture_output=True, text=True, timeout=1800)
+    again = subprocess.run(
+        ["bash", "-c", readme_commands()[0]],
+        cwd=REPO_ROOT,
+        env=main_job["env"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert "mlrig demo: done" in again.stdout
     assert "reusing" in again.stdout
@@ -127,10 +156,12 @@ def test_a_failing_step_names_itself_and_its_log(main_job: dict) -> None:
     run_dir = main_job["home"] / "stacks" / "local" / "run"
     pid = json.loads((run_dir / "registry.pid").read_text())["pid"]
     os.killpg(pid, signal.SIGKILL)
-    env = {**main_job["env"], "MLRIG_REGISTRY_BINARY": "/nonexistent/docker-registry",
-           "MLRIG_REGISTRY_IMAGE": "mlrig-test/no-such-registry:0"}
-    proc = subprocess.run([MLRIG, "demo"], env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **main_job["env"],
+        "MLRIG_REGISTRY_BINARY": "/nonexistent/docker-registry",
+        "MLRIG_REGISTRY_IMAGE": "mlrig-test/no-such-registry:0",
+    }
+    proc = subprocess.run([MLRIG, "demo"], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 8
     err = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(err) == 1

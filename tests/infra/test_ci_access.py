@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.infra.conftest import REPO, make_plan, policy_doc, statement
 
 ROLE = "aws:iam/role:Role"
-PROVIDER_ARN = ("arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com")
+PROVIDER_ARN = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"
 BUCKET_ARN = "arn:aws:s3:::mlrig-plan-20261126abcdef"
 
 
@@ -22,8 +22,10 @@ def test_trust_is_limited_to_the_repository_and_branch(any_plan) -> None:
     assert trust["Action"] == "sts:AssumeRoleWithWebIdentity"
     assert trust["Condition"] == {
         "StringEquals": {"token.actions.githubusercontent.com:aud": "sts.amazonaws.com"},
-        "StringLike": {"token.actions.githubusercontent.com:sub":
-                       f"repo:{REPO}:ref:refs/heads/main"}}
+        "StringLike": {
+            "token.actions.githubusercontent.com:sub": f"repo:{REPO}:ref:refs/heads/main"
+        },
+    }
     assert any_plan.outputs["ci_role_arn"] == "arn:aws:iam::123456789012:role/ci-role"
 
 
@@ -31,23 +33,31 @@ def test_environment_scoped_trust_by_config() -> None:
     role = make_plan("small", github_ref="environment:prod").one(ROLE, "ci-role")
     (trust,) = policy_doc(role, "assumeRolePolicy")["Statement"]
     assert trust["Condition"]["StringLike"] == {
-        "token.actions.githubusercontent.com:sub": f"repo:{REPO}:environment:prod"}
+        "token.actions.githubusercontent.com:sub": f"repo:{REPO}:environment:prod"
+    }
 
 
 def test_role_rights(any_plan) -> None:
     policy = any_plan.one("aws:iam/rolePolicy:RolePolicy", "ci-policy")
     assert policy.inputs["role"] == "ci-role"
     sids = [s["Sid"] for s in policy_doc(policy)["Statement"]]
-    assert sids == ["EcrLogin", "PushModelImages", "ListPrefix", "ObjectsInPrefix",
-                    "ReadMlflowCredentials"]
+    assert sids == [
+        "EcrLogin",
+        "PushModelImages",
+        "ListPrefix",
+        "ObjectsInPrefix",
+        "ReadMlflowCredentials",
+    ]
     push = statement(policy, "PushModelImages")
     assert push["Resource"] == "arn:aws:ecr:us-east-1:123456789012:repository/mlrig-plan/models"
     assert "ecr:PutImage" in push["Action"] and "ecr:DeleteRepository" not in push["Action"]
     assert statement(policy, "ObjectsInPrefix")["Resource"] == f"{BUCKET_ARN}/dvc/*"
     assert statement(policy, "ListPrefix")["Condition"] == {
-        "StringLike": {"s3:prefix": ["dvc", "dvc/*"]}}
+        "StringLike": {"s3:prefix": ["dvc", "dvc/*"]}
+    }
     assert statement(policy, "ReadMlflowCredentials")["Resource"] == (
-        "arn:aws:secretsmanager:us-east-1:123456789012:secret:mlflow-admin-password-AbCdEf")
+        "arn:aws:secretsmanager:us-east-1:123456789012:secret:mlflow-admin-password-AbCdEf"
+    )
 
 
 def test_existing_provider_is_reused() -> None:

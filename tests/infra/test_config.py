@@ -20,19 +20,28 @@ def _reset_config() -> Iterator[None]:
 
 
 def _with_config(_mp: pytest.MonkeyPatch, values: dict[str, str]) -> None:
-    config.set_all_config(dict(values), ["mlrig:dbPassword", "mlrig:adminPassword",
-                                         "mlrig:flaskSecret"])
+    config.set_all_config(
+        dict(values), ["mlrig:dbPassword", "mlrig:adminPassword", "mlrig:flaskSecret"]
+    )
 
 
 def test_config_keys_reach_the_program(monkeypatch: pytest.MonkeyPatch) -> None:
-    _with_config(monkeypatch, {
-        "aws:region": "eu-west-1", "mlrig:profile": "production",
-        "mlrig:dbPassword": "db-pw", "mlrig:adminPassword": "admin-pw",
-        "mlrig:flaskSecret": "flask", "mlrig:githubRepo": "acme/model",
-        "mlrig:githubRef": "environment:prod", "mlrig:domain": "ml.acme.io",
-        "mlrig:mlflowImage": "1.dkr.ecr.eu-west-1.amazonaws.com/x@sha256:abc",
-        "mlrig:forceDelete": "true", "mlrig:enhancedScanning": "true",
-    })
+    _with_config(
+        monkeypatch,
+        {
+            "aws:region": "eu-west-1",
+            "mlrig:profile": "production",
+            "mlrig:dbPassword": "db-pw",
+            "mlrig:adminPassword": "admin-pw",
+            "mlrig:flaskSecret": "flask",
+            "mlrig:githubRepo": "acme/model",
+            "mlrig:githubRef": "environment:prod",
+            "mlrig:domain": "ml.acme.io",
+            "mlrig:mlflowImage": "1.dkr.ecr.eu-west-1.amazonaws.com/x@sha256:abc",
+            "mlrig:forceDelete": "true",
+            "mlrig:enhancedScanning": "true",
+        },
+    )
     seen = {}
 
     def build(_cfg):  # type: ignore[no-untyped-def]
@@ -43,12 +52,16 @@ def test_config_keys_reach_the_program(monkeypatch: pytest.MonkeyPatch) -> None:
     planned = plans.run_program(plans.plan_config("small", name="cfgtest"), build)
     cfg = seen["cfg"]
     assert (cfg.region, cfg.profile.name, cfg.github_repo, cfg.github_ref, cfg.domain) == (
-        "eu-west-1", "production", "acme/model", "environment:prod", "ml.acme.io")
+        "eu-west-1",
+        "production",
+        "acme/model",
+        "environment:prod",
+        "ml.acme.io",
+    )
     assert cfg.force_delete is True and cfg.enhanced_scanning is True
     assert isinstance(cfg.secrets.db_password, pulumi.Output)  # kept secret
     assert planned.one("aws:rds/instance:Instance").inputs["multiAz"] is True
-    container = planned.one("aws:ecs/taskDefinition:TaskDefinition").inputs[
-        "containerDefinitions"]
+    container = planned.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
     assert "1.dkr.ecr.eu-west-1.amazonaws.com/x@sha256:abc" in container
     assert planned.outputs["mlflow_tracking_uri"] == "https://ml.acme.io"
 

@@ -21,36 +21,49 @@ def test_bucket_itself(any_plan) -> None:
 
 def test_all_public_access_blocked_and_acls_disabled(any_plan) -> None:
     block = any_plan.one(S3 + "bucketPublicAccessBlock:BucketPublicAccessBlock")
-    assert block.inputs == {"bucket": BUCKET_ID, "blockPublicAcls": True,
-                            "blockPublicPolicy": True, "ignorePublicAcls": True,
-                            "restrictPublicBuckets": True}
+    assert block.inputs == {
+        "bucket": BUCKET_ID,
+        "blockPublicAcls": True,
+        "blockPublicPolicy": True,
+        "ignorePublicAcls": True,
+        "restrictPublicBuckets": True,
+    }
     owner = any_plan.one(S3 + "bucketOwnershipControls:BucketOwnershipControls")
     assert owner.inputs["rule"] == {"objectOwnership": "BucketOwnerEnforced"}
 
 
 def test_encryption_defaults_to_sse_s3(any_plan) -> None:
-    sse = any_plan.one(S3 + "bucketServerSideEncryptionConfiguration:"
-                            "BucketServerSideEncryptionConfiguration")
+    sse = any_plan.one(
+        S3 + "bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
     assert sse.inputs["bucket"] == BUCKET_ID
-    assert sse.inputs["rules"] == [{"applyServerSideEncryptionByDefault":
-                                    {"sseAlgorithm": "AES256"}, "bucketKeyEnabled": False}]
+    assert sse.inputs["rules"] == [
+        {
+            "applyServerSideEncryptionByDefault": {"sseAlgorithm": "AES256"},
+            "bucketKeyEnabled": False,
+        }
+    ]
 
 
 def test_kms_by_config() -> None:
     key = "arn:aws:kms:us-east-1:123456789012:key/abcd"
     plan = make_plan("small", kms_key_arn=key)
-    sse = plan.one(S3 + "bucketServerSideEncryptionConfiguration:"
-                        "BucketServerSideEncryptionConfiguration")
+    sse = plan.one(
+        S3 + "bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+    )
     assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"] == {
-        "sseAlgorithm": "aws:kms", "kmsMasterKeyId": key}
+        "sseAlgorithm": "aws:kms",
+        "kmsMasterKeyId": key,
+    }
     assert sse.inputs["rules"][0]["bucketKeyEnabled"] is True
 
 
 def test_versioning_and_lifecycle(any_plan) -> None:
     versioning = any_plan.one(S3 + "bucketVersioning:BucketVersioning")
     assert versioning.inputs["versioningConfiguration"] == {"status": "Enabled"}
-    (rule,) = any_plan.one(S3 + "bucketLifecycleConfiguration:"
-                                "BucketLifecycleConfiguration").inputs["rules"]
+    (rule,) = any_plan.one(S3 + "bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs[
+        "rules"
+    ]
     assert rule["status"] == "Enabled"
     assert rule["noncurrentVersionExpiration"] == {"noncurrentDays": 30}
     assert rule["abortIncompleteMultipartUpload"] == {"daysAfterInitiation": 7}
@@ -64,9 +77,9 @@ def test_policy_denies_plain_http_and_old_tls(any_plan) -> None:
         assert st["Effect"] == "Deny" and st["Principal"] == "*" and st["Action"] == "s3:*"
         assert st["Resource"] == [BUCKET_ARN, f"{BUCKET_ARN}/*"]
     assert by_sid["DenyInsecureTransport"]["Condition"] == {
-        "Bool": {"aws:SecureTransport": "false"}}
-    assert by_sid["DenyOutdatedTls"]["Condition"] == {
-        "NumericLessThan": {"s3:TlsVersion": "1.2"}}
+        "Bool": {"aws:SecureTransport": "false"}
+    }
+    assert by_sid["DenyOutdatedTls"]["Condition"] == {"NumericLessThan": {"s3:TlsVersion": "1.2"}}
 
 
 def test_access_logging_only_when_asked(any_plan) -> None:

@@ -39,7 +39,8 @@ def test_contract_outputs_are_exported(any_plan) -> None:
     assert names <= set(any_plan.outputs)
     assert any_plan.outputs[OutputNames.REGION] == "us-east-1"
     assert any_plan.outputs[OutputNames.ARTIFACTS_URL] == (
-        "s3://mlrig-plan-20261126abcdef/mlflow-artifacts")
+        "s3://mlrig-plan-20261126abcdef/mlflow-artifacts"
+    )
 
 
 def _cfg():  # type: ignore[no-untyped-def]

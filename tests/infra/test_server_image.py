@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from mlrig.core import tracking_server as ts
+from mlrig import tracking_server as ts
 
 pytestmark = pytest.mark.integration
 ADMIN_PASSWORD = "container-admin-pw"
@@ -31,18 +31,28 @@ def running(docker_engine, server_image: str) -> Iterator[tuple[str, object]]:  
 
     tag = server_image
     port = free_port()
-    spec = ts.container_spec(image=tag, db_host="unused", db_name="mlflow", db_user="mlflow",
-                             artifacts_destination="s3://unused/a", profile="small")
+    spec = ts.container_spec(
+        image=tag,
+        db_host="unused",
+        db_name="mlflow",
+        db_user="mlflow",
+        artifacts_destination="s3://unused/a",
+        profile="small",
+    )
     env = dict(spec.env)
     env[ts.ENV_AUTH_INI] = ts.auth_ini("sqlite:////tmp/auth.db")
     env[ts.ENV_ADMIN_PASSWORD] = ADMIN_PASSWORD
     env[ts.ENV_FLASK_SECRET] = "flask-secret-for-test"
-    command = ts.server_args(host="127.0.0.1", port=port,
-                             backend_store_uri="sqlite:////tmp/mlflow.db",
-                             artifacts_destination="/tmp/artifacts", workers=1)
+    command = ts.server_args(
+        host="127.0.0.1",
+        port=port,
+        backend_store_uri="sqlite:////tmp/mlflow.db",
+        artifacts_destination="/tmp/artifacts",
+        workers=1,
+    )
     container = docker_engine.containers.run(  # type: ignore[attr-defined]
-        tag, command=command, environment=env, network_mode="host", detach=True,
-        user=spec.user)
+        tag, command=command, environment=env, network_mode="host", detach=True, user=spec.user
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(240):
@@ -77,19 +87,24 @@ def test_runs_as_the_contract_user(running) -> None:  # type: ignore[no-untyped-
 def test_basic_auth_is_on(server: str) -> None:
     api = f"{server}/api/2.0/mlflow/experiments/search"
     assert requests.post(api, json={"max_results": 1}, timeout=10).status_code == 401
-    wrong = requests.post(api, json={"max_results": 1}, auth=(ts.ADMIN_USERNAME, "nope"),
-                          timeout=10)
+    wrong = requests.post(
+        api, json={"max_results": 1}, auth=(ts.ADMIN_USERNAME, "nope"), timeout=10
+    )
     assert wrong.status_code == 401
-    ok = requests.post(api, json={"max_results": 1}, auth=(ts.ADMIN_USERNAME, ADMIN_PASSWORD),
-                       timeout=30)
+    ok = requests.post(
+        api, json={"max_results": 1}, auth=(ts.ADMIN_USERNAME, ADMIN_PASSWORD), timeout=30
+    )
     assert ok.status_code == 200, ok.text
     assert [e["name"] for e in ok.json()["experiments"]] == ["Default"]
 
 
 def test_bearer_token_gets_401_from_mlrigs_hook(server: str) -> None:
-    resp = requests.post(f"{server}/api/2.0/mlflow/experiments/search",
-                         json={"max_results": 1}, headers={"Authorization": "Bearer abc"},
-                         timeout=10)
+    resp = requests.post(
+        f"{server}/api/2.0/mlflow/experiments/search",
+        json={"max_results": 1},
+        headers={"Authorization": "Bearer abc"},
+        timeout=10,
+    )
     assert resp.status_code == 401
 
 
@@ -118,8 +133,12 @@ def small_image(docker_engine, tmp_path) -> Iterator[str]:  # type: ignore[no-un
     docker_engine.images.remove(tag, force=True)  # type: ignore[attr-defined]
 
 
-def test_phase_one_pushes_the_image_to_the_stacks_ecr(small_image: str, mlrig_home,  # type: ignore[no-untyped-def]
-                                                      aws_env: str, ecr_data_plane: str) -> None:
+def test_phase_one_pushes_the_image_to_the_stacks_ecr(
+    small_image: str,
+    mlrig_home,  # type: ignore[no-untyped-def]
+    aws_env: str,
+    ecr_data_plane: str,
+) -> None:
     from mlrig.adapters.registry import RegistryClient
     from mlrig.core import aws_stack
 

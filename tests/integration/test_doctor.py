@@ -35,8 +35,12 @@ def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:
 def test_healthy_stack_passes_every_stack_check(stack: LocalStack) -> None:
     checks = by_name(doctor.stack_checks("doc"))
     assert {n: c.status for n, c in checks.items()} == {
-        "stack outputs": "ok", "mlflow health": "ok", "mlflow auth": "ok",
-        "registry auth": "ok", "dvc remote": "ok"}
+        "stack outputs": "ok",
+        "mlflow health": "ok",
+        "mlflow auth": "ok",
+        "registry auth": "ok",
+        "dvc remote": "ok",
+    }
 
 
 def test_json_output_and_exit_code(stack: LocalStack, docker_engine: object) -> None:
@@ -86,8 +90,9 @@ def test_credentials_file_unreadable(stack: LocalStack) -> None:
     assert checks["mlflow health"].status == "ok"
 
 
-def test_missing_registry_binary_is_a_machine_failure(monkeypatch: pytest.MonkeyPatch,
-                                                      tmp_path: Path) -> None:
+def test_missing_registry_binary_is_a_machine_failure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("MLRIG_REGISTRY_BINARY", str(tmp_path / "nothing"))
     monkeypatch.setenv("MLRIG_REGISTRY_IMAGE", "mlrig-test/no-such-registry:0")
     check = by_name(doctor.machine_checks())["registry binary"]

@@ -16,12 +16,14 @@ pytestmark = pytest.mark.integration
 
 def aws_outputs(endpoint: str) -> StackOutputs:
     return StackOutputs(
-        name="cloud", kind="aws", region="us-east-1",
-        dvc_remote=DvcRemote(url="s3://team-dvc/dvc", endpoint_url=endpoint,
-                             region="us-east-1"),
+        name="cloud",
+        kind="aws",
+        region="us-east-1",
+        dvc_remote=DvcRemote(url="s3://team-dvc/dvc", endpoint_url=endpoint, region="us-east-1"),
         mlflow=Mlflow(tracking_uri="http://127.0.0.1:9"),  # nobody listens: must fail
-        registry=Registry(kind="ecr", url="123456789012.dkr.ecr.us-east-1.amazonaws.com/m",
-                          endpoint_url=endpoint),
+        registry=Registry(
+            kind="ecr", url="123456789012.dkr.ecr.us-east-1.amazonaws.com/m", endpoint_url=endpoint
+        ),
     )
 
 
@@ -38,6 +40,7 @@ def test_aws_rows(mlrig_home: Path, aws_env: str) -> None:
     assert "NoSuchBucket" in checks["dvc remote"].detail
 
     boto3.client("s3", endpoint_url=aws_env, region_name="us-east-1").create_bucket(
-        Bucket="team-dvc")
+        Bucket="team-dvc"
+    )
     remote = {c.name: c for c in doctor.stack_checks("cloud")}["dvc remote"]
     assert remote.status == "ok" and "list permission" in remote.detail

@@ -73,13 +73,23 @@ def register(name: str, c: float, pins: bool = True) -> tuple[str, list[int]]:
 
     x, y = load_breast_cancer(return_X_y=True, as_frame=True)
     model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500)).fit(x, y)
-    reqs = ([f"{m.__name__ if m is not sklearn else 'scikit-learn'}=={m.__version__}"
-             for m in (sklearn, numpy, pandas, scipy, cloudpickle)] if pins
-            else ["scikit-learn", "pandas"])
+    reqs = (
+        [
+            f"{m.__name__ if m is not sklearn else 'scikit-learn'}=={m.__version__}"
+            for m in (sklearn, numpy, pandas, scipy, cloudpickle)
+        ]
+        if pins
+        else ["scikit-learn", "pandas"]
+    )
     mlflow.set_experiment("image-tests")
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", pip_requirements=reqs,
-                                        input_example=x.head(3), registered_model_name=name)
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            pip_requirements=reqs,
+            input_example=x.head(3),
+            registered_model_name=name,
+        )
     return str(info.registered_model_version), model.predict(x.head(3)).tolist()
 
 
@@ -100,8 +110,11 @@ def v2(v1: dict) -> dict[str, Any]:
 
 def local_registry(env: dict) -> RegistryClient:
     out = env["outputs"]
-    return serving_push._Registry(f"http://{out.registry.host}", env["env"][
-        "MLRIG_REGISTRY_USERNAME"], env["env"]["MLRIG_REGISTRY_PASSWORD"])
+    return serving_push._Registry(
+        f"http://{out.registry.host}",
+        env["env"]["MLRIG_REGISTRY_USERNAME"],
+        env["env"]["MLRIG_REGISTRY_PASSWORD"],
+    )
 
 
 def one_line_error(result: Any, code: int) -> str:
@@ -116,10 +129,20 @@ def one_line_error(result: Any, code: int) -> str:
 
 def oci_stack(name: str, host: str, password_env: str) -> None:
     out = contract.load("local")
-    contract.save(out.model_copy(update={
-        "name": name,
-        "registry": Registry(kind="oci", url=f"{host}/models", auth=BasicAuth(
-            username="mlrig", password=SecretRef(source="env", ref=password_env)))}))
+    contract.save(
+        out.model_copy(
+            update={
+                "name": name,
+                "registry": Registry(
+                    kind="oci",
+                    url=f"{host}/models",
+                    auth=BasicAuth(
+                        username="mlrig", password=SecretRef(source="env", ref=password_env)
+                    ),
+                ),
+            }
+        )
+    )
 
 
 def local_tags(ref: str) -> list[str]:
@@ -132,8 +155,8 @@ def local_tags(ref: str) -> list[str]:
 def test_image_is_layered_labelled_and_non_root(v1: dict) -> None:
     from mlflow import MlflowClient
 
-    from mlrig import __version__
     from mlrig.adapters import docker as docker_adapter
+    from mlrig.version import __version__
 
     built = v1["built"]
     info = docker_adapter.client().api.inspect_image(built.ref)
@@ -155,12 +178,12 @@ def test_run_smoke_checks_the_input_example(v1: dict) -> None:
     from mlrig.adapters import docker as docker_adapter
 
     port = free_port()
-    result = runner.invoke(app, ["image", "run", v1["built"].ref, "--port", str(port),
-                                 "--smoke"])
+    result = runner.invoke(app, ["image", "run", v1["built"].ref, "--port", str(port), "--smoke"])
     assert result.exit_code == 0, result.output
     assert f"predictions {v1['expected']}" in result.output
-    assert not docker_adapter.client().containers.list(all=True,
-                                                       filters={"name": f"mlrig-serve-{port}"})
+    assert not docker_adapter.client().containers.list(
+        all=True, filters={"name": f"mlrig-serve-{port}"}
+    )
 
 
 def test_running_server_speaks_mlflow_protocol(v1: dict) -> None:
@@ -173,21 +196,25 @@ def test_running_server_speaks_mlflow_protocol(v1: dict) -> None:
         del split["index"]
         bodies = [
             ({"dataframe_split": split}, "application/json"),
-            ({"dataframe_records": json.loads(x.to_json(orient="records"))},
-             "application/json"),
+            ({"dataframe_records": json.loads(x.to_json(orient="records"))}, "application/json"),
             ({"inputs": {c: x[c].tolist() for c in x.columns}}, "application/json"),
             (x.to_csv(index=False), "text/csv"),
         ]
         for body, ctype in bodies:
             data = body if isinstance(body, str) else json.dumps(body)
-            resp = requests.post(f"{running.url}/invocations", data=data,
-                                 headers={"Content-Type": ctype}, timeout=10)
+            resp = requests.post(
+                f"{running.url}/invocations", data=data, headers={"Content-Type": ctype}, timeout=10
+            )
             assert resp.status_code == 200, resp.text
             assert resp.json() == {"predictions": v1["expected"]}
         assert requests.get(f"{running.url}/health", timeout=5).status_code == 200
         assert requests.get(f"{running.url}/version", timeout=5).text
-        bad = requests.post(f"{running.url}/invocations", data="{}", timeout=5,
-                            headers={"Content-Type": "application/json"})
+        bad = requests.post(
+            f"{running.url}/invocations",
+            data="{}",
+            timeout=5,
+            headers={"Content-Type": "application/json"},
+        )
         assert bad.status_code == 400 and bad.json()["error_code"] == "BAD_REQUEST"
     finally:
         from mlrig.adapters import docker as docker_adapter
@@ -216,13 +243,14 @@ def test_new_model_version_pushes_only_its_model_layer(v1: dict, v2: dict, env: 
     client = local_registry(env)
 
     def manifest(tag: str) -> dict:
-        resp = client._get(f"/v2/models/manifests/{tag}", headers={
-            "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+        resp = client._get(
+            f"/v2/models/manifests/{tag}",
+            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+        )
         return dict(resp.json())
 
     m1, m2 = (manifest(f"{MODEL}-v{v['version']}") for v in (v1, v2))
-    assert [la["digest"] for la in m1["layers"][:-1]] == [la["digest"]
-                                                         for la in m2["layers"][:-1]]
+    assert [la["digest"] for la in m1["layers"][:-1]] == [la["digest"] for la in m2["layers"][:-1]]
     assert m1["layers"][-1]["digest"] != m2["layers"][-1]["digest"]
     assert m2["layers"][-1]["size"] < 200_000  # the model (~40 kB) and its metadata
     assert pushed[1].digest != pushed[0].digest
@@ -233,10 +261,17 @@ def test_tag_with_another_digest_is_a_conflict(v1: dict, env: dict, tmp_path: Pa
 
     serving_push.push(v1["built"].ref, env["outputs"])
     (tmp_path / "Dockerfile").write_text(f"FROM {v1['built'].ref}\nLABEL other=1\n")
-    docker_adapter.consume_stream(docker_adapter.client().api.build(
-        path=str(tmp_path), tag="mlrig-test/other:1", network_mode="host", decode=True,
-        rm=True, forcerm=True),
-        "building")
+    docker_adapter.consume_stream(
+        docker_adapter.client().api.build(
+            path=str(tmp_path),
+            tag="mlrig-test/other:1",
+            network_mode="host",
+            decode=True,
+            rm=True,
+            forcerm=True,
+        ),
+        "building",
+    )
     before = local_registry(env).manifest_digest("models", f"{MODEL}-v{v1['version']}")
     result = runner.invoke(app, ["image", "push", "--stack", "local", "mlrig-test/other:1"])
     text = one_line_error(result, 7)
@@ -246,8 +281,9 @@ def test_tag_with_another_digest_is_a_conflict(v1: dict, env: dict, tmp_path: Pa
     docker_adapter.client().api.remove_image("mlrig-test/other:1")
 
 
-def test_wrong_password_fails_before_pushing(v1: dict, env: dict,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wrong_password_fails_before_pushing(
+    v1: dict, env: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLRIG_TEST_BAD_PW", "not-the-password")
     oci_stack("wrongpw", env["outputs"].registry.host, "MLRIG_TEST_BAD_PW")
     result = runner.invoke(app, ["image", "push", "--stack", "wrongpw", v1["built"].ref])
@@ -261,8 +297,7 @@ def test_unreachable_registry(v1: dict, env: dict, monkeypatch: pytest.MonkeyPat
     assert "unreachable" in one_line_error(result, 5)
 
 
-def test_registry_stopped_mid_push(v1: dict, env: dict,
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_stopped_mid_push(v1: dict, env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLRIG_TEST_PW", "pw")
     with registry_process({"mlrig": "pw"}) as (host, proc):
         oci_stack("midpush", host, "MLRIG_TEST_PW")
@@ -273,8 +308,9 @@ def test_registry_stopped_mid_push(v1: dict, env: dict,
                 proc.wait(5)
 
         with pytest.raises((RemoteError, ServiceError)) as err:
-            serving_push.push(v1["built"].ref, contract.load("midpush"),
-                              on_chunk=kill_on_first_upload)
+            serving_push.push(
+                v1["built"].ref, contract.load("midpush"), on_chunk=kill_on_first_upload
+            )
         assert proc.poll() is not None  # it really died during the push
     assert "pushed" not in err.value.one_line().lower()
     assert not [t for t in local_tags(v1["built"].ref) if t.startswith(host)]
@@ -283,33 +319,49 @@ def test_registry_stopped_mid_push(v1: dict, env: dict,
 # -- ECR through moto, its data plane mapped to a local registry ---------------------------------
 def ecr_stack(moto_url: str) -> None:
     out = contract.load("local")
-    contract.save(out.model_copy(update={
-        "name": "ecr", "kind": "aws", "region": "us-east-1",
-        "registry": Registry(kind="ecr", url=f"{ECR_HOST}/{MODEL}", endpoint_url=moto_url)}))
+    contract.save(
+        out.model_copy(
+            update={
+                "name": "ecr",
+                "kind": "aws",
+                "region": "us-east-1",
+                "registry": Registry(kind="ecr", url=f"{ECR_HOST}/{MODEL}", endpoint_url=moto_url),
+            }
+        )
+    )
 
 
-def test_ecr_push_with_token_and_endpoint_override(v1: dict, env: dict, aws_env: str,
-                                                   tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ecr_push_with_token_and_endpoint_override(
+    v1: dict, env: dict, aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import boto3
 
     monkeypatch.setenv("HOME", str(tmp_path))  # to see that ~/.docker is left alone
     boto3.client("ecr", endpoint_url=aws_env, region_name="us-east-1").create_repository(
-        repositoryName=MODEL, imageTagMutability="IMMUTABLE")
+        repositoryName=MODEL, imageTagMutability="IMMUTABLE"
+    )
     ecr_stack(aws_env)
     # a cached token that looks valid but the registry no longer accepts: refreshed once
-    ecr._write_cache(ECR_HOST, ecr.EcrAuth("AWS", "revoked", f"https://{ECR_HOST}",
-                                           datetime.now(UTC) + timedelta(hours=3)))
+    ecr._write_cache(
+        ECR_HOST,
+        ecr.EcrAuth(
+            "AWS", "revoked", f"https://{ECR_HOST}", datetime.now(UTC) + timedelta(hours=3)
+        ),
+    )
     with registry_process({"AWS": MOTO_PASSWORD}) as (host, _proc):
-        result = runner.invoke(app, ["image", "push", "--stack", "ecr",
-                                     "--registry-endpoint", host, v1["built"].ref])
+        result = runner.invoke(
+            app, ["image", "push", "--stack", "ecr", "--registry-endpoint", host, v1["built"].ref]
+        )
         assert result.exit_code == 0, result.output
         ref = result.stdout.strip().splitlines()[-1]
         assert ref.startswith(f"{ECR_HOST}/{MODEL}@sha256:")
         client = RegistryClient(f"http://{host}", "AWS", MOTO_PASSWORD)
         assert client.manifest_digest(MODEL, f"{MODEL}-v{v1['version']}") == ref.split("@")[1]
-    token = base64.b64decode(boto3.client("ecr", endpoint_url=aws_env).get_authorization_token(
-        )["authorizationData"][0]["authorizationToken"]).decode()
+    token = base64.b64decode(
+        boto3.client("ecr", endpoint_url=aws_env).get_authorization_token()["authorizationData"][0][
+            "authorizationToken"
+        ]
+    ).decode()
     assert token == f"AWS:{MOTO_PASSWORD}"
     assert not (tmp_path / ".docker" / "config.json").exists()
     assert MOTO_PASSWORD not in result.output
@@ -319,14 +371,14 @@ def test_ecr_token_the_registry_rejects(v1: dict, env: dict, aws_env: str) -> No
     ecr_stack(aws_env)
     ecr.forget(ECR_HOST)
     with registry_process({"AWS": "a-newer-token"}) as (host, _proc):
-        result = runner.invoke(app, ["image", "push", "--stack", "ecr",
-                                     "--registry-endpoint", host, v1["built"].ref])
+        result = runner.invoke(
+            app, ["image", "push", "--stack", "ecr", "--registry-endpoint", host, v1["built"].ref]
+        )
     assert "rejected the ECR authorization token" in one_line_error(result, 6)
 
 
 # -- bad input ---------------------------------------------------------------------------------
-def test_bad_input_is_one_line_each(v1: dict, env: dict, monkeypatch: pytest.MonkeyPatch
-                                    ) -> None:
+def test_bad_input_is_one_line_each(v1: dict, env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     from mlrig.adapters import docker as docker_adapter
 
     containers = len(docker_adapter.client().containers.list(all=True))
@@ -335,11 +387,19 @@ def test_bad_input_is_one_line_each(v1: dict, env: dict, monkeypatch: pytest.Mon
     loose, _ = register("bc-loose", 1.0, pins=False)
     r = runner.invoke(app, ["image", "build", "--model", f"models:/bc-loose/{loose}"])
     assert "not pinned" in one_line_error(r, 2)
-    r = runner.invoke(app, ["image", "build", "--model", f"models:/{MODEL}/1",
-                            "--base-image", "mlrig-test/no-such-base:1"])
+    r = runner.invoke(
+        app,
+        [
+            "image",
+            "build",
+            "--model",
+            f"models:/{MODEL}/1",
+            "--base-image",
+            "mlrig-test/no-such-base:1",
+        ],
+    )
     assert "not present" in one_line_error(r, 4)
-    r = runner.invoke(app, ["image", "build", "--model", f"models:/{MODEL}/1",
-                            "--stack", "nope"])
+    r = runner.invoke(app, ["image", "build", "--model", f"models:/{MODEL}/1", "--stack", "nope"])
     assert "no stack named 'nope'" in one_line_error(r, 3)
     r = runner.invoke(app, ["image", "run", "mlrig-test/absent:1"])
     assert "does not exist" in one_line_error(r, 2)
@@ -366,14 +426,17 @@ def test_provenance_labels_from_the_repo(v1: dict, tmp_path: Path) -> None:
 
     repo = tmp_path / "repo"
     repo.mkdir()
-    (repo / "dvc.lock").write_text("schema: '2.0'\nstages:\n  train:\n    cmd: python t.py\n"
-                                   "    deps:\n    - path: data/raw.csv\n      md5: abc123\n")
+    (repo / "dvc.lock").write_text(
+        "schema: '2.0'\nstages:\n  train:\n    cmd: python t.py\n"
+        "    deps:\n    - path: data/raw.csv\n      md5: abc123\n"
+    )
     git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run([*git, "init", "-q"], check=True)
     subprocess.run([*git, "add", "dvc.lock"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "data"], check=True)
-    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     built = image.build(f"models:/{MODEL}/{v1['version']}", repo=repo, tag="mlrig-test/prov:1")
     try:
         labels = docker_adapter.client().api.inspect_image(built.ref)["Config"]["Labels"]
@@ -401,18 +464,25 @@ def test_other_flavors_are_served_by_mlflow_pyfunc(env: dict) -> None:
     example = pandas.DataFrame({"x": [1.0, 2.5]})
     with mlflow.start_run():
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=Doubler(), input_example=example,
+            name="model",
+            python_model=Doubler(),
+            input_example=example,
             registered_model_name="bc-pyfunc",
-            pip_requirements=[f"mlflow=={mlflow.__version__}",
-                              f"pandas=={pandas.__version__}", f"numpy=={numpy.__version__}"])
+            pip_requirements=[
+                f"mlflow=={mlflow.__version__}",
+                f"pandas=={pandas.__version__}",
+                f"numpy=={numpy.__version__}",
+            ],
+        )
     uri = f"models:/bc-pyfunc/{info.registered_model_version}"
     built = image.build(uri, tag="mlrig-test/pyfunc:1")
     try:
         running = image.run(built.ref, port=free_port(), smoke=True)
         model = mlflow.pyfunc.load_model(uri)
         body = json.dumps({"dataframe_split": json.loads(example.to_json(orient="split"))})
-        want = scoring_server.invocations(body, "application/json", model,
-                                          model.metadata.get_input_schema())
+        want = scoring_server.invocations(
+            body, "application/json", model, model.metadata.get_input_schema()
+        )
         assert running.smoke_predictions == json.loads(want.response)["predictions"]
     finally:
         from mlrig.adapters import docker as docker_adapter

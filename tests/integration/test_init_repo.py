@@ -23,8 +23,9 @@ runner = CliRunner()
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
-                          text=True).stdout
+    return subprocess.run(
+        ["git", *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout
 
 
 def dvc_config(path: Path) -> dict:
@@ -37,24 +38,46 @@ def dvc_config(path: Path) -> dict:
 @pytest.fixture
 def aws_repo(mlrig_home: Path, tmp_path: Path) -> Path:
     contract.save(aws_outputs())
-    result = runner.invoke(app, ["init", str(tmp_path / "churn"), "--stack", "prod",
-                                 "--no-input", "--github-repo", "acme/churn"])
+    result = runner.invoke(
+        app,
+        [
+            "init",
+            str(tmp_path / "churn"),
+            "--stack",
+            "prod",
+            "--no-input",
+            "--github-repo",
+            "acme/churn",
+        ],
+    )
     assert result.exit_code == 0, result.output
     return tmp_path / "churn"
 
 
 def test_init_makes_one_clean_commit_with_the_contract_answers(aws_repo: Path) -> None:
     assert git(aws_repo, "log", "--format=%s").splitlines() == [
-        "Initial commit from mlrig template 1.0.0"]
+        "Initial commit from mlrig template 1.0.0"
+    ]
     assert git(aws_repo, "status", "--porcelain") == ""
     answers = yaml.safe_load((aws_repo / ".copier-answers.yml").read_text())
     assert answers["project_name"] == "churn" and answers["stack"] == "prod"
     assert answers["github_repo"] == "acme/churn"
     tracked = git(aws_repo, "ls-files").split()
-    for path in ("params.yaml", "dvc.yaml", "data/raw/breast_cancer.csv.dvc", "Dockerfile",
-                 ".gitignore", ".dvcignore", "README.md", ".github/workflows/ci.yml",
-                 "src/churn/train.py", "src/churn/tracking.py", "tests/test_data.py",
-                 "tests/test_features.py", "tests/test_pipeline_smoke.py"):
+    for path in (
+        "params.yaml",
+        "dvc.yaml",
+        "data/raw/breast_cancer.csv.dvc",
+        "Dockerfile",
+        ".gitignore",
+        ".dvcignore",
+        "README.md",
+        ".github/workflows/ci.yml",
+        "src/churn/train.py",
+        "src/churn/tracking.py",
+        "tests/test_data.py",
+        "tests/test_features.py",
+        "tests/test_pipeline_smoke.py",
+    ):
         assert path in tracked, path
     assert "data/raw/breast_cancer.csv" not in tracked  # DVC tracks it, git only its pointer
     dvc_file = yaml.safe_load((aws_repo / "data/raw/breast_cancer.csv.dvc").read_text())
@@ -89,11 +112,20 @@ def test_aws_ci_workflow_uses_oidc_and_reports(aws_repo: Path) -> None:
     assert set(wf[True]) >= {"push", "pull_request"}  # YAML 1.1 reads the key `on` as True
     steps = wf["jobs"]["pipeline"]["steps"]
     runs = "\n".join(s.get("run", "") for s in steps)
-    for command in ("dvc pull", "pytest", "dvc repro", "dvc metrics diff origin/main",
-                    "dvc params diff origin/main", "gh pr comment"):
+    for command in (
+        "dvc pull",
+        "pytest",
+        "dvc repro",
+        "dvc metrics diff origin/main",
+        "dvc params diff origin/main",
+        "gh pr comment",
+    ):
         assert command in runs, command
-    creds = [s for s in steps if str(s.get("uses", "")).startswith(
-        "aws-actions/configure-aws-credentials")]
+    creds = [
+        s
+        for s in steps
+        if str(s.get("uses", "")).startswith("aws-actions/configure-aws-credentials")
+    ]
     assert creds[0]["with"]["role-to-assume"] == "arn:aws:iam::123456789012:role/ci"
     text = (aws_repo / ".github/workflows/ci.yml").read_text()
     assert "aws-access-key-id" not in text and "AWS_SECRET_ACCESS_KEY" not in text
@@ -116,8 +148,9 @@ def test_local_stack_workflow_says_it_needs_aws(mlrig_home: Path, tmp_path: Path
     assert any("pytest" in s.get("run", "") for s in wf["jobs"]["tests"]["steps"])
 
 
-def test_a_failure_halfway_leaves_nothing(mlrig_home: Path, tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failure_halfway_leaves_nothing(
+    mlrig_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     contract.save(aws_outputs())
 
     def broken_add(root: Path, *targets: str) -> None:
@@ -134,8 +167,9 @@ def test_a_failure_halfway_leaves_nothing(mlrig_home: Path, tmp_path: Path,
     assert list(empty.iterdir()) == []
 
 
-def test_force_adds_next_to_existing_files_but_never_overwrites(mlrig_home: Path,
-                                                                tmp_path: Path) -> None:
+def test_force_adds_next_to_existing_files_but_never_overwrites(
+    mlrig_home: Path, tmp_path: Path
+) -> None:
     contract.save(aws_outputs())
     target = tmp_path / "churn"
     target.mkdir()
@@ -160,8 +194,9 @@ def test_force_adds_next_to_existing_files_but_never_overwrites(mlrig_home: Path
 @pytest.fixture
 def template_copy(tmp_path: Path) -> Path:
     copy = tmp_path / "template-src"
-    shutil.copytree(bootstrap.packaged_template(), copy,
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        bootstrap.packaged_template(), copy, ignore=shutil.ignore_patterns("__pycache__")
+    )
     return copy
 
 
@@ -169,8 +204,9 @@ def _new_template_version(template: Path, version: str) -> None:
     (template / "VERSION").write_text(version + "\n")
 
 
-def test_update_merges_a_newer_template(mlrig_home: Path, tmp_path: Path,
-                                        template_copy: Path) -> None:
+def test_update_merges_a_newer_template(
+    mlrig_home: Path, tmp_path: Path, template_copy: Path
+) -> None:
     contract.save(aws_outputs())
     repo = bootstrap.init(tmp_path / "churn", "prod", template_dir=template_copy).path
     # the user edits one file, the template changes another
@@ -194,8 +230,9 @@ def test_update_merges_a_newer_template(mlrig_home: Path, tmp_path: Path,
     assert bootstrap.update(repo, template_dir=template_copy).changed == []
 
 
-def test_update_conflicts_exit_non_zero_listing_files(mlrig_home: Path, tmp_path: Path,
-                                                       template_copy: Path) -> None:
+def test_update_conflicts_exit_non_zero_listing_files(
+    mlrig_home: Path, tmp_path: Path, template_copy: Path
+) -> None:
     contract.save(aws_outputs())
     repo = bootstrap.init(tmp_path / "churn", "prod", template_dir=template_copy).path
     params = repo / "params.yaml"
@@ -226,15 +263,17 @@ def _workflow_schema_errors(workflow: Path) -> list[str]:
 
     from jsonschema import Draft7Validator
 
-    schema = json.loads(files("check_jsonschema.builtin_schemas.vendor")
-                        .joinpath("github-workflows.json").read_text())
+    schema = json.loads(
+        files("check_jsonschema.builtin_schemas.vendor")
+        .joinpath("github-workflows.json")
+        .read_text()
+    )
     data = yaml.safe_load(workflow.read_text())
     data["on"] = data.pop(True)  # YAML 1.1 reads the bare key `on` as a boolean
     return [e.message for e in Draft7Validator(schema).iter_errors(data)]
 
 
-def test_rendered_workflows_match_the_github_actions_schema(aws_repo: Path,
-                                                            tmp_path: Path) -> None:
+def test_rendered_workflows_match_the_github_actions_schema(aws_repo: Path, tmp_path: Path) -> None:
     import importlib.util
 
     require(importlib.util.find_spec("check_jsonschema") is not None, "check-jsonschema")
@@ -244,16 +283,23 @@ def test_rendered_workflows_match_the_github_actions_schema(aws_repo: Path,
     repo = bootstrap.init(tmp_path / "fraud", "dev").path
     assert _workflow_schema_errors(repo / ".github/workflows/ci.yml") == []
     broken = tmp_path / "broken.yml"
-    broken.write_text((repo / ".github/workflows/ci.yml").read_text().replace(
-        "runs-on:", "runs_on:"))
+    broken.write_text(
+        (repo / ".github/workflows/ci.yml").read_text().replace("runs-on:", "runs_on:")
+    )
     assert _workflow_schema_errors(broken)  # the check can fail
 
 
 def test_update_rewires_to_another_stack(aws_repo: Path) -> None:
-    other = aws_outputs("dev").model_copy(update={
-        "kind": "local", "ci_role_arn": None, "region": None,
-        "dvc_remote": aws_outputs().dvc_remote.model_copy(update={
-            "url": "/srv/dvc-remote", "endpoint_url": None, "region": None})})
+    other = aws_outputs("dev").model_copy(
+        update={
+            "kind": "local",
+            "ci_role_arn": None,
+            "region": None,
+            "dvc_remote": aws_outputs().dvc_remote.model_copy(
+                update={"url": "/srv/dvc-remote", "endpoint_url": None, "region": None}
+            ),
+        }
+    )
     contract.save(other)
     result = runner.invoke(app, ["update", str(aws_repo), "--stack", "dev"])
     assert result.exit_code == 0, result.output

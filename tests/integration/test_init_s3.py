@@ -26,39 +26,67 @@ from tests.integration.test_init_stack import (
 
 pytestmark = pytest.mark.integration
 BUCKET = "mlrig-dvc-test"
-FILES = ("data/raw/breast_cancer.csv", "data/processed/train.csv", "data/processed/test.csv",
-         "models/model.pkl", "models/mlflow_run.json")
+FILES = (
+    "data/raw/breast_cancer.csv",
+    "data/processed/train.csv",
+    "data/processed/test.csv",
+    "models/model.pkl",
+    "models/mlflow_run.json",
+)
 
 
 def s3_client(endpoint: str) -> Any:
     import boto3
 
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
 
 
 @pytest.fixture(scope="module")
-def s3(local_stack: dict, moto_server: str, tmp_path_factory: pytest.TempPathFactory
-       ) -> dict[str, Any]:
+def s3(
+    local_stack: dict, moto_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
     """An AWS-kind stack: S3 remote on moto, MLflow from the local stack; one repo for all."""
     s3_client(moto_server).create_bucket(Bucket=BUCKET)
     outputs = StackOutputs(
-        name="moto", kind="aws", region="us-east-1",
-        dvc_remote=DvcRemote(url=f"s3://{BUCKET}/dvc", endpoint_url=moto_server,
-                             region="us-east-1"),
+        name="moto",
+        kind="aws",
+        region="us-east-1",
+        dvc_remote=DvcRemote(
+            url=f"s3://{BUCKET}/dvc", endpoint_url=moto_server, region="us-east-1"
+        ),
         mlflow=local_stack["outputs"].mlflow,
-        registry=Registry(kind="ecr", url="123456789012.dkr.ecr.us-east-1.amazonaws.com/s3rig",
-                          endpoint_url=moto_server),
+        registry=Registry(
+            kind="ecr",
+            url="123456789012.dkr.ecr.us-east-1.amazonaws.com/s3rig",
+            endpoint_url=moto_server,
+        ),
         ci_role_arn="arn:aws:iam::123456789012:role/mlrig-ci",
     )
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLRIG_HOME", str(local_stack["home"]))
         contract.save(outputs)
     root = tmp_path_factory.mktemp("gen-s3")
-    env = repo_env(local_stack["home"], {"AWS_ACCESS_KEY_ID": "testing",
-                                         "AWS_SECRET_ACCESS_KEY": "testing"})
-    sh(root, str(VENV_BIN / "mlrig"), "init", "s3rig", "--stack", "moto", "--no-input",
-       "--github-repo", "acme/s3rig", env=env)
+    env = repo_env(
+        local_stack["home"], {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    )
+    sh(
+        root,
+        str(VENV_BIN / "mlrig"),
+        "init",
+        "s3rig",
+        "--stack",
+        "moto",
+        "--no-input",
+        "--github-repo",
+        "acme/s3rig",
+        env=env,
+    )
     return {"repo": root / "s3rig", "env": env, "endpoint": moto_server, "root": root}
 
 
@@ -93,8 +121,17 @@ def test_push_to_s3_then_fresh_clone_pulls_identical_files(s3: dict) -> None:
     sh(s3["root"], "git", "clone", "-q", str(repo), str(clone), env=env)
     assert not (clone / ".dvc/config.local").exists()  # endpoints never travel with git
     # what the README tells a colleague to do after cloning
-    sh(clone, "dvc", "remote", "modify", "--local", "storage", "endpointurl", s3["endpoint"],
-       env=env)
+    sh(
+        clone,
+        "dvc",
+        "remote",
+        "modify",
+        "--local",
+        "storage",
+        "endpointurl",
+        s3["endpoint"],
+        env=env,
+    )
     sh(clone, "dvc", "pull", env=env)
     for path in FILES:
         assert md5(clone / path) == md5(repo / path), path

@@ -25,23 +25,30 @@ def md5(path: Path) -> str:
 
 def sh(repo: Path, *args: str, env: dict[str, str]) -> str:
     """Run a real program in repo; fail the test with its output if it fails."""
-    proc = subprocess.run(list(args), cwd=repo, env=env, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
     if proc.returncode != 0:
-        pytest.fail(f"`{' '.join(args)}` exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
-                    f"{proc.stderr[-3000:]}")
+        pytest.fail(
+            f"`{' '.join(args)}` exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
+            f"{proc.stderr[-3000:]}"
+        )
     return proc.stdout + proc.stderr
 
 
 def repo_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """What a user's shell has: the venv on PATH, no MLflow exports (tracking.py must find
     the stack by itself), DVC analytics off."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "AWS_", "MLRIG_"))}
-    env.update(MLRIG_HOME=str(home), DVC_NO_ANALYTICS="1",
-               PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-               GIT_AUTHOR_NAME="Test", GIT_AUTHOR_EMAIL="test@example.com",
-               GIT_COMMITTER_NAME="Test", GIT_COMMITTER_EMAIL="test@example.com")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "MLRIG_"))}
+    env.update(
+        MLRIG_HOME=str(home),
+        DVC_NO_ANALYTICS="1",
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        GIT_AUTHOR_NAME="Test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="Test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+    )
     env.update(extra or {})
     return env
 
@@ -63,9 +70,11 @@ def mlflow_client(stack_env: dict) -> Any:
 
 def provenance_of(repo: Path) -> dict[str, Any]:
     """What a repro just recorded: the MLflow run, HEAD and the train stage's lock hashes."""
-    return {"run": json.loads((repo / "models/mlflow_run.json").read_text()),
-            "head": sh(repo, "git", "rev-parse", "HEAD", env=os.environ.copy()).strip(),
-            "deps": lock_deps(repo, "train")}
+    return {
+        "run": json.loads((repo / "models/mlflow_run.json").read_text()),
+        "head": sh(repo, "git", "rev-parse", "HEAD", env=os.environ.copy()).strip(),
+        "deps": lock_deps(repo, "train"),
+    }
 
 
 def assert_provenance(client: Any, recorded: dict[str, Any]) -> None:
@@ -81,12 +90,16 @@ def shared(local_stack: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[
     """One repo made by the real `mlrig init` CLI, reused by every test in this module."""
     root = tmp_path_factory.mktemp("gen")
     env = repo_env(local_stack["home"])
-    out = sh(root, str(VENV_BIN / "mlrig"), "init", "bcancer", "--stack", "local",
-             "--no-input", env=env)
+    out = sh(
+        root, str(VENV_BIN / "mlrig"), "init", "bcancer", "--stack", "local", "--no-input", env=env
+    )
     assert "created" in out
     repo = root / "bcancer"
-    return {"repo": repo, "env": env, "first": sh(repo, "git", "rev-parse", "HEAD",
-                                                   env=env).strip()}
+    return {
+        "repo": repo,
+        "env": env,
+        "first": sh(repo, "git", "rev-parse", "HEAD", env=env).strip(),
+    }
 
 
 def test_1_repro_runs_all_then_skips_then_reruns_only_what_changed(shared: dict) -> None:
@@ -114,15 +127,19 @@ def test_1_repro_runs_all_then_skips_then_reruns_only_what_changed(shared: dict)
 
 
 def test_generated_tests_pass(shared: dict) -> None:
-    out = sh(shared["repo"], "python", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-             env=shared["env"])
+    out = sh(
+        shared["repo"], "python", "-m", "pytest", "-q", "-p", "no:cacheprovider", env=shared["env"]
+    )
     assert " passed" in out and "skipped" not in out  # data and processed files are present
 
 
 def test_2_dag_shows_the_three_stages_in_order(shared: dict) -> None:
     dot = sh(shared["repo"], "dvc", "dag", "--dot", env=shared["env"])
-    for edge in ('"preprocess" -> "train"', '"train" -> "evaluate"',
-                 '"data/raw/breast_cancer.csv.dvc" -> "preprocess"'):
+    for edge in (
+        '"preprocess" -> "train"',
+        '"train" -> "evaluate"',
+        '"data/raw/breast_cancer.csv.dvc" -> "preprocess"',
+    ):
         assert edge in dot
 
 
@@ -137,9 +154,9 @@ def test_6_runs_carry_commit_and_dvc_lock_hashes(shared: dict, stack_env: dict) 
     assert {"train_accuracy", "test_accuracy", "test_roc_auc"} <= set(run.data.metrics)
 
 
-def test_model_is_registered_with_pinned_requirements_and_example(shared: dict,
-                                                                   stack_env: dict,
-                                                                   tmp_path: Path) -> None:
+def test_model_is_registered_with_pinned_requirements_and_example(
+    shared: dict, stack_env: dict, tmp_path: Path
+) -> None:
     import mlflow
 
     client = mlflow_client(stack_env)
@@ -148,8 +165,11 @@ def test_model_is_registered_with_pinned_requirements_and_example(shared: dict,
     assert latest["run_id"] in {v.run_id for v in versions}
     # stack_env exported MLFLOW_TRACKING_URI for this test; a global set_tracking_uri here
     # would leak into every later test in the session
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{PROJECT}/{latest['version']}",
-                                                     dst_path=str(tmp_path)))
+    local = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{PROJECT}/{latest['version']}", dst_path=str(tmp_path)
+        )
+    )
     requirements = (local / "requirements.txt").read_text().split()
     assert any(r.startswith("scikit-learn==") for r in requirements)
     assert all("==" in r for r in requirements)
@@ -175,12 +195,17 @@ def test_3_experiments_show_up_in_dvc_and_mlflow(shared: dict, stack_env: dict) 
 
     client = mlflow_client(stack_env)
     experiment = client.get_experiment_by_name(PROJECT)
-    runs = [r for r in client.search_runs([experiment.experiment_id], max_results=200)
-            if r.data.tags.get("mlflow.source.git.commit") == head]
+    runs = [
+        r
+        for r in client.search_runs([experiment.experiment_id], max_results=200)
+        if r.data.tags.get("mlflow.source.git.commit") == head
+    ]
     assert sorted(r.data.params["train.C"] for r in runs) == sorted(values)
     for r in runs:
-        assert r.data.tags["dvc.dep.data/processed/train.csv"] == lock_deps(repo, "train")[
-            "dvc.dep.data/processed/train.csv"]
+        assert (
+            r.data.tags["dvc.dep.data/processed/train.csv"]
+            == lock_deps(repo, "train")["dvc.dep.data/processed/train.csv"]
+        )
         assert "test_accuracy" in r.data.metrics
 
     sh(repo, "dvc", "exp", "apply", exps["0.5"]["name"], env=env)
@@ -197,8 +222,13 @@ def test_4_push_then_fresh_clone_pulls_identical_files(shared: dict, tmp_path: P
     sh(tmp_path, "git", "clone", "-q", str(repo), str(clone), env=env)
     assert not (clone / "models/model.pkl").exists()
     sh(clone, "dvc", "pull", env=env)
-    for path in ("data/raw/breast_cancer.csv", "data/processed/train.csv",
-                 "data/processed/test.csv", "models/model.pkl", "models/mlflow_run.json"):
+    for path in (
+        "data/raw/breast_cancer.csv",
+        "data/processed/train.csv",
+        "data/processed/test.csv",
+        "models/model.pkl",
+        "models/mlflow_run.json",
+    ):
         assert md5(clone / path) == md5(repo / path), path
     assert "up to date" in sh(clone, "dvc", "status", env=env)
 

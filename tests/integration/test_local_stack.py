@@ -50,16 +50,25 @@ def log_run(env: dict[str, str]) -> str:
         "    mlflow.log_text('hello', 'notes/hello.txt')\n"
         "print(run.info.run_id)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout.strip().splitlines()[-1]
 
 
 def get_run(env: dict[str, str], run_id: str) -> dict:
     auth = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
-    resp = requests.get(f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/runs/get",
-                        params={"run_id": run_id}, auth=auth, timeout=10)
+    resp = requests.get(
+        f"{env['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/runs/get",
+        params={"run_id": run_id},
+        auth=auth,
+        timeout=10,
+    )
     assert resp.status_code == 200, resp.text
     return resp.json()["run"]
 
@@ -78,14 +87,17 @@ def push_tiny_image(env: dict[str, str], base_image: str, tag: str) -> str:
             tar.addfile(info, io.BytesIO(data))
     buf.seek(0)
     ref = f"{env['MLRIG_REGISTRY_URL']}:{tag}"
-    docker_adapter.consume_stream(api.build(fileobj=buf, custom_context=True, tag=ref,
-                                            network_mode="host", decode=True, rm=True),
-                                  "build")
-    auth = {"username": env["MLRIG_REGISTRY_USERNAME"],
-            "password": env["MLRIG_REGISTRY_PASSWORD"]}
+    docker_adapter.consume_stream(
+        api.build(
+            fileobj=buf, custom_context=True, tag=ref, network_mode="host", decode=True, rm=True
+        ),
+        "build",
+    )
+    auth = {"username": env["MLRIG_REGISTRY_USERNAME"], "password": env["MLRIG_REGISTRY_PASSWORD"]}
     chunks = docker_adapter.consume_stream(
-        api.push(env["MLRIG_REGISTRY_URL"], tag=tag, auth_config=auth, stream=True,
-                 decode=True), "push")
+        api.push(env["MLRIG_REGISTRY_URL"], tag=tag, auth_config=auth, stream=True, decode=True),
+        "push",
+    )
     digests = [c["aux"]["Digest"] for c in chunks if "aux" in c and "Digest" in c["aux"]]
     assert digests, chunks
     api.remove_image(ref, force=True)
@@ -95,8 +107,13 @@ def push_tiny_image(env: dict[str, str], base_image: str, tag: str) -> str:
 def dvc_push_file(remote: str, tmp: Path) -> str:
     repo = tmp / "dvc-repo"
     repo.mkdir()
-    run = lambda *a: subprocess.run(a, cwd=repo, check=True, capture_output=True,  # noqa: E731
-                                    env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    run = lambda *a: subprocess.run(  # noqa: E731
+        a,
+        cwd=repo,
+        check=True,
+        capture_output=True,  # noqa: E731
+        env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+    )
     run("git", "init", "-q")
     run(str(VENV_BIN / "dvc"), "init", "-q")
     (repo / "data.csv").write_text("a,b\n1,2\n3,4\n")
@@ -127,19 +144,27 @@ def test_full_lifecycle(own_stack: LocalStack, base_image: str, tmp_path: Path) 
     # MLflow: authenticated writes work, anonymous and wrong-password calls get 401
     run_id = log_run(env)
     uri = env["MLFLOW_TRACKING_URI"]
-    anon = requests.get(f"{uri}/api/2.0/mlflow/experiments/search",
-                        params={"max_results": 1}, timeout=10)
+    anon = requests.get(
+        f"{uri}/api/2.0/mlflow/experiments/search", params={"max_results": 1}, timeout=10
+    )
     assert anon.status_code == 401
-    wrong = requests.get(f"{uri}/api/2.0/mlflow/experiments/search",
-                         params={"max_results": 1}, auth=("admin", "wrong"), timeout=10)
+    wrong = requests.get(
+        f"{uri}/api/2.0/mlflow/experiments/search",
+        params={"max_results": 1},
+        auth=("admin", "wrong"),
+        timeout=10,
+    )
     assert wrong.status_code == 401
     artifact_files = list((own_stack.mlflow_dir / "artifacts").rglob("hello.txt"))
     assert artifact_files, "artifacts must be proxied into the stack's directory"
 
     # registry: authenticated push, digest readable over the HTTP API; anonymous refused
     digest = push_tiny_image(env, base_image, "v1")
-    reg = RegistryClient(f"http://{outputs.registry.host}", env["MLRIG_REGISTRY_USERNAME"],
-                         env["MLRIG_REGISTRY_PASSWORD"])
+    reg = RegistryClient(
+        f"http://{outputs.registry.host}",
+        env["MLRIG_REGISTRY_USERNAME"],
+        env["MLRIG_REGISTRY_PASSWORD"],
+    )
     assert reg.manifest_digest(outputs.registry.repository, "v1") == digest
     assert requests.get(f"http://{outputs.registry.host}/v2/", timeout=5).status_code == 401
 
@@ -240,8 +265,13 @@ def test_cli_up_status_env_down(mlrig_home: Path) -> None:
     require(__import__("shutil").which("docker-registry") is not None, "docker-registry")
     mlrig = [sys.executable, "-m", "mlrig"]
     env = {**os.environ, "MLRIG_HOME": str(mlrig_home)}
-    run = lambda *a: subprocess.run([*mlrig, *a], env=env, capture_output=True,  # noqa: E731
-                                    text=True, timeout=180)
+    run = lambda *a: subprocess.run(  # noqa: E731
+        [*mlrig, *a],
+        env=env,
+        capture_output=True,  # noqa: E731
+        text=True,
+        timeout=180,
+    )
     try:
         up = run("stack", "up", "--local", "--name", "cli")
         assert up.returncode == 0, up.stderr
@@ -251,8 +281,11 @@ def test_cli_up_status_env_down(mlrig_home: Path) -> None:
         exports = run("stack", "env", "--name", "cli").stdout
         password = (mlrig_home / "stacks/cli/secrets/mlflow-admin").read_text().strip()
         assert f"export MLFLOW_TRACKING_PASSWORD={password}" in exports
-        for out in (up.stdout + up.stderr, status.stdout, run("stack", "outputs", "--name",
-                                                              "cli", "--json").stdout):
+        for out in (
+            up.stdout + up.stderr,
+            status.stdout,
+            run("stack", "outputs", "--name", "cli", "--json").stdout,
+        ):
             assert password not in out
         log_text = (mlrig_home / "stacks/cli/logs/mlflow.log").read_text()
         assert password not in log_text
@@ -276,17 +309,17 @@ def registry_image(base_image: str, tmp_path: Path) -> Iterator[str]:
     require(sh.which("docker-registry") is not None, "the docker-registry binary")
     sh.copy(sh.which("docker-registry") or "", tmp_path / "registry")
     (tmp_path / "Dockerfile").write_text(
-        f"FROM {base_image}\nCOPY registry /bin/registry\n"
-        'ENTRYPOINT ["/bin/registry", "serve"]\n')
+        f'FROM {base_image}\nCOPY registry /bin/registry\nENTRYPOINT ["/bin/registry", "serve"]\n'
+    )
     ref = "mlrig-test/registry:2"
-    docker_adapter.client().images.build(path=str(tmp_path), tag=ref, network_mode="host",
-                                         rm=True)
+    docker_adapter.client().images.build(path=str(tmp_path), tag=ref, network_mode="host", rm=True)
     yield ref
     docker_adapter.client().images.remove(ref, force=True)
 
 
-def test_registry_container_fallback(mlrig_home: Path, registry_image: str,
-                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_container_fallback(
+    mlrig_home: Path, registry_image: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No binary, but a registry image on the engine: the stack runs it, supervised by PID."""
     from mlrig.adapters import docker as docker_adapter
 
@@ -296,8 +329,11 @@ def test_registry_container_fallback(mlrig_home: Path, registry_image: str,
     try:
         outputs = stack.up()
         env = stacks.client_env(outputs)
-        reg = RegistryClient(f"http://{outputs.registry.host}", env["MLRIG_REGISTRY_USERNAME"],
-                             env["MLRIG_REGISTRY_PASSWORD"])
+        reg = RegistryClient(
+            f"http://{outputs.registry.host}",
+            env["MLRIG_REGISTRY_USERNAME"],
+            env["MLRIG_REGISTRY_PASSWORD"],
+        )
         assert reg.ping()
         container = docker_adapter.client().containers.get("mlrig-registry-box")
         assert container.attrs["HostConfig"]["NetworkMode"] == "host"
@@ -316,4 +352,3 @@ def test_registry_container_fallback(mlrig_home: Path, registry_image: str,
         time.sleep(0.3)
     else:
         pytest.fail("the registry container outlived `stack down`")
-

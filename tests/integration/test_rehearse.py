@@ -13,15 +13,24 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from mlrig import tracking_server as ts
 from mlrig.core import rehearse as core
-from mlrig.core import tracking_server as ts
 from tests.conftest import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 RUNS = 20  # the command's default is 200; bench-sized runs are measured by hand (see report)
-CHECKS = ["database role", "healthy", "unauthenticated 401", "admin 200", "reader cannot write",
-          "artifact in bucket", "not root", "second start", "run survives restart",
-          "peak memory"]
+CHECKS = [
+    "database role",
+    "healthy",
+    "unauthenticated 401",
+    "admin 200",
+    "reader cannot write",
+    "artifact in bucket",
+    "not root",
+    "second start",
+    "run survives restart",
+    "peak memory",
+]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +53,10 @@ def rehearsal(prerequisites: None) -> Iterator[dict[str, Any]]:
     from mlrig.core.local_stack import free_port
     from mlrig.main import app
 
-    result = CliRunner().invoke(app, ["stack", "rehearse", "--json", "--keep", "--runs",
-                                      str(RUNS), "--port", str(free_port())])
+    result = CliRunner().invoke(
+        app,
+        ["stack", "rehearse", "--json", "--keep", "--runs", str(RUNS), "--port", str(free_port())],
+    )
     assert result.stdout.strip(), result.output
     report: dict[str, Any] = json.loads(result.stdout)
     report["exit_code"] = result.exit_code
@@ -60,10 +71,17 @@ def rehearsal(prerequisites: None) -> Iterator[dict[str, Any]]:
 def _left_behind(directory: str, docker_engine: Any) -> list[str]:
     import psutil
 
-    left = [f"container {c.short_id}" for c in docker_engine.containers.list(
-        all=True, filters={"label": f"mlrig.rehearsal={directory}"})]
-    left += [f"process {p.pid}" for p in psutil.process_iter(["cmdline"])
-             if directory in " ".join(p.info["cmdline"] or [])]
+    left = [
+        f"container {c.short_id}"
+        for c in docker_engine.containers.list(
+            all=True, filters={"label": f"mlrig.rehearsal={directory}"}
+        )
+    ]
+    left += [
+        f"process {p.pid}"
+        for p in psutil.process_iter(["cmdline"])
+        if directory in " ".join(p.info["cmdline"] or [])
+    ]
     if Path(directory).exists():
         left.append(directory)
     return left
@@ -103,8 +121,10 @@ def test_the_container_ran_with_the_contract(rehearsal: dict[str, Any]) -> None:
     assert "MLFLOW_S3_ENDPOINT_URL" in cfg["local_env_names"]
 
 
-def test_kept_server_answers_then_stop_removes_everything(rehearsal: dict[str, Any],  # type: ignore[no-untyped-def]
-                                                          docker_engine) -> None:
+def test_kept_server_answers_then_stop_removes_everything(
+    rehearsal: dict[str, Any],  # type: ignore[no-untyped-def]
+    docker_engine,
+) -> None:
     import requests
 
     from mlrig.main import app
@@ -113,8 +133,12 @@ def test_kept_server_answers_then_stop_removes_everything(rehearsal: dict[str, A
     assert rehearsal["kept"] is True
     password = (Path(directory) / "admin-password").read_text().strip()
     assert oct((Path(directory) / "admin-password").stat().st_mode & 0o777) == "0o600"
-    resp = requests.post(f"{rehearsal['url']}/api/2.0/mlflow/experiments/search",
-                         json={"max_results": 5}, auth=(ts.ADMIN_USERNAME, password), timeout=60)
+    resp = requests.post(
+        f"{rehearsal['url']}/api/2.0/mlflow/experiments/search",
+        json={"max_results": 5},
+        auth=(ts.ADMIN_USERNAME, password),
+        timeout=60,
+    )
     assert resp.status_code == 200
     assert _left_behind(directory, docker_engine)  # container, PostgreSQL, moto still up
     result = CliRunner().invoke(app, ["stack", "rehearse", "--stop", directory])
@@ -128,14 +152,22 @@ def test_no_secret_in_the_report(rehearsal: dict[str, Any]) -> None:
         assert f'"{name}": "' not in text  # names only, never name-value pairs
 
 
-@pytest.mark.parametrize(("fault", "cause"), [
-    ("db-password", "password authentication failed"),
-    ("db-down", f"still failing after {core.FAULT_WAIT_SECONDS} s"),
-    ("bucket", "NoSuchBucket"),
-])
-def test_a_broken_dependency_is_named(prerequisites: None, moto_server: str, docker_engine: Any,
-                                      monkeypatch: pytest.MonkeyPatch, fault: str,
-                                      cause: str) -> None:
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        ("db-password", "password authentication failed"),
+        ("db-down", f"still failing after {core.FAULT_WAIT_SECONDS} s"),
+        ("bucket", "NoSuchBucket"),
+    ],
+)
+def test_a_broken_dependency_is_named(
+    prerequisites: None,
+    moto_server: str,
+    docker_engine: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    fault: str,
+    cause: str,
+) -> None:
     from mlrig.core.local_stack import free_port
 
     endpoint = None
@@ -143,8 +175,9 @@ def test_a_broken_dependency_is_named(prerequisites: None, moto_server: str, doc
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         endpoint = moto_server
-    report = core.rehearse(core.Request(runs=1, port=free_port(), fault=fault,
-                                        s3_endpoint=endpoint))
+    report = core.rehearse(
+        core.Request(runs=1, port=free_port(), fault=fault, s3_endpoint=endpoint)
+    )
     assert [c.name for c in report.failed] == ["healthy"]
     detail = report.failed[0].detail
     assert "container exited" in detail and "mlflow-server:" in detail and cause in detail

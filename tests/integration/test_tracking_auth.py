@@ -32,13 +32,19 @@ class Server:
 
     def probe(self, auth=None, headers=None) -> int:  # type: ignore[no-untyped-def]
         # a fresh connection per call: keep-alive must not be what makes a request pass
-        resp = requests.get(f"{self.url}{PROBE}", params={"experiment_name": "Default"},
-                            auth=auth, headers=headers, timeout=30)
+        resp = requests.get(
+            f"{self.url}{PROBE}",
+            params={"experiment_name": "Default"},
+            auth=auth,
+            headers=headers,
+            timeout=30,
+        )
         return resp.status_code
 
     def admin_call(self, method: str, action: str, **body: object) -> None:
-        resp = requests.request(method, f"{self.url}{USERS}/{action}", json=body,
-                                auth=self.admin, timeout=30)
+        resp = requests.request(
+            method, f"{self.url}{USERS}/{action}", json=body, auth=self.admin, timeout=30
+        )
         assert resp.status_code == 200, f"{action}: {resp.status_code} {resp.text[:200]}"
 
     def new_user(self, name: str, password: str) -> tuple[str, str]:
@@ -53,8 +59,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
     with isolated_stack(tmp_path_factory.mktemp("auth-home"), "authtest") as (stack, outputs):
         assert outputs.mlflow.auth is not None
-        yield Server(stack, outputs.mlflow.tracking_uri,
-                     secrets.resolve(outputs.mlflow.auth.password))
+        yield Server(
+            stack, outputs.mlflow.tracking_uri, secrets.resolve(outputs.mlflow.auth.password)
+        )
 
 
 def test_the_cache_is_on_and_job_execution_off(server: Server) -> None:
@@ -66,8 +73,9 @@ def test_the_cache_is_on_and_job_execution_off(server: Server) -> None:
     for proc in [psutil.Process(rec.pid), *psutil.Process(rec.pid).children(recursive=True)]:
         env = proc.environ()
         assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
-        assert env["MLFLOW_AUTH_CONFIG_PATH"] == str((server.stack.mlflow_dir / "auth.ini")
-                                                     .resolve())
+        assert env["MLFLOW_AUTH_CONFIG_PATH"] == str(
+            (server.stack.mlflow_dir / "auth.ini").resolve()
+        )
 
 
 def test_wrong_password_is_never_accepted_even_with_the_right_one_cached(server: Server) -> None:
@@ -101,8 +109,12 @@ def test_a_self_service_password_change_also_bites_at_once(server: Server) -> No
     name, old = server.new_user("dave", "dave-password-0001")
     new = "dave-password-0002"
     assert server.probe((name, old)) == 200
-    resp = requests.patch(f"{server.url}{USERS}/update-password", auth=(name, old), timeout=30,
-                          json={"username": name, "password": new, "current_password": old})
+    resp = requests.patch(
+        f"{server.url}{USERS}/update-password",
+        auth=(name, old),
+        timeout=30,
+        json={"username": name, "password": new, "current_password": old},
+    )
     assert resp.status_code == 200, resp.text[:200]
     assert server.probe((name, old)) == 401
     assert server.probe((name, new)) == 200
@@ -120,9 +132,12 @@ def test_a_revoked_admin_flag_stops_working_at_the_next_request(server: Server) 
     server.admin_call("PATCH", "update-admin", username=name, is_admin=True)
 
     def create_user_as_frank(new_name: str) -> int:
-        return requests.post(f"{server.url}{USERS}/create", auth=(name, password), timeout=30,
-                             json={"username": new_name, "password": "x-password-00001"}
-                             ).status_code
+        return requests.post(
+            f"{server.url}{USERS}/create",
+            auth=(name, password),
+            timeout=30,
+            json={"username": new_name, "password": "x-password-00001"},
+        ).status_code
 
     assert create_user_as_frank("made-by-frank-1") == 200  # admin, and now cached
     server.admin_call("PATCH", "update-admin", username=name, is_admin=False)
@@ -158,12 +173,27 @@ def test_bad_credentials_get_401_never_500(server: Server, path: str) -> None:
     method = "GET" if path == PROBE else "POST"
     for label, header in BAD_HEADERS.items():
         headers = {} if header is None else {"Authorization": header}
-        resp = requests.request(method, f"{server.url}{path}", headers=headers,
-                                params={"experiment_name": "Default"}, json={}, timeout=30)
+        resp = requests.request(
+            method,
+            f"{server.url}{path}",
+            headers=headers,
+            params={"experiment_name": "Default"},
+            json={},
+            timeout=30,
+        )
         assert resp.status_code == 401, f"{label}: {resp.status_code}"
     # the right credential still works: no bad attempt poisoned or replaced a cache entry
-    assert requests.request(method, f"{server.url}{path}", auth=server.admin, json={},
-                            params={"experiment_name": "Default"}, timeout=30).status_code == 200
+    assert (
+        requests.request(
+            method,
+            f"{server.url}{path}",
+            auth=server.admin,
+            json={},
+            params={"experiment_name": "Default"},
+            timeout=30,
+        ).status_code
+        == 200
+    )
     assert log.read_text(errors="replace").count("Traceback") == before
 
 
@@ -197,20 +227,25 @@ def test_with_several_workers_a_stale_password_dies_within_the_ttl(tmp_path) -> 
     import secrets
     import time
 
-    from mlrig.core import tracking_server as ts
+    from mlrig import tracking_server as ts
     from mlrig.core.local_stack import free_port
 
     (tmp_path / "artifacts").mkdir()
     (tmp_path / "auth.ini").write_text(ts.auth_ini(f"sqlite:///{tmp_path / 'auth.db'}"))
     port, admin_pw = free_port(), secrets.token_urlsafe(24)
-    plan = ts.local_plan(data_dir=tmp_path, port=port, admin_password=admin_pw,
-                         flask_secret=secrets.token_urlsafe(32),
-                         auth_config_path=tmp_path / "auth.ini")
+    plan = ts.local_plan(
+        data_dir=tmp_path,
+        port=port,
+        admin_password=admin_pw,
+        flask_secret=secrets.token_urlsafe(32),
+        auth_config_path=tmp_path / "auth.ini",
+    )
     argv = list(plan.argv)
     argv[argv.index("--workers") + 1] = "2"
     pid_file = tmp_path / "server.pid"
-    rec = processes.start(argv, pid_file=pid_file, log_file=tmp_path / "log", env=plan.env,
-                          cwd=tmp_path)
+    rec = processes.start(
+        argv, pid_file=pid_file, log_file=tmp_path / "log", env=plan.env, cwd=tmp_path
+    )
     server = Server(None, f"http://127.0.0.1:{port}", admin_pw)
     try:
         for _ in range(600):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mlrig import __version__
 from mlrig.main import app
+from mlrig.version import __version__
 from tests.unit.test_contract import sample
 
 runner = CliRunner()
@@ -65,13 +65,18 @@ def test_env_prints_quoted_exports(mlrig_home: Path, tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cr et'x\n")
     out = sample("dev")
-    out.mlflow.auth = BasicAuth(username="admin", password=SecretRef(source="file",
-                                                                      ref=str(secret)))
+    out.mlflow.auth = BasicAuth(
+        username="admin", password=SecretRef(source="file", ref=str(secret))
+    )
     contract.save(out)
     result = runner.invoke(app, ["stack", "env", "--name", "dev"])
     assert result.exit_code == 0, result.output
-    env = subprocess.run(["bash", "-c", result.output + 'printf %s "$MLFLOW_TRACKING_PASSWORD"'],
-                         capture_output=True, text=True, check=True).stdout
+    env = subprocess.run(
+        ["bash", "-c", result.output + 'printf %s "$MLFLOW_TRACKING_PASSWORD"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert env == "s3cr et'x"
     assert "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in result.output
 
@@ -95,9 +100,12 @@ def test_internal_errors_are_one_line_without_debug(mlrig_home: Path) -> None:
 
 
 def test_debug_shows_the_traceback(mlrig_home: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "mlrig", "--debug", "stack", "outputs",
-                           "--name", "nope"], capture_output=True, text=True,
-                          env={"MLRIG_HOME": str(mlrig_home), "PATH": "/usr/bin:/bin"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlrig", "--debug", "stack", "outputs", "--name", "nope"],
+        capture_output=True,
+        text=True,
+        env={"MLRIG_HOME": str(mlrig_home), "PATH": "/usr/bin:/bin"},
+    )
     assert proc.returncode == 3
     assert "Traceback" in proc.stderr
     assert "no stack named 'nope'" in proc.stderr
@@ -112,8 +120,19 @@ def test_down_purge_needs_confirmation(mlrig_home: Path) -> None:
     assert contract.outputs_path("dev").exists()
 
 
-HEAVY = ["mlflow", "pulumi", "pulumi_aws", "dvc", "docker", "boto3", "botocore", "pandas",
-         "sklearn", "copier", "requests"]  # pydantic: typer itself imports it
+HEAVY = [
+    "mlflow",
+    "pulumi",
+    "pulumi_aws",
+    "dvc",
+    "docker",
+    "boto3",
+    "botocore",
+    "pandas",
+    "sklearn",
+    "copier",
+    "requests",
+]  # pydantic: typer itself imports it
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["stack", "--help"]])
@@ -128,8 +147,7 @@ def test_help_imports_no_heavy_library(argv: list[str]) -> None:
         "    pass\n"
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
@@ -137,10 +155,14 @@ def test_aws_stack_env_sends_large_artifacts_straight_to_s3(mlrig_home: Path) ->
     from mlrig.contract import Registry
     from mlrig.core import stacks
 
-    out = sample("cloud").model_copy(update={
-        "kind": "aws", "region": "eu-west-1", "mlflow": sample().mlflow.model_copy(
-            update={"auth": None}),
-        "registry": Registry(kind="ecr", url="1.dkr.ecr.eu-west-1.amazonaws.com/m")})
+    out = sample("cloud").model_copy(
+        update={
+            "kind": "aws",
+            "region": "eu-west-1",
+            "mlflow": sample().mlflow.model_copy(update={"auth": None}),
+            "registry": Registry(kind="ecr", url="1.dkr.ecr.eu-west-1.amazonaws.com/m"),
+        }
+    )
     env = stacks.client_env(out)
     assert env["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] == "true"
     assert env["AWS_REGION"] == "eu-west-1"

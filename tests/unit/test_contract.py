@@ -25,9 +25,10 @@ def sample(name: str = "dev") -> StackOutputs:
         name=name,
         kind="local",
         dvc_remote=DvcRemote(url="/tmp/remote"),
-        mlflow=Mlflow(tracking_uri="http://127.0.0.1:5000",
-                      auth=BasicAuth(username="admin",
-                                     password=SecretRef(source="file", ref="/x/secret"))),
+        mlflow=Mlflow(
+            tracking_uri="http://127.0.0.1:5000",
+            auth=BasicAuth(username="admin", password=SecretRef(source="file", ref="/x/secret")),
+        ),
         registry=Registry(kind="oci", url="127.0.0.1:5001/models"),
     )
 
@@ -47,8 +48,7 @@ def test_outputs_never_hold_a_secret_value(mlrig_home: Path) -> None:
     text = contract.outputs_path("dev").parent
     contract.save(sample())
     raw = json.loads((text / "outputs.json").read_text())
-    assert raw["mlflow"]["auth"]["password"] == {"source": "file", "ref": "/x/secret",
-                                                 "key": None}
+    assert raw["mlflow"]["auth"]["password"] == {"source": "file", "ref": "/x/secret", "key": None}
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
@@ -66,11 +66,14 @@ def test_unknown_stack_names_known_ones(mlrig_home: Path) -> None:
         contract.load("beta")
 
 
-@pytest.mark.parametrize("text, match", [
-    ("{not json", "not valid JSON"),
-    ("[1, 2]", "not a JSON object"),
-    (json.dumps({"schema_version": 1, "name": "dev"}), "invalid at kind"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "not a JSON object"),
+        (json.dumps({"schema_version": 1, "name": "dev"}), "invalid at kind"),
+    ],
+)
 def test_corrupt_file_is_a_clear_error(mlrig_home: Path, text: str, match: str) -> None:
     path = contract.outputs_path("dev")
     path.parent.mkdir(parents=True)
@@ -90,15 +93,18 @@ def test_newer_schema_asks_for_an_upgrade(mlrig_home: Path) -> None:
         contract.load("dev")
 
 
-@pytest.mark.parametrize("name, match", [
-    ("", "empty"),
-    ("a b", "invalid"),
-    ("..", "invalid"),
-    ("../etc", "invalid"),
-    ("x" * 200, "200 characters"),
-    ("Dev", "invalid"),
-    ("dev-", "trailing"),
-])
+@pytest.mark.parametrize(
+    "name, match",
+    [
+        ("", "empty"),
+        ("a b", "invalid"),
+        ("..", "invalid"),
+        ("../etc", "invalid"),
+        ("x" * 200, "200 characters"),
+        ("Dev", "invalid"),
+        ("dev-", "trailing"),
+    ],
+)
 def test_invalid_stack_names(name: str, match: str) -> None:
     with pytest.raises(UsageError, match=match):
         contract.validate_stack_name(name)

@@ -22,14 +22,21 @@ SK_MLMODEL = {
         "python_function": {"loader_module": "mlflow.sklearn", "predict_fn": "predict"},
         "sklearn": {"pickled_model": "model.skops", "serialization_format": "skops"},
     },
-    "signature": {"inputs": json.dumps([{"type": "double", "name": "a", "required": True},
-                                        {"type": "long", "name": "b", "required": False}])},
+    "signature": {
+        "inputs": json.dumps(
+            [
+                {"type": "double", "name": "a", "required": True},
+                {"type": "long", "name": "b", "required": False},
+            ]
+        )
+    },
 }
 
 
 def test_pins_are_required() -> None:
     ok = serving_model.parse_pinned(
-        "# c\nscikit-learn==1.5.2\nPandas[x]==2.2 ; python_version>'3'\n")
+        "# c\nscikit-learn==1.5.2\nPandas[x]==2.2 ; python_version>'3'\n"
+    )
     assert [n for _, n in ok] == ["scikit-learn", "pandas"]
     with pytest.raises(UsageError, match="not pinned.*numpy>=1"):
         serving_model.parse_pinned("scikit-learn==1.5\nnumpy>=1\n")
@@ -44,8 +51,15 @@ def test_sklearn_models_take_the_fast_path_without_mlflow() -> None:
     assert plan.spec["model_file"] == "model.skops"
     assert plan.spec["input_columns"][1] == {"name": "b", "type": "long", "required": False}
     assert "mlflow" not in names and "mlflow-skinny" not in names
-    assert {"scikit-learn", "skops", "numpy", "pandas", "cloudpickle", "uvicorn",
-            "httptools"} <= set(names)
+    assert {
+        "scikit-learn",
+        "skops",
+        "numpy",
+        "pandas",
+        "cloudpickle",
+        "uvicorn",
+        "httptools",
+    } <= set(names)
     assert all("==" in r for r in plan.requirements)
 
 
@@ -57,8 +71,10 @@ def test_requirements_text_is_stable_so_the_layer_caches() -> None:
 
 
 def test_other_flavors_use_mlflow_skinny() -> None:
-    mlmodel = {"mlflow_version": "3.17.2",
-               "flavors": {"python_function": {"loader_module": "mlflow.pyfunc.model"}}}
+    mlmodel = {
+        "mlflow_version": "3.17.2",
+        "flavors": {"python_function": {"loader_module": "mlflow.pyfunc.model"}},
+    }
     plan = serving_model.plan(mlmodel, "mlflow==3.17.2\ncloudpickle==3.1.1\n")
     assert plan.spec["loader"] == "pyfunc"
     assert "mlflow-skinny==3.17.2" in plan.requirements
@@ -67,14 +83,21 @@ def test_other_flavors_use_mlflow_skinny() -> None:
 
 
 def test_tensor_signatures_leave_the_fast_path() -> None:
-    tensor = dict(SK_MLMODEL, signature={"inputs": json.dumps(
-        [{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 4]}}])})
+    tensor = dict(
+        SK_MLMODEL,
+        signature={
+            "inputs": json.dumps(
+                [{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 4]}}]
+            )
+        },
+    )
     assert serving_model.plan(tensor, "scikit-learn==1.5.2\n").spec["loader"] == "pyfunc"
 
 
 def test_labels_carry_provenance_and_no_timestamp() -> None:
-    prov = serving_model.Provenance("models:/m/3", "m", "3", "abc123", "f" * 40, None,
-                                    {"data/raw.csv": "d41d8"})
+    prov = serving_model.Provenance(
+        "models:/m/3", "m", "3", "abc123", "f" * 40, None, {"data/raw.csv": "d41d8"}
+    )
     labels = prov.labels("0.1.0", "sha")
     assert labels["io.mlrig.mlflow.run-id"] == "abc123"
     assert labels["org.opencontainers.image.revision"] == "f" * 40
@@ -85,17 +108,22 @@ def test_labels_carry_provenance_and_no_timestamp() -> None:
 
 def test_dvc_lock_hashes(tmp_path: Path) -> None:
     lock = tmp_path / "dvc.lock"
-    lock.write_text("schema: '2.0'\nstages:\n  train:\n    cmd: python train.py\n"
-                    "    deps:\n    - path: data/raw.csv\n      md5: aaa\n"
-                    "    outs:\n    - path: model.pkl\n      md5: bbb\n")
+    lock.write_text(
+        "schema: '2.0'\nstages:\n  train:\n    cmd: python train.py\n"
+        "    deps:\n    - path: data/raw.csv\n      md5: aaa\n"
+        "    outs:\n    - path: model.pkl\n      md5: bbb\n"
+    )
     assert serving_model.dvc_lock_hashes(lock) == {"data/raw.csv": "aaa", "model.pkl": "bbb"}
     assert serving_model.dvc_lock_hashes(tmp_path / "missing") == {}
 
 
 def test_dockerfile_layers_model_last_non_root_with_healthcheck() -> None:
     text = serving_model.render_dockerfile(
-        (image.serving_assets() / "Dockerfile.tmpl").read_text(), base_image="base:1",
-        model_ref="models:/m/1", mlrig_version="0.1.0")
+        (image.serving_assets() / "Dockerfile.tmpl").read_text(),
+        base_image="base:1",
+        model_ref="models:/m/1",
+        mlrig_version="0.1.0",
+    )
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith((" ", "#"))]
     assert lines[0] == "FROM base:1 AS runtime" and "FROM base:1 AS deps" in lines
     assert "FROM scratch" in lines  # the shell, apt and pip of the base stay behind
@@ -104,23 +132,30 @@ def test_dockerfile_layers_model_last_non_root_with_healthcheck() -> None:
     assert "USER 1000:1000" in lines
     assert any(ln.startswith("HEALTHCHECK") for ln in lines)
     # the dependency layer depends on requirements.txt only
-    assert text.index("COPY requirements.txt") < text.index("pip install") < text.index(
-        "COPY model/")
+    assert (
+        text.index("COPY requirements.txt") < text.index("pip install") < text.index("COPY model/")
+    )
 
 
 def test_default_tags() -> None:
     assert serving_model.default_tag("Breast Cancer", "4", None) == "mlrig/breast-cancer:v4"
-    assert serving_model.default_tag(None, None, "0123456789abcdef") == \
-        "mlrig/model:run-0123456789ab"
-    labels = {"io.mlrig.model.name": "bc", "io.mlrig.model.version": "2",
-              "io.mlrig.git.commit": "abcdef1234"}
+    assert (
+        serving_model.default_tag(None, None, "0123456789abcdef") == "mlrig/model:run-0123456789ab"
+    )
+    labels = {
+        "io.mlrig.model.name": "bc",
+        "io.mlrig.model.version": "2",
+        "io.mlrig.git.commit": "abcdef1234",
+    }
     assert serving_push.tags_for(labels, "x") == ["bc-v2", "bc-v2-abcdef1"]
     assert serving_push.tags_for({}, "latest") == ["latest"]
 
 
 def test_ecr_host_and_token() -> None:
     assert ecr.parse_host("123456789012.dkr.ecr.eu-west-1.amazonaws.com") == (
-        "123456789012", "eu-west-1")
+        "123456789012",
+        "eu-west-1",
+    )
     with pytest.raises(UsageError):
         ecr.parse_host("127.0.0.1:5000")
     token = base64.b64encode(b"AWS:secret-pass").decode()
@@ -143,8 +178,9 @@ def test_ecr_cache_is_private_and_expires(mlrig_home: Path) -> None:
 
 
 def test_cli_rejects_bad_platform(mlrig_home: Path) -> None:
-    result = runner.invoke(app, ["image", "build", "--model", "models:/m/1",
-                                 "--platform", "windows/386"])
+    result = runner.invoke(
+        app, ["image", "build", "--model", "models:/m/1", "--platform", "windows/386"]
+    )
     assert result.exit_code == 2
     assert "unsupported platform" in result.output
     assert len(result.output.strip().splitlines()) == 1
@@ -157,8 +193,9 @@ def test_cli_push_without_stack_or_image(mlrig_home: Path) -> None:
     assert result.exit_code == 2 and "which stack?" in result.output
 
 
-def test_cli_build_outside_a_repo_needs_a_model(mlrig_home: Path, tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_build_outside_a_repo_needs_a_model(
+    mlrig_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     with pytest.raises(UsageError, match="not an mlrig-generated repo"):
         image.default_model_uri(tmp_path)
@@ -167,13 +204,13 @@ def test_cli_build_outside_a_repo_needs_a_model(mlrig_home: Path, tmp_path: Path
         image.default_model_uri(tmp_path)
 
 
-def test_ecr_fresh_cache_is_used_without_calling_aws(mlrig_home: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ecr_fresh_cache_is_used_without_calling_aws(
+    mlrig_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # no credentials and an endpoint nobody listens on: any AWS call would fail
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     host = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
-    fresh = ecr.EcrAuth("AWS", "cached", f"https://{host}",
-                        datetime.now(UTC) + timedelta(hours=6))
+    fresh = ecr.EcrAuth("AWS", "cached", f"https://{host}", datetime.now(UTC) + timedelta(hours=6))
     ecr._write_cache(host, fresh)
     assert ecr.authorization(host, endpoint_url="http://127.0.0.1:9") == fresh

@@ -18,8 +18,9 @@ from mlrig.core import image, serving_model
 
 
 def _load_serve() -> Any:
-    spec = importlib.util.spec_from_file_location("mlrig_serve",
-                                                  image.serving_assets() / "serve.py")
+    spec = importlib.util.spec_from_file_location(
+        "mlrig_serve", image.serving_assets() / "serve.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -30,8 +31,7 @@ serve = _load_serve()
 
 
 @pytest.fixture(scope="module", params=["skops", "cloudpickle"])
-def saved_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-                ) -> Path:
+def saved_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import mlflow.sklearn
     import sklearn
     from sklearn.datasets import load_breast_cancer
@@ -42,9 +42,13 @@ def saved_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
     x, y = load_breast_cancer(return_X_y=True, as_frame=True)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
     path = tmp_path_factory.mktemp("model") / "m"
-    mlflow.sklearn.save_model(model, str(path), serialization_format=request.param,
-                              pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
-                              input_example=x.head(3))
+    mlflow.sklearn.save_model(
+        model,
+        str(path),
+        serialization_format=request.param,
+        pip_requirements=[f"scikit-learn=={sklearn.__version__}"],
+        input_example=x.head(3),
+    )
     import yaml
 
     mlmodel = yaml.safe_load((path / "MLmodel").read_text())
@@ -74,8 +78,7 @@ def theirs(pyfunc: Any, body: bytes, ctype: str) -> tuple[int, Any]:
     from mlflow.pyfunc import scoring_server
 
     try:
-        res = scoring_server.invocations(body, ctype, pyfunc,
-                                         pyfunc.metadata.get_input_schema())
+        res = scoring_server.invocations(body, ctype, pyfunc, pyfunc.metadata.get_input_schema())
     except MlflowException as exc:
         return exc.get_http_status_code(), json.loads(exc.serialize_as_json())["error_code"]
     return res.status, json.loads(res.response) if res.mimetype == "application/json" else None
@@ -94,28 +97,49 @@ def corpus(saved_model: Path) -> list[tuple[str, bytes, str]]:
     def body(doc: Any) -> bytes:
         return json.dumps(doc).encode()
 
-    csv = (",".join(f'"{c}"' for c in cols) + "\n" +
-           "\n".join(",".join(map(str, r)) for r in data) + "\n").encode()
+    csv = (
+        ",".join(f'"{c}"' for c in cols)
+        + "\n"
+        + "\n".join(",".join(map(str, r)) for r in data)
+        + "\n"
+    ).encode()
     rev = list(reversed(cols))
     return [
         ("split", body({"dataframe_split": ex}), j),
         ("split, charset", body({"dataframe_split": ex}), "application/json; charset=utf-8"),
-        ("split, reordered columns", body({"dataframe_split": {
-            "columns": rev, "data": [list(reversed(r)) for r in data]}}), j),
+        (
+            "split, reordered columns",
+            body({"dataframe_split": {"columns": rev, "data": [list(reversed(r)) for r in data]}}),
+            j,
+        ),
         ("split with index", body({"dataframe_split": {**ex, "index": [7, 8, 9]}}), j),
-        ("split, integers", body({"dataframe_split": {
-            "columns": cols, "data": [[int(v) for v in r] for r in data]}}), j),
+        (
+            "split, integers",
+            body(
+                {"dataframe_split": {"columns": cols, "data": [[int(v) for v in r] for r in data]}}
+            ),
+            j,
+        ),
         ("records", body({"dataframe_records": records}), j),
         ("instances", body({"instances": records}), j),
-        ("inputs, columns", body({"inputs": {c: [r[i] for r in data]
-                                             for i, c in enumerate(cols)}}), j),
+        (
+            "inputs, columns",
+            body({"inputs": {c: [r[i] for r in data] for i, c in enumerate(cols)}}),
+            j,
+        ),
         ("inputs, records", body({"inputs": records}), j),
         ("extra column", body({"dataframe_records": [{**r, "x": 1} for r in records]}), j),
         ("csv", csv, "text/csv"),
-        ("missing column", body({"dataframe_split": {"columns": cols[1:],
-                                                     "data": [r[1:] for r in data]}}), j),
-        ("string in a number column", body({"dataframe_split": {
-            "columns": cols, "data": [["x"] + r[1:] for r in data]}}), j),
+        (
+            "missing column",
+            body({"dataframe_split": {"columns": cols[1:], "data": [r[1:] for r in data]}}),
+            j,
+        ),
+        (
+            "string in a number column",
+            body({"dataframe_split": {"columns": cols, "data": [["x"] + r[1:] for r in data]}}),
+            j,
+        ),
         ("invalid json", b"{not json", j),
         ("a list", body([1, 2]), j),
         ("unknown key", body({"rows": data}), j),
@@ -126,8 +150,7 @@ def corpus(saved_model: Path) -> list[tuple[str, bytes, str]]:
     ]
 
 
-def test_answers_match_mlflow_scoring_server(saved_model: Path, both: tuple[Any, Any]
-                                              ) -> None:
+def test_answers_match_mlflow_scoring_server(saved_model: Path, both: tuple[Any, Any]) -> None:
     mine, reference = both
     mismatches = []
     for label, body, ctype in corpus(saved_model):
@@ -148,11 +171,14 @@ def test_predictions_are_real(saved_model: Path, both: tuple[Any, Any]) -> None:
     assert answer == {"predictions": expected.tolist()}
 
 
-def _call(app: Any, method: str, path: str, body: bytes = b"",
-          ctype: str = "application/json") -> tuple[int, bytes]:
+def _call(
+    app: Any, method: str, path: str, body: bytes = b"", ctype: str = "application/json"
+) -> tuple[int, bytes]:
     sent: list[dict[str, Any]] = []
-    chunks = [{"type": "http.request", "body": body[:10], "more_body": True},
-              {"type": "http.request", "body": body[10:], "more_body": False}]
+    chunks = [
+        {"type": "http.request", "body": body[:10], "more_body": True},
+        {"type": "http.request", "body": body[10:], "more_body": False},
+    ]
 
     async def receive() -> dict[str, Any]:
         return chunks.pop(0)
@@ -160,8 +186,12 @@ def _call(app: Any, method: str, path: str, body: bytes = b"",
     async def send(msg: dict[str, Any]) -> None:
         sent.append(msg)
 
-    scope = {"type": "http", "method": method, "path": path,
-             "headers": [(b"content-type", ctype.encode())]}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(b"content-type", ctype.encode())],
+    }
     asyncio.run(app(scope, receive, send))
     return sent[0]["status"], sent[1]["body"]
 

@@ -25,12 +25,21 @@ runner = CliRunner()
 
 def aws_outputs(name: str = "prod", endpoint: str | None = "http://127.0.0.1:9") -> StackOutputs:
     return StackOutputs(
-        name=name, kind="aws", region="eu-west-1",
+        name=name,
+        kind="aws",
+        region="eu-west-1",
         dvc_remote=DvcRemote(url="s3://bucket/dvc", endpoint_url=endpoint, region="eu-west-1"),
-        mlflow=Mlflow(tracking_uri="https://mlflow.example.com", auth=BasicAuth(
-            username="admin", password=SecretRef(source="aws-secretsmanager",
-                                                 ref="arn:aws:secretsmanager:x:1:secret:m",
-                                                 key="password"))),
+        mlflow=Mlflow(
+            tracking_uri="https://mlflow.example.com",
+            auth=BasicAuth(
+                username="admin",
+                password=SecretRef(
+                    source="aws-secretsmanager",
+                    ref="arn:aws:secretsmanager:x:1:secret:m",
+                    key="password",
+                ),
+            ),
+        ),
         registry=Registry(kind="ecr", url="123456789012.dkr.ecr.eu-west-1.amazonaws.com/m"),
         ci_role_arn="arn:aws:iam::123456789012:role/ci",
     )
@@ -41,18 +50,21 @@ def test_valid_project_names(name: str) -> None:
     assert bootstrap.validate_project_name(name) == name
 
 
-@pytest.mark.parametrize(("name", "rule"), [
-    ("x", "characters"),
-    ("a" * 65, "characters"),
-    ("Churn", "ECR repository name"),
-    ("churn__model", "ECR repository name"),
-    ("_churn", "ECR repository name"),
-    ("churn-model", "Python package name"),
-    ("churn.model", "Python package name"),
-    ("2churn", "Python package name"),
-    ("class", "Python package name"),
-    ("json", "standard library"),
-])
+@pytest.mark.parametrize(
+    ("name", "rule"),
+    [
+        ("x", "characters"),
+        ("a" * 65, "characters"),
+        ("Churn", "ECR repository name"),
+        ("churn__model", "ECR repository name"),
+        ("_churn", "ECR repository name"),
+        ("churn-model", "Python package name"),
+        ("churn.model", "Python package name"),
+        ("2churn", "Python package name"),
+        ("class", "Python package name"),
+        ("json", "standard library"),
+    ],
+)
 def test_invalid_project_names_say_which_rule_failed(name: str, rule: str) -> None:
     with pytest.raises(UsageError) as err:
         bootstrap.validate_project_name(name)
@@ -65,9 +77,14 @@ def test_dash_name_suggests_the_underscore_form() -> None:
     assert err.value.hint == "try --name churn_model"
 
 
-@pytest.mark.parametrize(("directory", "slug"), [
-    ("My-Model.v2", "my_model_v2"), ("churn", "churn"), ("fraud detection", "fraud_detection"),
-])
+@pytest.mark.parametrize(
+    ("directory", "slug"),
+    [
+        ("My-Model.v2", "my_model_v2"),
+        ("churn", "churn"),
+        ("fraud detection", "fraud_detection"),
+    ],
+)
 def test_project_name_is_derived_from_the_directory(directory: str, slug: str) -> None:
     assert bootstrap.derive_project_name(directory) == slug
 
@@ -97,7 +114,9 @@ def test_stack_answers_carry_where_secrets_live_not_secrets() -> None:
 
 def test_endpoints_go_to_config_local_only() -> None:
     assert bootstrap.remote_local_options(aws_outputs()) == {
-        "endpointurl": "http://127.0.0.1:9", "region": "eu-west-1"}
+        "endpointurl": "http://127.0.0.1:9",
+        "region": "eu-west-1",
+    }
     assert bootstrap.remote_local_options(aws_outputs(endpoint=None)) == {"region": "eu-west-1"}
 
 
@@ -111,8 +130,9 @@ def test_dataset_matches_scikit_learns_loader(tmp_path: Path) -> None:
     assert n == len(written) == len(expected) == 569
     assert list(written.columns) == ["id", *[c.replace(" ", "_") for c in expected.columns]]
     assert written["id"].tolist() == list(range(1, 570))
-    pd.testing.assert_frame_equal(written.drop(columns="id").set_axis(expected.columns, axis=1),
-                                  expected, check_dtype=False)
+    pd.testing.assert_frame_equal(
+        written.drop(columns="id").set_axis(expected.columns, axis=1), expected, check_dtype=False
+    )
 
 
 # -- the CLI: bad input is one line, a non-zero exit, and nothing written ------------------------
@@ -124,8 +144,7 @@ def _one_line_error(output: str) -> str:
 
 
 def test_unknown_stack(mlrig_home: Path, tmp_path: Path) -> None:
-    result = runner.invoke(app, ["init", str(tmp_path / "repo"), "--stack", "nope",
-                                 "--no-input"])
+    result = runner.invoke(app, ["init", str(tmp_path / "repo"), "--stack", "nope", "--no-input"])
     assert result.exit_code == 3
     assert "no stack named 'nope'" in _one_line_error(result.output)
     assert not (tmp_path / "repo").exists()
@@ -139,8 +158,10 @@ def test_missing_stack_with_no_input(mlrig_home: Path, tmp_path: Path) -> None:
 
 def test_invalid_name_on_the_cli(mlrig_home: Path, tmp_path: Path) -> None:
     contract.save(aws_outputs())
-    result = runner.invoke(app, ["init", str(tmp_path / "repo"), "--stack", "prod",
-                                 "--name", "Churn-Model", "--no-input"])
+    result = runner.invoke(
+        app,
+        ["init", str(tmp_path / "repo"), "--stack", "prod", "--name", "Churn-Model", "--no-input"],
+    )
     assert result.exit_code == 2
     assert "not a valid ECR repository name" in _one_line_error(result.output)
     assert not (tmp_path / "repo").exists()
@@ -158,14 +179,12 @@ def test_non_empty_target_is_refused(mlrig_home: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlrig-home", "repo"]
 
 
-def test_no_git_on_path(mlrig_home: Path, tmp_path: Path,
-                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_git_on_path(mlrig_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     contract.save(aws_outputs())
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    result = runner.invoke(app, ["init", str(tmp_path / "repo"), "--stack", "prod",
-                                 "--no-input"])
+    result = runner.invoke(app, ["init", str(tmp_path / "repo"), "--stack", "prod", "--no-input"])
     assert result.exit_code == 4
     assert "git is not on PATH" in _one_line_error(result.output)
     assert not (tmp_path / "repo").exists()

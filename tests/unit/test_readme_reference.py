@@ -16,9 +16,13 @@ START, END = "<!-- cli-reference:start -->", "<!-- cli-reference:end -->"
 
 def generated() -> str:
     typer_bin = Path(sys.executable).with_name("typer")
-    out = subprocess.run([str(typer_bin), "mlrig.main", "utils", "docs", "--name", "mlrig"],
-                         capture_output=True, text=True, check=True,
-                         env={"PATH": "/usr/bin:/bin", "COLUMNS": "100", "TERM": "dumb"}).stdout
+    out = subprocess.run(
+        [str(typer_bin), "mlrig.main", "utils", "docs", "--name", "mlrig"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "100", "TERM": "dumb"},
+    ).stdout
     # one level deeper so the reference nests under the README's own heading
     return re.sub(r"^(#+) ", r"##\1 ", out.strip(), flags=re.M).replace("&#x27;", "'")
 

@@ -8,14 +8,19 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from mlrig import tracking_server as ts
 from mlrig.core import rehearse as core
-from mlrig.core import tracking_server as ts
 from mlrig.main import app
 
 runner = CliRunner()
 # Flags whose values are the deployment's: where the database, bucket and front door are.
-PLACE_FLAGS = ("--host", "--port", "--backend-store-uri", "--artifacts-destination",
-               "--allowed-hosts")
+PLACE_FLAGS = (
+    "--host",
+    "--port",
+    "--backend-store-uri",
+    "--artifacts-destination",
+    "--allowed-hosts",
+)
 
 
 def _flags(command: list[str]) -> dict[str, str | None]:
@@ -42,14 +47,19 @@ def planned(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], dict[s
 
 def test_plan_and_rehearsal_run_the_same_contract(planned) -> None:  # type: ignore[no-untyped-def]
     profile, task, container = planned
-    cfg = core.run_config(profile=profile, image="mlrig/mlflow-server:t", db_port=54321,
-                          bucket="mlrig-rehearse-abc",
-                          local_env_names=("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"))
+    cfg = core.run_config(
+        profile=profile,
+        image="mlrig/mlflow-server:t",
+        db_port=54321,
+        bucket="mlrig-rehearse-abc",
+        local_env_names=("MLFLOW_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID"),
+    )
     assert {e["name"] for e in container["environment"]} == set(cfg.contract_env)
     assert [s["name"] for s in container["secrets"]] == cfg.secret_names
     assert container["portMappings"] == [{"containerPort": cfg.port, "protocol": "tcp"}]
     assert f"http://127.0.0.1:{cfg.port}{cfg.health_path}'" in " ".join(
-        container["healthCheck"]["command"])
+        container["healthCheck"]["command"]
+    )
     assert container["user"] == cfg.user
     assert (int(task["memory"]), int(task["cpu"])) == (cfg.memory_mib, cfg.cpu_units)
     # Same server flags and values, except those naming where things are.
@@ -75,7 +85,8 @@ def test_rehearsal_binds_loopback_and_points_at_local_services() -> None:
     assert flags["--host"] == "127.0.0.1"
     assert flags["--port"] == "45999" and cfg.port == 45999
     assert flags["--backend-store-uri"] == (
-        "postgresql://mlflow@127.0.0.1:54321/mlflow?sslmode=require")
+        "postgresql://mlflow@127.0.0.1:54321/mlflow?sslmode=require"
+    )
     assert flags["--artifacts-destination"] == "s3://b/mlflow-artifacts"
     assert cfg.network_mode == "host"
     public = cfg.public()
@@ -90,19 +101,45 @@ def test_the_cli_passes_its_options_to_the_core(monkeypatch: pytest.MonkeyPatch)
         return core.Report(profile=req.profile, checks=[core.Check("healthy", True, "ok", 1.0)])
 
     monkeypatch.setattr(core, "rehearse", fake)
-    result = runner.invoke(app, ["stack", "rehearse", "--profile", "production", "--keep",
-                                 "--runs", "7", "--port", "45001", "--s3-endpoint",
-                                 "http://127.0.0.1:9000", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "stack",
+            "rehearse",
+            "--profile",
+            "production",
+            "--keep",
+            "--runs",
+            "7",
+            "--port",
+            "45001",
+            "--s3-endpoint",
+            "http://127.0.0.1:9000",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert seen == [core.Request(profile="production", s3_endpoint="http://127.0.0.1:9000",
-                                 keep=True, runs=7, port=45001, fault=None)]
+    assert seen == [
+        core.Request(
+            profile="production",
+            s3_endpoint="http://127.0.0.1:9000",
+            keep=True,
+            runs=7,
+            port=45001,
+            fault=None,
+        )
+    ]
     assert json.loads(result.stdout)["ok"] is True
 
 
 def test_a_failed_check_exits_non_zero_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    report = core.Report(profile="small", checks=[
-        core.Check("healthy", True, "/health 200 after 9.0 s", 9.0),
-        core.Check("peak memory", False, "1000 MiB of 1024 MiB (98%)", 98.0)])
+    report = core.Report(
+        profile="small",
+        checks=[
+            core.Check("healthy", True, "/health 200 after 9.0 s", 9.0),
+            core.Check("peak memory", False, "1000 MiB of 1024 MiB (98%)", 98.0),
+        ],
+    )
     monkeypatch.setattr(core, "rehearse", lambda req, progress: report)
     result = runner.invoke(app, ["stack", "rehearse"])
     assert result.exit_code == 5
@@ -110,11 +147,14 @@ def test_a_failed_check_exits_non_zero_naming_it(monkeypatch: pytest.MonkeyPatch
     assert "Traceback" not in result.output
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["--profile", "huge"], "unknown profile 'huge'"),
-    (["--runs", "0"], "--runs"),
-    (["--s3-endpoint", "127.0.0.1:9000"], "is not a URL"),
-])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--profile", "huge"], "unknown profile 'huge'"),
+        (["--runs", "0"], "--runs"),
+        (["--s3-endpoint", "127.0.0.1:9000"], "is not a URL"),
+    ],
+)
 def test_bad_input_is_one_line(args: list[str], needle: str) -> None:
     result = runner.invoke(app, ["stack", "rehearse", *args])
     assert result.exit_code == 2

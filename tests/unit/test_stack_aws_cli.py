@@ -27,8 +27,14 @@ def _one_line(result) -> str:  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def no_aws_credentials(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                "AWS_PROFILE", "AWS_ENDPOINT_URL", "MLRIG_AWS_ENDPOINT_URL"):
+    for var in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "MLRIG_AWS_ENDPOINT_URL",
+    ):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
@@ -45,16 +51,20 @@ def no_pulumi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(empty))
 
 
-@pytest.mark.parametrize(("args", "expected"), [
-    (["--github-repo", "not-a-repo"], "invalid --github-repo 'not-a-repo'"),
-    (["--domain", "Not A Domain"], "invalid --domain"),
-    (["--profile", "huge"], "unknown profile 'huge'"),
-    (["--region", "moon-1"], "invalid AWS region 'moon-1'"),
-    (["--local"], "--local and --aws exclude each other"),
-])
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--github-repo", "not-a-repo"], "invalid --github-repo 'not-a-repo'"),
+        (["--domain", "Not A Domain"], "invalid --domain"),
+        (["--profile", "huge"], "unknown profile 'huge'"),
+        (["--region", "moon-1"], "invalid AWS region 'moon-1'"),
+        (["--local"], "--local and --aws exclude each other"),
+    ],
+)
 def test_bad_input_is_a_usage_error(mlrig_home: Path, args: list[str], expected: str) -> None:
-    result = runner.invoke(app, ["stack", "up", "--aws", "--name", "t1", "--yes",
-                                 "--region", "us-east-1", *args])
+    result = runner.invoke(
+        app, ["stack", "up", "--aws", "--name", "t1", "--yes", "--region", "us-east-1", *args]
+    )
     assert result.exit_code == 2
     assert expected in _one_line(result)
     assert not (mlrig_home / "stacks" / "t1").exists()
@@ -69,8 +79,9 @@ def test_missing_region(mlrig_home: Path, monkeypatch: pytest.MonkeyPatch) -> No
 
 
 @pytest.mark.parametrize("command", [["up", "--aws", "--yes"], ["preview"]])
-def test_missing_credentials(mlrig_home: Path, no_aws_credentials: None,
-                             command: list[str]) -> None:
+def test_missing_credentials(
+    mlrig_home: Path, no_aws_credentials: None, command: list[str]
+) -> None:
     result = runner.invoke(app, ["stack", *command, "--name", "t1", "--region", "us-east-1"])
     assert result.exit_code == 6
     assert "no AWS credentials found" in _one_line(result)
@@ -79,8 +90,9 @@ def test_missing_credentials(mlrig_home: Path, no_aws_credentials: None,
 
 @pytest.mark.integration
 @pytest.mark.parametrize("command", [["up", "--aws", "--yes"], ["preview"]])
-def test_missing_pulumi_cli(mlrig_home: Path, aws_env: str, no_pulumi: None,
-                            command: list[str]) -> None:
+def test_missing_pulumi_cli(
+    mlrig_home: Path, aws_env: str, no_pulumi: None, command: list[str]
+) -> None:
     result = runner.invoke(app, ["stack", *command, "--name", "t1", "--region", "us-east-1"])
     assert result.exit_code == 4
     line = _one_line(result)
@@ -90,8 +102,9 @@ def test_missing_pulumi_cli(mlrig_home: Path, aws_env: str, no_pulumi: None,
 
 
 def test_declining_the_confirmation_changes_nothing(mlrig_home: Path) -> None:
-    result = runner.invoke(app, ["stack", "up", "--aws", "--name", "t1", "--region",
-                                 "us-east-1"], input="n\n")
+    result = runner.invoke(
+        app, ["stack", "up", "--aws", "--name", "t1", "--region", "us-east-1"], input="n\n"
+    )
     assert result.exit_code == 130
     assert "nothing was changed" in result.output
 
@@ -99,13 +112,18 @@ def test_declining_the_confirmation_changes_nothing(mlrig_home: Path) -> None:
 def _aws_outputs(name: str, bucket: str, admin_secret_arn: str):  # type: ignore[no-untyped-def]
     from mlrig.core import aws_stack
 
-    return aws_stack.to_stack_outputs(name, {
-        "region": "us-east-1", "dvc_remote_url": f"s3://{bucket}/dvc",
-        "dvc_remote_region": "us-east-1",
-        "mlflow_tracking_uri": "https://abc.execute-api.us-east-1.amazonaws.com",
-        "mlflow_admin_secret_arn": admin_secret_arn,
-        "registry_url": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/mlrig-{name}/models",
-        "ci_role_arn": "arn:aws:iam::123456789012:role/ci"})
+    return aws_stack.to_stack_outputs(
+        name,
+        {
+            "region": "us-east-1",
+            "dvc_remote_url": f"s3://{bucket}/dvc",
+            "dvc_remote_region": "us-east-1",
+            "mlflow_tracking_uri": "https://abc.execute-api.us-east-1.amazonaws.com",
+            "mlflow_admin_secret_arn": admin_secret_arn,
+            "registry_url": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/mlrig-{name}/models",
+            "ci_role_arn": "arn:aws:iam::123456789012:role/ci",
+        },
+    )
 
 
 @pytest.fixture
@@ -123,13 +141,19 @@ def aws_stack_with_data(mlrig_home: Path, aws_env: str) -> dict:
     s3.put_object(Bucket=bucket, Key="dvc/files/md5/ab/cdef", Body=b"data")
     ecr.create_repository(repositoryName="mlrig-t2/models")
     ecr.create_repository(repositoryName="mlrig-t2/mlflow-server")
-    manifest = {"schemaVersion": 2, "mediaType":
-                "application/vnd.docker.distribution.manifest.v2+json",
-                "config": {"digest": "sha256:" + "1" * 64, "size": 1,
-                           "mediaType": "application/vnd.docker.container.image.v1+json"},
-                "layers": []}
-    ecr.put_image(repositoryName="mlrig-t2/models", imageManifest=json.dumps(manifest),
-                  imageTag="churn-v1")
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {
+            "digest": "sha256:" + "1" * 64,
+            "size": 1,
+            "mediaType": "application/vnd.docker.container.image.v1+json",
+        },
+        "layers": [],
+    }
+    ecr.put_image(
+        repositoryName="mlrig-t2/models", imageManifest=json.dumps(manifest), imageTag="churn-v1"
+    )
     arn = sm.create_secret(Name="mlflow-admin", SecretString="s3cret-admin-pw")["ARN"]
     contract.save(_aws_outputs("t2", bucket, arn))
     return {"s3": s3, "ecr": ecr, "bucket": bucket}
@@ -148,10 +172,14 @@ def test_down_refuses_while_data_remains(aws_stack_with_data: dict, no_pulumi: N
 
 
 @pytest.mark.integration
-def test_down_of_an_empty_stack_needs_the_pulumi_cli(aws_stack_with_data: dict,
-                                                     no_pulumi: None) -> None:
-    s3, ecr, bucket = aws_stack_with_data["s3"], aws_stack_with_data["ecr"], \
-        aws_stack_with_data["bucket"]
+def test_down_of_an_empty_stack_needs_the_pulumi_cli(
+    aws_stack_with_data: dict, no_pulumi: None
+) -> None:
+    s3, ecr, bucket = (
+        aws_stack_with_data["s3"],
+        aws_stack_with_data["ecr"],
+        aws_stack_with_data["bucket"],
+    )
     for v in s3.list_object_versions(Bucket=bucket)["Versions"]:
         s3.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])
     ecr.batch_delete_image(repositoryName="mlrig-t2/models", imageIds=[{"imageTag": "churn-v1"}])
@@ -180,8 +208,9 @@ def test_aws_outputs_resolve_the_admin_password(aws_stack_with_data: dict) -> No
 
 
 @pytest.mark.integration
-def test_down_counts_images_even_when_the_bucket_is_gone(aws_stack_with_data: dict,
-                                                         no_pulumi: None) -> None:
+def test_down_counts_images_even_when_the_bucket_is_gone(
+    aws_stack_with_data: dict, no_pulumi: None
+) -> None:
     s3, bucket = aws_stack_with_data["s3"], aws_stack_with_data["bucket"]
     for v in s3.list_object_versions(Bucket=bucket)["Versions"]:
         s3.delete_object(Bucket=bucket, Key=v["Key"], VersionId=v["VersionId"])

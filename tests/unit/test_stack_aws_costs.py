@@ -18,8 +18,7 @@ def test_small_profile_idle_cost_is_within_budget() -> None:
     # db.t4g.micro 730 h x $0.016 + 20 GB gp3 x $0.115
     assert items["mlflow-db"].idle == pytest.approx(730 * 0.016 + 20 * 0.115)
     # Fargate Spot: (0.5 vCPU x 0.04048 + 1 GB x 0.004445) x 730 h x 30 %
-    assert items["mlflow-service"].idle == pytest.approx(
-        (0.5 * 0.04048 + 1 * 0.004445) * 730 * 0.3)
+    assert items["mlflow-service"].idle == pytest.approx((0.5 * 0.04048 + 1 * 0.004445) * 730 * 0.3)
     assert items["mlflow-service-task-ip"].idle == pytest.approx(3.65)
     assert est.idle_total == pytest.approx(24.45, abs=0.01)
     assert est.idle_total <= 30
@@ -27,20 +26,33 @@ def test_small_profile_idle_cost_is_within_budget() -> None:
 
 def test_multi_az_doubles_the_database() -> None:
     db = {"instanceClass": "db.t4g.medium", "allocatedStorage": 50, "multiAz": True}
-    plan = Plan("production", "us-east-1", [PlannedResource("aws:rds/instance:Instance",
-                                                            "db", db)])
+    plan = Plan("production", "us-east-1", [PlannedResource("aws:rds/instance:Instance", "db", db)])
     assert _items(plan)["db"].idle == pytest.approx(2 * (730 * 0.065 + 50 * 0.115))
 
 
 def test_free_resources_have_no_item() -> None:
-    plan = Plan("small", "us-east-1", [PlannedResource("aws:ec2/vpc:Vpc", "vpc", {}),
-                                       PlannedResource("aws:iam/role:Role", "r", {})])
+    plan = Plan(
+        "small",
+        "us-east-1",
+        [
+            PlannedResource("aws:ec2/vpc:Vpc", "vpc", {}),
+            PlannedResource("aws:iam/role:Role", "r", {}),
+        ],
+    )
     assert costs.estimate(plan).items == []
 
 
 def test_unknown_instance_class_is_an_error() -> None:
-    plan = Plan("small", "us-east-1", [PlannedResource(
-        "aws:rds/instance:Instance", "db", {"instanceClass": "db.x9.huge",
-                                             "allocatedStorage": 20})])
+    plan = Plan(
+        "small",
+        "us-east-1",
+        [
+            PlannedResource(
+                "aws:rds/instance:Instance",
+                "db",
+                {"instanceClass": "db.x9.huge", "allocatedStorage": 20},
+            )
+        ],
+    )
     with pytest.raises(KeyError, match="db.x9.huge"):
         costs.estimate(plan)

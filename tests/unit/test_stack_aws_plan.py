@@ -51,8 +51,10 @@ def test_json_cost(small_json: dict) -> None:
 
 
 def test_production_plan_with_domain() -> None:
-    result = runner.invoke(app, ["stack", "plan", "--json", "--profile", "production",
-                                 "--domain", "mlflow.example.com"])
+    result = runner.invoke(
+        app,
+        ["stack", "plan", "--json", "--profile", "production", "--domain", "mlflow.example.com"],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     types = [r["type"] for r in doc["resources"]]

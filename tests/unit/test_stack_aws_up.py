@@ -27,22 +27,52 @@ def test_up_aws_builds_the_request(mlrig_home: Path, monkeypatch: pytest.MonkeyP
         return _outputs(req.name)
 
     monkeypatch.setattr(aws_stack, "up", fake_up)
-    result = runner.invoke(app, ["stack", "up", "--aws", "--name", "team", "--region",
-                                 "eu-west-1", "--profile", "production", "--github-repo",
-                                 "acme/churn", "--domain", "ml.acme.io", "--backend-url",
-                                 "s3://acme-state", "--yes"])
+    result = runner.invoke(
+        app,
+        [
+            "stack",
+            "up",
+            "--aws",
+            "--name",
+            "team",
+            "--region",
+            "eu-west-1",
+            "--profile",
+            "production",
+            "--github-repo",
+            "acme/churn",
+            "--domain",
+            "ml.acme.io",
+            "--backend-url",
+            "s3://acme-state",
+            "--yes",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert seen == [aws_stack.AwsStackRequest(
-        name="team", region="eu-west-1", profile="production", github_repo="acme/churn",
-        domain="ml.acme.io", backend_url="s3://acme-state")]
+    assert seen == [
+        aws_stack.AwsStackRequest(
+            name="team",
+            region="eu-west-1",
+            profile="production",
+            github_repo="acme/churn",
+            domain="ml.acme.io",
+            backend_url="s3://acme-state",
+        )
+    ]
     assert "AWS stack 'team' is up" in result.output
 
 
-def test_down_dispatches_on_the_stack_kind(mlrig_home: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_down_dispatches_on_the_stack_kind(
+    mlrig_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[tuple[str, bool]] = []
-    monkeypatch.setattr(aws_stack, "down", lambda name, purge, progress: calls.append(
-        (name, purge)) or aws_stack.DownResult(True, ["database snapshot s1"]))
+    monkeypatch.setattr(
+        aws_stack,
+        "down",
+        lambda name, purge, progress: (
+            calls.append((name, purge)) or aws_stack.DownResult(True, ["database snapshot s1"])
+        ),
+    )
     contract.save(_outputs("team"))
     result = runner.invoke(app, ["stack", "down", "--name", "team", "--purge", "--yes"])
     assert result.exit_code == 0, result.output
@@ -51,11 +81,17 @@ def test_down_dispatches_on_the_stack_kind(mlrig_home: Path,
 
 
 def _outputs(name: str) -> contract.StackOutputs:
-    return aws_stack.to_stack_outputs(name, {
-        "region": "us-east-1", "dvc_remote_url": "s3://b/dvc", "dvc_remote_region": "us-east-1",
-        "mlflow_tracking_uri": "https://x.execute-api.us-east-1.amazonaws.com",
-        "mlflow_admin_secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:a",
-        "registry_url": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/mlrig-{name}/models"})
+    return aws_stack.to_stack_outputs(
+        name,
+        {
+            "region": "us-east-1",
+            "dvc_remote_url": "s3://b/dvc",
+            "dvc_remote_region": "us-east-1",
+            "mlflow_tracking_uri": "https://x.execute-api.us-east-1.amazonaws.com",
+            "mlflow_admin_secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:a",
+            "registry_url": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/mlrig-{name}/models",
+        },
+    )
 
 
 class Recorder:
@@ -82,12 +118,15 @@ class Recorder:
 
     def up(self, stack, on_output):  # type: ignore[no-untyped-def]
         self.log.append("up")
-        return {"region": "us-east-1", "dvc_remote_url": "s3://b/dvc",
-                "dvc_remote_region": "us-east-1",
-                "registry_url": "123456789012.dkr.ecr.us-east-1.amazonaws.com/x/models",
-                "mlflow_server_repository_url": "1.dkr.ecr/x/mlflow-server",
-                "mlflow_tracking_uri": "https://x.example",
-                "mlflow_admin_secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:a"}
+        return {
+            "region": "us-east-1",
+            "dvc_remote_url": "s3://b/dvc",
+            "dvc_remote_region": "us-east-1",
+            "registry_url": "123456789012.dkr.ecr.us-east-1.amazonaws.com/x/models",
+            "mlflow_server_repository_url": "1.dkr.ecr/x/mlflow-server",
+            "mlflow_tracking_uri": "https://x.example",
+            "mlflow_admin_secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:a",
+        }
 
     def cli_path(self) -> str:
         return "/usr/bin/pulumi"
@@ -101,10 +140,18 @@ def recorder(mlrig_home: Path, monkeypatch: pytest.MonkeyPatch) -> Recorder:
     for fn in ("select_stack", "get_config", "set_config", "up", "cli_path"):
         monkeypatch.setattr(pulumi_adapter, fn, getattr(rec, fn))
     monkeypatch.setattr(aws_stack, "check_credentials", lambda req: "123456789012")
-    monkeypatch.setattr(aws_stack, "build_server_image",
-                        lambda progress: rec.log.append("build") or "mlrig/mlflow-server:t")
-    monkeypatch.setattr(aws_stack, "push_server_image", lambda image, req, url, progress: (
-        rec.log.append(f"push {image} {url}") or f"{url}@sha256:abc"))
+    monkeypatch.setattr(
+        aws_stack,
+        "build_server_image",
+        lambda progress: rec.log.append("build") or "mlrig/mlflow-server:t",
+    )
+    monkeypatch.setattr(
+        aws_stack,
+        "push_server_image",
+        lambda image, req, url, progress: (
+            rec.log.append(f"push {image} {url}") or f"{url}@sha256:abc"
+        ),
+    )
     return rec
 
 
@@ -114,8 +161,12 @@ def test_first_up_runs_two_phases_around_the_image(recorder: Recorder) -> None:
     assert recorder.log[1:] == [
         "config aws:region,mlrig:adminPassword,mlrig:dbPassword,mlrig:flaskSecret,"
         "mlrig:githubRepo,mlrig:profile",
-        "up", "build", "push mlrig/mlflow-server:t 1.dkr.ecr/x/mlflow-server",
-        "config mlrig:mlflowImage", "up"]
+        "up",
+        "build",
+        "push mlrig/mlflow-server:t 1.dkr.ecr/x/mlflow-server",
+        "config mlrig:mlflowImage",
+        "up",
+    ]
     assert recorder.secret == {"mlrig:dbPassword", "mlrig:adminPassword", "mlrig:flaskSecret"}
     assert len({recorder.config[k] for k in recorder.secret}) == 3  # three distinct secrets
     assert recorder.config["mlrig:mlflowImage"] == "1.dkr.ecr/x/mlflow-server@sha256:abc"
@@ -124,8 +175,14 @@ def test_first_up_runs_two_phases_around_the_image(recorder: Recorder) -> None:
 
 
 def test_later_up_keeps_secrets_and_image(recorder: Recorder) -> None:
-    recorder.config.update({"mlrig:dbPassword": "kept", "mlrig:adminPassword": "kept2",
-                            "mlrig:flaskSecret": "kept3", "mlrig:mlflowImage": "img@sha256:1"})
+    recorder.config.update(
+        {
+            "mlrig:dbPassword": "kept",
+            "mlrig:adminPassword": "kept2",
+            "mlrig:flaskSecret": "kept3",
+            "mlrig:mlflowImage": "img@sha256:1",
+        }
+    )
     aws_stack.up(aws_stack.AwsStackRequest(name="team", region="us-east-1"))
     assert recorder.log[1:] == ["config aws:region,mlrig:profile", "up"]
     assert recorder.config["mlrig:dbPassword"] == "kept"

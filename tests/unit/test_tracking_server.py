@@ -7,16 +7,22 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.core import tracking_server as ts
+from mlrig import tracking_server as ts
 
 
 def plan(tmp_path: Path) -> ts.LocalServerPlan:
-    return ts.local_plan(data_dir=tmp_path, port=5123, admin_password="admin-secret-value",
-                         flask_secret="flask-secret-value", auth_config_path=tmp_path / "a.ini")
+    return ts.local_plan(
+        data_dir=tmp_path,
+        port=5123,
+        admin_password="admin-secret-value",
+        flask_secret="flask-secret-value",
+        auth_config_path=tmp_path / "a.ini",
+    )
 
 
 def test_mlflow_reads_the_cache_ttl_and_the_guard_from_auth_ini(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.server.auth.config import read_auth_config
 
     ini = tmp_path / "auth.ini"
@@ -50,7 +56,8 @@ def test_mlflow_reads_job_execution_as_off(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_local_plan_runs_one_basic_auth_worker_and_keeps_secrets_out_of_argv(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     p = plan(tmp_path)
     argv = p.argv
     assert Path(argv[0]).name == "mlflow" and argv[1] == "server"
@@ -70,16 +77,18 @@ def test_auth_ini_holds_no_secret_and_grants_nothing_by_default() -> None:
     assert "admin_password" not in text
     assert "grant_default_workspace_access = false" in text
     assert "default_permission = READ" in ts.auth_ini("sqlite:///x.db")
-    assert "default_permission = NO_PERMISSIONS" in ts.auth_ini("sqlite:///x.db",
-                                                               "NO_PERMISSIONS")
+    assert "default_permission = NO_PERMISSIONS" in ts.auth_ini("sqlite:///x.db", "NO_PERMISSIONS")
 
 
 def test_the_module_stands_alone_for_the_server_image() -> None:
     import ast
 
     tree = ast.parse(Path(ts.__file__).read_text())
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
-    imported |= {node.module or "" for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom)}
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any(name.split(".")[0] == "mlrig" for name in imported), imported

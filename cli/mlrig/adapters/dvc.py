@@ -1,0 +1,138 @@
+"""DVC behind one door: its Python API (`dvc.repo.Repo`), imported lazily.
+
+Only repository set-up lives here (init, config, remote, add); running the pipeline is the
+generated repository's business and happens through the `dvc` program.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlrig.errors import DependencyMissing, ServiceError
+
+REMOTE_NAME = "storage"
+
+
+def _repo_cls() -> Any:
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")  # before DVC reads its config
+    try:
+        from dvc.repo import Repo
+    except ImportError as exc:  # pragma: no cover - a hard dependency
+        raise DependencyMissing("dvc is not installed", hint="pip install 'dvc[s3]'") from exc
+    return Repo
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """DVC prints getting-started hints (stdout and its logger); mlrig renders its own."""
+    import logging
+
+    from dvc.ui import ui
+
+    log = logging.getLogger("dvc")
+    level, enabled = log.level, ui._enabled
+    log.setLevel(logging.WARNING)
+    ui._enabled = False
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        log.setLevel(level)
+        ui._enabled = enabled
+
+
+def _translate(exc: Exception, action: str) -> ServiceError:
+    return ServiceError(f"dvc: {action} failed: {exc}")
+
+
+def init(root: Path) -> None:
+    """`dvc init` inside an existing git repo, with analytics and update checks off."""
+    from dvc.exceptions import DvcException
+
+    repo_cls = _repo_cls()
+    try:
+        with _quiet():
+            repo = repo_cls.init(str(root))
+        with repo.config.edit("repo") as conf:
+            conf["core"]["analytics"] = False
+            conf["core"]["check_update"] = False
+        repo.close()
+    except DvcException as exc:
+        raise _translate(exc, "init") from exc
+
+
+def add_remote(
+    root: Path, url: str, local_options: Mapping[str, str], name: str = REMOTE_NAME
+) -> None:
+    """Default remote `name` -> url in .dvc/config; endpoints/credentials only in config.local.
+
+    The local options are written under the same remote name in the git-ignored
+    .dvc/config.local, which DVC merges over .dvc/config.
+    """
+    from dvc.exceptions import DvcException
+
+    try:
+        with _repo_cls()(str(root)) as repo:
+            # Clear first: DVC validates the merged config, and a previous stack's
+            # endpointurl is invalid for, say, a local-directory url.
+            with repo.config.edit("local") as conf:
+                conf["remote"].pop(name, None)
+            with repo.config.edit("repo") as conf:
+                conf["remote"][name] = {"url": url}
+                conf["core"]["remote"] = name
+            if local_options:
+                with repo.config.edit("local") as conf:
+                    conf["remote"][name] = dict(local_options)
+    except DvcException as exc:
+        raise _translate(exc, f"configuring remote {name}") from exc
+
+
+def add(root: Path, *targets: str) -> None:
+    """`dvc add`: hash into the cache, write the .dvc files and .gitignore entries."""
+    from dvc.exceptions import DvcException
+
+    try:
+        with _repo_cls()(str(root)) as repo, _quiet():
+            repo.add([str(root / t) for t in targets])
+    except DvcException as exc:
+        raise _translate(exc, f"add {' '.join(targets)}") from exc
+
+
+def is_repo(root: Path) -> bool:
+    return (root / ".dvc").is_dir()
+
+
+def run_cli(root: Path, *args: str, log: Any = None, timeout: float = 900) -> str:
+    """Run the `dvc` program of this environment in root (pipeline commands: repro, exp,
+    push) with the environment's bin dir first on PATH so stages find the same Python."""
+    import subprocess
+    import sys
+
+    bin_dir = str(Path(sys.executable).parent)
+    env = {
+        **os.environ,
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    try:
+        proc = subprocess.run(
+            [str(Path(bin_dir) / "dvc"), *args],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise ServiceError(f"dvc {' '.join(args)} timed out after {timeout:.0f}s") from exc
+    if log is not None:
+        log(f"$ dvc {' '.join(args)}\n{proc.stdout}{proc.stderr}")
+    if proc.returncode != 0:
+        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
+        raise ServiceError(f"dvc {' '.join(args)} failed: {lines[-1] if lines else 'no output'}")
+    return proc.stdout

@@ -1,0 +1,107 @@
+"""git behind one door: the `git` program (what users have), errors turned into mlrig's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+from mlrig.errors import Conflict, DependencyMissing, ServiceError
+
+# Used only when the user has no identity configured, so `init` can still commit.
+FALLBACK_NAME = "mlrig"
+FALLBACK_EMAIL = "mlrig@localhost"
+
+
+def require() -> str:
+    exe = shutil.which("git")
+    if exe is None:
+        raise DependencyMissing(
+            "git is not on PATH", hint="install git (e.g. `apt-get install git`) and retry"
+        )
+    return exe
+
+
+def run(cwd: Path, *args: str, check: bool = True, env: dict[str, str] | None = None) -> str:
+    """Run git in cwd and return stdout; a failure becomes a ServiceError with git's words."""
+    proc = subprocess.run(
+        [require(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
+        raise ServiceError(f"`git {args[0]}` failed in {cwd}: {last[0]}")
+    return proc.stdout
+
+
+def init(path: Path, branch: str = "main") -> None:
+    run(path, "init", "--quiet", f"--initial-branch={branch}")
+
+
+def is_repo(path: Path) -> bool:
+    if shutil.which("git") is None:
+        return False
+    proc = subprocess.run(
+        ["git", "rev-parse", "--is-inside-work-tree"], cwd=path, capture_output=True, text=True
+    )
+    return proc.returncode == 0 and proc.stdout.strip() == "true"
+
+
+def toplevel(path: Path) -> Path:
+    return Path(run(path, "rev-parse", "--show-toplevel").strip())
+
+
+def head(path: Path) -> str:
+    return run(path, "rev-parse", "HEAD").strip()
+
+
+def _identity_env(path: Path) -> dict[str, str]:
+    """Author/committer from git config if set, else a fallback, so commits never fail."""
+    env: dict[str, str] = {}
+    for key, var in (("user.name", "NAME"), ("user.email", "EMAIL")):
+        if not run(path, "config", "--get", key, check=False).strip():
+            value = FALLBACK_NAME if var == "NAME" else FALLBACK_EMAIL
+            env.setdefault(f"GIT_AUTHOR_{var}", os.environ.get(f"GIT_AUTHOR_{var}", value))
+            env.setdefault(f"GIT_COMMITTER_{var}", os.environ.get(f"GIT_COMMITTER_{var}", value))
+    return env
+
+
+def commit_all(path: Path, message: str) -> str:
+    """Stage everything (respecting .gitignore) and commit; return the new commit."""
+    run(path, "add", "--all")
+    run(path, "commit", "--quiet", "--no-verify", "-m", message, env=_identity_env(path))
+    return head(path)
+
+
+def tag(path: Path, name: str) -> None:
+    run(path, "tag", name)
+
+
+def describe(path: Path) -> str:
+    return run(path, "describe", "--tags", "--always").strip()
+
+
+def tags(path: Path) -> list[str]:
+    return run(path, "tag", "--list").split()
+
+
+def is_dirty(path: Path) -> bool:
+    return bool(run(path, "status", "--porcelain").strip())
+
+
+def require_clean(path: Path, action: str) -> None:
+    if is_dirty(path):
+        raise Conflict(
+            f"{path} has uncommitted changes, refusing to {action}",
+            hint="commit or stash them first (`git status` shows them)",
+        )
+
+
+def unmerged_files(path: Path) -> list[str]:
+    """Paths git records as conflicted (what copier marks after an inline 3-way merge)."""
+    out = run(path, "diff", "--name-only", "--diff-filter=U")
+    return sorted(set(out.split()))

@@ -1,0 +1,168 @@
+"""`mlrig image …`: build, push and run lean model-serving images."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlrig.ui import console, err_console
+
+app = typer.Typer(help="Build, push and run model-serving images.", no_args_is_help=True)
+
+StackOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--stack",
+        "-s",
+        help="Stack whose MLflow/registry to use (default: $MLRIG_STACK, or the only stack).",
+    ),
+]
+
+
+def _progress(msg: str) -> None:
+    err_console().print(f"[dim]•[/] {msg}", markup=True, highlight=False)
+
+
+def _stack_name(stack: str | None) -> str:
+    from mlrig import contract
+    from mlrig.errors import UsageError
+
+    if stack or os.environ.get("MLRIG_STACK"):
+        return stack or os.environ["MLRIG_STACK"]
+    names = contract.list_names()
+    if len(names) == 1:
+        return names[0]
+    raise UsageError(
+        "which stack? "
+        + (f"there are {len(names)}: {', '.join(names)}" if names else "no stack exists yet"),
+        hint="pass --stack NAME (create one with `mlrig stack up`)",
+    )
+
+
+@app.command()
+def build(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="MLflow model URI: models:/NAME/VERSION, models:/NAME@ALIAS, "
+            "runs:/ID/PATH (default: the repo's latest registered model).",
+        ),
+    ] = None,
+    repo: Annotated[
+        Path | None,
+        typer.Option(
+            help="Generated repo to read the model name and provenance from (default: cwd)."
+        ),
+    ] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", "-t", help="Local image reference (default: mlrig/NAME:vVERSION)."),
+    ] = None,
+    platform: Annotated[
+        str | None, typer.Option(help="linux/amd64 or linux/arm64 (default: the engine's).")
+    ] = None,
+    base_image: Annotated[
+        str | None,
+        typer.Option(help="Base image present on the engine (default: mlrig's Python 3.11 base)."),
+    ] = None,
+    stack: StackOpt = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every layer.")] = False,
+) -> None:
+    """Build a serving image: dependencies layer keyed by the model's pins, model last."""
+    from mlrig.core import image
+
+    with err_console().status("building the serving image"):
+        built = image.build(
+            model,
+            repo=repo,
+            tag=tag,
+            platform=platform,
+            base_image=base_image,
+            stack=stack,
+            no_cache=no_cache,
+            progress=_progress,
+        )
+    prov = built.provenance
+    console().print(
+        f"[green]built[/] {built.ref} ({built.image_id[7:19]}, "
+        f"{built.size / 1e6:.0f} MB, {built.seconds:.1f} s) from {prov.model_uri}"
+        + (f" — run {prov.run_id}" if prov.run_id else "")
+    )
+
+
+@app.command()
+def push(
+    image_ref: Annotated[
+        str | None,
+        typer.Argument(metavar="[IMAGE]", help="Local image (default: the last one built)."),
+    ] = None,
+    stack: StackOpt = None,
+    registry_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Push to this host:port instead of the registry host (private ECR endpoints, "
+            "proxies); also $MLRIG_ECR_REGISTRY_ENDPOINT."
+        ),
+    ] = None,
+) -> None:
+    """Push to the stack's registry; tags are immutable and the digest is verified."""
+    from mlrig import contract
+    from mlrig.core import image, serving_push
+
+    outputs = contract.load(_stack_name(stack))
+    ref = image_ref or image.last_built()
+    with err_console().status(f"pushing {ref}"):
+        result = serving_push.push(ref, outputs, endpoint=registry_endpoint, progress=_progress)
+    if result.tags:
+        console().print(
+            f"[green]pushed[/] {', '.join(result.tags)}"
+            + (f" (unchanged: {', '.join(result.unchanged)})" if result.unchanged else "")
+        )
+    else:
+        console().print(
+            f"[green]already in the registry[/] (unchanged: {', '.join(result.unchanged)})"
+        )
+    console().print(result.reference, markup=False, soft_wrap=True)
+
+
+@app.command()
+def run(
+    image_ref: Annotated[
+        str | None,
+        typer.Argument(metavar="[IMAGE]", help="Local image (default: the last one built)."),
+    ] = None,
+    port: Annotated[int, typer.Option("--port", "-p", help="Port on 127.0.0.1.")] = 8080,
+    smoke: Annotated[
+        bool,
+        typer.Option(
+            "--smoke", help="Send the model's input example, check the answer, then stop."
+        ),
+    ] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="With --smoke: leave the server running.")
+    ] = False,
+) -> None:
+    """Start the image locally (host networking, no pulls) and wait until it is healthy."""
+    from mlrig.core import image
+
+    with err_console().status("starting the model server"):
+        running = image.run(image_ref, port=port, smoke=smoke, keep=keep)
+    console().print(f"[green]healthy[/] in {running.seconds_to_healthy:.1f} s at {running.url}")
+    if running.smoke_predictions is not None:
+        console().print(
+            f"[green]smoke check passed[/]: predictions {running.smoke_predictions}",
+            markup=True,
+            highlight=False,
+        )
+    if not smoke or keep:
+        console().print(
+            f"curl -s {running.url}/invocations -H 'Content-Type: application/json' "
+            '-d \'{"dataframe_split": {"columns": [...], "data": [[...]]}}\'',
+            markup=False,
+        )
+        console().print(f"stop it with: docker rm -f {running.container}", markup=False)

@@ -1,0 +1,121 @@
+"""`mlrig init` and `mlrig update`: bootstrap an ML repo wired to a stack, keep it current."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlrig.ui import console, err_console
+
+
+def _progress(msg: str) -> None:
+    err_console().print(f"[dim]•[/] {msg}")
+
+
+def _interactive(no_input: bool) -> bool:
+    return not no_input and sys.stdin.isatty()
+
+
+def _choose_stack(stack: str | None, no_input: bool) -> str:
+    from mlrig import contract
+    from mlrig.errors import UsageError
+
+    if stack:
+        return stack
+    known = contract.list_names()
+    if _interactive(no_input) and known:
+        return str(typer.prompt(f"Stack ({', '.join(known)})", default=known[0]))
+    raise UsageError(
+        "--stack is required",
+        hint=f"known stacks: {', '.join(known)}"
+        if known
+        else "create one with `mlrig stack up --local`",
+    )
+
+
+def init_cmd(
+    path: Annotated[Path, typer.Argument(help="Directory to create (new or empty).")],
+    stack: Annotated[
+        str | None,
+        typer.Option("--stack", "-s", help="Stack to wire the repo to (see `mlrig stack list`)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option(
+            "--name",
+            "-n",
+            help="Project slug: Python "
+            "package, MLflow model and ECR repository name. "
+            "Default: derived from PATH.",
+        ),
+    ] = None,
+    no_input: Annotated[
+        bool, typer.Option("--no-input", help="Never prompt; fail if a value is missing.")
+    ] = False,
+    github_repo: Annotated[
+        str, typer.Option("--github-repo", help="owner/repo on GitHub, for the CI workflow.")
+    ] = "",
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Allow a non-empty PATH that is not a "
+            "repo yet; no existing file is overwritten (init "
+            "fails instead) and existing files stay uncommitted.",
+        ),
+    ] = False,
+) -> None:
+    """Create a git + DVC ML repository wired to a stack's DVC remote and MLflow.
+
+    It has a preprocess → train → evaluate pipeline, data/feature/smoke tests and a CI
+    workflow; `mlrig update` brings in later template versions.
+    """
+    from mlrig.core import bootstrap
+
+    stack_name = _choose_stack(stack, no_input)
+    if name is None and _interactive(no_input):
+        from mlrig.errors import UsageError
+
+        try:
+            default: str | None = bootstrap.derive_project_name(path.absolute().name)
+        except UsageError:
+            default = None
+        name = str(typer.prompt("Project name", default=default))
+    with err_console().status(f"creating {path}"):
+        result = bootstrap.init(
+            path, stack_name, name=name, github_repo=github_repo, force=force, progress=_progress
+        )
+    console().print(
+        f"[green]created {result.path}[/] — project [bold]{result.project_name}[/], stack "
+        f"'{result.stack}', template {result.template_version}, commit {result.commit[:10]}\n"
+        f"next: `cd {path} && dvc repro`"
+    )
+
+
+def update_cmd(
+    path: Annotated[Path, typer.Argument(help="Root of a repo made by `mlrig init`.")] = Path("."),
+    stack: Annotated[
+        str | None,
+        typer.Option("--stack", "-s", help="Re-wire to another stack (default: the repo's own)."),
+    ] = None,
+) -> None:
+    """Re-apply the newest template to a repo made by `mlrig init` (three-way merge).
+
+    Changes are left uncommitted for review; on conflicts it exits non-zero listing them.
+    """
+    from mlrig.core import bootstrap
+
+    with err_console().status(f"updating {path}"):
+        result = bootstrap.update(path, stack=stack, progress=_progress)
+    if not result.changed:
+        console().print(f"{result.path} is up to date with template {result.new_version}")
+        return
+    console().print(
+        f"[green]updated {result.path}[/] from template {result.old_version} to "
+        f"{result.new_version}; review and commit:"
+    )
+    for file in result.changed:
+        console().print(f"  {file}")

@@ -1,0 +1,219 @@
+"""StackOutputs: the one versioned document every part of mlrig reads.
+
+Both stack back-ends (local processes, Pulumi on AWS) write it; bootstrap, image push and
+doctor read it and nothing else. It never holds a secret, only where to get one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlrig import paths
+from mlrig.errors import ConfigError, Conflict, StackNotFound, UsageError
+
+SCHEMA_VERSION = 1
+OUTPUTS_FILE = "outputs.json"
+
+
+class OutputNames:
+    """Names shared by infra/ (pulumi.export), the CLI and the tests."""
+
+    DVC_REMOTE_URL = "dvc_remote_url"
+    DVC_REMOTE_REGION = "dvc_remote_region"
+    MLFLOW_TRACKING_URI = "mlflow_tracking_uri"
+    MLFLOW_ADMIN_SECRET_ARN = "mlflow_admin_secret_arn"
+    REGISTRY_URL = "registry_url"
+    CI_ROLE_ARN = "ci_role_arn"
+    REGION = "region"
+    ARTIFACTS_URL = "mlflow_artifacts_url"
+    # read only by the AWS driver (two-phase up, teardown checks), exported all the same
+    SERVER_REPOSITORY_URL = "mlflow_server_repository_url"
+    BUCKET_NAME = "dvc_bucket_name"
+    REPOSITORY_NAMES = "ecr_repository_names"
+    PROFILE = "profile"
+
+
+class SecretRef(BaseModel):
+    """Where a secret lives: a 0600 file (local) or an AWS Secrets Manager secret."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: Literal["file", "aws-secretsmanager", "env"]
+    ref: str = Field(description="file path, secret ARN/name, or environment variable name")
+    key: str | None = Field(default=None, description="JSON key inside the secret, if any")
+
+
+class BasicAuth(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str
+    password: SecretRef
+
+
+class DvcRemote(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+
+class Mlflow(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_uri: str
+    auth: BasicAuth | None = None
+
+
+class Registry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["oci", "ecr"]
+    url: str = Field(description="repository URI: ECR URI or 127.0.0.1:PORT/name")
+    auth: BasicAuth | None = Field(default=None, description="oci: basic auth; ecr: from STS")
+    endpoint_url: str | None = Field(default=None, description="AWS API endpoint override")
+
+    @property
+    def host(self) -> str:
+        return self.url.split("/", 1)[0]
+
+    @property
+    def repository(self) -> str:
+        return self.url.split("/", 1)[1] if "/" in self.url else ""
+
+
+class StackOutputs(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = SCHEMA_VERSION
+    name: str
+    kind: Literal["local", "aws"]
+    region: str | None = None
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    dvc_remote: DvcRemote
+    mlflow: Mlflow
+    registry: Registry
+    ci_role_arn: str | None = None
+
+    @property
+    def dvc_remote_url(self) -> str:
+        return self.dvc_remote.url
+
+    @property
+    def mlflow_tracking_uri(self) -> str:
+        return self.mlflow.tracking_uri
+
+    @property
+    def registry_url(self) -> str:
+        return self.registry.url
+
+
+_NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")
+NAME_MAX = 32
+
+
+def validate_stack_name(name: str) -> str:
+    """Stack names end up in bucket, repository and directory names: keep them boring."""
+    hint = "use 1-32 lowercase letters, digits and dashes, starting with a letter"
+    if not name:
+        raise UsageError("stack name is empty", hint=hint)
+    if len(name) > NAME_MAX:
+        raise UsageError(
+            f"stack name is {len(name)} characters, the limit is {NAME_MAX}", hint=hint
+        )
+    if not _NAME_RE.match(name):
+        raise UsageError(f"invalid stack name {name!r}", hint=hint)
+    if name.endswith("-") or "--" in name:
+        raise UsageError(f"invalid stack name {name!r}: no trailing or double dashes", hint=hint)
+    return name
+
+
+def outputs_path(name: str) -> Path:
+    return paths.stack_dir(validate_stack_name(name)) / OUTPUTS_FILE
+
+
+def atomic_write(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write-then-rename so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save(outputs: StackOutputs) -> Path:
+    path = outputs_path(outputs.name)
+    atomic_write(path, outputs.model_dump_json(indent=2) + "\n")
+    return path
+
+
+def ensure_kind(name: str, kind: str) -> None:
+    """Refuse to bring a stack up as one kind when its name already belongs to the other."""
+    path = outputs_path(name)
+    if not path.exists():
+        return
+    existing = parse(path.read_text(), source=str(path)).kind
+    if existing != kind:
+        flag = "--aws" if existing == "aws" else "--local"
+        label = {"aws": "an AWS", "local": "a local"}
+        raise Conflict(
+            f"stack '{name}' is {label[existing]} stack, not {label[kind]} one",
+            hint=f"use `mlrig stack up {flag} --name {name}`, or pick another name",
+        )
+
+
+def list_names() -> list[str]:
+    root = paths.stacks_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.parent.name for p in root.glob(f"*/{OUTPUTS_FILE}"))
+
+
+def load(name: str) -> StackOutputs:
+    path = outputs_path(name)
+    if not path.exists():
+        raise StackNotFound(name, list_names())
+    return parse(path.read_text(), source=str(path))
+
+
+def parse(text: str, source: str = "<text>") -> StackOutputs:
+    fix = "run `mlrig stack up` for this stack again to rewrite it"
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"stack outputs file {source} is not valid JSON ({exc.msg})", hint=fix
+        ) from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"stack outputs file {source} is not a JSON object", hint=fix)
+    version = raw.get("schema_version")
+    if isinstance(version, int) and version > SCHEMA_VERSION:
+        raise ConfigError(
+            f"stack outputs file {source} has schema version {version}, this mlrig reads "
+            f"up to {SCHEMA_VERSION}",
+            hint="upgrade mlrig (`pip install -U mlrig`)",
+        )
+    try:
+        return StackOutputs.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise ConfigError(
+            f"stack outputs file {source} is invalid at {where}: {first['msg']}", hint=fix
+        ) from exc

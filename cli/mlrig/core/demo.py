@@ -1,0 +1,219 @@
+"""The golden path on the local stack, as a list of named steps.
+
+Each step does real work through mlrig's own core functions; a failing step stops the run
+with its name, the one-line reason and the log file to read.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mlrig import paths
+from mlrig.errors import MlrigError
+
+
+class StepFailed(MlrigError):
+    exit_code = 8
+
+
+@dataclass
+class DemoContext:
+    stack: str
+    workdir: Path
+    log_file: Path
+    facts: dict[str, str] = field(default_factory=dict)  # what the summary prints
+
+    def log(self, text: str) -> None:
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_file.open("a") as fh:
+            fh.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    name: str
+    seconds: float
+    detail: str
+
+
+Step = tuple[str, Callable[[DemoContext], str]]
+
+
+def _stack_up(ctx: DemoContext) -> str:
+    from mlrig.core.local_stack import LocalStack
+
+    outputs = LocalStack(ctx.stack).up(progress=ctx.log)
+    ctx.facts["MLflow UI"] = outputs.mlflow_tracking_uri
+    ctx.facts["MLflow login"] = (
+        f"{outputs.mlflow.auth.username if outputs.mlflow.auth else '-'}"
+        f" / password: `mlrig stack env --name {ctx.stack}`"
+    )
+    ctx.facts["registry"] = outputs.registry_url
+    ctx.facts["DVC remote"] = outputs.dvc_remote_url
+    return f"stack '{ctx.stack}' up"
+
+
+def _services_answer(ctx: DemoContext) -> str:
+    from mlrig.core import doctor
+
+    checks = doctor.stack_checks(ctx.stack)
+    for c in checks:
+        ctx.log(f"check {c.name}: {c.status} {c.detail}")
+    bad = doctor.failed(checks)
+    if bad:
+        raise StepFailed(f"{bad[0].name}: {bad[0].detail}", hint=bad[0].fix)
+    return ", ".join(c.name for c in checks if c.status == doctor.OK)
+
+
+PROJECT = "demo_model"
+SUMMARY_FILE = "demo-summary.json"
+EXPERIMENTS = ("train.C=0.05", "train.C=20")
+BEST_METRIC = "test_roc_auc"
+
+
+def _repo(ctx: DemoContext) -> Path:
+    return ctx.workdir / PROJECT.replace("_", "-")
+
+
+def _init(ctx: DemoContext) -> str:
+    from mlrig.core import bootstrap
+
+    repo = _repo(ctx)
+    ctx.facts["repository"] = str(repo)
+    if (repo / bootstrap.ANSWERS_FILE).exists():  # a re-run keeps the repo and its history
+        return f"reusing {repo}"
+    result = bootstrap.init(repo, ctx.stack, name=PROJECT, progress=ctx.log)
+    return f"{repo} (template {result.template_version}, commit {result.commit[:8]})"
+
+
+def _repro(ctx: DemoContext) -> str:
+    from mlrig.adapters import dvc
+
+    dvc.run_cli(_repo(ctx), "repro", log=ctx.log)
+    return "preprocess → train → evaluate"
+
+
+def _experiments(ctx: DemoContext) -> str:
+    from mlrig.adapters import dvc
+
+    repo = _repo(ctx)
+    for setting in EXPERIMENTS:
+        dvc.run_cli(repo, "exp", "run", "-S", setting, log=ctx.log)
+    shown = json.loads(dvc.run_cli(repo, "exp", "show", "--json", log=ctx.log))
+    count = sum(len(commit.get("experiments") or []) for commit in shown)
+    return f"{len(EXPERIMENTS)} experiments ({', '.join(EXPERIMENTS)}); {count} in exp show"
+
+
+def _push_data(ctx: DemoContext) -> str:
+    from mlrig.adapters import dvc
+
+    out = dvc.run_cli(_repo(ctx), "push", log=ctx.log)
+    return out.strip().splitlines()[-1] if out.strip() else "pushed"
+
+
+def _best_model(ctx: DemoContext) -> str:
+    from mlrig.core import image
+
+    with image.tracking_env(ctx.stack):
+        from mlflow import MlflowClient
+
+        client = MlflowClient()
+        best: tuple[float, str] | None = None
+        for mv in client.search_model_versions(f"name='{PROJECT}'"):
+            if not mv.run_id:
+                continue
+            metric = client.get_run(mv.run_id).data.metrics.get(BEST_METRIC)
+            if metric is not None and (best is None or metric > best[0]):
+                best = (metric, str(mv.version))
+    if best is None:
+        raise StepFailed(
+            f"no registered version of {PROJECT} has {BEST_METRIC}",
+            hint="check the evaluate stage's log",
+        )
+    ctx.facts["model"] = f"models:/{PROJECT}/{best[1]} ({BEST_METRIC}={best[0]:.4f})"
+    return ctx.facts["model"]
+
+
+def _image_build(ctx: DemoContext) -> str:
+    from mlrig.core import image
+
+    uri = ctx.facts["model"].split(" ", 1)[0]
+    built = image.build(uri, repo=_repo(ctx), stack=ctx.stack, progress=ctx.log)
+    ctx.facts["image"] = built.ref
+    return f"{built.ref} ({built.size / 1e6:.0f} MB, {built.seconds:.1f}s)"
+
+
+def _image_push(ctx: DemoContext) -> str:
+    from mlrig import contract
+    from mlrig.core import serving_push
+
+    result = serving_push.push(ctx.facts["image"], contract.load(ctx.stack), progress=ctx.log)
+    ctx.facts["pushed"] = result.reference
+    ctx.facts["digest"] = result.digest
+    return f"{result.reference} (verified)"
+
+
+def _image_smoke(ctx: DemoContext) -> str:
+    from mlrig.core import image
+    from mlrig.core.local_stack import free_port
+
+    running = image.run(ctx.facts["image"], port=free_port(), smoke=True)
+    ctx.facts["predictions"] = json.dumps(running.smoke_predictions)
+    return f"healthy in {running.seconds_to_healthy:.1f}s, predictions {running.smoke_predictions}"
+
+
+def steps() -> list[Step]:
+    return [
+        ("stack up", _stack_up),
+        ("services answer", _services_answer),
+        ("init repository", _init),
+        ("dvc repro", _repro),
+        ("dvc exp run", _experiments),
+        ("dvc push", _push_data),
+        ("best model", _best_model),
+        ("image build", _image_build),
+        ("image push", _image_push),
+        ("image run --smoke", _image_smoke),
+    ]
+
+
+def default_log_file() -> Path:
+    return paths.home() / "logs" / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.log"
+
+
+def run(
+    ctx: DemoContext,
+    *,
+    on_start: Callable[[str], None] = lambda _n: None,
+    on_done: Callable[[StepResult], None] = lambda _r: None,
+) -> list[StepResult]:
+    results = []
+    for name, fn in steps():
+        on_start(name)
+        ctx.log(f"== {name}")
+        t0 = time.monotonic()
+        try:
+            detail = fn(ctx)
+        except MlrigError as exc:
+            ctx.log(f"FAILED: {exc.one_line()}")
+            raise StepFailed(
+                f"step '{name}' failed: {exc.message}",
+                hint=f"{exc.hint + '; ' if exc.hint else ''}log: {ctx.log_file}",
+            ) from exc
+        except Exception as exc:
+            ctx.log(f"FAILED: {type(exc).__name__}: {exc}")
+            raise StepFailed(
+                f"step '{name}' failed: {type(exc).__name__}: {exc}", hint=f"log: {ctx.log_file}"
+            ) from exc
+        result = StepResult(name, time.monotonic() - t0, detail)
+        ctx.log(f"ok ({result.seconds:.1f}s): {detail}")
+        results.append(result)
+        on_done(result)
+    summary = {"steps": [r.__dict__ for r in results], "facts": ctx.facts, "log": str(ctx.log_file)}
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    (ctx.workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    return results

@@ -1,0 +1,243 @@
+"""Push a serving image to a stack's registry (local OCI or ECR) with immutable tags.
+
+A tag that already holds this very image is a no-op; one that holds another is a Conflict.
+Every push chunk is checked, transient failures are retried with backoff, and the digest
+the engine reports is verified against the registry's own answer before success.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlrig.adapters.registry import MANIFEST_TYPES, RegistryClient
+from mlrig.contract import StackOutputs
+from mlrig.core.serving_model import LABEL_PREFIX
+from mlrig.errors import Conflict, CredentialsError, RemoteError, UsageError
+
+Progress = Callable[[str], None]
+ATTEMPTS = 3
+_TRANSIENT = re.compile(
+    r"connection (refused|reset)|EOF|timeout|timed out|broken pipe|"
+    r"\b50[234]\b|toomanyrequests|i/o",
+    re.IGNORECASE,
+)
+_AUTH = re.compile(r"unauthorized|authentication required|no basic auth|denied", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Target:
+    host: str  # where the engine pushes (an ECR host or its endpoint override)
+    repository: str
+    username: str
+    password: str
+    kind: str
+    refresh: Callable[[], tuple[str, str]] | None = None  # ECR: fetch a new token
+    name_host: str = ""  # the registry's own name (ECR host) when pushing via an override
+
+    @property
+    def api_base(self) -> str:
+        loopback = self.host.split(":")[0] in ("127.0.0.1", "localhost", "[::1]")
+        return f"{'http' if loopback else 'https'}://{self.host}"
+
+
+@dataclass
+class PushResult:
+    reference: str  # host/repository@sha256:...
+    digest: str
+    tags: list[str]
+    unchanged: list[str] = field(default_factory=list)
+
+
+class _Registry(RegistryClient):
+    def config_digest(self, repository: str, reference: str) -> str | None:
+        """The image ID (config digest) a tag points to, or None when the tag is free."""
+        resp = self._get(
+            f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
+        )
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise RemoteError(f"registry answered {resp.status_code} for {repository}:{reference}")
+        config = (resp.json().get("config") or {}).get("digest")
+        return str(config) if config else "unknown"
+
+
+def target_for(outputs: StackOutputs, endpoint: str | None = None) -> Target:
+    from mlrig.core import secrets
+
+    reg = outputs.registry
+    if reg.kind == "ecr":
+        from mlrig.adapters import ecr
+
+        def fetch(force: bool = False) -> tuple[str, str]:
+            if force:
+                ecr.forget(reg.host)
+            auth = ecr.authorization(reg.host, endpoint_url=reg.endpoint_url)
+            return auth.username, auth.password
+
+        user, password = fetch()
+        return Target(
+            ecr.data_plane(reg.host, endpoint),
+            reg.repository,
+            user,
+            password,
+            "ecr",
+            refresh=lambda: fetch(force=True),
+            name_host=reg.host,
+        )
+    if not reg.auth:
+        raise CredentialsError(
+            f"stack '{outputs.name}' records no registry credentials",
+            hint="run `mlrig stack up` again for this stack",
+        )
+    host = endpoint.removeprefix("http://").removeprefix("https://") if endpoint else reg.host
+    return Target(
+        host, reg.repository, reg.auth.username, secrets.resolve(reg.auth.password), "oci"
+    )
+
+
+def tags_for(labels: dict[str, str], fallback: str) -> list[str]:
+    """<model>-v<version> and <model>-v<version>-<git short sha>; else the image's own tag."""
+    name = labels.get(f"{LABEL_PREFIX}.model.name")
+    version = labels.get(f"{LABEL_PREFIX}.model.version")
+    commit = labels.get(f"{LABEL_PREFIX}.git.commit")
+    if not (name and version):
+        return [fallback]
+    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{name}-v{version}").strip(".-")[:100]
+    return [base] + ([f"{base}-{commit[:7]}"] if commit else [])
+
+
+def _login(target: Target) -> tuple[_Registry, Target]:
+    client = _Registry(target.api_base, target.username, target.password)
+    try:
+        client.ping()
+        return client, target
+    except CredentialsError:
+        if not target.refresh:
+            raise CredentialsError(
+                f"registry {target.host} rejected the credentials for '{target.username}'",
+                hint="check the stack's registry password (`mlrig stack env`)",
+            ) from None
+    user, password = target.refresh()  # a cached ECR token the registry no longer takes
+    fresh = Target(
+        target.host, target.repository, user, password, target.kind, name_host=target.name_host
+    )
+    client = _Registry(fresh.api_base, user, password)
+    try:
+        client.ping()
+    except CredentialsError:
+        raise CredentialsError(
+            f"registry {target.host} rejected the ECR authorization token (expired or revoked)",
+            hint="refresh your AWS credentials and retry",
+        ) from None
+    return client, fresh
+
+
+def push(
+    image: str,
+    outputs: StackOutputs,
+    *,
+    endpoint: str | None = None,
+    progress: Progress = lambda _m: None,
+    on_chunk: Callable[[dict[str, Any]], None] | None = None,
+) -> PushResult:
+    import docker.errors
+
+    from mlrig.adapters import docker as docker_adapter
+
+    api = docker_adapter.client().api
+    try:
+        info = api.inspect_image(image)
+    except docker.errors.ImageNotFound:
+        raise UsageError(
+            f"image {image} does not exist on this engine", hint="build it with `mlrig image build`"
+        ) from None
+    image_id = str(info["Id"])
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    fallback = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
+    tags = tags_for(labels, fallback)
+    client, target = _login(target_for(outputs, endpoint))
+    remote = f"{target.host}/{target.repository}"
+
+    unchanged, todo = [], []
+    for tag in tags:
+        existing = client.config_digest(target.repository, tag)
+        if existing is None:
+            todo.append(tag)
+        elif existing == image_id:
+            unchanged.append(tag)
+        else:
+            raise Conflict(
+                f"{remote}:{tag} already exists with a different image "
+                f"(the repository's tags are immutable)",
+                hint="register a new model version, or push from another commit",
+            )
+    digest = None
+    for tag in todo:
+        digest = _push_tag(api, image_id, remote, tag, target, progress, on_chunk)
+        verified = client.manifest_digest(target.repository, tag)
+        if verified != digest:
+            raise RemoteError(
+                f"{remote}:{tag} was pushed but the registry reports digest "
+                f"{verified}, not {digest}",
+                hint="push again",
+            )
+    if digest is None:  # everything already there: report what the registry holds
+        digest = client.manifest_digest(target.repository, tags[0]) or ""
+    name = f"{target.name_host or target.host}/{target.repository}"
+    return PushResult(f"{name}@{digest}", digest, todo, unchanged)
+
+
+def _push_tag(
+    api: Any,
+    image_id: str,
+    remote: str,
+    tag: str,
+    target: Target,
+    progress: Progress,
+    on_chunk: Callable[[dict[str, Any]], None] | None,
+) -> str:
+    from mlrig.adapters import docker as docker_adapter
+
+    api.tag(image_id, remote, tag)
+    auth = {"username": target.username, "password": target.password}
+    try:
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                progress(f"pushing {remote}:{tag}")
+                chunks = docker_adapter.consume_stream(
+                    api.push(remote, tag=tag, stream=True, decode=True, auth_config=auth),
+                    f"pushing {remote}:{tag}",
+                    on_chunk=on_chunk,
+                )
+                break
+            except RemoteError as exc:
+                if _AUTH.search(exc.message):
+                    raise CredentialsError(
+                        f"registry {target.host} refused the push "
+                        f"({exc.message.split(': ', 1)[-1]})",
+                        hint="check the registry credentials",
+                    ) from exc
+                if attempt == ATTEMPTS or not _TRANSIENT.search(exc.message):
+                    raise
+                progress(f"transient failure, retrying in {2 ** (attempt - 1)} s: {exc.message}")
+                time.sleep(float(os.environ.get("MLRIG_PUSH_BACKOFF", "1")) * 2 ** (attempt - 1))
+    except BaseException:
+        api.remove_image(f"{remote}:{tag}", noprune=True)  # no half-tagged images left
+        raise
+    digest = next(
+        (
+            str(c["aux"]["Digest"])
+            for c in reversed(chunks)
+            if isinstance(c.get("aux"), dict) and "Digest" in c["aux"]
+        ),
+        None,
+    )
+    if not digest:
+        raise RemoteError(f"pushing {remote}:{tag} ended without a digest", hint="push again")
+    return digest

@@ -1,0 +1,205 @@
+"""The MLflow tracking server's configuration, defined once.
+
+The local stack runs it as a process; the AWS program and the rehearsal run it as a
+container. Both read the settings here so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ADMIN_USERNAME = "admin"
+HEALTH_PATH = "/health"
+CONTAINER_PORT = 5000
+
+# MLflow verifies a password hash on every authenticated request unless its own credential
+# cache is on (~200 ms a request on 2 CPUs, several times that on a quarter-vCPU task). The
+# cache (mlflow/server/auth/__init__.py: _USER_AUTH_CACHE) holds only *successful* checks, keyed
+# by user + HMAC(password) with a per-process key, and the worker that serves a password
+# change, admin-flag change or user deletion drops that user's entries at once. So the TTL is
+# only the window in which *another* worker or task (the `production` profile runs several)
+# or an out-of-band change (direct SQL) may still see the old credential. 30 s keeps that
+# window shorter than any human rotation procedure while a busy client pays the hash once per
+# 30 s (a >97 % hit rate at one request a second); a longer TTL buys nothing measurable.
+AUTH_CACHE_TTL_SECONDS = 30
+AUTH_CACHE_MAX_SIZE = 10000
+# Job execution (on by default in MLflow 3.x) makes `mlflow server` launch a huey job runner
+# and its consumer processes (10 processes, ~0.8 GB idle PSS, and they outlive the server by
+# ~15 s on SIGTERM). Only GenAI features use MLflow jobs (online scorers, judge evaluation,
+# trace rollups); no mlrig feature does. mlflow/server/__init__.py:_run_server reads this.
+ENABLE_JOB_EXECUTION = False
+
+# MLflow's stock basic-auth check answers a non-Basic `Authorization` header (`Bearer ...`,
+# what the MLflow client sends when MLFLOW_TRACKING_TOKEN is set) with a 500 once the cache is
+# on; this guard, plugged in through MLflow's own `authorization_function` setting, turns that
+# into the 401 it should be and then delegates to MLflow's check and cache unchanged.
+AUTHORIZATION_FUNCTION = "mlrig.tracking_server:authenticate_request_basic_auth"
+MLFLOW_AUTHORIZATION_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
+
+# Names of the environment variables the server reads; the values come from each runtime.
+ENV_AUTH_CONFIG = "MLFLOW_AUTH_CONFIG_PATH"
+ENV_ADMIN_PASSWORD = "MLFLOW_AUTH_ADMIN_PASSWORD"
+ENV_FLASK_SECRET = "MLFLOW_FLASK_SERVER_SECRET_KEY"
+SECRET_ENV_NAMES = (ENV_ADMIN_PASSWORD, ENV_FLASK_SECRET)
+
+
+def auth_ini(database_uri: str, default_permission: str = "READ") -> str:
+    """The basic-auth config file. It holds no secret: the admin password comes by env."""
+    return (
+        "[mlflow]\n"
+        f"default_permission = {default_permission}\n"
+        f"database_uri = {database_uri}\n"
+        f"admin_username = {ADMIN_USERNAME}\n"
+        f"authorization_function = {AUTHORIZATION_FUNCTION}\n"
+        "grant_default_workspace_access = false\n"
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_SECONDS}\n"
+        f"auth_cache_max_size = {AUTH_CACHE_MAX_SIZE}\n"
+    )
+
+
+def authenticate_request_basic_auth():  # type: ignore[no-untyped-def]
+    """Runs inside the server: 401 for anything but Basic credentials, else MLflow's check.
+
+    Imports Flask and MLflow lazily: this module is also imported by `mlrig --help`. The
+    server image gets this file alone (aws_stack copies it), so it imports nothing from mlrig.
+    """
+    from flask import request
+    from mlflow.server import auth
+
+    credentials = request.authorization
+    if (
+        credentials is None
+        or credentials.type != "basic"
+        or credentials.username is None
+        or credentials.password is None
+    ):
+        return auth.make_basic_auth_response()
+    return auth.authenticate_request_basic_auth()
+
+
+def plain_env() -> dict[str, str]:
+    """Non-secret environment shared by every runtime."""
+    return {
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": str(ENABLE_JOB_EXECUTION).lower(),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "DO_NOT_TRACK": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def server_args(
+    *, host: str, port: int, backend_store_uri: str, artifacts_destination: str, workers: int = 1
+) -> list[str]:
+    """Arguments after `mlflow server`."""
+    return [
+        "--app-name",
+        "basic-auth",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--backend-store-uri",
+        backend_store_uri,
+        "--artifacts-destination",
+        artifacts_destination,
+        "--serve-artifacts",
+    ]
+
+
+@dataclass(frozen=True)
+class LocalServerPlan:
+    """Everything needed to run the server as a local process."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def local_plan(
+    *, data_dir: Path, port: int, admin_password: str, flask_secret: str, auth_config_path: Path
+) -> LocalServerPlan:
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    argv = [
+        str(mlflow_bin),
+        "server",
+        *server_args(
+            host="127.0.0.1",
+            port=port,
+            backend_store_uri=f"sqlite:///{(data_dir / 'mlflow.db').resolve()}",
+            artifacts_destination=str((data_dir / "artifacts").resolve()),
+        ),
+    ]
+    env = plain_env()
+    env[ENV_AUTH_CONFIG] = str(auth_config_path)
+    env[ENV_ADMIN_PASSWORD] = admin_password
+    env[ENV_FLASK_SECRET] = flask_secret
+    return LocalServerPlan(argv=argv, env=env)
+
+
+# --- Container runtime contract (the AWS task and the mlflow-server image agree on it) ---
+
+CONTAINER_USER = "10001:10001"  # the image's non-root `mlflow` user
+ENV_PG_PASSWORD = "PGPASSWORD"  # libpq reads it, so the store URI never holds the password
+ENV_AUTH_INI = "MLRIG_AUTH_INI"  # the image's entrypoint writes it to ENV_AUTH_CONFIG
+CONTAINER_SECRET_ENV_NAMES = (*SECRET_ENV_NAMES, ENV_PG_PASSWORD)
+# (cpu units, MiB, uvicorn workers) per stack profile. Idle PSS of the whole server tree
+# (bench/tracking_bench.py, MLflow 3.17): 0.39 GB with 1 worker, 0.59 GB with 2, flat after
+# 200 logged runs; so 1 GiB leaves 2 workers ~40 % headroom.
+CONTAINER_SIZES = {"small": (512, 1024, 2), "production": (1024, 2048, 4)}
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything a container runtime needs to run the tracking server."""
+
+    image: str
+    command: tuple[str, ...]
+    port: int
+    health_path: str
+    user: str
+    env: dict[str, str]
+    secret_env_names: tuple[str, ...]
+    cpu: int
+    memory: int
+
+
+def container_spec(
+    *,
+    image: str,
+    db_host: str,
+    db_name: str,
+    db_user: str,
+    artifacts_destination: str,
+    profile: str,
+    allowed_hosts: tuple[str, ...] = (),
+    db_port: int = 5432,
+) -> ContainerSpec:
+    """The tracking server as a container: args after the image's `mlflow server` entrypoint."""
+    cpu, memory, workers = CONTAINER_SIZES[profile]
+    store = f"postgresql://{db_user}@{db_host}:{db_port}/{db_name}?sslmode=require"
+    command = server_args(
+        host="0.0.0.0",  # noqa: S104 - in a container
+        port=CONTAINER_PORT,
+        backend_store_uri=store,
+        artifacts_destination=artifacts_destination,
+        workers=workers,
+    )
+    if allowed_hosts:
+        command += ["--allowed-hosts", ",".join(allowed_hosts)]
+    env = plain_env()
+    env[ENV_AUTH_CONFIG] = "/tmp/mlflow-auth.ini"
+    env[ENV_AUTH_INI] = auth_ini(store)
+    return ContainerSpec(
+        image=image,
+        command=tuple(command),
+        port=CONTAINER_PORT,
+        health_path=HEALTH_PATH,
+        user=CONTAINER_USER,
+        env=env,
+        secret_env_names=CONTAINER_SECRET_ENV_NAMES,
+        cpu=cpu,
+        memory=memory,
+    )

@@ -1,0 +1,64 @@
+"""GitHub Actions access through OIDC: one role, trusted by one repository, no keys."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pulumi
+import pulumi_aws as aws
+
+from mlrig.infra.components import policies
+
+GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
+
+
+@dataclass
+class CiAccessArgs:
+    github_repo: str  # owner/repo
+    github_ref: str  # e.g. "ref:refs/heads/main" or "environment:prod"
+    repository_arn: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    dvc_prefix: str
+    admin_secret_arn: pulumi.Input[str]
+    existing_provider_arn: str | None = None  # one provider per account: reuse it if present
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class CiAccess(pulumi.ComponentResource):
+    role: aws.iam.Role
+
+    def __init__(
+        self, name: str, args: CiAccessArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlrig:aws:CiAccess", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        provider_arn: pulumi.Input[str]
+        if args.existing_provider_arn:
+            provider_arn = args.existing_provider_arn
+        else:
+            provider_arn = aws.iam.OpenIdConnectProvider(
+                f"{name}-github-oidc",
+                url=GITHUB_OIDC_URL,
+                client_id_lists=["sts.amazonaws.com"],
+                tags=args.tags,
+                opts=child,
+            ).arn
+        self.role = aws.iam.Role(
+            f"{name}-role",
+            description=f"GitHub Actions of {args.github_repo}",
+            assume_role_policy=pulumi.Output.from_input(provider_arn).apply(
+                lambda arn: policies.github_trust(arn, args.github_repo, args.github_ref)
+            ),
+            max_session_duration=3600,
+            tags=args.tags,
+            opts=child,
+        )
+        aws.iam.RolePolicy(
+            f"{name}-policy",
+            role=self.role.id,
+            policy=pulumi.Output.all(
+                args.repository_arn, args.bucket_arn, args.admin_secret_arn
+            ).apply(lambda a: policies.ci_role(a[0], a[1], args.dvc_prefix, a[2])),
+            opts=child,
+        )
+        self.register_outputs({"role_arn": self.role.arn, "provider_arn": provider_arn})

@@ -1,0 +1,107 @@
+"""An ECR repository: immutable tags, scanned on push, encrypted, with a lifecycle policy."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pulumi
+import pulumi_aws as aws
+
+
+@dataclass
+class RegistryArgs:
+    repository_name: str
+    kms_key_arn: str | None = None  # None: AES256 with an AWS-owned key
+    keep_tagged: int = 50
+    untagged_days: int = 7
+    force_delete: bool = False  # only `mlrig stack down --purge` turns this on
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class Registry(pulumi.ComponentResource):
+    repository: aws.ecr.Repository
+
+    def __init__(
+        self, name: str, args: RegistryArgs, opts: pulumi.ResourceOptions | None = None
+    ) -> None:
+        super().__init__("mlrig:aws:Registry", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        encryption: list[Any] = [
+            {"encryption_type": "KMS", "kms_key": args.kms_key_arn}
+            if args.kms_key_arn
+            else {"encryption_type": "AES256"}
+        ]
+        # Immutable with no exclusion: mlrig pushes by content tag and verifies by digest, so
+        # no moving tag (`latest`) is needed; a team that wants one adds an exclusion filter.
+        self.repository = aws.ecr.Repository(
+            name,
+            name=args.repository_name,
+            image_tag_mutability="IMMUTABLE",
+            image_scanning_configuration={"scan_on_push": True},
+            encryption_configurations=encryption,
+            force_delete=args.force_delete,
+            tags=args.tags,
+            opts=child,
+        )
+        aws.ecr.LifecyclePolicy(
+            f"{name}-lifecycle",
+            repository=self.repository.name,
+            policy=lifecycle_policy(args.keep_tagged, args.untagged_days),
+            opts=child,
+        )
+        self.register_outputs(
+            {
+                "repository_url": self.repository.repository_url,
+                "repository_arn": self.repository.arn,
+            }
+        )
+
+
+def lifecycle_policy(keep_tagged: int, untagged_days: int) -> str:
+    return json.dumps(
+        {
+            "rules": [
+                {
+                    "rulePriority": 1,
+                    "description": f"expire untagged images after {untagged_days} days",
+                    "selection": {
+                        "tagStatus": "untagged",
+                        "countType": "sinceImagePushed",
+                        "countUnit": "days",
+                        "countNumber": untagged_days,
+                    },
+                    "action": {"type": "expire"},
+                },
+                {
+                    "rulePriority": 2,
+                    "description": f"keep the last {keep_tagged} tagged images",
+                    "selection": {
+                        "tagStatus": "tagged",
+                        "tagPatternList": ["*"],
+                        "countType": "imageCountMoreThan",
+                        "countNumber": keep_tagged,
+                    },
+                    "action": {"type": "expire"},
+                },
+            ]
+        }
+    )
+
+
+def enhanced_scanning(
+    name: str, opts: pulumi.ResourceOptions | None = None
+) -> aws.ecr.RegistryScanningConfiguration:
+    """Registry-wide Inspector scanning (billed per image scan); replaces basic scan-on-push."""
+    return aws.ecr.RegistryScanningConfiguration(
+        name,
+        scan_type="ENHANCED",
+        rules=[
+            {
+                "scan_frequency": "SCAN_ON_PUSH",
+                "repository_filters": [{"filter": "*", "filter_type": "WILDCARD"}],
+            }
+        ],
+        opts=opts,
+    )

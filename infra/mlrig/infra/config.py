@@ -1,0 +1,147 @@
+"""The AWS stack's settings: size profiles and the typed config the program is built from.
+
+`infra/__main__.py` (pulumi CLI) and the CLI's Automation API both produce a StackConfig;
+`infra.program.build` takes nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ProfileName = Literal["small", "production"]
+PROJECT = "mlrig"
+CONFIG_NAMESPACE = "mlrig"
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Every size and safety choice that differs between profiles; each one is priced."""
+
+    name: ProfileName
+    # small: tasks in public subnets behind an HTTP API (no NAT, no load balancer);
+    # production: private subnets, one NAT gateway per AZ, an HTTPS ALB.
+    private_tasks: bool
+    front_door: Literal["http-api", "alb"]
+    fargate_spot: bool
+    task_count: int
+    db_instance_class: str
+    db_storage_gb: int
+    db_max_storage_gb: int
+    db_multi_az: bool
+    db_deletion_protection: bool
+    db_backup_days: int
+    log_retention_days: int
+
+
+PROFILES: dict[str, Profile] = {
+    "small": Profile(
+        name="small",
+        private_tasks=False,
+        front_door="http-api",
+        fargate_spot=True,
+        task_count=1,
+        db_instance_class="db.t4g.micro",
+        db_storage_gb=20,
+        db_max_storage_gb=50,
+        db_multi_az=False,
+        db_deletion_protection=False,
+        db_backup_days=7,
+        log_retention_days=14,
+    ),
+    "production": Profile(
+        name="production",
+        private_tasks=True,
+        front_door="alb",
+        fargate_spot=False,
+        task_count=2,
+        db_instance_class="db.t4g.medium",
+        db_storage_gb=50,
+        db_max_storage_gb=500,
+        db_multi_az=True,
+        db_deletion_protection=True,
+        db_backup_days=14,
+        log_retention_days=90,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Generated once by the CLI and kept as Pulumi config secrets (never in outputs)."""
+
+    # str in the plan, pulumi.Output[str] (secret) from real config.
+    db_password: Any
+    admin_password: Any
+    flask_secret: Any
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    stack: str
+    region: str
+    profile: Profile
+    secrets: Secrets
+    # The tracking server is created only once its image is in ECR (phase two of `up`).
+    mlflow_image: str | None = None
+    github_repo: str | None = None  # owner/repo allowed to assume the CI role
+    github_ref: str = "ref:refs/heads/main"  # or "environment:prod", "*"
+    existing_oidc_provider_arn: str | None = None
+    domain: str | None = None
+    hosted_zone_id: str | None = None  # Route 53 zone for the domain's DNS validation
+    kms_key_arn: str | None = None  # customer-managed KMS key for S3 and ECR, else AWS-owned
+    enhanced_scanning: bool = False
+    access_log_bucket: str | None = None
+    dvc_prefix: str = "dvc"
+    artifacts_prefix: str = "mlflow-artifacts"
+    keep_tagged_images: int = 50
+    untagged_image_days: int = 7
+    noncurrent_version_days: int = 30
+    force_delete: bool = False  # set only by `mlrig stack down --purge`
+    final_snapshot_id: str | None = None  # set by `mlrig stack down`: unique per teardown
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {
+            "project": PROJECT,
+            "stack": self.stack,
+            "managed-by": "pulumi-mlrig",
+            **self.extra_tags,
+        }
+
+    @property
+    def prefix(self) -> str:
+        return f"mlrig-{self.stack}"
+
+
+def from_pulumi_config() -> StackConfig:
+    """Read `mlrig:*` config of the current Pulumi stack (pulumi CLI or Automation API)."""
+    import pulumi
+
+    conf = pulumi.Config(CONFIG_NAMESPACE)
+    aws_conf = pulumi.Config("aws")
+    profile = conf.get("profile") or "small"
+    if profile not in PROFILES:
+        raise ValueError(f"mlrig:profile must be one of {sorted(PROFILES)}, not {profile!r}")
+    return StackConfig(
+        stack=pulumi.get_stack(),
+        region=aws_conf.require("region"),
+        profile=PROFILES[profile],
+        secrets=Secrets(
+            db_password=conf.require_secret("dbPassword"),
+            admin_password=conf.require_secret("adminPassword"),
+            flask_secret=conf.require_secret("flaskSecret"),
+        ),
+        mlflow_image=conf.get("mlflowImage"),
+        github_repo=conf.get("githubRepo"),
+        github_ref=conf.get("githubRef") or "ref:refs/heads/main",
+        existing_oidc_provider_arn=conf.get("oidcProviderArn"),
+        domain=conf.get("domain"),
+        hosted_zone_id=conf.get("hostedZoneId"),
+        kms_key_arn=conf.get("kmsKeyArn"),
+        enhanced_scanning=conf.get_bool("enhancedScanning") or False,
+        access_log_bucket=conf.get("accessLogBucket"),
+        force_delete=conf.get_bool("forceDelete") or False,
+        final_snapshot_id=conf.get("finalSnapshotId"),
+    )

@@ -1,0 +1,118 @@
+"""The AWS stack as one function of a StackConfig: composes the components, returns outputs.
+
+`infra/__main__.py` (pulumi CLI), the CLI's Automation API and `mlrig stack plan` (mocks)
+all run this, so they cannot describe different stacks.
+"""
+
+from __future__ import annotations
+
+import pulumi
+
+from mlrig.contract import OutputNames
+from mlrig.infra.components.ci_access import CiAccess, CiAccessArgs
+from mlrig.infra.components.dvc_remote import DvcRemote, DvcRemoteArgs
+from mlrig.infra.components.network import Network, NetworkArgs
+from mlrig.infra.components.registry import Registry, RegistryArgs, enhanced_scanning
+from mlrig.infra.components.tracking_server import TrackingServer, TrackingServerArgs
+from mlrig.infra.config import StackConfig
+
+VPC_CIDR = "10.42.0.0/16"
+
+
+def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
+    tags, prefix, profile = cfg.tags, cfg.prefix, cfg.profile
+    remote = DvcRemote(
+        "dvc-remote",
+        DvcRemoteArgs(
+            bucket_prefix=f"{prefix}-"[:37],
+            prefix=cfg.dvc_prefix,
+            kms_key_arn=cfg.kms_key_arn,
+            noncurrent_version_days=cfg.noncurrent_version_days,
+            access_log_bucket=cfg.access_log_bucket,
+            force_destroy=cfg.force_delete,
+            tags=tags,
+        ),
+    )
+    registry_args = {
+        "kms_key_arn": cfg.kms_key_arn,
+        "keep_tagged": cfg.keep_tagged_images,
+        "untagged_days": cfg.untagged_image_days,
+        "force_delete": cfg.force_delete,
+        "tags": tags,
+    }
+    models = Registry("models", RegistryArgs(repository_name=f"{prefix}/models", **registry_args))  # type: ignore[arg-type]
+    server_repo = Registry(
+        "mlflow-server",
+        RegistryArgs(repository_name=f"{prefix}/mlflow-server", **registry_args),  # type: ignore[arg-type]
+    )
+    if cfg.enhanced_scanning:
+        enhanced_scanning("registry-scanning")
+    outputs: dict[str, pulumi.Input[object]] = {
+        OutputNames.REGION: cfg.region,
+        OutputNames.DVC_REMOTE_URL: remote.url,
+        OutputNames.DVC_REMOTE_REGION: cfg.region,
+        OutputNames.REGISTRY_URL: models.repository.repository_url,
+        OutputNames.ARTIFACTS_URL: pulumi.Output.concat(
+            "s3://", remote.bucket.id, "/", cfg.artifacts_prefix
+        ),
+        OutputNames.SERVER_REPOSITORY_URL: server_repo.repository.repository_url,
+        OutputNames.BUCKET_NAME: remote.bucket.id,
+        OutputNames.REPOSITORY_NAMES: [models.repository.name, server_repo.repository.name],
+        OutputNames.PROFILE: profile.name,
+    }
+    if not cfg.mlflow_image:
+        # Phase one of `mlrig stack up`: the server image must be in ECR before its service.
+        return outputs
+    network = Network(
+        "network",
+        NetworkArgs(
+            region=cfg.region, cidr=VPC_CIDR, nat_gateways=profile.private_tasks, tags=tags
+        ),
+    )
+    server = TrackingServer(
+        "mlflow",
+        TrackingServerArgs(
+            region=cfg.region,
+            profile=profile,
+            image=cfg.mlflow_image,
+            image_repository_arn=server_repo.repository.arn,
+            vpc_id=network.vpc.id,
+            vpc_cidr=VPC_CIDR,
+            public_subnet_ids=network.public_subnet_ids,
+            private_subnet_ids=network.private_subnet_ids,
+            bucket_name=remote.bucket.id,
+            bucket_arn=remote.bucket.arn,
+            artifacts_prefix=cfg.artifacts_prefix,
+            db_password=cfg.secrets.db_password,
+            admin_password=cfg.secrets.admin_password,
+            flask_secret=cfg.secrets.flask_secret,
+            domain=cfg.domain,
+            hosted_zone_id=cfg.hosted_zone_id,
+            force_delete=cfg.force_delete,
+            final_snapshot_id=cfg.final_snapshot_id or f"{prefix}-final",
+            tags=tags,
+        ),
+    )
+    outputs[OutputNames.MLFLOW_TRACKING_URI] = server.url
+    outputs[OutputNames.MLFLOW_ADMIN_SECRET_ARN] = server.admin_secret.arn
+    if cfg.github_repo:
+        ci = CiAccess(
+            "ci",
+            CiAccessArgs(
+                github_repo=cfg.github_repo,
+                github_ref=cfg.github_ref,
+                repository_arn=models.repository.arn,
+                bucket_arn=remote.bucket.arn,
+                dvc_prefix=cfg.dvc_prefix,
+                admin_secret_arn=server.admin_secret.arn,
+                existing_provider_arn=cfg.existing_oidc_provider_arn,
+                tags=tags,
+            ),
+        )
+        outputs[OutputNames.CI_ROLE_ARN] = ci.role.arn
+    return outputs
+
+
+def export(outputs: dict[str, pulumi.Input[object]]) -> None:
+    for key, value in outputs.items():
+        pulumi.export(key, value)

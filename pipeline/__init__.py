@@ -1,1 +1,0 @@
-"""The repository template `mlrig init` renders (copier); data only, read with importlib.resources."""

@@ -8,9 +8,59 @@ import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from pathlib import Path
+
 from mlrig import contract
 from mlrig.contract import StackOutputs
 from mlrig.core import secrets
+
+
+STACK_ENV = "MLRIG_STACK"
+ANSWERS_FILE = ".copier-answers.yml"  # written by `mlrig init`; names the repo's stack
+
+
+def resolve_name(flag: str | None = None, *, repo: Path | None = None) -> str:
+    """Answer "which stack?" the one way every command does.
+
+    The --stack flag, else $MLRIG_STACK, else the stack the repository at `repo` (default:
+    the current directory or a parent of it) was created against, else the only stack
+    there is; otherwise a one-line error that lists the choices.
+    """
+    from mlrig.errors import UsageError
+
+    if flag:
+        return flag
+    if os.environ.get(STACK_ENV):
+        return os.environ[STACK_ENV]
+    from_repo = repo_stack(repo or Path.cwd())
+    if from_repo:
+        return from_repo
+    names = contract.list_names()
+    if len(names) == 1:
+        return names[0]
+    where = f"there are {len(names)}: {', '.join(names)}" if names else "no stack exists yet"
+    raise UsageError(
+        f"which stack? {where}",
+        hint="pass --stack NAME or export MLRIG_STACK (create one with `mlrig stack up`)",
+    )
+
+
+def repo_stack(start: Path) -> str | None:
+    """The stack named in the answers file of the repo that holds `start`, if any."""
+    import yaml
+
+    for folder in (start.resolve(), *start.resolve().parents):
+        answers = folder / ANSWERS_FILE
+        if answers.is_file():
+            try:
+                data = yaml.safe_load(answers.read_text())
+            except (OSError, yaml.YAMLError):
+                return None
+            stack = data.get("stack") if isinstance(data, dict) else None
+            return str(stack) if stack else None
+        if (folder / ".git").exists():
+            return None
+    return None
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,11 @@ import os
 import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-
 from pathlib import Path
 
 from mlrig import contract
 from mlrig.contract import StackOutputs
 from mlrig.core import secrets
-
 
 STACK_ENV = "MLRIG_STACK"
 ANSWERS_FILE = ".copier-answers.yml"  # written by `mlrig init`; names the repo's stack

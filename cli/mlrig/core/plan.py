@@ -250,7 +250,7 @@ def plan_config(
 
 
 def policy_violations(plan: Plan) -> list[str]:
-    """The security policy suite (infra/mlrig/infra/policy.py) over this plan; empty when it passes."""
+    """The security policy suite (mlrig.infra.policy) over this plan; empty when it passes."""
     from mlrig.infra import policy
 
     return policy.violations(plan.resources)

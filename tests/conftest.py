@@ -5,33 +5,15 @@ In CI (CI=true) a missing engine, registry binary or MLflow is a failure, never 
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pytest
 
-if TYPE_CHECKING:
-    from mlrig.contract import StackOutputs
-    from mlrig.core.local_stack import LocalStack
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def require(ok: bool, what: str) -> None:
-    """Skip when a real dependency is missing locally; fail in CI, where it must exist."""
-    if ok:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{what} is required in CI (scripts/setup.sh installs it)")
-    pytest.skip(f"{what} not available")
+from mlrig.wait import Abandoned, WaitTimeout
+from tests.helpers import exited, isolated_stack, require, wait_for_http
 
 
 @pytest.fixture
@@ -65,69 +47,6 @@ def base_image(docker_engine: object) -> str:
     from mlrig.core import engine
 
     return engine.ensure_base_image()
-
-
-@contextmanager
-def isolated_stack(home: Path, name: str) -> Iterator[tuple[LocalStack, StackOutputs]]:
-    """A real local stack under its own MLRIG_HOME (for wider-scoped fixtures, which cannot
-    use monkeypatch); stopped, with its processes checked gone, and the home restored."""
-    from mlrig.core.local_stack import LocalStack
-
-    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
-    old = os.environ.get("MLRIG_HOME")
-    os.environ["MLRIG_HOME"] = str(home)
-    stack = LocalStack(name)
-    try:
-        yield stack, stack.up()
-    finally:
-        stuck = stack.down()
-        if old is None:
-            os.environ.pop("MLRIG_HOME", None)
-        else:
-            os.environ["MLRIG_HOME"] = old
-        assert stuck == [], stuck
-
-
-@contextmanager
-def registry_process(users: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
-    """A registry of a test's own (empty storage, its own htpasswd); yields host, process."""
-    import requests
-
-    from mlrig.adapters import registry
-    from mlrig.core.local_stack import free_port
-
-    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
-    with tempfile.TemporaryDirectory(prefix="mlrig-reg-") as tmp:
-        root, port = Path(tmp), free_port()
-        (root / "htpasswd").write_text(
-            "".join(registry.htpasswd_line(u, p) for u, p in users.items())
-        )
-        (root / "config.yml").write_text(
-            registry.config_yaml(
-                port=port,
-                storage_dir=root / "data",
-                htpasswd=root / "htpasswd",
-                http_secret="test-secret",
-            )
-        )
-        proc = subprocess.Popen(
-            [registry.binary(), "serve", str(root / "config.yml")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        host = f"127.0.0.1:{port}"
-        try:
-            for _ in range(100):
-                try:
-                    if requests.get(f"http://{host}/v2/", timeout=1).status_code == 401:
-                        break
-                except requests.RequestException:
-                    proc.poll()
-                time.sleep(0.1)
-            yield host, proc
-        finally:
-            proc.terminate()
-            proc.wait(10)
 
 
 @pytest.fixture(scope="session")
@@ -166,17 +85,17 @@ def moto_server() -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
-    import requests
-
     try:
-        for _ in range(100):
-            try:
-                requests.get(f"{url}/moto-api/", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
-        else:
-            pytest.fail("moto server did not start")
+        try:
+            wait_for_http(
+                f"{url}/moto-api/",
+                status=None,
+                timeout=30,
+                what="moto server",
+                give_up=lambda: exited(proc, "moto server"),
+            )
+        except (WaitTimeout, Abandoned) as exc:
+            pytest.fail(f"moto server did not start: {exc}")
         yield url
     finally:
         proc.terminate()

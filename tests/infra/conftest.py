@@ -1,29 +1,12 @@
-"""Plans of the AWS program under Pulumi mocks, built once per configuration per session."""
+"""Fixtures: plans of the AWS program under Pulumi mocks (`tests.helpers.make_plan`)."""
 
 from __future__ import annotations
 
-import dataclasses
-import json
-from functools import cache
 from typing import Any
 
 import pytest
 
-DOMAIN = "mlflow.example.com"
-REPO = "acme/churn-model"
-
-
-@cache
-def _plan(profile: str, domain: str | None, overrides: tuple[tuple[str, Any], ...]) -> Any:
-    from mlrig.core import plan
-
-    cfg = plan.plan_config(profile, domain=domain, github_repo=REPO)
-    return plan.run_program(dataclasses.replace(cfg, **dict(overrides)))
-
-
-def make_plan(profile: str, domain: str | None = None, **overrides: Any) -> Any:
-    return _plan(profile, domain, tuple(sorted(overrides.items())))
-
+from tests.helpers import DOMAIN, make_plan
 
 # The two profiles as they are meant to be deployed: production with its domain (ALB).
 PROFILES = [("small", None), ("production", DOMAIN)]
@@ -43,13 +26,3 @@ def small() -> Any:
 @pytest.fixture
 def production() -> Any:
     return make_plan("production", DOMAIN)
-
-
-def policy_doc(resource: Any, key: str = "policy") -> dict[str, Any]:
-    return json.loads(resource.inputs[key])
-
-
-def statement(resource: Any, sid: str, key: str = "policy") -> dict[str, Any]:
-    found = [s for s in policy_doc(resource, key)["Statement"] if s.get("Sid") == sid]
-    assert len(found) == 1, f"{resource.name} has no single statement {sid}"
-    return found[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.infra.conftest import REPO, make_plan, policy_doc, statement
+from tests.helpers import REPO, make_plan, policy_doc, statement
 
 ROLE = "aws:iam/role:Role"
 PROVIDER_ARN = "arn:aws:iam::123456789012:oidc-provider/token.actions.githubusercontent.com"

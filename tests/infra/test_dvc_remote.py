@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.infra.conftest import make_plan
+from tests.helpers import make_plan
 
 S3 = "aws:s3/"
 BUCKET_ID = "mlrig-plan-20261126abcdef"  # what the mocks name the bucket

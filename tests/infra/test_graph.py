@@ -82,7 +82,7 @@ def test_a_program_error_surfaces() -> None:
 
 def test_account_wide_names_carry_the_stack_name() -> None:
     """Two stacks in one account must not collide on names AWS requires to be unique."""
-    from tests.infra.conftest import make_plan
+    from tests.helpers import make_plan
 
     plan = make_plan("small", stack="team-b")
     named = {

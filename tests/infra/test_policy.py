@@ -10,7 +10,7 @@ import pytest
 
 from mlrig.core.plan import PlannedResource
 from mlrig.infra import policy
-from tests.infra.conftest import DOMAIN, make_plan
+from tests.helpers import DOMAIN, make_plan
 
 
 @pytest.mark.parametrize(

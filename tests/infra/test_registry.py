@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.infra.conftest import make_plan
+from tests.helpers import make_plan
 
 REPO = "aws:ecr/repository:Repository"
 

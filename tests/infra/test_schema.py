@@ -15,7 +15,7 @@ from typing import Any
 import pulumi_aws as aws
 import pytest
 
-from tests.infra.conftest import DOMAIN, make_plan
+from tests.helpers import DOMAIN, make_plan
 
 _NESTED = re.compile(r"ForwardRef\('(\w+?)Args(?:Dict)?'\)")
 

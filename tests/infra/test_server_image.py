@@ -115,7 +115,7 @@ MOTO_PASSWORD = "123456789012-auth-token"  # what moto's get_authorization_token
 @pytest.fixture
 def ecr_data_plane(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """A real registry on loopback standing in for ECR's data plane (moto has none)."""
-    from tests.conftest import registry_process
+    from tests.helpers import registry_process
 
     with registry_process({"AWS": MOTO_PASSWORD}) as (host, _proc):
         monkeypatch.setenv("MLRIG_ECR_REGISTRY_ENDPOINT", host)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from mlrig import tracking_server as ts
-from tests.infra.conftest import DOMAIN, make_plan, statement
+from tests.helpers import DOMAIN, make_plan, statement
 
 RDS = "aws:rds/instance:Instance"
 SERVICE = "aws:ecs/service:Service"

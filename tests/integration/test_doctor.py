@@ -14,7 +14,7 @@ from mlrig.adapters import processes
 from mlrig.core import doctor
 from mlrig.core.local_stack import LocalStack
 from mlrig.main import app
-from tests.conftest import require
+from tests.helpers import require
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ from mlrig.core import image, serving_push
 from mlrig.core.local_stack import free_port
 from mlrig.errors import RemoteError, ServiceError
 from mlrig.main import app
-from tests.conftest import registry_process
+from tests.helpers import registry_process
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()

@@ -15,8 +15,7 @@ from mlrig import contract
 from mlrig.core import bootstrap
 from mlrig.errors import Conflict, ServiceError
 from mlrig.main import app
-from tests.conftest import require
-from tests.unit.test_init import aws_outputs
+from tests.helpers import aws_outputs, dvc_config, require
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -26,13 +25,6 @@ def git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=repo, check=True, capture_output=True, text=True
     ).stdout
-
-
-def dvc_config(path: Path) -> dict:
-    """DVC's config files, read with the library DVC itself writes them with."""
-    from configobj import ConfigObj
-
-    return ConfigObj(str(path)).dict()
 
 
 @pytest.fixture

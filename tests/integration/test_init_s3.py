@@ -12,10 +12,10 @@ import yaml
 
 from mlrig import contract
 from mlrig.contract import DvcRemote, Registry, StackOutputs
-from tests.integration.test_init_repo import dvc_config
-from tests.integration.test_init_stack import (
+from tests.helpers import (
     VENV_BIN,
     assert_provenance,
+    dvc_config,
     md5,
     mlflow_client,
     provenance_of,

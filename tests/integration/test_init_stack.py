@@ -3,86 +3,27 @@ git, dvc and mlflow: the issue's list 1-6, in order, on one shared repository.""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.helpers import (
+    VENV_BIN,
+    assert_provenance,
+    lock_deps,
+    md5,
+    mlflow_client,
+    provenance_of,
+    ran_stages,
+    repo_env,
+    sh,
+)
+
 pytestmark = pytest.mark.integration
-VENV_BIN = Path(sys.executable).parent
 PROJECT = "bcancer"
-
-
-def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
-
-
-def sh(repo: Path, *args: str, env: dict[str, str]) -> str:
-    """Run a real program in repo; fail the test with its output if it fails."""
-    proc = subprocess.run(
-        list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=300
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"`{' '.join(args)}` exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
-            f"{proc.stderr[-3000:]}"
-        )
-    return proc.stdout + proc.stderr
-
-
-def repo_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """What a user's shell has: the venv on PATH, no MLflow exports (tracking.py must find
-    the stack by itself), DVC analytics off."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "MLRIG_"))}
-    env.update(
-        MLRIG_HOME=str(home),
-        DVC_NO_ANALYTICS="1",
-        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-        GIT_AUTHOR_NAME="Test",
-        GIT_AUTHOR_EMAIL="test@example.com",
-        GIT_COMMITTER_NAME="Test",
-        GIT_COMMITTER_EMAIL="test@example.com",
-    )
-    env.update(extra or {})
-    return env
-
-
-def lock_deps(repo: Path, stage: str) -> dict[str, str]:
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {f"dvc.dep.{d['path']}": d["md5"] for d in lock["stages"][stage]["deps"]}
-
-
-def ran_stages(output: str) -> set[str]:
-    return {s for s in ("preprocess", "train", "evaluate") if f"Running stage '{s}'" in output}
-
-
-def mlflow_client(stack_env: dict) -> Any:
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=stack_env["env"]["MLFLOW_TRACKING_URI"])
-
-
-def provenance_of(repo: Path) -> dict[str, Any]:
-    """What a repro just recorded: the MLflow run, HEAD and the train stage's lock hashes."""
-    return {
-        "run": json.loads((repo / "models/mlflow_run.json").read_text()),
-        "head": sh(repo, "git", "rev-parse", "HEAD", env=os.environ.copy()).strip(),
-        "deps": lock_deps(repo, "train"),
-    }
-
-
-def assert_provenance(client: Any, recorded: dict[str, Any]) -> None:
-    run = client.get_run(recorded["run"]["run_id"])
-    assert run.data.tags["mlflow.source.git.commit"] == recorded["head"]
-    dep_tags = {k: v for k, v in run.data.tags.items() if k.startswith("dvc.dep.")}
-    assert dep_tags == recorded["deps"]
-    assert len(dep_tags) == 4  # train.csv, features.py, train.py, tracking.py
 
 
 @pytest.fixture(scope="module")

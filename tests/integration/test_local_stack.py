@@ -22,7 +22,7 @@ from mlrig.adapters.registry import RegistryClient
 from mlrig.core import stacks
 from mlrig.core.local_stack import LocalStack
 from mlrig.errors import DependencyMissing, PortInUse, ServiceError
-from tests.conftest import require
+from tests.helpers import require
 
 pytestmark = pytest.mark.integration
 VENV_BIN = Path(sys.executable).parent

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mlrig import tracking_server as ts
 from mlrig.core import rehearse as core
-from tests.conftest import require
+from tests.helpers import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 RUNS = 20  # the command's default is 200; bench-sized runs are measured by hand (see report)

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from mlrig.adapters import processes
-from tests.conftest import isolated_stack
+from tests.helpers import isolated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from mlrig.main import app
 from mlrig.version import __version__
-from tests.unit.test_contract import sample
+from tests.helpers import sample
 
 runner = CliRunner()
 

@@ -8,29 +8,9 @@ from pathlib import Path
 import pytest
 
 from mlrig import contract
-from mlrig.contract import (
-    SCHEMA_VERSION,
-    BasicAuth,
-    DvcRemote,
-    Mlflow,
-    Registry,
-    SecretRef,
-    StackOutputs,
-)
+from mlrig.contract import SCHEMA_VERSION
 from mlrig.errors import ConfigError, StackNotFound, UsageError
-
-
-def sample(name: str = "dev") -> StackOutputs:
-    return StackOutputs(
-        name=name,
-        kind="local",
-        dvc_remote=DvcRemote(url="/tmp/remote"),
-        mlflow=Mlflow(
-            tracking_uri="http://127.0.0.1:5000",
-            auth=BasicAuth(username="admin", password=SecretRef(source="file", ref="/x/secret")),
-        ),
-        registry=Registry(kind="oci", url="127.0.0.1:5001/models"),
-    )
+from tests.helpers import sample
 
 
 def test_round_trip_through_disk(mlrig_home: Path) -> None:

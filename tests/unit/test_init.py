@@ -8,41 +8,12 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig import contract
-from mlrig.contract import (
-    BasicAuth,
-    DvcRemote,
-    Mlflow,
-    Registry,
-    SecretRef,
-    StackOutputs,
-)
 from mlrig.core import bootstrap
 from mlrig.errors import UsageError
 from mlrig.main import app
+from tests.helpers import aws_outputs
 
 runner = CliRunner()
-
-
-def aws_outputs(name: str = "prod", endpoint: str | None = "http://127.0.0.1:9") -> StackOutputs:
-    return StackOutputs(
-        name=name,
-        kind="aws",
-        region="eu-west-1",
-        dvc_remote=DvcRemote(url="s3://bucket/dvc", endpoint_url=endpoint, region="eu-west-1"),
-        mlflow=Mlflow(
-            tracking_uri="https://mlflow.example.com",
-            auth=BasicAuth(
-                username="admin",
-                password=SecretRef(
-                    source="aws-secretsmanager",
-                    ref="arn:aws:secretsmanager:x:1:secret:m",
-                    key="password",
-                ),
-            ),
-        ),
-        registry=Registry(kind="ecr", url="123456789012.dkr.ecr.eu-west-1.amazonaws.com/m"),
-        ci_role_arn="arn:aws:iam::123456789012:role/ci",
-    )
 
 
 @pytest.mark.parametrize("name", ["churn", "churn_model", "m2", "a1_b2_c3"])

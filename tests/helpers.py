@@ -1,0 +1,290 @@
+"""Plain helpers shared by test modules; fixtures live in the conftest.py files.
+
+Test modules import from here only, never from another test module or a conftest.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, StackOutputs
+from mlrig.wait import wait_until
+
+if TYPE_CHECKING:
+    from mlrig.core.local_stack import LocalStack
+    from mlrig.core.plan import Plan, PlannedResource
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+DOMAIN = "mlflow.example.com"  # the production profile's domain in the infra tests
+REPO = "acme/churn-model"  # the GitHub repository the infra tests' CI role trusts
+
+
+def require(ok: bool, what: str) -> None:
+    """Skip when a real dependency is missing locally; fail in CI, where it must exist."""
+    if ok:
+        return
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{what} is required in CI (scripts/setup.sh installs it)")
+    pytest.skip(f"{what} not available")
+
+
+# -- waiting for real services ------------------------------------------------------------------
+def wait_for_http(
+    url: str,
+    *,
+    status: int | None = 200,
+    timeout: float,
+    what: str | None = None,
+    interval: float = 0.2,
+    give_up: Callable[[], str | None] | None = None,
+) -> None:
+    """Poll `url` until it answers `status` (any status when None); refused connections are
+    "not yet". Raises `WaitTimeout` or `Abandoned` (from `give_up`) like `wait_until`."""
+    import requests
+
+    def answered() -> bool:
+        code = requests.get(url, timeout=2).status_code
+        return status is None or code == status
+
+    wait_until(
+        answered,
+        timeout=timeout,
+        what=what or f"{url} answering {status or 'at all'}",
+        interval=interval,
+        give_up=give_up,
+    )
+
+
+def exited(proc: subprocess.Popen, what: str) -> str | None:
+    """A `give_up` answer for `wait_until`: why waiting on `proc` is hopeless, if it is."""
+    code = proc.poll()
+    return None if code is None else f"{what} exited with code {code}"
+
+
+@contextmanager
+def isolated_stack(home: Path, name: str) -> Iterator[tuple[LocalStack, StackOutputs]]:
+    """A real local stack under its own MLRIG_HOME (for wider-scoped fixtures, which cannot
+    use monkeypatch); stopped, with its processes checked gone, and the home restored."""
+    from mlrig.core.local_stack import LocalStack
+
+    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
+    old = os.environ.get("MLRIG_HOME")
+    os.environ["MLRIG_HOME"] = str(home)
+    stack = LocalStack(name)
+    try:
+        yield stack, stack.up()
+    finally:
+        stuck = stack.down()
+        if old is None:
+            os.environ.pop("MLRIG_HOME", None)
+        else:
+            os.environ["MLRIG_HOME"] = old
+        assert stuck == [], stuck
+
+
+@contextmanager
+def registry_process(users: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
+    """A registry of a test's own (empty storage, its own htpasswd); yields host, process."""
+    from mlrig.adapters import registry
+    from mlrig.core.local_stack import free_port
+
+    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
+    with tempfile.TemporaryDirectory(prefix="mlrig-reg-") as tmp:
+        root, port = Path(tmp), free_port()
+        (root / "htpasswd").write_text(
+            "".join(registry.htpasswd_line(u, p) for u, p in users.items())
+        )
+        (root / "config.yml").write_text(
+            registry.config_yaml(
+                port=port,
+                storage_dir=root / "data",
+                htpasswd=root / "htpasswd",
+                http_secret="test-secret",
+            )
+        )
+        proc = subprocess.Popen(
+            [registry.binary(), "serve", str(root / "config.yml")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        host = f"127.0.0.1:{port}"
+        try:
+            wait_for_http(
+                f"http://{host}/v2/",
+                status=401,  # htpasswd is on: an anonymous ping is refused once it serves
+                timeout=30,
+                what=f"the test registry on {host}",
+                interval=0.1,
+                give_up=lambda: exited(proc, "the test registry"),
+            )
+            yield host, proc
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+# -- stack outputs as the consumers see them -----------------------------------------------------
+def sample(name: str = "dev") -> StackOutputs:
+    """A local stack's outputs (nothing behind them)."""
+    return StackOutputs(
+        name=name,
+        kind="local",
+        dvc_remote=DvcRemote(url="/tmp/remote"),
+        mlflow=Mlflow(
+            tracking_uri="http://127.0.0.1:5000",
+            auth=BasicAuth(username="admin", password=SecretRef(source="file", ref="/x/secret")),
+        ),
+        registry=Registry(kind="oci", url="127.0.0.1:5001/models"),
+    )
+
+
+def aws_outputs(name: str = "prod", endpoint: str | None = "http://127.0.0.1:9") -> StackOutputs:
+    """An AWS stack's outputs (nothing behind them)."""
+    return StackOutputs(
+        name=name,
+        kind="aws",
+        region="eu-west-1",
+        dvc_remote=DvcRemote(url="s3://bucket/dvc", endpoint_url=endpoint, region="eu-west-1"),
+        mlflow=Mlflow(
+            tracking_uri="https://mlflow.example.com",
+            auth=BasicAuth(
+                username="admin",
+                password=SecretRef(
+                    source="aws-secretsmanager",
+                    ref="arn:aws:secretsmanager:x:1:secret:m",
+                    key="password",
+                ),
+            ),
+        ),
+        registry=Registry(kind="ecr", url="123456789012.dkr.ecr.eu-west-1.amazonaws.com/m"),
+        ci_role_arn="arn:aws:iam::123456789012:role/ci",
+    )
+
+
+# -- generated repositories, driven with the real programs ---------------------------------------
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+
+
+def sh(repo: Path, *args: str, env: dict[str, str]) -> str:
+    """Run a real program in repo; fail the test with its output if it fails."""
+    proc = subprocess.run(
+        list(args), cwd=repo, env=env, capture_output=True, text=True, timeout=300
+    )
+    if proc.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(args)}` exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
+            f"{proc.stderr[-3000:]}"
+        )
+    return proc.stdout + proc.stderr
+
+
+def repo_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """What a user's shell has: the venv on PATH, no MLflow exports (tracking.py must find
+    the stack by itself), DVC analytics off."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "MLRIG_"))}
+    env.update(
+        MLRIG_HOME=str(home),
+        DVC_NO_ANALYTICS="1",
+        PATH=f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        GIT_AUTHOR_NAME="Test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="Test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+    )
+    env.update(extra or {})
+    return env
+
+
+def dvc_config(path: Path) -> dict:
+    """DVC's config files, read with the library DVC itself writes them with."""
+    from configobj import ConfigObj
+
+    return ConfigObj(str(path)).dict()
+
+
+def lock_deps(repo: Path, stage: str) -> dict[str, str]:
+    import yaml
+
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {f"dvc.dep.{d['path']}": d["md5"] for d in lock["stages"][stage]["deps"]}
+
+
+def ran_stages(output: str) -> set[str]:
+    return {s for s in ("preprocess", "train", "evaluate") if f"Running stage '{s}'" in output}
+
+
+def mlflow_client(stack_env: dict) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=stack_env["env"]["MLFLOW_TRACKING_URI"])
+
+
+def provenance_of(repo: Path) -> dict[str, Any]:
+    """What a repro just recorded: the MLflow run, HEAD and the train stage's lock hashes."""
+    return {
+        "run": json.loads((repo / "models/mlflow_run.json").read_text()),
+        "head": sh(repo, "git", "rev-parse", "HEAD", env=os.environ.copy()).strip(),
+        "deps": lock_deps(repo, "train"),
+    }
+
+
+def assert_provenance(client: Any, recorded: dict[str, Any]) -> None:
+    run = client.get_run(recorded["run"]["run_id"])
+    assert run.data.tags["mlflow.source.git.commit"] == recorded["head"]
+    dep_tags = {k: v for k, v in run.data.tags.items() if k.startswith("dvc.dep.")}
+    assert dep_tags == recorded["deps"]
+    assert len(dep_tags) == 4  # train.csv, features.py, train.py, tracking.py
+
+
+# -- models -------------------------------------------------------------------------------------
+def breast_cancer_pipeline(c: float = 1.0) -> tuple[Any, Any]:
+    """scikit-learn's bundled breast-cancer data (as a DataFrame) and a scaled logistic
+    regression fitted on it: (model, features)."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500)).fit(x, y)
+    return model, x
+
+
+# -- the AWS program under Pulumi mocks ----------------------------------------------------------
+@cache
+def _plan(profile: str, domain: str | None, overrides: tuple[tuple[str, Any], ...]) -> Plan:
+    from mlrig.core import plan
+
+    cfg = plan.plan_config(profile, domain=domain, github_repo=REPO)
+    return plan.run_program(dataclasses.replace(cfg, **dict(overrides)))
+
+
+def make_plan(profile: str, domain: str | None = None, **overrides: Any) -> Plan:
+    """The resource graph for one configuration, built once per session."""
+    return _plan(profile, domain, tuple(sorted(overrides.items())))
+
+
+def policy_doc(resource: PlannedResource, key: str = "policy") -> dict[str, Any]:
+    return json.loads(resource.inputs[key])
+
+
+def statement(resource: PlannedResource, sid: str, key: str = "policy") -> dict[str, Any]:
+    found = [s for s in policy_doc(resource, key)["Statement"] if s.get("Sid") == sid]
+    assert len(found) == 1, f"{resource.name} has no single statement {sid}"
+    return found[0]

@@ -6,13 +6,14 @@ the entrypoint, the non-root user, the auth config path and mlrig's auth hook ar
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import pytest
 import requests
 
 from mlrig import tracking_server as ts
+from mlrig.wait import Abandoned, WaitTimeout
+from tests.helpers import wait_for_http
 
 pytestmark = pytest.mark.integration
 ADMIN_PASSWORD = "container-admin-pw"
@@ -54,18 +55,23 @@ def running(docker_engine, server_image: str) -> Iterator[tuple[str, object]]:  
         tag, command=command, environment=env, network_mode="host", detach=True, user=spec.user
     )
     url = f"http://127.0.0.1:{port}"
+
+    def exited() -> str | None:
+        container.reload()
+        return "server exited" if container.status == "exited" else None
+
     try:
-        for _ in range(240):
-            try:
-                if requests.get(f"{url}{ts.HEALTH_PATH}", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            container.reload()
-            if container.status == "exited":
-                pytest.fail("server exited: " + container.logs().decode()[-2000:])
-            time.sleep(0.5)
-        else:
+        try:
+            wait_for_http(
+                f"{url}{ts.HEALTH_PATH}",
+                timeout=180,
+                what="the server container's health check",
+                interval=0.5,
+                give_up=exited,
+            )
+        except Abandoned:
+            pytest.fail("server exited: " + container.logs().decode()[-2000:])
+        except WaitTimeout:
             pytest.fail("server never became healthy: " + container.logs().decode()[-2000:])
         yield url, container
     finally:

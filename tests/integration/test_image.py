@@ -23,7 +23,7 @@ from mlrig.core import image, serving_push
 from mlrig.core.local_stack import free_port
 from mlrig.errors import RemoteError, ServiceError
 from mlrig.main import app
-from tests.helpers import registry_process
+from tests.helpers import breast_cancer_pipeline, registry_process
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -66,13 +66,8 @@ def register(name: str, c: float, pins: bool = True) -> tuple[str, list[int]]:
     import pandas
     import scipy
     import sklearn
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500)).fit(x, y)
+    model, x = breast_cancer_pipeline(c)
     reqs = (
         [
             f"{m.__name__ if m is not sklearn else 'scikit-learn'}=={m.__version__}"

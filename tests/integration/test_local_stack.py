@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from mlrig.adapters.registry import RegistryClient
 from mlrig.core import stacks
 from mlrig.core.local_stack import LocalStack
 from mlrig.errors import DependencyMissing, PortInUse, ServiceError
+from mlrig.wait import WaitTimeout, wait_until
 from tests.helpers import require
 
 pytestmark = pytest.mark.integration
@@ -210,9 +210,12 @@ def _alive(pid: int) -> bool:
 
 
 def _wait_dead(pids: list[int], timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(
+        lambda: not any(_alive(p) for p in pids),
+        timeout=timeout,
+        what=f"processes {pids} to die",
+        interval=0.1,
+    )
 
 
 def test_port_taken_changes_nothing(mlrig_home: Path) -> None:
@@ -343,12 +346,16 @@ def test_registry_container_fallback(
         assert stack.down() == []
     import docker.errors
 
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+    def container_gone() -> bool:
         try:
             docker_adapter.client().containers.get("mlrig-registry-box")
         except docker.errors.NotFound:
-            break
-        time.sleep(0.3)
-    else:
+            return True
+        return False
+
+    try:
+        # docker's errors are OSErrors (via requests): only NotFound means "gone", any other
+        # engine error fails the test instead of being retried as "not yet"
+        wait_until(container_gone, timeout=15, what="the registry container", retry_on=())
+    except WaitTimeout:
         pytest.fail("the registry container outlived `stack down`")

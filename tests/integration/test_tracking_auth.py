@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from mlrig.adapters import processes
-from tests.helpers import isolated_stack
+from tests.helpers import isolated_stack, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -248,14 +248,14 @@ def test_with_several_workers_a_stale_password_dies_within_the_ttl(tmp_path) -> 
     )
     server = Server(None, f"http://127.0.0.1:{port}", admin_pw)
     try:
-        for _ in range(600):
-            try:
-                if requests.get(server.url + "/health", timeout=2).status_code == 200:
-                    break
-            except requests.RequestException:
-                pass
-            assert not processes.exited_early(rec), processes.tail(tmp_path / "log")
-            time.sleep(0.2)
+        wait_for_http(
+            server.url + "/health",
+            timeout=120,
+            what="the two-worker server",
+            give_up=lambda: (
+                processes.tail(tmp_path / "log") if processes.exited_early(rec) else None
+            ),
+        )
         name, old = server.new_user("grace", "grace-password-0001")
         for _ in range(20):  # fresh connections: both workers check, and cache, the password
             assert server.probe((name, old)) == 200

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from mlrig.core import image, serving_model
+from tests.helpers import breast_cancer_pipeline
 
 
 def _load_serve() -> Any:
@@ -34,13 +35,8 @@ serve = _load_serve()
 def saved_model(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     import mlflow.sklearn
     import sklearn
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500)).fit(x, y)
+    model, x = breast_cancer_pipeline()
     path = tmp_path_factory.mktemp("model") / "m"
     mlflow.sklearn.save_model(
         model,

@@ -9,7 +9,6 @@ Starts a local stack in a temporary MLRIG_HOME and stops it at the end.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -21,7 +20,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import record, utc_stamp
+
 BIN = Path(sys.executable).parent
 
 
@@ -146,13 +146,10 @@ def main() -> None:
         )
     table = "\n".join(lines)
     print(table)
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    (RESULTS / f"init_{stamp}.md").write_text(table + "\n")
-    (RESULTS / f"init_{stamp}.json").write_text(
-        json.dumps(
-            {"samples": samples, "load": load, "python": platform.python_version()}, indent=2
-        )
+    record(
+        f"init_{utc_stamp(zulu=False)}",
+        {"samples": samples, "load": load, "python": platform.python_version()},
+        table,
     )
 
 

@@ -16,11 +16,11 @@ import re
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import record, utc_stamp
+
 MLRIG = Path(sys.executable).with_name("mlrig")
 
 
@@ -85,8 +85,7 @@ def main() -> None:
     rows = [rehearse(p, args.runs) for p in args.profiles]
     text = table(rows)
     print(text)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS.mkdir(exist_ok=True)
+    stamp = utc_stamp()
     meta = {
         "when": stamp,
         "cpus": os.cpu_count(),
@@ -94,9 +93,10 @@ def main() -> None:
         "note": "2 shared CPUs; the container gets the profile's CPU quota (small 0.5 "
         "vCPU, production 1 vCPU) like a Fargate task",
     }
-    (RESULTS / f"rehearse-{stamp}.json").write_text(json.dumps({**meta, "rows": rows}, indent=2))
-    (RESULTS / f"rehearse-{stamp}.md").write_text(
-        f"# mlrig stack rehearse, {stamp}\n\n{meta['note']}\n\n{text}\n"
+    record(
+        f"rehearse-{stamp}",
+        {**meta, "rows": rows},
+        f"# mlrig stack rehearse, {stamp}\n\n{meta['note']}\n\n{text}\n",
     )
 
 

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import record, utc_stamp
+
 MLRIG = str(Path(sys.executable).with_name("mlrig"))
 CASES = {
     "small": ["--profile", "small"],
@@ -60,17 +61,15 @@ def main() -> None:
         for r in rows
     ]
     print("\n".join(lines))
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    RESULTS.mkdir(exist_ok=True)
+    stamp = utc_stamp(zulu=False)
     meta = {
         "when": stamp,
         "samples": args.samples,
         "machine": platform.platform(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
         "rows": rows,
     }
-    (RESULTS / f"stack_plan_{stamp}.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (RESULTS / f"stack_plan_{stamp}.md").write_text("\n".join(lines) + "\n")
+    record(f"stack_plan_{stamp}", meta, "\n".join(lines))
 
 
 if __name__ == "__main__":

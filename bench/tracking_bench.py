@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import logging
 import os
 import platform
@@ -26,12 +25,13 @@ from pathlib import Path
 
 import psutil
 import requests
+from common import record
 
 from mlrig import tracking_server as ts
 from mlrig.adapters import processes
 from mlrig.core.local_stack import free_port
+from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
 ROUNDS = 10  # the workload is cut into this many round-robin slices
 SETTLE_SECONDS = 5.0  # the tree must hold still this long before idle memory is read
@@ -140,16 +140,21 @@ class Server:
     def start(self) -> None:
         argv, env = self.cfg.build(self.dir, self.port, self.password)
         t0 = time.perf_counter()
-        self.rec = processes.start(
+        rec = self.rec = processes.start(
             argv, pid_file=self.pid_file, log_file=self.dir / "log", env=env, cwd=self.dir
         )
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(self.url + ts.HEALTH_PATH, timeout=2).status_code == 200:
-                    break
-            if processes.exited_early(self.rec) or time.perf_counter() - t0 > 120:
-                raise SystemExit(f"{self.cfg.name}: no start: {processes.tail(self.dir / 'log')}")
-            time.sleep(0.1)
+        try:
+            wait_until(
+                lambda: requests.get(self.url + ts.HEALTH_PATH, timeout=2).status_code == 200,
+                timeout=120,
+                what=f"{self.cfg.name} answering {ts.HEALTH_PATH}",
+                interval=0.1,
+                give_up=lambda: "it exited" if processes.exited_early(rec) else None,
+            )
+        except (WaitTimeout, Abandoned):
+            raise SystemExit(
+                f"{self.cfg.name}: no start: {processes.tail(self.dir / 'log')}"
+            ) from None
         self.result.start_to_healthy_s = round(time.perf_counter() - t0, 1)
 
     def measure_idle(self) -> None:
@@ -243,16 +248,25 @@ def tree(pid: int) -> list[psutil.Process]:
 
 
 def settle(pid: int) -> list[psutil.Process]:
-    """Wait until the process tree stops changing (stock MLflow spawns job consumers late)."""
-    deadline = time.monotonic() + SETTLE_LIMIT
+    """Wait until the process tree stops changing (stock MLflow spawns job consumers late);
+    a tree still changing after SETTLE_LIMIT is read as it is."""
     last, since = sorted(p.pid for p in tree(pid)), time.monotonic()
-    while time.monotonic() < deadline:
-        time.sleep(0.5)
+
+    def held_still() -> bool:
+        nonlocal last, since
         now = sorted(p.pid for p in tree(pid))
         if now != last:
             last, since = now, time.monotonic()
-        elif time.monotonic() - since >= SETTLE_SECONDS:
-            break
+        return time.monotonic() - since >= SETTLE_SECONDS
+
+    with contextlib.suppress(WaitTimeout):
+        wait_until(
+            held_still,
+            timeout=SETTLE_LIMIT,
+            what=f"the process tree of {pid} holding still",
+            interval=0.5,
+            retry_on=(),  # a server dying here is a failure, not "not yet"
+        )
     return tree(pid)
 
 
@@ -345,12 +359,8 @@ def main() -> None:
     meta["load_after"] = "/".join(f"{x:.1f}" for x in os.getloadavg())
     table = render(results, meta)
     print(table)
-    RESULTS.mkdir(exist_ok=True)
     stamp = str(meta["date"]).replace(":", "").replace("-", "")
-    (RESULTS / f"tracking-{stamp}.json").write_text(
-        json.dumps({"meta": meta, "results": [asdict(r) for r in results]}, indent=1) + "\n"
-    )
-    (RESULTS / f"tracking-{stamp}.md").write_text(table)
+    record(f"tracking-{stamp}", {"meta": meta, "results": [asdict(r) for r in results]}, table)
 
 
 if __name__ == "__main__":

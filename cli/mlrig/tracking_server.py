@@ -142,6 +142,9 @@ def local_plan(
 # --- Container runtime contract (the AWS task and the mlflow-server image agree on it) ---
 
 CONTAINER_USER = "10001:10001"  # the image's non-root `mlflow` user
+# The server's PostgreSQL database and its owner role: RDS creates them, the rehearsal too.
+DB_NAME = "mlflow"
+DB_USER = "mlflow"
 ENV_PG_PASSWORD = "PGPASSWORD"  # libpq reads it, so the store URI never holds the password
 ENV_AUTH_INI = "MLRIG_AUTH_INI"  # the image's entrypoint writes it to ENV_AUTH_CONFIG
 CONTAINER_SECRET_ENV_NAMES = (*SECRET_ENV_NAMES, ENV_PG_PASSWORD)

@@ -1,4 +1,5 @@
-"""The Pulumi Automation API behind one door: lazy imports, no CLI -> one clear line.
+"""Pulumi behind one door: the Automation API (lazy imports, no CLI -> one clear line) and
+programs run offline under Pulumi's mocks.
 
 The Automation API drives the `pulumi` CLI as a subprocess; when the CLI is missing it
 would surface a FileNotFoundError deep inside the SDK, so every entry point checks first.
@@ -146,3 +147,94 @@ def destroy(stack: Any, on_output: Callable[[str], Any]) -> None:
         stack.destroy(on_output=on_output, color="never", show_secrets=False)
     except Exception as exc:
         raise translate(exc, f"pulumi destroy of stack '{stack.name}'") from exc
+
+
+# --- a program run under Pulumi's mocks (offline: no CLI, no plugin, no account) ---
+
+
+class MocksRunError(Exception):
+    """A program did not finish under mocks (an output never resolved, or was unset)."""
+
+
+# What the mocks answer for a resource registration: (type token, name, inputs, custom) ->
+# (id, outputs); components (custom False) get ("", {}) and only their registration counts.
+OnResource = Callable[[str, str, dict[str, Any], bool], tuple[str, dict[str, Any]]]
+# What the mocks answer for a provider function call: (token, args) -> result.
+OnCall = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def run_under_mocks(
+    program: Callable[[], Mapping[str, Any]],
+    *,
+    stack: str,
+    on_resource: OnResource,
+    on_call: OnCall,
+    resolve_timeout: float,
+) -> dict[str, Any]:
+    """Run `program()` under mocks answered by the two callbacks; return its resolved outputs.
+
+    Every output must resolve within `resolve_timeout` seconds to a value: an unknown or unset
+    output raises MocksRunError rather than passing silently. Errors the program or a
+    callback raise propagate unchanged."""
+    import asyncio
+
+    import pulumi
+    from pulumi.runtime import mocks as pulumi_mocks
+    from pulumi.runtime import settings
+    from pulumi.runtime import stack as pulumi_stack
+
+    class _Mocks(pulumi.runtime.Mocks):
+        def new_resource(self, args: pulumi.runtime.MockResourceArgs) -> tuple[str, dict[str, Any]]:
+            rid, outputs = on_resource(args.typ, args.name, dict(args.inputs), bool(args.custom))
+            return rid, outputs
+
+        def call(
+            self, args: pulumi.runtime.MockCallArgs
+        ) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
+            return on_call(args.token, dict(args.args)), []  # no check failures
+
+    _ensure_event_loop()  # set_mocks already registers the root stack resource
+    pulumi.runtime.set_mocks(_Mocks(), project=PROJECT, stack=stack, preview=False)
+    settings.SETTINGS.outputs.clear()
+    resolved: dict[str, Any] = {}
+    unresolved: list[str] = []
+
+    async def main() -> None:
+        outputs = program()
+        keys = list(outputs)
+        tasks = [asyncio.ensure_future(pulumi.Output.from_input(outputs[k]).future()) for k in keys]
+        _, pending = await asyncio.wait(tasks, timeout=resolve_timeout)
+        if pending:
+            stuck = [k for k, t in zip(keys, tasks, strict=True) if t in pending]
+            unresolved.append(f"outputs {stuck} did not resolve within {resolve_timeout:g} s")
+            for task in pending:  # else Pulumi's runtime waits for them forever
+                task.cancel()
+            raise MocksRunError(unresolved[0])
+        for key, task in zip(keys, tasks, strict=True):
+            value = task.result()
+            if value is None:
+                raise MocksRunError(f"output {key!r} resolved to nothing (unknown or missing)")
+            resolved[key] = value
+
+    try:
+        pulumi_mocks._sync_await(pulumi_stack.run_pulumi_func(main))
+    except asyncio.CancelledError as exc:
+        # The runtime reports the tasks cancelled above rather than our error.
+        if unresolved:
+            raise MocksRunError(unresolved[0]) from exc
+        raise
+    finally:
+        settings.SETTINGS.outputs.clear()
+    return resolved
+
+
+def _ensure_event_loop() -> None:
+    """Pulumi's runtime uses the thread's current loop; asyncio.run() elsewhere unsets it."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None or loop.is_closed():
+        asyncio.set_event_loop(asyncio.new_event_loop())

@@ -1,17 +1,18 @@
-"""`mlrig stack plan`: run the AWS program under Pulumi's mocks, offline, and list its graph.
+"""`mlrig stack plan`: the AWS program's resource graph, offline, with its rendering.
 
-No Pulumi CLI, no provider plugin, no AWS account: the mocks answer every resource with
-realistic computed outputs (arn, name, repositoryUrl...), so dependent inputs are known and
-appear exactly as the provider would receive them (camelCase keys, nested values).
+No Pulumi CLI, no provider plugin, no AWS account: the Pulumi adapter runs the program under
+mocks, and this module answers every resource with realistic computed outputs (arn, name,
+repositoryUrl...), so dependent inputs are known and appear exactly as the provider would
+receive them (camelCase keys, nested values).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlrig.adapters import pulumi as pulumi_adapter
 from mlrig.errors import UsageError
 
 ACCOUNT = "123456789012"
@@ -45,8 +46,8 @@ class Plan:
         return found[0]
 
 
-class PlanError(Exception):
-    """The program did not finish under mocks (an output never resolved, or it raised)."""
+# The program did not finish under mocks (an output never resolved, or had no value).
+PlanError = pulumi_adapter.MocksRunError
 
 
 def _arn(service: str, region: str, resource: str) -> str:
@@ -136,90 +137,52 @@ def _plain_numbers(value: Any) -> Any:
     return value
 
 
-class _Mocks:
-    """Pulumi mocks that record every registration (subclassed lazily from pulumi.Mocks)."""
+class _Recorder:
+    """Answers the mocks' questions for a plan and records every registration in it."""
 
     def __init__(self, plan: Plan) -> None:
         self.plan = plan
 
-    def new_resource(self, args: Any) -> tuple[str, dict[str, Any]]:
-        if not args.custom:
-            self.plan.components.append((args.typ, args.name))
+    def new_resource(
+        self, typ: str, name: str, inputs: dict[str, Any], custom: bool
+    ) -> tuple[str, dict[str, Any]]:
+        if not custom:
+            self.plan.components.append((typ, name))
             return "", {}
-        self.plan.resources.append(
-            PlannedResource(args.typ, args.name, _plain_numbers(dict(args.inputs)))
-        )
-        rid, computed = computed_outputs(args.typ, args.name, args.inputs, self.plan.region)
-        return rid, {**args.inputs, **computed}
+        self.plan.resources.append(PlannedResource(typ, name, _plain_numbers(inputs)))
+        rid, computed = computed_outputs(typ, name, inputs, self.plan.region)
+        return rid, {**inputs, **computed}
 
-    def call(self, args: Any) -> dict[str, Any]:
-        if args.token == "aws:index/getAvailabilityZones:getAvailabilityZones":
+    def call(self, token: str, args: dict[str, Any]) -> dict[str, Any]:
+        if token == "aws:index/getAvailabilityZones:getAvailabilityZones":
             return {
                 "names": [f"{self.plan.region}{z}" for z in "abc"],
                 "zoneIds": ["use1-az1", "use1-az2", "use1-az4"],
             }
-        if args.token == "aws:route53/getZone:getZone":
-            return {"zoneId": "Z0123456789PLAN", "name": args.args.get("name")}
-        if args.token == "aws:index/getRegion:getRegion":
+        if token == "aws:route53/getZone:getZone":
+            return {"zoneId": "Z0123456789PLAN", "name": args.get("name")}
+        if token == "aws:index/getRegion:getRegion":
             return {"region": self.plan.region, "name": self.plan.region}
-        raise PlanError(f"the plan has no mock for the call {args.token}")
+        raise PlanError(f"the plan has no mock for the call {token}")
 
 
 def run_program(cfg: Any, build: Any = None) -> Plan:
     """Run `build(cfg)` (default: infra.program.build) under mocks; every output must resolve."""
-    import pulumi
-    from pulumi.runtime import mocks as pulumi_mocks
-    from pulumi.runtime import settings, stack
-
     if build is None:
         from mlrig.infra import program
 
         build = program.build
     plan = Plan(profile=cfg.profile.name, region=cfg.region)
-    mocks = type("PlanMocks", (_Mocks, pulumi.runtime.Mocks), {})(plan)
-    _ensure_event_loop()  # set_mocks already registers the root stack resource
-    pulumi.runtime.set_mocks(mocks, project="mlrig", stack=cfg.stack, preview=False)
-    settings.SETTINGS.outputs.clear()
-
-    async def main() -> None:
-        outputs = build(cfg)
-        keys = list(outputs)
-        tasks = [asyncio.ensure_future(pulumi.Output.from_input(outputs[k]).future()) for k in keys]
-        _, pending = await asyncio.wait(tasks, timeout=RESOLVE_TIMEOUT_S)
-        if pending:
-            stuck = [k for k, t in zip(keys, tasks, strict=True) if t in pending]
-            unresolved.append(f"outputs {stuck} did not resolve within {RESOLVE_TIMEOUT_S:g} s")
-            for task in pending:  # else Pulumi's runtime waits for them forever
-                task.cancel()
-            raise PlanError(unresolved[0])
-        values = [t.result() for t in tasks]
-        for key, value in zip(keys, values, strict=True):
-            if value is None:
-                raise PlanError(f"output {key!r} resolved to nothing (unknown or missing)")
-            plan.outputs[key] = value
-
-    unresolved: list[str] = []
-    try:
-        pulumi_mocks._sync_await(stack.run_pulumi_func(main))
-    except asyncio.CancelledError as exc:
-        # The runtime reports the tasks cancelled above rather than our error.
-        if unresolved:
-            raise PlanError(unresolved[0]) from exc
-        raise
-    finally:
-        settings.SETTINGS.outputs.clear()
+    recorder = _Recorder(plan)
+    plan.outputs = pulumi_adapter.run_under_mocks(
+        lambda: build(cfg),
+        stack=cfg.stack,
+        on_resource=recorder.new_resource,
+        on_call=recorder.call,
+        resolve_timeout=RESOLVE_TIMEOUT_S,
+    )
     plan.resources.sort(key=lambda r: (r.type, r.name))
     return plan
-
-
-def _ensure_event_loop() -> None:
-    """Pulumi's runtime uses the thread's current loop; asyncio.run() elsewhere unsets it."""
-    try:
-        loop = asyncio.get_event_loop()
-    except RuntimeError:
-        loop = None
-    if loop is None or loop.is_closed():
-        asyncio.set_event_loop(asyncio.new_event_loop())
 
 
 def plan_config(

@@ -11,12 +11,13 @@ import os
 import pwd
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlrig.adapters import processes
 from mlrig.errors import DependencyMissing, ServiceError
+from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 INSTALL_HINT = (
     "install PostgreSQL's server binaries (Debian/Ubuntu: `apt-get install "
@@ -86,7 +87,7 @@ class Cluster:
         return self.root.parent / "postgres.log"
 
 
-def _check(argv: list[str], what: str, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+def _check(argv: list[str], what: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)
     if proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
@@ -181,21 +182,24 @@ def start(cluster: Cluster, *, timeout: float = 60.0) -> None:
     rec = processes.start(
         argv, pid_file=cluster.pid_file, log_file=cluster.log_file, cwd=cluster.root
     )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if processes.exited_early(rec):
-            raise ServiceError("PostgreSQL exited at start: " + processes.tail(cluster.log_file, 3))
-        ready = subprocess.run(
-            [str(bins / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(cluster.port)],
-            check=False,
+    probe = [str(bins / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(cluster.port)]
+    try:
+        wait_until(
+            lambda: subprocess.run(probe, check=False).returncode == 0,
+            timeout=timeout,
+            what="PostgreSQL",
+            interval=0.3,
+            give_up=lambda: "exited" if processes.exited_early(rec) else None,
         )
-        if ready.returncode == 0:
-            return
-        time.sleep(0.3)
-    raise ServiceError(
-        f"PostgreSQL did not accept connections within {timeout:.0f} s: "
-        + processes.tail(cluster.log_file, 3)
-    )
+    except Abandoned as exc:
+        raise ServiceError(
+            "PostgreSQL exited at start: " + processes.tail(cluster.log_file, 3)
+        ) from exc
+    except WaitTimeout as exc:
+        raise ServiceError(
+            f"PostgreSQL did not accept connections within {timeout:.0f} s: "
+            + processes.tail(cluster.log_file, 3)
+        ) from exc
 
 
 def stop(cluster: Cluster) -> list[int]:

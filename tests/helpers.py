@@ -176,6 +176,23 @@ def aws_outputs(name: str = "prod", endpoint: str | None = "http://127.0.0.1:9")
     )
 
 
+def aws_stack_outputs(name: str) -> StackOutputs:
+    """What `stack up --aws` records for stack `name`, from a plausible set of Pulumi outputs."""
+    from mlrig.core import aws_stack
+
+    return aws_stack.to_stack_outputs(
+        name,
+        {
+            "region": "us-east-1",
+            "dvc_remote_url": "s3://b/dvc",
+            "dvc_remote_region": "us-east-1",
+            "mlflow_tracking_uri": "https://x.execute-api.us-east-1.amazonaws.com",
+            "mlflow_admin_secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:a",
+            "registry_url": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/mlrig-{name}/models",
+        },
+    )
+
+
 # -- generated repositories, driven with the real programs ---------------------------------------
 def md5(path: Path) -> str:
     return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()

@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from mlrig import contract
 from mlrig.core import aws_stack
 from mlrig.main import app
+from tests.helpers import aws_stack_outputs
 
 runner = CliRunner()
 
@@ -24,7 +25,7 @@ def test_up_aws_builds_the_request(mlrig_home: Path, monkeypatch: pytest.MonkeyP
 
     def fake_up(req, progress):  # type: ignore[no-untyped-def]
         seen.append(req)
-        return _outputs(req.name)
+        return aws_stack_outputs(req.name)
 
     monkeypatch.setattr(aws_stack, "up", fake_up)
     result = runner.invoke(
@@ -73,25 +74,11 @@ def test_down_dispatches_on_the_stack_kind(
             calls.append((name, purge)) or aws_stack.DownResult(True, ["database snapshot s1"])
         ),
     )
-    contract.save(_outputs("team"))
+    contract.save(aws_stack_outputs("team"))
     result = runner.invoke(app, ["stack", "down", "--name", "team", "--purge", "--yes"])
     assert result.exit_code == 0, result.output
     assert calls == [("team", True)]
     assert "remains: database snapshot s1" in result.output
-
-
-def _outputs(name: str) -> contract.StackOutputs:
-    return aws_stack.to_stack_outputs(
-        name,
-        {
-            "region": "us-east-1",
-            "dvc_remote_url": "s3://b/dvc",
-            "dvc_remote_region": "us-east-1",
-            "mlflow_tracking_uri": "https://x.execute-api.us-east-1.amazonaws.com",
-            "mlflow_admin_secret_arn": "arn:aws:secretsmanager:us-east-1:1:secret:a",
-            "registry_url": f"123456789012.dkr.ecr.us-east-1.amazonaws.com/mlrig-{name}/models",
-        },
-    )
 
 
 class Recorder:

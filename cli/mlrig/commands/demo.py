@@ -7,23 +7,25 @@ from typing import Annotated
 
 import typer
 
+from mlrig.commands.options import StackOpt
 from mlrig.ui import console, err_console
 
 
 def demo(
-    stack: Annotated[str, typer.Option("--stack", "-s", help="Local stack to use.")] = "local",
+    stack: StackOpt = None,
     workdir: Annotated[
         Path | None,
         typer.Option(help="Where to create the demo repository (default: under the mlrig home)."),
     ] = None,
 ) -> None:
-    """Run the whole flow on the local stack and print where everything is."""
+    """Run the whole flow on a local stack ('local' unless one is named) and show the result."""
     from rich.table import Table
 
     from mlrig import contract, paths
     from mlrig.core import demo as core
+    from mlrig.core import stacks
 
-    contract.validate_stack_name(stack)
+    stack = contract.validate_stack_name(stacks.resolve_name(stack, default="local"))
     ctx = core.DemoContext(
         stack=stack,
         workdir=(workdir or paths.home() / "demo").resolve(),

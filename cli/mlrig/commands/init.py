@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mlrig.commands.options import ProjectNameOpt, StackOpt
 from mlrig.ui import console, err_console
 
 
@@ -19,39 +20,30 @@ def _interactive(no_input: bool) -> bool:
     return not no_input and sys.stdin.isatty()
 
 
-def _choose_stack(stack: str | None, no_input: bool) -> str:
+def _stack_or_ask(stack: str | None, no_input: bool) -> str:
+    """The resolver's answer; when nothing resolves, a prompt (interactive) or a usage error."""
     from mlrig import contract
+    from mlrig.core import stacks
     from mlrig.errors import UsageError
 
-    if stack:
-        return stack
-    known = contract.list_names()
-    if _interactive(no_input) and known:
-        return str(typer.prompt(f"Stack ({', '.join(known)})", default=known[0]))
-    raise UsageError(
-        "--stack is required",
-        hint=f"known stacks: {', '.join(known)}"
-        if known
-        else "create one with `mlrig stack up --local`",
-    )
+    try:
+        return stacks.resolve_name(stack)
+    except UsageError:
+        known = contract.list_names()
+        if _interactive(no_input) and known:
+            return str(typer.prompt(f"Stack ({', '.join(known)})", default=known[0]))
+        raise UsageError(
+            "--stack is required",
+            hint=f"known stacks: {', '.join(known)}"
+            if known
+            else "create one with `mlrig stack up --local`",
+        ) from None
 
 
 def init_cmd(
     path: Annotated[Path, typer.Argument(help="Directory to create (new or empty).")],
-    stack: Annotated[
-        str | None,
-        typer.Option("--stack", "-s", help="Stack to wire the repo to (see `mlrig stack list`)."),
-    ] = None,
-    name: Annotated[
-        str | None,
-        typer.Option(
-            "--name",
-            "-n",
-            help="Project slug: Python "
-            "package, MLflow model and ECR repository name. "
-            "Default: derived from PATH.",
-        ),
-    ] = None,
+    stack: StackOpt = None,
+    name: ProjectNameOpt = None,
     no_input: Annotated[
         bool, typer.Option("--no-input", help="Never prompt; fail if a value is missing.")
     ] = False,
@@ -75,7 +67,7 @@ def init_cmd(
     """
     from mlrig.core import bootstrap
 
-    stack_name = _choose_stack(stack, no_input)
+    stack_name = _stack_or_ask(stack, no_input)
     if name is None and _interactive(no_input):
         from mlrig.errors import UsageError
 

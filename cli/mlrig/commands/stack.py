@@ -6,23 +6,47 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from mlrig.commands.options import (
+    BackendUrlOpt,
+    DomainOpt,
+    GithubRepoOpt,
+    JsonOpt,
+    ProfileOpt,
+    RegionOpt,
+    StackNameAliasOpt,
+    StackOpt,
+    YesOpt,
+    stack_flag,
+)
 from mlrig.ui import console, err_console
 
 if TYPE_CHECKING:
-    from mlrig.core.aws_stack import AwsStackRequest
+    from mlrig.core.stack_facade import Confirmation, ServiceRow, Stack
 
 app = typer.Typer(help="Provision, inspect and tear down a stack.", no_args_is_help=True)
-
-NameOpt = Annotated[str, typer.Option("--name", "-n", help="Stack name.")]
 
 
 def _progress(msg: str) -> None:
     err_console().print(f"[dim]•[/] {msg}")
 
 
+def _open(stack: str | None, name: str | None) -> Stack:
+    from mlrig.core import stacks
+
+    return stacks.open(stacks.resolve_name(stack_flag(stack, name)))
+
+
+def _confirm(ask: Confirmation | None, yes: bool) -> None:
+    from mlrig.errors import Aborted
+
+    if ask and not yes and not typer.confirm(ask.question):
+        raise Aborted(ask.refused)
+
+
 @app.command()
 def up(
-    name: NameOpt = "local",
+    stack: StackOpt = None,
+    name: StackNameAliasOpt = None,
     local: Annotated[
         bool, typer.Option("--local", help="Run the stack on this machine (the default).")
     ] = False,
@@ -33,134 +57,77 @@ def up(
     aws: Annotated[
         bool, typer.Option("--aws", help="Provision the stack on AWS (Pulumi).")
     ] = False,
-    region: Annotated[str | None, typer.Option(help="AWS region (default: AWS_REGION).")] = None,
-    profile: Annotated[str, typer.Option(help="AWS size profile: small or production.")] = "small",
-    github_repo: Annotated[
-        str | None,
-        typer.Option(help="owner/repo whose GitHub Actions may push images and data (AWS)."),
-    ] = None,
-    domain: Annotated[
-        str | None,
-        typer.Option(
-            help="Custom domain for the tracking server (AWS; its Route 53 zone must exist)."
-        ),
-    ] = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
-    backend_url: Annotated[
-        str | None,
-        typer.Option(help="Pulumi backend URL (default: a file backend under mlrig's home)."),
-    ] = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = "small",
+    github_repo: GithubRepoOpt = None,
+    domain: DomainOpt = None,
+    yes: YesOpt = False,
+    backend_url: BackendUrlOpt = None,
 ) -> None:
-    """Bring a stack up, or restart its services; a running stack is left as it is."""
-    if aws:
-        if local:
-            from mlrig.errors import UsageError
+    """Bring a stack up, or restart its services; a running stack is left as it is.
 
-            raise UsageError("--local and --aws exclude each other", hint="pick one")
-        _aws_up(name, region, profile, github_repo, domain, yes, backend_url)
-        return
-    from mlrig.core.local_stack import LocalStack
+    With no stack named and none yet, it creates the local stack 'local'.
+    """
+    from mlrig.core import stacks
+    from mlrig.core.stack_facade import UpOptions
+    from mlrig.errors import UsageError
 
-    stack = LocalStack(name)
-    with err_console().status(f"bringing stack '{name}' up"):
-        outputs = stack.up(mlflow_port=mlflow_port, registry_port=registry_port, progress=_progress)
-    _render_status(stack)
-    console().print(
-        f"[green]stack '{outputs.name}' is up[/] — "
-        f'`eval "$(mlrig stack env --name {outputs.name})"` configures a shell'
+    if aws and local:
+        raise UsageError("--local and --aws exclude each other", hint="pick one")
+    target = stacks.create(
+        stacks.resolve_name(stack_flag(stack, name), default="local"), "aws" if aws else "local"
     )
-
-
-def _aws_request(
-    name: str,
-    region: str | None,
-    profile: str,
-    github_repo: str | None,
-    domain: str | None,
-    backend_url: str | None,
-) -> AwsStackRequest:
-    from mlrig.core import aws_stack
-
-    return aws_stack.AwsStackRequest(
-        name=name,
-        region=aws_stack.resolve_region(region),
+    options = UpOptions(
+        mlflow_port=mlflow_port,
+        registry_port=registry_port,
+        region=region,
         profile=profile,
         github_repo=github_repo,
         domain=domain,
         backend_url=backend_url,
-    ).validate()
-
-
-def _aws_up(
-    name: str,
-    region: str | None,
-    profile: str,
-    github_repo: str | None,
-    domain: str | None,
-    yes: bool,
-    backend_url: str | None,
-) -> None:
-    from mlrig.core import aws_stack
-    from mlrig.errors import Aborted
-
-    req = _aws_request(name, region, profile, github_repo, domain, backend_url)
-    if not yes and not typer.confirm(
-        f"Create or update AWS stack '{name}' ({profile}) in {req.region}? It costs money "
-        f"while it exists (`mlrig stack plan --profile {profile}` shows how much)"
-    ):
-        raise Aborted("nothing was changed")
-    with err_console().status(f"bringing AWS stack '{name}' up"):
-        outputs = aws_stack.up(req, progress=_progress)
-    console().print(
-        f"[green]AWS stack '{outputs.name}' is up[/] — MLflow at "
-        f"{outputs.mlflow_tracking_uri}; `mlrig stack outputs --name {name}`"
     )
+    _confirm(target.confirm_up(options), yes)
+    with err_console().status(f"bringing {target.kind} stack '{target.name}' up"):
+        report = target.up(options, progress=_progress)
+    if report.services:
+        _render_status(target, report.services)
+    console().print(f"[green]{report.headline}[/] — {report.next_step}")
 
 
-def _render_status(stack) -> None:  # type: ignore[no-untyped-def]
+def _render_status(target: Stack, rows: list[ServiceRow]) -> None:
     from rich.table import Table
 
-    table = Table(title=f"stack '{stack.name}' (local)")
+    table = Table(title=f"stack '{target.name}' ({target.kind})")
     for col in ("service", "state", "pid", "address", "log"):
         table.add_column(col)
-    for s in stack.status():
-        colour = "green" if s.state == "running" else "red"
-        table.add_row(s.name, f"[{colour}]{s.state}[/]", str(s.pid or "-"), s.url, str(s.log))
-    table.add_row(
-        "dvc remote",
-        "[green]ready[/]" if stack.dvc_remote_dir.is_dir() else "[red]missing[/]",
-        "-",
-        str(stack.dvc_remote_dir),
-        "-",
-    )
+    for row in rows:
+        colour = "green" if row.ok else "red"
+        table.add_row(
+            row.name,
+            f"[{colour}]{row.state}[/]",
+            str(row.pid or "-"),
+            row.address,
+            str(row.log) if row.log else "-",
+        )
     console().print(table)
 
 
 @app.command()
-def status(name: NameOpt = "local") -> None:
-    """Show each service of a stack: state, PID, address, log. Exits 1 if any is down."""
-    from mlrig import contract
-    from mlrig.core.local_stack import LocalStack
-
-    outputs = contract.load(name)
-    if outputs.kind != "local":
-        console().print(f"stack '{name}' is an AWS stack; see `mlrig stack outputs`")
-        return
-    stack = LocalStack(name)
-    _render_status(stack)
-    if any(s.state != "running" for s in stack.status()):
+def status(stack: StackOpt = None, name: StackNameAliasOpt = None) -> None:
+    """Show each part of a stack: state, PID, address, log. Exits 1 if any is down."""
+    target = _open(stack, name)
+    rows = target.status()
+    _render_status(target, rows)
+    if not all(row.ok for row in rows):
         raise typer.Exit(1)
 
 
 @app.command()
 def outputs(
-    name: NameOpt = "local",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON document.")] = False,
+    stack: StackOpt = None, name: StackNameAliasOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Print a stack's outputs (the StackOutputs contract). Contains no secrets."""
-    from mlrig import contract
-
-    out = contract.load(name)
+    out = _open(stack, name).outputs()
     if as_json:
         typer.echo(out.model_dump_json(indent=2))
         return
@@ -183,12 +150,11 @@ def outputs(
 
 
 @app.command()
-def env(name: NameOpt = "local") -> None:
+def env(stack: StackOpt = None, name: StackNameAliasOpt = None) -> None:
     """Print `export` lines (with secrets) for `eval "$(mlrig stack env)"`."""
-    from mlrig import contract
     from mlrig.core import stacks
 
-    typer.echo(stacks.export_lines(stacks.client_env(contract.load(name))), nl=False)
+    typer.echo(stacks.export_lines(_open(stack, name).env()), nl=False)
 
 
 @app.command("list")
@@ -208,48 +174,31 @@ def list_() -> None:
 
 @app.command()
 def down(
-    name: NameOpt = "local",
+    stack: StackOpt = None,
+    name: StackNameAliasOpt = None,
     purge: Annotated[bool, typer.Option("--purge", help="Also delete all data.")] = False,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
 ) -> None:
     """Stop a stack's services. Data is kept unless --purge is given (and confirmed)."""
-    from mlrig import contract
-    from mlrig.core.local_stack import LocalStack
-    from mlrig.errors import Aborted, ServiceError
-
-    if contract.load(name).kind == "aws":  # unknown stack -> clear error
-        _aws_down(name, purge, yes)
-        return
-    stack = LocalStack(name)
-    if (
-        purge
-        and not yes
-        and not typer.confirm(
-            f"Delete all data of stack '{name}' (runs, images, DVC objects) in {stack.root}?"
-        )
-    ):
-        raise Aborted("nothing was deleted")
-    stuck = stack.down(purge=purge)
-    if stuck:
-        raise ServiceError(
-            "some processes would not stop: " + "; ".join(stuck),
-            hint="kill them by PID, then run `mlrig stack down` again",
-        )
-    what = "stopped and deleted" if purge else "stopped (data kept)"
-    console().print(f"[green]stack '{name}' {what}[/]")
+    target = _open(stack, name)
+    _confirm(target.confirm_down(purge), yes)
+    with err_console().status(f"taking stack '{target.name}' down"):
+        report = target.down(purge=purge, progress=_progress)
+    console().print(f"[green]{report.summary}[/]")
+    for item in report.remaining:
+        console().print(f"remains: {item}")
 
 
 @app.command()
 def plan(
-    profile: Annotated[str, typer.Option(help="Size profile: small or production.")] = "small",
+    profile: ProfileOpt = "small",
+    # an offline plan needs no credentials, so region and repo get examples as defaults
     region: Annotated[str, typer.Option(help="AWS region the plan is for.")] = "us-east-1",
-    domain: Annotated[
-        str | None, typer.Option(help="Custom domain for the tracking server.")
-    ] = None,
+    domain: DomainOpt = None,
     github_repo: Annotated[
         str, typer.Option(help="owner/repo the CI role trusts.")
     ] = "example-org/example-model",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show the AWS stack's resources and monthly cost, offline (no Pulumi CLI, no AWS)."""
     from mlrig.core import costs
@@ -299,44 +248,30 @@ def _render_plan(planned, estimate) -> None:  # type: ignore[no-untyped-def]
         console().print("[green]policy: every rule passes[/] (infra/mlrig/infra/policy.py)")
 
 
-def _aws_down(name: str, purge: bool, yes: bool) -> None:
-    from mlrig.core import aws_stack
-    from mlrig.errors import Aborted
-
-    if (
-        purge
-        and not yes
-        and not typer.confirm(
-            f"Destroy AWS stack '{name}' AND delete its data (DVC objects, MLflow artifacts, "
-            "images, the database)?"
-        )
-    ):
-        raise Aborted("nothing was destroyed")
-    if not purge and not yes and not typer.confirm(f"Destroy AWS stack '{name}'?"):
-        raise Aborted("nothing was destroyed")
-    with err_console().status(f"destroying AWS stack '{name}'"):
-        result = aws_stack.down(name, purge=purge, progress=_progress)
-    console().print(f"[green]AWS stack '{name}' destroyed[/]")
-    for item in result.remaining:
-        console().print(f"remains: {item}")
-
-
 @app.command()
 def preview(
-    name: NameOpt = "local",
-    region: Annotated[str | None, typer.Option(help="AWS region (default: AWS_REGION).")] = None,
-    profile: Annotated[str, typer.Option(help="Size profile: small or production.")] = "small",
-    github_repo: Annotated[str | None, typer.Option(help="owner/repo for the CI role.")] = None,
-    domain: Annotated[
-        str | None, typer.Option(help="Custom domain for the tracking server.")
-    ] = None,
-    backend_url: Annotated[str | None, typer.Option(help="Pulumi backend URL.")] = None,
+    stack: StackOpt = None,
+    name: StackNameAliasOpt = None,
+    region: RegionOpt = None,
+    profile: ProfileOpt = "small",
+    github_repo: GithubRepoOpt = None,
+    domain: DomainOpt = None,
+    backend_url: BackendUrlOpt = None,
 ) -> None:
     """Show what `stack up --aws` would change (needs the Pulumi CLI and AWS credentials)."""
-    from mlrig.core import aws_stack
+    from mlrig.core import stacks
+    from mlrig.core.stack_aws import AwsFacade
+    from mlrig.core.stack_facade import UpOptions
 
-    req = _aws_request(name, region, profile, github_repo, domain, backend_url)
-    with err_console().status(f"previewing AWS stack '{name}'"):
-        summary = aws_stack.preview(req)
+    target = AwsFacade(stacks.resolve_name(stack_flag(stack, name)))
+    options = UpOptions(
+        region=region,
+        profile=profile,
+        github_repo=github_repo,
+        domain=domain,
+        backend_url=backend_url,
+    )
+    with err_console().status(f"previewing AWS stack '{target.name}'"):
+        summary = target.preview(options)
     changes = ", ".join(f"{op}: {n}" for op, n in sorted(summary.items())) or "no changes"
-    console().print(f"AWS stack '{name}': {changes}")
+    console().print(f"AWS stack '{target.name}': {changes}")

@@ -44,9 +44,10 @@ Step = tuple[str, Callable[[DemoContext], str]]
 
 
 def _stack_up(ctx: DemoContext) -> str:
-    from mlrig.core.local_stack import LocalStack
+    from mlrig.core import stacks
+    from mlrig.core.stack_facade import UpOptions
 
-    outputs = LocalStack(ctx.stack).up(progress=ctx.log)
+    outputs = stacks.create(ctx.stack, "local").up(UpOptions(), progress=ctx.log).outputs
     ctx.facts["MLflow UI"] = outputs.mlflow_tracking_uri
     ctx.facts["MLflow login"] = (
         f"{outputs.mlflow.auth.username if outputs.mlflow.auth else '-'}"
@@ -116,19 +117,17 @@ def _push_data(ctx: DemoContext) -> str:
 
 
 def _best_model(ctx: DemoContext) -> str:
+    from mlrig.adapters import mlflow
     from mlrig.core import image
 
+    best: tuple[float, str] | None = None
     with image.tracking_env(ctx.stack):
-        from mlflow import MlflowClient
-
-        client = MlflowClient()
-        best: tuple[float, str] | None = None
-        for mv in client.search_model_versions(f"name='{PROJECT}'"):
+        for mv in mlflow.model_versions(PROJECT, uri=f"models:/{PROJECT}"):
             if not mv.run_id:
                 continue
-            metric = client.get_run(mv.run_id).data.metrics.get(BEST_METRIC)
+            metric = mlflow.run_metric(mv.run_id, BEST_METRIC)
             if metric is not None and (best is None or metric > best[0]):
-                best = (metric, str(mv.version))
+                best = (metric, mv.version)
     if best is None:
         raise StepFailed(
             f"no registered version of {PROJECT} has {BEST_METRIC}",

@@ -159,25 +159,22 @@ def _start_fix(outputs: StackOutputs) -> str:
 
 
 def _mlflow_health(outputs: StackOutputs) -> Check:
-    import requests
+    from mlrig.adapters import http
 
     url = f"{outputs.mlflow_tracking_uri}/health"
     try:
-        resp = requests.get(url, timeout=5)
-    except requests.RequestException as exc:
+        code = http.status(url, timeout=5)
+    except OSError as exc:  # requests' connection errors and time-outs alike
         return Check(
             "mlflow health", FAIL, f"{url} unreachable ({type(exc).__name__})", _start_fix(outputs)
         )
-    if resp.status_code != 200:
-        return Check(
-            "mlflow health", FAIL, f"{url} answered {resp.status_code}", _start_fix(outputs)
-        )
+    if code != 200:
+        return Check("mlflow health", FAIL, f"{url} answered {code}", _start_fix(outputs))
     return Check("mlflow health", OK, url)
 
 
 def _mlflow_auth(outputs: StackOutputs) -> Check:
-    import requests
-
+    from mlrig.adapters import http
     from mlrig.core import secrets
 
     if not outputs.mlflow.auth:
@@ -191,20 +188,20 @@ def _mlflow_auth(outputs: StackOutputs) -> Check:
     auth = (outputs.mlflow.auth.username, secrets.resolve(outputs.mlflow.auth.password))
     url = f"{outputs.mlflow_tracking_uri}/api/2.0/mlflow/experiments/search"
     try:
-        resp = requests.get(url, params={"max_results": 1}, auth=auth, timeout=10)
-    except requests.RequestException as exc:
+        resp = http.send_json("GET", url, params={"max_results": "1"}, auth=auth, timeout=10)
+    except OSError as exc:
         return Check(
             "mlflow auth", FAIL, f"unreachable ({type(exc).__name__})", _start_fix(outputs)
         )
-    if resp.status_code in (401, 403):
+    if resp.status in (401, 403):
         return Check(
             "mlflow auth",
             FAIL,
-            f"credentials rejected ({resp.status_code})",
+            f"credentials rejected ({resp.status})",
             "check the password source in `mlrig stack outputs`",
         )
-    if resp.status_code != 200:
-        return Check("mlflow auth", FAIL, f"answered {resp.status_code}", _start_fix(outputs))
+    if resp.status != 200:
+        return Check("mlflow auth", FAIL, f"answered {resp.status}", _start_fix(outputs))
     return Check("mlflow auth", OK, f"user '{outputs.mlflow.auth.username}' accepted")
 
 
@@ -285,11 +282,30 @@ def _ecr_token(outputs: StackOutputs) -> Check:
     return Check("ecr token", OK, f"valid until {token['expiresAt']}")
 
 
-def run(stack: str | None) -> list[Check]:
+@dataclass(frozen=True)
+class Report:
+    stack: str | None  # the stack checked; None when none was named and none resolves
+    checks: list[Check]
+
+
+def run(flag: str | None) -> Report:
+    """The machine's checks, then those of the stack `flag` or the resolver names.
+
+    When no stack resolves (none yet, or several and none chosen) that is one row that
+    does not fail the run: the machine can be checked before any stack exists.
+    """
+    from mlrig.core import stacks
+    from mlrig.errors import UsageError
+
     checks = machine_checks()
-    if stack:
-        checks += stack_checks(stack)
-    return checks
+    try:
+        name: str | None = stacks.resolve_name(flag)
+    except UsageError as exc:
+        name = None
+        checks.append(Check("stack", SKIP, exc.message, exc.hint or "", needed=False))
+    if name:
+        checks += stack_checks(name)
+    return Report(name, checks)
 
 
 def failed(checks: list[Check]) -> list[Check]:

@@ -8,21 +8,28 @@ import shlex
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlrig import contract
 from mlrig.contract import StackOutputs
 from mlrig.core import secrets
 
+if TYPE_CHECKING:
+    from mlrig.core.stack_facade import Stack
+
 STACK_ENV = "MLRIG_STACK"
 ANSWERS_FILE = ".copier-answers.yml"  # written by `mlrig init`; names the repo's stack
 
 
-def resolve_name(flag: str | None = None, *, repo: Path | None = None) -> str:
+def resolve_name(
+    flag: str | None = None, *, repo: Path | None = None, default: str | None = None
+) -> str:
     """Answer "which stack?" the one way every command does.
 
     The --stack flag, else $MLRIG_STACK, else the stack the repository at `repo` (default:
     the current directory or a parent of it) was created against, else the only stack
-    there is; otherwise a one-line error that lists the choices.
+    there is, else `default` when no stack exists yet (commands that create one pass it);
+    otherwise a one-line error that lists the choices.
     """
     from mlrig.errors import UsageError
 
@@ -36,6 +43,8 @@ def resolve_name(flag: str | None = None, *, repo: Path | None = None) -> str:
     names = contract.list_names()
     if len(names) == 1:
         return names[0]
+    if not names and default:
+        return default
     where = f"there are {len(names)}: {', '.join(names)}" if names else "no stack exists yet"
     raise UsageError(
         f"which stack? {where}",
@@ -59,6 +68,26 @@ def repo_stack(start: Path) -> str | None:
         if (folder / ".git").exists():
             return None
     return None
+
+
+def open(name: str) -> Stack:  # shadows the builtin on purpose: read as stacks.open(name)
+    """The existing stack called `name`, whichever kind it is (unknown: StackNotFound)."""
+    return create(name, contract.load(name).kind)
+
+
+def create(name: str, kind: str) -> Stack:
+    """The `kind` stack called `name`, existing or about to be made by `up`.
+
+    The one place where a stack's kind picks its back-end.
+    """
+    from mlrig.core.stack_aws import AwsFacade
+    from mlrig.core.stack_local import LocalFacade
+    from mlrig.errors import UsageError
+
+    backends: dict[str, type[Stack]] = {"local": LocalFacade, "aws": AwsFacade}
+    if kind not in backends:
+        raise UsageError(f"unknown stack kind {kind!r}", hint="use local or aws")
+    return backends[kind](name)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,69 @@
+"""The Stack façade over the local stack (`mlrig.core.local_stack.LocalStack`)."""
+
+from __future__ import annotations
+
+from mlrig.core.local_stack import LocalStack
+from mlrig.core.stack_facade import (
+    Confirmation,
+    DownReport,
+    Progress,
+    ServiceRow,
+    Stack,
+    UpOptions,
+    UpReport,
+    no_progress,
+)
+from mlrig.errors import ServiceError
+
+
+class LocalFacade(Stack):
+    kind = "local"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.local = LocalStack(name)
+
+    def confirm_up(self, options: UpOptions) -> Confirmation | None:
+        return None  # nothing on this machine costs money or deletes data
+
+    def up(self, options: UpOptions, progress: Progress = no_progress) -> UpReport:
+        outputs = self.local.up(
+            mlflow_port=options.mlflow_port,
+            registry_port=options.registry_port,
+            progress=progress,
+        )
+        return UpReport(
+            outputs,
+            f"stack '{self.name}' is up",
+            f'`eval "$(mlrig stack env --name {self.name})"` configures a shell',
+            self.status(),
+        )
+
+    def confirm_down(self, purge: bool) -> Confirmation | None:
+        if not purge:
+            return None
+        return Confirmation(
+            f"Delete all data of stack '{self.name}' (runs, images, DVC objects) "
+            f"in {self.local.root}?",
+            "nothing was deleted",
+        )
+
+    def down(self, *, purge: bool = False, progress: Progress = no_progress) -> DownReport:
+        stuck = self.local.down(purge=purge)
+        if stuck:
+            raise ServiceError(
+                "some processes would not stop: " + "; ".join(stuck),
+                hint="kill them by PID, then run `mlrig stack down` again",
+            )
+        what = "stopped and deleted" if purge else "stopped (data kept)"
+        return DownReport(f"stack '{self.name}' {what}")
+
+    def status(self) -> list[ServiceRow]:
+        rows = [
+            ServiceRow(s.name, s.state, s.url, s.state == "running", s.pid, s.log)
+            for s in self.local.status()
+        ]
+        remote = self.local.dvc_remote_dir
+        ready = remote.is_dir()
+        rows.append(ServiceRow("dvc remote", "ready" if ready else "missing", str(remote), ready))
+        return rows

@@ -331,20 +331,14 @@ def build_server_image(progress: Progress = lambda _m: None, base_image: str | N
         if docker_adapter.image_exists(tag):
             return tag
         progress(f"building {tag}")
-        api = docker_adapter.client().api
-        docker_adapter.consume_stream(
-            api.build(
-                path=str(ctx),
-                tag=tag,
-                rm=True,
-                network_mode="host",
-                decode=True,
-                buildargs={
-                    "BASE_IMAGE": base_image or settings.load().base_image,
-                    "MLFLOW_VERSION": mlflow_version,
-                },
-            ),
-            f"building {tag}",
+        docker_adapter.build_image(
+            ctx,
+            tag=tag,
+            labels={},
+            buildargs={
+                "BASE_IMAGE": base_image or settings.load().base_image,
+                "MLFLOW_VERSION": mlflow_version,
+            },
         )
     return tag
 

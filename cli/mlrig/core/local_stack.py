@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +19,7 @@ from mlrig.adapters import processes, registry
 from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, StackOutputs
 from mlrig.core import secrets
 from mlrig.errors import ConfigError, DependencyMissing, PortInUse, ServiceError, UsageError
+from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 REGISTRY_USER = "mlrig"
 REGISTRY_REPOSITORY = "models"
@@ -216,7 +216,7 @@ class LocalStack:
         )
 
     def _healthy(self, service: str, state: LocalState) -> bool:
-        import requests
+        from mlrig.adapters import http
 
         url = (
             f"http://127.0.0.1:{state.mlflow_port}{tracking_server.HEALTH_PATH}"
@@ -224,11 +224,11 @@ class LocalStack:
             else f"http://127.0.0.1:{state.registry_port}/v2/"
         )
         try:
-            resp = requests.get(url, timeout=2)
-        except requests.RequestException:
+            code = http.status(url, timeout=2)
+        except OSError:
             return False
         # the registry answers 401 to an anonymous /v2/: that proves it is up and enforcing auth
-        return resp.status_code == 200 if service == "mlflow" else resp.status_code in (200, 401)
+        return code == 200 if service == "mlflow" else code in (200, 401)
 
     def _start(self, service: str, state: LocalState, progress: Progress) -> None:
         pid_file = self.pid_file(service)
@@ -257,24 +257,28 @@ class LocalStack:
             rec = processes.start(
                 argv, pid_file=pid_file, log_file=self.log_file(service), env=env, cwd=self.root
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._healthy(service, state):
-                return
-            if processes.exited_early(rec):
-                pid_file.unlink(missing_ok=True)
-                raise ServiceError(
-                    f"{service} exited during start-up: "
-                    f"{processes.tail(self.log_file(service), 3) or 'no output'}",
-                    hint=f"full log: {self.log_file(service)}",
-                )
-            time.sleep(0.25)
-        processes.stop(pid_file)
-        raise ServiceError(
-            f"{service} did not become healthy within {timeout:.0f}s: "
-            f"{processes.tail(self.log_file(service), 3) or 'no output'}",
-            hint=f"full log: {self.log_file(service)}",
-        )
+        try:
+            wait_until(
+                lambda: self._healthy(service, state),
+                timeout=timeout,
+                what=f"{service} health",
+                interval=0.25,
+                give_up=lambda: "exited" if processes.exited_early(rec) else None,
+            )
+        except Abandoned:
+            pid_file.unlink(missing_ok=True)
+            raise ServiceError(
+                f"{service} exited during start-up: "
+                f"{processes.tail(self.log_file(service), 3) or 'no output'}",
+                hint=f"full log: {self.log_file(service)}",
+            ) from None
+        except WaitTimeout:
+            processes.stop(pid_file)
+            raise ServiceError(
+                f"{service} did not become healthy within {timeout:.0f}s: "
+                f"{processes.tail(self.log_file(service), 3) or 'no output'}",
+                hint=f"full log: {self.log_file(service)}",
+            ) from None
 
     def _registry_program(self) -> tuple[str, str]:
         """("binary", path) for Debian's binary; else ("image", ref) for the registry image
@@ -288,8 +292,6 @@ class LocalStack:
             return "image", image
 
     def _start_registry_container(self, image: str) -> processes.PidRecord:
-        import psutil
-
         pid = registry.start_container(
             image,
             self.registry_dir / "config.yml",
@@ -301,9 +303,7 @@ class LocalStack:
                 f"registry runs in container mlrig-registry-{self.name} ({image}): "
                 f"see `docker logs mlrig-registry-{self.name}`\n"
             )
-        rec = processes.PidRecord(pid, psutil.Process(pid).create_time(), "registry")
-        rec.write(self.pid_file("registry"))
-        return rec
+        return processes.adopt(pid, "registry", self.pid_file("registry"))
 
     def up(
         self,

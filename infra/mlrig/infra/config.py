@@ -7,7 +7,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:  # the CLI reads PROFILES without importing pulumi
+    import pulumi
 
 ProfileName = Literal["small", "production"]
 PROJECT = "mlrig"
@@ -71,9 +74,9 @@ class Secrets:
     """Generated once by the CLI and kept as Pulumi config secrets (never in outputs)."""
 
     # str in the plan, pulumi.Output[str] (secret) from real config.
-    db_password: Any
-    admin_password: Any
-    flask_secret: Any
+    db_password: pulumi.Input[str]
+    admin_password: pulumi.Input[str]
+    flask_secret: pulumi.Input[str]
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,20 @@ import pulumi
 
 from mlrig.contract import OutputNames
 from mlrig.infra.components.ci_access import CiAccess, CiAccessArgs
+from mlrig.infra.components.dns import Domain
 from mlrig.infra.components.dvc_remote import DvcRemote, DvcRemoteArgs
 from mlrig.infra.components.network import Network, NetworkArgs
 from mlrig.infra.components.registry import Registry, RegistryArgs, enhanced_scanning
 from mlrig.infra.components.tracking_server import TrackingServer, TrackingServerArgs
 from mlrig.infra.config import StackConfig
+from mlrig.infra.tagging import tag_everything
 
 VPC_CIDR = "10.42.0.0/16"
 
 
 def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
-    tags, prefix, profile = cfg.tags, cfg.prefix, cfg.profile
+    tag_everything(cfg.tags)  # before the first resource: every taggable one gets them
+    prefix, profile = cfg.prefix, cfg.profile
     remote = DvcRemote(
         "dvc-remote",
         DvcRemoteArgs(
@@ -30,21 +33,22 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
             noncurrent_version_days=cfg.noncurrent_version_days,
             access_log_bucket=cfg.access_log_bucket,
             force_destroy=cfg.force_delete,
-            tags=tags,
         ),
     )
-    registry_args = {
-        "kms_key_arn": cfg.kms_key_arn,
-        "keep_tagged": cfg.keep_tagged_images,
-        "untagged_days": cfg.untagged_image_days,
-        "force_delete": cfg.force_delete,
-        "tags": tags,
-    }
-    models = Registry("models", RegistryArgs(repository_name=f"{prefix}/models", **registry_args))  # type: ignore[arg-type]
-    server_repo = Registry(
-        "mlflow-server",
-        RegistryArgs(repository_name=f"{prefix}/mlflow-server", **registry_args),  # type: ignore[arg-type]
-    )
+
+    def registry(name: str) -> Registry:
+        return Registry(
+            name,
+            RegistryArgs(
+                repository_name=f"{prefix}/{name}",
+                kms_key_arn=cfg.kms_key_arn,
+                keep_tagged=cfg.keep_tagged_images,
+                untagged_days=cfg.untagged_image_days,
+                force_delete=cfg.force_delete,
+            ),
+        )
+
+    models, server_repo = registry("models"), registry("mlflow-server")
     if cfg.enhanced_scanning:
         enhanced_scanning("registry-scanning")
     outputs: dict[str, pulumi.Input[object]] = {
@@ -65,9 +69,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         return outputs
     network = Network(
         "network",
-        NetworkArgs(
-            region=cfg.region, cidr=VPC_CIDR, nat_gateways=profile.private_tasks, tags=tags
-        ),
+        NetworkArgs(region=cfg.region, cidr=VPC_CIDR, nat_gateways=profile.private_tasks),
     )
     server = TrackingServer(
         "mlflow",
@@ -76,21 +78,12 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
             profile=profile,
             image=cfg.mlflow_image,
             image_repository_arn=server_repo.repository.arn,
-            vpc_id=network.vpc.id,
-            vpc_cidr=VPC_CIDR,
-            public_subnet_ids=network.public_subnet_ids,
-            private_subnet_ids=network.private_subnet_ids,
-            bucket_name=remote.bucket.id,
-            bucket_arn=remote.bucket.arn,
-            artifacts_prefix=cfg.artifacts_prefix,
-            db_password=cfg.secrets.db_password,
-            admin_password=cfg.secrets.admin_password,
-            flask_secret=cfg.secrets.flask_secret,
-            domain=cfg.domain,
-            hosted_zone_id=cfg.hosted_zone_id,
+            network=network.ref,
+            artifacts=remote.ref(cfg.artifacts_prefix),
+            secrets=cfg.secrets,
+            domain=Domain(cfg.domain, cfg.hosted_zone_id) if cfg.domain else None,
             force_delete=cfg.force_delete,
             final_snapshot_id=cfg.final_snapshot_id or f"{prefix}-final",
-            tags=tags,
         ),
     )
     outputs[OutputNames.MLFLOW_TRACKING_URI] = server.url
@@ -102,11 +95,9 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
                 github_repo=cfg.github_repo,
                 github_ref=cfg.github_ref,
                 repository_arn=models.repository.arn,
-                bucket_arn=remote.bucket.arn,
-                dvc_prefix=cfg.dvc_prefix,
+                dvc=remote.ref(cfg.dvc_prefix),
                 admin_secret_arn=server.admin_secret.arn,
                 existing_provider_arn=cfg.existing_oidc_provider_arn,
-                tags=tags,
             ),
         )
         outputs[OutputNames.CI_ROLE_ARN] = ci.role.arn

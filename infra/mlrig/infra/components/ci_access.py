@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_aws as aws
 
 from mlrig.infra.components import policies
+from mlrig.infra.components.dvc_remote import RemoteRef
 
 GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
 
@@ -16,12 +17,10 @@ GITHUB_OIDC_URL = "https://token.actions.githubusercontent.com"
 class CiAccessArgs:
     github_repo: str  # owner/repo
     github_ref: str  # e.g. "ref:refs/heads/main" or "environment:prod"
-    repository_arn: pulumi.Input[str]
-    bucket_arn: pulumi.Input[str]
-    dvc_prefix: str
+    repository_arn: pulumi.Input[str]  # the ECR repository CI pushes model images to
+    dvc: RemoteRef  # the DVC prefix CI reads and writes
     admin_secret_arn: pulumi.Input[str]
-    existing_provider_arn: str | None = None  # one provider per account: reuse it if present
-    tags: dict[str, str] = field(default_factory=dict)
+    existing_provider_arn: pulumi.Input[str] | None = None  # one per account: reuse it if set
 
 
 class CiAccess(pulumi.ComponentResource):
@@ -40,7 +39,6 @@ class CiAccess(pulumi.ComponentResource):
                 f"{name}-github-oidc",
                 url=GITHUB_OIDC_URL,
                 client_id_lists=["sts.amazonaws.com"],
-                tags=args.tags,
                 opts=child,
             ).arn
         self.role = aws.iam.Role(
@@ -50,15 +48,14 @@ class CiAccess(pulumi.ComponentResource):
                 lambda arn: policies.github_trust(arn, args.github_repo, args.github_ref)
             ),
             max_session_duration=3600,
-            tags=args.tags,
             opts=child,
         )
         aws.iam.RolePolicy(
             f"{name}-policy",
             role=self.role.id,
             policy=pulumi.Output.all(
-                args.repository_arn, args.bucket_arn, args.admin_secret_arn
-            ).apply(lambda a: policies.ci_role(a[0], a[1], args.dvc_prefix, a[2])),
+                args.repository_arn, args.dvc.bucket_arn, args.admin_secret_arn
+            ).apply(lambda a: policies.ci_role(a[0], a[1], args.dvc.prefix, a[2])),
             opts=child,
         )
         self.register_outputs({"role_arn": self.role.arn, "provider_arn": provider_arn})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import pulumi
@@ -13,11 +13,10 @@ import pulumi_aws as aws
 @dataclass
 class RegistryArgs:
     repository_name: str
-    kms_key_arn: str | None = None  # None: AES256 with an AWS-owned key
+    kms_key_arn: pulumi.Input[str] | None = None  # None: AES256 with an AWS-owned key
     keep_tagged: int = 50
     untagged_days: int = 7
     force_delete: bool = False  # only `mlrig stack down --purge` turns this on
-    tags: dict[str, str] = field(default_factory=dict)
 
 
 class Registry(pulumi.ComponentResource):
@@ -42,7 +41,6 @@ class Registry(pulumi.ComponentResource):
             image_scanning_configuration={"scan_on_push": True},
             encryption_configurations=encryption,
             force_delete=args.force_delete,
-            tags=args.tags,
             opts=child,
         )
         aws.ecr.LifecyclePolicy(

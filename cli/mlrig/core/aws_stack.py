@@ -346,16 +346,14 @@ def build_server_image(progress: Progress = lambda _m: None, base_image: str | N
 def push_server_image(
     image: str, req: AwsStackRequest, repository_url: str, progress: Progress = lambda _m: None
 ) -> str:
-    """Push with mlrig's own push code (immutable tags, digest check); returns image@digest."""
-    from mlrig.contract import DvcRemote, Mlflow, Registry
+    """Push with mlrig's own push code (immutable tags, digest check); returns image@digest.
+
+    The stack has no outputs yet (phase 1 of `up`), so the push is told only the ECR
+    repository; its region comes from the host and the token from the AWS credentials.
+    """
+    from mlrig.contract import Registry
     from mlrig.core import serving_push
 
-    target = StackOutputs(
-        name=req.name,
-        kind="aws",
-        region=req.region,
-        dvc_remote=DvcRemote(url="s3://unused"),
-        mlflow=Mlflow(tracking_uri="https://unused"),
-        registry=Registry(kind="ecr", url=repository_url),
-    )
-    return serving_push.push(image, target, progress=progress).reference
+    registry = Registry(kind="ecr", url=repository_url)
+    owner = f"AWS stack '{req.name}'"
+    return serving_push.push_to(image, registry, owner=owner, progress=progress).reference

@@ -21,6 +21,8 @@ from mlrig.commands.options import (
 from mlrig.ui import console, err_console
 
 if TYPE_CHECKING:
+    from mlrig.core.costs import CostEstimate
+    from mlrig.core.plan import Plan
     from mlrig.core.stack_facade import Confirmation, ServiceRow, Stack
 
 app = typer.Typer(help="Provision, inspect and tear down a stack.", no_args_is_help=True)
@@ -214,7 +216,7 @@ def plan(
     _render_plan(planned, estimate)
 
 
-def _render_plan(planned, estimate) -> None:  # type: ignore[no-untyped-def]
+def _render_plan(planned: Plan, estimate: CostEstimate) -> None:
     from rich.table import Table
 
     from mlrig.core import plan as plans

@@ -122,12 +122,13 @@ def mlrig_build(version: str, nocache: bool) -> tuple[str, float]:
 # -- push ---------------------------------------------------------------------------------------
 def new_bytes(outputs: Any, old_ref: str, new_ref: str) -> int:
     """Blob bytes the registry had to receive for new_ref after old_ref was pushed."""
+    from mlrig.adapters.registry import RegistryClient
     from mlrig.core import serving_push
 
     first = serving_push.push(old_ref, outputs)
     second = serving_push.push(new_ref, outputs)
     target = serving_push.target_for(outputs)
-    client = serving_push._Registry(target.api_base, target.username, target.password)
+    client = RegistryClient(target.api_base, target.username, target.password)
 
     def manifest(digest: str) -> dict[str, Any]:
         resp = client._get(

@@ -19,7 +19,7 @@ from mlrig import contract
 from mlrig.adapters import ecr
 from mlrig.adapters.registry import RegistryClient
 from mlrig.contract import BasicAuth, Registry, SecretRef
-from mlrig.core import image, serving_push
+from mlrig.core import image, image_model, image_run, serving_push
 from mlrig.core.local_stack import free_port
 from mlrig.errors import RemoteError, ServiceError
 from mlrig.main import app
@@ -105,7 +105,7 @@ def v2(v1: dict) -> dict[str, Any]:
 
 def local_registry(env: dict) -> RegistryClient:
     out = env["outputs"]
-    return serving_push._Registry(
+    return RegistryClient(
         f"http://{out.registry.host}",
         env["env"]["MLRIG_REGISTRY_USERNAME"],
         env["env"]["MLRIG_REGISTRY_PASSWORD"],
@@ -182,7 +182,7 @@ def test_run_smoke_checks_the_input_example(v1: dict) -> None:
 
 
 def test_running_server_speaks_mlflow_protocol(v1: dict) -> None:
-    running = image.run(v1["built"].ref, port=free_port())
+    running = image_run.run(v1["built"].ref, port=free_port())
     try:
         from sklearn.datasets import load_breast_cancer
 
@@ -411,7 +411,7 @@ def test_bad_input_is_one_line_each(v1: dict, env: dict, monkeypatch: pytest.Mon
 
 def test_generated_repo_defaults_to_its_latest_model(v2: dict, tmp_path: Path) -> None:
     (tmp_path / ".copier-answers.yml").write_text(f"project_name: {MODEL}\nstack: local\n")
-    assert image.default_model_uri(tmp_path) == f"models:/{MODEL}/{v2['version']}"
+    assert image_model.default_model_uri(tmp_path) == f"models:/{MODEL}/{v2['version']}"
 
 
 def test_provenance_labels_from_the_repo(v1: dict, tmp_path: Path) -> None:
@@ -472,7 +472,7 @@ def test_other_flavors_are_served_by_mlflow_pyfunc(env: dict) -> None:
     uri = f"models:/bc-pyfunc/{info.registered_model_version}"
     built = image.build(uri, tag="mlrig-test/pyfunc:1")
     try:
-        running = image.run(built.ref, port=free_port(), smoke=True)
+        running = image_run.run(built.ref, port=free_port(), smoke=True)
         model = mlflow.pyfunc.load_model(uri)
         body = json.dumps({"dataframe_split": json.loads(example.to_json(orient="split"))})
         want = scoring_server.invocations(

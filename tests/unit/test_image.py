@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig.adapters import ecr
-from mlrig.core import image, serving_model, serving_push
+from mlrig.core import image, image_model, serving_model, serving_push
 from mlrig.errors import UsageError
 from mlrig.main import app
 
@@ -198,10 +198,10 @@ def test_cli_build_outside_a_repo_needs_a_model(
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     with pytest.raises(UsageError, match="not an mlrig-generated repo"):
-        image.default_model_uri(tmp_path)
+        image_model.default_model_uri(tmp_path)
     (tmp_path / ".copier-answers.yml").write_text("project_name: churn\nstack: local\n")
     with pytest.raises(UsageError, match="does not exist|no versions"):
-        image.default_model_uri(tmp_path)
+        image_model.default_model_uri(tmp_path)
 
 
 def test_ecr_fresh_cache_is_used_without_calling_aws(

@@ -7,7 +7,9 @@ does, so no caller can report success for a failed build or push.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 from mlrig.errors import DependencyMissing, RemoteError, ServiceError
@@ -71,3 +73,129 @@ def pull(ref: str) -> bool:
     except Exception:  # noqa: BLE001 - any failure means "not available here"
         return False
     return True
+
+
+OnChunk = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str
+    size: int
+    labels: dict[str, str]
+
+
+def image_info(ref: str) -> ImageInfo | None:
+    """ID, size and labels of an image on the engine, or None when it has no such image."""
+    import docker.errors
+
+    try:
+        info = client().api.inspect_image(ref)
+    except docker.errors.ImageNotFound:
+        return None
+    labels = (info.get("Config") or {}).get("Labels") or {}
+    return ImageInfo(str(info["Id"]), int(info.get("Size", 0)), dict(labels))
+
+
+def _aux(chunks: list[dict[str, Any]], key: str) -> str | None:
+    """The last `aux` value named key in a stream (the image ID of a build, a push's digest)."""
+    return next(
+        (
+            str(c["aux"][key])
+            for c in reversed(chunks)
+            if isinstance(c.get("aux"), dict) and key in c["aux"]
+        ),
+        None,
+    )
+
+
+def build_image(
+    context: Path,
+    *,
+    tag: str,
+    labels: dict[str, str],
+    platform: str | None = None,
+    no_cache: bool = False,
+    on_chunk: OnChunk | None = None,
+) -> str | None:
+    """Build context on host networking, never pulling; the image ID the stream reports."""
+    kwargs: dict[str, Any] = {"platform": platform} if platform else {}
+    stream = client().api.build(
+        path=str(context),
+        tag=tag,
+        labels=labels,
+        network_mode="host",
+        rm=True,
+        forcerm=True,
+        decode=True,
+        pull=False,
+        nocache=no_cache,
+        **kwargs,
+    )
+    return _aux(consume_stream(stream, f"building {tag}", on_chunk=on_chunk), "ID")
+
+
+def tag_image(image: str, repository: str, tag: str) -> None:
+    client().api.tag(image, repository, tag)
+
+
+def remove_tag(ref: str) -> None:
+    """Untag ref, keeping the image's layers (they stay as build cache)."""
+    client().api.remove_image(ref, noprune=True)
+
+
+def push_image(
+    repository: str, tag: str, *, username: str, password: str, on_chunk: OnChunk | None = None
+) -> str | None:
+    """Push repository:tag with these registry credentials; the digest the engine reports."""
+    stream = client().api.push(
+        repository,
+        tag=tag,
+        stream=True,
+        decode=True,
+        auth_config={"username": username, "password": password},
+    )
+    return _aux(consume_stream(stream, f"pushing {repository}:{tag}", on_chunk=on_chunk), "Digest")
+
+
+def run_container(image: str, *, name: str, environment: dict[str, str]) -> str:
+    """Start image detached on host networking (never pulls); the container's ID."""
+    import docker.errors
+
+    try:
+        container = client().containers.run(
+            image, detach=True, name=name, network_mode="host", environment=environment
+        )
+    except docker.errors.APIError as exc:
+        raise ServiceError(f"starting {image} failed: {exc.explanation or exc}") from exc
+    return str(container.id)
+
+
+def container_status(container_id: str) -> str:
+    """The container's state as the engine reports it now (running, exited, ...)."""
+    return str(client().api.inspect_container(container_id)["State"]["Status"])
+
+
+def container_logs(container_id: str, *, tail: int) -> str:
+    return bytes(client().api.logs(container_id, tail=tail)).decode(errors="replace")
+
+
+def read_container_file(container_id: str, path: str) -> bytes | None:
+    """The bytes of one file inside a container, or None when it has no such file."""
+    import io
+    import posixpath
+    import tarfile
+
+    import docker.errors
+
+    try:
+        stream, _ = client().api.get_archive(container_id, path)
+    except docker.errors.NotFound:
+        return None
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.extractfile(posixpath.basename(path))
+        return member.read() if member else b""
+
+
+def remove_container(container_id: str) -> None:
+    client().api.remove_container(container_id, force=True)

@@ -105,3 +105,16 @@ def unmerged_files(path: Path) -> list[str]:
     """Paths git records as conflicted (what copier marks after an inline 3-way merge)."""
     out = run(path, "diff", "--name-only", "--diff-filter=U")
     return sorted(set(out.split()))
+
+
+def head_and_origin(path: Path) -> tuple[str | None, str | None]:
+    """(HEAD commit, origin URL) of the repo at path; each None when git, the repo, a commit
+    or the remote is missing, because provenance is best effort and never stops a build."""
+    if shutil.which("git") is None or not (path / ".git").exists():
+        return None, None
+
+    def output(*args: str) -> str | None:
+        proc = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True)
+        return (proc.stdout.strip() or None) if proc.returncode == 0 else None
+
+    return output("rev-parse", "HEAD"), output("remote", "get-url", "origin")

@@ -5,3 +5,39 @@ Core code never imports `requests`; connection errors are OSError subclasses, so
 """
 
 from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mlrig.errors import ServiceError
+
+
+@dataclass(frozen=True)
+class Response:
+    status: int
+    text: str
+
+    def json(self) -> Any:
+        """The body as JSON (ValueError when it is not)."""
+        return json.loads(self.text)
+
+
+def status(url: str, *, timeout: float = 1.0) -> int:
+    """GET url and return the status code; a server that does not answer raises OSError."""
+    import requests
+
+    return int(requests.get(url, timeout=timeout).status_code)
+
+
+def post(url: str, body: bytes, *, content_type: str, timeout: float = 30.0) -> Response:
+    """POST body to url; a server that does not answer is a ServiceError."""
+    import requests
+
+    try:
+        resp = requests.post(
+            url, data=body, headers={"Content-Type": content_type}, timeout=timeout
+        )
+    except requests.RequestException as exc:
+        raise ServiceError(f"{url} did not answer ({type(exc).__name__})") from exc
+    return Response(resp.status_code, resp.text)

@@ -1,5 +1,5 @@
 """A real OCI registry on loopback: Debian's `docker-registry` (distribution 2.x) binary,
-plus a small client for the registry HTTP API (manifest digests, tags, health)."""
+plus a small client for the registry HTTP API (manifest and config digests, health)."""
 
 from __future__ import annotations
 
@@ -171,3 +171,15 @@ class RegistryClient:
         if resp.status_code != 200:
             raise RemoteError(f"registry answered {resp.status_code} for {repository}:{reference}")
         return str(resp.headers.get("Docker-Content-Digest"))
+
+    def config_digest(self, repository: str, reference: str) -> str | None:
+        """The image ID (config digest) a tag points to, or None when the tag is free."""
+        resp = self._get(
+            f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
+        )
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise RemoteError(f"registry answered {resp.status_code} for {repository}:{reference}")
+        config = (resp.json().get("config") or {}).get("digest")
+        return str(config) if config else "unknown"

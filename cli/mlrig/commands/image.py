@@ -112,10 +112,11 @@ def push(
 ) -> None:
     """Push to the stack's registry; tags are immutable and the digest is verified."""
     from mlrig import contract
-    from mlrig.core import image, serving_push
+    from mlrig.core import serving_push
+    from mlrig.core.image_last_built import last_built
 
     outputs = contract.load(_stack_name(stack))
-    ref = image_ref or image.last_built()
+    ref = image_ref or last_built()
     with err_console().status(f"pushing {ref}"):
         result = serving_push.push(ref, outputs, endpoint=registry_endpoint, progress=_progress)
     if result.tags:
@@ -148,10 +149,10 @@ def run(
     ] = False,
 ) -> None:
     """Start the image locally (host networking, no pulls) and wait until it is healthy."""
-    from mlrig.core import image
+    from mlrig.core import image_run
 
     with err_console().status("starting the model server"):
-        running = image.run(image_ref, port=port, smoke=smoke, keep=keep)
+        running = image_run.run(image_ref, port=port, smoke=smoke, keep=keep)
     console().print(f"[green]healthy[/] in {running.seconds_to_healthy:.1f} s at {running.url}")
     if running.smoke_predictions is not None:
         console().print(

@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlrig.adapters.registry import MANIFEST_TYPES, RegistryClient
+from mlrig.adapters import docker as docker_adapter
+from mlrig.adapters.registry import RegistryClient
 from mlrig.contract import StackOutputs
 from mlrig.core.serving_model import LABEL_PREFIX
 from mlrig.errors import Conflict, CredentialsError, RemoteError, UsageError
@@ -51,20 +52,6 @@ class PushResult:
     digest: str
     tags: list[str]
     unchanged: list[str] = field(default_factory=list)
-
-
-class _Registry(RegistryClient):
-    def config_digest(self, repository: str, reference: str) -> str | None:
-        """The image ID (config digest) a tag points to, or None when the tag is free."""
-        resp = self._get(
-            f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
-        )
-        if resp.status_code == 404:
-            return None
-        if resp.status_code != 200:
-            raise RemoteError(f"registry answered {resp.status_code} for {repository}:{reference}")
-        config = (resp.json().get("config") or {}).get("digest")
-        return str(config) if config else "unknown"
 
 
 def target_for(outputs: StackOutputs, endpoint: str | None = None) -> Target:
@@ -112,8 +99,8 @@ def tags_for(labels: dict[str, str], fallback: str) -> list[str]:
     return [base] + ([f"{base}-{commit[:7]}"] if commit else [])
 
 
-def _login(target: Target) -> tuple[_Registry, Target]:
-    client = _Registry(target.api_base, target.username, target.password)
+def _login(target: Target) -> tuple[RegistryClient, Target]:
+    client = RegistryClient(target.api_base, target.username, target.password)
     try:
         client.ping()
         return client, target
@@ -127,7 +114,7 @@ def _login(target: Target) -> tuple[_Registry, Target]:
     fresh = Target(
         target.host, target.repository, user, password, target.kind, name_host=target.name_host
     )
-    client = _Registry(fresh.api_base, user, password)
+    client = RegistryClient(fresh.api_base, user, password)
     try:
         client.ping()
     except CredentialsError:
@@ -146,19 +133,12 @@ def push(
     progress: Progress = lambda _m: None,
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
 ) -> PushResult:
-    import docker.errors
-
-    from mlrig.adapters import docker as docker_adapter
-
-    api = docker_adapter.client().api
-    try:
-        info = api.inspect_image(image)
-    except docker.errors.ImageNotFound:
+    info = docker_adapter.image_info(image)
+    if info is None:
         raise UsageError(
             f"image {image} does not exist on this engine", hint="build it with `mlrig image build`"
-        ) from None
-    image_id = str(info["Id"])
-    labels = (info.get("Config") or {}).get("Labels") or {}
+        )
+    image_id, labels = info.id, info.labels
     fallback = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
     tags = tags_for(labels, fallback)
     client, target = _login(target_for(outputs, endpoint))
@@ -179,7 +159,7 @@ def push(
             )
     digest = None
     for tag in todo:
-        digest = _push_tag(api, image_id, remote, tag, target, progress, on_chunk)
+        digest = _push_tag(image_id, remote, tag, target, progress, on_chunk)
         verified = client.manifest_digest(target.repository, tag)
         if verified != digest:
             raise RemoteError(
@@ -194,7 +174,6 @@ def push(
 
 
 def _push_tag(
-    api: Any,
     image_id: str,
     remote: str,
     tag: str,
@@ -202,17 +181,16 @@ def _push_tag(
     progress: Progress,
     on_chunk: Callable[[dict[str, Any]], None] | None,
 ) -> str:
-    from mlrig.adapters import docker as docker_adapter
-
-    api.tag(image_id, remote, tag)
-    auth = {"username": target.username, "password": target.password}
+    docker_adapter.tag_image(image_id, remote, tag)
     try:
         for attempt in range(1, ATTEMPTS + 1):
             try:
                 progress(f"pushing {remote}:{tag}")
-                chunks = docker_adapter.consume_stream(
-                    api.push(remote, tag=tag, stream=True, decode=True, auth_config=auth),
-                    f"pushing {remote}:{tag}",
+                digest = docker_adapter.push_image(
+                    remote,
+                    tag,
+                    username=target.username,
+                    password=target.password,
                     on_chunk=on_chunk,
                 )
                 break
@@ -228,16 +206,8 @@ def _push_tag(
                 progress(f"transient failure, retrying in {2 ** (attempt - 1)} s: {exc.message}")
                 time.sleep(float(os.environ.get("MLRIG_PUSH_BACKOFF", "1")) * 2 ** (attempt - 1))
     except BaseException:
-        api.remove_image(f"{remote}:{tag}", noprune=True)  # no half-tagged images left
+        docker_adapter.remove_tag(f"{remote}:{tag}")  # no half-tagged images left
         raise
-    digest = next(
-        (
-            str(c["aux"]["Digest"])
-            for c in reversed(chunks)
-            if isinstance(c.get("aux"), dict) and "Digest" in c["aux"]
-        ),
-        None,
-    )
     if not digest:
         raise RemoteError(f"pushing {remote}:{tag} ended without a digest", hint="push again")
     return digest

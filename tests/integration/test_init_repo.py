@@ -12,7 +12,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mlrig import contract
-from mlrig.core import bootstrap
+from mlrig.core import bootstrap, bootstrap_repo
 from mlrig.errors import Conflict, ServiceError
 from mlrig.main import app
 from tests.helpers import aws_outputs, dvc_config, require
@@ -148,7 +148,7 @@ def test_a_failure_halfway_leaves_nothing(
     def broken_add(root: Path, *targets: str) -> None:
         raise ServiceError("dvc: add failed: injected")
 
-    monkeypatch.setattr(bootstrap.dvc, "add", broken_add)
+    monkeypatch.setattr(bootstrap_repo.dvc, "add", broken_add)
     with pytest.raises(ServiceError):
         bootstrap.init(tmp_path / "new", "prod")
     empty = tmp_path / "empty"

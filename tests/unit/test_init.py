@@ -172,3 +172,30 @@ def test_init_help_names_every_option() -> None:
     assert result.exit_code == 0
     for option in ("--stack", "--name", "--no-input", "--github-repo", "--force"):
         assert option in result.output
+
+
+# -- the dataset, the copier adapter and the public API generated repos use -------------------
+# DVC's hash of data/raw/breast_cancer.csv in every new repo: provenance links runs to it.
+DATASET_MD5 = "9b80fbe14a7f763a2e7074bdbd750b14"
+
+
+def test_dataset_bytes_never_vary(tmp_path: Path) -> None:
+    import hashlib
+
+    for name in ("a.csv", "b.csv"):
+        bootstrap.write_dataset(tmp_path / name)
+        digest = hashlib.md5((tmp_path / name).read_bytes(), usedforsecurity=False)
+        assert digest.hexdigest() == DATASET_MD5
+
+
+def test_copier_errors_become_usage_errors_with_a_fix() -> None:
+    from copier.errors import UserMessageError
+
+    from mlrig.adapters import copier
+
+    with pytest.raises(UsageError) as err, copier._translated("render the template", "do X"):
+        raise UserMessageError("answer rejected")
+    assert err.value.message == "copier could not render the template: answer rejected"
+    assert err.value.hint == "do X"
+    with pytest.raises(KeyError), copier._translated("render the template", "do X"):
+        raise KeyError("not copier's")  # not copier's verdict: passes through

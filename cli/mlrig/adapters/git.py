@@ -70,10 +70,24 @@ def _identity_env(path: Path) -> dict[str, str]:
     return env
 
 
-def commit_all(path: Path, message: str) -> str:
-    """Stage everything (respecting .gitignore) and commit; return the new commit."""
+def _mlrig_identity() -> dict[str, str]:
+    return {
+        f"GIT_{who}_{what}": value
+        for who in ("AUTHOR", "COMMITTER")
+        for what, value in (("NAME", FALLBACK_NAME), ("EMAIL", FALLBACK_EMAIL))
+    }
+
+
+def commit_all(path: Path, message: str, *, as_mlrig: bool = False) -> str:
+    """Stage everything (respecting .gitignore) and commit; return the new commit.
+
+    as_mlrig commits as mlrig itself, even when nothing changed: for the history mlrig
+    keeps for its own use (template versions), which no user authored.
+    """
     run(path, "add", "--all")
-    run(path, "commit", "--quiet", "--no-verify", "-m", message, env=_identity_env(path))
+    env = _mlrig_identity() if as_mlrig else _identity_env(path)
+    extra = ["--allow-empty"] if as_mlrig else []
+    run(path, "commit", "--quiet", "--no-verify", *extra, "-m", message, env=env)
     return head(path)
 
 
@@ -99,6 +113,11 @@ def require_clean(path: Path, action: str) -> None:
             f"{path} has uncommitted changes, refusing to {action}",
             hint="commit or stash them first (`git status` shows them)",
         )
+
+
+def changed_files(path: Path) -> list[str]:
+    """Paths with uncommitted changes or untracked, as `git status` lists them."""
+    return sorted({line[3:] for line in run(path, "status", "--porcelain").splitlines()})
 
 
 def unmerged_files(path: Path) -> list[str]:

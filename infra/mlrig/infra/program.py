@@ -16,14 +16,15 @@ from mlrig.infra.components.network import Network, NetworkArgs
 from mlrig.infra.components.registry import Registry, RegistryArgs, enhanced_scanning
 from mlrig.infra.components.tracking_server import TrackingServer, TrackingServerArgs
 from mlrig.infra.config import StackConfig
-from mlrig.infra.tagging import tag_everything
+from mlrig.infra.tagging import tagged
 
 VPC_CIDR = "10.42.0.0/16"
 
 
 def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
-    tag_everything(cfg.tags)  # before the first resource: every taggable one gets them
     prefix, profile = cfg.prefix, cfg.profile
+    # The stack's tags, set once: each component hands them down to all its children.
+    opts = tagged(cfg.tags)
     remote = DvcRemote(
         "dvc-remote",
         DvcRemoteArgs(
@@ -34,6 +35,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
             access_log_bucket=cfg.access_log_bucket,
             force_destroy=cfg.force_delete,
         ),
+        opts,
     )
 
     def registry(name: str) -> Registry:
@@ -46,11 +48,12 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
                 untagged_days=cfg.untagged_image_days,
                 force_delete=cfg.force_delete,
             ),
+            opts,
         )
 
     models, server_repo = registry("models"), registry("mlflow-server")
     if cfg.enhanced_scanning:
-        enhanced_scanning("registry-scanning")
+        enhanced_scanning("registry-scanning", opts)
     outputs: dict[str, pulumi.Input[object]] = {
         OutputNames.REGION: cfg.region,
         OutputNames.DVC_REMOTE_URL: remote.url,
@@ -70,6 +73,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
     network = Network(
         "network",
         NetworkArgs(region=cfg.region, cidr=VPC_CIDR, nat_gateways=profile.private_tasks),
+        opts,
     )
     server = TrackingServer(
         "mlflow",
@@ -85,6 +89,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
             force_delete=cfg.force_delete,
             final_snapshot_id=cfg.final_snapshot_id or f"{prefix}-final",
         ),
+        opts,
     )
     outputs[OutputNames.MLFLOW_TRACKING_URI] = server.url
     outputs[OutputNames.MLFLOW_ADMIN_SECRET_ARN] = server.admin_secret.arn
@@ -99,6 +104,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
                 admin_secret_arn=server.admin_secret.arn,
                 existing_provider_arn=cfg.existing_oidc_provider_arn,
             ),
+            opts,
         )
         outputs[OutputNames.CI_ROLE_ARN] = ci.role.arn
     return outputs

@@ -1,9 +1,13 @@
-"""The stack's tags, set once: a stack transformation adds them to every taggable resource.
+"""The stack's tags, set once: a transformation that every component hands to its children.
 
-A transformation rather than the provider's `default_tags`: the tags stay in each resource's
-own inputs, so existing stacks see no diff, and `mlrig stack plan` (Pulumi mocks, which
-never run a provider) shows and tests them. The newer `register_resource_transform` runs in
-the engine, which the mocks do not have; the SDK-side transformation runs in both.
+`program.build` passes `tagged(cfg.tags)` to each top-level component; a child inherits its
+parent's transformations, so every taggable resource below gets the tags without naming
+them. A transformation rather than the provider's `default_tags`: the tags stay in each
+resource's own inputs, so existing stacks see no diff, and `mlrig stack plan` (Pulumi mocks,
+which never run a provider) shows and tests them. Not a stack-wide transformation: that
+lives on the root stack resource, which outlives one run of the program in a process that
+plans several stacks, so an earlier stack's tags would leak into the next. The newer
+engine-side transforms are not run by the mocks at all.
 """
 
 from __future__ import annotations
@@ -39,6 +43,6 @@ def default_tags(tags: Mapping[str, str]) -> pulumi.ResourceTransformation:
     return transform
 
 
-def tag_everything(tags: Mapping[str, str]) -> None:
-    """Tag every resource created after this call in the current stack."""
-    pulumi.runtime.register_stack_transformation(default_tags(tags))
+def tagged(tags: Mapping[str, str]) -> pulumi.ResourceOptions:
+    """Options for a top-level component: it and everything below it carry these tags."""
+    return pulumi.ResourceOptions(transformations=[default_tags(tags)])

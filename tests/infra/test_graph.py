@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 
 import pulumi
@@ -10,6 +11,7 @@ import pytest
 
 from mlrig.contract import OutputNames
 from mlrig.core import plan as plans
+from tests.infra.conftest import DOMAIN
 
 TAGS = {"project": "mlrig", "stack": "plan", "managed-by": "pulumi-mlrig"}
 
@@ -28,6 +30,31 @@ def test_every_taggable_resource_is_tagged(any_plan) -> None:
         tags = res.inputs.get("tags")
         assert tags is not None, f"{res.type} {res.name} has no tags"
         assert {k: tags.get(k) for k in TAGS} == TAGS, res.name
+
+
+def test_tags_are_set_in_one_place(monkeypatch) -> None:
+    """Without the tagging transformation no resource has the stack's tags: none pass them."""
+    from mlrig.infra import program
+
+    monkeypatch.setattr(program, "tagged", lambda tags: pulumi.ResourceOptions())
+    plan = plans.run_program(plans.plan_config("production", domain=DOMAIN))
+    assert [r.name for r in plan.resources if set(TAGS) & set(r.inputs.get("tags") or {})] == []
+    assert plan.one("aws:ec2/vpc:Vpc").inputs["tags"] == {"Name": "network"}
+
+
+def test_extra_tags_reach_every_taggable_resource_beside_their_own() -> None:
+    cfg = dataclasses.replace(plans.plan_config("small"), extra_tags={"cost-center": "ml"})
+    plan = plans.run_program(cfg)
+    taggable = [r for r in plan.resources if _taggable(r.type)]
+    assert len(taggable) > 30
+    assert [r.name for r in taggable if r.inputs["tags"].get("cost-center") != "ml"] == []
+    assert plan.one("aws:ec2/vpc:Vpc").inputs["tags"] == {
+        **TAGS,
+        "cost-center": "ml",
+        "Name": "network",
+    }
+    subnet = plan.one("aws:ec2/subnet:Subnet", "network-private-0").inputs
+    assert subnet["tags"]["tier"] == "private"
 
 
 def test_no_deprecated_v2_resources(any_plan) -> None:

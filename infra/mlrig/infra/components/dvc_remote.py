@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -109,14 +108,13 @@ class DvcRemote(pulumi.ComponentResource):
             restrict_public_buckets=True,
             opts=child,
         )
-        sse: dict[str, Any] = (
-            {"sse_algorithm": "aws:kms", "kms_master_key_id": args.kms_key_arn}
-            if args.kms_key_arn
-            else {"sse_algorithm": "AES256"}
-        )
-        rules: list[Any] = [
+        rules: list[aws.s3.BucketServerSideEncryptionConfigurationRuleArgsDict] = [
             {
-                "apply_server_side_encryption_by_default": sse,
+                "apply_server_side_encryption_by_default": (
+                    {"sse_algorithm": "aws:kms", "kms_master_key_id": args.kms_key_arn}
+                    if args.kms_key_arn
+                    else {"sse_algorithm": "AES256"}
+                ),
                 "bucket_key_enabled": bool(args.kms_key_arn),
             }
         ]

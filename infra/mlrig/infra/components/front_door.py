@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import pulumi
 import pulumi_aws as aws
@@ -42,7 +42,7 @@ class FrontDoor(pulumi.ComponentResource):
     ) -> None:
         super().__init__("mlrig:aws:FrontDoor", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        ingress: list[Any] = (
+        ingress: list[aws.ec2.SecurityGroupIngressArgsDict] = (
             [
                 {
                     "protocol": "tcp",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -65,7 +64,7 @@ class Network(pulumi.ComponentResource):
         for i in range(args.az_count):
             public = self._subnet(i, azs[i], "public", route_table_id=public_rt.id)
             nat = self._nat_gateway(i, public) if args.nat_gateways else None
-            routes: list[Any] = (
+            routes: list[aws.ec2.RouteTableRouteArgsDict] = (
                 [{"cidr_block": "0.0.0.0/0", "nat_gateway_id": nat.id}] if nat else []
             )
             private_rt = aws.ec2.RouteTable(

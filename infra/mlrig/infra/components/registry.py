@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -27,7 +26,7 @@ class Registry(pulumi.ComponentResource):
     ) -> None:
         super().__init__("mlrig:aws:Registry", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        encryption: list[Any] = [
+        encryption: list[aws.ecr.RepositoryEncryptionConfigurationArgsDict] = [
             {"encryption_type": "KMS", "kms_key": args.kms_key_arn}
             if args.kms_key_arn
             else {"encryption_type": "AES256"}

@@ -7,6 +7,7 @@ definition comes from the shared container contract (`server_container`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import pulumi
@@ -52,20 +53,7 @@ class TrackingServer(pulumi.ComponentResource):
         task_subnets = (
             network.private_subnet_ids if profile.private_tasks else network.public_subnet_ids
         )
-        front_kind = profile.front_door if args.domain else "http-api"
-        self.front_door = FrontDoor(
-            f"{name}-front",
-            FrontDoorArgs(
-                kind=front_kind,
-                network=network,
-                subnet_ids=network.public_subnet_ids if front_kind == "alb" else task_subnets,
-                port=ts.CONTAINER_PORT,
-                health_path=ts.HEALTH_PATH,
-                domain=args.domain,
-                deletion_protection=protected,
-            ),
-            opts=child,
-        )
+        self.front_door = self._front_door(name, args, task_subnets, protected)
         task_sg = self._task_security_group(name, network)
         self.database = Database(
             f"{name}-db",
@@ -88,7 +76,7 @@ class TrackingServer(pulumi.ComponentResource):
         flask_secret = self._secret(
             f"{name}-flask-secret", args.secrets.flask_secret, "MLflow Flask session key"
         )
-        secret_arns = {
+        secret_arns = {  # by the container's environment variable
             ts.ENV_ADMIN_PASSWORD: self.admin_secret.arn,
             ts.ENV_FLASK_SECRET: flask_secret.arn,
             ts.ENV_PG_PASSWORD: self.database.password_secret.arn,
@@ -110,28 +98,7 @@ class TrackingServer(pulumi.ComponentResource):
             ),
             opts=child,
         )
-        allowed = [f"*.execute-api.{args.region}.amazonaws.com", "10.*"]
-        if args.domain:
-            allowed.insert(0, args.domain.name)
-        container = pulumi.Output.all(
-            args.image,
-            self.database.instance.address,
-            args.artifacts.bucket_name,
-            log_group.name,
-            *secret_arns.values(),
-        ).apply(
-            lambda a: container_definitions(
-                a[0],
-                db_host=a[1],
-                bucket=a[2],
-                artifacts_prefix=args.artifacts.prefix,
-                profile=profile.name,
-                log_group=a[3],
-                region=args.region,
-                secret_arns=dict(zip(secret_arns, a[4:], strict=True)),
-                allowed_hosts=allowed,
-            )
-        )
+        container = self._container(args, log_group, secret_arns)
         ServerService(
             name,
             ServerServiceArgs(
@@ -151,6 +118,59 @@ class TrackingServer(pulumi.ComponentResource):
                 "admin_secret_arn": self.admin_secret.arn,
                 "database_address": self.database.instance.address,
             }
+        )
+
+    def _front_door(
+        self,
+        name: str,
+        args: TrackingServerArgs,
+        task_subnets: Sequence[pulumi.Input[str]],
+        protected: bool,
+    ) -> FrontDoor:
+        # Without a domain there is no certificate for an ALB: the HTTP API serves HTTPS.
+        kind = args.profile.front_door if args.domain else "http-api"
+        return FrontDoor(
+            f"{name}-front",
+            FrontDoorArgs(
+                kind=kind,
+                network=args.network,
+                subnet_ids=args.network.public_subnet_ids if kind == "alb" else task_subnets,
+                port=ts.CONTAINER_PORT,
+                health_path=ts.HEALTH_PATH,
+                domain=args.domain,
+                deletion_protection=protected,
+            ),
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+
+    def _container(
+        self,
+        args: TrackingServerArgs,
+        log_group: aws.cloudwatch.LogGroup,
+        secret_arns: dict[str, pulumi.Output[str]],
+    ) -> pulumi.Output[str]:
+        """The container definition, once the database, bucket and secrets are known."""
+        allowed = [f"*.execute-api.{args.region}.amazonaws.com", "10.*"]
+        if args.domain:
+            allowed.insert(0, args.domain.name)
+        return pulumi.Output.all(
+            args.image,
+            self.database.instance.address,
+            args.artifacts.bucket_name,
+            log_group.name,
+            *secret_arns.values(),
+        ).apply(
+            lambda a: container_definitions(
+                a[0],
+                db_host=a[1],
+                bucket=a[2],
+                artifacts_prefix=args.artifacts.prefix,
+                profile=args.profile.name,
+                log_group=a[3],
+                region=args.region,
+                secret_arns=dict(zip(secret_arns, a[4:], strict=True)),
+                allowed_hosts=allowed,
+            )
         )
 
     def _task_security_group(self, name: str, network: NetworkRef) -> aws.ec2.SecurityGroup:

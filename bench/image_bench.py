@@ -25,7 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import record, utc_stamp
+
+from mlrig.wait import WaitTimeout, wait_until
+
 MODEL = "bench-bc"
 REF_PORT = 8080  # MLflow's image listens on nginx :8080 (uvicorn :8000), not configurable
 
@@ -162,6 +165,28 @@ def post(conn: http.client.HTTPConnection, c: Contender) -> tuple[int, bytes]:
     return resp.status, resp.read()
 
 
+# a server still starting refuses, resets, or answers half-written or foreign JSON
+NOT_YET = (OSError, http.client.HTTPException, ValueError, KeyError, TypeError)
+
+
+def until_answered(c: Contender, ok: Callable[[int, bytes], bool], interval: float) -> bool:
+    """Post the one-row request (a fresh connection each time) until `ok(status, body)`;
+    False when 180 s pass without it."""
+
+    def answered() -> bool:
+        conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=2)
+        try:
+            return ok(*post(conn, c))
+        finally:
+            conn.close()
+
+    try:
+        wait_until(answered, timeout=180, what=c.refs[1], interval=interval, retry_on=NOT_YET)
+    except WaitTimeout:
+        return False
+    return True
+
+
 def cold_start(c: Contender, expected: list[int]) -> float:
     from mlrig.adapters import docker as docker_adapter
 
@@ -169,17 +194,11 @@ def cold_start(c: Contender, expected: list[int]) -> float:
     start = time.monotonic()
     container = cli.containers.run(c.refs[1], detach=True, network_mode="host", environment=c.env)
     try:
-        while time.monotonic() - start < 180:
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=2)
-                status, out = post(conn, c)
-                conn.close()
-                if status == 200 and c.answer(json.loads(out)) == expected:
-                    return time.monotonic() - start
-            except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
-                pass
-            time.sleep(0.02)
-        raise SystemExit(f"{c.refs[1]} never answered correctly")
+        if not until_answered(
+            c, lambda status, out: status == 200 and c.answer(json.loads(out)) == expected, 0.02
+        ):
+            raise SystemExit(f"{c.refs[1]} never answered correctly")
+        return time.monotonic() - start
     finally:
         container.remove(force=True)
 
@@ -190,19 +209,11 @@ def serve(c: Contender) -> Callable[[], None]:
     container = docker_adapter.client().containers.run(
         c.refs[1], detach=True, network_mode="host", environment=c.env
     )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:  # nginx answers 502 until MLflow's workers are up
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=2)
-            if post(conn, c)[0] == 200:
-                time.sleep(3)  # let every worker finish loading before measuring
-                break
-        except (OSError, http.client.HTTPException):
-            pass
-        time.sleep(0.05)
-    else:
+    # nginx answers 502 until MLflow's workers are up
+    if not until_answered(c, lambda status, _out: status == 200, 0.05):
         container.remove(force=True)
         raise SystemExit(f"{c.refs[1]} never became ready")
+    time.sleep(3)  # let every worker finish loading before measuring
     return lambda: container.remove(force=True)
 
 
@@ -541,10 +552,8 @@ def report(res: dict[str, dict[str, Any]], base: str, args: argparse.Namespace) 
         f"model artifacts: {meta['model_kb']:.0f} kB; CPUs: {meta['cpus']}; "
         f"load average at the end: {meta['load_avg_end']}"
     )
-    RESULTS.mkdir(exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    (RESULTS / f"image-{stamp}.json").write_text(json.dumps({"meta": meta, **res}, indent=2))
-    (RESULTS / f"image-{stamp}.md").write_text("\n".join(md) + f"\n\n{json.dumps(meta)}\n")
+    md.append(f"\n{json.dumps(meta)}")
+    record(f"image-{utc_stamp()}", {"meta": meta, **res}, "\n".join(md))
 
 
 if __name__ == "__main__":

@@ -195,3 +195,21 @@ def test_stack_flag_and_its_old_spelling(mlrig_home: Path) -> None:
     both = runner.invoke(app, ["stack", "outputs", "--stack", "dev", "--name", "other"])
     assert both.exit_code == 2 and "name different stacks" in both.output
     assert "--name" not in runner.invoke(app, ["stack", "outputs", "--help"]).output
+
+
+def test_doctor_checks_the_resolved_stack_or_says_why_none(
+    mlrig_home: Path, no_env_stack: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core import doctor
+
+    monkeypatch.setattr(doctor, "machine_checks", lambda: [])
+    monkeypatch.setattr(
+        doctor, "stack_checks", lambda name: [doctor.Check("stack outputs", doctor.OK, name)]
+    )
+    report = doctor.run(None)
+    assert report.stack is None and [c.name for c in report.checks] == ["stack"]
+    assert report.checks[0].status == doctor.SKIP and not doctor.failed(report.checks)
+    assert "no stack exists yet" in report.checks[0].detail
+    contract.save(sample("dev"))
+    assert doctor.run(None).stack == "dev"  # the only stack, as everywhere else
+    assert doctor.run("other").stack == "other"

@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from mlrig.commands.options import StackOpt
 from mlrig.ui import console, err_console
 
 app = typer.Typer(help="Build, push and run model-serving images.", no_args_is_help=True)
 
-StackOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--stack",
-        "-s",
-        help="Stack whose MLflow/registry to use (default: $MLRIG_STACK, or the only stack).",
-    ),
-]
-
 
 def _progress(msg: str) -> None:
     err_console().print(f"[dim]•[/] {msg}", markup=True, highlight=False)
-
-
-def _stack_name(stack: str | None) -> str:
-    from mlrig import contract
-    from mlrig.errors import UsageError
-
-    if stack or os.environ.get("MLRIG_STACK"):
-        return stack or os.environ["MLRIG_STACK"]
-    names = contract.list_names()
-    if len(names) == 1:
-        return names[0]
-    raise UsageError(
-        "which stack? "
-        + (f"there are {len(names)}: {', '.join(names)}" if names else "no stack exists yet"),
-        hint="pass --stack NAME (create one with `mlrig stack up`)",
-    )
 
 
 @app.command()
@@ -111,11 +86,10 @@ def push(
     ] = None,
 ) -> None:
     """Push to the stack's registry; tags are immutable and the digest is verified."""
-    from mlrig import contract
-    from mlrig.core import serving_push
+    from mlrig.core import serving_push, stacks
     from mlrig.core.image_last_built import last_built
 
-    outputs = contract.load(_stack_name(stack))
+    outputs = stacks.open(stacks.resolve_name(stack)).outputs()
     ref = image_ref or last_built()
     with err_console().status(f"pushing {ref}"):
         result = serving_push.push(ref, outputs, endpoint=registry_endpoint, progress=_progress)

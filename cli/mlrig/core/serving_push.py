@@ -16,7 +16,7 @@ from typing import Any
 
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters.registry import RegistryClient
-from mlrig.contract import StackOutputs
+from mlrig.contract import Registry, StackOutputs
 from mlrig.core.serving_model import LABEL_PREFIX
 from mlrig.errors import Conflict, CredentialsError, RemoteError, UsageError
 
@@ -55,9 +55,14 @@ class PushResult:
 
 
 def target_for(outputs: StackOutputs, endpoint: str | None = None) -> Target:
+    return registry_target(outputs.registry, endpoint, owner=f"stack '{outputs.name}'")
+
+
+def registry_target(reg: Registry, endpoint: str | None = None, *, owner: str) -> Target:
+    """Where and as whom to push: an ECR token (region from the host) or the basic-auth
+    credentials the registry records; `owner` names whose registry it is in errors."""
     from mlrig.core import secrets
 
-    reg = outputs.registry
     if reg.kind == "ecr":
         from mlrig.adapters import ecr
 
@@ -79,7 +84,7 @@ def target_for(outputs: StackOutputs, endpoint: str | None = None) -> Target:
         )
     if not reg.auth:
         raise CredentialsError(
-            f"stack '{outputs.name}' records no registry credentials",
+            f"{owner} records no registry credentials",
             hint="run `mlrig stack up` again for this stack",
         )
     host = endpoint.removeprefix("http://").removeprefix("https://") if endpoint else reg.host
@@ -133,6 +138,27 @@ def push(
     progress: Progress = lambda _m: None,
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
 ) -> PushResult:
+    """Push to a stack's registry."""
+    return push_to(
+        image,
+        outputs.registry,
+        owner=f"stack '{outputs.name}'",
+        endpoint=endpoint,
+        progress=progress,
+        on_chunk=on_chunk,
+    )
+
+
+def push_to(
+    image: str,
+    registry: Registry,
+    *,
+    owner: str,
+    endpoint: str | None = None,
+    progress: Progress = lambda _m: None,
+    on_chunk: Callable[[dict[str, Any]], None] | None = None,
+) -> PushResult:
+    """Push to any registry the contract can describe (a stack's, or one being created)."""
     info = docker_adapter.image_info(image)
     if info is None:
         raise UsageError(
@@ -141,7 +167,7 @@ def push(
     image_id, labels = info.id, info.labels
     fallback = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
     tags = tags_for(labels, fallback)
-    client, target = _login(target_for(outputs, endpoint))
+    client, target = _login(registry_target(registry, endpoint, owner=owner))
     remote = f"{target.host}/{target.repository}"
 
     unchanged, todo = [], []

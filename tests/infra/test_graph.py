@@ -11,7 +11,7 @@ import pytest
 
 from mlrig.contract import OutputNames
 from mlrig.core import plan as plans
-from tests.infra.conftest import DOMAIN
+from tests.helpers import DOMAIN
 
 TAGS = {"project": "mlrig", "stack": "plan", "managed-by": "pulumi-mlrig"}
 

@@ -17,7 +17,7 @@ import pytest
 from pulumi.runtime import mocks
 
 from mlrig.core import plan as plans
-from tests.infra.conftest import DOMAIN
+from tests.helpers import DOMAIN
 
 DEPLOYED = json.loads((Path(__file__).parent / "stack_urns.json").read_text())
 STACK_TYPE = "pulumi:pulumi:Stack"

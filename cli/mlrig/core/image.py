@@ -27,8 +27,17 @@ from mlrig.core.serving_model import Provenance
 from mlrig.errors import DependencyMissing, RemoteError, UsageError
 from mlrig.version import __version__
 
-# `run` and `tracking_env` stay importable from here for callers outside the image code
-__all__ = ["PLATFORMS", "BuiltImage", "build", "run", "serving_assets", "tracking_env"]
+# `run` and `tracking_env` stay importable from here too, for callers outside the image code
+__all__ = [
+    "PLATFORMS",
+    "BuiltImage",
+    "build",
+    "prepare_context",
+    "resolve_base_image",
+    "run",
+    "serving_assets",
+    "tracking_env",
+]
 
 Progress = Callable[[str], None]
 PLATFORMS = ("linux/amd64", "linux/arm64")

@@ -3,20 +3,29 @@
 Loads the model once at start. scikit-learn models are unpickled directly and their input
 is parsed and schema-checked here (MLflow's pyfunc path costs ~10 ms per one-row request);
 any other flavor goes through `mlflow.pyfunc` (mlflow-skinny) and MLflow's own parsing.
+
+Limits (environment): MLRIG_MAX_BODY_BYTES (default 64 MiB) caps a request body, refused
+with 413 before it is read; MLRIG_MAX_CONCURRENT_SCORING (default 2) requests are read and
+scored at once, the rest wait their turn; MLRIG_BODY_TIMEOUT_SECONDS (default 60) bounds how
+long a client may take to send its body.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.util
 import io
 import json
 import os
 import sys
 import traceback
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NamedTuple
 
 MODEL_DIR = os.environ.get("MLRIG_MODEL_DIR", "/opt/model")
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
-CONTENT_TYPES = ["text/csv", "application/json", "application/vnd.apache.parquet"]
+PARQUET = "application/vnd.apache.parquet"
+CONTENT_TYPES = ["text/csv", "application/json", PARQUET]
 REQUIRED_INPUT_FORMAT = (
     "The input must be a JSON dictionary with exactly one of the input fields "
     "{'dataframe_split', 'dataframe_records', 'instances', 'inputs'}"
@@ -24,8 +33,12 @@ REQUIRED_INPUT_FORMAT = (
 # MLflow's signature types -> (numpy dtype, accepted numpy kinds): ints widen to floats as
 # MLflow's schema enforcement allows; anything else is the 400 MLflow would answer.
 TYPES: dict[str, tuple[str, str]] = {
-    "double": ("float64", "fiub"), "float": ("float32", "fiub"), "long": ("int64", "iub"),
-    "integer": ("int32", "iub"), "boolean": ("bool", "b"), "string": ("object", "OSU"),
+    "double": ("float64", "fiub"),
+    "float": ("float32", "fiub"),
+    "long": ("int64", "iub"),
+    "integer": ("int32", "iub"),
+    "boolean": ("bool", "b"),
+    "string": ("object", "OSU"),
 }
 
 
@@ -33,6 +46,44 @@ class BadRequest(Exception):
     def __init__(self, message: str, status: int = 400, code: str = "BAD_REQUEST") -> None:
         super().__init__(message)
         self.status, self.code = status, code
+
+
+class Limits(NamedTuple):  # not a dataclass: tests load this file without registering it
+    """What one request may cost the server.
+
+    Parsing JSON into a DataFrame costs ~8x the body (a 283 MB request peaked at 2.37 GB), so
+    64 MiB bodies times 2 concurrent scorings stay near 1 GiB: well below a container given a
+    couple of GiB, while a 64 MiB batch is ~150k rows of 30 doubles, more than one call needs.
+    """
+
+    max_body_bytes: int = 64 * 2**20
+    max_concurrent_scoring: int = 2
+    body_timeout_seconds: float = 60.0
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Limits:
+        env = dict(os.environ if env is None else env)
+        default = cls()
+        try:
+            limits = cls(
+                max_body_bytes=int(env.get("MLRIG_MAX_BODY_BYTES", default.max_body_bytes)),
+                max_concurrent_scoring=int(
+                    env.get("MLRIG_MAX_CONCURRENT_SCORING", default.max_concurrent_scoring)
+                ),
+                body_timeout_seconds=float(
+                    env.get("MLRIG_BODY_TIMEOUT_SECONDS", default.body_timeout_seconds)
+                ),
+            )
+        except ValueError as exc:
+            raise SystemExit(
+                f"mlrig-serve: a limit in the environment is not a number: {exc}"
+            ) from exc
+        if (
+            min(limits.max_body_bytes, limits.max_concurrent_scoring) < 1
+            or limits.body_timeout_seconds <= 0
+        ):
+            raise SystemExit(f"mlrig-serve: limits must be positive, got {limits}")
+        return limits
 
 
 # -- model ------------------------------------------------------------------------------------
@@ -53,13 +104,13 @@ class Model:
 
             self.pyfunc = mlflow.pyfunc.load_model(model_dir)
         self.names = [c["name"] for c in self.columns or []]
-        self.all_double = bool(self.columns) and all(c["type"] == "double"
-                                                     for c in self.columns or [])
+        self.all_double = bool(self.columns) and all(
+            c["type"] == "double" for c in self.columns or []
+        )
         # A model fitted on exactly the schema's columns gets the float64 matrix MLflow's
         # DataFrame would turn into anyway: same numbers, without scikit-learn's per-step
         # DataFrame checks (1.3 of 2.1 ms per one-row request).
-        fitted = getattr(self.predictor, "feature_names_in_", None) if self.pyfunc is None \
-            else None
+        fitted = getattr(self.predictor, "feature_names_in_", None) if self.pyfunc is None else None
         self.matrix_ok = self.all_double and (fitted is None or list(fitted) == self.names)
         if self.matrix_ok:
             import warnings
@@ -87,40 +138,66 @@ class Model:
         if params.get("charset", "utf-8").lower() != "utf-8":
             return 415, b"The scoring server only supports UTF-8", "text/plain"
         if set(params) - {"charset"}:
-            return 415, (f"Unrecognized content type parameters: "
-                         f"{', '.join(set(params) - {'charset'})}").encode(), "text/plain"
+            return (
+                415,
+                (
+                    f"Unrecognized content type parameters: {', '.join(set(params) - {'charset'})}"
+                ).encode(),
+                "text/plain",
+            )
         if mime == "application/json":
             frame = self._parse_json(body)
         elif mime == "text/csv":
             frame = self._parse_csv(body)
+        elif mime == PARQUET and not PARQUET_ENGINE:
+            return (
+                415,
+                (
+                    b"This model server's image has no Parquet reader (pyarrow or "
+                    b"fastparquet): send JSON or CSV, or add pyarrow to the model's "
+                    b"requirements."
+                ),
+                "text/plain",
+            )
+        elif mime == PARQUET:
+            frame = self._parse_parquet(body)
         else:
-            return 415, (f"This predictor only supports the following content types: "
-                         f"Types: {CONTENT_TYPES}. Got '{content_type}'.").encode(), "text/plain"
+            return (
+                415,
+                (
+                    f"This predictor only supports the following content types: "
+                    f"Types: {CONTENT_TYPES}. Got '{content_type}'."
+                ).encode(),
+                "text/plain",
+            )
         try:
             raw = self.predict_fn(frame)
         except Exception as exc:
-            raise BadRequest("Encountered an unexpected error while evaluating the model. "
-                             "Verify that the serialized input Dataframe is compatible with the "
-                             "model for inference.") from exc
+            raise BadRequest(
+                "Encountered an unexpected error while evaluating the model. "
+                "Verify that the serialized input Dataframe is compatible with the "
+                "model for inference."
+            ) from exc
         return 200, json.dumps({"predictions": _jsonable(raw)}).encode(), "application/json"
 
     def _parse_json(self, body: bytes) -> Any:
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"Ensure that input is a valid JSON formatted string. "
-                             f"Error: '{exc!r}'") from exc
+            raise BadRequest(
+                f"Ensure that input is a valid JSON formatted string. Error: '{exc!r}'"
+            ) from exc
         if not isinstance(doc, dict):
             raise BadRequest(f"{REQUIRED_INPUT_FORMAT}. Received a {type(doc).__name__}.")
         keys = [k for k in doc if k in FORMATS]
         if len(keys) != 1:
-            raise BadRequest(f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: "
-                             f"{list(doc)}.")
+            raise BadRequest(
+                f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {list(doc)}."
+            )
         key, data = keys[0], doc[keys[0]]
         if key == "dataframe_split":
             if not isinstance(data, dict):
-                raise BadRequest("dataframe_split must be a dictionary with 'columns' and "
-                                 "'data'")
+                raise BadRequest("dataframe_split must be a dictionary with 'columns' and 'data'")
             fast = self._fast_split(data)
             if fast is not None:
                 return fast
@@ -128,8 +205,12 @@ class Model:
 
     def _fast_split(self, data: dict[str, Any]) -> Any:
         """All-double schema and a plain numeric matrix: one numpy block, no per-column work."""
-        if not (self.columns and self.all_double and set(data) <= {"columns", "data"}
-                and data.get("columns") == self.names):
+        if not (
+            self.columns
+            and self.all_double
+            and set(data) <= {"columns", "data"}
+            and data.get("columns") == self.names
+        ):
             return None
         import numpy as np
         import pandas as pd
@@ -148,16 +229,17 @@ class Model:
 
         try:
             if key == "dataframe_split":
-                return pd.DataFrame(data=data.get("data"), columns=data.get("columns"),
-                                    index=data.get("index"))
-            if key == "dataframe_records" or (key == "instances" and isinstance(data, list)
-                                               and data and isinstance(data[0], dict)):
+                return pd.DataFrame(
+                    data=data.get("data"), columns=data.get("columns"), index=data.get("index")
+                )
+            if key == "dataframe_records" or (
+                key == "instances" and isinstance(data, list) and data and isinstance(data[0], dict)
+            ):
                 if not isinstance(data, list):
                     raise BadRequest("dataframe_records must be a list of records")
                 return pd.DataFrame.from_records(data)
             if isinstance(data, dict):  # inputs/instances as {column: values}
-                return pd.DataFrame({k: v if isinstance(v, list) else [v]
-                                     for k, v in data.items()})
+                return pd.DataFrame({k: v if isinstance(v, list) else [v] for k, v in data.items()})
             if isinstance(data, list) and data and isinstance(data[0], dict):
                 return pd.DataFrame.from_records(data)
             return pd.DataFrame(data)
@@ -171,30 +253,63 @@ class Model:
 
         try:
             text = body.decode("utf-8")
-            dtypes = ({c["name"]: TYPES.get(c["type"], ("object", ""))[0]
-                       for c in self.columns} if self.columns else None)
+            dtypes = (
+                {c["name"]: TYPES.get(c["type"], ("object", ""))[0] for c in self.columns}
+                if self.columns
+                else None
+            )
             frame = pd.read_csv(io.StringIO(text), dtype=dtypes)
         except Exception as exc:
-            raise BadRequest("Failed to parse input as a Pandas DataFrame. Ensure that the "
-                             "input is a valid CSV-formatted Pandas DataFrame produced using "
-                             f"the `pandas.DataFrame.to_csv()` method. Error: '{exc}'") from exc
+            raise BadRequest(
+                "Failed to parse input as a Pandas DataFrame. Ensure that the "
+                "input is a valid CSV-formatted Pandas DataFrame produced using "
+                f"the `pandas.DataFrame.to_csv()` method. Error: '{exc}'"
+            ) from exc
         return self._enforce(frame)
 
-    def _enforce(self, frame: Any) -> Any:
-        """MLflow's column-schema rules: required columns present, safe casts, schema order."""
+    def _parse_parquet(self, body: bytes) -> Any:
+        import pandas as pd
+
+        try:
+            frame = pd.read_parquet(io.BytesIO(body))
+        except Exception as exc:
+            raise BadRequest(
+                "Failed to parse input as a Pandas DataFrame. Ensure that the "
+                "input is a valid Parquet Pandas DataFrame produced using the "
+                f"`pandas.DataFrame.to_parquet()` method. Error: '{exc}'"
+            ) from exc
+        return self._enforce(frame, typed=True)
+
+    def _enforce(self, frame: Any, typed: bool = False) -> Any:
+        """MLflow's column-schema rules: required columns present, safe casts, schema order.
+
+        `typed` input (Parquet) keeps its own dtypes, which MLflow checks at predict time with
+        its stricter upcast rules and answers INVALID_PARAMETER_VALUE; JSON and CSV were
+        already cast to the schema while parsing, where MLflow answers BAD_REQUEST."""
         if not self.columns:
             return frame
         import pandas as pd
 
-        if all(isinstance(c, int) for c in frame.columns) and len(frame.columns) == len(
-                self.names):
+        duplicated = sorted({str(c) for c in frame.columns[frame.columns.duplicated()]})
+        if duplicated:  # MLflow answers these with the same 400 (its enforcement trips on them)
+            raise BadRequest(
+                f"Failed to enforce schema of data '{frame}' with schema "
+                f"'{self.names}'. Error: Duplicate column names {duplicated}.",
+                code="INVALID_PARAMETER_VALUE",
+            )
+        if all(isinstance(c, int) for c in frame.columns) and len(frame.columns) == len(self.names):
             frame.columns = self.names  # positional data, as MLflow names it from the schema
-        missing = [c["name"] for c in self.columns
-                   if c.get("required", True) and c["name"] not in frame.columns]
+        missing = [
+            c["name"]
+            for c in self.columns
+            if c.get("required", True) and c["name"] not in frame.columns
+        ]
         if missing:
-            raise BadRequest(f"Failed to enforce schema of data '{frame}' with schema "
-                             f"'{self.names}'. Error: Model is missing inputs {missing}.",
-                             code="INVALID_PARAMETER_VALUE")
+            raise BadRequest(
+                f"Failed to enforce schema of data '{frame}' with schema "
+                f"'{self.names}'. Error: Model is missing inputs {missing}.",
+                code="INVALID_PARAMETER_VALUE",
+            )
         out = {}
         for col in self.columns:
             name = col["name"]
@@ -202,10 +317,13 @@ class Model:
                 continue
             dtype, kinds = TYPES.get(col["type"], ("object", "OSU"))
             values = frame[name]
-            if values.dtype.kind not in kinds:
-                raise BadRequest(f"Failed to enforce schema of data '{frame}' with schema "
-                                 f"'{self.names}'. Error: Incompatible input types for column "
-                                 f"{name}. Can not safely convert {values.dtype} to {dtype}.")
+            if not (_upcasts(values, dtype) if typed else values.dtype.kind in kinds):
+                raise BadRequest(
+                    f"Failed to enforce schema of data '{frame}' with schema "
+                    f"'{self.names}'. Error: Incompatible input types for column "
+                    f"{name}. Can not safely convert {values.dtype} to {dtype}.",
+                    code="INVALID_PARAMETER_VALUE" if typed else "BAD_REQUEST",
+                )
             out[name] = values.astype(dtype) if dtype != "object" else values
         return pd.DataFrame(out)
 
@@ -214,13 +332,40 @@ class Model:
         from mlflow.pyfunc import scoring_server
 
         try:
-            res = scoring_server.invocations(body, content_type, self.pyfunc,
-                                             self.pyfunc.metadata.get_input_schema())
+            res = scoring_server.invocations(
+                body, content_type, self.pyfunc, self.pyfunc.metadata.get_input_schema()
+            )
         except MlflowException as exc:
-            return exc.get_http_status_code(), exc.serialize_as_json().encode(), \
-                "application/json"
+            return exc.get_http_status_code(), exc.serialize_as_json().encode(), "application/json"
         body_out = res.response.encode() if isinstance(res.response, str) else res.response
         return res.status, body_out, res.mimetype
+
+
+# MLflow reads Parquet with whichever engine pandas finds; the lean image may have neither.
+PARQUET_ENGINE = next((m for m in ("pyarrow", "fastparquet") if importlib.util.find_spec(m)), None)
+
+
+def _upcasts(values: Any, dtype: str) -> bool:
+    """MLflow's predict-time rule (mlflow.models.utils._enforce_mlflow_datatype) for a column
+    that arrives typed: same kind and no narrower, small ints to double, 0/1 int64 to floats."""
+    import numpy as np
+
+    have, want = values.dtype, np.dtype(dtype)
+    if want.kind == "O":
+        return have.kind == "O"  # object or pandas' string dtype
+    if have.kind == "O":
+        have = values.infer_objects().dtype
+        if want.kind == "b" and have.kind == "O":
+            return True  # MLflow passes these through so None is not cast to False
+    if have == want:
+        return True
+    if have.kind == want.kind:
+        return have.itemsize <= want.itemsize
+    if have.kind == "u" and want.kind == "i":
+        return have.itemsize < want.itemsize
+    if have.kind in "iu" and want == np.float64 and have.itemsize <= 6:
+        return True
+    return have == np.int64 and want.kind == "f" and bool(values.dropna().isin((0, 1)).all())
 
 
 def _content_type(value: str) -> tuple[str, dict[str, str]]:
@@ -243,43 +388,120 @@ def _jsonable(raw: Any) -> Any:
 
 
 # -- ASGI -------------------------------------------------------------------------------------
-def make_app(model: Model) -> Any:
+class Disconnected(Exception):
+    """The client left before its body arrived: there is no one to answer."""
+
+
+def _too_large(limit: int) -> BadRequest:
+    return BadRequest(
+        f"The request body is larger than this server accepts ({limit} bytes). "
+        "Send smaller batches, or start the server with a larger "
+        "MLRIG_MAX_BODY_BYTES.",
+        status=413,
+        code="RESOURCE_LIMIT_EXCEEDED",
+    )
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the HTTP parser refuses these before the app sees them
+    return None
+
+
+async def _read_body(receive: Any, limit: int) -> bytes:
+    """The body, chunk by chunk, refused with 413 the moment it passes `limit` (chunked
+    uploads declare no length, so this is the only place they can be stopped)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+        if not msg.get("more_body"):
+            return b"".join(chunks)
+
+
+def _error_body(exc: BadRequest) -> bytes:
+    return json.dumps({"error_code": exc.code, "message": str(exc)}).encode()
+
+
+def make_app(model: Model, limits: Limits | None = None) -> Any:
+    limits = limits or Limits.from_env()
     version = model.mlflow_version.encode()
+    # Parsing and predicting run on these threads, never on the event loop, so /ping and
+    # /health answer while a big batch scores. The semaphore admits that many requests to
+    # read and score at once; the rest wait with their bodies still in the socket, so a flood
+    # queues instead of multiplying memory.
+    executor = ThreadPoolExecutor(
+        max_workers=limits.max_concurrent_scoring, thread_name_prefix="mlrig-score"
+    )
+    slots = asyncio.Semaphore(limits.max_concurrent_scoring)
+
+    async def invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes, str]:
+        declared = _declared_length(scope["headers"])
+        if declared is not None and declared > limits.max_body_bytes:
+            raise _too_large(limits.max_body_bytes)  # answered before a byte is read
+        async with slots:
+            try:
+                body = await asyncio.wait_for(
+                    _read_body(receive, limits.max_body_bytes), limits.body_timeout_seconds
+                )
+            except TimeoutError:
+                raise BadRequest(
+                    f"The request body did not arrive within {limits.body_timeout_seconds:g} s.",
+                    status=408,
+                    code="DEADLINE_EXCEEDED",
+                ) from None
+            ctype_in = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(executor, model.invocations, body, ctype_in)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         path, method = scope["path"], scope["method"]
+        extra: list[tuple[bytes, bytes]] = []
         if path in ("/ping", "/health") and method in ("GET", "HEAD"):
             status, body, ctype = 200, b"\n", "application/json"
         elif path == "/version" and method == "GET":
             status, body, ctype = 200, version, "application/json"
         elif path == "/invocations" and method == "POST":
-            chunks = []
-            while True:
-                msg = await receive()
-                chunks.append(msg.get("body", b""))
-                if not msg.get("more_body"):
-                    break
-            headers = dict(scope["headers"])
-            ctype_in = headers.get(b"content-type", b"").decode("latin-1")
             try:
-                status, body, ctype = model.invocations(b"".join(chunks), ctype_in)
+                status, body, ctype = await invocations(scope, receive)
+            except Disconnected:
+                return
             except BadRequest as exc:
-                status, ctype = exc.status, "application/json"
-                body = json.dumps({"error_code": exc.code, "message": str(exc)}).encode()
+                status, ctype, body = exc.status, "application/json", _error_body(exc)
+                if exc.status in (408, 413):  # the body was not read to its end
+                    extra.append((b"connection", b"close"))
             except Exception as exc:  # the server must answer, never die on one request
                 traceback.print_exc()
                 status, ctype = 500, "application/json"
-                body = json.dumps({"error_code": "INTERNAL_ERROR", "message": repr(exc)}
-                                  ).encode()
+                body = json.dumps({"error_code": "INTERNAL_ERROR", "message": repr(exc)}).encode()
         elif path in ("/ping", "/health", "/version", "/invocations"):
             status, body, ctype = 405, b'{"detail":"Method Not Allowed"}', "application/json"
         else:
             status, body, ctype = 404, b'{"detail":"Not Found"}', "application/json"
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", ctype.encode()),
-                                (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", ctype.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                    *extra,
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     return app
@@ -288,13 +510,25 @@ def make_app(model: Model) -> Any:
 def main() -> None:
     import uvicorn
 
+    limits = Limits.from_env()
     model = Model(MODEL_DIR)
     port = int(os.environ.get("PORT", "8080"))
     host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a container's server
-    print(f"mlrig-serve: model loaded, listening on {host}:{port}", file=sys.stderr, flush=True)
-    uvicorn.run(make_app(model), host=host, port=port, http="httptools", lifespan="off",
-                access_log=False, log_level=os.environ.get("LOG_LEVEL", "warning"),
-                timeout_keep_alive=30)
+    print(
+        f"mlrig-serve: model loaded, listening on {host}:{port}; {limits}",
+        file=sys.stderr,
+        flush=True,
+    )
+    uvicorn.run(
+        make_app(model, limits),
+        host=host,
+        port=port,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level=os.environ.get("LOG_LEVEL", "warning"),
+        timeout_keep_alive=30,
+    )
 
 
 if __name__ == "__main__":

@@ -84,7 +84,12 @@ def _example(saved_model: Path) -> dict[str, Any]:
     return json.loads((saved_model / "input_example.json").read_text())
 
 
+PARQUET = "application/vnd.apache.parquet"
+
+
 def corpus(saved_model: Path) -> list[tuple[str, bytes, str]]:
+    import pandas as pd
+
     ex = _example(saved_model)
     cols, data = ex["columns"], ex["data"]
     records = [dict(zip(cols, row, strict=True)) for row in data]
@@ -100,6 +105,7 @@ def corpus(saved_model: Path) -> list[tuple[str, bytes, str]]:
         + "\n"
     ).encode()
     rev = list(reversed(cols))
+    frame = pd.DataFrame(data, columns=cols)
     return [
         ("split", body({"dataframe_split": ex}), j),
         ("split, charset", body({"dataframe_split": ex}), "application/json; charset=utf-8"),
@@ -143,7 +149,48 @@ def corpus(saved_model: Path) -> list[tuple[str, bytes, str]]:
         ("bad content type", b"x", "text/plain"),
         ("latin-1", body({"dataframe_split": ex}), "application/json; charset=latin-1"),
         ("unknown parameter", body({"dataframe_split": ex}), "application/json; format=x"),
+        (
+            "duplicate column",
+            body(
+                {
+                    "dataframe_split": {
+                        "columns": [*cols, cols[0]],
+                        "data": [[*r, r[0]] for r in data],
+                    }
+                }
+            ),
+            j,
+        ),
+        (
+            "duplicate column in place of another",
+            body({"dataframe_split": {"columns": [cols[0], *cols[:-1]], "data": data}}),
+            j,
+        ),
+        ("csv, duplicate column", _csv([*cols, cols[0]], [[*r, r[0]] for r in data]), "text/csv"),
+        ("parquet", _parquet(frame), PARQUET),
+        ("parquet, reordered columns", _parquet(frame[rev]), PARQUET),
+        ("parquet, integers", _parquet(frame.astype("int64")), PARQUET),
+        ("parquet, small integers", _parquet(frame.astype("int32")), PARQUET),
+        ("parquet, zeros and ones", _parquet((frame > frame.median()).astype("int64")), PARQUET),
+        ("parquet, float32", _parquet(frame.astype("float32")), PARQUET),
+        ("parquet, booleans", _parquet(frame > frame.median()), PARQUET),
+        ("parquet, missing column", _parquet(frame[cols[1:]]), PARQUET),
+        ("parquet, strings", _parquet(frame.astype(str)), PARQUET),
+        ("not parquet", b"PAR1 but not really", PARQUET),
     ]
+
+
+def _csv(cols: list[str], rows: list[list[Any]]) -> bytes:
+    head = ",".join(f'"{c}"' for c in cols)
+    return (head + "\n" + "\n".join(",".join(map(str, r)) for r in rows) + "\n").encode()
+
+
+def _parquet(frame: Any) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
+    return buf.getvalue()
 
 
 def test_answers_match_mlflow_scoring_server(saved_model: Path, both: tuple[Any, Any]) -> None:

@@ -19,6 +19,8 @@ from tests.helpers import aws_outputs, dvc_config, require
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
+# the version this mlrig ships: bumped whenever the template changes
+TEMPLATE_VERSION = (bootstrap.packaged_template() / "VERSION").read_text().strip()
 
 
 def git(repo: Path, *args: str) -> str:
@@ -48,7 +50,7 @@ def aws_repo(mlrig_home: Path, tmp_path: Path) -> Path:
 
 def test_init_makes_one_clean_commit_with_the_contract_answers(aws_repo: Path) -> None:
     assert git(aws_repo, "log", "--format=%s").splitlines() == [
-        "Initial commit from mlrig template 1.0.0"
+        f"Initial commit from mlrig template {TEMPLATE_VERSION}"
     ]
     assert git(aws_repo, "status", "--porcelain") == ""
     answers = yaml.safe_load((aws_repo / ".copier-answers.yml").read_text())
@@ -210,7 +212,7 @@ def test_update_merges_a_newer_template(
     dvcignore.write_text(dvcignore.read_text() + "notebooks/.ipynb_checkpoints/\n")
 
     result = bootstrap.update(repo, template_dir=template_copy)
-    assert (result.old_version, result.new_version) == ("1.0.0", "1.1.0")
+    assert (result.old_version, result.new_version) == (TEMPLATE_VERSION, "1.1.0")
     assert ".dvcignore" in result.changed
     assert "notebooks/.ipynb_checkpoints/" in (repo / ".dvcignore").read_text()
     assert readme.read_text().endswith("Our notes.\n")

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig import contract
+from mlrig.contract import Mlflow, StackOutputs
 from mlrig.core import bootstrap
 from mlrig.errors import UsageError
 from mlrig.main import app
@@ -199,3 +200,54 @@ def test_copier_errors_become_usage_errors_with_a_fix() -> None:
     assert err.value.hint == "do X"
     with pytest.raises(KeyError), copier._translated("render the template", "do X"):
         raise KeyError("not copier's")  # not copier's verdict: passes through
+
+
+def _plain_local(name: str) -> StackOutputs:
+    return aws_outputs(name).model_copy(
+        update={
+            "kind": "local",
+            "region": None,
+            "ci_role_arn": None,
+            "mlflow": Mlflow(tracking_uri=f"http://127.0.0.1:5000/{name}"),
+        }
+    )
+
+
+def test_tracking_env_follows_the_repos_stack(
+    mlrig_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig import api
+
+    monkeypatch.delenv("MLRIG_STACK", raising=False)
+    contract.save(_plain_local("dev"))
+    contract.save(_plain_local("other"))
+    (tmp_path / ".copier-answers.yml").write_text("project_name: churn\nstack: dev\n")
+    env = api.tracking_env(tmp_path)
+    assert env["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000/dev"
+    assert env["MLRIG_STACK"] == "dev"
+    monkeypatch.setenv("MLRIG_STACK", "other")  # as every mlrig command: the variable wins
+    assert api.tracking_env(tmp_path)["MLFLOW_TRACKING_URI"] == "http://127.0.0.1:5000/other"
+
+
+def test_tracking_env_names_the_stack_it_cannot_reach(
+    mlrig_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig import api
+
+    monkeypatch.delenv("MLRIG_STACK", raising=False)
+    (tmp_path / ".copier-answers.yml").write_text("project_name: churn\nstack: gone\n")
+    with pytest.raises(api.MlrigError) as err:
+        api.tracking_env(tmp_path)
+    assert err.value.one_line().startswith("cannot reach stack 'gone': no stack named 'gone'")
+
+
+def test_the_template_reaches_mlrig_only_through_its_public_api() -> None:
+    import re
+
+    imports: set[str] = set()
+    for file in (bootstrap.packaged_template() / "template").rglob("*"):
+        if file.is_file() and file.suffix in (".py", ".jinja"):
+            imports |= set(
+                re.findall(r"^\s*(?:from|import)\s+(mlrig[\w.]*)", file.read_text(), re.M)
+            )
+    assert imports == {"mlrig.api"}

@@ -1,8 +1,9 @@
 """Wires training to the stack's MLflow and records provenance (git commit, DVC hashes).
 
 MLFLOW_TRACKING_URI from the environment wins (CI, `eval "$(mlrig stack env)"`); otherwise
-the stack named in .copier-answers.yml is resolved through mlrig, which is installed in
-the same environment as this repository's tools.
+the stack named in .copier-answers.yml (or $MLRIG_STACK) is resolved through `mlrig.api`,
+mlrig's public API, from the mlrig installed in the same environment as this repository's
+tools. Use nothing else from mlrig: the rest is internal and may change.
 """
 
 from __future__ import annotations
@@ -16,29 +17,19 @@ import yaml
 
 from .data import ROOT
 
-ANSWERS = ROOT / ".copier-answers.yml"
-
-
-def answers() -> dict:
-    with open(ANSWERS) as fh:
-        return yaml.safe_load(fh)
-
 
 def configure_mlflow() -> str:
     """Make sure MLflow's client environment points at the stack; return the tracking URI."""
     if not os.environ.get("MLFLOW_TRACKING_URI"):
-        stack = os.environ.get("MLRIG_STACK") or answers()["stack"]
         try:
-            from mlrig import contract
-            from mlrig.core.stacks import client_env
-            from mlrig.errors import MlrigError
+            from mlrig.api import MlrigError, tracking_env
         except ImportError:
             raise SystemExit("MLFLOW_TRACKING_URI is not set and mlrig is not installed: "
                              "install mlrig or export the MLflow settings") from None
         try:
-            os.environ.update(client_env(contract.load(stack)))
+            os.environ.update(tracking_env(ROOT))
         except MlrigError as exc:
-            raise SystemExit(f"cannot reach stack '{stack}': {exc.one_line()}") from None
+            raise SystemExit(exc.one_line()) from None
     return os.environ["MLFLOW_TRACKING_URI"]
 
 

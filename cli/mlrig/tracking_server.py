@@ -6,9 +6,15 @@ container. Both read the settings here so they cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sys
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 ADMIN_USERNAME = "admin"
 HEALTH_PATH = "/health"
@@ -59,13 +65,116 @@ def auth_ini(database_uri: str, default_permission: str = "READ") -> str:
     )
 
 
+# --- Wrong passwords are throttled (inside the server, in front of MLflow's check) ---
+# MLflow runs its password hash (PBKDF2, ~200 ms of CPU on 2 CPUs) for every wrong password:
+# its cache holds only successes. A 16-thread flood of wrong passwords took a normal user's
+# request from 28 ms to 1 s median. So after THROTTLE_MAX_FAILURES failures from one source
+# address for one user name within THROTTLE_WINDOW_SECONDS, that pair is answered 429 with
+# Retry-After, without a hash, for THROTTLE_BACKOFF_SECONDS; a success clears only its own pair.
+# - 10 in 60 s: a person mistyping, or a script retrying a stale password a few times, stays
+#   under it; a guesser gets 10 tries a minute instead of ~5 a second per thread.
+# - 60 s back-off: a user locked out by their own typos waits a minute (MLflow's client
+#   retries 429 honouring Retry-After, so it recovers by itself); a flood spends all but 10
+#   requests a minute on a 429 that costs no hash.
+# - 10,000 pairs, least recently seen dropped first: ~2 MB at most, since keys are 16-byte
+#   digests (a 10 kB user name costs what a short one does); a flood of distinct names can
+#   only evict entries, never grow memory, and each name still costs the attacker 10 requests.
+# Counts are per server process: with N workers a pair gets up to N x 10 tries per window.
+THROTTLE_MAX_FAILURES = 10
+THROTTLE_WINDOW_SECONDS = 60.0
+THROTTLE_BACKOFF_SECONDS = 60.0
+THROTTLE_MAX_ENTRIES = 10_000
+# Proxies in front of the server that append the client's address to X-Forwarded-For (1
+# behind a load balancer). 0, the default, uses the peer address: a client could otherwise
+# name any source it likes and dodge the per-source count.
+ENV_TRUSTED_PROXY_HOPS = "MLRIG_TRUSTED_PROXY_HOPS"
+
+
+class Attempts(NamedTuple):
+    """Failed logins of one (source, user) pair in its current window, and its back-off."""
+
+    failures: int
+    window_start: float
+    blocked_until: float = 0.0
+
+
+def after_failure(
+    prev: Attempts | None,
+    now: float,
+    *,
+    max_failures: int = THROTTLE_MAX_FAILURES,
+    window: float = THROTTLE_WINDOW_SECONDS,
+    backoff: float = THROTTLE_BACKOFF_SECONDS,
+) -> Attempts:
+    """The pair's record after one more failure at `now` (a monotonic clock)."""
+    if prev is None or now - prev.window_start >= window:
+        prev = Attempts(0, now)
+    failures = prev.failures + 1
+    if failures >= max_failures:
+        return Attempts(0, now, now + backoff)  # counting starts over when the back-off ends
+    return prev._replace(failures=failures)
+
+
+def retry_after(record: Attempts | None, now: float) -> float:
+    """Seconds the pair must still wait; 0 when it may try."""
+    return 0.0 if record is None else max(0.0, record.blocked_until - now)
+
+
+class LoginThrottle:
+    """Attempts per (source, user), bounded: the least recently seen pair goes first."""
+
+    def __init__(self, max_entries: int = THROTTLE_MAX_ENTRIES) -> None:
+        self.max_entries = max_entries
+        self._records: OrderedDict[bytes, Attempts] = OrderedDict()
+        self._lock = threading.Lock()  # Flask handlers run on a thread pool
+
+    @staticmethod
+    def key(source: str, username: str) -> bytes:
+        raw = f"{source}\0{username}".encode("utf-8", "backslashreplace")
+        return hashlib.blake2b(raw, digest_size=16).digest()
+
+    def retry_after(self, key: bytes, now: float) -> float:
+        with self._lock:
+            record = self._records.get(key)
+            if record is not None:
+                self._records.move_to_end(key)
+        return retry_after(record, now)
+
+    def failed(self, key: bytes, now: float) -> None:
+        with self._lock:
+            self._records[key] = after_failure(self._records.get(key), now)
+            self._records.move_to_end(key)
+            while len(self._records) > self.max_entries:
+                self._records.popitem(last=False)
+
+    def succeeded(self, key: bytes) -> None:
+        with self._lock:
+            self._records.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+
+_THROTTLE = LoginThrottle()
+
+
+def request_source(remote_addr: str | None, forwarded_for: str | None, hops: int) -> str:
+    """The client's address: the peer's, or the one `hops` trusted proxies recorded."""
+    if hops > 0 and forwarded_for:
+        chain = [a.strip() for a in forwarded_for.split(",") if a.strip()]
+        if len(chain) >= hops:
+            return chain[-hops]
+    return remote_addr or "unknown"
+
+
 def authenticate_request_basic_auth():  # type: ignore[no-untyped-def]
-    """Runs inside the server: 401 for anything but Basic credentials, else MLflow's check.
+    """Runs inside the server: 401 for anything but Basic credentials, 429 for a (source, user)
+    pair in back-off, else MLflow's check, whose failures are counted.
 
     Imports Flask and MLflow lazily: this module is also imported by `mlrig --help`. The
     server image gets this file alone (aws_stack copies it), so it imports nothing from mlrig.
     """
-    from flask import request
+    from flask import Response, request
     from mlflow.server import auth
 
     credentials = request.authorization
@@ -76,7 +185,27 @@ def authenticate_request_basic_auth():  # type: ignore[no-untyped-def]
         or credentials.password is None
     ):
         return auth.make_basic_auth_response()
-    return auth.authenticate_request_basic_auth()
+    try:
+        hops = int(os.environ.get(ENV_TRUSTED_PROXY_HOPS, "0"))
+    except ValueError:
+        hops = 0
+    source = request_source(request.remote_addr, request.headers.get("X-Forwarded-For"), hops)
+    key = _THROTTLE.key(source, credentials.username)
+    wait = _THROTTLE.retry_after(key, time.monotonic())
+    if wait > 0:
+        seconds = str(int(wait) + 1)
+        return Response(
+            f"Too many failed logins for this user from this address; retry in {seconds} s.",
+            status=429,
+            headers={"Retry-After": seconds},
+            mimetype="text/plain",
+        )
+    result = auth.authenticate_request_basic_auth()
+    if isinstance(result, Response):
+        _THROTTLE.failed(key, time.monotonic())
+    else:
+        _THROTTLE.succeeded(key)
+    return result
 
 
 def plain_env() -> dict[str, str]:

@@ -92,3 +92,110 @@ def test_the_module_stands_alone_for_the_server_image() -> None:
     }
     imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert not any(name.split(".")[0] == "mlrig" for name in imported), imported
+
+
+# -- the wrong-password throttle --------------------------------------------------------------
+def test_a_pair_is_blocked_after_n_failures_inside_the_window() -> None:
+    rec = None
+    for i in range(ts.THROTTLE_MAX_FAILURES - 1):
+        rec = ts.after_failure(rec, now=100.0 + i)
+        assert ts.retry_after(rec, 100.0 + i) == 0
+    assert rec is not None and rec.failures == ts.THROTTLE_MAX_FAILURES - 1
+    rec = ts.after_failure(rec, now=110.0)
+    assert ts.retry_after(rec, 110.0) == ts.THROTTLE_BACKOFF_SECONDS
+    assert ts.retry_after(rec, 110.0 + ts.THROTTLE_BACKOFF_SECONDS - 1) == 1
+    assert ts.retry_after(rec, 110.0 + ts.THROTTLE_BACKOFF_SECONDS) == 0
+    # after the back-off the count starts over: one more failure is not a new block
+    rec = ts.after_failure(rec, now=110.0 + ts.THROTTLE_BACKOFF_SECONDS)
+    assert rec.failures == 1 and ts.retry_after(rec, 110.0 + ts.THROTTLE_BACKOFF_SECONDS) == 0
+
+
+def test_failures_outside_the_window_do_not_add_up() -> None:
+    rec = None
+    now = 0.0
+    for _ in range(5 * ts.THROTTLE_MAX_FAILURES):  # a slow trickle never trips it
+        rec = ts.after_failure(rec, now)
+        assert ts.retry_after(rec, now) == 0
+        now += ts.THROTTLE_WINDOW_SECONDS / (ts.THROTTLE_MAX_FAILURES - 1) + 0.01
+    custom = ts.after_failure(None, 0.0, max_failures=1, window=1.0, backoff=5.0)
+    assert ts.retry_after(custom, 0.0) == 5.0
+
+
+def test_the_throttle_counts_per_source_and_user_and_a_success_clears_only_its_pair() -> None:
+    throttle = ts.LoginThrottle()
+    alice_here, alice_there = throttle.key("10.0.0.1", "alice"), throttle.key("10.0.0.2", "alice")
+    bob_here = throttle.key("10.0.0.1", "bob")
+    assert len({alice_here, alice_there, bob_here}) == 3
+    for _ in range(ts.THROTTLE_MAX_FAILURES):
+        throttle.failed(alice_here, 0.0)
+    throttle.failed(alice_there, 0.0)
+    assert throttle.retry_after(alice_here, 1.0) > 0
+    assert throttle.retry_after(alice_there, 1.0) == 0
+    assert throttle.retry_after(bob_here, 1.0) == 0
+    throttle.succeeded(alice_there)  # alice logging in elsewhere does not unblock this source
+    assert throttle.retry_after(alice_here, 1.0) > 0
+
+
+def test_the_throttle_cache_is_bounded_and_keys_are_small() -> None:
+    throttle = ts.LoginThrottle(max_entries=100)
+    blocked = throttle.key("10.0.0.9", "admin")
+    for _ in range(ts.THROTTLE_MAX_FAILURES):
+        throttle.failed(blocked, 0.0)
+    for i in range(1000):  # a flood of distinct, long names
+        throttle.failed(throttle.key("10.0.0.1", f"user-{i}-" + "x" * 10_000), 0.0)
+        if i % 10 == 0:
+            assert throttle.retry_after(blocked, 0.0) > 0  # seen recently: kept
+    assert len(throttle) == 100
+    assert len(throttle.key("a", "u" * 10_000)) == 16
+    assert throttle.retry_after(throttle.key("10.0.0.1", "user-0-" + "x" * 10_000), 0.0) == 0
+
+
+def test_the_source_is_the_peer_unless_proxies_are_trusted() -> None:
+    assert ts.request_source("10.0.0.5", "1.2.3.4", hops=0) == "10.0.0.5"
+    assert ts.request_source("10.0.0.5", "6.6.6.6, 1.2.3.4", hops=1) == "1.2.3.4"
+    assert ts.request_source("10.0.0.5", "1.2.3.4", hops=2) == "10.0.0.5"  # too short: the peer
+    assert ts.request_source(None, None, hops=0) == "unknown"
+
+
+def test_the_guard_answers_429_without_running_mlflows_check(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import base64
+
+    from flask import Flask, Response
+    from mlflow.server import auth
+
+    calls: list[str] = []
+
+    def mlflow_check():  # type: ignore[no-untyped-def]
+        from flask import request
+
+        calls.append(request.remote_addr or "")
+        if request.authorization and request.authorization.password == "right":
+            return request.authorization
+        return auth.make_basic_auth_response()
+
+    monkeypatch.setattr(auth, "authenticate_request_basic_auth", mlflow_check)
+    monkeypatch.setattr(ts, "_THROTTLE", ts.LoginThrottle())
+    app = Flask("guard-test")
+
+    def attempt(password: str, source: str) -> int:
+        header = "Basic " + base64.b64encode(f"alice:{password}".encode()).decode()
+        with app.test_request_context(
+            "/api/2.0/mlflow/experiments/get-by-name",
+            headers={"Authorization": header},
+            environ_base={"REMOTE_ADDR": source},
+        ):
+            resp = ts.authenticate_request_basic_auth()
+            if not isinstance(resp, Response):
+                return 200  # MLflow's check returned the credentials: accepted
+            if resp.status_code == 429:
+                assert int(resp.headers["Retry-After"]) >= 1
+            return resp.status_code
+
+    assert [attempt("wrong", "10.0.0.1") for _ in range(ts.THROTTLE_MAX_FAILURES)] == [401] * 10
+    assert len(calls) == ts.THROTTLE_MAX_FAILURES
+    assert attempt("right", "10.0.0.1") == 429  # in back-off even with the right password
+    assert attempt("wrong", "10.0.0.1") == 429
+    assert len(calls) == ts.THROTTLE_MAX_FAILURES  # no hash was run for either
+    assert attempt("right", "10.0.0.2") == 200  # another source is not affected

@@ -177,6 +177,7 @@ def test_the_guard_answers_429_without_running_mlflows_check(
 
     monkeypatch.setattr(auth, "authenticate_request_basic_auth", mlflow_check)
     monkeypatch.setattr(ts, "_THROTTLE", ts.LoginThrottle())
+    monkeypatch.setattr(ts, "THROTTLE_TARPIT_SECONDS", 0.0)
     app = Flask("guard-test")
 
     def attempt(password: str, source: str) -> int:
@@ -199,3 +200,33 @@ def test_the_guard_answers_429_without_running_mlflows_check(
     assert attempt("wrong", "10.0.0.1") == 429
     assert len(calls) == ts.THROTTLE_MAX_FAILURES  # no hash was run for either
     assert attempt("right", "10.0.0.2") == 200  # another source is not affected
+
+
+def test_a_throttled_answer_is_held_back_only_on_a_worker_thread_and_only_so_many(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import asyncio
+    import threading
+    import time
+
+    monkeypatch.setattr(ts, "THROTTLE_TARPIT_SECONDS", 0.3)
+
+    def seconds() -> float:
+        start = time.perf_counter()
+        ts._hold_back_throttled_answer()
+        return time.perf_counter() - start
+
+    assert seconds() >= 0.3  # a Flask request's thread waits
+
+    async def on_the_loop() -> float:
+        return seconds()
+
+    assert asyncio.run(on_the_loop()) < 0.1  # the event loop never sleeps
+    monkeypatch.setattr(ts, "_TARPIT", threading.BoundedSemaphore(1))
+    waited: list[float] = []
+    first = threading.Thread(target=lambda: waited.append(seconds()))
+    first.start()
+    time.sleep(0.05)
+    assert seconds() < 0.1  # the one waiting place is taken: answered at once
+    first.join()
+    assert waited[0] >= 0.3

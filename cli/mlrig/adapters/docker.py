@@ -6,6 +6,8 @@ does, so no caller can report success for a failed build or push.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -199,3 +201,98 @@ def read_container_file(container_id: str, path: str) -> bytes | None:
 
 def remove_container(container_id: str) -> None:
     client().api.remove_container(container_id, force=True)
+
+
+# --- a container run as a task runs (the rehearsal): limits, state, exec, memory peak ---
+
+
+@dataclass(frozen=True)
+class ContainerState:
+    status: str  # created, running, exited, dead...
+    exit_code: int | None
+    oom_killed: bool
+
+
+def run_with_limits(
+    image: str,
+    *,
+    command: list[str],
+    user: str,
+    environment: dict[str, str],
+    network_mode: str,
+    memory_mib: int,
+    cpu_units: int,
+    labels: dict[str, str],
+) -> str:
+    """Start image detached with a task's memory and CPU (ECS units); the container's ID."""
+    import docker.errors
+
+    try:
+        container = client().containers.run(
+            image,
+            command=command,
+            user=user,
+            environment=environment,
+            network_mode=network_mode,
+            detach=True,
+            mem_limit=f"{memory_mib}m",
+            memswap_limit=f"{memory_mib}m",
+            # Fargate's task CPU is a hard quota; cpu_shares weights it like an ECS container.
+            nano_cpus=cpu_units * 1_000_000_000 // 1024,
+            cpu_shares=cpu_units,
+            labels=labels,
+        )
+    except docker.errors.APIError as exc:
+        raise ServiceError(f"starting {image} failed: {exc.explanation or exc}") from exc
+    return str(container.id)
+
+
+def container_state(container_id: str) -> ContainerState:
+    state = client().api.inspect_container(container_id).get("State") or {}
+    code = state.get("ExitCode")
+    exit_code = None if code is None else int(code)
+    return ContainerState(str(state.get("Status", "")), exit_code, bool(state.get("OOMKilled")))
+
+
+def exec_output(container_id: str, command: str) -> str:
+    """Run command inside the running container; its standard output."""
+    result = client().containers.get(container_id).exec_run(command)
+    return bytes(result.output).decode()
+
+
+def containers_labelled(label: str, value: str) -> list[str]:
+    """IDs of every container, running or not, whose label has this value."""
+    found = client().containers.list(all=True, filters={"label": f"{label}={value}"})
+    return [str(c.id) for c in found]
+
+
+def import_image(tarball: Path, *, repository: str, tag: str, changes: list[str]) -> None:
+    """Import a root filesystem tarball as repository:tag with Dockerfile-style changes."""
+    client().api.import_image(src=str(tarball), repository=repository, tag=tag, changes=changes)
+
+
+class MemorySampler(threading.Thread):
+    """Peak of `docker stats` memory (usage minus inactive page cache, as the CLI shows it)."""
+
+    def __init__(self, container_id: str) -> None:
+        super().__init__(daemon=True)
+        self.container_id, self.peak, self.samples = container_id, 0, 0
+        self.max_usage = 0  # cgroup v1's high-water mark, page cache included (0 on v2)
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        with contextlib.suppress(Exception):
+            for stat in client().api.stats(self.container_id, stream=True, decode=True):
+                mem = stat.get("memory_stats") or {}
+                extra = mem.get("stats") or {}
+                cache = extra.get("total_inactive_file", extra.get("inactive_file", 0))
+                if "usage" in mem:
+                    self.peak = max(self.peak, int(mem["usage"]) - int(cache))
+                    self.max_usage = max(self.max_usage, int(mem.get("max_usage", 0)))
+                    self.samples += 1
+                if self._done.is_set():
+                    return
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(timeout=10)

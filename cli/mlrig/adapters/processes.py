@@ -177,3 +177,21 @@ def tail(path: Path, lines: int = 8) -> str:
     except FileNotFoundError:
         return ""
     return " | ".join(line.strip() for line in text[-lines:] if line.strip())
+
+
+@dataclass(frozen=True)
+class Finished:
+    """A program that ran to its end: exit code and captured output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_captured(argv: Sequence[str]) -> Finished:
+    """Run argv to completion, capturing its output as text; a missing program is an error."""
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+    except FileNotFoundError as exc:
+        raise ServiceError(f"cannot run {argv[0]}: not found") from exc
+    return Finished(proc.returncode, proc.stdout, proc.stderr)

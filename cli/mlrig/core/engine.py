@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +19,7 @@ from mlrig import paths, settings
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import processes
 from mlrig.errors import DependencyMissing, ServiceError
+from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 Progress = Callable[[str], None]
 ENGINE_START_TIMEOUT = 60.0
@@ -59,19 +58,24 @@ def ensure_engine(progress: Progress = lambda _m: None) -> str:
         pid_file=engine_dir / "dockerd.pid",
         log_file=engine_dir / "dockerd.log",
     )
-    deadline = time.monotonic() + ENGINE_START_TIMEOUT
-    while time.monotonic() < deadline:
-        docker_adapter.client.cache_clear()
-        version = docker_adapter.engine_version()
-        if version:
-            return version
-        if processes.exited_early(rec):
-            break
-        time.sleep(0.5)
-    raise ServiceError(
-        f"dockerd did not start: {processes.tail(engine_dir / 'dockerd.log', 3)}",
-        hint=f"full log: {engine_dir / 'dockerd.log'}",
-    )
+
+    def answering() -> str:
+        docker_adapter.client.cache_clear()  # never reuse a client made before dockerd listened
+        return docker_adapter.engine_version() or ""
+
+    try:
+        return wait_until(
+            answering,
+            timeout=ENGINE_START_TIMEOUT,
+            what="dockerd",
+            interval=0.5,
+            give_up=lambda: "dockerd exited" if processes.exited_early(rec) else None,
+        )
+    except (Abandoned, WaitTimeout) as exc:
+        raise ServiceError(
+            f"dockerd did not start: {processes.tail(engine_dir / 'dockerd.log', 3)}",
+            hint=f"full log: {engine_dir / 'dockerd.log'}",
+        ) from exc
 
 
 def mmdebstrap_argv(out_tar: Path, suite: str = "bookworm") -> list[str]:
@@ -115,15 +119,15 @@ def build_offline_base(
     progress(f"building offline base image {tag} from Debian packages (~30 s)")
     with tempfile.TemporaryDirectory(prefix="mlrig-base-") as tmp:
         tar = Path(tmp) / "rootfs.tar"
-        proc = subprocess.run(mmdebstrap_argv(tar), capture_output=True, text=True)
+        proc = processes.run_captured(mmdebstrap_argv(tar))
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             raise ServiceError(
                 f"mmdebstrap failed: {last}", hint="check network access to the Debian mirror"
             )
         repo, _, version = tag.partition(":")
-        docker_adapter.client().api.import_image(
-            src=str(tar),
+        docker_adapter.import_image(
+            tar,
             repository=repo,
             tag=version or "latest",
             changes=[
@@ -143,8 +147,8 @@ def _usable(ref: str) -> bool:
         return False
     if ref != settings.OFFLINE_BASE_IMAGE:
         return True
-    labels = docker_adapter.client().images.get(ref).labels or {}
-    return labels.get(RECIPE_LABEL) == RECIPE_VERSION
+    info = docker_adapter.image_info(ref)
+    return info is not None and info.labels.get(RECIPE_LABEL) == RECIPE_VERSION
 
 
 def find_base_image() -> str | None:

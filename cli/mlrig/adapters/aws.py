@@ -7,6 +7,8 @@ honoured so private endpoints, proxies and moto's server work with no code chang
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
@@ -107,3 +109,53 @@ def caller_identity(
     except Exception as exc:
         raise translate(exc, "checking AWS credentials") from exc
     return {"account": resp["Account"], "arn": resp["Arn"]}
+
+
+# --- one S3 API at a given endpoint (moto, MinIO, or S3 itself), with explicit credentials ---
+
+
+@dataclass(frozen=True)
+class S3Endpoint:
+    url: str
+    region: str
+    credentials: Mapping[str, str]  # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY[, AWS_SESSION_TOKEN]
+
+
+def _s3(endpoint: S3Endpoint) -> Any:
+    creds = endpoint.credentials
+    sess = _boto3().session.Session(
+        aws_access_key_id=creds.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=creds.get("AWS_SECRET_ACCESS_KEY"),
+        aws_session_token=creds.get("AWS_SESSION_TOKEN"),
+        region_name=endpoint.region,
+    )
+    return sess.client("s3", endpoint_url=endpoint.url)
+
+
+def create_bucket(endpoint: S3Endpoint, bucket: str) -> None:
+    try:
+        _s3(endpoint).create_bucket(Bucket=bucket)
+    except Exception as exc:
+        raise translate(exc, f"creating bucket {bucket}") from exc
+
+
+def delete_bucket(endpoint: S3Endpoint, bucket: str) -> None:
+    """Delete every object of the bucket, then the bucket."""
+    s3 = _s3(endpoint)
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+        s3.delete_bucket(Bucket=bucket)
+    except Exception as exc:
+        raise translate(exc, f"deleting bucket {bucket}") from exc
+
+
+def list_keys(endpoint: S3Endpoint, bucket: str, prefix: str) -> list[str]:
+    """Keys under prefix (the first page, up to 1000: enough to find what a test wrote)."""
+    try:
+        listed = _s3(endpoint).list_objects_v2(Bucket=bucket, Prefix=prefix)
+    except Exception as exc:
+        raise translate(exc, f"listing s3://{bucket}/{prefix}") from exc
+    return [str(o["Key"]) for o in listed.get("Contents", [])]

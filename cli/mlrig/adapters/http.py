@@ -41,3 +41,19 @@ def post(url: str, body: bytes, *, content_type: str, timeout: float = 30.0) -> 
     except requests.RequestException as exc:
         raise ServiceError(f"{url} did not answer ({type(exc).__name__})") from exc
     return Response(resp.status_code, resp.text)
+
+
+def send_json(
+    method: str,
+    url: str,
+    *,
+    body: Any = None,
+    auth: tuple[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> Response:
+    """One call with a JSON body (when given); a server that does not answer raises OSError."""
+    import requests
+
+    resp = requests.request(method, url, json=body, auth=auth, params=params, timeout=timeout)
+    return Response(resp.status_code, resp.text)

@@ -6,7 +6,7 @@ Core code asks this module for models, runs and versions; it never imports `mlfl
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,3 +110,135 @@ def download_model(uri: str, dst: Path) -> None:
         mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
     except Exception as exc:
         raise error(exc, uri) from exc
+
+
+# --- runs written and read back through the client (the rehearsal's checks) ---
+# These use MLflow's client with credentials from the environment (the caller sets them).
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    key: str
+    value: float
+    step: int = 0
+    timestamp: int = 0  # ms since the epoch; 0 keeps a load test's payload the same every run
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What a run holds, read back from the server."""
+
+    run_id: str
+    params: dict[str, str]
+    metrics: dict[str, float]
+    artifacts: list[str]  # top-level artifact paths
+
+
+@dataclass(frozen=True)
+class RunBatch:
+    """One run to log in a single request: its params and metric points."""
+
+    params: dict[str, str]
+    metrics: list[MetricPoint]
+
+
+def _client_error(exc: Exception) -> RemoteError:
+    """An MLflow client or HTTP failure, as its first line (MLflow's are many lines long)."""
+    text = str(getattr(exc, "message", exc)).strip().splitlines()
+    return RemoteError(text[0] if text else type(exc).__name__)
+
+
+def log_run(
+    url: str,
+    *,
+    experiment: str,
+    params: Mapping[str, str],
+    metrics: Mapping[str, float],
+    artifact: Path,
+) -> str:
+    """A new experiment with one finished run holding params, metrics and one artifact file;
+    the run's ID."""
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=url)
+        run_id = str(client.create_run(client.create_experiment(experiment)).info.run_id)
+        for key, value in params.items():
+            client.log_param(run_id, key, value)
+        for key, number in metrics.items():
+            client.log_metric(run_id, key, number)
+        client.log_artifact(run_id, str(artifact))
+        client.set_terminated(run_id)
+    except Exception as exc:
+        raise _client_error(exc) from exc
+    return run_id
+
+
+def log_batches(url: str, *, experiment: str, runs: Iterable[RunBatch]) -> None:
+    """A new experiment with one finished run per batch, each logged in one request."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    try:
+        client = MlflowClient(tracking_uri=url)
+        exp_id = client.create_experiment(experiment)
+        for batch in runs:
+            run_id = client.create_run(exp_id).info.run_id
+            client.log_batch(
+                run_id,
+                params=[Param(k, v) for k, v in batch.params.items()],
+                metrics=[Metric(m.key, m.value, m.timestamp, m.step) for m in batch.metrics],
+            )
+            client.set_terminated(run_id)
+    except Exception as exc:
+        raise _client_error(exc) from exc
+
+
+def read_run(url: str, run_id: str) -> RunRecord:
+    from mlflow import MlflowClient
+
+    try:
+        client = MlflowClient(tracking_uri=url)
+        run = client.get_run(run_id)
+        artifacts = [str(a.path) for a in client.list_artifacts(run_id)]
+    except Exception as exc:
+        raise _client_error(exc) from exc
+    return RunRecord(
+        run_id,
+        {str(k): str(v) for k, v in run.data.params.items()},
+        {str(k): float(v) for k, v in run.data.metrics.items()},
+        artifacts,
+    )
+
+
+def set_auth_password(auth_db: Path, username: str, password: str) -> bool:
+    """Set `username`'s password in a basic-auth store (SQLite file) with MLflow's own store
+    code, so the hash is the one the server checks. False when the user does not exist yet
+    (the server creates the admin from its environment at start)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    store = SqlAlchemyStore()
+    try:
+        store.init_db(f"sqlite:///{auth_db.resolve()}")
+        try:
+            store.update_user(username, password=password)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return False
+            raise ServiceError(
+                f"could not set the password of '{username}' in {auth_db}: {exc.message}",
+                hint="check that the file is MLflow's auth database and is writable",
+            ) from exc
+    except ServiceError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - sqlalchemy/alembic errors: one clear line
+        raise ServiceError(
+            f"could not open MLflow's auth database {auth_db} ({type(exc).__name__})",
+            hint="check that the file is MLflow's auth database and is writable",
+        ) from exc
+    finally:
+        engine = getattr(store, "engine", None)
+        if engine is not None:
+            engine.dispose()
+    return True

@@ -5,21 +5,29 @@ Each appends one row to the report; a check whose failure makes the rest meaning
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from mlrig.core.rehearse import _Checks
+from mlrig.adapters import aws, http, postgres
+from mlrig.adapters import docker as docker_adapter
+from mlrig.adapters import mlflow as mlflow_adapter
+from mlrig.core.rehearse_contract import artifacts_prefix, db_names
+from mlrig.core.rehearse_model import MEMORY_LIMIT_SHARE
+from mlrig.core.rehearse_session import Session
+from mlrig.core.stacks import temporary_env
+from mlrig.errors import MlrigError
 
 ARTIFACT_NAME = "rehearsal.txt"
 READER = "rehearsal-reader"
 
 
-def run_all(c: _Checks) -> None:
+def run_all(c: Session) -> None:
     c.guard("database role", database_role, c)
-    c.break_dependency()
+    c.s.break_dependency()
     first = c.guard("healthy", c.start, "healthy")
     c.guard("unauthenticated 401", unauthenticated, c)
     c.guard("admin 200", admin, c)
@@ -33,11 +41,22 @@ def run_all(c: _Checks) -> None:
     c.guard("peak memory", peak_memory, c, second)
 
 
-def database_role(c: _Checks) -> None:
-    """The server's role logs in and owns its database, and nothing more (as on RDS)."""
-    from mlrig.adapters import postgres
-    from mlrig.core.rehearse import db_names
+@contextlib.contextmanager
+def client_env(url: str, username: str, password: str) -> Iterator[None]:
+    """MLflow's client reads its credentials from the environment only. It would also print
+    a run link to stdout (and fetch the run for it) on every finished run: not into --json."""
+    values = {
+        "MLFLOW_TRACKING_URI": url,
+        "MLFLOW_TRACKING_USERNAME": username,
+        "MLFLOW_TRACKING_PASSWORD": password,
+        "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "1",
+    }
+    with temporary_env(values):
+        yield
 
+
+def database_role(c: Session) -> None:
+    """The server's role logs in and owns its database, and nothing more (as on RDS)."""
     db_name, db_user = db_names()
     attrs = postgres.role_attributes(c.s.cluster, db_user)
     ok = (
@@ -54,55 +73,57 @@ def database_role(c: _Checks) -> None:
     )
 
 
-def _api(c: _Checks, path: str) -> str:
+def _api(c: Session, path: str) -> str:
     return f"{c.s.url}/api/{path}"
 
 
-def unauthenticated(c: _Checks) -> None:
-    import requests
+def _ok(resp: http.Response) -> bool:
+    return resp.status < 400  # what requests calls `ok`
 
-    resp = requests.post(
-        _api(c, "2.0/mlflow/experiments/search"), json={"max_results": 1}, timeout=30
+
+def unauthenticated(c: Session) -> None:
+    resp = http.send_json(
+        "POST", _api(c, "2.0/mlflow/experiments/search"), body={"max_results": 1}, timeout=30
     )
-    c.add("unauthenticated 401", resp.status_code == 401, f"no credentials -> {resp.status_code}")
+    c.add("unauthenticated 401", resp.status == 401, f"no credentials -> {resp.status}")
 
 
-def admin(c: _Checks) -> None:
-    import requests
-
-    resp = requests.post(
-        _api(c, "2.0/mlflow/experiments/search"), json={"max_results": 1}, auth=c.admin, timeout=60
+def admin(c: Session) -> None:
+    resp = http.send_json(
+        "POST",
+        _api(c, "2.0/mlflow/experiments/search"),
+        body={"max_results": 1},
+        auth=c.admin,
+        timeout=60,
     )
-    c.add("admin 200", resp.status_code == 200, f"admin credentials -> {resp.status_code}")
+    c.add("admin 200", resp.status == 200, f"admin credentials -> {resp.status}")
 
 
-def reader_cannot_write(c: _Checks) -> None:
+def reader_cannot_write(c: Session) -> None:
     """A user created through the auth API, granted READ on one experiment, cannot write."""
-    import requests
-
     password = secrets.token_urlsafe(16)
     steps: list[str] = []
 
-    def call(method: str, path: str, auth: tuple[str, str], **kw: Any) -> requests.Response:
-        resp = requests.request(method, _api(c, path), auth=auth, timeout=60, **kw)
-        steps.append(f"{path.rsplit('/', 2)[-2]}/{path.rsplit('/', 1)[-1]} {resp.status_code}")
+    def call(method: str, path: str, auth: tuple[str, str], **kw: Any) -> http.Response:
+        resp = http.send_json(method, _api(c, path), auth=auth, timeout=60, **kw)
+        steps.append(f"{path.rsplit('/', 2)[-2]}/{path.rsplit('/', 1)[-1]} {resp.status}")
         return resp
 
     created = call(
-        "POST", "2.0/mlflow/users/create", c.admin, json={"username": READER, "password": password}
+        "POST", "2.0/mlflow/users/create", c.admin, body={"username": READER, "password": password}
     )
     exp = call(
         "POST",
         "2.0/mlflow/experiments/create",
         c.admin,
-        json={"name": f"rehearsal-permissions-{secrets.token_hex(3)}"},
+        body={"name": f"rehearsal-permissions-{secrets.token_hex(3)}"},
     )
-    exp_id = exp.json().get("experiment_id", "") if exp.ok else ""
+    exp_id = exp.json().get("experiment_id", "") if _ok(exp) else ""
     grant = call(
         "POST",
         "3.0/mlflow/users/permissions/grant",
         c.admin,
-        json={
+        body={
             "username": READER,
             "resource_type": "experiment",
             "resource_id": exp_id,
@@ -111,32 +132,26 @@ def reader_cannot_write(c: _Checks) -> None:
     )
     reader = (READER, password)
     read = call("GET", "2.0/mlflow/experiments/get", reader, params={"experiment_id": exp_id})
-    write = call("POST", "2.0/mlflow/runs/create", reader, json={"experiment_id": exp_id})
-    ok = created.ok and exp.ok and grant.ok and read.status_code == 200 and write.status_code == 403
+    write = call("POST", "2.0/mlflow/runs/create", reader, body={"experiment_id": exp_id})
+    ok = _ok(created) and _ok(exp) and _ok(grant) and read.status == 200 and write.status == 403
     c.add("reader cannot write", ok, "; ".join(steps))
 
 
-def logged_run(c: _Checks) -> str:
+def logged_run(c: Session) -> str:
     """A run with params, metrics and an artifact through MLflow's client; the artifact must
     land in the bucket under the stack's artifact prefix."""
-    from mlflow import MlflowClient
-
-    from mlrig.core.rehearse import artifacts_prefix, client_env
-
     with client_env(c.s.url, *c.admin), tempfile.TemporaryDirectory() as tmp:
-        client = MlflowClient(tracking_uri=c.s.url)
-        exp_id = client.create_experiment(f"rehearsal-{secrets.token_hex(3)}")
-        run = client.create_run(exp_id)
-        run_id = str(run.info.run_id)
-        client.log_param(run_id, "alpha", "0.5")
-        client.log_metric(run_id, "rmse", 0.25)
         path = Path(tmp) / ARTIFACT_NAME
         path.write_text("logged by mlrig stack rehearse\n")
-        client.log_artifact(run_id, str(path))
-        client.set_terminated(run_id)
+        run_id = mlflow_adapter.log_run(
+            c.s.url,
+            experiment=f"rehearsal-{secrets.token_hex(3)}",
+            params={"alpha": "0.5"},
+            metrics={"rmse": 0.25},
+            artifact=path,
+        )
     prefix = artifacts_prefix() + "/"
-    listed = c.s.s3().list_objects_v2(Bucket=c.s.bucket, Prefix=prefix)
-    keys = [o["Key"] for o in listed.get("Contents", [])]
+    keys = aws.list_keys(c.s.s3, c.s.bucket, prefix)
     found = [k for k in keys if k.endswith(f"/{run_id}/artifacts/{ARTIFACT_NAME}")]
     c.add(
         "artifact in bucket",
@@ -149,63 +164,51 @@ def logged_run(c: _Checks) -> str:
     return run_id
 
 
-def not_root(c: _Checks, container: Any) -> None:
-    uid = container.exec_run("id -u").output.decode().strip()
+def not_root(c: Session, container: str) -> None:
+    uid = docker_adapter.exec_output(container, "id -u").strip()
     want = c.s.config().user.split(":")[0]
     c.add("not root", uid == want and uid != "0", f"uid {uid} (contract user {want})")
 
 
-def survives(c: _Checks, run_id: str) -> None:
+def survives(c: Session, run_id: str) -> None:
     """The run, its params, metrics and artifact are read back through a new container."""
-    from mlflow import MlflowClient
-
-    from mlrig.core.rehearse import client_env
-
     with client_env(c.s.url, *c.admin):
-        client = MlflowClient(tracking_uri=c.s.url)
         try:
-            run = client.get_run(run_id)
-            artifacts = [a.path for a in client.list_artifacts(run_id)]
-        except Exception as exc:  # noqa: BLE001 - MlflowException and HTTP errors alike
-            c.add("run survives restart", False, f"run {run_id}: {str(exc).splitlines()[0]}")
+            run = mlflow_adapter.read_run(c.s.url, run_id)
+        except MlrigError as exc:  # MLflow's errors and HTTP errors alike
+            c.add("run survives restart", False, f"run {run_id}: {exc.message}")
             return
     ok = (
-        run.data.params.get("alpha") == "0.5"
-        and run.data.metrics.get("rmse") == 0.25
-        and ARTIFACT_NAME in artifacts
+        run.params.get("alpha") == "0.5"
+        and run.metrics.get("rmse") == 0.25
+        and ARTIFACT_NAME in run.artifacts
     )
     c.add(
         "run survives restart",
         ok,
-        f"run {run_id}: params {run.data.params}, metrics {run.data.metrics}, "
-        f"artifacts {artifacts}",
+        f"run {run_id}: params {run.params}, metrics {run.metrics}, artifacts {run.artifacts}",
     )
 
 
-def peak_memory(c: _Checks, container: Any) -> None:
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric, Param
+def _load(runs: int) -> Iterator[mlflow_adapter.RunBatch]:
+    for i in range(runs):
+        yield mlflow_adapter.RunBatch(
+            params={"i": str(i), "lr": "0.01"},
+            metrics=[mlflow_adapter.MetricPoint("loss", 1.0 / (i + 1), step) for step in range(5)],
+        )
 
-    from mlrig.core.rehearse import MEMORY_LIMIT_SHARE, client_env
 
+def peak_memory(c: Session, container: str) -> None:
     sampler = c.sampler
     with client_env(c.s.url, *c.admin):
-        client = MlflowClient(tracking_uri=c.s.url)
-        exp_id = client.create_experiment(f"rehearsal-load-{secrets.token_hex(3)}")
-        for i in range(c.req.runs):
-            run_id = client.create_run(exp_id).info.run_id
-            client.log_batch(
-                run_id,
-                params=[Param("i", str(i)), Param("lr", "0.01")],
-                metrics=[Metric("loss", 1.0 / (i + 1), 0, step) for step in range(5)],
-            )
-            client.set_terminated(run_id)
+        mlflow_adapter.log_batches(
+            c.s.url, experiment=f"rehearsal-load-{secrets.token_hex(3)}", runs=_load(c.req.runs)
+        )
     sampler.stop()
     cfg = c.s.config()
     limit = cfg.memory_mib * 1024 * 1024
     share = sampler.peak / limit
-    container.reload()
-    oom = bool(container.attrs.get("State", {}).get("OOMKilled"))
+    oom = docker_adapter.container_state(container).oom_killed
     workers = cfg.command[cfg.command.index("--workers") + 1]
     detail = (
         f"{sampler.peak / 2**20:.0f} MiB of {cfg.memory_mib} MiB ({share:.0%}) after "

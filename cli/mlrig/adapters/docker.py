@@ -119,9 +119,12 @@ def build_image(
     platform: str | None = None,
     no_cache: bool = False,
     on_chunk: OnChunk | None = None,
+    buildargs: dict[str, str] | None = None,
 ) -> str | None:
     """Build context on host networking, never pulling; the image ID the stream reports."""
     kwargs: dict[str, Any] = {"platform": platform} if platform else {}
+    if buildargs:
+        kwargs["buildargs"] = buildargs
     stream = client().api.build(
         path=str(context),
         tag=tag,

@@ -112,6 +112,17 @@ def download_model(uri: str, dst: Path) -> None:
         raise error(exc, uri) from exc
 
 
+def run_metric(run_id: str, key: str) -> float | None:
+    """The latest value of a run's metric, or None when the run did not log it."""
+    from mlflow import MlflowClient
+
+    try:
+        value = MlflowClient().get_run(run_id).data.metrics.get(key)
+    except Exception as exc:
+        raise error(exc, f"runs:/{run_id}") from exc
+    return float(value) if value is not None else None
+
+
 # --- runs written and read back through the client (the rehearsal's checks) ---
 # These use MLflow's client with credentials from the environment (the caller sets them).
 

@@ -122,6 +122,15 @@ def start(
     return rec
 
 
+def adopt(pid: int, exe_hint: str, pid_file: Path) -> PidRecord:
+    """Record a process something else started (a container's main process) as supervised."""
+    import psutil
+
+    rec = PidRecord(pid, psutil.Process(pid).create_time(), exe_hint)
+    rec.write(pid_file)
+    return rec
+
+
 def exited_early(rec: PidRecord) -> bool:
     proc = _process(rec.pid)
     if proc is None:

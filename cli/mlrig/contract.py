@@ -21,6 +21,7 @@ from mlrig.errors import ConfigError, Conflict, StackNotFound, UsageError
 
 SCHEMA_VERSION = 1
 OUTPUTS_FILE = "outputs.json"
+LOCAL_STATE_FILE = "local.json"  # the local back-end's own state, beside outputs.json
 
 
 class OutputNames:
@@ -163,12 +164,28 @@ def save(outputs: StackOutputs) -> Path:
     return path
 
 
+class WrongFolder(ConfigError):
+    """outputs.json names another stack than its folder: a copied or renamed folder."""
+
+
 def ensure_kind(name: str, kind: str) -> None:
-    """Refuse to bring a stack up as one kind when its name already belongs to the other."""
+    """Refuse to bring a stack up as one kind when its name already belongs to the other.
+
+    An unreadable outputs.json is no proof of either kind: a local stack's own state
+    (local.json) says it is local; otherwise the caller's `up` rewrites the file.
+    """
     path = outputs_path(name)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return
-    existing = parse(path.read_text(), source=str(path)).kind
+    try:
+        existing = load(name).kind
+    except WrongFolder:
+        raise
+    except ConfigError:
+        local = (path.parent / LOCAL_STATE_FILE).exists()
+        if kind == "local" or not local:
+            return
+        existing = "local"
     if existing != kind:
         flag = "--aws" if existing == "aws" else "--local"
         label = {"aws": "an AWS", "local": "a local"}
@@ -179,21 +196,58 @@ def ensure_kind(name: str, kind: str) -> None:
 
 
 def list_names() -> list[str]:
+    """Every stack folder: one with outputs.json or (a local stack being created, or whose
+    outputs.json was lost) local.json. Broken ones are listed too, so they can be shown."""
     root = paths.stacks_dir()
     if not root.is_dir():
         return []
-    return sorted(p.parent.name for p in root.glob(f"*/{OUTPUTS_FILE}"))
+    names: set[str] = set()
+    for marker in (OUTPUTS_FILE, LOCAL_STATE_FILE):
+        names.update(p.parent.name for p in root.glob(f"*/{marker}"))
+    return sorted(n for n in names if _NAME_RE.match(n))
 
 
 def load(name: str) -> StackOutputs:
+    """The stack's outputs; any unreadable file is one ConfigError naming it and the fix."""
     path = outputs_path(name)
-    if not path.exists():
-        raise StackNotFound(name, list_names())
-    return parse(path.read_text(), source=str(path))
+    fix = f"run `mlrig stack up --name {name}` (with --aws for an AWS stack) to rewrite it"
+    if path.is_dir():
+        raise ConfigError(
+            f"stack outputs file {path} is a directory", hint=f"move it away, then {fix}"
+        )
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if (path.parent / LOCAL_STATE_FILE).exists():
+            raise ConfigError(
+                f"stack '{name}' has no {OUTPUTS_FILE} (its first `up` did not finish, or the "
+                "file was deleted)",
+                hint=f"run `mlrig stack up --name {name}`: it rebuilds the file and its services",
+            ) from None
+        raise StackNotFound(name, list_names()) from None
+    except OSError as exc:
+        raise ConfigError(
+            f"stack outputs file {path} is not readable ({exc.strerror})",
+            hint="fix its permissions (0600, owned by you)",
+        ) from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"stack outputs file {path} is not text (corrupt)", hint=fix) from None
+    if not text.strip():
+        raise ConfigError(f"stack outputs file {path} is empty", hint=fix)
+    outputs = parse(text, source=str(path), fix=fix)
+    if outputs.name != name:
+        raise WrongFolder(
+            f"stack outputs file {path} names stack '{outputs.name}', not '{name}' (its folder)",
+            hint=f"a stack's folder cannot be renamed: move it back to {paths.stacks_dir()}/"
+            f"{outputs.name}, or delete the stray file",
+        )
+    return outputs
 
 
-def parse(text: str, source: str = "<text>") -> StackOutputs:
-    fix = "run `mlrig stack up` for this stack again to rewrite it"
+def parse(text: str, source: str = "<text>", fix: str = "") -> StackOutputs:
+    fix = fix or "run `mlrig stack up` for this stack again to rewrite it"
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -27,3 +27,8 @@ def stack_dir(name: str) -> Path:
 
 def settings_file() -> Path:
     return home() / "settings.json"
+
+
+def lock_file(name: str) -> Path:
+    """The stack's writer lock; outside the stack's folder so it outlives `down --purge`."""
+    return home() / "locks" / f"{name}.lock"

@@ -40,6 +40,8 @@ def test_healthy_stack_passes_every_stack_check(stack: LocalStack) -> None:
         "mlflow auth": "ok",
         "registry auth": "ok",
         "dvc remote": "ok",
+        "stack processes": "ok",
+        "file modes": "ok",
     }
 
 

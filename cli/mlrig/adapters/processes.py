@@ -93,8 +93,12 @@ def start(
     log_file: Path,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    umask: int = -1,
 ) -> PidRecord:
-    """Start argv detached in its own session (its own process group) and record it."""
+    """Start argv detached in its own session (its own process group) and record it.
+
+    `umask` (e.g. 0o077) applies to the program and everything it starts, so files the
+    service creates are private from the first byte."""
     import psutil
 
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +118,7 @@ def start(
                 cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
+                umask=umask,
             )
         except FileNotFoundError as exc:
             raise ServiceError(f"cannot start {argv[0]}: not found") from exc
@@ -177,6 +182,80 @@ def stop(pid_file: Path, *, timeout: float = 15.0) -> list[int]:
             proc.kill()
     _, still = psutil.wait_procs(alive, timeout=5)
     pid_file.unlink(missing_ok=True)
+    return [p.pid for p in still]
+
+
+def tree(pid_file: Path) -> list[int]:
+    """The recorded process and all its descendants, when the record is still running."""
+    import psutil
+
+    state, rec = status(pid_file)
+    if state != Status.RUNNING or rec is None:
+        return []
+    try:
+        root = psutil.Process(rec.pid)
+        return [rec.pid, *(p.pid for p in root.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def owned_by(root: Path) -> list[int]:
+    """Live processes that belong to the directory `root`: started there (cwd) or naming a
+    path under it on their command line. Finds a server's worker that outlived its killed
+    parent, and a service started by an `up` that died before recording it."""
+    import psutil
+
+    base = str(root.resolve())
+    mine = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    found = []
+    for proc in psutil.process_iter():
+        if proc.pid in mine:
+            continue
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cwd = proc.cwd()
+            args = proc.cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+            continue
+        if (
+            cwd == base
+            or cwd.startswith(base + "/")
+            or any(a == base or base + "/" in a for a in args)
+        ):
+            found.append(proc.pid)
+    return found
+
+
+def listener(port: int) -> int | None:
+    """The PID listening on TCP `port` on this machine, when the system lets us see it."""
+    import psutil
+
+    try:
+        conns = psutil.net_connections(kind="tcp")
+    except (psutil.AccessDenied, OSError):
+        return None
+    for conn in conns:
+        if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port:
+            return conn.pid
+    return None
+
+
+def stop_pids(pids: Sequence[int], *, timeout: float = 10.0) -> list[int]:
+    """SIGTERM then SIGKILL the given processes; return those still alive afterwards."""
+    import psutil
+
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            proc = psutil.Process(pid)
+            proc.terminate()
+            procs.append(proc)
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    _, still = psutil.wait_procs(alive, timeout=5)
     return [p.pid for p in still]
 
 

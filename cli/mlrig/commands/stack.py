@@ -70,7 +70,7 @@ def up(
 
     With no stack named and none yet, it creates the local stack 'local'.
     """
-    from mlrig.core import stacks
+    from mlrig.core import stack_lock, stacks
     from mlrig.core.stack_facade import UpOptions
     from mlrig.errors import UsageError
 
@@ -89,7 +89,10 @@ def up(
         backend_url=backend_url,
     )
     _confirm(target.confirm_up(options), yes)
-    with err_console().status(f"bringing {target.kind} stack '{target.name}' up"):
+    with (
+        stack_lock.hold(target.name, what="up"),  # either kind: one writer per stack
+        err_console().status(f"bringing {target.kind} stack '{target.name}' up"),
+    ):
         report = target.up(options, progress=_progress)
     if report.services:
         _render_status(target, report.services)
@@ -97,6 +100,7 @@ def up(
 
 
 def _render_status(target: Stack, rows: list[ServiceRow]) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=f"stack '{target.name}' ({target.kind})")
@@ -104,9 +108,10 @@ def _render_status(target: Stack, rows: list[ServiceRow]) -> None:
         table.add_column(col)
     for row in rows:
         colour = "green" if row.ok else "red"
+        state = f"{row.state}: {row.detail}" if row.detail and not row.ok else row.state
         table.add_row(
             row.name,
-            f"[{colour}]{row.state}[/]",
+            f"[{colour}]{escape(state)}[/]",
             str(row.pid or "-"),
             row.address,
             str(row.log) if row.log else "-",
@@ -162,6 +167,7 @@ def env(stack: StackOpt = None, name: StackNameAliasOpt = None) -> None:
 @app.command("list")
 def list_() -> None:
     """List known stacks."""
+    from rich.markup import escape
     from rich.table import Table
 
     from mlrig.core import stacks
@@ -169,9 +175,16 @@ def list_() -> None:
     table = Table()
     for col in ("name", "kind", "mlflow", "registry", "dvc remote"):
         table.add_column(col)
+    broken = []
     for s in stacks.list_stacks():
-        table.add_row(s.name, s.kind, s.mlflow, s.registry, s.dvc_remote)
+        if s.problem:
+            broken.append(s)
+            table.add_row(s.name, "[red]broken[/]", "-", "-", "-")
+        else:
+            table.add_row(s.name, s.kind, s.mlflow, s.registry, s.dvc_remote)
     console().print(table)
+    for s in broken:
+        console().print(f"[red]{s.name}:[/] {escape(s.problem)}", highlight=False)
 
 
 @app.command()
@@ -184,7 +197,12 @@ def down(
     """Stop a stack's services. Data is kept unless --purge is given (and confirmed)."""
     target = _open(stack, name)
     _confirm(target.confirm_down(purge), yes)
-    with err_console().status(f"taking stack '{target.name}' down"):
+    from mlrig.core import stack_lock
+
+    with (
+        stack_lock.hold(target.name, what="down"),
+        err_console().status(f"taking stack '{target.name}' down"),
+    ):
         report = target.down(purge=purge, progress=_progress)
     console().print(f"[green]{report.summary}[/]")
     for item in report.remaining:

@@ -149,7 +149,52 @@ def stack_checks(name: str) -> list[Check]:
     if outputs.kind == "aws":
         checks.append(_guard("aws identity", lambda: _aws_identity(outputs)))
         checks.append(_guard("ecr token", lambda: _ecr_token(outputs)))
+    else:
+        checks.append(_guard("stack processes", lambda: _local_processes(outputs)))
+        checks.append(_guard("file modes", lambda: _file_modes(outputs)))
     return checks
+
+
+def _reset_fix(outputs: StackOutputs, ref: str) -> str:
+    """The fix for a password a service refuses: mlrig owns the local stores, so `up`
+    sets a new one there; elsewhere the user has to look where the password comes from."""
+    if outputs.kind != "local":
+        return "check the password source in `mlrig stack outputs`"
+    return (
+        f"if you changed it on purpose, write the new one into {ref}; otherwise delete that "
+        f"file and run `mlrig stack up --name {outputs.name}`, which sets a new one"
+    )
+
+
+def _local_processes(outputs: StackOutputs) -> Check:
+    from mlrig.core.local_stack import LocalStack
+
+    rows = LocalStack(outputs.name).status()
+    bad = [r for r in rows if r.state not in ("running", "stopped", "unhealthy")]
+    if bad:
+        return Check(
+            "stack processes",
+            FAIL,
+            "; ".join(f"{r.name} {r.state}: {r.detail}".strip(": ") for r in bad),
+            _start_fix(outputs),
+        )
+    return Check("stack processes", OK, ", ".join(f"{r.name} {r.state}" for r in rows))
+
+
+def _file_modes(outputs: StackOutputs) -> Check:
+    from mlrig import paths
+    from mlrig.core.local_files import loose_modes
+
+    root = paths.stack_dir(outputs.name)
+    count, examples = loose_modes(root, guarded=("dvc-remote",))
+    if count:
+        return Check(
+            "file modes",
+            FAIL,
+            f"{count} path(s) other users can read, e.g. {', '.join(map(str, examples[:2]))}",
+            f"run `chmod -R go-rwx {root}`",
+        )
+    return Check("file modes", OK, f"{root}: 0700 folders, 0600 files")
 
 
 def _start_fix(outputs: StackOutputs) -> str:
@@ -198,7 +243,7 @@ def _mlflow_auth(outputs: StackOutputs) -> Check:
             "mlflow auth",
             FAIL,
             f"credentials rejected ({resp.status})",
-            "check the password source in `mlrig stack outputs`",
+            _reset_fix(outputs, outputs.mlflow.auth.password.ref),
         )
     if resp.status != 200:
         return Check("mlflow auth", FAIL, f"answered {resp.status}", _start_fix(outputs))
@@ -225,7 +270,9 @@ def _registry_auth(outputs: StackOutputs) -> Check:
             "registry auth",
             FAIL,
             exc.message,
-            (exc.hint or "") if "credentials" in exc.message else _start_fix(outputs),
+            (_reset_fix(outputs, auth.password.ref) if auth else exc.hint or "")
+            if "credentials" in exc.message
+            else _start_fix(outputs),
         )
     return Check("registry auth", OK, outputs.registry.url)
 
@@ -251,8 +298,10 @@ def _dvc_remote(outputs: StackOutputs) -> Check:
     if not path.is_dir():
         return Check("dvc remote", FAIL, f"{path} does not exist", _start_fix(outputs))
     probe = path / ".mlrig-doctor"
-    try:
+    try:  # a full round trip: write, read back, delete
         probe.write_text("ok")
+        if probe.read_text() != "ok":
+            raise OSError(0, "what was written does not read back")
         probe.unlink()
     except OSError as exc:
         return Check(

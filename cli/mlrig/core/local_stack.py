@@ -1,139 +1,128 @@
 """The local stack: a real MLflow server, a real OCI registry and a DVC remote directory,
 supervised as processes on loopback. Ports and secrets persist, so a restart keeps every
-URL in StackOutputs valid and all data (runs, images, DVC objects) in place."""
+URL in StackOutputs valid and all data (runs, images, DVC objects) in place.
+
+`up` holds the stack's lock, registers the stack before starting anything, and says "up"
+only after an authenticated round trip to every service.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import shutil
-import socket
-from collections.abc import Callable
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 
-from pydantic import BaseModel
-
-from mlrig import contract, paths, tracking_server
+from mlrig import contract, tracking_server
 from mlrig.adapters import processes, registry
-from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, StackOutputs
-from mlrig.core import secrets
-from mlrig.errors import ConfigError, DependencyMissing, PortInUse, ServiceError, UsageError
-from mlrig.wait import Abandoned, WaitTimeout, wait_until
+from mlrig.contract import StackOutputs
+from mlrig.core import local_services as services
+from mlrig.core import secrets, stack_lock
+from mlrig.core.local_files import is_storage, private_dir, private_umask, storage_error
+from mlrig.core.local_services import free_port, port_is_free
+from mlrig.core.local_state import (
+    REGISTRY_USER,
+    Layout,
+    LocalState,
+    recover_state,
+    restore_secrets,
+    write_state,
+)
+from mlrig.errors import ConfigError, MlrigError, ServiceError, UsageError
 
-REGISTRY_USER = "mlrig"
-REGISTRY_REPOSITORY = "models"
-MLFLOW_START_TIMEOUT = 90.0
-REGISTRY_START_TIMEOUT = 20.0
+__all__ = ["LocalStack", "ServiceStatus", "Terminated", "free_port", "port_is_free"]
 
 Progress = Callable[[str], None]
+NEARLY_FULL = 2 * 1024 * 1024  # bytes free under which a service's failure is the disk's
 
 
-class LocalState(BaseModel):
-    """What the local back-end remembers between runs (ports chosen at first `up`)."""
+class Terminated(MlrigError):
+    """`up` was stopped by SIGTERM/SIGHUP (a CI cancel, `timeout`); it cleaned up first."""
 
-    name: str
-    mlflow_port: int
-    registry_port: int
-    created_at: datetime
+    exit_code = 143
 
 
 @dataclass(frozen=True)
 class ServiceStatus:
     name: str
-    state: str  # running | stopped | foreign | unhealthy
+    state: str  # running | stopped | foreign | unhealthy | orphaned
     pid: int | None
     url: str
     log: Path
+    detail: str = ""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@contextlib.contextmanager
+def _terminate_as_exception(name: str) -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into an exception so `up` rolls back as it does on Ctrl-C; a
+    second signal during the clean-up is ignored rather than interrupting it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if fired:
+            return
+        fired.append(signum)
+        raise Terminated(
+            f"`stack up` of '{name}' was stopped by {signal.Signals(signum).name}",
+            hint=f"run `mlrig stack up --name {name}` to finish it",
+        )
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
 
 
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+def _nearly_full(path: Path) -> bool:
+    try:
+        return shutil.disk_usage(path).free < NEARLY_FULL
+    except OSError:
+        return False
 
 
-class LocalStack:
-    def __init__(self, name: str) -> None:
-        self.name = contract.validate_stack_name(name)
-        self.root = paths.stack_dir(name)
-
-    # -- layout -----------------------------------------------------------------------------
-    @property
-    def state_file(self) -> Path:
-        return self.root / "local.json"
-
-    @property
-    def secrets_dir(self) -> Path:
-        return self.root / "secrets"
-
-    @property
-    def mlflow_dir(self) -> Path:
-        return self.root / "mlflow"
-
-    @property
-    def registry_dir(self) -> Path:
-        return self.root / "registry"
-
-    @property
-    def dvc_remote_dir(self) -> Path:
-        return self.root / "dvc-remote"
-
-    @property
-    def run_dir(self) -> Path:
-        return self.root / "run"
-
-    @property
-    def logs_dir(self) -> Path:
-        return self.root / "logs"
-
-    def pid_file(self, service: str) -> Path:
-        return self.run_dir / f"{service}.pid"
-
-    def log_file(self, service: str) -> Path:
-        return self.logs_dir / f"{service}.log"
-
-    def secret_file(self, what: str) -> Path:
-        return self.secrets_dir / what
-
-    # -- state --------------------------------------------------------------------------------
+class LocalStack(Layout):
     def exists(self) -> bool:
         return self.state_file.exists()
 
     def load_state(self) -> LocalState:
-        try:
-            return LocalState.model_validate_json(self.state_file.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"stack '{self.name}' is not a local stack") from None
-        except ValueError as exc:
-            raise ConfigError(
-                f"local stack state {self.state_file} is corrupt",
-                hint="run `mlrig stack down --purge` and `stack up` again",
-            ) from exc
+        state, _ = recover_state(self)
+        if state is None:
+            raise ConfigError(f"stack '{self.name}' is not a local stack")
+        return state
 
-    def _choose_state(self, mlflow_port: int | None, registry_port: int | None) -> LocalState:
-        if self.exists():
-            state = self.load_state()
-            if mlflow_port and mlflow_port != state.mlflow_port:
-                raise UsageError(
-                    f"stack '{self.name}' already uses MLflow port {state.mlflow_port}",
-                    hint="omit --mlflow-port, or `stack down --purge` first",
-                )
-            if registry_port and registry_port != state.registry_port:
-                raise UsageError(
-                    f"stack '{self.name}' already uses registry port {state.registry_port}",
-                    hint="omit --registry-port, or `stack down --purge` first",
-                )
+    def _choose_state(
+        self, mlflow_port: int | None, registry_port: int | None, progress: Progress
+    ) -> LocalState:
+        try:
+            state, note = recover_state(self)
+        except ConfigError:
+            if not (mlflow_port and registry_port):
+                raise
+            state, note = None, "ports lost: taking them from --mlflow-port/--registry-port"
+        if note:
+            progress(note)
+        if state is not None:
+            for label, given, kept in (
+                ("MLflow", mlflow_port, state.mlflow_port),
+                ("registry", registry_port, state.registry_port),
+            ):
+                if given and given != kept:
+                    flag = "--mlflow-port" if label == "MLflow" else "--registry-port"
+                    raise UsageError(
+                        f"stack '{self.name}' already uses {label} port {kept}",
+                        hint=f"omit {flag}: the stack keeps its port (repos point at it)",
+                    )
             return state
         for label, port in (("MLflow", mlflow_port), ("registry", registry_port)):
             if port is not None and not 1024 <= port <= 65535:
@@ -149,161 +138,81 @@ class LocalStack:
             name=self.name, mlflow_port=mport, registry_port=rport, created_at=datetime.now(UTC)
         )
 
-    # -- outputs ------------------------------------------------------------------------------
-    def outputs(self, state: LocalState) -> StackOutputs:
-        return StackOutputs(
-            name=self.name,
-            kind="local",
-            created_at=state.created_at,
-            dvc_remote=DvcRemote(url=str(self.dvc_remote_dir)),
-            mlflow=Mlflow(
-                tracking_uri=f"http://127.0.0.1:{state.mlflow_port}",
-                auth=BasicAuth(
-                    username=tracking_server.ADMIN_USERNAME,
-                    password=SecretRef(source="file", ref=str(self.secret_file("mlflow-admin"))),
-                ),
-            ),
-            registry=Registry(
-                kind="oci",
-                url=f"127.0.0.1:{state.registry_port}/{REGISTRY_REPOSITORY}",
-                auth=BasicAuth(
-                    username=REGISTRY_USER,
-                    password=SecretRef(source="file", ref=str(self.secret_file("registry"))),
-                ),
-            ),
-        )
-
-    # -- services -----------------------------------------------------------------------------
-    def _prepare_files(self, state: LocalState) -> None:
-        for d in (
-            self.mlflow_dir / "artifacts",
-            self.registry_dir / "data",
-            self.dvc_remote_dir,
-            self.run_dir,
-            self.logs_dir,
-        ):
-            d.mkdir(parents=True, exist_ok=True)
-        secrets.ensure_secret_file(self.secret_file("mlflow-admin"))
-        secrets.ensure_secret_file(self.secret_file("mlflow-flask"), nbytes=32)
-        reg_pw = secrets.ensure_secret_file(self.secret_file("registry"))
-        reg_http = secrets.ensure_secret_file(self.secret_file("registry-http"), nbytes=32)
-        auth_ini = self.mlflow_dir / "auth.ini"
-        db_uri = f"sqlite:///{(self.mlflow_dir / 'auth.db').resolve()}"
-        contract.atomic_write(auth_ini, tracking_server.auth_ini(db_uri), mode=0o600)
-        htpasswd = self.registry_dir / "htpasswd"
-        if not htpasswd.exists():
-            contract.atomic_write(
-                htpasswd, registry.htpasswd_line(REGISTRY_USER, reg_pw), mode=0o600
-            )
+    # -- files --------------------------------------------------------------------------------
+    def _write_configs(self, state: LocalState, made: list[str], progress: Progress) -> set[str]:
+        """Write each service's config from the secrets; return the services that must
+        restart to see a changed one. A regenerated password is set in its store."""
+        restart: set[str] = set()
+        db_uri = f"sqlite:///{self.auth_db.resolve()}"
         contract.atomic_write(
-            self.registry_dir / "config.yml",
-            registry.config_yaml(
-                port=state.registry_port,
-                storage_dir=self.registry_dir / "data",
-                htpasswd=htpasswd,
-                http_secret=reg_http,
-            ),
-            mode=0o600,
+            self.mlflow_dir / "auth.ini", tracking_server.auth_ini(db_uri), mode=0o600
         )
+        if "mlflow-admin" in made and self.auth_db.exists():
+            from mlrig.adapters import mlflow as mlflow_adapter
 
-    def _mlflow_plan(self, state: LocalState) -> tracking_server.LocalServerPlan:
-        return tracking_server.local_plan(
-            data_dir=self.mlflow_dir,
-            port=state.mlflow_port,
-            admin_password=secrets.read_secret_file(self.secret_file("mlflow-admin")),
-            flask_secret=secrets.read_secret_file(self.secret_file("mlflow-flask")),
-            auth_config_path=(self.mlflow_dir / "auth.ini").resolve(),
+            password = secrets.read_secret_file(self.secret_file("mlflow-admin"))
+            if mlflow_adapter.set_auth_password(
+                self.auth_db, tracking_server.ADMIN_USERNAME, password
+            ):
+                progress("the MLflow admin password was lost: a new one is set in MLflow")
+        if "mlflow-flask" in made:
+            restart.add("mlflow")
+        reg_pw = secrets.read_secret_file(self.secret_file("registry"))
+        if "registry" in made or not self.htpasswd.exists():
+            contract.atomic_write(
+                self.htpasswd, registry.htpasswd_line(REGISTRY_USER, reg_pw), mode=0o600
+            )
+            restart.add("registry")
+            if "registry" in made and (self.registry_dir / "config.yml").exists():
+                progress("the registry password was lost: a new one is set in its htpasswd")
+        config = self.registry_dir / "config.yml"
+        text = registry.config_yaml(
+            port=state.registry_port,
+            storage_dir=self.registry_dir / "data",
+            htpasswd=self.htpasswd,
+            http_secret=secrets.read_secret_file(self.secret_file("registry-http")),
         )
+        old = config.read_text() if config.is_file() else None
+        if old != text:
+            contract.atomic_write(config, text, mode=0o600)
+            restart.add("registry")
+        return restart
 
-    def _healthy(self, service: str, state: LocalState) -> bool:
-        from mlrig.adapters import http
+    def _launch(self, service: str, state: LocalState, program: tuple[str, str]) -> services.Launch:
+        if service == "mlflow":
+            plan = tracking_server.local_plan(
+                data_dir=self.mlflow_dir,
+                port=state.mlflow_port,
+                admin_password=secrets.read_secret_file(self.secret_file("mlflow-admin")),
+                flask_secret=secrets.read_secret_file(self.secret_file("mlflow-flask")),
+                auth_config_path=(self.mlflow_dir / "auth.ini").resolve(),
+            )
+            return services.Launch(plan.argv, plan.env)
+        kind, where = program
+        argv = [where, "serve", str(self.registry_dir / "config.yml")]
+        return services.Launch(argv, {}, image=where if kind == "image" else None)
 
-        url = (
-            f"http://127.0.0.1:{state.mlflow_port}{tracking_server.HEALTH_PATH}"
-            if service == "mlflow"
-            else f"http://127.0.0.1:{state.registry_port}/v2/"
-        )
-        try:
-            code = http.status(url, timeout=2)
-        except OSError:
-            return False
-        # the registry answers 401 to an anonymous /v2/: that proves it is up and enforcing auth
-        return code == 200 if service == "mlflow" else code in (200, 401)
-
-    def _start(self, service: str, state: LocalState, progress: Progress) -> None:
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _ensure_running(
+        self,
+        service: str,
+        state: LocalState,
+        restart: set[str],
+        program: tuple[str, str],
+        progress: Progress,
+    ) -> None:
         pid_file = self.pid_file(service)
         st, rec = processes.status(pid_file)
-        if st == processes.Status.RUNNING:
-            return
-        port = state.mlflow_port if service == "mlflow" else state.registry_port
-        if not port_is_free(port):
-            raise PortInUse(
-                f"port {port} for the {service} of stack '{self.name}' is taken by another process",
-                hint="stop that process (e.g. `ss -ltnp | grep "
-                f":{port}`), or `mlrig stack down --purge` and `up` on new ports",
-            )
-        kind = "process"
-        if service == "mlflow":
-            plan = self._mlflow_plan(state)
-            argv, env, timeout = plan.argv, plan.env, MLFLOW_START_TIMEOUT
-        else:
-            kind, program = self._registry_program()
-            argv = [program, "serve", str(self.registry_dir / "config.yml")]
-            env, timeout = {}, REGISTRY_START_TIMEOUT
-        progress(f"starting {service} on 127.0.0.1:{port}")
-        if service == "registry" and kind == "image":
-            rec = self._start_registry_container(program)
-        else:
-            rec = processes.start(
-                argv, pid_file=pid_file, log_file=self.log_file(service), env=env, cwd=self.root
-            )
-        try:
-            wait_until(
-                lambda: self._healthy(service, state),
-                timeout=timeout,
-                what=f"{service} health",
-                interval=0.25,
-                give_up=lambda: "exited" if processes.exited_early(rec) else None,
-            )
-        except Abandoned:
-            pid_file.unlink(missing_ok=True)
-            raise ServiceError(
-                f"{service} exited during start-up: "
-                f"{processes.tail(self.log_file(service), 3) or 'no output'}",
-                hint=f"full log: {self.log_file(service)}",
-            ) from None
-        except WaitTimeout:
+        if st == processes.Status.RUNNING and rec is not None:
+            if service not in restart:
+                services.await_healthy(self, service, state, rec)
+                return
+            progress(f"restarting {service} so it reads its new secret")
             processes.stop(pid_file)
-            raise ServiceError(
-                f"{service} did not become healthy within {timeout:.0f}s: "
-                f"{processes.tail(self.log_file(service), 3) or 'no output'}",
-                hint=f"full log: {self.log_file(service)}",
-            ) from None
-
-    def _registry_program(self) -> tuple[str, str]:
-        """("binary", path) for Debian's binary; else ("image", ref) for the registry image
-        where one is present or can be pulled."""
-        try:
-            return "binary", registry.binary()
-        except DependencyMissing:
-            image = registry.fallback_image()
-            if image is None:
-                raise
-            return "image", image
-
-    def _start_registry_container(self, image: str) -> processes.PidRecord:
-        pid = registry.start_container(
-            image,
-            self.registry_dir / "config.yml",
-            self.registry_dir,
-            f"mlrig-registry-{self.name}",
-        )
-        with self.log_file("registry").open("a") as log:
-            log.write(
-                f"registry runs in container mlrig-registry-{self.name} ({image}): "
-                f"see `docker logs mlrig-registry-{self.name}`\n"
-            )
-        return processes.adopt(pid, "registry", self.pid_file("registry"))
+        port = services.port_of(service, state)
+        services.clear_port(self, service, port, progress)
+        progress(f"starting {service} on 127.0.0.1:{port}")
+        services.start(self, service, state, self._launch(service, state, program))
 
     def up(
         self,
@@ -312,56 +221,116 @@ class LocalStack:
         registry_port: int | None = None,
         progress: Progress = lambda _msg: None,
     ) -> StackOutputs:
-        """Start (or restart) the stack; a no-op on a running, healthy stack."""
+        """Start (or restart) the stack and prove every service answers with the stack's
+        credentials; a no-op on a running, healthy stack."""
+        with (
+            stack_lock.hold(self.name, what="up"),
+            private_umask(),
+            _terminate_as_exception(self.name),
+        ):
+            try:
+                return self._up(mlflow_port, registry_port, progress)
+            except OSError as exc:
+                if is_storage(exc):
+                    raise storage_error(exc, Path(exc.filename or self.root)) from exc
+                raise
+
+    def _up(
+        self, mlflow_port: int | None, registry_port: int | None, progress: Progress
+    ) -> StackOutputs:
         contract.ensure_kind(self.name, "local")
-        fresh = not self.exists()
-        self._registry_program()  # fail before writing anything if there is no registry
-        state = self._choose_state(mlflow_port, registry_port)
+        if self.outputs_file.is_dir():
+            contract.load(self.name)  # its own clear line: a folder where the file belongs
+        fresh = not self.outputs_file.exists() and not self.has_data()
+        program = services.registry_program()  # fail before writing anything
+        state = self._choose_state(mlflow_port, registry_port, progress)
         try:
-            self._prepare_files(state)
-            started: list[str] = []
+            write_state(self, state)  # registered before anything starts
+            for folder in (
+                self.mlflow_dir / "artifacts",
+                self.registry_dir / "data",
+                self.dvc_remote_dir,
+                self.run_dir,
+                self.logs_dir,
+            ):
+                private_dir(folder)
+            made = restore_secrets(self)
+            restart = self._write_configs(state, made, progress)
             for service in ("registry", "mlflow"):
-                self._start(service, state, progress)
-                started.append(service)
-        except BaseException:
+                self._ensure_running(service, state, restart, program, progress)
+            outputs = self.outputs(state)
+            bad = [p for p in services.round_trips(outputs) if not p.ok]
+            if bad:
+                raise bad[0].error()
+            contract.atomic_write(
+                self.outputs_file, outputs.model_dump_json(indent=2) + "\n", mode=0o600
+            )
+        except BaseException as exc:
+            full = isinstance(exc, ServiceError) and _nearly_full(self.root)
             if fresh:  # nothing half-written: a failed first `up` leaves no stack behind
-                for service in ("registry", "mlflow"):
-                    with contextlib.suppress(ServiceError):
-                        processes.stop(self.pid_file(service))
-                shutil.rmtree(self.root, ignore_errors=True)
+                self._roll_back()
+            if full:  # a service died of it: say so, its log may be gone with the rollback
+                raise storage_error(OSError(errno.ENOSPC, "full"), self.root) from exc
             raise
-        contract.atomic_write(self.state_file, state.model_dump_json(indent=2) + "\n")
-        outputs = self.outputs(state)
-        contract.save(outputs)
         return outputs
 
+    def _roll_back(self) -> None:
+        for service in ("registry", "mlflow"):
+            with contextlib.suppress(ServiceError):
+                processes.stop(self.pid_file(service))
+        processes.stop_pids(processes.owned_by(self.root))
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def status(self) -> list[ServiceStatus]:
+        """Each service's process and whether it answers with the stack's credentials."""
         state = self.load_state()
+        probes = {p.service: p for p in services.round_trips(self.outputs(state))}
         result = []
         for service, url in (
             ("mlflow", f"http://127.0.0.1:{state.mlflow_port}"),
             ("registry", f"127.0.0.1:{state.registry_port}"),
         ):
             st, rec = processes.status(self.pid_file(service))
-            if st == processes.Status.RUNNING and not self._healthy(service, state):
-                st = "unhealthy"
-            pid = rec.pid if rec and st != processes.Status.STOPPED else None
-            result.append(ServiceStatus(service, st, pid, url, self.log_file(service)))
+            detail = ""
+            if st == processes.Status.RUNNING and not probes[service].ok:
+                st, detail = "unhealthy", probes[service].detail
+            elif st != processes.Status.RUNNING:
+                left = self._orphans_on(services.port_of(service, state))
+                if left:
+                    st = "orphaned"
+                    detail = f"PID {', '.join(map(str, left))} still serves without its parent"
+            pid = rec.pid if rec and st in (processes.Status.RUNNING, "unhealthy") else None
+            result.append(ServiceStatus(service, st, pid, url, self.log_file(service), detail))
         return result
 
+    def remote_probe(self) -> services.Probe:
+        return services.round_trips(self.outputs(self.load_state()))[-1]
+
+    def _orphans_on(self, port: int) -> list[int]:
+        if port_is_free(port):
+            return []
+        ours = services.orphans(self)
+        holder = processes.listener(port)
+        return ours if holder is None or holder in ours else []
+
     def down(self, *, purge: bool = False) -> list[str]:
-        """Stop what this stack started; return a line for each process that would not stop."""
-        stuck: list[str] = []
-        errors: list[ServiceError] = []
-        for service in ("mlflow", "registry"):
-            try:
-                left = processes.stop(self.pid_file(service))
-            except ServiceError as exc:
-                errors.append(exc)
-                continue
-            stuck += [f"{service}: PID {pid} did not stop" for pid in left]
-        if errors:
-            raise errors[0]
-        if purge and not stuck:
-            shutil.rmtree(self.root)
-        return stuck
+        """Stop what this stack started, and any process it left behind; return a line for
+        each process that would not stop."""
+        with stack_lock.hold(self.name, what="down"):
+            stuck: list[str] = []
+            errors: list[ServiceError] = []
+            for service in ("mlflow", "registry"):
+                try:
+                    left = processes.stop(self.pid_file(service))
+                except ServiceError as exc:
+                    errors.append(exc)
+                    continue
+                stuck += [f"{service}: PID {pid} did not stop" for pid in left]
+            if self.root.exists():
+                left = processes.stop_pids(processes.owned_by(self.root))
+                stuck += [f"leftover PID {pid} did not stop" for pid in left]
+            if errors:
+                raise errors[0]
+            if purge and not stuck:
+                shutil.rmtree(self.root)
+            return stuck

@@ -10,6 +10,9 @@ from pathlib import Path
 from mlrig.contract import SecretRef
 from mlrig.errors import CredentialsError
 
+# mlrig owns both stores that check a local stack's passwords, so a lost one is replaced
+RESET = "run `mlrig stack up` for its stack: it sets a new secret in the service that checks it"
+
 
 def ensure_secret_file(path: Path, nbytes: int = 24) -> str:
     """Return the secret in path, generating it (URL-safe, >= 32 chars) on first use."""
@@ -35,17 +38,17 @@ def read_secret_file(path: Path) -> str:
     except IsADirectoryError as exc:
         raise CredentialsError(
             f"secret file {path} is not readable (it is a directory)",
-            hint="replace it with the secret, or recreate the stack",
+            hint=f"move it away, then {RESET}",
         ) from exc
     except FileNotFoundError as exc:
         raise CredentialsError(
             f"secret file {path} is missing",
-            hint="run `mlrig stack up` again to recreate the stack's secrets",
+            hint=RESET,
         ) from exc
     if not value:
         raise CredentialsError(
             f"secret file {path} is empty",
-            hint="delete it and run `mlrig stack up` to regenerate it",
+            hint=RESET,
         )
     return value
 

@@ -52,6 +52,7 @@ class ServiceRow:
     ok: bool
     pid: int | None = None
     log: Path | None = None
+    detail: str = ""  # why it is not ok, when it is not
 
 
 @dataclass(frozen=True)

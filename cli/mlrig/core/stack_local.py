@@ -32,11 +32,19 @@ class LocalFacade(Stack):
             registry_port=options.registry_port,
             progress=progress,
         )
+        rows = self.status()
+        bad = [row for row in rows if not row.ok]
+        if bad:  # never "up" beside a table that shows a service down
+            raise ServiceError(
+                f"stack '{self.name}' is not healthy after up: "
+                + "; ".join(f"{r.name} {r.state} {r.detail}".strip() for r in bad),
+                hint=f"see `mlrig stack status --name {self.name}` and `mlrig doctor`",
+            )
         return UpReport(
             outputs,
             f"stack '{self.name}' is up",
             f'`eval "$(mlrig stack env --name {self.name})"` configures a shell',
-            self.status(),
+            rows,
         )
 
     def confirm_down(self, purge: bool) -> Confirmation | None:
@@ -60,10 +68,21 @@ class LocalFacade(Stack):
 
     def status(self) -> list[ServiceRow]:
         rows = [
-            ServiceRow(s.name, s.state, s.url, s.state == "running", s.pid, s.log)
+            ServiceRow(s.name, s.state, s.url, s.state == "running", s.pid, s.log, s.detail)
             for s in self.local.status()
         ]
-        remote = self.local.dvc_remote_dir
-        ready = remote.is_dir()
-        rows.append(ServiceRow("dvc remote", "ready" if ready else "missing", str(remote), ready))
+        probe = self.local.remote_probe()
+        remote = str(self.local.dvc_remote_dir)
+        state = (
+            "ready"
+            if probe.ok
+            else "missing"
+            if not self.local.dvc_remote_dir.is_dir()
+            else "unwritable"
+        )
+        rows.append(
+            ServiceRow(
+                "dvc remote", state, remote, probe.ok, detail="" if probe.ok else probe.detail
+            )
+        )
         return rows

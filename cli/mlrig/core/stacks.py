@@ -71,8 +71,24 @@ def repo_stack(start: Path) -> str | None:
 
 
 def open(name: str) -> Stack:  # shadows the builtin on purpose: read as stacks.open(name)
-    """The existing stack called `name`, whichever kind it is (unknown: StackNotFound)."""
-    return create(name, contract.load(name).kind)
+    """The existing stack called `name`, whichever kind it is (unknown: StackNotFound).
+
+    A local stack whose outputs.json is lost or corrupt still opens (its own state says it
+    is local), so `status` and `down` keep working and `up` can rebuild the file.
+    """
+    from mlrig import paths
+    from mlrig.errors import ConfigError, StackNotFound
+
+    try:
+        return create(name, contract.load(name).kind)
+    except StackNotFound:
+        raise
+    except contract.WrongFolder:
+        raise
+    except ConfigError:
+        if (paths.stack_dir(name) / contract.LOCAL_STATE_FILE).is_file():
+            return create(name, "local")
+        raise
 
 
 def create(name: str, kind: str) -> Stack:
@@ -97,12 +113,21 @@ class StackSummary:
     mlflow: str
     registry: str
     dvc_remote: str
+    problem: str = ""  # why the stack cannot be read, for a broken one
 
 
 def list_stacks() -> list[StackSummary]:
+    """Every stack; one whose files cannot be read is listed as broken with the reason,
+    so it never hides the others."""
+    from mlrig.errors import MlrigError
+
     result = []
     for name in contract.list_names():
-        out = contract.load(name)
+        try:
+            out = contract.load(name)
+        except MlrigError as exc:
+            result.append(StackSummary(name, "broken", "-", "-", "-", exc.one_line()))
+            continue
         result.append(
             StackSummary(
                 out.name, out.kind, out.mlflow_tracking_uri, out.registry_url, out.dvc_remote_url

@@ -337,3 +337,70 @@ def test_a_real_server_stops_a_chunked_body_at_the_limit(running: Any) -> None:
     chunk = b"%x\r\n%s\r\n" % (600, b"x" * 600)
     answer = _raw_exchange(host, port, head + chunk * 2)  # 1200 bytes, and no final chunk
     assert b" 413 " in answer.partition(b"\r\n")[0]
+
+
+# -- a big batch is decoded in slices, so no single C call holds the interpreter lock long -------
+JSON_DOCS = [
+    b' { "a" : [ [1,2] , [3, 4] ] , "b": {"c": [{"x": 1}, {"y": [1]}]} } ',
+    b"[]",
+    b"{}",
+    b"[{}]",
+    b"[[]]",
+    b'"str"',
+    b'{"a":NaN}',
+    b'{"a":1,"a":2}',
+    b'\xef\xbb\xbf{"a":1}',
+    '{"\u00fc": "\u00e9"}'.encode(),
+    '{"a": [[1]]}'.encode("utf-16"),
+    b'{"d": {"data": [[1,2],[3,"x"]], "columns": ["a"]}}',
+    b'{"r": [{"a": 1}, {"a": 2}]}',
+    # and every error json.loads raises
+    b'{"a":1,}',
+    b"[[1],]",
+    b'{"a" 1}',
+    b'{"a":1} x',
+    b"{1:2}",
+    b"",
+    b" ",
+    b"[1, 2",
+    b'{"a": [[1], [2]]',
+    b"[[1,2]]]",
+    b'{"a":[[1,2]] ,}',
+    b"\xff{}",
+]
+
+
+@pytest.mark.parametrize("doc", JSON_DOCS)
+def test_sliced_json_decoding_is_json_loads(doc: bytes) -> None:
+    def outcome(loads: Callable[[bytes], Any]) -> tuple[str, Any]:
+        try:
+            return "ok", json.dumps(loads(doc))  # dumps: NaN == NaN
+        except ValueError as exc:
+            return "error", type(exc)
+
+    assert outcome(serve._loads_sliced) == outcome(json.loads)
+
+
+def test_sliced_prediction_encoding_is_json_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(serve, "ROWS_PER_SLICE", 3)
+    for predictions in ([], [1], list(range(10)), [{"a": 1.5}] * 7, "x"):
+        want = json.dumps({"predictions": predictions}).encode()
+        assert serve._dumps_predictions(predictions) == want
+
+
+def test_collection_pauses_while_any_big_batch_scores_and_resumes_after() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with serve.GC_PAUSE:
+        with serve.GC_PAUSE:  # two batches at once
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with serve.GC_PAUSE:
+            pass
+        assert not gc.isenabled()  # it was off before: left off
+    finally:
+        gc.enable()

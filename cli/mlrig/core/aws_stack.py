@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import secrets as _secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,13 +18,11 @@ from typing import Any
 
 from mlrig import contract, paths
 from mlrig.contract import OutputNames, StackOutputs
+from mlrig.core import aws_inputs
 from mlrig.errors import Conflict, UsageError
 
 Progress = Callable[[str], None]
 PASSPHRASE_ENV = "PULUMI_CONFIG_PASSPHRASE"
-_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d$")
-_REPO = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
-_DOMAIN = re.compile(r"^(?=.{4,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 SECRET_KEYS = ("dbPassword", "adminPassword", "flaskSecret")
 
 
@@ -43,23 +40,14 @@ class AwsStackRequest:
         from mlrig.infra.config import PROFILES
 
         contract.validate_stack_name(self.name)
-        if not _REGION.match(self.region):
-            raise UsageError(f"invalid AWS region {self.region!r}", hint="e.g. us-east-1")
+        aws_inputs.check_region(self.region)
         if self.profile not in PROFILES:
             raise UsageError(
                 f"unknown profile {self.profile!r}",
                 hint=f"use one of: {', '.join(sorted(PROFILES))}",
             )
-        if self.github_repo is not None and not _REPO.match(self.github_repo):
-            raise UsageError(
-                f"invalid --github-repo {self.github_repo!r}",
-                hint="use owner/repo, e.g. acme/churn-model",
-            )
-        if self.domain is not None and not _DOMAIN.match(self.domain):
-            raise UsageError(
-                f"invalid --domain {self.domain!r}",
-                hint="a lowercase DNS name whose parent zone is in Route 53",
-            )
+        aws_inputs.check_github_repo(self.github_repo)
+        aws_inputs.check_domain(self.domain)
         return self
 
 

@@ -194,8 +194,10 @@ def plan_config(
     domain: str | None = None,
 ) -> Any:
     """The StackConfig a plan renders: every part on, secrets replaced by a label."""
+    from mlrig.core import aws_inputs
     from mlrig.infra.config import PROFILES, Secrets, StackConfig
 
+    aws_inputs.check(region, github_repo, domain)
     if profile not in PROFILES:
         raise UsageError(
             f"unknown profile {profile!r}", hint=f"use one of: {', '.join(sorted(PROFILES))}"

@@ -3,17 +3,28 @@ each rule checked on its own, so an error says which one failed."""
 
 from __future__ import annotations
 
+import functools
 import keyword
 import re
 import sys
 
+from mlrig.core import aws_inputs
 from mlrig.errors import UsageError
 
 NAME_MIN, NAME_MAX = 2, 64
 _NAME_HINT = "use lowercase letters, digits and single underscores, starting with a letter"
 _ECR_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _DVC_BAD = set(",#:@/\\")
-_GITHUB_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+# The generated repo runs its stages with PYTHONPATH=src, so a package named like one of
+# these would be imported instead of the real module and `dvc repro` would fail on it.
+PIPELINE_IMPORTS = frozenset(
+    {
+        "mlflow", "sklearn", "pandas", "numpy", "scipy", "joblib", "dvc", "yaml", "mlrig",
+        "pytest", "pyarrow", "requests", "sqlalchemy", "pydantic", "cloudpickle", "boto3",
+        "botocore", "s3fs", "fsspec", "git", "click", "typer", "rich", "flask", "fastapi",
+        "uvicorn", "packaging", "threadpoolctl", "docker", "matplotlib", "skops",
+    }
+)  # fmt: skip
 
 
 def validate_project_name(name: str) -> str:
@@ -51,7 +62,23 @@ def validate_project_name(name: str) -> str:
             f"{name!r} as a Python package",
             hint=f"try --name {name}_model",
         )
+    if name in PIPELINE_IMPORTS or name in _installed_modules():
+        who = "the generated pipeline" if name in PIPELINE_IMPORTS else "the pipeline's tools"
+        raise UsageError(
+            f"project name {name!r} would shadow the Python module {name!r} that {who} "
+            "import (`dvc repro` would fail on it)",
+            hint=f"try --name {name}_model",
+        )
     return name
+
+
+@functools.cache
+def _installed_modules() -> frozenset[str]:
+    """Top-level module names of every installed distribution: what the pipeline's
+    dependencies may import, beyond the ones it imports itself."""
+    from importlib.metadata import packages_distributions
+
+    return frozenset(packages_distributions())
 
 
 def derive_project_name(directory: str) -> str:
@@ -67,10 +94,8 @@ def derive_project_name(directory: str) -> str:
 
 
 def validate_github_repo(value: str) -> str:
-    """`owner/repo` (the CI workflow's OIDC subject), or empty when not known yet."""
-    if value and not _GITHUB_RE.match(value):
-        raise UsageError(
-            f"--github-repo {value!r} is not of the form owner/repo",
-            hint="e.g. --github-repo acme/churn-model",
-        )
+    """`owner/repo` (the CI workflow's OIDC subject), or empty when not known yet; the same
+    rule as the AWS stack's CI role."""
+    if value:
+        aws_inputs.check_github_repo(value)
     return value

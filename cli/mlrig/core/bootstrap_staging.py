@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from mlrig.errors import Conflict
+from mlrig.errors import Conflict, UsageError
 
 
 def check_target(target: Path, force: bool) -> None:
@@ -51,14 +51,46 @@ def refuse_collisions(staging: Path, target: Path) -> None:
 @contextlib.contextmanager
 def staging_dir(target: Path) -> Iterator[Path]:
     """A fresh directory next to target (same file system, so the final move is a rename),
-    removed if the block fails."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.mlrig-init-", dir=target.parent))
+    removed if the block fails, together with any parent directory made for it."""
+    made: list[Path] = []
+    try:
+        made = _make_parents(target.parent)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.mlrig-init-", dir=target.parent))
+    except OSError as exc:
+        _remove_empty(made)
+        raise UsageError(
+            f"cannot create {target.name!r} in {target.parent}: {exc.strerror or exc}",
+            hint="choose a directory you can write to",
+        ) from exc
     try:
         yield staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        _remove_empty(made)
         raise
+
+
+def _make_parents(directory: Path) -> list[Path]:
+    """mkdir -p that returns what it created, outermost first."""
+    missing = [d for d in (directory, *directory.parents) if not d.exists()][::-1]
+    made = []
+    try:
+        for d in missing:
+            try:
+                d.mkdir()
+            except FileExistsError:  # made by someone else meanwhile: not ours to remove
+                continue
+            made.append(d)
+    except OSError:
+        _remove_empty(made)
+        raise
+    return made
+
+
+def _remove_empty(made: list[Path]) -> None:
+    for d in reversed(made):
+        with contextlib.suppress(OSError):
+            d.rmdir()
 
 
 def place(staging: Path, target: Path) -> None:

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from mlrig.errors import DependencyMissing, RemoteError, ServiceError
+from mlrig.errors import Conflict, DependencyMissing, RemoteError, ServiceError, UsageError
 
 ENGINE_HINT = "start it with `scripts/setup.sh` (as root) or `mlrig setup engine`"
 
@@ -48,7 +48,20 @@ def image_exists(ref: str) -> bool:
         client().images.get(ref)
     except docker.errors.ImageNotFound:
         return False
+    except docker.errors.APIError as exc:
+        raise _bad_reference(ref, exc) from exc
     return True
+
+
+def _bad_reference(ref: str, exc: Exception) -> Exception:
+    """The engine's 400 for a malformed name as a usage error; anything else as is."""
+    if getattr(exc, "status_code", None) == 400:
+        reason = str(getattr(exc, "explanation", "") or exc).rsplit(": ", 1)[-1]
+        return UsageError(
+            f"{ref!r} is not a valid image reference ({reason})",
+            hint="use NAME[:TAG] in lowercase, e.g. mlrig/churn:v3",
+        )
+    return exc
 
 
 def consume_stream(
@@ -95,6 +108,8 @@ def image_info(ref: str) -> ImageInfo | None:
         info = client().api.inspect_image(ref)
     except docker.errors.ImageNotFound:
         return None
+    except docker.errors.APIError as exc:
+        raise _bad_reference(ref, exc) from exc
     labels = (info.get("Config") or {}).get("Labels") or {}
     return ImageInfo(str(info["Id"]), int(info.get("Size", 0)), dict(labels))
 
@@ -163,15 +178,24 @@ def push_image(
     return _aux(consume_stream(stream, f"pushing {repository}:{tag}", on_chunk=on_chunk), "Digest")
 
 
-def run_container(image: str, *, name: str, environment: dict[str, str]) -> str:
-    """Start image detached on host networking (never pulls); the container's ID."""
+def run_container(
+    image: str, *, name: str, environment: dict[str, str], memory_bytes: int | None = None
+) -> str:
+    """Start image detached on host networking (never pulls); the container's ID.
+    memory_bytes caps its memory, swap included (the kernel OOM-kills it beyond)."""
     import docker.errors
 
+    limits = {"mem_limit": memory_bytes, "memswap_limit": memory_bytes} if memory_bytes else {}
     try:
         container = client().containers.run(
-            image, detach=True, name=name, network_mode="host", environment=environment
+            image, detach=True, name=name, network_mode="host", environment=environment, **limits
         )
     except docker.errors.APIError as exc:
+        if exc.status_code == 409:
+            raise Conflict(
+                f"a container named {name} already exists (kept from an earlier run?)",
+                hint=f"remove it with `docker rm -f {name}`, or pass another --port",
+            ) from exc
         raise ServiceError(f"starting {image} failed: {exc.explanation or exc}") from exc
     return str(container.id)
 

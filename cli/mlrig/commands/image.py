@@ -49,8 +49,10 @@ def build(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every layer.")] = False,
 ) -> None:
     """Build a serving image: dependencies layer keyed by the model's pins, model last."""
-    from mlrig.core import image
+    from mlrig.core import image, image_model
 
+    if model is not None:
+        image_model.check_uri(model)  # before the base image or the stack is touched
     with err_console().status("building the serving image"):
         built = image.build(
             model,
@@ -85,7 +87,7 @@ def push(
         ),
     ] = None,
 ) -> None:
-    """Push to the stack's registry; tags are immutable and the digest is verified."""
+    """Push to the stack's registry, never overwriting a tag; the digest is verified."""
     from mlrig.core import serving_push, stacks
     from mlrig.core.image_last_built import last_built
 
@@ -111,7 +113,21 @@ def run(
         str | None,
         typer.Argument(metavar="[IMAGE]", help="Local image (default: the last one built)."),
     ] = None,
-    port: Annotated[int, typer.Option("--port", "-p", help="Port on 127.0.0.1.")] = 8080,
+    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on.")] = 8080,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on. The server has no authentication: 0.0.0.0 exposes "
+            "it to the network."
+        ),
+    ] = "127.0.0.1",
+    memory: Annotated[
+        str,
+        typer.Option(
+            help="Memory limit of the container, swap included (docker units: 512m, 2g); "
+            "beyond it the server is killed, not the host."
+        ),
+    ] = "1g",
     smoke: Annotated[
         bool,
         typer.Option(
@@ -119,15 +135,26 @@ def run(
         ),
     ] = False,
     keep: Annotated[
-        bool, typer.Option("--keep", help="With --smoke: leave the server running.")
+        bool,
+        typer.Option(
+            "--keep",
+            help="Keep the container: with --smoke, leave the server running; if it fails, "
+            "keep it for `docker logs`.",
+        ),
     ] = False,
 ) -> None:
     """Start the image locally (host networking, no pulls) and wait until it is healthy."""
     from mlrig.core import image_run
 
     with err_console().status("starting the model server"):
-        running = image_run.run(image_ref, port=port, smoke=smoke, keep=keep)
-    console().print(f"[green]healthy[/] in {running.seconds_to_healthy:.1f} s at {running.url}")
+        running = image_run.run(
+            image_ref, port=port, host=host, memory=memory, smoke=smoke, keep=keep
+        )
+    console().print(
+        f"[green]healthy[/] in {running.seconds_to_healthy:.1f} s at {running.url} "
+        f"(listening on {running.bind}, memory limit {running.memory_bytes / 2**20:.0f} MiB)",
+        highlight=False,
+    )
     if running.smoke_predictions is not None:
         console().print(
             f"[green]smoke check passed[/]: predictions {running.smoke_predictions}",

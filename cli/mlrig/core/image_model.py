@@ -19,6 +19,7 @@ from mlrig.errors import ConfigError, UsageError
 ANSWERS_FILE = stacks.ANSWERS_FILE
 _RUN_URI = re.compile(r"^runs:/(?P<run>[0-9a-f]{8,64})(/|$)")
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(/(?P<version>[^/]+)|@(?P<alias>[^/]+))/?$")
+_URI_FORMS = "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/ID/PATH"
 
 
 @contextlib.contextmanager
@@ -58,18 +59,25 @@ def default_model_uri(repo: Path) -> str:
     return f"models:/{name}/{max(int(v.version) for v in versions)}"
 
 
+def check_uri(uri: str) -> str:
+    """A model the tracking server holds (models:/ or runs:/), so the image's labels can name
+    its version or run; never a path or another scheme (`file:///etc` would pack /etc)."""
+    if not uri.startswith(("models:", "runs:")):
+        raise UsageError(
+            f"--model {uri!r} is not an MLflow registry or run URI",
+            hint=f"use {_URI_FORMS}; log a local model to MLflow first",
+        )
+    return uri
+
+
 def describe(uri: str) -> tuple[str | None, str | None, str | None]:
     """(registered name, version, run id) behind a model URI."""
+    check_uri(uri)
     if run := _RUN_URI.match(uri):
         return None, None, run["run"]
     match = _MODEL_URI.match(uri)
     if not match:
-        if uri.startswith(("models:", "runs:")):
-            raise UsageError(
-                f"cannot parse model URI {uri!r}",
-                hint="use models:/NAME/VERSION, models:/NAME@ALIAS or runs:/ID/PATH",
-            )
-        return None, None, None
+        raise UsageError(f"cannot parse model URI {uri!r}", hint=f"use {_URI_FORMS}")
     name = match["name"]
     if match["alias"]:
         mv = mlflow_adapter.model_version_by_alias(name, match["alias"], uri=uri)

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig.adapters import ecr
-from mlrig.core import image, image_model, serving_model, serving_push
+from mlrig.core import image, image_model, image_run, serving_model, serving_push
 from mlrig.errors import UsageError
 from mlrig.main import app
 
@@ -184,6 +184,58 @@ def test_cli_rejects_bad_platform(mlrig_home: Path) -> None:
     assert result.exit_code == 2
     assert "unsupported platform" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("1g", 1 << 30), ("512M", 512 << 20), ("8192k", 8 << 20), ("8388608", 8 << 20)],
+)
+def test_memory_limits_in_docker_units(text: str, size: int) -> None:
+    assert image_run.memory_bytes(text) == size
+
+
+@pytest.mark.parametrize(("text", "why"), [("lots", "not a size"), ("1.5g", "not a size"),
+                                           ("-1g", "not a size"), ("5m", "minimum")])  # fmt: skip
+def test_bad_memory_limits(text: str, why: str) -> None:
+    with pytest.raises(UsageError, match=why):
+        image_run.memory_bytes(text)
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8080"),
+        ("0.0.0.0", "http://127.0.0.1:8080"),  # noqa: S104 - every interface: reached via loopback
+        ("::", "http://[::1]:8080"),
+        ("::1", "http://[::1]:8080"),
+        ("10.1.2.3", "http://10.1.2.3:8080"),
+    ],
+)
+def test_the_server_is_reached_where_it_binds(host: str, url: str) -> None:
+    assert image_run._local_url(image_run.bind_address(host), 8080) == url
+
+
+def test_the_default_bind_is_loopback_only() -> None:
+    import inspect
+
+    assert image_run.DEFAULT_HOST == "127.0.0.1"
+    assert inspect.signature(image_run.run).parameters["host"].default == "127.0.0.1"
+    with pytest.raises(UsageError, match="not an IP address"):
+        image_run.bind_address("localhost")
+
+
+@pytest.mark.parametrize("uri", ["file:///etc", "/tmp/model", "s3://b/model", "mlruns/0/x"])
+def test_build_takes_only_registry_and_run_uris(uri: str) -> None:
+    with pytest.raises(UsageError, match="not an MLflow registry or run URI"):
+        image_model.check_uri(uri)
+    with pytest.raises(UsageError, match="not an MLflow registry or run URI"):
+        image_model.describe(uri)
+
+
+def test_registry_and_run_uris_pass_the_check() -> None:
+    for uri in ("models:/m/1", "models:/m@champion", "runs:/0123abcd/model"):
+        assert image_model.check_uri(uri) == uri
+    assert image_model.describe("runs:/0123abcd/model") == (None, None, "0123abcd")
 
 
 def test_cli_push_without_stack_or_image(mlrig_home: Path) -> None:

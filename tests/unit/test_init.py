@@ -67,10 +67,49 @@ def test_underivable_directory_asks_for_name() -> None:
     assert err.value.hint == "pass --name NAME"
 
 
+@pytest.mark.parametrize("name", ["mlflow", "sklearn", "pandas", "numpy", "dvc", "yaml", "mlrig"])
+def test_names_that_shadow_a_pipeline_import_are_refused(name: str) -> None:
+    """The stages run with PYTHONPATH=src: a package called mlflow would break `dvc repro`."""
+    with pytest.raises(UsageError) as err:
+        bootstrap.validate_project_name(name)
+    assert "would shadow the Python module" in err.value.message
+    assert "the generated pipeline import" in err.value.message
+    assert err.value.hint == f"try --name {name}_model"
+    with pytest.raises(UsageError, match="pass --name NAME"):
+        bootstrap.derive_project_name(name)
+
+
+def test_a_name_some_installed_package_uses_is_refused() -> None:
+    # pluggy comes with pytest; a src/pluggy package would be imported in its place
+    with pytest.raises(UsageError, match="would shadow the Python module 'pluggy'"):
+        bootstrap.validate_project_name("pluggy")
+
+
+def test_staging_failure_removes_the_parents_it_made(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import tempfile
+
+    from mlrig.core import bootstrap_staging
+
+    def full(*_a: object, **_k: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    target = tmp_path / "a" / "b" / "repo"
+    with (
+        pytest.raises(UsageError, match="cannot create 'repo' in .*No space left on device"),
+        bootstrap_staging.staging_dir(target),
+    ):
+        pass
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_github_repo_format() -> None:
     assert bootstrap.validate_github_repo("acme/churn-model") == "acme/churn-model"
     assert bootstrap.validate_github_repo("") == ""
-    for bad in ("acme", "acme/churn/x", "https://github.com/acme/churn"):
+    for bad in ("acme", "acme/churn/x", "https://github.com/acme/churn", "-acme/x", "acme/.."):
         with pytest.raises(UsageError):
             bootstrap.validate_github_repo(bad)
 

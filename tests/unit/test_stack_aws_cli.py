@@ -58,6 +58,11 @@ def no_pulumi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         (["--domain", "Not A Domain"], "invalid --domain"),
         (["--profile", "huge"], "unknown profile 'huge'"),
         (["--region", "moon-1"], "invalid AWS region 'moon-1'"),
+        (["--region", "mars-1"], "invalid AWS region 'mars-1'"),
+        (["--domain", "a..b"], "invalid --domain 'a..b'"),
+        (["--domain", "not a domain!"], "invalid --domain 'not a domain!'"),
+        (["--github-repo", "-acme/churn"], "invalid --github-repo '-acme/churn'"),
+        (["--github-repo", "acme/.."], "invalid --github-repo 'acme/..'"),
         (["--local"], "--local and --aws exclude each other"),
     ],
 )

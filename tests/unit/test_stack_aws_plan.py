@@ -77,3 +77,37 @@ def test_unknown_profile_is_one_line() -> None:
     assert result.exit_code == 2
     assert "unknown profile 'huge'" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--region", "mars-1"], "invalid AWS region 'mars-1'"),
+        (["--domain", "a..b"], "invalid --domain 'a..b'"),
+        (["--domain", "not a domain!"], "invalid --domain 'not a domain!'"),
+        (["--github-repo", "not a repo"], "invalid --github-repo 'not a repo'"),
+        (["--github-repo", "acme/churn/x"], "invalid --github-repo 'acme/churn/x'"),
+    ],
+)
+def test_plan_refuses_what_up_refuses(args: list[str], expected: str) -> None:
+    """The same checks as `stack up --aws` (core.aws_inputs), before anything is planned."""
+    result = runner.invoke(app, ["stack", "plan", "--json", *args])
+    assert result.exit_code == 2, result.output
+    assert expected in " ".join(result.output.split())
+    assert "Traceback" not in result.output and "resources" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("region", "repo", "domain"),
+    [
+        ("us-gov-west-1", "a/b", "ml.example.io"),
+        ("ap-southeast-10", "Acme-Corp/churn.model_v2", "mlflow.team-a.example.com"),
+        ("us-isob-east-1", "x/.github", "a.xn--p1ai"),
+    ],
+)
+def test_aws_inputs_accept_real_values(region: str, repo: str, domain: str) -> None:
+    from mlrig.core import aws_inputs, aws_stack
+
+    aws_inputs.check(region, repo, domain)
+    req = aws_stack.AwsStackRequest(name="t1", region=region, github_repo=repo, domain=domain)
+    assert req.validate() is req

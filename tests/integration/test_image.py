@@ -217,6 +217,152 @@ def test_running_server_speaks_mlflow_protocol(v1: dict) -> None:
         docker_adapter.client().containers.get(running.container).remove(force=True)
 
 
+def listening(container: str, port: int) -> set[str]:
+    """Local addresses (kernel hex) of every socket listening on port, read from
+    /proc/net/tcp{,6} inside the container (host networking: the host's own sockets)."""
+    from mlrig.adapters import docker as docker_adapter
+
+    script = (
+        "for f in ('/proc/net/tcp', '/proc/net/tcp6'):\n"
+        "    for line in open(f).readlines()[1:]:\n"
+        "        p = line.split()\n"
+        "        if p[3] == '0A': print(p[1])\n"
+    )
+    result = docker_adapter.client().containers.get(container).exec_run(["python", "-c", script])
+    assert result.exit_code == 0, result.output
+    found = set()
+    for local in bytes(result.output).decode().split():
+        addr, hex_port = local.split(":")
+        if int(hex_port, 16) == port:
+            found.add(addr)
+    return found
+
+
+LOOPBACK_V4 = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
+ANY_V4 = "00000000"
+
+
+def test_run_listens_on_loopback_only_with_a_memory_limit(v1: dict) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    port = free_port()
+    name = f"mlrig-serve-{port}"
+    result = runner.invoke(
+        app, ["image", "run", v1["built"].ref, "--port", str(port), "--memory", "768m"]
+    )
+    try:
+        assert result.exit_code == 0, result.output
+        out = " ".join(result.output.split())
+        assert f"listening on 127.0.0.1:{port}, memory limit 768 MiB" in out
+        assert requests.get(f"http://127.0.0.1:{port}/ping", timeout=5).status_code == 200
+        assert listening(name, port) == {LOOPBACK_V4}  # nothing on 0.0.0.0 or another address
+        host_config = docker_adapter.client().api.inspect_container(name)["HostConfig"]
+        assert host_config["Memory"] == 768 * 2**20
+        assert host_config["MemorySwap"] == 768 * 2**20  # no swap beyond the limit
+    finally:
+        docker_adapter.client().api.remove_container(name, force=True)
+
+
+def test_run_defaults_to_loopback_and_1g_and_binds_what_host_says(v1: dict) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    running = image_run.run(v1["built"].ref, port=free_port())
+    try:
+        port = int(running.url.rsplit(":", 1)[1])
+        assert running.bind == f"127.0.0.1:{port}" and running.url == f"http://127.0.0.1:{port}"
+        assert listening(running.container, port) == {LOOPBACK_V4}
+        memory = docker_adapter.client().api.inspect_container(running.container)["HostConfig"]
+        assert memory["Memory"] == running.memory_bytes == 2**30
+    finally:
+        docker_adapter.remove_container(running.container)
+    # an explicit --host is honoured and reported; it is still checked through loopback only
+    wide = image_run.run(v1["built"].ref, port=free_port(), host="0.0.0.0")  # noqa: S104
+    try:
+        port = int(wide.url.rsplit(":", 1)[1])
+        assert wide.bind == f"0.0.0.0:{port}" and wide.url == f"http://127.0.0.1:{port}"
+        assert listening(wide.container, port) == {ANY_V4}
+    finally:
+        docker_adapter.remove_container(wide.container)
+
+
+def derived_image(base: str, tag: str, tmp_path: Path, dockerfile: str) -> str:
+    from mlrig.adapters import docker as docker_adapter
+
+    (tmp_path / "Dockerfile").write_text(f"FROM {base}\n{dockerfile}")
+    docker_adapter.consume_stream(
+        docker_adapter.client().api.build(
+            path=str(tmp_path), tag=tag, network_mode="host", decode=True, rm=True, forcerm=True
+        ),
+        "building",
+    )
+    return tag
+
+
+def serve_containers(port: int) -> list[Any]:
+    from mlrig.adapters import docker as docker_adapter
+
+    exact = {"name": f"^/mlrig-serve-{port}$"}
+    return list(docker_adapter.client().containers.list(all=True, filters=exact))
+
+
+def test_failed_smoke_carries_the_log_or_keeps_the_container(v1: dict, tmp_path: Path) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    # a healthy server whose own input example names a column the model does not have
+    (tmp_path / "serving_input_example.json").write_text(
+        json.dumps({"dataframe_split": {"columns": ["nope"], "data": [[1.0]]}})
+    )
+    ref = derived_image(
+        v1["built"].ref,
+        "mlrig-test/bad-example:1",
+        tmp_path,
+        "COPY serving_input_example.json /opt/model/serving_input_example.json\n",
+    )
+    try:
+        port = free_port()
+        result = runner.invoke(app, ["image", "run", ref, "--port", str(port), "--smoke"])
+        text = " ".join(one_line_error(result, 5).split())
+        assert "to its own input example" in text and "container log:" in text
+        assert "rerun with --keep" in text and "docker logs" in text
+        assert not serve_containers(port)  # removed, and the error does not point at it
+
+        port = free_port()
+        result = runner.invoke(app, ["image", "run", ref, "--port", str(port), "--smoke", "--keep"])
+        text = " ".join(one_line_error(result, 5).split())
+        name = f"mlrig-serve-{port}"
+        assert f"container kept: `docker logs {name}`, then `docker rm -f {name}`" in text
+        assert [c.name for c in serve_containers(port)] == [name]
+        assert docker_adapter.client().api.logs(name)  # the command it prints works
+    finally:
+        for c in serve_containers(port):
+            c.remove(force=True)
+        docker_adapter.client().api.remove_image(ref)
+
+
+def test_a_server_that_dies_at_start_reports_its_last_log_lines(v1: dict, tmp_path: Path) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    ref = derived_image(
+        v1["built"].ref, "mlrig-test/bad-env:1", tmp_path, "ENV MLRIG_MAX_BODY_BYTES=lots\n"
+    )
+    port = free_port()
+    try:
+        result = runner.invoke(app, ["image", "run", ref, "--port", str(port), "--smoke"])
+        text = " ".join(one_line_error(result, 5).split())
+        assert "exited before it became healthy" in text
+        assert "a limit in the environment is not a number" in text  # from the container's log
+        assert not serve_containers(port)
+        result = runner.invoke(
+            app, ["image", "run", v1["built"].ref, "--port", str(port), "--memory", "40m"]
+        )
+        assert "killed for using more than its --memory limit" in one_line_error(result, 5)
+        assert not serve_containers(port)
+    finally:
+        for c in serve_containers(port):
+            c.remove(force=True)
+        docker_adapter.client().api.remove_image(ref)
+
+
 # -- push to the local stack -------------------------------------------------------------------
 def test_push_verifies_digest_and_repush_is_a_no_op(v1: dict, env: dict) -> None:
     result = runner.invoke(app, ["image", "push", "--stack", "local", v1["built"].ref])

@@ -40,7 +40,8 @@ ENABLE_JOB_EXECUTION = False
 # MLflow's stock basic-auth check answers a non-Basic `Authorization` header (`Bearer ...`,
 # what the MLflow client sends when MLFLOW_TRACKING_TOKEN is set) with a 500 once the cache is
 # on; this guard, plugged in through MLflow's own `authorization_function` setting, turns that
-# into the 401 it should be and then delegates to MLflow's check and cache unchanged.
+# into the 401 it should be, throttles wrong passwords (below), and otherwise delegates to
+# MLflow's check and cache unchanged.
 AUTHORIZATION_FUNCTION = "mlrig.tracking_server:authenticate_request_basic_auth"
 MLFLOW_AUTHORIZATION_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 
@@ -66,25 +67,30 @@ def auth_ini(database_uri: str, default_permission: str = "READ") -> str:
 
 
 # --- Wrong passwords are throttled (inside the server, in front of MLflow's check) ---
-# MLflow runs its password hash (PBKDF2, ~200 ms of CPU on 2 CPUs) for every wrong password:
+# MLflow runs its slow password hash (~200 ms of CPU on 2 CPUs) for every wrong password:
 # its cache holds only successes. A 16-thread flood of wrong passwords took a normal user's
 # request from 28 ms to 1 s median. So after THROTTLE_MAX_FAILURES failures from one source
-# address for one user name within THROTTLE_WINDOW_SECONDS, that pair is answered 429 with
+# address for one user name within THROTTLE_WINDOW_SECONDS, that pair is answered 401 with
 # Retry-After, without a hash, for THROTTLE_BACKOFF_SECONDS; a success clears only its own pair.
-# - 10 in 60 s: a person mistyping, or a script retrying a stale password a few times, stays
-#   under it; a guesser gets 10 tries a minute instead of ~5 a second per thread.
-# - 60 s back-off: a user locked out by their own typos waits a minute (MLflow's client
-#   retries 429 honouring Retry-After, so it recovers by itself); a flood spends all but 10
-#   requests a minute on a 429 that costs no hash.
+# 401, not 429: the credentials were not verified, every client already treats 401 as "not
+# let in" (a stale password keeps getting 401, never a new status), and the body and
+# Retry-After say why and for how long; MLflow's client would instead retry a 429 for minutes.
+# - 30 in 60 s: above what a legitimate client does before someone notices its password went
+#   stale (a job polling every few seconds; tests/integration/test_tracking_auth.py makes 20
+#   stale attempts, then expects the new password to work at once), while a guesser gets 30
+#   tries a minute instead of ~5 a second per thread, and a flood at most 30 hashes a minute
+#   per pair (~6 s of CPU a minute).
+# - 60 s back-off: a client locked out by its own failures waits a minute; a flood spends all
+#   but 30 requests a minute on an answer that costs no hash.
 # - 10,000 pairs, least recently seen dropped first: ~2 MB at most, since keys are 16-byte
 #   digests (a 10 kB user name costs what a short one does); a flood of distinct names can
-#   only evict entries, never grow memory, and each name still costs the attacker 10 requests.
-# Counts are per server process: with N workers a pair gets up to N x 10 tries per window.
-THROTTLE_MAX_FAILURES = 10
+#   only evict entries, never grow memory, and each name still costs the attacker 30 requests.
+# Counts are per server process: with N workers a pair gets up to N x 30 tries per window.
+THROTTLE_MAX_FAILURES = 30
 THROTTLE_WINDOW_SECONDS = 60.0
 THROTTLE_BACKOFF_SECONDS = 60.0
 THROTTLE_MAX_ENTRIES = 10_000
-# A 429 is cheap but not free: through MLflow's middleware and Flask it still costs ~3 ms of
+# That answer is cheap but not free: through MLflow's middleware and Flask it still costs ~3 ms of
 # CPU, so 16 connections looping on it kept a normal request at 6x its median. Holding each
 # throttled answer back for a second turns such a loop into 16 requests a second. The wait
 # holds one of the worker's threads (AnyIO lends Flask 40), so at most 20 wait at once;
@@ -191,8 +197,8 @@ def request_source(remote_addr: str | None, forwarded_for: str | None, hops: int
 
 
 def authenticate_request_basic_auth():  # type: ignore[no-untyped-def]
-    """Runs inside the server: 401 for anything but Basic credentials, 429 for a (source, user)
-    pair in back-off, else MLflow's check, whose failures are counted.
+    """Runs inside the server: 401 for anything but Basic credentials, 401 with Retry-After
+    for a (source, user) pair in back-off, else MLflow's check, whose failures are counted.
 
     Imports Flask and MLflow lazily: this module is also imported by `mlrig --help`. The
     server image gets this file alone (aws_stack copies it), so it imports nothing from mlrig.
@@ -220,8 +226,8 @@ def authenticate_request_basic_auth():  # type: ignore[no-untyped-def]
         seconds = str(int(wait) + 1)
         return Response(
             f"Too many failed logins for this user from this address; retry in {seconds} s.",
-            status=429,
-            headers={"Retry-After": seconds},
+            status=401,
+            headers={"Retry-After": seconds, "WWW-Authenticate": 'Basic realm="mlflow"'},
             mimetype="text/plain",
         )
     result = auth.authenticate_request_basic_auth()

@@ -354,6 +354,10 @@ def container_spec(
     env = plain_env()
     env[ENV_AUTH_CONFIG] = "/tmp/mlflow-auth.ini"
     env[ENV_AUTH_INI] = auth_ini(store)
+    # On AWS the task is reached only through one front door (API Gateway's VPC link or the
+    # ALB; the security group admits nothing else), which appends the client's address to
+    # X-Forwarded-For: the wrong-password throttle keys on that, not on the proxy's address.
+    env[ENV_TRUSTED_PROXY_HOPS] = "1"
     return ContainerSpec(
         image=image,
         command=tuple(command),

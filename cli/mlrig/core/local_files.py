@@ -21,7 +21,11 @@ LOOSE_BITS = 0o077
 
 def private_dir(path: Path) -> Path:
     """Create `path` (and missing parents) as 0700; tighten it when mlrig made it earlier."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    old = os.umask(PRIVATE_UMASK)  # mkdir's mode covers only the last part, umask all
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    finally:
+        os.umask(old)
     if path.stat().st_mode & LOOSE_BITS:
         os.chmod(path, 0o700)
     return path

@@ -339,6 +339,40 @@ def test_failed_smoke_carries_the_log_or_keeps_the_container(v1: dict, tmp_path:
         docker_adapter.client().api.remove_image(ref)
 
 
+def test_the_image_refuses_an_oversized_body_before_reading_it(v1: dict, tmp_path: Path) -> None:
+    """The body limit holds in the built image (its own HTTP parser), not only in-process."""
+    from mlrig.adapters import docker as docker_adapter
+
+    limit = 4096
+    ref = derived_image(
+        v1["built"].ref, "mlrig-test/small-body:1", tmp_path, f"ENV MLRIG_MAX_BODY_BYTES={limit}\n"
+    )
+    running = image_run.run(ref, port=free_port())
+    try:
+        url = f"{running.url}/invocations"
+        csv = {"Content-Type": "text/csv"}
+        declared = requests.post(url, data=b"x" * (limit + 1), headers=csv, timeout=10)
+        assert declared.status_code == 413, declared.text
+        assert declared.json()["error_code"] and str(limit) in declared.json()["message"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: refused once it passes the limit
+            for _ in range(16):
+                yield b"y" * 1024
+
+        streamed = requests.post(url, data=chunks(), headers=csv, timeout=10)
+        assert streamed.status_code == 413, streamed.text
+        # the server is still up and answers a request under the limit as before
+        from sklearn.datasets import load_breast_cancer
+
+        small = load_breast_cancer(as_frame=True).data.head(1).to_csv(index=False)
+        assert len(small) < limit
+        ok = requests.post(url, data=small, headers=csv, timeout=10)
+        assert ok.status_code == 200 and ok.json() == {"predictions": v1["expected"][:1]}
+    finally:
+        docker_adapter.remove_container(running.container)
+        docker_adapter.client().api.remove_image(ref)
+
+
 def test_a_server_that_dies_at_start_reports_its_last_log_lines(v1: dict, tmp_path: Path) -> None:
     from mlrig.adapters import docker as docker_adapter
 

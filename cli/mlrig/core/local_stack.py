@@ -11,41 +11,31 @@ from __future__ import annotations
 import contextlib
 import errno
 import shutil
-import signal
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 
-from mlrig import contract, tracking_server
-from mlrig.adapters import processes, registry
+from mlrig import contract
+from mlrig.adapters import processes
 from mlrig.contract import StackOutputs
+from mlrig.core import interrupts, local_config, stack_lock
 from mlrig.core import local_services as services
-from mlrig.core import secrets, stack_lock
 from mlrig.core.local_files import is_storage, private_dir, private_umask, storage_error
 from mlrig.core.local_services import free_port, port_is_free
 from mlrig.core.local_state import (
-    REGISTRY_USER,
     Layout,
     LocalState,
     recover_state,
     restore_secrets,
     write_state,
 )
-from mlrig.errors import ConfigError, MlrigError, ServiceError, UsageError
+from mlrig.errors import ConfigError, ServiceError, UsageError
 
-__all__ = ["LocalStack", "ServiceStatus", "Terminated", "free_port", "port_is_free"]
+__all__ = ["LocalStack", "ServiceStatus", "free_port", "port_is_free"]
 
 Progress = Callable[[str], None]
 NEARLY_FULL = 2 * 1024 * 1024  # bytes free under which a service's failure is the disk's
-
-
-class Terminated(MlrigError):
-    """`up` was stopped by SIGTERM/SIGHUP (a CI cancel, `timeout`); it cleaned up first."""
-
-    exit_code = 143
 
 
 @dataclass(frozen=True)
@@ -56,32 +46,6 @@ class ServiceStatus:
     url: str
     log: Path
     detail: str = ""
-
-
-@contextlib.contextmanager
-def _terminate_as_exception(name: str) -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into an exception so `up` rolls back as it does on Ctrl-C; a
-    second signal during the clean-up is ignored rather than interrupting it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    fired: list[int] = []
-
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if fired:
-            return
-        fired.append(signum)
-        raise Terminated(
-            f"`stack up` of '{name}' was stopped by {signal.Signals(signum).name}",
-            hint=f"run `mlrig stack up --name {name}` to finish it",
-        )
-
-    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, previous in old.items():
-            signal.signal(sig, previous)
 
 
 def _nearly_full(path: Path) -> bool:
@@ -138,60 +102,6 @@ class LocalStack(Layout):
             name=self.name, mlflow_port=mport, registry_port=rport, created_at=datetime.now(UTC)
         )
 
-    # -- files --------------------------------------------------------------------------------
-    def _write_configs(self, state: LocalState, made: list[str], progress: Progress) -> set[str]:
-        """Write each service's config from the secrets; return the services that must
-        restart to see a changed one. A regenerated password is set in its store."""
-        restart: set[str] = set()
-        db_uri = f"sqlite:///{self.auth_db.resolve()}"
-        contract.atomic_write(
-            self.mlflow_dir / "auth.ini", tracking_server.auth_ini(db_uri), mode=0o600
-        )
-        if "mlflow-admin" in made and self.auth_db.exists():
-            from mlrig.adapters import mlflow as mlflow_adapter
-
-            password = secrets.read_secret_file(self.secret_file("mlflow-admin"))
-            if mlflow_adapter.set_auth_password(
-                self.auth_db, tracking_server.ADMIN_USERNAME, password
-            ):
-                progress("the MLflow admin password was lost: a new one is set in MLflow")
-        if "mlflow-flask" in made:
-            restart.add("mlflow")
-        reg_pw = secrets.read_secret_file(self.secret_file("registry"))
-        if "registry" in made or not self.htpasswd.exists():
-            contract.atomic_write(
-                self.htpasswd, registry.htpasswd_line(REGISTRY_USER, reg_pw), mode=0o600
-            )
-            restart.add("registry")
-            if "registry" in made and (self.registry_dir / "config.yml").exists():
-                progress("the registry password was lost: a new one is set in its htpasswd")
-        config = self.registry_dir / "config.yml"
-        text = registry.config_yaml(
-            port=state.registry_port,
-            storage_dir=self.registry_dir / "data",
-            htpasswd=self.htpasswd,
-            http_secret=secrets.read_secret_file(self.secret_file("registry-http")),
-        )
-        old = config.read_text() if config.is_file() else None
-        if old != text:
-            contract.atomic_write(config, text, mode=0o600)
-            restart.add("registry")
-        return restart
-
-    def _launch(self, service: str, state: LocalState, program: tuple[str, str]) -> services.Launch:
-        if service == "mlflow":
-            plan = tracking_server.local_plan(
-                data_dir=self.mlflow_dir,
-                port=state.mlflow_port,
-                admin_password=secrets.read_secret_file(self.secret_file("mlflow-admin")),
-                flask_secret=secrets.read_secret_file(self.secret_file("mlflow-flask")),
-                auth_config_path=(self.mlflow_dir / "auth.ini").resolve(),
-            )
-            return services.Launch(plan.argv, plan.env)
-        kind, where = program
-        argv = [where, "serve", str(self.registry_dir / "config.yml")]
-        return services.Launch(argv, {}, image=where if kind == "image" else None)
-
     # -- lifecycle ----------------------------------------------------------------------------
     def _ensure_running(
         self,
@@ -212,7 +122,7 @@ class LocalStack(Layout):
         port = services.port_of(service, state)
         services.clear_port(self, service, port, progress)
         progress(f"starting {service} on 127.0.0.1:{port}")
-        services.start(self, service, state, self._launch(service, state, program))
+        services.start(self, service, state, local_config.launch(self, service, state, program))
 
     def up(
         self,
@@ -226,7 +136,7 @@ class LocalStack(Layout):
         with (
             stack_lock.hold(self.name, what="up"),
             private_umask(),
-            _terminate_as_exception(self.name),
+            interrupts.terminate_as_exception(self.name),
         ):
             try:
                 return self._up(mlflow_port, registry_port, progress)
@@ -255,7 +165,7 @@ class LocalStack(Layout):
             ):
                 private_dir(folder)
             made = restore_secrets(self)
-            restart = self._write_configs(state, made, progress)
+            restart = local_config.write_configs(self, state, made, progress)
             for service in ("registry", "mlflow"):
                 self._ensure_running(service, state, restart, program, progress)
             outputs = self.outputs(state)

@@ -101,3 +101,22 @@ def test_missing_registry_binary_is_a_machine_failure(
     assert check.status == "fail"
     assert "apt-get install docker-registry" in check.fix
     assert doctor.failed([check]) == [check]
+
+
+def test_following_each_printed_fix_makes_doctor_green(stack: LocalStack) -> None:
+    """Break several links at once; each failing row's fix, done as printed, repairs it."""
+    processes.stop(stack.pid_file("mlflow"))
+    processes.stop(stack.pid_file("registry"))
+    shutil.rmtree(stack.dvc_remote_dir)
+    secret = stack.secret_file("mlflow-admin")
+    secret.unlink()
+    secret.mkdir()  # unreadable even for root
+    broken = {c.name: c for c in doctor.stack_checks("doc") if c.status == "fail"}
+    assert {"mlflow health", "mlflow auth", "registry auth", "dvc remote"} <= set(broken)
+    assert broken["mlflow auth"].fix.startswith("move it away, then run `mlrig stack up`")
+    assert broken["registry auth"].fix == "run `mlrig stack up --name doc`"
+    assert broken["dvc remote"].fix == "run `mlrig stack up --name doc`"
+    secret.rmdir()  # "move it away"
+    stack.up()  # "run `mlrig stack up --name doc`"
+    checks = by_name(doctor.stack_checks("doc"))
+    assert {n: c.status for n, c in checks.items() if c.status != "ok"} == {}

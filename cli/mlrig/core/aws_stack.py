@@ -19,9 +19,9 @@ from typing import Any
 from mlrig import contract, paths
 from mlrig.contract import OutputNames, StackOutputs
 from mlrig.core import aws_inputs
+from mlrig.core.progress import Progress
 from mlrig.errors import Conflict, UsageError
 
-Progress = Callable[[str], None]
 PASSPHRASE_ENV = "PULUMI_CONFIG_PASSPHRASE"
 SECRET_KEYS = ("dbPassword", "adminPassword", "flaskSecret")
 

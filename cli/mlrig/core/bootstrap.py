@@ -14,7 +14,6 @@ Contract with `mlrig image build` (which reads a generated repo):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from mlrig.core.bootstrap_render import stack_answers
 from mlrig.core.bootstrap_repo import configure_remote, remote_local_options, wire_and_commit
 from mlrig.core.bootstrap_template import packaged_template, template_repo
 from mlrig.core.bootstrap_update import UpdateResult, read_answers, update
+from mlrig.core.progress import Progress
 from mlrig.core.stacks import ANSWERS_FILE
 
 __all__ = [
@@ -51,8 +51,6 @@ __all__ = [
     "validate_project_name",
     "write_dataset",
 ]
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

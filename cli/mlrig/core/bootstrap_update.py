@@ -3,7 +3,6 @@ keeps the answers and the version it was rendered from in .copier-answers.yml)."
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,9 @@ from mlrig.adapters import copier, git
 from mlrig.core.bootstrap_render import stack_answers
 from mlrig.core.bootstrap_repo import configure_remote
 from mlrig.core.bootstrap_template import template_repo
+from mlrig.core.progress import Progress
 from mlrig.core.stacks import ANSWERS_FILE
 from mlrig.errors import ConfigError, Conflict, UsageError
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

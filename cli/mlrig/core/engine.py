@@ -12,16 +12,15 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from mlrig import paths, settings
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import processes
+from mlrig.core.progress import Progress
 from mlrig.errors import DependencyMissing, ServiceError
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
-Progress = Callable[[str], None]
 ENGINE_START_TIMEOUT = 60.0
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 # bump when mmdebstrap_argv changes, so machines rebuild an offline base made by an older recipe

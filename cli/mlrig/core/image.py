@@ -12,7 +12,6 @@ import json
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from mlrig.adapters import mlflow as mlflow_adapter
 from mlrig.core import image_last_built, serving_model
 from mlrig.core.image_model import ANSWERS_FILE, default_model_uri, provenance, tracking_env
 from mlrig.core.image_run import run
+from mlrig.core.progress import Progress
 from mlrig.core.serving_model import Provenance
 from mlrig.errors import DependencyMissing, RemoteError, UsageError
 from mlrig.version import __version__
@@ -39,7 +39,6 @@ __all__ = [
     "tracking_env",
 ]
 
-Progress = Callable[[str], None]
 PLATFORMS = ("linux/amd64", "linux/arm64")
 
 

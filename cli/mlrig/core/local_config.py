@@ -6,15 +6,12 @@ registry's htpasswd) and the services that must re-read a changed file are named
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from mlrig import contract, tracking_server
 from mlrig.adapters import registry
 from mlrig.core import secrets
 from mlrig.core.local_services import Launch
 from mlrig.core.local_state import REGISTRY_USER, Layout, LocalState
-
-Progress = Callable[[str], None]
+from mlrig.core.progress import Progress
 
 
 def write_configs(

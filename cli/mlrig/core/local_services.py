@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from mlrig import contract, tracking_server
@@ -14,13 +13,12 @@ from mlrig.contract import StackOutputs
 from mlrig.core import secrets
 from mlrig.core.local_files import PRIVATE_UMASK
 from mlrig.core.local_state import Layout, LocalState
+from mlrig.core.progress import Progress
 from mlrig.errors import CredentialsError, DependencyMissing, MlrigError, PortInUse, ServiceError
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 MLFLOW_START_TIMEOUT = 90.0
 REGISTRY_START_TIMEOUT = 20.0
-
-Progress = Callable[[str], None]
 
 
 def free_port() -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,11 +29,11 @@ from mlrig.core.local_state import (
     restore_secrets,
     write_state,
 )
+from mlrig.core.progress import Progress
 from mlrig.errors import ConfigError, ServiceError, UsageError
 
 __all__ = ["LocalStack", "ServiceStatus", "free_port", "port_is_free"]
 
-Progress = Callable[[str], None]
 NEARLY_FULL = 2 * 1024 * 1024  # bytes free under which a service's failure is the disk's
 
 

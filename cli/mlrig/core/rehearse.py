@@ -14,6 +14,7 @@ from mlrig import tracking_server as ts
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import postgres
 from mlrig.core.local_stack import port_is_free
+from mlrig.core.progress import Progress
 from mlrig.core.rehearse_checks import run_all
 from mlrig.core.rehearse_contract import RunConfig, run_config
 from mlrig.core.rehearse_env import Services, moto_binary, stop_kept
@@ -22,7 +23,6 @@ from mlrig.core.rehearse_model import (
     FAULTS,
     MEMORY_LIMIT_SHARE,
     Check,
-    Progress,
     Report,
     Request,
 )

@@ -17,12 +17,12 @@ from mlrig.adapters import aws, http, postgres, processes
 from mlrig.adapters import docker as docker_adapter
 from mlrig.core import aws_stack, engine
 from mlrig.core.local_stack import free_port
+from mlrig.core.progress import Progress
 from mlrig.core.rehearse_contract import RunConfig, db_names, run_config
 from mlrig.core.rehearse_model import (
     FAULT_WAIT_SECONDS,
     S3_REGION,
     STACK_NAME,
-    Progress,
     Request,
 )
 from mlrig.errors import DependencyMissing, ServiceError, UsageError

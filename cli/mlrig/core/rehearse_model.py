@@ -3,11 +3,9 @@ constants both sides of it share."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-Progress = Callable[[str], None]
 STACK_NAME = "rehearse"  # bucket and database named as `mlrig stack up --aws` names a stack's
 MEMORY_LIMIT_SHARE = 0.80  # a peak above this share of the task memory fails the rehearsal
 HEALTH_TIMEOUT = 300.0

@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 from mlrig import tracking_server as ts
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import http
+from mlrig.core.progress import Progress
 from mlrig.core.rehearse_env import Services
-from mlrig.core.rehearse_model import HEALTH_TIMEOUT, Check, Progress, Report, Request
+from mlrig.core.rehearse_model import HEALTH_TIMEOUT, Check, Report, Request
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 T = TypeVar("T")

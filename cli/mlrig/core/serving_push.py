@@ -17,10 +17,10 @@ from typing import Any
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters.registry import RegistryClient
 from mlrig.contract import Registry, StackOutputs
+from mlrig.core.progress import Progress
 from mlrig.core.serving_model import LABEL_PREFIX
 from mlrig.errors import Conflict, CredentialsError, RemoteError, UsageError
 
-Progress = Callable[[str], None]
 ATTEMPTS = 3
 _TRANSIENT = re.compile(
     r"connection (refused|reset)|EOF|timeout|timed out|broken pipe|"

@@ -7,18 +7,12 @@ render what they return, so no command ever asks which kind a stack is.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlrig import contract
 from mlrig.contract import StackOutputs
-
-Progress = Callable[[str], None]
-
-
-def no_progress(_msg: str) -> None:
-    pass
+from mlrig.core.progress import Progress, no_progress
 
 
 @dataclass(frozen=True)

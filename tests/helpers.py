@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -305,3 +306,15 @@ def statement(resource: PlannedResource, sid: str, key: str = "policy") -> dict[
     found = [s for s in policy_doc(resource, key)["Statement"] if s.get("Sid") == sid]
     assert len(found) == 1, f"{resource.name} has no single statement {sid}"
     return found[0]
+
+
+def load_serving_module(name: str) -> Any:
+    """docker/serving/serve.py loaded as a module under `name`: the image's server, run
+    in-process by the unit tests (it is data shipped into the image, not an mlrig module)."""
+    from mlrig.core import image
+
+    spec = importlib.util.spec_from_file_location(name, image.serving_assets() / "serve.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

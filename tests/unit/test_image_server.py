@@ -7,28 +7,16 @@ Same model, same bodies: status codes, error codes and predictions must match ML
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mlrig.core import image, serving_model
-from tests.helpers import breast_cancer_pipeline
+from mlrig.core import serving_model
+from tests.helpers import breast_cancer_pipeline, load_serving_module
 
-
-def _load_serve() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "mlrig_serve", image.serving_assets() / "serve.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-serve = _load_serve()
+serve = load_serving_module("mlrig_serve")
 
 
 @pytest.fixture(scope="module", params=["skops", "cloudpickle"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import http.client
-import importlib.util
 import json
 import socket
 import threading
@@ -17,21 +16,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlrig.core import image
 from mlrig.wait import wait_until
+from tests.helpers import load_serving_module
 
-
-def _load_serve() -> Any:
-    spec = importlib.util.spec_from_file_location(
-        "mlrig_serve_limits", image.serving_assets() / "serve.py"
-    )
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-serve = _load_serve()
+serve = load_serving_module("mlrig_serve_limits")
 JSON = "application/json"
 
 

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from mlrig import contract, paths
+from mlrig import assets, contract, paths
 from mlrig.contract import OutputNames, StackOutputs
 from mlrig.core import aws_inputs
 from mlrig.core.progress import Progress
@@ -291,9 +291,7 @@ def down(name: str, *, purge: bool, progress: Progress = lambda _m: None) -> Dow
 
 
 def server_build_context() -> Path:
-    from mlrig.core.image import serving_assets
-
-    return serving_assets().parent / "mlflow-server"
+    return assets.docker_dir() / "mlflow-server"
 
 
 def build_server_image(progress: Progress = lambda _m: None, base_image: str | None = None) -> str:

@@ -77,7 +77,7 @@ class Stack(ABC):
 
     def env(self) -> dict[str, str]:
         """Client environment for MLflow, DVC, docker and AWS, secrets resolved."""
-        from mlrig.core.stacks import client_env
+        from mlrig.core.stack_env import client_env
 
         return client_env(self.outputs())
 

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shlex
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlrig import contract
-from mlrig.contract import StackOutputs
-from mlrig.core import secrets
+
+# a stack's client environment lives in stack_env (the façade reads it too); re-exported
+# here because callers think of it as part of "the stack API"
+from mlrig.core.stack_env import client_env as client_env
+from mlrig.core.stack_env import export_lines as export_lines
+from mlrig.core.stack_env import temporary_env as temporary_env
 
 if TYPE_CHECKING:
     from mlrig.core.stack_facade import Stack
@@ -134,53 +135,3 @@ def list_stacks() -> list[StackSummary]:
             )
         )
     return result
-
-
-def client_env(outputs: StackOutputs) -> dict[str, str]:
-    """Environment that configures MLflow, DVC, docker and AWS clients for a stack.
-
-    This resolves secrets: only `stack env` and code that talks to the services call it.
-    """
-    env: dict[str, str] = {
-        "MLRIG_STACK": outputs.name,
-        "MLFLOW_TRACKING_URI": outputs.mlflow_tracking_uri,
-        "MLRIG_REGISTRY_URL": outputs.registry_url,
-        "MLRIG_DVC_REMOTE_URL": outputs.dvc_remote_url,
-    }
-    if outputs.mlflow.auth:
-        env["MLFLOW_TRACKING_USERNAME"] = outputs.mlflow.auth.username
-        env["MLFLOW_TRACKING_PASSWORD"] = secrets.resolve(outputs.mlflow.auth.password)
-    if outputs.registry.auth:
-        env["MLRIG_REGISTRY_USERNAME"] = outputs.registry.auth.username
-        env["MLRIG_REGISTRY_PASSWORD"] = secrets.resolve(outputs.registry.auth.password)
-    if outputs.kind == "aws":
-        # the small profile's HTTP API caps requests at 10 MB: large artifacts go to S3
-        # directly through presigned multipart uploads instead of through the proxy
-        env["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] = "true"
-    if outputs.region:
-        env["AWS_REGION"] = outputs.region
-    if outputs.dvc_remote.endpoint_url:
-        env["AWS_ENDPOINT_URL_S3"] = outputs.dvc_remote.endpoint_url
-    if outputs.dvc_remote.profile:
-        env["AWS_PROFILE"] = outputs.dvc_remote.profile
-    return env
-
-
-def export_lines(env: dict[str, str]) -> str:
-    return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
-
-
-@contextlib.contextmanager
-def temporary_env(values: Mapping[str, str]) -> Iterator[None]:
-    """Set environment variables for a block (MLflow's client reads credentials only from
-    there) and restore the previous values, set or unset, afterwards."""
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value

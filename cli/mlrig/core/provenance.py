@@ -1,0 +1,124 @@
+"""The provenance record `mlrig trace` prints and `mlrig checkout` restores from, and the names
+(run tags, model-version tags, image labels) the pipeline, push and trace agree on."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# -- run tags written by the generated repo's train stage -------------------------------------
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_GIT_REMOTE = "mlrig.git.remote"
+TAG_GIT_DIRTY = "mlrig.git.dirty"
+TAG_DIRTY_FILES = "mlrig.git.dirty_files"  # JSON {path: md5 | "deleted"}
+DIRTY_DELETED = "deleted"
+DIRTY_TOO_MANY = "..."  # the key of the capped form {"...": "too many"}
+TAG_EXP_NAME = "mlrig.exp.name"
+TAG_EXP_BASELINE = "mlrig.exp.baseline"
+TAG_EXP_REF = "mlrig.exp.ref"
+TAG_STAGE = "dvc.stage"
+TAG_DEP_PREFIX = "dvc.dep."
+TAG_OUT_PREFIX = "dvc.out."
+TAG_PARAMS_MD5 = "mlrig.params.md5"
+TAG_REPRO_OF = "mlrig.repro_of"
+REPRO_OF_ENV = "MLRIG_REPRO_OF"
+
+TRAIN_STAGE = "train"
+RUN_FILE = "models/mlflow_run.json"
+MODEL_FILE = "models/model.pkl"
+LOCK_FILE = "dvc.lock"
+EXP_REFS = "refs/exps"
+
+# -- model-version tags written by `mlrig image push` -----------------------------------------
+MV_IMAGE_DIGEST = "mlrig.image.digest"
+MV_IMAGE_REPOSITORY = "mlrig.image.repository"
+MV_IMAGE_REFS = "mlrig.image.refs"  # space-separated host/repository@sha256:...
+
+# -- image labels (the prefix is serving_model.LABEL_PREFIX) -----------------------------------
+LABEL_RUN_ID = "io.mlrig.mlflow.run-id"
+LABEL_MODEL_NAME = "io.mlrig.model.name"
+LABEL_MODEL_VERSION = "io.mlrig.model.version"
+LABEL_GIT_COMMIT = "io.mlrig.git.commit"
+LABEL_GIT_DIRTY = "io.mlrig.git.dirty"
+LABEL_EXP_NAME = "io.mlrig.exp.name"
+LABEL_EXP_REF = "io.mlrig.exp.ref"
+
+FoundBy = Literal["exp-ref", "run-file", "model-and-deps"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageRecord(_Model):
+    digest: str = Field(description="manifest digest sha256:… (or the image ID when local only)")
+    repository: str | None = Field(default=None, description="host/repository it was pushed to")
+    reference: str | None = Field(default=None, description="host/repository@sha256:…")
+    image_id: str | None = Field(default=None, description="config digest on the local engine")
+
+
+class ModelRecord(_Model):
+    name: str
+    version: str
+    aliases: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class RunRecord(_Model):
+    id: str
+    experiment_id: str | None = None
+    experiment: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    metrics: dict[str, float] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class RestorePoint(_Model):
+    """A git commit whose dvc.lock records exactly this run."""
+
+    sha: str
+    found_by: FoundBy
+    ref: str | None = Field(default=None, description="the experiment ref holding sha, if any")
+
+
+class CodeRecord(_Model):
+    commit: str | None = Field(default=None, description="HEAD when the train stage ran")
+    remote: str | None = None
+    dirty: bool = False
+    dirty_files: dict[str, str] = Field(default_factory=dict)
+    exp_name: str | None = None
+    exp_baseline: str | None = None
+    exp_ref: str | None = None
+    params_md5: str | None = None
+    restore_point: RestorePoint | None = None
+    restorable: bool = False
+    reason: str | None = Field(default=None, description="why it is not restorable bit for bit")
+
+
+class DvcRemoteRecord(_Model):
+    name: str
+    url: str
+
+
+class DataRecord(_Model):
+    path: str
+    md5: str
+    role: Literal["dep", "out"]
+    remote: DvcRemoteRecord | None = None
+
+
+class ProvenanceRecord(_Model):
+    """From an image, model version or run back to the workspace that made it."""
+
+    ref: str = Field(description="what was traced, as given")
+    images: list[ImageRecord] = Field(default_factory=list)
+    model: ModelRecord | None = None
+    run: RunRecord
+    code: CodeRecord
+    data: list[DataRecord] = Field(default_factory=list)
+    restore_command: str | None = None
+
+    def expected_hashes(self) -> dict[str, str]:
+        """{path: md5} of every dep and out the run recorded (what a checkout must equal)."""
+        return {d.path: d.md5 for d in self.data}

@@ -191,7 +191,7 @@ def ensure_kind(name: str, kind: str) -> None:
         label = {"aws": "an AWS", "local": "a local"}
         raise Conflict(
             f"stack '{name}' is {label[existing]} stack, not {label[kind]} one",
-            hint=f"use `mlrig stack up {flag} --name {name}`, or pick another name",
+            hint=f"use `mlrig stack up {flag} --stack {name}`, or pick another name",
         )
 
 
@@ -210,7 +210,7 @@ def list_names() -> list[str]:
 def load(name: str) -> StackOutputs:
     """The stack's outputs; any unreadable file is one ConfigError naming it and the fix."""
     path = outputs_path(name)
-    fix = f"run `mlrig stack up --name {name}` (with --aws for an AWS stack) to rewrite it"
+    fix = f"run `mlrig stack up --stack {name}` (with --aws for an AWS stack) to rewrite it"
     if path.is_dir():
         raise ConfigError(
             f"stack outputs file {path} is a directory", hint=f"move it away, then {fix}"
@@ -222,7 +222,7 @@ def load(name: str) -> StackOutputs:
             raise ConfigError(
                 f"stack '{name}' has no {OUTPUTS_FILE} (its first `up` did not finish, or the "
                 "file was deleted)",
-                hint=f"run `mlrig stack up --name {name}`: it rebuilds the file and its services",
+                hint=f"run `mlrig stack up --stack {name}`: it rebuilds the file and its services",
             ) from None
         raise StackNotFound(name, list_names()) from None
     except OSError as exc:

@@ -61,7 +61,7 @@ def test_registry_stopped(stack: LocalStack) -> None:
     checks = by_name(doctor.stack_checks("doc"))
     assert checks["registry auth"].status == "fail"
     assert "unreachable" in checks["registry auth"].detail
-    assert checks["registry auth"].fix == "run `mlrig stack up --name doc`"
+    assert checks["registry auth"].fix == "run `mlrig stack up --stack doc`"
     assert checks["mlflow auth"].status == "ok"
 
 
@@ -69,7 +69,7 @@ def test_mlflow_stopped(stack: LocalStack) -> None:
     processes.stop(stack.pid_file("mlflow"))
     checks = by_name(doctor.stack_checks("doc"))
     assert checks["mlflow health"].status == "fail"
-    assert checks["mlflow health"].fix == "run `mlrig stack up --name doc`"
+    assert checks["mlflow health"].fix == "run `mlrig stack up --stack doc`"
     assert checks["registry auth"].status == "ok"
 
 
@@ -114,9 +114,9 @@ def test_following_each_printed_fix_makes_doctor_green(stack: LocalStack) -> Non
     broken = {c.name: c for c in doctor.stack_checks("doc") if c.status == "fail"}
     assert {"mlflow health", "mlflow auth", "registry auth", "dvc remote"} <= set(broken)
     assert broken["mlflow auth"].fix.startswith("move it away, then run `mlrig stack up`")
-    assert broken["registry auth"].fix == "run `mlrig stack up --name doc`"
-    assert broken["dvc remote"].fix == "run `mlrig stack up --name doc`"
+    assert broken["registry auth"].fix == "run `mlrig stack up --stack doc`"
+    assert broken["dvc remote"].fix == "run `mlrig stack up --stack doc`"
     secret.rmdir()  # "move it away"
-    stack.up()  # "run `mlrig stack up --name doc`"
+    stack.up()  # "run `mlrig stack up --stack doc`"
     checks = by_name(doctor.stack_checks("doc"))
     assert {n: c.status for n, c in checks.items() if c.status != "ok"} == {}

@@ -100,7 +100,7 @@ def test_a_name_keeps_its_kind(mlrig_home: Path) -> None:
     from mlrig.errors import Conflict
 
     contract.save(sample("team").model_copy(update={"kind": "aws"}))
-    expected = "'team' is an AWS stack, not a local one.*stack up --aws --name team"
+    expected = "'team' is an AWS stack, not a local one.*stack up --aws --stack team"
     with pytest.raises(Conflict, match=expected):
         LocalStack("team").up()
     assert not (mlrig_home / "stacks" / "team" / "local.json").exists()

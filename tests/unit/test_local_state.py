@@ -108,7 +108,7 @@ def test_corrupt_outputs_is_one_line_and_list_shows_it_broken(
     write(path)
     with pytest.raises(ConfigError, match=needle) as info:
         contract.load("bad")
-    assert str(path) in info.value.one_line() and "stack up --name bad" in info.value.one_line()
+    assert str(path) in info.value.one_line() and "stack up --stack bad" in info.value.one_line()
     listed = {s.name: s for s in stacks.list_stacks()}
     assert listed["good"].problem == "" and listed["good"].mlflow == "http://127.0.0.1:5000"
     assert listed["bad"].kind == "broken" and needle in listed["bad"].problem

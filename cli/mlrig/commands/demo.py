@@ -58,7 +58,7 @@ def demo(
     nxt = Table(title="try next", show_header=False)
     repo = ctx.facts.get("repository", "REPO")
     for cmd in (
-        f'eval "$(mlrig stack env --name {stack})"   # configure this shell',
+        f'eval "$(mlrig stack env --stack {stack})"   # configure this shell',
         f"cd {repo} && dvc exp show",
         f"cd {repo} && dvc exp run -S train.C=0.5 && dvc metrics diff",
         f"mlrig image run {ctx.facts.get('image', 'IMAGE')} --smoke",

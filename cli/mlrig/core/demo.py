@@ -51,7 +51,7 @@ def _stack_up(ctx: DemoContext) -> str:
     ctx.facts["MLflow UI"] = outputs.mlflow_tracking_uri
     ctx.facts["MLflow login"] = (
         f"{outputs.mlflow.auth.username if outputs.mlflow.auth else '-'}"
-        f" / password: `mlrig stack env --name {ctx.stack}`"
+        f" / password: `mlrig stack env --stack {ctx.stack}`"
     )
     ctx.facts["registry"] = outputs.registry_url
     ctx.facts["DVC remote"] = outputs.dvc_remote_url

@@ -162,7 +162,7 @@ def _reset_fix(outputs: StackOutputs, ref: str) -> str:
         return "check the password source in `mlrig stack outputs`"
     return (
         f"if you changed it on purpose, write the new one into {ref}; otherwise delete that "
-        f"file and run `mlrig stack up --name {outputs.name}`, which sets a new one"
+        f"file and run `mlrig stack up --stack {outputs.name}`, which sets a new one"
     )
 
 
@@ -199,7 +199,7 @@ def _file_modes(outputs: StackOutputs) -> Check:
 
 def _start_fix(outputs: StackOutputs) -> str:
     if outputs.kind == "local":
-        return f"run `mlrig stack up --name {outputs.name}`"
+        return f"run `mlrig stack up --stack {outputs.name}`"
     return "check the tracking service in the AWS console (`mlrig stack outputs`)"
 
 

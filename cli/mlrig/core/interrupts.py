@@ -33,7 +33,7 @@ def terminate_as_exception(name: str) -> Iterator[None]:
         fired.append(signum)
         raise Terminated(
             f"`stack up` of '{name}' was stopped by {signal.Signals(signum).name}",
-            hint=f"run `mlrig stack up --name {name}` to finish it",
+            hint=f"run `mlrig stack up --stack {name}` to finish it",
         )
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}

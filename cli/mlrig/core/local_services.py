@@ -96,7 +96,7 @@ def round_trips(outputs: StackOutputs) -> list[Probe]:
     DVC remote directory: what `up` must prove before it says "up"."""
     from pathlib import Path
 
-    up = f"run `mlrig stack up --name {outputs.name}`"
+    up = f"run `mlrig stack up --stack {outputs.name}`"
     probes = []
     if outputs.mlflow.auth:
         probes.append(
@@ -171,7 +171,7 @@ def clear_port(layout: Layout, service: str, port: int, progress: Progress) -> N
         f"port {port} for the {service} of stack '{layout.name}' is taken by {who}",
         hint=(
             f"stop it (`ss -ltnp 'sport = :{port}'` shows it), then run "
-            f"`mlrig stack up --name {layout.name}` again; the stack keeps its port"
+            f"`mlrig stack up --stack {layout.name}` again; the stack keeps its port"
         ),
     )
 

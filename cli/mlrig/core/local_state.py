@@ -132,7 +132,7 @@ def read_state(layout: Layout) -> LocalState | None:
     if path.is_dir():
         raise ConfigError(
             f"local stack state {path} is a directory",
-            hint=f"move it away; `mlrig stack up --name {layout.name}` then rebuilds it",
+            hint=f"move it away; `mlrig stack up --stack {layout.name}` then rebuilds it",
         )
     try:
         state = LocalState.model_validate_json(path.read_bytes())
@@ -200,7 +200,7 @@ def recover_state(layout: Layout) -> tuple[LocalState | None, str]:
         f"stack '{layout.name}' holds data but its ports are lost "
         f"({layout.state_file.name} and outputs.json are both missing or corrupt)",
         hint=(
-            f"run `mlrig stack up --name {layout.name} --mlflow-port PORT "
+            f"run `mlrig stack up --stack {layout.name} --mlflow-port PORT "
             f"--registry-port {reg or 'PORT'}` with the ports your repos use "
             "(MLFLOW_TRACKING_URI and the registry URL in their config); no data is touched"
         ),
@@ -224,7 +224,7 @@ def restore_secrets(layout: Layout) -> list[str]:
             raise CredentialsError(
                 f"secret file {path} is not readable (it is a directory)",
                 hint=(
-                    f"move it away, then run `mlrig stack up --name {layout.name}`: "
+                    f"move it away, then run `mlrig stack up --stack {layout.name}`: "
                     "it sets a new secret in the service that checks it"
                 ),
             )

@@ -43,7 +43,7 @@ class AwsFacade(Stack):
         return UpReport(
             outputs,
             f"AWS stack '{self.name}' is up",
-            f"MLflow at {outputs.mlflow_tracking_uri}; `mlrig stack outputs --name {self.name}`",
+            f"MLflow at {outputs.mlflow_tracking_uri}; `mlrig stack outputs --stack {self.name}`",
         )
 
     def preview(self, options: UpOptions) -> dict[str, int]:

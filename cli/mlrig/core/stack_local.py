@@ -38,12 +38,12 @@ class LocalFacade(Stack):
             raise ServiceError(
                 f"stack '{self.name}' is not healthy after up: "
                 + "; ".join(f"{r.name} {r.state} {r.detail}".strip() for r in bad),
-                hint=f"see `mlrig stack status --name {self.name}` and `mlrig doctor`",
+                hint=f"see `mlrig stack status --stack {self.name}` and `mlrig doctor`",
             )
         return UpReport(
             outputs,
             f"stack '{self.name}' is up",
-            f'`eval "$(mlrig stack env --name {self.name})"` configures a shell',
+            f'`eval "$(mlrig stack env --stack {self.name})"` configures a shell',
             rows,
         )
 

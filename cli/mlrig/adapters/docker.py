@@ -98,6 +98,7 @@ class ImageInfo:
     id: str
     size: int
     labels: dict[str, str]
+    repo_digests: tuple[str, ...] = ()  # host/repository@sha256:... it was pushed as
 
 
 def image_info(ref: str) -> ImageInfo | None:
@@ -111,7 +112,17 @@ def image_info(ref: str) -> ImageInfo | None:
     except docker.errors.APIError as exc:
         raise _bad_reference(ref, exc) from exc
     labels = (info.get("Config") or {}).get("Labels") or {}
-    return ImageInfo(str(info["Id"]), int(info.get("Size", 0)), dict(labels))
+    digests = tuple(str(d) for d in info.get("RepoDigests") or ())
+    return ImageInfo(str(info["Id"]), int(info.get("Size", 0)), dict(labels), digests)
+
+
+def image_by_digest(digest: str) -> ImageInfo | None:
+    """The engine's image pushed or pulled as some repository@digest (a manifest digest,
+    which the engine does not accept as an image name on its own), or None."""
+    for img in client().api.images():
+        if any(str(d).endswith(f"@{digest}") for d in img.get("RepoDigests") or ()):
+            return image_info(str(img["Id"]))
+    return None
 
 
 def _aux(chunks: list[dict[str, Any]], key: str) -> str | None:

@@ -136,3 +136,22 @@ def run_cli(root: Path, *args: str, log: Any = None, timeout: float = 900) -> st
         lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
         raise ServiceError(f"dvc {' '.join(args)} failed: {lines[-1] if lines else 'no output'}")
     return proc.stdout
+
+
+def config_remotes(text: str) -> tuple[str | None, dict[str, str]]:
+    """(default remote name, {remote name: url}) of a .dvc/config file's text (DVC writes
+    INI sections like `['remote "storage"']`); an unreadable file has no remotes."""
+    import configparser
+
+    conf = configparser.ConfigParser(interpolation=None, strict=False)
+    try:
+        conf.read_string(text)
+    except configparser.Error:
+        return None, {}
+    urls: dict[str, str] = {}
+    for section in conf.sections():
+        name = section.strip("'\"").removeprefix("remote").strip().strip("'\"")
+        if section.strip("'\"").startswith("remote") and conf[section].get("url"):
+            urls[name] = conf[section]["url"]
+    default = conf["core"].get("remote") if conf.has_section("core") else None
+    return default or None, urls

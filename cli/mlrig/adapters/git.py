@@ -137,3 +137,65 @@ def head_and_origin(path: Path) -> tuple[str | None, str | None]:
         return (proc.stdout.strip() or None) if proc.returncode == 0 else None
 
     return output("rev-parse", "HEAD"), output("remote", "get-url", "origin")
+
+
+# -- reading history (provenance: which commit recorded a run) ----------------------------------
+def commit_of(path: Path, ref: str) -> str | None:
+    """The commit `ref` names in the repo at path, or None when it names none."""
+    out = run(path, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    return out.strip() or None
+
+
+def refs(path: Path, prefix: str) -> dict[str, str]:
+    """{ref name: commit} of every ref under prefix (e.g. refs/exps)."""
+    out = run(path, "for-each-ref", "--format=%(refname) %(objectname)", prefix, check=False)
+    pairs = (line.split(" ", 1) for line in out.splitlines() if " " in line)
+    return {name: sha for name, sha in pairs}
+
+
+def log_path(path: Path, file: str) -> list[str]:
+    """Commits of every ref that changed file, newest first (`git log --all -- file`)."""
+    return run(path, "log", "--all", "--format=%H", "--", file, check=False).split()
+
+
+def remote_url(path: Path, name: str = "origin") -> str | None:
+    return run(path, "remote", "get-url", name, check=False).strip() or None
+
+
+def fetch_ref(path: Path, remote: str, ref: str) -> bool:
+    """`git fetch remote ref:ref`; False when the remote or the ref is not there."""
+    proc = subprocess.run(
+        [require(), "fetch", "--quiet", "--no-tags", remote, f"+{ref}:{ref}"],
+        cwd=path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+    )
+    return proc.returncode == 0
+
+
+def show_files(path: Path, specs: list[str]) -> dict[str, bytes | None]:
+    """{"<commit>:<file>": content or None when absent} for many files in one git call."""
+    if not specs:
+        return {}
+    proc = subprocess.run(
+        [require(), "cat-file", "--batch"],
+        cwd=path,
+        input="".join(f"{s}\n" for s in specs).encode(),
+        capture_output=True,
+    )
+    if proc.returncode != 0:
+        raise ServiceError(f"`git cat-file` failed in {path}: {proc.stderr.decode()[-200:]}")
+    found: dict[str, bytes | None] = {}
+    out, pos = proc.stdout, 0
+    for spec in specs:
+        end = out.index(b"\n", pos)
+        header = out[pos:end].split()
+        pos = end + 1
+        if len(header) == 3 and header[1] in (b"blob", b"tree", b"commit", b"tag"):
+            size = int(header[2])
+            found[spec] = out[pos : pos + size] if header[1] == b"blob" else None
+            pos += size + 1
+        else:  # "<spec> missing" / "ambiguous"
+            found[spec] = None
+    return found

@@ -183,3 +183,23 @@ class RegistryClient:
             raise RemoteError(f"registry answered {resp.status_code} for {repository}:{reference}")
         config = (resp.json().get("config") or {}).get("digest")
         return str(config) if config else "unknown"
+
+    def config_labels(self, repository: str, reference: str) -> dict[str, str] | None:
+        """The labels in the image config a tag or digest points to; None when unknown."""
+        resp = self._get(
+            f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
+        )
+        if resp.status_code == 404:
+            return None
+        if resp.status_code != 200:
+            raise RemoteError(f"registry answered {resp.status_code} for {repository}@{reference}")
+        manifest = resp.json()
+        if manifest.get("manifests"):  # an index: the first platform's image
+            return self.config_labels(repository, str(manifest["manifests"][0]["digest"]))
+        config = (manifest.get("config") or {}).get("digest")
+        if not config:
+            return None
+        blob = self._get(f"/v2/{repository}/blobs/{config}")
+        if blob.status_code != 200:
+            return None
+        return dict((blob.json().get("config") or {}).get("Labels") or {})

@@ -119,6 +119,22 @@ class ProvenanceRecord(_Model):
     data: list[DataRecord] = Field(default_factory=list)
     restore_command: str | None = None
 
+    def summary(self) -> str:
+        """One line: image <- model version <- run <- commit or experiment, restorable or not."""
+        parts = []
+        if self.images:
+            parts.append(self.images[0].reference or self.images[0].digest)
+        if self.model:
+            parts.append(f"{self.model.name} v{self.model.version}")
+        parts.append(f"run {self.run.id[:12]}")
+        point = self.code.restore_point
+        if point:
+            parts.append(f"{point.ref or 'commit'} {point.sha[:12]}")
+        elif self.code.commit:
+            parts.append(f"commit {self.code.commit[:12]}")
+        tail = "restorable" if self.code.restorable else "not restorable"
+        return " <- ".join(parts) + f" ({tail})"
+
     def expected_hashes(self) -> dict[str, str]:
         """{path: md5} of every dep and out the run recorded (what a checkout must equal)."""
         return {d.path: d.md5 for d in self.data}

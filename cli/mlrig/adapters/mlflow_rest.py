@@ -1,0 +1,166 @@
+"""MLflow's REST API through `requests`: the few reads and one write provenance needs, fast
+(no `import mlflow`, which costs seconds), with basic auth from a stack's client settings."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlrig.errors import CredentialsError, RemoteError, ServiceError, UsageError
+
+API = "/api/2.0/mlflow"
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    experiment_id: str | None
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    name: str
+    version: str
+    run_id: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+
+def _pairs(items: Any) -> dict[str, str]:
+    return {str(i["key"]): str(i.get("value", "")) for i in items or () if "key" in i}
+
+
+def _version(raw: Mapping[str, Any]) -> ModelVersion:
+    return ModelVersion(
+        name=str(raw["name"]),
+        version=str(raw["version"]),
+        run_id=str(raw["run_id"]) if raw.get("run_id") else None,
+        tags=_pairs(raw.get("tags")),
+        aliases=tuple(str(a) for a in raw.get("aliases") or ()),
+    )
+
+
+class MlflowRest:
+    """One tracking server; every failure is an mlrig error naming what was asked for."""
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        import requests
+
+        self.base = tracking_uri.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        if username:
+            self.session.auth = (username, password or "")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> MlflowRest:
+        """From MLFLOW_TRACKING_URI/USERNAME/PASSWORD (a stack's client environment)."""
+        uri = env.get("MLFLOW_TRACKING_URI")
+        if not uri or not uri.startswith(("http://", "https://")):
+            raise UsageError(
+                f"MLflow tracking URI {uri or '(unset)'} is not an HTTP server",
+                hint='pass --stack, or export the stack\'s settings: eval "$(mlrig stack env)"',
+            )
+        return cls(uri, env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD"))
+
+    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
+        import requests
+
+        try:
+            resp = self.session.request(
+                method, f"{self.base}{API}/{path}", timeout=self.timeout, **kwargs
+            )
+        except requests.RequestException as exc:
+            raise ServiceError(
+                f"the MLflow tracking server at {self.base} is unreachable ({type(exc).__name__})",
+                hint="check that the stack is up: `mlrig stack status`",
+            ) from exc
+        if resp.status_code in (401, 403):
+            raise CredentialsError(
+                f"MLflow at {self.base} rejected the credentials while reading {what}",
+                hint="check MLFLOW_TRACKING_USERNAME/PASSWORD or --stack",
+            )
+        try:
+            body = resp.json()
+        except ValueError:
+            body = {}
+        if resp.status_code == 404 or body.get("error_code") == "RESOURCE_DOES_NOT_EXIST":
+            raise UsageError(f"{what} does not exist on MLflow at {self.base}")
+        if resp.status_code != 200:
+            message = str(body.get("message") or resp.text)[:200].splitlines()
+            raise RemoteError(
+                f"MLflow answered {resp.status_code} for {what}: {message[0] if message else ''}"
+            )
+        return dict(body)
+
+    def run(self, run_id: str) -> Run:
+        raw = self._call("GET", "runs/get", f"run {run_id}", params={"run_id": run_id})["run"]
+        data, info = raw.get("data") or {}, raw.get("info") or {}
+        metrics = {str(m["key"]): float(m["value"]) for m in data.get("metrics") or ()}
+        return Run(
+            id=str(info.get("run_id") or run_id),
+            experiment_id=str(info["experiment_id"]) if info.get("experiment_id") else None,
+            params=_pairs(data.get("params")),
+            metrics=metrics,
+            tags=_pairs(data.get("tags")),
+        )
+
+    def experiment_name(self, experiment_id: str) -> str | None:
+        body = self._call(
+            "GET",
+            "experiments/get",
+            f"experiment {experiment_id}",
+            params={"experiment_id": experiment_id},
+        )
+        name = (body.get("experiment") or {}).get("name")
+        return str(name) if name else None
+
+    def model_version(self, name: str, version: str) -> ModelVersion:
+        body = self._call(
+            "GET",
+            "model-versions/get",
+            f"model version {version} of {name}",
+            params={"name": name, "version": version},
+        )
+        return _version(body["model_version"])
+
+    def model_version_by_alias(self, name: str, alias: str) -> ModelVersion:
+        body = self._call(
+            "GET",
+            "registered-models/alias",
+            f"alias @{alias} of model {name}",
+            params={"name": name, "alias": alias},
+        )
+        return _version(body["model_version"])
+
+    def search_model_versions(self, filter_string: str) -> list[ModelVersion]:
+        """Every model version the filter selects (MLflow's search syntax), all pages."""
+        found: list[ModelVersion] = []
+        token: str | None = None
+        while True:
+            params = {"filter": filter_string, "max_results": "200"}
+            if token:
+                params["page_token"] = token
+            body = self._call("GET", "model-versions/search", "model versions", params=params)
+            found += [_version(mv) for mv in body.get("model_versions") or ()]
+            token = body.get("next_page_token")
+            if not token:
+                return found
+
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self._call(
+            "POST",
+            "model-versions/set-tag",
+            f"model version {version} of {name}",
+            json={"name": name, "version": version, "key": key, "value": value},
+        )

@@ -1,0 +1,170 @@
+"""A run's restore point: the git commit (or experiment ref) whose dvc.lock records exactly
+that run, and whether it restores the run's workspace bit for bit (dirty files included)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlrig.adapters import git
+from mlrig.core import provenance as p
+from mlrig.core.provenance import FoundBy, RestorePoint
+
+NOT_RECORDED = (
+    "no commit or experiment records this run's outputs: commit dvc.lock after `dvc repro`, "
+    "or push the experiment with `dvc exp push`"
+)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    restore_point: RestorePoint | None
+    restorable: bool
+    reason: str | None = None
+
+
+def has_provenance(tags: Mapping[str, str]) -> bool:
+    """True when the run was made by a pipeline stage that recorded its hashes."""
+    return p.TAG_STAGE in tags or any(k.startswith(p.TAG_OUT_PREFIX) for k in tags)
+
+
+def hashes(tags: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """{path: md5} of the run's dvc.dep.* or dvc.out.* tags."""
+    return {k.removeprefix(prefix): v for k, v in tags.items() if k.startswith(prefix)}
+
+
+def dirty_files(tags: Mapping[str, str]) -> dict[str, str]:
+    """The run's {path: md5 | "deleted"}; an unreadable tag counts as "too many" (unknown)."""
+    raw = tags.get(p.TAG_DIRTY_FILES)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return {p.DIRTY_TOO_MANY: "unreadable"}
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def stage_hashes(lock_text: bytes | None, stage: str) -> tuple[dict[str, str], dict[str, str]]:
+    """({dep path: md5}, {out path: md5}) of one stage in a dvc.lock's bytes."""
+    import yaml
+
+    if not lock_text:
+        return {}, {}
+    try:
+        doc = yaml.safe_load(lock_text) or {}
+        entry = (doc.get("stages") or {}).get(stage) or {}
+    except (yaml.YAMLError, AttributeError):
+        return {}, {}
+
+    def table(key: str) -> dict[str, str]:
+        items = entry.get(key) or []
+        return {str(i["path"]): str(i.get("md5")) for i in items if isinstance(i, dict)}
+
+    return table("deps"), table("outs")
+
+
+def match(lock_text: bytes | None, tags: Mapping[str, str]) -> FoundBy | None:
+    """How a dvc.lock records this run: its mlflow_run.json (the exact link), or the same
+    model bytes from the same inputs; None when it records another run."""
+    stage = tags.get(p.TAG_STAGE, p.TRAIN_STAGE)
+    deps, outs = stage_hashes(lock_text, stage)
+    want_outs, want_deps = hashes(tags, p.TAG_OUT_PREFIX), hashes(tags, p.TAG_DEP_PREFIX)
+    run_file = want_outs.get(p.RUN_FILE)
+    if run_file and outs.get(p.RUN_FILE) == run_file:
+        return "run-file"
+    model = want_outs.get(p.MODEL_FILE)
+    same_inputs = all(deps.get(path) == md5 for path, md5 in want_deps.items())
+    if model and outs.get(p.MODEL_FILE) == model and want_deps and same_inputs:
+        return "model-and-deps"
+    return None
+
+
+def _exp_ref_commit(repo: Path, ref: str, remotes: list[str]) -> str | None:
+    sha = git.commit_of(repo, ref)
+    for remote in remotes:
+        if sha:
+            break
+        if git.fetch_ref(repo, remote, ref):
+            sha = git.commit_of(repo, ref)
+    return sha
+
+
+def find_restore_point(
+    repo: Path, tags: Mapping[str, str], *, fetch: bool = True
+) -> RestorePoint | None:
+    """The experiment ref the run names, else the newest commit of any ref (experiments
+    included) whose dvc.lock records the run: by its run file first, then by model + deps."""
+    lock = p.LOCK_FILE
+    exp_ref = tags.get(p.TAG_EXP_REF)
+    if exp_ref:
+        remotes = []
+        if fetch:
+            remotes = [r for r in (git.remote_url(repo), tags.get(p.TAG_GIT_REMOTE)) if r]
+            remotes = list(dict.fromkeys(remotes))
+        sha = _exp_ref_commit(repo, exp_ref, remotes)
+        if sha:
+            text = git.show_files(repo, [f"{sha}:{lock}"])[f"{sha}:{lock}"]
+            if match(text, tags):
+                return RestorePoint(sha=sha, found_by="exp-ref", ref=exp_ref)
+    exps = git.refs(repo, p.EXP_REFS)
+    ref_of = {sha: name for name, sha in exps.items()}
+    candidates = list(dict.fromkeys([*git.log_path(repo, lock), *exps.values()]))
+    locks = git.show_files(repo, [f"{sha}:{lock}" for sha in candidates])
+    found = [(sha, match(locks[f"{sha}:{lock}"], tags)) for sha in candidates]
+    for wanted in ("run-file", "model-and-deps"):
+        for sha, how in found:
+            if how == wanted:
+                return RestorePoint(sha=sha, found_by=how, ref=ref_of.get(sha))
+    return None
+
+
+def md5_bytes(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def differing_dirty_files(repo: Path, sha: str, dirty: Mapping[str, str]) -> list[str]:
+    """The run's dirty files whose content at sha is not what the run read."""
+    if p.DIRTY_TOO_MANY in dirty:
+        return [p.DIRTY_TOO_MANY]
+    blobs = git.show_files(repo, [f"{sha}:{path}" for path in dirty])
+    differ = []
+    for path, want in dirty.items():
+        blob = blobs[f"{sha}:{path}"]
+        have = p.DIRTY_DELETED if blob is None else md5_bytes(blob)
+        if have != want:
+            differ.append(path)
+    return differ
+
+
+def dirty_reason(run_id: str, files: list[str]) -> str:
+    shown = ", ".join(files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    if files == [p.DIRTY_TOO_MANY]:
+        shown = "too many changed files to list"
+    return (
+        f"run {run_id} was made from a dirty workspace ({shown}): it cannot be restored bit for bit"
+    )
+
+
+def resolve(
+    repo: Path | None, run_id: str, tags: Mapping[str, str], *, fetch: bool = True
+) -> Resolution:
+    """Where run_id can be restored from in the git repo at `repo`, and whether bit for bit."""
+    if repo is None:
+        return Resolution(
+            None,
+            False,
+            f"no git repository to look for the commit that recorded run {run_id} in "
+            "(run this inside the project's repository or pass --repo DIR)",
+        )
+    point = find_restore_point(repo, tags, fetch=fetch)
+    if point is None:
+        return Resolution(None, False, NOT_RECORDED)
+    dirty = dirty_files(tags)
+    differ = differing_dirty_files(repo, point.sha, dirty) if dirty else []
+    if differ:
+        return Resolution(point, False, dirty_reason(run_id, differ))
+    return Resolution(point, True)

@@ -1,0 +1,228 @@
+"""`mlrig trace`: any image, model version or run back to its run, code, data and restore
+point, as one ProvenanceRecord (MLflow through its REST API, so it answers in a second)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mlrig.adapters import git
+from mlrig.adapters.mlflow_rest import MlflowRest, ModelVersion, Run
+from mlrig.contract import StackOutputs
+from mlrig.core import provenance as p
+from mlrig.core import provenance_resolve as resolve
+from mlrig.core.provenance import (
+    CodeRecord,
+    DataRecord,
+    DvcRemoteRecord,
+    ImageRecord,
+    ModelRecord,
+    ProvenanceRecord,
+    RunRecord,
+)
+from mlrig.errors import MlrigError, UsageError
+
+_MODEL = re.compile(r"^models:/(?P<name>[^/@]+)(/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
+_RUN = re.compile(r"^(runs:/)?(?P<run>[0-9a-f]{32})(/.*)?$")
+_ALIAS = re.compile(r"^@(?P<alias>[A-Za-z0-9_-]+)$")
+ROLES: tuple[tuple[Literal["dep", "out"], str], ...] = (
+    ("dep", p.TAG_DEP_PREFIX),
+    ("out", p.TAG_OUT_PREFIX),
+)
+REF_FORMS = (
+    "an image (name:tag, host/repo@sha256:…, sha256:…, image ID), models:/NAME/VERSION, "
+    "models:/NAME@ALIAS, @ALIAS, runs:/ID or a run ID"
+)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    kind: str  # "model", "run" or "image"
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    run_id: str | None = None
+
+
+def parse(ref: str, project: str | None = None) -> Parsed:
+    """What kind of thing REF names; @ALIAS needs the repo's project name."""
+    ref = ref.strip()
+    if m := _MODEL.match(ref):
+        return Parsed("model", m["name"], m["version"], m["alias"])
+    if m := _ALIAS.match(ref):
+        if not project:
+            raise UsageError(
+                f"{ref} needs the model's name: run it inside the generated repo or pass --repo",
+                hint="or use models:/NAME@ALIAS",
+            )
+        return Parsed("model", project, None, m["alias"])
+    if m := _RUN.match(ref):
+        return Parsed("run", run_id=m["run"])
+    if ref.startswith(("models:", "runs:")) or not ref:
+        raise UsageError(f"cannot read {ref!r} as a reference", hint=f"use {REF_FORMS}")
+    return Parsed("image")
+
+
+def find_repo(repo: Path | None) -> Path | None:
+    """The git repository to search for restore points: --repo, else the one holding cwd."""
+    where = repo or Path.cwd()
+    if not git.is_repo(where):
+        if repo is not None:
+            raise UsageError(f"--repo {repo} is not a git repository")
+        return None
+    return git.toplevel(where)
+
+
+def project_name(repo: Path | None) -> str | None:
+    import yaml
+
+    answers = (repo / ".copier-answers.yml") if repo else None
+    if answers is None or not answers.is_file():
+        return None
+    try:
+        name = (yaml.safe_load(answers.read_text()) or {}).get("project_name")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    return str(name) if name else None
+
+
+def connect(stack: str | None, repo: Path | None) -> tuple[MlflowRest, StackOutputs | None]:
+    """The tracking server (an exported MLFLOW_TRACKING_URI wins unless --stack is given)
+    and the stack's outputs when one is known (its registry is searched for images)."""
+    from mlrig import contract
+    from mlrig.core import stacks
+
+    if os.environ.get("MLFLOW_TRACKING_URI") and not stack:
+        try:
+            outputs: StackOutputs | None = contract.load(stacks.resolve_name(None, repo=repo))
+        except MlrigError:
+            outputs = None
+        return MlflowRest.from_env(os.environ), outputs
+    outputs = contract.load(stacks.resolve_name(stack, repo=repo))
+    return MlflowRest.from_env(stacks.client_env(outputs)), outputs
+
+
+def _model_of_run(rest: MlflowRest, run_id: str) -> ModelVersion | None:
+    found = rest.search_model_versions(f"run_id='{run_id}'")
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+def _images(found: list[ImageRecord], mv: ModelVersion | None) -> list[ImageRecord]:
+    """The images traced through plus every push the model version records."""
+    from mlrig.core.trace_image import records_from_refs
+
+    pushed = records_from_refs(mv.tags.get(p.MV_IMAGE_REFS, "").split()) if mv else []
+    seen, out = set(), []
+    for image in [*found, *pushed]:
+        if (image.reference or image.digest) not in seen:
+            seen.add(image.reference or image.digest)
+            out.append(image)
+    return out
+
+
+def _remote(repo: Path | None, sha: str | None) -> DvcRemoteRecord | None:
+    """The DVC remote holding the data: the default remote of .dvc/config at the commit."""
+    from mlrig.adapters import dvc
+
+    if repo is None:
+        return None
+    text: bytes | None = None
+    if sha:
+        text = git.show_files(repo, [f"{sha}:.dvc/config"])[f"{sha}:.dvc/config"]
+    elif (repo / ".dvc/config").is_file():
+        text = (repo / ".dvc/config").read_bytes()
+    default, urls = dvc.config_remotes(text.decode(errors="replace") if text else "")
+    if not default or default not in urls:
+        return None
+    return DvcRemoteRecord(name=default, url=urls[default])
+
+
+def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> ProvenanceRecord:
+    """The provenance record of whatever REF names."""
+    from mlrig.core import trace_image
+
+    where = find_repo(repo)
+    parsed = parse(ref, project_name(where))
+    rest, outputs = connect(stack, where)
+    images: list[ImageRecord] = []
+    mv: ModelVersion | None = None
+    run_id = parsed.run_id
+    if parsed.kind == "model" and parsed.name:
+        if parsed.alias:
+            mv = rest.model_version_by_alias(parsed.name, parsed.alias)
+        else:
+            mv = rest.model_version(parsed.name, str(parsed.version))
+    elif parsed.kind == "image":
+        found = trace_image.find(ref, rest, outputs)
+        images, mv = found.images, found.version
+        labels = found.labels
+        name, version = labels.get(p.LABEL_MODEL_NAME), labels.get(p.LABEL_MODEL_VERSION)
+        if mv is None and name and version:
+            mv = rest.model_version(name, version)
+        run_id = found.labels.get(p.LABEL_RUN_ID)
+    if mv is not None:
+        run_id = mv.run_id or run_id
+    if not run_id:
+        raise UsageError(f"{ref} names no MLflow run", hint="was the model logged from a run?")
+    run = rest.run(run_id)
+    if mv is None and parsed.kind == "run":
+        mv = _model_of_run(rest, run_id)
+    if not resolve.has_provenance(run.tags):
+        what = f"model version {mv.version} of {mv.name}" if mv else f"run {run_id}"
+        raise MlrigError(f"{what} has no provenance tags (was it trained by the pipeline?)")
+    return assemble(ref, rest, run, mv, _images(images, mv), where)
+
+
+def assemble(
+    ref: str,
+    rest: MlflowRest,
+    run: Run,
+    mv: ModelVersion | None,
+    images: list[ImageRecord],
+    repo: Path | None,
+) -> ProvenanceRecord:
+    """The record from the run's tags, its model version and the restore point in repo."""
+    tags = run.tags
+    found = resolve.resolve(repo, run.id, tags)
+    point = found.restore_point
+    remote = _remote(repo, point.sha if point else None)
+    data = [
+        DataRecord(path=path, md5=md5, role=role, remote=remote)
+        for role, prefix in ROLES
+        for path, md5 in sorted(resolve.hashes(tags, prefix).items())
+    ]
+    experiment = rest.experiment_name(run.experiment_id) if run.experiment_id else None
+    target = f"models:/{mv.name}/{mv.version}" if mv else f"runs:/{run.id}"
+    return ProvenanceRecord(
+        ref=ref,
+        images=images,
+        model=ModelRecord(name=mv.name, version=mv.version, aliases=list(mv.aliases), tags=mv.tags)
+        if mv
+        else None,
+        run=RunRecord(
+            id=run.id,
+            experiment_id=run.experiment_id,
+            experiment=experiment,
+            params=run.params,
+            metrics=run.metrics,
+            tags=tags,
+        ),
+        code=CodeRecord(
+            commit=tags.get(p.TAG_GIT_COMMIT),
+            remote=tags.get(p.TAG_GIT_REMOTE),
+            dirty=tags.get(p.TAG_GIT_DIRTY) == "true",
+            dirty_files=resolve.dirty_files(tags),
+            exp_name=tags.get(p.TAG_EXP_NAME),
+            exp_baseline=tags.get(p.TAG_EXP_BASELINE),
+            exp_ref=tags.get(p.TAG_EXP_REF),
+            params_md5=tags.get(p.TAG_PARAMS_MD5),
+            restore_point=point,
+            restorable=found.restorable,
+            reason=found.reason,
+        ),
+        data=data,
+        restore_command=f"mlrig checkout {target}" if found.restorable else None,
+    )

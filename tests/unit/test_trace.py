@@ -1,0 +1,257 @@
+"""Trace without services: REF parsing, and restore-point resolution on real git repositories
+made in tmp_path (commits, experiment refs, a bare origin to fetch them from)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlrig.adapters import dvc as dvc_adapter
+from mlrig.adapters import git
+from mlrig.adapters.mlflow_rest import ModelVersion, Run
+from mlrig.core import provenance as p
+from mlrig.core import provenance_resolve as resolve
+from mlrig.core import trace, trace_image
+from mlrig.errors import UsageError
+
+RUN = "a" * 32
+EXP_REF = "refs/exps/ab/cdef0123456789/exp-one"
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def g(repo: Path, *args: str) -> str:
+    env_args = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    return subprocess.run(
+        ["git", *env_args, *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def lock(run_file: str, model: str = "m1", deps: dict[str, str] | None = None) -> str:
+    deps = deps or {"data/processed/train.csv": "d1", "src/x/train.py": "d2"}
+    dep_lines = "".join(f"    - path: {k}\n      md5: {v}\n" for k, v in deps.items())
+    return (
+        "schema: '2.0'\nstages:\n  train:\n    cmd: python -m x.train\n    deps:\n"
+        + dep_lines
+        + f"    outs:\n    - path: {p.MODEL_FILE}\n      md5: {model}\n"
+        f"    - path: {p.RUN_FILE}\n      md5: {run_file}\n"
+    )
+
+
+def tags(run_file: str = "r1", model: str = "m1", **extra: str) -> dict[str, str]:
+    base = {
+        p.TAG_GIT_COMMIT: "0" * 40,
+        p.TAG_STAGE: "train",
+        f"{p.TAG_DEP_PREFIX}data/processed/train.csv": "d1",
+        f"{p.TAG_DEP_PREFIX}src/x/train.py": "d2",
+        f"{p.TAG_OUT_PREFIX}{p.MODEL_FILE}": model,
+        f"{p.TAG_OUT_PREFIX}{p.RUN_FILE}": run_file,
+    }
+    return {**base, **extra}
+
+
+def commit(repo: Path, files: dict[str, str], message: str) -> str:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    g(repo, "add", "--all")
+    g(repo, "commit", "-qm", message)
+    return g(repo, "rev-parse", "HEAD")
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    path = tmp_path / "repo"
+    path.mkdir()
+    g(path, "init", "-q", "-b", "main")
+    commit(path, {"README.md": "x\n", ".dvc/config": "[core]\n    remote = storage\n"}, "init")
+    return path
+
+
+def exp_commit(repo: Path, files: dict[str, str], ref: str = EXP_REF) -> str:
+    """A commit only an experiment ref holds (what `dvc exp run` leaves behind)."""
+    base = g(repo, "rev-parse", "HEAD")
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    g(repo, "add", "--all")
+    tree = g(repo, "write-tree")
+    sha = g(repo, "commit-tree", tree, "-p", base, "-m", "exp")
+    g(repo, "update-ref", ref, sha)
+    g(repo, "reset", "-q", "--hard", base)
+    return sha
+
+
+# -- REF parsing -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("ref", "kind", "name", "version", "alias", "run"),
+    [
+        ("models:/churn/3", "model", "churn", "3", None, None),
+        ("models:/churn@champion", "model", "churn", None, "champion", None),
+        ("@champion", "model", "proj", None, "champion", None),
+        (f"runs:/{RUN}/model", "run", None, None, None, RUN),
+        (RUN, "run", None, None, None, RUN),
+        ("mlrig/churn:v3", "image", None, None, None, None),
+        ("sha256:" + "b" * 64, "image", None, None, None, None),
+        ("127.0.0.1:5001/models@sha256:" + "c" * 64, "image", None, None, None, None),
+        ("0123456789ab", "image", None, None, None, None),
+    ],
+)
+def test_parse(ref: str, kind: str, name: str, version: str, alias: str, run: str) -> None:
+    got = trace.parse(ref, "proj")
+    assert (got.kind, got.name, got.version, got.alias, got.run_id) == (
+        kind,
+        name,
+        version,
+        alias,
+        run,
+    )
+
+
+def test_alias_without_a_project_and_bad_uris_are_usage_errors() -> None:
+    with pytest.raises(UsageError, match="needs the model's name"):
+        trace.parse("@champion", None)
+    for bad in ("models:/x", "runs:/nothex", ""):
+        with pytest.raises(UsageError):
+            trace.parse(bad, "proj")
+
+
+def test_split_image_references() -> None:
+    digest = "sha256:" + "d" * 64
+    assert trace_image.split(digest) == (None, digest)
+    assert trace_image.split("d" * 64) == (None, digest)
+    assert trace_image.split(f"h:5000/models@{digest}") == ("h:5000/models", digest)
+    assert trace_image.split("mlrig/x:v1") == ("mlrig/x:v1", None)
+    recs = trace_image.records_from_refs([f"h/r@{digest}", f"h/r@{digest}", "junk"])
+    assert [(r.repository, r.digest) for r in recs] == [("h/r", digest)]
+
+
+# -- matching a dvc.lock to a run --------------------------------------------------------------
+def test_match_by_run_file_then_by_model_and_deps() -> None:
+    assert resolve.match(lock("r1").encode(), tags("r1")) == "run-file"
+    # another run file, same model bytes from the same inputs: a deterministic re-run
+    assert resolve.match(lock("r2").encode(), tags("r1")) == "model-and-deps"
+    assert resolve.match(lock("r2", model="m2").encode(), tags("r1")) is None
+    other_inputs = lock("r2", deps={"data/processed/train.csv": "zz", "src/x/train.py": "d2"})
+    assert resolve.match(other_inputs.encode(), tags("r1")) is None
+    assert resolve.match(None, tags()) is None
+    assert resolve.match(b"{not yaml: [", tags()) is None
+
+
+def test_has_provenance() -> None:
+    assert resolve.has_provenance(tags())
+    assert not resolve.has_provenance({p.TAG_GIT_COMMIT: "x", "mlflow.user": "me"})
+
+
+# -- resolution on real repositories -----------------------------------------------------------
+def test_plain_commit_is_the_restore_point(repo: Path) -> None:
+    first = commit(repo, {"dvc.lock": lock("r1")}, "repro 1")
+    commit(repo, {"dvc.lock": lock("r2", model="m2")}, "repro 2")
+    got = resolve.resolve(repo, RUN, tags("r1"))
+    assert got.restorable and got.reason is None
+    assert got.restore_point and got.restore_point.sha == first
+    assert got.restore_point.found_by == "run-file" and got.restore_point.ref is None
+
+
+def test_the_exact_run_file_beats_an_older_same_model_commit(repo: Path) -> None:
+    commit(repo, {"dvc.lock": lock("r0")}, "same model, other run")
+    exact = commit(repo, {"dvc.lock": lock("r1"), "x.txt": "1"}, "the run")
+    commit(repo, {"dvc.lock": lock("r9", model="m9")}, "later")
+    point = resolve.find_restore_point(repo, tags("r1"))
+    assert point and point.sha == exact and point.found_by == "run-file"
+    # the run file never committed: the newest commit with the same model and inputs
+    fallback = resolve.find_restore_point(repo, tags("never"))
+    assert fallback and fallback.sha == exact and fallback.found_by == "model-and-deps"
+
+
+def test_experiment_ref_named_by_the_run(repo: Path) -> None:
+    commit(repo, {"dvc.lock": lock("r0")}, "baseline")
+    sha = exp_commit(repo, {"dvc.lock": lock("r1"), "params.yaml": "train: {C: 20}\n"})
+    point = resolve.find_restore_point(repo, tags("r1", **{p.TAG_EXP_REF: EXP_REF}))
+    assert point and (point.sha, point.found_by, point.ref) == (sha, "exp-ref", EXP_REF)
+    # without the tag, the experiment refs are searched too and the ref is reported
+    point = resolve.find_restore_point(repo, tags("r1"))
+    assert point and (point.sha, point.found_by, point.ref) == (sha, "run-file", EXP_REF)
+
+
+def test_experiment_ref_fetched_from_the_remote(repo: Path, tmp_path: Path) -> None:
+    commit(repo, {"dvc.lock": lock("r0", model="m0")}, "baseline")
+    sha = exp_commit(repo, {"dvc.lock": lock("r1")})
+    origin = tmp_path / "origin.git"
+    g(tmp_path, "init", "-q", "--bare", str(origin))
+    g(repo, "remote", "add", "origin", str(origin))
+    g(repo, "push", "-q", "origin", "main", f"{EXP_REF}:{EXP_REF}")
+    clone = tmp_path / "clone"
+    g(tmp_path, "clone", "-q", str(origin), str(clone))
+    assert git.commit_of(clone, EXP_REF) is None  # a plain clone lacks experiment refs
+    run_tags = tags("r1", **{p.TAG_EXP_REF: EXP_REF})
+    assert resolve.find_restore_point(clone, run_tags, fetch=False) is None
+    point = resolve.find_restore_point(clone, run_tags)
+    assert point and (point.sha, point.found_by) == (sha, "exp-ref")
+    assert git.commit_of(clone, EXP_REF) == sha
+
+
+def test_dirty_files_decide_bit_for_bit(repo: Path) -> None:
+    sha = commit(repo, {"dvc.lock": lock("r1"), "src/a.py": "A\n"}, "run")
+    same = {"src/a.py": md5(b"A\n"), "gone.txt": p.DIRTY_DELETED}
+    got = resolve.resolve(repo, RUN, tags("r1", **{p.TAG_DIRTY_FILES: json.dumps(same)}))
+    assert got.restorable and got.restore_point and got.restore_point.sha == sha
+    differ = {"src/a.py": md5(b"edited\n"), "scratch.txt": md5(b"untracked\n")}
+    got = resolve.resolve(repo, RUN, tags("r1", **{p.TAG_DIRTY_FILES: json.dumps(differ)}))
+    assert not got.restorable and got.restore_point and got.restore_point.sha == sha
+    assert got.reason == (
+        f"run {RUN} was made from a dirty workspace (src/a.py, scratch.txt): "
+        "it cannot be restored bit for bit"
+    )
+    capped = {p.TAG_DIRTY_FILES: json.dumps({p.DIRTY_TOO_MANY: "too many"})}
+    got = resolve.resolve(repo, RUN, tags("r1", **capped))
+    assert not got.restorable and got.reason and "too many changed files" in got.reason
+
+
+def test_nothing_records_the_run(repo: Path) -> None:
+    commit(repo, {"dvc.lock": lock("r2", model="m2")}, "another run")
+    got = resolve.resolve(repo, RUN, tags("r1"))
+    assert (got.restore_point, got.restorable, got.reason) == (None, False, resolve.NOT_RECORDED)
+    got = resolve.resolve(None, RUN, tags("r1"))
+    assert not got.restorable and got.reason and "--repo" in got.reason
+
+
+# -- assembling the record ---------------------------------------------------------------------
+class StubRest:
+    def experiment_name(self, experiment_id: str) -> str:
+        return "proj"
+
+
+def test_record_from_a_run_and_its_restore_point(repo: Path) -> None:
+    (repo / ".dvc/config").write_text(
+        "[core]\n    remote = storage\n['remote \"storage\"']\n    url = /srv/dvc\n"
+    )
+    sha = commit(repo, {"dvc.lock": lock("r1")}, "run")
+    run = Run(RUN, "1", {"train.C": "1.0"}, {"test_accuracy": 0.9}, tags("r1"))
+    mv = ModelVersion("proj", "2", RUN, {p.MV_IMAGE_REFS: "h/r@sha256:" + "e" * 64}, ("best",))
+    record = trace.assemble("models:/proj/2", StubRest(), run, mv, [], repo)
+    assert record.code.restorable and record.code.restore_point
+    assert record.code.restore_point.sha == sha
+    assert record.restore_command == "mlrig checkout models:/proj/2"
+    assert record.run.experiment == "proj" and record.model and record.model.aliases == ["best"]
+    assert record.expected_hashes() == {
+        "data/processed/train.csv": "d1",
+        "src/x/train.py": "d2",
+        p.MODEL_FILE: "m1",
+        p.RUN_FILE: "r1",
+    }
+    assert {d.remote.url for d in record.data if d.remote} == {"/srv/dvc"}
+    again = type(record).model_validate_json(record.model_dump_json())
+    assert again == record
+    assert "restorable" in record.summary() and "proj v2" in record.summary()
+
+
+def test_dvc_config_remotes() -> None:
+    text = "[core]\n    remote = s\n['remote \"s\"']\n    url = s3://b/p\n['remote \"o\"']\n"
+    assert dvc_adapter.config_remotes(text) == ("s", {"s": "s3://b/p"})
+    assert dvc_adapter.config_remotes("[[[") == (None, {})

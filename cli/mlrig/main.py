@@ -97,13 +97,14 @@ def _root(
 
 def _register() -> None:
     # command modules import only typer/rich at module level; the work is imported lazily
-    from mlrig.commands import demo, doctor, image, init, rehearse, setup, stack
+    from mlrig.commands import demo, doctor, image, init, rehearse, setup, stack, trace
 
     stack.app.command("rehearse")(rehearse.rehearse)
     app.add_typer(stack.app, name="stack")
     app.command("init")(init.init_cmd)
     app.command("update")(init.update_cmd)
     app.add_typer(image.app, name="image")
+    app.command("trace")(trace.trace)
     app.command("demo")(demo.demo)
     app.command("doctor")(doctor.doctor)
     app.add_typer(setup.app, name="setup")

@@ -1,0 +1,97 @@
+"""`mlrig trace REF`: from an image, model version or run back to its run, code and data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mlrig.commands.options import JsonOpt, StackOpt
+from mlrig.ui import console
+
+if TYPE_CHECKING:
+    from mlrig.core.provenance import ProvenanceRecord
+
+PARAMS_SHOWN = 8
+
+
+def trace(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="REF",
+            help="Image (name:tag, host/repo@sha256:…, sha256:…, image ID), models:/NAME/VERSION, "
+            "models:/NAME@ALIAS, @ALIAS, runs:/ID or a run ID.",
+        ),
+    ],
+    json_out: JsonOpt = False,
+    stack: StackOpt = None,
+    repo: Annotated[
+        Path | None,
+        typer.Option(
+            help="Git repository to look for the restore point in (default: the one holding "
+            "the current directory)."
+        ),
+    ] = None,
+) -> None:
+    """Print where REF came from: image ↔ model version ↔ run ↔ commit/experiment ↔ data."""
+    from mlrig.core import trace as core
+
+    record = core.trace(ref, stack=stack, repo=repo)
+    if json_out:
+        typer.echo(record.model_dump_json(indent=2))
+        return
+    render(record)
+
+
+def _short(values: dict[str, str] | dict[str, float], limit: int = PARAMS_SHOWN) -> str:
+    items = [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items()]
+    more = f" (+{len(items) - limit} more)" if len(items) > limit else ""
+    return "  ".join(items[:limit]) + more
+
+
+def render(record: ProvenanceRecord) -> None:
+    """A compact table: one row per link of the chain, then the data and the restore line."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    rows: list[tuple[str, str]] = []
+    for image in record.images or []:
+        rows.append(("image", escape(image.reference or image.digest)))
+    if record.model:
+        aliases = "".join(f"  @{a}" for a in record.model.aliases)
+        rows.append(("model", f"{escape(record.model.name)} v{record.model.version}{aliases}"))
+    run = record.run
+    rows.append(("run", f"{run.id}  (experiment {escape(run.experiment or '?')})"))
+    if run.params:
+        rows.append(("params", escape(_short(run.params))))
+    if run.metrics:
+        rows.append(("metrics", escape(_short(run.metrics))))
+    code = record.code
+    dirty = f"[yellow]dirty: {', '.join(code.dirty_files) or 'yes'}[/]" if code.dirty else "clean"
+    rows.append(("commit", f"{code.commit or '?'}  {dirty}"))
+    if code.remote:
+        rows.append(("remote", escape(code.remote)))
+    if code.exp_name:
+        base = f"  baseline {code.exp_baseline[:12]}" if code.exp_baseline else ""
+        rows.append(("experiment", f"{escape(code.exp_name)}{base}  {escape(code.exp_ref or '')}"))
+    point = code.restore_point
+    if point:
+        where = f" ({escape(point.ref)})" if point.ref else ""
+        rows.append(("restore point", f"{point.sha}{where}, found by {point.found_by}"))
+    for item in record.data:
+        held = item.remote
+        remote = f"  in {escape(held.name)}: {escape(held.url)}" if held else ""
+        rows.append((f"data {item.role}", f"{escape(item.path)}  {item.md5}{remote}"))
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in rows:
+        table.add_row(key, value)
+    out = console()
+    out.print(table)
+    if record.restore_command:
+        out.print(f"[green]restorable bit for bit:[/] {escape(record.restore_command)}")
+    else:
+        out.print(f"[red]not restorable:[/] {escape(code.reason or 'unknown reason')}")

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.integration
 runner = CliRunner()
 # the version this mlrig ships: bumped whenever the template changes
 TEMPLATE_VERSION = (bootstrap.packaged_template() / "VERSION").read_text().strip()
+_major, _minor, *_ = TEMPLATE_VERSION.split(".")
+NEXT_VERSION = f"{_major}.{int(_minor) + 1}.0"  # what a newer mlrig would ship
 
 
 def git(repo: Path, *args: str) -> str:
@@ -71,6 +73,7 @@ def test_init_makes_one_clean_commit_with_the_contract_answers(aws_repo: Path) -
         "tests/test_data.py",
         "tests/test_features.py",
         "tests/test_pipeline_smoke.py",
+        "tests/test_tracking.py",
     ):
         assert path in tracked, path
     assert "data/raw/breast_cancer.csv" not in tracked  # DVC tracks it, git only its pointer
@@ -207,20 +210,20 @@ def test_update_merges_a_newer_template(
     readme = repo / "README.md"
     readme.write_text(readme.read_text() + "\nOur notes.\n")
     git(repo, "commit", "-qam", "notes")
-    _new_template_version(template_copy, "1.1.0")
+    _new_template_version(template_copy, NEXT_VERSION)
     dvcignore = template_copy / "template/.dvcignore"
     dvcignore.write_text(dvcignore.read_text() + "notebooks/.ipynb_checkpoints/\n")
 
     result = bootstrap.update(repo, template_dir=template_copy)
-    assert (result.old_version, result.new_version) == (TEMPLATE_VERSION, "1.1.0")
+    assert (result.old_version, result.new_version) == (TEMPLATE_VERSION, NEXT_VERSION)
     assert ".dvcignore" in result.changed
     assert "notebooks/.ipynb_checkpoints/" in (repo / ".dvcignore").read_text()
     assert readme.read_text().endswith("Our notes.\n")
     answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
-    assert answers["_commit"] == "1.1.0" and answers["project_name"] == "churn"
+    assert answers["_commit"] == NEXT_VERSION and answers["project_name"] == "churn"
 
     # the CLI on an up-to-date, committed repo: nothing to do
-    git(repo, "commit", "-qam", "template 1.1.0")
+    git(repo, "commit", "-qam", f"template {NEXT_VERSION}")
     assert bootstrap.update(repo, template_dir=template_copy).changed == []
 
 
@@ -232,7 +235,7 @@ def test_update_conflicts_exit_non_zero_listing_files(
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("test_size: 0.2", "test_size: 0.3"))
     git(repo, "commit", "-qam", "bigger test set")
-    _new_template_version(template_copy, "1.1.0")
+    _new_template_version(template_copy, NEXT_VERSION)
     tparams = template_copy / "template/params.yaml"
     tparams.write_text(tparams.read_text().replace("test_size: 0.2", "test_size: 0.25"))
     bootstrap.template_repo(template_copy)  # what a newer mlrig install would ship

@@ -127,6 +127,10 @@ def test_aws_ci_workflow_uses_oidc_and_reports(aws_repo: Path) -> None:
     text = (aws_repo / ".github/workflows/ci.yml").read_text()
     assert "aws-access-key-id" not in text and "AWS_SECRET_ACCESS_KEY" not in text
     assert "repo:acme/churn:*" in text  # the OIDC subject the role must trust
+    # on main, a run that changed dvc.lock is kept as an experiment on origin, restorable
+    share = next(s for s in steps if "dvc exp push origin" in s.get("run", ""))
+    assert "dvc exp save" in share["run"] and "refs/heads/main" in share["if"]
+    assert wf["jobs"]["pipeline"]["permissions"]["contents"] == "write"
     image = wf["jobs"]["image"]
     assert image["needs"] == "pipeline" and "refs/heads/main" in image["if"]
     image_runs = "\n".join(s.get("run", "") for s in image["steps"])

@@ -155,3 +155,58 @@ def config_remotes(text: str) -> tuple[str | None, dict[str, str]]:
             urls[name] = conf[section]["url"]
     default = conf["core"].get("remote") if conf.has_section("core") else None
     return default or None, urls
+
+
+# -- a restored workspace (checkout) ------------------------------------------------------------
+def set_local_remote(
+    root: Path, url: str, options: Mapping[str, str], name: str = REMOTE_NAME
+) -> None:
+    """Make `name` -> url (with options) the default remote in the git-ignored
+    .dvc/config.local only: the committed .dvc/config, and so `git status`, stay as they are."""
+    from dvc.exceptions import DvcException
+
+    try:
+        with _repo_cls()(str(root)) as repo, repo.config.edit("local") as conf:
+            conf["remote"][name] = {"url": url, **dict(options)}
+            conf["core"]["remote"] = name
+    except DvcException as exc:
+        raise _translate(exc, f"configuring remote {name}") from exc
+
+
+def pull(root: Path) -> tuple[int, list[str]]:
+    """`dvc pull` in root: (files fetched from the remote, paths relative to root that DVC
+    could not materialise because neither the cache nor the remote has them). Any other
+    failure (remote unreachable, bad config) raises ServiceError."""
+    import logging
+
+    from dvc.exceptions import CheckoutError, DvcException
+
+    # the missing files are the caller's to report; dvc_data logs them with no handler set
+    loggers = [logging.getLogger(name) for name in ("dvc", "dvc_data")]
+    levels = [log.level for log in loggers]
+    try:
+        with _repo_cls()(str(root)) as repo, _quiet():
+            for log in loggers:
+                log.setLevel(logging.CRITICAL)
+            result = repo.pull()
+    except CheckoutError as exc:
+        base = Path.cwd()
+        missing = [os.path.relpath(base / str(t), root) for t in exc.target_infos]
+        return int(exc.result.get("stats", {}).get("fetched", 0)), sorted(missing)
+    except DvcException as exc:
+        raise _translate(exc, "pull") from exc
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.setLevel(level)
+    return int((result.get("stats") or {}).get("fetched", 0)), []
+
+
+def status(root: Path) -> dict[str, Any]:
+    """`dvc status`: {stage or file: [changes]}; empty when the workspace matches dvc.lock."""
+    from dvc.exceptions import DvcException
+
+    try:
+        with _repo_cls()(str(root)) as repo, _quiet():
+            return dict(repo.status())
+    except DvcException as exc:
+        raise _translate(exc, "status") from exc

@@ -199,3 +199,29 @@ def show_files(path: Path, specs: list[str]) -> dict[str, bytes | None]:
         else:  # "<spec> missing" / "ambiguous"
             found[spec] = None
     return found
+
+
+# -- workspaces (checkout: a second working tree, never the user's own) -----------------------
+def worktree_add(repo: Path, into: Path, sha: str) -> None:
+    """`git worktree add --detach into sha`: a new working tree of repo at sha; the user's
+    own working tree, index and HEAD stay as they are."""
+    run(repo, "worktree", "add", "--quiet", "--detach", str(into), sha)
+
+
+def worktree_remove(repo: Path, into: Path) -> None:
+    """Undo worktree_add (best effort: the caller removes what is left of the folder)."""
+    run(repo, "worktree", "remove", "--force", str(into), check=False)
+    run(repo, "worktree", "prune", check=False)
+
+
+def clone(url: str, into: Path) -> None:
+    """`git clone --no-checkout url into` (check out a commit with checkout_detached)."""
+    into.parent.mkdir(parents=True, exist_ok=True)
+    run(into.parent, "clone", "--quiet", "--no-checkout", url, str(into), env=_NO_PROMPT)
+
+
+def checkout_detached(path: Path, sha: str) -> None:
+    run(path, "checkout", "--quiet", "--detach", sha)
+
+
+_NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails instead of waiting

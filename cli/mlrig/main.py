@@ -97,7 +97,7 @@ def _root(
 
 def _register() -> None:
     # command modules import only typer/rich at module level; the work is imported lazily
-    from mlrig.commands import demo, doctor, image, init, rehearse, setup, stack, trace
+    from mlrig.commands import checkout, demo, doctor, image, init, rehearse, setup, stack, trace
 
     stack.app.command("rehearse")(rehearse.rehearse)
     app.add_typer(stack.app, name="stack")
@@ -105,6 +105,7 @@ def _register() -> None:
     app.command("update")(init.update_cmd)
     app.add_typer(image.app, name="image")
     app.command("trace")(trace.trace)
+    app.command("checkout")(checkout.checkout)
     app.command("demo")(demo.demo)
     app.command("doctor")(doctor.doctor)
     app.add_typer(setup.app, name="setup")

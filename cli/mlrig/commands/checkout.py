@@ -1,0 +1,93 @@
+"""`mlrig checkout REF`: the workspace that produced an image, model version or run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlrig.commands.options import StackOpt
+from mlrig.ui import console, err_console
+
+
+def _progress(msg: str) -> None:
+    from rich.markup import escape
+
+    err_console().print(f"[dim]•[/] {escape(msg)}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _say(text: str) -> None:
+    console().print(text, highlight=False, soft_wrap=True)
+
+
+def checkout(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="REF",
+            help="An image (name:tag, host/repo@sha256:…, sha256:…), models:/NAME/VERSION, "
+            "models:/NAME@ALIAS, @ALIAS, runs:/ID or a run ID.",
+        ),
+    ],
+    into: Annotated[
+        Path | None,
+        typer.Option(
+            "--into",
+            help="New or empty folder for the workspace (default: ./<model>-v<version>, "
+            "next to the repository when run inside one).",
+        ),
+    ] = None,
+    repo: Annotated[
+        Path | None,
+        typer.Option(
+            help="Repository to make a git worktree of (default: the current one, when it "
+            "holds the commit; else the run's git remote is cloned)."
+        ),
+    ] = None,
+    repro: Annotated[
+        bool,
+        typer.Option(
+            "--repro",
+            help="Then re-run the pipeline there (`dvc repro --force`, no model version is "
+            "registered) and compare its metrics and model with the recorded ones.",
+        ),
+    ] = False,
+    stack: StackOpt = None,
+) -> None:
+    """Restore the git commit or experiment and the DVC data that produced REF, then verify
+    every recorded hash. Your own checkout is never touched."""
+    from rich.markup import escape
+
+    from mlrig.core import checkout_verify
+    from mlrig.core.checkout import checkout as make
+
+    result = make(ref, into=into, repo=repo, stack=stack, progress=_progress)
+    ws, target = result.workspace, result.target
+    how = f"worktree of {ws.source}" if ws.source else f"clone of {ws.remote}"
+    exp = f", experiment {target.exp_ref}" if target.exp_ref else ""
+    _say(
+        f"[green]checked out[/] {escape(ref)} in {escape(str(ws.root))} "
+        f"({result.seconds:.1f} s)\n  commit {ws.sha[:12]}{escape(exp)} — {escape(how)}; "
+        f"{ws.pulled} files pulled from the DVC remote"
+    )
+    if result.differences:
+        for line in result.differences:
+            _say(f"[red]differs[/] {escape(line)}")
+        raise typer.Exit(1)
+    _say(
+        f"[green]identical[/]: {len(target.files)} files, params and `dvc status` match "
+        f"run {target.run_id}"
+    )
+    if not repro:
+        return
+    again = checkout_verify.reproduce(result, progress=_progress)
+    for c in again.comparisons:
+        mark = "[green]equal[/]" if c.equal else "[red]differs[/]"
+        _say(f"  {c.name}: recorded {c.recorded}, re-run {c.now} {mark}")
+    if again.registered:
+        _say(f"[red]differs[/] the re-run registered model version {again.registered}")
+    if not again.equal:
+        _say(f"[red]not reproduced[/] (re-run {again.run_id})")
+        raise typer.Exit(1)
+    _say(f"[green]reproduced[/]: re-run {again.run_id} equals run {target.run_id}")

@@ -410,6 +410,13 @@ def test_push_verifies_digest_and_repush_is_a_no_op(v1: dict, env: dict) -> None
     again = runner.invoke(app, ["image", "push", "--stack", "local", v1["built"].ref])
     assert again.exit_code == 0 and "already in the registry" in again.output
     assert again.stdout.strip().splitlines()[-1] == ref
+    # the model version names the image it was pushed as, once however often it is pushed
+    from mlflow import MlflowClient
+
+    mv_tags = MlflowClient().get_model_version(MODEL, v1["version"]).tags
+    assert mv_tags["mlrig.image.digest"] == digest
+    assert mv_tags["mlrig.image.repository"] == repo
+    assert mv_tags["mlrig.image.refs"].split().count(ref) == 1
 
 
 def test_new_model_version_pushes_only_its_model_layer(v1: dict, v2: dict, env: dict) -> None:
@@ -594,8 +601,12 @@ def test_generated_repo_defaults_to_its_latest_model(v2: dict, tmp_path: Path) -
     assert image_model.default_model_uri(tmp_path) == f"models:/{MODEL}/{v2['version']}"
 
 
-def test_provenance_labels_from_the_repo(v1: dict, tmp_path: Path) -> None:
+def test_labels_name_the_run_not_the_repo_the_build_ran_in(v1: dict, tmp_path: Path) -> None:
+    """A run made outside any pipeline: the labels carry what the run recorded, never the
+    HEAD or dvc.lock of the unrelated repo the build happened to run in."""
     import subprocess
+
+    from mlflow import MlflowClient
 
     from mlrig.adapters import docker as docker_adapter
 
@@ -615,9 +626,12 @@ def test_provenance_labels_from_the_repo(v1: dict, tmp_path: Path) -> None:
     built = image.build(f"models:/{MODEL}/{v1['version']}", repo=repo, tag="mlrig-test/prov:1")
     try:
         labels = docker_adapter.client().api.inspect_image(built.ref)["Config"]["Labels"]
-        assert labels["io.mlrig.git.commit"] == head
-        assert labels["org.opencontainers.image.revision"] == head
-        assert labels["io.mlrig.dvc.data"] == "data/raw.csv=abc123"
+        run = MlflowClient().get_run(built.provenance.run_id)
+        recorded = run.data.tags.get("mlflow.source.git.commit")
+        assert head not in labels.values()
+        assert labels.get("io.mlrig.git.commit") == recorded
+        assert labels.get("org.opencontainers.image.revision") == recorded
+        assert "io.mlrig.dvc.data" not in labels  # the run recorded no DVC hashes
         # only labels differ from v1's image: every layer is shared
         layers = docker_adapter.client().api.inspect_image(v1["built"].ref)["RootFS"]
         assert docker_adapter.client().api.inspect_image(built.ref)["RootFS"] == layers

@@ -255,3 +255,34 @@ def test_dvc_config_remotes() -> None:
     text = "[core]\n    remote = s\n['remote \"s\"']\n    url = s3://b/p\n['remote \"o\"']\n"
     assert dvc_adapter.config_remotes(text) == ("s", {"s": "s3://b/p"})
     assert dvc_adapter.config_remotes("[[[") == (None, {})
+
+
+# -- what push and build write -----------------------------------------------------------------
+def test_pushed_references_are_appended_once() -> None:
+    from mlrig.core.image_push_tags import merged_refs
+
+    assert merged_refs("", "h/r@sha256:1") == "h/r@sha256:1"
+    assert merged_refs("h/r@sha256:1", "h/r@sha256:2") == "h/r@sha256:1 h/r@sha256:2"
+    assert merged_refs("h/r@sha256:1 h/r@sha256:2", "h/r@sha256:1") == "h/r@sha256:1 h/r@sha256:2"
+
+
+def test_labels_name_the_experiment_and_dirtiness() -> None:
+    from mlrig.core.serving_model import Provenance
+
+    prov = Provenance(
+        "models:/m/3",
+        "m",
+        "3",
+        RUN,
+        "f" * 40,
+        None,
+        {"models/model.pkl": "m1"},
+        git_dirty="false",
+        exp_name="exp-one",
+        exp_ref=EXP_REF,
+    )
+    labels = prov.labels("0.1.0", "sha")
+    assert labels[p.LABEL_EXP_NAME] == "exp-one" and labels[p.LABEL_EXP_REF] == EXP_REF
+    assert labels[p.LABEL_GIT_DIRTY] == "false" and labels[p.LABEL_GIT_COMMIT] == "f" * 40
+    bare = Provenance("runs:/x/model", None, None, RUN).labels("0.1.0", "sha")
+    assert p.LABEL_EXP_NAME not in bare and p.LABEL_GIT_DIRTY not in bare

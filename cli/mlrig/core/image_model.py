@@ -12,9 +12,11 @@ from pathlib import Path
 from mlrig import contract
 from mlrig.adapters import git
 from mlrig.adapters import mlflow as mlflow_adapter
-from mlrig.core import serving_model, stacks
+from mlrig.adapters.mlflow_rest import MlflowRest
+from mlrig.core import provenance as p
+from mlrig.core import provenance_resolve, stacks
 from mlrig.core.serving_model import Provenance
-from mlrig.errors import ConfigError, UsageError
+from mlrig.errors import ConfigError, MlrigError, UsageError
 
 ANSWERS_FILE = stacks.ANSWERS_FILE
 _RUN_URI = re.compile(r"^runs:/(?P<run>[0-9a-f]{8,64})(/|$)")
@@ -92,15 +94,43 @@ def describe(uri: str) -> tuple[str | None, str | None, str | None]:
 
 
 def provenance(uri: str, repo: Path | None) -> Provenance:
-    """Where the model came from: its registry entry, and the commit and DVC hashes of the
-    repo it was built from (else the commit its MLflow run recorded). Best effort past the URI.
-    """
+    """Where the model came from, as its run recorded it: the registry entry, the run's
+    commit (its restore point when `repo` holds one: the commit or experiment whose dvc.lock
+    records the run), experiment, dirtiness and DVC hashes. Best effort past the URI: the
+    repo the build runs in says nothing about a run made elsewhere."""
     name, version, run_id = describe(uri)
-    commit = remote = None
-    dvc: dict[str, str] = {}
-    if repo is not None:
-        commit, remote = git.head_and_origin(repo)
-        dvc = serving_model.dvc_lock_hashes(repo / "dvc.lock")
-    if not commit and run_id:
-        commit = mlflow_adapter.run_tag(run_id, "mlflow.source.git.commit")
-    return Provenance(uri, name, version, run_id, commit, remote, dvc)
+    tags = run_tags(run_id) if run_id else {}
+    dvc = {
+        **provenance_resolve.hashes(tags, p.TAG_DEP_PREFIX),
+        **provenance_resolve.hashes(tags, p.TAG_OUT_PREFIX),
+    }
+    commit, exp_ref = tags.get(p.TAG_GIT_COMMIT), tags.get(p.TAG_EXP_REF)
+    if run_id and repo is not None and provenance_resolve.has_provenance(tags):
+        where = git.toplevel(repo) if git.is_repo(repo) else None
+        found = provenance_resolve.resolve(where, run_id, tags, fetch=False)
+        if found.restore_point:
+            commit = found.restore_point.sha
+            exp_ref = found.restore_point.ref or exp_ref
+    return Provenance(
+        uri,
+        name,
+        version,
+        run_id,
+        commit,
+        tags.get(p.TAG_GIT_REMOTE),
+        dvc,
+        git_dirty=tags.get(p.TAG_GIT_DIRTY),
+        exp_name=tags.get(p.TAG_EXP_NAME),
+        exp_ref=exp_ref,
+    )
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    """Every tag of the run, read from the tracking server the build talks to; {} when it
+    cannot be read (provenance never stops a build)."""
+    import os
+
+    try:
+        return MlflowRest.from_env(os.environ).run(run_id).tags
+    except MlrigError:
+        return {}

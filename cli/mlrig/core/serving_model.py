@@ -147,6 +147,9 @@ class Provenance:
     git_commit: str | None = None
     git_remote: str | None = None
     dvc_data: dict[str, str] = field(default_factory=dict)
+    git_dirty: str | None = None  # "true" | "false", as the run recorded it
+    exp_name: str | None = None
+    exp_ref: str | None = None
 
     def labels(self, mlrig_version: str, requirements_sha256: str) -> dict[str, str]:
         """OCI labels; no timestamps, so an unchanged rebuild keeps the same image ID."""
@@ -161,6 +164,9 @@ class Provenance:
             f"{LABEL_PREFIX}.model.version": self.model_version or "",
             f"{LABEL_PREFIX}.mlflow.run-id": self.run_id or "",
             f"{LABEL_PREFIX}.git.commit": self.git_commit or "",
+            f"{LABEL_PREFIX}.git.dirty": self.git_dirty or "",
+            f"{LABEL_PREFIX}.exp.name": self.exp_name or "",
+            f"{LABEL_PREFIX}.exp.ref": self.exp_ref or "",
             f"{LABEL_PREFIX}.dvc.data": ",".join(
                 f"{k}={v}" for k, v in sorted(self.dvc_data.items())
             ),

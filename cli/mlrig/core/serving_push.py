@@ -52,6 +52,7 @@ class PushResult:
     digest: str
     tags: list[str]
     unchanged: list[str] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # the image's, for provenance tags
 
 
 def target_for(outputs: StackOutputs, endpoint: str | None = None) -> Target:
@@ -138,8 +139,10 @@ def push(
     progress: Progress = lambda _m: None,
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
 ) -> PushResult:
-    """Push to a stack's registry."""
-    return push_to(
+    """Push to a stack's registry, then name the image on the model version it serves."""
+    from mlrig.core import image_push_tags
+
+    result = push_to(
         image,
         outputs.registry,
         owner=f"stack '{outputs.name}'",
@@ -147,6 +150,8 @@ def push(
         progress=progress,
         on_chunk=on_chunk,
     )
+    image_push_tags.record(outputs, result.labels, result.reference, result.digest, progress)
+    return result
 
 
 def push_to(
@@ -196,7 +201,7 @@ def push_to(
     if digest is None:  # everything already there: report what the registry holds
         digest = client.manifest_digest(target.repository, tags[0]) or ""
     name = f"{target.name_host or target.host}/{target.repository}"
-    return PushResult(f"{name}@{digest}", digest, todo, unchanged)
+    return PushResult(f"{name}@{digest}", digest, todo, unchanged, labels)
 
 
 def _push_tag(

@@ -1,0 +1,62 @@
+"""After a verified push: name the pushed image on the model version it serves (digest,
+repository, every reference ever pushed), so `mlrig trace` finds the run from a digest alone."""
+
+from __future__ import annotations
+
+from mlrig.adapters.mlflow_rest import MlflowRest
+from mlrig.contract import StackOutputs
+from mlrig.core import provenance as p
+from mlrig.core.progress import Progress
+from mlrig.errors import MlrigError, RemoteError, UsageError
+
+RETRY_HINT = (
+    "re-running `mlrig image push` is safe: the image is already there, so the push is a "
+    "no-op that writes the tags"
+)
+
+
+def merged_refs(existing: str, reference: str) -> str:
+    """The space-separated reference list with reference appended once."""
+    refs = existing.split()
+    return " ".join(refs if reference in refs else [*refs, reference])
+
+
+def record(
+    outputs: StackOutputs,
+    labels: dict[str, str],
+    reference: str,
+    digest: str,
+    progress: Progress = lambda _m: None,
+) -> bool:
+    """Tag the model version the image's labels name; False when there is none to tag (an
+    image of a run, or of a version another stack's MLflow holds)."""
+    from mlrig.core import stacks
+
+    name, version = labels.get(p.LABEL_MODEL_NAME), labels.get(p.LABEL_MODEL_VERSION)
+    if not (name and version and digest):
+        return False
+    try:
+        rest = MlflowRest.from_env(stacks.client_env(outputs))
+        try:
+            mv = rest.model_version(name, version)
+        except UsageError:
+            progress(
+                f"model version {version} of {name} is not on stack '{outputs.name}''s MLflow: "
+                "no push tags written (trace still reads the image's labels)"
+            )
+            return False
+        refs = merged_refs(mv.tags.get(p.MV_IMAGE_REFS, ""), reference)
+        for key, value in (
+            (p.MV_IMAGE_DIGEST, digest),
+            (p.MV_IMAGE_REPOSITORY, reference.rsplit("@", 1)[0]),
+            (p.MV_IMAGE_REFS, refs),
+        ):
+            if mv.tags.get(key) != value:
+                rest.set_model_version_tag(name, version, key, value)
+    except MlrigError as exc:
+        raise RemoteError(
+            f"{reference} was pushed, but tagging model version {version} of {name} with it "
+            f"failed: {exc.message}",
+            hint=RETRY_HINT,
+        ) from exc
+    return True

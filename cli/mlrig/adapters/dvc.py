@@ -207,6 +207,17 @@ def status(root: Path) -> dict[str, Any]:
 
     try:
         with _repo_cls()(str(root)) as repo, _quiet():
-            return dict(repo.status())
+            found = dict(repo.status())
     except DvcException as exc:
         raise _translate(exc, "status") from exc
+    return {_from_root(key, root): changes for key, changes in found.items()}
+
+
+def _from_root(key: str, root: Path) -> str:
+    """DVC names stages and .dvc files relative to the current directory
+    (`../ws/dvc.yaml:train`); name them as from root (`train`, `data/raw.csv.dvc`)."""
+    path, colon, stage = key.rpartition(":")
+    if colon and path:
+        rel = os.path.relpath(Path.cwd() / path, root)
+        return stage if rel == "dvc.yaml" else f"{rel}:{stage}"
+    return os.path.relpath(Path.cwd() / key, root)

@@ -76,7 +76,9 @@ def source_repo(repo: Path | None, target: Target) -> Path | None:
     if target.sha and git.commit_of(top, target.sha):
         return top
     if target.sha and target.exp_ref:
-        for remote in dict.fromkeys(r for r in (git.remote_url(top), target.git_remote) if r):
+        # the recorded remote is fetched from only into a repository the user named
+        remotes = (git.remote_url(top), target.git_remote if repo is not None else None)
+        for remote in dict.fromkeys(r for r in remotes if r):
             if git.fetch_ref(top, remote, target.exp_ref) and git.commit_of(top, target.sha):
                 return top
     if repo is not None:
@@ -247,6 +249,8 @@ def checkout(
     from mlrig.core import stacks, trace
 
     started = time.monotonic()
+    if into is not None:
+        check_into(into)  # before anything is traced or made
     record = trace.trace(ref, stack=stack, repo=repo)
     target = target_of(record)
     where = trace.find_repo(repo)

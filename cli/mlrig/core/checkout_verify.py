@@ -67,6 +67,13 @@ def params_md5(root: Path, stage: str) -> str:
     return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
 
 
+def _state(state: object) -> str:
+    """`modified`, or for params `(train.C modified)`."""
+    if isinstance(state, dict):
+        return "(" + ", ".join(f"{k} {v}" for k, v in state.items()) + ")"
+    return str(state)
+
+
 def _status_lines(status: Mapping[str, Any]) -> list[str]:
     """`dvc status` output as one line per stage or .dvc file that differs."""
     lines = []
@@ -76,7 +83,7 @@ def _status_lines(status: Mapping[str, Any]) -> list[str]:
             if isinstance(change, dict):
                 for kind, paths in change.items():
                     if isinstance(paths, dict):
-                        listed = ", ".join(f"{path} {state}" for path, state in paths.items())
+                        listed = ", ".join(f"{path} {_state(s)}" for path, s in paths.items())
                         parts.append(f"{kind}: {listed}")
                     else:
                         parts.append(f"{kind}: {paths}")

@@ -196,7 +196,16 @@ def aws_stack_outputs(name: str) -> StackOutputs:
 
 # -- generated repositories, driven with the real programs ---------------------------------------
 def md5(path: Path) -> str:
-    return hashlib.md5(path.read_bytes(), usedforsecurity=False).hexdigest()
+    return md5_of(path.read_bytes())
+
+
+def md5_of(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+def params_md5(lock_params: dict[str, Any]) -> str:
+    """`mlrig.params.md5` of a stage whose dvc.lock entry records these params."""
+    return md5_of(json.dumps(lock_params, sort_keys=True, separators=(",", ":")).encode())
 
 
 def sh(repo: Path, *args: str, env: dict[str, str]) -> str:
@@ -253,21 +262,47 @@ def mlflow_client(stack_env: dict) -> Any:
     return MlflowClient(tracking_uri=stack_env["env"]["MLFLOW_TRACKING_URI"])
 
 
-def provenance_of(repo: Path) -> dict[str, Any]:
-    """What a repro just recorded: the MLflow run, HEAD and the train stage's lock hashes."""
+def provenance_of(repo: Path, dirty: dict[str, str] | None = None) -> dict[str, Any]:
+    """What a repro just recorded: the MLflow run, HEAD, the train stage's dvc.lock entry
+    (dep and out hashes, params hash) and the files' own hashes; `dirty` is what the
+    workspace held besides HEAD when the stage ran ({path: md5 | "deleted"})."""
+    import yaml
+
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train"]
     return {
         "run": json.loads((repo / "models/mlflow_run.json").read_text()),
         "head": sh(repo, "git", "rev-parse", "HEAD", env=os.environ.copy()).strip(),
         "deps": lock_deps(repo, "train"),
+        "outs": {f"dvc.out.{o['path']}": o["md5"] for o in lock["outs"]},
+        "files": {f"dvc.out.{o['path']}": md5(repo / o["path"]) for o in lock["outs"]},
+        "params_md5": params_md5(lock["params"]),
+        "dirty": dirty or {},
     }
 
 
+def prefixed(tags: dict[str, str], prefix: str) -> dict[str, str]:
+    return {k: v for k, v in tags.items() if k.startswith(prefix)}
+
+
 def assert_provenance(client: Any, recorded: dict[str, Any]) -> None:
-    run = client.get_run(recorded["run"]["run_id"])
-    assert run.data.tags["mlflow.source.git.commit"] == recorded["head"]
-    dep_tags = {k: v for k, v in run.data.tags.items() if k.startswith("dvc.dep.")}
+    """The run of a plain `dvc repro` names its commit, and the hashes its dvc.lock holds."""
+    tags = client.get_run(recorded["run"]["run_id"]).data.tags
+    assert tags["mlflow.source.git.commit"] == recorded["head"]
+    assert tags["dvc.stage"] == "train"
+    dep_tags = prefixed(tags, "dvc.dep.")
     assert dep_tags == recorded["deps"]
     assert len(dep_tags) == 4  # train.csv, features.py, train.py, tracking.py
+    out_tags = prefixed(tags, "dvc.out.")
+    assert set(out_tags) == {"dvc.out.models/model.pkl", "dvc.out.models/mlflow_run.json"}
+    assert out_tags == recorded["outs"] == recorded["files"]
+    assert tags["mlrig.params.md5"] == recorded["params_md5"]
+    assert prefixed(tags, "mlrig.exp.") == {}  # not an experiment
+    assert "mlrig.repro_of" not in tags
+    if recorded["dirty"]:
+        assert tags["mlrig.git.dirty"] == "true"
+        assert json.loads(tags["mlrig.git.dirty_files"]) == recorded["dirty"]
+    else:  # dvc.lock, the outputs and DVC's .gitignore files appear on a run: not dirt
+        assert tags["mlrig.git.dirty"] == "false" and "mlrig.git.dirty_files" not in tags
 
 
 # -- models -------------------------------------------------------------------------------------

@@ -15,7 +15,10 @@ from tests.helpers import (
     assert_provenance,
     lock_deps,
     md5,
+    md5_of,
     mlflow_client,
+    params_md5,
+    prefixed,
     provenance_of,
     ran_stages,
     repo_env,
@@ -61,8 +64,13 @@ def test_1_repro_runs_all_then_skips_then_reruns_only_what_changed(shared: dict)
     params.write_text(params.read_text().replace("C: 1.0 ", "C: 0.8 "))
     status = json.loads(sh(repo, "dvc", "status", "--json", env=env))
     assert set(status) == {"train"}  # evaluate's inputs change only once train re-runs
+    # not committed before the run: the edit and an untracked file make the run dirty
+    notes = repo / "notes/idea.md"
+    notes.parent.mkdir()
+    notes.write_text("try a smaller C\n")
     assert ran_stages(sh(repo, "dvc", "repro", env=env)) == {"train", "evaluate"}
-    shared["provenance"].append(provenance_of(repo))
+    dirty = {"notes/idea.md": md5(notes), "params.yaml": md5(params)}
+    shared["provenance"].append(provenance_of(repo, dirty=dirty))
     sh(repo, "git", "add", "--all", env=env)
     sh(repo, "git", "commit", "-qm", "C=0.8", env=env)
 
@@ -142,16 +150,67 @@ def test_3_experiments_show_up_in_dvc_and_mlflow(shared: dict, stack_env: dict) 
         if r.data.tags.get("mlflow.source.git.commit") == head
     ]
     assert sorted(r.data.params["train.C"] for r in runs) == sorted(values)
+    listed = sh(
+        repo, "git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps", env=env
+    )
+    refs = dict(line.split() for line in listed.splitlines())  # experiment commit -> its ref
     for r in runs:
         assert (
             r.data.tags["dvc.dep.data/processed/train.csv"]
             == lock_deps(repo, "train")["dvc.dep.data/processed/train.csv"]
         )
         assert "test_accuracy" in r.data.metrics
+        rev = exps[r.data.params["train.C"]]
+        assert_experiment_provenance(repo, env, r.data.tags, baseline["rev"], rev, refs[rev["rev"]])
 
     sh(repo, "dvc", "exp", "apply", exps["0.5"]["name"], env=env)
     assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["C"] == 0.5
     sh(repo, "git", "checkout", "--", ".", env=env)  # back to the committed baseline
+    sh(repo, "dvc", "checkout", "--force", env=env)
+    assert "up to date" in sh(repo, "dvc", "status", env=env)
+
+
+def assert_experiment_provenance(
+    repo: Path, env: dict[str, str], tags: dict[str, str], head: str, rev: dict, ref: str
+) -> None:
+    """An experiment's run names it as `dvc exp show` and its git ref do, and the
+    experiment's commit records exactly this run's outputs, params and edits."""
+    assert tags["mlrig.exp.name"] == rev["name"] == ref.rsplit("/", 1)[-1]
+    assert tags["mlrig.exp.baseline"] == head
+    assert tags["mlrig.exp.ref"] == ref == f"refs/exps/{head[:2]}/{head[2:]}/{rev['name']}"
+    lock = yaml.safe_load(sh(repo, "git", "show", f"{ref}:dvc.lock", env=env))["stages"]["train"]
+    assert prefixed(tags, "dvc.out.") == {f"dvc.out.{o['path']}": o["md5"] for o in lock["outs"]}
+    assert tags["mlrig.params.md5"] == params_md5(lock["params"])
+    # -S edited params.yaml before the run; the experiment's commit holds that edit
+    committed = sh(repo, "git", "show", f"{ref}:params.yaml", env=env).encode()
+    assert tags["mlrig.git.dirty"] == "true"
+    assert json.loads(tags["mlrig.git.dirty_files"]) == {"params.yaml": md5_of(committed)}
+
+
+def test_a_verification_rerun_registers_nothing_and_names_its_original(
+    shared: dict, stack_env: dict
+) -> None:
+    """What `mlrig checkout --repro` runs: the whole pipeline again, with MLRIG_REPRO_OF."""
+    repo, env = shared["repo"], shared["env"]
+    client = mlflow_client(stack_env)
+    original = shared["provenance"][-1]
+    versions = {v.version for v in client.search_model_versions(f"name='{PROJECT}'")}
+    rerun_env = {**env, "MLRIG_REPRO_OF": original["run"]["run_id"]}
+    assert "train" in ran_stages(sh(repo, "dvc", "repro", "--force", env=rerun_env))
+    record = json.loads((repo / "models/mlflow_run.json").read_text())
+    assert record["version"] is None and record["run_id"] != original["run"]["run_id"]
+    assert {v.version for v in client.search_model_versions(f"name='{PROJECT}'")} == versions
+    run = client.get_run(record["run_id"])
+    assert run.data.tags["mlrig.repro_of"] == original["run"]["run_id"]
+    assert run.data.tags["dvc.out.models/mlflow_run.json"] == md5(repo / "models/mlflow_run.json")
+    # training is deterministic: the same bytes and, through evaluate, the same test metrics
+    assert run.data.tags["dvc.out.models/model.pkl"] == original["outs"]["dvc.out.models/model.pkl"]
+    before = client.get_run(original["run"]["run_id"]).data.metrics
+    assert {k: v for k, v in run.data.metrics.items() if k.startswith("test_")} == {
+        k: v for k, v in before.items() if k.startswith("test_")
+    }
+    assert run.data.tags["mlrig.git.dirty"] == "false"
+    sh(repo, "git", "checkout", "--", "dvc.lock", env=env)  # back to the committed run
     sh(repo, "dvc", "checkout", "--force", env=env)
     assert "up to date" in sh(repo, "dvc", "status", env=env)
 

@@ -113,14 +113,15 @@ def _clone(into: Path, target: Target, progress: Progress) -> str:
         )
     progress(f"cloning {target.git_remote}")
     git.clone(target.git_remote, into)
-    if target.exp_ref and not git.fetch_ref(into, "origin", target.exp_ref):
-        raise NotRestorable(
-            f"{target.git_remote} has no {target.exp_ref}",
-            hint="push it from the workspace that ran it: `dvc exp push origin -A`",
-        )
+    if target.exp_ref:  # experiments are not cloned; absent, a branch may still record the run
+        git.fetch_ref(into, "origin", target.exp_ref)
     sha = target.sha or _resolve_in(into, target)
     if not git.commit_of(into, sha):
-        raise NotRestorable(f"{target.git_remote} does not hold commit {sha[:12]}")
+        what = f"{target.exp_ref} nor commit" if target.exp_ref else "commit"
+        raise NotRestorable(
+            f"{target.git_remote} has no {what} {sha[:12]}",
+            hint="push it from the workspace that ran it (`git push`, `dvc exp push origin -A`)",
+        )
     git.checkout_detached(into, sha)
     return sha
 
@@ -153,14 +154,11 @@ def _pull(root: Path, target: Target, env: Mapping[str, str], where: str) -> int
     with temporary_env(env):
         fetched, missing = dvc.pull(root)
     if missing:
-        shown = ", ".join(
-            f"{path} (md5 {target.files[path]})" if path in target.files else path
-            for path in missing[:3]
-        )
+        shown = [f"{m} (md5 {target.files[m]})" if m in target.files else m for m in missing]
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise ServiceError(
-            f"the DVC remote {where} is missing {shown}{more}: run {target.run_id} cannot be "
-            "restored",
+            f"the DVC remote {where} is missing {', '.join(shown[:3])}{more}: "
+            f"run {target.run_id} cannot be restored",
             hint="`dvc push` from a workspace that still has the data",
         )
     return fetched
@@ -195,7 +193,6 @@ def restore(
 
 @dataclass(frozen=True)
 class CheckoutResult:
-    ref: str
     target: Target
     workspace: Workspace
     differences: list[str]
@@ -254,12 +251,12 @@ def checkout(
     record = trace.trace(ref, stack=stack, repo=repo)
     target = target_of(record)
     where = trace.find_repo(repo)
-    name = stacks.resolve_name(stack, repo=where)
-    outputs = contract.load(name)
+    outputs = contract.load(name := stacks.resolve_name(stack, repo=where))
     into = (into or default_into(_label(target, where))).resolve()
-    env = stacks.client_env(outputs)
-    workspace = restore(target, into, outputs, env, repo=repo, progress=progress)
+    workspace = restore(
+        target, into, outputs, stacks.client_env(outputs), repo=repo, progress=progress
+    )
     progress("verifying hashes, params and `dvc status`")
     found = checkout_verify.differences(into, target.files, target.params_md5, target.stage)
     seconds = time.monotonic() - started
-    return CheckoutResult(ref, target, workspace, found, seconds, name, record.run.metrics)
+    return CheckoutResult(target, workspace, found, seconds, name, record.run.metrics)

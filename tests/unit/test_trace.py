@@ -174,6 +174,8 @@ def test_experiment_ref_named_by_the_run(repo: Path) -> None:
     sha = exp_commit(repo, {"dvc.lock": lock("r1"), "params.yaml": "train: {C: 20}\n"})
     point = resolve.find_restore_point(repo, tags("r1", **{p.TAG_EXP_REF: EXP_REF}))
     assert point and (point.sha, point.found_by, point.ref) == (sha, "exp-ref", EXP_REF)
+    # DVC's scratch ref of a running experiment is no experiment
+    g(repo, "update-ref", "refs/exps/exec/EXEC_HEAD", sha)
     # without the tag, the experiment refs are searched too and the ref is reported
     point = resolve.find_restore_point(repo, tags("r1"))
     assert point and (point.sha, point.found_by, point.ref) == (sha, "run-file", EXP_REF)

@@ -13,6 +13,7 @@ from mlrig.adapters import git
 from mlrig.core import provenance as p
 from mlrig.core.provenance import FoundBy, RestorePoint
 
+EXEC_REFS = f"{p.EXP_REFS}/exec/"
 NOT_RECORDED = (
     "no commit or experiment records this run's outputs: commit dvc.lock after `dvc repro`, "
     "or push the experiment with `dvc exp push`"
@@ -110,7 +111,8 @@ def find_restore_point(
             text = git.show_files(repo, [f"{sha}:{lock}"])[f"{sha}:{lock}"]
             if match(text, tags):
                 return RestorePoint(sha=sha, found_by="exp-ref", ref=exp_ref)
-    exps = git.refs(repo, p.EXP_REFS)
+    # refs/exps/exec/* are DVC's scratch refs of a running experiment, not experiments
+    exps = {k: v for k, v in git.refs(repo, p.EXP_REFS).items() if not k.startswith(EXEC_REFS)}
     ref_of = {sha: name for name, sha in exps.items()}
     candidates = list(dict.fromkeys([*git.log_path(repo, lock), *exps.values()]))
     locks = git.show_files(repo, [f"{sha}:{lock}" for sha in candidates])

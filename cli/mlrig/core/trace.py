@@ -107,7 +107,10 @@ def connect(stack: str | None, repo: Path | None) -> tuple[MlflowRest, StackOutp
 
 def _model_of_run(rest: MlflowRest, run_id: str) -> ModelVersion | None:
     found = rest.search_model_versions(f"run_id='{run_id}'")
-    return max(found, key=lambda v: int(v.version)) if found else None
+    if not found:
+        return None
+    newest = max(found, key=lambda v: int(v.version))
+    return rest.model_version(newest.name, newest.version)  # search leaves aliases out
 
 
 def _images(found: list[ImageRecord], mv: ModelVersion | None) -> list[ImageRecord]:

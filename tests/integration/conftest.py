@@ -1,0 +1,128 @@
+"""Integration fixtures shared by several modules (the session-wide ones live in ../conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import VENV_BIN, repo_env, sh
+
+PROVENANCE_PROJECT = "provrig"
+EXPERIMENTS = ("train.C=20", "train.C=0.05")
+
+
+def _exp_refs(repo: Path, env: dict[str, str]) -> dict[str, str]:
+    out = sh(repo, "git", "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps", env=env)
+    pairs = (line.split(" ", 1) for line in out.splitlines())
+    return {ref: sha for ref, sha in pairs if not ref.startswith("refs/exps/exec/")}
+
+
+def _run_record(repo: Path) -> dict[str, Any]:
+    return dict(json.loads((repo / "models/mlflow_run.json").read_text()))
+
+
+@pytest.fixture(scope="session")
+def provenance_repo(
+    local_stack: dict, base_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """A generated repo on the session's local stack, with the whole provenance loop done
+    once by the real programs: `mlrig init`; a bare git repo as `origin`; `dvc repro` and a
+    commit of its outputs (dvc.lock, metrics); two `dvc exp run -S train.C=…` experiments;
+    `git push` + `dvc exp push origin -A` + `dvc push`; and for every registered version an
+    image built (image.build) and pushed (serving_push.push) to the stack's registry.
+    The workspace is left clean at the repro commit (experiments live in refs/exps only).
+
+    Yields:
+      repo      Path of the generated repo (origin = the bare repo, DVC remote = the stack's)
+      origin    Path of the bare git repo
+      env       environment for running git/dvc/mlrig in repo (MLRIG_HOME = the stack's)
+      project   the registered model's name ("provrig")
+      head      the repro commit (HEAD of main)
+      versions  {version (str): {
+                   "run_id":  the MLflow run that registered it,
+                   "commit":  the commit whose dvc.lock records it (the repro commit, or the
+                              experiment's own commit),
+                   "exp":     the experiment's name, or None for the plain repro,
+                   "exp_ref": refs/exps/…/<name>, or None,
+                   "image":   the local image reference built for it,
+                   "digest":  sha256:… of the pushed manifest,
+                   "ref":     host/repository@sha256:… as pushed,
+                 }}
+    """
+    from mlrig.core import image, serving_push
+
+    home = local_stack["home"]
+    root = tmp_path_factory.mktemp("provenance")
+    env = repo_env(home)
+    sh(
+        root,
+        str(VENV_BIN / "mlrig"),
+        "init",
+        PROVENANCE_PROJECT,
+        "--stack",
+        "local",
+        "--no-input",
+        env=env,
+    )
+    repo, origin = root / PROVENANCE_PROJECT, root / "origin.git"
+    sh(root, "git", "init", "-q", "--bare", "-b", "main", str(origin), env=env)
+    sh(repo, "git", "remote", "add", "origin", str(origin), env=env)
+
+    versions: dict[str, dict[str, Any]] = {}
+    sh(repo, "dvc", "repro", env=env)
+    sh(repo, "git", "add", "--all", env=env)
+    sh(repo, "git", "commit", "-qm", "First pipeline run", env=env)
+    head = sh(repo, "git", "rev-parse", "HEAD", env=env).strip()
+    run = _run_record(repo)
+    versions[run["version"]] = {
+        "run_id": run["run_id"],
+        "commit": head,
+        "exp": None,
+        "exp_ref": None,
+    }
+    for setting in EXPERIMENTS:
+        before = _exp_refs(repo, env)
+        sh(repo, "dvc", "exp", "run", "-S", setting, env=env)
+        new = {k: v for k, v in _exp_refs(repo, env).items() if k not in before}
+        assert len(new) == 1, new
+        ((exp_ref, sha),) = new.items()
+        run = _run_record(repo)
+        versions[run["version"]] = {
+            "run_id": run["run_id"],
+            "commit": sha,
+            "exp": exp_ref.rsplit("/", 1)[1],
+            "exp_ref": exp_ref,
+        }
+    # back to the repro commit, as a user who only tried experiments is
+    sh(repo, "git", "checkout", "-q", "--", ".", env=env)
+    sh(repo, "dvc", "checkout", "-q", env=env)
+    sh(repo, "git", "push", "-q", "origin", "main", env=env)
+    sh(repo, "dvc", "exp", "push", "-A", "origin", env=env)
+    sh(repo, "dvc", "push", "-q", env=env)
+    assert sh(repo, "git", "status", "--porcelain", env=env) == ""
+
+    saved = dict(os.environ)
+    os.environ["MLRIG_HOME"] = str(home)
+    os.environ.update(local_stack["env"])
+    try:
+        for version, facts in versions.items():
+            uri = f"models:/{PROVENANCE_PROJECT}/{version}"
+            built = image.build(uri, repo=repo, stack="local")
+            pushed = serving_push.push(built.ref, local_stack["outputs"])
+            facts.update(image=built.ref, digest=pushed.digest, ref=pushed.reference)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    yield {
+        "repo": repo,
+        "origin": origin,
+        "env": env,
+        "project": PROVENANCE_PROJECT,
+        "head": head,
+        "versions": versions,
+    }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -11,10 +13,14 @@ from mlrig.commands.options import StackOpt
 from mlrig.ui import console, err_console
 
 
-def _progress(msg: str) -> None:
+@contextmanager
+def _working(what: str) -> Iterator[Callable[[str], None]]:
+    """A transient status line that each progress message replaces: on success the result
+    stays on screen, on failure only the one error line."""
     from rich.markup import escape
 
-    err_console().print(f"[dim]•[/] {escape(msg)}", markup=True, highlight=False, soft_wrap=True)
+    with err_console().status(escape(what)) as status:
+        yield lambda message: status.update(escape(message))
 
 
 def _say(text: str) -> None:
@@ -62,7 +68,8 @@ def checkout(
     from mlrig.core import checkout_verify
     from mlrig.core.checkout import checkout as make
 
-    result = make(ref, into=into, repo=repo, stack=stack, progress=_progress)
+    with _working(f"checking out {ref}") as progress:
+        result = make(ref, into=into, repo=repo, stack=stack, progress=progress)
     ws, target = result.workspace, result.target
     how = f"worktree of {ws.source}" if ws.source else f"clone of {ws.remote}"
     exp = f", experiment {target.exp_ref}" if target.exp_ref else ""
@@ -81,7 +88,8 @@ def checkout(
     )
     if not repro:
         return
-    again = checkout_verify.reproduce(result, progress=_progress)
+    with _working("dvc repro --force") as progress:
+        again = checkout_verify.reproduce(result, progress=progress)
     for c in again.comparisons:
         mark = "[green]equal[/]" if c.equal else "[red]differs[/]"
         _say(f"  {c.name}: recorded {c.recorded}, re-run {c.now} {mark}")

@@ -121,6 +121,14 @@ def test_a_worktree_at_the_commit_is_identical_and_the_users_checkout_untouched(
     (repo.path / "scratch.txt").unlink()
 
 
+def test_a_workspace_deleted_by_hand_can_be_checked_out_again(repo: Repo, tmp_path: Path) -> None:
+    into = tmp_path / "ws"
+    co.restore(repo.target(), into, repo.outputs(), {}, repo=repo.path)
+    shutil.rmtree(into)  # git still lists it as a (missing) worktree
+    ws = co.restore(repo.target(), into, repo.outputs(), {}, repo=repo.path)
+    assert verify.differences(ws.root, repo.files, repo.params_md5) == []
+
+
 def test_each_difference_is_one_line(repo: Repo, tmp_path: Path) -> None:
     ws = co.restore(repo.target(), tmp_path / "ws", repo.outputs(), {}, repo=repo.path)
     (ws.root / "models/model.pkl").unlink()

@@ -204,8 +204,9 @@ def show_files(path: Path, specs: list[str]) -> dict[str, bytes | None]:
 # -- workspaces (checkout: a second working tree, never the user's own) -----------------------
 def worktree_add(repo: Path, into: Path, sha: str) -> None:
     """`git worktree add --detach into sha`: a new working tree of repo at sha; the user's
-    own working tree, index and HEAD stay as they are."""
-    run(repo, "worktree", "add", "--quiet", "--detach", str(into), sha)
+    own working tree, index and HEAD stay as they are. --force: a folder the user deleted
+    by hand is still registered as a worktree, and would otherwise refuse its path."""
+    run(repo, "worktree", "add", "--quiet", "--force", "--detach", str(into), sha)
 
 
 def worktree_remove(repo: Path, into: Path) -> None:

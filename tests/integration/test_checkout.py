@@ -137,7 +137,7 @@ def test_a_missing_remote_object_is_one_line_and_leaves_no_folder(
     finally:
         shutil.copy2(saved, obj)
     line = one_line(proc)
-    assert f"is missing models/model.pkl (md5 {model})" in line, line
+    assert f"has no intact copy of models/model.pkl (md5 {model})" in line, line
     assert not (tmp_path / "ws").exists()
     assert git(repo, "worktree", "list") == worktrees and user_state(repo) == before
 

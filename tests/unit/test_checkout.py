@@ -158,10 +158,25 @@ def test_a_missing_remote_object_is_one_line_and_leaves_nothing(repo: Repo, tmp_
     finally:
         shutil.copy2(saved, obj)
     message = caught.value.one_line()
-    assert f"is missing models/model.pkl (md5 {want})" in message and "\n" not in message
+    assert f"has no intact copy of models/model.pkl (md5 {want})" in message and "\n" not in message
     assert not (tmp_path / "ws").exists()
     assert run(repo.path, "git", "worktree", "list") == worktrees
     assert repo.state() == before
+
+
+def test_a_corrupt_remote_object_counts_as_missing(repo: Repo, tmp_path: Path) -> None:
+    want = repo.files["models/model.pkl"]
+    obj = repo.remote / "files" / "md5" / want[:2] / want[2:]
+    saved = tmp_path / "saved"
+    shutil.copy2(obj, saved)
+    obj.chmod(0o644)
+    obj.write_bytes(b"not the model\n")
+    try:
+        with pytest.raises(ServiceError, match="has no intact copy of models/model.pkl"):
+            co.restore(repo.target(), tmp_path / "ws", repo.outputs(), {}, repo=repo.path)
+    finally:
+        shutil.copy2(saved, obj)
+    assert not (tmp_path / "ws").exists()
 
 
 def test_into_must_be_new_or_empty_and_an_empty_one_stays_after_a_failure(

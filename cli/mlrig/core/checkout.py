@@ -157,7 +157,7 @@ def _pull(root: Path, target: Target, env: Mapping[str, str], where: str) -> int
         shown = [f"{m} (md5 {target.files[m]})" if m in target.files else m for m in missing]
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise ServiceError(
-            f"the DVC remote {where} is missing {', '.join(shown[:3])}{more}: "
+            f"the DVC remote {where} has no intact copy of {', '.join(shown[:3])}{more}: "
             f"run {target.run_id} cannot be restored",
             hint="`dvc push` from a workspace that still has the data",
         )

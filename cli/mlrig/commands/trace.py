@@ -52,9 +52,8 @@ def _short(values: dict[str, str] | dict[str, float], limit: int = PARAMS_SHOWN)
 
 
 def render(record: ProvenanceRecord) -> None:
-    """A compact table: one row per link of the chain, then the data and the restore line."""
+    """One line per link of the chain, then the data and the restore line."""
     from rich.markup import escape
-    from rich.table import Table
 
     rows: list[tuple[str, str]] = []
     for image in record.images or []:
@@ -69,7 +68,13 @@ def render(record: ProvenanceRecord) -> None:
     if run.metrics:
         rows.append(("metrics", escape(_short(run.metrics))))
     code = record.code
-    dirty = f"[yellow]dirty: {', '.join(code.dirty_files) or 'yes'}[/]" if code.dirty else "clean"
+    changed = escape(", ".join(code.dirty_files) or "yes")
+    if not code.dirty:
+        dirty = "clean"
+    elif code.restorable:
+        dirty = f"uncommitted when run: {changed} (the restore point holds them)"
+    else:
+        dirty = f"[yellow]dirty: {changed}[/]"
     rows.append(("commit", f"{code.commit or '?'}  {dirty}"))
     if code.remote:
         rows.append(("remote", escape(code.remote)))
@@ -80,18 +85,19 @@ def render(record: ProvenanceRecord) -> None:
     if point:
         where = f" ({escape(point.ref)})" if point.ref else ""
         rows.append(("restore point", f"{point.sha}{where}, found by {point.found_by}"))
+    for name, url in dict.fromkeys((d.remote.name, d.remote.url) for d in record.data if d.remote):
+        rows.append(("dvc remote", f"{escape(name)}: {escape(url)}"))
     for item in record.data:
-        held = item.remote
-        remote = f"  in {escape(held.name)}: {escape(held.url)}" if held else ""
-        rows.append((f"data {item.role}", f"{escape(item.path)}  {item.md5}{remote}"))
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for key, value in rows:
-        table.add_row(key, value)
+        rows.append((f"data {item.role}", f"{item.md5}  {escape(item.path)}"))
     out = console()
-    out.print(table)
+    width = max(len(key) for key, _ in rows) + 2
+    for key, value in rows:  # never folded: references and hashes stay copy-pasteable
+        out.print(f"[bold]{key:<{width}}[/]{value}", soft_wrap=True, highlight=False)
     if record.restore_command:
-        out.print(f"[green]restorable bit for bit:[/] {escape(record.restore_command)}")
+        out.print(
+            f"[green]restorable bit for bit:[/] {escape(record.restore_command)}", soft_wrap=True
+        )
     else:
-        out.print(f"[red]not restorable:[/] {escape(code.reason or 'unknown reason')}")
+        out.print(
+            f"[red]not restorable:[/] {escape(code.reason or 'unknown reason')}", soft_wrap=True
+        )

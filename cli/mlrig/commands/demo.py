@@ -62,6 +62,8 @@ def demo(
         f"cd {repo} && dvc exp show",
         f"cd {repo} && dvc exp run -S train.C=0.5 && dvc metrics diff",
         f"mlrig image run {ctx.facts.get('image', 'IMAGE')} --smoke",
+        f"mlrig trace {ctx.facts.get('pushed', 'IMAGE')}   # image → model → run → commit → data",
+        f"{ctx.facts.get('restore', 'mlrig checkout REF')} --repro   # restore and re-run",
         f"mlrig doctor --stack {stack}",
     ):
         nxt.add_row(cmd)

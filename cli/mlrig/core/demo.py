@@ -92,10 +92,34 @@ def _init(ctx: DemoContext) -> str:
 
 
 def _repro(ctx: DemoContext) -> str:
-    from mlrig.adapters import dvc
+    from mlrig.adapters import dvc, git
 
-    dvc.run_cli(_repo(ctx), "repro", log=ctx.log)
-    return "preprocess → train → evaluate"
+    repo = _repo(ctx)
+    dvc.run_cli(repo, "repro", log=ctx.log)
+    if not git.is_dirty(repo):  # a re-run on an unchanged repo trains nothing new
+        return "preprocess → train → evaluate (up to date)"
+    # the commit that records this run's outputs (dvc.lock) is the one `mlrig checkout` restores
+    commit = git.commit_all(repo, "Train the first model (dvc repro)")
+    git.run(repo, "push", "--quiet", "origin", "HEAD:main")
+    return f"preprocess → train → evaluate, committed {commit[:8]} and pushed"
+
+
+def _origin(ctx: DemoContext) -> str:
+    """A bare repository beside the demo stands in for the team's git server (GitHub); set
+    before training, so every run records where its commit can be fetched from."""
+    from mlrig.adapters import git
+
+    repo, origin = _repo(ctx), ctx.workdir / f"{_repo(ctx).name}.git"
+    if not origin.exists():
+        origin.mkdir(parents=True)
+        git.run(origin, "init", "--quiet", "--bare", "--initial-branch=main")
+    if git.run(repo, "remote", check=False).split().count("origin"):
+        git.run(repo, "remote", "set-url", "origin", str(origin))
+    else:
+        git.run(repo, "remote", "add", "origin", str(origin))
+    git.run(repo, "push", "--quiet", "origin", "HEAD:main")
+    ctx.facts["git remote"] = str(origin)
+    return f"origin = {origin}"
 
 
 def _experiments(ctx: DemoContext) -> str:
@@ -107,6 +131,15 @@ def _experiments(ctx: DemoContext) -> str:
     shown = json.loads(dvc.run_cli(repo, "exp", "show", "--json", log=ctx.log))
     count = sum(len(commit.get("experiments") or []) for commit in shown)
     return f"{len(EXPERIMENTS)} experiments ({', '.join(EXPERIMENTS)}); {count} in exp show"
+
+
+def _push_experiments(ctx: DemoContext) -> str:
+    """Experiments live in local git refs until pushed: `dvc exp push` sends their commits to
+    the git remote and their data to the DVC remote, so a teammate can restore them."""
+    from mlrig.adapters import dvc
+
+    dvc.run_cli(_repo(ctx), "exp", "push", "--all-commits", "origin", log=ctx.log)
+    return "experiments → origin (git refs) + DVC remote (data)"
 
 
 def _push_data(ctx: DemoContext) -> str:
@@ -165,18 +198,35 @@ def _image_smoke(ctx: DemoContext) -> str:
     return f"healthy in {running.seconds_to_healthy:.1f}s, predictions {running.smoke_predictions}"
 
 
+def _trace(ctx: DemoContext) -> str:
+    """From the pushed image back to its origin, and the one command that restores it."""
+    from mlrig.core import trace
+
+    record = trace.trace(ctx.facts["pushed"], stack=ctx.stack, repo=_repo(ctx))
+    if not record.restore_command:
+        raise StepFailed(
+            f"{ctx.facts['pushed']} cannot be restored: {record.code.reason}",
+            hint="see `mlrig trace` for the whole record",
+        )
+    ctx.facts["restore"] = record.restore_command
+    return record.summary()
+
+
 def steps() -> list[Step]:
     return [
         ("stack up", _stack_up),
         ("services answer", _services_answer),
         ("init repository", _init),
+        ("git remote", _origin),
         ("dvc repro", _repro),
         ("dvc exp run", _experiments),
+        ("dvc exp push", _push_experiments),
         ("dvc push", _push_data),
         ("best model", _best_model),
         ("image build", _image_build),
         ("image push", _image_push),
         ("image run --smoke", _image_smoke),
+        ("trace", _trace),
     ]
 
 

@@ -77,12 +77,35 @@ def test_every_version_traces_from_its_pushed_digest(provenance_repo: dict) -> N
             prov["repo"], point.sha
         )
         assert hashes["data/processed/train.csv"] == md5(prov["repo"] / "data/processed/train.csv")
+        in_dvc = {d.path for d in record.data if d.remote}
+        assert in_dvc == {"data/processed/train.csv", "models/model.pkl", "models/mlflow_run.json"}
         remotes = {(d.remote.name, d.remote.url) for d in record.data if d.remote}
         assert len(remotes) == 1
         stack_remote = stack_remote or remotes
         assert remotes == stack_remote
         assert "train.C" in record.run.params
         assert any(k.startswith("test_") for k in record.run.metrics), record.run.metrics
+
+
+def test_image_labels_name_the_runs_restore_point(provenance_repo: dict) -> None:
+    """Built in the repo at the repro commit, each image still names its own run's origin."""
+    from mlrig.adapters import docker as docker_adapter
+
+    for facts in provenance_repo["versions"].values():
+        info = docker_adapter.image_info(facts["image"])
+        assert info is not None
+        labels = info.labels
+        assert labels["io.mlrig.mlflow.run-id"] == facts["run_id"]
+        assert labels["io.mlrig.git.commit"] == facts["commit"]
+        assert labels["org.opencontainers.image.revision"] == facts["commit"]
+        assert labels.get("io.mlrig.exp.name") == facts["exp"]
+        assert labels.get("io.mlrig.exp.ref") == facts["exp_ref"]
+        assert labels["io.mlrig.git.dirty"] == ("true" if facts["exp"] else "false")
+        data = dict(item.split("=", 1) for item in labels["io.mlrig.dvc.data"].split(","))
+        assert (
+            data["models/model.pkl"]
+            == lock_outs(provenance_repo["repo"], facts["commit"])["models/model.pkl"]
+        )
 
 
 def test_human_output_is_compact_and_names_the_restore_command(provenance_repo: dict) -> None:

@@ -248,6 +248,8 @@ def test_record_from_a_run_and_its_restore_point(repo: Path) -> None:
         p.RUN_FILE: "r1",
     }
     assert {d.remote.url for d in record.data if d.remote} == {"/srv/dvc"}
+    # DVC stores the stage outputs; the rest (code, here the input too) is git's
+    assert {d.path for d in record.data if d.remote} == {p.MODEL_FILE, p.RUN_FILE}
     again = type(record).model_validate_json(record.model_dump_json())
     assert again == record
     assert "restorable" in record.summary() and "proj v2" in record.summary()

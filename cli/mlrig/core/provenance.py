@@ -105,7 +105,9 @@ class DataRecord(_Model):
     path: str
     md5: str
     role: Literal["dep", "out"]
-    remote: DvcRemoteRecord | None = None
+    remote: DvcRemoteRecord | None = Field(
+        default=None, description="the DVC remote holding it; None for files git holds"
+    )
 
 
 class ProvenanceRecord(_Model):

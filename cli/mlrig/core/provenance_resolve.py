@@ -68,6 +68,18 @@ def stage_hashes(lock_text: bytes | None, stage: str) -> tuple[dict[str, str], d
     return table("deps"), table("outs")
 
 
+def dvc_outputs(lock_text: bytes | None) -> set[str] | None:
+    """Every path some stage of a dvc.lock outputs (what DVC, not git, stores); None when
+    the lock cannot be read."""
+    import yaml
+
+    try:
+        stages = (yaml.safe_load(lock_text or b"") or {}).get("stages") or {}
+        return {str(o["path"]) for s in stages.values() for o in s.get("outs") or ()}
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return None
+
+
 def match(lock_text: bytes | None, tags: Mapping[str, str]) -> FoundBy | None:
     """How a dvc.lock records this run: its mlflow_run.json (the exact link), or the same
     model bytes from the same inputs; None when it records another run."""

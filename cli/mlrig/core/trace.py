@@ -126,21 +126,22 @@ def _images(found: list[ImageRecord], mv: ModelVersion | None) -> list[ImageReco
     return out
 
 
-def _remote(repo: Path | None, sha: str | None) -> DvcRemoteRecord | None:
-    """The DVC remote holding the data: the default remote of .dvc/config at the commit."""
+def _storage(repo: Path | None, sha: str | None) -> tuple[DvcRemoteRecord | None, set[str] | None]:
+    """The DVC remote holding the data (the default remote of .dvc/config at the commit,
+    else in the working tree) and the paths DVC stores (stage outputs; the rest is in git)."""
     from mlrig.adapters import dvc
 
     if repo is None:
-        return None
-    text: bytes | None = None
+        return None, None
+    files = (".dvc/config", p.LOCK_FILE)
     if sha:
-        text = git.show_files(repo, [f"{sha}:.dvc/config"])[f"{sha}:.dvc/config"]
-    elif (repo / ".dvc/config").is_file():
-        text = (repo / ".dvc/config").read_bytes()
-    default, urls = dvc.config_remotes(text.decode(errors="replace") if text else "")
-    if not default or default not in urls:
-        return None
-    return DvcRemoteRecord(name=default, url=urls[default])
+        found = git.show_files(repo, [f"{sha}:{f}" for f in files])
+        config, lock = (found[f"{sha}:{f}"] for f in files)
+    else:
+        config, lock = ((repo / f).read_bytes() if (repo / f).is_file() else None for f in files)
+    default, urls = dvc.config_remotes(config.decode(errors="replace") if config else "")
+    remote = DvcRemoteRecord(name=default, url=urls[default]) if default in urls else None
+    return remote, resolve.dvc_outputs(lock)
 
 
 def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> ProvenanceRecord:
@@ -191,9 +192,14 @@ def assemble(
     tags = run.tags
     found = resolve.resolve(repo, run.id, tags)
     point = found.restore_point
-    remote = _remote(repo, point.sha if point else None)
+    remote, in_dvc = _storage(repo, point.sha if point else None)
     data = [
-        DataRecord(path=path, md5=md5, role=role, remote=remote)
+        DataRecord(
+            path=path,
+            md5=md5,
+            role=role,
+            remote=remote if in_dvc is None or path in in_dvc else None,
+        )
         for role, prefix in ROLES
         for path, md5 in sorted(resolve.hashes(tags, prefix).items())
     ]

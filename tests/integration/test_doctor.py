@@ -14,18 +14,26 @@ from mlrig.adapters import processes
 from mlrig.core import doctor
 from mlrig.core.local_stack import LocalStack
 from mlrig.main import app
-from tests.helpers import require
+from tests.helpers import isolated_stack
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.fixture(scope="module")
+def doc_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """Stack 'doc', started once: each case breaks links of the running stack, and `stack`
+    has `up` mend them before the next case (a no-op on a healthy stack)."""
+    with isolated_stack(tmp_path_factory.mktemp("doc-home"), "doc") as (st, _):
+        yield st
+
+
 @pytest.fixture
-def stack(mlrig_home: Path) -> Iterator[LocalStack]:
-    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
-    st = LocalStack("doc")
-    st.up()
-    yield st
-    st.down()
+def stack(doc_stack: LocalStack) -> Iterator[LocalStack]:
+    doc_stack.up()  # restarts what the previous case stopped, remakes what it removed
+    yield doc_stack
+    secret = doc_stack.secret_file("mlflow-admin")
+    if secret.is_dir():  # the unreadable secret: moved away, the next `up` sets a new one
+        secret.rmdir()
 
 
 def by_name(checks: list[doctor.Check]) -> dict[str, doctor.Check]:

@@ -28,15 +28,31 @@ pytestmark = pytest.mark.integration
 VENV_BIN = Path(sys.executable).parent
 
 
-@pytest.fixture
-def own_stack(mlrig_home: Path) -> LocalStack:
-    """A stack of this test's own (the shared session stack must not be taken down)."""
+@pytest.fixture(scope="module")
+def it_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The home of stack 'it', this module's own (the shared session stack must not be taken
+    down). Its cases start, stop, kill and restart it and hand it on working, so a case that
+    finds it up does not start MLflow again; it is stopped, and checked stopped, at the end."""
     import shutil
 
     require(shutil.which("docker-registry") is not None, "the docker-registry binary")
-    stack = LocalStack("it")
-    yield stack
-    stack.down()
+    home = tmp_path_factory.mktemp("it-home")
+    yield home
+    old = os.environ.get("MLRIG_HOME")
+    os.environ["MLRIG_HOME"] = str(home)
+    try:
+        assert LocalStack("it").down() == []
+    finally:
+        if old is None:
+            os.environ.pop("MLRIG_HOME", None)
+        else:
+            os.environ["MLRIG_HOME"] = old
+
+
+@pytest.fixture
+def own_stack(it_home: Path, monkeypatch: pytest.MonkeyPatch) -> LocalStack:
+    monkeypatch.setenv("MLRIG_HOME", str(it_home))
+    return LocalStack("it")
 
 
 def log_run(env: dict[str, str]) -> str:
@@ -236,16 +252,6 @@ def test_missing_registry_binary(mlrig_home: Path, monkeypatch: pytest.MonkeyPat
     assert not (mlrig_home / "stacks" / "noreg").exists()
 
 
-def test_mlflow_failing_to_start_shows_its_log(own_stack: LocalStack) -> None:
-    own_stack.up()
-    own_stack.down()
-    (own_stack.mlflow_dir / "mlflow.db").write_bytes(b"this is not a sqlite database" * 100)
-    with pytest.raises(ServiceError, match="mlflow exited during start-up") as info:
-        own_stack.up()
-    assert "full log:" in str(info.value)
-    assert not own_stack.pid_file("mlflow").exists()
-
-
 def test_stale_pid_file_of_a_foreign_process_is_left_alone(own_stack: LocalStack) -> None:
     own_stack.up()
     own_stack.down()
@@ -262,6 +268,21 @@ def test_stale_pid_file_of_a_foreign_process_is_left_alone(own_stack: LocalStack
     finally:
         foreign.kill()
         foreign.wait()
+
+
+def test_mlflow_failing_to_start_shows_its_log(own_stack: LocalStack) -> None:
+    own_stack.up()
+    own_stack.down()
+    db = own_stack.mlflow_dir / "mlflow.db"
+    good = db.read_bytes()
+    db.write_bytes(b"this is not a sqlite database" * 100)
+    try:
+        with pytest.raises(ServiceError, match="mlflow exited during start-up") as info:
+            own_stack.up()
+        assert "full log:" in str(info.value)
+        assert not own_stack.pid_file("mlflow").exists()
+    finally:
+        db.write_bytes(good)  # the stack works again for whichever case comes next
 
 
 def test_cli_up_status_env_down(mlrig_home: Path) -> None:

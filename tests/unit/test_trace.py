@@ -223,6 +223,30 @@ def test_nothing_records_the_run(repo: Path) -> None:
     assert not got.restorable and got.reason and "--repo" in got.reason
 
 
+def test_without_a_repository_the_recorded_remote_is_searched(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A teammate with no clone: the run's remote (experiment refs included) is mirrored into
+    mlrig's cache and searched there; a later push is seen on the next trace."""
+    monkeypatch.setenv("MLRIG_HOME", str(tmp_path / "home"))
+    commit(repo, {"dvc.lock": lock("r0", model="m0")}, "baseline")
+    sha = exp_commit(repo, {"dvc.lock": lock("r1")})
+    origin = tmp_path / "origin.git"
+    g(tmp_path, "init", "-q", "--bare", str(origin))
+    g(repo, "push", "-q", str(origin), "main", f"{EXP_REF}:{EXP_REF}")
+    run_tags = tags("r1", **{p.TAG_GIT_REMOTE: str(origin)})
+    got, where = resolve.resolve_anywhere(None, RUN, run_tags)
+    assert got.restorable and got.restore_point and got.restore_point.sha == sha
+    assert where is not None and where.parent == tmp_path / "home" / "cache" / "git"
+    later = commit(repo, {"dvc.lock": lock("r2", model="m2")}, "a later run")
+    g(repo, "push", "-q", str(origin), "main")
+    got, _ = resolve.resolve_anywhere(None, RUN, tags("r2", **{p.TAG_GIT_REMOTE: str(origin)}))
+    assert got.restore_point and got.restore_point.sha == later
+    gone = tags("r1", **{p.TAG_GIT_REMOTE: str(tmp_path / "nowhere.git")})
+    got, where = resolve.resolve_anywhere(None, RUN, gone)
+    assert not got.restorable and where is None and got.reason and "--repo" in got.reason
+
+
 # -- assembling the record ---------------------------------------------------------------------
 class StubRest:
     def experiment_name(self, experiment_id: str) -> str:

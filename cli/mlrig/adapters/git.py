@@ -226,3 +226,34 @@ def checkout_detached(path: Path, sha: str) -> None:
 
 
 _NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails instead of waiting
+
+
+def mirror(url: str, into: Path) -> bool:
+    """A bare mirror of url at `into` (every ref, experiments included), made or refreshed;
+    False when the remote cannot be read (offline, no credentials, gone)."""
+    import tempfile
+
+    if (into / "HEAD").is_file():
+        proc = subprocess.run(
+            [require(), "fetch", "--quiet", "--prune", "origin", "+refs/*:refs/*"],
+            cwd=into,
+            capture_output=True,
+            text=True,
+            env={**os.environ, **_NO_PROMPT},
+        )
+        return proc.returncode == 0
+    into.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=into.parent, prefix=".mirror-") as tmp:
+        proc = subprocess.run(
+            [require(), "clone", "--quiet", "--mirror", url, f"{tmp}/m.git"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **_NO_PROMPT},
+        )
+        if proc.returncode != 0:
+            return False
+        try:
+            os.replace(f"{tmp}/m.git", into)  # atomic: a concurrent trace sees all or nothing
+        except OSError:
+            return (into / "HEAD").is_file()  # another process made it first
+    return True

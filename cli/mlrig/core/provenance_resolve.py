@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mlrig import paths
 from mlrig.adapters import git
 from mlrig.core import provenance as p
 from mlrig.core.provenance import FoundBy, RestorePoint
@@ -182,3 +183,29 @@ def resolve(
     if differ:
         return Resolution(point, False, dirty_reason(run_id, differ))
     return Resolution(point, True)
+
+
+def mirror_of(remote: str) -> Path | None:
+    """A bare mirror of the run's recorded git remote under mlrig's cache, refreshed: where to
+    look when the current directory is not (or not a clone of) the project's repository."""
+    where = paths.home() / "cache" / "git" / (hashlib.sha256(remote.encode()).hexdigest()[:16])
+    return where if git.mirror(remote, where) else None
+
+
+def resolve_anywhere(
+    repo: Path | None, run_id: str, tags: Mapping[str, str]
+) -> tuple[Resolution, Path | None]:
+    """resolve() in repo; when that finds no restore point, in a mirror of the run's recorded
+    remote (what a teammate without the repo, or a fresh machine, has). Returns the answer and
+    the repository it was found in."""
+    found = resolve(repo, run_id, tags)
+    remote = tags.get(p.TAG_GIT_REMOTE)
+    if found.restore_point is not None or not remote:
+        return found, repo
+    mirrored = mirror_of(remote)
+    if mirrored is None:
+        return found, repo
+    again = resolve(mirrored, run_id, tags, fetch=False)
+    if again.restore_point is not None or repo is None:
+        return again, mirrored
+    return found, repo

@@ -190,9 +190,9 @@ def assemble(
 ) -> ProvenanceRecord:
     """The record from the run's tags, its model version and the restore point in repo."""
     tags = run.tags
-    found = resolve.resolve(repo, run.id, tags)
+    found, searched = resolve.resolve_anywhere(repo, run.id, tags)
     point = found.restore_point
-    remote, in_dvc = _storage(repo, point.sha if point else None)
+    remote, in_dvc = _storage(searched, point.sha if point else None)
     data = [
         DataRecord(
             path=path,

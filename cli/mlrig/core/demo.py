@@ -123,13 +123,17 @@ def _origin(ctx: DemoContext) -> str:
 
 
 def _experiments(ctx: DemoContext) -> str:
-    from mlrig.adapters import dvc
+    from mlrig.adapters import dvc, git
 
     repo = _repo(ctx)
     for setting in EXPERIMENTS:
         dvc.run_cli(repo, "exp", "run", "-S", setting, log=ctx.log)
     shown = json.loads(dvc.run_cli(repo, "exp", "show", "--json", log=ctx.log))
     count = sum(len(commit.get("experiments") or []) for commit in shown)
+    # `dvc exp run` leaves the last experiment applied to the workspace; the experiments live
+    # on in their refs, so go back to the committed model (a re-run of the demo starts clean)
+    git.run(repo, "checkout", "--", ".")
+    dvc.run_cli(repo, "checkout", log=ctx.log)
     return f"{len(EXPERIMENTS)} experiments ({', '.join(EXPERIMENTS)}); {count} in exp show"
 
 
@@ -219,9 +223,9 @@ def steps() -> list[Step]:
         ("init repository", _init),
         ("git remote", _origin),
         ("dvc repro", _repro),
+        ("dvc push", _push_data),
         ("dvc exp run", _experiments),
         ("dvc exp push", _push_experiments),
-        ("dvc push", _push_data),
         ("best model", _best_model),
         ("image build", _image_build),
         ("image push", _image_push),

@@ -231,7 +231,13 @@ def test_with_several_workers_a_stale_password_dies_within_the_ttl(tmp_path) -> 
     from mlrig.core.local_stack import free_port
 
     (tmp_path / "artifacts").mkdir()
-    (tmp_path / "auth.ini").write_text(ts.auth_ini(f"sqlite:///{tmp_path / 'auth.db'}"))
+    # the server takes its TTL from auth.ini, so a short one bounds staleness the same way
+    # as mlrig's (whose value the first test reads back) without waiting half a minute
+    ttl = 4
+    ini = ts.auth_ini(f"sqlite:///{tmp_path / 'auth.db'}")
+    line = f"auth_cache_ttl_seconds = {ts.AUTH_CACHE_TTL_SECONDS}\n"
+    assert ini.count(line) == 1
+    (tmp_path / "auth.ini").write_text(ini.replace(line, f"auth_cache_ttl_seconds = {ttl}\n"))
     port, admin_pw = free_port(), secrets.token_urlsafe(24)
     plan = ts.local_plan(
         data_dir=tmp_path,
@@ -260,7 +266,7 @@ def test_with_several_workers_a_stale_password_dies_within_the_ttl(tmp_path) -> 
         for _ in range(20):  # fresh connections: both workers check, and cache, the password
             assert server.probe((name, old)) == 200
         server.admin_call("PATCH", "update-password", username=name, password="grace-pw-0002")
-        time.sleep(ts.AUTH_CACHE_TTL_SECONDS + 1)
+        time.sleep(ttl + 1)
         assert [server.probe((name, old)) for _ in range(20)] == [401] * 20
         assert server.probe((name, "grace-pw-0002")) == 200
     finally:

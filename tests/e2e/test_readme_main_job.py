@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO_ROOT
+from tests.helpers import REPO_ROOT, md5
 
 pytestmark = pytest.mark.e2e
 MLRIG = str(REPO_ROOT / ".venv/bin/mlrig")
@@ -132,6 +132,45 @@ def test_container_predictions_match_the_model(main_job: dict) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     expected = json.loads(out.stdout.strip().splitlines()[-1])
     assert json.loads(facts["predictions"]) == expected
+
+
+def test_the_pushed_image_traces_back_to_a_workspace_restored_bit_for_bit(
+    main_job: dict, tmp_path: Path
+) -> None:
+    """The demo's last step printed how to restore the pushed image; done as printed from
+    outside the repository, it clones the git remote and pulls the data it recorded."""
+    facts = main_job["summary"]["facts"]
+    assert facts["restore"].startswith("mlrig checkout models:/demo_model/")
+    traced = subprocess.run(
+        [MLRIG, "trace", facts["pushed"], "--json"],
+        cwd=tmp_path,
+        env=main_job["env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert traced.returncode == 0, traced.stderr
+    record = json.loads(traced.stdout)
+    assert record["model"]["version"] == facts["model"].split(" ")[0].rsplit("/", 1)[1]
+    assert record["code"]["restorable"] and record["code"]["remote"] == facts["git remote"]
+    into = tmp_path / "restored"
+    done = subprocess.run(
+        [MLRIG, *facts["restore"].split()[1:], "--into", str(into)],
+        cwd=tmp_path,
+        env=main_job["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and "identical" in done.stdout, done.stdout + done.stderr
+    repo, sha = Path(facts["repository"]), record["code"]["restore_point"]["sha"]
+    for path in ("dvc.lock", "params.yaml"):
+        original = subprocess.run(
+            ["git", "-C", str(repo), "show", f"{sha}:{path}"], capture_output=True, check=True
+        ).stdout
+        assert (into / path).read_bytes() == original
+    model = {d["path"]: d["md5"] for d in record["data"]}["models/model.pkl"]
+    assert md5(into / "models/model.pkl") == model
 
 
 def test_running_it_again_is_safe(main_job: dict) -> None:

@@ -68,18 +68,25 @@ class Result:
         return lines[0]
 
 
+def take_down(home: Path, *, keep: str | None = None) -> None:
+    """`stack down` every stack under home but `keep`, checking its processes gone."""
+    stacks = home / "stacks"
+    for folder in sorted(stacks.iterdir()) if stacks.is_dir() else []:
+        if folder.name == keep:
+            continue
+        mlrig(home, "stack", "down", "--name", folder.name)
+        left = processes.owned_by(folder) if folder.exists() else []
+        processes.stop_pids(left)
+        assert not left, f"processes outlived `stack down`: {left}"
+
+
 @pytest.fixture
 def home(mlrig_home: Path) -> Iterator[Path]:
     """An MLRIG_HOME whose stacks are all taken down (their processes checked gone) after."""
     require(shutil.which("docker-registry") is not None, "the docker-registry binary")
     mlrig_home.mkdir(parents=True, exist_ok=True)
     yield mlrig_home
-    stacks = mlrig_home / "stacks"
-    for folder in stacks.iterdir() if stacks.is_dir() else []:
-        mlrig(mlrig_home, "stack", "down", "--name", folder.name)
-        left = processes.owned_by(folder) if folder.exists() else []
-        processes.stop_pids(left)
-        assert not left, f"processes outlived `stack down`: {left}"
+    take_down(mlrig_home)
 
 
 def mlrig(home: Path, *args: str, timeout: float = 300, **extra: str) -> Result:
@@ -236,11 +243,32 @@ def test_a_second_writer_waits_then_refuses_in_one_line(home: Path) -> None:
 
 
 # -- (1)+(3) lost secrets, state and outputs --------------------------------------------------
+@pytest.fixture(scope="module")
+def fx_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The MLRIG_HOME of stack 'fx', shared by the cases below: each damages the running
+    stack and ends by bringing it back (the printed fix, or `up`), so starting MLflow once
+    serves them all; the next case's `up` proves the repair held."""
+    require(shutil.which("docker-registry") is not None, "the docker-registry binary")
+    home = tmp_path_factory.mktemp("fx-home")
+    yield home
+    take_down(home)
+
+
 @pytest.fixture
-def running(home: Path) -> tuple[Path, str, Stored]:
-    """A running stack 'fx' holding a run, a blob and a DVC object."""
-    up(home, "fx")
-    return home, "fx", store_some_data(home, "fx")
+def running(fx_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Path, str, Stored]]:
+    """Stack 'fx' running and healthy, holding a new run, a blob and a DVC object."""
+    monkeypatch.setenv("MLRIG_HOME", str(fx_home))
+    if mlrig(fx_home, "stack", "up", "--name", "fx").code != OK:
+        # a failed case left it broken: start afresh rather than fail the cases after it
+        mlrig(fx_home, "stack", "down", "--name", "fx", "--purge", "--yes")
+        take_down(fx_home)
+        shutil.rmtree(fx_home / "stacks" / "fx", ignore_errors=True)
+        up(fx_home, "fx")
+    yield fx_home, "fx", store_some_data(fx_home, "fx")
+    take_down(fx_home, keep="fx")  # another stack a case added (a neighbour) goes
+    for folder in (fx_home / "stacks").iterdir():
+        if folder.name != "fx":
+            shutil.rmtree(folder)
 
 
 def test_deleted_secrets_are_reset_in_the_services(running: tuple[Path, str, Stored]) -> None:
@@ -422,7 +450,7 @@ def test_sigterm_during_a_restart_keeps_everything(running: tuple[Path, str, Sto
     proc.terminate()
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == SIGTERM_EXIT
-    Result(proc.returncode, out, err).one_clear_line("SIGTERM", "stack up --name fx")
+    Result(proc.returncode, out, err).one_clear_line("SIGTERM", "stack up --stack fx")
     up(home, name)
     assert_healthy(home, name)
     assert_nothing_lost(home, name, stored)
@@ -448,7 +476,7 @@ def test_killed_mlflow_server_its_worker_is_found(running: tuple[Path, str, Stor
     assert status.code == STATUS_DOWN and "orphaned" in status.out
     doctor = json.loads(mlrig(home, "doctor", "--stack", name, "--json").out)
     procs = next(c for c in doctor["checks"] if c["name"] == "stack processes")
-    assert procs["status"] == "fail" and procs["fix"] == f"run `mlrig stack up --name {name}`"
+    assert procs["status"] == "fail" and procs["fix"] == f"run `mlrig stack up --stack {name}`"
     result = up(home, name)  # the printed fix: the orphan is ours, so `up` replaces it
     assert "leftover" in result.err and "port taken" not in result.err
     assert_healthy(home, name)

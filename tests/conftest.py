@@ -5,15 +5,88 @@ In CI (CI=true) a missing engine, registry binary or MLflow is a failure, never 
 
 from __future__ import annotations
 
+import ast
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlrig.wait import Abandoned, WaitTimeout
 from tests.helpers import exited, isolated_stack, require, wait_for_http
+
+# -- parallel runs (scripts/test runs `pytest -n 2`) ---------------------------------------------
+ENGINE = "docker-engine"
+ENGINE_FIXTURES = {"docker_engine", "base_image"}
+
+
+def _argument_names(source: str) -> dict[str, set[str]]:
+    """Each function of a module (tests and fixtures) and the names it takes."""
+    return {
+        node.name: {a.arg for a in node.args.args}
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef)
+    }
+
+
+def engine_modules(root: Path) -> set[str]:
+    """Test modules (as node ids name them) that drive the Docker engine: they take
+    docker_engine or base_image, directly or through a conftest fixture built on one, or run
+    the README's main job (tests/e2e), which builds and runs its image."""
+    fixtures: dict[str, set[str]] = {}
+    for conftest in (root / "tests").rglob("conftest.py"):
+        fixtures.update(_argument_names(conftest.read_text()))
+    engine = set(ENGINE_FIXTURES)
+    while more := {name for name, args in fixtures.items() if args & engine} - engine:
+        engine |= more
+    found = set()
+    for module in (root / "tests").rglob("test_*.py"):
+        node_id = module.relative_to(root).as_posix()
+        functions = _argument_names(module.read_text()).values()
+        if node_id.startswith("tests/e2e/") or any(args & engine for args in functions):
+            found.add(node_id)
+    return found
+
+
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # before xdist's own choice of scheduler
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under xdist, each module runs whole on one worker (its module fixtures start once), and
+    every module that drives the Docker engine runs on the same one: they build, run, count
+    and remove containers and images, which a build or a run of another module would upset."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    engine = engine_modules(config.rootpath)
+
+    class ModuleOrEngine(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return ENGINE if module in engine else module
+
+    return ModuleOrEngine(config, log)
+
+
+TERMINAL_SIZE = ("COLUMNS", "LINES")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Workers inherit this process's C environment, where importing readline set COLUMNS=80
+    and LINES=24 behind os.environ; send them the values the tests here see instead."""
+    node.workerinput["terminal_size"] = {key: os.environ.get(key) for key in TERMINAL_SIZE}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In a worker, the terminal size variables as a run without workers has them (a rich
+    console made while COLUMNS=80 is set keeps that width for the rest of the run)."""
+    sizes = getattr(config, "workerinput", {}).get("terminal_size", {})
+    for key, value in sizes.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture

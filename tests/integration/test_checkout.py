@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,6 @@ import yaml
 from tests.helpers import VENV_BIN, mlflow_client, sh
 
 pytestmark = pytest.mark.integration
-CHECKOUT_BUDGET_S = 15.0
 
 
 def mlrig(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -75,10 +73,8 @@ def assert_identical(workspace: Path, expected: dict[str, bytes]) -> None:
 
 
 def checkout(prov: dict[str, Any], cwd: Path, version: str, into: Path, *extra: str) -> Any:
-    started = time.monotonic()
     ref = f"models:/{prov['project']}/{version}"
-    proc = mlrig(cwd, prov["env"], "checkout", ref, "--into", str(into), *extra)
-    return proc, time.monotonic() - started
+    return mlrig(cwd, prov["env"], "checkout", ref, "--into", str(into), *extra)
 
 
 def test_every_version_comes_back_byte_for_byte_and_the_users_checkout_is_untouched(
@@ -86,12 +82,10 @@ def test_every_version_comes_back_byte_for_byte_and_the_users_checkout_is_untouc
 ) -> None:
     prov, repo = provenance_repo, provenance_repo["repo"]
     before = user_state(repo)
-    timings = {}
     for version, facts in sorted(prov["versions"].items()):
         into = tmp_path / f"v{version}"
-        proc, seconds = checkout(prov, repo, version, into)
+        proc = checkout(prov, repo, version, into)
         assert proc.returncode == 0, proc.stdout + proc.stderr
-        timings[version] = seconds
         assert "identical" in proc.stdout and f"worktree of {repo}" in proc.stdout, proc.stdout
         if facts["exp_ref"]:
             assert f"experiment {facts['exp_ref']}" in proc.stdout
@@ -99,8 +93,6 @@ def test_every_version_comes_back_byte_for_byte_and_the_users_checkout_is_untouc
         assert_identical(into, originals(repo, facts["commit"]))
         assert git(into, "status", "--porcelain") == ""
         assert user_state(repo) == before
-    print(f"mlrig checkout (whole command, worktree): {timings}")
-    assert max(timings.values()) <= CHECKOUT_BUDGET_S, timings
 
 
 def test_an_experiment_comes_back_from_the_remotes_alone(
@@ -110,14 +102,12 @@ def test_an_experiment_comes_back_from_the_remotes_alone(
     version, facts = next((v, f) for v, f in prov["versions"].items() if f["exp_ref"])
     elsewhere = tmp_path / "elsewhere"  # no git repository here or above
     elsewhere.mkdir()
-    proc, seconds = checkout(prov, elsewhere, version, elsewhere / "ws")
+    proc = checkout(prov, elsewhere, version, elsewhere / "ws")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"clone of {prov['origin']}" in proc.stdout and "identical" in proc.stdout
     ws = elsewhere / "ws"
     assert git(ws, "rev-parse", "HEAD").strip() == facts["commit"]
     assert_identical(ws, originals(repo, facts["commit"]))
-    print(f"mlrig checkout (whole command, fresh clone): {seconds:.1f} s")
-    assert seconds <= CHECKOUT_BUDGET_S
 
 
 def test_a_missing_remote_object_is_one_line_and_leaves_no_folder(
@@ -133,7 +123,7 @@ def test_a_missing_remote_object_is_one_line_and_leaves_no_folder(
     before, worktrees = user_state(repo), git(repo, "worktree", "list")
     try:
         obj.unlink()
-        proc, _ = checkout(prov, repo, version, tmp_path / "ws")
+        proc = checkout(prov, repo, version, tmp_path / "ws")
     finally:
         shutil.copy2(saved, obj)
     line = one_line(proc)
@@ -147,7 +137,7 @@ def test_a_folder_that_is_not_empty_is_one_line(provenance_repo: dict, tmp_path:
     taken.mkdir()
     (taken / "notes.txt").write_text("mine\n")
     version = next(iter(provenance_repo["versions"]))
-    proc, _ = checkout(provenance_repo, provenance_repo["repo"], version, taken)
+    proc = checkout(provenance_repo, provenance_repo["repo"], version, taken)
     assert "exists and is not empty" in one_line(proc)
     assert sorted(p.name for p in taken.iterdir()) == ["notes.txt"]
 
@@ -160,7 +150,7 @@ def test_repro_reproduces_metrics_and_model_and_registers_no_version(
     client = mlflow_client(stack_env)
     name = f"name='{prov['project']}'"
     versions_before = len(client.search_model_versions(name))
-    proc, seconds = checkout(prov, prov["repo"], version, tmp_path / "ws", "--repro")
+    proc = checkout(prov, prov["repo"], version, tmp_path / "ws", "--repro")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "identical" in out and "reproduced" in out, out
@@ -170,4 +160,3 @@ def test_repro_reproduces_metrics_and_model_and_registers_no_version(
     assert len(client.search_model_versions(name)) == versions_before
     rerun = out.split("reproduced: re-run ", 1)[1].split()[0]
     assert client.get_run(rerun).data.tags["mlrig.repro_of"] == facts["run_id"]
-    print(f"mlrig checkout --repro: {seconds:.1f} s")

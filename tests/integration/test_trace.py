@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from tests.helpers import VENV_BIN, breast_cancer_pipeline, md5, registry_proces
 pytestmark = pytest.mark.integration
 ECR_HOST = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
 MOTO_PASSWORD = "123456789012-auth-token"
-TRACE_BUDGET_S = 2.0
 
 
 def mlrig(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -215,22 +213,9 @@ def test_a_dirty_run_cannot_be_restored_bit_for_bit(provenance_repo: dict, tmp_p
     assert "cannot be restored bit for bit" in human.stdout
 
 
-def test_trace_answers_within_its_budget(provenance_repo: dict) -> None:
-    prov = provenance_repo
-    facts = next(iter(prov["versions"].values()))
-    times = []
-    for _ in range(3):
-        start = time.perf_counter()
-        proc = mlrig(prov["repo"], prov["env"], "trace", facts["digest"])
-        times.append(time.perf_counter() - start)
-        assert proc.returncode == 0, proc.stderr
-    print(f"mlrig trace <digest>: {', '.join(f'{t:.2f}' for t in times)} s")
-    assert min(times) <= TRACE_BUDGET_S, times
-
-
 # -- an S3/ECR stack (moto), MLflow from the local stack ----------------------------------------
 def test_ecr_digest_traces_through_the_model_version_tags(
-    local_stack: dict, stack_env: dict, aws_env: str, tmp_path: Path
+    local_stack: dict, stack_env: dict, aws_env: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     import boto3
 
@@ -255,6 +240,7 @@ def test_ecr_digest_traces_through_the_model_version_tags(
         ci_role_arn="arn:aws:iam::123456789012:role/mlrig-ci",
     )
     contract.save(outputs)
+    request.addfinalizer(contract.outputs_path("trace-moto").unlink)  # later tests see one stack
     env = repo_env(
         local_stack["home"], {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
     )

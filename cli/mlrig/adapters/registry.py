@@ -160,39 +160,36 @@ class RegistryClient:
     def ping(self) -> bool:
         return bool(self._get("/v2/").status_code == 200)
 
-    def manifest_digest(self, repository: str, reference: str) -> str | None:
+    def _manifest(self, repository: str, reference: str, what: str, method: str = "GET") -> Any:
+        """The registry's answer for a manifest; None when it has no such tag or digest."""
         resp = self._get(
             f"/v2/{repository}/manifests/{reference}",
             headers={"Accept": MANIFEST_TYPES},
-            method="HEAD",
+            method=method,
         )
         if resp.status_code == 404:
             return None
         if resp.status_code != 200:
-            raise RemoteError(f"registry answered {resp.status_code} for {repository}:{reference}")
-        return str(resp.headers.get("Docker-Content-Digest"))
+            raise RemoteError(f"registry answered {resp.status_code} for {what}")
+        return resp
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        resp = self._manifest(repository, reference, f"{repository}:{reference}", method="HEAD")
+        return None if resp is None else str(resp.headers.get("Docker-Content-Digest"))
 
     def config_digest(self, repository: str, reference: str) -> str | None:
         """The image ID (config digest) a tag points to, or None when the tag is free."""
-        resp = self._get(
-            f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
-        )
-        if resp.status_code == 404:
+        resp = self._manifest(repository, reference, f"{repository}:{reference}")
+        if resp is None:
             return None
-        if resp.status_code != 200:
-            raise RemoteError(f"registry answered {resp.status_code} for {repository}:{reference}")
         config = (resp.json().get("config") or {}).get("digest")
         return str(config) if config else "unknown"
 
     def config_labels(self, repository: str, reference: str) -> dict[str, str] | None:
         """The labels in the image config a tag or digest points to; None when unknown."""
-        resp = self._get(
-            f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPES}
-        )
-        if resp.status_code == 404:
+        resp = self._manifest(repository, reference, f"{repository}@{reference}")
+        if resp is None:
             return None
-        if resp.status_code != 200:
-            raise RemoteError(f"registry answered {resp.status_code} for {repository}@{reference}")
         manifest = resp.json()
         if manifest.get("manifests"):  # an index: the first platform's image
             return self.config_labels(repository, str(manifest["manifests"][0]["digest"]))

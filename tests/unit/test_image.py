@@ -106,17 +106,6 @@ def test_labels_carry_provenance_and_no_timestamp() -> None:
     assert not any("created" in k for k in labels)
 
 
-def test_dvc_lock_hashes(tmp_path: Path) -> None:
-    lock = tmp_path / "dvc.lock"
-    lock.write_text(
-        "schema: '2.0'\nstages:\n  train:\n    cmd: python train.py\n"
-        "    deps:\n    - path: data/raw.csv\n      md5: aaa\n"
-        "    outs:\n    - path: model.pkl\n      md5: bbb\n"
-    )
-    assert serving_model.dvc_lock_hashes(lock) == {"data/raw.csv": "aaa", "model.pkl": "bbb"}
-    assert serving_model.dvc_lock_hashes(tmp_path / "missing") == {}
-
-
 def test_dockerfile_layers_model_last_non_root_with_healthcheck() -> None:
     text = serving_model.render_dockerfile(
         (image.serving_assets() / "Dockerfile.tmpl").read_text(),

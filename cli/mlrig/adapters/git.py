@@ -126,19 +126,6 @@ def unmerged_files(path: Path) -> list[str]:
     return sorted(set(out.split()))
 
 
-def head_and_origin(path: Path) -> tuple[str | None, str | None]:
-    """(HEAD commit, origin URL) of the repo at path; each None when git, the repo, a commit
-    or the remote is missing, because provenance is best effort and never stops a build."""
-    if shutil.which("git") is None or not (path / ".git").exists():
-        return None, None
-
-    def output(*args: str) -> str | None:
-        proc = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True)
-        return (proc.stdout.strip() or None) if proc.returncode == 0 else None
-
-    return output("rev-parse", "HEAD"), output("remote", "get-url", "origin")
-
-
 # -- reading history (provenance: which commit recorded a run) ----------------------------------
 def commit_of(path: Path, ref: str) -> str | None:
     """The commit `ref` names in the repo at path, or None when it names none."""

@@ -8,7 +8,6 @@ import json
 import re
 from dataclasses import dataclass, field
 from importlib import metadata
-from pathlib import Path
 from string import Template
 from typing import Any
 
@@ -173,23 +172,6 @@ class Provenance:
             f"{LABEL_PREFIX}.requirements.sha256": requirements_sha256,
         }
         return {k: v for k, v in items.items() if v}
-
-
-def dvc_lock_hashes(lock_file: Path) -> dict[str, str]:
-    """{path: md5} of every stage output recorded in a dvc.lock (the data and model hashes)."""
-    import yaml
-
-    try:
-        doc = yaml.safe_load(lock_file.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    hashes: dict[str, str] = {}
-    for stage in (doc.get("stages") or {}).values():
-        for entry in list(stage.get("deps") or []) + list(stage.get("outs") or []):
-            digest = entry.get("md5") or entry.get("etag") or entry.get("checksum")
-            if entry.get("path") and digest:
-                hashes[str(entry["path"])] = str(digest)
-    return hashes
 
 
 def render_dockerfile(template: str, *, base_image: str, model_ref: str, mlrig_version: str) -> str:

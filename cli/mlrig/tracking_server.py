@@ -7,6 +7,7 @@ container. Both read the settings here so they cannot drift apart.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import threading
@@ -15,6 +16,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
+
+from mlrig import tracking_oidc
 
 ADMIN_USERNAME = "admin"
 HEALTH_PATH = "/health"
@@ -39,10 +42,14 @@ ENABLE_JOB_EXECUTION = False
 
 # MLflow's stock basic-auth check answers a non-Basic `Authorization` header (`Bearer ...`,
 # what the MLflow client sends when MLFLOW_TRACKING_TOKEN is set) with a 500 once the cache is
-# on; this guard, plugged in through MLflow's own `authorization_function` setting, turns that
-# into the 401 it should be, throttles wrong passwords (below), and otherwise delegates to
-# MLflow's check and cache unchanged.
-AUTHORIZATION_FUNCTION = "mlrig.tracking_server:authenticate_request_basic_auth"
+# on. mlrig's hook, plugged in through MLflow's own `authorization_function` setting
+# (mlrig/tracking_auth.py), checks a bearer token as an OIDC token (mlrig/tracking_oidc.py),
+# sends Basic credentials through the wrong-password throttle below to MLflow's check and
+# cache unchanged, answers anything else 401, and writes the audit trail
+# (mlrig/tracking_audit.py).
+AUTHORIZATION_FUNCTION = "mlrig.tracking_auth:authenticate"
+# The modules the server imports from mlrig (the server image copies these files alone).
+SERVER_MODULES = ("tracking_server", "tracking_auth", "tracking_oidc", "tracking_audit")
 MLFLOW_AUTHORIZATION_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 
 # Names of the environment variables the server reads; the values come from each runtime.
@@ -52,7 +59,12 @@ ENV_FLASK_SECRET = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 SECRET_ENV_NAMES = (ENV_ADMIN_PASSWORD, ENV_FLASK_SECRET)
 
 
-def auth_ini(database_uri: str, default_permission: str = "READ") -> str:
+# A user with no grant on a resource gets nothing on it: people get access through
+# `mlrig access`, each repository's machine identity only to its own experiment and model.
+DEFAULT_PERMISSION = "NO_PERMISSIONS"
+
+
+def auth_ini(database_uri: str, default_permission: str = DEFAULT_PERMISSION) -> str:
     """The basic-auth config file. It holds no secret: the admin password comes by env."""
     return (
         "[mlflow]\n"
@@ -278,7 +290,13 @@ class LocalServerPlan:
 
 
 def local_plan(
-    *, data_dir: Path, port: int, admin_password: str, flask_secret: str, auth_config_path: Path
+    *,
+    data_dir: Path,
+    port: int,
+    admin_password: str,
+    flask_secret: str,
+    auth_config_path: Path,
+    oidc_config_path: Path | None = None,
 ) -> LocalServerPlan:
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     argv = [
@@ -295,6 +313,8 @@ def local_plan(
     env[ENV_AUTH_CONFIG] = str(auth_config_path)
     env[ENV_ADMIN_PASSWORD] = admin_password
     env[ENV_FLASK_SECRET] = flask_secret
+    if oidc_config_path is not None:  # re-read by the hook when it changes: no restart
+        env[tracking_oidc.ENV_CONFIG_FILE] = str(oidc_config_path)
     return LocalServerPlan(argv=argv, env=env)
 
 
@@ -338,6 +358,7 @@ def container_spec(
     profile: str,
     allowed_hosts: tuple[str, ...] = (),
     db_port: int = 5432,
+    oidc: tracking_oidc.OidcConfig | None = None,
 ) -> ContainerSpec:
     """The tracking server as a container: args after the image's `mlflow server` entrypoint."""
     cpu, memory, workers = CONTAINER_SIZES[profile]
@@ -358,6 +379,8 @@ def container_spec(
     # ALB; the security group admits nothing else), which appends the client's address to
     # X-Forwarded-For: the wrong-password throttle keys on that, not on the proxy's address.
     env[ENV_TRUSTED_PROXY_HOPS] = "1"
+    if oidc is not None:  # issuer, audience and rules: not secret, fixed per deployment
+        env[tracking_oidc.ENV_CONFIG] = json.dumps(oidc.to_json(), separators=(",", ":"))
     return ContainerSpec(
         image=image,
         command=tuple(command),

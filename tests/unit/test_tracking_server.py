@@ -76,8 +76,17 @@ def test_auth_ini_holds_no_secret_and_grants_nothing_by_default() -> None:
     text = ts.auth_ini("sqlite:///x.db")
     assert "admin_password" not in text
     assert "grant_default_workspace_access = false" in text
-    assert "default_permission = READ" in ts.auth_ini("sqlite:///x.db")
-    assert "default_permission = NO_PERMISSIONS" in ts.auth_ini("sqlite:///x.db", "NO_PERMISSIONS")
+    assert "default_permission = NO_PERMISSIONS" in text  # a user with no grant reads nothing
+    assert "default_permission = READ" in ts.auth_ini("sqlite:///x.db", "READ")
+    spec = ts.container_spec(
+        image="i",
+        db_host="h",
+        db_name="d",
+        db_user="u",
+        artifacts_destination="s3://b/a",
+        profile="small",
+    )
+    assert "default_permission = NO_PERMISSIONS" in spec.env[ts.ENV_AUTH_INI]
 
 
 def test_the_module_stands_alone_for_the_server_image() -> None:

@@ -21,9 +21,10 @@ def write_configs(
     restart to see a changed one. A regenerated password is set in its store."""
     restart: set[str] = set()
     db_uri = f"sqlite:///{stack.auth_db.resolve()}"
-    contract.atomic_write(
-        stack.mlflow_dir / "auth.ini", tracking_server.auth_ini(db_uri), mode=0o600
-    )
+    ini, ini_text = stack.mlflow_dir / "auth.ini", tracking_server.auth_ini(db_uri)
+    if ini.is_file() and ini.read_text() != ini_text:
+        restart.add("mlflow")  # MLflow reads auth.ini at start only (e.g. a new default_permission)
+    contract.atomic_write(ini, ini_text, mode=0o600)
     if "mlflow-admin" in made and stack.auth_db.exists():
         from mlrig.adapters import mlflow as mlflow_adapter
 

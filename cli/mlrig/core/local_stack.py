@@ -116,7 +116,7 @@ class LocalStack(Layout):
             if service not in restart:
                 services.await_healthy(self, service, state, rec)
                 return
-            progress(f"restarting {service} so it reads its new secret")
+            progress(f"restarting {service} so it reads its new secret or settings")
             processes.stop(pid_file)
         port = services.port_of(service, state)
         services.clear_port(self, service, port, progress)

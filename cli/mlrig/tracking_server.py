@@ -7,7 +7,6 @@ container. Both read the settings here so they cannot drift apart.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import threading
@@ -16,8 +15,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
-
-from mlrig import tracking_oidc
 
 ADMIN_USERNAME = "admin"
 HEALTH_PATH = "/health"
@@ -42,14 +39,10 @@ ENABLE_JOB_EXECUTION = False
 
 # MLflow's stock basic-auth check answers a non-Basic `Authorization` header (`Bearer ...`,
 # what the MLflow client sends when MLFLOW_TRACKING_TOKEN is set) with a 500 once the cache is
-# on. mlrig's hook, plugged in through MLflow's own `authorization_function` setting
-# (mlrig/tracking_auth.py), checks a bearer token as an OIDC token (mlrig/tracking_oidc.py),
-# sends Basic credentials through the wrong-password throttle below to MLflow's check and
-# cache unchanged, answers anything else 401, and writes the audit trail
-# (mlrig/tracking_audit.py).
-AUTHORIZATION_FUNCTION = "mlrig.tracking_auth:authenticate"
-# The modules the server imports from mlrig (the server image copies these files alone).
-SERVER_MODULES = ("tracking_server", "tracking_auth", "tracking_oidc", "tracking_audit")
+# on; this guard, plugged in through MLflow's own `authorization_function` setting, turns that
+# into the 401 it should be, throttles wrong passwords (below), and otherwise delegates to
+# MLflow's check and cache unchanged.
+AUTHORIZATION_FUNCTION = "mlrig.tracking_server:authenticate_request_basic_auth"
 MLFLOW_AUTHORIZATION_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 
 # Names of the environment variables the server reads; the values come from each runtime.
@@ -290,13 +283,7 @@ class LocalServerPlan:
 
 
 def local_plan(
-    *,
-    data_dir: Path,
-    port: int,
-    admin_password: str,
-    flask_secret: str,
-    auth_config_path: Path,
-    oidc_config_path: Path | None = None,
+    *, data_dir: Path, port: int, admin_password: str, flask_secret: str, auth_config_path: Path
 ) -> LocalServerPlan:
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     argv = [
@@ -313,8 +300,6 @@ def local_plan(
     env[ENV_AUTH_CONFIG] = str(auth_config_path)
     env[ENV_ADMIN_PASSWORD] = admin_password
     env[ENV_FLASK_SECRET] = flask_secret
-    if oidc_config_path is not None:  # re-read by the hook when it changes: no restart
-        env[tracking_oidc.ENV_CONFIG_FILE] = str(oidc_config_path)
     return LocalServerPlan(argv=argv, env=env)
 
 
@@ -358,7 +343,6 @@ def container_spec(
     profile: str,
     allowed_hosts: tuple[str, ...] = (),
     db_port: int = 5432,
-    oidc: tracking_oidc.OidcConfig | None = None,
 ) -> ContainerSpec:
     """The tracking server as a container: args after the image's `mlflow server` entrypoint."""
     cpu, memory, workers = CONTAINER_SIZES[profile]
@@ -379,8 +363,6 @@ def container_spec(
     # ALB; the security group admits nothing else), which appends the client's address to
     # X-Forwarded-For: the wrong-password throttle keys on that, not on the proxy's address.
     env[ENV_TRUSTED_PROXY_HOPS] = "1"
-    if oidc is not None:  # issuer, audience and rules: not secret, fixed per deployment
-        env[tracking_oidc.ENV_CONFIG] = json.dumps(oidc.to_json(), separators=(",", ":"))
     return ContainerSpec(
         image=image,
         command=tuple(command),

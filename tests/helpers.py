@@ -353,3 +353,93 @@ def load_serving_module(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+class LocalIssuer:
+    """An OIDC issuer on loopback: RSA signing keys made here, its discovery document and key
+    set served by a small HTTP thread, and tokens shaped like GitHub Actions' (claims
+    `repository`, `ref`, ...). `rotate()` publishes a new key and signs with it from then on;
+    `fetches` counts key-set downloads, so a test sees when the server asked again."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        self.keys: dict[str, Any] = {}
+        self.kid = ""
+        self.fetches = 0
+        self.rotate()
+        issuer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                if self.path == "/.well-known/openid-configuration":
+                    body = {"issuer": issuer.url, "jwks_uri": f"{issuer.url}/jwks"}
+                elif self.path == "/jwks":
+                    issuer.fetches += 1
+                    body = issuer.jwks()
+                else:
+                    self.send_error(404)
+                    return
+                data = json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def rotate(self) -> str:
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        self.kid = f"key-{len(self.keys) + 1}"
+        self.keys[self.kid] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return self.kid
+
+    def jwks(self) -> dict[str, Any]:
+        from jwt.algorithms import RSAAlgorithm
+
+        keys = []
+        for kid, key in self.keys.items():
+            jwk = json.loads(RSAAlgorithm.to_jwk(key.public_key()))
+            keys.append({**jwk, "kid": kid, "use": "sig", "alg": "RS256"})
+        return {"keys": keys}
+
+    def claims(self, audience: str, **overrides: Any) -> dict[str, Any]:
+        import time
+
+        now = int(time.time())
+        claims = {
+            "iss": self.url,
+            "aud": audience,
+            "sub": "repo:acme/demo:ref:refs/heads/main",
+            "repository": "acme/demo",
+            "ref": "refs/heads/main",
+            "iat": now,
+            "nbf": now,
+            "exp": now + 300,
+        }
+        claims.update(overrides)
+        return {k: v for k, v in claims.items() if v is not None}
+
+    def token(
+        self, audience: str, *, kid: str | None = None, key: Any = None, **overrides: Any
+    ) -> str:
+        import jwt
+
+        return jwt.encode(
+            self.claims(audience, **overrides),
+            key or self.keys[kid or self.kid],
+            algorithm="RS256",
+            headers={"kid": kid or self.kid},
+        )
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

@@ -7,6 +7,7 @@ container. Both read the settings here so they cannot drift apart.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import threading
@@ -14,7 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 ADMIN_USERNAME = "admin"
 HEALTH_PATH = "/health"
@@ -39,10 +40,20 @@ ENABLE_JOB_EXECUTION = False
 
 # MLflow's stock basic-auth check answers a non-Basic `Authorization` header (`Bearer ...`,
 # what the MLflow client sends when MLFLOW_TRACKING_TOKEN is set) with a 500 once the cache is
-# on; this guard, plugged in through MLflow's own `authorization_function` setting, turns that
-# into the 401 it should be, throttles wrong passwords (below), and otherwise delegates to
-# MLflow's check and cache unchanged.
-AUTHORIZATION_FUNCTION = "mlrig.tracking_server:authenticate_request_basic_auth"
+# on. mlrig's hook, plugged in through MLflow's own `authorization_function` setting
+# (mlrig/tracking_auth.py), checks a bearer token as an OIDC token (mlrig/tracking_oidc.py),
+# sends Basic credentials through the wrong-password throttle below to MLflow's check and
+# cache unchanged, answers anything else 401, and writes the audit trail
+# (mlrig/tracking_audit.py).
+AUTHORIZATION_FUNCTION = "mlrig.tracking_auth:authenticate"
+# The modules the server imports from mlrig (the server image copies these files alone).
+SERVER_MODULES = (
+    "tracking_server",
+    "tracking_auth",
+    "tracking_oidc",
+    "tracking_audit",
+    "tracking_guard",
+)
 MLFLOW_AUTHORIZATION_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 
 # Names of the environment variables the server reads; the values come from each runtime.
@@ -50,6 +61,10 @@ ENV_AUTH_CONFIG = "MLFLOW_AUTH_CONFIG_PATH"
 ENV_ADMIN_PASSWORD = "MLFLOW_AUTH_ADMIN_PASSWORD"
 ENV_FLASK_SECRET = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 SECRET_ENV_NAMES = (ENV_ADMIN_PASSWORD, ENV_FLASK_SECRET)
+# The OIDC config (mlrig/tracking_oidc.py): the JSON itself (container), or a file the hook
+# re-reads when it changes (local stack). Issuer, audience and rules are not secret.
+ENV_OIDC_CONFIG = "MLRIG_OIDC_CONFIG"
+ENV_OIDC_CONFIG_FILE = "MLRIG_OIDC_CONFIG_FILE"
 
 
 # A user with no grant on a resource gets nothing on it: people get access through
@@ -283,7 +298,13 @@ class LocalServerPlan:
 
 
 def local_plan(
-    *, data_dir: Path, port: int, admin_password: str, flask_secret: str, auth_config_path: Path
+    *,
+    data_dir: Path,
+    port: int,
+    admin_password: str,
+    flask_secret: str,
+    auth_config_path: Path,
+    oidc_config_path: Path | None = None,
 ) -> LocalServerPlan:
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     argv = [
@@ -300,6 +321,8 @@ def local_plan(
     env[ENV_AUTH_CONFIG] = str(auth_config_path)
     env[ENV_ADMIN_PASSWORD] = admin_password
     env[ENV_FLASK_SECRET] = flask_secret
+    if oidc_config_path is not None:  # re-read by the hook when it changes: no restart
+        env[ENV_OIDC_CONFIG_FILE] = str(oidc_config_path)
     return LocalServerPlan(argv=argv, env=env)
 
 
@@ -343,6 +366,7 @@ def container_spec(
     profile: str,
     allowed_hosts: tuple[str, ...] = (),
     db_port: int = 5432,
+    oidc: dict[str, Any] | None = None,
 ) -> ContainerSpec:
     """The tracking server as a container: args after the image's `mlflow server` entrypoint."""
     cpu, memory, workers = CONTAINER_SIZES[profile]
@@ -363,6 +387,8 @@ def container_spec(
     # ALB; the security group admits nothing else), which appends the client's address to
     # X-Forwarded-For: the wrong-password throttle keys on that, not on the proxy's address.
     env[ENV_TRUSTED_PROXY_HOPS] = "1"
+    if oidc is not None:  # issuer, audience and rules (tracking_oidc.OidcConfig.to_json())
+        env[ENV_OIDC_CONFIG] = json.dumps(oidc, separators=(",", ":"))
     return ContainerSpec(
         image=image,
         command=tuple(command),

@@ -126,3 +126,69 @@ def provenance_repo(
         "head": head,
         "versions": versions,
     }
+
+
+@pytest.fixture(scope="module")
+def oidc_issuer() -> Iterator[Any]:
+    """A local OIDC issuer (tests.helpers.LocalIssuer) on loopback for the module."""
+    from tests.helpers import LocalIssuer
+
+    issuer = LocalIssuer()
+    try:
+        yield issuer
+    finally:
+        issuer.close()
+
+
+@pytest.fixture(scope="module")
+def oidc_stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: Any) -> Iterator[Any]:
+    """A local stack of its own whose MLflow accepts the local issuer's tokens for
+    acme/demo on refs/heads/main as the machine identity `repo-demo` (EDIT on experiment
+    `demo` only; experiment `other` exists too). The OIDC file is written after `up`: the
+    server re-reads it on change, so the tests also show that no restart is needed."""
+    import requests
+
+    from mlrig import tracking_oidc
+    from mlrig.core import oidc_rules, secrets
+    from tests.helpers import isolated_stack
+
+    with isolated_stack(tmp_path_factory.mktemp("oidc-home"), "oidctest") as (stack, outputs):
+        assert outputs.mlflow.auth is not None
+        url = outputs.mlflow.tracking_uri
+        admin = ("admin", secrets.resolve(outputs.mlflow.auth.password))
+
+        def call(method: str, path: str, **body: Any) -> dict[str, Any]:
+            resp = requests.request(method, f"{url}{path}", json=body, auth=admin, timeout=30)
+            assert resp.status_code == 200, f"{path}: {resp.status_code} {resp.text[:200]}"
+            return resp.json() if resp.content else {}
+
+        call("POST", "/api/2.0/mlflow/users/create", username="repo-demo", password="x" * 24)
+        ids = {
+            name: call("POST", "/api/2.0/mlflow/experiments/create", name=name)["experiment_id"]
+            for name in ("demo", "other")
+        }
+        call(
+            "POST",
+            "/api/3.0/mlflow/users/permissions/grant",
+            username="repo-demo",
+            resource_type="experiment",
+            resource_id=ids["demo"],
+            permission="EDIT",
+        )
+        path = stack.mlflow_dir / oidc_rules.CONFIG_FILE
+        config = tracking_oidc.OidcConfig(
+            issuer=oidc_issuer.url,
+            audience=tracking_oidc.default_audience("oidctest"),
+            rules=(tracking_oidc.Rule("acme/demo", "repo-demo", ("refs/heads/main",)),),
+            refresh_min_seconds=0.0,  # every unknown key id is looked up (the unit tests
+        )  # cover the rate limit with a clock of their own)
+        oidc_rules.save(path, config)
+        yield {
+            "stack": stack,
+            "url": url,
+            "admin": admin,
+            "experiments": ids,
+            "audience": config.audience,
+            "config_path": path,
+            "log": stack.log_file("mlflow"),
+        }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from mlrig import contract, tracking_server
 from mlrig.adapters import registry
-from mlrig.core import secrets
+from mlrig.core import oidc_rules, secrets
 from mlrig.core.local_services import Launch
 from mlrig.core.local_state import REGISTRY_USER, Layout, LocalState
 from mlrig.core.progress import Progress
@@ -25,6 +25,7 @@ def write_configs(
     if ini.is_file() and ini.read_text() != ini_text:
         restart.add("mlflow")  # MLflow reads auth.ini at start only (e.g. a new default_permission)
     contract.atomic_write(ini, ini_text, mode=0o600)
+    oidc_rules.ensure(stack.mlflow_dir / oidc_rules.CONFIG_FILE, stack.name)
     if "mlflow-admin" in made and stack.auth_db.exists():
         from mlrig.adapters import mlflow as mlflow_adapter
 
@@ -65,6 +66,7 @@ def launch(stack: Layout, service: str, state: LocalState, program: tuple[str, s
             admin_password=secrets.read_secret_file(stack.secret_file("mlflow-admin")),
             flask_secret=secrets.read_secret_file(stack.secret_file("mlflow-flask")),
             auth_config_path=(stack.mlflow_dir / "auth.ini").resolve(),
+            oidc_config_path=(stack.mlflow_dir / oidc_rules.CONFIG_FILE).resolve(),
         )
         return Launch(plan.argv, plan.env)
     kind, where = program

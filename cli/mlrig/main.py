@@ -97,7 +97,18 @@ def _root(
 
 def _register() -> None:
     # command modules import only typer/rich at module level; the work is imported lazily
-    from mlrig.commands import checkout, demo, doctor, image, init, rehearse, setup, stack, trace
+    from mlrig.commands import (
+        checkout,
+        demo,
+        doctor,
+        image,
+        init,
+        rehearse,
+        setup,
+        stack,
+        trace,
+        trainer,
+    )
 
     stack.app.command("rehearse")(rehearse.rehearse)
     app.add_typer(stack.app, name="stack")
@@ -109,6 +120,7 @@ def _register() -> None:
     app.command("demo")(demo.demo)
     app.command("doctor")(doctor.doctor)
     app.add_typer(setup.app, name="setup")
+    app.add_typer(trainer.app, name="trainer")
 
 
 _register()

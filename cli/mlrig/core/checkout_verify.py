@@ -24,6 +24,8 @@ from mlrig.core.stack_env import temporary_env
 if TYPE_CHECKING:
     from mlrig.core.checkout import CheckoutResult
 
+ALWAYS_CHANGED = "always changed"  # how `dvc status` lists a stage that runs every time (ingest)
+DATA_QUALITY_FILE = "metrics/data_quality.json"  # the validate stage's metrics of the snapshot
 METRIC_PREFIX = "test_"  # the evaluate stage logs metrics.json's keys as test_<key>
 
 
@@ -80,6 +82,8 @@ def _status_lines(status: Mapping[str, Any]) -> list[str]:
     for name, changes in sorted(status.items()):
         parts = []
         for change in changes if isinstance(changes, list) else [changes]:
+            if change == ALWAYS_CHANGED:
+                continue
             if isinstance(change, dict):
                 for kind, paths in change.items():
                     if isinstance(paths, dict):
@@ -89,7 +93,8 @@ def _status_lines(status: Mapping[str, Any]) -> list[str]:
                         parts.append(f"{kind}: {paths}")
             else:
                 parts.append(str(change))
-        lines.append(f"dvc status: {name}: {'; '.join(parts) or 'changed'}")
+        if parts or changes != [ALWAYS_CHANGED]:
+            lines.append(f"dvc status: {name}: {'; '.join(parts) or 'changed'}")
     return lines
 
 
@@ -144,11 +149,13 @@ def rerun(root: Path, run_id: str, env: Mapping[str, str], log: Any = None) -> N
 
 
 def _metric_files(root: Path) -> list[Path]:
+    """The model's metric files (the run logs them as test_*), not the data's quality."""
     found = []
     for spec in _stages(root).values():
         for entry in spec.get("metrics") or []:
             path = next(iter(entry)) if isinstance(entry, dict) else entry
-            found.append(root / str(path))
+            if str(path) != DATA_QUALITY_FILE:
+                found.append(root / str(path))
     return found
 
 

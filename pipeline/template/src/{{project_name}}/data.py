@@ -1,15 +1,20 @@
-"""Where the data lives and what it must look like (the raw CSV's schema)."""
+"""Where the data lives: the bundled source, the ingested snapshot every later stage reads,
+the split, the model and the reports."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-RAW_CSV = ROOT / "data" / "raw" / "breast_cancer.csv"
+RAW_CSV = ROOT / "data" / "raw" / "breast_cancer.csv"  # the bundled source (ingest.source)
+SNAPSHOT = ROOT / "data" / "snapshot"
+SNAPSHOT_CSV = SNAPSHOT / "data.csv"  # written by ingest, read by validate and preprocess
+RECORD_FILE = SNAPSHOT / "record.json"  # {source, ingested_at, rows, md5}: kept in git
+QUALITY_FILE = ROOT / "metrics" / "data_quality.json"
 PROCESSED = ROOT / "data" / "processed"
 TRAIN_CSV = PROCESSED / "train.csv"
 TEST_CSV = PROCESSED / "test.csv"
@@ -17,6 +22,7 @@ MODELS = ROOT / "models"
 MODEL_FILE = MODELS / "model.pkl"
 RUN_FILE = MODELS / "mlflow_run.json"
 METRICS_FILE = ROOT / "metrics.json"
+GATE_FILE = ROOT / "gate.json"
 PLOTS = ROOT / "plots"
 
 ID = "id"
@@ -29,8 +35,22 @@ def params() -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
+# pandas 3 parses floats round-trip by default (and deprecates asking for it)
+ROUND_TRIP: dict[str, Any] = (
+    {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"})
+
+
+def read_csv(path: Path | IO[bytes]) -> pd.DataFrame:
+    """Floats parsed so that writing them back gives the same text."""
+    return pd.read_csv(path, **ROUND_TRIP)
+
+
 def load_raw(path: Path = RAW_CSV) -> pd.DataFrame:
-    return pd.read_csv(path)
+    return read_csv(path)
+
+
+def load_snapshot(path: Path = SNAPSHOT_CSV) -> pd.DataFrame:
+    return read_csv(path)
 
 
 def feature_columns(df: pd.DataFrame) -> list[str]:

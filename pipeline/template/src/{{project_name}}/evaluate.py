@@ -1,4 +1,5 @@
-"""Stage 3: score the test set, write metrics and plots, add the metrics to the MLflow run."""
+"""Stage 5: score the test set, write metrics and plots, add the metrics to the MLflow run,
+then the champion gate (gate.py): does the candidate replace the `champion` alias?"""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pickle
 import pandas as pd
 from sklearn import metrics as skm
 
-from . import data, features, tracking
+from . import data, features, gate, tracking
 
 
 def score(model, test: pd.DataFrame, threshold: float) -> tuple[dict[str, float], pd.DataFrame,
@@ -30,7 +31,8 @@ def score(model, test: pd.DataFrame, threshold: float) -> tuple[dict[str, float]
 
 
 def main() -> None:
-    p = data.params()["evaluate"]
+    all_params = data.params()
+    p = all_params["evaluate"]
     with open(data.MODEL_FILE, "rb") as fh:
         model = pickle.load(fh)  # our own artefact, produced by the train stage
     result, roc, confusion = score(model, pd.read_csv(data.TEST_CSV), float(p["threshold"]))
@@ -45,11 +47,12 @@ def main() -> None:
     from mlflow import MlflowClient
 
     with open(data.RUN_FILE) as fh:
-        run_id = json.load(fh)["run_id"]
+        record = json.load(fh)
     client = MlflowClient()
     for key, value in result.items():
-        client.log_metric(run_id, f"test_{key}", value)
+        client.log_metric(record["run_id"], f"{gate.METRIC_PREFIX}{key}", value)
     print(f"evaluate: {result}")
+    print(gate.run(client, record, result, all_params["gate"]).line())
 
 
 if __name__ == "__main__":

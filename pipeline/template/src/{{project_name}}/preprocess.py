@@ -1,11 +1,12 @@
-"""Stage 1: split the raw data into train and test sets, stratified, keeping row IDs."""
+"""Stage 3: split the validated snapshot into train and test sets, stratified, keeping row
+IDs, and refuse a split where a test row is also in train (the leakage check)."""
 
 from __future__ import annotations
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from . import data
+from . import data, validate
 
 
 def split(df: pd.DataFrame, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -17,7 +18,8 @@ def split(df: pd.DataFrame, test_size: float, seed: int) -> tuple[pd.DataFrame, 
 
 def main() -> None:
     p = data.params()["preprocess"]
-    train, test = split(data.load_raw(), float(p["test_size"]), int(p["seed"]))
+    train, test = split(data.load_snapshot(), float(p["test_size"]), int(p["seed"]))
+    validate.check_leakage(train, test)  # before anything is written: train never sees it
     data.PROCESSED.mkdir(parents=True, exist_ok=True)
     train.to_csv(data.TRAIN_CSV, index=False)
     test.to_csv(data.TEST_CSV, index=False)

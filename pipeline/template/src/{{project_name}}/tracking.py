@@ -191,6 +191,20 @@ def output_tag(path: Path, root: Path = ROOT) -> tuple[str, str]:
 
 
 # -- the tags -------------------------------------------------------------------------------
+DATA_RECORD = "data/snapshot/record.json"  # written by ingest: the snapshot this run reads
+DATA_TAG_KEYS = ("source", "md5", "rows", "ingested_at")
+
+
+def data_tags(root: Path = ROOT) -> dict[str, str]:
+    """The snapshot's record as `mlrig.data.<key>` tags; none when there is no record."""
+    path = root / DATA_RECORD
+    if not path.is_file():
+        return {}
+    record = json.loads(path.read_text())
+    return {f"mlrig.data.{key}": str(record[key])[:MAX_TAG_CHARS]
+            for key in DATA_TAG_KEYS if record.get(key) is not None}
+
+
 def experiment_tags(env: Mapping[str, str] = os.environ) -> dict[str, str]:
     """What `dvc exp run` tells the stage: the experiment's name, baseline and git ref."""
     name, baseline = env.get("DVC_EXP_NAME"), env.get("DVC_EXP_BASELINE_REV")
@@ -227,6 +241,7 @@ def provenance_tags(stage: str, root: Path = ROOT) -> dict[str, str]:
         if (root / out).is_file():
             tags[f"dvc.out.{out}"] = file_md5(root / out)
     tags["mlrig.params.md5"] = params_md5(stage, root)
+    tags.update(data_tags(root))
     rerun = repro_of()
     if rerun:
         tags["mlrig.repro_of"] = rerun

@@ -1,0 +1,92 @@
+"""The rendered template 1.2.0 pipeline: ingest -> validate -> preprocess -> train -> evaluate,
+the params the retraining loop relies on, the schema shipped for the bundled dataset, and how
+checkout reads `dvc status` of a stage that always runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from mlrig.core import bootstrap, bootstrap_render, checkout_verify
+from mlrig.core.bootstrap_dataset import dataset_file
+from tests.helpers import aws_outputs
+
+STAGES = ["ingest", "validate", "preprocess", "train", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src, ref = bootstrap.template_repo()
+    dest = tmp_path_factory.mktemp("render") / "churn"
+    bootstrap_render.render(src, ref, dest, project="churn", outputs=aws_outputs())
+    return dest
+
+
+def entries(items: list) -> dict[str, dict]:
+    """dvc.yaml's outs/deps/metrics: a path or {path: options}, as {path: options}."""
+    out: dict[str, dict] = {}
+    for item in items or []:
+        if isinstance(item, dict):
+            ((path, options),) = item.items()
+            out[path] = options or {}
+        else:
+            out[item] = {}
+    return out
+
+
+def test_the_template_is_version_1_2_0() -> None:
+    assert (bootstrap.packaged_template() / "VERSION").read_text().strip() == "1.2.0"
+
+
+def test_five_stages_each_reading_what_the_one_before_wrote(rendered: Path) -> None:
+    stages = yaml.safe_load((rendered / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == STAGES
+    ingest = stages["ingest"]
+    assert ingest["always_changed"] is True and ingest["params"] == ["ingest"]
+    outs = entries(ingest["outs"])
+    # persisted, so DVC does not delete them before ingest decides whether they changed
+    assert outs == {
+        "data/snapshot/data.csv": {"persist": True},
+        "data/snapshot/record.json": {"cache": False, "persist": True},
+    }
+    assert "data/snapshot/data.csv" in entries(stages["validate"]["deps"])
+    assert list(entries(stages["validate"]["metrics"])) == ["metrics/data_quality.json"]
+    # preprocess reads validate's output, so DVC never runs it on an unvalidated snapshot
+    assert {"data/snapshot/data.csv", "metrics/data_quality.json"} <= set(
+        entries(stages["preprocess"]["deps"])
+    )
+    assert "data/snapshot/record.json" in entries(stages["train"]["deps"])
+    assert stages["evaluate"]["params"] == ["evaluate", "gate"]
+    assert entries(stages["evaluate"]["outs"]) == {"gate.json": {"cache": False}}
+
+
+def test_params_name_the_bundled_source_the_schema_and_the_gate(rendered: Path) -> None:
+    params = yaml.safe_load((rendered / "params.yaml").read_text())
+    assert params["ingest"] == {"source": "data/raw/breast_cancer.csv", "query": None}
+    assert params["validate"]["schema"] == "data/schema.yaml"
+    assert params["gate"] == {"metric": "roc_auc", "margin": 0.0, "greater_is_better": True}
+
+
+def test_the_schema_describes_the_bundled_dataset(rendered: Path) -> None:
+    schema = yaml.safe_load((rendered / "data/schema.yaml").read_text())
+    frame = pd.read_csv(dataset_file())
+    assert list(schema["columns"]) == list(frame.columns)
+    assert schema["target"] == "target"
+    for name, spec in schema["columns"].items():
+        want = "int" if pd.api.types.is_integer_dtype(frame[name]) else "float"
+        assert spec["type"] == want, name
+        assert spec["nullable"] is False
+    assert schema["columns"]["target"]["values"] == sorted(frame["target"].unique().tolist())
+
+
+def test_a_stage_that_always_runs_is_no_difference_but_a_real_change_is() -> None:
+    lines = checkout_verify._status_lines(
+        {
+            "ingest": ["always changed"],
+            "train": ["always changed", {"changed deps": {"data/processed/train.csv": "modified"}}],
+        }
+    )
+    assert lines == ["dvc status: train: changed deps: data/processed/train.csv modified"]

@@ -104,6 +104,7 @@ def _register() -> None:
         image,
         init,
         rehearse,
+        retrain,
         setup,
         stack,
         trace,
@@ -117,6 +118,7 @@ def _register() -> None:
     app.add_typer(image.app, name="image")
     app.command("trace")(trace.trace)
     app.command("checkout")(checkout.checkout)
+    app.command("retrain")(retrain.retrain)
     app.command("demo")(demo.demo)
     app.command("doctor")(doctor.doctor)
     app.add_typer(setup.app, name="setup")

@@ -221,3 +221,102 @@ def _from_root(key: str, root: Path) -> str:
         rel = os.path.relpath(Path.cwd() / path, root)
         return stage if rel == "dvc.yaml" else f"{rel}:{stage}"
     return os.path.relpath(Path.cwd() / key, root)
+
+
+# -- retraining: the pipeline run in-process (one Python, no `dvc` program start-up) -------------
+def reproduce(root: Path, log_file: Path) -> None:
+    """`dvc repro --no-run-cache` in root with DVC's Python API. Every stage command's output
+    (and DVC's own) goes to log_file, so callers keep their stdout for their own answer. A
+    failing stage raises StageFailed naming it, with the last line the stage printed."""
+    import logging
+
+    from dvc.exceptions import DvcException, ReproductionError
+
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    start = log_file.stat().st_size if log_file.exists() else 0
+    log = logging.getLogger("dvc")
+    level = log.level
+    with _fds_to(log_file):
+        try:
+            log.setLevel(logging.WARNING)
+            with _repo_cls()(str(root)) as repo:
+                repo.reproduce(run_cache=False)
+        except ReproductionError as exc:
+            stage = _failed_stage(str(exc))
+            raise StageFailed(stage, _last_line(log_file, start) or str(exc)) from exc
+        except DvcException as exc:
+            raise StageFailed("dvc repro", str(exc).splitlines()[0] if str(exc) else "") from exc
+        finally:
+            log.setLevel(level)
+
+
+class StageFailed(ServiceError):
+    """A pipeline stage (or DVC itself) failed; `stage` names it, `reason` is its last word."""
+
+    def __init__(self, stage: str, reason: str) -> None:
+        super().__init__(f"stage '{stage}' failed: {reason}")
+        self.stage, self.reason = stage, reason
+
+
+def _failed_stage(message: str) -> str:
+    import re
+
+    found = re.findall(r"'([^']+)'", message)
+    return found[0].rsplit(":", 1)[-1] if found else "dvc repro"
+
+
+def _last_line(log_file: Path, start: int) -> str:
+    """The last line a stage printed (its error), DVC's own ERROR/WARNING lines left out."""
+    with log_file.open("rb") as fh:
+        fh.seek(start)
+        text = fh.read().decode("utf-8", "replace")
+    lines = [
+        ln.strip()
+        for ln in text.splitlines()
+        if ln.strip() and not ln.lstrip().startswith(("ERROR:", "WARNING:", "Running stage"))
+    ]
+    return lines[-1][:300] if lines else ""
+
+
+@contextlib.contextmanager
+def _fds_to(log_file: Path) -> Iterator[None]:
+    """Point file descriptors 1 and 2 (what stage commands inherit) at log_file."""
+    import sys
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with log_file.open("ab") as fh:
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def push(root: Path) -> int:
+    """`dvc push` in root: the number of files sent to the default remote."""
+    from dvc.exceptions import DvcException
+
+    try:
+        with _repo_cls()(str(root)) as repo, _quiet():
+            return int(repo.push() or 0)
+    except DvcException as exc:
+        raise _translate(exc, "push") from exc
+
+
+def checkout(root: Path) -> None:
+    """`dvc checkout --force`: the workspace's outputs back to what dvc.lock records."""
+    from dvc.exceptions import DvcException
+
+    try:
+        with _repo_cls()(str(root)) as repo, _quiet():
+            repo.checkout(force=True)
+    except DvcException as exc:
+        raise _translate(exc, "checkout") from exc

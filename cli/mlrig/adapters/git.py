@@ -244,3 +244,25 @@ def mirror(url: str, into: Path) -> bool:
         except OSError:
             return (into / "HEAD").is_file()  # another process made it first
     return True
+
+
+# -- retraining: put a repository back exactly as a run found it --------------------------------
+def current_branch(path: Path) -> str | None:
+    """The checked-out branch, or None on a detached HEAD."""
+    out = run(path, "symbolic-ref", "--quiet", "--short", "HEAD", check=False).strip()
+    return out or None
+
+
+def untracked_files(path: Path) -> list[str]:
+    """Untracked paths git does not ignore (what a clean work tree has none of)."""
+    out = run(path, "ls-files", "--others", "--exclude-standard", "-z")
+    return [p for p in out.split("\0") if p]
+
+
+def reset_to(path: Path, sha: str) -> None:
+    """The current branch, index and tracked files back to sha (`git reset --hard sha`)."""
+    run(path, "reset", "--quiet", "--hard", sha)
+
+
+def push_branch(path: Path, branch: str, remote: str = "origin") -> None:
+    run(path, "push", "--quiet", remote, f"HEAD:refs/heads/{branch}", env=_NO_PROMPT)

@@ -164,3 +164,26 @@ class MlflowRest:
             f"model version {version} of {name}",
             json={"name": name, "version": version, "key": key, "value": value},
         )
+
+    def champion(self, name: str, alias: str) -> str | None:
+        """The version `alias` points at, or None when the model or the alias does not exist."""
+        try:
+            return self.model_version_by_alias(name, alias).version
+        except UsageError:
+            return None
+
+    def set_alias(self, name: str, alias: str, version: str) -> None:
+        self._call(
+            "POST",
+            "registered-models/alias",
+            f"alias @{alias} of model {name}",
+            json={"name": name, "alias": alias, "version": version},
+        )
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._call(
+            "DELETE",
+            "registered-models/alias",
+            f"alias @{alias} of model {name}",
+            json={"name": name, "alias": alias},
+        )

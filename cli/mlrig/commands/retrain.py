@@ -1,0 +1,59 @@
+"""`mlrig retrain`: the pipeline on the source's current data; publish only what is new."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mlrig.commands.options import JsonOpt
+from mlrig.ui import console, err_console
+
+
+def retrain(
+    repo: Annotated[
+        Path,
+        typer.Option(help="The repository `mlrig init` made (default: the current directory)."),
+    ] = Path("."),
+    push_image: Annotated[
+        bool,
+        typer.Option(
+            "--push-image/--no-push-image",
+            help="When the champion moves, build its serving image and push it to the stack.",
+        ),
+    ] = True,
+    json_out: JsonOpt = False,
+    recover: Annotated[
+        bool,
+        typer.Option(
+            "--recover",
+            help="Only undo what an interrupted retrain left behind (commit, files, alias).",
+        ),
+    ] = False,
+) -> None:
+    """Ingest → validate → preprocess → train → evaluate; commit and push only when the data
+    changed; build and push the image when the champion moved. A failure changes nothing."""
+    from mlrig.core import retrain as core
+
+    if recover:
+        undone = core.recover(repo)
+        console().print(
+            "undone: the repository and the alias are as before the interrupted run"
+            if undone
+            else "nothing to recover"
+        )
+        return
+
+    def log(message: str) -> None:
+        err_console().print(f"[dim]•[/] {message}", markup=True, highlight=False)
+
+    result = core.retrain(repo, push_image=push_image, log=log)
+    console().print(result.message, markup=False, highlight=False, soft_wrap=True)
+    if result.commit:
+        console().print(f"commit {result.commit[:12]}", highlight=False)
+    if result.image:
+        console().print(f"image {result.image}", markup=False, soft_wrap=True)
+    if json_out:
+        typer.echo(json.dumps(result.as_json()))

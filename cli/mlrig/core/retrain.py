@@ -1,0 +1,213 @@
+"""`mlrig retrain`: run a generated repository's pipeline on whatever data its source now
+holds, and publish the result only when it is new and every step succeeded.
+
+ingest -> validate -> preprocess -> train -> evaluate (+ champion gate) run in this process
+through DVC's API. "New" means dvc.lock changed; when it did not, nothing is created. When it
+did: commit (dvc.lock, the snapshot record, the metrics), `dvc push`, the champion's image
+built and pushed when the gate promoted the candidate, then `git push`. Any failure, and a
+kill (see `recover`), puts the repository and the `champion` alias back as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mlrig.adapters import dvc, git
+from mlrig.adapters.mlflow_rest import MlflowRest
+from mlrig.core import retrain_repo, retrain_state, stacks
+from mlrig.errors import Conflict, MlrigError, UsageError
+
+Log = Callable[[str], None]
+
+
+class RetrainFailed(MlrigError):
+    exit_code = 9
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    changed: bool
+    snapshot: str | None
+    version: str | None = None
+    champion_moved: bool = False
+    decision: str | None = None  # the gate's verdict: "promoted" | "kept"
+    image: str | None = None
+    digest: str | None = None
+    commit: str | None = None
+    message: str = ""  # what happened, in one line for people
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("message")
+        return data
+
+
+def _root(repo: Path) -> Path:
+    if not repo.is_dir() or not git.is_repo(repo):
+        raise UsageError(f"{repo} is not a git repository", hint="pass --repo DIR")
+    root = git.toplevel(repo)
+    if not dvc.is_repo(root):
+        raise UsageError(
+            f"{root} is not a DVC repository", hint="run it in a repo `mlrig init` made"
+        )
+    return root
+
+
+def _start(root: Path, log: Log) -> tuple[str, str]:
+    """(head, branch) of a repository a run may start in: no other run, a branch, clean."""
+    saved = retrain_state.load(root)
+    if saved is not None:
+        if retrain_state.alive(saved.pid):
+            raise Conflict(
+                f"a retrain of {root} is already running (pid {saved.pid})",
+                hint="wait for it to finish",
+            )
+        log("a previous retrain was interrupted: undoing what it left")
+        recover(root)
+    branch = git.current_branch(root)
+    if branch is None:
+        raise Conflict(f"{root} is on a detached HEAD", hint="check out the branch to retrain on")
+    git.require_clean(root, "retrain")
+    return git.head(root), branch
+
+
+def retrain(repo: Path, *, push_image: bool = True, log: Log = lambda _m: None) -> RetrainResult:
+    root = _root(repo.resolve())
+    model = retrain_repo.project_name(root)
+    head, branch = _start(root, log)
+    outputs = retrain_repo.outputs(root)
+    env = retrain_repo.credentials(outputs, root)
+    with stacks.temporary_env(env):
+        rest = MlflowRest.from_env(env)
+        saved = retrain_state.new(
+            root, head=head, branch=branch, model=model, champion=rest.champion(model, "champion")
+        )
+        saved.save(root)
+        try:
+            result = _run(root, saved, outputs, push_image=push_image, log=log)
+        except BaseException as exc:  # a kill is `recover`'s; anything else is undone here
+            log("undoing the run")
+            try:
+                retrain_state.restore(root, saved, rest, log)
+            except MlrigError as undo:  # the marker stays: `recover` finishes the undo
+                raise RetrainFailed(
+                    f"{exc} (and the undo failed: {undo.message})",
+                    hint=f"run `mlrig retrain --recover --repo {root}` once the cause is fixed",
+                ) from exc
+            retrain_state.clear(root)
+            if isinstance(exc, RetrainFailed):
+                raise RetrainFailed(
+                    exc.message,
+                    hint=f"the repository is back at {head[:12]}, nothing was published; "
+                    f"log: {root / retrain_state.LOG}",
+                ) from exc
+            raise
+        retrain_state.clear(root)
+    return result
+
+
+def _step(name: str, fn: Callable[[], Any]) -> Any:
+    """Run one step; its failure becomes one line naming it."""
+    try:
+        return fn()
+    except dvc.StageFailed as exc:
+        raise RetrainFailed(f"retrain failed at {exc.stage}: {exc.reason}") from exc
+    except MlrigError as exc:
+        raise RetrainFailed(f"retrain failed at {name}: {exc.message}") from exc
+
+
+def _run(
+    root: Path, saved: retrain_state.SavedState, outputs: Any, *, push_image: bool, log: Log
+) -> RetrainResult:
+    lock = root / "dvc.lock"
+    before = lock.read_bytes() if lock.exists() else b""
+    log("running the pipeline (dvc repro)")
+    _step("dvc repro", lambda: dvc.reproduce(root, root / retrain_state.LOG))
+    snap = retrain_repo.snapshot(root)
+    if (lock.read_bytes() if lock.exists() else b"") == before:
+        return RetrainResult(
+            False,
+            snap.md5,
+            message=f"nothing new: {snap.describe()} is already the latest",
+        )
+    gate = retrain_repo.gate(root)
+    version = retrain_repo.registered_version(root)
+    where = f" from {snap.source}" if snap.source else ""
+    message = (
+        f"retrain: snapshot {snap.md5[:12]}, {snap.rows} rows{where}"
+        if snap.md5
+        else "retrain: new pipeline inputs"
+    )
+    commit = _step("commit", lambda: git.commit_all(root, message))
+    saved.commit = commit
+    saved.save(root)
+    log(f"committed {commit[:12]}: {message}")
+    _step("dvc push", lambda: dvc.push(root))
+    log("dvc push done")
+    promoted = gate.get("verdict") == "promoted"
+    image = digest = None
+    if promoted and push_image:
+        image, digest = _image(root, saved.model, outputs, log)
+    if git.remote_url(root):
+        _step("git push", lambda: git.push_branch(root, saved.branch))
+        log(f"git push origin {saved.branch}")
+    saved.phase = retrain_state.PUBLISHED
+    saved.save(root)
+    return RetrainResult(
+        True,
+        snap.md5,
+        version=version,
+        champion_moved=promoted,
+        decision=str(gate["verdict"]) if gate.get("verdict") else None,
+        image=image,
+        digest=digest,
+        commit=commit,
+        message=_summary(version, gate),
+    )
+
+
+def _summary(version: str | None, gate: dict[str, Any]) -> str:
+    if not gate:
+        return f"new model version {version}"
+    verdict = gate.get("verdict")
+    metric, cand, champ = gate.get("metric"), gate.get("candidate"), gate.get("champion")
+    versus = f"{metric} {cand} vs champion {champ if champ is not None else '(none)'}"
+    margin = f", margin {gate.get('margin')}" if gate.get("margin") is not None else ""
+    moved = "champion moved to it" if verdict == "promoted" else "champion kept"
+    return f"new model version {version}: {versus}{margin}: {moved}"
+
+
+def _image(root: Path, model: str, outputs: Any, log: Log) -> tuple[str, str]:
+    """Build the champion's serving image and push it, digest verified."""
+    from mlrig.core import image as image_core
+    from mlrig.core import serving_push
+
+    uri = f"models:/{model}@{retrain_state.ALIAS}"
+    built = _step("image build", lambda: image_core.build(uri, repo=root, progress=log))
+    log(f"built {built.ref}")
+    pushed = _step("image push", lambda: serving_push.push(built.ref, outputs, progress=log))
+    log(f"pushed {pushed.reference}")
+    return pushed.reference, pushed.digest
+
+
+def recover(repo: Path) -> bool:
+    """Undo what a killed retrain left behind (True when there was something to undo)."""
+    root = _root(repo.resolve())
+    saved = retrain_state.load(root)
+    if saved is None:
+        return False
+    if retrain_state.alive(saved.pid):
+        raise Conflict(
+            f"a retrain of {root} is still running (pid {saved.pid})", hint="wait for it to end"
+        )
+    if saved.phase == retrain_state.PUBLISHED:  # killed after the last step: it is complete
+        retrain_state.clear(root)
+        return False
+    env = retrain_repo.credentials(retrain_repo.outputs(root), root)
+    with stacks.temporary_env(env):
+        retrain_state.restore(root, saved, MlflowRest.from_env(env))
+    retrain_state.clear(root)
+    return True

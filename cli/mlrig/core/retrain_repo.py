@@ -1,0 +1,106 @@
+"""What a retrain reads from a generated repository: its model name, the snapshot record
+ingest wrote, the gate's verdict, and the credentials it trains with."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlrig import contract
+from mlrig.contract import StackOutputs
+from mlrig.core import stacks
+from mlrig.errors import ConfigError, UsageError
+
+RECORD = Path("data/snapshot/record.json")
+GATE = Path("gate.json")
+RUN_RECORD = Path("models/mlflow_run.json")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    md5: str | None
+    rows: int | None
+    source: str | None
+
+    def describe(self) -> str:
+        if not self.md5:
+            return "the pipeline's inputs"
+        rows = f" ({self.rows} rows)" if self.rows is not None else ""
+        return f"snapshot {self.md5}{rows}"
+
+
+def project_name(repo: Path) -> str:
+    import yaml
+
+    answers = repo / stacks.ANSWERS_FILE
+    try:
+        data = yaml.safe_load(answers.read_text()) or {}
+    except FileNotFoundError:
+        raise UsageError(
+            f"{repo} is not a repository made by `mlrig init` (no {stacks.ANSWERS_FILE})",
+            hint="pass --repo with the generated repository",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{answers} is not valid YAML") from exc
+    name = data.get("project_name") if isinstance(data, dict) else None
+    if not name:
+        raise ConfigError(f"{answers} has no project_name")
+    return str(name)
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def snapshot(repo: Path) -> Snapshot:
+    raw = _json(repo / RECORD)
+    rows = raw.get("rows")
+    return Snapshot(
+        str(raw["md5"]) if raw.get("md5") else None,
+        int(rows) if isinstance(rows, int | float | str) and str(rows).isdigit() else None,
+        str(raw["source"]) if raw.get("source") else None,
+    )
+
+
+def gate(repo: Path) -> dict[str, Any]:
+    """gate.json as evaluate wrote it ({} when the pipeline has no gate)."""
+    return _json(repo / GATE)
+
+
+def registered_version(repo: Path) -> str | None:
+    """The model version this run registered: the gate's record, else train's run record."""
+    version = gate(repo).get("version") or _json(repo / RUN_RECORD).get("version")
+    return str(version) if version else None
+
+
+def outputs(repo: Path) -> StackOutputs:
+    return contract.load(stacks.resolve_name(None, repo=repo))
+
+
+def credentials(outputs: StackOutputs, repo: Path) -> dict[str, str]:
+    """The stack's client environment with the repository's own machine identity for MLflow
+    (the stack's MLflow login where no identity exists), plus the Python that runs mlrig
+    first on PATH so stage commands (`python -m …`) find the same environment."""
+    try:
+        identities: Any = importlib.import_module("mlrig.core.identities")
+    except ImportError:
+        identities = None
+    if identities is not None and hasattr(identities, "repo_env"):
+        env = dict(identities.repo_env(outputs, repo))
+    else:
+        env = stacks.client_env(outputs)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    return env

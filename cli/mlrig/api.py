@@ -19,17 +19,22 @@ def tracking_env(repo: Path | None = None) -> dict[str, str]:
     of the repository at `repo` (default: the current directory's).
 
     The stack is the one every mlrig command would pick: $MLRIG_STACK, else the stack in
-    the repo's .copier-answers.yml, else the only stack there is. Credentials are resolved
-    (MLFLOW_TRACKING_USERNAME/PASSWORD); keep the result out of logs.
+    the repo's .copier-answers.yml, else the only stack there is. The credentials
+    (MLFLOW_TRACKING_USERNAME/PASSWORD) are the repository's own machine identity,
+    `repo-<project_name>`, which may write only to the repository's experiment and
+    registered model; keep the result out of logs.
 
     Raises MlrigError, with a message naming the stack and what to do, when the stack
-    cannot be found or its credentials cannot be read.
+    cannot be found, the repository has no machine identity yet, or its credentials
+    cannot be read.
     """
     from mlrig import contract
-    from mlrig.core import stacks
+    from mlrig.core import identities, stacks
 
     name = stacks.resolve_name(None, repo=repo)
     try:
-        return stacks.client_env(contract.load(name))
+        return identities.repo_env(contract.load(name), repo or Path.cwd())
+    except identities.MissingIdentity:
+        raise
     except MlrigError as exc:
         raise MlrigError(f"cannot reach stack '{name}': {exc.message}", hint=exc.hint) from exc

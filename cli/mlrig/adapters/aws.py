@@ -101,6 +101,32 @@ def get_secret_string(secret_id: str, *, region: str | None = None) -> str:
     return str(resp["SecretString"])
 
 
+def find_secret_string(secret_id: str, *, region: str | None = None) -> str | None:
+    """The secret's value, or None when no such secret exists."""
+    sm = client("secretsmanager", region=region)
+    try:
+        return str(sm.get_secret_value(SecretId=secret_id)["SecretString"])
+    except sm.exceptions.ResourceNotFoundException:
+        return None
+    except Exception as exc:
+        raise translate(exc, f"reading secret {secret_id}") from exc
+
+
+def put_secret_string(
+    name: str, value: str, *, description: str = "", region: str | None = None
+) -> str:
+    """Store a new value in the secret `name`, creating it if needed; returns its ARN."""
+    sm = client("secretsmanager", region=region)
+    try:
+        try:
+            return str(sm.put_secret_value(SecretId=name, SecretString=value)["ARN"])
+        except sm.exceptions.ResourceNotFoundException:
+            made = sm.create_secret(Name=name, SecretString=value, Description=description)
+            return str(made["ARN"])
+    except Exception as exc:
+        raise translate(exc, f"writing secret {name}") from exc
+
+
 def caller_identity(
     *, region: str | None = None, endpoint_url: str | None = None
 ) -> dict[str, str]:

@@ -85,6 +85,13 @@ def init_cmd(
         f"'{result.stack}', template {result.template_version}, commit {result.commit[:10]}\n"
         f"next: `cd {path} && dvc repro`"
     )
+    if result.identity:
+        console().print(
+            f"training logs in as the repository's machine identity {result.identity} "
+            "(EDIT on its own experiment and model only)"
+        )
+    if result.identity_problem:
+        err_console().print(f"[yellow]warning:[/] {result.identity_problem}", soft_wrap=True)
 
 
 def update_cmd(

@@ -60,6 +60,8 @@ class InitResult:
     stack: str
     commit: str
     template_version: str
+    identity: str = ""  # the repository's machine identity, once it exists on the stack
+    identity_problem: str = ""  # why it could not be made now (the repo is made all the same)
 
 
 def init(
@@ -103,5 +105,28 @@ def init(
         write_dataset(staging / RAW_DATA, template_dir)
         progress("git init, dvc init, remote, dvc add")
         commit = wire_and_commit(staging, outputs, RAW_DATA, ref)
+        identity, problem = machine_identity(outputs, project, progress)
         bootstrap_staging.place(staging, target)
-    return InitResult(target, project, outputs.name, commit, ref)
+    return InitResult(target, project, outputs.name, commit, ref, identity, problem)
+
+
+def machine_identity(
+    outputs: contract.StackOutputs, project: str, progress: Progress
+) -> tuple[str, str]:
+    """The repository's machine identity on the stack (its experiment and registered model
+    made as admin, EDIT on both): (user, "") or ("", why not). A stack that cannot be reached
+    now does not stop init: the message names the command that makes the identity later."""
+    from mlrig.core import access, identities
+    from mlrig.errors import MlrigError
+
+    if outputs.mlflow.auth is None:
+        return "", ""
+    progress(f"machine identity {identities.machine_user(project)} on stack '{outputs.name}'")
+    try:
+        result = access.add_machine(outputs, project)
+    except MlrigError as exc:
+        return "", (
+            f"no machine identity yet ({exc.message}); once the stack answers, run "
+            f"`mlrig access add-machine {project} --stack {outputs.name}`"
+        )
+    return result.user, ""

@@ -1,0 +1,196 @@
+"""Machine identities: one MLflow user per repository made by `mlrig init`, `repo-<project>`,
+with EDIT on that repository's experiment and registered model and nothing else.
+
+Its password lives with the stack's secrets: a local stack keeps it in a 0600 file under the
+stack's directory (`identities/<user>.password`), an AWS stack in the Secrets Manager secret
+`mlrig/<stack>/identities/<user>` (the only secrets the CI role may read). Training in the
+repository (through `mlrig.api.tracking_env`) and mlrig commands acting for it (`repo_env`)
+log in as it; the admin account stays with stack-wide commands and `mlrig access`.
+"""
+
+from __future__ import annotations
+
+import secrets as _secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlrig import contract, paths
+from mlrig.contract import StackOutputs
+from mlrig.core.access_file import MACHINE_PREFIX
+from mlrig.errors import CredentialsError, UsageError
+
+if TYPE_CHECKING:
+    from mlrig.adapters.mlflow_auth import MlflowAuth
+
+MACHINE_PERMISSION = "EDIT"
+IDENTITIES_DIR = "identities"
+
+
+def machine_user(project: str) -> str:
+    """`demo_model` -> `repo-demo-model` (contract A)."""
+    return MACHINE_PREFIX + project.replace("_", "-")
+
+
+def new_password() -> str:
+    return _secrets.token_urlsafe(24)
+
+
+def secret_location(outputs: StackOutputs, user: str) -> str:
+    """Where the stack keeps a machine identity's password (never the password)."""
+    if outputs.kind == "aws":
+        return f"Secrets Manager secret {aws_secret_name(outputs.name, user)}"
+    return str(local_secret_file(outputs.name, user))
+
+
+def aws_secret_name(stack: str, user: str) -> str:
+    return f"mlrig/{stack}/identities/{user}"
+
+
+def local_secret_file(stack: str, user: str) -> Path:
+    return paths.stack_dir(stack) / IDENTITIES_DIR / f"{user}.password"
+
+
+def read_password(outputs: StackOutputs, user: str) -> str | None:
+    """The stored password, or None when the stack has none for this identity."""
+    if outputs.kind == "aws":
+        from mlrig.adapters import aws
+
+        return aws.find_secret_string(aws_secret_name(outputs.name, user), region=outputs.region)
+    path = local_secret_file(outputs.name, user)
+    if not path.exists():
+        return None
+    from mlrig.core import secrets
+
+    return secrets.read_secret_file(path)
+
+
+def store_password(outputs: StackOutputs, user: str, password: str) -> None:
+    if outputs.kind == "aws":
+        from mlrig.adapters import aws
+
+        aws.put_secret_string(
+            aws_secret_name(outputs.name, user),
+            password,
+            description=f"MLflow password of the machine identity {user} (mlrig)",
+            region=outputs.region,
+        )
+        return
+    path = local_secret_file(outputs.name, user)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    contract.atomic_write(path, password + "\n", mode=0o600)
+
+
+def project_of(repo_or_project: Path | str) -> str:
+    """A project name as given, or the `project_name` of the generated repo holding a path."""
+    if isinstance(repo_or_project, str):
+        return repo_or_project
+    import yaml
+
+    from mlrig.core.stacks import ANSWERS_FILE
+
+    start = repo_or_project.resolve()
+    for folder in (start, *start.parents):
+        answers = folder / ANSWERS_FILE
+        if answers.is_file():
+            try:
+                data = yaml.safe_load(answers.read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                data = {}
+            name = data.get("project_name") if isinstance(data, dict) else None
+            if name:
+                return str(name)
+            break
+        if (folder / ".git").exists():
+            break
+    raise UsageError(
+        f"{repo_or_project} is not in a repository made by `mlrig init` "
+        f"(no {ANSWERS_FILE} with a project_name)",
+        hint="run this inside the repository, or pass --repo",
+    )
+
+
+class MissingIdentity(CredentialsError):
+    """A repository made before machine identities existed, or whose identity was removed."""
+
+
+def missing_identity(outputs: StackOutputs, project: str) -> MissingIdentity:
+    user = machine_user(project)
+    return MissingIdentity(
+        f"repository '{project}' has no machine identity ({user}) on stack '{outputs.name}'",
+        hint=f"create it: `mlrig access add-machine {project} --stack {outputs.name}`",
+    )
+
+
+def repo_env(outputs: StackOutputs, repo_or_project: Path | str) -> dict[str, str]:
+    """The stack's client environment logged in as the repository's machine identity.
+
+    The admin secret is never read here: a repo's CI may hold only its own identity.
+    """
+    from mlrig.core.stack_env import client_env
+
+    if outputs.mlflow.auth is None:  # a stack without MLflow authentication
+        return client_env(outputs)
+    project = project_of(repo_or_project)
+    unauthenticated = outputs.model_copy(
+        update={"mlflow": outputs.mlflow.model_copy(update={"auth": None})}
+    )
+    env = client_env(unauthenticated)
+    user = machine_user(project)
+    password = read_password(outputs, user)
+    if not password:
+        raise missing_identity(outputs, project)
+    env["MLFLOW_TRACKING_USERNAME"] = user
+    env["MLFLOW_TRACKING_PASSWORD"] = password
+    return env
+
+
+@dataclass(frozen=True)
+class MachineResult:
+    user: str
+    project: str
+    experiment_id: str
+    created: bool  # the MLflow user was made now
+    password_set: bool  # a new password was set and stored
+    where: str  # where the password is kept
+
+
+def ensure_machine(outputs: StackOutputs, project: str, client: MlflowAuth) -> MachineResult:
+    """Create (or repair) the repository's identity, as admin: its experiment and registered
+    model (created if missing), the user, EDIT on both, and the stored password. Idempotent:
+    an identity whose password is stored and accepted is left as it is."""
+    user = machine_user(project)
+    experiment_id = client.experiment_id(project) or client.create_experiment(project)
+    if not client.registered_model_exists(project):
+        client.create_registered_model(project)
+    existing = {u.name: u for u in client.users()}
+    stored = read_password(outputs, user)
+    created = password_set = False
+    if user not in existing:
+        password = stored or new_password()
+        client.create_user(user, password)
+        created = True
+        if password != stored:
+            store_password(outputs, user, password)
+            password_set = True
+    elif not stored or not client.can_login(user, stored):
+        password = new_password()
+        store_password(outputs, user, password)
+        client.set_password(user, password)
+        password_set = True
+    grants = (
+        {(g.resource_type, g.pattern): g.permission for g in existing[user].direct_grants}
+        if (user in existing)
+        else {}
+    )
+    for kind, resource in (("experiment", experiment_id), ("registered_model", project)):
+        have = grants.get((kind, resource))
+        if have == MACHINE_PERMISSION:
+            continue
+        if have is not None:
+            client.revoke(user, kind, resource)
+        client.grant(user, kind, resource, MACHINE_PERMISSION)
+    return MachineResult(
+        user, project, experiment_id, created, password_set, secret_location(outputs, user)
+    )

@@ -98,6 +98,7 @@ def _root(
 def _register() -> None:
     # command modules import only typer/rich at module level; the work is imported lazily
     from mlrig.commands import (
+        access,
         checkout,
         demo,
         doctor,
@@ -122,6 +123,7 @@ def _register() -> None:
     app.command("demo")(demo.demo)
     app.command("doctor")(doctor.doctor)
     app.add_typer(setup.app, name="setup")
+    app.add_typer(access.app, name="access")
     app.add_typer(trainer.app, name="trainer")
 
 

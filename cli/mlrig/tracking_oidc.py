@@ -142,7 +142,7 @@ class ConfigSource:
         self._inline = env.get(ENV_CONFIG)
         self._file = env.get(ENV_CONFIG_FILE)
         self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = (-1, -1, -1)  # not read yet
         self._config: OidcConfig | None = None
         self._error = "this server accepts no bearer tokens (no OIDC issuer configured)"
         if self._inline:

@@ -295,7 +295,7 @@ def server_build_context() -> Path:
 
 
 def build_server_image(progress: Progress = lambda _m: None, base_image: str | None = None) -> str:
-    """Build docker/mlflow-server with mlrig's tracking_server module; returns its tag."""
+    """Build docker/mlflow-server with mlrig's server modules; returns its tag."""
     import shutil
     import tempfile
     from importlib.metadata import version
@@ -309,7 +309,9 @@ def build_server_image(progress: Progress = lambda _m: None, base_image: str | N
         shutil.copytree(server_build_context(), ctx, dirs_exist_ok=True)
         pkg = ctx / "mlrig"
         pkg.mkdir()
-        shutil.copy(tracking_server.__file__, pkg / "tracking_server.py")
+        here = Path(tracking_server.__file__).parent
+        for module in tracking_server.SERVER_MODULES:  # the auth hook and what it imports
+            shutil.copy(here / f"{module}.py", pkg / f"{module}.py")
         digest = hashlib.sha256()
         for f in sorted(p for p in ctx.rglob("*") if p.is_file()):
             digest.update(f.relative_to(ctx).as_posix().encode() + f.read_bytes())

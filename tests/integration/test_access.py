@@ -1,0 +1,244 @@
+"""`mlrig access` and machine identities against a real local stack (its own: these tests
+create, change and remove users), through MLflow's own REST API and client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from typer.testing import CliRunner
+
+from mlrig.contract import StackOutputs
+from mlrig.core import access, identities, stacks
+from mlrig.main import app
+from tests.helpers import isolated_stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
+runner = CliRunner()
+API = "/api/2.0/mlflow"
+FILE = """\
+users:
+  alice: {role: editor}
+  bob: {role: reader}
+  nora: {}
+grants:
+  experiments: {shop: {alice: EDIT}}
+  registered_models: {shop: {alice: EDIT, bob: READ}}
+"""
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackOutputs]:
+    """A local stack of its own with two repositories' machine identities (shop, fraud)."""
+    with isolated_stack(tmp_path_factory.mktemp("access-home"), "acc") as (_, outputs):
+        for project in ("shop", "fraud"):
+            result = access.add_machine(outputs, project)
+            assert result.created and result.user == identities.machine_user(project)
+        yield outputs
+
+
+def url(outputs: StackOutputs, path: str) -> str:
+    return f"{outputs.mlflow_tracking_uri}{API}/{path}"
+
+
+def get(outputs: StackOutputs, auth: tuple[str, str], path: str, **params: str) -> int:
+    return requests.get(url(outputs, path), params=params, auth=auth, timeout=30).status_code
+
+
+def post(outputs: StackOutputs, auth: tuple[str, str], path: str, **body: Any) -> int:
+    return requests.post(url(outputs, path), json=body, auth=auth, timeout=30).status_code
+
+
+def apply(path: Path, *args: str) -> Any:
+    return runner.invoke(app, ["access", "apply", str(path), "--stack", "acc", *args])
+
+
+def passwords(output: str) -> dict[str, str]:
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("password for "):
+            user = line.split()[2]
+            found[user] = line.rsplit(": ", 1)[1].strip()
+    return found
+
+
+@pytest.fixture(scope="module")
+def people(stack: StackOutputs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    path = tmp_path_factory.mktemp("access-file") / "access.yaml"
+    path.write_text(FILE)
+    first = apply(path)
+    assert first.exit_code == 0, first.output
+    creds = passwords(first.output)
+    assert sorted(creds) == ["alice", "bob", "nora"]
+    assert "+ role mlrig-editor" in first.output and "+ role mlrig-reader" in first.output
+    assert path.read_text() == FILE  # no password is ever written to the file
+    return {"file": path, "auth": {u: (u, p) for u, p in creds.items()}}
+
+
+def test_applying_twice_changes_nothing(stack: StackOutputs, people: dict[str, Any]) -> None:
+    again = apply(people["file"])
+    assert again.exit_code == 0, again.output
+    assert again.output.strip().startswith("no changes")
+    assert "password" not in again.output
+
+
+def test_show_lists_people_roles_machines_and_grants(
+    stack: StackOutputs, people: dict[str, Any]
+) -> None:
+    shown = runner.invoke(app, ["access", "show", "--stack", "acc", "--json"])
+    assert shown.exit_code == 0, shown.output
+    import json
+
+    users = {u["name"]: u for u in json.loads(shown.output)["users"]}
+    assert users["admin"]["kind"] == "admin"
+    assert (users["alice"]["role"], users["bob"]["role"], users["nora"]["role"]) == (
+        "editor",
+        "reader",
+        "none",
+    )
+    machine = users["repo-shop"]
+    assert machine["kind"] == "machine" and machine["role"] == "none"
+    assert {(g["kind"], g["resource"], g["permission"]) for g in machine["grants"]} == {
+        ("experiment", "shop", "EDIT"),
+        ("registered_model", "shop", "EDIT"),
+    }
+    table = runner.invoke(app, ["access", "show", "--stack", "acc"])
+    assert table.exit_code == 0 and "repo-fraud" in table.output
+
+
+def test_a_reader_reads_and_cannot_write(stack: StackOutputs, people: dict[str, Any]) -> None:
+    bob = people["auth"]["bob"]
+    assert get(stack, bob, "experiments/get-by-name", experiment_name="fraud") == 200
+    assert get(stack, bob, "registered-models/get", name="fraud") == 200
+    exp = requests.get(
+        url(stack, "experiments/get-by-name"),
+        params={"experiment_name": "shop"},
+        auth=bob,
+        timeout=30,
+    ).json()["experiment"]["experiment_id"]
+    assert post(stack, bob, "runs/create", experiment_id=exp) == 403
+    assert post(stack, bob, "registered-models/set-tag", name="shop", key="k", value="v") == 403
+    assert post(stack, bob, "users/create", username="eve", password="password-123") == 403
+
+
+def test_a_user_without_grants_reads_nothing(stack: StackOutputs, people: dict[str, Any]) -> None:
+    nora = people["auth"]["nora"]
+    assert get(stack, nora, "experiments/get-by-name", experiment_name="shop") == 403
+    assert get(stack, nora, "registered-models/get", name="shop") == 403
+    found = requests.post(
+        url(stack, "experiments/search"), json={"max_results": 100}, auth=nora, timeout=30
+    )
+    assert found.status_code == 200
+    assert [e["name"] for e in found.json().get("experiments", [])] == []
+    admin_sees = access.admin_client(stack).experiment_names()
+    assert {"shop", "fraud"} <= set(admin_sees.values())  # there is something to hide
+
+
+def test_removing_a_user_needs_confirmation(
+    stack: StackOutputs, people: dict[str, Any], tmp_path: Path
+) -> None:
+    smaller = tmp_path / "smaller.yaml"
+    smaller.write_text(FILE.replace("  nora: {}\n", ""))
+    refused = apply(smaller)  # not a terminal, no --yes: nothing happens
+    assert refused.exit_code != 0
+    assert "would remove 1 user(s) not in the file (nora)" in refused.output
+    assert get(stack, people["auth"]["nora"], "users/current") == 200
+    done = apply(smaller, "--yes")
+    assert done.exit_code == 0, done.output
+    assert "- user nora" in done.output
+    assert get(stack, people["auth"]["nora"], "users/current") == 401
+    # admin and machine identities are never removed for not being listed
+    names = {u.name for u in access.admin_client(stack).users()}
+    assert {"admin", "repo-shop", "repo-fraud"} <= names
+    back = apply(people["file"])  # nora comes back (a new password), the rest is unchanged
+    assert back.exit_code == 0, back.output
+    people["auth"]["nora"] = ("nora", passwords(back.output)["nora"])
+    assert [line for line in back.output.splitlines() if line[:2] in ("+ ", "- ", "~ ")] == [
+        "+ user nora (role none)"
+    ]
+
+
+def test_the_machine_identity_writes_only_to_its_own_repository(
+    stack: StackOutputs, tmp_path: Path
+) -> None:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    env = identities.repo_env(stack, "shop")
+    assert env["MLFLOW_TRACKING_USERNAME"] == "repo-shop"
+    with stacks.temporary_env(env):
+        client = mlflow.MlflowClient(stack.mlflow_tracking_uri)
+        shop = client.get_experiment_by_name("shop")
+        assert shop is not None
+        run = client.create_run(shop.experiment_id)
+        client.log_param(run.info.run_id, "C", "1.0")
+        client.set_terminated(run.info.run_id)
+        source, run_id = f"runs:/{run.info.run_id}/model", run.info.run_id
+        version = client.create_model_version("shop", source, run_id=run_id)
+        client.set_model_version_tag("shop", version.version, "mlrig.image.digest", "sha256:0")
+        fraud = access.admin_client(stack).experiment_id("fraud")
+        assert fraud is not None
+        with pytest.raises(MlflowException) as exp_err:
+            client.create_run(fraud)
+        assert exp_err.value.get_http_status_code() == 403
+        with pytest.raises(MlflowException) as model_err:
+            client.create_model_version("fraud", source, run_id=run_id)
+        assert model_err.value.get_http_status_code() == 403
+
+
+def test_rotation_retires_the_old_password(stack: StackOutputs, people: dict[str, Any]) -> None:
+    # one server worker: the change drops its cached credential at once (several workers:
+    # within tracking_server.AUTH_CACHE_TTL_SECONDS, shown by test_tracking_auth.py)
+    old = people["auth"]["bob"]
+    assert get(stack, old, "users/current") == 200
+    rotated = runner.invoke(app, ["access", "rotate", "bob", "--stack", "acc"])
+    assert rotated.exit_code == 0, rotated.output
+    new = passwords(rotated.output)["bob"]
+    assert "up to 30 s" in rotated.output  # the cache window is stated
+    assert get(stack, old, "users/current") == 401
+    assert get(stack, ("bob", new), "users/current") == 200
+    people["auth"]["bob"] = ("bob", new)
+
+    before = identities.repo_env(stack, "fraud")
+    machine = runner.invoke(app, ["access", "rotate", "repo-fraud", "--stack", "acc"])
+    assert machine.exit_code == 0, machine.output
+    assert "shown once" not in machine.output  # a machine's password is stored, not shown
+    after = identities.repo_env(stack, "fraud")
+    old_pw, new_pw = before["MLFLOW_TRACKING_PASSWORD"], after["MLFLOW_TRACKING_PASSWORD"]
+    assert old_pw != new_pw and old_pw not in machine.output and new_pw not in machine.output
+    assert get(stack, ("repo-fraud", old_pw), "users/current") == 401
+    assert (
+        get(stack, ("repo-fraud", new_pw), "experiments/get-by-name", experiment_name="fraud")
+        == 200
+    )
+
+
+def test_add_machine_repairs_a_lost_password(stack: StackOutputs) -> None:
+    secret = identities.local_secret_file("acc", "repo-shop")
+    secret.unlink()
+    with pytest.raises(identities.MissingIdentity):
+        identities.repo_env(stack, "shop")
+    repaired = runner.invoke(app, ["access", "add-machine", "shop", "--stack", "acc"])
+    assert repaired.exit_code == 0, repaired.output
+    assert "repaired" in repaired.output
+    env = identities.repo_env(stack, "shop")
+    creds = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    assert get(stack, creds, "registered-models/get", name="shop") == 200
+    again = runner.invoke(app, ["access", "add-machine", "shop", "--stack", "acc"])
+    assert "up to date" in again.output
+
+
+def test_the_access_file_may_not_name_what_does_not_exist(
+    stack: StackOutputs, tmp_path: Path
+) -> None:
+    path = tmp_path / "typo.yaml"
+    path.write_text(
+        "users: {alice: {role: editor}}\ngrants: {experiments: {shopp: {alice: READ}}}\n"
+    )
+    result = apply(path)
+    assert result.exit_code == 2
+    assert "grants.experiments.shopp: no experiment named 'shopp'" in result.output
+    assert "alice" not in {u.name for u in access.admin_client(stack).users()} - {"alice"}

@@ -118,8 +118,8 @@ def test_stack_answers_carry_where_secrets_live_not_secrets() -> None:
     answers = bootstrap.stack_answers(aws_outputs())
     assert answers["stack"] == "prod" and answers["stack_kind"] == "aws"
     assert answers["ci_role_arn"] == "arn:aws:iam::123456789012:role/ci"
-    assert answers["mlflow_password_secret_id"] == "arn:aws:secretsmanager:x:1:secret:m"
-    assert answers["mlflow_password_secret_key"] == "password"
+    assert answers["mlflow_oidc_audience"] == "mlrig:prod"
+    assert "secretsmanager" not in str(answers)  # not even where the admin's secret lives
     assert all(isinstance(v, str) for v in answers.values())
 
 

@@ -7,28 +7,23 @@ from pathlib import Path
 
 from mlrig.adapters import copier
 from mlrig.contract import StackOutputs
+from mlrig.core.identities import machine_user
 
 
 def stack_answers(outputs: StackOutputs) -> dict[str, str]:
-    """What the template needs from StackOutputs (never a secret, only where it lives)."""
-    answers = {
+    """What the template needs from StackOutputs (never a secret, and not where the admin's
+    lives: a repository acts as its own machine identity, and its CI by OIDC)."""
+    return {
         "stack": outputs.name,
         "stack_kind": outputs.kind,
         "aws_region": outputs.region or "",
         "mlflow_tracking_uri": outputs.mlflow.tracking_uri,
         "mlflow_username": "",
-        "mlflow_password_secret_id": "",
-        "mlflow_password_secret_key": "",
+        # contract B: the audience a CI job's GitHub OIDC token is minted for
+        "mlflow_oidc_audience": f"mlrig:{outputs.name}",
         "registry_url": outputs.registry.url,
         "ci_role_arn": outputs.ci_role_arn or "",
     }
-    auth = outputs.mlflow.auth
-    if auth:
-        answers["mlflow_username"] = auth.username
-        if auth.password.source == "aws-secretsmanager":
-            answers["mlflow_password_secret_id"] = auth.password.ref
-            answers["mlflow_password_secret_key"] = auth.password.key or ""
-    return answers
 
 
 def render(
@@ -43,6 +38,8 @@ def render(
 ) -> None:
     """Render template version `ref` into dest with every answer given (no prompts)."""
     answers = {"project_name": project, "github_repo": github_repo, **stack_answers(outputs)}
+    if outputs.mlflow.auth:
+        answers["mlflow_username"] = machine_user(project)  # who the repository logs in as
     if description:  # else the template's own default
         answers["description"] = description
     copier.render(template, ref, dest, answers)

@@ -239,8 +239,8 @@ def reproduce(root: Path, log_file: Path) -> None:
     with _fds_to(log_file):
         try:
             log.setLevel(logging.WARNING)
-            with _repo_cls()(str(root)) as repo:
-                repo.reproduce(run_cache=False)
+            with contextlib.chdir(root), _repo_cls()(str(root)) as repo:
+                repo.reproduce(run_cache=False)  # targets are read from the cwd
         except ReproductionError as exc:
             stage = _failed_stage(str(exc))
             raise StageFailed(stage, _last_line(log_file, start) or str(exc)) from exc
@@ -305,7 +305,7 @@ def push(root: Path) -> int:
     from dvc.exceptions import DvcException
 
     try:
-        with _repo_cls()(str(root)) as repo, _quiet():
+        with contextlib.chdir(root), _repo_cls()(str(root)) as repo, _quiet():
             return int(repo.push() or 0)
     except DvcException as exc:
         raise _translate(exc, "push") from exc
@@ -313,10 +313,17 @@ def push(root: Path) -> int:
 
 def checkout(root: Path) -> None:
     """`dvc checkout --force`: the workspace's outputs back to what dvc.lock records."""
+    import logging
+
     from dvc.exceptions import DvcException
 
+    log = logging.getLogger("dvc")
+    level = log.level
     try:
-        with _repo_cls()(str(root)) as repo, _quiet():
+        with contextlib.chdir(root), _repo_cls()(str(root)) as repo, _quiet():
+            log.setLevel(logging.CRITICAL)  # each missing file is in the exception too
             repo.checkout(force=True)
     except DvcException as exc:
         raise _translate(exc, "checkout") from exc
+    finally:
+        log.setLevel(level)

@@ -169,8 +169,12 @@ class MlflowRest:
         """The version `alias` points at, or None when the model or the alias does not exist."""
         try:
             return self.model_version_by_alias(name, alias).version
-        except UsageError:
+        except UsageError:  # no such model
             return None
+        except RemoteError as exc:  # MLflow answers 400 "alias ... not found" for a model
+            if "not found" in exc.message:
+                return None
+            raise
 
     def set_alias(self, name: str, alias: str, version: str) -> None:
         self._call(

@@ -92,10 +92,11 @@ def restore(repo: Path, saved: SavedState, rest: MlflowRest | None, log: object 
     made = git.untracked_files(repo)
     for rel in made:  # the work tree was clean when the run started: these are the run's
         (repo / rel).unlink(missing_ok=True)
-    try:
-        dvc.checkout(repo)
-    except MlrigError as exc:  # outputs the cache no longer holds: `dvc pull` brings them
-        say(f"dvc checkout after the undo: {exc.message}")
+    if (repo / "dvc.lock").exists():  # else no stage had run: nothing to check out
+        try:
+            dvc.checkout(repo)
+        except MlrigError as exc:  # outputs the cache no longer holds: `dvc pull` brings them
+            say(f"dvc checkout after the undo: {exc.message.splitlines()[0]}")
     if rest is not None:
         now = rest.champion(saved.model, ALIAS)
         if now != saved.champion:

@@ -46,7 +46,6 @@ def test_role_rights(any_plan) -> None:
         "PushModelImages",
         "ListPrefix",
         "ObjectsInPrefix",
-        "ReadMlflowCredentials",
     ]
     push = statement(policy, "PushModelImages")
     assert push["Resource"] == "arn:aws:ecr:us-east-1:123456789012:repository/mlrig-plan/models"
@@ -55,9 +54,20 @@ def test_role_rights(any_plan) -> None:
     assert statement(policy, "ListPrefix")["Condition"] == {
         "StringLike": {"s3:prefix": ["dvc", "dvc/*"]}
     }
-    assert statement(policy, "ReadMlflowCredentials")["Resource"] == (
-        "arn:aws:secretsmanager:us-east-1:123456789012:secret:mlflow-admin-password-AbCdEf"
-    )
+
+
+def test_ci_reads_no_secret_least_of_all_the_admins(any_plan) -> None:
+    """CI reaches MLflow keyless (GitHub OIDC): the role may read no secret, and nothing in its
+    policy names the admin secret the stack exports."""
+    policy = any_plan.one("aws:iam/rolePolicy:RolePolicy", "ci-policy")
+    statements = policy_doc(policy)["Statement"]
+    assert statements  # the policy was rendered: an unknown output would leave nothing here
+    for s in statements:
+        actions = s["Action"] if isinstance(s["Action"], list) else [s["Action"]]
+        assert not [a for a in actions if a.startswith(("secretsmanager:", "kms:"))], s
+    admin_arn = any_plan.outputs["mlflow_admin_secret_arn"]
+    assert admin_arn.startswith("arn:aws:secretsmanager:")
+    assert admin_arn not in str(statements) and "secretsmanager" not in str(statements)
 
 
 def test_existing_provider_is_reused() -> None:

@@ -101,7 +101,6 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
                 github_ref=cfg.github_ref,
                 repository_arn=models.repository.arn,
                 dvc=remote.ref(cfg.dvc_prefix),
-                admin_secret_arn=server.admin_secret.arn,
                 existing_provider_arn=cfg.existing_oidc_provider_arn,
             ),
             opts,

@@ -1,4 +1,5 @@
-"""GitHub Actions access through OIDC: one role, trusted by one repository, no keys."""
+"""GitHub Actions access through OIDC: one role, trusted by one repository, no keys and no
+secret (MLflow is reached with a GitHub OIDC token too)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ class CiAccessArgs:
     github_ref: str  # e.g. "ref:refs/heads/main" or "environment:prod"
     repository_arn: pulumi.Input[str]  # the ECR repository CI pushes model images to
     dvc: RemoteRef  # the DVC prefix CI reads and writes
-    admin_secret_arn: pulumi.Input[str]
     existing_provider_arn: pulumi.Input[str] | None = None  # one per account: reuse it if set
 
 
@@ -53,9 +53,9 @@ class CiAccess(pulumi.ComponentResource):
         aws.iam.RolePolicy(
             f"{name}-policy",
             role=self.role.id,
-            policy=pulumi.Output.all(
-                args.repository_arn, args.dvc.bucket_arn, args.admin_secret_arn
-            ).apply(lambda a: policies.ci_role(a[0], a[1], args.dvc.prefix, a[2])),
+            policy=pulumi.Output.all(args.repository_arn, args.dvc.bucket_arn).apply(
+                lambda a: policies.ci_role(a[0], a[1], args.dvc.prefix)
+            ),
             opts=child,
         )
         self.register_outputs({"role_arn": self.role.arn, "provider_arn": provider_arn})

@@ -93,7 +93,10 @@ def task_role(bucket_arn: str, artifacts_prefix: str) -> str:
     return document(*s3_prefix_read_write(bucket_arn, artifacts_prefix))
 
 
-def ci_role(repository_arn: str, bucket_arn: str, dvc_prefix: str, admin_secret_arn: str) -> str:
+def ci_role(repository_arn: str, bucket_arn: str, dvc_prefix: str) -> str:
+    """Push model images and read/write the DVC prefix. No secret at all: CI reaches MLflow
+    with a GitHub OIDC token the tracking server maps to the repository's machine identity,
+    so not even a machine identity's password (let alone the admin's) is readable by CI."""
     return document(
         ECR_AUTH_TOKEN,
         {
@@ -103,12 +106,6 @@ def ci_role(repository_arn: str, bucket_arn: str, dvc_prefix: str, admin_secret_
             "Resource": repository_arn,
         },
         *s3_prefix_read_write(bucket_arn, dvc_prefix),
-        {
-            "Sid": "ReadMlflowCredentials",
-            "Effect": "Allow",
-            "Action": "secretsmanager:GetSecretValue",
-            "Resource": admin_secret_arn,
-        },
     )
 
 

@@ -252,8 +252,18 @@ def lock_deps(repo: Path, stage: str) -> dict[str, str]:
     return {f"dvc.dep.{d['path']}": d["md5"] for d in lock["stages"][stage]["deps"]}
 
 
+PIPELINE_STAGES = ("ingest", "validate", "preprocess", "train", "evaluate")
+
+
 def ran_stages(output: str) -> set[str]:
-    return {s for s in ("preprocess", "train", "evaluate") if f"Running stage '{s}'" in output}
+    return {s for s in PIPELINE_STAGES if f"Running stage '{s}'" in output}
+
+
+def dvc_changes(repo: Path, env: dict[str, str]) -> dict[str, Any]:
+    """`dvc status --json` without ingest's "always changed" (it runs on every repro): empty
+    when the workspace matches dvc.lock."""
+    status = json.loads(sh(repo, "dvc", "status", "--json", env=env))
+    return {k: v for k, v in status.items() if v != ["always changed"]}
 
 
 def mlflow_client(stack_env: dict) -> Any:
@@ -277,6 +287,7 @@ def provenance_of(repo: Path, dirty: dict[str, str] | None = None) -> dict[str, 
         "files": {f"dvc.out.{o['path']}": md5(repo / o["path"]) for o in lock["outs"]},
         "params_md5": params_md5(lock["params"]),
         "dirty": dirty or {},
+        "data": json.loads((repo / "data/snapshot/record.json").read_text()),
     }
 
 
@@ -291,12 +302,17 @@ def assert_provenance(client: Any, recorded: dict[str, Any]) -> None:
     assert tags["dvc.stage"] == "train"
     dep_tags = prefixed(tags, "dvc.dep.")
     assert dep_tags == recorded["deps"]
-    assert len(dep_tags) == 4  # train.csv, features.py, train.py, tracking.py
+    # train.csv, the snapshot's record.json, features.py, train.py, tracking.py
+    assert len(dep_tags) == 5
     out_tags = prefixed(tags, "dvc.out.")
     assert set(out_tags) == {"dvc.out.models/model.pkl", "dvc.out.models/mlflow_run.json"}
     assert out_tags == recorded["outs"] == recorded["files"]
     assert tags["mlrig.params.md5"] == recorded["params_md5"]
     assert prefixed(tags, "mlrig.exp.") == {}  # not an experiment
+    data = recorded["data"]  # the snapshot it trained on, as ingest recorded it
+    assert prefixed(tags, "mlrig.data.") == {
+        f"mlrig.data.{k}": str(data[k]) for k in ("source", "md5", "rows", "ingested_at")
+    }
     assert "mlrig.repro_of" not in tags
     if recorded["dirty"]:
         assert tags["mlrig.git.dirty"] == "true"

@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 from tests.helpers import (
+    PIPELINE_STAGES,
     VENV_BIN,
     assert_provenance,
+    dvc_changes,
     lock_deps,
     md5,
     md5_of,
@@ -48,27 +50,30 @@ def shared(local_stack: dict, tmp_path_factory: pytest.TempPathFactory) -> dict[
 
 def test_1_repro_runs_all_then_skips_then_reruns_only_what_changed(shared: dict) -> None:
     repo, env = shared["repo"], shared["env"]
-    assert ran_stages(sh(repo, "dvc", "repro", env=env)) == {"preprocess", "train", "evaluate"}
+    assert ran_stages(sh(repo, "dvc", "repro", env=env)) == set(PIPELINE_STAGES)
     shared["provenance"] = [provenance_of(repo)]
     assert (repo / "metrics.json").exists()
     sh(repo, "git", "add", "--all", env=env)
     sh(repo, "git", "commit", "-qm", "First pipeline run", env=env)
+    lock = (repo / "dvc.lock").read_bytes()
 
+    # ingest always re-reads the source; the same bytes change nothing after it
     second = sh(repo, "dvc", "repro", env=env)
-    assert ran_stages(second) == set()
-    for stage in ("preprocess", "train", "evaluate"):
+    assert ran_stages(second) == {"ingest"}
+    for stage in PIPELINE_STAGES[1:]:
         assert f"Stage '{stage}' didn't change, skipping" in second
-    assert "up to date" in sh(repo, "dvc", "status", env=env)
+    assert (repo / "dvc.lock").read_bytes() == lock
+    assert dvc_changes(repo, env) == {}
 
     params = repo / "params.yaml"
     params.write_text(params.read_text().replace("C: 1.0 ", "C: 0.8 "))
-    status = json.loads(sh(repo, "dvc", "status", "--json", env=env))
-    assert set(status) == {"train"}  # evaluate's inputs change only once train re-runs
+    # evaluate's inputs change only once train re-runs
+    assert set(dvc_changes(repo, env)) == {"train"}
     # not committed before the run: the edit and an untracked file make the run dirty
     notes = repo / "notes/idea.md"
     notes.parent.mkdir()
     notes.write_text("try a smaller C\n")
-    assert ran_stages(sh(repo, "dvc", "repro", env=env)) == {"train", "evaluate"}
+    assert ran_stages(sh(repo, "dvc", "repro", env=env)) == {"ingest", "train", "evaluate"}
     dirty = {"notes/idea.md": md5(notes), "params.yaml": md5(params)}
     shared["provenance"].append(provenance_of(repo, dirty=dirty))
     sh(repo, "git", "add", "--all", env=env)
@@ -82,12 +87,14 @@ def test_generated_tests_pass(shared: dict) -> None:
     assert " passed" in out and "skipped" not in out  # data and processed files are present
 
 
-def test_2_dag_shows_the_three_stages_in_order(shared: dict) -> None:
+def test_2_dag_shows_the_five_stages_in_order(shared: dict) -> None:
     dot = sh(shared["repo"], "dvc", "dag", "--dot", env=shared["env"])
     for edge in (
+        '"ingest" -> "validate"',
+        '"validate" -> "preprocess"',
         '"preprocess" -> "train"',
+        '"ingest" -> "train"',  # train reads the snapshot's record for its tags
         '"train" -> "evaluate"',
-        '"data/raw/breast_cancer.csv.dvc" -> "preprocess"',
     ):
         assert edge in dot
 
@@ -167,7 +174,7 @@ def test_3_experiments_show_up_in_dvc_and_mlflow(shared: dict, stack_env: dict) 
     assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["C"] == 0.5
     sh(repo, "git", "checkout", "--", ".", env=env)  # back to the committed baseline
     sh(repo, "dvc", "checkout", "--force", env=env)
-    assert "up to date" in sh(repo, "dvc", "status", env=env)
+    assert dvc_changes(repo, env) == {}
 
 
 def assert_experiment_provenance(
@@ -210,9 +217,12 @@ def test_a_verification_rerun_registers_nothing_and_names_its_original(
         k: v for k, v in before.items() if k.startswith("test_")
     }
     assert run.data.tags["mlrig.git.dirty"] == "false"
-    sh(repo, "git", "checkout", "--", "dvc.lock", env=env)  # back to the committed run
+    # the re-run trained on the recorded snapshot, and was no candidate for champion
+    assert run.data.tags["mlrig.data.md5"] == original["data"]["md5"]
+    assert run.data.tags["mlrig.gate.verdict"] == "kept"
+    sh(repo, "git", "checkout", "--", ".", env=env)  # back to the committed run
     sh(repo, "dvc", "checkout", "--force", env=env)
-    assert "up to date" in sh(repo, "dvc", "status", env=env)
+    assert dvc_changes(repo, env) == {}
 
 
 def test_4_push_then_fresh_clone_pulls_identical_files(shared: dict, tmp_path: Path) -> None:
@@ -224,13 +234,15 @@ def test_4_push_then_fresh_clone_pulls_identical_files(shared: dict, tmp_path: P
     sh(clone, "dvc", "pull", env=env)
     for path in (
         "data/raw/breast_cancer.csv",
+        "data/snapshot/data.csv",
+        "data/snapshot/record.json",
         "data/processed/train.csv",
         "data/processed/test.csv",
         "models/model.pkl",
         "models/mlflow_run.json",
     ):
         assert md5(clone / path) == md5(repo / path), path
-    assert "up to date" in sh(clone, "dvc", "status", env=env)
+    assert dvc_changes(clone, env) == {}
 
 
 def test_5_time_travel_restores_the_first_dataset(shared: dict) -> None:

@@ -28,6 +28,9 @@ TRAIN_STAGE = "train"
 RUN_FILE = "models/mlflow_run.json"
 MODEL_FILE = "models/model.pkl"
 LOCK_FILE = "dvc.lock"
+PIPELINE_FILE = "dvc.yaml"
+DATA_RECORD_FILE = "data/snapshot/record.json"  # ingest's record of the snapshot (in git)
+TAG_DATA_PREFIX = "mlrig.data."  # source, md5, rows, ingested_at: the snapshot's record
 EXP_REFS = "refs/exps"
 
 # -- model-version tags written by `mlrig image push` -----------------------------------------

@@ -69,16 +69,37 @@ def stage_hashes(lock_text: bytes | None, stage: str) -> tuple[dict[str, str], d
     return table("deps"), table("outs")
 
 
-def dvc_outputs(lock_text: bytes | None) -> set[str] | None:
-    """Every path some stage of a dvc.lock outputs (what DVC, not git, stores); None when
-    the lock cannot be read."""
+def uncached_outputs(dvc_yaml: bytes | None) -> set[str]:
+    """The outputs dvc.yaml marks `cache: false` (git holds them: metrics, the data record);
+    dvc.lock does not say which they are."""
+    import yaml
+
+    found: set[str] = set()
+    try:
+        stages = (yaml.safe_load(dvc_yaml or b"") or {}).get("stages") or {}
+        for spec in stages.values():
+            for kind in ("outs", "metrics", "plots"):
+                for entry in spec.get(kind) or ():
+                    if isinstance(entry, dict):
+                        for path, options in entry.items():
+                            if isinstance(options, dict) and options.get("cache") is False:
+                                found.add(str(path))
+    except (yaml.YAMLError, AttributeError, TypeError):
+        return set()
+    return found
+
+
+def dvc_outputs(lock_text: bytes | None, dvc_yaml: bytes | None = None) -> set[str] | None:
+    """Every path some stage of a dvc.lock outputs that DVC, not git, stores (outputs
+    dvc.yaml marks `cache: false` left out); None when the lock cannot be read."""
     import yaml
 
     try:
         stages = (yaml.safe_load(lock_text or b"") or {}).get("stages") or {}
-        return {str(o["path"]) for s in stages.values() for o in s.get("outs") or ()}
+        outs = {str(o["path"]) for s in stages.values() for o in s.get("outs") or ()}
     except (yaml.YAMLError, AttributeError, KeyError, TypeError):
         return None
+    return outs - uncached_outputs(dvc_yaml)
 
 
 def match(lock_text: bytes | None, tags: Mapping[str, str]) -> FoundBy | None:

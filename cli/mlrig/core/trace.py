@@ -133,15 +133,17 @@ def _storage(repo: Path | None, sha: str | None) -> tuple[DvcRemoteRecord | None
 
     if repo is None:
         return None, None
-    files = (".dvc/config", p.LOCK_FILE)
+    files = (".dvc/config", p.LOCK_FILE, p.PIPELINE_FILE)
     if sha:
         found = git.show_files(repo, [f"{sha}:{f}" for f in files])
-        config, lock = (found[f"{sha}:{f}"] for f in files)
+        config, lock, stages = (found[f"{sha}:{f}"] for f in files)
     else:
-        config, lock = ((repo / f).read_bytes() if (repo / f).is_file() else None for f in files)
+        config, lock, stages = (
+            (repo / f).read_bytes() if (repo / f).is_file() else None for f in files
+        )
     default, urls = dvc.config_remotes(config.decode(errors="replace") if config else "")
     remote = DvcRemoteRecord(name=default, url=urls[default]) if default in urls else None
-    return remote, resolve.dvc_outputs(lock)
+    return remote, resolve.dvc_outputs(lock, stages)
 
 
 def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> ProvenanceRecord:

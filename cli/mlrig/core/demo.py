@@ -6,9 +6,10 @@ with its name, the one-line reason and the log file to read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,11 +92,41 @@ def _init(ctx: DemoContext) -> str:
     return f"{repo} (template {result.template_version}, commit {result.commit[:8]})"
 
 
+def _access(ctx: DemoContext) -> str:
+    """The repository's machine identity (made by init; made here for a repo from before),
+    and who may do what on the stack, as `mlrig access show` prints it."""
+    from mlrig import contract
+    from mlrig.core import access, access_view
+
+    outputs = contract.load(ctx.stack)
+    machine = access.add_machine(outputs, PROJECT)
+    rows = access_view.show(outputs)
+    ctx.log("$ mlrig access show")
+    for row in rows:
+        grants = ", ".join(f"{g.kind} {g.resource}: {g.permission}" for g in row.grants)
+        ctx.log(f"  {row.name} ({row.kind}, role {row.role}): {grants or '-'}")
+    ctx.facts["machine identity"] = f"{machine.user}: EDIT on {PROJECT} only (trains as it)"
+    ctx.facts["access"] = "; ".join(f"{r.name} ({r.kind})" for r in rows)
+    return f"{len(rows)} users; training logs in as {machine.user}"
+
+
+@contextlib.contextmanager
+def _as_repo(ctx: DemoContext) -> Iterator[None]:
+    """Training logs in as the repository's machine identity, never as the admin, even if
+    the shell exported the stack's admin settings."""
+    from mlrig import contract
+    from mlrig.core import identities, stacks
+
+    with stacks.temporary_env(identities.repo_env(contract.load(ctx.stack), PROJECT)):
+        yield
+
+
 def _repro(ctx: DemoContext) -> str:
     from mlrig.adapters import dvc, git
 
     repo = _repo(ctx)
-    dvc.run_cli(repo, "repro", log=ctx.log)
+    with _as_repo(ctx):
+        dvc.run_cli(repo, "repro", log=ctx.log)
     if not git.is_dirty(repo):  # a re-run on an unchanged repo trains nothing new
         return "preprocess → train → evaluate (up to date)"
     # the commit that records this run's outputs (dvc.lock) is the one `mlrig checkout` restores
@@ -127,7 +158,8 @@ def _experiments(ctx: DemoContext) -> str:
 
     repo = _repo(ctx)
     for setting in EXPERIMENTS:
-        dvc.run_cli(repo, "exp", "run", "-S", setting, log=ctx.log)
+        with _as_repo(ctx):
+            dvc.run_cli(repo, "exp", "run", "-S", setting, log=ctx.log)
     shown = json.loads(dvc.run_cli(repo, "exp", "show", "--json", log=ctx.log))
     count = sum(len(commit.get("experiments") or []) for commit in shown)
     # `dvc exp run` leaves the last experiment applied to the workspace; the experiments live
@@ -221,6 +253,7 @@ def steps() -> list[Step]:
         ("stack up", _stack_up),
         ("services answer", _services_answer),
         ("init repository", _init),
+        ("access show", _access),
         ("git remote", _origin),
         ("dvc repro", _repro),
         ("dvc push", _push_data),

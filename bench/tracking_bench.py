@@ -1,4 +1,5 @@
-"""Tracking-server benchmark: stock MLflow basic-auth vs mlrig's configuration vs no auth.
+"""Tracking-server benchmark: stock MLflow basic-auth vs mlrig's configuration vs no auth,
+and mlrig's server taking an OIDC bearer token (from a local issuer) for the same request.
 
 Servers start one at a time (start time and idle memory are read alone), then the workload
 runs round-robin across them so a busy machine slows every configuration alike.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import logging
 import os
 import platform
@@ -22,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 import requests
@@ -52,6 +55,7 @@ class Config:
     auth: bool
     build: Build
     workload: str = "full"  # full | latency | idle
+    bearer: bool = False  # authenticate with an OIDC token instead of the admin's password
 
 
 @dataclass
@@ -74,18 +78,52 @@ class Result:
     commands: list[str] = field(default_factory=list)
 
 
-def mlrig_config(workers: int = 1, authorization_function: str | None = None) -> Build:
+BEARER_REPOSITORY = "acme/bench"
+_ISSUER: Any = None
+
+
+def issuer() -> Any:
+    """The local OIDC issuer the tests use (keys made here, served on loopback)."""
+    global _ISSUER
+    if _ISSUER is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from tests.helpers import LocalIssuer
+
+        _ISSUER = LocalIssuer()
+    return _ISSUER
+
+
+def bearer_token() -> str:
+    # The token maps to the admin, so the request takes the same authorization path as the
+    # Basic row: the difference between the rows is the token check alone.
+    return str(
+        issuer().token("mlrig:bench", repository=BEARER_REPOSITORY, exp=int(time.time()) + 3600)
+    )
+
+
+def mlrig_config(
+    workers: int = 1, authorization_function: str | None = None, oidc: bool = False
+) -> Build:
     def build(d: Path, port: int, pw: str) -> tuple[list[str], dict[str, str]]:
+        from mlrig import tracking_oidc
+
         ini = ts.auth_ini(f"sqlite:///{d / 'auth.db'}")
         if authorization_function:
             ini = ini.replace(ts.AUTHORIZATION_FUNCTION, authorization_function)
         (d / "auth.ini").write_text(ini)
+        oidc_path = None
+        if oidc:
+            oidc_path = d / "oidc.json"
+            rule = tracking_oidc.Rule(BEARER_REPOSITORY, ts.ADMIN_USERNAME)
+            config = tracking_oidc.OidcConfig(issuer().url, "mlrig:bench", (rule,))
+            oidc_path.write_text(json.dumps(config.to_json()))
         p = ts.local_plan(
             data_dir=d,
             port=port,
             admin_password=pw,
             flask_secret=secrets.token_urlsafe(32),
             auth_config_path=d / "auth.ini",
+            oidc_config_path=oidc_path,
         )
         argv = list(p.argv)
         argv[argv.index("--workers") + 1] = str(workers)
@@ -111,6 +149,7 @@ CONFIGS = [
     Config("stock basic-auth", True, stock),
     Config("mlrig", True, mlrig_config()),
     Config("no auth", False, no_auth),
+    Config("mlrig, bearer token", True, mlrig_config(oidc=True), "latency", bearer=True),
     Config(
         "mlrig, MLflow's auth function",
         True,
@@ -128,7 +167,8 @@ class Server:
         (self.dir / "artifacts").mkdir(parents=True)
         self.port, self.password = free_port(), secrets.token_urlsafe(24)
         self.url = f"http://127.0.0.1:{self.port}"
-        self.auth = ("admin", self.password) if cfg.auth else None
+        self.auth = ("admin", self.password) if cfg.auth and not cfg.bearer else None
+        self.headers = {"Authorization": f"Bearer {bearer_token()}"} if cfg.bearer else {}
         self.result = Result(cfg.name)
         self.rec: processes.PidRecord | None = None
         self.session = requests.Session()
@@ -176,7 +216,9 @@ class Server:
     def calls(self, n: int, warmup: int = 0) -> None:
         for i in range(n + warmup):
             t = time.perf_counter()
-            resp = self.session.get(self.url + PROBE, auth=self.auth, timeout=60)
+            resp = self.session.get(
+                self.url + PROBE, auth=self.auth, headers=self.headers, timeout=60
+            )
             dt = (time.perf_counter() - t) * 1000
             if resp.status_code != 200:
                 raise SystemExit(f"{self.cfg.name}: probe answered {resp.status_code}")

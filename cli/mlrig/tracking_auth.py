@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from mlrig import tracking_audit, tracking_guard, tracking_oidc
 from mlrig.tracking_server import (
+    AUTH_CACHE_TTL_SECONDS,
     ENV_TRUSTED_PROXY_HOPS,
     authenticate_request_basic_auth,
     request_source,
@@ -36,6 +38,13 @@ MAX_AUDITED_BODY_BYTES = 1 << 20  # larger JSON bodies are not parsed for object
 _G_KEY = "_mlrig_auth"
 _CONFIG: tracking_oidc.ConfigSource | None = None
 _KEYS = tracking_oidc.KeySet()
+_VERIFIED = tracking_oidc.VerifiedTokens()
+# Machine identities found in MLflow's user store, remembered as long as MLflow's own
+# credential cache keeps a password check (a database query per request otherwise). An
+# identity deleted within that window still passes this check, but MLflow's own checks read
+# the user again and refuse the request.
+_IDENTITIES: dict[str, float] = {}
+_IDENTITIES_MAX = 1024
 _log = logging.getLogger("mlrig.auth")
 
 
@@ -73,8 +82,8 @@ def _bearer(token: str) -> tuple[Any, str | None, str | None]:
     from werkzeug.datastructures import Authorization
 
     try:
-        verified = tracking_oidc.verify(token, _config().get(), _KEYS)
-        if not auth.store.has_user(verified.identity):
+        verified = tracking_oidc.verify(token, _config().get(), _KEYS, _VERIFIED)
+        if not _identity_exists(auth.store, verified.identity):
             raise tracking_oidc.TokenRejected(
                 f"the identity {verified.identity!r} this repository maps to does not exist"
             )
@@ -85,6 +94,18 @@ def _bearer(token: str) -> tuple[Any, str | None, str | None]:
         reason = "the token could not be checked"
         return _unauthorized(reason, "Bearer"), None, reason
     return Authorization("bearer", {"username": verified.identity}), verified.identity, None
+
+
+def _identity_exists(store: Any, name: str) -> bool:
+    now = time.monotonic()
+    if _IDENTITIES.get(name, 0.0) > now:
+        return True
+    if not store.has_user(name):
+        return False
+    if len(_IDENTITIES) >= _IDENTITIES_MAX:
+        _IDENTITIES.clear()
+    _IDENTITIES[name] = now + AUTH_CACHE_TTL_SECONDS
+    return True
 
 
 def _basic(request: Any) -> tuple[Any, str, str | None, str | None]:

@@ -304,3 +304,30 @@ def test_audit_lines_name_the_object_and_only_writes_count() -> None:
     entry = parse_line(text)
     assert entry is not None and (entry.user, entry.status, entry.failed) == ("u", 200, False)
     assert parse_line("2026/01/01 INFO uvicorn: started") is None
+
+
+def test_a_verified_token_is_remembered_briefly_but_rules_apply_every_time(
+    issuer: FakeIssuer,
+) -> None:
+    now = [time.time()]
+    cache = oidc.VerifiedTokens(ttl=60.0, max_entries=2, clock=lambda: now[0])
+    keys = oidc.KeySet(issuer.fetch)
+    token = issuer.token(exp=int(now[0]) + 30)
+    assert oidc.verify(token, CONFIG, keys, cache).identity == "repo-demo"
+    assert len(cache) == 1
+    issuer.down = True
+    issuer.keys.clear()  # a cached token is not checked against the issuer again ...
+    assert oidc.verify(token, CONFIG, keys, cache).identity == "repo-demo"
+    no_rules = oidc.OidcConfig(ISSUER, AUD, ())
+    with pytest.raises(oidc.TokenRejected, match="no rule"):  # ... but the rules always are
+        oidc.verify(token, no_rules, keys, cache)
+    other_aud = oidc.OidcConfig(ISSUER, "mlrig:prod", CONFIG.rules)
+    with pytest.raises(oidc.TokenRejected):  # another audience: not the same cache entry
+        oidc.verify(token, other_aud, keys, cache)
+    key = oidc.VerifiedTokens.key(CONFIG, token)
+    assert cache.get(key) == ("acme/demo", "refs/heads/main")
+    now[0] += 31  # past the token's own exp: forgotten, so checked in full again
+    assert cache.get(key) is None
+    for i in range(5):
+        cache.put(bytes([i]), "a/b", "r", now[0] + 100)
+    assert len(cache) == 2

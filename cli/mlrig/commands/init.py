@@ -62,8 +62,9 @@ def init_cmd(
 ) -> None:
     """Create a git + DVC ML repository wired to a stack's DVC remote and MLflow.
 
-    It has a preprocess → train → evaluate pipeline, data/feature/smoke tests and a CI
-    workflow; `mlrig update` brings in later template versions.
+    It has an ingest → validate → preprocess → train → evaluate pipeline with a champion
+    gate, data/feature/smoke tests and a CI workflow; `mlrig update` brings in later
+    template versions.
     """
     from mlrig.core import bootstrap
 

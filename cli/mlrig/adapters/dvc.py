@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -224,10 +225,13 @@ def _from_root(key: str, root: Path) -> str:
 
 
 # -- retraining: the pipeline run in-process (one Python, no `dvc` program start-up) -------------
-def reproduce(root: Path, log_file: Path) -> None:
+def reproduce(
+    root: Path, log_file: Path, on_stage: Callable[[str], None] = lambda _s: None
+) -> None:
     """`dvc repro --no-run-cache` in root with DVC's Python API. Every stage command's output
-    (and DVC's own) goes to log_file, so callers keep their stdout for their own answer. A
-    failing stage raises StageFailed naming it, with the last line the stage printed."""
+    goes to log_file, so callers keep their stdout for their own answer; on_stage hears DVC's
+    "Running stage 'NAME'" as each starts. A failing stage raises StageFailed naming it, with
+    the last line the stage printed."""
     import logging
 
     from dvc.exceptions import DvcException, ReproductionError
@@ -236,9 +240,11 @@ def reproduce(root: Path, log_file: Path) -> None:
     start = log_file.stat().st_size if log_file.exists() else 0
     log = logging.getLogger("dvc")
     level = log.level
+    announce = _StageHandler(on_stage)
     with _fds_to(log_file):
         try:
-            log.setLevel(logging.WARNING)
+            log.setLevel(logging.INFO)  # DVC announces each stage at INFO
+            log.addHandler(announce)
             with contextlib.chdir(root), _repo_cls()(str(root)) as repo:
                 repo.reproduce(run_cache=False)  # targets are read from the cwd
         except ReproductionError as exc:
@@ -247,7 +253,18 @@ def reproduce(root: Path, log_file: Path) -> None:
         except DvcException as exc:
             raise StageFailed("dvc repro", str(exc).splitlines()[0] if str(exc) else "") from exc
         finally:
+            log.removeHandler(announce)
             log.setLevel(level)
+
+
+class _StageHandler(logging.Handler):
+    def __init__(self, on_stage: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self.on_stage = on_stage
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("Running stage") and record.args:
+            self.on_stage(str(record.args[0]) if isinstance(record.args, tuple) else "")
 
 
 class StageFailed(ServiceError):
@@ -280,20 +297,24 @@ def _last_line(log_file: Path, start: int) -> str:
 
 @contextlib.contextmanager
 def _fds_to(log_file: Path) -> Iterator[None]:
-    """Point file descriptors 1 and 2 (what stage commands inherit) at log_file."""
+    """Point file descriptors 1 and 2 (what stage commands inherit) at log_file; Python's
+    own sys.stderr keeps writing where it did (the caller's progress lines)."""
     import sys
 
     sys.stdout.flush()
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
-    with log_file.open("ab") as fh:
+    python_stderr = sys.stderr
+    with log_file.open("ab") as fh, open(saved[1], "w", closefd=False, buffering=1) as err:
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
+        sys.stderr = err
         try:
             yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
+            sys.stderr = python_stderr
             os.dup2(saved[0], 1)
             os.dup2(saved[1], 2)
             for fd in saved:

@@ -125,7 +125,12 @@ def _run(
     lock = root / "dvc.lock"
     before = lock.read_bytes() if lock.exists() else b""
     log("running the pipeline (dvc repro)")
-    _step("dvc repro", lambda: dvc.reproduce(root, root / retrain_state.LOG))
+    _step(
+        "dvc repro",
+        lambda: dvc.reproduce(
+            root, root / retrain_state.LOG, lambda stage: log(f"Running stage '{stage}'")
+        ),
+    )
     snap = retrain_repo.snapshot(root)
     if (lock.read_bytes() if lock.exists() else b"") == before:
         return RetrainResult(

@@ -48,10 +48,13 @@ def _ready(started: Started) -> None:
 @app.command("serve")
 def serve(
     repo: RepoOpt = Path("."),
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = (
-        DEFAULT_PORT
-    ),
+    host: Annotated[
+        str, typer.Option(envvar="MLRIG_TRAINER_HOST", help="Address to listen on.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int,
+        typer.Option(envvar="MLRIG_TRAINER_PORT", help="Port to listen on (0: any free port)."),
+    ] = DEFAULT_PORT,
     stack: StackOpt = None,
 ) -> None:
     """Serve `POST /train` (202 and a job id), `GET /train/{id}`, `GET /train` and

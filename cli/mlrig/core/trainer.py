@@ -28,8 +28,6 @@ from typing import Any
 from mlrig import paths
 from mlrig.core.trainer_store import INTERRUPTED, Job, JobStore
 
-# where `mlrig retrain` sends the pipeline's own output (followed into the job's log)
-PIPELINE_LOG = Path(".dvc/tmp/mlrig-retrain.log")
 STOP_GRACE = 10.0
 POLL = 1.0
 # the retrain pipeline's stages as DVC announces them
@@ -192,6 +190,7 @@ class Trainer:
 
     def _run(self, job: Job) -> None:
         from mlrig.adapters import trainer_process
+        from mlrig.core import retrain_state
         from mlrig.errors import MlrigError
 
         def on_line(line: str) -> None:
@@ -210,7 +209,7 @@ class Trainer:
                     on_line=on_line,
                     env=self._env,
                     cwd=self.repo,
-                    follow=self.repo / PIPELINE_LOG,
+                    follow=self.repo / retrain_state.LOG,  # the pipeline's own output
                 )
                 self._child = child
             self.store.set_pgid(job.id, child.pgid)

@@ -1,0 +1,214 @@
+"""Deny-by-default checks in front of MLflow's own authorization, run inside the server.
+
+MLflow's basic-auth app decides per object (experiment, run, registered model ...) and does
+that well for the routes mlrig's users need. What it leaves open, and this module closes
+(each case has a probe in tests/integration/test_authz_*.py):
+
+- Route families no mlrig user needs (AI gateway, assistant, MCP servers, jobs, demo data,
+  webhooks, traces and evaluation datasets, review queues, issues, scorers, prompt
+  optimisation, workspaces, roles, the user list and other users' permissions). MLflow lets
+  any signed-in user reach several of them: a user with no grant at all could generate demo
+  experiments, rewrite the server's assistant config, list every user and who is admin, or
+  make the server fetch gateway model lists.
+  Here they are admin-only: a non-admin gets 403 before MLflow looks at the request.
+- Artifact paths that climb, or that are absolute or use backslashes, in any spelling
+  (`..`, `%2e%2e`, `%252e%252e`, `\\`, a leading or doubled `/`): 400. MLflow refuses most
+  of them itself, but answered an absolute path on upload with a 500 and stored backslash
+  paths as literal names.
+- A `/graphql` request without a query string: 400 (MLflow answered 500).
+- An `Authorization` header that is not ASCII: werkzeug raises while parsing it (a 500 on
+  every route); it is dropped, so the request is answered 401 like one without credentials.
+
+`screen` runs after the auth hook has named the user; `drop_malformed_credentials` before
+it reads the header. Flask and MLflow are imported lazily; this module imports nothing from
+mlrig (the server image copies it alone).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import unquote
+
+MAX_SCREENED_BODY_BYTES = 1 << 20  # larger JSON bodies are not parsed for artifact paths
+MAX_DECODE_ROUNDS = 4  # `%25` nests: decode until stable, at most this often
+
+# Routes any signed-in user may reach; MLflow's validators then decide per object. Paths are
+# compared with `/ajax-api/` read as `/api/` (the UI's mirror of every REST route).
+USER_PREFIXES = (
+    "/api/2.0/mlflow/experiments/",
+    "/api/2.0/mlflow/runs/",
+    "/api/2.0/mlflow/metrics/",
+    "/api/2.0/mlflow/registered-models/",
+    "/api/2.0/mlflow/model-versions/",
+    "/api/2.0/mlflow/logged-models",
+    "/api/2.0/mlflow/artifacts/",
+    "/api/2.0/mlflow/upload-artifact",
+    "/api/2.0/mlflow-artifacts/",
+    "/get-artifact",
+    "/model-versions/get-artifact",
+    "/graphql",
+    "/static-files/",
+    "/build/",
+)
+USER_PATHS = frozenset(
+    {
+        "/",
+        "/version",
+        "/health",
+        "/api/2.0/mlflow-artifacts/artifacts",  # the listing: MLflow checks the path's experiment
+        "/api/2.0/mlflow/users/current",
+        "/api/2.0/mlflow/users/get",  # MLflow answers a user about itself only
+        "/api/2.0/mlflow/users/update-password",  # likewise: one's own password
+        "/api/3.0/mlflow/users/current/permissions",
+        "/api/3.0/mlflow/server-info",
+        "/api/3.0/mlflow/ui-telemetry",  # the UI reads its telemetry switch (off)
+    }
+)
+# Within the user families, what is still admin-only: generative-AI features mlrig does not use.
+ADMIN_WITHIN_USER = ("/api/2.0/mlflow/runs/create-promptlab-run",)
+
+# Where a request names an artifact path: the URL after these prefixes, and these query or
+# JSON fields on the artifact routes.
+ARTIFACT_URL_PREFIXES = (
+    "/api/2.0/mlflow-artifacts/artifacts/",
+    "/api/2.0/mlflow-artifacts/mpu/create/",
+    "/api/2.0/mlflow-artifacts/mpu/complete/",
+    "/api/2.0/mlflow-artifacts/mpu/abort/",
+    "/api/2.0/mlflow-artifacts/presigned/",
+)
+ARTIFACT_FIELD_ROUTES = (
+    "/api/2.0/mlflow-artifacts/",
+    "/api/2.0/mlflow/artifacts/",
+    "/api/2.0/mlflow/upload-artifact",
+    "/api/2.0/mlflow/logged-models/",
+    "/get-artifact",
+    "/model-versions/get-artifact",
+    "/api/2.0/mlflow/get-trace-artifact",
+    "/api/3.0/mlflow/get-trace-artifact",
+)
+ARTIFACT_FIELDS = ("path", "artifact_path")
+
+
+def canonical(path: str) -> str:
+    """The route as the REST API spells it: the UI's `/ajax-api/` mirror read as `/api/`."""
+    return "/api/" + path[len("/ajax-api/") :] if path.startswith("/ajax-api/") else path
+
+
+def admin_only(path: str) -> bool:
+    """Whether only an admin may use this route (everything outside the user families)."""
+    route = canonical(path)
+    if route.startswith(ADMIN_WITHIN_USER):
+        return True
+    return not (route in USER_PATHS or route.startswith(USER_PREFIXES))
+
+
+def _decodings(value: str) -> Iterable[str]:
+    """The value and each percent-decoding of it, until decoding changes nothing."""
+    yield value
+    for _ in range(MAX_DECODE_ROUNDS):
+        decoded = unquote(value)
+        if decoded == value:
+            return
+        value = decoded
+        yield value
+
+
+def artifact_path_problem(value: str, *, relative_to_root: bool = False) -> str | None:
+    """Why an artifact path must be refused, or None. `relative_to_root`: the path is the
+    rest of a URL after a route prefix, where `//` would make it absolute."""
+    for text in _decodings(value):
+        if "\\" in text:
+            return "backslash in artifact path"
+        if "\x00" in text:
+            return "NUL in artifact path"
+        if text.startswith("/") or (relative_to_root and "//" in text):
+            return "absolute artifact path"
+        if ".." in text.split("/"):
+            return "artifact path leaves its folder"
+    return None
+
+
+def request_problem(method: str, path: str, args: Mapping[str, list[str]], body: Any) -> str | None:
+    """Why a request is malformed in a way MLflow would mishandle, or None."""
+    route = canonical(path)
+    for prefix in ARTIFACT_URL_PREFIXES:
+        if route.startswith(prefix):
+            problem = artifact_path_problem(route[len(prefix) :], relative_to_root=True)
+            if problem:
+                return problem
+    if route.startswith(ARTIFACT_FIELD_ROUTES):
+        values = [v for name in ARTIFACT_FIELDS for v in args.get(name, [])]
+        if isinstance(body, dict):
+            values += [body[name] for name in ARTIFACT_FIELDS if isinstance(body.get(name), str)]
+        for value in values:
+            if problem := artifact_path_problem(value):
+                return problem
+    if route == "/graphql":
+        query = body.get("query") if isinstance(body, dict) else None
+        if method == "GET":
+            query = next(iter(args.get("query") or []), None)
+        if not isinstance(query, str) or not query.strip():
+            return "a GraphQL request needs a query"
+    return None
+
+
+# --- Flask side (inside the server) ---
+
+
+def _answer(status: int, text: str):  # type: ignore[no-untyped-def]
+    from flask import Response
+
+    return Response(text, status=status, mimetype="text/plain")
+
+
+def _json_body(request: Any) -> Any:
+    length = request.content_length
+    if request.is_json and length is not None and length <= MAX_SCREENED_BODY_BYTES:
+        return request.get_json(silent=True)  # cached: MLflow's handler reads the same parse
+    return None
+
+
+def _is_admin(username: str | None) -> bool:
+    from mlflow.server import auth
+
+    if not username:
+        return False
+    try:
+        return bool(auth.store.get_user(username).is_admin)
+    except Exception:  # noqa: BLE001 - an unknown user is no admin
+        return False
+
+
+def drop_malformed_credentials() -> None:
+    """Before the hook reads `Authorization`: a header werkzeug cannot parse (non-ASCII
+    bytes) is removed, so the request goes on as one without credentials (401)."""
+    from flask import request
+
+    header = request.environ.get("HTTP_AUTHORIZATION")
+    if header is None:
+        return
+    try:
+        header.encode("ascii")
+    except UnicodeEncodeError:
+        request.environ.pop("HTTP_AUTHORIZATION", None)
+        request.__dict__.pop("authorization", None)  # werkzeug caches the parsed header
+
+
+def screen(result):  # type: ignore[no-untyped-def]
+    """After the hook decided who is asking: `result` unchanged (a werkzeug Authorization or
+    MLflow's 401 response), or a 400/403 response for what MLflow would let through."""
+    from flask import Response, request
+
+    if isinstance(result, Response):
+        return result
+    try:
+        body = _json_body(request)
+    except Exception:  # noqa: BLE001 - MLflow answers an unreadable body itself
+        body = None
+    args = {k: request.args.getlist(k) for k in request.args}
+    if problem := request_problem(request.method, request.path, args, body):
+        return _answer(400, f"Bad request: {problem}.")
+    if admin_only(request.path) and not _is_admin(getattr(result, "username", None)):
+        return _answer(403, "Permission denied: this route is for the stack's admin.")
+    return result

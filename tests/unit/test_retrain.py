@@ -111,3 +111,19 @@ def test_new_rows_have_fresh_ids_and_every_column(tmp_path: Path) -> None:
     assert [r["id"] for r in rows] == ["1", "2", "3", "4"]
     assert [r["target"] for r in rows[2:]] == ["0", "1"]
     assert float(rows[3]["mean_radius"]) == pytest.approx(20.2)
+
+
+def test_the_rest_client_sends_an_oidc_token_as_mlflows_client_does() -> None:
+    """In CI the login is a bearer token (MLFLOW_TRACKING_TOKEN), never a password."""
+    from mlrig.adapters.mlflow_rest import MlflowRest
+
+    keyless = MlflowRest.from_env({"MLFLOW_TRACKING_URI": "http://x", "MLFLOW_TRACKING_TOKEN": "t"})
+    assert keyless.session.headers["Authorization"] == "Bearer t" and keyless.session.auth is None
+    basic = MlflowRest.from_env(
+        {
+            "MLFLOW_TRACKING_URI": "http://x",
+            "MLFLOW_TRACKING_USERNAME": "u",
+            "MLFLOW_TRACKING_TOKEN": "t",
+        }
+    )
+    assert "Authorization" not in basic.session.headers and basic.session.auth == ("u", "")

@@ -71,7 +71,11 @@ class MlflowRest:
                 f"MLflow tracking URI {uri or '(unset)'} is not an HTTP server",
                 hint='pass --stack, or export the stack\'s settings: eval "$(mlrig stack env)"',
             )
-        return cls(uri, env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD"))
+        rest = cls(uri, env.get("MLFLOW_TRACKING_USERNAME"), env.get("MLFLOW_TRACKING_PASSWORD"))
+        token = env.get("MLFLOW_TRACKING_TOKEN")
+        if token and not env.get("MLFLOW_TRACKING_USERNAME"):  # what MLflow's client sends
+            rest.session.headers["Authorization"] = f"Bearer {token}"
+        return rest
 
     def _call(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
         import requests

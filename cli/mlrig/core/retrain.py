@@ -10,6 +10,7 @@ kill (see `recover`), puts the repository and the `champion` alias back as they 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -81,7 +82,7 @@ def retrain(repo: Path, *, push_image: bool = True, log: Log = lambda _m: None) 
     outputs = retrain_repo.outputs(root)
     env = retrain_repo.credentials(outputs, root)
     with stacks.temporary_env(env):
-        rest = MlflowRest.from_env(env)
+        rest = MlflowRest.from_env({**os.environ, **env})
         saved = retrain_state.new(
             root, head=head, branch=branch, model=model, champion=rest.champion(model, "champion")
         )
@@ -213,6 +214,6 @@ def recover(repo: Path) -> bool:
         return False
     env = retrain_repo.credentials(retrain_repo.outputs(root), root)
     with stacks.temporary_env(env):
-        retrain_state.restore(root, saved, MlflowRest.from_env(env))
+        retrain_state.restore(root, saved, MlflowRest.from_env({**os.environ, **env}))
     retrain_state.clear(root)
     return True

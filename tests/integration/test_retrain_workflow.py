@@ -86,6 +86,9 @@ def test_dispatch_and_schedule_run_mlrig_retrain(workflow: tuple[str, dict[str, 
     lines = [ln.strip() for run in _runs(retrain) for ln in run.splitlines()]
     assert any(ln.startswith("mlrig retrain") for ln in lines)
     assert retrain["permissions"]["contents"] == "write"  # the retrain commit is pushed
+    step = next(s for s in retrain["steps"] if "mlrig retrain" in s.get("run", ""))
+    assert step["shell"] == "bash"  # GitHub's bash is -eo pipefail: `| tee` hides no failure
+    assert "$RUNNER_TEMP/" in step["run"]  # nothing written into the work tree
     # the push/PR pipeline does not run on the schedule (it would train twice)
     assert "schedule" not in data["jobs"]["pipeline"]["if"]
 

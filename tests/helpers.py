@@ -71,6 +71,25 @@ def wait_for_http(
     )
 
 
+def grant_default_experiment(url: str, admin: tuple[str, str], user: str) -> None:
+    """READ on MLflow's Default experiment (id 0) for a new user: the stack's
+    default_permission is NO_PERMISSIONS, so without a grant every read of it is a 403."""
+    import requests
+
+    resp = requests.post(
+        f"{url}/api/3.0/mlflow/users/permissions/grant",
+        json={
+            "username": user,
+            "resource_type": "experiment",
+            "resource_id": "0",
+            "permission": "READ",
+        },
+        auth=admin,
+        timeout=30,
+    )
+    assert resp.status_code == 200, resp.text[:200]
+
+
 def exited(proc: subprocess.Popen, what: str) -> str | None:
     """A `give_up` answer for `wait_until`: why waiting on `proc` is hopeless, if it is."""
     code = proc.poll()

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from mlrig import tracking_server as ts
-from tests.helpers import isolated_stack
+from tests.helpers import grant_default_experiment, isolated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -72,6 +72,7 @@ class Server:
             timeout=30,
         )
         assert resp.status_code == 200, resp.text[:200]
+        grant_default_experiment(self.url, self.admin, name)  # what PROBE reads
         return name, password
 
     def probe(self, user: tuple[str, str], source: str = "127.0.0.1") -> int | str:

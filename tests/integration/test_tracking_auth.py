@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from mlrig.adapters import processes
-from tests.helpers import isolated_stack, wait_for_http
+from tests.helpers import grant_default_experiment, isolated_stack, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -49,6 +49,7 @@ class Server:
 
     def new_user(self, name: str, password: str) -> tuple[str, str]:
         self.admin_call("POST", "create", username=name, password=password)
+        grant_default_experiment(self.url, self.admin, name)  # what PROBE reads
         return name, password
 
 

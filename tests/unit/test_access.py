@@ -256,3 +256,19 @@ def test_cli_refuses_machine_names_and_unknown_roles_before_any_call(
     role = runner.invoke(app, ["access", "add-user", "carol", "--role", "owner", "-s", "dev"])
     assert role.exit_code == 2
     assert "unknown role 'owner'" in _one_line_error(role.output)
+
+
+def test_commands_act_on_a_model_as_the_identity_of_the_repo_that_owns_it(
+    mlrig_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outputs = _local_outputs()
+    contract.save(outputs)
+    identities.store_password(outputs, "repo-churn", "the-machine-password")
+    monkeypatch.delenv("NO_SUCH_PW", raising=False)  # the admin's: must not be needed
+    assert identities.acting_env(outputs, "churn")["MLFLOW_TRACKING_USERNAME"] == "repo-churn"
+    monkeypatch.setenv("NO_SUCH_PW", "admin-password")
+    other = identities.acting_env(outputs, "made_by_hand")  # no repository identity owns it
+    assert (other["MLFLOW_TRACKING_USERNAME"], other["MLFLOW_TRACKING_PASSWORD"]) == (
+        "admin",
+        "admin-password",
+    )

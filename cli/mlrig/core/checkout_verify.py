@@ -189,10 +189,11 @@ def reproduce(result: CheckoutResult, progress: Progress = no_progress) -> Repro
     """`dvc repro --force` in the workspace as a verification re-run (no model version is
     registered), compared with the run's recorded metrics and model hash."""
     from mlrig import contract
-    from mlrig.core import stacks
+    from mlrig.core import identities
 
     root, target = result.workspace.root, result.target
     progress(f"dvc repro --force in {root} (a verification re-run of {target.run_id})")
-    env = stacks.client_env(contract.load(result.stack))
+    # the re-run logs in as the restored repository's machine identity, like any training
+    env = identities.acting_env(contract.load(result.stack), identities.project_of(root))
     rerun(root, target.run_id, env)
     return compare(root, result.metrics, target.files.get(p.MODEL_FILE))

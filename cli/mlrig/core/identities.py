@@ -36,9 +36,16 @@ def new_password() -> str:
     return _secrets.token_urlsafe(24)
 
 
+def _in_secrets_manager(outputs: StackOutputs) -> bool:
+    """Machine identities live where the stack keeps its admin secret: Secrets Manager for an
+    AWS stack, the stack's directory for a local one (or any stack whose MLflow is)."""
+    auth = outputs.mlflow.auth
+    return auth is not None and auth.password.source == "aws-secretsmanager"
+
+
 def secret_location(outputs: StackOutputs, user: str) -> str:
     """Where the stack keeps a machine identity's password (never the password)."""
-    if outputs.kind == "aws":
+    if _in_secrets_manager(outputs):
         return f"Secrets Manager secret {aws_secret_name(outputs.name, user)}"
     return str(local_secret_file(outputs.name, user))
 
@@ -53,7 +60,7 @@ def local_secret_file(stack: str, user: str) -> Path:
 
 def read_password(outputs: StackOutputs, user: str) -> str | None:
     """The stored password, or None when the stack has none for this identity."""
-    if outputs.kind == "aws":
+    if _in_secrets_manager(outputs):
         from mlrig.adapters import aws
 
         return aws.find_secret_string(aws_secret_name(outputs.name, user), region=outputs.region)
@@ -66,7 +73,7 @@ def read_password(outputs: StackOutputs, user: str) -> str | None:
 
 
 def store_password(outputs: StackOutputs, user: str, password: str) -> None:
-    if outputs.kind == "aws":
+    if _in_secrets_manager(outputs):
         from mlrig.adapters import aws
 
         aws.put_secret_string(
@@ -144,6 +151,18 @@ def repo_env(outputs: StackOutputs, repo_or_project: Path | str) -> dict[str, st
     env["MLFLOW_TRACKING_USERNAME"] = user
     env["MLFLOW_TRACKING_PASSWORD"] = password
     return env
+
+
+def acting_env(outputs: StackOutputs, project: str) -> dict[str, str]:
+    """For an mlrig command acting on one model: the environment of the machine identity of
+    the repository that owns it (a model `mlrig init` made is named after its project), or
+    the admin's for a model no repository identity owns (made outside mlrig, or before
+    machine identities existed)."""
+    from mlrig.core.stack_env import client_env
+
+    if outputs.mlflow.auth is not None and read_password(outputs, machine_user(project)):
+        return repo_env(outputs, project)
+    return client_env(outputs)
 
 
 @dataclass(frozen=True)

@@ -137,7 +137,7 @@ def build(
     base = resolve_base_image(base_image, progress)
     start = time.monotonic()
     with (
-        tracking_env(stack, repo=repo),
+        tracking_env(stack, repo=repo, model_uri=model_uri),
         tempfile.TemporaryDirectory(prefix="mlrig-image-") as tmp,
     ):
         uri = model_uri or default_model_uri(repo or Path.cwd())

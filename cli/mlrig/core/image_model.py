@@ -25,15 +25,38 @@ _URI_FORMS = "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/ID/PATH"
 
 
 @contextlib.contextmanager
-def tracking_env(stack: str | None, *, repo: Path | None = None) -> Iterator[None]:
+def tracking_env(
+    stack: str | None, *, repo: Path | None = None, model_uri: str | None = None
+) -> Iterator[None]:
     """MLflow client settings for a block: an exported MLFLOW_TRACKING_URI wins unless a
-    stack is named; otherwise the stack `stacks.resolve_name` answers (repo: where to look)."""
+    stack is named; otherwise the stack `stacks.resolve_name` answers (repo: where to look).
+    Inside a generated repo, reading that repo's own model (the default, or a URI naming it)
+    logs in as the repo's machine identity; anything else as the stack's admin."""
     if mlflow_adapter.tracking_configured() and not stack:
         yield
         return
     outputs = contract.load(stacks.resolve_name(stack, repo=repo))
-    with stacks.temporary_env(mlflow_adapter.client_settings(stacks.client_env(outputs))):
+    project = _repo_project(repo or Path.cwd())
+    match = _MODEL_URI.match(model_uri or "")
+    if project and (model_uri is None or (match and match.group("name") == project)):
+        from mlrig.core import identities
+
+        env = identities.acting_env(outputs, project)
+    else:
+        env = stacks.client_env(outputs)
+    with stacks.temporary_env(mlflow_adapter.client_settings(env)):
         yield
+
+
+def _repo_project(repo: Path) -> str | None:
+    from mlrig.core import identities
+
+    if not (repo / ANSWERS_FILE).is_file():
+        return None
+    try:
+        return identities.project_of(repo)
+    except MlrigError:
+        return None
 
 
 def default_model_uri(repo: Path) -> str:

@@ -30,13 +30,14 @@ def record(
 ) -> bool:
     """Tag the model version the image's labels name; False when there is none to tag (an
     image of a run, or of a version another stack's MLflow holds)."""
-    from mlrig.core import stacks
+    from mlrig.core import identities
 
     name, version = labels.get(p.LABEL_MODEL_NAME), labels.get(p.LABEL_MODEL_VERSION)
     if not (name and version and digest):
         return False
     try:
-        rest = MlflowRest.from_env(stacks.client_env(outputs))
+        # written as the identity of the repository that owns the model (admin otherwise)
+        rest = MlflowRest.from_env(identities.acting_env(outputs, name))
         try:
             mv = rest.model_version(name, version)
         except UsageError:

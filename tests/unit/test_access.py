@@ -109,14 +109,17 @@ def test_a_listed_machine_identity_is_managed_like_anyone() -> None:
         "grants": {"experiments": {"demo_model": {"repo-demo-model": "READ"}}},
     }
     steps = access_plan.compute(spec(doc), matching(), admin="admin")
-    assert Step(
-        "update",
-        user="repo-demo-model",
-        kind="experiment",
-        resource="demo_model",
-        permission="READ",
-        old="EDIT",
-    ) in steps
+    assert (
+        Step(
+            "update",
+            user="repo-demo-model",
+            kind="experiment",
+            resource="demo_model",
+            permission="READ",
+            old="EDIT",
+        )
+        in steps
+    )
 
 
 @pytest.mark.parametrize(
@@ -214,9 +217,7 @@ def test_since_reads_durations_and_iso_times() -> None:
     now = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
     assert access_view.parse_since("1h", now) == datetime(2026, 1, 2, 11, 0, tzinfo=UTC)
     assert access_view.parse_since("30m", now) == datetime(2026, 1, 2, 11, 30, tzinfo=UTC)
-    assert access_view.parse_since("2026-01-02T10:00:00") == datetime(
-        2026, 1, 2, 10, 0, tzinfo=UTC
-    )
+    assert access_view.parse_since("2026-01-02T10:00:00") == datetime(2026, 1, 2, 10, 0, tzinfo=UTC)
     assert access_view.parse_since(None) is None
     with pytest.raises(UsageError, match="neither a duration nor an ISO time"):
         access_view.parse_since("yesterday")

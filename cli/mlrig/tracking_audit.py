@@ -28,7 +28,9 @@ LOGGER_NAME = "mlrig.audit"
 EVENT = "mlrig.audit"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Search endpoints read by POST (their filters do not fit a query string): not writes.
-READ_BY_POST_SUFFIXES = ("/search", "/search-datasets", "/get-many")
+# MLflow's GraphQL endpoint only reads too: its schema's "mutations" are searches
+# (tests/unit/test_tracking_oidc.py pins that, so an MLflow that adds a writing one is seen).
+READ_BY_POST_SUFFIXES = ("/search", "/search-datasets", "/get-many", "/graphql")
 MAX_FIELD_CHARS = 256
 # Request fields that name what a write touches, and the key each is recorded under.
 _FIELDS = {

@@ -290,6 +290,7 @@ def test_audit_lines_name_the_object_and_only_writes_count() -> None:
     assert audit.is_write("DELETE", "/api/2.0/mlflow/registered-models/delete")
     assert not audit.is_write("POST", "/api/2.0/mlflow/runs/search")
     assert not audit.is_write("GET", "/api/2.0/mlflow/runs/get")
+    assert not audit.is_write("POST", "/graphql")
     mv = audit.object_of("/api/2.0/mlflow/model-versions/create", {"name": "m", "version": 3})
     assert mv == {"model": "m", "version": "3"}
     assert audit.object_of("/graphql", {"operationName": "Q", "query": "{...}"}) == {
@@ -331,3 +332,11 @@ def test_a_verified_token_is_remembered_briefly_but_rules_apply_every_time(
     for i in range(5):
         cache.put(bytes([i]), "a/b", "r", now[0] + 100)
     assert len(cache) == 2
+
+
+def test_mlflows_graphql_mutations_only_read() -> None:
+    """/graphql is left out of the audit trail as a read: true while every mutation searches."""
+    from mlflow.server.graphql.graphql_schema_extensions import schema
+
+    fields = set(schema.graphql_schema.mutation_type.fields)
+    assert fields == {"mlflowSearchDatasets", "mlflowSearchRuns", "testMutation"}, fields

@@ -242,3 +242,38 @@ def test_the_access_file_may_not_name_what_does_not_exist(
     assert result.exit_code == 2
     assert "grants.experiments.shopp: no experiment named 'shopp'" in result.output
     assert "alice" not in {u.name for u in access.admin_client(stack).users()} - {"alice"}
+
+
+def test_init_makes_the_repos_machine_identity_and_training_uses_it(
+    stack: StackOutputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig import api
+    from mlrig.core import bootstrap
+
+    monkeypatch.delenv("MLRIG_STACK", raising=False)
+    result = bootstrap.init(tmp_path / "ledger", "acc")
+    assert (result.identity, result.identity_problem) == ("repo-ledger", "")
+    env = api.tracking_env(result.path)  # what the repo's train stage logs in with
+    creds = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    assert creds[0] == "repo-ledger"
+    assert get(stack, creds, "experiments/get-by-name", experiment_name="ledger") == 200
+    assert get(stack, creds, "registered-models/get", name="ledger") == 200
+    assert get(stack, creds, "registered-models/get", name="shop") == 403
+    answers = (result.path / ".copier-answers.yml").read_text()
+    assert "mlflow_username: repo-ledger" in answers
+    assert creds[1] not in answers and "secret" not in answers
+
+
+def test_the_log_names_who_wrote_what(stack: StackOutputs) -> None:
+    env = identities.repo_env(stack, "shop")
+    creds = (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"])
+    shop = access.admin_client(stack).experiment_id("shop")
+    assert post(stack, creds, "runs/create", experiment_id=shop) == 200
+    shown = runner.invoke(app, ["access", "log", "--since", "1h", "--stack", "acc", "--json"])
+    assert shown.exit_code == 0, shown.output
+    import json
+
+    entries = [json.loads(line) for line in shown.output.splitlines() if line.startswith("{")]
+    runs = [e for e in entries if e["path"].endswith("/runs/create") and e["user"] == "repo-shop"]
+    assert runs and runs[-1]["status"] == 200 and runs[-1]["auth"] == "basic"
+    assert creds[1] not in shown.output

@@ -31,13 +31,18 @@ grants:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackOutputs]:
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, StackOutputs]]:
     """A local stack of its own with two repositories' machine identities (shop, fraud)."""
-    with isolated_stack(tmp_path_factory.mktemp("access-home"), "acc") as (_, outputs):
+    with isolated_stack(tmp_path_factory.mktemp("access-home"), "acc") as (layout, outputs):
         for project in ("shop", "fraud"):
             result = access.add_machine(outputs, project)
             assert result.created and result.user == identities.machine_user(project)
-        yield outputs
+        yield layout, outputs
+
+
+@pytest.fixture(scope="module")
+def stack(local: tuple[Any, StackOutputs]) -> StackOutputs:
+    return local[1]
 
 
 def url(outputs: StackOutputs, path: str) -> str:
@@ -277,3 +282,23 @@ def test_the_log_names_who_wrote_what(stack: StackOutputs) -> None:
     runs = [e for e in entries if e["path"].endswith("/runs/create") and e["user"] == "repo-shop"]
     assert runs and runs[-1]["status"] == 200 and runs[-1]["auth"] == "basic"
     assert creds[1] not in shown.output
+
+
+def test_a_stack_made_before_gets_no_permissions_at_its_next_up(
+    local: tuple[Any, StackOutputs], people: dict[str, Any]
+) -> None:
+    from mlrig.adapters import processes
+
+    layout, outputs = local
+    ini = layout.mlflow_dir / "auth.ini"
+    ini.write_text(ini.read_text().replace("NO_PERMISSIONS", "READ"))  # as an older mlrig wrote
+    _, before = processes.status(layout.pid_file("mlflow"))
+    layout.up()
+    _, after = processes.status(layout.pid_file("mlflow"))
+    assert before is not None and after is not None and after.pid != before.pid  # restarted
+    assert "default_permission = NO_PERMISSIONS" in ini.read_text()
+    nora = people["auth"]["nora"]  # users and grants survive the restart
+    assert get(outputs, nora, "users/current") == 200
+    assert get(outputs, nora, "experiments/get-by-name", experiment_name="shop") == 403
+    layout.up()  # nothing changed: no restart
+    assert processes.status(layout.pid_file("mlflow"))[1].pid == after.pid

@@ -89,9 +89,12 @@ def restore(repo: Path, saved: SavedState, rest: MlflowRest | None, log: object 
     saved dvc.lock, `champion` on its old version (or gone, if there was none)."""
     say = log if callable(log) else (lambda _m: None)
     git.reset_to(repo, saved.head)
-    made = git.untracked_files(repo)
-    for rel in made:  # the work tree was clean when the run started: these are the run's
-        (repo / rel).unlink(missing_ok=True)
+    # the work tree was clean when the run started: untracked files are the run's. A
+    # .gitignore the run made (DVC writes one beside each output) hides the files it lists
+    # until it is gone, so look again after each round
+    while made := git.untracked_files(repo):
+        for rel in made:
+            (repo / rel).unlink(missing_ok=True)
     if (repo / "dvc.lock").exists():  # else no stage had run: nothing to check out
         try:
             dvc.checkout(repo)

@@ -70,7 +70,14 @@ def test_init_makes_one_clean_commit_with_the_contract_answers(aws_repo: Path) -
         ".github/workflows/ci.yml",
         "src/churn/train.py",
         "src/churn/tracking.py",
+        "src/churn/ingest.py",
+        "src/churn/validate.py",
+        "src/churn/gate.py",
+        "data/schema.yaml",
         "tests/test_data.py",
+        "tests/test_ingest.py",
+        "tests/test_validate.py",
+        "tests/test_gate.py",
         "tests/test_features.py",
         "tests/test_pipeline_smoke.py",
         "tests/test_tracking.py",
@@ -80,7 +87,7 @@ def test_init_makes_one_clean_commit_with_the_contract_answers(aws_repo: Path) -
     dvc_file = yaml.safe_load((aws_repo / "data/raw/breast_cancer.csv.dvc").read_text())
     assert dvc_file["outs"][0]["md5"] == bootstrap_md5(aws_repo / "data/raw/breast_cancer.csv")
     dvc_yaml = yaml.safe_load((aws_repo / "dvc.yaml").read_text())
-    assert list(dvc_yaml["stages"]) == ["preprocess", "train", "evaluate"]
+    assert list(dvc_yaml["stages"]) == ["ingest", "validate", "preprocess", "train", "evaluate"]
 
 
 def bootstrap_md5(path: Path) -> str:

@@ -15,7 +15,7 @@ that well for the routes mlrig's users need. What it leaves open, and this modul
   (`..`, `%2e%2e`, `%252e%252e`, `\\`, a leading or doubled `/`): 400. MLflow refuses most
   of them itself, but answered an absolute path on upload with a 500 and stored backslash
   paths as literal names.
-- A `/graphql` request without a query string: 400 (MLflow answered 500).
+- A `/graphql` request that is not a POST with a query string: 400 (MLflow answered 500).
 - An `Authorization` header that is not ASCII: werkzeug raises while parsing it (a 500 on
   every route); it is dropped, so the request is answered 401 like one without credentials.
 
@@ -114,15 +114,15 @@ def _decodings(value: str) -> Iterable[str]:
         yield value
 
 
-def artifact_path_problem(value: str, *, relative_to_root: bool = False) -> str | None:
-    """Why an artifact path must be refused, or None. `relative_to_root`: the path is the
-    rest of a URL after a route prefix, where `//` would make it absolute."""
+def artifact_path_problem(value: str) -> str | None:
+    """Why an artifact path must be refused, or None (a `//` inside makes the rest absolute
+    to some stores)."""
     for text in _decodings(value):
         if "\\" in text:
             return "backslash in artifact path"
         if "\x00" in text:
             return "NUL in artifact path"
-        if text.startswith("/") or (relative_to_root and "//" in text):
+        if text.startswith("/") or "//" in text:
             return "absolute artifact path"
         if ".." in text.split("/"):
             return "artifact path leaves its folder"
@@ -134,7 +134,7 @@ def request_problem(method: str, path: str, args: Mapping[str, list[str]], body:
     route = canonical(path)
     for prefix in ARTIFACT_URL_PREFIXES:
         if route.startswith(prefix):
-            problem = artifact_path_problem(route[len(prefix) :], relative_to_root=True)
+            problem = artifact_path_problem(route[len(prefix) :])
             if problem:
                 return problem
     if route.startswith(ARTIFACT_FIELD_ROUTES):
@@ -145,9 +145,9 @@ def request_problem(method: str, path: str, args: Mapping[str, list[str]], body:
             if problem := artifact_path_problem(value):
                 return problem
     if route == "/graphql":
+        if method != "POST":  # MLflow reads a JSON body and answered a GET with a 500
+            return "GraphQL takes a POST with a JSON body"
         query = body.get("query") if isinstance(body, dict) else None
-        if method == "GET":
-            query = next(iter(args.get("query") or []), None)
         if not isinstance(query, str) or not query.strip():
             return "a GraphQL request needs a query"
     return None

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import VENV_BIN, repo_env, sh
+from tests.helpers import VENV_BIN, repo_env, require, sh, wait_for_http
 
 PROVENANCE_PROJECT = "provrig"
 EXPERIMENTS = ("train.C=20", "train.C=0.05")
@@ -192,3 +192,216 @@ def oidc_stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: Any) -> It
             "config_path": path,
             "log": stack.log_file("mlflow"),
         }
+
+
+# -- the authorization suite's servers (tests/integration/test_authz_*.py) --------------------
+AUTHZ_USERS = ("noperm", "reader", "editor")
+# reader: READ on experiment and model "a"; editor: EDIT on "b"; noperm: no grant at all.
+AUTHZ_GRANTS = (
+    ("reader", "experiment", "a", "READ"),
+    ("reader", "registered_model", "a", "READ"),
+    ("editor", "experiment", "b", "EDIT"),
+    ("editor", "registered_model", "b", "EDIT"),
+)
+
+
+def _authz_call(session: Any, url: str, method: str, path: str, **kw: Any) -> dict:
+    resp = session.request(method, url + path, timeout=60, **kw)
+    assert resp.status_code == 200, f"{method} {path}: {resp.status_code} {resp.text[:300]}"
+    return resp.json() if resp.content.strip() else {}
+
+
+def _authz_seed(url: str, admin_password: str, wait: float = 120) -> dict[str, Any]:
+    """As admin: the users, experiments a and b (each with a run, param, metric, tag, an
+    artifact, a logged model), registered models a and b (version 1, alias `champion`), and
+    the grants. Returns the target: url, credentials per principal, and the objects' ids."""
+    import requests
+
+    admin = requests.Session()
+    admin.auth = ("admin", admin_password)
+    wait_for_http(f"{url}/health", timeout=wait, what="the MLflow server")
+    creds = {"admin": ("admin", admin_password)}
+    for user in AUTHZ_USERS:
+        creds[user] = (user, f"{user}-Pa55word-authz")
+        _authz_call(
+            admin,
+            url,
+            "POST",
+            "/api/2.0/mlflow/users/create",
+            json={"username": user, "password": creds[user][1]},
+        )
+    objects: dict[str, dict[str, str]] = {}
+    for k in ("a", "b"):
+        exp = _authz_call(
+            admin,
+            url,
+            "POST",
+            "/api/2.0/mlflow/experiments/create",
+            json={"name": f"authz-exp-{k}"},
+        )["experiment_id"]
+        run = _authz_call(
+            admin,
+            url,
+            "POST",
+            "/api/2.0/mlflow/runs/create",
+            json={"experiment_id": exp, "run_name": f"authz-run-{k}"},
+        )["run"]["info"]
+        run_id = run["run_id"]
+        _authz_call(
+            admin,
+            url,
+            "POST",
+            "/api/2.0/mlflow/runs/log-batch",
+            json={
+                "run_id": run_id,
+                "params": [{"key": "p", "value": f"authz-param-{k}"}],
+                "metrics": [{"key": "m", "value": 1.0, "timestamp": 1, "step": 0}],
+                "tags": [{"key": "t", "value": f"authz-tag-{k}"}],
+            },
+        )
+        base = f"/api/2.0/mlflow-artifacts/artifacts/{exp}/{run_id}/artifacts"
+        for name, data in (("model/MLmodel", b"flavors: {}\n"), ("notes.txt", b"authz\n")):
+            _authz_call(admin, url, "PUT", f"{base}/{name}", data=data)
+        model = _authz_call(
+            admin,
+            url,
+            "POST",
+            "/api/2.0/mlflow/logged-models",
+            json={"experiment_id": exp, "name": f"authz-lm-{k}"},
+        )["model"]["info"]
+        name = f"authz-model-{k}"
+        _authz_call(
+            admin, url, "POST", "/api/2.0/mlflow/registered-models/create", json={"name": name}
+        )
+        version = _authz_call(
+            admin,
+            url,
+            "POST",
+            "/api/2.0/mlflow/model-versions/create",
+            json={
+                "name": name,
+                "source": f"{run['artifact_uri']}/model",
+                "run_id": run_id,
+            },
+        )["model_version"]["version"]
+        _authz_call(
+            admin,
+            url,
+            "POST",
+            "/api/2.0/mlflow/registered-models/alias",
+            json={"name": name, "alias": "champion", "version": version},
+        )
+        objects[k] = {
+            "exp": exp,
+            "run": run_id,
+            "model": name,
+            "version": version,
+            "logged_model": model["model_id"],
+            "exp_name": f"authz-exp-{k}",
+        }
+    for user, kind, k, permission in AUTHZ_GRANTS:
+        resource = objects[k]["exp" if kind == "experiment" else "model"]
+        _authz_call(
+            admin,
+            url,
+            "POST",
+            "/api/3.0/mlflow/users/permissions/grant",
+            json={
+                "username": user,
+                "resource_type": kind,
+                "resource_id": resource,
+                "permission": permission,
+            },
+        )
+    return {"url": url, "creds": creds, "objects": objects}
+
+
+@pytest.fixture(scope="module")
+def authz_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The local stack's MLflow server as `mlrig stack up` runs it (tracking_server.local_plan:
+    same argv, env and auth hook), with default_permission NO_PERMISSIONS set explicitly in
+    its auth config, seeded by _authz_seed. Yields the target (see _authz_seed)."""
+    import secrets
+
+    from mlrig import tracking_server as ts
+    from mlrig.adapters import processes
+    from mlrig.core.local_stack import free_port
+
+    root = tmp_path_factory.mktemp("authz-local")
+    (root / "artifacts").mkdir()
+    ini = root / "auth.ini"
+    ini.write_text(
+        ts.auth_ini(f"sqlite:///{root / 'auth.db'}", default_permission="NO_PERMISSIONS")
+    )
+    ini.chmod(0o600)
+    port, admin_password = free_port(), secrets.token_urlsafe(18)
+    plan = ts.local_plan(
+        data_dir=root,
+        port=port,
+        admin_password=admin_password,
+        flask_secret=secrets.token_urlsafe(32),
+        auth_config_path=ini,
+    )
+    pid_file = root / "mlflow.pid"
+    processes.start(plan.argv, pid_file=pid_file, log_file=root / "mlflow.log", env=plan.env)
+    try:
+        target = _authz_seed(f"http://127.0.0.1:{port}", admin_password)
+        yield {**target, "kind": "local", "log": root / "mlflow.log", "artifacts": root}
+    finally:
+        processes.stop(pid_file)
+
+
+@pytest.fixture(scope="module")
+def authz_container(prerequisites_for_rehearsal: None) -> Iterator[dict[str, Any]]:
+    """The AWS tracking server's image and task contract as `mlrig stack rehearse` runs it
+    (PostgreSQL, moto's S3), its auth config's default_permission set to NO_PERMISSIONS,
+    seeded by _authz_seed. Yields the target (see _authz_seed)."""
+    import re
+
+    from mlrig import tracking_server as ts
+    from mlrig.adapters import docker as docker_adapter
+    from mlrig.core.local_stack import free_port
+    from mlrig.core.rehearse_env import LABEL, Services
+    from mlrig.core.rehearse_model import Request
+
+    with Services(Request(port=free_port()), lambda _m: None) as services:
+        cfg = services.config()
+        env = {**cfg.contract_env, **services._local_env()}
+        env[ts.ENV_AUTH_INI] = re.sub(
+            r"(?m)^default_permission = .*$",
+            "default_permission = NO_PERMISSIONS",
+            env[ts.ENV_AUTH_INI],
+        )
+        assert "default_permission = NO_PERMISSIONS" in env[ts.ENV_AUTH_INI]
+        values = services._secrets()
+        env.update({name: values[name] for name in cfg.secret_names})
+        container = docker_adapter.run_with_limits(
+            cfg.image,
+            command=cfg.command,
+            user=cfg.user,
+            environment=env,
+            network_mode=cfg.network_mode,
+            memory_mib=cfg.memory_mib,
+            cpu_units=cfg.cpu_units,
+            labels={LABEL: str(services.root)},
+        )
+        services.containers.append(container)
+        target = _authz_seed(services.url, services.admin_password, wait=300)
+        yield {**target, "kind": "container", "container": container}
+
+
+@pytest.fixture(scope="module")
+def prerequisites_for_rehearsal(docker_engine: object, base_image: str) -> None:
+    """What a rehearsal needs on this machine: PostgreSQL's server binaries and openssl."""
+    import shutil
+
+    from mlrig.adapters import postgres
+    from mlrig.errors import DependencyMissing
+
+    try:
+        postgres.bin_dir()
+        found = True
+    except DependencyMissing:
+        found = False
+    require(found, "PostgreSQL server binaries (apt-get install postgresql)")
+    require(shutil.which("openssl") is not None, "openssl")

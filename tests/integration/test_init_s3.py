@@ -161,3 +161,30 @@ def test_time_travel_through_the_s3_remote(s3: dict) -> None:
     sh(clone, "dvc", "pull", "--force", env=env)
     assert md5(clone_raw) == v1_hash
     assert len(clone_raw.read_text().splitlines()) - 1 == 569
+
+
+def test_ingest_reads_a_glob_on_the_stacks_bucket(s3: dict) -> None:
+    """An s3:// source on the DVC remote's bucket reaches it with the remote's endpoint (in
+    config.local) and the environment's credentials; a glob's parts come in sorted order."""
+    import json
+
+    import pandas as pd
+
+    repo, env = s3["repo"], s3["env"]
+    table = pd.read_csv(repo / "data/raw/breast_cancer.csv")
+    client = s3_client(s3["endpoint"])
+    for key, part in (
+        ("incoming/part-1.csv", table.iloc[300:]),
+        ("incoming/part-0.csv", table.iloc[:300]),
+    ):
+        client.put_object(Bucket=BUCKET, Key=key, Body=part.to_csv(index=False).encode())
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["ingest"]["source"] = f"s3://{BUCKET}/incoming/part-*.csv"
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = sh(repo, "dvc", "repro", "--single-item", "ingest", env=env)
+    assert "ingest: snapshot of s3://" in out
+    record = json.loads((repo / "data/snapshot/record.json").read_text())
+    assert record["source"] == f"s3://{BUCKET}/incoming/part-*.csv"
+    assert record["rows"] == len(table) and record["md5"] == md5(repo / "data/snapshot/data.csv")
+    snapshot = pd.read_csv(repo / "data/snapshot/data.csv")
+    assert snapshot["id"].tolist() == table["id"].tolist()  # part-0 first

@@ -64,6 +64,7 @@ def demo(
         f"mlrig image run {ctx.facts.get('image', 'IMAGE')} --smoke",
         f"mlrig trace {ctx.facts.get('pushed', 'IMAGE')}   # image → model → run → commit → data",
         f"{ctx.facts.get('restore', 'mlrig checkout REF')} --repro   # restore and re-run",
+        f"mlrig retrain --repo {repo}   # new rows in the source: a new version, or nothing",
         f"mlrig doctor --stack {stack}",
     ):
         nxt.add_row(cmd)

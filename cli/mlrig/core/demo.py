@@ -264,6 +264,18 @@ def steps() -> list[Step]:
         ("image push", _image_push),
         ("image run --smoke", _image_smoke),
         ("trace", _trace),
+        *_retrain_steps(),
+    ]
+
+
+def _retrain_steps() -> list[Step]:
+    """New data, same code: rows arrive in the source, retrain, then retrain again."""
+    from mlrig.core import demo_retrain
+
+    return [
+        ("new rows arrive", demo_retrain.new_data),
+        ("mlrig retrain", demo_retrain.retrain),
+        ("retrain again", demo_retrain.retrain_again),
     ]
 
 

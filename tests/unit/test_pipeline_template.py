@@ -15,6 +15,7 @@ from mlrig.core.bootstrap_dataset import dataset_file
 from tests.helpers import aws_outputs
 
 STAGES = ["ingest", "validate", "preprocess", "train", "evaluate"]
+RECORD = "data/snapshot/record.json"
 
 
 @pytest.fixture(scope="module")
@@ -90,3 +91,24 @@ def test_a_stage_that_always_runs_is_no_difference_but_a_real_change_is() -> Non
         }
     )
     assert lines == ["dvc status: train: changed deps: data/processed/train.csv modified"]
+
+
+def test_trace_names_the_dvc_remote_only_for_outputs_dvc_caches(rendered: Path) -> None:
+    from mlrig.core import provenance_resolve
+
+    lock = yaml.safe_dump(
+        {
+            "stages": {
+                "ingest": {"outs": [{"path": "data/snapshot/data.csv"}, {"path": RECORD}]},
+                "evaluate": {"outs": [{"path": "gate.json"}, {"path": "metrics.json"}]},
+            }
+        }
+    ).encode()
+    stored = provenance_resolve.dvc_outputs(lock, (rendered / "dvc.yaml").read_bytes())
+    assert stored == {"data/snapshot/data.csv"}  # git holds the record, the gate, the metrics
+    assert provenance_resolve.dvc_outputs(lock) == {
+        "data/snapshot/data.csv",
+        RECORD,
+        "gate.json",
+        "metrics.json",
+    }

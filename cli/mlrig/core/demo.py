@@ -128,11 +128,11 @@ def _repro(ctx: DemoContext) -> str:
     with _as_repo(ctx):
         dvc.run_cli(repo, "repro", log=ctx.log)
     if not git.is_dirty(repo):  # a re-run on an unchanged repo trains nothing new
-        return "preprocess → train → evaluate (up to date)"
+        return "ingest → validate → preprocess → train → evaluate (up to date)"
     # the commit that records this run's outputs (dvc.lock) is the one `mlrig checkout` restores
     commit = git.commit_all(repo, "Train the first model (dvc repro)")
     git.run(repo, "push", "--quiet", "origin", "HEAD:main")
-    return f"preprocess → train → evaluate, committed {commit[:8]} and pushed"
+    return f"ingest → validate → preprocess → train → evaluate, committed {commit[:8]} and pushed"
 
 
 def _origin(ctx: DemoContext) -> str:

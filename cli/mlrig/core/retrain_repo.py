@@ -103,4 +103,8 @@ def credentials(outputs: StackOutputs, repo: Path) -> dict[str, str]:
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"
+    # MLflow's telemetry thread sets and unsets a variable in os.environ while the stage
+    # iterates it (urllib's proxy lookup): a KeyError that fails a run now and then
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["DO_NOT_TRACK"] = "true"
     return env

@@ -82,17 +82,26 @@ def retrain(repo: Path, *, push_image: bool = True, log: Log = lambda _m: None) 
     outputs = retrain_repo.outputs(root)
     env = retrain_repo.credentials(outputs, root)
     with stacks.temporary_env(env):
-        rest = MlflowRest.from_env({**os.environ, **env})
-        saved = retrain_state.new(
-            root, head=head, branch=branch, model=model, champion=rest.champion(model, "champion")
-        )
+        registry = _Registry({**os.environ, **env})
+        saved = retrain_state.new(root, head=head, branch=branch, model=model, champion=None)
+        saved.champion_known = False
         saved.save(root)
+
+        def on_stage(stage: str) -> None:
+            """Before any stage but ingest (which never touches the registry) starts: what
+            `champion` names, saved, so an undo or `recover` can put it back."""
+            log(f"Running stage '{stage}'")
+            if not saved.champion_known and stage.rsplit(":", 1)[-1] != INGEST_STAGE:
+                saved.champion = registry.champion(model)
+                saved.champion_known = True
+                saved.save(root)
+
         try:
-            result = _run(root, saved, outputs, push_image=push_image, log=log)
+            result = _run(root, saved, outputs, on_stage, push_image=push_image, log=log)
         except BaseException as exc:  # a kill is `recover`'s; anything else is undone here
             log("undoing the run")
             try:
-                retrain_state.restore(root, saved, rest, log)
+                retrain_state.restore(root, saved, registry.rest(), log)
             except MlrigError as undo:  # the marker stays: `recover` finishes the undo
                 raise RetrainFailed(
                     f"{exc} (and the undo failed: {undo.message})",
@@ -100,14 +109,43 @@ def retrain(repo: Path, *, push_image: bool = True, log: Log = lambda _m: None) 
                 ) from exc
             retrain_state.clear(root)
             if isinstance(exc, RetrainFailed):
+                reason = (  # DVC reports a failed lookup as a failure of the stage it preceded
+                    f"retrain failed reading @{retrain_state.ALIAS}: {registry.failure.message}"
+                    if registry.failure
+                    else exc.message
+                )
                 raise RetrainFailed(
-                    exc.message,
+                    reason,
                     hint=f"the repository is back at {head[:12]}, nothing was published; "
                     f"log: {root / retrain_state.LOG}",
                 ) from exc
             raise
         retrain_state.clear(root)
     return result
+
+
+INGEST_STAGE = "ingest"
+
+
+class _Registry:
+    """The MLflow REST client, made on first use (a retrain with nothing new needs none)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self._rest: MlflowRest | None = None
+        self.failure: MlrigError | None = None  # a lookup that failed inside DVC's run
+
+    def rest(self) -> MlflowRest:
+        if self._rest is None:
+            self._rest = MlflowRest.from_env(self.env)
+        return self._rest
+
+    def champion(self, model: str) -> str | None:
+        try:
+            return self.rest().champion(model, retrain_state.ALIAS)
+        except MlrigError as exc:
+            self.failure = exc
+            raise
 
 
 def _step(name: str, fn: Callable[[], Any]) -> Any:
@@ -121,17 +159,18 @@ def _step(name: str, fn: Callable[[], Any]) -> Any:
 
 
 def _run(
-    root: Path, saved: retrain_state.SavedState, outputs: Any, *, push_image: bool, log: Log
+    root: Path,
+    saved: retrain_state.SavedState,
+    outputs: Any,
+    on_stage: Callable[[str], None],
+    *,
+    push_image: bool,
+    log: Log,
 ) -> RetrainResult:
     lock = root / "dvc.lock"
     before = lock.read_bytes() if lock.exists() else b""
     log("running the pipeline (dvc repro)")
-    _step(
-        "dvc repro",
-        lambda: dvc.reproduce(
-            root, root / retrain_state.LOG, lambda stage: log(f"Running stage '{stage}'")
-        ),
-    )
+    _step("dvc repro", lambda: dvc.reproduce(root, root / retrain_state.LOG, on_stage))
     snap = retrain_repo.snapshot(root)
     if (lock.read_bytes() if lock.exists() else b"") == before:
         return RetrainResult(

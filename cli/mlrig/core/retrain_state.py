@@ -37,6 +37,9 @@ class SavedState:
     started: float
     phase: str = RUNNING
     commit: str | None = None  # the run's own commit, once made
+    # False until the first stage that may touch the registry starts: `champion` is read
+    # then, so a run where only ingest runs (nothing new) never asks MLflow
+    champion_known: bool = True
 
     def save(self, repo: Path) -> None:
         path = repo / MARKER
@@ -100,7 +103,7 @@ def restore(repo: Path, saved: SavedState, rest: MlflowRest | None, log: object 
             dvc.checkout(repo)
         except MlrigError as exc:  # outputs the cache no longer holds: `dvc pull` brings them
             say(f"dvc checkout after the undo: {exc.message.splitlines()[0]}")
-    if rest is not None:
+    if rest is not None and saved.champion_known:
         now = rest.champion(saved.model, ALIAS)
         if now != saved.champion:
             if saved.champion is None:

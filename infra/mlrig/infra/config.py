@@ -7,7 +7,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from mlrig import tracking_oidc
 
 if TYPE_CHECKING:  # the CLI reads PROFILES without importing pulumi
     import pulumi
@@ -103,6 +105,12 @@ class StackConfig:
     force_delete: bool = False  # set only by `mlrig stack down --purge`
     final_snapshot_id: str | None = None  # set by `mlrig stack down`: unique per teardown
     extra_tags: dict[str, str] = field(default_factory=dict)
+    # GitHub repositories whose OIDC tokens the tracking server accepts, each as its machine
+    # identity (`mlrig:oidcRules`); the issuer and audience default to GitHub's and
+    # `mlrig:<stack>`. They reach the task as MLRIG_OIDC_CONFIG (tracking_oidc.py).
+    oidc_rules: tuple[tracking_oidc.Rule, ...] = ()
+    oidc_issuer: str = tracking_oidc.GITHUB_ISSUER
+    oidc_audience: str | None = None
 
     @property
     def tags(self) -> dict[str, str]:
@@ -116,6 +124,15 @@ class StackConfig:
     @property
     def prefix(self) -> str:
         return f"mlrig-{self.stack}"
+
+    @property
+    def oidc(self) -> dict[str, Any] | None:
+        """The tracking server's OIDC config, or None while no repository has a rule."""
+        if not self.oidc_rules:
+            return None
+        audience = self.oidc_audience or tracking_oidc.default_audience(self.stack)
+        config = tracking_oidc.OidcConfig(self.oidc_issuer, audience, self.oidc_rules)
+        return tracking_oidc.parse_config(config.to_json()).to_json()  # validated
 
 
 def from_pulumi_config() -> StackConfig:
@@ -147,4 +164,13 @@ def from_pulumi_config() -> StackConfig:
         access_log_bucket=conf.get("accessLogBucket"),
         force_delete=conf.get_bool("forceDelete") or False,
         final_snapshot_id=conf.get("finalSnapshotId"),
+        oidc_rules=tracking_oidc.parse_config(
+            {
+                "issuer": tracking_oidc.GITHUB_ISSUER,
+                "audience": "-",
+                "rules": conf.get_object("oidcRules") or [],
+            }
+        ).rules,
+        oidc_issuer=conf.get("oidcIssuer") or tracking_oidc.GITHUB_ISSUER,
+        oidc_audience=conf.get("oidcAudience"),
     )

@@ -88,6 +88,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
             domain=Domain(cfg.domain, cfg.hosted_zone_id) if cfg.domain else None,
             force_delete=cfg.force_delete,
             final_snapshot_id=cfg.final_snapshot_id or f"{prefix}-final",
+            oidc=cfg.oidc,
         ),
         opts,
     )

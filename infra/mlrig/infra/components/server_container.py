@@ -7,6 +7,7 @@ server from, so the AWS task and the local server cannot drift apart.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from mlrig import tracking_server as ts
 
@@ -24,6 +25,7 @@ def container_definitions(
     region: str,
     secret_arns: dict[str, str],
     allowed_hosts: list[str],
+    oidc: dict[str, Any] | None = None,
 ) -> str:
     """The ECS container definition JSON, built from the shared container contract."""
     spec = ts.container_spec(
@@ -34,6 +36,7 @@ def container_definitions(
         artifacts_destination=f"s3://{bucket}/{artifacts_prefix}",
         profile=profile,
         allowed_hosts=tuple(allowed_hosts),
+        oidc=oidc,
     )
     if set(secret_arns) != set(spec.secret_env_names):
         raise ValueError(f"secrets {sorted(secret_arns)} != {sorted(spec.secret_env_names)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
 import pulumi_aws as aws
@@ -37,6 +38,7 @@ class TrackingServerArgs:
     domain: Domain | None = None  # None: the HTTP API's own execute-api URL
     force_delete: bool = False  # teardown --purge: lift deletion protection
     final_snapshot_id: str = "mlflow-final"
+    oidc: dict[str, Any] | None = None  # issuer, audience, rules: StackConfig.oidc
 
 
 class TrackingServer(pulumi.ComponentResource):
@@ -170,6 +172,7 @@ class TrackingServer(pulumi.ComponentResource):
                 region=args.region,
                 secret_arns=dict(zip(secret_arns, a[4:], strict=True)),
                 allowed_hosts=allowed,
+                oidc=args.oidc,
             )
         )
 

@@ -1,0 +1,31 @@
+"""Where an AWS stack's OIDC rules live: Pulumi config (`mlrig:oidcRules`) -> StackConfig ->
+the task's MLRIG_OIDC_CONFIG, which the server's auth hook reads (mlrig/tracking_oidc.py)."""
+
+from __future__ import annotations
+
+import json
+
+from mlrig import tracking_oidc
+from mlrig import tracking_server as ts
+from tests.helpers import make_plan
+
+TASK = "aws:ecs/taskDefinition:TaskDefinition"
+RULE = tracking_oidc.Rule("acme/churn-model", "repo-churn-model", ("refs/heads/main",))
+
+
+def _env(plan) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    (container,) = json.loads(plan.one(TASK).inputs["containerDefinitions"])
+    return {e["name"]: e["value"] for e in container["environment"]}
+
+
+def test_the_rules_reach_the_task_with_the_stacks_audience() -> None:
+    env = _env(make_plan("small", oidc_rules=(RULE,)))
+    config = tracking_oidc.ConfigSource(env).get()
+    assert config.issuer == tracking_oidc.GITHUB_ISSUER
+    assert config.audience == "mlrig:plan"
+    assert config.rules == (RULE,)
+    assert ts.ENV_OIDC_CONFIG not in ts.CONTAINER_SECRET_ENV_NAMES  # not a secret
+
+
+def test_no_rules_no_bearer_config() -> None:
+    assert ts.ENV_OIDC_CONFIG not in _env(make_plan("small"))

@@ -10,6 +10,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -478,3 +479,160 @@ class LocalIssuer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+# -- the authorization suite (tests/integration/test_authz_*.py) ---------------------------------
+AUTHZ_USERS = ("noperm", "reader", "editor")
+# reader: READ on experiment and model "a"; editor: EDIT on "b"; noperm: no grant at all.
+AUTHZ_GRANTS = (
+    ("reader", "experiment", "a", "READ"),
+    ("reader", "registered_model", "a", "READ"),
+    ("editor", "experiment", "b", "EDIT"),
+    ("editor", "registered_model", "b", "EDIT"),
+)
+
+
+def _authz_ok(resp: Any) -> dict[str, Any]:
+    assert resp.status_code == 200, f"setup: {resp.status_code} {resp.text[:200]}"
+    return resp.json() if resp.content.strip() else {}
+
+
+def _authz_grant_like(admin: Any, target: dict[str, Any], k: str, kind: str, rid: str) -> None:
+    """Grant on a new object what AUTHZ_GRANTS gives on object k of the same kind."""
+    for user, granted_kind, side, permission in AUTHZ_GRANTS:
+        if side == k and granted_kind == kind:
+            _authz_post(
+                admin, target, "/api/3.0/mlflow/users/permissions/grant",
+                username=user, resource_type=kind, resource_id=rid, permission=permission,
+            )  # fmt: skip
+
+
+def _authz_post(admin: Any, target: dict[str, Any], path: str, **body: Any) -> dict[str, Any]:
+    return _authz_ok(admin.post(target["url"] + path, json=body))
+
+
+def authz_fresh(kind: str, admin: Any, target: dict[str, Any], k: str, n: int) -> dict[str, str]:
+    """A new object on an authorization-suite server (tests/integration/test_authz_routes.py),
+    made by the admin session and granted as object k is: its placeholders for the probe."""
+    o, url = target["objects"][k], target["url"]
+    if kind in ("experiment", "deleted_experiment"):
+        exp = _authz_post(
+            admin, target, "/api/2.0/mlflow/experiments/create", name=f"authz-tmp-{n}"
+        )
+        _authz_grant_like(admin, target, k, "experiment", exp["experiment_id"])
+        if kind == "deleted_experiment":
+            _authz_post(admin, target, "/api/2.0/mlflow/experiments/delete", **exp)
+        return {"exp": exp["experiment_id"]}
+    if kind in ("run", "deleted_run"):
+        run = _authz_post(admin, target, "/api/2.0/mlflow/runs/create", experiment_id=o["exp"])
+        run_id = run["run"]["info"]["run_id"]
+        if kind == "deleted_run":
+            _authz_post(admin, target, "/api/2.0/mlflow/runs/delete", run_id=run_id)
+        return {"run": run_id}
+    if kind in ("model", "version"):
+        name = f"{o['model']}-tmp-{n}" if kind == "model" else o["model"]
+        if kind == "model":
+            _authz_post(admin, target, "/api/2.0/mlflow/registered-models/create", name=name)
+            _authz_grant_like(admin, target, k, "registered_model", name)
+        source = f"mlflow-artifacts:/{o['exp']}/{o['run']}/artifacts/model"
+        mv = _authz_post(
+            admin, target, "/api/2.0/mlflow/model-versions/create",
+            name=name, source=source, run_id=o["run"],
+        )  # fmt: skip
+        return {"model": name, "version": mv["model_version"]["version"]}
+    if kind == "logged_model":
+        lm = _authz_post(admin, target, "/api/2.0/mlflow/logged-models", experiment_id=o["exp"])
+        return {"lm": lm["model"]["info"]["model_id"]}
+    if kind == "artifact":
+        _authz_ok(
+            admin.put(
+                f"{url}/api/2.0/mlflow-artifacts/artifacts/{o['exp']}/{o['run']}/artifacts/doomed-{n}.txt",
+                data=b"x",
+            )
+        )
+        return {}
+    if kind == "user":
+        _authz_post(admin, target, "/api/2.0/mlflow/users/create", username=f"made-{n}",
+              password=f"made-Pa55word-{n}")  # fmt: skip
+        return {}
+    if kind == "granted_user":
+        authz_fresh("user", admin, target, k, n)
+        _authz_post(admin, target, "/api/3.0/mlflow/users/permissions/grant", username=f"made-{n}",
+              resource_type="experiment", resource_id=o["exp"], permission="READ")  # fmt: skip
+        return {}
+    key, tags = f"k{n}", {
+        "exp_tag": ("/api/2.0/mlflow/experiments/set-experiment-tag", {"experiment_id": o["exp"]}),
+        "run_tag": ("/api/2.0/mlflow/runs/set-tag", {"run_id": o["run"]}),
+        "model_tag": ("/api/2.0/mlflow/registered-models/set-tag", {"name": o["model"]}),
+        "version_tag": ("/api/2.0/mlflow/model-versions/set-tag",
+                        {"name": o["model"], "version": o["version"]}),
+    }  # fmt: skip
+    if kind in tags:
+        path, body = tags[kind]
+        _authz_post(admin, target, path, key=key, value="v", **body)
+    elif kind == "alias":
+        _authz_post(admin, target, "/api/2.0/mlflow/registered-models/alias", name=o["model"],
+              alias=f"gone{n}", version=o["version"])  # fmt: skip
+    elif kind == "lm_tag":
+        _authz_ok(admin.patch(f"{url}/api/2.0/mlflow/logged-models/{o['logged_model']}/tags",
+                        json={"tags": [{"key": key, "value": "v"}]}))  # fmt: skip
+    else:
+        raise AssertionError(f"no maker {kind!r}")
+    return {}
+
+
+_ROUTE_TABLE = r"""
+import json, os, sys, tempfile
+from pathlib import Path
+root = Path(tempfile.mkdtemp())
+(root / "auth.ini").write_text(sys.argv[1].replace("@DB@", f"sqlite:///{root}/auth.db"))
+os.environ.update(MLFLOW_AUTH_CONFIG_PATH=str(root / "auth.ini"), _MLFLOW_SGI_NAME="uvicorn",
+    MLFLOW_AUTH_ADMIN_PASSWORD="route-table-only", MLFLOW_FLASK_SERVER_SECRET_KEY="route-table",
+    _MLFLOW_SERVER_FILE_STORE=f"sqlite:///{root}/mlflow.db", _MLFLOW_SERVER_SERVE_ARTIFACTS="true",
+    _MLFLOW_SERVER_ARTIFACT_DESTINATION=str(root / "artifacts"))
+from fastapi.routing import _IncludedRouter
+from mlflow.server import app as flask_app
+from mlflow.server.auth import create_app
+from starlette.routing import Mount
+app = create_app()
+routes = set()
+def walk(items):
+    for r in items:
+        if isinstance(r, _IncludedRouter):
+            walk(r.effective_candidates())
+        elif not isinstance(r, Mount):
+            path = getattr(r, "path", None)
+            for m in getattr(getattr(r, "original_route", r), "methods", None) or ():
+                routes.add((m, path))
+walk(app.routes)
+for rule in flask_app.url_map.iter_rules():
+    for m in rule.methods - {"HEAD", "OPTIONS"}:
+        routes.add((m, rule.rule))
+print(json.dumps(sorted(routes)))
+"""
+
+
+def mlflow_routes() -> list[tuple[str, str]]:
+    """(method, rule) of every route the basic-auth MLflow server serves (Flask rules as
+    `<name>`, FastAPI's as `{name}`), read in a fresh interpreter from the app itself."""
+    from mlrig import tracking_server as ts
+
+    ini = ts.auth_ini("@DB@", default_permission="NO_PERMISSIONS")
+    out = subprocess.run(
+        [sys.executable, "-c", _ROUTE_TABLE, ini],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    return [tuple(r) for r in json.loads(out.splitlines()[-1])]  # type: ignore[misc]
+
+
+def rule_pattern(rule: str) -> re.Pattern[str]:
+    """A route rule as a regex over concrete paths: `<path:x>`/`{x:path}` span slashes."""
+    out, pos = "", 0
+    for m in re.finditer(r"<(?:(\w+):)?\w+>|\{\w+(?::(\w+))?\}", rule):
+        out += re.escape(rule[pos : m.start()])
+        out += ".+" if "path" in (m.group(1), m.group(2)) else "[^/]+"
+        pos = m.end()
+    return re.compile(out + re.escape(rule[pos:]))

@@ -16,8 +16,9 @@ that well for the routes mlrig's users need. What it leaves open, and this modul
   of them itself, but answered an absolute path on upload with a 500 and stored backslash
   paths as literal names.
 - A `/graphql` request that is not a POST with a query string: 400 (MLflow answered 500).
-- An `Authorization` header that is not ASCII: werkzeug raises while parsing it (a 500 on
-  every route); it is dropped, so the request is answered 401 like one without credentials.
+- An `Authorization` header that is not ASCII (werkzeug raised while parsing it: a 500 on
+  every route) or Basic credentials with control characters (a NUL reached PostgreSQL, whose
+  refusal came back as a 400 quoting the SQL): dropped, so the answer is 401.
 
 `screen` runs after the auth hook has named the user; `drop_malformed_credentials` before
 it reads the header. Flask and MLflow are imported lazily; this module imports nothing from
@@ -180,17 +181,34 @@ def _is_admin(username: str | None) -> bool:
         return False
 
 
-def drop_malformed_credentials() -> None:
-    """Before the hook reads `Authorization`: a header werkzeug cannot parse (non-ASCII
-    bytes) is removed, so the request goes on as one without credentials (401)."""
-    from flask import request
+def malformed_credentials(header: str) -> bool:
+    """Whether an `Authorization` header must be ignored: bytes werkzeug cannot parse
+    (non-ASCII), or Basic credentials with control characters, which MLflow passes on to its
+    user store (PostgreSQL refused a NUL with a 400 that quoted the SQL statement)."""
+    import base64
+    import binascii
 
-    header = request.environ.get("HTTP_AUTHORIZATION")
-    if header is None:
-        return
     try:
         header.encode("ascii")
     except UnicodeEncodeError:
+        return True
+    scheme, _, payload = header.partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        decoded = base64.b64decode(payload.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False  # werkzeug reads it as no credentials: 401 anyway
+    return any(byte < 0x20 or byte == 0x7F for byte in decoded)
+
+
+def drop_malformed_credentials() -> None:
+    """Before the hook reads `Authorization`: a malformed header is removed, so the request
+    goes on as one without credentials (401)."""
+    from flask import request
+
+    header = request.environ.get("HTTP_AUTHORIZATION")
+    if header is not None and malformed_credentials(header):
         request.environ.pop("HTTP_AUTHORIZATION", None)
         request.__dict__.pop("authorization", None)  # werkzeug caches the parsed header
 
@@ -202,10 +220,13 @@ def screen(result):  # type: ignore[no-untyped-def]
 
     if isinstance(result, Response):
         return result
-    try:
-        body = _json_body(request)
-    except Exception:  # noqa: BLE001 - MLflow answers an unreadable body itself
-        body = None
+    body = None
+    route = canonical(request.path)
+    if route == "/graphql" or route.startswith(ARTIFACT_FIELD_ROUTES):  # else the body is moot
+        try:
+            body = _json_body(request)
+        except Exception:  # noqa: BLE001 - MLflow answers an unreadable body itself
+            body = None
     args = {k: request.args.getlist(k) for k in request.args}
     if problem := request_problem(request.method, request.path, args, body):
         return _answer(400, f"Bad request: {problem}.")

@@ -10,7 +10,15 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import VENV_BIN, repo_env, require, sh, wait_for_http
+from tests.helpers import (
+    AUTHZ_GRANTS,
+    AUTHZ_USERS,
+    VENV_BIN,
+    repo_env,
+    require,
+    sh,
+    wait_for_http,
+)
 
 PROVENANCE_PROJECT = "provrig"
 EXPERIMENTS = ("train.C=20", "train.C=0.05")
@@ -195,16 +203,6 @@ def oidc_stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: Any) -> It
 
 
 # -- the authorization suite's servers (tests/integration/test_authz_*.py) --------------------
-AUTHZ_USERS = ("noperm", "reader", "editor")
-# reader: READ on experiment and model "a"; editor: EDIT on "b"; noperm: no grant at all.
-AUTHZ_GRANTS = (
-    ("reader", "experiment", "a", "READ"),
-    ("reader", "registered_model", "a", "READ"),
-    ("editor", "experiment", "b", "EDIT"),
-    ("editor", "registered_model", "b", "EDIT"),
-)
-
-
 def _authz_call(session: Any, url: str, method: str, path: str, **kw: Any) -> dict:
     resp = session.request(method, url + path, timeout=60, **kw)
     assert resp.status_code == 200, f"{method} {path}: {resp.status_code} {resp.text[:300]}"

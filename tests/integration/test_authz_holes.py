@@ -4,7 +4,8 @@ server and on the AWS container:
 
 - artifact paths that climb out of their folder, are absolute or use backslashes, in any
   spelling, on every route that takes one: refused (400), nothing read or written;
-- odd credentials (a non-ASCII header was a 500 on every route): 401, never a 5xx;
+- odd credentials: 401, never a 5xx (a non-ASCII header was a 500 on every route; a NUL in
+  the user name, on PostgreSQL, a 400 quoting the SQL statement);
 - a GraphQL request without a query (a 500): 400;
 - a user with no grant generating demo experiments, rewriting the assistant's config or
   listing every user: 403, and nothing changed.
@@ -129,6 +130,7 @@ ODD_CREDENTIALS = {
     "latin-1 user": basic("rëader".encode("latin-1"), PASSWORD),
     "raw non-ascii header": "Basic ÿÿÿÿ".encode("latin-1").decode("latin-1"),
     "nul in user": basic(b"reader\x00", PASSWORD),
+    "control character in user": basic(b"reader\x01", PASSWORD),
     "bearer garbage": "Bearer garbage",
     "bearer three parts": "Bearer a.b.c",
     "bearer empty": "Bearer ",

@@ -5,8 +5,8 @@ never a 5xx, and a denied write leaves the object as it was.
 
 The full catalogue runs on the local stack's server; on the AWS container (the image and task
 contract with PostgreSQL and S3, see conftest.authz_container) one probe per route family runs,
-with the same expectations. test_authz_coverage.py checks the catalogue against MLflow's own
-route table. Each /api/ probe runs on its /ajax-api/ mirror too.
+with the same expectations. test_catalogue_covers_mlflow_routes checks the catalogue against
+MLflow's own route table. Each /api/ probe runs on its /ajax-api/ mirror too.
 
 Principals: admin; noperm (a user with no grant); reader (READ on experiment and model "a");
 editor (EDIT on "b"); anonymous; a wrong password. What a probe needs:
@@ -19,21 +19,22 @@ editor (EDIT on "b"); anonymous; a wrong password. What a probe needs:
 from __future__ import annotations
 
 import itertools
-import json
 import re
-import subprocess
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import pytest
 import requests
 
+from tests.helpers import AUTHZ_GRANTS, authz_fresh, mlflow_routes, rule_pattern
+
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 PRINCIPALS = ("anonymous", "wrong-password", "noperm", "reader", "editor", "admin")  # admin last
-GRANTED = {"reader": {"a": "read"}, "editor": {"b": "edit"}}
+GRANTED = {
+    user: {k: level.lower()} for user, kind, k, level in AUTHZ_GRANTS if kind == "experiment"
+}
 RANK = {"read": 1, "edit": 2, "manage": 3}
 _counter = itertools.count()
 
@@ -95,7 +96,7 @@ CATALOGUE: list[Probe] = [
     Probe("runs", "POST", "/api/2.0/mlflow/runs/outputs", "edit", json={"run_id": "{run}", "models": [{"model_id": "{lm}", "step": 0}]}, ok=(200, 400), watch=RUN),  # the same output again: 400  # noqa: E501
     Probe("runs", "POST", "/api/2.0/mlflow/runs/delete", "manage", json={"run_id": "{run}"}, fresh="run", watch=RUN),  # noqa: E501
     Probe("runs", "POST", "/api/2.0/mlflow/runs/restore", "manage", json={"run_id": "{run}"}, fresh="deleted_run", watch=RUN),  # noqa: E501
-    Probe("metrics", "GET", "/api/2.0/mlflow/metrics/get-history?run_id={run}&metric_key=m", "read"),  # noqa: E501
+    Probe("metrics", "GET", "/api/2.0/mlflow/metrics/get-history?run_id={run}&metric_key=m", "read", container=True),  # noqa: E501
     Probe("metrics", "GET", "/api/2.0/mlflow/metrics/get-history-bulk-interval?run_ids={run}&metric_key=m", "read"),  # noqa: E501
     Probe("metrics", "GET", "/ajax-api/2.0/mlflow/metrics/get-history-bulk?run_id={run}&metric_key=m", "read", mirror=False),  # noqa: E501
     # registered models, versions, aliases
@@ -189,7 +190,6 @@ CATALOGUE: list[Probe] = [
 # fmt: on
 
 Target = dict[str, Any]
-Maker = Callable[[requests.Session, Target, str], dict[str, str]]
 
 
 def _session(target: Target, principal: str) -> requests.Session:
@@ -203,85 +203,6 @@ def _session(target: Target, principal: str) -> requests.Session:
 
 def _admin(target: Target) -> requests.Session:
     return _session(target, "admin")
-
-
-def _ok(resp: requests.Response) -> dict[str, Any]:
-    assert resp.status_code == 200, f"setup: {resp.status_code} {resp.text[:200]}"
-    return resp.json() if resp.content.strip() else {}
-
-
-def _grant_like(admin: requests.Session, target: Target, k: str, kind: str, rid: str) -> None:
-    for user, sides in GRANTED.items():
-        if k in sides:
-            _ok(admin.post(target["url"] + "/api/3.0/mlflow/users/permissions/grant", json={
-                "username": user, "resource_type": kind, "resource_id": rid,
-                "permission": sides[k].upper()}))  # fmt: skip
-
-
-def _post(admin: requests.Session, target: Target, path: str, **body: Any) -> dict[str, Any]:
-    return _ok(admin.post(target["url"] + path, json=body))
-
-
-def _fresh(kind: str, admin: requests.Session, target: Target, k: str, n: int) -> dict[str, str]:
-    """A new object for a destructive probe, granted as object k is; its placeholders."""
-    o, url = target["objects"][k], target["url"]
-    if kind in ("experiment", "deleted_experiment"):
-        exp = _post(admin, target, "/api/2.0/mlflow/experiments/create", name=f"authz-tmp-{n}")
-        _grant_like(admin, target, k, "experiment", exp["experiment_id"])
-        if kind == "deleted_experiment":
-            _post(admin, target, "/api/2.0/mlflow/experiments/delete", **exp)
-        return {"exp": exp["experiment_id"]}
-    if kind in ("run", "deleted_run"):
-        run = _post(admin, target, "/api/2.0/mlflow/runs/create", experiment_id=o["exp"])
-        run_id = run["run"]["info"]["run_id"]
-        if kind == "deleted_run":
-            _post(admin, target, "/api/2.0/mlflow/runs/delete", run_id=run_id)
-        return {"run": run_id}
-    if kind in ("model", "version"):
-        name = f"{o['model']}-tmp-{n}" if kind == "model" else o["model"]
-        if kind == "model":
-            _post(admin, target, "/api/2.0/mlflow/registered-models/create", name=name)
-            _grant_like(admin, target, k, "registered_model", name)
-        source = f"mlflow-artifacts:/{o['exp']}/{o['run']}/artifacts/model"
-        mv = _post(
-            admin, target, "/api/2.0/mlflow/model-versions/create",
-            name=name, source=source, run_id=o["run"],
-        )  # fmt: skip
-        return {"model": name, "version": mv["model_version"]["version"]}
-    if kind == "logged_model":
-        lm = _post(admin, target, "/api/2.0/mlflow/logged-models", experiment_id=o["exp"])
-        return {"lm": lm["model"]["info"]["model_id"]}
-    if kind == "artifact":
-        _ok(admin.put(f"{url}{ARTS}/{o['exp']}/{o['run']}/artifacts/doomed-{n}.txt", data=b"x"))
-        return {}
-    if kind == "user":
-        _post(admin, target, "/api/2.0/mlflow/users/create", username=f"made-{n}",
-              password=f"made-Pa55word-{n}")  # fmt: skip
-        return {}
-    if kind == "granted_user":
-        _fresh("user", admin, target, k, n)
-        _post(admin, target, "/api/3.0/mlflow/users/permissions/grant", username=f"made-{n}",
-              resource_type="experiment", resource_id=o["exp"], permission="READ")  # fmt: skip
-        return {}
-    key, tags = f"k{n}", {
-        "exp_tag": ("/api/2.0/mlflow/experiments/set-experiment-tag", {"experiment_id": o["exp"]}),
-        "run_tag": ("/api/2.0/mlflow/runs/set-tag", {"run_id": o["run"]}),
-        "model_tag": ("/api/2.0/mlflow/registered-models/set-tag", {"name": o["model"]}),
-        "version_tag": ("/api/2.0/mlflow/model-versions/set-tag",
-                        {"name": o["model"], "version": o["version"]}),
-    }  # fmt: skip
-    if kind in tags:
-        path, body = tags[kind]
-        _post(admin, target, path, key=key, value="v", **body)
-    elif kind == "alias":
-        _post(admin, target, "/api/2.0/mlflow/registered-models/alias", name=o["model"],
-              alias=f"gone{n}", version=o["version"])  # fmt: skip
-    elif kind == "lm_tag":
-        _ok(admin.patch(f"{url}{LM.format(lm=o['logged_model'])}/tags",
-                        json={"tags": [{"key": key, "value": "v"}]}))  # fmt: skip
-    else:
-        raise AssertionError(f"no maker {kind!r}")
-    return {}
 
 
 def expected(probe: Probe, principal: str, k: str) -> tuple[int, ...]:
@@ -335,7 +256,7 @@ def send(target: Target, probe: Probe, principal: str, k: str, ajax: bool) -> No
         n = next(_counter)
         ids = {**target["objects"][k], "lm": target["objects"][k]["logged_model"], "n": str(n)}
         if probe.fresh:
-            ids.update(_fresh(probe.fresh, admin, target, k, n))
+            ids.update(authz_fresh(probe.fresh, admin, target, k, n))
         unused[key] = ids
     ids = unused[key] if probe.fresh else unused.pop(key)
     path = _fill(probe.path, ids)
@@ -420,67 +341,12 @@ def test_every_family_has_a_container_probe() -> None:
     assert families == {p.family for p in CATALOGUE if p.container}
 
 
-NOT_PROBED: dict[tuple[str, str], str] = {}
+# Routes deliberately neither probed nor admin-only, each with why (none today): keyed by
+# (method, rule) with `/ajax-api/` read as `/api/`.
+NOT_APPLICABLE: dict[tuple[str, str], str] = {}
 
 
 # -- the catalogue against MLflow's own route table ---------------------------------------------
-ROUTE_TABLE = r"""
-import json, os, sys, tempfile
-from pathlib import Path
-root = Path(tempfile.mkdtemp())
-(root / "auth.ini").write_text(sys.argv[1].replace("@DB@", f"sqlite:///{root}/auth.db"))
-os.environ.update(MLFLOW_AUTH_CONFIG_PATH=str(root / "auth.ini"), _MLFLOW_SGI_NAME="uvicorn",
-    MLFLOW_AUTH_ADMIN_PASSWORD="route-table-only", MLFLOW_FLASK_SERVER_SECRET_KEY="route-table",
-    _MLFLOW_SERVER_FILE_STORE=f"sqlite:///{root}/mlflow.db", _MLFLOW_SERVER_SERVE_ARTIFACTS="true",
-    _MLFLOW_SERVER_ARTIFACT_DESTINATION=str(root / "artifacts"))
-from fastapi.routing import _IncludedRouter
-from mlflow.server import app as flask_app
-from mlflow.server.auth import create_app
-from starlette.routing import Mount
-app = create_app()
-routes = set()
-def walk(items):
-    for r in items:
-        if isinstance(r, _IncludedRouter):
-            walk(r.effective_candidates())
-        elif not isinstance(r, Mount):
-            path = getattr(r, "path", None)
-            for m in getattr(getattr(r, "original_route", r), "methods", None) or ():
-                routes.add((m, path))
-walk(app.routes)
-for rule in flask_app.url_map.iter_rules():
-    for m in rule.methods - {"HEAD", "OPTIONS"}:
-        routes.add((m, rule.rule))
-print(json.dumps(sorted(routes)))
-"""
-
-
-def mlflow_routes() -> list[tuple[str, str]]:
-    """(method, rule) of every route the basic-auth MLflow server serves (Flask rules as
-    `<name>`, FastAPI's as `{name}`), read in a fresh interpreter from the app itself."""
-    from mlrig import tracking_server as ts
-
-    ini = ts.auth_ini("@DB@", default_permission="NO_PERMISSIONS")
-    out = subprocess.run(
-        [sys.executable, "-c", ROUTE_TABLE, ini],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    ).stdout
-    return [tuple(r) for r in json.loads(out.splitlines()[-1])]  # type: ignore[misc]
-
-
-def rule_pattern(rule: str) -> re.Pattern[str]:
-    """A route rule as a regex over concrete paths: `<path:x>`/`{x:path}` span slashes."""
-    out, pos = "", 0
-    for m in re.finditer(r"<(?:(\w+):)?\w+>|\{\w+(?::(\w+))?\}", rule):
-        out += re.escape(rule[pos : m.start()])
-        out += ".+" if "path" in (m.group(1), m.group(2)) else "[^/]+"
-        pos = m.end()
-    return re.compile(out + re.escape(rule[pos:]))
-
-
 def _probed_paths() -> set[tuple[str, str]]:
     sample = {"exp": "1", "run": "r" * 32, "model": "m", "version": "1", "lm": "m-1",
               "exp_name": "e", "n": "0"}  # fmt: skip
@@ -495,13 +361,14 @@ def _probed_paths() -> set[tuple[str, str]]:
 
 def classify(routes: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
     """Each route's class: probed (a catalogue row hits it), admin-only (tracking_guard
-    refuses non-admins; test_admin_only_routes_refuse_everyone_else sweeps them), swept (a
-    user route in NOT_PROBED, with why) or unclassified."""
+    refuses non-admins; sweep_admin_only checks each), not applicable (NOT_APPLICABLE says
+    why) or unclassified."""
     from mlrig import tracking_guard
 
     probed = _probed_paths()
-    found: dict[str, list[tuple[str, str]]] = {"probed": [], "admin-only": [], "swept": [],
-                                               "unclassified": []}  # fmt: skip
+    found: dict[str, list[tuple[str, str]]] = {
+        "probed": [], "admin-only": [], "not applicable": [], "unclassified": []
+    }  # fmt: skip
     for method, rule in routes:
         pattern = rule_pattern(rule)
         sample = re.sub(r"<[^>]+>|\{[^}]+\}", "x", rule)
@@ -509,53 +376,49 @@ def classify(routes: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
             found["probed"].append((method, rule))
         elif tracking_guard.admin_only(sample):
             found["admin-only"].append((method, rule))
-        elif (method, tracking_guard.canonical(rule)) in NOT_PROBED:
-            found["swept"].append((method, rule))
+        elif (method, tracking_guard.canonical(rule)) in NOT_APPLICABLE:
+            found["not applicable"].append((method, rule))
         else:
             found["unclassified"].append((method, rule))
     return found
 
 
-@pytest.fixture(scope="module")
+@cache
 def route_classes() -> dict[str, list[tuple[str, str]]]:
     return classify(mlflow_routes())
 
 
-def test_catalogue_covers_mlflow_routes(route_classes: dict[str, list[tuple[str, str]]]) -> None:
+def test_catalogue_covers_mlflow_routes() -> None:
     """A route MLflow adds (an upgrade) fails here until it gets a catalogue row, falls in
-    tracking_guard's admin-only families, or is listed in NOT_PROBED with a reason."""
-    assert route_classes["unclassified"] == []
-    assert len(route_classes["probed"]) > 150 and len(route_classes["admin-only"]) > 300
-    stale = set(NOT_PROBED) - {(m, r) for m, r in route_classes["swept"]}
-    assert stale == set(), "NOT_PROBED names routes MLflow no longer has"
+    tracking_guard's admin-only families (swept below), or is listed in NOT_APPLICABLE."""
+    classes = route_classes()
+    assert classes["unclassified"] == []
+    assert len(classes["probed"]) > 150 and len(classes["admin-only"]) > 300
+    from mlrig.tracking_guard import canonical
+
+    stale = set(NOT_APPLICABLE) - {(m, canonical(r)) for m, r in classes["not applicable"]}
+    assert stale == set(), "NOT_APPLICABLE names routes MLflow no longer has"
 
 
-def _sample(rule: str) -> str:
-    return re.sub(r"<[^>]+>|\{[^}]+\}", "authz-none", rule)
-
-
-def sweep_admin_only(target: Target, routes: list[tuple[str, str]]) -> list[str]:
+def sweep_admin_only(target: Target) -> list[str]:
     """Every admin-only route, with placeholder ids, from no credentials, a user with no
     grant and a user with grants: 401, 403, 403. Returns what answered otherwise."""
     wrong = []
-    for method, rule in routes:
+    for method, rule in route_classes()["admin-only"]:
+        path = re.sub(r"<[^>]+>|\{[^}]+\}", "authz-none", rule)
         for principal, want in (("anonymous", 401), ("noperm", 403), ("editor", 403)):
             body = None if method == "GET" else {}
             resp = _session(target, principal).request(
-                method, target["url"] + _sample(rule), json=body, timeout=60
+                method, target["url"] + path, json=body, timeout=60
             )
             if resp.status_code != want:
                 wrong.append(f"{method} {rule} {principal}: {resp.status_code} {resp.text[:80]}")
     return wrong
 
 
-def test_admin_only_routes_refuse_everyone_else(
-    authz_local: Target, route_classes: dict[str, list[tuple[str, str]]]
-) -> None:
-    assert sweep_admin_only(authz_local, route_classes["admin-only"]) == []
+def test_admin_only_routes_refuse_everyone_else(authz_local: Target) -> None:
+    assert sweep_admin_only(authz_local) == []
 
 
-def test_admin_only_routes_refuse_everyone_else_on_the_container(
-    authz_container: Target, route_classes: dict[str, list[tuple[str, str]]]
-) -> None:
-    assert sweep_admin_only(authz_container, route_classes["admin-only"]) == []
+def test_admin_only_routes_refuse_everyone_else_on_the_container(authz_container: Target) -> None:
+    assert sweep_admin_only(authz_container) == []

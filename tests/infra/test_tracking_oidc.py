@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+from pulumi.runtime import config
+
 from mlrig import tracking_oidc
 from mlrig import tracking_server as ts
 from tests.helpers import make_plan
@@ -29,3 +31,32 @@ def test_the_rules_reach_the_task_with_the_stacks_audience() -> None:
 
 def test_no_rules_no_bearer_config() -> None:
     assert ts.ENV_OIDC_CONFIG not in _env(make_plan("small"))
+
+
+def test_the_program_reads_the_rules_the_cli_writes() -> None:
+    try:
+        _program_reads_the_rules()
+    finally:
+        config.set_all_config({}, [])
+
+
+def _program_reads_the_rules() -> None:
+    from mlrig.infra.config import from_pulumi_config
+
+    secrets = ["mlrig:dbPassword", "mlrig:adminPassword", "mlrig:flaskSecret"]
+    values = {k: "x" for k in secrets}
+    values |= {
+        "aws:region": "us-east-1",
+        "mlrig:oidcRules": json.dumps([RULE.to_json()]),
+        "mlrig:oidcAudience": "mlrig:team",
+    }
+    config.set_all_config(values, secrets)
+    cfg = from_pulumi_config()
+    assert cfg.oidc_rules == (RULE,)
+    assert cfg.oidc == {
+        "issuer": tracking_oidc.GITHUB_ISSUER,
+        "audience": "mlrig:team",
+        "rules": [RULE.to_json()],
+    }
+    config.set_all_config({**values, "mlrig:oidcRules": "[]"}, secrets)
+    assert from_pulumi_config().oidc is None  # the last rule removed: no bearer config

@@ -340,3 +340,24 @@ def test_mlflows_graphql_mutations_only_read() -> None:
 
     fields = set(schema.graphql_schema.mutation_type.fields)
     assert fields == {"mlflowSearchDatasets", "mlflowSearchRuns", "testMutation"}, fields
+
+
+def test_an_aws_stacks_rules_become_pulumi_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core import oidc_rules
+
+    monkeypatch.setenv("MLRIG_HOME", str(tmp_path))
+    assert oidc_rules.pulumi_config("prod") == {}  # never had a rule: no config at all
+    from mlrig import paths
+
+    # no local state: an AWS stack's file, beside its outputs
+    assert oidc_rules.config_path("prod") == paths.stack_dir("prod") / "oidc.json"
+    assert oidc_rules.add_rule("prod", repository="acme/a", identity="repo-a")
+    conf = oidc_rules.pulumi_config("prod")
+    assert json.loads(conf["mlrig:oidcRules"]) == [
+        {"repository": "acme/a", "refs": ["refs/heads/*"], "identity": "repo-a"}
+    ]
+    assert set(conf) == {"mlrig:oidcRules"}  # GitHub's issuer, the default audience
+    assert oidc_rules.remove_rule("prod", "acme/a")
+    assert oidc_rules.pulumi_config("prod") == {"mlrig:oidcRules": "[]"}

@@ -18,7 +18,7 @@ from typing import Any
 
 from mlrig import assets, contract, paths
 from mlrig.contract import OutputNames, StackOutputs
-from mlrig.core import aws_inputs
+from mlrig.core import aws_inputs, oidc_rules
 from mlrig.core.progress import Progress
 from mlrig.errors import Conflict, UsageError
 
@@ -133,6 +133,7 @@ def _open(req: AwsStackRequest) -> Any:
         plain["mlrig:githubRepo"] = req.github_repo
     if req.domain:
         plain["mlrig:domain"] = req.domain
+    plain.update(oidc_rules.pulumi_config(req.name))  # which repos' OIDC tokens MLflow takes
     # Generated once; Pulumi keeps them encrypted with the passphrase, never in outputs.
     fresh = {
         f"mlrig:{k}": _secrets.token_urlsafe(24)

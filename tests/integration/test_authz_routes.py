@@ -4,9 +4,10 @@ allow (allowed -> the probe's answer, denied -> 401 without valid credentials, 4
 never a 5xx, and a denied write leaves the object as it was.
 
 The full catalogue runs on the local stack's server; on the AWS container (the image and task
-contract with PostgreSQL and S3, see conftest.authz_container) one probe per route family runs,
-with the same expectations. test_catalogue_covers_mlflow_routes checks the catalogue against
-MLflow's own route table. Each /api/ probe runs on its /ajax-api/ mirror too.
+contract with PostgreSQL and S3, see conftest.authz_container) the probes marked `container`
+run (one to three per route family), with the same expectations. Each /api/ probe runs on its
+/ajax-api/ mirror too. test_catalogue_covers_mlflow_routes checks the catalogue against
+MLflow's own route table; every route the guard keeps for the admin is swept on both servers.
 
 Principals: admin; noperm (a user with no grant); reader (READ on experiment and model "a");
 editor (EDIT on "b"); anonymous; a wrong password. What a probe needs:
@@ -48,7 +49,7 @@ class Probe:
     json: dict[str, Any] | None = None
     data: bytes | None = None
     ok: tuple[int, ...] = (200,)  # what an allowed principal gets
-    fresh: str | None = None  # a maker below: a new object per request (destructive probes)
+    fresh: str | None = None  # tests.helpers.authz_fresh: a new object (destructive probes)
     watch: str | None = None  # admin GET whose answer a denied request must not change
     filtered: bool = False  # a listing: must not show objects the principal cannot read
     on: tuple[str, ...] = ("a", "b")

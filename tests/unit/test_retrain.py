@@ -56,11 +56,11 @@ def test_a_dead_process_is_not_alive_and_this_one_does_not_block_itself() -> Non
 
 def test_the_decision_line_names_both_scores_and_the_verdict() -> None:
     gate = {"metric": "roc_auc", "candidate": 0.99, "champion": 0.98, "margin": 0.0}
-    promoted = retrain._summary("4", {**gate, "verdict": "promoted"})
+    promoted = retrain_repo.decision_line("4", {**gate, "verdict": "promoted"})
     assert promoted == (
         "new model version 4: roc_auc 0.99 vs champion 0.98, margin 0.0: champion moved to it"
     )
-    kept = retrain._summary("5", {**gate, "champion": None, "verdict": "kept"})
+    kept = retrain_repo.decision_line("5", {**gate, "champion": None, "verdict": "kept"})
     assert "vs champion (none)" in kept and kept.endswith("champion kept")
 
 

@@ -210,19 +210,8 @@ def _run(
         image=image,
         digest=digest,
         commit=commit,
-        message=_summary(version, gate),
+        message=retrain_repo.decision_line(version, gate),
     )
-
-
-def _summary(version: str | None, gate: dict[str, Any]) -> str:
-    if not gate:
-        return f"new model version {version}"
-    verdict = gate.get("verdict")
-    metric, cand, champ = gate.get("metric"), gate.get("candidate"), gate.get("champion")
-    versus = f"{metric} {cand} vs champion {champ if champ is not None else '(none)'}"
-    margin = f", margin {gate.get('margin')}" if gate.get("margin") is not None else ""
-    moved = "champion moved to it" if verdict == "promoted" else "champion kept"
-    return f"new model version {version}: {versus}{margin}: {moved}"
 
 
 def _image(root: Path, model: str, outputs: Any, log: Log) -> tuple[str, str]:

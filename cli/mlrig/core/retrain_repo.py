@@ -108,3 +108,15 @@ def credentials(outputs: StackOutputs, repo: Path) -> dict[str, str]:
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     env["DO_NOT_TRACK"] = "true"
     return env
+
+
+def decision_line(version: str | None, gate: dict[str, Any]) -> str:
+    """What a retrain that registered `version` tells people: both scores and the verdict."""
+    if not gate:
+        return f"new model version {version}"
+    verdict = gate.get("verdict")
+    metric, cand, champ = gate.get("metric"), gate.get("candidate"), gate.get("champion")
+    versus = f"{metric} {cand} vs champion {champ if champ is not None else '(none)'}"
+    margin = f", margin {gate.get('margin')}" if gate.get("margin") is not None else ""
+    moved = "champion moved to it" if verdict == "promoted" else "champion kept"
+    return f"new model version {version}: {versus}{margin}: {moved}"

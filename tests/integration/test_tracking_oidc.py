@@ -179,3 +179,25 @@ def test_basic_auth_is_unchanged(oidc_stack: dict[str, Any]) -> None:
     assert requests.get(url, params=params, timeout=30).status_code == 401
     resp = requests.get(url, params=params, auth=("repo-demo", "x" * 24), timeout=30)
     assert resp.status_code == 200  # the identity's password works too, with the same grants
+
+
+def test_add_machine_with_a_github_repo_lets_that_repos_tokens_act_as_its_identity(
+    oidc_stack: dict[str, Any], oidc_issuer: Any
+) -> None:
+    """What `mlrig init --github-repo` and `mlrig access add-machine --github-repo` do: the
+    identity, EDIT on its own experiment only, and the rule that maps the repo's tokens to it."""
+    from mlrig import contract
+    from mlrig.core import access
+
+    token = oidc_issuer.token(oidc_stack["audience"], repository="acme/keyless")
+    assert _get(oidc_stack, token, "keyless") == 401  # no rule yet
+    result = access.add_machine(contract.load("oidctest"), "keyless", "acme/keyless")
+    assert (result.user, result.oidc_repository) == ("repo-keyless", "acme/keyless")
+    assert _get(oidc_stack, token, "keyless") == 200  # the rule is read without a restart
+    assert _get(oidc_stack, token, "other") == 403  # and only its own grants apply
+    resp = _call(oidc_stack, token, "POST", CREATE_RUN, json={"experiment_id": "0"})
+    assert resp.status_code == 403
+    pr_token = oidc_issuer.token(
+        oidc_stack["audience"], repository="acme/keyless", ref="refs/pull/7/merge"
+    )
+    assert _get(oidc_stack, pr_token, "keyless") == 401  # default refs: branches only

@@ -140,20 +140,34 @@ def add_user_cmd(
 @app.command("add-machine")
 def add_machine_cmd(
     project: Annotated[str, typer.Argument(help="The repository's project name.")],
+    github_repo: Annotated[
+        str,
+        typer.Option(
+            "--github-repo",
+            metavar="OWNER/NAME",
+            help="Also accept this GitHub repository's Actions OIDC tokens as the identity.",
+        ),
+    ] = "",
     stack: StackOpt = None,
 ) -> None:
     """Create or repair repo-PROJECT, a repository's machine identity (EDIT on its experiment
     and model only; its password is kept with the stack's secrets)."""
-    from mlrig.core import access
+    from mlrig.core import access, oidc_rules
 
     outputs = _outputs(stack)
-    result = access.add_machine(outputs, project)
+    result = access.add_machine(outputs, project, github_repo)
     state = "created" if result.created else "repaired" if result.password_set else "up to date"
     console().print(
         f"[green]machine identity {result.user} {state}[/]: EDIT on experiment and registered "
         f"model {result.project}; password kept in {result.where}",
         soft_wrap=True,
     )
+    if result.oidc_repository:
+        when = "now" if oidc_rules.is_local(outputs.name) else "after the next `mlrig stack up`"
+        console().print(
+            f"GitHub Actions OIDC tokens of {result.oidc_repository} act as {result.user} {when}",
+            soft_wrap=True,
+        )
 
 
 @app.command("rotate")

@@ -7,6 +7,8 @@ never written to the access file, a log or an error.
 
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -223,7 +225,18 @@ def rotate(outputs: StackOutputs, name: str, password: str | None = None) -> Rot
     return Rotated(name, None, identities.secret_location(outputs, name))
 
 
-def add_machine(outputs: StackOutputs, project: str) -> identities.MachineResult:
-    from mlrig.core.bootstrap_names import validate_project_name
+def add_machine(
+    outputs: StackOutputs, project: str, github_repo: str = ""
+) -> identities.MachineResult:
+    """Create or repair repo-PROJECT; with `github_repo` (owner/name), also let that
+    repository's GitHub Actions OIDC tokens act as it (keyless CI)."""
+    from mlrig.core import oidc_rules
+    from mlrig.core.bootstrap_names import validate_github_repo, validate_project_name
 
-    return identities.ensure_machine(outputs, validate_project_name(project), admin_client(outputs))
+    project = validate_project_name(project)
+    validate_github_repo(github_repo)
+    result = identities.ensure_machine(outputs, project, admin_client(outputs))
+    if github_repo:
+        oidc_rules.add_rule(outputs.name, repository=github_repo, identity=result.user)
+        result = dataclasses.replace(result, oidc_repository=github_repo)
+    return result

@@ -105,13 +105,13 @@ def init(
         write_dataset(staging / RAW_DATA, template_dir)
         progress("git init, dvc init, remote, dvc add")
         commit = wire_and_commit(staging, outputs, RAW_DATA, ref)
-        identity, problem = machine_identity(outputs, project, progress)
+        identity, problem = machine_identity(outputs, project, github_repo, progress)
         bootstrap_staging.place(staging, target)
     return InitResult(target, project, outputs.name, commit, ref, identity, problem)
 
 
 def machine_identity(
-    outputs: contract.StackOutputs, project: str, progress: Progress
+    outputs: contract.StackOutputs, project: str, github_repo: str, progress: Progress
 ) -> tuple[str, str]:
     """The repository's machine identity on the stack (its experiment and registered model
     made as admin, EDIT on both): (user, "") or ("", why not). A stack that cannot be reached
@@ -123,10 +123,11 @@ def machine_identity(
         return "", ""
     progress(f"machine identity {identities.machine_user(project)} on stack '{outputs.name}'")
     try:
-        result = access.add_machine(outputs, project)
+        result = access.add_machine(outputs, project, github_repo)
     except MlrigError as exc:
+        repo_opt = f" --github-repo {github_repo}" if github_repo else ""
         return "", (
             f"no machine identity yet ({exc.message}); once the stack answers, run "
-            f"`mlrig access add-machine {project} --stack {outputs.name}`"
+            f"`mlrig access add-machine {project}{repo_opt} --stack {outputs.name}`"
         )
     return result.user, ""

@@ -173,6 +173,7 @@ class MachineResult:
     created: bool  # the MLflow user was made now
     password_set: bool  # a new password was set and stored
     where: str  # where the password is kept
+    oidc_repository: str = ""  # the GitHub repository whose OIDC tokens act as this identity
 
 
 def ensure_machine(outputs: StackOutputs, project: str, client: MlflowAuth) -> MachineResult:

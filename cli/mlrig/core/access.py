@@ -7,10 +7,8 @@ never written to the access file, a log or an error.
 
 from __future__ import annotations
 
-import dataclasses
-
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from mlrig import tracking_server
@@ -238,5 +236,5 @@ def add_machine(
     result = identities.ensure_machine(outputs, project, admin_client(outputs))
     if github_repo:
         oidc_rules.add_rule(outputs.name, repository=github_repo, identity=result.user)
-        result = dataclasses.replace(result, oidc_repository=github_repo)
+        result = replace(result, oidc_repository=github_repo)
     return result

@@ -4,10 +4,12 @@ the split, the model and the reports."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
+
+if TYPE_CHECKING:  # pandas is imported where a table is read: ingest's no-change path skips it
+    import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
 RAW_CSV = ROOT / "data" / "raw" / "breast_cancer.csv"  # the bundled source (ingest.source)
@@ -35,14 +37,14 @@ def params() -> dict[str, Any]:
         return yaml.safe_load(fh)
 
 
-# pandas 3 parses floats round-trip by default (and deprecates asking for it)
-ROUND_TRIP: dict[str, Any] = (
-    {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"})
-
-
 def read_csv(path: Path | IO[bytes]) -> pd.DataFrame:
     """Floats parsed so that writing them back gives the same text."""
-    return pd.read_csv(path, **ROUND_TRIP)
+    import pandas as pd
+
+    # pandas 3 parses floats round-trip by default (and deprecates asking for it)
+    round_trip: dict[str, Any] = (
+        {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"})
+    return pd.read_csv(path, **round_trip)
 
 
 def load_raw(path: Path = RAW_CSV) -> pd.DataFrame:

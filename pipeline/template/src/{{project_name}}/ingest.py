@@ -12,7 +12,9 @@ The snapshot is written as canonical CSV (the same table gives the same bytes, s
 DVC hash) to data/snapshot/data.csv, with a record {source, ingested_at, rows, md5} in
 data/snapshot/record.json. DVC runs this stage every time (always_changed); when the bytes
 equal the snapshot already there, neither file is touched, so dvc.lock does not change and
-no later stage re-runs.
+no later stage re-runs. A local source's files are also fingerprinted (`source_md5` in the
+record): when they are the bytes the snapshot was made from, the stage stops before reading
+them, so a retrain with nothing new does not even import pandas.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import json
 import os
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import pandas as pd
-
 from . import data
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPRO_OF_ENV = "MLRIG_REPRO_OF"  # a verification re-run: it trains on the recorded snapshot
 GLOB_CHARS = frozenset("*?[")
@@ -59,17 +62,54 @@ def public_source(source: str) -> str:
 
 
 # -- readers --------------------------------------------------------------------------------
-def read_local(source: str, root: Path = data.ROOT) -> pd.DataFrame:
+def local_files(source: str, root: Path = data.ROOT) -> list[Path]:
+    """The files a local source names, in the order they are read."""
     pattern = Path(source).expanduser()
     pattern = pattern if pattern.is_absolute() else root / pattern
     if GLOB_CHARS & set(source):
-        files = sorted(Path(f) for f in glob.glob(str(pattern), recursive=True)
-                       if Path(f).is_file())
-    else:
-        files = [pattern] if pattern.is_file() else []
+        return sorted(Path(f) for f in glob.glob(str(pattern), recursive=True)
+                      if Path(f).is_file())
+    return [pattern] if pattern.is_file() else []
+
+
+def read_local(source: str, root: Path = data.ROOT) -> pd.DataFrame:
+    import pandas as pd
+
+    files = local_files(source, root)
     if not files:
         raise fail(f"no file matches ingest.source {source!r}")
     return pd.concat([data.read_csv(f) for f in files], ignore_index=True)
+
+
+def source_fingerprint(source: str, query: str | None, root: Path = data.ROOT) -> str | None:
+    """MD5 over a local source's files (names and bytes, in read order); None for a URL or
+    a query, which must be read to know whether anything changed."""
+    if query or is_url(source):
+        return None
+    files = local_files(source, root)
+    if not files:
+        return None
+    digest = hashlib.md5(usedforsecurity=False)
+    for file in files:
+        content = file.read_bytes()
+        digest.update(f"{file.name}\0{len(content)}\0".encode())
+        digest.update(content)
+    return digest.hexdigest()
+
+
+def unchanged(source: str, fingerprint: str | None, csv: Path = data.SNAPSHOT_CSV,
+              record_file: Path = data.RECORD_FILE) -> dict[str, Any] | None:
+    """The record, when the source's files are those the snapshot there was made from."""
+    if fingerprint is None or not (record_file.is_file() and csv.is_file()):
+        return None
+    try:
+        record = json.loads(record_file.read_text())
+    except ValueError:
+        return None
+    same = (record.get("source_md5") == fingerprint
+            and record.get("source") == public_source(source)
+            and record.get("md5") == md5(csv.read_bytes()))
+    return record if same else None
 
 
 def dvc_filesystem(url: str, root: Path = data.ROOT) -> tuple[Any, str]:
@@ -91,6 +131,8 @@ def dvc_filesystem(url: str, root: Path = data.ROOT) -> tuple[Any, str]:
 
 
 def read_url(url: str, root: Path = data.ROOT) -> pd.DataFrame:
+    import pandas as pd
+
     fs, path = dvc_filesystem(url, root)
     if GLOB_CHARS & set(path):
         files = sorted(f for f in fs.glob(path) if fs.isfile(f))
@@ -106,6 +148,7 @@ def read_url(url: str, root: Path = data.ROOT) -> pd.DataFrame:
 
 
 def read_sql(url: str, query: str) -> pd.DataFrame:
+    import pandas as pd
     import sqlalchemy
 
     engine = sqlalchemy.create_engine(url)
@@ -143,18 +186,21 @@ def write_atomic(path: Path, content: bytes) -> None:
 
 
 def snapshot(frame: pd.DataFrame, source: str, csv: Path = data.SNAPSHOT_CSV,
-             record_file: Path = data.RECORD_FILE) -> dict[str, Any] | None:
+             record_file: Path = data.RECORD_FILE,
+             fingerprint: str | None = None) -> dict[str, Any] | None:
     """Write the snapshot and its record; None (and nothing written) when the bytes are
     those of the snapshot already there."""
     content = canonical_csv(frame)
     if record_file.is_file() and csv.is_file() and csv.read_bytes() == content:
         return None
-    record = {
+    record: dict[str, Any] = {
         "source": public_source(source),
         "ingested_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         "rows": len(frame),
         "md5": md5(content),
     }
+    if fingerprint is not None:
+        record["source_md5"] = fingerprint
     write_atomic(csv, content)
     write_atomic(record_file, (json.dumps(record, indent=2) + "\n").encode())
     return record
@@ -166,6 +212,11 @@ def main() -> None:
     if os.environ.get(REPRO_OF_ENV) and data.SNAPSHOT_CSV.is_file():
         print("ingest: a verification re-run keeps the recorded snapshot")
         return
+    fingerprint = source_fingerprint(source, query)
+    kept = unchanged(source, fingerprint)
+    if kept is not None:
+        print(f"ingest: {kept['source']} unchanged ({kept['rows']} rows), snapshot kept")
+        return
     try:
         frame = read_source(source, query)
     except SystemExit:
@@ -173,7 +224,7 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - any reader's error: one line naming the source
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise fail(f"cannot read {public_source(source)!r}: {detail}") from None
-    record = snapshot(frame, source)
+    record = snapshot(frame, source, fingerprint=fingerprint)
     if record is None:
         print(f"ingest: {public_source(source)} unchanged ({len(frame)} rows), "
               "snapshot kept")

@@ -30,6 +30,10 @@ REPRO_OF_ENV = "MLRIG_REPRO_OF"  # set by `mlrig checkout --repro`: a verificati
 
 def configure_mlflow() -> str:
     """Make sure MLflow's client environment points at the stack; return the tracking URI."""
+    # MLflow's client telemetry reports usage to MLflow's own servers, and its thread edits
+    # os.environ while other code iterates it (a KeyError seen in training runs): off unless
+    # the environment says otherwise
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     if not os.environ.get("MLFLOW_TRACKING_URI"):
         try:
             from mlrig.api import MlrigError, tracking_env

@@ -150,8 +150,10 @@ def add_machine_cmd(
     ] = "",
     stack: StackOpt = None,
 ) -> None:
-    """Create or repair repo-PROJECT, a repository's machine identity (EDIT on its experiment
-    and model only; its password is kept with the stack's secrets)."""
+    """Create or repair repo-PROJECT, a repository's machine identity.
+
+    It gets EDIT on the repository's experiment and model only; its password is kept with the
+    stack's secrets."""
     from mlrig.core import access, oidc_rules
 
     outputs = _outputs(stack)

@@ -61,8 +61,9 @@ def checkout(
     ] = False,
     stack: StackOpt = None,
 ) -> None:
-    """Restore the git commit or experiment and the DVC data that produced REF, then verify
-    every recorded hash. Your own checkout is never touched."""
+    """Restore the commit or experiment and the data that produced REF, and verify them.
+
+    Every recorded hash is checked. Your own checkout is never touched."""
     from rich.markup import escape
 
     from mlrig.core import checkout_verify

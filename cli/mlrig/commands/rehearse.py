@@ -47,8 +47,10 @@ def rehearse(
         typer.Option("--stop", help="Stop what a --keep rehearsal left running (its directory)."),
     ] = None,
 ) -> None:
-    """Build the tracking-server image and run it with its task definition against real
-    PostgreSQL and an S3 API; print the checks; exit non-zero naming any that failed."""
+    """Run the AWS tracking-server container here, against PostgreSQL and an S3 API.
+
+    Builds the image, runs it with its task definition, prints the checks and exits non-zero
+    naming any that failed."""
     from mlrig.core import rehearse as core
     from mlrig.errors import ServiceError
     from mlrig.ui import err_console

@@ -33,8 +33,10 @@ def retrain(
         ),
     ] = False,
 ) -> None:
-    """Ingest → validate → preprocess → train → evaluate; commit and push only when the data
-    changed; build and push the image when the champion moved. A failure changes nothing."""
+    """Retrain on the source's current data: ingest → validate → … → champion gate.
+
+    Commits and pushes only when the data changed; builds and pushes the image when the
+    champion moved. A failure changes nothing."""
     from mlrig.core import retrain as core
 
     if recover:

@@ -57,9 +57,11 @@ def serve(
     ] = DEFAULT_PORT,
     stack: StackOpt = None,
 ) -> None:
-    """Serve `POST /train` (202 and a job id), `GET /train/{id}`, `GET /train` and
-    `GET /health`. Jobs run one at a time, oldest first, and survive a restart; SIGTERM
-    interrupts the running job (marked failed, repo recovered) and keeps queued ones."""
+    """Serve `POST /train`, `GET /train/{id}`, `GET /train` and `GET /health`.
+
+    POST answers 202 and a job id. Jobs run one at a time, oldest first, and survive a
+    restart; SIGTERM interrupts the running job (marked failed, repo recovered) and keeps
+    queued ones."""
     from mlrig.core import trainer_service
 
     trainer_service.serve(repo, stack=stack, host=host, port=port, on_ready=_ready)

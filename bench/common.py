@@ -6,10 +6,45 @@ Imported as `common` (each script runs as `python bench/NAME.py`, so bench/ is o
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+BIN = Path(sys.executable).parent  # the venv the benchmark runs in: mlrig, dvc, mlflow
+MLRIG = str(BIN / "mlrig")
+
+
+def timed(fn: Callable[[], object]) -> float:
+    """Wall seconds of one call (the callers time whole commands in fresh processes)."""
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def sh(cwd: Path, *args: str, env: dict[str, str]) -> str:
+    """Run a command; its stdout, or exit with the command and the tail of its output."""
+    proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(args[:3])} failed: {(proc.stderr or proc.stdout)[-600:]}")
+    return proc.stdout
+
+
+def fresh_home(prefix: str) -> tuple[Path, dict[str, str]]:
+    """A temporary folder and the environment that gives mlrig its own home in it."""
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    env = {
+        **os.environ,
+        "MLRIG_HOME": str(home / "home"),
+        "DVC_NO_ANALYTICS": "1",
+        "PATH": f"{BIN}:{os.environ['PATH']}",
+    }
+    return home, env
 
 
 def utc_stamp(zulu: bool = True) -> str:

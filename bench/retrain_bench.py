@@ -27,32 +27,15 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
-from common import record, utc_stamp
+from common import BIN, MLRIG, fresh_home, record, sh, timed, utc_stamp
 
-BIN = Path(sys.executable).parent
-MLRIG = str(BIN / "mlrig")
 NEW_ROWS = 30
 RETRAIN_STEPS = ("new rows arrive", "mlrig retrain", "retrain again")  # the demo's
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def sh(cwd: Path, *args: str, env: dict[str, str]) -> str:
-    proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:3])} failed: {(proc.stderr or proc.stdout)[-600:]}")
-    return proc.stdout
 
 
 def free_port() -> int:
@@ -71,13 +54,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary home")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="mlrig-retrain-bench-"))
-    env = {
-        **os.environ,
-        "MLRIG_HOME": str(home / "home"),
-        "DVC_NO_ANALYTICS": "1",
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-    }
+    home, env = fresh_home("mlrig-retrain-bench-")
     work = home / "work"
     print("setting up: mlrig demo (a few minutes) …", file=sys.stderr)
     demo_seconds = timed(lambda: sh(home, MLRIG, "demo", "--workdir", str(work), env=env))

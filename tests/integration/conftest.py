@@ -352,38 +352,18 @@ def authz_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 @pytest.fixture(scope="module")
 def authz_container(prerequisites_for_rehearsal: None) -> Iterator[dict[str, Any]]:
     """The AWS tracking server's image and task contract as `mlrig stack rehearse` runs it
-    (PostgreSQL, moto's S3), its auth config's default_permission set to NO_PERMISSIONS,
-    seeded by _authz_seed. Yields the target (see _authz_seed)."""
-    import re
-
+    (PostgreSQL, moto's S3), whose default_permission is NO_PERMISSIONS, seeded by
+    _authz_seed. Yields the target (see _authz_seed)."""
     from mlrig import tracking_server as ts
-    from mlrig.adapters import docker as docker_adapter
     from mlrig.core.local_stack import free_port
-    from mlrig.core.rehearse_env import LABEL, Services
+    from mlrig.core.rehearse_env import Services
     from mlrig.core.rehearse_model import Request
 
     with Services(Request(port=free_port()), lambda _m: None) as services:
-        cfg = services.config()
-        env = {**cfg.contract_env, **services._local_env()}
-        env[ts.ENV_AUTH_INI] = re.sub(
-            r"(?m)^default_permission = .*$",
-            "default_permission = NO_PERMISSIONS",
-            env[ts.ENV_AUTH_INI],
-        )
-        assert "default_permission = NO_PERMISSIONS" in env[ts.ENV_AUTH_INI]
-        values = services._secrets()
-        env.update({name: values[name] for name in cfg.secret_names})
-        container = docker_adapter.run_with_limits(
-            cfg.image,
-            command=cfg.command,
-            user=cfg.user,
-            environment=env,
-            network_mode=cfg.network_mode,
-            memory_mib=cfg.memory_mib,
-            cpu_units=cfg.cpu_units,
-            labels={LABEL: str(services.root)},
-        )
-        services.containers.append(container)
+        assert (
+            "default_permission = NO_PERMISSIONS" in services.config().contract_env[ts.ENV_AUTH_INI]
+        )  # the container's own default: the suite tests what AWS runs
+        container = services.run_container()
         target = _authz_seed(services.url, services.admin_password, wait=300)
         yield {**target, "kind": "container", "container": container}
 

@@ -5,7 +5,6 @@ report tests; each broken dependency gets its own short one."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,6 @@ from typer.testing import CliRunner
 
 from mlrig import tracking_server as ts
 from mlrig.core import rehearse as core
-from tests.helpers import require
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 RUNS = 20  # the command's default is 200; bench-sized runs are measured by hand (see report)
@@ -34,21 +32,7 @@ CHECKS = [
 
 
 @pytest.fixture(scope="module")
-def prerequisites(docker_engine, base_image: str) -> None:  # type: ignore[no-untyped-def]
-    from mlrig.adapters import postgres
-    from mlrig.errors import DependencyMissing
-
-    try:
-        postgres.bin_dir()
-        found = True
-    except DependencyMissing:
-        found = False
-    require(found, "PostgreSQL server binaries (apt-get install postgresql)")
-    require(shutil.which("openssl") is not None, "openssl")
-
-
-@pytest.fixture(scope="module")
-def rehearsal(prerequisites: None) -> Iterator[dict[str, Any]]:
+def rehearsal(prerequisites_for_rehearsal: None) -> Iterator[dict[str, Any]]:
     """One rehearsal through the command line, kept running, its JSON report parsed."""
     from mlrig.core.local_stack import free_port
     from mlrig.main import app
@@ -161,7 +145,7 @@ def test_no_secret_in_the_report(rehearsal: dict[str, Any]) -> None:
     ],
 )
 def test_a_broken_dependency_is_named(
-    prerequisites: None,
+    prerequisites_for_rehearsal: None,
     moto_server: str,
     docker_engine: Any,
     monkeypatch: pytest.MonkeyPatch,

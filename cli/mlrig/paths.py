@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 HOME_ENV = "MLRIG_HOME"
+ANSWERS_FILE = ".copier-answers.yml"  # written by `mlrig init`; names the repo's stack
 
 
 def home() -> Path:

@@ -10,28 +10,12 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mlrig import paths
+from mlrig.core.demo_context import PROJECT, DemoContext, StepFailed
 from mlrig.errors import MlrigError
-
-
-class StepFailed(MlrigError):
-    exit_code = 8
-
-
-@dataclass
-class DemoContext:
-    stack: str
-    workdir: Path
-    log_file: Path
-    facts: dict[str, str] = field(default_factory=dict)  # what the summary prints
-
-    def log(self, text: str) -> None:
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_file.open("a") as fh:
-            fh.write(f"{time.strftime('%H:%M:%S')} {text}\n")
 
 
 @dataclass(frozen=True)
@@ -71,20 +55,15 @@ def _services_answer(ctx: DemoContext) -> str:
     return ", ".join(c.name for c in checks if c.status == doctor.OK)
 
 
-PROJECT = "demo_model"
 SUMMARY_FILE = "demo-summary.json"
 EXPERIMENTS = ("train.C=0.05", "train.C=20")
 BEST_METRIC = "test_roc_auc"
 
 
-def _repo(ctx: DemoContext) -> Path:
-    return ctx.workdir / PROJECT.replace("_", "-")
-
-
 def _init(ctx: DemoContext) -> str:
     from mlrig.core import bootstrap
 
-    repo = _repo(ctx)
+    repo = ctx.repo
     ctx.facts["repository"] = str(repo)
     if (repo / bootstrap.ANSWERS_FILE).exists():  # a re-run keeps the repo and its history
         return f"reusing {repo}"
@@ -124,7 +103,7 @@ def _as_repo(ctx: DemoContext) -> Iterator[None]:
 def _repro(ctx: DemoContext) -> str:
     from mlrig.adapters import dvc, git
 
-    repo = _repo(ctx)
+    repo = ctx.repo
     with _as_repo(ctx):
         dvc.run_cli(repo, "repro", log=ctx.log)
     if not git.is_dirty(repo):  # a re-run on an unchanged repo trains nothing new
@@ -140,7 +119,7 @@ def _origin(ctx: DemoContext) -> str:
     before training, so every run records where its commit can be fetched from."""
     from mlrig.adapters import git
 
-    repo, origin = _repo(ctx), ctx.workdir / f"{_repo(ctx).name}.git"
+    repo, origin = ctx.repo, ctx.workdir / f"{ctx.repo.name}.git"
     if not origin.exists():
         origin.mkdir(parents=True)
         git.run(origin, "init", "--quiet", "--bare", "--initial-branch=main")
@@ -156,7 +135,7 @@ def _origin(ctx: DemoContext) -> str:
 def _experiments(ctx: DemoContext) -> str:
     from mlrig.adapters import dvc, git
 
-    repo = _repo(ctx)
+    repo = ctx.repo
     for setting in EXPERIMENTS:
         with _as_repo(ctx):
             dvc.run_cli(repo, "exp", "run", "-S", setting, log=ctx.log)
@@ -174,14 +153,14 @@ def _push_experiments(ctx: DemoContext) -> str:
     the git remote and their data to the DVC remote, so a teammate can restore them."""
     from mlrig.adapters import dvc
 
-    dvc.run_cli(_repo(ctx), "exp", "push", "--all-commits", "origin", log=ctx.log)
+    dvc.run_cli(ctx.repo, "exp", "push", "--all-commits", "origin", log=ctx.log)
     return "experiments → origin (git refs) + DVC remote (data)"
 
 
 def _push_data(ctx: DemoContext) -> str:
     from mlrig.adapters import dvc
 
-    out = dvc.run_cli(_repo(ctx), "push", log=ctx.log)
+    out = dvc.run_cli(ctx.repo, "push", log=ctx.log)
     return out.strip().splitlines()[-1] if out.strip() else "pushed"
 
 
@@ -210,7 +189,7 @@ def _image_build(ctx: DemoContext) -> str:
     from mlrig.core import image
 
     uri = ctx.facts["model"].split(" ", 1)[0]
-    built = image.build(uri, repo=_repo(ctx), stack=ctx.stack, progress=ctx.log)
+    built = image.build(uri, repo=ctx.repo, stack=ctx.stack, progress=ctx.log)
     ctx.facts["image"] = built.ref
     return f"{built.ref} ({built.size / 1e6:.0f} MB, {built.seconds:.1f}s)"
 
@@ -238,7 +217,7 @@ def _trace(ctx: DemoContext) -> str:
     """From the pushed image back to its origin, and the one command that restores it."""
     from mlrig.core import trace
 
-    record = trace.trace(ctx.facts["pushed"], stack=ctx.stack, repo=_repo(ctx))
+    record = trace.trace(ctx.facts["pushed"], stack=ctx.stack, repo=ctx.repo)
     if not record.restore_command:
         raise StepFailed(
             f"{ctx.facts['pushed']} cannot be restored: {record.code.reason}",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from mlrig.core.demo import DemoContext
+    from mlrig.core.demo_context import DemoContext
 
 SOURCE = Path("incoming/patients.csv")
 NEW_ROWS = 60
@@ -56,9 +56,8 @@ def _point_params_at(repo: Path, source: Path) -> bool:
 
 def new_data(ctx: DemoContext) -> str:
     from mlrig.adapters import git
-    from mlrig.core.demo import _repo
 
-    repo, source = _repo(ctx), ctx.workdir / SOURCE
+    repo, source = ctx.repo, ctx.workdir / SOURCE
     if not source.exists():
         source.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(repo / BUNDLED, source)
@@ -72,9 +71,9 @@ def new_data(ctx: DemoContext) -> str:
 
 def retrain(ctx: DemoContext) -> str:
     from mlrig.core import retrain as core
-    from mlrig.core.demo import StepFailed, _repo
+    from mlrig.core.demo_context import StepFailed
 
-    result = core.retrain(_repo(ctx), push_image=False, log=ctx.log)
+    result = core.retrain(ctx.repo, push_image=False, log=ctx.log)
     if not result.changed or not result.commit:
         raise StepFailed(f"new rows arrived but retrain found nothing new: {result.message}")
     ctx.facts["retrain"] = f"{result.message} (commit {result.commit[:8]})"
@@ -83,9 +82,9 @@ def retrain(ctx: DemoContext) -> str:
 
 def retrain_again(ctx: DemoContext) -> str:
     from mlrig.core import retrain as core
-    from mlrig.core.demo import StepFailed, _repo
+    from mlrig.core.demo_context import StepFailed
 
-    result = core.retrain(_repo(ctx), push_image=False, log=ctx.log)
+    result = core.retrain(ctx.repo, push_image=False, log=ctx.log)
     if result.changed:
         raise StepFailed(f"the same data made a new commit {result.commit}")
     return result.message

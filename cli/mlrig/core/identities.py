@@ -95,7 +95,7 @@ def project_of(repo_or_project: Path | str) -> str:
         return repo_or_project
     import yaml
 
-    from mlrig.core.stacks import ANSWERS_FILE
+    from mlrig.paths import ANSWERS_FILE
 
     start = repo_or_project.resolve()
     for folder in (start, *start.parents):

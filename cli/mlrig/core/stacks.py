@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mlrig import contract
+from mlrig import contract, paths
 
 # a stack's client environment lives in stack_env (the façade reads it too); re-exported
 # here because callers think of it as part of "the stack API"
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from mlrig.core.stack_facade import Stack
 
 STACK_ENV = "MLRIG_STACK"
-ANSWERS_FILE = ".copier-answers.yml"  # written by `mlrig init`; names the repo's stack
+ANSWERS_FILE = paths.ANSWERS_FILE
 
 
 def resolve_name(
@@ -77,7 +77,6 @@ def open(name: str) -> Stack:  # shadows the builtin on purpose: read as stacks.
     A local stack whose outputs.json is lost or corrupt still opens (its own state says it
     is local), so `status` and `down` keep working and `up` can rebuild the file.
     """
-    from mlrig import paths
     from mlrig.errors import ConfigError, StackNotFound
 
     try:

@@ -66,7 +66,7 @@ def checkout(
     Every recorded hash is checked. Your own checkout is never touched."""
     from rich.markup import escape
 
-    from mlrig.core import checkout_verify
+    from mlrig.core import checkout_repro
     from mlrig.core.checkout import checkout as make
 
     with _working(f"checking out {ref}") as progress:
@@ -90,7 +90,7 @@ def checkout(
     if not repro:
         return
     with _working("dvc repro --force") as progress:
-        again = checkout_verify.reproduce(result, progress=progress)
+        again = checkout_repro.reproduce(result, progress=progress)
     for c in again.comparisons:
         mark = "[green]equal[/]" if c.equal else "[red]differs[/]"
         _say(f"  {c.name}: recorded {c.recorded}, re-run {c.now} {mark}")

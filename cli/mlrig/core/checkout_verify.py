@@ -14,15 +14,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlrig.adapters import dvc
 from mlrig.core import provenance as p
-from mlrig.core.progress import Progress, no_progress
 from mlrig.core.stack_env import temporary_env
-
-if TYPE_CHECKING:
-    from mlrig.core.checkout import CheckoutResult
 
 ALWAYS_CHANGED = "always changed"  # how `dvc status` lists a stage that runs every time (ingest)
 DATA_QUALITY_FILE = "metrics/data_quality.json"  # the validate stage's metrics of the snapshot
@@ -183,17 +179,3 @@ def compare(root: Path, metrics: Mapping[str, float], model_md5: str | None) -> 
     info = json.loads(run_file.read_text()) if run_file.is_file() else {}
     version = info.get("version")
     return Repro(info.get("run_id"), str(version) if version else None, comparisons)
-
-
-def reproduce(result: CheckoutResult, progress: Progress = no_progress) -> Repro:
-    """`dvc repro --force` in the workspace as a verification re-run (no model version is
-    registered), compared with the run's recorded metrics and model hash."""
-    from mlrig import contract
-    from mlrig.core import identities
-
-    root, target = result.workspace.root, result.target
-    progress(f"dvc repro --force in {root} (a verification re-run of {target.run_id})")
-    # the re-run logs in as the restored repository's machine identity, like any training
-    env = identities.acting_env(contract.load(result.stack), identities.project_of(root))
-    rerun(root, target.run_id, env)
-    return compare(root, result.metrics, target.files.get(p.MODEL_FILE))

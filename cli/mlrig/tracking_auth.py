@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -46,6 +47,52 @@ _VERIFIED = tracking_oidc.VerifiedTokens()
 _IDENTITIES: dict[str, float] = {}
 _IDENTITIES_MAX = 1024
 _log = logging.getLogger("mlrig.auth")
+
+# MLflow's authorization reads the signed-in user from its store on every request
+# (`sender_is_admin` -> `store.get_user`: a session and a query, ~2 ms, the largest part of
+# what an authenticated request costs over an anonymous one). The user record (id, name,
+# password hash, admin flag; no grants) is remembered exactly as MLflow's own credential
+# cache remembers it, which already holds the same record for the same user: for its TTL
+# (auth.ini's auth_cache_ttl_seconds, AUTH_CACHE_TTL_SECONDS), dropped at once on the worker
+# that serves a password change, admin-flag change or deletion (MLflow's
+# `_invalidate_user_auth_cache`, which those routes call). Other workers, and changes made
+# outside the server, catch up within the TTL. Grants and roles are not cached.
+_USERS_LOCK = threading.Lock()
+_USERS_STATE: dict[str, Any] = {}  # "cache", "generation", "installed"
+
+
+def remember_users(auth: Any) -> None:
+    """Put the TTL cache in front of MLflow's `store.get_user` (once per process)."""
+    from cachetools import TTLCache
+
+    with _USERS_LOCK:
+        ttl = auth.auth_config.auth_cache_ttl_seconds
+        if _USERS_STATE.get("installed") or ttl <= 0:
+            return
+        cache: Any = TTLCache(maxsize=auth.auth_config.auth_cache_max_size, ttl=ttl)
+        _USERS_STATE.update(cache=cache, generation=0, installed=True)
+        lookup, invalidate = auth.store.get_user, auth._invalidate_user_auth_cache
+
+    def get_user(username: str) -> Any:
+        with _USERS_LOCK:
+            user = cache.get(username)
+            generation = _USERS_STATE["generation"]
+        if user is not None:
+            return user
+        user = lookup(username)  # an unknown user raises: nothing is remembered
+        with _USERS_LOCK:
+            if _USERS_STATE["generation"] == generation:  # no change was served meanwhile
+                cache[username] = user
+        return user
+
+    def forget_user(username: str) -> None:
+        with _USERS_LOCK:
+            cache.pop(username, None)
+            _USERS_STATE["generation"] += 1
+        invalidate(username)
+
+    auth.store.get_user = get_user
+    auth._invalidate_user_auth_cache = forget_user
 
 
 def _config() -> tracking_oidc.ConfigSource:
@@ -176,6 +223,10 @@ def authenticate():  # type: ignore[no-untyped-def]
     decided = getattr(g, _G_KEY, None)
     if decided is not None:
         return decided
+    if not _USERS_STATE.get("installed"):
+        from mlflow.server import auth
+
+        remember_users(auth)
     tracking_guard.drop_malformed_credentials()  # a non-ASCII header: 401, not werkzeug's 500
     scheme, _, rest = (request.headers.get("Authorization") or "").partition(" ")
     if scheme.lower() == "bearer":

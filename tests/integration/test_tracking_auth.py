@@ -270,5 +270,22 @@ def test_with_several_workers_a_stale_password_dies_within_the_ttl(tmp_path) -> 
         time.sleep(ttl + 1)
         assert [server.probe((name, old)) for _ in range(20)] == [401] * 20
         assert server.probe((name, "grace-pw-0002")) == 200
+
+        # the user record MLflow reads for its admin check is cached the same way
+        heidi = server.new_user("heidi", "heidi-password-0001")
+        server.admin_call("PATCH", "update-admin", username="heidi", is_admin=True)
+
+        def create_as_heidi(n: int) -> int:
+            return requests.post(
+                f"{server.url}{USERS}/create",
+                auth=heidi,
+                timeout=30,
+                json={"username": f"by-heidi-{n}", "password": "x-password-00001"},
+            ).status_code
+
+        assert [create_as_heidi(n) for n in range(12)] == [200] * 12  # both workers cache
+        server.admin_call("PATCH", "update-admin", username="heidi", is_admin=False)
+        time.sleep(ttl + 1)
+        assert [create_as_heidi(n) for n in range(12, 24)] == [403] * 12
     finally:
         assert processes.stop(pid_file) == []

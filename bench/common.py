@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BIN = Path(sys.executable).parent  # the venv the benchmark runs in: mlrig, dvc, mlflow
@@ -57,3 +58,12 @@ def record(stem: str, doc: object, table: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(table if table.endswith("\n") else table + "\n")
+
+
+def run_demo(home: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
+    """`mlrig demo` in home/work as a whole command: its seconds and its summary (the steps,
+    and the facts: repository, model, image ...) that later rows of a benchmark work on."""
+    work = home / "work"
+    print("setting up: mlrig demo (a few minutes) …", file=sys.stderr)
+    seconds = timed(lambda: sh(home, MLRIG, "demo", "--workdir", str(work), env=env))
+    return seconds, json.loads((work / "demo-summary.json").read_text())

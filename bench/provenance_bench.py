@@ -27,11 +27,10 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from common import BIN, MLRIG, fresh_home, record, sh, timed, utc_stamp
+from common import BIN, MLRIG, fresh_home, record, run_demo, sh, timed, utc_stamp
 
 
 def version(*cmd: str) -> str:
@@ -48,10 +47,8 @@ def main() -> None:
     args = parser.parse_args()
 
     home, env = fresh_home("mlrig-prov-bench-")
-    work = home / "work"
-    print("setting up: mlrig demo (a few minutes) …", file=sys.stderr)
-    sh(home, MLRIG, "demo", "--workdir", str(work), env=env)
-    facts = json.loads((work / "demo-summary.json").read_text())["facts"]
+    _, summary = run_demo(home, env)
+    facts = summary["facts"]
     repo = Path(facts["repository"])
     pushed, image = facts["pushed"], facts["image"]
     model = facts["model"].split(" ", 1)[0]

@@ -26,13 +26,12 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
-from common import BIN, MLRIG, fresh_home, record, sh, timed, utc_stamp
+from common import BIN, MLRIG, fresh_home, record, run_demo, sh, timed, utc_stamp
 
 NEW_ROWS = 30
 RETRAIN_STEPS = ("new rows arrive", "mlrig retrain", "retrain again")  # the demo's
@@ -55,10 +54,7 @@ def main() -> None:
     args = parser.parse_args()
 
     home, env = fresh_home("mlrig-retrain-bench-")
-    work = home / "work"
-    print("setting up: mlrig demo (a few minutes) …", file=sys.stderr)
-    demo_seconds = timed(lambda: sh(home, MLRIG, "demo", "--workdir", str(work), env=env))
-    summary = json.loads((work / "demo-summary.json").read_text())
+    demo_seconds, summary = run_demo(home, env)
     facts = summary["facts"]
     demo_steps = {step["name"]: round(step["seconds"], 1) for step in summary["steps"]}
     repo, source = Path(facts["repository"]), Path(facts["data source"])

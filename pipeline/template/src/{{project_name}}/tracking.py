@@ -196,7 +196,7 @@ def output_tag(path: Path, root: Path = ROOT) -> tuple[str, str]:
 
 # -- the tags -------------------------------------------------------------------------------
 DATA_RECORD = "data/snapshot/record.json"  # written by ingest: the snapshot this run reads
-DATA_TAG_KEYS = ("source", "md5", "rows", "ingested_at")
+DATA_TAG_KEYS = ("source", "md5", "rows", "ingested_at", "source_md5")
 
 
 def data_tags(root: Path = ROOT) -> dict[str, str]:

@@ -160,9 +160,10 @@ def acting_env(outputs: StackOutputs, project: str) -> dict[str, str]:
     machine identities existed)."""
     from mlrig.core.stack_env import client_env
 
-    if outputs.mlflow.auth is not None and read_password(outputs, machine_user(project)):
-        return repo_env(outputs, project)
-    return client_env(outputs)
+    try:
+        return repo_env(outputs, project)  # reads the identity's secret once
+    except MissingIdentity:
+        return client_env(outputs)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ ingest wrote, the gate's verdict, and the credentials it trains with."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
@@ -13,7 +12,7 @@ from typing import Any
 
 from mlrig import contract
 from mlrig.contract import StackOutputs
-from mlrig.core import stacks
+from mlrig.core import identities, stacks
 from mlrig.errors import ConfigError, UsageError
 
 RECORD = Path("data/snapshot/record.json")
@@ -90,16 +89,9 @@ def outputs(repo: Path) -> StackOutputs:
 
 def credentials(outputs: StackOutputs, repo: Path) -> dict[str, str]:
     """The stack's client environment with the repository's own machine identity for MLflow
-    (the stack's MLflow login where no identity exists), plus the Python that runs mlrig
-    first on PATH so stage commands (`python -m …`) find the same environment."""
-    try:
-        identities: Any = importlib.import_module("mlrig.core.identities")
-    except ImportError:
-        identities = None
-    if identities is not None and hasattr(identities, "repo_env"):
-        env = dict(identities.repo_env(outputs, repo))
-    else:
-        env = stacks.client_env(outputs)
+    (a one-line error when it has none), plus the Python that runs mlrig first on PATH so
+    stage commands (`python -m …`) find the same environment."""
+    env = identities.repo_env(outputs, repo)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
     env["DVC_NO_ANALYTICS"] = "1"

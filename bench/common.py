@@ -5,8 +5,11 @@ Imported as `common` (each script runs as `python bench/NAME.py`, so bench/ is o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import platform
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,3 +70,101 @@ def run_demo(home: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     print("setting up: mlrig demo (a few minutes) …", file=sys.stderr)
     seconds = timed(lambda: sh(home, MLRIG, "demo", "--workdir", str(work), env=env))
     return seconds, json.loads((work / "demo-summary.json").read_text())
+
+
+# --- like-for-like rows: one schema every benchmark records and bench/report.py renders ---
+# How a row was measured; the table prints it beside the figure.
+WHOLE = "whole command"  # a fresh process per sample, spawned from here, spawn -> exit
+# ... and alternated with its rivals sample by sample:
+WHOLE_INTERLEAVED = "whole command, interleaved"
+CLIENT = "client-side, from outside the server"  # a request timed by an HTTP client
+IN_PROCESS = "in-process call (extra, not comparable to whole commands)"
+
+
+def run_timed(
+    argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> float:
+    """Wall seconds of one whole command in a fresh process (spawn -> exit); exits the benchmark
+    with the command and the tail of its output when it fails (a failed sample is no sample)."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} failed: {(proc.stderr or proc.stdout)[-800:]}")
+    return seconds
+
+
+def interleave(
+    contenders: dict[str, Callable[[int], float]],
+    samples: int,
+    before: Callable[[int], None] | None = None,
+) -> dict[str, list[float]]:
+    """Sample i of every contender in turn (A B C, A B C, ...), so a machine that slows down
+    slows all alike; `before(i)` prepares sample i (untimed), e.g. registers a new version."""
+    out: dict[str, list[float]] = {name: [] for name in contenders}
+    for i in range(samples):
+        if before is not None:
+            before(i)
+        for name, sample in contenders.items():
+            out[name].append(sample(i))
+    return out
+
+
+def row(
+    label: str, tool: str, samples: list[float], *, unit: str = "s", method: str = WHOLE_INTERLEAVED
+) -> dict[str, Any]:
+    """One table row: median (what is quoted), min, max and every sample."""
+    ordered = sorted(samples)
+    return {
+        "label": label,
+        "tool": tool,
+        "method": method,
+        "unit": unit,
+        "n": len(samples),
+        "median": statistics.median(ordered) if ordered else None,
+        "min": ordered[0] if ordered else None,
+        "max": ordered[-1] if ordered else None,
+        "samples": samples,
+    }
+
+
+def machine(packages: tuple[str, ...] = ("mlflow", "dvc", "docker")) -> dict[str, Any]:
+    """What the figures were taken on: CPUs, memory, load, OS, Python, engine and versions."""
+    from importlib import metadata
+
+    import psutil
+
+    engine = None
+    with contextlib.suppress(Exception):
+        from mlrig.adapters import docker as docker_adapter
+
+        engine = str(docker_adapter.client().version().get("Version"))
+    versions: dict[str, str] = {}
+    for name in packages:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_avg": [round(x, 2) for x in os.getloadavg()],
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "docker_engine": engine,
+        "versions": versions,
+    }
+
+
+def markdown(rows: list[dict[str, Any]], fmt: str = "{:.2f}") -> str:
+    """The rows as a Markdown table: median (min-max), n and how each was measured."""
+    lines = ["| what | tool | median | min-max | n | measured as |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["median"] is None:
+            continue
+        unit = f" {r['unit']}" if r["unit"] else ""
+        spread = f"{fmt.format(r['min'])}-{fmt.format(r['max'])}"
+        lines.append(
+            f"| {r['label']} | {r['tool']} | {fmt.format(r['median'])}{unit} | {spread} "
+            f"| {r['n']} | {r['method']} |"
+        )
+    return "\n".join(lines)

@@ -57,10 +57,13 @@ def utc_stamp(zulu: bool = True) -> str:
 
 
 def record(stem: str, doc: object, table: str) -> None:
-    """Keep one run: results/STEM.json (every sample) and results/STEM.md (the table)."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (RESULTS / f"{stem}.md").write_text(table if table.endswith("\n") else table + "\n")
+    """Keep one run: results/STEM.json (every sample) and results/STEM.md (the table).
+    MLRIG_BENCH_RESULTS=DIR writes them to DIR instead: a trial run is not the benchmark."""
+    out = Path(os.environ.get("MLRIG_BENCH_RESULTS") or RESULTS)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(table if table.endswith("\n") else table + "\n")
+    print(f"recorded {out / stem}.json", file=sys.stderr)
 
 
 def run_demo(home: Path, env: dict[str, str]) -> tuple[float, dict[str, Any]]:
@@ -92,6 +95,18 @@ def run_timed(
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])} failed: {(proc.stderr or proc.stdout)[-800:]}")
     return seconds
+
+
+def run_timed_output(
+    argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> tuple[float, str]:
+    """run_timed, and the command's stdout (to check what it did, after the clock stopped)."""
+    start = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} failed: {(proc.stderr or proc.stdout)[-800:]}")
+    return seconds, proc.stdout
 
 
 def interleave(

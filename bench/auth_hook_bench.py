@@ -2,8 +2,9 @@
 MLflow's bare Basic check and the user lookup MLflow's own authorization runs for every
 signed-in request, each timed alone in one process on MLflow's real auth app and store.
 
-Complements tracking_bench.py (whole requests, whole processes): that shows what a request
-costs; this shows which part of it the hook is.
+Complements tracking_bench.py (whole requests timed by a client outside the server): that
+shows what a request costs; this shows which part of it the hook is. Every figure here is an
+in-process call (labelled so), the four cases alternated call by call.
 Run: .venv/bin/python bench/auth_hook_bench.py [--calls 2000]
 """
 
@@ -14,23 +15,20 @@ import base64
 import json
 import logging
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import record
+from common import IN_PROCESS, interleave, machine, markdown, record, row, utc_stamp
 
 from mlrig import tracking_oidc
 from mlrig import tracking_server as ts
 
 PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
-ROUNDS = 10  # the cases are timed round-robin, in this many slices
 AUDIENCE = "mlrig:bench"
 
 
@@ -59,6 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calls", type=int, default=2000)
     args = ap.parse_args()
+    meta = {**machine(), "calls": args.calls}
     password = "bench-" + "p" * 20
     with tempfile.TemporaryDirectory(prefix="mlrig-hook-bench-") as tmp:
         app, issuer = setup(Path(tmp), password)
@@ -71,11 +70,12 @@ def main() -> None:
             "Authorization": "Basic " + base64.b64encode(f"admin:{password}".encode()).decode()
         }
         bearer = {"Authorization": f"Bearer {token}"}
-        cases: dict[str, tuple[Callable[[], Any], dict[str, str]]] = {
-            "mlrig hook, bearer token": (tracking_auth.authenticate, bearer),
-            "mlrig hook, Basic": (tracking_auth.authenticate, basic),
-            "MLflow's Basic check": (auth.authenticate_request_basic_auth, basic),
-            "MLflow's user lookup (each signed-in request)": (
+        # (what, tool) -> the call and the request's headers
+        cases: dict[tuple[str, str], tuple[Callable[[], Any], dict[str, str]]] = {
+            ("auth hook, bearer token", "mlrig"): (tracking_auth.authenticate, bearer),
+            ("auth hook, Basic", "mlrig"): (tracking_auth.authenticate, basic),
+            ("bare Basic check", "MLflow"): (auth.authenticate_request_basic_auth, basic),
+            ("user lookup (each signed-in request)", "MLflow"): (
                 lambda: auth.store.get_user(ts.ADMIN_USERNAME),
                 basic,
             ),
@@ -89,30 +89,23 @@ def main() -> None:
 
         for fn, headers in cases.values():  # first key-set fetch, first hash, pools
             once(fn, headers)
-        samples: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(ROUNDS):
-            for name, (fn, headers) in cases.items():
-                samples[name] += [once(fn, headers) for _ in range(args.calls // ROUNDS)]
+        # call by call: A B C D, A B C D, ... so a busy machine slows every case alike
+        samples = interleave(
+            {name: lambda _i, c=case: once(*c) for name, case in cases.items()}, args.calls
+        )
         issuer.close()
-    meta = {
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
-        "calls": args.calls,
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "load": "/".join(f"{x:.1f}" for x in os.getloadavg()),
-    }
-    rows = {
-        n: (statistics.median(v), statistics.quantiles(v, n=10)[-1]) for n, v in samples.items()
-    }
-    table = (
-        f"Python {meta['python']}, {meta['cpus']} CPUs, load {meta['load']}, "
-        f"{meta['calls']} calls each, {meta['date']}\n\n"
-        "| step | median | p90 |\n|---|---|---|\n"
-        + "".join(f"| {n} | {m:.0f} µs | {p:.0f} µs |\n" for n, (m, p) in rows.items())
-    )
+    meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    rows = [row(what, tool, v, unit="µs", method=IN_PROCESS) for (what, tool), v in samples.items()]
+    summary = [
+        "p90: "
+        + ", ".join(
+            f"{tool}'s {what} {statistics.quantiles(v, n=10)[-1]:.0f} µs"
+            for (what, tool), v in samples.items()
+        )
+    ]
+    table = markdown(rows, fmt="{:.0f}") + "\n\n" + "\n".join(f"- {s}" for s in summary)
     print(table)
-    stamp = str(meta["date"]).replace(":", "").replace("-", "")
-    record(f"auth-hook-{stamp}", {"meta": meta, "samples_us": samples}, table)
+    record(f"auth-hook-{utc_stamp()}", {"meta": meta, "rows": rows, "summary": summary}, table)
 
 
 if __name__ == "__main__":

@@ -1,156 +1,145 @@
 """Repo bootstrap benchmark: `mlrig init` vs the same steps by hand with the reference CLIs
-(copier copy, git init, dvc init, dvc remote add, dvc add, git commit), then the first
-`dvc repro` of the template against a real local stack, and a no-op second repro.
+(copier copy, cp of the dataset, git init, dvc init, dvc remote add, dvc add, git commit),
+then the first `dvc repro` of the template against a real local stack, and a no-op second
+repro.
 
-Run: .venv/bin/python bench/init_bench.py [--samples 5] [--repro-samples 2]
+Every figure is a whole command in a fresh process (the by-hand figure: the sum of its
+commands). `mlrig init` and the steps by hand alternate sample by sample; `mlrig init` also
+makes the repository's machine identity on the stack, which the steps by hand leave out.
+The repros run after them, first and second alternating on each new repo (n = --repro-samples:
+a first repro trains the template's model, ~15 s).
+
+Run: .venv/bin/python bench/init_bench.py [--samples 5] [--repro-samples 5]
 Starts a local stack in a temporary MLRIG_HOME and stops it at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import platform
 import shutil
-import statistics
 import subprocess
-import sys
-import tempfile
-import time
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from common import record, utc_stamp
+from common import (
+    BIN,
+    MLRIG,
+    WHOLE,
+    WHOLE_INTERLEAVED,
+    fresh_home,
+    interleave,
+    machine,
+    markdown,
+    record,
+    row,
+    run_timed,
+    sh,
+    utc_stamp,
+)
 
-BIN = Path(sys.executable).parent
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "b",
+    "GIT_AUTHOR_EMAIL": "b@b",
+    "GIT_COMMITTER_NAME": "b",
+    "GIT_COMMITTER_EMAIL": "b@b",
+}
 
 
-def timed(fn) -> float:  # type: ignore[no-untyped-def]
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def run(cwd: Path, *args: str, env: dict[str, str]) -> None:
-    subprocess.run(list(args), cwd=cwd, env=env, check=True, capture_output=True)
-
-
-def by_hand(dest: Path, template: Path, ref: str, remote: str, env: dict[str, str]) -> None:
-    """What a user types without mlrig (the dataset copy stands in for writing the CSV)."""
+def by_hand(
+    dest: Path, template: Path, ref: str, dataset: Path, remote: str, env: dict[str, str]
+) -> float:
+    """What a user types without mlrig, each command timed whole; the seconds summed."""
     from mlrig.core import bootstrap
 
-    run(
-        dest.parent,
-        str(BIN / "copier"),
-        "copy",
-        "--defaults",
-        "--quiet",
-        "--vcs-ref",
-        ref,
-        "-d",
-        f"project_name={dest.name}",
-        "-d",
-        "stack=local",
-        str(template),
-        str(dest),
-        env=env,
-    )
-    bootstrap.write_dataset(dest / bootstrap.RAW_DATA)
-    run(dest, "git", "init", "-q", "-b", "main", env=env)
-    run(dest, str(BIN / "dvc"), "init", "-q", env=env)
-    run(dest, str(BIN / "dvc"), "config", "core.analytics", "false", env=env)
-    run(dest, str(BIN / "dvc"), "remote", "add", "-d", "storage", remote, env=env)
-    run(dest, str(BIN / "dvc"), "add", "-q", bootstrap.RAW_DATA, env=env)
-    run(dest, "git", "add", "--all", env=env)
-    run(dest, "git", "commit", "-qm", "init", env=env)
+    dvc = str(BIN / "dvc")
+    copier = [str(BIN / "copier"), "copy", "--defaults", "--quiet", "--vcs-ref", ref]
+    answers = ["-d", f"project_name={dest.name}", "-d", "stack=local"]
+    raw = dest / bootstrap.RAW_DATA
+    steps: list[tuple[Path, list[str]]] = [
+        (dest.parent, [*copier, *answers, str(template), str(dest)]),
+        (dest, ["mkdir", "-p", str(raw.parent)]),
+        (dest, ["cp", str(dataset), str(raw)]),
+        (dest, ["git", "init", "-q", "-b", "main"]),
+        (dest, [dvc, "init", "-q"]),
+        (dest, [dvc, "config", "core.analytics", "false"]),
+        (dest, [dvc, "remote", "add", "-d", "storage", remote]),
+        (dest, [dvc, "add", "-q", bootstrap.RAW_DATA]),
+        (dest, ["git", "add", "--all"]),
+        (dest, ["git", "commit", "-qm", "init"]),
+    ]
+    return sum(run_timed(argv, env=env, cwd=cwd) for cwd, argv in steps)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=5)
-    parser.add_argument("--repro-samples", type=int, default=2)
+    parser.add_argument("--repro-samples", type=int, default=5)
     args = parser.parse_args()
-
-    home = Path(tempfile.mkdtemp(prefix="mlrig-init-bench-"))
-    os.environ["MLRIG_HOME"] = str(home)
-    env = {
-        **os.environ,
-        "DVC_NO_ANALYTICS": "1",
-        "PATH": f"{BIN}:{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "b",
-        "GIT_AUTHOR_EMAIL": "b@b",
-        "GIT_COMMITTER_NAME": "b",
-        "GIT_COMMITTER_EMAIL": "b@b",
+    meta: dict[str, Any] = {
+        **machine(),
+        "samples": args.samples,
+        "repro_samples": args.repro_samples,
     }
+
+    home, env = fresh_home("mlrig-init-bench-")
+    env.update(GIT_IDENTITY)
+    os.environ["MLRIG_HOME"] = env["MLRIG_HOME"]  # the template repo below lives there
     from mlrig.core import bootstrap
-    from mlrig.core.local_stack import LocalStack
+    from mlrig.core.bootstrap_dataset import dataset_file
 
-    stack = LocalStack("local")
-    outputs = stack.up()
-    samples: dict[str, list[float]] = {
-        "mlrig init (CLI)": [],
-        "by hand (copier+git+dvc)": [],
-        "first dvc repro": [],
-        "second dvc repro (no-op)": [],
-    }
+    sh(home, MLRIG, "stack", "up", "--local", env=env)
     try:
+        outputs = json.loads(
+            sh(home, MLRIG, "stack", "outputs", "--stack", "local", "--json", env=env)
+        )
+        remote = outputs["dvc_remote"]["url"]
         template, ref = bootstrap.template_repo()
         work = home / "work"
         work.mkdir()
-        for i in range(args.samples):
-            samples["mlrig init (CLI)"].append(
-                timed(
-                    lambda i=i: run(
-                        work,
-                        str(BIN / "mlrig"),
-                        "init",
-                        f"cli{i}",
-                        "--stack",
-                        "local",
-                        "--no-input",
-                        env=env,
-                    )
-                )
-            )
-            samples["by hand (copier+git+dvc)"].append(
-                timed(
-                    lambda i=i: by_hand(
-                        work / f"hand{i}", template, ref, outputs.dvc_remote.url, env
-                    )
-                )
-            )
-        for i in range(args.repro_samples):
-            repo = work / f"cli{i}"
-            samples["first dvc repro"].append(
-                timed(lambda repo=repo: run(repo, str(BIN / "dvc"), "repro", env=env))
-            )
-            samples["second dvc repro (no-op)"].append(
-                timed(lambda repo=repo: run(repo, str(BIN / "dvc"), "repro", env=env))
-            )
+
+        def init(i: int) -> float:
+            argv = [MLRIG, "init", f"cli{i}", "--stack", "local", "--no-input"]
+            return run_timed(argv, env=env, cwd=work)
+
+        def hand(i: int) -> float:
+            return by_hand(work / f"hand{i}", template, ref, dataset_file(), remote, env)
+
+        made = interleave({"init": init, "hand": hand}, args.samples)
+        dvc = str(BIN / "dvc")
+        repros = interleave(
+            {
+                "first": lambda i: run_timed([dvc, "repro"], env=env, cwd=work / f"cli{i}"),
+                "second": lambda i: run_timed([dvc, "repro"], env=env, cwd=work / f"cli{i}"),
+            },
+            min(args.repro_samples, args.samples),
+        )
     finally:
-        stack.down()
+        subprocess.run([MLRIG, "stack", "down", "--stack", "local"], env=env, capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
 
-    load = os.getloadavg()[0]
-    lines = [
-        f"# mlrig init benchmark ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
-        f"{os.cpu_count()} CPUs, load {load:.1f})",
-        "",
-        "| step | median s | min s | max s | n |",
-        "|---|---|---|---|---|",
+    meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    new_repo = "new repo wired to the stack, data tracked, first commit"
+    rows = [
+        row(new_repo, "`mlrig init`", made["init"], method=WHOLE_INTERLEAVED),
+        row(
+            new_repo,
+            "by hand: `copier copy` + `cp` + `git init` + `dvc init/remote add/add` + `git commit`",
+            made["hand"],
+            method=WHOLE_INTERLEAVED,
+        ),
+        row(
+            "first `dvc repro` of a new repo (trains, logs to MLflow)",
+            "DVC",
+            repros["first"],
+            method=WHOLE,
+        ),
+        row("second `dvc repro` (nothing changed)", "DVC", repros["second"], method=WHOLE),
     ]
-    for name, values in samples.items():
-        lines.append(
-            f"| {name} | {statistics.median(values):.2f} | {min(values):.2f} | "
-            f"{max(values):.2f} | {len(values)} |"
-        )
-    table = "\n".join(lines)
+    table = markdown(rows)
     print(table)
-    record(
-        f"init_{utc_stamp(zulu=False)}",
-        {"samples": samples, "load": load, "python": platform.python_version()},
-        table,
-    )
+    record(f"init-{utc_stamp()}", {"meta": meta, "rows": rows}, table)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""`mlrig stack plan` wall time (goal: < 5 s), cold process each run, both profiles, and the
-monthly idle cost it reports. Reference point: `pulumi preview` needs the CLI, the provider
-plugin and AWS credentials, none of which the plan uses.
+"""`mlrig stack plan` wall time (goal: < 5 s), both profiles, and the monthly idle cost it
+reports. Every sample is the whole command in a fresh process, the two profiles alternated
+sample by sample. Reference point: `pulumi preview` needs the CLI, the provider plugin and AWS
+credentials, none of which the plan uses, so there is no rival row.
 
 Run: .venv/bin/python bench/stack_plan_bench.py [--samples 5]
 """
@@ -10,66 +11,69 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
-import subprocess
-import sys
-import time
-from pathlib import Path
+from typing import Any
 
-from common import record, utc_stamp
+from common import (
+    MLRIG,
+    WHOLE_INTERLEAVED,
+    interleave,
+    machine,
+    markdown,
+    record,
+    row,
+    run_timed,
+    run_timed_output,
+    utc_stamp,
+)
 
-MLRIG = str(Path(sys.executable).with_name("mlrig"))
+GOAL_S = 5.0
 CASES = {
     "small": ["--profile", "small"],
     "production": ["--profile", "production", "--domain", "mlflow.example.com"],
 }
 
 
+def argv(profile: str) -> list[str]:
+    return [MLRIG, "stack", "plan", "--json", *CASES[profile]]
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=5)
     args = parser.parse_args()
-    rows = []
-    for profile, extra in CASES.items():
-        times, doc = [], {}
-        for _ in range(args.samples):
-            start = time.perf_counter()
-            out = subprocess.run(
-                [MLRIG, "stack", "plan", "--json", *extra],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            times.append(time.perf_counter() - start)
-            doc = json.loads(out)
-        cost = doc["monthly_cost_usd"]
-        rows.append(
-            {
-                "profile": profile,
-                "resources": len(doc["resources"]),
-                "median_s": round(statistics.median(times), 2),
-                "max_s": round(max(times), 2),
-                "idle_usd": cost["idle_total"],
-                "with_usage_usd": cost["total"],
-            }
-        )
-    header = "| profile | resources | median s | max s | idle $/month | with usage $/month |"
-    lines = [header, "|---|---|---|---|---|---|"] + [
-        f"| {r['profile']} | {r['resources']} | {r['median_s']} | {r['max_s']} | "
-        f"{r['idle_usd']} | {r['with_usage_usd']} |"
-        for r in rows
+    meta = {**machine(), "samples": args.samples}
+    samples = interleave({p: lambda _i, p=p: run_timed(argv(p)) for p in CASES}, args.samples)
+    plans: dict[str, dict[str, Any]] = {}
+    for profile in CASES:  # once more, untimed, for what the plan says
+        plans[profile] = json.loads(run_timed_output(argv(profile))[1])
+    meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    rows = [
+        row(f"`stack plan --profile {p}`", "mlrig", samples[p], method=WHOLE_INTERLEAVED)
+        for p in CASES
     ]
-    print("\n".join(lines))
-    stamp = utc_stamp(zulu=False)
-    meta = {
-        "when": stamp,
-        "samples": args.samples,
-        "machine": platform.platform(),
-        "cpus": os.cpu_count(),
-        "rows": rows,
-    }
-    record(f"stack_plan_{stamp}", meta, "\n".join(lines))
+    summary = []
+    for r, (profile, plan) in zip(rows, plans.items(), strict=True):
+        cost = plan["monthly_cost_usd"]
+        verdict = "met" if r["median"] < GOAL_S else "not met"
+        summary.append(
+            f"{profile}: {len(plan['resources'])} resources, idle ${cost['idle_total']}/month "
+            f"(${cost['total']} with usage); goal < {GOAL_S:g} s: {verdict}"
+        )
+    table = markdown(rows) + "\n\n" + "\n".join(f"- {s}" for s in summary)
+    print(table)
+    record(
+        f"stack-plan-{utc_stamp()}",
+        {
+            "meta": meta,
+            "rows": rows,
+            "summary": summary,
+            "plans": {
+                p: {"resources": len(d["resources"]), "monthly_cost_usd": d["monthly_cost_usd"]}
+                for p, d in plans.items()
+            },
+        },
+        table,
+    )
 
 
 if __name__ == "__main__":

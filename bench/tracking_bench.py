@@ -2,7 +2,11 @@
 and mlrig's server taking an OIDC bearer token (from a local issuer) for the same request.
 
 Servers start one at a time (start time and idle memory are read alone), then the workload
-runs round-robin across them so a busy machine slows every configuration alike.
+alternates across them so a busy machine slows every configuration alike: API calls and
+rejected calls one by one (A B C, A B C, ...), the runs in ROUNDS slices. Every request is
+timed by a client outside the server (this process, as a user's script or CLI would be):
+the rows say CLIENT; memory is read from the server's process tree; the stop is an in-process
+call to mlrig's process adapter.
 Run: .venv/bin/python bench/tracking_bench.py [--runs 200] [--calls 200]
 """
 
@@ -14,7 +18,6 @@ import io
 import json
 import logging
 import os
-import platform
 import secrets
 import statistics
 import sys
@@ -22,13 +25,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 import requests
-from common import record
+from common import CLIENT, IN_PROCESS, interleave, machine, markdown, record, row, utc_stamp
 
 from mlrig import tracking_server as ts
 from mlrig.adapters import processes
@@ -36,9 +38,10 @@ from mlrig.core.local_stack import free_port
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
-ROUNDS = 10  # the workload is cut into this many round-robin slices
+ROUNDS = 10  # the runs are cut into this many slices, alternated across the servers
 SETTLE_SECONDS = 5.0  # the tree must hold still this long before idle memory is read
 SETTLE_LIMIT = 45.0
+WRONG_PASSWORD = 10  # rejected calls per server (each pays the password hash)
 # what MLflow 3.17 ships in mlflow/server/auth/basic_auth.ini, minus the secret it lacks
 STOCK_AUTH_INI = """[mlflow]
 default_permission = READ
@@ -70,8 +73,10 @@ class Result:
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     median_ms: float | None = None
     p90_ms: float | None = None
+    wrong_password_samples_ms: list[float] = field(default_factory=list, repr=False)
     wrong_password_ms: float | None = None
     runs: int = 0
+    runs_slices_s: list[float] = field(default_factory=list, repr=False)
     runs_s: float | None = None
     stop_s: float | None = None
     left_after_stop: int = 0
@@ -213,29 +218,23 @@ class Server:
         procs = tree(self.rec.pid)
         self.result.after_pss_mib = round(sum(p.memory_full_info().pss for p in procs) / 2**20)
 
-    def calls(self, n: int, warmup: int = 0) -> None:
-        for i in range(n + warmup):
-            t = time.perf_counter()
-            resp = self.session.get(
-                self.url + PROBE, auth=self.auth, headers=self.headers, timeout=60
-            )
-            dt = (time.perf_counter() - t) * 1000
-            if resp.status_code != 200:
-                raise SystemExit(f"{self.cfg.name}: probe answered {resp.status_code}")
-            if i >= warmup:
-                self.result.latencies_ms.append(round(dt, 2))
+    def call(self) -> float:
+        """One API call on the keep-alive session, timed by the client: milliseconds."""
+        t = time.perf_counter()
+        resp = self.session.get(self.url + PROBE, auth=self.auth, headers=self.headers, timeout=60)
+        dt = (time.perf_counter() - t) * 1000
+        if resp.status_code != 200:
+            raise SystemExit(f"{self.cfg.name}: probe answered {resp.status_code}")
+        return round(dt, 2)
 
-    def wrong_password(self, n: int = 10) -> None:
-        out = []
-        for _ in range(n):
-            t = time.perf_counter()
-            resp = self.session.get(
-                self.url + PROBE, auth=("admin", self.password + "x"), timeout=60
-            )
-            out.append((time.perf_counter() - t) * 1000)
-            if resp.status_code != 401:
-                raise SystemExit(f"{self.cfg.name}: a wrong password got {resp.status_code}")
-        self.result.wrong_password_ms = round(statistics.median(out), 1)
+    def wrong_password(self) -> float:
+        """One call with a wrong password (never cached: the hash cost): milliseconds."""
+        t = time.perf_counter()
+        resp = self.session.get(self.url + PROBE, auth=("admin", self.password + "x"), timeout=60)
+        dt = (time.perf_counter() - t) * 1000
+        if resp.status_code != 401:
+            raise SystemExit(f"{self.cfg.name}: a wrong password got {resp.status_code}")
+        return round(dt, 2)
 
     def log_runs(self, n: int, first: int, total: int) -> None:
         from mlflow import MlflowClient
@@ -258,7 +257,8 @@ class Server:
         with contextlib.redirect_stdout(io.StringIO()):
             self._runs(client, exp.experiment_id, first, n, total)
         self.result.runs += n
-        self.result.runs_s = round((self.result.runs_s or 0.0) + time.perf_counter() - t, 1)
+        self.result.runs_slices_s.append(round(time.perf_counter() - t, 2))
+        self.result.runs_s = round(sum(self.result.runs_slices_s), 1)
 
     @staticmethod
     def _runs(client, experiment_id: str, first: int, n: int, total: int) -> None:  # type: ignore[no-untyped-def]
@@ -325,15 +325,18 @@ def run(configs: list[Config], runs: int, calls: int, work: Path) -> list[Result
                 server.stop()
         busy = [s for s in servers if s.cfg.workload != "idle"]
         for s in busy:
-            s.calls(0, warmup=5)  # first connection, first hash, SQLAlchemy pools
+            for _ in range(5):  # first connection, first hash, SQLAlchemy pools: not kept
+                s.call()
         print("… latency", file=sys.stderr, flush=True)
-        for _ in range(ROUNDS):
-            for s in busy:
-                s.calls(calls // ROUNDS)
+        latencies = interleave({s.cfg.name: lambda _i, s=s: s.call() for s in busy}, calls)
+        signed_in = [s for s in busy if s.auth]
+        rejected = interleave(
+            {s.cfg.name: lambda _i, s=s: s.wrong_password() for s in signed_in}, WRONG_PASSWORD
+        )
         for s in busy:
-            if s.auth:
-                s.wrong_password()
-        for r in range(ROUNDS):
+            s.result.latencies_ms = latencies[s.cfg.name]
+            s.result.wrong_password_samples_ms = rejected.get(s.cfg.name, [])
+        for r in range(ROUNDS if runs >= ROUNDS else 0):
             print(f"… runs, round {r + 1}/{ROUNDS}", file=sys.stderr, flush=True)
             for s in busy:
                 if s.cfg.workload == "full":
@@ -347,8 +350,95 @@ def run(configs: list[Config], runs: int, calls: int, work: Path) -> list[Result
         lat = s.result.latencies_ms
         if lat:
             s.result.median_ms = round(statistics.median(lat), 1)
-            s.result.p90_ms = round(statistics.quantiles(lat, n=10)[-1], 1)
+            s.result.p90_ms = (
+                round(statistics.quantiles(lat, n=10)[-1], 1) if len(lat) > 1 else None
+            )
+        if s.result.wrong_password_samples_ms:
+            s.result.wrong_password_ms = round(
+                statistics.median(s.result.wrong_password_samples_ms), 1
+            )
     return [s.result for s in servers]
+
+
+IDLE = "PSS of the server's process tree, read once (after it held still 5 s)"
+AFTER = "PSS of the server's process tree, read once after the workload"
+STARTED = "spawn -> first /health 200, polled every 0.1 s from outside; once per server"
+
+
+def rows_of(results: list[Result], runs: int) -> list[dict[str, Any]]:
+    """Every figure as a common row, grouped by what was measured."""
+    per = runs // ROUNDS
+    rows: list[dict[str, Any]] = []
+
+    def add(label: str, values: dict[str, list[float]], unit: str, method: str) -> None:
+        rows.extend(
+            row(label, name, v, unit=unit, method=method) for name, v in values.items() if v
+        )
+
+    add(
+        "API call (GET experiments/get-by-name), keep-alive",
+        {r.config: r.latencies_ms for r in results},
+        "ms",
+        CLIENT,
+    )
+    add(
+        "rejected call, wrong password",
+        {r.config: r.wrong_password_samples_ms for r in results},
+        "ms",
+        CLIENT,
+    )
+    add(
+        f"{per} run{'s' * (per != 1)} via MlflowClient (one of {ROUNDS} slices)",
+        {r.config: r.runs_slices_s for r in results},
+        "s",
+        CLIENT,
+    )
+    add("start -> healthy", {r.config: [r.start_to_healthy_s] for r in results}, "s", STARTED)
+    add("idle memory", {r.config: [r.idle_pss_mib] for r in results}, "MiB", IDLE)
+    add(
+        "memory after the workload",
+        {r.config: [r.after_pss_mib] if r.after_pss_mib is not None else [] for r in results},
+        "MiB",
+        AFTER,
+    )
+    add(
+        "stop (SIGTERM to the tree, verified)",
+        {r.config: [r.stop_s] if r.stop_s is not None else [] for r in results},
+        "s",
+        IN_PROCESS,
+    )
+    return rows
+
+
+def summary_of(results: list[Result], runs: int) -> list[str]:
+    """The goals of issue #9, for the configurations this run had."""
+    by = {r.config: r for r in results}
+    out = []
+    floor = by.get("no auth")
+    for name in ("mlrig", "mlrig, bearer token"):
+        r = by.get(name)
+        if r and floor and r.median_ms is not None and floor.median_ms is not None:
+            extra = r.median_ms - floor.median_ms
+            verdict = "met" if extra <= 2 else "not met"
+            out.append(f"goal: {name} call median <= no auth + 2 ms: {extra:+.1f} ms, {verdict}")
+    r = by.get("mlrig")
+    if r and floor and r.runs_s and floor.runs_s:
+        ratio = r.runs_s / floor.runs_s
+        verdict = "met" if ratio <= 1.3 else "not met"
+        out.append(
+            f"goal: {runs} runs through mlrig's auth <= 1.3x no auth: {r.runs_s:g} s vs "
+            f"{floor.runs_s:g} s = {ratio:.2f}x, {verdict}"
+        )
+    if r:
+        gb = r.idle_pss_mib * 2**20 / 1e9
+        out.append(
+            f"goal: mlrig idle PSS <= 0.5 GB: {gb:.2f} GB, {'met' if gb <= 0.5 else 'not met'}"
+        )
+    out.append(
+        "processes in the tree once idle: "
+        + ", ".join(f"{x.config} {x.processes}" for x in results)
+    )
+    return out
 
 
 def render(results: list[Result], meta: dict[str, object]) -> str:
@@ -369,9 +459,11 @@ def render(results: list[Result], meta: dict[str, object]) -> str:
             f"| {f(r.after_pss_mib, 'MiB')} "
             f"| {r.processes} | {r.start_to_healthy_s} s | {f(r.stop_s, 's')}{left} |"
         )
+    versions: dict[str, str] = meta["versions"]  # type: ignore[assignment]
     return (
-        f"MLflow {meta['mlflow']}, Python {meta['python']}, {meta['cpus']} CPUs, "
-        f"load {meta['load']}, {meta['calls']} calls, {meta['date']}\n\n" + "\n".join(lines) + "\n"
+        f"MLflow {versions.get('mlflow')}, Python {meta['python']}, {meta['cpus']} CPUs, "
+        f"load {'/'.join(map(str, meta['load_avg']))}, {meta['calls']} calls, "
+        f"{meta['when']}\n\n" + "\n".join(lines) + "\n"
     )
 
 
@@ -381,28 +473,35 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=200)
     ap.add_argument("--only", action="append", help="config name(s) to run (default: all)")
     args = ap.parse_args()
-    import mlflow
-
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # the client too: loopback traffic only
     os.environ.pop("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", None)  # servers inherit it: stock = unset
     configs = [c for c in CONFIGS if not args.only or c.name in args.only]
     meta: dict[str, object] = {
-        "mlflow": mlflow.__version__,
-        "python": platform.python_version(),
-        "cpus": os.cpu_count(),
+        **machine(),
         "runs": args.runs,
         "calls": args.calls,
-        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "load": "/".join(f"{x:.1f}" for x in os.getloadavg()),
+        "wrong_password_calls": WRONG_PASSWORD,
+        "rounds": ROUNDS,
+        "configs": [c.name for c in configs],
     }
     with tempfile.TemporaryDirectory(prefix="mlrig-bench-") as work:
         results = run(configs, args.runs, args.calls, Path(work))
-    meta["load_after"] = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    table = render(results, meta)
+    meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    rows, summary = rows_of(results, args.runs), summary_of(results, args.runs)
+    table = (
+        render(results, meta)
+        + "\n"
+        + markdown(rows)
+        + "\n\n"
+        + "".join(f"- {line}\n" for line in summary)
+    )
     print(table)
-    stamp = str(meta["date"]).replace(":", "").replace("-", "")
-    record(f"tracking-{stamp}", {"meta": meta, "results": [asdict(r) for r in results]}, table)
+    record(
+        f"tracking-{utc_stamp()}",
+        {"meta": meta, "rows": rows, "summary": summary, "results": [asdict(r) for r in results]},
+        table,
+    )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +25,7 @@ from mlrig.core import image, image_model, image_run, serving_push
 from mlrig.core.local_stack import free_port
 from mlrig.errors import RemoteError, ServiceError
 from mlrig.main import app
-from tests.helpers import breast_cancer_pipeline, registry_process
+from tests.helpers import VENV_BIN, breast_cancer_pipeline, registry_process
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -397,6 +399,114 @@ def test_a_server_that_dies_at_start_reports_its_last_log_lines(v1: dict, tmp_pa
         docker_adapter.client().api.remove_image(ref)
 
 
+def test_a_whole_build_never_imports_mlflow(v1: dict, env: dict) -> None:
+    """`import mlflow` was most of a whole `mlrig image build`: registry reads and the
+    model's files go over MLflow's REST API and artifact proxy instead. The real command in a
+    fresh process; `-X importtime` lists every module it imported."""
+    version, _ = register(MODEL, 0.3)  # a new version: its model layer is really built
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", str(VENV_BIN / "mlrig"), "image", "build"]
+        + ["--model", f"models:/{MODEL}/{version}", "--tag", "mlrig-test/no-mlflow:1"],
+        env=os.environ,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert {"mlrig.core.image", "docker", "requests"} <= imported  # the listing is real
+    assert not [m for m in imported if m == "mlflow" or m.startswith("mlflow.")]
+    # v1 built the serving base from the same pins: this build ran only the model's steps
+    assert "building the serving base" not in proc.stderr and "Step 3/3 : LABEL" in proc.stderr
+    from mlrig.adapters import docker as docker_adapter
+
+    try:
+        labels = docker_adapter.client().api.inspect_image("mlrig-test/no-mlflow:1")
+        assert labels["Config"]["Labels"]["io.mlrig.model.version"] == version
+    finally:
+        docker_adapter.client().api.remove_image("mlrig-test/no-mlflow:1", noprune=True)
+
+
+def test_the_proxy_download_holds_what_mlflows_client_downloads(env: dict, tmp_path: Path) -> None:
+    """Same files, same bytes (nested folders and MLflow's registered_model_meta included)."""
+    import mlflow
+    import mlflow.artifacts
+
+    from mlrig.adapters import mlflow as mlflow_adapter
+
+    class Echo(mlflow.pyfunc.PythonModel):
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return model_input
+
+    nested = tmp_path / "extra" / "deeper"
+    nested.mkdir(parents=True)
+    (nested / "table.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "extra" / "notes with space.txt").write_text("x")
+    with mlflow.start_run():
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=Echo(),
+            artifacts={"extra": str(tmp_path / "extra")},
+            registered_model_name="bc-nested",
+            pip_requirements=[f"mlflow=={mlflow.__version__}"],
+        )
+    version = str(info.registered_model_version)
+    uri = "models:/bc-nested@fresh"
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias("bc-nested", "fresh", version)
+    mlflow_adapter.download_model_version("bc-nested", version, tmp_path / "rest", uri=uri)
+    mlflow.artifacts.download_artifacts(
+        artifact_uri=f"models:/bc-nested/{version}", dst_path=str(tmp_path / "client")
+    )
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {
+            p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()
+        }
+
+    got, want = files(tmp_path / "rest"), files(tmp_path / "client")
+    assert any(name.endswith("deeper/table.csv") for name in want)
+    assert "registered_model_meta" in want
+    assert got == want
+
+
+def test_labels_reach_the_image_exactly(v1: dict, tmp_path: Path) -> None:
+    """One LABEL instruction carries quotes, dollars and backslashes as they are; a value
+    with a line break goes through the engine's labels option, also exact."""
+    from mlrig.adapters import docker as docker_adapter
+
+    labels = {
+        "io.mlrig.test.quotes": 'say "hi"',
+        "io.mlrig.test.dollar": "$HOME and ${PATH}",
+        "io.mlrig.test.backslash": "C:\\path\\ end\\",
+        "io.mlrig.test.lines": "two\nlines",
+    }
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "MLmodel").write_text("flavors: {}\n")
+    base = docker_adapter.image_info(v1["built"].ref)
+    assert base is not None
+    image_id = image.build_model_image(
+        tmp_path,
+        base.id,
+        ref="mlrig-test/labels:1",
+        uri="models:/x/1",
+        labels=labels,
+        platform=None,
+        no_cache=False,
+        on_chunk=lambda _c: None,
+    )
+    try:
+        got = docker_adapter.client().api.inspect_image(image_id)["Config"]["Labels"]
+        assert {k: got.get(k) for k in labels} == labels
+    finally:
+        docker_adapter.client().api.remove_image("mlrig-test/labels:1", noprune=True)
+
+
 # -- push to the local stack -------------------------------------------------------------------
 def test_push_verifies_digest_and_repush_is_a_no_op(v1: dict, env: dict) -> None:
     result = runner.invoke(app, ["image", "push", "--stack", "local", v1["built"].ref])
@@ -585,6 +695,16 @@ def test_bad_input_is_one_line_each(v1: dict, env: dict, monkeypatch: pytest.Mon
     assert "no stack named 'nope'" in one_line_error(r, 3)
     r = runner.invoke(app, ["image", "run", "mlrig-test/absent:1"])
     assert "does not exist" in one_line_error(r, 2)
+    r = runner.invoke(app, ["image", "build", "--model", f"models:/{MODEL}@no-such-alias"])
+    assert "does not exist" in one_line_error(r, 2)
+    with monkeypatch.context() as m:
+        m.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+        r = runner.invoke(app, ["image", "build", "--model", f"models:/{MODEL}/1"])
+        assert "rejected the credentials" in one_line_error(r, 6)
+    with monkeypatch.context() as m:
+        m.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+        r = runner.invoke(app, ["image", "build", "--model", f"models:/{MODEL}/1"])
+        assert "unreachable" in one_line_error(r, 5)
     assert len(docker_adapter.client().containers.list(all=True)) == containers
     monkeypatch.setenv("DOCKER_HOST", "tcp://127.0.0.1:9")
     docker_adapter.client.cache_clear()

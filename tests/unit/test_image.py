@@ -11,8 +11,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig.adapters import ecr
+from mlrig.adapters import mlflow as mlflow_adapter
+from mlrig.adapters.mlflow_rest import MlflowRest
 from mlrig.core import image, image_model, image_run, serving_model, serving_push
-from mlrig.errors import UsageError
+from mlrig.errors import ServiceError, UsageError
 from mlrig.main import app
 
 runner = CliRunner()
@@ -107,23 +109,41 @@ def test_labels_carry_provenance_and_no_timestamp() -> None:
 
 
 def test_dockerfile_layers_model_last_non_root_with_healthcheck() -> None:
+    files = image.serving_assets()
     text = serving_model.render_dockerfile(
-        (image.serving_assets() / "Dockerfile.tmpl").read_text(),
-        base_image="base:1",
-        model_ref="models:/m/1",
-        mlrig_version="0.1.0",
+        (files / "Dockerfile.tmpl").read_text(), base_image="base:1", mlrig_version="0.1.0"
     )
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith((" ", "#"))]
     assert lines[0] == "FROM base:1 AS runtime" and "FROM base:1 AS deps" in lines
     assert "FROM scratch" in lines  # the shell, apt and pip of the base stay behind
     assert "$$" not in text and "${" not in text
-    assert lines[-1] == "COPY model/ /opt/model/"
     assert "USER 1000:1000" in lines
     assert any(ln.startswith("HEALTHCHECK") for ln in lines)
+    assert not any("model" in ln for ln in lines[lines.index("FROM scratch") :])
     # the dependency layer depends on requirements.txt only
-    assert (
-        text.index("COPY requirements.txt") < text.index("pip install") < text.index("COPY model/")
+    assert text.index("COPY requirements.txt") < text.index("pip install")
+    # the model goes on that serving base: the last layer, then its labels in one step
+    labels, rest = serving_model.label_instruction({"b": "2", "a": "1"})
+    model = serving_model.render_dockerfile(
+        (files / "Dockerfile.model.tmpl").read_text(),
+        serving_base="sha256:" + "0" * 64,
+        model_ref="models:/m/1",
+        mlrig_version="0.1.0",
+        labels=labels,
     )
+    steps = [ln for ln in model.splitlines() if ln and not ln.startswith("#")]
+    assert steps == ["FROM sha256:" + "0" * 64, "COPY model/ /opt/model/", labels] and not rest
+    assert labels == 'LABEL "a"="1" "b"="2"'
+
+
+def test_labels_are_one_instruction_quoted_for_the_builder() -> None:
+    line, rest = serving_model.label_instruction(
+        {"io.mlrig.git.remote": 'git@h:a/"b".git', "x": "$HOME \\ end", "y": "two\nlines"}
+    )
+    # inside double quotes the builder unescapes exactly \\, \" and \$ (no variable expansion)
+    assert line == 'LABEL "io.mlrig.git.remote"="git@h:a/\\"b\\".git" "x"="\\$HOME \\\\ end"'
+    assert rest == {"y": "two\nlines"}  # a line break cannot be on a Dockerfile line
+    assert serving_model.label_instruction({}) == ("", {})
 
 
 def test_default_tags() -> None:
@@ -255,3 +275,38 @@ def test_ecr_fresh_cache_is_used_without_calling_aws(
     fresh = ecr.EcrAuth("AWS", "cached", f"https://{host}", datetime.now(UTC) + timedelta(hours=6))
     ecr._write_cache(host, fresh)
     assert ecr.authorization(host, endpoint_url="http://127.0.0.1:9") == fresh
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "s3://bucket/1/models/m-1/artifacts",
+        "file:///srv/mlruns/1/m-1",
+        "mlflow-artifacts://h:5000/1",
+    ],
+)
+def test_versions_the_proxy_cannot_serve_use_mlflows_client(
+    source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    monkeypatch.setattr(MlflowRest, "download_uri", lambda _self, _name, _version: source)
+    seen: list[str] = []
+    monkeypatch.setattr(mlflow_adapter, "download_model", lambda uri, _dst: seen.append(uri))
+    mlflow_adapter.download_model_version("m", "3", tmp_path, uri="models:/m@champion")
+    assert seen == ["models:/m/3"]  # the version provenance resolved, not the alias again
+
+
+def test_a_tracking_uri_that_is_no_http_server_uses_mlflows_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    seen: list[str] = []
+    monkeypatch.setattr(mlflow_adapter, "download_model", lambda uri, _dst: seen.append(uri))
+    mlflow_adapter.download_model_version("m", "3", tmp_path, uri="models:/m/3")
+    assert seen == ["models:/m/3"]
+
+
+def test_an_unreachable_tracking_server_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    with pytest.raises(ServiceError, match="unreachable"):
+        image_model.describe("models:/m/3")

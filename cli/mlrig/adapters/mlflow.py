@@ -1,6 +1,10 @@
 """MLflow's client behind one door: lazy import, credentials from a stack, errors mapped.
 
 Core code asks this module for models, runs and versions; it never imports `mlflow`.
+Registry reads and model downloads go over the tracking server's REST API and artifact proxy
+(`mlflow_rest`) when it is an HTTP server, as every mlrig stack's is: `import mlflow` alone
+takes seconds, most of a whole `mlrig image build`. MLflow's client stays the fallback for
+what that path cannot read (see `download_model`).
 """
 
 from __future__ import annotations
@@ -11,9 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mlrig.errors import MlrigError, RemoteError, ServiceError, UsageError
+from mlrig.adapters.mlflow_rest import PROXY_SCHEME, MlflowRest
+from mlrig.errors import CredentialsError, MlrigError, RemoteError, ServiceError, UsageError
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+# what MLflow's client writes next to a registered version it downloads; written here too,
+# so a model's files are the same whichever path fetched them
+REGISTERED_MODEL_META = "registered_model_meta"
 
 
 @dataclass(frozen=True)
@@ -61,8 +69,39 @@ def _version(mv: Any) -> ModelVersion:
     return ModelVersion(str(mv.name), str(mv.version), mv.run_id or None)
 
 
+def _rest() -> MlflowRest | None:
+    """The tracking server's REST API, or None when MLFLOW_TRACKING_URI is not an HTTP server
+    (unset, a local folder or a database: only MLflow's client reads those)."""
+    if not os.environ.get(TRACKING_URI_ENV, "").startswith(("http://", "https://")):
+        return None
+    return MlflowRest.from_env(os.environ)
+
+
+def _rest_error(exc: MlrigError, uri: str, server: str) -> MlrigError:
+    """A REST failure while reading model `uri`, worded as MLflow client failures are."""
+    if isinstance(exc, UsageError) or (
+        isinstance(exc, RemoteError) and "not found" in exc.message.lower()
+    ):  # 404, or the 400 MLflow answers for an alias that does not exist
+        return UsageError(
+            f"model {uri} does not exist on MLflow at {server}",
+            hint="check the name and version in the MLflow UI",
+        )
+    if isinstance(exc, CredentialsError):
+        return CredentialsError(
+            f"MLflow at {server} rejected the credentials while reading {uri}",
+            hint="check MLFLOW_TRACKING_USERNAME/PASSWORD or --stack",
+        )
+    return exc  # unreachable server (ServiceError) and other answers: already one line
+
+
 def model_versions(name: str, *, uri: str) -> list[ModelVersion]:
     """Every version of registered model `name`; `uri` is what the user asked for (errors)."""
+    if rest := _rest():
+        try:
+            found = rest.search_model_versions(f"name='{name}'")
+        except MlrigError as exc:
+            raise _rest_error(exc, uri, rest.base) from exc
+        return [ModelVersion(v.name, v.version, v.run_id) for v in found]
     from mlflow import MlflowClient
 
     try:
@@ -72,6 +111,12 @@ def model_versions(name: str, *, uri: str) -> list[ModelVersion]:
 
 
 def model_version(name: str, version: str, *, uri: str) -> ModelVersion:
+    if rest := _rest():
+        try:
+            mv = rest.model_version(name, version)
+        except MlrigError as exc:
+            raise _rest_error(exc, uri, rest.base) from exc
+        return ModelVersion(mv.name, mv.version, mv.run_id)
     from mlflow import MlflowClient
 
     try:
@@ -81,6 +126,12 @@ def model_version(name: str, version: str, *, uri: str) -> ModelVersion:
 
 
 def model_version_by_alias(name: str, alias: str, *, uri: str) -> ModelVersion:
+    if rest := _rest():
+        try:
+            mv = rest.model_version_by_alias(name, alias)
+        except MlrigError as exc:
+            raise _rest_error(exc, uri, rest.base) from exc
+        return ModelVersion(mv.name, mv.version, mv.run_id)
     from mlflow import MlflowClient
 
     try:
@@ -100,8 +151,43 @@ def run_tag(run_id: str, key: str) -> str | None:
     return str(value) if value is not None else None
 
 
+def download_model_version(name: str, version: str, dst: Path, *, uri: str) -> None:
+    """The files of one registered model version into dst, the way a whole `mlrig image
+    build` needs them: the version's download URI from the registry, then every file listed
+    and streamed through the server's artifact proxy (`mlflow server --serve-artifacts`,
+    which mlrig's local stack and its AWS container both run), with no `import mlflow`.
+
+    MLflow's client (`download_model`) stays the fallback only for what the proxy cannot
+    serve: a tracking URI that is not an HTTP server, and a version whose files are stored
+    elsewhere (an s3://, gs://, file: ... URI when a server runs without the proxy, or an
+    mlflow-artifacts URI naming another host): those only MLflow's artifact repositories
+    read, with credentials of their own (AWS's, a cloud SDK's)."""
+    rest = _rest()
+    resolved = f"models:/{name}/{version}"
+    if rest is None:
+        download_model(resolved, dst)
+        return
+    try:
+        source = rest.download_uri(name, version)
+        if not source.startswith(PROXY_SCHEME) or source.startswith(f"{PROXY_SCHEME}//"):
+            download_model(resolved, dst)
+            return
+        dst.mkdir(parents=True, exist_ok=True)
+        files = rest.download_artifacts(source, dst)
+    except MlrigError as exc:
+        raise _rest_error(exc, uri, rest.base) from exc
+    if any(f.name == "MLmodel" and f.parent == dst for f in files):
+        import yaml
+
+        meta = {"model_name": name, "model_version": version}
+        (dst / REGISTERED_MODEL_META).write_text(yaml.safe_dump(meta, default_flow_style=False))
+
+
 def download_model(uri: str, dst: Path) -> None:
-    """Download the artifacts behind a model URI into dst."""
+    """Download the artifacts behind any model URI into dst with MLflow's client: runs:/
+    URIs (MLflow 3 keeps a run's model as a logged model, found by searching the run's
+    experiment, which its RunsArtifactRepository does) and the fallbacks of
+    `download_model_version`. Imports `mlflow` (seconds)."""
     import mlflow.artifacts
 
     # mlrig reports its own progress; MLflow's bar would garble the CLI's status line

@@ -1,15 +1,19 @@
-"""MLflow's REST API through `requests`: the few reads and one write provenance needs, fast
-(no `import mlflow`, which costs seconds), with basic auth from a stack's client settings."""
+"""MLflow's REST API through `requests`: the registry reads and writes provenance and image
+builds need, and model downloads through the server's artifact proxy, fast (no
+`import mlflow`, which costs seconds), with basic or bearer auth from a stack's client settings."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from mlrig.errors import CredentialsError, RemoteError, ServiceError, UsageError
 
 API = "/api/2.0/mlflow"
+ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"  # `mlflow server --serve-artifacts`
+PROXY_SCHEME = "mlflow-artifacts:"
 
 
 @dataclass(frozen=True)
@@ -77,23 +81,29 @@ class MlflowRest:
             rest.session.headers["Authorization"] = f"Bearer {token}"
         return rest
 
-    def _call(self, method: str, path: str, what: str, **kwargs: Any) -> dict[str, Any]:
+    def _request(self, method: str, url: str, what: str, **kwargs: Any) -> Any:
+        """The server's answer (a requests.Response); unreachable or 401/403 raise."""
         import requests
 
         try:
-            resp = self.session.request(
-                method, f"{self.base}{API}/{path}", timeout=self.timeout, **kwargs
-            )
+            resp = self.session.request(method, url, timeout=self.timeout, **kwargs)
         except requests.RequestException as exc:
             raise ServiceError(
                 f"the MLflow tracking server at {self.base} is unreachable ({type(exc).__name__})",
                 hint="check that the stack is up: `mlrig stack status`",
             ) from exc
         if resp.status_code in (401, 403):
+            resp.close()
             raise CredentialsError(
                 f"MLflow at {self.base} rejected the credentials while reading {what}",
                 hint="check MLFLOW_TRACKING_USERNAME/PASSWORD or --stack",
             )
+        return resp
+
+    def _call(
+        self, method: str, path: str, what: str, *, api: str = API, **kwargs: Any
+    ) -> dict[str, Any]:
+        resp = self._request(method, f"{self.base}{api}/{path}".rstrip("/"), what, **kwargs)
         try:
             body = resp.json()
         except ValueError:
@@ -195,3 +205,55 @@ class MlflowRest:
             f"alias @{alias} of model {name}",
             json={"name": name, "alias": alias},
         )
+
+    def download_uri(self, name: str, version: str) -> str:
+        """Where a registered version's files are: an artifact URI (mlflow-artifacts:/...
+        when the server proxies its artifact store)."""
+        body = self._call(
+            "GET",
+            "model-versions/get-download-uri",
+            f"model version {version} of {name}",
+            params={"name": name, "version": version},
+        )
+        return str(body.get("artifact_uri") or "")
+
+    def list_artifacts(self, path: str) -> list[tuple[str, bool]]:
+        """(path under the proxy's root, is a directory) of every entry directly in path;
+        [] when path is a file or absent (MLflow answers an empty listing for both)."""
+        body = self._call(
+            "GET", "", f"artifacts at {path}", api=ARTIFACTS_API, params={"path": path}
+        )
+        return [(f"{path}/{f['path']}", bool(f.get("is_dir"))) for f in body.get("files") or ()]
+
+    def download_artifacts(self, artifact_uri: str, dst: Path) -> list[Path]:
+        """Every file under an mlflow-artifacts:/ directory URI into dst (same layout),
+        each streamed to disk through the server's artifact proxy; the files written."""
+        from urllib.parse import quote, urlsplit
+
+        root = urlsplit(artifact_uri).path.strip("/")
+        if not artifact_uri.startswith(PROXY_SCHEME) or urlsplit(artifact_uri).netloc:
+            raise UsageError(f"{artifact_uri} is not served by the artifact proxy at {self.base}")
+        written: list[Path] = []
+        todo = [root]
+        while todo:
+            for path, is_dir in self.list_artifacts(todo.pop()):
+                if is_dir:
+                    todo.append(path)
+                    continue
+                rel = PurePosixPath(path).relative_to(root)
+                if ".." in rel.parts:  # the server names the files; never write outside dst
+                    raise RemoteError(f"MLflow listed an artifact outside {root}: {path}")
+                target = dst.joinpath(*rel.parts)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                url = f"{self.base}{ARTIFACTS_API}/{quote(path)}"
+                with self._request("GET", url, f"artifact {path}", stream=True) as resp:
+                    if resp.status_code != 200:
+                        raise RemoteError(
+                            f"MLflow answered {resp.status_code} for artifact {path}",
+                            hint="check the tracking server's artifact store",
+                        )
+                    with target.open("wb") as out:
+                        for chunk in resp.iter_content(chunk_size=1 << 20):
+                            out.write(chunk)
+                written.append(target)
+        return written

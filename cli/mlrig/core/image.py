@@ -1,8 +1,9 @@
 """Build lean model-serving images from MLflow models (push: `serving_push`).
 
-The model is downloaded from the tracking server into a build context together with the
-server (docker/serving/), then built on host networking; which model and its provenance
-live in `image_model`, running it in `image_run`, the last build's record in
+Two builds on host networking: the serving base (docker/serving/Dockerfile.tmpl: runtime,
+the model's pinned dependencies, the server), reused while its inputs are unchanged, then
+the model downloaded from the tracking server on it (Dockerfile.model.tmpl). Which model and
+its provenance live in `image_model`, running it in `image_run`, the last build's record in
 `image_last_built`.
 """
 
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
+BASE_REPOSITORY = "mlrig/serving-base"  # tagged by a hash of its inputs (`serving_base`)
 
 
 def serving_assets() -> Path:
@@ -56,10 +58,17 @@ class BuiltImage:
     seconds: float
 
 
-def _download(uri: str, ctx: Path) -> Path:
-    """The model's files in ctx/model, however deep the URI nests them."""
+def _download(uri: str, ctx: Path, prov: Provenance) -> Path:
+    """The model's files in ctx/model, however deep the URI nests them: a registered version
+    (the one provenance resolved, so an alias moved meanwhile changes neither) through the
+    tracking server's artifact proxy, anything else with MLflow's client."""
     model_dir = ctx / "model"
-    mlflow_adapter.download_model(uri, model_dir)
+    if prov.model_name and prov.model_version:
+        mlflow_adapter.download_model_version(
+            prov.model_name, prov.model_version, model_dir, uri=uri
+        )
+    else:
+        mlflow_adapter.download_model(uri, model_dir)
     # runs:/ID/path downloads into a sub-folder named after the path
     found = [p.parent for p in model_dir.rglob("MLmodel")]
     if not found:
@@ -78,30 +87,105 @@ def _download(uri: str, ctx: Path) -> Path:
 def prepare_context(
     uri: str, ctx: Path, provenance_repo: Path | None, base_image: str
 ) -> tuple[Provenance, serving_model.ServingPlan]:
-    """Download the model and write the complete build context into ctx."""
+    """Download the model and write both build contexts: ctx/base, the serving base
+    (runtime, dependencies, server), and ctx/model/model, the model's files; the model's
+    Dockerfile is written once its base is known (`build_model_image`)."""
     import yaml
 
     prov = provenance(uri, provenance_repo)
-    model_dir = _download(uri, ctx)
+    model_dir = _download(uri, ctx / "model", prov)
     mlmodel = yaml.safe_load((model_dir / "MLmodel").read_text()) or {}
     reqs_file = model_dir / "requirements.txt"
     if not reqs_file.exists():
         raise UsageError(f"model {uri} has no requirements.txt", hint=serving_model.PIN_HINT)
     plan = serving_model.plan(mlmodel, reqs_file.read_text())
     (model_dir / "mlrig-serving.json").write_text(json.dumps(plan.spec, indent=1))
-    (ctx / "requirements.txt").write_text(plan.requirements_text)
+    base_ctx = ctx / "base"
+    base_ctx.mkdir()
+    (base_ctx / "requirements.txt").write_text(plan.requirements_text)
     files = serving_assets()
     for asset in ("serve.py", "healthcheck.py", "mkroot.sh"):
-        shutil.copy2(files / asset, ctx / asset)
-    (ctx / "Dockerfile").write_text(
+        shutil.copy2(files / asset, base_ctx / asset)
+    (base_ctx / "Dockerfile").write_text(
         serving_model.render_dockerfile(
             (files / "Dockerfile.tmpl").read_text(),
             base_image=base_image,
-            model_ref=uri,
             mlrig_version=__version__,
         )
     )
     return prov, plan
+
+
+def _base_key(base_ctx: Path, base_image: str, platform: str | None) -> str:
+    """A hash of everything the serving base is built from: every file of its context
+    (Dockerfile, pinned requirements, server), the base image's ID and the platform."""
+    import hashlib
+
+    info = docker_adapter.image_info(base_image)
+    digest = hashlib.sha256(f"{info.id if info else base_image}\0{platform or ''}\0".encode())
+    for path in sorted(p for p in base_ctx.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(base_ctx).as_posix()}\0".encode())
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def serving_base(
+    base_ctx: Path,
+    base_image: str,
+    *,
+    platform: str | None,
+    no_cache: bool,
+    progress: Progress,
+    on_chunk: docker_adapter.OnChunk,
+) -> str:
+    """The serving base's image ID. One built from the very same inputs is tagged
+    mlrig/serving-base:<their hash> and reused as is; otherwise it is built (the engine's
+    layer cache still spares the dependency install when only the server changed).
+
+    Reusing it by tag is what makes a new model version's build two steps: a full
+    Dockerfile makes the engine re-check every cached step, and its check of the first
+    step after `FROM scratch` reads every image on the engine (seconds on a busy one)."""
+    ref = f"{BASE_REPOSITORY}:{_base_key(base_ctx, base_image, platform)[:32]}"
+    info = None if no_cache else docker_adapter.image_info(ref)
+    if info is not None:
+        return info.id
+    progress(f"building the serving base {ref} from {base_image}")
+    image_id = docker_adapter.build_image(
+        base_ctx, tag=ref, labels={}, platform=platform, no_cache=no_cache, on_chunk=on_chunk
+    )
+    if not image_id:
+        raise RemoteError(f"building {ref} ended without an image ID")
+    return image_id
+
+
+def build_model_image(
+    model_ctx: Path,
+    base_id: str,
+    *,
+    ref: str,
+    uri: str,
+    labels: dict[str, str],
+    platform: str | None,
+    no_cache: bool,
+    on_chunk: docker_adapter.OnChunk,
+) -> str:
+    """The model on its serving base, labels in one instruction; the image ID."""
+    instruction, rest = serving_model.label_instruction(labels)
+    (model_ctx / "Dockerfile").write_text(
+        serving_model.render_dockerfile(
+            (serving_assets() / "Dockerfile.model.tmpl").read_text(),
+            serving_base=base_id,
+            model_ref=uri.replace("\n", " "),
+            mlrig_version=__version__,
+            labels=instruction,
+        )
+    )
+    image_id = docker_adapter.build_image(
+        model_ctx, tag=ref, labels=rest, platform=platform, no_cache=no_cache, on_chunk=on_chunk
+    )
+    if not image_id:
+        raise RemoteError(f"building {ref} ended without an image ID")
+    return image_id
 
 
 def resolve_base_image(base_image: str | None, progress: Progress) -> str:
@@ -147,23 +231,32 @@ def build(
         ref = tag or serving_model.default_tag(prov.model_name, prov.model_version, prov.run_id)
         if ":" not in ref.rsplit("/", 1)[-1]:
             ref += ":latest"
-        progress(f"building {ref} from {base}")
 
         def show(chunk: dict[str, Any]) -> None:
             line = str(chunk.get("stream", "")).strip()
             if line.startswith("Step ") or line.startswith("Successfully built"):
                 progress(line)
 
-        image_id = docker_adapter.build_image(
-            Path(tmp),
-            tag=ref,
+        ctx = Path(tmp)
+        base_id = serving_base(
+            ctx / "base",
+            base,
+            platform=platform,
+            no_cache=no_cache,
+            progress=progress,
+            on_chunk=show,
+        )
+        progress(f"building {ref} on the serving base {base_id[7:19]}")
+        image_id = build_model_image(
+            ctx / "model",
+            base_id,
+            ref=ref,
+            uri=uri,
             labels=prov.labels(__version__, plan.requirements_sha256),
             platform=platform,
             no_cache=no_cache,
             on_chunk=show,
         )
-    if not image_id:
-        raise RemoteError(f"building {ref} ended without an image ID")
     info = docker_adapter.image_info(image_id)
     built = BuiltImage(ref, image_id, info.size if info else 0, prov, time.monotonic() - start)
     image_last_built.remember(built.ref, built.image_id)

@@ -2,8 +2,9 @@
 with docker, mlflow, git and dvc, every figure a whole command in a fresh process, the two
 sides interleaved sample by sample in one run.
 
-Set-up (not timed): `mlrig demo` in a temporary MLRIG_HOME — a local stack, the demo repo with
-a committed repro and two pushed experiments, and the best model's image built and pushed.
+Set-up (its own row, outside the others): `mlrig demo` in a temporary MLRIG_HOME — a local
+stack, the demo repo with a committed repro and two pushed experiments, and the best model's
+image built and pushed.
 
 - trace: `mlrig trace <pushed image digest>` vs by hand: read the image's labels
   (`docker image inspect`), the run (`mlflow runs describe`), the model version
@@ -12,8 +13,12 @@ a committed repro and two pushed experiments, and the best model's image built a
   dvc.lock (`git show`). The by-hand side knows the answers in advance (it is given the run id
   and commit); mlrig finds them.
 - checkout: `mlrig checkout <model> --into DIR` (worktree, data pulled from the DVC remote,
-  every hash verified) vs by hand: `git worktree add --detach`, copy .dvc/config.local,
+  every hash verified) vs by hand: `git worktree add --detach`, `cp .dvc/config.local`,
   `dvc pull` — no verification.
+
+The by-hand figures are the sum of their commands, each a whole command. Sample i of the four
+rows in turn (A B C D, A B C D, ...). The `mlrig demo` set-up is one more row: one whole
+command, n = 1 (it takes minutes).
 
 Run: .venv/bin/python bench/provenance_bench.py [--samples 5] [--keep]
 """
@@ -23,14 +28,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 from pathlib import Path
 from typing import Any
 
-from common import BIN, MLRIG, fresh_home, record, run_demo, sh, timed, utc_stamp
+from common import (
+    BIN,
+    MLRIG,
+    WHOLE,
+    WHOLE_INTERLEAVED,
+    fresh_home,
+    interleave,
+    machine,
+    markdown,
+    record,
+    row,
+    run_demo,
+    run_timed,
+    sh,
+    utc_stamp,
+)
 
 
 def version(*cmd: str) -> str:
@@ -45,9 +63,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the temporary home")
     args = parser.parse_args()
+    meta: dict[str, Any] = {
+        **machine(),
+        "git": version("git", "--version"),
+        "samples": args.samples,
+    }
 
     home, env = fresh_home("mlrig-prov-bench-")
-    _, summary = run_demo(home, env)
+    demo_seconds, summary = run_demo(home, env)
     facts = summary["facts"]
     repo = Path(facts["repository"])
     pushed, image = facts["pushed"], facts["image"]
@@ -60,25 +83,7 @@ def main() -> None:
         if "=" in line
     }
     hand_env = {**env, **client}
-
-    def trace_by_hand() -> None:
-        sh(
-            repo,
-            "docker",
-            "image",
-            "inspect",
-            "--format",
-            "{{json .Config.Labels}}",
-            image,
-            env=env,
-        )
-        sh(repo, str(BIN / "mlflow"), "runs", "describe", "--run-id", run_id, env=hand_env)
-        sh(repo, "git", "show", f"{sha}:dvc.lock", env=env)
-
-    def checkout_by_hand(dest: Path) -> None:
-        sh(repo, "git", "worktree", "add", "--quiet", "--detach", str(dest), sha, env=env)
-        shutil.copy(repo / ".dvc" / "config.local", dest / ".dvc" / "config.local")
-        sh(dest, str(BIN / "dvc"), "pull", "--quiet", env=hand_env)
+    dvc, mlflow = str(BIN / "dvc"), str(BIN / "mlflow")
 
     def clean(dest: Path) -> None:
         subprocess.run(
@@ -87,59 +92,85 @@ def main() -> None:
         )
         shutil.rmtree(dest, ignore_errors=True)
 
-    rows: dict[str, list[float]] = {
-        "mlrig trace DIGEST": [],
-        "by hand: docker inspect + mlflow runs describe + git show": [],
-        "mlrig checkout MODEL --into DIR (verified)": [],
-        "by hand: git worktree add + dvc pull (unverified)": [],
-    }
-    names = list(rows)
+    def trace(_i: int) -> float:
+        return run_timed([MLRIG, "trace", pushed], env=env, cwd=repo)
+
+    def trace_by_hand(_i: int) -> float:
+        commands = [
+            ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", image],
+            [mlflow, "runs", "describe", "--run-id", run_id],
+            ["git", "show", f"{sha}:dvc.lock"],
+        ]
+        return sum(run_timed(argv, env=hand_env, cwd=repo) for argv in commands)
+
+    def checkout(i: int) -> float:
+        dest = home / f"mlrig-{i}"
+        seconds = run_timed([MLRIG, "checkout", model, "--into", str(dest)], env=env, cwd=repo)
+        clean(dest)
+        return seconds
+
+    def checkout_by_hand(i: int) -> float:
+        dest = home / f"hand-{i}"
+        seconds = run_timed(
+            ["git", "worktree", "add", "--quiet", "--detach", str(dest), sha], env=env, cwd=repo
+        )
+        seconds += run_timed(
+            ["cp", str(repo / ".dvc" / "config.local"), str(dest / ".dvc" / "config.local")],
+            env=env,
+            cwd=repo,
+        )
+        seconds += run_timed([dvc, "pull", "--quiet"], env=hand_env, cwd=dest)
+        clean(dest)
+        return seconds
+
+    contenders = [  # (what, tool, one sample)
+        ("image digest -> run, model version, commit, data", "`mlrig trace DIGEST`", trace),
+        (
+            "image digest -> run, model version, commit, data",
+            "by hand: `docker image inspect` + `mlflow runs describe` + `git show`",
+            trace_by_hand,
+        ),
+        (
+            "model -> worktree with its data",
+            "`mlrig checkout MODEL --into DIR` (verified)",
+            checkout,
+        ),
+        (
+            "model -> worktree with its data",
+            "by hand: `git worktree add` + `cp` + `dvc pull` (unverified)",
+            checkout_by_hand,
+        ),
+    ]
     try:
-        for i in range(args.samples):
-            rows[names[0]].append(timed(lambda: sh(repo, MLRIG, "trace", pushed, env=env) and None))
-            rows[names[1]].append(timed(trace_by_hand))
-            a, b = home / f"mlrig-{i}", home / f"hand-{i}"
-            rows[names[2]].append(
-                timed(
-                    lambda a=a: (
-                        sh(repo, MLRIG, "checkout", model, "--into", str(a), env=env) and None
-                    )
-                )
-            )
-            rows[names[3]].append(timed(lambda b=b: checkout_by_hand(b)))
-            clean(a)
-            clean(b)
+        samples = interleave({tool: fn for _, tool, fn in contenders}, args.samples)
     finally:
         subprocess.run([MLRIG, "stack", "down"], env=env, capture_output=True)
         if not args.keep:
             shutil.rmtree(home, ignore_errors=True)
 
-    meta: dict[str, Any] = {
-        "cpus": os.cpu_count(),
-        "load": round(os.getloadavg()[0], 1),
-        "python": platform.python_version(),
-        "git": version("git", "--version"),
-        "dvc": version(str(BIN / "dvc"), "--version"),
-        "mlflow": version(str(BIN / "python"), "-c", "import mlflow; print(mlflow.__version__)"),
-        "samples": args.samples,
-    }
-    lines = [
-        f"# Provenance: trace and checkout ({utc_stamp()}, {meta['cpus']} CPUs, load "
-        f"{meta['load']}, Python {meta['python']}, {meta['dvc'].split()[-1]} DVC, "
-        f"MLflow {meta['mlflow']})",
-        "",
-        "Every figure is a whole command in a fresh process, the rows interleaved per sample.",
-        "",
-        "| command | median s | min s | max s | n |",
-        "|---|---|---|---|---|",
+    meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    rows = [
+        row(what, tool, samples[tool], method=WHOLE_INTERLEAVED) for what, tool, _ in contenders
     ]
-    for name, xs in rows.items():
-        lines.append(
-            f"| {name} | {statistics.median(xs):.2f} | {min(xs):.2f} | {max(xs):.2f} | {len(xs)} |"
+    rows.append(
+        row(
+            "set-up: `mlrig demo` (fresh home, stack start included)",
+            "mlrig",
+            [demo_seconds],
+            method=WHOLE,
         )
-    table = "\n".join(lines)
+    )
+    summary_lines = [
+        "the by-hand trace is given the run id and commit; mlrig finds them from the digest, "
+        "and also reads the registry's model version",
+    ]
+    table = markdown(rows) + "\n\n" + "".join(f"- {line}\n" for line in summary_lines)
     print(table)
-    record(f"provenance-{utc_stamp()}", {"meta": meta, "samples": rows}, table)
+    record(
+        f"provenance-{utc_stamp()}",
+        {"meta": meta, "rows": rows, "summary": summary_lines},
+        table,
+    )
 
 
 if __name__ == "__main__":

@@ -1,17 +1,19 @@
-"""Serving-image benchmark: `mlflow models build-docker`, `bentoml containerize` and
-`mlrig image build`, in one run, on the same model (breast-cancer LogisticRegression
-pipeline) and the same offline base: size, cold build, rebuild after a new model version,
-bytes pushed for it, `docker run` to first correct prediction, one-row latency, throughput.
-Run: .venv/bin/python bench/image_bench.py [--requests 2000] [--seconds 10] [--no-bentoml]
+"""Serving-image benchmark: `mlrig image build` / `push` vs `bentoml build` + `containerize` vs
+MLflow's Dockerfile build, on the same model (breast-cancer LogisticRegression pipeline) and the
+same offline base. Every timing is a whole command in a fresh process, the way users run it,
+interleaved sample by sample in one run: rebuild after a new model version (the headline),
+push of that version, cold builds; plus bytes moved per version, image size and serving.
+Run: .venv/bin/python bench/image_bench.py [--samples 5] [--quick] [--no-bentoml]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
-import platform
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -19,25 +21,103 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common import record, utc_stamp
+from common import (
+    BIN,
+    CLIENT,
+    IN_PROCESS,
+    MLRIG,
+    WHOLE,
+    WHOLE_INTERLEAVED,
+    fresh_home,
+    interleave,
+    machine,
+    markdown,
+    record,
+    row,
+    run_timed,
+    sh,
+    utc_stamp,
+)
 
 from mlrig.wait import WaitTimeout, wait_until
 
 MODEL = "bench-bc"
 REF_PORT = 8080  # MLflow's image listens on nginx :8080 (uvicorn :8000), not configurable
+BENTO_PORT = 3000  # bentoml serve's default inside its image
+MLFLOW = str(BIN / "mlflow")
+BENTO_DIR = Path(__file__).resolve().parent / "bentoml_service"
+BENTOML_VERSION = "1.4.40"
+# how the rows that are not timings were taken
+INSPECT = "docker image inspect (last version)"
+MANIFESTS = "registry manifests: config + layers no earlier version had"
+# row labels shared by the tools, so a report can put them side by side
+REBUILD = "rebuild after a new model version"
+COLD = "cold build (--no-cache), 1 sample"
+PUSH = "push of a new model version (only its new layers move)"
+BYTES = "bytes moved for a new model version"
+RATIO = "bytes moved / the model's bytes (goal <= 1.5)"
+TOOLS = {
+    "mlrig": "mlrig image build",
+    "bentoml": "bentoml build + containerize",
+    # build-docker runs this docker build itself, with no network option: this engine's
+    # bridge network has no DNS, so its apt/pip steps could not run (see README)
+    "mlflow": "mlflow generate-dockerfile + docker build --network host",
+}
+
+
+STARTED = time.monotonic()
 
 
 def log(msg: str) -> None:
-    print(f"• {msg}", file=sys.stderr, flush=True)
+    print(f"• {time.monotonic() - STARTED:5.0f} s  {msg}", file=sys.stderr, flush=True)
 
 
+@dataclass
+class Bench:
+    """One run's set-up: the client's environment, the registry, where things live."""
+
+    home: Path
+    env: dict[str, str]  # fresh MLRIG_HOME + `mlrig stack env`: what a user's shell has
+    docker_env: dict[str, str]  # env + a temporary DOCKER_CONFIG logged in to the registry
+    registry: str  # host:port
+    repository: str  # mlrig's repository on it
+    auth: tuple[str, str]
+    base: str  # mlrig's offline base, which the stand-ins are made from
+    bento_exe: Path | None = None
+    bento_env: dict[str, str] = field(default_factory=dict)
+    project: Path | None = None  # the BentoML project (service.py + bentofile.yaml)
+    mlflow_from: str = ""  # the base MLflow's Dockerfile names, once tagged onto the stand-in
+    tags: list[str] = field(default_factory=list)  # every image tag the run made
+    containers: list[str] = field(default_factory=list)
+    parts: dict[str, list[float]] = field(default_factory=dict)  # the parts of summed samples
+
+    def part(self, tool: str, step: str, seconds: float) -> float:
+        self.parts.setdefault(f"{tool}|{step}", []).append(seconds)
+        return seconds
+
+    def part_rows(self, what: str, method: str) -> list[dict[str, Any]]:
+        """One row per part of the summed samples, then forget them."""
+        out = []
+        for key, samples in self.parts.items():
+            tool, step = key.split("|")
+            out.append(row(f"{what}, part: `{step}`", tool, samples, method=method))
+        self.parts.clear()
+        return out
+
+    def tagged(self, ref: str) -> str:
+        self.tags.append(ref)
+        return ref
+
+
+# -- the model: one pipeline, a new version per sample ----------------------------------------
 def register(c: float) -> tuple[str, dict[str, Any], list[int]]:
+    """Log and register the pipeline with C=c (in-process, untimed set-up): its version, the
+    one-row request body and the host's own prediction for that row."""
     import cloudpickle
     import mlflow
     import numpy
@@ -55,7 +135,7 @@ def register(c: float) -> tuple[str, dict[str, Any], list[int]]:
         f"{m.__name__}=={m.__version__}" for m in (numpy, pandas, scipy, cloudpickle)
     ]
     mlflow.set_experiment("image-bench")
-    with mlflow.start_run():
+    with contextlib.redirect_stdout(sys.stderr), mlflow.start_run():  # its "View run" lines
         info = mlflow.sklearn.log_model(
             model,
             name="model",
@@ -63,95 +143,181 @@ def register(c: float) -> tuple[str, dict[str, Any], list[int]]:
             input_example=x.head(3),
             registered_model_name=MODEL,
         )
-    row = x.head(1)
-    body = {"dataframe_split": {"columns": list(row.columns), "data": row.values.tolist()}}
-    return str(info.registered_model_version), body, model.predict(row).tolist()
+    one = x.head(1)
+    body = {"dataframe_split": {"columns": list(one.columns), "data": one.values.tolist()}}
+    return str(info.registered_model_version), body, model.predict(one).tolist()
 
 
-# -- builds -------------------------------------------------------------------------------------
-def build_context(path: Path, tag: str, nocache: bool) -> float:
-    from mlrig.adapters import docker as docker_adapter
+def model_bytes(version: str) -> int:
+    import mlflow.artifacts
 
-    start = time.monotonic()
-    docker_adapter.consume_stream(
-        docker_adapter.client().api.build(
-            path=str(path),
-            tag=tag,
-            network_mode="host",
-            rm=True,
-            forcerm=True,
-            decode=True,
-            nocache=nocache,
-        ),
-        f"building {tag}",
-    )
-    return time.monotonic() - start
-
-
-def mlflow_build(version: str, tag: str, stand_in: str, nocache: bool) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.run(
-            [
-                str(Path(sys.executable).with_name("mlflow")),
-                "models",
-                "generate-dockerfile",
-                "-m",
-                f"models:/{MODEL}/{version}",
-                "--env-manager",
-                "local",
-                "-d",
-                tmp,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if proc.returncode:
-            raise SystemExit(f"generate-dockerfile failed: {proc.stderr[-500:]}")
-        dockerfile = Path(tmp) / "Dockerfile"
-        lines = dockerfile.read_text().splitlines()
-        lines = [f"FROM {stand_in}" if ln.startswith("FROM ") else ln for ln in lines]
-        dockerfile.write_text("\n".join(lines) + "\n")
-        return build_context(Path(tmp), tag, nocache)
+        path = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{version}", dst_path=tmp))
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
-def mlrig_build(version: str, nocache: bool) -> tuple[str, float]:
+def bento_save(b: Bench, c: float) -> None:
+    """The same pipeline into BentoML's model store (its venv's python, untimed)."""
+    assert b.bento_exe is not None
+    save = (
+        "import sys, bentoml\n"
+        "from sklearn.datasets import load_breast_cancer\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "from sklearn.pipeline import make_pipeline\n"
+        "from sklearn.preprocessing import StandardScaler\n"
+        "x, y = load_breast_cancer(return_X_y=True)\n"
+        "m = make_pipeline(StandardScaler(), LogisticRegression(C=float(sys.argv[1]),"
+        " max_iter=500)).fit(x, y)\n"
+        f"bentoml.sklearn.save_model('{MODEL}', m)\n"
+    )
+    sh(b.home, str(b.bento_exe), "-c", save, str(c), env=b.bento_env)
+
+
+# -- builds: whole commands -------------------------------------------------------------------
+def docker(b: Bench, *args: str) -> str:
+    return sh(b.home, "docker", *args, env=b.docker_env)
+
+
+def mlrig_build(b: Bench, version: str, tag: str, nocache: bool) -> float:
+    argv = [MLRIG, "image", "build", "-m", f"models:/{MODEL}/{version}", "--tag", tag]
+    return run_timed(argv + (["--no-cache"] if nocache else []), env=b.env, cwd=b.home)
+
+
+def mlrig_build_in_process(version: str, tag: str) -> float:
     from mlrig.core import image
 
-    start = time.monotonic()
-    built = image.build(f"models:/{MODEL}/{version}", no_cache=nocache)
-    return built.ref, time.monotonic() - start
+    start = time.perf_counter()
+    image.build(f"models:/{MODEL}/{version}", tag=tag)
+    return time.perf_counter() - start
 
 
-# -- push ---------------------------------------------------------------------------------------
-def new_bytes(outputs: Any, old_ref: str, new_ref: str) -> int:
-    """Blob bytes the registry had to receive for new_ref after old_ref was pushed."""
-    from mlrig.adapters.registry import RegistryClient
-    from mlrig.core import serving_push
-
-    first = serving_push.push(old_ref, outputs)
-    second = serving_push.push(new_ref, outputs)
-    target = serving_push.target_for(outputs)
-    client = RegistryClient(target.api_base, target.username, target.password)
-
-    def manifest(digest: str) -> dict[str, Any]:
-        resp = client._get(
-            f"/v2/{target.repository}/manifests/{digest}",
-            headers={"Accept": "application/vnd.docker.distribution.manifest.v2+json"},
+def mlflow_build(b: Bench, version: str, tag: str, nocache: bool) -> float:
+    """`mlflow models generate-dockerfile`, then the `docker build` build-docker itself runs
+    (plus --network host): two whole commands, summed."""
+    with tempfile.TemporaryDirectory(dir=b.home) as tmp:
+        ctx = Path(tmp) / "ctx"
+        gen = run_timed(
+            [MLFLOW, "models", "generate-dockerfile", "-m", f"models:/{MODEL}/{version}"]
+            + ["--env-manager", "local", "-d", str(ctx)],
+            env=b.env,
+            cwd=b.home,
         )
-        return dict(resp.json())
+        if not b.mlflow_from:  # untimed, once: its exact base name onto the offline stand-in
+            python_slim(b, (ctx / "Dockerfile").read_text().split("FROM ", 1)[1].split()[0])
+        argv = ["docker", "build", "-t", tag, "-f", "Dockerfile", "--platform", "linux/amd64"]
+        argv += ["--network", "host"] + (["--no-cache"] if nocache else []) + ["."]
+        build = run_timed(argv, env=b.docker_env, cwd=ctx)
+    b.part("mlflow", "mlflow models generate-dockerfile", gen)
+    b.part("mlflow", "docker build", build)
+    return gen + build
 
-    m1, m2 = manifest(first.digest), manifest(second.digest)
-    old = {la["digest"] for la in m1["layers"]}
-    return m2["config"]["size"] + sum(la["size"] for la in m2["layers"] if la["digest"] not in old)
+
+def bentoml_build(b: Bench, tag: str, nocache: bool) -> float:
+    """`bentoml build` then `bentoml containerize`: two whole commands, summed."""
+    assert b.bento_exe is not None
+    bentoml = str(b.bento_exe.with_name("bentoml"))
+    build = run_timed([bentoml, "build"], env=b.bento_env, cwd=b.project)
+    argv = [bentoml, "containerize", "breast_cancer:latest", "--backend", "docker"]
+    argv += ["--opt", "network=host", "-t", tag] + (["--opt", "no-cache"] if nocache else [])
+    containerize = run_timed(argv, env=b.bento_env, cwd=b.project)
+    b.part("bentoml", "bentoml build", build)
+    b.part("bentoml", "bentoml containerize", containerize)
+    return build + containerize
 
 
-# -- serving ------------------------------------------------------------------------------------
+# -- offline stand-ins for the references' python:<ver>-slim ------------------------------------
+def stand_in(b: Bench, tag: str, extra: str = "") -> None:
+    """The offline base shaped like python:<ver>-slim (what both references build FROM)."""
+    with tempfile.TemporaryDirectory(dir=b.home) as tmp:
+        (Path(tmp) / "Dockerfile").write_text(
+            f"FROM {b.base}\nRUN ln -sf /usr/bin/python3 /usr/bin/python && "
+            f"rm -f /usr/lib/python3*/EXTERNALLY-MANAGED\n{extra}"
+        )
+        sh(Path(tmp), "docker", "build", "--network", "host", "-t", tag, ".", env=b.docker_env)
+    b.tagged(tag)
+
+
+def image_id(ref: str) -> str | None:
+    proc = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True
+    )
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def python_slim(b: Bench, name: str) -> None:
+    """Tag the stand-in with the base name MLflow's Dockerfile uses (python:3.11.7-slim): the
+    classic builder does not pull an image that is present."""
+    ours = f"mlrig-bench/{name}"
+    stand_in(b, ours)
+    present = image_id(name)
+    if present and present != image_id(ours):
+        raise SystemExit(f"{name} exists on this engine and is not the bench's stand-in")
+    docker(b, "tag", ours, name)
+    if not present:
+        b.tagged(name)
+    b.mlflow_from = name
+
+
+# -- push and bytes ---------------------------------------------------------------------------
+def mlrig_push(b: Bench, ref: str) -> float:
+    return run_timed([MLRIG, "image", "push", ref], env=b.env, cwd=b.home)
+
+
+def docker_push(b: Bench, ref: str, repository: str, tag: str) -> float:
+    """`docker push` of the same image retagged into another repository (the tag untimed)."""
+    remote = b.tagged(f"{b.registry}/{repository}:{tag}")
+    docker(b, "tag", ref, remote)
+    return run_timed(["docker", "push", remote], env=b.docker_env)
+
+
+def manifest(b: Bench, repository: str, tag: str) -> dict[str, Any]:
+    import requests
+
+    resp = requests.get(
+        f"http://{b.registry}/v2/{repository}/manifests/{tag}",
+        auth=b.auth,
+        headers={
+            "Accept": "application/vnd.docker.distribution.manifest.v2+json,"
+            "application/vnd.oci.image.manifest.v1+json"
+        },
+        timeout=30,
+    )
+    resp.raise_for_status()
+    return dict(resp.json())
+
+
+def new_bytes(manifests: list[dict[str, Any]]) -> list[float]:
+    """For each version after the first: config + the layers no earlier version had."""
+    seen: set[str] = set()
+    out = []
+    for i, m in enumerate(manifests):
+        fresh = [la for la in m["layers"] if la["digest"] not in seen]
+        if i:
+            out.append(float(m["config"]["size"] + sum(la["size"] for la in fresh)))
+        seen.update(la["digest"] for la in m["layers"])
+    return out
+
+
+def alternate(
+    contenders: dict[str, Callable[[int], float]], samples: int
+) -> dict[str, list[float]]:
+    """interleave(), first A B then B A: the engine mounts a layer it pushed to another
+    repository of the same registry instead of uploading it, which favours the second."""
+    out: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for i in range(samples):
+        for name in names if i % 2 == 0 else names[::-1]:
+            out[name].append(contenders[name](i))
+    return out
+
+
+# -- serving (client-side) --------------------------------------------------------------------
 @dataclass
 class Contender:
     """How to start one image and ask it for the one-row prediction."""
 
     name: str
-    refs: tuple[str, str]  # model version 1, version 2 (served: version 2)
+    ref: str
     port: int
     env: dict[str, str]
     path: str
@@ -181,44 +347,40 @@ def until_answered(c: Contender, ok: Callable[[int, bytes], bool], interval: flo
             conn.close()
 
     try:
-        wait_until(answered, timeout=180, what=c.refs[1], interval=interval, retry_on=NOT_YET)
+        wait_until(answered, timeout=180, what=c.ref, interval=interval, retry_on=NOT_YET)
     except WaitTimeout:
         return False
     return True
 
 
-def cold_start(c: Contender, expected: list[int]) -> float:
-    from mlrig.adapters import docker as docker_adapter
-
-    cli = docker_adapter.client()
-    start = time.monotonic()
-    container = cli.containers.run(c.refs[1], detach=True, network_mode="host", environment=c.env)
+@contextlib.contextmanager
+def container(b: Bench, c: Contender) -> Iterator[None]:
+    """`docker run -d` (the CLI, host networking) of c's image; removed on the way out."""
+    name = f"mlrig-image-bench-{c.name}"
+    b.containers.append(name)
+    argv = ["docker", "run", "-d", "--rm", "--name", name, "--network", "host"]
+    argv += [f"--env={k}={v}" for k, v in c.env.items()] + [c.ref]
     try:
+        sh(b.home, *argv, env=b.docker_env)
+        yield
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, env=b.docker_env)
+        b.containers.remove(name)
+
+
+def cold_start(b: Bench, c: Contender, expected: list[int]) -> float:
+    """From spawning `docker run -d` to the first answer equal to the host's prediction."""
+    start = time.perf_counter()
+    with container(b, c):
         if not until_answered(
             c, lambda status, out: status == 200 and c.answer(json.loads(out)) == expected, 0.02
         ):
-            raise SystemExit(f"{c.refs[1]} never answered correctly")
-        return time.monotonic() - start
-    finally:
-        container.remove(force=True)
+            raise SystemExit(f"{c.ref} never answered correctly")
+        return time.perf_counter() - start
 
 
-def serve(c: Contender) -> Callable[[], None]:
-    from mlrig.adapters import docker as docker_adapter
-
-    container = docker_adapter.client().containers.run(
-        c.refs[1], detach=True, network_mode="host", environment=c.env
-    )
-    # nginx answers 502 until MLflow's workers are up
-    if not until_answered(c, lambda status, _out: status == 200, 0.05):
-        container.remove(force=True)
-        raise SystemExit(f"{c.refs[1]} never became ready")
-    time.sleep(3)  # let every worker finish loading before measuring
-    return lambda: container.remove(force=True)
-
-
-def latency(c: Contender, n: int, errors: list[str]) -> tuple[float, float]:
-    """Sequential one-row requests on one keep-alive connection; non-200s are recorded."""
+def latency(c: Contender, n: int, errors: list[str]) -> list[float]:
+    """Sequential one-row requests on one keep-alive connection (ms); non-200s recorded."""
     conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=10)
     for _ in range(200):
         post(conn, c)
@@ -226,11 +388,10 @@ def latency(c: Contender, n: int, errors: list[str]) -> tuple[float, float]:
     for _ in range(n):
         start = time.perf_counter()
         status, out = post(conn, c)
-        times.append(time.perf_counter() - start)
+        times.append((time.perf_counter() - start) * 1000)
         if status != 200:
             errors.append(f"{status}: {out[:200]!r}")
-    times.sort()
-    return statistics.median(times) * 1000, times[int(len(times) * 0.99) - 1] * 1000
+    return times
 
 
 def throughput(c: Contender, seconds: float, errors: list[str], clients: int = 4) -> float:
@@ -254,12 +415,99 @@ def throughput(c: Contender, seconds: float, errors: list[str], clients: int = 4
     return sum(counts) / seconds
 
 
-# -- BentoML (a benchmark dependency only: its own venv) ------------------------------------------
-BENTO_DIR = Path(__file__).resolve().parent / "bentoml_service"
-BENTOML_VERSION = "1.4.40"
-BENTO_PORT = 3000  # bentoml serve's default inside its image
+def serving_rows(
+    b: Bench, refs: dict[str, str], body: dict[str, Any], expected: list[int], args: Any
+) -> list[dict[str, Any]]:
+    from mlrig.core.local_stack import free_port
+
+    port = free_port()
+    mlflow_body = json.dumps(body).encode()
+    bento_body = json.dumps({"input": body["dataframe_split"]["data"]}).encode()
+    every = {
+        "mlflow": Contender(
+            "mlflow", refs["mlflow"], REF_PORT, {}, "/invocations", mlflow_body, _predictions
+        ),
+        "bentoml": Contender(
+            "bentoml", refs.get("bentoml", ""), BENTO_PORT, {}, "/predict", bento_body, _itself
+        ),
+        "mlrig": Contender(
+            "mlrig",
+            refs["mlrig"],
+            port,
+            {"PORT": str(port)},
+            "/invocations",
+            mlflow_body,
+            _predictions,
+        ),
+    }
+    contenders = {n: every[n] for n in refs}
+    log(f"cold starts, {args.starts} each, interleaved")
+    starts = interleave(
+        {n: (lambda _i, c=c: cold_start(b, c, expected)) for n, c in contenders.items()},
+        args.starts,
+    )
+    rows = []
+    for name, c in contenders.items():
+        tool = f"{name} image"
+        rows.append(
+            row(
+                "`docker run -d` (CLI, host network) -> first correct prediction, polled "
+                "every 20 ms",
+                tool,
+                starts[name],
+                method=CLIENT,
+            )
+        )
+        log(f"serving {name}")
+        errors: list[str] = []
+        with container(b, c):
+            # nginx answers 502 until MLflow's workers are up
+            if not until_answered(c, lambda status, _out: status == 200, 0.05):
+                raise SystemExit(f"{c.ref} never became ready")
+            time.sleep(3)  # let every worker finish loading before measuring
+            times = latency(c, args.requests, errors)
+            rps = throughput(c, args.seconds, errors)
+        p99 = sorted(times)[int(len(times) * 0.99) - 1]
+        rows += [
+            row(
+                "one-row latency, sequential on one keep-alive connection (median = p50)",
+                tool,
+                times,
+                unit="ms",
+                method=CLIENT,
+            ),
+            row(
+                "p99 one-row latency (of the requests above)", tool, [p99], unit="ms", method=CLIENT
+            ),
+            row(
+                f"throughput, 4 client threads for {args.seconds:g} s",
+                tool,
+                [rps],
+                unit="req/s",
+                method=CLIENT,
+            ),
+            row(
+                "non-200 answers while measuring",
+                tool,
+                [float(len(errors))],
+                unit="",
+                method=CLIENT,
+            ),
+        ]
+        if errors:
+            log(f"{name}: {len(errors)} non-200 answers, first: {errors[0]}")
+    return rows
 
 
+def _predictions(d: Any) -> Any:
+    return d["predictions"]
+
+
+def _itself(d: Any) -> Any:
+    return d
+
+
+# -- BentoML (a benchmark dependency only: its own venv) ----------------------------------------
 def bentoml_venv(path: Path) -> Path:
     """A venv with BentoML and the host's scikit-learn stack, created on first use."""
     from importlib import metadata
@@ -277,283 +525,311 @@ def bentoml_venv(path: Path) -> Path:
     return exe
 
 
-def bentoml_build(
-    exe: Path, bentoml_home: Path, base: str, c: float, tag: str, nocache: bool
-) -> float:
-    """Save the same pipeline into BentoML's store, `bentoml build`, `bentoml containerize`."""
+def bentoml_project(b: Bench, base: str) -> None:
     from importlib import metadata
 
-    env = {
-        **os.environ,
-        "BENTOML_HOME": str(bentoml_home),
+    assert b.bento_exe is not None
+    b.project = b.home / "bento-project"
+    b.project.mkdir()
+    shutil.copy(BENTO_DIR / "service.py", b.project / "service.py")
+    pins = [f"{p}=={metadata.version(p)}" for p in ("scikit-learn", "numpy", "pandas", "scipy")]
+    (b.project / "bentofile.yaml").write_text(
+        json.dumps(
+            {
+                "service": "service:BreastCancer",
+                "include": ["service.py"],
+                "python": {"packages": pins},
+                "docker": {"base_image": base},
+            }
+        )
+    )
+    b.bento_env = {
+        **b.docker_env,
+        "BENTOML_HOME": str(b.home / "bentoml"),
         "BENTOML_DO_NOT_TRACK": "true",
-        "DOCKER_BUILDKIT": "0",
-    }  # this engine has no buildx
-    with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp)
-        shutil.copy(BENTO_DIR / "service.py", project / "service.py")
-        pins = [f"{p}=={metadata.version(p)}" for p in ("scikit-learn", "numpy", "pandas", "scipy")]
-        (project / "bentofile.yaml").write_text(
-            json.dumps(
-                {
-                    "service": "service:BreastCancer",
-                    "include": ["service.py"],
-                    "python": {"packages": pins},
-                    "docker": {"base_image": base},
-                }
+    }
+
+
+# -- set-up -----------------------------------------------------------------------------------
+def stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
+    """The `export` lines of `mlrig stack env` as a dict."""
+    out: dict[str, str] = {}
+    for line in sh(home, MLRIG, "stack", "env", "--stack", "local", env=env).splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            out[key] = shlex.split(value)[0] if value else ""
+    return out
+
+
+def setup(home: Path, env: dict[str, str], base: str) -> Bench:
+    log("mlrig stack up --local (a throw-away home)")
+    sh(home, MLRIG, "stack", "up", "--local", env=env)
+    client = {**env, **stack_env(home, env)}
+    registry, repository = client["MLRIG_REGISTRY_URL"].split("/", 1)
+    auth = (client["MLRIG_REGISTRY_USERNAME"], client["MLRIG_REGISTRY_PASSWORD"])
+    config = home / "docker-config"
+    config.mkdir()
+    # this engine has no buildx: the classic builder, as `docker build` falls back to anyway
+    docker_env = {**client, "DOCKER_CONFIG": str(config), "DOCKER_BUILDKIT": "0"}
+    if "DOCKER_API_VERSION" not in os.environ:
+        docker_env["DOCKER_API_VERSION"] = "1.41"  # CLI 28 talking to engine 20.10
+    subprocess.run(
+        ["docker", "login", registry, "-u", auth[0], "--password-stdin"],
+        input=auth[1],
+        env=docker_env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    os.environ.update(client)  # registration and the in-process row talk to the same stack
+    return Bench(home, client, docker_env, registry, repository, auth, base)
+
+
+def cleanup(b: Bench) -> None:
+    """Untag every image the run tagged; their layers stay as build cache (no prune)."""
+    for name in list(b.containers):
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, env=b.docker_env)
+    listed = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        capture_output=True,
+        text=True,
+        env=b.docker_env,
+    ).stdout.split()
+    # every name on this run's own registry too: mlrig push adds <model>-v<N>-<commit>
+    pushed = [tag for tag in listed if tag.startswith(f"{b.registry}/")]
+    for tag in dict.fromkeys(list(reversed(b.tags)) + pushed):
+        subprocess.run(["docker", "rmi", "--no-prune", tag], capture_output=True, env=b.docker_env)
+
+
+# -- the run ----------------------------------------------------------------------------------
+def run(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
+    tools = ["mlrig"] + ([] if args.no_bentoml else ["bentoml"]) + ["mlflow"]
+    if "bentoml" in tools:
+        b.bento_exe = bentoml_venv(args.bentoml_venv)
+        bento_base = "mlrig-bench/bentoml-base:py3.11"
+        # uv inside BentoML's build reads SSL_CERT_FILE to trust this machine's TLS proxy
+        stand_in(b, bento_base, "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n")
+        bentoml_project(b, bento_base)
+
+    versions: list[str] = []
+    cs: list[float] = []
+    request: dict[str, Any] = {}  # the one-row request and the host's answer to it
+
+    def new_version(c: float) -> str:
+        version, request["body"], request["expected"] = register(c)
+        if "bentoml" in tools:
+            bento_save(b, c)
+        versions.append(version)
+        cs.append(c)
+        return version
+
+    def ref(tool: str, version: str) -> str:
+        return f"mlrig-bench/{tool}:v{version}"
+
+    builders: dict[str, Callable[[str, bool], float]] = {
+        "mlrig": lambda v, nc: mlrig_build(b, v, b.tagged(ref("mlrig", v)), nc),
+        "bentoml": lambda v, nc: bentoml_build(b, b.tagged(ref("bentoml", v)), nc),
+        "mlflow": lambda v, nc: mlflow_build(b, v, b.tagged(ref("mlflow", v)), nc),
+    }
+    rows: list[dict[str, Any]] = []
+
+    first = new_version(1.0)
+    log(f"{'cold builds (--no-cache)' if args.cold else 'first builds (cache kept)'}: {tools}")
+    firsts = {t: builders[t](first, args.cold) for t in tools}
+    if args.cold:
+        rows += [row(COLD, TOOLS[t], [firsts[t]], method=WHOLE) for t in tools]
+        rows += b.part_rows(COLD, WHOLE)
+    b.parts.clear()
+
+    log(f"rebuilds after a new model version: {args.samples} samples, interleaved")
+    inproc: list[str] = []
+
+    def before(i: int) -> None:
+        c = round(0.05 + 0.2 * (i + 1), 3)  # the same pipeline, another C
+        new_version(c)
+        if args.in_process:
+            inproc.append(register(c)[0])  # its own new version (a built one would be cached)
+
+    contenders: dict[str, Callable[[int], float]] = {
+        t: (lambda i, t=t: builders[t](versions[i + 1], False)) for t in tools
+    }
+    if args.in_process:
+        contenders["in-process"] = lambda i: mlrig_build_in_process(
+            inproc[i], b.tagged(ref("mlrig-inproc", inproc[i]))
+        )
+    rebuilt = interleave(contenders, args.samples, before=before)
+    rows += [row(REBUILD, TOOLS[t], rebuilt[t]) for t in tools]
+    rows += b.part_rows(REBUILD, WHOLE_INTERLEAVED)
+    if args.in_process:
+        rows.append(
+            row(
+                REBUILD,
+                "mlrig: image.build() in the bench's process",
+                rebuilt["in-process"],
+                method=IN_PROCESS,
             )
         )
-        save = (
-            "import sys, bentoml\n"
-            "from sklearn.datasets import load_breast_cancer\n"
-            "from sklearn.linear_model import LogisticRegression\n"
-            "from sklearn.pipeline import make_pipeline\n"
-            "from sklearn.preprocessing import StandardScaler\n"
-            "x, y = load_breast_cancer(return_X_y=True)\n"
-            "m = make_pipeline(StandardScaler(), LogisticRegression(C=float(sys.argv[1]),"
-            " max_iter=500)).fit(x, y)\n"
-            "bentoml.sklearn.save_model('bench-bc', m)\n"
+
+    log("pushes: mlrig image push vs docker push of the same image, interleaved")
+    mlrig_push(b, ref("mlrig", first))  # the earlier version both repositories already hold
+    docker_push(b, ref("mlrig", first), "docker-push", f"{MODEL}-v{first}")
+    pushed = alternate(
+        {
+            "mlrig": lambda i: mlrig_push(b, ref("mlrig", versions[i + 1])),
+            "docker": lambda i: docker_push(
+                b, ref("mlrig", versions[i + 1]), "docker-push", f"{MODEL}-v{versions[i + 1]}"
+            ),
+        },
+        args.samples,
+    )
+    rows.append(row(PUSH, "mlrig image push (checks tags, verifies the digest)", pushed["mlrig"]))
+    rows.append(row(PUSH, "docker push (same image, second repository)", pushed["docker"]))
+
+    log("bytes moved per version")
+    for version in versions:  # mlrig's own pushes of every version are in its repository
+        b.tagged(f"{b.registry}/{b.repository}:{MODEL}-v{version}")
+    model_kb = [model_bytes(v) / 1e3 for v in versions]
+    moved: dict[str, list[float]] = {
+        "mlrig": new_bytes([manifest(b, b.repository, f"{MODEL}-v{v}") for v in versions])
+    }
+    for t in tools[1:] if args.reference_bytes else []:  # pushed the same way, untimed
+        for v in versions:
+            remote = b.tagged(f"{b.registry}/bench-{t}:v{v}")
+            docker(b, "tag", ref(t, v), remote)
+            docker(b, "push", remote)
+        moved[t] = new_bytes([manifest(b, f"bench-{t}", f"v{v}") for v in versions])
+    for t in moved:
+        rows.append(row(BYTES, TOOLS[t], [x / 1e3 for x in moved[t]], unit="kB", method=MANIFESTS))
+    ratios = [x / 1e3 / kb for x, kb in zip(moved["mlrig"], model_kb[1:], strict=True)]
+    rows.append(row(RATIO, "mlrig image build + push", ratios, unit="x", method=MANIFESTS))
+
+    last = {t: ref(t, versions[-1]) for t in tools}
+    for t in tools:
+        info = json.loads(docker(b, "image", "inspect", last[t]))[0]
+        rows.append(row("image size", TOOLS[t], [info["Size"] / 1e6], unit="MB", method=INSPECT))
+        rows.append(
+            row("layers", TOOLS[t], [float(len(info["RootFS"]["Layers"]))], unit="", method=INSPECT)
         )
-        subprocess.run([str(exe), "-c", save, str(c)], env=env, check=True, capture_output=True)
-        bentoml = str(exe.with_name("bentoml"))
-        start = time.monotonic()
-        for argv in (
-            [bentoml, "build"],
-            [
-                bentoml,
-                "containerize",
-                "breast_cancer:latest",
-                "--backend",
-                "docker",
-                "--opt",
-                "network=host",
-                "-t",
-                tag,
-            ]
-            + (["--opt", "no-cache"] if nocache else []),
-        ):
-            proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True)
-            if proc.returncode:
-                raise SystemExit(f"{' '.join(argv[1:3])} failed: {proc.stderr[-800:]}")
-        return time.monotonic() - start
+
+    if args.serving:
+        rows += serving_rows(b, last, request["body"], request["expected"], args)
+
+    def verdict(goal: str, mine: float, unit: str, rival: str, theirs: float) -> str:
+        ok = "met" if mine <= theirs else "NOT met"
+        return f"{goal}: {mine:.2f}{unit} vs {rival} {theirs:.2f}{unit} (median): {ok}"
+
+    med = statistics.median
+    summary = []
+    if "bentoml" in tools:
+        summary.append(
+            verdict(
+                "goal `mlrig image build` <= `bentoml build` + `bentoml containerize`",
+                med(rebuilt["mlrig"]),
+                " s",
+                "BentoML",
+                med(rebuilt["bentoml"]),
+            )
+        )
+    summary += [
+        f"goal a new version moves <= 1.5x the model's bytes: {max(moved['mlrig']) / 1e3:.1f} kB "
+        f"for a {model_kb[-1]:.0f} kB model, at most {max(ratios):.2f}x: "
+        + ("met" if max(ratios) <= 1.5 else "NOT met"),
+        verdict(
+            "goal `mlrig image push` <= `docker push` of the same image",
+            med(pushed["mlrig"]),
+            " s",
+            "docker push",
+            med(pushed["docker"]),
+        ),
+        "MLflow: `mlflow models build-docker` runs `docker build` with no network option and "
+        "this engine's bridge network has no DNS, so its row is `mlflow models "
+        "generate-dockerfile` + that `docker build` with `--network host`, both whole commands",
+    ]
+    return {
+        "rows": rows,
+        "summary": summary,
+        "model_versions": versions,
+        "in_process_versions": inproc,
+        "c": cs,
+        "model_kb": model_kb,
+    }
 
 
-# -- main ---------------------------------------------------------------------------------------
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--requests", type=int, default=2000)
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--starts", type=int, default=3)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--samples", type=int, default=5, help="rebuild and push samples")
+    parser.add_argument("--starts", type=int, default=5, help="cold starts per image")
+    parser.add_argument("--requests", type=int, default=2000, help="latency requests")
+    parser.add_argument("--seconds", type=float, default=10.0, help="throughput seconds")
+    parser.add_argument(
+        "--no-cold",
+        dest="cold",
+        action="store_false",
+        help="first builds keep the cache and are not reported",
+    )
+    parser.add_argument("--no-serving", dest="serving", action="store_false")
+    parser.add_argument("--no-in-process", dest="in_process", action="store_false")
     parser.add_argument("--no-bentoml", action="store_true", help="leave BentoML out")
+    parser.add_argument(
+        "--no-reference-bytes",
+        dest="reference_bytes",
+        action="store_false",
+        help="count bytes moved for mlrig only (the references' first push is ~1.2 GB each)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a development run: 2 samples, no cold builds, no reference bytes, 1 start, "
+        "300 requests, 2 s",
+    )
     parser.add_argument(
         "--bentoml-venv", type=Path, default=Path.home() / ".cache" / "mlrig-bench" / "bentoml-venv"
     )
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="mlrig-image-bench-"))
-    os.environ["MLRIG_HOME"] = str(home)
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    from mlrig.core import engine, stacks
-    from mlrig.core.local_stack import LocalStack, port_is_free
+    if args.quick:
+        args.samples, args.starts, args.requests, args.seconds = 2, 1, 300, 2.0
+        args.cold = args.reference_bytes = False
+    if args.serving:
+        from mlrig.core.local_stack import port_is_free
 
-    for port in (REF_PORT, 8000) + (() if args.no_bentoml else (BENTO_PORT,)):
-        if not port_is_free(port):
-            raise SystemExit(f"port {port} must be free (a reference image listens on it)")
+        for port in (REF_PORT, 8000) + (() if args.no_bentoml else (BENTO_PORT,)):
+            if not port_is_free(port):
+                raise SystemExit(f"port {port} must be free (a reference image listens on it)")
+    from mlrig.core import engine
+    from mlrig.version import __version__
+
+    meta = machine(("mlflow", "scikit-learn", "docker")) | {
+        "settings": {k: str(v) for k, v in vars(args).items()}
+    }
+    if not args.no_bentoml:
+        meta["versions"]["bentoml"] = BENTOML_VERSION
+    meta["versions"]["docker_cli"] = subprocess.run(
+        ["docker", "version", "-f", "{{.Client.Version}}"], capture_output=True, text=True
+    ).stdout.strip()
+    meta["versions"]["mlrig"] = __version__
+    home, env = fresh_home("mlrig-image-bench-")
+    os.environ["MLRIG_HOME"] = env["MLRIG_HOME"]
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # the bench's own downloads
     base = engine.ensure_base_image(log)
-    stack = LocalStack("bench")
+    meta["base_image"] = base
+    b: Bench | None = None
     try:
-        outputs = stack.up(progress=log)
-        os.environ.update(stacks.client_env(outputs))
-        results = run(outputs, base, args, home)
+        b = setup(home, env, base)
+        result = run(b, args)
     finally:
-        stack.down()
+        if b is not None:
+            cleanup(b)
+        subprocess.run([MLRIG, "stack", "down", "--stack", "local"], env=env, capture_output=True)
         shutil.rmtree(home, ignore_errors=True)
-    report(results, base, args)
-
-
-def stand_in(base: str, tag: str, extra: str = "") -> None:
-    """The offline base shaped like python:<ver>-slim (what both references build FROM)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        (Path(tmp) / "Dockerfile").write_text(
-            f"FROM {base}\nRUN ln -sf /usr/bin/python3 /usr/bin/python && "
-            f"rm -f /usr/lib/python3*/EXTERNALLY-MANAGED\n{extra}"
-        )
-        build_context(Path(tmp), tag, nocache=False)
-
-
-def run(outputs: Any, base: str, args: argparse.Namespace, home: Path) -> dict[str, dict[str, Any]]:
-    import mlflow.artifacts
-
-    from mlrig.adapters import docker as docker_adapter
-    from mlrig.core.local_stack import free_port
-
-    v1, body_doc, expected = register(1.0)
-    v2, _, _ = register(0.05)
-    with tempfile.TemporaryDirectory() as tmp:
-        model_bytes = sum(
-            f.stat().st_size
-            for f in Path(
-                mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{v2}", dst_path=tmp)
-            ).rglob("*")
-            if f.is_file()
-        )
-    mlflow_base = f"mlrig-bench/python:{platform.python_version()}-slim"
-    stand_in(base, mlflow_base)
-    names = ["mlflow", "bentoml", "mlrig"] if not args.no_bentoml else ["mlflow", "mlrig"]
-    res: dict[str, dict[str, Any]] = {n: {} for n in names}
-    refs = {
-        "mlflow": ("mlrig-bench/mlflow:mlflow-v1", "mlrig-bench/mlflow:mlflow-v2"),
-        "bentoml": ("mlrig-bench/bentoml:bentoml-v1", "mlrig-bench/bentoml:bentoml-v2"),
-    }
-    if "bentoml" in names:
-        exe = bentoml_venv(args.bentoml_venv)
-        bento_base = "mlrig-bench/bentoml-base:py3.11"
-        # uv inside BentoML's build reads SSL_CERT_FILE to trust this machine's TLS proxy
-        stand_in(base, bento_base, "ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt\n")
-    log("cold builds (no cache)")
-    res["mlflow"]["cold_build_s"] = mlflow_build(v1, refs["mlflow"][0], mlflow_base, True)
-    if "bentoml" in names:
-        res["bentoml"]["cold_build_s"] = bentoml_build(
-            exe, home / "bentoml", bento_base, 1.0, refs["bentoml"][0], True
-        )
-    ref1, res["mlrig"]["cold_build_s"] = mlrig_build(v1, nocache=True)
-    log("rebuilds after a new model version")
-    res["mlflow"]["rebuild_s"] = mlflow_build(v2, refs["mlflow"][1], mlflow_base, False)
-    if "bentoml" in names:
-        res["bentoml"]["rebuild_s"] = bentoml_build(
-            exe, home / "bentoml", bento_base, 0.05, refs["bentoml"][1], False
-        )
-    ref2, res["mlrig"]["rebuild_s"] = mlrig_build(v2, nocache=False)
-    refs["mlrig"] = (ref1, ref2)
-    api = docker_adapter.client().api
-    for name in names:
-        info = api.inspect_image(refs[name][1])
-        res[name]["size_mb"] = info["Size"] / 1e6
-        res[name]["layers"] = len(info["RootFS"]["Layers"])
-    log("pushes (v1 then v2) to the stack's registry")
-    for name in names:
-        res[name]["pushed_new_version_kb"] = new_bytes(outputs, *refs[name]) / 1e3
-    port = free_port()
-    row = body_doc["dataframe_split"]["data"]
-    mlflow_body = json.dumps(body_doc).encode()
-    contenders = {
-        "mlflow": Contender(
-            "mlflow",
-            refs["mlflow"],
-            REF_PORT,
-            {},
-            "/invocations",
-            mlflow_body,
-            lambda d: d["predictions"],
-        ),
-        "bentoml": Contender(
-            "bentoml",
-            refs.get("bentoml", ("", "")),
-            BENTO_PORT,
-            {},
-            "/predict",
-            json.dumps({"input": row}).encode(),
-            lambda d: d,
-        ),
-        "mlrig": Contender(
-            "mlrig",
-            refs["mlrig"],
-            port,
-            {"PORT": str(port)},
-            "/invocations",
-            mlflow_body,
-            lambda d: d["predictions"],
-        ),
-    }
-    log("cold starts")
-    for name in names:
-        res[name]["start_s_all"] = []
-    for _ in range(args.starts):  # alternate, so a busy machine slows all alike
-        for name in names:
-            res[name]["start_s_all"].append(cold_start(contenders[name], expected))
-    for name in names:
-        res[name]["start_s"] = statistics.median(res[name]["start_s_all"])
-        log(f"serving {name}")
-        stop = serve(contenders[name])
-        try:
-            errors: list[str] = []
-            res[name]["p50_ms"], res[name]["p99_ms"] = latency(
-                contenders[name], args.requests, errors
-            )
-            res[name]["rps"] = throughput(contenders[name], args.seconds, errors)
-            res[name]["errors"] = len(errors)
-            res[name]["first_errors"] = errors[:3]
-        finally:
-            stop()
-    res["model"] = {"model_kb": model_bytes / 1e3}
-    for name in names:  # the stand-in bases stay, as build cache for the next run
-        for ref in refs[name]:
-            api.remove_image(ref, force=True)
-    for img in api.images():
-        for tag in img.get("RepoTags") or []:
-            if tag.startswith(f"{outputs.registry.host}/"):
-                api.remove_image(tag, force=True)
-    return res
-
-
-ROWS = [
-    ("image size (MB)", "size_mb", "{:.0f}"),
-    ("layers", "layers", "{}"),
-    ("cold build (s)", "cold_build_s", "{:.1f}"),
-    ("rebuild after new model version (s)", "rebuild_s", "{:.1f}"),
-    ("bytes pushed for the new version (kB)", "pushed_new_version_kb", "{:.0f}"),
-    ("docker run -> first correct prediction (s)", "start_s", "{:.2f}"),
-    ("p50 one-row latency (ms)", "p50_ms", "{:.2f}"),
-    ("p99 one-row latency (ms)", "p99_ms", "{:.2f}"),
-    ("throughput, 4 clients (req/s)", "rps", "{:.0f}"),
-    ("non-200 answers while measuring", "errors", "{}"),
-]
-
-
-def report(res: dict[str, dict[str, Any]], base: str, args: argparse.Namespace) -> None:
-    from importlib import metadata
-
-    from rich.console import Console
-    from rich.table import Table
-
-    names = [n for n in ("mlflow", "bentoml", "mlrig") if n in res]
-    heads = {
-        "mlflow": "mlflow build-docker",
-        "bentoml": "bentoml containerize",
-        "mlrig": "mlrig image build",
-    }
-    others = [n for n in names if n != "mlrig"]
-    cols = [""] + [heads[n] for n in names] + [f"mlrig / {n}" for n in others]
-    table = Table(title="serving images, same model and base, one run")
-    for col in cols:
-        table.add_column(col)
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for label, key, fmt in ROWS:
-        cells = [label] + [fmt.format(res[n][key]) for n in names]
-        cells += [
-            f"{res['mlrig'][key] / res[n][key]:.2f}" if res[n][key] and key != "errors" else "-"
-            for n in others
-        ]
-        table.add_row(*cells)
-        md.append("| " + " | ".join(cells) + " |")
-    Console().print(table)
-    load = os.getloadavg()
-    meta = {
-        "when": datetime.now(UTC).isoformat(),
-        "cpus": os.cpu_count(),
-        "load_avg_end": [round(x, 2) for x in load],
-        "base_image": base,
-        "model_kb": res["model"]["model_kb"],
-        "versions": {p: metadata.version(p) for p in ("mlflow", "scikit-learn", "docker")}
-        | ({"bentoml": BENTOML_VERSION} if "bentoml" in res else {}),
-        "requests": args.requests,
-        "seconds": args.seconds,
-    }
+    meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
+    rows = result.pop("rows")
+    table = markdown(rows) + "\n\n" + "".join(f"- {s}\n" for s in result["summary"])
+    print(table)
     print(
-        f"model artifacts: {meta['model_kb']:.0f} kB; CPUs: {meta['cpus']}; "
-        f"load average at the end: {meta['load_avg_end']}"
+        f"model artifacts: {result['model_kb'][-1]:.0f} kB; CPUs: {meta['cpus']}; load average "
+        f"at the start {meta['load_avg']}, at the end {meta['load_avg_after']}"
     )
-    md.append(f"\n{json.dumps(meta)}")
-    record(f"image-{utc_stamp()}", {"meta": meta, **res}, "\n".join(md))
+    record(f"image-{utc_stamp()}", {"meta": meta, "rows": rows, **result}, table)
 
 
 if __name__ == "__main__":

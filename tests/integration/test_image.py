@@ -573,6 +573,36 @@ def test_tag_with_another_digest_is_a_conflict(v1: dict, env: dict, tmp_path: Pa
     docker_adapter.client().api.remove_image("mlrig-test/other:1")
 
 
+def test_a_second_tag_is_the_verified_manifest_stored_again(
+    v1: dict, env: dict, tmp_path: Path
+) -> None:
+    """A git commit label gives an image two tags: the engine pushes the first, the second
+    stores the manifest just verified through the registry's API; both read back."""
+    from mlrig.adapters import docker as docker_adapter
+
+    labels = "io.mlrig.model.name=bc-two-tags io.mlrig.model.version=1"
+    ref = derived_image(
+        v1["built"].ref,
+        "mlrig-test/two-tags:1",
+        tmp_path,
+        f"LABEL {labels} io.mlrig.git.commit=0123456789abcdef\n",
+    )
+    host = env["outputs"].registry.host
+    seen: list[str] = []
+    try:
+        pushed = serving_push.push(ref, env["outputs"], progress=seen.append)
+        assert pushed.tags == ["bc-two-tags-v1", "bc-two-tags-v1-0123456"]
+        client = local_registry(env)
+        assert {client.manifest_digest("models", t) for t in pushed.tags} == {pushed.digest}
+        assert len([m for m in seen if m.startswith("pushing")]) == 1  # one engine push
+        assert {f"{host}/models:{t}" for t in pushed.tags} <= set(local_tags(ref))
+        again = serving_push.push(ref, env["outputs"])
+        assert (again.tags, again.unchanged, again.digest) == ([], pushed.tags, pushed.digest)
+    finally:
+        for tag in local_tags(ref):
+            docker_adapter.client().api.remove_image(tag, noprune=True)
+
+
 def test_wrong_password_fails_before_pushing(
     v1: dict, env: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:

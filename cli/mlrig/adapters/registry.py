@@ -134,7 +134,13 @@ class RegistryClient:
         self.auth = (username, password or "") if username is not None else None
         self.timeout = timeout
 
-    def _get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> Any:
+    def _get(
+        self,
+        path: str,
+        headers: dict[str, str] | None = None,
+        method: str = "GET",
+        data: bytes | None = None,
+    ) -> Any:
         import requests
 
         try:
@@ -144,6 +150,7 @@ class RegistryClient:
                 auth=self.auth,
                 headers=headers or {},
                 timeout=self.timeout,
+                data=data,
             )
         except requests.RequestException as exc:
             raise RemoteError(
@@ -176,6 +183,35 @@ class RegistryClient:
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         resp = self._manifest(repository, reference, f"{repository}:{reference}", method="HEAD")
         return None if resp is None else str(resp.headers.get("Docker-Content-Digest"))
+
+    def manifest(self, repository: str, reference: str) -> tuple[bytes, str, str] | None:
+        """(bytes, media type, digest the registry names) of a tag's or digest's manifest;
+        None when it has none."""
+        resp = self._manifest(repository, reference, f"{repository}:{reference}")
+        if resp is None:
+            return None
+        headers = resp.headers
+        return (
+            resp.content,
+            str(headers.get("Content-Type", "")),
+            str(headers.get("Docker-Content-Digest", "")),
+        )
+
+    def put_manifest(self, repository: str, tag: str, body: bytes, media_type: str) -> str:
+        """Store a manifest under tag (its blobs must be in the repository already); the
+        digest the registry answers."""
+        resp = self._get(
+            f"/v2/{repository}/manifests/{tag}",
+            headers={"Content-Type": media_type},
+            method="PUT",
+            data=body,
+        )
+        if resp.status_code != 201:
+            raise RemoteError(
+                f"registry answered {resp.status_code} for tagging {repository}:{tag}: "
+                f"{resp.text.strip()[:200]}"
+            )
+        return str(resp.headers.get("Docker-Content-Digest", ""))
 
     def config_digest(self, repository: str, reference: str) -> str | None:
         """The image ID (config digest) a tag points to, or None when the tag is free."""

@@ -2,7 +2,9 @@
 
 A tag that already holds this very image is a no-op; one that holds another is a Conflict.
 Every push chunk is checked, transient failures are retried with backoff, and the digest
-the engine reports is verified against the registry's own answer before success.
+the engine reports is verified against the registry's own answer before success. The engine
+pushes the first new tag; further tags of the same image store the manifest just verified
+through the registry's API, each read back the same way.
 """
 
 from __future__ import annotations
@@ -105,11 +107,24 @@ def tags_for(labels: dict[str, str], fallback: str) -> list[str]:
     return [base] + ([f"{base}-{commit[:7]}"] if commit else [])
 
 
-def _login(target: Target) -> tuple[RegistryClient, Target]:
+def _current(client: RegistryClient, repository: str, tags: list[str]) -> dict[str, str | None]:
+    """The image ID (config digest) each tag holds in the registry now, None when free;
+    asked concurrently (each request is a password check on a basic-auth registry)."""
+    if len(tags) == 1:
+        return {tags[0]: client.config_digest(repository, tags[0])}
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(tags)) as pool:
+        found = {tag: pool.submit(client.config_digest, repository, tag) for tag in tags}
+        return {tag: future.result() for tag, future in found.items()}
+
+
+def _login(target: Target, tags: list[str]) -> tuple[RegistryClient, Target, dict[str, str | None]]:
+    """A client of the registry and what its tags hold now (`_current`): that first
+    authenticated answer also proves the credentials, so no separate ping is spent."""
     client = RegistryClient(target.api_base, target.username, target.password)
     try:
-        client.ping()
-        return client, target
+        return client, target, _current(client, target.repository, tags)
     except CredentialsError:
         if not target.refresh:
             raise CredentialsError(
@@ -122,13 +137,12 @@ def _login(target: Target) -> tuple[RegistryClient, Target]:
     )
     client = RegistryClient(fresh.api_base, user, password)
     try:
-        client.ping()
+        return client, fresh, _current(client, fresh.repository, tags)
     except CredentialsError:
         raise CredentialsError(
             f"registry {target.host} rejected the ECR authorization token (expired or revoked)",
             hint="refresh your AWS credentials and retry",
         ) from None
-    return client, fresh
 
 
 def push(
@@ -172,12 +186,12 @@ def push_to(
     image_id, labels = info.id, info.labels
     fallback = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
     tags = tags_for(labels, fallback)
-    client, target = _login(registry_target(registry, endpoint, owner=owner))
+    client, target, current = _login(registry_target(registry, endpoint, owner=owner), tags)
     remote = f"{target.host}/{target.repository}"
 
     unchanged, todo = [], []
     for tag in tags:
-        existing = client.config_digest(target.repository, tag)
+        existing = current[tag]
         if existing is None:
             todo.append(tag)
         elif existing == image_id:
@@ -189,19 +203,61 @@ def push_to(
                 hint="register a new model version, or push from another commit",
             )
     digest = None
-    for tag in todo:
-        digest = _push_tag(image_id, remote, tag, target, progress, on_chunk)
-        verified = client.manifest_digest(target.repository, tag)
-        if verified != digest:
-            raise RemoteError(
-                f"{remote}:{tag} was pushed but the registry reports digest "
-                f"{verified}, not {digest}",
-                hint="push again",
+    if todo:
+        digest = _push_tag(image_id, remote, todo[0], target, progress, on_chunk)
+        manifest = _verified(client, target.repository, todo[0], digest, remote)
+        for tag in todo[1:]:
+            _tag_pushed(
+                client, target.repository, tag, manifest, digest, image_id, remote, progress
             )
     if digest is None:  # everything already there: report what the registry holds
         digest = client.manifest_digest(target.repository, tags[0]) or ""
     name = f"{target.name_host or target.host}/{target.repository}"
     return PushResult(f"{name}@{digest}", digest, todo, unchanged, labels)
+
+
+def _verified(
+    client: RegistryClient, repository: str, tag: str, digest: str, remote: str
+) -> tuple[bytes, str]:
+    """The manifest the registry holds under tag, read back: it must be the one the engine
+    pushed (the digest the registry names and the hash of the bytes it sends both equal
+    the engine's digest). Its bytes and media type."""
+    import hashlib
+
+    got = client.manifest(repository, tag)
+    named = got[2] if got else None
+    hashed = f"sha256:{hashlib.sha256(got[0]).hexdigest()}" if got else None
+    if got is None or named != digest or hashed != digest:
+        raise RemoteError(
+            f"{remote}:{tag} was pushed but the registry reports digest {named or hashed}, "
+            f"not {digest}",
+            hint="push again",
+        )
+    return got[0], got[1]
+
+
+def _tag_pushed(
+    client: RegistryClient,
+    repository: str,
+    tag: str,
+    manifest: tuple[bytes, str],
+    digest: str,
+    image_id: str,
+    remote: str,
+    progress: Progress,
+) -> None:
+    """One more tag on a manifest just pushed and verified: the same bytes stored under it
+    through the registry's API (one request, where a second engine push re-checks every
+    layer), then read back like the first; the engine names the image so too."""
+    progress(f"tagging {remote}:{tag} (the manifest just pushed)")
+    client.put_manifest(repository, tag, manifest[0], manifest[1])
+    verified = client.manifest_digest(repository, tag)
+    if verified != digest:
+        raise RemoteError(
+            f"{remote}:{tag} was pushed but the registry reports digest {verified}, not {digest}",
+            hint="push again",
+        )
+    docker_adapter.tag_image(image_id, remote, tag)
 
 
 def _push_tag(

@@ -399,36 +399,46 @@ def test_a_server_that_dies_at_start_reports_its_last_log_lines(v1: dict, tmp_pa
         docker_adapter.client().api.remove_image(ref)
 
 
-def test_a_whole_build_never_imports_mlflow(v1: dict, env: dict) -> None:
-    """`import mlflow` was most of a whole `mlrig image build`: registry reads and the
-    model's files go over MLflow's REST API and artifact proxy instead. The real command in a
-    fresh process; `-X importtime` lists every module it imported."""
-    version, _ = register(MODEL, 0.3)  # a new version: its model layer is really built
+def imported_by(*argv: str) -> tuple[set[str], str]:
+    """Every module a whole `mlrig` command imported (`-X importtime`, a fresh process), and
+    its standard error."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", str(VENV_BIN / "mlrig"), "image", "build"]
-        + ["--model", f"models:/{MODEL}/{version}", "--tag", "mlrig-test/no-mlflow:1"],
+        [sys.executable, "-X", "importtime", str(VENV_BIN / "mlrig"), *argv],
         env=os.environ,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    imported = {
-        line.rsplit("|", 1)[-1].strip()
-        for line in proc.stderr.splitlines()
-        if line.startswith("import time:")
-    }
-    assert {"mlrig.core.image", "docker", "requests"} <= imported  # the listing is real
-    assert not [m for m in imported if m == "mlflow" or m.startswith("mlflow.")]
-    # v1 built the serving base from the same pins: this build ran only the model's steps
-    assert "building the serving base" not in proc.stderr and "Step 3/3 : LABEL" in proc.stderr
+    lines = proc.stderr.splitlines()
+    modules = {ln.rsplit("|", 1)[-1].strip() for ln in lines if ln.startswith("import time:")}
+    assert {"mlrig.main", "docker", "requests"} <= modules  # the listing is real
+    return modules, proc.stderr
+
+
+def test_whole_build_and_push_never_import_mlflow(v1: dict, env: dict) -> None:
+    """`import mlflow` was most of a whole `mlrig image build`: registry reads and the
+    model's files go over MLflow's REST API and artifact proxy instead, and a push writes
+    its model-version tags over REST too. The real commands, each in a fresh process."""
     from mlrig.adapters import docker as docker_adapter
 
+    version, _ = register(MODEL, 0.3)  # a new version: its model layer is really built
+    ref = "mlrig-test/no-mlflow:1"
     try:
-        labels = docker_adapter.client().api.inspect_image("mlrig-test/no-mlflow:1")
-        assert labels["Config"]["Labels"]["io.mlrig.model.version"] == version
+        built, err = imported_by(
+            "image", "build", "--model", f"models:/{MODEL}/{version}", "-t", ref
+        )
+        assert "mlrig.core.image" in built
+        assert not [m for m in built if m == "mlflow" or m.startswith("mlflow.")]
+        # v1 built the serving base from the same pins: this build ran only the model's steps
+        assert "building the serving base" not in err and "Step 3/3 : LABEL" in err
+        labels = docker_adapter.client().api.inspect_image(ref)["Config"]["Labels"]
+        assert labels["io.mlrig.model.version"] == version
+        pushed, _ = imported_by("image", "push", "--stack", "local", ref)
+        assert "mlrig.core.serving_push" in pushed
+        assert not [m for m in pushed if m == "mlflow" or m.startswith("mlflow.")]
     finally:
-        docker_adapter.client().api.remove_image("mlrig-test/no-mlflow:1", noprune=True)
+        docker_adapter.client().api.remove_image(ref, noprune=True)
 
 
 def test_the_proxy_download_holds_what_mlflows_client_downloads(env: dict, tmp_path: Path) -> None:

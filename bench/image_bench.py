@@ -636,10 +636,8 @@ def run(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
     first = new_version(1.0)
     log(f"{'cold builds (--no-cache)' if args.cold else 'first builds (cache kept)'}: {tools}")
     firsts = {t: builders[t](first, args.cold) for t in tools}
-    if args.cold:
-        rows += [row(COLD, TOOLS[t], [firsts[t]], method=WHOLE) for t in tools]
-        rows += b.part_rows(COLD, WHOLE)
-    b.parts.clear()
+    cold = [row(COLD, TOOLS[t], [firsts[t]], method=WHOLE) for t in tools]
+    cold += b.part_rows(COLD, WHOLE)
 
     log(f"rebuilds after a new model version: {args.samples} samples, interleaved")
     inproc: list[str] = []
@@ -669,6 +667,7 @@ def run(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
                 method=IN_PROCESS,
             )
         )
+    rows += cold if args.cold else []  # after the headline
 
     log("pushes: mlrig image push vs docker push of the same image, interleaved")
     mlrig_push(b, ref("mlrig", first))  # the earlier version both repositories already hold

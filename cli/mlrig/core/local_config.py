@@ -1,7 +1,9 @@
 """Each local service's configuration and command line, written from the stack's secrets.
 
 A regenerated password is set in the store that checks it (MLflow's auth DB, the
-registry's htpasswd) and the services that must re-read a changed file are named.
+registry's htpasswd) and the services that must re-read a changed file are named. MLflow's
+files and the registry's are written apart: `up` starts MLflow (the slow one) as soon as its
+own files are there and writes the registry's (a bcrypt hash) while MLflow boots.
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ from mlrig.core.local_state import REGISTRY_USER, Layout, LocalState
 from mlrig.core.progress import Progress
 
 
-def write_configs(
-    stack: Layout, state: LocalState, made: list[str], progress: Progress
-) -> set[str]:
-    """Write each service's config from the secrets; return the services that must
-    restart to see a changed one. A regenerated password is set in its store."""
+def write_mlflow_configs(stack: Layout, made: list[str], progress: Progress) -> set[str]:
+    """Write MLflow's auth.ini and OIDC rules; return {"mlflow"} when it must restart to see
+    a change. A regenerated admin password is set in MLflow's auth DB."""
     restart: set[str] = set()
     db_uri = f"sqlite:///{stack.auth_db.resolve()}"
     ini, ini_text = stack.mlflow_dir / "auth.ini", tracking_server.auth_ini(db_uri)
@@ -36,6 +36,15 @@ def write_configs(
             progress("the MLflow admin password was lost: a new one is set in MLflow")
     if "mlflow-flask" in made:
         restart.add("mlflow")
+    return restart
+
+
+def write_registry_configs(
+    stack: Layout, state: LocalState, made: list[str], progress: Progress
+) -> set[str]:
+    """Write the registry's htpasswd and config.yml; return {"registry"} when it must restart
+    to see a change. A regenerated password is hashed into its htpasswd."""
+    restart: set[str] = set()
     reg_pw = secrets.read_secret_file(stack.secret_file("registry"))
     if "registry" in made or not stack.htpasswd.exists():
         contract.atomic_write(

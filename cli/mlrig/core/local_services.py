@@ -19,6 +19,9 @@ from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 MLFLOW_START_TIMEOUT = 90.0
 REGISTRY_START_TIMEOUT = 20.0
+# How often a starting service is polled: a refused TCP connect is all a poll costs until it
+# listens, so a short interval adds no load and `up` notices the server ~0.05 s after it is.
+HEALTH_POLL_INTERVAL = 0.05
 
 
 def free_port() -> int:
@@ -41,11 +44,21 @@ def port_of(service: str, state: LocalState) -> int:
     return state.mlflow_port if service == "mlflow" else state.registry_port
 
 
+def accepts(port: int) -> bool:
+    """A TCP connection to 127.0.0.1:port succeeds: something listens there. Costs ~0.1 ms,
+    so a start-up can be polled often without taking CPU from the server that is booting."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def answering(service: str, state: LocalState) -> bool:
     """An anonymous probe: the server answers (the registry's 401 proves auth is on)."""
     from mlrig.adapters import http
 
     port = port_of(service, state)
+    if not accepts(port):  # not listening yet: skip the HTTP client's cost
+        return False
     path = tracking_server.HEALTH_PATH if service == "mlflow" else "/v2/"
     try:
         code = http.status(f"http://127.0.0.1:{port}{path}", timeout=2)
@@ -93,14 +106,17 @@ def _authenticated(service: str, url: str, user: str, ref: contract.SecretRef, u
 
 def round_trips(outputs: StackOutputs) -> list[Probe]:
     """MLflow API call as the admin, registry /v2/ login, and a write+read+delete in the
-    DVC remote directory: what `up` must prove before it says "up"."""
+    DVC remote directory: what `up` must prove before it says "up". The two logins run at
+    once: each server spends its time checking a password hash (MLflow's, the registry's
+    bcrypt), which on two CPUs need not wait for each other."""
+    from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
     up = f"run `mlrig stack up --stack {outputs.name}`"
-    probes = []
+    logins = []
     if outputs.mlflow.auth:
-        probes.append(
-            _authenticated(
+        logins.append(
+            (
                 "mlflow",
                 f"{outputs.mlflow_tracking_uri}/api/2.0/mlflow/experiments/search?max_results=1",
                 outputs.mlflow.auth.username,
@@ -109,8 +125,8 @@ def round_trips(outputs: StackOutputs) -> list[Probe]:
             )
         )
     if outputs.registry.auth:
-        probes.append(
-            _authenticated(
+        logins.append(
+            (
                 "registry",
                 f"http://{outputs.registry.host}/v2/",
                 outputs.registry.auth.username,
@@ -118,6 +134,8 @@ def round_trips(outputs: StackOutputs) -> list[Probe]:
                 up,
             )
         )
+    with ThreadPoolExecutor(max_workers=max(1, len(logins))) as pool:
+        probes = list(pool.map(lambda args: _authenticated(*args), logins))
     remote = Path(outputs.dvc_remote_url)
     probe = remote / f".mlrig-probe-{free_port()}"
     try:
@@ -185,25 +203,24 @@ class Launch:
     image: str | None = None  # the registry runs in this container instead of argv
 
 
-def start(layout: Layout, service: str, state: LocalState, launch: Launch) -> None:
-    """Start a service (its own process group, private umask) and wait until it answers."""
+def spawn(layout: Layout, service: str, launch: Launch) -> processes.PidRecord:
+    """Start a service (its own process group, private umask) without waiting for it."""
     if launch.image:
-        rec = _start_registry_container(layout, launch.image)
-    else:
-        rec = processes.start(
-            launch.argv,
-            pid_file=layout.pid_file(service),
-            log_file=layout.log_file(service),
-            env=launch.env,
-            cwd=layout.root,
-            umask=PRIVATE_UMASK,
-        )
-    await_healthy(layout, service, state, rec)
+        return _start_registry_container(layout, launch.image)
+    return processes.start(
+        launch.argv,
+        pid_file=layout.pid_file(service),
+        log_file=layout.log_file(service),
+        env=launch.env,
+        cwd=layout.root,
+        umask=PRIVATE_UMASK,
+    )
 
 
 def await_healthy(
     layout: Layout, service: str, state: LocalState, rec: processes.PidRecord
 ) -> None:
+    """Wait until the service answers; its log's last lines when it exits or times out."""
     timeout = MLFLOW_START_TIMEOUT if service == "mlflow" else REGISTRY_START_TIMEOUT
     pid_file, log = layout.pid_file(service), layout.log_file(service)
     try:
@@ -211,7 +228,7 @@ def await_healthy(
             lambda: answering(service, state),
             timeout=timeout,
             what=f"{service} health",
-            interval=0.25,
+            interval=HEALTH_POLL_INTERVAL,
             give_up=lambda: "exited" if processes.exited_early(rec) else None,
         )
     except Abandoned:

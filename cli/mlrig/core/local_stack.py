@@ -23,6 +23,7 @@ from mlrig.core import local_services as services
 from mlrig.core.local_files import is_storage, private_dir, private_umask, storage_error
 from mlrig.core.local_services import free_port, port_is_free
 from mlrig.core.local_state import (
+    SERVICES,
     Layout,
     LocalState,
     recover_state,
@@ -55,6 +56,10 @@ def _nearly_full(path: Path) -> bool:
 
 
 class LocalStack(Layout):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.proved: list[services.Probe] = []  # the round trips the last `up` made
+
     def exists(self) -> bool:
         return self.state_file.exists()
 
@@ -102,26 +107,27 @@ class LocalStack(Layout):
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def _ensure_running(
+    def _ensure_started(
         self,
         service: str,
         state: LocalState,
         restart: set[str],
         program: tuple[str, str],
         progress: Progress,
-    ) -> None:
+    ) -> processes.PidRecord:
+        """The service's process, (re)started when it is not running or must re-read a
+        changed config; the caller waits for it to answer."""
         pid_file = self.pid_file(service)
         st, rec = processes.status(pid_file)
         if st == processes.Status.RUNNING and rec is not None:
             if service not in restart:
-                services.await_healthy(self, service, state, rec)
-                return
+                return rec
             progress(f"restarting {service} so it reads its new secret or settings")
             processes.stop(pid_file)
         port = services.port_of(service, state)
         services.clear_port(self, service, port, progress)
         progress(f"starting {service} on 127.0.0.1:{port}")
-        services.start(self, service, state, local_config.launch(self, service, state, program))
+        return services.spawn(self, service, local_config.launch(self, service, state, program))
 
     def up(
         self,
@@ -164,11 +170,24 @@ class LocalStack(Layout):
             ):
                 private_dir(folder)
             made = restore_secrets(self)
-            restart = local_config.write_configs(self, state, made, progress)
+            # A port a stranger holds is refused before anything starts (our own leftovers
+            # are stopped); a running service keeps its port.
+            for service in SERVICES:
+                if processes.status(self.pid_file(service))[0] != processes.Status.RUNNING:
+                    services.clear_port(self, service, services.port_of(service, state), progress)
+            # MLflow takes seconds to start (imports, migrations, auth bootstrap): it starts
+            # first, and the registry's files and process are made while it boots.
+            restart = local_config.write_mlflow_configs(self, made, progress)
+            started = {"mlflow": self._ensure_started("mlflow", state, restart, program, progress)}
+            restart |= local_config.write_registry_configs(self, state, made, progress)
+            started["registry"] = self._ensure_started(
+                "registry", state, restart, program, progress
+            )
             for service in ("registry", "mlflow"):
-                self._ensure_running(service, state, restart, program, progress)
+                services.await_healthy(self, service, state, started[service])
             outputs = self.outputs(state)
-            bad = [p for p in services.round_trips(outputs) if not p.ok]
+            self.proved = services.round_trips(outputs)
+            bad = [p for p in self.proved if not p.ok]
             if bad:
                 raise bad[0].error()
             contract.atomic_write(
@@ -190,10 +209,13 @@ class LocalStack(Layout):
         processes.stop_pids(processes.owned_by(self.root))
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def status(self) -> list[ServiceStatus]:
-        """Each service's process and whether it answers with the stack's credentials."""
+    def status(self, proved: list[services.Probe] | None = None) -> list[ServiceStatus]:
+        """Each service's process and whether it answers with the stack's credentials (the
+        round trips `proved` just now, e.g. by `up`, else new ones)."""
         state = self.load_state()
-        probes = {p.service: p for p in services.round_trips(self.outputs(state))}
+        if not proved:
+            proved = services.round_trips(self.outputs(state))
+        probes = {p.service: p for p in proved}
         result = []
         for service, url in (
             ("mlflow", f"http://127.0.0.1:{state.mlflow_port}"),
@@ -212,7 +234,9 @@ class LocalStack(Layout):
             result.append(ServiceStatus(service, st, pid, url, self.log_file(service), detail))
         return result
 
-    def remote_probe(self) -> services.Probe:
+    def remote_probe(self, proved: list[services.Probe] | None = None) -> services.Probe:
+        if proved:
+            return proved[-1]
         return services.round_trips(self.outputs(self.load_state()))[-1]
 
     def _orphans_on(self, port: int) -> list[int]:

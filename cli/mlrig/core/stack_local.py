@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mlrig.core.local_services import Probe
 from mlrig.core.local_stack import LocalStack
 from mlrig.core.stack_facade import (
     Confirmation,
@@ -32,7 +33,7 @@ class LocalFacade(Stack):
             registry_port=options.registry_port,
             progress=progress,
         )
-        rows = self.status()
+        rows = self._rows(self.local.proved)  # its processes now; its round trips just made
         bad = [row for row in rows if not row.ok]
         if bad:  # never "up" beside a table that shows a service down
             raise ServiceError(
@@ -67,11 +68,14 @@ class LocalFacade(Stack):
         return DownReport(f"stack '{self.name}' {what}")
 
     def status(self) -> list[ServiceRow]:
+        return self._rows(None)
+
+    def _rows(self, proved: list[Probe] | None) -> list[ServiceRow]:
         rows = [
             ServiceRow(s.name, s.state, s.url, s.state == "running", s.pid, s.log, s.detail)
-            for s in self.local.status()
+            for s in self.local.status(proved)
         ]
-        probe = self.local.remote_probe()
+        probe = self.local.remote_probe(proved)
         remote = str(self.local.dvc_remote_dir)
         state = (
             "ready"

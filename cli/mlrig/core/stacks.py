@@ -55,11 +55,11 @@ def resolve_name(
 
 def repo_stack(start: Path) -> str | None:
     """The stack named in the answers file of the repo that holds `start`, if any."""
-    import yaml
-
     for folder in (start.resolve(), *start.resolve().parents):
         answers = folder / ANSWERS_FILE
         if answers.is_file():
+            import yaml  # only when there is a file to read: outside a repo, no YAML import
+
             try:
                 data = yaml.safe_load(answers.read_text())
             except (OSError, yaml.YAMLError):
@@ -96,14 +96,17 @@ def create(name: str, kind: str) -> Stack:
 
     The one place where a stack's kind picks its back-end.
     """
-    from mlrig.core.stack_aws import AwsFacade
-    from mlrig.core.stack_local import LocalFacade
     from mlrig.errors import UsageError
 
-    backends: dict[str, type[Stack]] = {"local": LocalFacade, "aws": AwsFacade}
-    if kind not in backends:
-        raise UsageError(f"unknown stack kind {kind!r}", hint="use local or aws")
-    return backends[kind](name)
+    if kind == "local":  # each back-end imported only when used (AWS's pulls in YAML, Pulumi)
+        from mlrig.core.stack_local import LocalFacade
+
+        return LocalFacade(name)
+    if kind == "aws":
+        from mlrig.core.stack_aws import AwsFacade
+
+        return AwsFacade(name)
+    raise UsageError(f"unknown stack kind {kind!r}", hint="use local or aws")
 
 
 @dataclass(frozen=True)

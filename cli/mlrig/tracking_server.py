@@ -207,6 +207,69 @@ def _hold_back_throttled_answer() -> None:
             _TARPIT.release()
 
 
+# --- Password checks run one at a time per server process (single flight) ---
+# MLflow checks a password with werkzeug's scrypt (n=2**15, r=8: 32 MiB and ~0.1 s of CPU a
+# check, several times that under a quarter- or half-vCPU quota), and its credential cache
+# holds a check only once it succeeded. So N requests that miss the cache at once each run a
+# hash: 16 clients at a worker's start or when their entry's TTL ends, or 16 wrong passwords
+# from anyone, took the small task (1 GiB, 2 workers, ~620 MiB idle) to its limit, and the
+# kernel killed a worker with every request on it (bench/load_bench.py). Through this gate a
+# process runs one check at a time (+32 MiB at most), and a request that waited while the
+# same credentials were found good is let in on that check instead of hashing again: it
+# arrived before that check ended, so it is treated as part of it. Failures are never shared.
+# On the event loop (MLflow's ASGI routes) the check runs ungated: waiting for the gate there
+# would stall every request of the worker, and the loop is one thread, so one more at most.
+PASSWORD_CHECKS_MAX_REMEMBERED = 1024
+
+
+class PasswordGate:
+    """Wraps MLflow's `store.authenticate_user(username, password) -> bool`."""
+
+    def __init__(self, check: Any) -> None:
+        self.check = check
+        self._lock = threading.Lock()
+        self._key = os.urandom(32)  # per process: the digests are useless outside it
+        self._passed: OrderedDict[bytes, float] = OrderedDict()  # digest -> when it passed
+
+    def _digest(self, username: str, password: str) -> bytes:
+        raw = f"{username}\0{password}".encode("utf-8", "surrogatepass")
+        return hashlib.blake2b(raw, key=self._key, digest_size=16).digest()
+
+    def __call__(self, username: str, password: str, *args: Any, **kwargs: Any) -> bool:
+        import asyncio
+
+        try:
+            asyncio.get_running_loop()
+            return bool(self.check(username, password, *args, **kwargs))
+        except RuntimeError:
+            pass  # a Flask request on a worker thread
+        shared = not args and not kwargs  # MLflow's other uses (use_primary=...) never share
+        arrived, digest = time.monotonic(), self._digest(username, password)
+        with self._lock:
+            passed = self._passed.get(digest)
+            if shared and passed is not None and passed >= arrived:
+                return True
+            ok = bool(self.check(username, password, *args, **kwargs))
+            if ok and shared:
+                self._passed[digest] = time.monotonic()
+                self._passed.move_to_end(digest)
+                while len(self._passed) > PASSWORD_CHECKS_MAX_REMEMBERED:
+                    self._passed.popitem(last=False)
+            return ok
+
+
+_GATE_LOCK = threading.Lock()
+
+
+def gate_password_checks(store: Any) -> None:
+    """Put the gate in front of MLflow's password check (once per store)."""
+    if isinstance(store.authenticate_user, PasswordGate):
+        return
+    with _GATE_LOCK:
+        if not isinstance(store.authenticate_user, PasswordGate):
+            store.authenticate_user = PasswordGate(store.authenticate_user)
+
+
 def request_source(remote_addr: str | None, forwarded_for: str | None, hops: int) -> str:
     """The client's address: the peer's, or the one `hops` trusted proxies recorded."""
     if hops > 0 and forwarded_for:
@@ -250,6 +313,7 @@ def authenticate_request_basic_auth():  # type: ignore[no-untyped-def]
             headers={"Retry-After": seconds, "WWW-Authenticate": 'Basic realm="mlflow"'},
             mimetype="text/plain",
         )
+    gate_password_checks(auth.store)
     result = auth.authenticate_request_basic_auth()
     if isinstance(result, Response):
         _THROTTLE.failed(key, time.monotonic())

@@ -242,3 +242,125 @@ def test_a_throttled_answer_is_held_back_only_on_a_worker_thread_and_only_so_man
     assert seconds() < 0.1  # the one waiting place is taken: answered at once
     first.join()
     assert waited[0] >= 0.3
+
+
+class SlowCheck:
+    """Stands in for MLflow's password check: slow, counting how many run at once."""
+
+    def __init__(self, seconds: float = 0.05) -> None:
+        import threading
+
+        self.seconds, self.calls, self.active, self.most = seconds, 0, 0, 0
+        self.kwargs: list[dict[str, object]] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, username: str, password: str, **kwargs: object) -> bool:
+        import time
+
+        with self._lock:
+            self.calls += 1
+            self.active += 1
+            self.most = max(self.most, self.active)
+            self.kwargs.append(kwargs)
+        time.sleep(self.seconds)
+        with self._lock:
+            self.active -= 1
+        return password == "right"
+
+
+def _at_once(n: int, fn: object) -> list[bool]:
+    import threading
+
+    results: list[bool] = []
+    start = threading.Barrier(n)
+
+    def one() -> None:
+        start.wait()
+        results.append(fn())  # type: ignore[operator]
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_password_checks_run_one_at_a_time_and_a_waiting_twin_shares_a_success() -> None:
+    import threading
+    import time
+
+    check = SlowCheck()
+    gate = ts.PasswordGate(check)
+    assert _at_once(8, lambda: gate("alice", "right")) == [True] * 8
+    assert check.most == 1  # never two hashes (32 MiB each) at once in a process
+    assert check.calls < 8  # those that waited on a check of the same credentials share it
+    # Deterministically: bob's twin arrives while bob's check runs, and is let in on it.
+    release = threading.Event()
+    check = SlowCheck(seconds=0.0)
+    gate = ts.PasswordGate(lambda u, p: release.wait(5) and check(u, p))
+    first = threading.Thread(target=lambda: gate("bob", "right"))
+    first.start()
+    time.sleep(0.05)
+    twin: list[bool] = []
+    second = threading.Thread(target=lambda: twin.append(gate("bob", "right")))
+    second.start()
+    time.sleep(0.2)  # the twin is waiting for the gate
+    release.set()
+    first.join()
+    second.join()
+    assert twin == [True] and check.calls == 1
+    # A wrong password is never let in on another's check: every one is checked, in turn.
+    check.calls = 0
+    assert _at_once(6, lambda: gate("alice", "wrong")) == [False] * 6
+    assert check.calls == 6 and check.most == 1
+
+
+def test_a_success_is_shared_only_with_requests_that_arrived_before_it_ended() -> None:
+    check = SlowCheck(seconds=0.0)
+    gate = ts.PasswordGate(check)
+    assert gate("alice", "right") and gate("alice", "right")
+    assert check.calls == 2  # one after the other: each is checked (MLflow's cache is in front)
+    assert not gate("bob", "wrong") and not gate("alice", "rightish")
+
+
+def test_other_uses_of_the_check_pass_their_arguments_and_share_nothing() -> None:
+    check = SlowCheck(seconds=0.0)
+    gate = ts.PasswordGate(check)
+    assert gate("admin", "right", use_primary=True)
+    assert check.kwargs == [{"use_primary": True}]
+    results = _at_once(4, lambda: gate("admin", "right", use_primary=True))
+    assert results == [True] * 4 and check.calls == 5
+
+
+def test_on_the_event_loop_the_check_runs_without_waiting_for_the_gate() -> None:
+    import asyncio
+    import threading
+    import time
+
+    check = SlowCheck(seconds=0.3)
+    gate = ts.PasswordGate(check)
+    busy = threading.Thread(target=lambda: gate("alice", "wrong"))
+    busy.start()
+    time.sleep(0.05)
+
+    async def on_the_loop() -> float:
+        start = time.perf_counter()
+        assert gate("bob", "right")
+        return time.perf_counter() - start
+
+    assert asyncio.run(on_the_loop()) < 0.5  # its own check only, not queued behind alice's
+    busy.join()
+
+
+def test_the_gate_is_put_in_front_of_mlflows_check_once() -> None:
+    class Store:
+        def authenticate_user(self, username: str, password: str) -> bool:
+            return password == "right"
+
+    store = Store()
+    ts.gate_password_checks(store)
+    gate = store.authenticate_user
+    ts.gate_password_checks(store)
+    assert isinstance(gate, ts.PasswordGate) and store.authenticate_user is gate
+    assert store.authenticate_user("alice", "right") and not store.authenticate_user("a", "b")

@@ -204,3 +204,40 @@ def test_stop_refuses_a_directory_that_is_not_a_kept_rehearsal(tmp_path) -> None
     assert result.exit_code == 2
     assert "is not a kept rehearsal's directory" in result.stderr
     assert (tmp_path / "data").exists()  # nothing deleted
+
+
+def test_a_benchmark_may_run_a_variant_of_the_container_with_env_added_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import dataclasses
+
+    from mlrig.adapters import aws, postgres
+    from mlrig.adapters import docker as docker_adapter
+    from mlrig.core.rehearse_env import Services
+
+    runs: list[dict[str, Any]] = []
+
+    def run_with_limits(image: str, **kw: Any) -> str:
+        runs.append({"image": image, **kw})
+        return f"c{len(runs)}"
+
+    monkeypatch.setattr(docker_adapter, "run_with_limits", run_with_limits)
+    s = Services(core.Request(port=45002), lambda _m: None)
+    try:
+        s.image = "mlrig/mlflow-server:t"
+        s.cluster = postgres.Cluster(root=s.root / "pg", port=54321, superuser_password="x")
+        s.s3 = aws.S3Endpoint("http://127.0.0.1:9", "us-east-1", {"AWS_ACCESS_KEY_ID": "k"})
+        assert s.run_container() == "c1"  # the rehearsal's own: exactly config()
+        cfg = s.config()
+        assert runs[0]["command"] == cfg.command and runs[0]["memory_mib"] == cfg.memory_mib
+        assert runs[0]["environment"][ts.ENV_PG_PASSWORD] == s.db_password
+        variant = dataclasses.replace(cfg, command=["--workers", "1"], memory_mib=2048)
+        assert s.run_container(variant, {ts.ENV_PG_PASSWORD: "other", "EXTRA": "1"}) == "c2"
+        assert runs[1]["command"] == ["--workers", "1"] and runs[1]["memory_mib"] == 2048
+        env = runs[1]["environment"]
+        assert env[ts.ENV_PG_PASSWORD] == "other" and env["EXTRA"] == "1"
+        assert env[ts.ENV_ADMIN_PASSWORD] == s.admin_password  # the secrets are still given
+        assert s.containers == ["c1", "c2"]  # both removed when the services close
+    finally:
+        monkeypatch.setattr(docker_adapter, "remove_container", lambda _c: None)
+        s.close()

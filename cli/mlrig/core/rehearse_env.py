@@ -9,7 +9,7 @@ import secrets
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from mlrig import tracking_server as ts
@@ -204,12 +204,18 @@ class Services:
         if self.req.fault == "db-down":
             postgres.stop(self.cluster)
 
-    def run_container(self) -> str:
-        """Start the tracking server as the task would run; the container's ID."""
-        cfg = self.config()
+    def run_container(
+        self, cfg: RunConfig | None = None, extra_env: Mapping[str, str] | None = None
+    ) -> str:
+        """Start the tracking server as the task would run; the container's ID.
+
+        A benchmark may pass a variant of config() (another command, size or port) and env
+        added last (e.g. a second database's password); the rehearsal passes neither."""
+        cfg = cfg or self.config()
         env = {**cfg.contract_env, **self._local_env()}
         values = self._secrets()
         env.update({name: values[name] for name in cfg.secret_names})  # KeyError = contract drift
+        env.update(extra_env or {})
         container = docker_adapter.run_with_limits(
             cfg.image,
             command=cfg.command,

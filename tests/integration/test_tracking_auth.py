@@ -274,6 +274,9 @@ def test_with_several_workers_a_stale_password_dies_within_the_ttl(tmp_path) -> 
         # the user record MLflow reads for its admin check is cached the same way
         heidi = server.new_user("heidi", "heidi-password-0001")
         server.admin_call("PATCH", "update-admin", username="heidi", is_admin=True)
+        # the grant above read heidi's record on whichever worker served it, and only the
+        # worker serving the promotion drops it: the other one catches up within the TTL
+        time.sleep(ttl + 1)
 
         def create_as_heidi(n: int) -> int:
             return requests.post(

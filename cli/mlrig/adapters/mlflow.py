@@ -10,15 +10,16 @@ what that path cannot read (see `download_model`).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mlrig.adapters.mlflow_rest import PROXY_SCHEME, MlflowRest
 from mlrig.errors import CredentialsError, MlrigError, RemoteError, ServiceError, UsageError
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+T = TypeVar("T")
 # what MLflow's client writes next to a registered version it downloads; written here too,
 # so a model's files are the same whichever path fetched them
 REGISTERED_MODEL_META = "registered_model_meta"
@@ -94,13 +95,18 @@ def _rest_error(exc: MlrigError, uri: str, server: str) -> MlrigError:
     return exc  # unreachable server (ServiceError) and other answers: already one line
 
 
+def _read(rest: MlflowRest, uri: str, call: Callable[[], T]) -> T:
+    """One REST read for model `uri`, its failure worded by `_rest_error`."""
+    try:
+        return call()
+    except MlrigError as exc:
+        raise _rest_error(exc, uri, rest.base) from exc
+
+
 def model_versions(name: str, *, uri: str) -> list[ModelVersion]:
     """Every version of registered model `name`; `uri` is what the user asked for (errors)."""
     if rest := _rest():
-        try:
-            found = rest.search_model_versions(f"name='{name}'")
-        except MlrigError as exc:
-            raise _rest_error(exc, uri, rest.base) from exc
+        found = _read(rest, uri, lambda: rest.search_model_versions(f"name='{name}'"))
         return [ModelVersion(v.name, v.version, v.run_id) for v in found]
     from mlflow import MlflowClient
 
@@ -112,10 +118,7 @@ def model_versions(name: str, *, uri: str) -> list[ModelVersion]:
 
 def model_version(name: str, version: str, *, uri: str) -> ModelVersion:
     if rest := _rest():
-        try:
-            mv = rest.model_version(name, version)
-        except MlrigError as exc:
-            raise _rest_error(exc, uri, rest.base) from exc
+        mv = _read(rest, uri, lambda: rest.model_version(name, version))
         return ModelVersion(mv.name, mv.version, mv.run_id)
     from mlflow import MlflowClient
 
@@ -127,10 +130,7 @@ def model_version(name: str, version: str, *, uri: str) -> ModelVersion:
 
 def model_version_by_alias(name: str, alias: str, *, uri: str) -> ModelVersion:
     if rest := _rest():
-        try:
-            mv = rest.model_version_by_alias(name, alias)
-        except MlrigError as exc:
-            raise _rest_error(exc, uri, rest.base) from exc
+        mv = _read(rest, uri, lambda: rest.model_version_by_alias(name, alias))
         return ModelVersion(mv.name, mv.version, mv.run_id)
     from mlflow import MlflowClient
 

@@ -248,15 +248,11 @@ def _tag_pushed(
 ) -> None:
     """One more tag on a manifest just pushed and verified: the same bytes stored under it
     through the registry's API (one request, where a second engine push re-checks every
-    layer), then read back like the first; the engine names the image so too."""
+    layer), then read back and checked like the first (`_verified`); the engine names the
+    image so too."""
     progress(f"tagging {remote}:{tag} (the manifest just pushed)")
     client.put_manifest(repository, tag, manifest[0], manifest[1])
-    verified = client.manifest_digest(repository, tag)
-    if verified != digest:
-        raise RemoteError(
-            f"{remote}:{tag} was pushed but the registry reports digest {verified}, not {digest}",
-            hint="push again",
-        )
+    _verified(client, repository, tag, digest, remote)
     docker_adapter.tag_image(image_id, remote, tag)
 
 

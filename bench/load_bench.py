@@ -18,6 +18,7 @@ Run:  .venv/bin/python bench/load_bench.py --also production   # 5 min a server,
       MLRIG_BENCH_RESULTS=/tmp/trial .venv/bin/python bench/load_bench.py --seconds 30  # ~7 min
       .venv/bin/python bench/load_bench.py --only mlrig --cpu-units 2048 --memory-mib 4096 \
           --workers 4          # a sizing variant (also --env MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=16)
+      .venv/bin/python bench/load_bench.py --also production --size 2048:4096   # + a sizing row
 """
 
 from __future__ import annotations
@@ -527,9 +528,11 @@ def oom_kills(container: str) -> int | None:
 
 
 def workers_started(container: str) -> int:
-    """uvicorn's 'Started server process' lines: one per worker, plus one per replacement."""
+    """Worker start lines, one per worker plus one per replacement: gunicorn's 'Booting
+    worker' (mlrig's containers), uvicorn's 'Started server process' (stock MLflow)."""
     logs = docker_adapter.container_logs(container, tail=1_000_000)
-    return sum(1 for line in logs.splitlines() if "Started server process" in line)
+    marks = ("Started server process", "Booting worker with pid")
+    return sum(1 for line in logs.splitlines() if any(m in line for m in marks))
 
 
 def tree_cpu(pid_file: Path) -> dict[int, float]:
@@ -1047,6 +1050,14 @@ def main() -> None:
         metavar="PROFILE",
         help="mlrig: also run this profile's task after the comparison (sizing)",
     )
+    ap.add_argument(
+        "--size",
+        action="append",
+        default=[],
+        metavar="CPU_UNITS:MIB[:WORKERS]",
+        help="mlrig: also run the profile's task at this size after the rest (sizing), "
+        "e.g. 2048:4096 (2 vCPU, 4 GiB, a valid Fargate size)",
+    )
     ap.add_argument("--workers", type=int, default=None, help="mlrig: override the profile's")
     ap.add_argument("--cpu-units", type=int, default=None, help="mlrig: override (1024 = 1 vCPU)")
     ap.add_argument("--memory-mib", type=int, default=None, help="mlrig: override the limit")
@@ -1074,6 +1085,7 @@ def main() -> None:
         **machine(("mlflow", "docker", "requests", "moto")),
         "profile": args.profile,
         "also_profiles": args.also,
+        "also_sizes": args.size,
         "stock_workers": stock_workers or "MLflow's default (4)",
         "clients": args.clients,
         "offered_rps": args.rate or "unpaced",
@@ -1104,6 +1116,11 @@ def main() -> None:
                 results.append(run_one(s, server, admin, args))
         for profile in args.also:
             server = mlrig_server(s, args.workers, parse_env(args.env), profile)
+            results.append(run_one(s, server, admin, args))
+        for spec in args.size:
+            cpu, mib, *rest = (int(x) for x in spec.split(":"))
+            workers = rest[0] if rest else args.workers
+            server = mlrig_server(s, workers, parse_env(args.env), size=(cpu, mib))
             results.append(run_one(s, server, admin, args))
     stamp = utc_stamp()
     rows = [r for res in results for r in rows_for(res)]

@@ -50,6 +50,7 @@ def running(docker_engine, server_image: str) -> Iterator[tuple[str, object]]:  
         backend_store_uri="sqlite:////tmp/mlflow.db",
         artifacts_destination="/tmp/artifacts",
         workers=1,
+        threads=ts.CONTAINER_THREADS,  # what the task runs: gunicorn's threaded workers
     )
     container = docker_engine.containers.run(  # type: ignore[attr-defined]
         tag, command=command, environment=env, network_mode="host", detach=True, user=spec.user

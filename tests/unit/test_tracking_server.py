@@ -72,6 +72,30 @@ def test_local_plan_runs_one_basic_auth_worker_and_keeps_secrets_out_of_argv(
     assert set(ts.SECRET_ENV_NAMES) == {ts.ENV_ADMIN_PASSWORD, ts.ENV_FLASK_SECRET}
 
 
+def test_a_container_serves_on_threaded_gunicorn_workers_and_the_local_stack_on_uvicorn(
+    tmp_path: Path,
+) -> None:
+    assert "--gunicorn-opts" not in plan(tmp_path).argv  # one process: MLflow's uvicorn
+    for profile, (_, _, workers) in ts.CONTAINER_SIZES.items():
+        command = list(
+            ts.container_spec(
+                image="i",
+                db_host="h",
+                db_name="d",
+                db_user="u",
+                artifacts_destination="s3://b/a",
+                profile=profile,
+            ).command
+        )
+        assert command[command.index("--workers") + 1] == str(workers)
+        opts = command[command.index("--gunicorn-opts") + 1].split()
+        flags = dict(zip(opts[::2], opts[1::2], strict=True))
+        assert flags["--worker-class"] == "gthread"
+        assert flags["--threads"] == str(ts.CONTAINER_THREADS) and ts.CONTAINER_THREADS > 1
+        # outlives the front door's 60 s idle timeout; stops inside ECS's 30 s
+        assert int(flags["--keep-alive"]) > 60 and int(flags["--graceful-timeout"]) < 30
+
+
 def test_auth_ini_holds_no_secret_and_grants_nothing_by_default() -> None:
     text = ts.auth_ini("sqlite:///x.db")
     assert "admin_password" not in text

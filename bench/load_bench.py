@@ -50,7 +50,7 @@ from mlrig.core.local_stack import free_port
 from mlrig.core.rehearse_contract import RunConfig, artifacts_prefix, run_config
 from mlrig.core.rehearse_env import Services, moto_binary
 from mlrig.core.rehearse_model import MEMORY_LIMIT_SHARE, Request
-from mlrig.core.rehearse_session import last_log_line
+from mlrig.core.rehearse_session import exit_reason
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 # The goals: the managed offering's smallest server, "up to 25 users", ~25 TPS.
@@ -237,19 +237,13 @@ def start(s: Services, server: Server) -> tuple[str, float, StatsSampler]:
     sampler = StatsSampler(container)
     sampler.start()
 
-    def exited() -> str | None:
-        state = docker_adapter.container_state(container)
-        if state.status in ("exited", "dead"):
-            return f"container exited (code {state.exit_code}): {last_log_line(container)}"
-        return None
-
     try:
         wait_until(
             lambda: http.status(server.url + ts.HEALTH_PATH, timeout=2) == 200,
             timeout=HEALTH_TIMEOUT,
             what=f"{server.name} /health 200",
             interval=0.5,
-            give_up=exited,
+            give_up=lambda: exit_reason(container),
         )
     except (Abandoned, WaitTimeout) as exc:
         detail = failure_detail(server, container, sampler, started)

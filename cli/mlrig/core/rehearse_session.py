@@ -33,6 +33,14 @@ def last_log_line(container: str) -> str:
     return (own or lines or ["no logs"])[-1]
 
 
+def exit_reason(container: str) -> str | None:
+    """Why a container that should be serving has stopped, or None while it runs."""
+    state = docker_adapter.container_state(container)
+    if state.status in ("exited", "dead"):
+        return f"container exited (code {state.exit_code}): {last_log_line(container)}"
+    return None
+
+
 class Session:
     """One rehearsal's checks against its services, appended to its report as they run."""
 
@@ -69,19 +77,13 @@ class Session:
         self.sampler.start()
         url = self.s.url + self.s.config().health_path
 
-        def exited() -> str | None:
-            state = docker_adapter.container_state(container)
-            if state.status in ("exited", "dead"):
-                return f"container exited (code {state.exit_code}): {last_log_line(container)}"
-            return None
-
         try:
             wait_until(
                 lambda: http.status(url, timeout=2) == 200,
                 timeout=HEALTH_TIMEOUT - (time.monotonic() - started),
                 what="/health 200",
                 interval=0.5,
-                give_up=exited,
+                give_up=lambda: exit_reason(container),
             )
         except Abandoned as exc:
             self.add(name, False, str(exc))

@@ -355,6 +355,49 @@ def breast_cancer_pipeline(c: float = 1.0) -> tuple[Any, Any]:
 
 # -- the AWS program under Pulumi mocks ----------------------------------------------------------
 @cache
+def register_model(name: str, c: float, pins: bool = True) -> tuple[str, list[int]]:
+    """Train, log (pinned requirements + input example) and register a breast-cancer model
+    in the current MLflow; (its version, its answers to the first three rows)."""
+    import cloudpickle
+    import mlflow
+    import numpy
+    import pandas
+    import scipy
+    import sklearn
+
+    model, x = breast_cancer_pipeline(c)
+    reqs = (
+        [
+            f"{m.__name__ if m is not sklearn else 'scikit-learn'}=={m.__version__}"
+            for m in (sklearn, numpy, pandas, scipy, cloudpickle)
+        ]
+        if pins
+        else ["scikit-learn", "pandas"]
+    )
+    mlflow.set_experiment("image-tests")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            pip_requirements=reqs,
+            input_example=x.head(3),
+            registered_model_name=name,
+        )
+    return str(info.registered_model_version), model.predict(x.head(3)).tolist()
+
+
+def assembled_variant(model_of: str, ref: str, labels: dict[str, str], root: Path) -> str:
+    """Another image on the serving base of model_of (an image mlrig built): a one-file
+    model and these labels, assembled and loaded as ref like a build does; its image ID."""
+    from mlrig.core import image, image_cache
+
+    cached = image_cache.lookup(model_of)
+    assert cached is not None, f"{model_of} is not in mlrig's image cache"
+    (root / "model").mkdir(parents=True, exist_ok=True)
+    (root / "model" / "MLmodel").write_text(f"flavors: {{}}\n# {ref}\n")
+    return image.build_model_image(root, cached.base_id, ref=ref, labels=labels)
+
+
 def _plan(profile: str, domain: str | None, overrides: tuple[tuple[str, Any], ...]) -> Plan:
     from mlrig.core import plan
 

@@ -122,28 +122,6 @@ def test_dockerfile_layers_model_last_non_root_with_healthcheck() -> None:
     assert not any("model" in ln for ln in lines[lines.index("FROM scratch") :])
     # the dependency layer depends on requirements.txt only
     assert text.index("COPY requirements.txt") < text.index("pip install")
-    # the model goes on that serving base: the last layer, then its labels in one step
-    labels, rest = serving_model.label_instruction({"b": "2", "a": "1"})
-    model = serving_model.render_dockerfile(
-        (files / "Dockerfile.model.tmpl").read_text(),
-        serving_base="sha256:" + "0" * 64,
-        model_ref="models:/m/1",
-        mlrig_version="0.1.0",
-        labels=labels,
-    )
-    steps = [ln for ln in model.splitlines() if ln and not ln.startswith("#")]
-    assert steps == ["FROM sha256:" + "0" * 64, "COPY model/ /opt/model/", labels] and not rest
-    assert labels == 'LABEL "a"="1" "b"="2"'
-
-
-def test_labels_are_one_instruction_quoted_for_the_builder() -> None:
-    line, rest = serving_model.label_instruction(
-        {"io.mlrig.git.remote": 'git@h:a/"b".git', "x": "$HOME \\ end", "y": "two\nlines"}
-    )
-    # inside double quotes the builder unescapes exactly \\, \" and \$ (no variable expansion)
-    assert line == 'LABEL "io.mlrig.git.remote"="git@h:a/\\"b\\".git" "x"="\\$HOME \\\\ end"'
-    assert rest == {"y": "two\nlines"}  # a line break cannot be on a Dockerfile line
-    assert serving_model.label_instruction({}) == ("", {})
 
 
 def test_default_tags() -> None:

@@ -1,10 +1,11 @@
 """Build lean model-serving images from MLflow models (push: `serving_push`).
 
-Two builds on host networking: the serving base (docker/serving/Dockerfile.tmpl: runtime,
-the model's pinned dependencies, the server), reused while its inputs are unchanged, then
-the model downloaded from the tracking server on it (Dockerfile.model.tmpl). Which model and
-its provenance live in `image_model`, running it in `image_run`, the last build's record in
-`image_last_built`.
+The serving base is an engine build on host networking (docker/serving/Dockerfile.tmpl:
+runtime, the model's pinned dependencies, the server), reused while its inputs are
+unchanged; the model downloaded from the tracking server goes on it as one layer mlrig
+assembles itself (`image_layer`) and loads into the engine, its blobs kept for a push
+(`image_cache`). Which model and its provenance live in `image_model`, running it in
+`image_run`, the last build's record in `image_last_built`.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from mlrig import assets
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import mlflow as mlflow_adapter
-from mlrig.core import image_last_built, serving_model
+from mlrig.core import image_cache, image_last_built, image_layer, serving_model
 from mlrig.core.image_model import ANSWERS_FILE, default_model_uri, provenance, tracking_env
 from mlrig.core.image_run import run
 from mlrig.core.progress import Progress
@@ -87,9 +88,8 @@ def _download(uri: str, ctx: Path, prov: Provenance) -> Path:
 def prepare_context(
     uri: str, ctx: Path, provenance_repo: Path | None, base_image: str
 ) -> tuple[Provenance, serving_model.ServingPlan]:
-    """Download the model and write both build contexts: ctx/base, the serving base
-    (runtime, dependencies, server), and ctx/model/model, the model's files; the model's
-    Dockerfile is written once its base is known (`build_model_image`)."""
+    """Download the model and write the serving base's build context: ctx/base (runtime,
+    dependencies, server); the model's files go to ctx/model/model (`build_model_image`)."""
     import yaml
 
     prov = provenance(uri, provenance_repo)
@@ -158,33 +158,37 @@ def serving_base(
     return image_id
 
 
-def build_model_image(
-    model_ctx: Path,
-    base_id: str,
-    *,
-    ref: str,
-    uri: str,
-    labels: dict[str, str],
-    platform: str | None,
-    no_cache: bool,
-    on_chunk: docker_adapter.OnChunk,
-) -> str:
-    """The model on its serving base, labels in one instruction; the image ID."""
-    instruction, rest = serving_model.label_instruction(labels)
-    (model_ctx / "Dockerfile").write_text(
-        serving_model.render_dockerfile(
-            (serving_assets() / "Dockerfile.model.tmpl").read_text(),
-            serving_base=base_id,
-            model_ref=uri.replace("\n", " "),
-            mlrig_version=__version__,
-            labels=instruction,
-        )
-    )
-    image_id = docker_adapter.build_image(
-        model_ctx, tag=ref, labels=rest, platform=platform, no_cache=no_cache, on_chunk=on_chunk
-    )
-    if not image_id:
-        raise RemoteError(f"building {ref} ended without an image ID")
+def base_config(base_id: str) -> bytes:
+    """The serving base's exact config bytes: taken from the engine once per base (a
+    streamed save; its hash must be the base's ID), then from the cache."""
+    cached = image_cache.base_config(base_id)
+    if cached is not None:
+        return cached
+    from mlrig.adapters import docker_archive
+
+    config = docker_archive.image_config(base_id)
+    if image_layer.sha256(config) != base_id:
+        raise RemoteError(f"the engine's config of {base_id[:19]} does not hash to its ID")
+    image_cache.remember_base_config(base_id, config)
+    return config
+
+
+def build_model_image(model_ctx: Path, base_id: str, *, ref: str, labels: dict[str, str]) -> str:
+    """The model on its serving base as one layer mlrig makes itself (what `COPY model/
+    /opt/model/` made), the labels in its config; loaded into the engine as ref, which
+    receives only the new layer. Its blobs are cached for a push; the image ID."""
+    from mlrig.adapters import docker_archive
+
+    base = base_config(base_id)
+    layer = image_layer.model_layer(model_ctx / "model")
+    config = image_layer.image_config(base, layer, labels, base_id)
+    base_layers = len(json.loads(base)["rootfs"]["diff_ids"])
+    docker_archive.load(image_layer.load_archive(config, base_layers, layer, ref))
+    image_id = image_layer.sha256(config)
+    info = docker_adapter.image_info(ref)
+    if info is None or info.id != image_id:
+        raise RemoteError(f"the engine did not load {ref} as {image_id[:19]}")
+    image_cache.remember(image_id, base_id, config, layer)
     return image_id
 
 
@@ -251,12 +255,9 @@ def build(
             ctx / "model",
             base_id,
             ref=ref,
-            uri=uri,
             labels=prov.labels(__version__, plan.requirements_sha256),
-            platform=platform,
-            no_cache=no_cache,
-            on_chunk=show,
         )
+        progress(f"loaded {ref} ({image_id[7:19]}): the model as one layer on the serving base")
     info = docker_adapter.image_info(image_id)
     built = BuiltImage(ref, image_id, info.size if info else 0, prov, time.monotonic() - start)
     image_last_built.remember(built.ref, built.image_id)

@@ -178,24 +178,6 @@ def render_dockerfile(template: str, **values: str) -> str:
     return Template(template).substitute(values)
 
 
-def _quoted(text: str) -> str:
-    """A Dockerfile double-quoted word: the builder unescapes exactly these three."""
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
-
-
-def label_instruction(labels: dict[str, str]) -> tuple[str, dict[str, str]]:
-    """(one LABEL instruction with every label a Dockerfile line can carry, the rest).
-
-    One instruction is one build step; the engine's `labels` build option adds a step per
-    label (each a container created and committed). A value with a line break cannot be
-    written on a Dockerfile line, so it is left for that option, exact as before."""
-    inline = {k: v for k, v in sorted(labels.items()) if "\n" not in v and "\r" not in v}
-    rest = {k: v for k, v in labels.items() if k not in inline}
-    if not inline:
-        return "", rest
-    return "LABEL " + " ".join(f"{_quoted(k)}={_quoted(v)}" for k, v in inline.items()), rest
-
-
 def default_tag(name: str | None, version: str | None, run_id: str | None) -> str:
     repo = re.sub(r"[^a-z0-9._-]+", "-", (name or "model").lower()).strip("-.") or "model"
     tag = f"v{version}" if version else f"run-{(run_id or 'local')[:12]}"

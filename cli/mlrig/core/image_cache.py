@@ -1,0 +1,124 @@
+"""What a push needs of an image mlrig assembled, kept per image ID: its config bytes, its
+model layer gzipped (digest, size) and its serving base's ID; and each serving base's exact
+config, taken once from the engine.
+
+Under $MLRIG_HOME/cache/. The newest KEEP images are kept (by when they were built), older
+entries are pruned at each build: nothing asks the engine, and a pruned or missing entry
+only means that image is pushed through the engine as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from mlrig import paths
+from mlrig.core.image_layer import Layer, sha256
+
+KEEP = 16  # model images
+KEEP_BASES = 8  # serving bases' configs
+
+
+@dataclass(frozen=True)
+class Cached:
+    image_id: str
+    base_id: str
+    config: bytes
+    layer_path: Path  # the gzipped layer
+    layer_digest: str
+    layer_size: int
+
+
+def root() -> Path:
+    return paths.home() / "cache"
+
+
+def _images() -> Path:
+    return root() / "images"
+
+
+def _bases() -> Path:
+    return root() / "serving-base"
+
+
+def _hex(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")
+
+
+def _atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def base_config(base_id: str) -> bytes | None:
+    """The serving base's config bytes as the engine has them, when taken before."""
+    path = _bases() / f"{_hex(base_id)}.json"
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data if sha256(data) == base_id else None
+
+
+def remember_base_config(base_id: str, config: bytes) -> None:
+    _atomic(_bases() / f"{_hex(base_id)}.json", config)
+    _prune(_bases(), KEEP_BASES)
+
+
+def remember(image_id: str, base_id: str, config: bytes, layer: Layer) -> None:
+    """Store an assembled image's blobs (written to a new folder, then renamed into place)."""
+    final = _images() / _hex(image_id)
+    if (final / "meta.json").exists():
+        os.utime(final)  # built again: newest
+        return
+    _images().mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=_images(), prefix=".new-"))
+    (tmp / "config.json").write_bytes(config)
+    (tmp / "layer.tar.gz").write_bytes(layer.gz)
+    meta = {"base": base_id, "digest": layer.digest, "size": len(layer.gz)}
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:
+        os.replace(tmp, final)
+    except OSError:  # another build of the same image won the race
+        shutil.rmtree(tmp, ignore_errors=True)
+    _prune(_images(), KEEP)
+
+
+def lookup(image_id: str) -> Cached | None:
+    """The image's blobs, when this cache holds them whole (config hash checked)."""
+    entry = _images() / _hex(image_id)
+    try:
+        meta = json.loads((entry / "meta.json").read_text())
+        config = (entry / "config.json").read_bytes()
+        layer = entry / "layer.tar.gz"
+        size = layer.stat().st_size
+    except (OSError, ValueError):
+        return None
+    if sha256(config) != image_id or size != int(meta.get("size", -1)):
+        return None
+    return Cached(image_id, str(meta["base"]), config, layer, str(meta["digest"]), size)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # pruned by another process meanwhile
+        return 0.0
+
+
+def _prune(folder: Path, keep: int) -> None:
+    entries = sorted(
+        (p for p in folder.iterdir() if not p.name.startswith(".")), key=_mtime, reverse=True
+    )
+    for old in entries[keep:]:
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)

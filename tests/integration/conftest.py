@@ -383,3 +383,45 @@ def prerequisites_for_rehearsal(docker_engine: object, base_image: str) -> None:
         found = False
     require(found, "PostgreSQL server binaries (apt-get install postgresql)")
     require(shutil.which("openssl") is not None, "openssl")
+
+
+# -- model images pushed through the registry API (tests/integration/test_push_direct.py) -----
+DIRECT_MODEL = "bc-direct"
+
+
+@pytest.fixture(scope="module")
+def image_env(local_stack: dict, base_image: str) -> Iterator[dict]:
+    """The session stack's client settings in os.environ for the module (MLRIG_HOME, MLflow
+    and registry credentials, a short push backoff); yields the local_stack dict. The
+    registry-named tags the module's pushes left on the engine are dropped at the end."""
+    saved = dict(os.environ)
+    os.environ["MLRIG_HOME"] = str(local_stack["home"])
+    os.environ.update(local_stack["env"])
+    os.environ["MLRIG_PUSH_BACKOFF"] = "0.1"
+    try:
+        yield local_stack
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        from mlrig.adapters import docker as docker_adapter
+
+        api = docker_adapter.client().api
+        for img in api.images():
+            for tag in img.get("RepoTags") or []:
+                if tag.startswith("127.0.0.1:") and f":{DIRECT_MODEL}-v" in tag:
+                    api.remove_image(tag, noprune=True)
+
+
+@pytest.fixture(scope="module")
+def direct_versions(image_env: dict) -> list[dict[str, Any]]:
+    """Three versions of the registered model `bc-direct` (same dependencies), each built
+    with image.build: [{"version", "expected" (answers to the first three rows), "built"}]."""
+    from mlrig.core import image
+    from tests.helpers import register_model
+
+    found = []
+    for c in (1.0, 0.05, 0.3):
+        version, expected = register_model(DIRECT_MODEL, c)
+        built = image.build(f"models:/{DIRECT_MODEL}/{version}")
+        found.append({"version": version, "expected": expected, "built": built})
+    return found

@@ -1,0 +1,173 @@
+"""Push a model image mlrig assembled (`image_layer`, blobs in `image_cache`) through the
+registry API itself: its base's layers are in the repository already, so a new version is
+its model layer, its config and its manifest.
+
+On a basic-auth registry every request is a password check, so a push costs its number of
+*sequential* requests. All that depends on nothing starts at once: the tag checks (which
+also prove the credentials), the read of the base's manifest and both blob uploads (POST
+then PUT each). Then the manifest is stored under each new tag and read back, tags side by
+side: four requests one after another. The first push to a repository puts the serving base
+there once, through the engine, as `serving-base-<12 hex of its ID>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from mlrig.adapters import docker as docker_adapter
+from mlrig.adapters.registry import RegistryClient
+from mlrig.core import image_layer
+from mlrig.core.image_cache import Cached
+from mlrig.core.progress import Progress
+from mlrig.core.serving_push_steps import (
+    ATTEMPTS,
+    AUTH,
+    TRANSIENT,
+    PushResult,
+    Target,
+    login,
+    push_tag,
+    sorted_tags,
+    verified,
+)
+from mlrig.errors import CredentialsError, RemoteError
+
+T = TypeVar("T")
+
+
+def base_tag(base_id: str) -> str:
+    return f"serving-base-{base_id.removeprefix('sha256:')[:12]}"
+
+
+def _retried(call: Callable[[], T], what: str, progress: Progress, stop: threading.Event) -> T:
+    """call, again after a backoff when it failed in a way that may pass (a reset or
+    refused connection, a 5xx, throttling), unless the push is already being given up."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return call()
+        except CredentialsError:
+            raise
+        except RemoteError as exc:
+            passing = TRANSIENT.search(exc.message) or "unreachable" in exc.message
+            if attempt == ATTEMPTS or not passing or AUTH.search(exc.message) or stop.is_set():
+                raise
+            progress(f"transient failure, retrying {what} in {2 ** (attempt - 1)} s: {exc.message}")
+            time.sleep(float(os.environ.get("MLRIG_PUSH_BACKOFF", "1")) * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+class _Reads:
+    """The base's manifest read and both blob uploads, started together with one client."""
+
+    def __init__(
+        self,
+        pool: ThreadPoolExecutor,
+        client: RegistryClient,
+        repository: str,
+        cached: Cached,
+        progress: Progress,
+        stop: threading.Event,
+    ) -> None:
+        def run(what: str, call: Callable[[], Any]) -> Future[Any]:
+            return pool.submit(_retried, call, what, progress, stop)
+
+        tag = base_tag(cached.base_id)
+        self.base = run(f"reading {tag}", lambda: client.manifest(repository, tag))
+        layer, config = cached.layer_path.read_bytes(), cached.config
+        self.uploads = [
+            run("the layer", lambda: client.upload_blob(repository, cached.layer_digest, layer)),
+            run("the config", lambda: client.upload_blob(repository, cached.image_id, config)),
+        ]
+
+
+def _base_manifest(
+    reads: _Reads,
+    client: RegistryClient,
+    target: Target,
+    remote: str,
+    cached: Cached,
+    progress: Progress,
+    on_chunk: Callable[[dict[str, Any]], None] | None,
+) -> tuple[bytes, str] | None:
+    """The base's manifest in the repository (bytes, media type), pushed there through the
+    engine the first time; None when the tag holds something else than this base."""
+    tag = base_tag(cached.base_id)
+    got = reads.base.result()
+    if got is None:
+        progress(f"the serving base is not in {remote} yet: pushing it once as {tag}")
+        push_tag(cached.base_id, remote, tag, target, progress, on_chunk)
+        docker_adapter.remove_tag(f"{remote}:{tag}")  # the engine needs no name for it
+        got = client.manifest(target.repository, tag)
+    if got is None:
+        raise RemoteError(f"{remote}:{tag} was pushed but the registry does not have it")
+    doc = json.loads(got[0])
+    if (doc.get("config") or {}).get("digest") != cached.base_id:
+        progress(f"{remote}:{tag} holds another image: pushing through the engine")
+        return None
+    return got[0], got[1]
+
+
+def push(
+    image_id: str,
+    labels: dict[str, str],
+    tags: list[str],
+    target: Target,
+    cached: Cached,
+    *,
+    progress: Progress,
+    on_chunk: Callable[[dict[str, Any]], None] | None,
+) -> PushResult | None:
+    """Push through the registry API; None when the engine must push instead (the base's
+    tag in the repository holds another image). Tags checked and conflicts raised as
+    `serving_push.push_to` does; engine tags only once every new tag read back right."""
+    stop = threading.Event()
+    client = RegistryClient(target.api_base, target.username, target.password)
+    with ThreadPoolExecutor(max_workers=4 + len(tags)) as pool:
+        checked = pool.submit(login, target, tags)
+        reads = _Reads(pool, client, target.repository, cached, progress, stop)
+        try:
+            client, fresh, current = checked.result()
+            remote = f"{fresh.host}/{fresh.repository}"
+            unchanged, todo = sorted_tags(tags, current, image_id, remote)
+            if not todo:  # every tag holds it already: report what the registry holds
+                stop.set()
+                digest = client.manifest_digest(fresh.repository, tags[0]) or ""
+                return PushResult(f"{_name(fresh)}@{digest}", digest, [], unchanged, labels)
+            if fresh is not target:  # an ECR token refreshed: what ran with the old one again
+                reads = _Reads(pool, client, fresh.repository, cached, progress, stop)
+            base = _base_manifest(reads, client, fresh, remote, cached, progress, on_chunk)
+            if base is None:
+                return None
+            for upload in reads.uploads:
+                upload.result()
+        except BaseException:
+            stop.set()
+            raise
+        body = image_layer.manifest(base[0], cached.config, cached.layer_digest, cached.layer_size)
+        digest = image_layer.sha256(body)
+        progress(f"pushing {remote}:{', '.join(todo)} (the model layer, {cached.layer_size} B)")
+
+        def store(tag: str) -> None:
+            _retried(
+                lambda: client.put_manifest(fresh.repository, tag, body, base[1]),
+                f"tagging {tag}",
+                progress,
+                stop,
+            )
+            verified(client, fresh.repository, tag, digest, remote)
+
+        for done in [pool.submit(store, tag) for tag in todo]:
+            done.result()
+    for tag in todo:
+        docker_adapter.tag_image(image_id, remote, tag)
+    return PushResult(f"{_name(fresh)}@{digest}", digest, todo, unchanged, labels)
+
+
+def _name(target: Target) -> str:
+    return f"{target.name_host or target.host}/{target.repository}"

@@ -1,0 +1,168 @@
+"""A new model version pushed through the registry API (its model layer, config and
+manifest; the serving base pushed once): against the session stack's real registry, then
+pulled by the engine and run, which only works when config, diff_ids and layers agree."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from mlrig.adapters.registry import RegistryClient
+from mlrig.core import image_cache, image_run, serving_push, serving_push_direct
+from mlrig.core.local_stack import free_port
+from mlrig.main import app
+from tests.helpers import assembled_variant
+
+pytestmark = pytest.mark.integration
+runner = CliRunner()
+
+
+def registry(env: dict) -> RegistryClient:
+    return RegistryClient(
+        f"http://{env['outputs'].registry.host}",
+        env["env"]["MLRIG_REGISTRY_USERNAME"],
+        env["env"]["MLRIG_REGISTRY_PASSWORD"],
+    )
+
+
+def manifest(client: RegistryClient, tag: str) -> dict[str, Any]:
+    got = client.manifest("models", tag)
+    assert got is not None, tag
+    return dict(json.loads(got[0]))
+
+
+def engine_pushes(seen: list[str]) -> list[str]:
+    """Progress lines of pushes the engine made (the API path names the model layer)."""
+    return [m for m in seen if m.startswith("pushing ") and "(the model layer" not in m]
+
+
+def test_a_new_version_is_its_layer_config_and_manifest_and_runs_once_pulled(
+    direct_versions: list[dict], image_env: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.adapters import docker as docker_adapter
+    from mlrig.adapters.registry_client import RegistryClient as Client
+
+    out, client = image_env["outputs"], registry(image_env)
+    first, new = direct_versions[0], direct_versions[1]
+    serving_push.push(first["built"].ref, out)  # the base goes there once, if it is not yet
+    uploaded: list[int] = []
+    upload = Client.upload_blob
+
+    def counted(self: Client, repository: str, digest: str, data: bytes) -> None:
+        uploaded.append(len(data))
+        upload(self, repository, digest, data)
+
+    monkeypatch.setattr(Client, "upload_blob", counted)
+    seen: list[str] = []
+    built = new["built"]
+    pushed = serving_push.push(built.ref, out, progress=seen.append)
+    assert not engine_pushes(seen), seen
+    tag = f"bc-direct-v{new['version']}"
+    assert pushed.tags == [tag] and client.manifest_digest("models", tag) == pushed.digest
+    # what moved is the model's layer and the config: about the model's size
+    cached = image_cache.lookup(built.image_id)
+    assert cached is not None
+    assert sorted(uploaded) == sorted([cached.layer_size, len(cached.config)])
+    assert sum(uploaded) < 100_000
+    got = manifest(client, tag)
+    base = manifest(client, serving_push_direct.base_tag(cached.base_id))
+    assert got["config"]["digest"] == built.image_id
+    assert got["layers"][:-1] == base["layers"]
+    assert got["layers"][-1]["digest"] == cached.layer_digest
+    # the engine forgets the image, pulls it from the registry and runs it
+    remote = f"{out.registry.host}/models"
+    api = docker_adapter.client().api
+    api.remove_image(built.image_id, force=True)
+    assert docker_adapter.image_info(built.image_id) is None
+    docker_adapter.consume_stream(
+        api.pull(
+            remote,
+            tag=tag,
+            stream=True,
+            decode=True,
+            auth_config={
+                "username": image_env["env"]["MLRIG_REGISTRY_USERNAME"],
+                "password": image_env["env"]["MLRIG_REGISTRY_PASSWORD"],
+            },
+        ),
+        "pulling",
+    )
+    api.tag(f"{remote}:{tag}", *built.ref.rsplit(":", 1))
+    pulled = docker_adapter.image_info(f"{remote}:{tag}")
+    assert pulled is not None and pulled.id == built.image_id
+    # healthy (the serving health check answered), then its own input example answered
+    running = image_run.run(f"{remote}:{tag}", port=free_port(), smoke=True)
+    assert running.smoke_predictions == new["expected"] and running.seconds_to_healthy > 0
+    again = serving_push.push(built.ref, out)
+    assert (again.tags, again.unchanged, again.digest) == ([], [tag], pushed.digest)
+
+
+def test_two_tags_are_stored_side_by_side_and_read_back(
+    direct_versions: list[dict], image_env: dict, tmp_path: Path
+) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    labels = {
+        "io.mlrig.model.name": "bc-direct-two",
+        "io.mlrig.model.version": "1",
+        "io.mlrig.git.commit": "0123456789abcdef",
+    }
+    ref = "mlrig-test/direct-two:1"
+    image_id = assembled_variant(direct_versions[0]["built"].image_id, ref, labels, tmp_path)
+    seen: list[str] = []
+    try:
+        pushed = serving_push.push(ref, image_env["outputs"], progress=seen.append)
+        assert pushed.tags == ["bc-direct-two-v1", "bc-direct-two-v1-0123456"]
+        assert not engine_pushes(seen), seen
+        client = registry(image_env)
+        assert {client.manifest_digest("models", t) for t in pushed.tags} == {pushed.digest}
+        assert {manifest(client, t)["config"]["digest"] for t in pushed.tags} == {image_id}
+        host = image_env["outputs"].registry.host
+        tags = docker_adapter.client().api.inspect_image(ref)["RepoTags"]
+        assert {f"{host}/models:{t}" for t in pushed.tags} <= set(tags)
+    finally:
+        for tag in docker_adapter.client().api.inspect_image(ref)["RepoTags"]:
+            docker_adapter.client().api.remove_image(tag, noprune=True)
+
+
+def test_a_taken_tag_is_a_conflict_and_nothing_is_tagged(
+    direct_versions: list[dict], image_env: dict, tmp_path: Path
+) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    first = direct_versions[0]
+    serving_push.push(first["built"].ref, image_env["outputs"])
+    tag = f"bc-direct-v{first['version']}"
+    before = registry(image_env).manifest_digest("models", tag)
+    labels = {**first["built"].provenance.labels("0", ""), "io.mlrig.test.other": "1"}
+    ref = "mlrig-test/direct-conflict:1"
+    assembled_variant(first["built"].image_id, ref, labels, tmp_path)
+    try:
+        result = runner.invoke(app, ["image", "push", "--stack", "local", ref])
+        assert result.exit_code == 7, result.output
+        errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "already exists with a different image" in errors[0]
+        assert "Traceback" not in result.output
+        assert registry(image_env).manifest_digest("models", tag) == before
+        assert docker_adapter.client().api.inspect_image(ref)["RepoTags"] == [ref]
+    finally:
+        docker_adapter.client().api.remove_image(ref, noprune=True)
+
+
+def test_an_image_not_in_the_cache_is_pushed_by_the_engine(
+    direct_versions: list[dict], image_env: dict
+) -> None:
+    built = direct_versions[2]["built"]
+    shutil.rmtree(image_cache.root() / "images" / built.image_id.removeprefix("sha256:"))
+    assert image_cache.lookup(built.image_id) is None
+    seen: list[str] = []
+    pushed = serving_push.push(built.ref, image_env["outputs"], progress=seen.append)
+    assert engine_pushes(seen) == [f"pushing {image_env['outputs'].registry_url}:{pushed.tags[0]}"]
+    client = registry(image_env)
+    assert client.manifest_digest("models", pushed.tags[0]) == pushed.digest
+    assert manifest(client, pushed.tags[0])["config"]["digest"] == built.image_id

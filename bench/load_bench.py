@@ -1035,7 +1035,13 @@ def main() -> None:
         "default 26, the goal's 25 plus 4 %%, so a server that keeps up measures >= 25",
     )
     ap.add_argument("--profile", default="small", choices=sorted(ts.CONTAINER_SIZES))
-    ap.add_argument("--only", action="append", choices=["mlrig", "stock"], default=None)
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=["mlrig", "stock", "sizes"],
+        default=None,
+        help="run only these; 'sizes': only the --also/--size rows, recorded as load-sizing",
+    )
     ap.add_argument(
         "--also",
         action="append",
@@ -1132,7 +1138,7 @@ def main() -> None:
             f.pop("latencies_ms")
     meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     doc = {"meta": meta, "rows": rows, "summary": summary(results), "servers": results}
-    record(f"load-{stamp}", doc, table)
+    record(f"load-sizing-{stamp}" if only == ["sizes"] else f"load-{stamp}", doc, table)
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ TITLES = {
     "tracking": "Tracking server: stock MLflow basic-auth vs mlrig vs no auth",
     "auth-hook": "Where an authenticated request's time goes",
     "load": "Tracking server under load",
+    "load-sizing": "Tracking server under load: the size that holds it",
     "stackup": "Local stack up",
     "stack-plan": "`mlrig stack plan`",
     "rehearse": "The AWS tracking-server container per profile",

@@ -166,3 +166,31 @@ def test_an_image_not_in_the_cache_is_pushed_by_the_engine(
     client = registry(image_env)
     assert client.manifest_digest("models", pushed.tags[0]) == pushed.digest
     assert manifest(client, pushed.tags[0])["config"]["digest"] == built.image_id
+
+
+def test_a_reference_retagged_after_its_build_pushes_the_engines_image(
+    direct_versions: list[dict], image_env: dict, tmp_path: Path
+) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    model_of, api = direct_versions[0]["built"].image_id, docker_adapter.client().api
+    ref, other = "mlrig-test/direct-moved:1", "mlrig-test/direct-moved:other"
+    labels = {"io.mlrig.model.name": "bc-direct-moved", "io.mlrig.model.version": "1"}
+    built = assembled_variant(model_of, ref, labels, tmp_path / "built")
+    moved_labels = {**labels, "io.mlrig.model.version": "2"}
+    moved = assembled_variant(model_of, other, moved_labels, tmp_path / "moved")
+    api.tag(other, *ref.rsplit(":", 1))  # the reference now names another image
+    hint = image_cache.by_ref(ref)
+    assert hint is not None and hint.image_id == built != moved
+    seen: list[str] = []
+    try:
+        pushed = serving_push.push(ref, image_env["outputs"], progress=seen.append)
+        assert pushed.tags == ["bc-direct-moved-v2"], seen
+        assert any(m.startswith(f"the engine's image is not {built[7:19]}") for m in seen), seen
+        client = registry(image_env)
+        assert manifest(client, "bc-direct-moved-v2")["config"]["digest"] == moved
+        assert client.manifest_digest("models", "bc-direct-moved-v1") is None
+    finally:
+        for tag in api.inspect_image(moved)["RepoTags"]:
+            api.remove_image(tag, noprune=True)
+        api.remove_image(built, noprune=True)  # untagged by the retag

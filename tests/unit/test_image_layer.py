@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -174,3 +175,32 @@ def test_the_cache_keeps_an_images_blobs_and_the_newest_only(
     image_cache.remember_base_config(image_layer.sha256(base), base)
     assert image_cache.base_config(image_layer.sha256(base)) == base
     assert image_cache.base_config("sha256:" + "9" * 64) is None
+
+
+def test_the_cache_is_found_by_the_reference_a_build_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLRIG_HOME", str(tmp_path / "home"))
+    layer = image_layer.model_layer(model(tmp_path))
+    configs = [
+        image_layer.image_config(base_config(), layer, {"n": str(n)}, "sha256:b") for n in (1, 2)
+    ]
+    first, second = (image_layer.sha256(c) for c in configs)
+    image_cache.remember(first, "sha256:b", configs[0], layer, ref="mlrig-models/bc:v1")
+    got = image_cache.by_ref("mlrig-models/bc:v1")
+    assert got is not None and got.image_id == first
+    assert got.labels == {"base.label": "kept", "n": "1"}
+    assert image_cache.by_ref("mlrig-models/bc:v2") is None
+    # a reference without a tag is :latest, as the engine reads it
+    image_cache.remember(second, "sha256:b", configs[1], layer, ref="localhost:5000/bc")
+    hit = image_cache.by_ref("localhost:5000/bc:latest")
+    assert hit is not None and hit.image_id == second
+    # loaded again as another image: the newest build wins
+    image_cache.remember(second, "sha256:b", configs[1], layer, ref="mlrig-models/bc:v1")
+    again = image_cache.by_ref("mlrig-models/bc:v1")
+    assert again is not None and again.image_id == second
+    # an ID or a digest names the image itself and is never looked up by name
+    assert image_cache.by_ref(first) is None and image_cache.by_ref(f"bc@{first}") is None
+    # an image pruned from the cache is a miss, whatever the index says
+    shutil.rmtree(image_cache.root() / "images" / second[7:])
+    assert image_cache.by_ref("mlrig-models/bc:v1") is None

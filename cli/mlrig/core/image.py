@@ -188,7 +188,7 @@ def build_model_image(model_ctx: Path, base_id: str, *, ref: str, labels: dict[s
     info = docker_adapter.image_info(ref)
     if info is None or info.id != image_id:
         raise RemoteError(f"the engine did not load {ref} as {image_id[:19]}")
-    image_cache.remember(image_id, base_id, config, layer)
+    image_cache.remember(image_id, base_id, config, layer, ref=ref)
     return image_id
 
 

@@ -4,11 +4,14 @@ config, taken once from the engine.
 
 Under $MLRIG_HOME/cache/. The newest KEEP images are kept (by when they were built), older
 entries are pruned at each build: nothing asks the engine, and a pruned or missing entry
-only means that image is pushed through the engine as before.
+only means that image is pushed through the engine as before. Each reference a build
+loaded is indexed to its image ID (`by_ref`), so a push can start before the engine is
+asked; the engine still decides: a push checks its ID for the reference before any tag.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,6 +24,7 @@ from mlrig.core.image_layer import Layer, sha256
 
 KEEP = 16  # model images
 KEEP_BASES = 8  # serving bases' configs
+KEEP_REFS = 64  # references builds loaded
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,12 @@ class Cached:
     layer_path: Path  # the gzipped layer
     layer_digest: str
     layer_size: int
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The image's labels, as its config holds them (what the engine reports)."""
+        inner = json.loads(self.config).get("config") or {}
+        return {str(k): str(v) for k, v in (inner.get("Labels") or {}).items()}
 
 
 def root() -> Path:
@@ -43,6 +53,22 @@ def _images() -> Path:
 
 def _bases() -> Path:
     return root() / "serving-base"
+
+
+def _refs() -> Path:
+    return root() / "refs"
+
+
+def normalized(ref: str) -> str | None:
+    """A reference as a name (`repo` is `repo:latest`); None for an image ID or a digest,
+    which are never indexed (they name the image themselves)."""
+    if "@" in ref or ref.startswith("sha256:") or not ref:
+        return None
+    return ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
+
+
+def _ref_file(ref: str) -> Path:
+    return _refs() / f"{hashlib.sha256(ref.encode()).hexdigest()[:32]}.json"
 
 
 def _hex(image_id: str) -> str:
@@ -72,8 +98,15 @@ def remember_base_config(base_id: str, config: bytes) -> None:
     _prune(_bases(), KEEP_BASES)
 
 
-def remember(image_id: str, base_id: str, config: bytes, layer: Layer) -> None:
-    """Store an assembled image's blobs (written to a new folder, then renamed into place)."""
+def remember(
+    image_id: str, base_id: str, config: bytes, layer: Layer, ref: str | None = None
+) -> None:
+    """Store an assembled image's blobs (written to a new folder, then renamed into place),
+    and the reference the engine loaded it as."""
+    name = normalized(ref) if ref else None
+    if name:
+        _atomic(_ref_file(name), json.dumps({"ref": name, "id": image_id}).encode())
+        _prune(_refs(), KEEP_REFS)
     final = _images() / _hex(image_id)
     if (final / "meta.json").exists():
         os.utime(final)  # built again: newest
@@ -104,6 +137,21 @@ def lookup(image_id: str) -> Cached | None:
     if sha256(config) != image_id or size != int(meta.get("size", -1)):
         return None
     return Cached(image_id, str(meta["base"]), config, layer, str(meta["digest"]), size)
+
+
+def by_ref(ref: str) -> Cached | None:
+    """The cached image a build last loaded as ref, when the cache still holds it whole.
+    Only a hint: the engine may have retagged ref since (see `serving_push`)."""
+    name = normalized(ref)
+    if name is None:
+        return None
+    try:
+        entry = json.loads(_ref_file(name).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(entry, dict) or entry.get("ref") != name:
+        return None
+    return lookup(str(entry.get("id", "")))
 
 
 def _mtime(path: Path) -> float:

@@ -97,9 +97,16 @@ def push(
 
     from mlrig.core import image_push_tags
 
-    info = docker_adapter.image_info(image)
+    hinted = image_cache.by_ref(image)  # built as this reference: no need to ask the engine
+    if hinted is not None:
+        labels: dict[str, str] | None = hinted.labels
+    else:
+        info = docker_adapter.image_info(image)
+        labels = info.labels if info else None
     with ThreadPoolExecutor(max_workers=1) as pool:
-        looked_up = pool.submit(image_push_tags.look_up, outputs, info.labels) if info else None
+        looked_up = (
+            pool.submit(image_push_tags.look_up, outputs, labels) if labels is not None else None
+        )
         result = push_to(
             image,
             outputs.registry,
@@ -108,6 +115,8 @@ def push(
             progress=progress,
             on_chunk=on_chunk,
         )
+        if result.labels != labels:  # the reference named another image than the cached one
+            looked_up = None
         image_push_tags.record(
             outputs, result.labels, result.reference, result.digest, progress, looked_up
         )
@@ -123,17 +132,39 @@ def push_to(
     progress: Progress = lambda _m: None,
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
 ) -> PushResult:
-    """Push to any registry the contract can describe (a stack's, or one being created)."""
+    """Push to any registry the contract can describe (a stack's, or one being created).
+    An image a build loaded as this reference starts through the registry API at once; the
+    engine's ID for the reference is read meanwhile and must be the cached one before any
+    tag is stored, else today's path runs with the engine's answer."""
+    fallback = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
+    hinted, tried = image_cache.by_ref(image), None
+    if hinted is not None:
+        from mlrig.core import serving_push_direct
+
+        target = registry_target(registry, endpoint, owner=owner)
+        direct = serving_push_direct.push(
+            hinted.image_id,
+            hinted.labels,
+            tags_for(hinted.labels, fallback),
+            target,
+            hinted,
+            progress=progress,
+            on_chunk=on_chunk,
+            engine_id=lambda: _engine_id(image),
+        )
+        if direct is not None:
+            return direct
+        tried = hinted.image_id
     info = docker_adapter.image_info(image)
     if info is None:
         raise UsageError(
             f"image {image} does not exist on this engine", hint="build it with `mlrig image build`"
         )
     image_id, labels = info.id, info.labels
-    fallback = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
     tags = tags_for(labels, fallback)
-    target = registry_target(registry, endpoint, owner=owner)
-    cached = image_cache.lookup(image_id)
+    if tried is None:
+        target = registry_target(registry, endpoint, owner=owner)
+    cached = image_cache.lookup(image_id) if image_id != tried else None
     if cached is not None:  # assembled by mlrig: its own blobs straight to the registry
         from mlrig.core import serving_push_direct
 
@@ -155,3 +186,8 @@ def push_to(
         digest = client.manifest_digest(target.repository, tags[0]) or ""
     name = f"{target.name_host or target.host}/{target.repository}"
     return PushResult(f"{name}@{digest}", digest, todo, unchanged, labels)
+
+
+def _engine_id(image: str) -> str | None:
+    info = docker_adapter.image_info(image)
+    return info.id if info else None

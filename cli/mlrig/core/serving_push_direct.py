@@ -12,6 +12,7 @@ there once, through the engine, as `serving-base-<12 hex of its ID>`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -122,16 +123,27 @@ def push(
     *,
     progress: Progress,
     on_chunk: Callable[[dict[str, Any]], None] | None,
+    engine_id: Callable[[], str | None] | None = None,
 ) -> PushResult | None:
     """Push through the registry API; None when the engine must push instead (the base's
-    tag in the repository holds another image). Tags checked and conflicts raised as
-    `serving_push.push_to` does; engine tags only once every new tag read back right."""
+    tag in the repository holds another image, or `engine_id`, asked on this thread while
+    the registry work runs, names another image than the cached one: the reference moved
+    since the build). Tags checked and conflicts raised as `serving_push.push_to` does;
+    engine tags only once every new tag read back right."""
     stop = threading.Event()
     client = RegistryClient(target.api_base, target.username, target.password)
-    with ThreadPoolExecutor(max_workers=4 + len(tags)) as pool:
+    pool = ThreadPoolExecutor(max_workers=4 + len(tags))
+    with contextlib.ExitStack() as finish:
+        finish.callback(lambda: pool.shutdown(wait=not moved, cancel_futures=True))
+        moved = False
         checked = pool.submit(login, target, tags)
         reads = _Reads(pool, client, target.repository, cached, progress, stop)
         try:
+            if engine_id is not None and engine_id() != image_id:
+                moved = True  # blobs already sent are harmless; nothing is tagged
+                stop.set()
+                progress(f"the engine's image is not {image_id[7:19]}, the one built as it")
+                return None
             client, fresh, current = checked.result()
             remote = f"{fresh.host}/{fresh.repository}"
             unchanged, todo = sorted_tags(tags, current, image_id, remote)

@@ -677,3 +677,13 @@ def rule_pattern(rule: str) -> re.Pattern[str]:
         out += ".+" if "path" in (m.group(1), m.group(2)) else "[^/]+"
         pos = m.end()
     return re.compile(out + re.escape(rule[pos:]))
+
+
+class TagWrites:
+    """Stands in for MlflowRest where a push tags a model version: records each write."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[str, str, str, str]] = []
+
+    def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
+        self.written.append((name, version, key, value))

@@ -92,10 +92,9 @@ def push(
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
 ) -> PushResult:
     """Push to a stack's registry, then name the image on the model version it serves
-    (that version is read from MLflow while the push runs)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from mlrig.core import image_push_tags
+    (that version is read from MLflow while the push runs: for an image found in the cache
+    by its reference, once the registry work has started)."""
+    from concurrent.futures import Future, ThreadPoolExecutor
 
     hinted = image_cache.by_ref(image)  # built as this reference: no need to ask the engine
     if hinted is not None:
@@ -103,10 +102,15 @@ def push(
     else:
         info = docker_adapter.image_info(image)
         labels = info.labels if info else None
+    looking: list[Future[Any]] = []
     with ThreadPoolExecutor(max_workers=1) as pool:
-        looked_up = (
-            pool.submit(image_push_tags.look_up, outputs, labels) if labels is not None else None
-        )
+
+        def look_up() -> None:
+            if labels is not None and not looking:
+                looking.append(pool.submit(_look_up, outputs, labels))
+
+        if hinted is None:
+            look_up()
         result = push_to(
             image,
             outputs.registry,
@@ -114,9 +118,12 @@ def push(
             endpoint=endpoint,
             progress=progress,
             on_chunk=on_chunk,
+            started=look_up,
         )
-        if result.labels != labels:  # the reference named another image than the cached one
-            looked_up = None
+        from mlrig.core import image_push_tags
+
+        # the read is of no use when the reference named another image than the cached one
+        looked_up = looking[0] if looking and result.labels == labels else None
         image_push_tags.record(
             outputs, result.labels, result.reference, result.digest, progress, looked_up
         )
@@ -131,11 +138,13 @@ def push_to(
     endpoint: str | None = None,
     progress: Progress = lambda _m: None,
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
+    started: Callable[[], None] = lambda: None,
 ) -> PushResult:
     """Push to any registry the contract can describe (a stack's, or one being created).
     An image a build loaded as this reference starts through the registry API at once; the
     engine's ID for the reference is read meanwhile and must be the cached one before any
-    tag is stored, else today's path runs with the engine's answer."""
+    tag is stored, else today's path runs with the engine's answer. `started` is called
+    on this thread once that registry work runs."""
     fallback = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
     hinted, tried = image_cache.by_ref(image), None
     if hinted is not None:
@@ -151,6 +160,7 @@ def push_to(
             progress=progress,
             on_chunk=on_chunk,
             engine_id=lambda: _engine_id(image),
+            started=started,
         )
         if direct is not None:
             return direct
@@ -186,6 +196,12 @@ def push_to(
         digest = client.manifest_digest(target.repository, tags[0]) or ""
     name = f"{target.name_host or target.host}/{target.repository}"
     return PushResult(f"{name}@{digest}", digest, todo, unchanged, labels)
+
+
+def _look_up(outputs: StackOutputs, labels: dict[str, str]) -> Any:
+    from mlrig.core import image_push_tags  # imported off the main thread, meanwhile
+
+    return image_push_tags.look_up(outputs, labels)
 
 
 def _engine_id(image: str) -> str | None:

@@ -124,12 +124,14 @@ def push(
     progress: Progress,
     on_chunk: Callable[[dict[str, Any]], None] | None,
     engine_id: Callable[[], str | None] | None = None,
+    started: Callable[[], None] = lambda: None,
 ) -> PushResult | None:
     """Push through the registry API; None when the engine must push instead (the base's
     tag in the repository holds another image, or `engine_id`, asked on this thread while
     the registry work runs, names another image than the cached one: the reference moved
-    since the build). Tags checked and conflicts raised as `serving_push.push_to` does;
-    engine tags only once every new tag read back right."""
+    since the build). `started` is called on this thread once the registry work runs.
+    Tags checked and conflicts raised as `serving_push.push_to` does; engine tags only
+    once every new tag read back right."""
     stop = threading.Event()
     client = RegistryClient(target.api_base, target.username, target.password)
     pool = ThreadPoolExecutor(max_workers=4 + len(tags))
@@ -139,6 +141,7 @@ def push(
         checked = pool.submit(login, target, tags)
         reads = _Reads(pool, client, target.repository, cached, progress, stop)
         try:
+            started()
             if engine_id is not None and engine_id() != image_id:
                 moved = True  # blobs already sent are harmless; nothing is tagged
                 stop.set()

@@ -131,9 +131,6 @@ _register()
 
 
 def run() -> None:
-    # no pydantic plugin is looked for (an entry-point scan of every installed package, at
-    # the first contract model), unless the user chose which to disable themselves
-    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "1")
     try:
         app()
     except BrokenPipeError:

@@ -182,20 +182,3 @@ def test_temporary_env_restores_set_and_unset_values(monkeypatch: pytest.MonkeyP
         raise RuntimeError
     assert os.environ["MLRIG_T_SET"] == "before"
     assert "MLRIG_T_UNSET" not in os.environ
-
-
-@pytest.mark.parametrize(("given", "seen"), [(None, "1"), ("logfire", "logfire")])
-def test_the_command_looks_for_no_pydantic_plugin_unless_the_user_chose(
-    given: str | None, seen: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import os
-
-    from mlrig import main
-
-    monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", given or "")  # restored afterwards
-    if given is None:
-        monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS")
-    got: list[str | None] = []
-    monkeypatch.setattr(main, "app", lambda: got.append(os.environ.get("PYDANTIC_DISABLE_PLUGINS")))
-    main.run()
-    assert got == [seen]

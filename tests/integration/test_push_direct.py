@@ -53,8 +53,8 @@ def test_a_new_version_is_its_layer_config_and_manifest_and_runs_once_pulled(
     uploaded: list[int] = []
     upload = Client.upload_blob
 
-    def counted(self: Client, repository: str, digest: str, data: bytes) -> None:
-        uploaded.append(len(data))
+    def counted(self: Client, repository: str, digest: str, data: bytes | Path) -> None:
+        uploaded.append(data.stat().st_size if isinstance(data, Path) else len(data))
         upload(self, repository, digest, data)
 
     monkeypatch.setattr(Client, "upload_blob", counted)

@@ -46,13 +46,23 @@ def model(root: Path) -> Path:
     return root / "model"
 
 
+def layer_of(model_dir: Path) -> image_layer.Layer:
+    """The layer of model_dir, written next to it (each call a new file: a cache moves it)."""
+    dest = model_dir.parent / f"layer-{len(list(model_dir.parent.glob('layer-*')))}.tar.gz"
+    return image_layer.model_layer(model_dir, dest)
+
+
+def raw(layer: image_layer.Layer) -> bytes:
+    return gzip.decompress(layer.path.read_bytes())
+
+
 def members(layer: image_layer.Layer) -> list[tarfile.TarInfo]:
-    with tarfile.open(fileobj=io.BytesIO(layer.tar)) as tar:
+    with tarfile.open(fileobj=io.BytesIO(raw(layer))) as tar:
         return tar.getmembers()
 
 
 def test_the_layer_is_what_copy_gives_root_owned_with_the_files_modes(tmp_path: Path) -> None:
-    layer = image_layer.model_layer(model(tmp_path))
+    layer = layer_of(model(tmp_path))
     got = {m.name: m for m in members(layer)}
     assert list(got) == [
         "opt",
@@ -68,26 +78,26 @@ def test_the_layer_is_what_copy_gives_root_owned_with_the_files_modes(tmp_path: 
     assert got["opt/model/sub/weights.bin"].size == 1000
     for m in got.values():
         assert (m.uid, m.gid, m.uname, m.gname, m.mtime) == (0, 0, "", "", 0)
-    assert layer.diff_id == "sha256:" + hashlib.sha256(layer.tar).hexdigest()
-    assert layer.digest == "sha256:" + hashlib.sha256(layer.gz).hexdigest()
-    assert gzip.decompress(layer.gz) == layer.tar
+    assert layer.diff_id == "sha256:" + hashlib.sha256(raw(layer)).hexdigest()
+    assert layer.digest == "sha256:" + hashlib.sha256(layer.path.read_bytes()).hexdigest()
+    assert layer.size == layer.path.stat().st_size
 
 
 def test_the_same_model_is_the_same_layer_whenever_and_wherever_it_is_written(
     tmp_path: Path,
 ) -> None:
-    one = image_layer.model_layer(model(tmp_path / "a"))
+    one = layer_of(model(tmp_path / "a"))
     other = model(tmp_path / "b")
     for path in other.rglob("*"):
         os.utime(path, (1_000_000, 1_000_000))  # another download, other times
-    two = image_layer.model_layer(other)
+    two = layer_of(other)
     assert (one.diff_id, one.digest) == (two.diff_id, two.digest)
     (other / "MLmodel").write_text("flavors: {x: 1}\n")
-    assert image_layer.model_layer(other).diff_id != one.diff_id
+    assert layer_of(other).diff_id != one.diff_id
 
 
 def test_the_config_is_the_bases_plus_the_layer_labels_and_history(tmp_path: Path) -> None:
-    layer = image_layer.model_layer(model(tmp_path))
+    layer = layer_of(model(tmp_path))
     base_id = image_layer.sha256(base_config())
     labels = {"io.mlrig.model.version": "3", "io.mlrig.test.lines": 'two\nlines "q" $X'}
     config = image_layer.image_config(base_config(), layer, labels, base_id)
@@ -110,17 +120,19 @@ def test_the_config_is_the_bases_plus_the_layer_labels_and_history(tmp_path: Pat
 def test_the_load_archive_holds_only_the_config_the_new_layer_and_the_manifest(
     tmp_path: Path,
 ) -> None:
-    layer = image_layer.model_layer(model(tmp_path))
+    layer = layer_of(model(tmp_path))
     config = image_layer.image_config(base_config(), layer, {}, "sha256:" + "0" * 64)
-    archive = image_layer.load_archive(config, len(BASE_LAYERS), layer, "mlrig/x:v1")
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+    archive = image_layer.write_load_archive(
+        tmp_path / "load.tar", config, len(BASE_LAYERS), layer, "mlrig/x:v1"
+    )
+    with tarfile.open(archive) as tar:
         files = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}  # type: ignore[union-attr]
     (entry,) = json.loads(files.pop("manifest.json"))
     assert entry["RepoTags"] == ["mlrig/x:v1"]
     assert len(entry["Layers"]) == len(BASE_LAYERS) + 1  # one per diff_id, as the engine asks
     assert files == {
         entry["Config"]: config,
-        entry["Layers"][-1]: layer.gz,
+        entry["Layers"][-1]: layer.path.read_bytes(),
     }
     assert entry["Config"] == f"{hashlib.sha256(config).hexdigest()}.json"
 
@@ -155,9 +167,10 @@ def test_the_cache_keeps_an_images_blobs_and_the_newest_only(
 ) -> None:
     monkeypatch.setenv("MLRIG_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(image_cache, "KEEP", 2)
-    layer = image_layer.model_layer(model(tmp_path))
+    src = model(tmp_path)
     ids = []
     for n in range(3):
+        layer = layer_of(src)  # a build's own file, which the cache moves into itself
         config = image_layer.image_config(base_config(), layer, {"n": str(n)}, "sha256:b")
         image_id = image_layer.sha256(config)
         image_cache.remember(image_id, "sha256:b", config, layer)
@@ -167,8 +180,9 @@ def test_the_cache_keeps_an_images_blobs_and_the_newest_only(
     assert image_cache.lookup(ids[0][0]) is None
     got = image_cache.lookup(ids[2][0])
     assert got is not None and got.config == ids[2][1] and got.base_id == "sha256:b"
-    assert got.layer_path.read_bytes() == layer.gz and got.layer_digest == layer.digest
-    assert got.layer_size == len(layer.gz)
+    assert not layer.path.exists()  # moved, not copied
+    assert got.layer_path.read_bytes() == layer_of(src).path.read_bytes()
+    assert got.layer_digest == layer.digest and got.layer_size == layer.size
     (got.layer_path.parent / "config.json").write_bytes(b"{}")  # damaged: a miss, not a lie
     assert image_cache.lookup(ids[2][0]) is None
     base = base_config()
@@ -181,12 +195,14 @@ def test_the_cache_is_found_by_the_reference_a_build_loaded(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLRIG_HOME", str(tmp_path / "home"))
-    layer = image_layer.model_layer(model(tmp_path))
+    src = model(tmp_path)
+    layer = layer_of(src)
     configs = [
         image_layer.image_config(base_config(), layer, {"n": str(n)}, "sha256:b") for n in (1, 2)
     ]
     first, second = (image_layer.sha256(c) for c in configs)
     image_cache.remember(first, "sha256:b", configs[0], layer, ref="mlrig-models/bc:v1")
+    layer = layer_of(src)
     got = image_cache.by_ref("mlrig-models/bc:v1")
     assert got is not None and got.image_id == first
     assert got.labels == {"base.label": "kept", "n": "1"}
@@ -204,3 +220,23 @@ def test_the_cache_is_found_by_the_reference_a_build_loaded(
     # an image pruned from the cache is a miss, whatever the index says
     shutil.rmtree(image_cache.root() / "images" / second[7:])
     assert image_cache.by_ref("mlrig-models/bc:v1") is None
+
+
+def test_a_large_model_is_streamed_to_its_layer_not_held_in_memory(tmp_path: Path) -> None:
+    import tracemalloc
+
+    src = tmp_path / "model"
+    src.mkdir()
+    with (src / "weights.bin").open("wb") as fh:
+        fh.truncate(64 * 2**20)  # 64 MiB (sparse on disk)
+    tracemalloc.start()
+    try:
+        layer = layer_of(src)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"peak {peak / 2**20:.1f} MiB of Python memory for a 64 MiB model"
+    with tarfile.open(layer.path) as tar:  # gzip detected: the file is the whole layer
+        assert tar.getmember("opt/model/weights.bin").size == 64 * 2**20
+    archive = image_layer.write_load_archive(tmp_path / "load.tar", b"{}", 0, layer, "x:y")
+    assert archive.stat().st_size > layer.size

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 
 from mlrig.adapters.docker import client, consume_stream
 from mlrig.errors import RemoteError
@@ -45,11 +46,13 @@ def image_config(image_id: str) -> bytes:
     raise RemoteError(f"the engine's archive of {image_id[:19]} holds no {name}")
 
 
-def load(archive: bytes) -> None:
-    """Load a docker-save archive (layers the engine has already may be left out of it)."""
+def load(archive: Path) -> None:
+    """Load a docker-save archive, streamed from its file (layers the engine has already
+    may be left out of it)."""
     import docker.errors
 
     try:
-        consume_stream(client().api.load_image(archive, quiet=True), "loading the image")
+        with archive.open("rb") as fh:
+            consume_stream(client().api.load_image(fh, quiet=True), "loading the image")
     except docker.errors.APIError as exc:
         raise RemoteError(f"loading the image failed: {exc.explanation or exc}") from exc

@@ -3,6 +3,7 @@ config labels), storing a manifest, and monolithic blob uploads."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from mlrig.errors import CredentialsError, RemoteError
@@ -36,7 +37,7 @@ class RegistryClient:
         path: str,
         headers: dict[str, str] | None = None,
         method: str = "GET",
-        data: bytes | None = None,
+        data: Any = None,  # bytes, or a file to stream
         timeout: float | None = None,
     ) -> Any:
         """One request; path is under the base URL, or a whole URL (an upload's Location)."""
@@ -137,10 +138,16 @@ class RegistryClient:
             return None
         return dict((blob.json().get("config") or {}).get("Labels") or {})
 
-    def upload_blob(self, repository: str, digest: str, data: bytes) -> None:
+    def upload_blob(self, repository: str, digest: str, data: bytes | Path) -> None:
         """A blob in one monolithic upload (OCI distribution spec): POST opens the upload,
         PUT <Location>?digest=... sends the whole body and closes it. The registry checks
-        the body against the digest."""
+        the body against the digest. A file's body is streamed from it, never read whole."""
+        if isinstance(data, Path):
+            with data.open("rb") as fh:
+                return self._upload(repository, digest, fh, data.stat().st_size)
+        return self._upload(repository, digest, data, len(data))
+
+    def _upload(self, repository: str, digest: str, data: Any, size: int) -> None:
         from urllib.parse import urljoin
 
         opened = self._get(f"/v2/{repository}/blobs/uploads/", method="POST", data=b"")
@@ -157,7 +164,7 @@ class RegistryClient:
             headers={"Content-Type": "application/octet-stream"},
             method="PUT",
             data=data,
-            timeout=max(self.timeout, 60 + len(data) / 1_000_000),
+            timeout=max(self.timeout, 60 + size / 1_000_000),
         )
         if done.status_code != 201:
             raise RemoteError(

@@ -180,10 +180,12 @@ def build_model_image(model_ctx: Path, base_id: str, *, ref: str, labels: dict[s
     from mlrig.adapters import docker_archive
 
     base = base_config(base_id)
-    layer = image_layer.model_layer(model_ctx / "model")
+    layer = image_layer.model_layer(model_ctx / "model", model_ctx / "layer.tar.gz")
     config = image_layer.image_config(base, layer, labels, base_id)
     base_layers = len(json.loads(base)["rootfs"]["diff_ids"])
-    docker_archive.load(image_layer.load_archive(config, base_layers, layer, ref))
+    archive = model_ctx / "load.tar"
+    docker_archive.load(image_layer.write_load_archive(archive, config, base_layers, layer, ref))
+    archive.unlink()
     image_id = image_layer.sha256(config)
     info = docker_adapter.image_info(ref)
     if info is None or info.id != image_id:

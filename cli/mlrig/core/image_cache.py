@@ -114,8 +114,8 @@ def remember(
     _images().mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=_images(), prefix=".new-"))
     (tmp / "config.json").write_bytes(config)
-    (tmp / "layer.tar.gz").write_bytes(layer.gz)
-    meta = {"base": base_id, "digest": layer.digest, "size": len(layer.gz)}
+    shutil.move(layer.path, tmp / "layer.tar.gz")  # the build's own file: moved, not read
+    meta = {"base": base_id, "digest": layer.digest, "size": layer.size}
     (tmp / "meta.json").write_text(json.dumps(meta))
     try:
         os.replace(tmp, final)

@@ -30,10 +30,31 @@ def sha256(data: bytes) -> str:
 
 @dataclass(frozen=True)
 class Layer:
-    tar: bytes  # uncompressed: its digest is the diff_id the config names
-    gz: bytes  # what a registry stores
-    diff_id: str
-    digest: str
+    path: Path  # the gzipped layer, what a registry stores (written once, streamed)
+    diff_id: str  # sha256 of the uncompressed tar: what the config names
+    digest: str  # sha256 of the gzipped file
+    size: int  # bytes of the gzipped file
+
+
+class _Hashing(io.RawIOBase):
+    """A write-only file that hashes and counts what passes through to `out` (or nowhere)."""
+
+    def __init__(self, out: Any = None) -> None:
+        self.out, self.hash, self.size = out, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def tell(self) -> int:  # tarfile asks where it is; nothing here seeks
+        return self.size
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self.hash.update(view)
+        self.size += len(view)
+        if self.out is not None:
+            self.out.write(view)
+        return len(view)
 
 
 def _normalized(info: tarfile.TarInfo, name: str) -> tarfile.TarInfo:
@@ -51,25 +72,31 @@ def _directory(name: str) -> tarfile.TarInfo:
     return _normalized(info, name)
 
 
-def model_layer(model_dir: Path) -> Layer:
+def model_layer(model_dir: Path, dest: Path) -> Layer:
     """The layer `COPY model/ /opt/model/` makes: opt/ and opt/model/ (0755), then every
-    file, folder and link of model_dir in sorted order with its own permission bits."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.addfile(_directory("opt"))
-        tar.addfile(_directory(MODEL_DIR))
-        for path in sorted(model_dir.rglob("*"), key=lambda p: p.relative_to(model_dir).parts):
-            name = f"{MODEL_DIR}/{path.relative_to(model_dir).as_posix()}"
-            info = _normalized(tar.gettarinfo(str(path), arcname=name), name)
-            info.mode &= 0o7777
-            if info.isfile():
-                with path.open("rb") as fh:
-                    tar.addfile(info, fh)
-            else:
-                tar.addfile(info)
-    raw = buf.getvalue()
-    gz = gzip.compress(raw, compresslevel=6, mtime=0)
-    return Layer(raw, gz, sha256(raw), sha256(gz))
+    file, folder and link of model_dir in sorted order with its own permission bits. It is
+    streamed to `dest` gzipped (fixed header time), hashed on the way both uncompressed (the
+    diff_id) and compressed: memory stays flat whatever the model's size."""
+    with dest.open("wb") as out:
+        packed = _Hashing(out)
+        with gzip.GzipFile(filename="", mode="wb", compresslevel=6, fileobj=packed, mtime=0) as gz:
+            raw = _Hashing(gz)
+            with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                tar.addfile(_directory("opt"))
+                tar.addfile(_directory(MODEL_DIR))
+                for path in sorted(
+                    model_dir.rglob("*"), key=lambda p: p.relative_to(model_dir).parts
+                ):
+                    name = f"{MODEL_DIR}/{path.relative_to(model_dir).as_posix()}"
+                    info = _normalized(tar.gettarinfo(str(path), arcname=name), name)
+                    info.mode &= 0o7777
+                    if info.isfile():
+                        with path.open("rb") as fh:
+                            tar.addfile(info, fh)
+                    else:
+                        tar.addfile(info)
+    diff_id = f"sha256:{raw.hash.hexdigest()}"
+    return Layer(dest, diff_id, f"sha256:{packed.hash.hexdigest()}", packed.size)
 
 
 def image_config(base_config: bytes, layer: Layer, labels: dict[str, str], base_id: str) -> bytes:
@@ -98,24 +125,24 @@ def image_config(base_config: bytes, layer: Layer, labels: dict[str, str], base_
     return json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
 
 
-def load_archive(config: bytes, base_layers: int, layer: Layer, ref: str) -> bytes:
-    """A docker-save archive holding only the config, manifest.json and the new layer: the
-    engine finds the base's layers by chain ID and loads just this one, tagged ref."""
+def write_load_archive(dest: Path, config: bytes, base_layers: int, layer: Layer, ref: str) -> Path:
+    """A docker-save archive at dest holding only the config, manifest.json and the new
+    layer (streamed from its file): the engine finds the base's layers by chain ID and loads
+    just this one, tagged ref."""
     config_name = f"{sha256(config)[7:]}.json"
     new = f"{layer.diff_id[7:]}/layer.tar"
     layers = [f"base-{i}/layer.tar" for i in range(base_layers)] + [new]
     manifest = json.dumps([{"Config": config_name, "RepoTags": [ref], "Layers": layers}])
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in (
-            (config_name, config),
-            (new, layer.gz),
-            ("manifest.json", manifest.encode()),
-        ):
+    with tarfile.open(dest, mode="w") as tar:
+        for name, data in ((config_name, config), ("manifest.json", manifest.encode())):
             info = _normalized(tarfile.TarInfo(name), name)
             info.size, info.mode = len(data), 0o644
             tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+        info = _normalized(tarfile.TarInfo(new), new)
+        info.size, info.mode = layer.size, 0o644
+        with layer.path.open("rb") as fh:
+            tar.addfile(info, fh)
+    return dest
 
 
 def manifest(base_manifest: bytes, config: bytes, layer_digest: str, layer_size: int) -> bytes:

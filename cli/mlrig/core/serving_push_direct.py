@@ -80,7 +80,7 @@ class _Reads:
 
         tag = base_tag(cached.base_id)
         self.base = run(f"reading {tag}", lambda: client.manifest(repository, tag))
-        layer, config = cached.layer_path.read_bytes(), cached.config
+        layer, config = cached.layer_path, cached.config  # the layer streams from its file
         self.uploads = [
             run("the layer", lambda: client.upload_blob(repository, cached.layer_digest, layer)),
             run("the config", lambda: client.upload_blob(repository, cached.image_id, config)),

@@ -392,8 +392,9 @@ DIRECT_MODEL = "bc-direct"
 @pytest.fixture(scope="module")
 def image_env(local_stack: dict, base_image: str) -> Iterator[dict]:
     """The session stack's client settings in os.environ for the module (MLRIG_HOME, MLflow
-    and registry credentials, a short push backoff); yields the local_stack dict. The
-    registry-named tags the module's pushes left on the engine are dropped at the end."""
+    and registry credentials, a short push backoff); yields the local_stack dict. The tags
+    the module's pushes left on the engine (named for the stack's registry) are dropped at
+    the end; the images stay as build cache."""
     saved = dict(os.environ)
     os.environ["MLRIG_HOME"] = str(local_stack["home"])
     os.environ.update(local_stack["env"])
@@ -408,7 +409,7 @@ def image_env(local_stack: dict, base_image: str) -> Iterator[dict]:
         api = docker_adapter.client().api
         for img in api.images():
             for tag in img.get("RepoTags") or []:
-                if tag.startswith("127.0.0.1:") and f":{DIRECT_MODEL}-v" in tag:
+                if tag.startswith(f"{local_stack['outputs'].registry.host}/"):
                     api.remove_image(tag, noprune=True)
 
 

@@ -35,33 +35,7 @@ MOTO_PASSWORD = "123456789012-auth-token"
 
 
 @pytest.fixture(scope="module")
-def env(local_stack: dict, base_image: str) -> Iterator[dict]:
-    """The session stack's client settings for every test of this module."""
-    saved = dict(os.environ)
-    os.environ["MLRIG_HOME"] = str(local_stack["home"])
-    os.environ.update(local_stack["env"])
-    os.environ["MLRIG_PUSH_BACKOFF"] = "0.1"
-    try:
-        yield local_stack
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        untag_pushed()
-
-
-def untag_pushed() -> None:
-    """Drop the registry-named tags pushes leave on the engine (images stay as build cache)."""
-    from mlrig.adapters import docker as docker_adapter
-
-    api = docker_adapter.client().api
-    for img in api.images():
-        for tag in img.get("RepoTags") or []:
-            if tag.startswith("127.0.0.1:") and f":{MODEL}-v" in tag:
-                api.remove_image(tag, noprune=True)
-
-
-@pytest.fixture(scope="module")
-def v1(env: dict) -> dict[str, Any]:
+def v1(image_env: dict) -> dict[str, Any]:
     version, expected = register_model(MODEL, 1.0)
     built = image.build(f"models:/{MODEL}/{version}")
     return {"version": version, "expected": expected, "built": built}
@@ -75,12 +49,12 @@ def v2(v1: dict) -> dict[str, Any]:
     return {"version": version, "expected": expected, "built": built}
 
 
-def local_registry(env: dict) -> RegistryClient:
-    out = env["outputs"]
+def local_registry(image_env: dict) -> RegistryClient:
+    out = image_env["outputs"]
     return RegistryClient(
         f"http://{out.registry.host}",
-        env["env"]["MLRIG_REGISTRY_USERNAME"],
-        env["env"]["MLRIG_REGISTRY_PASSWORD"],
+        image_env["env"]["MLRIG_REGISTRY_USERNAME"],
+        image_env["env"]["MLRIG_REGISTRY_PASSWORD"],
     )
 
 
@@ -386,7 +360,7 @@ def imported_by(*argv: str) -> tuple[set[str], str]:
     return modules, proc.stderr
 
 
-def test_whole_build_and_push_never_import_mlflow(v1: dict, env: dict) -> None:
+def test_whole_build_and_push_never_import_mlflow(v1: dict, image_env: dict) -> None:
     """`import mlflow` was most of a whole `mlrig image build`: registry reads and the
     model's files go over MLflow's REST API and artifact proxy instead, and a push writes
     its model-version tags over REST too. The real commands, each in a fresh process."""
@@ -412,7 +386,9 @@ def test_whole_build_and_push_never_import_mlflow(v1: dict, env: dict) -> None:
         docker_adapter.client().api.remove_image(ref, noprune=True)
 
 
-def test_the_proxy_download_holds_what_mlflows_client_downloads(env: dict, tmp_path: Path) -> None:
+def test_the_proxy_download_holds_what_mlflows_client_downloads(
+    image_env: dict, tmp_path: Path
+) -> None:
     """Same files, same bytes (nested folders and MLflow's registered_model_meta included)."""
     import mlflow
     import mlflow.artifacts
@@ -483,13 +459,13 @@ def test_labels_reach_the_image_exactly(v1: dict, tmp_path: Path) -> None:
 
 
 # -- push to the local stack -------------------------------------------------------------------
-def test_push_verifies_digest_and_repush_is_a_no_op(v1: dict, env: dict) -> None:
+def test_push_verifies_digest_and_repush_is_a_no_op(v1: dict, image_env: dict) -> None:
     result = runner.invoke(app, ["image", "push", "--stack", "local", v1["built"].ref])
     assert result.exit_code == 0, result.output
     ref = result.stdout.strip().splitlines()[-1]
     repo, digest = ref.split("@")
-    assert repo == env["outputs"].registry_url and digest.startswith("sha256:")
-    client = local_registry(env)
+    assert repo == image_env["outputs"].registry_url and digest.startswith("sha256:")
+    client = local_registry(image_env)
     tag = f"{MODEL}-v{v1['version']}"
     assert client.manifest_digest("models", tag) == digest
     again = runner.invoke(app, ["image", "push", "--stack", "local", v1["built"].ref])
@@ -504,10 +480,10 @@ def test_push_verifies_digest_and_repush_is_a_no_op(v1: dict, env: dict) -> None
     assert mv_tags["mlrig.image.refs"].split().count(ref) == 1
 
 
-def test_new_model_version_pushes_only_its_model_layer(v1: dict, v2: dict, env: dict) -> None:
-    out = env["outputs"]
+def test_new_model_version_pushes_only_its_model_layer(v1: dict, v2: dict, image_env: dict) -> None:
+    out = image_env["outputs"]
     pushed = [serving_push.push(v["built"].ref, out) for v in (v1, v2)]
-    client = local_registry(env)
+    client = local_registry(image_env)
 
     def manifest(tag: str) -> dict:
         resp = client._get(
@@ -523,10 +499,10 @@ def test_new_model_version_pushes_only_its_model_layer(v1: dict, v2: dict, env: 
     assert pushed[1].digest != pushed[0].digest
 
 
-def test_tag_with_another_digest_is_a_conflict(v1: dict, env: dict, tmp_path: Path) -> None:
+def test_tag_with_another_digest_is_a_conflict(v1: dict, image_env: dict, tmp_path: Path) -> None:
     from mlrig.adapters import docker as docker_adapter
 
-    serving_push.push(v1["built"].ref, env["outputs"])
+    serving_push.push(v1["built"].ref, image_env["outputs"])
     (tmp_path / "Dockerfile").write_text(f"FROM {v1['built'].ref}\nLABEL other=1\n")
     docker_adapter.consume_stream(
         docker_adapter.client().api.build(
@@ -539,17 +515,19 @@ def test_tag_with_another_digest_is_a_conflict(v1: dict, env: dict, tmp_path: Pa
         ),
         "building",
     )
-    before = local_registry(env).manifest_digest("models", f"{MODEL}-v{v1['version']}")
+    before = local_registry(image_env).manifest_digest("models", f"{MODEL}-v{v1['version']}")
     result = runner.invoke(app, ["image", "push", "--stack", "local", "mlrig-test/other:1"])
     text = one_line_error(result, 7)
     assert "already exists with a different image" in text
-    assert local_registry(env).manifest_digest("models", f"{MODEL}-v{v1['version']}") == before
+    assert (
+        local_registry(image_env).manifest_digest("models", f"{MODEL}-v{v1['version']}") == before
+    )
     assert local_tags("mlrig-test/other:1") == ["mlrig-test/other:1"]
     docker_adapter.client().api.remove_image("mlrig-test/other:1")
 
 
 def test_a_second_tag_is_the_verified_manifest_stored_again(
-    v1: dict, env: dict, tmp_path: Path
+    v1: dict, image_env: dict, tmp_path: Path
 ) -> None:
     """A git commit label gives an image two tags: the engine pushes the first, the second
     stores the manifest just verified through the registry's API; both read back."""
@@ -562,16 +540,16 @@ def test_a_second_tag_is_the_verified_manifest_stored_again(
         tmp_path,
         f"LABEL {labels} io.mlrig.git.commit=0123456789abcdef\n",
     )
-    host = env["outputs"].registry.host
+    host = image_env["outputs"].registry.host
     seen: list[str] = []
     try:
-        pushed = serving_push.push(ref, env["outputs"], progress=seen.append)
+        pushed = serving_push.push(ref, image_env["outputs"], progress=seen.append)
         assert pushed.tags == ["bc-two-tags-v1", "bc-two-tags-v1-0123456"]
-        client = local_registry(env)
+        client = local_registry(image_env)
         assert {client.manifest_digest("models", t) for t in pushed.tags} == {pushed.digest}
         assert len([m for m in seen if m.startswith("pushing")]) == 1  # one engine push
         assert {f"{host}/models:{t}" for t in pushed.tags} <= set(local_tags(ref))
-        again = serving_push.push(ref, env["outputs"])
+        again = serving_push.push(ref, image_env["outputs"])
         assert (again.tags, again.unchanged, again.digest) == ([], pushed.tags, pushed.digest)
     finally:
         for tag in local_tags(ref):
@@ -579,22 +557,24 @@ def test_a_second_tag_is_the_verified_manifest_stored_again(
 
 
 def test_wrong_password_fails_before_pushing(
-    v1: dict, env: dict, monkeypatch: pytest.MonkeyPatch
+    v1: dict, image_env: dict, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLRIG_TEST_BAD_PW", "not-the-password")
-    oci_stack("wrongpw", env["outputs"].registry.host, "MLRIG_TEST_BAD_PW")
+    oci_stack("wrongpw", image_env["outputs"].registry.host, "MLRIG_TEST_BAD_PW")
     result = runner.invoke(app, ["image", "push", "--stack", "wrongpw", v1["built"].ref])
     assert "rejected the credentials" in one_line_error(result, 6)
 
 
-def test_unreachable_registry(v1: dict, env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unreachable_registry(v1: dict, image_env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MLRIG_TEST_PW", "x")
     oci_stack("gone", f"127.0.0.1:{free_port()}", "MLRIG_TEST_PW")
     result = runner.invoke(app, ["image", "push", "--stack", "gone", v1["built"].ref])
     assert "unreachable" in one_line_error(result, 5)
 
 
-def test_registry_stopped_mid_push(v1: dict, env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_registry_stopped_mid_push(
+    v1: dict, image_env: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("MLRIG_TEST_PW", "pw")
     with registry_process({"mlrig": "pw"}) as (host, proc):
         oci_stack("midpush", host, "MLRIG_TEST_PW")
@@ -629,7 +609,7 @@ def ecr_stack(moto_url: str) -> None:
 
 
 def test_ecr_push_with_token_and_endpoint_override(
-    v1: dict, env: dict, aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    v1: dict, image_env: dict, aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import boto3
 
@@ -664,7 +644,7 @@ def test_ecr_push_with_token_and_endpoint_override(
     assert MOTO_PASSWORD not in result.output
 
 
-def test_ecr_token_the_registry_rejects(v1: dict, env: dict, aws_env: str) -> None:
+def test_ecr_token_the_registry_rejects(v1: dict, image_env: dict, aws_env: str) -> None:
     ecr_stack(aws_env)
     ecr.forget(ECR_HOST)
     with registry_process({"AWS": "a-newer-token"}) as (host, _proc):
@@ -675,7 +655,9 @@ def test_ecr_token_the_registry_rejects(v1: dict, env: dict, aws_env: str) -> No
 
 
 # -- bad input ---------------------------------------------------------------------------------
-def test_bad_input_is_one_line_each(v1: dict, env: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_input_is_one_line_each(
+    v1: dict, image_env: dict, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlrig.adapters import docker as docker_adapter
 
     containers = len(docker_adapter.client().containers.list(all=True))
@@ -764,7 +746,7 @@ def test_labels_name_the_run_not_the_repo_the_build_ran_in(v1: dict, tmp_path: P
         docker_adapter.client().api.remove_image(built.ref, noprune=True)
 
 
-def test_other_flavors_are_served_by_mlflow_pyfunc(env: dict) -> None:
+def test_other_flavors_are_served_by_mlflow_pyfunc(image_env: dict) -> None:
     """A custom pyfunc model: the image carries mlflow-skinny and MLflow's own scoring."""
     import mlflow
     import numpy

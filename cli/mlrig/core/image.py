@@ -142,9 +142,10 @@ def serving_base(
     mlrig/serving-base:<their hash> and reused as is; otherwise it is built (the engine's
     layer cache still spares the dependency install when only the server changed).
 
-    Reusing it by tag is what makes a new model version's build two steps: a full
-    Dockerfile makes the engine re-check every cached step, and its check of the first
-    step after `FROM scratch` reads every image on the engine (seconds on a busy one)."""
+    Reusing it by tag is what keeps the engine out of a new model version's build (the
+    model layer goes on it as `build_model_image` writes it): a full Dockerfile makes the
+    engine re-check every cached step, and its check of the first step after `FROM
+    scratch` reads every image on the engine (seconds on a busy one)."""
     ref = f"{BASE_REPOSITORY}:{_base_key(base_ctx, base_image, platform)[:32]}"
     info = None if no_cache else docker_adapter.image_info(ref)
     if info is not None:

@@ -718,12 +718,7 @@ def summarize(
 
     overall = figures(window)
     return {
-        "server": server.name,
-        "describe": server.describe,
-        "workers": server.workers,
-        "command": server.cfg.command,
-        "cpu_units": server.cfg.cpu_units,
-        "memory_mib": server.cfg.memory_mib,
+        **server_record(server),
         "clients": kw["clients"],
         "offered_rps": kw["rate"] or None,
         "warmup_s": kw["warmup"],
@@ -749,7 +744,6 @@ def summarize(
         "server_cpu_cores": round(
             (last.get("cpu_ns", 0.0) - first.get("cpu_ns", 0.0)) / 1e9 / span, 3
         ),
-        "cpu_quota_cores": server.cfg.cpu_units / 1024,
         "throttled_periods": int(throttled),
         "cfs_periods": int(periods),
         "throttled_pct": round(100 * throttled / periods, 1) if periods else None,
@@ -768,6 +762,19 @@ def summarize(
         "container_status": kw["status"],
         "container_exit_code": kw["exit_code"] if kw["status"] in ("exited", "dead") else None,
         "log_tail": kw["log_tail"],
+    }
+
+
+def server_record(server: Server) -> dict[str, Any]:
+    """What a result says of the server it measured: its name, command, size and price."""
+    return {
+        "server": server.name,
+        "describe": server.describe,
+        "workers": server.workers,
+        "command": server.cfg.command,
+        "cpu_units": server.cfg.cpu_units,
+        "cpu_quota_cores": server.cfg.cpu_units / 1024,
+        "memory_mib": server.cfg.memory_mib,
         "monthly_usd": monthly_usd(server.cfg.cpu_units, server.cfg.memory_mib),
     }
 
@@ -976,14 +983,7 @@ def one_at_a_time(s: Services, server: Server) -> Iterator[tuple[str, float, Sta
 def failed_start(server: Server, exc: StartFailed) -> dict[str, Any]:
     say(f"{server.name}: died before the load: {exc.reason}")
     return {
-        "server": server.name,
-        "describe": server.describe,
-        "workers": server.workers,
-        "command": server.cfg.command,
-        "cpu_units": server.cfg.cpu_units,
-        "cpu_quota_cores": server.cfg.cpu_units / 1024,
-        "memory_mib": server.cfg.memory_mib,
-        "monthly_usd": monthly_usd(server.cfg.cpu_units, server.cfg.memory_mib),
+        **server_record(server),
         "failed": exc.reason,
         **exc.detail,
     }

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
-import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters.registry import RegistryClient
@@ -27,40 +25,22 @@ from mlrig.core import image_layer
 from mlrig.core.image_cache import Cached
 from mlrig.core.progress import Progress
 from mlrig.core.serving_push_steps import (
-    ATTEMPTS,
-    AUTH,
-    TRANSIENT,
     PushResult,
     Target,
     login,
     push_tag,
+    retried,
     sorted_tags,
     verified,
 )
-from mlrig.errors import CredentialsError, RemoteError
+from mlrig.errors import RemoteError
 
-T = TypeVar("T")
+# A registry this push just reached that stops answering may be restarting: retried too.
+UNREACHABLE = ("unreachable",)
 
 
 def base_tag(base_id: str) -> str:
     return f"serving-base-{base_id.removeprefix('sha256:')[:12]}"
-
-
-def _retried(call: Callable[[], T], what: str, progress: Progress, stop: threading.Event) -> T:
-    """call, again after a backoff when it failed in a way that may pass (a reset or
-    refused connection, a 5xx, throttling), unless the push is already being given up."""
-    for attempt in range(1, ATTEMPTS + 1):
-        try:
-            return call()
-        except CredentialsError:
-            raise
-        except RemoteError as exc:
-            passing = TRANSIENT.search(exc.message) or "unreachable" in exc.message
-            if attempt == ATTEMPTS or not passing or AUTH.search(exc.message) or stop.is_set():
-                raise
-            progress(f"transient failure, retrying {what} in {2 ** (attempt - 1)} s: {exc.message}")
-            time.sleep(float(os.environ.get("MLRIG_PUSH_BACKOFF", "1")) * 2 ** (attempt - 1))
-    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 class _Reads:
@@ -76,7 +56,7 @@ class _Reads:
         stop: threading.Event,
     ) -> None:
         def run(what: str, call: Callable[[], Any]) -> Future[Any]:
-            return pool.submit(_retried, call, what, progress, stop)
+            return pool.submit(retried, call, progress, what=what, also=UNREACHABLE, stop=stop)
 
         tag = base_tag(cached.base_id)
         self.base = run(f"reading {tag}", lambda: client.manifest(repository, tag))
@@ -169,11 +149,12 @@ def push(
         progress(f"pushing {remote}:{', '.join(todo)} (the model layer, {cached.layer_size} B)")
 
         def store(tag: str) -> None:
-            _retried(
+            retried(
                 lambda: client.put_manifest(fresh.repository, tag, body, base[1]),
-                f"tagging {tag}",
                 progress,
-                stop,
+                what=f"tagging {tag}",
+                also=UNREACHABLE,
+                stop=stop,
             )
             verified(client, fresh.repository, tag, digest, remote)
 

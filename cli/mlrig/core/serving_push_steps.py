@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters.registry import RegistryClient
@@ -25,6 +26,7 @@ TRANSIENT = re.compile(
     re.IGNORECASE,
 )
 AUTH = re.compile(r"unauthorized|authentication required|no basic auth|denied", re.IGNORECASE)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,34 @@ def tag_pushed(
     docker_adapter.tag_image(image_id, remote, tag)
 
 
+def retried(
+    call: Callable[[], T],
+    progress: Progress,
+    *,
+    what: str = "",
+    also: tuple[str, ...] = (),
+    stop: threading.Event | None = None,
+) -> T:
+    """call, again after a backoff (MLRIG_PUSH_BACKOFF s, doubling) when it failed in a way
+    that may pass: a reset or refused connection, a 5xx, throttling, or a message holding
+    one of `also`; never a credentials error, and not once `stop` is set (the push is being
+    given up)."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return call()
+        except CredentialsError:
+            raise
+        except RemoteError as exc:
+            passing = TRANSIENT.search(exc.message) or any(w in exc.message for w in also)
+            given_up = stop is not None and stop.is_set()
+            if attempt == ATTEMPTS or not passing or AUTH.search(exc.message) or given_up:
+                raise
+            again = f"retrying {what} in" if what else "retrying in"
+            progress(f"transient failure, {again} {2 ** (attempt - 1)} s: {exc.message}")
+            time.sleep(float(os.environ.get("MLRIG_PUSH_BACKOFF", "1")) * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
 def push_tag(
     image_id: str,
     remote: str,
@@ -158,30 +188,23 @@ def push_tag(
     progress: Progress,
     on_chunk: Callable[[dict[str, Any]], None] | None,
 ) -> str:
+    def once() -> str | None:
+        progress(f"pushing {remote}:{tag}")
+        try:
+            return docker_adapter.push_image(
+                remote, tag, username=target.username, password=target.password, on_chunk=on_chunk
+            )
+        except RemoteError as exc:
+            if AUTH.search(exc.message):
+                raise CredentialsError(
+                    f"registry {target.host} refused the push ({exc.message.split(': ', 1)[-1]})",
+                    hint="check the registry credentials",
+                ) from exc
+            raise
+
     docker_adapter.tag_image(image_id, remote, tag)
     try:
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                progress(f"pushing {remote}:{tag}")
-                digest = docker_adapter.push_image(
-                    remote,
-                    tag,
-                    username=target.username,
-                    password=target.password,
-                    on_chunk=on_chunk,
-                )
-                break
-            except RemoteError as exc:
-                if AUTH.search(exc.message):
-                    raise CredentialsError(
-                        f"registry {target.host} refused the push "
-                        f"({exc.message.split(': ', 1)[-1]})",
-                        hint="check the registry credentials",
-                    ) from exc
-                if attempt == ATTEMPTS or not TRANSIENT.search(exc.message):
-                    raise
-                progress(f"transient failure, retrying in {2 ** (attempt - 1)} s: {exc.message}")
-                time.sleep(float(os.environ.get("MLRIG_PUSH_BACKOFF", "1")) * 2 ** (attempt - 1))
+        digest = retried(once, progress)
     except BaseException:
         docker_adapter.remove_tag(f"{remote}:{tag}")  # no half-tagged images left
         raise

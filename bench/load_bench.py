@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import re
 import secrets
 import statistics
 import sys
@@ -103,14 +104,19 @@ class Server:
         return cmd[cmd.index("--workers") + 1] if "--workers" in cmd else "MLflow's default (4)"
 
 
-def with_workers(command: list[str], workers: int | None) -> list[str]:
+def with_workers(command: list[str], workers: int | None, threads: int | None = None) -> list[str]:
+    """The command with its --workers, and the threads in its --gunicorn-opts, replaced."""
     command = list(command)
-    if workers is None:
-        return command
-    if "--workers" in command:
-        command[command.index("--workers") + 1] = str(workers)
-    else:
-        command += ["--workers", str(workers)]
+    if workers is not None:
+        if "--workers" in command:
+            command[command.index("--workers") + 1] = str(workers)
+        else:
+            command += ["--workers", str(workers)]
+    if threads is not None:
+        if "--gunicorn-opts" not in command:
+            raise SystemExit("--threads needs a server on gunicorn's threaded workers")
+        at = command.index("--gunicorn-opts") + 1
+        command[at] = re.sub(r"--threads \d+", f"--threads {threads}", command[at])
     return command
 
 
@@ -120,6 +126,7 @@ def mlrig_server(
     env: dict[str, str],
     profile: str | None = None,
     size: tuple[int | None, int | None] = (None, None),
+    threads: int | None = None,
 ) -> Server:
     """The rehearsal's container as is (`mlrig stack rehearse --profile P` runs this config),
     or with the settings a sizing run varies."""
@@ -137,11 +144,13 @@ def mlrig_server(
     cpu_units, memory_mib = size
     cfg = dataclasses.replace(
         cfg,
-        command=with_workers(cfg.command, workers),
+        command=with_workers(cfg.command, workers, threads),
         cpu_units=cpu_units or cfg.cpu_units,
         memory_mib=memory_mib or cfg.memory_mib,
     )
     tweaks = [f"{k}={v}" for k, v in env.items()]
+    if threads is not None:
+        tweaks.insert(0, f"--threads {threads}")
     if workers is not None:
         tweaks.insert(0, f"--workers {workers}")
     if cpu_units or memory_mib:
@@ -1054,11 +1063,12 @@ def main() -> None:
         "--size",
         action="append",
         default=[],
-        metavar="CPU_UNITS:MIB[:WORKERS]",
+        metavar="CPU_UNITS:MIB[:WORKERS[:THREADS]]",
         help="mlrig: also run the profile's task at this size after the rest (sizing), "
-        "e.g. 2048:4096 (2 vCPU, 4 GiB, a valid Fargate size)",
+        "e.g. 2048:4096 (2 vCPU, 4 GiB, a valid Fargate size) or 2048:4096:8:2",
     )
     ap.add_argument("--workers", type=int, default=None, help="mlrig: override the profile's")
+    ap.add_argument("--threads", type=int, default=None, help="mlrig: threads per gunicorn worker")
     ap.add_argument("--cpu-units", type=int, default=None, help="mlrig: override (1024 = 1 vCPU)")
     ap.add_argument("--memory-mib", type=int, default=None, help="mlrig: override the limit")
     ap.add_argument(
@@ -1106,7 +1116,9 @@ def main() -> None:
         admin = (ts.ADMIN_USERNAME, s.admin_password)
         if "mlrig" in only:
             size = (args.cpu_units, args.memory_mib)
-            server = mlrig_server(s, args.workers, parse_env(args.env), size=size)
+            server = mlrig_server(
+                s, args.workers, parse_env(args.env), size=size, threads=args.threads
+            )
             results.append(run_one(s, server, admin, args))
         if "stock" in only:
             results.append(run_one(s, stock_server(s, stock_workers), admin, args))
@@ -1115,12 +1127,15 @@ def main() -> None:
                 server = stock_server(s, stock_workers, jobs=False)
                 results.append(run_one(s, server, admin, args))
         for profile in args.also:
-            server = mlrig_server(s, args.workers, parse_env(args.env), profile)
+            server = mlrig_server(
+                s, args.workers, parse_env(args.env), profile, threads=args.threads
+            )
             results.append(run_one(s, server, admin, args))
         for spec in args.size:
             cpu, mib, *rest = (int(x) for x in spec.split(":"))
             workers = rest[0] if rest else args.workers
-            server = mlrig_server(s, workers, parse_env(args.env), size=(cpu, mib))
+            threads = rest[1] if len(rest) > 1 else args.threads
+            server = mlrig_server(s, workers, parse_env(args.env), size=(cpu, mib), threads=threads)
             results.append(run_one(s, server, admin, args))
     stamp = utc_stamp()
     rows = [r for res in results for r in rows_for(res)]

@@ -68,7 +68,7 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
-app = typer.Typer(
+_app = typer.Typer(
     cls=MlrigGroup,
     name="mlrig",
     help="An ML team's MLOps backbone: provision a stack, bootstrap repos, ship model images.",
@@ -84,7 +84,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_app.callback()
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     version: bool = typer.Option(
@@ -95,44 +95,68 @@ def _root(
         os.environ["MLRIG_DEBUG"] = "1"
 
 
-def _register() -> None:
-    # command modules import only typer/rich at module level; the work is imported lazily
-    from mlrig.commands import (
-        access,
-        checkout,
-        demo,
-        doctor,
-        image,
-        init,
-        rehearse,
-        retrain,
-        setup,
-        stack,
-        trace,
-        trainer,
-    )
-
-    stack.app.command("rehearse")(rehearse.rehearse)
-    app.add_typer(stack.app, name="stack")
-    app.command("init")(init.init_cmd)
-    app.command("update")(init.update_cmd)
-    app.add_typer(image.app, name="image")
-    app.command("trace")(trace.trace)
-    app.command("checkout")(checkout.checkout)
-    app.command("retrain")(retrain.retrain)
-    app.command("demo")(demo.demo)
-    app.command("doctor")(doctor.doctor)
-    app.add_typer(setup.app, name="setup")
-    app.add_typer(access.app, name="access")
-    app.add_typer(trainer.app, name="trainer")
+# Every top-level name: (module under mlrig.commands, attribute, a group or a command).
+COMMANDS: dict[str, tuple[str, str, bool]] = {
+    "stack": ("stack", "app", True),
+    "init": ("init", "init_cmd", False),
+    "update": ("init", "update_cmd", False),
+    "image": ("image", "app", True),
+    "trace": ("trace", "trace", False),
+    "checkout": ("checkout", "checkout", False),
+    "retrain": ("retrain", "retrain", False),
+    "demo": ("demo", "demo", False),
+    "doctor": ("doctor", "doctor", False),
+    "setup": ("setup", "app", True),
+    "access": ("access", "app", True),
+    "trainer": ("trainer", "app", True),
+}
 
 
-_register()
+_registered: set[str] = set()
+
+
+def _register(names: list[str]) -> None:
+    """Add these top-level commands and groups to the app, in COMMANDS' order (once each).
+    Command modules import only typer/rich at module level; the work is imported lazily."""
+    from importlib import import_module
+
+    for name, (module_name, attr, group) in COMMANDS.items():
+        if name not in names or name in _registered:
+            continue
+        module = import_module(f"mlrig.commands.{module_name}")
+        if name == "stack":
+            from mlrig.commands import rehearse
+
+            module.app.command("rehearse")(rehearse.rehearse)
+        if group:
+            _app.add_typer(getattr(module, attr), name=name)
+        else:
+            _app.command(name)(getattr(module, attr))
+        _registered.add(name)
+
+
+def _requested(argv: list[str]) -> list[str]:
+    """The one top-level name argv invokes, when it names one; else every name (help, a
+    typo's error, completion). Typer turns the whole tree into click commands before it
+    parses, so `mlrig image push` need not build `stack`, `access` and the rest."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first in COMMANDS and not os.environ.get("_MLRIG_COMPLETE"):
+        return [first]
+    return list(COMMANDS)
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """`mlrig.main.app`, for an importer (tests, `python -m`): every command registered."""
+    if name == "app":
+        _register(list(COMMANDS))
+        return _app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run() -> None:
+    _register(_requested(sys.argv[1:]))
     try:
-        app()
+        _app()
     except BrokenPipeError:
         sys.exit(0)
 

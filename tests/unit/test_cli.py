@@ -182,3 +182,49 @@ def test_temporary_env_restores_set_and_unset_values(monkeypatch: pytest.MonkeyP
         raise RuntimeError
     assert os.environ["MLRIG_T_SET"] == "before"
     assert "MLRIG_T_UNSET" not in os.environ
+
+
+def _modules_after(argv: list[str]) -> tuple[set[str], str]:
+    """The mlrig.commands modules a fresh `mlrig ARGV` process imported, and its stdout."""
+    code = (
+        "import sys\n"
+        f"sys.argv = ['mlrig', *{argv!r}]\n"
+        "from mlrig.main import run\n"
+        "try:\n"
+        "    run()\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print('MODULES', ' '.join(sorted(m for m in sys.modules "
+        "if m.startswith('mlrig.commands.'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out, _, modules = proc.stdout.rpartition("MODULES")
+    return set(modules.split()), out
+
+
+def test_a_command_builds_only_its_own_group() -> None:
+    """Typer turns the whole command tree into click commands before it parses: `mlrig
+    image push` loads the image group (and the shared options), not stack, access, …"""
+    modules, out = _modules_after(["image", "push", "--help"])
+    assert modules == {"mlrig.commands.image", "mlrig.commands.options"}
+    assert "--registry-endpoint" in out
+    modules, out = _modules_after(["--debug", "stack", "--help"])  # a root flag first
+    assert "mlrig.commands.rehearse" in modules and "mlrig.commands.image" not in modules
+    assert "rehearse" in out
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["no-such-command"], []])
+def test_help_and_a_typo_still_see_every_command(argv: list[str]) -> None:
+    from mlrig.main import COMMANDS
+
+    modules, _ = _modules_after(argv)
+    assert {f"mlrig.commands.{module}" for module, _, _ in COMMANDS.values()} <= modules
+
+
+def test_the_imported_app_has_every_command() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    from mlrig.main import COMMANDS
+
+    for name in COMMANDS:
+        assert name in result.output

@@ -88,12 +88,18 @@ def push(
     ] = None,
 ) -> None:
     """Push to the stack's registry, never overwriting a tag; the digest is verified."""
+    import sys
+    from contextlib import nullcontext
+
     from mlrig.core import serving_push, stacks
     from mlrig.core.image_last_built import last_built
 
-    outputs = stacks.open(stacks.resolve_name(stack)).outputs()
+    outputs = stacks.outputs(stacks.resolve_name(stack))
     ref = image_ref or last_built()
-    with err_console().status(f"pushing {ref}"):
+    # a spinner only on a terminal: elsewhere (CI, a pipe) it draws nothing, and rich is
+    # imported when the push prints, while the registry answers, not before it starts
+    spinner = err_console().status(f"pushing {ref}") if sys.stderr.isatty() else nullcontext()
+    with spinner:
         result = serving_push.push(ref, outputs, endpoint=registry_endpoint, progress=_progress)
     if result.tags:
         console().print(

@@ -93,7 +93,7 @@ def push(
 ) -> PushResult:
     """Push to a stack's registry, then name the image on the model version it serves
     (that version is read from MLflow while the push runs: for an image found in the cache
-    by its reference, once the registry work has started)."""
+    by its reference, while the registry stores its manifest)."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
     hinted = image_cache.by_ref(image)  # built as this reference: no need to ask the engine

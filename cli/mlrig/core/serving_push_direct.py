@@ -109,7 +109,8 @@ def push(
     """Push through the registry API; None when the engine must push instead (the base's
     tag in the repository holds another image, or `engine_id`, asked on this thread while
     the registry work runs, names another image than the cached one: the reference moved
-    since the build). `started` is called on this thread once the registry work runs.
+    since the build). `started` is called on this thread once the blobs are in and the
+    manifest is being stored: what the caller does then overlaps the last requests.
     Tags checked and conflicts raised as `serving_push.push_to` does; engine tags only
     once every new tag read back right."""
     stop = threading.Event()
@@ -121,7 +122,6 @@ def push(
         checked = pool.submit(login, target, tags)
         reads = _Reads(pool, client, target.repository, cached, progress, stop)
         try:
-            started()
             if engine_id is not None and engine_id() != image_id:
                 moved = True  # blobs already sent are harmless; nothing is tagged
                 stop.set()
@@ -146,7 +146,6 @@ def push(
             raise
         body = image_layer.manifest(base[0], cached.config, cached.layer_digest, cached.layer_size)
         digest = image_layer.sha256(body)
-        progress(f"pushing {remote}:{', '.join(todo)} (the model layer, {cached.layer_size} B)")
 
         def store(tag: str) -> None:
             retried(
@@ -158,7 +157,11 @@ def push(
             )
             verified(client, fresh.repository, tag, digest, remote)
 
-        for done in [pool.submit(store, tag) for tag in todo]:
+        storing = [pool.submit(store, tag) for tag in todo]
+        # the caller's own work and this line's output run while the registry stores
+        started()
+        progress(f"pushing {remote}:{', '.join(todo)} (the model layer, {cached.layer_size} B)")
+        for done in storing:
             done.result()
     for tag in todo:
         docker_adapter.tag_image(image_id, remote, tag)

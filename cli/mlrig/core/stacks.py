@@ -16,6 +16,7 @@ from mlrig.core.stack_env import export_lines as export_lines
 from mlrig.core.stack_env import temporary_env as temporary_env
 
 if TYPE_CHECKING:
+    from mlrig.contract import StackOutputs
     from mlrig.core.stack_facade import Stack
 
 STACK_ENV = "MLRIG_STACK"
@@ -69,6 +70,12 @@ def repo_stack(start: Path) -> str | None:
         if (folder / ".git").exists():
             return None
     return None
+
+
+def outputs(name: str) -> StackOutputs:
+    """The outputs of the stack called `name`, whichever kind it is, without loading its
+    back-end (a push or a client env needs only this document)."""
+    return contract.load(contract.validate_stack_name(name))
 
 
 def open(name: str) -> Stack:  # shadows the builtin on purpose: read as stacks.open(name)

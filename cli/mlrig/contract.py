@@ -10,6 +10,8 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -45,7 +47,7 @@ class OutputNames:
 class SecretRef(BaseModel):
     """Where a secret lives: a 0600 file (local) or an AWS Secrets Manager secret."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     source: Literal["file", "aws-secretsmanager", "env"]
     ref: str = Field(description="file path, secret ARN/name, or environment variable name")
@@ -53,14 +55,14 @@ class SecretRef(BaseModel):
 
 
 class BasicAuth(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     username: str
     password: SecretRef
 
 
 class DvcRemote(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     url: str
     endpoint_url: str | None = None
@@ -69,14 +71,14 @@ class DvcRemote(BaseModel):
 
 
 class Mlflow(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     tracking_uri: str
     auth: BasicAuth | None = None
 
 
 class Registry(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     kind: Literal["oci", "ecr"]
     url: str = Field(description="repository URI: ECR URI or 127.0.0.1:PORT/name")
@@ -93,7 +95,7 @@ class Registry(BaseModel):
 
 
 class StackOutputs(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     schema_version: int = SCHEMA_VERSION
     name: str
@@ -246,6 +248,22 @@ def load(name: str) -> StackOutputs:
     return outputs
 
 
+@contextmanager
+def _without_pydantic_plugins() -> Iterator[None]:
+    """Pydantic looks for plugins (an entry-point scan of every installed distribution,
+    ~30 ms) when it first builds a model; the contract's models are built, on first use
+    (`defer_build`), without them, the way typer builds its parameter adapters."""
+    previous = os.environ.get("PYDANTIC_DISABLE_PLUGINS")
+    os.environ["PYDANTIC_DISABLE_PLUGINS"] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("PYDANTIC_DISABLE_PLUGINS", None)
+        else:
+            os.environ["PYDANTIC_DISABLE_PLUGINS"] = previous
+
+
 def parse(text: str, source: str = "<text>", fix: str = "") -> StackOutputs:
     fix = fix or "run `mlrig stack up` for this stack again to rewrite it"
     try:
@@ -264,7 +282,8 @@ def parse(text: str, source: str = "<text>", fix: str = "") -> StackOutputs:
             hint="upgrade mlrig (`pip install -U mlrig`)",
         )
     try:
-        return StackOutputs.model_validate(raw)
+        with _without_pydantic_plugins():
+            return StackOutputs.model_validate(raw)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "<root>"

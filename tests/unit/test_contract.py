@@ -107,3 +107,22 @@ def test_a_name_keeps_its_kind(mlrig_home: Path) -> None:
     assert contract.load("team").kind == "aws"
     contract.ensure_kind("team", "aws")  # same kind: fine
     contract.ensure_kind("fresh", "local")  # unknown name: fine
+
+
+@pytest.mark.parametrize("before", [None, "some-plugin"])
+def test_reading_outputs_leaves_the_plugin_setting_as_it_was(
+    mlrig_home: Path, monkeypatch: pytest.MonkeyPatch, before: str | None
+) -> None:
+    """The models are built without pydantic's plugin scan, and the environment a child
+    process would inherit is the one the command started with."""
+    import os
+
+    if before is None:
+        monkeypatch.delenv("PYDANTIC_DISABLE_PLUGINS", raising=False)
+    else:
+        monkeypatch.setenv("PYDANTIC_DISABLE_PLUGINS", before)
+    contract.save(sample("dev"))
+    assert contract.load("dev").name == "dev"
+    with pytest.raises(ConfigError):
+        contract.parse("{}", source="x")  # restored on a failed validation too
+    assert os.environ.get("PYDANTIC_DISABLE_PLUGINS") == before

@@ -213,3 +213,25 @@ def test_doctor_checks_the_resolved_stack_or_says_why_none(
     contract.save(sample("dev"))
     assert doctor.run(None).stack == "dev"  # the only stack, as everywhere else
     assert doctor.run("other").stack == "other"
+
+
+def test_outputs_read_the_contract_without_a_back_end(mlrig_home: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.helpers import sample
+
+    contract.save(sample("dev"))
+    assert stacks.outputs("dev") == contract.load("dev")
+    with pytest.raises(StackNotFound):
+        stacks.outputs("nope")
+    with pytest.raises(UsageError, match="invalid stack name"):
+        stacks.outputs("../dev")
+    code = (
+        "import sys\n"
+        "from mlrig.core import stacks\n"
+        "stacks.outputs('dev')\n"
+        "print(sorted(m for m in sys.modules if m.startswith('mlrig.core.stack_')))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "stack_local" not in proc.stdout and "stack_aws" not in proc.stdout, proc.stdout

@@ -84,3 +84,21 @@ class Aborted(MlrigError):
     """The user declined a confirmation."""
 
     exit_code = 130
+
+
+class Terminated(BaseException):
+    """A command was stopped by SIGTERM/SIGHUP (a CI cancel, `timeout`) and cleaned up first.
+
+    A BaseException, as KeyboardInterrupt is: raised by a signal handler wherever the main
+    thread happens to be, it must not be taken for an ordinary failure by an `except
+    Exception` or `except MlrigError` that turns one into a fallback and carries on."""
+
+    exit_code = 143
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        return f"{self.message} — {self.hint}" if self.hint else self.message

@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from mlrig.errors import MlrigError
+from mlrig.errors import MlrigError, Terminated
 from mlrig.version import __version__
 
 INTERNAL_ERROR_EXIT = 70
@@ -48,6 +48,8 @@ class MlrigGroup(TyperGroup):
             raise report(_escape(exc.one_line()), exc.exit_code) from exc
         except KeyboardInterrupt as exc:
             raise report("interrupted", 130) from exc
+        except Terminated as exc:
+            raise report(_escape(exc.one_line()), exc.exit_code) from exc
         except BrokenPipeError:  # output piped into `head` and closed early
             raise typer.Exit(0) from None
         except Exception as exc:  # noqa: BLE001 - the single catch-all, by design

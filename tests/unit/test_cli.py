@@ -228,3 +228,37 @@ def test_the_imported_app_has_every_command() -> None:
 
     for name in COMMANDS:
         assert name in result.output
+
+
+def test_a_termination_is_not_swallowed_as_a_failure_and_exits_143() -> None:
+    """A signal handler raises Terminated wherever the main thread is, also inside code that
+    turns an ordinary failure into a fallback: it passes through, and the one error line and
+    exit code 143 come out at the top."""
+    import typer
+
+    from mlrig.errors import MlrigError, Terminated
+    from mlrig.main import MlrigGroup
+
+    probe = typer.Typer(cls=MlrigGroup)
+
+    @probe.command()
+    def up() -> None:
+        try:
+            try:
+                raise Terminated("`stack up` of 'x' was stopped by SIGTERM", hint="run it again")
+            except MlrigError:
+                typer.echo("treated as a failure")
+        except Exception:  # noqa: BLE001 - the fallback a termination must not meet
+            typer.echo("treated as an error")
+        typer.echo("carried on")
+
+    @probe.command()
+    def other() -> None:
+        pass
+
+    result = CliRunner().invoke(probe, ["up"])
+    assert result.exit_code == 143
+    assert "carried on" not in result.output and "treated" not in result.output
+    assert result.output.strip().splitlines() == [
+        "error: `stack up` of 'x' was stopped by SIGTERM — run it again"
+    ]

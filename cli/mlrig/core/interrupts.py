@@ -9,13 +9,9 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-from mlrig.errors import MlrigError
+from mlrig.errors import Terminated
 
-
-class Terminated(MlrigError):
-    """`up` was stopped by SIGTERM/SIGHUP (a CI cancel, `timeout`); it cleaned up first."""
-
-    exit_code = 143
+__all__ = ["Terminated", "terminate_as_exception"]
 
 
 @contextlib.contextmanager

@@ -7,8 +7,9 @@ Each class carries an exit code and a message that says what was wrong and what 
 from __future__ import annotations
 
 
-class MlrigError(Exception):
-    """Root of every error mlrig reports to a user."""
+class Reported(BaseException):
+    """What mlrig tells a user as one line and an exit code: every MlrigError, and a
+    command's termination by a signal (`Terminated`)."""
 
     exit_code = 1
 
@@ -25,6 +26,12 @@ class MlrigError(Exception):
         if self.hint:
             text = f"{text} — {self.hint.strip()}"
         return text
+
+
+class MlrigError(Reported, Exception):
+    """Root of every error mlrig reports to a user."""
+
+    exit_code = 1
 
 
 class UsageError(MlrigError):
@@ -86,19 +93,11 @@ class Aborted(MlrigError):
     exit_code = 130
 
 
-class Terminated(BaseException):
+class Terminated(Reported):
     """A command was stopped by SIGTERM/SIGHUP (a CI cancel, `timeout`) and cleaned up first.
 
-    A BaseException, as KeyboardInterrupt is: raised by a signal handler wherever the main
-    thread happens to be, it must not be taken for an ordinary failure by an `except
+    Not an Exception, as KeyboardInterrupt is not: raised by a signal handler wherever the
+    main thread happens to be, it must not be taken for an ordinary failure by an `except
     Exception` or `except MlrigError` that turns one into a fallback and carries on."""
 
     exit_code = 143
-
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.hint = hint
-
-    def one_line(self) -> str:
-        return f"{self.message} — {self.hint}" if self.hint else self.message

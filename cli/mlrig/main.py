@@ -14,7 +14,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from mlrig.errors import MlrigError, Terminated
+from mlrig.errors import Reported
 from mlrig.version import __version__
 
 INTERNAL_ERROR_EXIT = 70
@@ -42,14 +42,12 @@ class MlrigGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
-        except MlrigError as exc:
+        except Reported as exc:  # an MlrigError, or a termination by a signal
             if debug_enabled():
                 traceback.print_exc()
             raise report(_escape(exc.one_line()), exc.exit_code) from exc
         except KeyboardInterrupt as exc:
             raise report("interrupted", 130) from exc
-        except Terminated as exc:
-            raise report(_escape(exc.one_line()), exc.exit_code) from exc
         except BrokenPipeError:  # output piped into `head` and closed early
             raise typer.Exit(0) from None
         except Exception as exc:  # noqa: BLE001 - the single catch-all, by design

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mlrig.commands.options import StackOpt
-from mlrig.ui import console, err_console
+from mlrig.ui import console, err_console, spinner
 
 app = typer.Typer(help="Build, push and run model-serving images.", no_args_is_help=True)
 
@@ -88,18 +88,12 @@ def push(
     ] = None,
 ) -> None:
     """Push to the stack's registry, never overwriting a tag; the digest is verified."""
-    import sys
-    from contextlib import nullcontext
-
     from mlrig.core import serving_push, stacks
     from mlrig.core.image_last_built import last_built
 
     outputs = stacks.outputs(stacks.resolve_name(stack))
     ref = image_ref or last_built()
-    # a spinner only on a terminal: elsewhere (CI, a pipe) it draws nothing, and rich is
-    # imported when the push prints, while the registry answers, not before it starts
-    spinner = err_console().status(f"pushing {ref}") if sys.stderr.isatty() else nullcontext()
-    with spinner:
+    with spinner(f"pushing {ref}"):  # rich is imported while the registry answers
         result = serving_push.push(ref, outputs, endpoint=registry_endpoint, progress=_progress)
     if result.tags:
         console().print(

@@ -134,7 +134,9 @@ def outputs(
     stack: StackOpt = None, name: StackNameAliasOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Print a stack's outputs (the StackOutputs contract). Contains no secrets."""
-    out = _open(stack, name).outputs()
+    from mlrig.core import stacks
+
+    out = stacks.outputs(stacks.resolve_name(stack_flag(stack, name)))
     if as_json:
         typer.echo(out.model_dump_json(indent=2))
         return

@@ -74,7 +74,7 @@ def repo_stack(start: Path) -> str | None:
 
 def outputs(name: str) -> StackOutputs:
     """The outputs of the stack called `name`, whichever kind it is, without loading its
-    back-end (a push or a client env needs only this document)."""
+    back-end (`stack outputs` and a push read only this document)."""
     return contract.load(contract.validate_stack_name(name))
 
 

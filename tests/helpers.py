@@ -680,10 +680,14 @@ def rule_pattern(rule: str) -> re.Pattern[str]:
 
 
 class TagWrites:
-    """Stands in for MlflowRest where a push tags a model version: records each write."""
+    """Stands in for MlflowRest where a push tags a model version: records each write, and
+    each delete (as a write of None)."""
 
     def __init__(self) -> None:
-        self.written: list[tuple[str, str, str, str]] = []
+        self.written: list[tuple[str, str, str, str | None]] = []
 
     def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self.written.append((name, version, key, value))
+
+    def delete_model_version_tag(self, name: str, version: str, key: str) -> None:
+        self.written.append((name, version, key, None))

@@ -5,6 +5,7 @@ pulled by the engine and run, which only works when config, diff_ids and layers 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from tests.helpers import assembled_variant
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
+DIRECT_MODEL = "bc-direct"  # the model `direct_versions` registers
 
 
 def registry(env: dict) -> RegistryClient:
@@ -194,3 +196,99 @@ def test_a_reference_retagged_after_its_build_pushes_the_engines_image(
         for tag in api.inspect_image(moved)["RepoTags"]:
             api.remove_image(tag, noprune=True)
         api.remove_image(built, noprune=True)  # untagged by the retag
+
+
+def test_a_remembered_base_is_not_read_again_and_a_stale_one_is_read_once_more(
+    direct_versions: list[dict], image_env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.adapters import docker as docker_adapter
+    from mlrig.adapters.registry_client import RegistryClient as Client
+
+    out, first = image_env["outputs"], direct_versions[0]["built"]
+    serving_push.push(first.ref, out)  # the base is there, and its manifest remembered
+    cached = image_cache.lookup(first.image_id)
+    assert cached is not None
+    remote, base = f"{out.registry.host}/models", serving_push_direct.base_tag(cached.base_id)
+    remembered = image_cache.base_manifest(cached.base_id, remote)
+    assert remembered is not None
+    assert json.loads(remembered[0]) == manifest(registry(image_env), base)
+    read: list[str] = []
+    read_manifest = Client.manifest
+
+    def counted(self: Client, repository: str, reference: str) -> Any:
+        read.append(reference)
+        return read_manifest(self, repository, reference)
+
+    monkeypatch.setattr(Client, "manifest", counted)
+    refs = ["mlrig-test/direct-remembered:1", "mlrig-test/direct-remembered:2"]
+    for i, ref in enumerate(refs):
+        labels = {"io.mlrig.model.name": "bc-direct-remembered", "io.mlrig.model.version": str(i)}
+        assembled_variant(first.image_id, ref, labels, tmp_path / str(i))
+    try:
+        pushed = serving_push.push(refs[0], out)
+        assert base not in read, read  # only the new tag's read-back
+        assert (
+            manifest(registry(image_env), pushed.tags[0])["layers"][:-1]
+            == json.loads(remembered[0])["layers"]
+        )
+        # a registry that lost the base's layers since: what was remembered names a blob
+        # it does not have, so it refuses the manifest; the push reads the base again
+        doc = json.loads(remembered[0])
+        doc["layers"][0]["digest"] = "sha256:" + "0" * 64
+        image_cache.remember_base_manifest(
+            cached.base_id, remote, json.dumps(doc).encode(), remembered[1]
+        )
+        read.clear()
+        seen: list[str] = []
+        again = serving_push.push(refs[1], out, progress=seen.append)
+        assert base in read, read
+        assert any("no longer holds the serving base's layers" in m for m in seen), seen
+        assert not engine_pushes(seen), seen
+        got = manifest(registry(image_env), again.tags[0])
+        assert got["layers"][:-1] == json.loads(remembered[0])["layers"]
+        assert image_cache.base_manifest(cached.base_id, remote) == remembered
+    finally:
+        api = docker_adapter.client().api
+        for ref in refs:
+            for tag in api.inspect_image(ref)["RepoTags"]:
+                api.remove_image(tag, noprune=True)
+
+
+def test_a_read_back_that_fails_leaves_the_model_versions_tags_as_they_were(
+    image_env: dict, direct_versions: list[dict], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.adapters import docker as docker_adapter
+    from mlrig.adapters.mlflow_rest import MlflowRest
+    from mlrig.core import provenance as p
+    from mlrig.errors import RemoteError
+    from tests.helpers import register_model
+
+    version, _ = register_model(DIRECT_MODEL, 0.7)
+    rest = MlflowRest.from_env(dict(os.environ))
+    rest.set_model_version_tag(DIRECT_MODEL, version, p.MV_IMAGE_REFS, "old/models@sha256:0")
+    before = rest.model_version(DIRECT_MODEL, version).tags
+    ref = f"mlrig-test/direct-unverified:{version}"
+    labels = {p.LABEL_MODEL_NAME: DIRECT_MODEL, p.LABEL_MODEL_VERSION: version}
+    assembled_variant(direct_versions[0]["built"].image_id, ref, labels, tmp_path)
+    real_verified = serving_push_direct.verified
+    checked: list[str] = []
+
+    def unverified(client: Any, repository: str, tag: str, digest: str, remote: str) -> Any:
+        real_verified(client, repository, tag, digest, remote)
+        checked.append(tag)
+        # the tags were written meanwhile; now the read-back counts as failed
+        assert rest.model_version(DIRECT_MODEL, version).tags.get(p.MV_IMAGE_DIGEST) == digest
+        raise RemoteError(f"{remote}:{tag} was pushed but the registry reports digest x")
+
+    monkeypatch.setattr(serving_push_direct, "verified", unverified)
+    try:
+        result = runner.invoke(app, ["image", "push", "--stack", "local", ref])
+        assert result.exit_code != 0, result.output
+        errors = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1 and "reports digest x" in errors[0], result.output
+        assert "tags" not in errors[0] and "Traceback" not in result.output
+        assert checked == [f"{DIRECT_MODEL}-v{version}"]
+        assert rest.model_version(DIRECT_MODEL, version).tags == before
+        assert docker_adapter.client().api.inspect_image(ref)["RepoTags"] == [ref]
+    finally:
+        docker_adapter.client().api.remove_image(ref, noprune=True)

@@ -179,6 +179,14 @@ class MlflowRest:
             json={"name": name, "version": version, "key": key, "value": value},
         )
 
+    def delete_model_version_tag(self, name: str, version: str, key: str) -> None:
+        self._call(
+            "DELETE",
+            "model-versions/delete-tag",
+            f"model version {version} of {name}",
+            json={"name": name, "version": version, "key": key},
+        )
+
     def champion(self, name: str, alias: str) -> str | None:
         """The version `alias` points at, or None when the model or the alias does not exist."""
         try:

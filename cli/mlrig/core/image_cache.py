@@ -1,6 +1,8 @@
 """What a push needs of an image mlrig assembled, kept per image ID: its config bytes, its
-model layer gzipped (digest, size) and its serving base's ID; and each serving base's exact
-config, taken once from the engine.
+model layer gzipped (digest, size) and its serving base's ID; each serving base's exact
+config, taken once from the engine; and the manifest each registry repository holds for a
+serving base, read once from it (a new version's manifest lists the base's layers as that
+registry got them).
 
 Under $MLRIG_HOME/cache/. The newest KEEP images are kept (by when they were built), older
 entries are pruned at each build: nothing asks the engine, and a pruned or missing entry
@@ -25,6 +27,7 @@ from mlrig.core.image_layer import Layer, sha256
 KEEP = 16  # model images
 KEEP_BASES = 8  # serving bases' configs
 KEEP_REFS = 64  # references builds loaded
+KEEP_BASE_MANIFESTS = 16  # serving bases' manifests, per registry repository
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,10 @@ def _bases() -> Path:
 
 def _refs() -> Path:
     return root() / "refs"
+
+
+def _base_manifests() -> Path:
+    return root() / "base-manifests"
 
 
 def normalized(ref: str) -> str | None:
@@ -96,6 +103,36 @@ def base_config(base_id: str) -> bytes | None:
 def remember_base_config(base_id: str, config: bytes) -> None:
     _atomic(_bases() / f"{_hex(base_id)}.json", config)
     _prune(_bases(), KEEP_BASES)
+
+
+def _base_manifest_file(base_id: str, where: str) -> Path:
+    key = hashlib.sha256(f"{where} {base_id}".encode()).hexdigest()[:32]
+    return _base_manifests() / f"{key}.json"
+
+
+def base_manifest(base_id: str, where: str) -> tuple[bytes, str] | None:
+    """The manifest (bytes, media type) the repository `where` (host/repository) held for
+    the serving base when a push last read it; None when not known. Only a hint: the
+    registry may have lost the base's blobs since (see `serving_push_direct`)."""
+    try:
+        entry = json.loads(_base_manifest_file(base_id, where).read_text())
+        body = str(entry["manifest"]).encode()
+        if entry["where"] != where or entry["base"] != base_id:
+            return None
+        config = (json.loads(body).get("config") or {}).get("digest")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return (body, str(entry.get("media_type", ""))) if config == base_id else None
+
+
+def remember_base_manifest(base_id: str, where: str, body: bytes, media_type: str) -> None:
+    entry = {"where": where, "base": base_id, "media_type": media_type, "manifest": body.decode()}
+    _atomic(_base_manifest_file(base_id, where), json.dumps(entry).encode())
+    _prune(_base_manifests(), KEEP_BASE_MANIFESTS)
+
+
+def forget_base_manifest(base_id: str, where: str) -> None:
+    _base_manifest_file(base_id, where).unlink(missing_ok=True)
 
 
 def remember(

@@ -93,8 +93,12 @@ def push(
 ) -> PushResult:
     """Push to a stack's registry, then name the image on the model version it serves
     (that version is read from MLflow while the push runs: for an image found in the cache
-    by its reference, while the registry stores its manifest)."""
+    by its reference, while the registry stores its manifest). Through the registry API,
+    the version's tags are written once the registry acknowledged the manifest, while it is
+    read back; a read-back that fails puts them back as they were before it raises."""
     from concurrent.futures import Future, ThreadPoolExecutor
+
+    from mlrig.core import image_push_tags
 
     hinted = image_cache.by_ref(image)  # built as this reference: no need to ask the engine
     if hinted is not None:
@@ -103,30 +107,47 @@ def push(
         info = docker_adapter.image_info(image)
         labels = info.labels if info else None
     looking: list[Future[Any]] = []
+    writing: list[Future[image_push_tags.Written | None]] = []
     with ThreadPoolExecutor(max_workers=1) as pool:
 
         def look_up() -> None:
             if labels is not None and not looking:
                 looking.append(pool.submit(_look_up, outputs, labels))
 
+        def stored(reference: str, digest: str, pushed: dict[str, str]) -> None:
+            if pushed == labels:
+                look_up()
+            looked_up = looking[0] if looking and pushed == labels else None
+            record = image_push_tags.record
+            writing.append(
+                pool.submit(record, outputs, pushed, reference, digest, progress, looked_up)
+            )
+
         if hinted is None:
             look_up()
-        result = push_to(
-            image,
-            outputs.registry,
-            owner=f"stack '{outputs.name}'",
-            endpoint=endpoint,
-            progress=progress,
-            on_chunk=on_chunk,
-            started=look_up,
-        )
-        from mlrig.core import image_push_tags
-
-        # the read is of no use when the reference named another image than the cached one
-        looked_up = looking[0] if looking and result.labels == labels else None
-        image_push_tags.record(
-            outputs, result.labels, result.reference, result.digest, progress, looked_up
-        )
+        try:
+            result = push_to(
+                image,
+                outputs.registry,
+                owner=f"stack '{outputs.name}'",
+                endpoint=endpoint,
+                progress=progress,
+                on_chunk=on_chunk,
+                started=look_up,
+                stored=stored,
+            )
+        except BaseException as exc:
+            if writing:
+                image_push_tags.undo(writing[0], exc)
+            raise
+        if writing:
+            writing[0].result()
+        else:
+            # the read is of no use when the reference named another image than the cached one
+            looked_up = looking[0] if looking and result.labels == labels else None
+            image_push_tags.record(
+                outputs, result.labels, result.reference, result.digest, progress, looked_up
+            )
     return result
 
 
@@ -139,12 +160,14 @@ def push_to(
     progress: Progress = lambda _m: None,
     on_chunk: Callable[[dict[str, Any]], None] | None = None,
     started: Callable[[], None] = lambda: None,
+    stored: Callable[[str, str, dict[str, str]], None] = lambda _ref, _digest, _labels: None,
 ) -> PushResult:
     """Push to any registry the contract can describe (a stack's, or one being created).
     An image a build loaded as this reference starts through the registry API at once; the
     engine's ID for the reference is read meanwhile and must be the cached one before any
     tag is stored, else today's path runs with the engine's answer. `started` is called
-    on this thread once that registry work runs."""
+    on this thread once that registry work runs; `stored` only on the registry API's path,
+    once the registry acknowledged the manifest (see `serving_push_direct.push`)."""
     fallback = image.rsplit(":", 1)[1] if ":" in image.rsplit("/", 1)[-1] else "latest"
     hinted, tried = image_cache.by_ref(image), None
     if hinted is not None:
@@ -161,6 +184,7 @@ def push_to(
             on_chunk=on_chunk,
             engine_id=lambda: _engine_id(image),
             started=started,
+            stored=stored,
         )
         if direct is not None:
             return direct
@@ -179,7 +203,14 @@ def push_to(
         from mlrig.core import serving_push_direct
 
         direct = serving_push_direct.push(
-            image_id, labels, tags, target, cached, progress=progress, on_chunk=on_chunk
+            image_id,
+            labels,
+            tags,
+            target,
+            cached,
+            progress=progress,
+            on_chunk=on_chunk,
+            stored=stored,
         )
         if direct is not None:
             return direct

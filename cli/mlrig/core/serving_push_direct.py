@@ -7,7 +7,10 @@ On a basic-auth registry every request is a password check, so a push costs its 
 also prove the credentials), the read of the base's manifest and both blob uploads (POST
 then PUT each). Then the manifest is stored under each new tag and read back, tags side by
 side: four requests one after another. The first push to a repository puts the serving base
-there once, through the engine, as `serving-base-<12 hex of its ID>`.
+there once, through the engine, as `serving-base-<12 hex of its ID>`; its manifest there is
+remembered (`image_cache`), so later pushes do not read it. A registry that lost the base's
+layers since refuses the new manifest (MANIFEST_BLOB_UNKNOWN): the push forgets what it
+remembered, reads (or pushes) the base again and stores the manifest once more.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters.registry import RegistryClient
-from mlrig.core import image_layer
+from mlrig.core import image_cache, image_layer
 from mlrig.core.image_cache import Cached
 from mlrig.core.progress import Progress
 from mlrig.core.serving_push_steps import (
@@ -37,6 +40,8 @@ from mlrig.errors import RemoteError
 
 # A registry this push just reached that stops answering may be restarting: retried too.
 UNREACHABLE = ("unreachable",)
+# How a registry refuses a manifest whose layers it does not hold (OCI distribution spec).
+STALE = "MANIFEST_BLOB_UNKNOWN"
 
 
 def base_tag(base_id: str) -> str:
@@ -44,12 +49,15 @@ def base_tag(base_id: str) -> str:
 
 
 class _Reads:
-    """The base's manifest read and both blob uploads, started together with one client."""
+    """The base's manifest read and both blob uploads, started together with one client.
+    The base's manifest this repository held when a push last read it is taken from the
+    cache instead of asked for: one password check fewer in the first round."""
 
     def __init__(
         self,
         pool: ThreadPoolExecutor,
         client: RegistryClient,
+        where: str,
         repository: str,
         cached: Cached,
         progress: Progress,
@@ -59,7 +67,12 @@ class _Reads:
             return pool.submit(retried, call, progress, what=what, also=UNREACHABLE, stop=stop)
 
         tag = base_tag(cached.base_id)
-        self.base = run(f"reading {tag}", lambda: client.manifest(repository, tag))
+        self.remembered = image_cache.base_manifest(cached.base_id, where)
+        self.base: Future[Any] = Future()
+        if self.remembered is not None:
+            self.base.set_result((*self.remembered, ""))
+        else:
+            self.base = run(f"reading {tag}", lambda: client.manifest(repository, tag))
         layer, config = cached.layer_path, cached.config  # the layer streams from its file
         self.uploads = [
             run("the layer", lambda: client.upload_blob(repository, cached.layer_digest, layer)),
@@ -68,7 +81,7 @@ class _Reads:
 
 
 def _base_manifest(
-    reads: _Reads,
+    got: tuple[bytes, str, str] | None,
     client: RegistryClient,
     target: Target,
     remote: str,
@@ -76,10 +89,10 @@ def _base_manifest(
     progress: Progress,
     on_chunk: Callable[[dict[str, Any]], None] | None,
 ) -> tuple[bytes, str] | None:
-    """The base's manifest in the repository (bytes, media type), pushed there through the
-    engine the first time; None when the tag holds something else than this base."""
+    """The base's manifest in the repository (bytes, media type) from `got`, the read of
+    its tag, pushed there through the engine the first time; None when the tag holds
+    something else than this base. Remembered for the next push to this repository."""
     tag = base_tag(cached.base_id)
-    got = reads.base.result()
     if got is None:
         progress(f"the serving base is not in {remote} yet: pushing it once as {tag}")
         push_tag(cached.base_id, remote, tag, target, progress, on_chunk)
@@ -91,6 +104,7 @@ def _base_manifest(
     if (doc.get("config") or {}).get("digest") != cached.base_id:
         progress(f"{remote}:{tag} holds another image: pushing through the engine")
         return None
+    image_cache.remember_base_manifest(cached.base_id, remote, got[0], got[1])
     return got[0], got[1]
 
 
@@ -105,12 +119,15 @@ def push(
     on_chunk: Callable[[dict[str, Any]], None] | None,
     engine_id: Callable[[], str | None] | None = None,
     started: Callable[[], None] = lambda: None,
+    stored: Callable[[str, str, dict[str, str]], None] = lambda _ref, _digest, _labels: None,
 ) -> PushResult | None:
     """Push through the registry API; None when the engine must push instead (the base's
     tag in the repository holds another image, or `engine_id`, asked on this thread while
     the registry work runs, names another image than the cached one: the reference moved
     since the build). `started` is called on this thread once the blobs are in and the
     manifest is being stored: what the caller does then overlaps the last requests.
+    `stored(reference, digest, labels)` is called on this thread once the registry
+    acknowledged the manifest under every new tag with this digest, while each is read back.
     Tags checked and conflicts raised as `serving_push.push_to` does; engine tags only
     once every new tag read back right."""
     stop = threading.Event()
@@ -120,7 +137,8 @@ def push(
         finish.callback(lambda: pool.shutdown(wait=not moved, cancel_futures=True))
         moved = False
         checked = pool.submit(login, target, tags)
-        reads = _Reads(pool, client, target.repository, cached, progress, stop)
+        remote = f"{target.host}/{target.repository}"
+        reads = _Reads(pool, client, remote, target.repository, cached, progress, stop)
         try:
             if engine_id is not None and engine_id() != image_id:
                 moved = True  # blobs already sent are harmless; nothing is tagged
@@ -135,8 +153,9 @@ def push(
                 digest = client.manifest_digest(fresh.repository, tags[0]) or ""
                 return PushResult(f"{_name(fresh)}@{digest}", digest, [], unchanged, labels)
             if fresh is not target:  # an ECR token refreshed: what ran with the old one again
-                reads = _Reads(pool, client, fresh.repository, cached, progress, stop)
-            base = _base_manifest(reads, client, fresh, remote, cached, progress, on_chunk)
+                reads = _Reads(pool, client, remote, fresh.repository, cached, progress, stop)
+            got = reads.base.result()
+            base = _base_manifest(got, client, fresh, remote, cached, progress, on_chunk)
             if base is None:
                 return None
             for upload in reads.uploads:
@@ -144,24 +163,53 @@ def push(
         except BaseException:
             stop.set()
             raise
-        body = image_layer.manifest(base[0], cached.config, cached.layer_digest, cached.layer_size)
-        digest = image_layer.sha256(body)
 
-        def store(tag: str) -> None:
-            retried(
-                lambda: client.put_manifest(fresh.repository, tag, body, base[1]),
+        def put(tag: str, body: bytes, media_type: str, digest: str) -> None:
+            answered = retried(
+                lambda: client.put_manifest(fresh.repository, tag, body, media_type),
                 progress,
                 what=f"tagging {tag}",
                 also=UNREACHABLE,
                 stop=stop,
             )
-            verified(client, fresh.repository, tag, digest, remote)
+            if answered and answered != digest:
+                raise RemoteError(
+                    f"{remote}:{tag} was stored but the registry names digest {answered}, "
+                    f"not {digest}",
+                    hint="push again",
+                )
 
-        storing = [pool.submit(store, tag) for tag in todo]
+        def put_all(base: tuple[bytes, str]) -> str:
+            body = image_layer.manifest(
+                base[0], cached.config, cached.layer_digest, cached.layer_size
+            )
+            digest = image_layer.sha256(body)
+            for done in [pool.submit(put, tag, body, base[1], digest) for tag in todo]:
+                done.result()
+            return digest
+
+        putting = pool.submit(put_all, base)
         # the caller's own work and this line's output run while the registry stores
         started()
         progress(f"pushing {remote}:{', '.join(todo)} (the model layer, {cached.layer_size} B)")
-        for done in storing:
+        try:
+            digest = putting.result()
+        except RemoteError as exc:
+            if reads.remembered is None or STALE not in exc.message:
+                raise
+            # the registry lost the base's blobs since a push remembered its manifest
+            image_cache.forget_base_manifest(cached.base_id, remote)
+            progress(f"{remote} no longer holds the serving base's layers: reading it again")
+            got = client.manifest(fresh.repository, base_tag(cached.base_id))
+            again = _base_manifest(got, client, fresh, remote, cached, progress, on_chunk)
+            if again is None:
+                return None
+            digest = put_all(again)
+        reading = [
+            pool.submit(verified, client, fresh.repository, tag, digest, remote) for tag in todo
+        ]
+        stored(f"{_name(fresh)}@{digest}", digest, labels)
+        for done in reading:
             done.result()
     for tag in todo:
         docker_adapter.tag_image(image_id, remote, tag)

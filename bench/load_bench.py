@@ -1153,7 +1153,13 @@ def main() -> None:
             f.pop("latencies_ms")
     meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     doc = {"meta": meta, "rows": rows, "summary": summary(results), "servers": results}
-    record(f"load-sizing-{stamp}" if only == ["sizes"] else f"load-{stamp}", doc, table)
+    # sizing rows are load-sizing; other profiles' tasks alone (`--only sizes --also P`) are
+    # load-P, so each stays the newest of its own kind in the README
+    if only != ["sizes"]:
+        name = "load"
+    else:
+        name = "load-sizing" if args.size else "-".join(["load", *args.also])
+    record(f"{name}-{stamp}", doc, table)
 
 
 if __name__ == "__main__":

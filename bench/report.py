@@ -35,6 +35,7 @@ TITLES = {
     "auth-hook": "Where an authenticated request's time goes",
     "load": "Tracking server under load",
     "load-sizing": "Tracking server under load: the size that holds it",
+    "load-production": "Tracking server under load: one production task",
     "stackup": "Local stack up",
     "stack-plan": "`mlrig stack plan`",
     "rehearse": "The AWS tracking-server container per profile",

@@ -746,39 +746,33 @@ def run(b: Bench, args: argparse.Namespace) -> dict[str, Any]:
     if args.serving:
         rows += serving_rows(b, last, request["body"], request["expected"], args)
 
-    def verdict(goal: str, mine: float, unit: str, rival: str, theirs: float) -> str:
-        ok = "met" if mine <= theirs else "NOT met"
-        return f"{goal}: {mine:.2f}{unit} vs {rival} {theirs:.2f}{unit} (median): {ok}"
-
     med = statistics.median
+
+    def verdict(goal: str, got: dict[str, list[float]], rival: str, name: str) -> str:
+        """mlrig's median seconds in `got` against the rival's, and whether the goal is met."""
+        mine, theirs = med(got["mlrig"]), med(got[rival])
+        ok = "met" if mine <= theirs else "NOT met"
+        return f"{goal}: {mine:.2f} s vs {name} {theirs:.2f} s (median): {ok}"
+
     summary = []
     if "bentoml" in tools:
-        summary.append(
-            verdict(
-                "goal `mlrig image build` <= `bentoml build` + `bentoml containerize`",
-                med(rebuilt["mlrig"]),
-                " s",
-                "BentoML",
-                med(rebuilt["bentoml"]),
-            )
-        )
+        goal = "goal `mlrig image build` <= `bentoml build` + `bentoml containerize`"
+        summary.append(verdict(goal, rebuilt, "bentoml", "BentoML"))
     summary += [
         f"goal a new version moves <= 1.5x the model's bytes: {max(moved['mlrig']) / 1e3:.1f} kB "
         f"for a {model_kb[-1]:.0f} kB model, at most {max(ratios):.2f}x: "
         + ("met" if max(ratios) <= 1.5 else "NOT met"),
         verdict(
             "goal `mlrig image push` <= `docker push` of the same image (one tag each)",
-            med(pushed["mlrig"]),
-            " s",
+            pushed,
+            "docker",
             "docker push",
-            med(pushed["docker"]),
         ),
         verdict(
             "under two tags: `mlrig image push` <= `docker push` of each",
-            med(pushed_two["mlrig"]),
-            " s",
+            pushed_two,
+            "docker",
             "two docker pushes",
-            med(pushed_two["docker"]),
         ),
         "MLflow: `mlflow models build-docker` runs `docker build` with no network option and "
         "this engine's bridge network has no DNS, so its row is `mlflow models "

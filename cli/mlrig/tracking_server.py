@@ -434,6 +434,49 @@ CONTAINER_SIZES = {"small": (512, 1024, 2), "production": (1024, 2048, 4)}
 # ingestion, jobs, AI gateway, assistant). The local stack keeps uvicorn: one user, one
 # process, the leanest tree.
 CONTAINER_THREADS = 4
+# Fargate's task sizes: CPU units -> the memory (MiB) each allows.
+FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4097, 1024)),
+    1024: tuple(range(2048, 8193, 1024)),
+    2048: tuple(range(4096, 16385, 1024)),
+    4096: tuple(range(8192, 30721, 1024)),
+}
+# A size that holds 16 clients' mix at 26 req/s with p99 <= 1 s (bench/load_bench.py,
+# `load-sizing`): 2 vCPU / 4 GiB, 4 workers x 4 threads, p99 676 ms, memory 29 %.
+TEAM_SIZE = "2048:4096"
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """ "CPU:MIB" (CPU units, 1024 a vCPU) as a Fargate task size; ValueError naming the
+    sizes that exist when it is none."""
+    cpu_text, _, memory_text = size.partition(":")
+    try:
+        cpu, memory = int(cpu_text), int(memory_text)
+    except ValueError:
+        raise ValueError(f"server size {size!r} is not CPU:MIB (CPU units, 1024 a vCPU)") from None
+    if cpu not in FARGATE_MEMORY:
+        raise ValueError(
+            f"server size {size!r}: Fargate has no task of {cpu} CPU units "
+            f"(one of {', '.join(map(str, FARGATE_MEMORY))})"
+        )
+    allowed = FARGATE_MEMORY[cpu]
+    if memory not in allowed:
+        raise ValueError(
+            f"server size {size!r}: a {cpu}-unit Fargate task takes {allowed[0]}-{allowed[-1]} "
+            f"MiB in steps of {allowed[1] - allowed[0]}"
+        )
+    return cpu, memory
+
+
+def container_size(profile: str, size: str | None = None) -> tuple[int, int, int]:
+    """(CPU units, MiB, gunicorn workers): the profile's, or `size` ("CPU:MIB", a Fargate task
+    size) with the profile's workers or one per half vCPU, whichever is more."""
+    cpu, memory, workers = CONTAINER_SIZES[profile]
+    if size is None:
+        return cpu, memory, workers
+    cpu, memory = parse_size(size)
+    return cpu, memory, max(workers, cpu // 512)
 
 
 @dataclass(frozen=True)
@@ -462,9 +505,11 @@ def container_spec(
     allowed_hosts: tuple[str, ...] = (),
     db_port: int = 5432,
     oidc: dict[str, Any] | None = None,
+    size: str | None = None,
 ) -> ContainerSpec:
-    """The tracking server as a container: args after the image's `mlflow server` entrypoint."""
-    cpu, memory, workers = CONTAINER_SIZES[profile]
+    """The tracking server as a container: args after the image's `mlflow server` entrypoint;
+    the profile's size, or `size` (`container_size`)."""
+    cpu, memory, workers = container_size(profile, size)
     store = f"postgresql://{db_user}@{db_host}:{db_port}/{db_name}?sslmode=require"
     command = server_args(
         host="0.0.0.0",  # noqa: S104 - in a container

@@ -70,3 +70,23 @@ def test_unknown_profile_in_config(monkeypatch: pytest.MonkeyPatch) -> None:
     _with_config(monkeypatch, {"aws:region": "us-east-1", "mlrig:profile": "tiny"})
     with pytest.raises(ValueError, match="mlrig:profile must be one of"):
         from_pulumi_config()
+
+
+def test_the_server_size_in_config_sizes_the_task(monkeypatch: pytest.MonkeyPatch) -> None:
+    secrets = {f"mlrig:{k}": "x" for k in ("dbPassword", "adminPassword", "flaskSecret")}
+    image = {"mlrig:mlflowImage": "1.dkr.ecr.us-east-1.amazonaws.com/x@sha256:abc"}
+    values = {"aws:region": "us-east-1", "mlrig:serverSize": "2048:4096", **secrets, **image}
+    _with_config(monkeypatch, values)
+    seen = {}
+
+    def build(_cfg):  # type: ignore[no-untyped-def]
+        seen["cfg"] = from_pulumi_config()
+        return program.build(seen["cfg"])
+
+    planned = plans.run_program(plans.plan_config("small", name="cfgsize"), build)
+    assert (seen["cfg"].profile.name, seen["cfg"].profile.server_size) == ("small", "2048:4096")
+    task = planned.one("aws:ecs/taskDefinition:TaskDefinition").inputs
+    assert (task["cpu"], task["memory"]) == ("2048", "4096")
+    _with_config(monkeypatch, {"aws:region": "us-east-1", "mlrig:serverSize": "2048:1024"})
+    with pytest.raises(ValueError, match="a 2048-unit Fargate task takes 4096-16384 MiB"):
+        from_pulumi_config()

@@ -32,10 +32,18 @@ def _flags(command: list[str]) -> dict[str, str | None]:
     return out
 
 
-@pytest.fixture(scope="module", params=sorted(ts.CONTAINER_SIZES))
-def planned(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], dict[str, Any]]:
-    """The task definition and its container as `mlrig stack plan --json` prints them."""
-    result = runner.invoke(app, ["stack", "plan", "--json", "--profile", request.param])
+SIZED = [(profile, None) for profile in sorted(ts.CONTAINER_SIZES)] + [("small", ts.TEAM_SIZE)]
+
+
+@pytest.fixture(scope="module", params=SIZED, ids=lambda p: f"{p[0]}-{p[1] or 'profile'}")
+def planned(
+    request: pytest.FixtureRequest,
+) -> tuple[tuple[str, str | None], dict[str, Any], dict[str, Any]]:
+    """The task definition and its container as `mlrig stack plan --json` prints them, for
+    a profile at its own size or at a --server-size."""
+    profile, size = request.param
+    sized = ["--server-size", size] if size else []
+    result = runner.invoke(app, ["stack", "plan", "--json", "--profile", profile, *sized])
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     tasks = [r for r in doc["resources"] if r["type"] == "aws:ecs/taskDefinition:TaskDefinition"]
@@ -46,9 +54,10 @@ def planned(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any], dict[s
 
 
 def test_plan_and_rehearsal_run_the_same_contract(planned) -> None:  # type: ignore[no-untyped-def]
-    profile, task, container = planned
+    (profile, size), task, container = planned
     cfg = core.run_config(
         profile=profile,
+        size=size,
         image="mlrig/mlflow-server:t",
         db_port=54321,
         bucket="mlrig-rehearse-abc",
@@ -68,7 +77,7 @@ def test_plan_and_rehearsal_run_the_same_contract(planned) -> None:  # type: ign
         plan_flags.pop(flag, None)
         rehearsal_flags.pop(flag, None)
     assert plan_flags == rehearsal_flags
-    assert plan_flags["--workers"] == str(ts.CONTAINER_SIZES[profile][2])
+    assert plan_flags["--workers"] == str(ts.container_size(profile, size)[2])
     # Non-secret values the image reads are the task's too (the auth ini only differs in
     # where its database is).
     plan_env = {e["name"]: e["value"] for e in container["environment"]}
@@ -108,6 +117,8 @@ def test_the_cli_passes_its_options_to_the_core(monkeypatch: pytest.MonkeyPatch)
             "rehearse",
             "--profile",
             "production",
+            "--server-size",
+            "2048:6144",
             "--keep",
             "--runs",
             "7",
@@ -122,6 +133,7 @@ def test_the_cli_passes_its_options_to_the_core(monkeypatch: pytest.MonkeyPatch)
     assert seen == [
         core.Request(
             profile="production",
+            server_size="2048:6144",
             s3_endpoint="http://127.0.0.1:9000",
             keep=True,
             runs=7,
@@ -153,6 +165,7 @@ def test_a_failed_check_exits_non_zero_naming_it(monkeypatch: pytest.MonkeyPatch
         (["--profile", "huge"], "unknown profile 'huge'"),
         (["--runs", "0"], "--runs"),
         (["--s3-endpoint", "127.0.0.1:9000"], "is not a URL"),
+        (["--server-size", "2048:2048"], "a 2048-unit Fargate task takes 4096-16384 MiB"),
     ],
 )
 def test_bad_input_is_one_line(args: list[str], needle: str) -> None:

@@ -87,6 +87,10 @@ def test_unknown_profile_is_one_line() -> None:
         (["--domain", "not a domain!"], "invalid --domain 'not a domain!'"),
         (["--github-repo", "not a repo"], "invalid --github-repo 'not a repo'"),
         (["--github-repo", "acme/churn/x"], "invalid --github-repo 'acme/churn/x'"),
+        (["--server-size", "big"], "invalid --server-size: server size 'big' is not CPU:MIB"),
+        (["--server-size", "3000:4096"], "Fargate has no task of 3000 CPU units"),
+        (["--server-size", "2048:1024"], "a 2048-unit Fargate task takes 4096-16384 MiB"),
+        (["--server-size", "512:4608"], "a 512-unit Fargate task takes 1024-4096 MiB"),
     ],
 )
 def test_plan_refuses_what_up_refuses(args: list[str], expected: str) -> None:
@@ -111,3 +115,31 @@ def test_aws_inputs_accept_real_values(region: str, repo: str, domain: str) -> N
     aws_inputs.check(region, repo, domain)
     req = aws_stack.AwsStackRequest(name="t1", region=region, github_repo=repo, domain=domain)
     assert req.validate() is req
+
+
+def test_a_server_size_sizes_the_task_its_workers_and_its_price() -> None:
+    """`--server-size` replaces the profile's task size; workers follow the CPU, the bill the
+    task definition, and a stack's request refuses what the plan refuses."""
+    from mlrig.core import aws_stack
+    from mlrig.errors import UsageError
+
+    result = runner.invoke(app, ["stack", "plan", "--json", "--server-size", "2048:4096"])
+    assert result.exit_code == 0, result.output
+    sized = json.loads(result.stdout)
+    task = next(
+        r for r in sized["resources"] if r["type"] == "aws:ecs/taskDefinition:TaskDefinition"
+    )
+    assert (task["inputs"]["cpu"], task["inputs"]["memory"]) == ("2048", "4096")
+    command = json.loads(task["inputs"]["containerDefinitions"])[0]["command"]
+    assert command[command.index("--workers") + 1] == "4"  # one per half vCPU
+    bills = {}
+    for args in ([], ["--server-size", "2048:4096"]):
+        out = runner.invoke(app, ["stack", "plan", "--json", *args]).stdout
+        items = json.loads(out)["monthly_cost_usd"]["items"]
+        bills[len(args)] = next(i for i in items if i["name"] == "mlflow-service")
+    assert "0.5 vCPU / 1 GB" in bills[0]["basis"] and "2 vCPU / 4 GB" in bills[2]["basis"]
+    assert bills[2]["idle"] > 3.9 * bills[0]["idle"]
+    table = runner.invoke(app, ["stack", "plan", "--server-size", "1024:2048"])
+    assert "profile small (tracking server 1024:2048)" in " ".join(table.output.split())
+    with pytest.raises(UsageError, match="invalid --server-size"):
+        aws_stack.AwsStackRequest(name="t1", region="us-east-1", server_size="1:1").validate()

@@ -388,3 +388,24 @@ def test_the_gate_is_put_in_front_of_mlflows_check_once() -> None:
     ts.gate_password_checks(store)
     assert isinstance(gate, ts.PasswordGate) and store.authenticate_user is gate
     assert store.authenticate_user("alice", "right") and not store.authenticate_user("a", "b")
+
+
+def test_a_server_size_is_a_fargate_size_and_brings_its_workers() -> None:
+    assert ts.container_size("small") == ts.CONTAINER_SIZES["small"]
+    assert ts.container_size("small", ts.TEAM_SIZE) == (2048, 4096, 4)
+    assert ts.container_size("production", "1024:3072") == (1024, 3072, 4)  # the profile's 4
+    assert ts.container_size("small", "256:512") == (256, 512, 2)
+    for bad in ("2048", "2048:x", "768:2048", "1024:1024", "4096:32768", ":"):
+        with pytest.raises(ValueError, match="server size"):
+            ts.parse_size(bad)
+    spec = ts.container_spec(
+        image="i",
+        db_host="h",
+        db_name="n",
+        db_user="u",
+        artifacts_destination="s3://b/p",
+        profile="small",
+        size=ts.TEAM_SIZE,
+    )
+    assert (spec.cpu, spec.memory) == (2048, 4096)
+    assert spec.command[spec.command.index("--workers") + 1] == "4"

@@ -41,6 +41,13 @@ GithubRepoOpt = Annotated[
     str | None,
     typer.Option(help="owner/repo whose GitHub Actions may push images and data (AWS)."),
 ]
+ServerSizeOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="The tracking server's task as CPU:MIB, a Fargate size (1024 CPU units a vCPU), "
+        "instead of the profile's; 2048:4096 holds 25 users' load (see the README).",
+    ),
+]
 DomainOpt = Annotated[
     str | None,
     typer.Option(help="Custom domain for the tracking server (AWS; its Route 53 zone must exist)."),

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from mlrig.commands.options import ServerSizeOpt
 from mlrig.ui import console
 
 
@@ -15,6 +16,7 @@ def rehearse(
     profile: Annotated[
         str, typer.Option("--profile", help="Size profile: small|production.")
     ] = "small",
+    server_size: ServerSizeOpt = None,
     s3_endpoint: Annotated[
         str | None,
         typer.Option(
@@ -59,7 +61,14 @@ def rehearse(
         stopped = core.stop_kept(stop)
         console().print(f"stopped {', '.join(stopped) or 'nothing (already gone)'}; removed {stop}")
         return
-    req = core.Request(profile=profile, s3_endpoint=s3_endpoint, keep=keep, runs=runs, port=port)
+    req = core.Request(
+        profile=profile,
+        server_size=server_size,
+        s3_endpoint=s3_endpoint,
+        keep=keep,
+        runs=runs,
+        port=port,
+    )
     progress = (
         (lambda _m: None)
         if as_json

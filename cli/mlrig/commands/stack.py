@@ -13,6 +13,7 @@ from mlrig.commands.options import (
     JsonOpt,
     ProfileOpt,
     RegionOpt,
+    ServerSizeOpt,
     StackNameAliasOpt,
     StackOpt,
     YesOpt,
@@ -63,6 +64,7 @@ def up(
     profile: ProfileOpt = "small",
     github_repo: GithubRepoOpt = None,
     domain: DomainOpt = None,
+    server_size: ServerSizeOpt = None,
     yes: YesOpt = False,
     backend_url: BackendUrlOpt = None,
 ) -> None:
@@ -86,6 +88,7 @@ def up(
         profile=profile,
         github_repo=github_repo,
         domain=domain,
+        server_size=server_size,
         backend_url=backend_url,
     )
     _confirm(target.confirm_up(options), yes)
@@ -220,15 +223,17 @@ def plan(
     github_repo: Annotated[
         str, typer.Option(help="owner/repo the CI role trusts.")
     ] = "example-org/example-model",
+    server_size: ServerSizeOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Show the AWS stack's resources and monthly cost, offline (no Pulumi CLI, no AWS)."""
     from mlrig.core import costs
     from mlrig.core import plan as plans
 
-    planned = plans.run_program(
-        plans.plan_config(profile, region=region, domain=domain, github_repo=github_repo)
+    config = plans.plan_config(
+        profile, region=region, domain=domain, github_repo=github_repo, server_size=server_size
     )
+    planned = plans.run_program(config)
     estimate = costs.estimate(planned)
     if as_json:
         typer.echo(plans.render_json(planned, estimate))
@@ -241,7 +246,8 @@ def _render_plan(planned: Plan, estimate: CostEstimate) -> None:
 
     from mlrig.core import plan as plans
 
-    graph = Table(title=f"AWS stack plan — profile {planned.profile}, {planned.region}")
+    sized = f" (tracking server {planned.server_size})" if planned.server_size else ""
+    graph = Table(title=f"AWS stack plan — profile {planned.profile}{sized}, {planned.region}")
     for col in ("type", "name", "security-relevant settings"):
         graph.add_column(col, overflow="fold")
     for res in planned.resources:
@@ -278,6 +284,7 @@ def preview(
     profile: ProfileOpt = "small",
     github_repo: GithubRepoOpt = None,
     domain: DomainOpt = None,
+    server_size: ServerSizeOpt = None,
     backend_url: BackendUrlOpt = None,
 ) -> None:
     """Show what `stack up --aws` would change (needs the Pulumi CLI and AWS credentials)."""
@@ -291,6 +298,7 @@ def preview(
         profile=profile,
         github_repo=github_repo,
         domain=domain,
+        server_size=server_size,
         backend_url=backend_url,
     )
     with err_console().status(f"previewing AWS stack '{target.name}'"):

@@ -58,6 +58,22 @@ def check_domain(domain: str | None) -> str | None:
     return domain
 
 
+def check_server_size(size: str | None) -> str | None:
+    """CPU:MIB, a Fargate task size for the tracking server; None: the profile's."""
+    if size is None:
+        return None
+    from mlrig import tracking_server as ts
+
+    try:
+        ts.parse_size(size)
+    except ValueError as exc:
+        raise UsageError(
+            f"invalid --server-size: {exc}",
+            hint=f"e.g. {ts.TEAM_SIZE} (2 vCPU, 4 GiB) or 1024:2048 (1 vCPU, 2 GiB)",
+        ) from None
+    return size
+
+
 def check(region: str, github_repo: str | None, domain: str | None) -> None:
     """Every AWS input at once, in the order a user reads the command line."""
     check_region(region)

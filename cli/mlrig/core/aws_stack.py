@@ -35,6 +35,7 @@ class AwsStackRequest:
     github_repo: str | None = None
     domain: str | None = None
     backend_url: str | None = None
+    server_size: str | None = None  # CPU:MIB; None keeps what the stack has (the profile's)
 
     def validate(self) -> AwsStackRequest:
         from mlrig.infra.config import PROFILES
@@ -48,6 +49,7 @@ class AwsStackRequest:
             )
         aws_inputs.check_github_repo(self.github_repo)
         aws_inputs.check_domain(self.domain)
+        aws_inputs.check_server_size(self.server_size)
         return self
 
 
@@ -133,6 +135,8 @@ def _open(req: AwsStackRequest) -> Any:
         plain["mlrig:githubRepo"] = req.github_repo
     if req.domain:
         plain["mlrig:domain"] = req.domain
+    if req.server_size:
+        plain["mlrig:serverSize"] = req.server_size
     plain.update(oidc_rules.pulumi_config(req.name))  # which repos' OIDC tokens MLflow takes
     # Generated once; Pulumi keeps them encrypted with the passphrase, never in outputs.
     fresh = {

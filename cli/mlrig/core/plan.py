@@ -32,6 +32,7 @@ class PlannedResource:
 class Plan:
     profile: str
     region: str
+    server_size: str | None = None  # CPU:MIB when not the profile's
     resources: list[PlannedResource] = field(default_factory=list)
     components: list[tuple[str, str]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
@@ -172,7 +173,7 @@ def run_program(cfg: Any, build: Any = None) -> Plan:
         from mlrig.infra import program
 
         build = program.build
-    plan = Plan(profile=cfg.profile.name, region=cfg.region)
+    plan = Plan(profile=cfg.profile.name, region=cfg.region, server_size=cfg.profile.server_size)
     recorder = _Recorder(plan)
     plan.outputs = pulumi_adapter.run_under_mocks(
         lambda: build(cfg),
@@ -192,12 +193,15 @@ def plan_config(
     name: str = PLAN_STACK,
     github_repo: str | None = "example-org/example-model",
     domain: str | None = None,
+    server_size: str | None = None,
 ) -> Any:
-    """The StackConfig a plan renders: every part on, secrets replaced by a label."""
+    """The StackConfig a plan renders: every part on, secrets replaced by a label; the
+    tracking server's task at `server_size` (CPU:MIB) when given."""
     from mlrig.core import aws_inputs
-    from mlrig.infra.config import PROFILES, Secrets, StackConfig
+    from mlrig.infra.config import PROFILES, Secrets, StackConfig, sized
 
     aws_inputs.check(region, github_repo, domain)
+    aws_inputs.check_server_size(server_size)
     if profile not in PROFILES:
         raise UsageError(
             f"unknown profile {profile!r}", hint=f"use one of: {', '.join(sorted(PROFILES))}"
@@ -206,7 +210,7 @@ def plan_config(
     return StackConfig(
         stack=name,
         region=region,
-        profile=PROFILES[profile],
+        profile=sized(PROFILES[profile], server_size),
         secrets=Secrets(PLACEHOLDER_SECRET, PLACEHOLDER_SECRET, PLACEHOLDER_SECRET),
         mlflow_image=f"{ACCOUNT}.dkr.ecr.{region}.amazonaws.com/{prefix}/mlflow-server:plan",
         github_repo=github_repo,

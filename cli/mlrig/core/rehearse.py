@@ -13,6 +13,7 @@ import contextlib
 from mlrig import tracking_server as ts
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import postgres
+from mlrig.core import aws_inputs
 from mlrig.core.local_stack import port_is_free
 from mlrig.core.progress import Progress
 from mlrig.core.rehearse_checks import run_all
@@ -50,6 +51,7 @@ def _validate(req: Request) -> None:
             f"unknown profile {req.profile!r}",
             hint=f"use one of: {', '.join(sorted(ts.CONTAINER_SIZES))}",
         )
+    aws_inputs.check_server_size(req.server_size)
     if req.fault not in (None, *FAULTS):
         raise UsageError(f"unknown fault {req.fault!r}", hint=f"use one of: {', '.join(FAULTS)}")
     if req.runs < 1:

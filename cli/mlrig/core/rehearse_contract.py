@@ -50,8 +50,10 @@ def run_config(
     bucket: str,
     port: int | None = None,
     local_env_names: tuple[str, ...] = (),
+    size: str | None = None,
 ) -> RunConfig:
-    """The contract's container, moved onto this machine's loopback."""
+    """The contract's container (the profile's size, or `size`), moved onto this machine's
+    loopback."""
     db_name, db_user = db_names()
     spec = ts.container_spec(
         image=image,
@@ -61,6 +63,7 @@ def run_config(
         db_user=db_user,
         profile=profile,
         artifacts_destination=f"s3://{bucket}/{artifacts_prefix()}",
+        size=size,
     )
     command = list(spec.command)
     # Host networking shares this machine's ports: bind loopback, not every interface.

@@ -178,6 +178,7 @@ class Services:
             bucket=self.bucket,
             port=self.req.port,
             local_env_names=tuple(self._local_env()),
+            size=self.req.server_size,
         )
 
     def _local_env(self) -> dict[str, str]:

@@ -17,6 +17,7 @@ S3_REGION = "us-east-1"
 @dataclass
 class Request:
     profile: str = "small"
+    server_size: str | None = None  # CPU:MIB instead of the profile's (`stack up --server-size`)
     s3_endpoint: str | None = None
     keep: bool = False
     runs: int = 200

@@ -28,6 +28,7 @@ class AwsFacade(Stack):
             github_repo=options.github_repo,
             domain=options.domain,
             backend_url=options.backend_url,
+            server_size=options.server_size,
         ).validate()
 
     def confirm_up(self, options: UpOptions) -> Confirmation | None:

@@ -25,6 +25,7 @@ class UpOptions:
     profile: str = "small"  # aws size profile
     github_repo: str | None = None  # aws: owner/repo whose CI may push
     domain: str | None = None  # aws: custom domain of the tracking server
+    server_size: str | None = None  # aws: the tracking server's task, CPU:MIB
     backend_url: str | None = None  # aws: Pulumi backend
 
 

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from mlrig import tracking_oidc
@@ -37,6 +37,9 @@ class Profile:
     db_deletion_protection: bool
     db_backup_days: int
     log_retention_days: int
+    # The tracking server's task as "CPU:MIB" (a Fargate size) instead of the profile's
+    # (`tracking_server.CONTAINER_SIZES`); set by `mlrig stack up --server-size`.
+    server_size: str | None = None
 
 
 PROFILES: dict[str, Profile] = {
@@ -135,6 +138,17 @@ class StackConfig:
         return tracking_oidc.parse_config(config.to_json()).to_json()  # validated
 
 
+def sized(profile: Profile, server_size: str | None) -> Profile:
+    """The profile with its tracking server at `server_size` ("CPU:MIB"), checked; itself
+    when None."""
+    if server_size is None:
+        return profile
+    from mlrig import tracking_server as ts
+
+    ts.parse_size(server_size)
+    return replace(profile, server_size=server_size)
+
+
 def from_pulumi_config() -> StackConfig:
     """Read `mlrig:*` config of the current Pulumi stack (pulumi CLI or Automation API)."""
     import pulumi
@@ -147,7 +161,7 @@ def from_pulumi_config() -> StackConfig:
     return StackConfig(
         stack=pulumi.get_stack(),
         region=aws_conf.require("region"),
-        profile=PROFILES[profile],
+        profile=sized(PROFILES[profile], conf.get("serverSize")),
         secrets=Secrets(
             db_password=conf.require_secret("dbPassword"),
             admin_password=conf.require_secret("adminPassword"),

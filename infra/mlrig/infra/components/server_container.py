@@ -26,6 +26,7 @@ def container_definitions(
     secret_arns: dict[str, str],
     allowed_hosts: list[str],
     oidc: dict[str, Any] | None = None,
+    size: str | None = None,
 ) -> str:
     """The ECS container definition JSON, built from the shared container contract."""
     spec = ts.container_spec(
@@ -37,6 +38,7 @@ def container_definitions(
         profile=profile,
         allowed_hosts=tuple(allowed_hosts),
         oidc=oidc,
+        size=size,
     )
     if set(secret_arns) != set(spec.secret_env_names):
         raise ValueError(f"secrets {sorted(secret_arns)} != {sorted(spec.secret_env_names)}")

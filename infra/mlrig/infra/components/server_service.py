@@ -54,7 +54,7 @@ class ServerService(pulumi.ComponentResource):
             capacity_providers=["FARGATE", "FARGATE_SPOT"],
             opts=child,
         )
-        cpu, memory, _ = ts.CONTAINER_SIZES[profile.name]
+        cpu, memory, _ = ts.container_size(profile.name, profile.server_size)
         task = aws.ecs.TaskDefinition(
             f"{name}-task",
             family=f"mlrig-{pulumi.get_stack()}-{name}",

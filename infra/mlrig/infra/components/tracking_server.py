@@ -168,6 +168,7 @@ class TrackingServer(pulumi.ComponentResource):
                 bucket=a[2],
                 artifacts_prefix=args.artifacts.prefix,
                 profile=args.profile.name,
+                size=args.profile.server_size,
                 log_group=a[3],
                 region=args.region,
                 secret_arns=dict(zip(secret_arns, a[4:], strict=True)),

@@ -161,6 +161,18 @@ def test_first_up_runs_two_phases_around_the_image(recorder: Recorder) -> None:
     assert out.mlflow.auth is not None and out.mlflow.auth.password.source == "aws-secretsmanager"
 
 
+def test_a_server_size_is_stack_config_and_stays_until_another_is_given(
+    recorder: Recorder,
+) -> None:
+    recorder.config.update({"mlrig:mlflowImage": "img@sha256:1"})
+    sized = aws_stack.AwsStackRequest(name="team", region="us-east-1", server_size="2048:4096")
+    aws_stack.up(sized)
+    assert recorder.config["mlrig:serverSize"] == "2048:4096"
+    aws_stack.up(aws_stack.AwsStackRequest(name="team", region="us-east-1"))
+    assert recorder.config["mlrig:serverSize"] == "2048:4096"  # kept, not reset
+    assert recorder.log[-2] == "config aws:region,mlrig:profile"
+
+
 def test_later_up_keeps_secrets_and_image(recorder: Recorder) -> None:
     recorder.config.update(
         {

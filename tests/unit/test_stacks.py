@@ -156,6 +156,11 @@ def test_confirmations(mlrig_home: Path) -> None:
     assert asked is not None and "Delete all data of stack 'dev'" in asked.question
     ask_up = aws.confirm_up(UpOptions(region="eu-west-1", profile="production"))
     assert ask_up is not None and "'team' (production) in eu-west-1" in ask_up.question
+    sized = aws.confirm_up(UpOptions(region="eu-west-1", server_size="2048:4096"))
+    assert sized is not None and "(small --server-size 2048:4096)" in sized.question
+    assert "`mlrig stack plan --profile small --server-size 2048:4096`" in sized.question
+    with pytest.raises(UsageError, match="invalid --server-size"):
+        aws.confirm_up(UpOptions(region="eu-west-1", server_size="2048:1"))
     with pytest.raises(UsageError, match="invalid AWS region"):
         aws.confirm_up(UpOptions(region="moon-1"))
     for purge in (False, True):

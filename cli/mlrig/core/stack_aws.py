@@ -33,9 +33,11 @@ class AwsFacade(Stack):
 
     def confirm_up(self, options: UpOptions) -> Confirmation | None:
         req = self.request(options)
+        sized = f" --server-size {req.server_size}" if req.server_size else ""
         return Confirmation(
-            f"Create or update AWS stack '{self.name}' ({req.profile}) in {req.region}? It costs "
-            f"money while it exists (`mlrig stack plan --profile {req.profile}` shows how much)",
+            f"Create or update AWS stack '{self.name}' ({req.profile}{sized}) in {req.region}? "
+            f"It costs money while it exists (`mlrig stack plan --profile {req.profile}{sized}` "
+            "shows how much)",
             "nothing was changed",
         )
 

@@ -32,10 +32,10 @@ class PlannedResource:
 class Plan:
     profile: str
     region: str
-    server_size: str | None = None  # CPU:MIB when not the profile's
     resources: list[PlannedResource] = field(default_factory=list)
     components: list[tuple[str, str]] = field(default_factory=list)
     outputs: dict[str, Any] = field(default_factory=dict)
+    server_size: str | None = None  # CPU:MIB when not the profile's
 
     def of_type(self, token: str) -> list[PlannedResource]:
         return [r for r in self.resources if r.type == token]

@@ -50,7 +50,7 @@ def look_up(outputs: StackOutputs, labels: dict[str, str]) -> Found | None:
         return Found(rest, None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Written:
     """The tags a push wrote on a model version, and what each held before (None: unset)."""
 

@@ -114,14 +114,16 @@ def push(
             if labels is not None and not looking:
                 looking.append(pool.submit(_look_up, outputs, labels))
 
+        def looked_up(pushed: dict[str, str]) -> Future[Any] | None:
+            """The read of the version, when it read the one the pushed image's labels name
+            (the reference may have named another image than the cached one)."""
+            return looking[0] if looking and pushed == labels else None
+
         def stored(reference: str, digest: str, pushed: dict[str, str]) -> None:
             if pushed == labels:
                 look_up()
-            looked_up = looking[0] if looking and pushed == labels else None
-            record = image_push_tags.record
-            writing.append(
-                pool.submit(record, outputs, pushed, reference, digest, progress, looked_up)
-            )
+            args = (outputs, pushed, reference, digest, progress, looked_up(pushed))
+            writing.append(pool.submit(image_push_tags.record, *args))
 
         if hinted is None:
             look_up()
@@ -143,10 +145,13 @@ def push(
         if writing:
             writing[0].result()
         else:
-            # the read is of no use when the reference named another image than the cached one
-            looked_up = looking[0] if looking and result.labels == labels else None
             image_push_tags.record(
-                outputs, result.labels, result.reference, result.digest, progress, looked_up
+                outputs,
+                result.labels,
+                result.reference,
+                result.digest,
+                progress,
+                looked_up(result.labels),
             )
     return result
 

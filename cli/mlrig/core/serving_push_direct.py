@@ -68,10 +68,8 @@ class _Reads:
 
         tag = base_tag(cached.base_id)
         self.remembered = image_cache.base_manifest(cached.base_id, where)
-        self.base: Future[Any] = Future()
-        if self.remembered is not None:
-            self.base.set_result((*self.remembered, ""))
-        else:
+        self.base: Future[Any] | None = None  # the read, when nothing was remembered
+        if self.remembered is None:
             self.base = run(f"reading {tag}", lambda: client.manifest(repository, tag))
         layer, config = cached.layer_path, cached.config  # the layer streams from its file
         self.uploads = [
@@ -154,8 +152,10 @@ def push(
                 return PushResult(f"{_name(fresh)}@{digest}", digest, [], unchanged, labels)
             if fresh is not target:  # an ECR token refreshed: what ran with the old one again
                 reads = _Reads(pool, client, remote, fresh.repository, cached, progress, stop)
-            got = reads.base.result()
-            base = _base_manifest(got, client, fresh, remote, cached, progress, on_chunk)
+            base = reads.remembered  # checked against the base's ID when it was read
+            if reads.base is not None:
+                got = reads.base.result()
+                base = _base_manifest(got, client, fresh, remote, cached, progress, on_chunk)
             if base is None:
                 return None
             for upload in reads.uploads:
@@ -179,21 +179,21 @@ def push(
                     hint="push again",
                 )
 
-        def put_all(base: tuple[bytes, str]) -> str:
+        def put_all(base: tuple[bytes, str]) -> tuple[str, list[Future[None]]]:
+            """The new manifest's digest, and its PUT under every new tag, started."""
             body = image_layer.manifest(
                 base[0], cached.config, cached.layer_digest, cached.layer_size
             )
             digest = image_layer.sha256(body)
-            for done in [pool.submit(put, tag, body, base[1], digest) for tag in todo]:
-                done.result()
-            return digest
+            return digest, [pool.submit(put, tag, body, base[1], digest) for tag in todo]
 
-        putting = pool.submit(put_all, base)
+        digest, putting = put_all(base)
         # the caller's own work and this line's output run while the registry stores
         started()
         progress(f"pushing {remote}:{', '.join(todo)} (the model layer, {cached.layer_size} B)")
         try:
-            digest = putting.result()
+            for done in putting:
+                done.result()
         except RemoteError as exc:
             if reads.remembered is None or STALE not in exc.message:
                 raise
@@ -204,13 +204,15 @@ def push(
             again = _base_manifest(got, client, fresh, remote, cached, progress, on_chunk)
             if again is None:
                 return None
-            digest = put_all(again)
+            digest, putting = put_all(again)
+            for done in putting:
+                done.result()
         reading = [
             pool.submit(verified, client, fresh.repository, tag, digest, remote) for tag in todo
         ]
         stored(f"{_name(fresh)}@{digest}", digest, labels)
-        for done in reading:
-            done.result()
+        for read in reading:
+            read.result()
     for tag in todo:
         docker_adapter.tag_image(image_id, remote, tag)
     return PushResult(f"{_name(fresh)}@{digest}", digest, todo, unchanged, labels)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,16 +78,7 @@ def test_a_container_serves_on_threaded_gunicorn_workers_and_the_local_stack_on_
 ) -> None:
     assert "--gunicorn-opts" not in plan(tmp_path).argv  # one process: MLflow's uvicorn
     for profile, (_, _, workers) in ts.CONTAINER_SIZES.items():
-        command = list(
-            ts.container_spec(
-                image="i",
-                db_host="h",
-                db_name="d",
-                db_user="u",
-                artifacts_destination="s3://b/a",
-                profile=profile,
-            ).command
-        )
+        command = list(_spec(profile).command)
         assert command[command.index("--workers") + 1] == str(workers)
         opts = command[command.index("--gunicorn-opts") + 1].split()
         flags = dict(zip(opts[::2], opts[1::2], strict=True))
@@ -96,20 +88,25 @@ def test_a_container_serves_on_threaded_gunicorn_workers_and_the_local_stack_on_
         assert int(flags["--keep-alive"]) > 60 and int(flags["--graceful-timeout"]) < 30
 
 
+def _spec(profile: str = "small", **changes: Any) -> ts.ContainerSpec:
+    """The profile's container with placeholder places, and `changes` passed on."""
+    place = {
+        "image": "i",
+        "db_host": "h",
+        "db_name": "d",
+        "db_user": "u",
+        "artifacts_destination": "s3://b/a",
+    }
+    return ts.container_spec(**place, profile=profile, **changes)
+
+
 def test_auth_ini_holds_no_secret_and_grants_nothing_by_default() -> None:
     text = ts.auth_ini("sqlite:///x.db")
     assert "admin_password" not in text
     assert "grant_default_workspace_access = false" in text
     assert "default_permission = NO_PERMISSIONS" in text  # a user with no grant reads nothing
     assert "default_permission = READ" in ts.auth_ini("sqlite:///x.db", "READ")
-    spec = ts.container_spec(
-        image="i",
-        db_host="h",
-        db_name="d",
-        db_user="u",
-        artifacts_destination="s3://b/a",
-        profile="small",
-    )
+    spec = _spec()
     assert "default_permission = NO_PERMISSIONS" in spec.env[ts.ENV_AUTH_INI]
 
 
@@ -398,14 +395,6 @@ def test_a_server_size_is_a_fargate_size_and_brings_its_workers() -> None:
     for bad in ("2048", "2048:x", "768:2048", "1024:1024", "4096:32768", ":"):
         with pytest.raises(ValueError, match="server size"):
             ts.parse_size(bad)
-    spec = ts.container_spec(
-        image="i",
-        db_host="h",
-        db_name="n",
-        db_user="u",
-        artifacts_destination="s3://b/p",
-        profile="small",
-        size=ts.TEAM_SIZE,
-    )
+    spec = _spec(size=ts.TEAM_SIZE)
     assert (spec.cpu, spec.memory) == (2048, 4096)
     assert spec.command[spec.command.index("--workers") + 1] == "4"

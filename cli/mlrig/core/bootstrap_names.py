@@ -7,6 +7,7 @@ import functools
 import keyword
 import re
 import sys
+from collections.abc import Mapping
 
 from mlrig.core import aws_inputs
 from mlrig.errors import UsageError
@@ -30,6 +31,25 @@ PIPELINE_IMPORTS = frozenset(
 def validate_project_name(name: str) -> str:
     """The slug becomes a Python package, an MLflow model, an ECR repository and appears in
     DVC stage commands: check each rule and say which one failed."""
+    _check_slug(name)
+    if name in sys.stdlib_module_names:
+        raise UsageError(
+            f"project name {name!r} would shadow the standard library module "
+            f"{name!r} as a Python package",
+            hint=f"try --name {name}_model",
+        )
+    if name in PIPELINE_IMPORTS or name in _installed_modules():
+        who = "the generated pipeline" if name in PIPELINE_IMPORTS else "the pipeline's tools"
+        raise UsageError(
+            f"project name {name!r} would shadow the Python module {name!r} that {who} "
+            "import (`dvc repro` would fail on it)",
+            hint=f"try --name {name}_model",
+        )
+    return name
+
+
+def _check_slug(name: str) -> None:
+    """The rules of the slug's form: what makes it safe as a path, a package and a name."""
     if not NAME_MIN <= len(name) <= NAME_MAX:
         raise UsageError(
             f"project name {name!r} has {len(name)} characters, it needs {NAME_MIN}-{NAME_MAX}",
@@ -56,20 +76,6 @@ def validate_project_name(name: str) -> str:
             if suggestion.isidentifier() and not keyword.iskeyword(suggestion)
             else _NAME_HINT,
         )
-    if name in sys.stdlib_module_names:
-        raise UsageError(
-            f"project name {name!r} would shadow the standard library module "
-            f"{name!r} as a Python package",
-            hint=f"try --name {name}_model",
-        )
-    if name in PIPELINE_IMPORTS or name in _installed_modules():
-        who = "the generated pipeline" if name in PIPELINE_IMPORTS else "the pipeline's tools"
-        raise UsageError(
-            f"project name {name!r} would shadow the Python module {name!r} that {who} "
-            "import (`dvc repro` would fail on it)",
-            hint=f"try --name {name}_model",
-        )
-    return name
 
 
 @functools.cache
@@ -99,3 +105,71 @@ def validate_github_repo(value: str) -> str:
     if value:
         aws_inputs.check_github_repo(value)
     return value
+
+
+# -- the template's answers ------------------------------------------------------------------
+# Each answer lands in a file path (project_name), YAML, the CI workflow's shell steps or a
+# Python/TOML string: only values safe in all of them pass, whether mlrig just chose them or
+# reads them back from a repository's .copier-answers.yml (a file anyone may have edited).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_URL = r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?"
+_ANSWER_RULES: dict[str, tuple[re.Pattern[str], str]] = {
+    "stack_kind": (re.compile(r"local|aws"), "local or aws"),
+    "aws_region": (re.compile(r"(?:[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-[0-9]+)?"), "an AWS region"),
+    "mlflow_tracking_uri": (re.compile(f"(?:{_URL})?"), "an http(s) URL"),
+    "mlflow_oidc_audience": (
+        re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9._:/-]{0,199})?"),
+        "an audience such as mlrig:<stack> (letters, digits and . _ : / -)",
+    ),
+    "registry_url": (
+        re.compile(r"(?:[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[a-z0-9._/-]+)?)?"),
+        "a registry repository such as HOST[:PORT]/NAME",
+    ),
+    "ci_role_arn": (
+        re.compile(r"(?:arn:aws[a-z-]*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512})?"),
+        "an IAM role ARN",
+    ),
+    "python_version": (re.compile(r"3\.[0-9]{1,2}"), "a Python version such as 3.11"),
+    # a docstring, a TOML string and a README line: one line, no quote, backslash or backtick
+    "description": (re.compile(r"[^\"\\`\x00-\x1f\x7f]{0,200}"), "one line of plain text"),
+    # where the admin password lived, in repositories made before machine identities
+    "mlflow_password_secret_id": (re.compile(r"[A-Za-z0-9:/_+=.@-]{0,512}"), "a secret ARN"),
+    "mlflow_password_secret_key": (re.compile(r"[A-Za-z0-9_.-]{0,128}"), "a JSON key"),
+}
+TEMPLATE_ANSWERS = frozenset(
+    {"project_name", "stack", "github_repo", "mlflow_username", *_ANSWER_RULES}
+)
+
+
+def check_template_answers(answers: Mapping[str, object]) -> dict[str, str]:
+    """The answers checked, each by its rule (project_name and stack required, every other
+    one optional); raises UsageError naming the first answer that breaks its rule."""
+    from mlrig import contract
+    from mlrig.core.identities import machine_user
+
+    unknown = sorted(set(answers) - TEMPLATE_ANSWERS)
+    if unknown:
+        raise UsageError(f"unknown answer {unknown[0]!r}", hint="the template has no such question")
+    for key in ("project_name", "stack"):
+        if key not in answers:
+            raise UsageError(f"the answer {key} is missing", hint="every repository has one")
+    checked: dict[str, str] = {}
+    for key, value in answers.items():
+        if not isinstance(value, str):
+            raise UsageError(f"the answer {key} is not a string ({type(value).__name__})")
+        if _CONTROL.search(value):  # a line break would end a YAML value or a shell line
+            raise UsageError(f"the answer {key} {value!r} has a control character")
+        checked[key] = value
+    project = checked["project_name"]
+    _check_slug(project)
+    contract.validate_stack_name(checked["stack"])
+    validate_github_repo(checked.get("github_repo", ""))
+    if checked.get("mlflow_username", "") not in ("", machine_user(project)):
+        raise UsageError(
+            f"the answer mlflow_username {checked['mlflow_username']!r} is not the "
+            f"repository's machine identity {machine_user(project)!r}"
+        )
+    for key, (rule, what) in _ANSWER_RULES.items():
+        if key in checked and not rule.fullmatch(checked[key]):
+            raise UsageError(f"the answer {key} {checked[key]!r} is not {what}")
+    return checked

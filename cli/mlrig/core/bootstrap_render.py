@@ -3,11 +3,14 @@ things are, never a secret) and the copier run that writes the files."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from mlrig.adapters import copier
 from mlrig.contract import StackOutputs
+from mlrig.core.bootstrap_names import check_template_answers
 from mlrig.core.identities import machine_user
+from mlrig.errors import ConfigError, UsageError
 
 
 def stack_answers(outputs: StackOutputs) -> dict[str, str]:
@@ -18,12 +21,29 @@ def stack_answers(outputs: StackOutputs) -> dict[str, str]:
         "stack_kind": outputs.kind,
         "aws_region": outputs.region or "",
         "mlflow_tracking_uri": outputs.mlflow.tracking_uri,
-        "mlflow_username": "",
         # contract B: the audience a CI job's GitHub OIDC token is minted for
         "mlflow_oidc_audience": f"mlrig:{outputs.name}",
         "registry_url": outputs.registry.url,
         "ci_role_arn": outputs.ci_role_arn or "",
     }
+
+
+def identity_answer(outputs: StackOutputs, project: str) -> str:
+    """Who the repository logs in as on the stack's MLflow: its machine identity, or nobody
+    when that MLflow has no login."""
+    return machine_user(project) if outputs.mlflow.auth else ""
+
+
+def checked_stack_answers(outputs: StackOutputs, answers: Mapping[str, str]) -> dict[str, str]:
+    """answers with the stack's wiring over them, every value checked: a StackOutputs file
+    is written by an earlier process, and each value lands in the CI workflow's YAML and shell."""
+    try:
+        return check_template_answers({**answers, **stack_answers(outputs)})
+    except UsageError as exc:
+        raise ConfigError(
+            f"stack '{outputs.name}' cannot wire a repository: {exc.message}",
+            hint=f"run `mlrig stack up --stack {outputs.name}` to rewrite its outputs",
+        ) from None
 
 
 def render(
@@ -37,9 +57,11 @@ def render(
     description: str | None = None,
 ) -> None:
     """Render template version `ref` into dest with every answer given (no prompts)."""
-    answers = {"project_name": project, "github_repo": github_repo, **stack_answers(outputs)}
-    if outputs.mlflow.auth:
-        answers["mlflow_username"] = machine_user(project)  # who the repository logs in as
+    answers = {
+        "project_name": project,
+        "github_repo": github_repo,
+        "mlflow_username": identity_answer(outputs, project),
+    }
     if description:  # else the template's own default
         answers["description"] = description
-    copier.render(template, ref, dest, answers)
+    copier.render(template, ref, dest, checked_stack_answers(outputs, answers))

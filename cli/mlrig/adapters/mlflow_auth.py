@@ -211,7 +211,7 @@ class MlflowAuth:
 
     def unassign_role(self, user: str, role_id: int) -> None:
         self._call(
-            "POST",
+            "DELETE",  # MLflow's route takes DELETE only (a POST was answered 405)
             f"{V3}/roles/unassign",
             f"unassign role {role_id} from {user}",
             json={"username": user, "role_id": role_id},

@@ -103,25 +103,6 @@ def test_people_not_in_the_file_are_removed_but_never_admin_or_machines() -> Non
     assert not [s for s in without_machine if s.user in ("admin", "repo-demo-model")]
 
 
-def test_a_listed_machine_identity_is_managed_like_anyone() -> None:
-    doc = {
-        "users": {"repo-demo-model": {}, "alice": {"role": "editor"}, "bob": {"role": "reader"}},
-        "grants": {"experiments": {"demo_model": {"repo-demo-model": "READ"}}},
-    }
-    steps = access_plan.compute(spec(doc), matching(), admin="admin")
-    assert (
-        Step(
-            "update",
-            user="repo-demo-model",
-            kind="experiment",
-            resource="demo_model",
-            permission="READ",
-            old="EDIT",
-        )
-        in steps
-    )
-
-
 @pytest.mark.parametrize(
     ("doc", "expected"),
     [

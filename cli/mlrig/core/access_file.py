@@ -1,10 +1,14 @@
 """The access file a team keeps: who may use the stack's MLflow, with which role, and which
 grants per experiment and registered model. No password is ever in it.
 
+Creating experiments and registered models is for editors and admins; `create: true` lets
+another user create them too (the server's guard, tracking_guard, enforces it). Machine
+identities (`repo-…`) are made by `mlrig init` / `mlrig access add-machine`, never here.
+
 ```yaml
 users:
   alice: {role: editor}
-  bob: {role: reader}
+  bob: {role: reader, create: true}
 grants:
   experiments: {demo_model: {alice: EDIT, bob: READ}}
   registered_models: {demo_model: {alice: EDIT, bob: READ}}
@@ -42,6 +46,11 @@ class UserSpec(BaseModel):
         default="none",
         description="reader: READ on every experiment and model; editor: EDIT on every one; "
         "admin: MLflow admin; none: only the grants below",
+    )
+    create: bool = Field(
+        default=False,
+        description="may also create experiments and registered models (editors and admins "
+        "always may; the creator gets MANAGE on what it creates)",
     )
 
 
@@ -87,6 +96,13 @@ def parse(data: object, *, source: str, admin: str) -> AccessFile:
                 f"{source}: users.{name}: the stack's admin account is not managed by the file",
                 hint="remove it; the admin is for `mlrig access` alone",
             )
+        if is_machine(name):
+            raise UsageError(
+                f"{source}: users.{name}: names starting with {MACHINE_PREFIX} are machine "
+                "identities, which the file cannot create, make admin or grant",
+                hint="rename the person; a repository's identity comes from `mlrig init` or "
+                "`mlrig access add-machine PROJECT`",
+            )
     for kind, table in (
         ("experiments", spec.grants.experiments),
         ("registered_models", spec.grants.registered_models),
@@ -103,6 +119,43 @@ def parse(data: object, *, source: str, admin: str) -> AccessFile:
     return spec
 
 
+def _line(exc: Exception, text: str) -> int | None:
+    """The 1-based line of a YAML error, within the file: an error found at the end of the
+    stream (an unclosed bracket or quote) is reported where the unclosed part began."""
+    lines = max(1, len(text.splitlines()))
+    for name in ("problem_mark", "context_mark"):
+        mark = getattr(exc, name, None)
+        if mark is not None and mark.line < lines:
+            return int(mark.line) + 1
+    return lines if getattr(exc, "problem_mark", None) is not None else None
+
+
+def _yaml_load(text: str) -> object:
+    """yaml.safe_load, refusing a mapping that repeats a key (safe_load keeps the last)."""
+    import yaml
+
+    class UniqueKeyLoader(yaml.SafeLoader):
+        pass
+
+    def mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> object:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` keys may repeat; construct_mapping merges them
+            key = loader.construct_object(key_node)
+            if not isinstance(key, str | int | float | bool):
+                continue  # construct_mapping refuses an unhashable key itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return loader.construct_mapping(node)
+
+    UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, mapping)
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load(path: Path, *, admin: str) -> AccessFile:
     import yaml
 
@@ -113,11 +166,16 @@ def load(path: Path, *, admin: str) -> AccessFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"access file {path} is not readable ({type(exc).__name__})") from None
     try:
-        data = yaml.safe_load(text)
+        data = _yaml_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise UsageError(f"access file {path} is not valid YAML{where}") from None
+        line = _line(exc, text)
+        where = f" at line {line}" if line is not None else ""
+        problem = getattr(exc, "problem", None)
+        why = f": {problem}" if isinstance(problem, str) else ""
+        raise UsageError(
+            f"access file {path} is not valid YAML{where}{why}",
+            hint="each key once; close every quote and bracket",
+        ) from None
     return parse(data, source=str(path), admin=admin)
 
 

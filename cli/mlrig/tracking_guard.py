@@ -16,6 +16,12 @@ that well for the routes mlrig's users need. What it leaves open, and this modul
   of them itself, but answered an absolute path on upload with a 500 and stored backslash
   paths as literal names.
 - A `/graphql` request that is not a POST with a query string: 400 (MLflow answered 500).
+- Creating experiments and registered models. MLflow lets any signed-in user create them and
+  gives the creator MANAGE: a reader could claim the name a future repository's `mlrig init`
+  will use, and keep reading its runs and moving its `@champion`. Here creating is for the
+  admin, machine identities (`repo-*`, which only the admin makes) and users holding one of
+  CREATOR_ROLES (the MLflow roles `mlrig access apply` assigns to editors and to users the
+  access file gives `create: true`); anyone else gets 403 with a one-line JSON message.
 - An `Authorization` header that is not ASCII (werkzeug raised while parsing it: a 500 on
   every route) or Basic credentials with control characters (a NUL reached PostgreSQL, whose
   refusal came back as a 400 quoting the SQL): dropped, so the answer is 401.
@@ -90,6 +96,21 @@ ARTIFACT_FIELD_ROUTES = (
 )
 ARTIFACT_FIELDS = ("path", "artifact_path")
 
+# Routes that create a named experiment or registered model (the UI's mirror included).
+CREATE_ROUTES = frozenset(
+    {"/api/2.0/mlflow/experiments/create", "/api/2.0/mlflow/registered-models/create"}
+)
+# Who may create besides the admin: machine identities by name (the access file and
+# `mlrig access add-user` refuse the prefix for people), and holders of these MLflow roles
+# (access_plan.ROLE_NAMES["editor"] and access_plan.CREATOR_ROLE).
+MACHINE_PREFIX = "repo-"
+CREATOR_ROLES = frozenset({"mlrig-editor", "mlrig-creator"})
+CREATE_REFUSED = (
+    "Permission denied: creating experiments and registered models is for editors, machine "
+    "identities and the admin; ask the stack's admin for the editor role or `create: true` in "
+    "the access file."
+)
+
 
 def canonical(path: str) -> str:
     """The route as the REST API spells it: the UI's `/ajax-api/` mirror read as `/api/`."""
@@ -102,6 +123,18 @@ def admin_only(path: str) -> bool:
     if route.startswith(ADMIN_WITHIN_USER):
         return True
     return not (route in USER_PATHS or route.startswith(USER_PREFIXES))
+
+
+def creates(path: str) -> bool:
+    """Whether the route creates a named experiment or registered model."""
+    return canonical(path) in CREATE_ROUTES
+
+
+def may_create(username: str, is_admin: bool, role_names: Iterable[str]) -> bool:
+    """Whether this user may create experiments and registered models."""
+    if is_admin or username.startswith(MACHINE_PREFIX):
+        return True
+    return not CREATOR_ROLES.isdisjoint(role_names)
 
 
 def _decodings(value: str) -> Iterable[str]:
@@ -181,6 +214,31 @@ def _is_admin(username: str | None) -> bool:
         return False
 
 
+def _json_answer(status: int, code: str, text: str):  # type: ignore[no-untyped-def]
+    import json
+
+    from flask import Response
+
+    body = json.dumps({"error_code": code, "message": text})
+    return Response(body, status=status, mimetype="application/json")
+
+
+def _may_create(username: str | None) -> bool:
+    """may_create for a signed-in user, read from MLflow's user store (any failure: no)."""
+    from mlflow.server import auth
+
+    if not username:
+        return False
+    try:
+        user = auth.store.get_user(username)
+        if user.is_admin or username.startswith(MACHINE_PREFIX):
+            return True
+        roles = auth.store.list_user_roles(user.id)  # not cached: a revoked role counts at once
+        return may_create(username, False, (role.name for role in roles))
+    except Exception:  # noqa: BLE001 - an unknown user or an unreadable store: refused
+        return False
+
+
 def malformed_credentials(header: str) -> bool:
     """Whether an `Authorization` header must be ignored: bytes werkzeug cannot parse
     (non-ASCII), or Basic credentials with control characters, which MLflow passes on to its
@@ -232,4 +290,6 @@ def screen(result):  # type: ignore[no-untyped-def]
         return _answer(400, f"Bad request: {problem}.")
     if admin_only(request.path) and not _is_admin(getattr(result, "username", None)):
         return _answer(403, "Permission denied: this route is for the stack's admin.")
+    if creates(request.path) and not _may_create(getattr(result, "username", None)):
+        return _json_answer(403, "PERMISSION_DENIED", CREATE_REFUSED)
     return result

@@ -75,8 +75,9 @@ CATALOGUE: list[Probe] = [
     Probe("experiments", "GET", "/api/2.0/mlflow/experiments/search?max_results=1000", "user", filtered=True),  # noqa: E501
     Probe("experiments", "POST", "/api/2.0/mlflow/experiments/search", "user", json={"max_results": 1000}, filtered=True),  # noqa: E501
     Probe("experiments", "POST", "/ajax-api/2.0/mlflow/experiments/search-datasets", "read", json={"experiment_ids": ["{exp}"]}, mirror=False),  # noqa: E501
-    # creating is open to every signed-in user: the creator gets MANAGE on that one object only
-    Probe("experiments", "POST", "/api/2.0/mlflow/experiments/create", "user", json={"name": "authz-new-{n}"}, on=("a",)),  # noqa: E501
+    # creating is for editors (the mlrig-editor role), `create: true`, machine identities and the
+    # admin (tracking_guard): of this suite's principals, the admin only
+    Probe("experiments", "POST", "/api/2.0/mlflow/experiments/create", "admin", json={"name": "authz-new-{n}"}, on=("a",)),  # noqa: E501
     Probe("experiments", "POST", "/api/2.0/mlflow/experiments/update", "edit", json={"experiment_id": "{exp}", "new_name": "{exp_name}"}, watch=EXP),  # noqa: E501
     Probe("experiments", "POST", "/api/2.0/mlflow/experiments/set-experiment-tag", "edit", json={"experiment_id": "{exp}", "key": "k", "value": "v"}, watch=EXP),  # noqa: E501
     Probe("experiments", "POST", "/api/2.0/mlflow/experiments/delete-experiment-tag", "edit", json={"experiment_id": "{exp}", "key": "k{n}"}, fresh="exp_tag", watch=EXP),  # noqa: E501
@@ -105,7 +106,7 @@ CATALOGUE: list[Probe] = [
     Probe("registry", "GET", "/api/2.0/mlflow/registered-models/search?max_results=1000", "user", filtered=True),  # noqa: E501
     Probe("registry", "GET", "/api/2.0/mlflow/registered-models/get-latest-versions?name={model}", "read"),  # noqa: E501
     Probe("registry", "POST", "/api/2.0/mlflow/registered-models/get-latest-versions", "read", json={"name": "{model}"}),  # noqa: E501
-    Probe("registry", "POST", "/api/2.0/mlflow/registered-models/create", "user", json={"name": "authz-new-model-{n}"}, on=("a",)),  # noqa: E501
+    Probe("registry", "POST", "/api/2.0/mlflow/registered-models/create", "admin", json={"name": "authz-new-model-{n}"}, on=("a",)),  # noqa: E501
     Probe("registry", "PATCH", "/api/2.0/mlflow/registered-models/update", "edit", json={"name": "{model}", "description": "d"}, watch=MODEL),  # noqa: E501
     Probe("registry", "POST", "/api/2.0/mlflow/registered-models/set-tag", "edit", json={"name": "{model}", "key": "k", "value": "v"}, watch=MODEL),  # noqa: E501
     Probe("registry", "DELETE", "/api/2.0/mlflow/registered-models/delete-tag", "edit", json={"name": "{model}", "key": "k{n}"}, fresh="model_tag", watch=MODEL),  # noqa: E501

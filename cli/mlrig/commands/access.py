@@ -26,6 +26,14 @@ RoleOpt = Annotated[
         "admin: MLflow admin; none: only what the access file grants.",
     ),
 ]
+TakeOverOpt = Annotated[
+    bool,
+    typer.Option(
+        "--take-over",
+        help="If someone else manages the project's experiment or model, revoke their MANAGE "
+        "and EDIT there (otherwise refused).",
+    ),
+]
 PasswordStdinOpt = Annotated[
     bool, typer.Option("--password-stdin", help="Read the password from stdin instead.")
 ]
@@ -115,7 +123,8 @@ def show_cmd(stack: StackOpt = None, json_out: JsonOpt = False) -> None:
             + ("" if g.via == "direct" else f" (via {g.via})")
             for g in row.grants
         ]
-        table.add_row(row.name, row.kind, row.role, "\n".join(grants) or "-")
+        role = f"{row.role} + create" if row.create else row.role
+        table.add_row(row.name, row.kind, role, "\n".join(grants) or "-")
     console().print(table)
 
 
@@ -148,16 +157,20 @@ def add_machine_cmd(
             help="Also accept this GitHub repository's Actions OIDC tokens as the identity.",
         ),
     ] = "",
+    take_over: TakeOverOpt = False,
     stack: StackOpt = None,
 ) -> None:
     """Create or repair repo-PROJECT, a repository's machine identity.
 
     It gets EDIT on the repository's experiment and model only; its password is kept with the
-    stack's secrets."""
+    stack's secrets. An experiment or model of that name someone else manages is refused
+    unless --take-over."""
     from mlrig.core import access, oidc_rules
 
     outputs = _outputs(stack)
-    result = access.add_machine(outputs, project, github_repo)
+    result = access.add_machine(outputs, project, github_repo, take_over=take_over)
+    for grant in result.revoked:
+        console().print(f"- revoked {grant} (taken over)", soft_wrap=True)
     state = "created" if result.created else "repaired" if result.password_set else "up to date"
     console().print(
         f"[green]machine identity {result.user} {state}[/]: EDIT on experiment and registered "

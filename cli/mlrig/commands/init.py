@@ -59,6 +59,14 @@ def init_cmd(
             "fails instead) and existing files stay uncommitted.",
         ),
     ] = False,
+    take_over: Annotated[
+        bool,
+        typer.Option(
+            "--take-over",
+            help="If someone else manages the stack's experiment or model of the project's "
+            "name, revoke their MANAGE and EDIT there (otherwise init is refused).",
+        ),
+    ] = False,
 ) -> None:
     """Create a git + DVC ML repository wired to a stack's DVC remote and MLflow.
 
@@ -79,13 +87,21 @@ def init_cmd(
         name = str(typer.prompt("Project name", default=default))
     with err_console().status(f"creating {path}"):
         result = bootstrap.init(
-            path, stack_name, name=name, github_repo=github_repo, force=force, progress=_progress
+            path,
+            stack_name,
+            name=name,
+            github_repo=github_repo,
+            force=force,
+            progress=_progress,
+            take_over=take_over,
         )
     console().print(
         f"[green]created {result.path}[/] — project [bold]{result.project_name}[/], stack "
         f"'{result.stack}', template {result.template_version}, commit {result.commit[:10]}\n"
         f"next: `cd {path} && dvc repro`"
     )
+    for grant in result.taken_over:
+        console().print(f"- revoked {grant} (taken over)", soft_wrap=True)
     if result.identity:
         console().print(
             f"training logs in as the repository's machine identity {result.identity} "

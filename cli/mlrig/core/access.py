@@ -59,7 +59,11 @@ class State:
                     grants[("experiment", self.experiments[g.pattern])] = g.permission
                 elif g.resource_type == "registered_model" and g.pattern != "*":
                     grants[("registered_model", g.pattern)] = g.permission
-            out[u.name] = CurrentUser(access_plan.role_of(u.is_admin, u.role_names), grants)
+            out[u.name] = CurrentUser(
+                access_plan.role_of(u.is_admin, u.role_names),
+                grants,
+                create=access_plan.CREATOR_ROLE in u.role_names,
+            )
         return Current(out, frozenset(self.roles))
 
 
@@ -124,7 +128,10 @@ def apply(
 def _run(client: MlflowAuth, step: Step, roles: dict[str, int], on_password: OnPassword) -> None:
     from mlrig.adapters.mlflow_auth import Grant
 
-    if step.action == "create-role":
+    if step.action == "create-role" and not step.permission:  # CREATOR_ROLE: no permissions
+        desc = "mlrig: may create experiments and registered models (checked by the server)"
+        roles[step.role] = client.create_role(step.role, desc, []).id
+    elif step.action == "create-role":
         grants = [Grant(kind, "*", step.permission) for kind in access_plan.KINDS.values()]
         desc = f"mlrig: {step.permission} on every experiment and registered model"
         roles[step.role] = client.create_role(step.role, desc, grants).id
@@ -135,6 +142,10 @@ def _run(client: MlflowAuth, step: Step, roles: dict[str, int], on_password: OnP
         _set_role(client, step.user, "none", step.role, roles)
     elif step.action == "set-role":
         _set_role(client, step.user, step.old, step.role, roles)
+    elif step.action == "allow-create":
+        client.assign_role(step.user, roles[access_plan.CREATOR_ROLE])
+    elif step.action == "deny-create":
+        client.unassign_role(step.user, roles[access_plan.CREATOR_ROLE])
     elif step.action == "delete-user":
         client.delete_user(step.user)
     else:
@@ -147,6 +158,11 @@ def _run(client: MlflowAuth, step: Step, roles: dict[str, int], on_password: OnP
 
 
 def _set_role(client: MlflowAuth, user: str, old: str, new: str, roles: dict[str, int]) -> None:
+    if new == "admin" and is_machine(user):  # access_file.parse refuses it first
+        raise UsageError(
+            f"{user} is a machine identity: it can never be an admin",
+            hint="give admin to a person; a machine identity has EDIT on its own repository",
+        )
     if old == "admin":
         client.set_admin(user, False)
     elif old in ROLE_NAMES:
@@ -224,16 +240,19 @@ def rotate(outputs: StackOutputs, name: str, password: str | None = None) -> Rot
 
 
 def add_machine(
-    outputs: StackOutputs, project: str, github_repo: str = ""
+    outputs: StackOutputs, project: str, github_repo: str = "", *, take_over: bool = False
 ) -> identities.MachineResult:
     """Create or repair repo-PROJECT; with `github_repo` (owner/name), also let that
-    repository's GitHub Actions OIDC tokens act as it (keyless CI)."""
+    repository's GitHub Actions OIDC tokens act as it (keyless CI). An experiment or model of
+    the project's name that someone else manages is refused unless `take_over`
+    (identities.ensure_machine)."""
     from mlrig.core import oidc_rules
     from mlrig.core.bootstrap_names import validate_github_repo, validate_project_name
 
     project = validate_project_name(project)
     validate_github_repo(github_repo)
-    result = identities.ensure_machine(outputs, project, admin_client(outputs))
+    client = admin_client(outputs)
+    result = identities.ensure_machine(outputs, project, client, take_over=take_over)
     if github_repo:
         oidc_rules.add_rule(outputs.name, repository=github_repo, identity=result.user)
         result = replace(result, oidc_repository=github_repo)

@@ -1,8 +1,9 @@
 """From an access file and what the server holds now, the steps that make them agree.
 
 Pure: no I/O. The file is authoritative for
-- the users it lists (created, their role set; people not listed are removed, after
-  confirmation; never the stack's admin, never a machine identity `repo-*` unless listed),
+- the users it lists (created, their role and `create` capability set; people not listed are
+  removed, after confirmation; never the stack's admin, never a machine identity `repo-*`,
+  which the file cannot list),
 - the experiments and registered models it lists: for each of those, the grants of the
   users it lists are exactly the file's (a listed user with no entry there loses the grant).
 Grants on anything the file does not list are left as they are (MLflow gives a creator
@@ -20,15 +21,28 @@ from mlrig.core.access_file import AccessFile, is_machine
 # wildcard grant on every experiment and registered model; admin is MLflow's admin flag.
 ROLE_NAMES = {"reader": "mlrig-reader", "editor": "mlrig-editor"}
 ROLE_PERMISSION = {"reader": "READ", "editor": "EDIT"}
+# `create: true`: an MLflow role without permissions whose holders the server's guard lets
+# create experiments and registered models (tracking_guard.CREATOR_ROLES, with the editor role).
+CREATOR_ROLE = "mlrig-creator"
 KINDS = {"experiments": "experiment", "registered_models": "registered_model"}
 
 Action = Literal[
-    "create-role", "create-user", "set-role", "grant", "update", "revoke", "delete-user"
+    "create-role",
+    "create-user",
+    "set-role",
+    "allow-create",
+    "deny-create",
+    "grant",
+    "update",
+    "revoke",
+    "delete-user",
 ]
 ORDER: tuple[Action, ...] = (
     "create-role",
     "create-user",
     "set-role",
+    "allow-create",
+    "deny-create",
     "grant",
     "update",
     "revoke",
@@ -40,6 +54,7 @@ ORDER: tuple[Action, ...] = (
 class CurrentUser:
     role: str  # none | reader | editor | admin
     grants: dict[tuple[str, str], str] = field(default_factory=dict)  # (kind, name) -> perm
+    create: bool = False  # holds CREATOR_ROLE
 
 
 @dataclass(frozen=True)
@@ -64,8 +79,15 @@ class Step:
 
     def describe(self) -> str:
         what = f"{self.kind.replace('_', ' ')} {self.resource}"
+        powers = (
+            f"{self.permission} on every experiment and model"
+            if self.permission
+            else "may create experiments and models"
+        )
         return {
-            "create-role": f"+ role {self.role} ({self.permission} on every experiment and model)",
+            "create-role": f"+ role {self.role} ({powers})",
+            "allow-create": f"~ user {self.user}: may create experiments and models",
+            "deny-create": f"~ user {self.user}: may no longer create experiments and models",
             "create-user": f"+ user {self.user} (role {self.role})",
             "set-role": f"~ user {self.user}: role {self.old} -> {self.role}",
             "grant": f"+ grant {self.permission} on {what} to {self.user}",
@@ -92,12 +114,19 @@ def compute(spec: AccessFile, current: Current, *, admin: str) -> list[Step]:
             steps.append(
                 Step("create-role", role=ROLE_NAMES[role], permission=ROLE_PERMISSION[role])
             )
+    if any(u.create for u in spec.users.values()) and CREATOR_ROLE not in current.roles:
+        steps.append(Step("create-role", role=CREATOR_ROLE))
     for name, user in sorted(spec.users.items()):
         now = current.users.get(name)
         if now is None:
             steps.append(Step("create-user", user=name, role=user.role))
         elif now.role != user.role:
             steps.append(Step("set-role", user=name, role=user.role, old=now.role))
+        has_create = now is not None and now.create
+        if user.create and not has_create:
+            steps.append(Step("allow-create", user=name))
+        elif has_create and not user.create:
+            steps.append(Step("deny-create", user=name))
     for key, kind in KINDS.items():
         table: dict[str, dict[str, str]] = getattr(spec.grants, key)
         for resource, wanted in sorted(table.items()):

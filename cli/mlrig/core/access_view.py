@@ -32,6 +32,7 @@ class UserRow:
     kind: str  # admin | person | machine
     role: str  # none | reader | editor | admin
     grants: tuple[GrantRow, ...]
+    create: bool = False  # holds the access file's `create: true` (access_plan.CREATOR_ROLE)
 
 
 def show(outputs: StackOutputs) -> list[UserRow]:
@@ -56,6 +57,7 @@ def show(outputs: StackOutputs) -> list[UserRow]:
                 kind,
                 access_plan.role_of(user.is_admin, user.role_names),
                 tuple(sorted(grants, key=_grant_key)),
+                access_plan.CREATOR_ROLE in user.role_names,
             )
         )
     return rows

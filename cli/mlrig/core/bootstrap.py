@@ -62,6 +62,7 @@ class InitResult:
     template_version: str
     identity: str = ""  # the repository's machine identity, once it exists on the stack
     identity_problem: str = ""  # why it could not be made now (the repo is made all the same)
+    taken_over: tuple[str, ...] = ()  # others' grants revoked by take_over
 
 
 def init(
@@ -74,11 +75,14 @@ def init(
     force: bool = False,
     template_dir: Path | None = None,
     progress: Progress = lambda _m: None,
+    take_over: bool = False,
 ) -> InitResult:
     """Create a git+DVC repository at path wired to stack; nothing is left on failure.
 
     The repo is built in a sibling staging directory and moved into place at the end.
     With force, path may hold other files: none is overwritten, and they stay uncommitted.
+    An experiment or model of the project's name managed by someone else stops init
+    (identities.NameTaken) unless take_over revokes their grants.
     """
     target = path.expanduser().absolute()
     project = validate_project_name(name) if name is not None else derive_project_name(target.name)
@@ -105,29 +109,43 @@ def init(
         write_dataset(staging / RAW_DATA, template_dir)
         progress("git init, dvc init, remote, dvc add")
         commit = wire_and_commit(staging, outputs, RAW_DATA, ref)
-        identity, problem = machine_identity(outputs, project, github_repo, progress)
+        identity, problem, revoked = machine_identity(
+            outputs, project, github_repo, progress, take_over=take_over
+        )
         bootstrap_staging.place(staging, target)
-    return InitResult(target, project, outputs.name, commit, ref, identity, problem)
+    return InitResult(target, project, outputs.name, commit, ref, identity, problem, revoked)
 
 
 def machine_identity(
-    outputs: contract.StackOutputs, project: str, github_repo: str, progress: Progress
-) -> tuple[str, str]:
+    outputs: contract.StackOutputs,
+    project: str,
+    github_repo: str,
+    progress: Progress,
+    *,
+    take_over: bool = False,
+) -> tuple[str, str, tuple[str, ...]]:
     """The repository's machine identity on the stack (its experiment and registered model
-    made as admin, EDIT on both): (user, "") or ("", why not). A stack that cannot be reached
-    now does not stop init: the message names the command that makes the identity later."""
+    made as admin, EDIT on both): (user, "", revoked) or ("", why not, ()). A stack that
+    cannot be reached now does not stop init: the message names the command that makes the
+    identity later. A name someone else manages does stop it (identities.NameTaken)."""
     from mlrig.core import access, identities
     from mlrig.errors import MlrigError
 
     if outputs.mlflow.auth is None:
-        return "", ""
+        return "", "", ()
     progress(f"machine identity {identities.machine_user(project)} on stack '{outputs.name}'")
     try:
-        result = access.add_machine(outputs, project, github_repo)
+        result = access.add_machine(outputs, project, github_repo, take_over=take_over)
+    except identities.NameTaken:
+        raise
     except MlrigError as exc:
         repo_opt = f" --github-repo {github_repo}" if github_repo else ""
-        return "", (
-            f"no machine identity yet ({exc.message}); once the stack answers, run "
-            f"`mlrig access add-machine {project}{repo_opt} --stack {outputs.name}`"
+        return (
+            "",
+            (
+                f"no machine identity yet ({exc.message}); once the stack answers, run "
+                f"`mlrig access add-machine {project}{repo_opt} --stack {outputs.name}`"
+            ),
+            (),
         )
-    return result.user, ""
+    return result.user, "", result.revoked

@@ -10,6 +10,7 @@ log in as it; the admin account stays with stack-wide commands and `mlrig access
 
 from __future__ import annotations
 
+import re
 import secrets as _secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +19,16 @@ from typing import TYPE_CHECKING
 from mlrig import contract, paths
 from mlrig.contract import StackOutputs
 from mlrig.core.access_file import MACHINE_PREFIX
-from mlrig.errors import CredentialsError, UsageError
+from mlrig.errors import Conflict, CredentialsError, UsageError
 
 if TYPE_CHECKING:
-    from mlrig.adapters.mlflow_auth import MlflowAuth
+    from mlrig.adapters.mlflow_auth import MlflowAuth, User
 
 MACHINE_PERMISSION = "EDIT"
 IDENTITIES_DIR = "identities"
+# What machine_user makes of a valid project name; a name read from a repository's answers
+# file, a model URI or the server becomes a file or secret name only if it matches.
+_MACHINE_RE = re.compile(r"^repo-[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
 def machine_user(project: str) -> str:
@@ -50,16 +54,33 @@ def secret_location(outputs: StackOutputs, user: str) -> str:
     return str(local_secret_file(outputs.name, user))
 
 
+def is_machine_name(user: str) -> bool:
+    """Whether `user` is a name machine_user makes (repo- and lowercase words joined by -)."""
+    return bool(_MACHINE_RE.match(user))
+
+
+def _machine_name(user: str) -> str:
+    if not is_machine_name(user):
+        raise UsageError(
+            f"{user!r} is not a machine identity's name (repo- and the project's name)",
+            hint="machine identities are made by `mlrig init` or `mlrig access add-machine`",
+        )
+    return user
+
+
 def aws_secret_name(stack: str, user: str) -> str:
-    return f"mlrig/{stack}/identities/{user}"
+    return f"mlrig/{stack}/identities/{_machine_name(user)}"
 
 
 def local_secret_file(stack: str, user: str) -> Path:
-    return paths.stack_dir(stack) / IDENTITIES_DIR / f"{user}.password"
+    return paths.stack_dir(stack) / IDENTITIES_DIR / f"{_machine_name(user)}.password"
 
 
 def read_password(outputs: StackOutputs, user: str) -> str | None:
-    """The stored password, or None when the stack has none for this identity."""
+    """The stored password, or None when the stack has none for this identity (nothing is
+    ever stored for a name that is not a machine identity's)."""
+    if not is_machine_name(user):
+        return None
     if _in_secrets_manager(outputs):
         from mlrig.adapters import aws
 
@@ -175,17 +196,71 @@ class MachineResult:
     password_set: bool  # a new password was set and stored
     where: str  # where the password is kept
     oidc_repository: str = ""  # the GitHub repository whose OIDC tokens act as this identity
+    revoked: tuple[str, ...] = ()  # foreign grants taken away by --take-over ("bob: MANAGE on …")
 
 
-def ensure_machine(outputs: StackOutputs, project: str, client: MlflowAuth) -> MachineResult:
+class NameTaken(Conflict):
+    """The repository's experiment or registered model is managed by someone else."""
+
+
+TAKE_OVER_FLAG = "--take-over"
+CLAIMING = ("MANAGE", "EDIT")  # what --take-over revokes from others; READ is left as it is
+
+
+def foreign_grants(
+    users: list[User], machine: str, experiment_id: str | None, project: str
+) -> list[tuple[str, str, str]]:
+    """(user, kind, permission) of every direct MANAGE or EDIT grant on the project's
+    experiment or registered model held by someone other than an admin or its own machine
+    identity (MLflow gives whoever creates an object MANAGE on it)."""
+    targets = {("registered_model", project)}
+    if experiment_id is not None:
+        targets.add(("experiment", experiment_id))
+    found = []
+    for u in sorted(users, key=lambda u: u.name):
+        if u.is_admin or u.name == machine:
+            continue
+        for g in u.direct_grants:
+            if (g.resource_type, g.pattern) in targets and g.permission in CLAIMING:
+                found.append((u.name, g.resource_type, g.permission))
+    return found
+
+
+def _describe(grant: tuple[str, str, str], project: str) -> str:
+    name, kind, permission = grant
+    return f"{name}: {permission} on {kind.replace('_', ' ')} {project}"
+
+
+def ensure_machine(
+    outputs: StackOutputs, project: str, client: MlflowAuth, *, take_over: bool = False
+) -> MachineResult:
     """Create (or repair) the repository's identity, as admin: its experiment and registered
     model (created if missing), the user, EDIT on both, and the stored password. Idempotent:
-    an identity whose password is stored and accepted is left as it is."""
+    an identity whose password is stored and accepted is left as it is.
+
+    The names belong to the repository: when someone else (not an admin, not this identity)
+    holds MANAGE on an existing experiment or model of the project's name, nothing is changed
+    and NameTaken says who; with `take_over`, every MANAGE and EDIT others hold directly on
+    the two is revoked first (listed in the result's `revoked`)."""
     user = machine_user(project)
-    experiment_id = client.experiment_id(project) or client.create_experiment(project)
+    found_id = client.experiment_id(project)
+    users = client.users()
+    foreign = foreign_grants(users, user, found_id, project)
+    if not take_over and any(permission == "MANAGE" for _, _, permission in foreign):
+        holders = sorted({name for name, _, permission in foreign if permission == "MANAGE"})
+        raise NameTaken(
+            f"the experiment or registered model '{project}' on stack '{outputs.name}' is "
+            f"managed by {', '.join(holders)}, not by this repository",
+            hint=f"pass {TAKE_OVER_FLAG} to revoke their MANAGE and EDIT on both, or choose "
+            "another project name",
+        )
+    for name, kind, _ in foreign if take_over else ():
+        client.revoke(name, kind, str(found_id) if kind == "experiment" else project)
+    revoked = tuple(_describe(g, project) for g in foreign) if take_over else ()
+    experiment_id = found_id or client.create_experiment(project)
     if not client.registered_model_exists(project):
         client.create_registered_model(project)
-    existing = {u.name: u for u in client.users()}
+    existing = {u.name: u for u in users}
     stored = read_password(outputs, user)
     created = password_set = False
     if user not in existing:
@@ -213,5 +288,11 @@ def ensure_machine(outputs: StackOutputs, project: str, client: MlflowAuth) -> M
             client.revoke(user, kind, resource)
         client.grant(user, kind, resource, MACHINE_PERMISSION)
     return MachineResult(
-        user, project, experiment_id, created, password_set, secret_location(outputs, user)
+        user,
+        project,
+        experiment_id,
+        created,
+        password_set,
+        secret_location(outputs, user),
+        revoked=revoked,
     )

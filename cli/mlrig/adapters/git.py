@@ -266,3 +266,28 @@ def reset_to(path: Path, sha: str) -> None:
 
 def push_branch(path: Path, branch: str, remote: str = "origin") -> None:
     run(path, "push", "--quiet", remote, f"HEAD:refs/heads/{branch}", env=_NO_PROMPT)
+
+
+def is_branch_name(path: Path, name: str) -> bool:
+    """Whether name is a branch name git accepts and no option in disguise (`--foo`)."""
+    if not name or name.startswith("-") or any(c.isspace() or ord(c) < 32 for c in name):
+        return False
+    proc = subprocess.run(
+        [require(), "check-ref-format", f"refs/heads/{name}"],
+        cwd=path,
+        capture_output=True,
+        text=True,
+    )
+    return proc.returncode == 0
+
+
+def changed_tracked_files(path: Path, since: str = "HEAD") -> list[str]:
+    """Tracked paths whose index or work-tree content differs from commit `since`."""
+    out = run(path, "diff", "--name-only", "--no-renames", "-z", since, "--")
+    return [p for p in out.split("\0") if p]
+
+
+def files_between(path: Path, old: str, new: str) -> list[str]:
+    """Paths that differ between two commits (`git diff --name-only old new`)."""
+    out = run(path, "diff", "--name-only", "--no-renames", "-z", old, new, "--")
+    return [p for p in out.split("\0") if p]

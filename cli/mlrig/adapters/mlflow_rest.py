@@ -265,3 +265,30 @@ class MlflowRest:
                             out.write(chunk)
                 written.append(target)
         return written
+
+    def model_versions_created_since(self, name: str, since_ms: int) -> list[ModelVersion]:
+        """The versions of model `name` the server says were created at or after since_ms
+        (milliseconds since the epoch), all pages."""
+        found: list[ModelVersion] = []
+        token: str | None = None
+        quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+        while True:
+            params = {"filter": f"name='{quoted}'", "max_results": "200"}
+            if token:
+                params["page_token"] = token
+            body = self._call("GET", "model-versions/search", "model versions", params=params)
+            for raw in body.get("model_versions") or ():
+                created = raw.get("creation_timestamp")
+                if str(created).isdigit() and int(created) >= since_ms:
+                    found.append(_version(raw))
+            token = body.get("next_page_token")
+            if not token:
+                return found
+
+    def set_model_version_description(self, name: str, version: str, description: str) -> None:
+        self._call(
+            "PATCH",
+            "model-versions/update",
+            f"model version {version} of {name}",
+            json={"name": name, "version": version, "description": description},
+        )

@@ -80,11 +80,12 @@ def retrain(repo: Path, *, push_image: bool = True, log: Log = lambda _m: None) 
     model = retrain_repo.project_name(root)
     head, branch = _start(root, log)
     outputs = retrain_repo.outputs(root)
+    saved = retrain_state.new(root, head=head, branch=branch, model=model, champion=None)
+    saved.champion_known = False
     env = retrain_repo.credentials(outputs, root)
+    env[RUN_CONTEXT_ENV] = _run_context(saved)
     with stacks.temporary_env(env):
         registry = _Registry({**os.environ, **env})
-        saved = retrain_state.new(root, head=head, branch=branch, model=model, champion=None)
-        saved.champion_known = False
         saved.save(root)
 
         def on_stage(stage: str) -> None:
@@ -125,6 +126,20 @@ def retrain(repo: Path, *, push_image: bool = True, log: Log = lambda _m: None) 
 
 
 INGEST_STAGE = "ingest"
+# MLflow adds this JSON object's tags to every run a stage starts: the retrain's id marks
+# the runs (and so the model versions) that are this run's, for an undo to find
+RUN_CONTEXT_ENV = "MLFLOW_RUN_CONTEXT"
+
+
+def _run_context(saved: retrain_state.SavedState) -> str:
+    import json
+
+    try:  # tags the environment already asks for stay
+        tags = json.loads(os.environ.get(RUN_CONTEXT_ENV) or "{}")
+    except ValueError:
+        tags = {}
+    tags = tags if isinstance(tags, dict) else {}
+    return json.dumps({**tags, retrain_state.RUN_TAG: saved.retrain_id})
 
 
 class _Registry:
@@ -180,12 +195,7 @@ def _run(
         )
     gate = retrain_repo.gate(root)
     version = retrain_repo.registered_version(root)
-    where = f" from {snap.source}" if snap.source else ""
-    message = (
-        f"retrain: snapshot {snap.md5[:12]}, {snap.rows} rows{where}"
-        if snap.md5
-        else "retrain: new pipeline inputs"
-    )
+    message = _commit_message(snap)
     commit = _step("commit", lambda: git.commit_all(root, message))
     saved.commit = commit
     saved.save(root)
@@ -214,6 +224,19 @@ def _run(
     )
 
 
+def _commit_message(snap: retrain_repo.Snapshot) -> str:
+    """The retrain commit's message. The record is a file a stage wrote: its source and
+    hash become one printable line (no trailer or second paragraph smuggled in)."""
+
+    def line(text: str, limit: int) -> str:
+        return "".join(c if c.isprintable() else "?" for c in text)[:limit]
+
+    if not snap.md5:
+        return "retrain: new pipeline inputs"
+    where = f" from {line(snap.source, 200)}" if snap.source else ""
+    return f"retrain: snapshot {line(snap.md5, 12)}, {snap.rows} rows{where}"
+
+
 def _image(root: Path, model: str, outputs: Any, log: Log) -> tuple[str, str]:
     """Build the champion's serving image and push it, digest verified."""
     from mlrig.core import image as image_core
@@ -237,11 +260,28 @@ def recover(repo: Path) -> bool:
         raise Conflict(
             f"a retrain of {root} is still running (pid {saved.pid})", hint="wait for it to end"
         )
-    if saved.phase == retrain_state.PUBLISHED:  # killed after the last step: it is complete
-        retrain_state.clear(root)
+    if saved.phase == retrain_state.PUBLISHED or _pushed(root, saved):
+        retrain_state.clear(root)  # killed after the last step: the run is complete
         return False
+    model = retrain_repo.project_name(root)
+    if saved.model != model:
+        raise Conflict(
+            f"{root / retrain_state.MARKER} names model {saved.model}, but this repository's "
+            f"is {model}: nothing was undone",
+            hint="check `git status` and the champion alias by hand, then delete the file",
+        )
+    retrain_state.check(root, saved)  # refuse before asking the stack for anything
     env = retrain_repo.credentials(retrain_repo.outputs(root), root)
     with stacks.temporary_env(env):
         retrain_state.restore(root, saved, MlflowRest.from_env({**os.environ, **env}))
     retrain_state.clear(root)
     return True
+
+
+def _pushed(root: Path, saved: retrain_state.SavedState) -> bool:
+    """The run's commit is what origin's branch holds (`git push` updates the remote-tracking
+    ref): it was killed after publishing, before the marker said so."""
+    if saved.commit is None or git.current_branch(root) != saved.branch:
+        return False
+    tracking = git.commit_of(root, f"refs/remotes/origin/{saved.branch}")
+    return tracking == saved.commit == git.head(root)

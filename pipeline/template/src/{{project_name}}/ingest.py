@@ -130,6 +130,24 @@ def dvc_filesystem(url: str, root: Path = data.ROOT) -> tuple[Any, str]:
     return cls(**kwargs), path
 
 
+def remote_is_file(fs: Any, path: str, url: str) -> bool:
+    """Whether the URL's server has a file at path. fsspec's `isfile` answers False for a
+    server it cannot reach as for a missing file; here an unreachable server (or one that
+    refuses with anything but 404/410) is its own one-line failure."""
+    try:
+        info = fs.info(path)
+    except FileNotFoundError as exc:
+        cause = exc.__cause__  # what the HTTP filesystem turned into "not found"
+        status = getattr(cause, "status", None)
+        if cause is None or status in (404, 410):
+            return False
+        reason = f"the server answered {status}" if isinstance(status, int) else (
+            str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
+        public = public_source(url)
+        raise fail(f"could not reach {public}: {reason.replace(url, public)[:300]}") from None
+    return info.get("type", "file") != "directory"
+
+
 def read_url(url: str, root: Path = data.ROOT) -> pd.DataFrame:
     import pandas as pd
 
@@ -137,7 +155,7 @@ def read_url(url: str, root: Path = data.ROOT) -> pd.DataFrame:
     if GLOB_CHARS & set(path):
         files = sorted(f for f in fs.glob(path) if fs.isfile(f))
     else:
-        files = [path] if fs.isfile(path) else []
+        files = [path] if remote_is_file(fs, path, url) else []
     if not files:
         raise fail(f"no file matches ingest.source {public_source(url)!r}")
     frames = []

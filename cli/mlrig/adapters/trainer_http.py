@@ -1,7 +1,11 @@
 """The trainer's HTTP face (FastAPI on uvicorn): `POST /train`, `GET /train[/{id}]`, `/health`.
 
-It knows nothing of jobs beyond the Backend protocol below, which mlrig's core implements;
-every route but /health asks the backend whether the `Authorization` header may pass.
+It knows nothing of jobs beyond the Backend protocol below, which mlrig's core implements.
+A guard in front of the routes looks at the request's headers before anyone reads its body:
+every path but /health must carry an `Authorization` header the backend accepts (401
+otherwise, the body unread), and no body may exceed MAX_BODY (413: by its Content-Length,
+or while a chunked one streams in). Both refusals close the connection, so the rest of a
+body is never read.
 """
 
 from __future__ import annotations
@@ -12,22 +16,25 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictBool
 
-from mlrig.errors import PortInUse
+from mlrig.errors import Conflict, PortInUse
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 RECENT_JOBS = 50
 CHALLENGE = 'Bearer realm="mlrig trainer", Basic realm="mlrig trainer"'
+MAX_BODY = 16 * 1024  # a /train body is a few dozen bytes
+OPEN_PATHS = frozenset({"/health"})
 
 
 class TrainRequest(BaseModel):
-    """`POST /train`'s optional body."""
+    """`POST /train`'s optional body: `push_image` is JSON true, false or null, nothing else."""
 
     model_config = ConfigDict(extra="forbid")
-    push_image: bool | None = None
+    push_image: StrictBool | None = None
 
 
 class Backend(Protocol):
@@ -35,13 +42,85 @@ class Backend(Protocol):
 
     def stop(self) -> None: ...
     def authorized(self, authorization: str | None) -> bool: ...
-    def submit(self, push_image: bool | None) -> str: ...
+    def submit(self, push_image: bool | None) -> str: ...  # Conflict: no more now (429)
     def job(self, job_id: str) -> dict[str, Any] | None: ...
     def jobs(self, limit: int) -> list[dict[str, Any]]: ...
 
 
+class Guard:
+    """ASGI middleware: credentials from the headers first, then the body, capped, read
+    whole and handed to the app; what is refused is answered without reading the body."""
+
+    def __init__(
+        self, app: ASGIApp, *, allows: Callable[[str | None], bool], max_body: int = MAX_BODY
+    ) -> None:
+        self.app = app
+        self.allows = allows
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        from starlette.datastructures import Headers
+
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        if scope["path"] not in OPEN_PATHS and not self.allows(headers.get("authorization")):
+            await _refuse(send, 401, "missing or bad credentials", {"WWW-Authenticate": CHALLENGE})
+            return
+        length = headers.get("content-length")
+        if length is not None and (
+            not (length.isascii() and length.isdigit()) or int(length) > self.max_body
+        ):
+            await _refuse(send, 413, f"a request body here is at most {self.max_body} bytes")
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if len(body) > self.max_body:  # chunked, or longer than it said
+                await _refuse(send, 413, f"a request body here is at most {self.max_body} bytes")
+                return
+            more = message.get("more_body", False)
+        await self.app(scope, _replay(bytes(body), receive), send)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body already read, as one message, then whatever the server says next."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return await receive()
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return replay
+
+
+async def _refuse(
+    send: Send, status: int, detail: str, headers: dict[str, str] | None = None
+) -> None:
+    """A one-line JSON error that also closes the connection (the body stays unread)."""
+    import json
+
+    content = json.dumps({"detail": detail}).encode()
+    raw = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+        (b"connection", b"close"),
+        *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items()),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": content, "more_body": False})
+
+
 def create_app(backend: Backend, on_ready: Callable[[], None] = lambda: None) -> FastAPI:
-    from fastapi import Depends, FastAPI, Header, HTTPException
+    from fastapi import FastAPI, HTTPException
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -51,14 +130,6 @@ def create_app(backend: Backend, on_ready: Callable[[], None] = lambda: None) ->
         finally:
             backend.stop()
 
-    def authorized(authorization: str | None = Header(default=None)) -> None:
-        if not backend.authorized(authorization):
-            raise HTTPException(
-                status_code=401,
-                detail="missing or bad credentials",
-                headers={"WWW-Authenticate": CHALLENGE},
-            )
-
     app = FastAPI(
         title="mlrig trainer",
         lifespan=lifespan,
@@ -66,20 +137,24 @@ def create_app(backend: Backend, on_ready: Callable[[], None] = lambda: None) ->
         redoc_url=None,
         openapi_url=None,
     )
+    app.add_middleware(Guard, allows=backend.authorized)
 
     @app.get("/health")
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.post("/train", status_code=202, dependencies=[Depends(authorized)])
+    @app.post("/train", status_code=202)
     def train(request: TrainRequest | None = None) -> dict[str, str]:
-        return {"id": backend.submit(request.push_image if request else None)}
+        try:
+            return {"id": backend.submit(request.push_image if request else None)}
+        except Conflict as exc:
+            raise HTTPException(status_code=429, detail=exc.one_line()) from None
 
-    @app.get("/train", dependencies=[Depends(authorized)])
+    @app.get("/train")
     def recent() -> dict[str, list[dict[str, Any]]]:
         return {"jobs": backend.jobs(RECENT_JOBS)}
 
-    @app.get("/train/{job_id}", dependencies=[Depends(authorized)])
+    @app.get("/train/{job_id}")
     def one(job_id: str) -> dict[str, Any]:
         job = backend.job(job_id)
         if job is None:

@@ -1,10 +1,12 @@
 """The trainer's child process: one `mlrig retrain` run, its output streamed into a log file.
 
-The child leads its own process group (so the whole tree — dvc and the stage scripts under
-it — is signalled at once) and is asked by the kernel to die with the thread that started
-it (PR_SET_PDEATHSIG). Grandchildren do not inherit that request: after the service was
-killed, `kill_leftover_group` ends what is left of a recorded group before the repo is
-recovered.
+The command runs under a guard (this module run as `python -m`), which leads its own session
+and process group and is the reaper of every process below it (PR_SET_CHILD_SUBREAPER), so
+nothing the job starts can slip out of its tree. The kernel signals the guard when the
+thread that started it dies (PR_SET_PDEATHSIG): the guard then SIGKILLs the whole tree and
+exits, so a killed service leaves no `dvc` or `python -m <package>.train` behind to register
+a model. When the command ends, the guard kills what it left running too.
+`kill_leftover_group` remains for a group that outlived even its guard.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -26,15 +29,31 @@ from typing import IO
 from mlrig.errors import ServiceError
 
 PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+PARENT_GONE = signal.SIGUSR1  # what the kernel sends the guard when the service is gone
 STDERR_KEPT = 20
 FOLLOW_INTERVAL = 0.3
+GUARD = "mlrig.adapters.trainer_process"
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _prctl(option: int, value: int) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() == 1:  # the parent died before the request was in place
-        os._exit(1)
+    if libc.prctl(option, value, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), f"prctl({option}) failed")
+
+
+def _signal_when_parent_dies(parent: int) -> Callable[[], None]:
+    def preexec() -> None:  # runs in the child between fork and exec
+        _prctl(PR_SET_PDEATHSIG, PARENT_GONE)
+        if os.getppid() != parent:  # the parent died before the request was in place
+            os._exit(1)
+
+    return preexec
+
+
+def guarded(argv: Sequence[str]) -> list[str]:
+    """`argv` run under the guard, which takes the parent's PID to notice it died early."""
+    return [sys.executable, "-m", GUARD, str(os.getpid()), "--", *argv]
 
 
 @dataclass
@@ -67,14 +86,14 @@ class Child:
         self._stderr: deque[str] = deque(maxlen=STDERR_KEPT)
         try:
             self.proc = subprocess.Popen(
-                list(argv),
+                guarded(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 env=dict(env) if env is not None else None,
                 cwd=cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # prctl must run in the child, before exec
+                preexec_fn=_signal_when_parent_dies(os.getpid()),  # prctl: in the child
                 text=True,
                 errors="replace",
                 bufsize=1,
@@ -94,7 +113,7 @@ class Child:
 
     @property
     def pgid(self) -> int:
-        return self.proc.pid  # it leads its own session, hence its own group
+        return self.proc.pid  # the guard leads its own session, hence its own group
 
     def _pump(self, stream: IO[str], is_stdout: bool | None) -> None:
         for raw in stream:
@@ -184,16 +203,77 @@ def _signal_group(pgid: int, sig: int) -> None:
 
 def kill_leftover_group(pgid: int, *, not_before: float, timeout: float = 10.0) -> list[int]:
     """SIGKILL every process still in group `pgid` that started at or after `not_before`
-    (epoch seconds: a recycled group id names only younger processes); returns their PIDs."""
+    (epoch seconds: a recycled group id names only younger processes); returns their PIDs.
+    Never this process or its own group, whatever `pgid` a stored job names."""
     import psutil
 
+    if pgid <= 1 or pgid in (os.getpgrp(), os.getpid()):
+        return []
     members = []
-    for proc in psutil.process_iter(["create_time"]):
+    for proc in psutil.process_iter(["create_time", "uids"]):
         with contextlib.suppress(psutil.Error, ProcessLookupError):
-            if os.getpgid(proc.pid) == pgid and proc.info["create_time"] >= not_before - 1:
+            if (
+                proc.pid != os.getpid()
+                and os.getpgid(proc.pid) == pgid
+                and (uids := proc.info["uids"]) is not None
+                and uids.real == os.getuid()
+                and proc.info["create_time"] >= not_before - 1
+            ):
                 members.append(proc)
     for proc in members:
         with contextlib.suppress(psutil.Error):
             proc.kill()
     psutil.wait_procs(members, timeout=timeout)
     return [p.pid for p in members]
+
+
+# -- the guard (run as `python -m mlrig.adapters.trainer_process PARENT_PID -- ARGV...`) --------
+def _kill_tree() -> None:
+    """SIGKILL every descendant (orphans of this subreaper included) and reap them."""
+    import psutil
+
+    me = psutil.Process()
+    for _attempt in range(100):  # until none is left (one may fork while the others die)
+        try:
+            left = me.children(recursive=True)
+        except psutil.Error:
+            continue
+        if not left:
+            return
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(left, timeout=5)
+
+
+def _guard(parent: int, argv: Sequence[str]) -> int:
+    import psutil  # noqa: F401  (imported now: never for the first time inside a handler)
+
+    def parent_gone(_sig: int, _frame: object) -> None:
+        # the kernel may signal once per thread of the dead parent: act on the first only
+        signal.signal(PARENT_GONE, lambda _sig, _frame: None)
+        _kill_tree()
+        os.killpg(os.getpgrp(), signal.SIGKILL)  # and whatever of the group it missed, itself last
+
+    signal.signal(PARENT_GONE, parent_gone)
+    # A group SIGTERM/SIGINT reaches the command itself, which winds down; the guard waits
+    # for it (a no-op handler, not SIG_IGN: an ignored signal would stay ignored after exec).
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda _sig, _frame: None)
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    if os.getppid() != parent:
+        return 128 + PARENT_GONE
+    try:
+        proc = subprocess.Popen(list(argv))
+    except OSError as exc:
+        print(f"error: cannot start {argv[0]}: {exc.strerror or exc}", file=sys.stderr)
+        return 127
+    code = proc.wait()
+    _kill_tree()  # what the command left running ends with it
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 4 or sys.argv[2] != "--" or not sys.argv[1].isdigit():
+        sys.exit("usage: python -m mlrig.adapters.trainer_process PARENT_PID -- ARGV...")
+    sys.exit(_guard(int(sys.argv[1]), sys.argv[3:]))

@@ -60,8 +60,10 @@ def serve(
     """Serve `POST /train`, `GET /train/{id}`, `GET /train` and `GET /health`.
 
     POST answers 202 and a job id. Jobs run one at a time, oldest first, and survive a
-    restart; SIGTERM interrupts the running job (marked failed, repo recovered) and keeps
-    queued ones."""
+    restart; at most 10 wait (429 beyond). Credentials are checked before a body is read;
+    a body is at most 16 KiB (413). One service per repository: a second one is refused.
+    SIGTERM interrupts the running job (marked failed, repo recovered) and keeps queued
+    ones; a killed service takes its job's whole process tree along."""
     from mlrig.core import trainer_service
 
     trainer_service.serve(repo, stack=stack, host=host, port=port, on_ready=_ready)

@@ -3,9 +3,12 @@
 State lives with the stack, never in the repo (a retrain must find the repo as git left
 it): `<stack dir>/trainer/<repo name>-<hash of its path>/` holds `jobs.db` and `logs/`.
 
-Start-up: jobs left `running` by a service that died are marked failed ("interrupted:
-service stopped", log kept), what is left of their process group is killed, and
-`retrain.recover(repo)` puts the repo back as it was; then queued jobs run, oldest first.
+One service per repository: start-up first takes the state folder's lock (a second
+`trainer serve` is refused and touches nothing; the lock is held until stop). Then jobs left
+`running` by a service that died are marked failed ("interrupted: service stopped", log
+kept), what is left of their process group is killed, and `retrain.recover(repo)` puts the
+repo back as it was (a refusal there stops the start with its one line); then queued jobs
+run, oldest first. At most MAX_QUEUED jobs wait; `submit` refuses more (QueueFull).
 
 Graceful stop (SIGTERM): the running job is interrupted, not awaited (a retrain can take
 minutes, longer than any container stop timeout): its process group gets SIGTERM, then
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -27,8 +31,11 @@ from typing import Any
 
 from mlrig import paths
 from mlrig.core.trainer_store import INTERRUPTED, Job, JobStore
+from mlrig.errors import MlrigError
 
+log = logging.getLogger("mlrig.trainer")
 STOP_GRACE = 10.0
+MAX_QUEUED = 10  # jobs waiting behind the running one; POST /train answers 429 beyond
 POLL = 1.0
 # the retrain pipeline's stages as DVC announces them
 STAGE_RE = re.compile(r"Running stage '([\w.@-]+)'")
@@ -121,9 +128,12 @@ class Trainer:
         command: Callable[[Job], list[str]] | None = None,
         recover: Callable[[], object] | None = None,
         env: Mapping[str, str] | None = None,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         self.repo = repo.resolve()
         self.store = store
+        self.max_queued = max_queued
+        self._held: Any = None  # the store's lock while this trainer owns its jobs
         self._command = command or (lambda job: retrain_argv(self.repo, job.push_image))
         self._recover = recover or self._recover_repo
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
@@ -144,12 +154,19 @@ class Trainer:
         jobs found interrupted."""
         from mlrig.adapters import trainer_process
 
-        interrupted = self.store.in_state("running")
-        for job in interrupted:
-            if job.pgid and job.started_at:
-                trainer_process.kill_leftover_group(job.pgid, not_before=job.started_at.timestamp())
-            self.store.finish(job.id, "failed", error=INTERRUPTED)
-        self._recover()
+        self._held = self.store.lock()  # Conflict while another service owns these jobs
+        try:
+            interrupted = self.store.in_state("running")
+            for job in interrupted:
+                if job.pgid and job.started_at:
+                    trainer_process.kill_leftover_group(
+                        job.pgid, not_before=job.started_at.timestamp()
+                    )
+                self.store.finish(job.id, "failed", error=INTERRUPTED)
+            self._recover()
+        except BaseException:
+            self._release()
+            raise
         self._thread = threading.Thread(target=self._loop, name="trainer-worker", daemon=True)
         self._thread.start()
         return [job.id for job in interrupted]
@@ -162,14 +179,26 @@ class Trainer:
             child = self._child
         if child is not None:
             child.terminate(grace)
-        if self._thread is not None:
-            self._thread.join()
-        if child is not None:
-            self._recover()
+        try:
+            if self._thread is not None:
+                self._thread.join()
+            if child is not None:
+                try:
+                    self._recover()
+                except MlrigError as exc:  # stopping anyway: say why the repo was left so
+                    log.error("could not put %s back: %s", self.repo, exc.one_line())
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
 
     # -- requests -------------------------------------------------------------------------
     def submit(self, push_image: bool | None = None) -> Job:
-        job = self.store.add(push_image)
+        """The new queued job; QueueFull when `max_queued` wait already."""
+        job = self.store.add(push_image, max_queued=self.max_queued)
         self._wake.set()
         return job
 
@@ -191,7 +220,6 @@ class Trainer:
     def _run(self, job: Job) -> None:
         from mlrig.adapters import trainer_process
         from mlrig.core import retrain_state
-        from mlrig.errors import MlrigError
 
         def on_line(line: str) -> None:
             step = step_of(line)

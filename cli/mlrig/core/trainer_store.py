@@ -2,12 +2,19 @@
 
 One row per `POST /train`. States move queued -> running -> succeeded | failed, and only
 `claim_next` moves a job to running (in one write transaction, oldest first), so two workers
-could never run two jobs at once even if there were two.
+could never run two jobs at once even if there were two. `add` refuses a job beyond
+`max_queued` waiting ones, in the same transaction as the insert.
+
+The folder belongs to one service at a time: `lock` takes `trainer.lock` beside jobs.db
+(held until released), and only its holder may treat a `running` row as left over. A row is
+input like any file an earlier process left: a job id that is no 32-digit hex (what `add`
+makes) or a process group id <= 1 is refused before it names a path or a process.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import uuid
 from collections import deque
@@ -15,13 +22,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, ValidationError
+
+from mlrig.errors import ConfigError, Conflict
+
+if TYPE_CHECKING:
+    import filelock
 
 State = Literal["queued", "running", "succeeded", "failed"]
 INTERRUPTED = "interrupted: service stopped"
 LOG_TAIL_LINES = 40
+JOB_ID = r"^[0-9a-f]{32}$"
+LOCK = "trainer.lock"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -40,8 +54,16 @@ CREATE TABLE IF NOT EXISTS jobs (
 """
 
 
+class QueueFull(Conflict):
+    """`add` found `max_queued` jobs waiting already."""
+
+
+def valid_id(job_id: str) -> bool:
+    return re.fullmatch(JOB_ID, job_id) is not None
+
+
 class Job(BaseModel):
-    id: str
+    id: str = Field(pattern=JOB_ID)
     state: State
     step: str | None = None
     push_image: bool | None = None
@@ -50,7 +72,7 @@ class Job(BaseModel):
     finished_at: datetime | None = None
     result: dict[str, Any] | None = None
     error: str | None = None
-    pgid: int | None = None  # the child's process group while it runs (never shown)
+    pgid: int | None = Field(default=None, gt=1)  # the child's group while it runs (never shown)
 
     @property
     def done(self) -> bool:
@@ -61,13 +83,20 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _job(row: sqlite3.Row, db: Path) -> Job:
     data = dict(row)
     data.pop("seq")
-    data["result"] = json.loads(data["result"]) if data["result"] else None
-    if data["push_image"] is not None:
-        data["push_image"] = bool(data["push_image"])
-    return Job.model_validate(data)
+    try:
+        data["result"] = json.loads(data["result"]) if data["result"] else None
+        if data["push_image"] is not None:
+            data["push_image"] = bool(data["push_image"])
+        return Job.model_validate(data)
+    except (ValueError, TypeError, ValidationError) as exc:
+        where = exc.errors()[0]["loc"] if isinstance(exc, ValidationError) else ("result",)
+        raise ConfigError(
+            f"{db} holds a job mlrig did not write (bad {'.'.join(map(str, where))})",
+            hint="stop the trainer and move that file aside; it starts a new one",
+        ) from None
 
 
 class JobStore:
@@ -77,7 +106,9 @@ class JobStore:
         self.root = root
         self.db = root / "jobs.db"
         self.logs = root / "logs"
-        self.logs.mkdir(parents=True, exist_ok=True)
+        from mlrig.core.local_files import private_dir
+
+        private_dir(self.logs)
         con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
         try:  # WAL: readers (GET) never wait for the worker's writes
             con.execute("PRAGMA journal_mode=WAL")
@@ -101,13 +132,39 @@ class JobStore:
         finally:
             con.close()
 
+    def lock(self) -> filelock.BaseFileLock:
+        """This folder's service lock, taken now (released by the caller), or Conflict when
+        another service holds it. Not per thread: the service may stop from another one."""
+        import filelock
+
+        lock = filelock.FileLock(self.root / LOCK, timeout=0, mode=0o600, thread_local=False)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise Conflict(
+                f"another `mlrig trainer serve` runs this repository's jobs ({self.root})",
+                hint="use that one, or stop it first: one trainer per repository",
+            ) from None
+        return lock
+
     def log_path(self, job_id: str) -> Path:
+        if not valid_id(job_id):
+            raise ConfigError(f"{job_id!r} is no job id mlrig made")
         return self.logs / f"{job_id}.log"
 
-    def add(self, push_image: bool | None) -> Job:
+    def add(self, push_image: bool | None, *, max_queued: int | None = None) -> Job:
         job_id = uuid.uuid4().hex
         push = None if push_image is None else int(push_image)
         with self._tx() as con:
+            if max_queued is not None:
+                (waiting,) = con.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE state = 'queued'"
+                ).fetchone()
+                if waiting >= max_queued:
+                    raise QueueFull(
+                        f"{waiting} jobs are queued already, the most this trainer keeps",
+                        hint="retry once one has started (GET /train lists them)",
+                    )
             con.execute(
                 "INSERT INTO jobs (id, state, push_image, created_at) VALUES (?, 'queued', ?, ?)",
                 (job_id, push, _now()),
@@ -118,20 +175,22 @@ class JobStore:
         return job
 
     def get(self, job_id: str) -> Job | None:
+        if not valid_id(job_id):
+            return None
         with self._tx() as con:
             row = con.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return _job(row) if row else None
+        return _job(row, self.db) if row else None
 
     def recent(self, limit: int = 50) -> list[Job]:
         """The newest jobs first."""
         with self._tx() as con:
             rows = con.execute("SELECT * FROM jobs ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
-        return [_job(r) for r in rows]
+        return [_job(r, self.db) for r in rows]
 
     def in_state(self, state: State) -> list[Job]:
         with self._tx() as con:
             rows = con.execute("SELECT * FROM jobs WHERE state = ? ORDER BY seq", (state,))
-            return [_job(r) for r in rows.fetchall()]
+            return [_job(r, self.db) for r in rows.fetchall()]
 
     def claim_next(self) -> Job | None:
         """The oldest queued job, now running; None when nothing waits or one already runs."""
@@ -173,6 +232,8 @@ class JobStore:
             )
 
     def log_tail(self, job_id: str, lines: int = LOG_TAIL_LINES) -> list[str]:
+        if not valid_id(job_id):
+            return []
         try:
             with self.log_path(job_id).open(errors="replace") as fh:
                 return [line.rstrip("\n") for line in deque(fh, maxlen=lines)]

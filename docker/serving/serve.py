@@ -5,10 +5,13 @@ is parsed and schema-checked here (MLflow's pyfunc path costs ~10 ms per one-row
 any other flavor goes through `mlflow.pyfunc` (mlflow-skinny) and MLflow's own parsing.
 
 Limits (environment): MLRIG_MAX_BODY_BYTES (default 64 MiB) caps a request body, refused
-with 413 before it is read; MLRIG_MAX_CONCURRENT_SCORING (default 2) requests are read and
+with 413 before it is read; at start the cap is lowered to what the container's memory limit
+holds (see `fit_memory`). MLRIG_MAX_CONCURRENT_SCORING (default 2) requests are read and
 scored at once, the rest wait their turn; MLRIG_BODY_TIMEOUT_SECONDS (default 60) bounds how
-long a client may take to send its body. Scoring runs off the event loop, and a big JSON
-batch is decoded and encoded in slices, so /ping keeps answering while it is scored.
+long a client may take to send its body. JSON nested deeper than MAX_JSON_DEPTH, and input
+wider than the model's signature plus EXTRA_COLUMNS (without a signature: MLRIG_MAX_COLUMNS,
+default 10,000), is a 400 before any DataFrame is built. Scoring runs off the event loop, and
+a big JSON batch is decoded and encoded in slices, so /ping keeps answering while it is scored.
 """
 
 from __future__ import annotations
@@ -54,17 +57,30 @@ class BadRequest(Exception):
         self.status, self.code = status, code
 
 
+# Peak memory of one request over its body's size, measured in-process (peak RSS growth while
+# `Model.invocations` scores 16 MiB bodies, all-double schema): dataframe_split 5.4-23x (30
+# columns of floats .. one column of 0s), dataframe_records 12.7-29x, inputs as columns
+# 11.7-22x, inputs as rows 11.7-31x, CSV 9.9-14x, empty rows/records 20x. The worst, a one-
+# column batch of small ints as rows, sets the factor, with margin for the allocator.
+EXPANSION = 40
+HEADROOM = 32 * 2**20  # the event loop, uvicorn's buffers, the answer being written
+MIN_BODY_BYTES = 16 * 2**10
+MAX_JSON_DEPTH = 64  # the envelope, its format key and a tensor of numpy's 32 dimensions
+MAX_COLUMNS = 10_000  # MLRIG_MAX_COLUMNS: the input of a model without a signature
+EXTRA_COLUMNS = 1000  # columns beyond the signature's (MLflow ignores them): ids and the like
+
+
 class Limits(NamedTuple):  # not a dataclass: tests load this file without registering it
     """What one request may cost the server.
 
-    Parsing JSON into a DataFrame costs ~8x the body (a 283 MB request peaked at 2.37 GB), so
-    64 MiB bodies times 2 concurrent scorings stay near 1 GiB: well below a container given a
-    couple of GiB, while a 64 MiB batch is ~150k rows of 30 doubles, more than one call needs.
-    """
+    The body cap is the smaller of MLRIG_MAX_BODY_BYTES and what the container's memory
+    holds: each of the concurrent scorings may use EXPANSION times its body (`fit_memory`)."""
 
     max_body_bytes: int = 64 * 2**20
     max_concurrent_scoring: int = 2
     body_timeout_seconds: float = 60.0
+    max_columns: int = MAX_COLUMNS  # for a model without a signature
+    memory_bound: bool = False  # max_body_bytes was lowered to fit the memory limit
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Limits:
@@ -79,24 +95,60 @@ class Limits(NamedTuple):  # not a dataclass: tests load this file without regis
                 body_timeout_seconds=float(
                     env.get("MLRIG_BODY_TIMEOUT_SECONDS", default.body_timeout_seconds)
                 ),
+                max_columns=int(env.get("MLRIG_MAX_COLUMNS", default.max_columns)),
             )
         except ValueError as exc:
             raise SystemExit(
                 f"mlrig-serve: a limit in the environment is not a number: {exc}"
             ) from exc
         if (
-            min(limits.max_body_bytes, limits.max_concurrent_scoring) < 1
+            min(limits.max_body_bytes, limits.max_concurrent_scoring, limits.max_columns) < 1
             or limits.body_timeout_seconds <= 0
         ):
             raise SystemExit(f"mlrig-serve: limits must be positive, got {limits}")
         return limits
+
+    def fit_memory(self, memory_limit: int | None, in_use: int) -> Limits:
+        """The body cap lowered so that every concurrent scoring fits the memory the
+        container has left (`memory_limit` minus `in_use`, the loaded model's resident size)."""
+        if memory_limit is None:
+            return self
+        spare = memory_limit - in_use - HEADROOM
+        fits = max(MIN_BODY_BYTES, spare // (EXPANSION * self.max_concurrent_scoring))
+        if fits >= self.max_body_bytes:
+            return self
+        return self._replace(max_body_bytes=fits, memory_bound=True)
+
+
+def memory_limit(root: str = "/sys/fs/cgroup") -> int | None:
+    """This container's memory limit in bytes (cgroup v2, else v1), or None when unlimited."""
+    for path in (f"{root}/memory.max", f"{root}/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 2**60:  # v1 writes ~2**63 for "no limit"
+            return int(text)
+        return None
+    return None
+
+
+def resident_bytes() -> int:
+    """This process's resident memory now (Linux)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 # -- model ------------------------------------------------------------------------------------
 class Model:
     """The loaded model plus what the request path needs from its MLmodel file."""
 
-    def __init__(self, model_dir: str) -> None:
+    def __init__(self, model_dir: str, max_columns: int = MAX_COLUMNS) -> None:
+        self.max_columns = max_columns  # without a signature
         with open(os.path.join(model_dir, "mlrig-serving.json")) as fh:
             self.spec: dict[str, Any] = json.load(fh)
         self.columns: list[dict[str, Any]] | None = self.spec.get("input_columns")
@@ -136,11 +188,28 @@ class Model:
         with open(path, "rb") as fh:
             return cloudpickle.load(fh)
 
+    @property
+    def column_cap(self) -> int:
+        return len(self.names) + EXTRA_COLUMNS if self.names else self.max_columns
+
+    def _check_width(self, width: int) -> None:
+        if width > self.column_cap:
+            raise BadRequest(
+                f"The input has {width} columns; this model takes at most {self.column_cap} "
+                + (
+                    f"(its signature's {len(self.names)} plus {EXTRA_COLUMNS} it ignores)."
+                    if self.names
+                    else "(MLRIG_MAX_COLUMNS)."
+                )
+            )
+
     # request path --------------------------------------------------------------------------
     def invocations(self, body: bytes, content_type: str) -> tuple[int, bytes, str]:
+        mime, params = _content_type(content_type)
+        if mime == "application/json" and _too_deep(body, MAX_JSON_DEPTH):
+            raise BadRequest(f"The JSON input is nested deeper than {MAX_JSON_DEPTH} levels.")
         if self.pyfunc is not None:
             return self._mlflow_invocations(body, content_type)
-        mime, params = _content_type(content_type)
         if params.get("charset", "utf-8").lower() != "utf-8":
             return 415, b"The scoring server only supports UTF-8", "text/plain"
         if set(params) - {"charset"}:
@@ -201,6 +270,7 @@ class Model:
                 f"{REQUIRED_INPUT_FORMAT}. Received dictionary with input fields: {list(doc)}."
             )
         key, data = keys[0], doc[keys[0]]
+        self._check_width(_width(key, data))
         if key == "dataframe_split":
             if not isinstance(data, dict):
                 raise BadRequest("dataframe_split must be a dictionary with 'columns' and 'data'")
@@ -269,6 +339,10 @@ class Model:
 
         try:
             text = body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise BadRequest(f"Ensure that input is valid UTF-8. Error: '{exc}'") from exc
+        self._check_width(_csv_width(text))
+        try:
             dtypes = (
                 {c["name"]: TYPES.get(c["type"], ("object", ""))[0] for c in self.columns}
                 if self.columns
@@ -286,6 +360,15 @@ class Model:
     def _parse_parquet(self, body: bytes) -> Any:
         import pandas as pd
 
+        if PARQUET_ENGINE == "pyarrow":  # the footer names the columns: nothing else is read
+            import pyarrow.parquet as pq
+
+            try:
+                self._check_width(pq.read_metadata(io.BytesIO(body)).num_columns)
+            except BadRequest:
+                raise
+            except Exception:  # noqa: BLE001, S110 - read_parquet below says what is wrong
+                pass
         try:
             frame = pd.read_parquet(io.BytesIO(body))
         except Exception as exc:
@@ -379,6 +462,63 @@ def _loads_sliced(body: bytes) -> Any:
     if end != len(text):
         raise json.JSONDecodeError("Extra data", text, end)
     return value
+
+
+def _too_deep(body: bytes, limit: int) -> bool:
+    """Whether the JSON text in body nests arrays/objects deeper than limit, read on the raw
+    bytes in vectorised slices (brackets inside strings do not count), before any parser
+    recurses into it. Invalid JSON is left to the parser to report."""
+    import numpy as np
+
+    if b"\\" in body:  # escaped backslashes, then escaped quotes: neither ends a string
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    step = np.zeros(256, dtype=np.int8)
+    step[[ord("["), ord("{")]], step[[ord("]"), ord("}")]] = 1, -1
+    data = np.frombuffer(body, dtype=np.uint8)
+    depth = quotes = 0
+    for start in range(0, len(data), 1 << 22):
+        chunk = data[start : start + (1 << 22)]
+        inside = (np.cumsum(chunk == ord('"'), dtype=np.int64) + quotes) & 1
+        quotes = int(inside[-1])
+        levels = np.cumsum(step[chunk] * (1 - inside).astype(np.int8), dtype=np.int64) + depth
+        if int(levels.max()) > limit:
+            return True
+        depth = int(levels[-1])
+    return False
+
+
+def _width(key: str, data: Any) -> int:
+    """How many columns a DataFrame built from this input would have, at most."""
+    if key == "dataframe_split" and isinstance(data, dict):
+        columns = data.get("columns")
+        return max(len(columns) if isinstance(columns, list) else 0, _width("", data.get("data")))
+    if isinstance(data, dict):
+        return len(data)
+    if not isinstance(data, list):
+        return 1
+    width = max((len(row) for row in data if isinstance(row, list)), default=1)
+    records = [row for row in data if isinstance(row, dict)]
+    return max(width, len(set().union(*records))) if records else width
+
+
+def _csv_width(text: str) -> int:
+    """Fields in the CSV header, which may span lines inside quotes (a CSV's widest record
+    is refused by pandas unless it matches the header)."""
+    import csv
+
+    end = quotes = 0
+    for _ in range(1000):
+        found = text.find("\n", end)
+        found = len(text) if found < 0 else found
+        quotes += text.count('"', end, found)
+        end = found + 1
+        if quotes % 2 == 0 or end >= len(text):
+            break
+    else:
+        raise BadRequest("The CSV header spans more than 1000 lines.")
+    header = text[:end]
+    csv.field_size_limit(max(csv.field_size_limit(), len(header) + 1))
+    return len(next(csv.reader(io.StringIO(header)), []))
 
 
 def _dumps_predictions(predictions: Any) -> bytes:
@@ -513,11 +653,15 @@ class Disconnected(Exception):
     """The client left before its body arrived: there is no one to answer."""
 
 
-def _too_large(limit: int) -> BadRequest:
+def _too_large(limits: Limits) -> BadRequest:
     return BadRequest(
-        f"The request body is larger than this server accepts ({limit} bytes). "
-        "Send smaller batches, or start the server with a larger "
-        "MLRIG_MAX_BODY_BYTES.",
+        f"The request body is larger than this server accepts ({limits.max_body_bytes} bytes). "
+        + (
+            "Send smaller batches, or give the container more memory "
+            "(`mlrig image run --memory`): the cap is what its memory limit holds."
+            if limits.memory_bound
+            else "Send smaller batches, or start the server with a larger MLRIG_MAX_BODY_BYTES."
+        ),
         status=413,
         code="RESOURCE_LIMIT_EXCEEDED",
     )
@@ -533,7 +677,7 @@ def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     return None
 
 
-async def _read_body(receive: Any, limit: int) -> bytes:
+async def _read_body(receive: Any, limits: Limits) -> bytes:
     """The body, chunk by chunk, refused with 413 the moment it passes `limit` (chunked
     uploads declare no length, so this is the only place they can be stopped)."""
     chunks: list[bytes] = []
@@ -544,8 +688,8 @@ async def _read_body(receive: Any, limit: int) -> bytes:
             raise Disconnected
         chunk = msg.get("body", b"")
         size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
+        if size > limits.max_body_bytes:
+            raise _too_large(limits)
         chunks.append(chunk)
         if not msg.get("more_body"):
             return b"".join(chunks)
@@ -557,6 +701,7 @@ def _error_body(exc: BadRequest) -> bytes:
 
 def make_app(model: Model, limits: Limits | None = None) -> Any:
     limits = limits or Limits.from_env()
+    model.max_columns = limits.max_columns
     version = model.mlflow_version.encode()
     # Parsing and predicting run on these threads, never on the event loop, so /ping and
     # /health answer while a big batch scores. The semaphore admits that many requests to
@@ -570,11 +715,11 @@ def make_app(model: Model, limits: Limits | None = None) -> Any:
     async def invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes, str]:
         declared = _declared_length(scope["headers"])
         if declared is not None and declared > limits.max_body_bytes:
-            raise _too_large(limits.max_body_bytes)  # answered before a byte is read
+            raise _too_large(limits)  # answered before a byte is read
         async with slots:
             try:
                 body = await asyncio.wait_for(
-                    _read_body(receive, limits.max_body_bytes), limits.body_timeout_seconds
+                    _read_body(receive, limits), limits.body_timeout_seconds
                 )
             except TimeoutError:
                 raise BadRequest(
@@ -609,6 +754,9 @@ def make_app(model: Model, limits: Limits | None = None) -> Any:
                 status, ctype, body = exc.status, "application/json", _error_body(exc)
                 if exc.status in (408, 413):  # the body was not read to its end
                     extra.append((b"connection", b"close"))
+            except RecursionError:  # a parser past the interpreter's depth: the input's fault
+                exc = BadRequest(f"The input is nested deeper than {MAX_JSON_DEPTH} levels.")
+                status, ctype, body = 400, "application/json", _error_body(exc)
             except Exception as exc:  # the server must answer, never die on one request
                 traceback.print_exc()
                 status, ctype = 500, "application/json"
@@ -636,8 +784,10 @@ def make_app(model: Model, limits: Limits | None = None) -> Any:
 def main() -> None:
     import uvicorn
 
-    limits = Limits.from_env()
-    model = Model(MODEL_DIR)
+    configured = Limits.from_env()
+    model = Model(MODEL_DIR, configured.max_columns)
+    memory, in_use = memory_limit(), resident_bytes()
+    limits = configured.fit_memory(memory, in_use)
     port = int(os.environ.get("PORT", "8080"))
     host = os.environ.get("HOST", "0.0.0.0")  # noqa: S104 - a container's server
     print(
@@ -645,6 +795,15 @@ def main() -> None:
         file=sys.stderr,
         flush=True,
     )
+    if limits.memory_bound:
+        print(
+            f"mlrig-serve: body cap {limits.max_body_bytes} bytes (MLRIG_MAX_BODY_BYTES "
+            f"{configured.max_body_bytes}): memory limit {memory}, {in_use} in use after "
+            f"loading the model, {EXPANSION}x a body while it is scored, "
+            f"{limits.max_concurrent_scoring} at once",
+            file=sys.stderr,
+            flush=True,
+        )
     uvicorn.run(
         make_app(model, limits),
         host=host,

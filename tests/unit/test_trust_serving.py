@@ -1,0 +1,257 @@
+"""The model server survives its own limits (issue 27, items 7 and 14): the body cap fits the
+container's memory, deep JSON and too many columns are a 400 before any DataFrame is built."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from tests.helpers import load_serving_module
+
+serve = load_serving_module("mlrig_serve_trust")
+JSON = "application/json"
+COLUMNS = [f"c{i}" for i in range(30)]
+
+
+class Zeros:
+    def predict(self, x: Any) -> Any:
+        return np.zeros(len(x), dtype=int)
+
+
+def _model_dir(path: Path, columns: list[str] | None) -> Path:
+    import cloudpickle
+
+    (path / "model.pkl").write_bytes(cloudpickle.dumps(Zeros()))
+    spec = {
+        "loader": "sklearn",
+        "model_file": "model.pkl",
+        "serialization_format": "cloudpickle",
+        "mlflow_version": "3.0.0",
+        "input_columns": [{"name": c, "type": "double"} for c in columns] if columns else None,
+    }
+    (path / "mlrig-serving.json").write_text(json.dumps(spec))
+    return path
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return serve.Model(str(_model_dir(tmp_path_factory.mktemp("signed"), COLUMNS)))
+
+
+@pytest.fixture(scope="module")
+def unsigned(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return serve.Model(str(_model_dir(tmp_path_factory.mktemp("unsigned"), None)))
+
+
+def exchange(app: Any, body: bytes, ctype: str = JSON, declare: bool = True) -> tuple[int, Any]:
+    """One POST /invocations through the ASGI app: (status, decoded JSON answer)."""
+    sent: list[dict[str, Any]] = []
+    reads = [0]
+    headers = [(b"content-type", ctype.encode())]
+    if declare:
+        headers.append((b"content-length", str(len(body)).encode()))
+
+    async def receive() -> dict[str, Any]:
+        reads[0] += 1
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(msg: dict[str, Any]) -> None:
+        sent.append(msg)
+
+    scope = {"type": "http", "method": "POST", "path": "/invocations", "headers": headers}
+    asyncio.run(app(scope, receive, send))
+    answer = json.loads(sent[1]["body"]) if sent[1]["body"].startswith(b"{") else None
+    return int(sent[0]["status"]), answer
+
+
+@pytest.fixture
+def no_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Building a DataFrame, or parsing CSV into one, fails the test: the check comes first."""
+    import pandas as pd
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a DataFrame was built before the input was checked")
+
+    for name in ("DataFrame", "read_csv", "read_parquet"):
+        monkeypatch.setattr(pd, name, forbidden)
+
+
+# -- deep JSON --------------------------------------------------------------------------------
+def test_json_nested_100000_deep_is_a_400_not_a_500(signed: Any, unsigned: Any) -> None:
+    for model in (signed, unsigned):
+        app = serve.make_app(model, serve.Limits())
+        for body in (b"[" * 100_000 + b"]" * 100_000, b'{"inputs": ' + b"[" * 100_000):
+            status, answer = exchange(app, body)
+            assert status == 400, answer
+            assert answer["error_code"] == "BAD_REQUEST"
+            assert f"nested deeper than {serve.MAX_JSON_DEPTH}" in answer["message"]
+
+
+def test_depth_is_read_on_the_raw_bytes_outside_strings() -> None:
+    deep = serve.MAX_JSON_DEPTH + 1
+    assert serve._too_deep(b"[" * deep + b"]" * deep, serve.MAX_JSON_DEPTH)
+    assert not serve._too_deep(b"[" * (deep - 1) + b"]" * (deep - 1), serve.MAX_JSON_DEPTH)
+    # brackets inside strings, escaped quotes and escaped backslashes do not nest
+    for text in ("[[[[" * 100, '\\"' + "[" * 100, "\\\\" + "{" * 100, "]" * 100 + "["):
+        body = json.dumps({"inputs": [text, text]}).encode()
+        assert json.loads(body)  # valid JSON
+        assert not serve._too_deep(body, serve.MAX_JSON_DEPTH), text
+    # a string cannot hide real nesting behind its own closing brackets
+    hidden = b'["]]]]", ' + b"[" * deep + b"]" * deep + b"]"
+    assert serve._too_deep(hidden, serve.MAX_JSON_DEPTH)
+    # and the slices carry depth and string state across their edges
+    big = b'{"inputs": ["' + b"[" * (5 << 20) + b'"], "x": ' + b"[" * deep + b"]" * deep + b"}"
+    assert serve._too_deep(big, serve.MAX_JSON_DEPTH)
+
+
+def test_a_normal_batch_still_scores(signed: Any) -> None:
+    app = serve.make_app(signed, serve.Limits())
+    body = json.dumps({"dataframe_split": {"columns": COLUMNS, "data": [[0.5] * 30] * 3}})
+    assert exchange(app, body.encode()) == (200, {"predictions": [0, 0, 0]})
+    records = json.dumps({"dataframe_records": [dict.fromkeys(COLUMNS, 1.0)] * 2}).encode()
+    assert exchange(app, records) == (200, {"predictions": [0, 0]})
+
+
+# -- too many columns -------------------------------------------------------------------------
+WIDE = 10**6  # the issue's request: a worker spent 53 s on it before its 400
+NARROWER = 20_000  # past both caps, for the other shapes
+
+
+def _wide_bodies() -> list[tuple[str, bytes, str]]:
+    names = [f"w{i}" for i in range(WIDE)]
+    few = names[:NARROWER]
+    half = NARROWER // 2
+    return [
+        (
+            "dataframe_split",
+            json.dumps({"dataframe_split": {"columns": names, "data": [[0.0] * WIDE]}}).encode(),
+            JSON,
+        ),
+        ("csv", (",".join(names) + "\n" + ",".join(["0"] * WIDE) + "\n").encode(), "text/csv"),
+        (
+            "split without columns",
+            json.dumps({"dataframe_split": {"data": [[0] * NARROWER]}}).encode(),
+            JSON,
+        ),
+        (
+            "records, the union of their keys",
+            json.dumps(
+                {"dataframe_records": [dict.fromkeys(few[:half], 0), dict.fromkeys(few[half:], 0)]}
+            ).encode(),
+            JSON,
+        ),
+        ("inputs as columns", json.dumps({"inputs": dict.fromkeys(few, [0])}).encode(), JSON),
+        ("instances as rows", json.dumps({"instances": [[0] * NARROWER]}).encode(), JSON),
+        (
+            "csv with a quoted newline in its header",
+            ('"a\nb",' + ",".join(few) + "\n").encode(),
+            "text/csv",
+        ),
+    ]
+
+
+@pytest.mark.usefixtures("no_frames")
+def test_a_million_columns_is_a_400_before_any_dataframe(signed: Any, unsigned: Any) -> None:
+    bodies = _wide_bodies()
+    for model, cap in ((signed, 30 + serve.EXTRA_COLUMNS), (unsigned, serve.MAX_COLUMNS)):
+        app = serve.make_app(model, serve.Limits(max_body_bytes=1 << 30))
+        for what, body, ctype in bodies:
+            status, answer = exchange(app, body, ctype)
+            assert status == 400, (what, answer)
+            assert answer["error_code"] == "BAD_REQUEST", what
+            assert f"columns; this model takes at most {cap}" in answer["message"], what
+
+
+@pytest.mark.usefixtures("no_frames")
+def test_the_column_cap_of_a_model_without_signature_comes_from_the_environment(
+    unsigned: Any,
+) -> None:
+    limits = serve.Limits.from_env({"MLRIG_MAX_COLUMNS": "5"})
+    assert limits.max_columns == 5
+    app = serve.make_app(unsigned, limits)
+    status, answer = exchange(app, json.dumps({"inputs": [[0] * 6]}).encode())
+    assert status == 400 and "has 6 columns; this model takes at most 5" in answer["message"]
+    with pytest.raises(SystemExit, match="mlrig-serve"):
+        serve.Limits.from_env({"MLRIG_MAX_COLUMNS": "0"})
+
+
+def test_columns_up_to_the_cap_are_scored(signed: Any) -> None:
+    app = serve.make_app(signed, serve.Limits())
+    extra = [f"id{i}" for i in range(serve.EXTRA_COLUMNS)]  # MLflow ignores extra columns
+    body = {"dataframe_split": {"columns": COLUMNS + extra, "data": [[0.0] * (30 + len(extra))]}}
+    assert exchange(app, json.dumps(body).encode()) == (200, {"predictions": [0]})
+    csv = (",".join(COLUMNS + extra) + "\n" + ",".join(["1"] * (30 + len(extra))) + "\n").encode()
+    assert exchange(app, csv, "text/csv") == (200, {"predictions": [0]})
+
+
+# -- the body cap fits the container's memory --------------------------------------------------
+def test_the_memory_limit_is_read_from_cgroup_v2_or_v1(tmp_path: Path) -> None:
+    v2 = tmp_path / "v2"
+    v2.mkdir()
+    (v2 / "memory.max").write_text("268435456\n")
+    assert serve.memory_limit(str(v2)) == 256 << 20
+    (v2 / "memory.max").write_text("max\n")
+    assert serve.memory_limit(str(v2)) is None
+    v1 = tmp_path / "v1"
+    (v1 / "memory").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("1073741824\n")
+    assert serve.memory_limit(str(v1)) == 1 << 30
+    (v1 / "memory" / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    assert serve.memory_limit(str(v1)) is None  # v1's "no limit"
+    assert serve.memory_limit(str(tmp_path / "none")) is None
+    assert serve.resident_bytes() > 0
+
+
+def test_the_body_cap_is_what_the_memory_limit_holds() -> None:
+    configured = serve.Limits()  # 64 MiB, 2 at once
+    fitted = configured.fit_memory(1 << 30, 150 << 20)
+    want = ((1 << 30) - (150 << 20) - serve.HEADROOM) // (serve.EXPANSION * 2)
+    assert fitted.max_body_bytes == want < configured.max_body_bytes and fitted.memory_bound
+    # every concurrent scoring at the measured expansion fits in the memory left
+    assert 2 * serve.EXPANSION * want + (150 << 20) <= 1 << 30
+    assert configured.fit_memory(None, 150 << 20) == configured  # no limit: as configured
+    roomy = configured.fit_memory(64 << 30, 150 << 20)
+    assert roomy == configured and not roomy.memory_bound  # the smaller of the two
+    four = serve.Limits(max_concurrent_scoring=4).fit_memory(1 << 30, 150 << 20)
+    assert four.max_body_bytes < want
+    tiny = configured.fit_memory(64 << 20, 60 << 20)
+    assert tiny.max_body_bytes == serve.MIN_BODY_BYTES
+
+
+def test_a_body_under_the_configured_cap_but_over_the_memory_is_refused_unread(
+    signed: Any,
+) -> None:
+    limits = serve.Limits().fit_memory(256 << 20, 150 << 20)
+    app = serve.make_app(signed, limits)
+    body = b"x" * (limits.max_body_bytes + 1)
+    assert len(body) < serve.Limits().max_body_bytes  # the old cap let it in
+    status, answer = exchange(app, body)
+    assert status == 413 and answer["error_code"] == "RESOURCE_LIMIT_EXCEEDED"
+    assert str(limits.max_body_bytes) in answer["message"]
+    assert "mlrig image run --memory" in answer["message"]
+    status, answer = exchange(app, body, declare=False)  # chunked: stopped while read
+    assert status == 413 and "--memory" in answer["message"]
+
+
+def test_the_server_states_its_fitted_cap_at_start(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], signed: Any
+) -> None:
+    import sys
+    import types
+
+    ran: dict[str, Any] = {}
+    fake = types.SimpleNamespace(run=lambda app, **kw: ran.update(kw))
+    monkeypatch.setitem(sys.modules, "uvicorn", fake)
+    monkeypatch.setattr(serve, "Model", lambda *a: signed)
+    monkeypatch.setattr(serve, "memory_limit", lambda: 512 << 20)
+    monkeypatch.setattr(serve, "resident_bytes", lambda: 100 << 20)
+    serve.main()
+    err = capsys.readouterr().err
+    want = ((512 << 20) - (100 << 20) - serve.HEADROOM) // (serve.EXPANSION * 2)
+    assert f"max_body_bytes={want}" in err and "memory_bound=True" in err
+    assert f"body cap {want} bytes" in err and ran["port"] == 8080

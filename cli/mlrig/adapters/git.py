@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
-from mlrig.errors import Conflict, DependencyMissing, ServiceError
+from mlrig.errors import Conflict, DependencyMissing, ServiceError, UsageError
 
 # Used only when the user has no identity configured, so `init` can still commit.
 FALLBACK_NAME = "mlrig"
@@ -129,8 +130,25 @@ def unmerged_files(path: Path) -> list[str]:
 # -- reading history (provenance: which commit recorded a run) ----------------------------------
 def commit_of(path: Path, ref: str) -> str | None:
     """The commit `ref` names in the repo at path, or None when it names none."""
-    out = run(path, "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+    out = run(
+        path,
+        "rev-parse",
+        "--verify",
+        "--quiet",
+        "--end-of-options",
+        f"{ref}^{{commit}}",
+        check=False,
+    )
     return out.strip() or None
+
+
+def check_ref_format(ref: str) -> bool:
+    """`git check-ref-format ref`: git's own rules for a ref name (no `..`, `@{`, ...). The
+    command takes no `--`: a ref starting with `-` is refused before git sees it."""
+    if ref.startswith("-"):
+        return False
+    proc = subprocess.run([require(), "check-ref-format", ref], capture_output=True)
+    return proc.returncode == 0
 
 
 def refs(path: Path, prefix: str) -> dict[str, str]:
@@ -149,33 +167,64 @@ def remote_url(path: Path, name: str = "origin") -> str | None:
     return run(path, "remote", "get-url", name, check=False).strip() or None
 
 
-def fetch_ref(path: Path, remote: str, ref: str) -> bool:
-    """`git fetch remote ref:ref`; False when the remote or the ref is not there."""
+# A remote read from a run's tags reaches git only through these: `--` before it, the transports
+# limited to https and ssh (and file for an absolute local path: the local stack's bare origin),
+# no prompt for a credential. `ext::`, `fd::`, `http://`, `git://` fail inside git itself.
+_NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails instead of waiting
+
+
+def _protocols(remote: str) -> list[str]:
+    """`-c` options allowing only the transport remote needs: https and ssh for a URL or
+    user@host:path, file too for an absolute path. A configured remote's name (`origin`,
+    the user's own choice) keeps git's defaults."""
+    if "/" not in remote and ":" not in remote:
+        return []
+    allow = ["-c", "protocol.allow=never"]
+    allow += ["-c", "protocol.https.allow=always", "-c", "protocol.ssh.allow=always"]
+    if remote.startswith("/"):
+        allow += ["-c", "protocol.file.allow=always"]
+    return allow
+
+
+def _remote_git(cwd: Path, remote: str, *args: str) -> bool:
+    """git with the transports remote needs, no prompt; False when it fails."""
     proc = subprocess.run(
-        [require(), "fetch", "--quiet", "--no-tags", remote, f"+{ref}:{ref}"],
-        cwd=path,
+        [require(), *_protocols(remote), *args],
+        cwd=cwd,
         capture_output=True,
         text=True,
-        env={**os.environ, "GIT_TERMINAL_PROMPT": "0"},
+        env={**os.environ, **_NO_PROMPT},
     )
     return proc.returncode == 0
 
 
+def fetch_ref(path: Path, remote: str, ref: str, *, keep: bool = False) -> bool:
+    """Fetch ref's commits from remote (a URL the caller validated, or a configured remote's
+    name) into the repo at path; False when the remote or the ref is not there. Only the
+    objects land, no ref or FETCH_HEAD changes: keep=True also stores ref under its own name,
+    for mlrig's own clones (never a user's repository)."""
+    refspec = f"+{ref}:{ref}" if keep else ref
+    fetch = ["fetch", "--quiet", "--no-tags", "--no-write-fetch-head"]
+    return _remote_git(path, remote, *fetch, "--", remote, refspec)
+
+
 def show_files(path: Path, specs: list[str]) -> dict[str, bytes | None]:
     """{"<commit>:<file>": content or None when absent} for many files in one git call."""
-    if not specs:
-        return {}
+    # a line break would be read as the next request: such a spec names no file
+    asked = [s for s in dict.fromkeys(specs) if "\n" not in s]
+    if not asked:
+        return dict.fromkeys(specs)
     proc = subprocess.run(
         [require(), "cat-file", "--batch"],
         cwd=path,
-        input="".join(f"{s}\n" for s in specs).encode(),
+        input="".join(f"{s}\n" for s in asked).encode(),
         capture_output=True,
     )
     if proc.returncode != 0:
         raise ServiceError(f"`git cat-file` failed in {path}: {proc.stderr.decode()[-200:]}")
-    found: dict[str, bytes | None] = {}
+    found: dict[str, bytes | None] = dict.fromkeys(specs)
     out, pos = proc.stdout, 0
-    for spec in specs:
+    for spec in asked:
         end = out.index(b"\n", pos)
         header = out[pos:end].split()
         pos = end + 1
@@ -193,7 +242,7 @@ def worktree_add(repo: Path, into: Path, sha: str) -> None:
     """`git worktree add --detach into sha`: a new working tree of repo at sha; the user's
     own working tree, index and HEAD stay as they are. --force: a folder the user deleted
     by hand is still registered as a worktree, and would otherwise refuse its path."""
-    run(repo, "worktree", "add", "--quiet", "--force", "--detach", str(into), sha)
+    run(repo, "worktree", "add", "--quiet", "--force", "--detach", "--", str(into), _sha(sha))
 
 
 def worktree_remove(repo: Path, into: Path) -> None:
@@ -202,42 +251,39 @@ def worktree_remove(repo: Path, into: Path) -> None:
     run(repo, "worktree", "prune", check=False)
 
 
+def _sha(sha: str) -> str:
+    """A commit's full hex name, refused otherwise (it is handed to git as a revision)."""
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+        raise UsageError(f"{sha[:80]!r} is not a commit's full hash")
+    return sha
+
+
 def clone(url: str, into: Path) -> None:
-    """`git clone --no-checkout url into` (check out a commit with checkout_detached)."""
+    """`git clone --no-checkout url into` (check out a commit with checkout_detached); url
+    is one the caller validated. --no-local: a local path is read through git's transport,
+    as a server would be, not by copying or hard-linking its files."""
     into.parent.mkdir(parents=True, exist_ok=True)
-    run(into.parent, "clone", "--quiet", "--no-checkout", url, str(into), env=_NO_PROMPT)
+    args = ["clone", "--quiet", "--no-checkout", "--no-local", "--", url, str(into)]
+    if not _remote_git(into.parent, url, *args):
+        raise ServiceError(f"`git clone` of {url} failed", hint="check the remote and your access")
 
 
 def checkout_detached(path: Path, sha: str) -> None:
-    run(path, "checkout", "--quiet", "--detach", sha)
-
-
-_NO_PROMPT = {"GIT_TERMINAL_PROMPT": "0"}  # a missing credential fails instead of waiting
+    run(path, "checkout", "--quiet", "--detach", _sha(sha))
 
 
 def mirror(url: str, into: Path) -> bool:
     """A bare mirror of url at `into` (every ref, experiments included), made or refreshed;
-    False when the remote cannot be read (offline, no credentials, gone)."""
+    False when the remote cannot be read (offline, no credentials, gone). url is one the
+    caller validated; the refresh fetches from it, not from whatever `into`'s config says."""
     import tempfile
 
     if (into / "HEAD").is_file():
-        proc = subprocess.run(
-            [require(), "fetch", "--quiet", "--prune", "origin", "+refs/*:refs/*"],
-            cwd=into,
-            capture_output=True,
-            text=True,
-            env={**os.environ, **_NO_PROMPT},
-        )
-        return proc.returncode == 0
+        return _remote_git(into, url, "fetch", "--quiet", "--prune", "--", url, "+refs/*:refs/*")
     into.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=into.parent, prefix=".mirror-") as tmp:
-        proc = subprocess.run(
-            [require(), "clone", "--quiet", "--mirror", url, f"{tmp}/m.git"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, **_NO_PROMPT},
-        )
-        if proc.returncode != 0:
+        args = ["clone", "--quiet", "--mirror", "--no-local", "--", url, f"{tmp}/m.git"]
+        if not _remote_git(into.parent, url, *args):
             return False
         try:
             os.replace(f"{tmp}/m.git", into)  # atomic: a concurrent trace sees all or nothing

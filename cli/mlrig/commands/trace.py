@@ -41,8 +41,10 @@ def trace(
     record = core.trace(ref, stack=stack, repo=repo)
     if json_out:
         typer.echo(record.model_dump_json(indent=2))
-        return
-    render(record)
+    else:
+        render(record)
+    if record.refused:  # the record is shown, but a tag that was refused fails the command
+        raise typer.Exit(1)
 
 
 def _short(values: dict[str, str] | dict[str, float], limit: int = PARAMS_SHOWN) -> str:
@@ -63,6 +65,8 @@ def render(record: ProvenanceRecord) -> None:
         rows.append(("model", f"{escape(record.model.name)} v{record.model.version}{aliases}"))
     run = record.run
     rows.append(("run", f"{run.id}  (experiment {escape(run.experiment or '?')})"))
+    if run.recorded_by:
+        rows.append(("recorded by", escape(run.recorded_by)))
     if run.params:
         rows.append(("params", escape(_short(run.params))))
     if run.metrics:
@@ -93,6 +97,15 @@ def render(record: ProvenanceRecord) -> None:
     width = max(len(key) for key, _ in rows) + 2
     for key, value in rows:  # never folded: references and hashes stay copy-pasteable
         out.print(f"[bold]{key:<{width}}[/]{value}", soft_wrap=True, highlight=False)
+    if run.recorded_by_repository_identity is False:
+        out.print(
+            f"[yellow]warning:[/] run {run.id} was recorded by {escape(run.recorded_by or '?')}, "
+            f"not by the repository's identity {escape(run.repository_identity or '?')}: "
+            "its tags say where it came from, but someone else wrote them",
+            soft_wrap=True,
+        )
+    for line in record.refused:
+        out.print(f"[red]refused:[/] {escape(line)}", soft_wrap=True)
     if record.restore_command:
         out.print(
             f"[green]restorable bit for bit:[/] {escape(record.restore_command)}", soft_wrap=True

@@ -76,8 +76,10 @@ def source_repo(repo: Path | None, target: Target) -> Path | None:
     if target.sha and git.commit_of(top, target.sha):
         return top
     if target.sha and target.exp_ref:
-        # the recorded remote is fetched from only into a repository the user named
-        remotes = (git.remote_url(top), target.git_remote if repo is not None else None)
+        # the experiment's commits only (no ref is made in the user's repository): from its
+        # own origin, and from the recorded remote only into a repository the user named
+        origin = "origin" if git.remote_url(top) else None
+        remotes = (origin, target.git_remote if repo is not None else None)
         for remote in dict.fromkeys(r for r in remotes if r):
             if git.fetch_ref(top, remote, target.exp_ref) and git.commit_of(top, target.sha):
                 return top
@@ -114,7 +116,7 @@ def _clone(into: Path, target: Target, progress: Progress) -> str:
     progress(f"cloning {target.git_remote}")
     git.clone(target.git_remote, into)
     if target.exp_ref:  # experiments are not cloned; absent, a branch may still record the run
-        git.fetch_ref(into, "origin", target.exp_ref)
+        git.fetch_ref(into, target.git_remote, target.exp_ref, keep=True)
     sha = target.sha or _resolve_in(into, target)
     if not git.commit_of(into, sha):
         what = f"{target.exp_ref} nor commit" if target.exp_ref else "commit"
@@ -204,6 +206,11 @@ class CheckoutResult:
 def target_of(record: p.ProvenanceRecord) -> Target:
     """What to restore for a traced record; refuses a run that cannot be restored."""
     code, run = record.code, record.run
+    if record.refused:
+        raise NotRestorable(
+            f"run {run.id} is not restorable: {record.refused[0]}",
+            hint="nothing was checked out; `mlrig trace` lists every refused value",
+        )
     point = code.restore_point
     if point is None and not code.remote or point is not None and not code.restorable:
         raise NotRestorable(code.reason or f"run {run.id} cannot be restored")

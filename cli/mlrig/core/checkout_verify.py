@@ -33,6 +33,15 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def inside(root: Path, path: str) -> Path | None:
+    """root/path when it is a file or folder inside root, symbolic links followed; None when
+    path is absolute or leads out (a recorded path or a restored commit's link)."""
+    if Path(path).is_absolute():
+        return None
+    full = (root / path).resolve()
+    return full if full.is_relative_to(root.resolve()) else None
+
+
 def _stages(root: Path) -> dict[str, Any]:
     import yaml
 
@@ -49,7 +58,10 @@ def stage_params(root: Path, stage: str) -> dict[str, dict[str, Any]]:
     for entry in _stages(root)[stage].get("params") or []:
         files = {"params.yaml": [entry]} if isinstance(entry, str) else dict(entry)
         for file, keys in files.items():
-            doc = yaml.safe_load((root / file).read_text()) or {}
+            full = inside(root, str(file))
+            if full is None:
+                raise ValueError(f"params file {file} is not inside the workspace")
+            doc = yaml.safe_load(full.read_text()) or {}
             if not keys:  # a file listed without keys: all of it
                 values.setdefault(file, {}).update(doc)
             for key in keys or []:
@@ -101,8 +113,10 @@ def differences(
     means identical: every file's md5, the params md5 and a clean `dvc status`."""
     lines = []
     for path, want in sorted(files.items()):
-        full = root / path
-        if not full.is_file():
+        full = inside(root, path)
+        if full is None:
+            lines.append(f"{path}: not a path inside the workspace, not read")
+        elif not full.is_file():
             lines.append(f"{path}: missing (the run recorded md5 {want})")
         elif (have := file_md5(full)) != want:
             lines.append(f"{path}: md5 {have}, the run recorded {want}")
@@ -150,8 +164,9 @@ def _metric_files(root: Path) -> list[Path]:
     for spec in _stages(root).values():
         for entry in spec.get("metrics") or []:
             path = next(iter(entry)) if isinstance(entry, dict) else entry
-            if str(path) != DATA_QUALITY_FILE:
-                found.append(root / str(path))
+            full = inside(root, str(path))
+            if str(path) != DATA_QUALITY_FILE and full is not None:
+                found.append(full)
     return found
 
 
@@ -171,11 +186,11 @@ def compare(root: Path, metrics: Mapping[str, float], model_md5: str | None) -> 
             want = metrics.get(name)
             equal = want is not None and math.isclose(want, value, rel_tol=1e-9, abs_tol=1e-12)
             comparisons.append(Comparison(name, _number(want), _number(value), equal))
-    model = root / p.MODEL_FILE
+    model = inside(root, p.MODEL_FILE)
     if model_md5:
-        have = file_md5(model) if model.is_file() else "missing"
+        have = file_md5(model) if model is not None and model.is_file() else "missing"
         comparisons.append(Comparison(f"{p.MODEL_FILE} md5", model_md5, have, have == model_md5))
-    run_file = root / p.RUN_FILE
-    info = json.loads(run_file.read_text()) if run_file.is_file() else {}
+    run_file = inside(root, p.RUN_FILE)
+    info = json.loads(run_file.read_text()) if run_file is not None and run_file.is_file() else {}
     version = info.get("version")
     return Repro(info.get("run_id"), str(version) if version else None, comparisons)

@@ -130,7 +130,7 @@ def provenance(uri: str, repo: Path | None) -> Provenance:
     commit, exp_ref = tags.get(p.TAG_GIT_COMMIT), tags.get(p.TAG_EXP_REF)
     if run_id and repo is not None and provenance_resolve.has_provenance(tags):
         where = git.toplevel(repo) if git.is_repo(repo) else None
-        found = provenance_resolve.resolve(where, run_id, tags, fetch=False)
+        found = provenance_resolve.resolve(where, run_id, tags)
         if found.restore_point:
             commit = found.restore_point.sha
             exp_ref = found.restore_point.ref or exp_ref

@@ -76,7 +76,17 @@ class RunRecord(_Model):
     experiment: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
-    tags: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict, description="as MLflow returned them")
+    recorded_by: str | None = Field(
+        default=None, description="the MLflow user the run was logged as (its mlflow.user)"
+    )
+    repository_identity: str | None = Field(
+        default=None, description="the repository's machine identity, repo-<project>"
+    )
+    recorded_by_repository_identity: bool | None = Field(
+        default=None,
+        description="whether recorded_by is repository_identity; None when either is unknown",
+    )
 
 
 class RestorePoint(_Model):
@@ -125,6 +135,10 @@ class ProvenanceRecord(_Model):
     code: CodeRecord
     data: list[DataRecord] = Field(default_factory=list)
     restore_command: str | None = None
+    refused: list[str] = Field(
+        default_factory=list,
+        description="run tags and image labels mlrig did not act on, one line each, and why",
+    )
 
     def summary(self) -> str:
         """One line: image <- model version <- run <- commit or experiment, restorable or not."""

@@ -12,7 +12,9 @@ from pathlib import Path
 from mlrig import paths
 from mlrig.adapters import git
 from mlrig.core import provenance as p
+from mlrig.core import provenance_input
 from mlrig.core.provenance import FoundBy, RestorePoint
+from mlrig.core.provenance_input import Refused
 
 EXEC_REFS = f"{p.EXP_REFS}/exec/"
 NOT_RECORDED = (
@@ -26,6 +28,7 @@ class Resolution:
     restore_point: RestorePoint | None
     restorable: bool
     reason: str | None = None
+    refused: tuple[Refused, ...] = ()  # tags not acted on (then nothing was searched)
 
 
 def has_provenance(tags: Mapping[str, str]) -> bool:
@@ -118,29 +121,15 @@ def match(lock_text: bytes | None, tags: Mapping[str, str]) -> FoundBy | None:
     return None
 
 
-def _exp_ref_commit(repo: Path, ref: str, remotes: list[str]) -> str | None:
-    sha = git.commit_of(repo, ref)
-    for remote in remotes:
-        if sha:
-            break
-        if git.fetch_ref(repo, remote, ref):
-            sha = git.commit_of(repo, ref)
-    return sha
-
-
-def find_restore_point(
-    repo: Path, tags: Mapping[str, str], *, fetch: bool = True
-) -> RestorePoint | None:
+def find_restore_point(repo: Path, tags: Mapping[str, str]) -> RestorePoint | None:
     """The experiment ref the run names, else the newest commit of any ref (experiments
-    included) whose dvc.lock records the run: by its run file first, then by model + deps."""
+    included) whose dvc.lock records the run: by its run file first, then by model + deps.
+    Only what repo holds is searched: nothing is fetched into it (a run's recorded remote is
+    searched in mlrig's own mirror of it, see resolve_anywhere). tags are checked ones."""
     lock = p.LOCK_FILE
     exp_ref = tags.get(p.TAG_EXP_REF)
     if exp_ref:
-        remotes = []
-        if fetch:
-            remotes = [r for r in (git.remote_url(repo), tags.get(p.TAG_GIT_REMOTE)) if r]
-            remotes = list(dict.fromkeys(remotes))
-        sha = _exp_ref_commit(repo, exp_ref, remotes)
+        sha = git.commit_of(repo, exp_ref)
         if sha:
             text = git.show_files(repo, [f"{sha}:{lock}"])[f"{sha}:{lock}"]
             if match(text, tags):
@@ -185,10 +174,14 @@ def dirty_reason(run_id: str, files: list[str]) -> str:
     )
 
 
-def resolve(
-    repo: Path | None, run_id: str, tags: Mapping[str, str], *, fetch: bool = True
-) -> Resolution:
-    """Where run_id can be restored from in the git repo at `repo`, and whether bit for bit."""
+def resolve(repo: Path | None, run_id: str, tags: Mapping[str, str]) -> Resolution:
+    """Where run_id can be restored from in the git repo at `repo`, and whether bit for bit.
+    A run with a tag mlrig refuses (provenance_input) is not searched for: not restorable."""
+    tags, refused = provenance_input.checked(tags)
+    if refused:
+        return Resolution(
+            None, False, provenance_input.refused_reason(run_id, refused), (*refused,)
+        )
     if repo is None:
         return Resolution(
             None,
@@ -196,7 +189,7 @@ def resolve(
             f"no git repository to look for the commit that recorded run {run_id} in "
             "(run this inside the project's repository or pass --repo DIR)",
         )
-    point = find_restore_point(repo, tags, fetch=fetch)
+    point = find_restore_point(repo, tags)
     if point is None:
         return Resolution(None, False, NOT_RECORDED)
     dirty = dirty_files(tags)
@@ -207,8 +200,10 @@ def resolve(
 
 
 def mirror_of(remote: str) -> Path | None:
-    """A bare mirror of the run's recorded git remote under mlrig's cache, refreshed: where to
-    look when the current directory is not (or not a clone of) the project's repository."""
+    """A bare mirror of the run's recorded git remote (checked) under mlrig's cache, refreshed:
+    where to look when the current directory is not (or not a clone of) the project's
+    repository, or lacks the run's experiment ref. mlrig's own object store: whatever the
+    remote holds lands there, never in the user's repository."""
     where = paths.home() / "cache" / "git" / (hashlib.sha256(remote.encode()).hexdigest()[:16])
     return where if git.mirror(remote, where) else None
 
@@ -221,12 +216,12 @@ def resolve_anywhere(
     the repository it was found in."""
     found = resolve(repo, run_id, tags)
     remote = tags.get(p.TAG_GIT_REMOTE)
-    if found.restore_point is not None or not remote:
+    if found.restore_point is not None or found.refused or not remote:
         return found, repo
     mirrored = mirror_of(remote)
     if mirrored is None:
         return found, repo
-    again = resolve(mirrored, run_id, tags, fetch=False)
+    again = resolve(mirrored, run_id, tags)
     if again.restore_point is not None or repo is None:
         return again, mirrored
     return found, repo

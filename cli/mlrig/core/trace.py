@@ -12,6 +12,7 @@ from typing import Literal
 from mlrig.adapters import git
 from mlrig.adapters.mlflow_rest import MlflowRest, ModelVersion, Run
 from mlrig.contract import StackOutputs
+from mlrig.core import identities, provenance_input
 from mlrig.core import provenance as p
 from mlrig.core import provenance_resolve as resolve
 from mlrig.core.provenance import (
@@ -23,6 +24,7 @@ from mlrig.core.provenance import (
     ProvenanceRecord,
     RunRecord,
 )
+from mlrig.core.provenance_input import Refused
 from mlrig.errors import MlrigError, UsageError
 
 _MODEL = re.compile(r"^models:/(?P<name>[^/@]+)(/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
@@ -154,6 +156,7 @@ def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> Pr
     parsed = parse(ref, project_name(where))
     rest, outputs = connect(stack, where)
     images: list[ImageRecord] = []
+    refused: list[Refused] = []
     mv: ModelVersion | None = None
     run_id = parsed.run_id
     if parsed.kind == "model" and parsed.name:
@@ -163,7 +166,7 @@ def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> Pr
             mv = rest.model_version(parsed.name, str(parsed.version))
     elif parsed.kind == "image":
         found = trace_image.find(ref, rest, outputs)
-        images, mv = found.images, found.version
+        images, mv, refused = found.images, found.version, found.refused
         labels = found.labels
         name, version = labels.get(p.LABEL_MODEL_NAME), labels.get(p.LABEL_MODEL_VERSION)
         if mv is None and name and version:
@@ -173,13 +176,18 @@ def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> Pr
         run_id = mv.run_id or run_id
     if not run_id:
         raise UsageError(f"{ref} names no MLflow run", hint="was the model logged from a run?")
+    if not provenance_input.RUN_ID.match(run_id):
+        raise UsageError(
+            f"{ref} names run {run_id[:80]!r}, which is no MLflow run ID",
+            hint="the model version's run_id is not one MLflow made: ask who registered it",
+        )
     run = rest.run(run_id)
     if mv is None and parsed.kind == "run":
         mv = _model_of_run(rest, run_id)
     if not resolve.has_provenance(run.tags):
         what = f"model version {mv.version} of {mv.name}" if mv else f"run {run_id}"
         raise MlrigError(f"{what} has no provenance tags (was it trained by the pipeline?)")
-    return assemble(ref, rest, run, mv, _images(images, mv), where)
+    return assemble(ref, rest, run, mv, _images(images, mv), where, refused)
 
 
 def assemble(
@@ -189,11 +197,18 @@ def assemble(
     mv: ModelVersion | None,
     images: list[ImageRecord],
     repo: Path | None,
+    refused_labels: list[Refused] | None = None,
 ) -> ProvenanceRecord:
-    """The record from the run's tags, its model version and the restore point in repo."""
-    tags = run.tags
+    """The record from the run's tags, its model version and the restore point in repo. The
+    tags pass provenance_input first: a refused one is reported and used for nothing."""
+    tags, refused = provenance_input.checked(run.tags)
+    refused = [*(refused_labels or []), *refused]
     found, searched = resolve.resolve_anywhere(repo, run.id, tags)
     point = found.restore_point
+    reason = found.reason
+    if refused:
+        reason = provenance_input.refused_reason(run.id, refused)
+    restorable = found.restorable and not refused
     remote, in_dvc = _storage(searched, point.sha if point else None)
     data = [
         DataRecord(
@@ -207,6 +222,9 @@ def assemble(
     ]
     experiment = rest.experiment_name(run.experiment_id) if run.experiment_id else None
     target = f"models:/{mv.name}/{mv.version}" if mv else f"runs:/{run.id}"
+    user = run.tags.get(provenance_input.TAG_USER)
+    project = mv.name if mv else experiment
+    identity = identities.machine_user(project) if project else None
     return ProvenanceRecord(
         ref=ref,
         images=images,
@@ -219,7 +237,10 @@ def assemble(
             experiment=experiment,
             params=run.params,
             metrics=run.metrics,
-            tags=tags,
+            tags=run.tags,
+            recorded_by=user,
+            repository_identity=identity,
+            recorded_by_repository_identity=provenance_input.repository_identity_of(user, identity),
         ),
         code=CodeRecord(
             commit=tags.get(p.TAG_GIT_COMMIT),
@@ -231,9 +252,10 @@ def assemble(
             exp_ref=tags.get(p.TAG_EXP_REF),
             params_md5=tags.get(p.TAG_PARAMS_MD5),
             restore_point=point,
-            restorable=found.restorable,
-            reason=found.reason,
+            restorable=restorable,
+            reason=reason,
         ),
         data=data,
-        restore_command=f"mlrig checkout {target}" if found.restorable else None,
+        restore_command=f"mlrig checkout {target}" if restorable else None,
+        refused=[r.line() for r in refused],
     )

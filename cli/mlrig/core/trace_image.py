@@ -10,7 +10,9 @@ from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters.mlflow_rest import MlflowRest, ModelVersion
 from mlrig.contract import StackOutputs
 from mlrig.core import provenance as p
+from mlrig.core import provenance_input
 from mlrig.core.provenance import ImageRecord
+from mlrig.core.provenance_input import Refused
 from mlrig.errors import MlrigError, ServiceError, UsageError
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -23,6 +25,7 @@ class FoundImage:
     images: list[ImageRecord] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     version: ModelVersion | None = None  # when found through the model-version tags
+    refused: list[Refused] = field(default_factory=list)  # labels left out of `labels`
 
 
 def split(ref: str) -> tuple[str | None, str | None]:
@@ -38,9 +41,10 @@ def split(ref: str) -> tuple[str | None, str | None]:
 
 
 def records_from_refs(refs: list[str], image_id: str | None = None) -> list[ImageRecord]:
-    """ImageRecords of `host/repository@sha256:…` strings, one per reference."""
+    """ImageRecords of `host/repository@sha256:…` strings, one per reference (anything else,
+    e.g. in a model version's tag, is left out)."""
     out = []
-    for ref in dict.fromkeys(refs):
+    for ref in dict.fromkeys(provenance_input.image_refs(refs)):
         if "@" in ref:
             repo, digest = ref.rsplit("@", 1)
             out.append(
@@ -73,6 +77,8 @@ def _registry(
     reg = outputs.registry if outputs is not None else None
     if reg is None or reg.kind != "oci" or reg.auth is None:
         return None
+    if digest is not None and not DIGEST.match(digest):  # it goes into the registry's URL
+        return None
     from mlrig.adapters.registry import RegistryClient
     from mlrig.core import secrets
 
@@ -99,7 +105,7 @@ def _registry(
 
 
 def _mlflow(rest: MlflowRest, digest: str | None) -> FoundImage | None:
-    if not digest:
+    if not digest or not DIGEST.match(digest):  # it goes into a search filter
         return None
     versions = rest.search_model_versions(f"tags.`{p.MV_IMAGE_REFS}` LIKE '%{digest}%'")
     if not versions:
@@ -121,7 +127,13 @@ def find(ref: str, rest: MlflowRest, outputs: StackOutputs | None) -> FoundImage
             "and no model version's push tags name it",
             hint="check the digest, or pass --stack for the stack it was pushed to",
         )
+    found.labels, found.refused = provenance_input.checked_labels(found.labels)
     if found.version is None and not found.labels.get(p.LABEL_RUN_ID):
+        if found.refused:
+            raise UsageError(
+                f"image {ref}: {found.refused[0].line()}",
+                hint="rebuild it with `mlrig image build`, or trace its model version",
+            )
         raise UsageError(
             f"image {ref} has no mlrig provenance labels (was it built by `mlrig image build`?)"
         )

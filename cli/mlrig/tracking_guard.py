@@ -18,8 +18,9 @@ that well for the routes mlrig's users need. What it leaves open, and this modul
 - A `/graphql` request that is not a POST with a query string: 400 (MLflow answered 500).
 - Creating experiments and registered models. MLflow lets any signed-in user create them and
   gives the creator MANAGE: a reader could claim the name a future repository's `mlrig init`
-  will use, and keep reading its runs and moving its `@champion`. Here creating is for the
-  admin, machine identities (`repo-*`, which only the admin makes) and users holding one of
+  will use, and keep reading its runs and moving its `@champion`. Renaming one (which needs
+  EDIT on it; its grants move with it) claims a name too. Here creating and renaming are for
+  the admin, machine identities (`repo-*`, which only the admin makes) and users holding one of
   CREATOR_ROLES (the MLflow roles `mlrig access apply` assigns to editors and to users the
   access file gives `create: true`); anyone else gets 403 with a one-line JSON message.
 - An `Authorization` header that is not ASCII (werkzeug raised while parsing it: a 500 on
@@ -96,9 +97,15 @@ ARTIFACT_FIELD_ROUTES = (
 )
 ARTIFACT_FIELDS = ("path", "artifact_path")
 
-# Routes that create a named experiment or registered model (the UI's mirror included).
+# Routes that give an experiment or registered model a new name (the UI's mirror included):
+# creating, and renaming (experiments/update changes nothing but the name).
 CREATE_ROUTES = frozenset(
-    {"/api/2.0/mlflow/experiments/create", "/api/2.0/mlflow/registered-models/create"}
+    {
+        "/api/2.0/mlflow/experiments/create",
+        "/api/2.0/mlflow/registered-models/create",
+        "/api/2.0/mlflow/experiments/update",
+        "/api/2.0/mlflow/registered-models/rename",
+    }
 )
 # Who may create besides the admin: machine identities by name (the access file and
 # `mlrig access add-user` refuse the prefix for people), and holders of these MLflow roles
@@ -106,9 +113,9 @@ CREATE_ROUTES = frozenset(
 MACHINE_PREFIX = "repo-"
 CREATOR_ROLES = frozenset({"mlrig-editor", "mlrig-creator"})
 CREATE_REFUSED = (
-    "Permission denied: creating experiments and registered models is for editors, machine "
-    "identities and the admin; ask the stack's admin for the editor role or `create: true` in "
-    "the access file."
+    "Permission denied: creating or renaming experiments and registered models is for editors, "
+    "machine identities and the admin; ask the stack's admin for the editor role or "
+    "`create: true` in the access file."
 )
 
 
@@ -126,7 +133,7 @@ def admin_only(path: str) -> bool:
 
 
 def creates(path: str) -> bool:
-    """Whether the route creates a named experiment or registered model."""
+    """Whether the route creates or renames an experiment or registered model."""
     return canonical(path) in CREATE_ROUTES
 
 

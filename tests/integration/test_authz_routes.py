@@ -75,10 +75,10 @@ CATALOGUE: list[Probe] = [
     Probe("experiments", "GET", "/api/2.0/mlflow/experiments/search?max_results=1000", "user", filtered=True),  # noqa: E501
     Probe("experiments", "POST", "/api/2.0/mlflow/experiments/search", "user", json={"max_results": 1000}, filtered=True),  # noqa: E501
     Probe("experiments", "POST", "/ajax-api/2.0/mlflow/experiments/search-datasets", "read", json={"experiment_ids": ["{exp}"]}, mirror=False),  # noqa: E501
-    # creating is for editors (the mlrig-editor role), `create: true`, machine identities and the
-    # admin (tracking_guard): of this suite's principals, the admin only
+    # creating and renaming are for editors (the mlrig-editor role), `create: true`, machine
+    # identities and the admin (tracking_guard): of this suite's principals, the admin only
     Probe("experiments", "POST", "/api/2.0/mlflow/experiments/create", "admin", json={"name": "authz-new-{n}"}, on=("a",)),  # noqa: E501
-    Probe("experiments", "POST", "/api/2.0/mlflow/experiments/update", "edit", json={"experiment_id": "{exp}", "new_name": "{exp_name}"}, watch=EXP),  # noqa: E501
+    Probe("experiments", "POST", "/api/2.0/mlflow/experiments/update", "admin", json={"experiment_id": "{exp}", "new_name": "{exp_name}"}, watch=EXP),  # noqa: E501
     Probe("experiments", "POST", "/api/2.0/mlflow/experiments/set-experiment-tag", "edit", json={"experiment_id": "{exp}", "key": "k", "value": "v"}, watch=EXP),  # noqa: E501
     Probe("experiments", "POST", "/api/2.0/mlflow/experiments/delete-experiment-tag", "edit", json={"experiment_id": "{exp}", "key": "k{n}"}, fresh="exp_tag", watch=EXP),  # noqa: E501
     Probe("experiments", "POST", "/api/2.0/mlflow/experiments/delete", "manage", json={"experiment_id": "{exp}"}, fresh="experiment", watch=EXP),  # noqa: E501
@@ -110,7 +110,7 @@ CATALOGUE: list[Probe] = [
     Probe("registry", "PATCH", "/api/2.0/mlflow/registered-models/update", "edit", json={"name": "{model}", "description": "d"}, watch=MODEL),  # noqa: E501
     Probe("registry", "POST", "/api/2.0/mlflow/registered-models/set-tag", "edit", json={"name": "{model}", "key": "k", "value": "v"}, watch=MODEL),  # noqa: E501
     Probe("registry", "DELETE", "/api/2.0/mlflow/registered-models/delete-tag", "edit", json={"name": "{model}", "key": "k{n}"}, fresh="model_tag", watch=MODEL),  # noqa: E501
-    Probe("registry", "POST", "/api/2.0/mlflow/registered-models/rename", "edit", json={"name": "{model}", "new_name": "{model}-renamed"}, fresh="model", watch=MODEL),  # noqa: E501
+    Probe("registry", "POST", "/api/2.0/mlflow/registered-models/rename", "admin", json={"name": "{model}", "new_name": "{model}-renamed"}, fresh="model", watch=MODEL),  # noqa: E501
     Probe("registry", "DELETE", "/api/2.0/mlflow/registered-models/delete", "manage", json={"name": "{model}"}, fresh="model", watch=MODEL),  # noqa: E501
     Probe("versions", "GET", VERSION, "read"),
     Probe("versions", "GET", "/api/2.0/mlflow/model-versions/get-download-uri?name={model}&version={version}", "read"),  # noqa: E501

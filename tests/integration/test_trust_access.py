@@ -1,6 +1,6 @@
 """Issue 27 (access) against a real local stack with mlrig's plugin: reader means read-only
-(creating experiments and registered models is for editors, `create: true`, machine
-identities and the admin), and a repository's names belong to the repository that
+(creating or renaming experiments and registered models is for editors, `create: true`,
+machine identities and the admin), and a repository's names belong to the repository that
 `mlrig init` / `mlrig access add-machine` makes (someone else's MANAGE is refused, or taken
 over with --take-over)."""
 
@@ -87,7 +87,7 @@ def assert_refused(resp: requests.Response) -> None:
     assert resp.status_code == 403, resp.text[:300]
     body = resp.json()
     assert body["error_code"] == "PERMISSION_DENIED"
-    assert "creating experiments and registered models is for editors" in body["message"]
+    assert "creating or renaming experiments and registered models is for" in body["message"]
     assert "\n" not in body["message"]
 
 
@@ -147,6 +147,45 @@ def test_create_true_in_the_access_file_lets_a_reader_create(
         assert back.exit_code == 0, back.output
     assert "~ user cora: may no longer create" in back.output
     assert_refused(create(stack, "cora", "experiment", "cora-exp-2"))
+
+
+def test_an_edit_grant_does_not_let_a_user_rename_into_a_new_name(stack: dict[str, Any]) -> None:
+    """A rename claims a name as creating does (the grants move with it): nick, with EDIT on
+    one experiment and model, cannot rename them; an editor can."""
+    admin = stack["creds"]["admin"]
+    client = access.admin_client(stack["outputs"])
+    assert create(stack, admin, "model", "renamable").status_code == 200
+    assert create(stack, admin, "experiment", "renamable").status_code == 200
+    exp = client.experiment_id("renamable")
+    assert exp is not None
+    client.grant("nick", "registered_model", "renamable", "EDIT")
+    client.grant("nick", "experiment", exp, "EDIT")
+    for ajax in (False, True):
+        assert_refused(
+            requests.post(
+                _url(stack["outputs"], "registered-models/rename", ajax),
+                json={"name": "renamable", "new_name": "future-project"},
+                auth=stack["creds"]["nick"],
+                timeout=30,
+            )
+        )
+        assert_refused(
+            requests.post(
+                _url(stack["outputs"], "experiments/update", ajax),
+                json={"experiment_id": exp, "new_name": "future-project"},
+                auth=stack["creds"]["nick"],
+                timeout=30,
+            )
+        )
+    assert exists(stack, "model", "renamable") and exists(stack, "experiment", "renamable")
+    assert not exists(stack, "model", "future-project")
+    renamed = requests.post(
+        _url(stack["outputs"], "registered-models/rename"),
+        json={"name": "renamable", "new_name": "renamed-by-editor"},
+        auth=stack["creds"]["eddie"],
+        timeout=30,
+    )
+    assert renamed.status_code == 200, renamed.text[:300]
 
 
 def _squat(stack: dict[str, Any], name: str) -> None:

@@ -189,6 +189,8 @@ def test_who_may_create(user: str, is_admin: bool, roles: list[str], allowed: bo
         ("/ajax-api/2.0/mlflow/experiments/create", True),
         ("/api/2.0/mlflow/registered-models/create", True),
         ("/ajax-api/2.0/mlflow/registered-models/create", True),
+        ("/api/2.0/mlflow/experiments/update", True),  # a rename: its grants move with it
+        ("/ajax-api/2.0/mlflow/registered-models/rename", True),
         ("/api/2.0/mlflow/runs/create", False),  # MLflow checks EDIT on the experiment
         ("/api/2.0/mlflow/model-versions/create", False),  # EDIT on the model
         ("/api/2.0/mlflow/experiments/get", False),

@@ -255,3 +255,125 @@ def test_the_server_states_its_fitted_cap_at_start(
     want = ((512 << 20) - (100 << 20) - serve.HEADROOM) // (serve.EXPANSION * 2)
     assert f"max_body_bytes={want}" in err and "memory_bound=True" in err
     assert f"body cap {want} bytes" in err and ran["port"] == 8080
+
+
+# -- the container restarts unless stopped, and a memory kill is one line ----------------------
+class FakeEngine:
+    """docker-py's client as far as image_run and doctor use it: containers by name, inspect
+    data, and `containers.run`'s keyword arguments."""
+
+    def __init__(self, containers: dict[str, dict[str, Any]]) -> None:
+        import types
+
+        self.by_name = containers
+        self.runs: list[dict[str, Any]] = []
+        self.api = types.SimpleNamespace(containers=self._list, inspect_container=self._inspect)
+        self.containers = types.SimpleNamespace(run=self._run)
+
+    def _list(self, all: bool, filters: dict[str, str]) -> list[dict[str, Any]]:  # noqa: A002
+        prefix = filters["name"].lstrip("^/")
+        return [{"Id": n} for n in self.by_name if n.startswith(prefix)]
+
+    def _inspect(self, ident: str) -> dict[str, Any]:
+        return {"Name": f"/{ident}", **self.by_name[ident]}
+
+    def _run(self, image: str, **kwargs: Any) -> Any:
+        import types
+
+        self.runs.append({"image": image, **kwargs})
+        return types.SimpleNamespace(id="c0ffee")
+
+
+def _inspect(status: str, oom: bool, code: int, restarts: int, memory: int) -> dict[str, Any]:
+    return {
+        "State": {"Status": status, "OOMKilled": oom, "ExitCode": code},
+        "RestartCount": restarts,
+        "HostConfig": {"Memory": memory, "RestartPolicy": {"Name": "unless-stopped"}},
+    }
+
+
+OOM_RESTARTED = _inspect("running", True, 0, 2, 384 << 20)
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> FakeEngine:
+    from mlrig.adapters import docker as docker_adapter
+
+    fake = FakeEngine(
+        {
+            "mlrig-serve-8080": OOM_RESTARTED,
+            "mlrig-serve-8081": _inspect("running", False, 0, 0, 1 << 30),
+            "someone-else": _inspect("exited", True, 137, 0, 0),
+        }
+    )
+    monkeypatch.setattr(docker_adapter, "client", lambda: fake)
+    return fake
+
+
+def test_serving_containers_restart_unless_stopped(engine: FakeEngine) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    docker_adapter.run_container("img:1", name="mlrig-serve-9", environment={}, memory_bytes=1)
+    assert engine.runs[0]["restart_policy"] == {"Name": "unless-stopped"}
+    assert engine.runs[0]["mem_limit"] == engine.runs[0]["memswap_limit"] == 1
+
+
+def test_a_memory_kill_is_one_line_in_image_status_and_doctor(engine: FakeEngine) -> None:
+    from typer.testing import CliRunner
+
+    from mlrig.core import doctor
+    from mlrig.main import app
+
+    oom = (
+        "mlrig-serve-8080 running; killed for using more than its 384 MiB memory limit "
+        "(exit 137); restarted 2 times"
+    )
+    result = CliRunner().invoke(app, ["image", "status"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines() == [oom, "mlrig-serve-8081 running"]  # not someone-else
+
+    check = doctor._serving_containers()
+    assert (check.status, check.detail, check.needed) == (doctor.WARN, oom, False)
+    assert "--memory" in check.fix
+    engine.by_name["mlrig-serve-8080"] = _inspect("exited", True, 137, 0, 384 << 20)
+    check = doctor._serving_containers()
+    assert check.detail == (
+        "mlrig-serve-8080 exited; killed for using more than its 384 MiB memory limit (exit 137)"
+    )
+    del engine.by_name["mlrig-serve-8080"]
+    check = doctor._serving_containers()
+    assert (check.status, check.detail) == (doctor.OK, "mlrig-serve-8081 running")
+    assert CliRunner().invoke(app, ["image", "status"]).exit_code == 0
+
+
+def test_image_run_names_the_state_of_the_container_in_its_way(
+    engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.adapters import docker as docker_adapter
+    from mlrig.core import image_run
+    from mlrig.errors import Conflict
+
+    monkeypatch.setattr(docker_adapter, "image_exists", lambda ref: True)
+    with pytest.raises(Conflict) as caught:
+        image_run.run("img:1", port=8080)
+    assert "killed for using more than its 384 MiB memory limit" in caught.value.message
+    assert caught.value.hint and "docker rm -f mlrig-serve-8080" in caught.value.hint
+    assert engine.runs == []
+
+
+@pytest.mark.parametrize("status,restarts", [("restarting", 1), ("running", 1), ("exited", 0)])
+def test_a_server_the_engine_restarts_during_start_is_a_failed_start(
+    engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, status: str, restarts: int
+) -> None:
+    from mlrig.adapters import http
+    from mlrig.core import image_run
+    from mlrig.errors import ServiceError
+
+    engine.by_name["c0ffee"] = _inspect(status, True, 137, restarts, 40 << 20)
+
+    def refused(url: str, timeout: float) -> int:
+        raise ConnectionRefusedError
+
+    monkeypatch.setattr(http, "status", refused)
+    with pytest.raises(ServiceError, match="exited before it became healthy"):
+        image_run._wait_healthy("img:1", "c0ffee", "http://127.0.0.1:1", timeout=60)

@@ -189,17 +189,27 @@ def push_image(
     return _aux(consume_stream(stream, f"pushing {repository}:{tag}", on_chunk=on_chunk), "Digest")
 
 
+RESTART_POLICY = {"Name": "unless-stopped"}
+
+
 def run_container(
     image: str, *, name: str, environment: dict[str, str], memory_bytes: int | None = None
 ) -> str:
     """Start image detached on host networking (never pulls); the container's ID.
-    memory_bytes caps its memory, swap included (the kernel OOM-kills it beyond)."""
+    memory_bytes caps its memory, swap included (the kernel OOM-kills it beyond); the
+    engine restarts it after a kill or a crash until it is stopped or removed."""
     import docker.errors
 
     limits = {"mem_limit": memory_bytes, "memswap_limit": memory_bytes} if memory_bytes else {}
     try:
         container = client().containers.run(
-            image, detach=True, name=name, network_mode="host", environment=environment, **limits
+            image,
+            detach=True,
+            name=name,
+            network_mode="host",
+            environment=environment,
+            restart_policy=RESTART_POLICY,
+            **limits,
         )
     except docker.errors.APIError as exc:
         if exc.status_code == 409:
@@ -248,7 +258,9 @@ def remove_container(container_id: str) -> None:
 class ContainerState:
     status: str  # created, running, exited, dead...
     exit_code: int | None
-    oom_killed: bool
+    oom_killed: bool  # the last exit was the kernel's memory kill (kept across a restart)
+    restarts: int = 0  # how often the engine restarted it under its restart policy
+    memory_bytes: int = 0  # its memory limit (0: none)
 
 
 def run_with_limits(
@@ -286,10 +298,37 @@ def run_with_limits(
 
 
 def container_state(container_id: str) -> ContainerState:
-    state = client().api.inspect_container(container_id).get("State") or {}
+    return _state(client().api.inspect_container(container_id))
+
+
+def _state(info: dict[str, Any]) -> ContainerState:
+    state = info.get("State") or {}
     code = state.get("ExitCode")
     exit_code = None if code is None else int(code)
-    return ContainerState(str(state.get("Status", "")), exit_code, bool(state.get("OOMKilled")))
+    return ContainerState(
+        str(state.get("Status", "")),
+        exit_code,
+        bool(state.get("OOMKilled")),
+        int(info.get("RestartCount") or 0),
+        int((info.get("HostConfig") or {}).get("Memory") or 0),
+    )
+
+
+def container_states(name_prefix: str) -> dict[str, ContainerState]:
+    """Every container, running or not, whose name starts with name_prefix: name -> state."""
+    import docker.errors
+
+    found = client().api.containers(all=True, filters={"name": f"^/{name_prefix}"})
+    states = {}
+    for summary in found:
+        try:
+            info = client().api.inspect_container(summary["Id"])
+        except docker.errors.NotFound:  # removed since it was listed
+            continue
+        name = str(info.get("Name", "")).lstrip("/")
+        if name.startswith(name_prefix):  # the engine's filter is a pattern, checked again
+            states[name] = _state(info)
+    return states
 
 
 def exec_output(container_id: str, command: str) -> str:

@@ -168,3 +168,19 @@ def run(
             markup=False,
         )
         console().print(f"stop it with: docker rm -f {running.container}", markup=False)
+
+
+@app.command()
+def status() -> None:
+    """The serving containers `image run` started: state, memory kills and restarts."""
+    from mlrig.core import image_run
+
+    found = image_run.status()
+    for name, state in found:
+        console().print(
+            image_run.describe(name, state), markup=False, highlight=False, soft_wrap=True
+        )
+    if not found:
+        console().print("no serving container (start one with `mlrig image run`)", markup=False)
+    if any(state.oom_killed or state.status != "running" for _, state in found):
+        raise typer.Exit(1)

@@ -41,6 +41,7 @@ def machine_checks() -> list[Check]:
     checks = [_guard("python", _python)]
     checks.append(_guard("packages", _packages))
     checks.append(_guard("docker engine", _engine))
+    checks.append(_guard("serving containers", _serving_containers))
     checks.append(_guard("base image", _base_image))
     checks.append(_guard("registry binary", _registry_binary))
     checks.append(_guard("pulumi cli", _pulumi_cli))
@@ -79,6 +80,27 @@ def _engine() -> Check:
     if not version:
         return Check("docker engine", FAIL, "no Docker engine answers", docker_adapter.ENGINE_HINT)
     return Check("docker engine", OK, f"engine {version}")
+
+
+def _serving_containers() -> Check:
+    """The model servers `mlrig image run` left running: a memory kill is one warning line."""
+    from mlrig.core import image_run
+    from mlrig.errors import ServiceError
+
+    try:
+        found = image_run.status()
+    except ServiceError:  # no engine: the engine check already says so
+        return Check("serving containers", SKIP, "no Docker engine answers", needed=False)
+    if not found:
+        return Check("serving containers", SKIP, "none", needed=False)
+    bad = [(n, s) for n, s in found if s.oom_killed or s.status != "running"]
+    if bad:
+        fix = "send smaller batches, or rerun `mlrig image run` with a larger --memory"
+        if not any(s.oom_killed for _, s in bad):
+            fix = f"read `docker logs {bad[0][0]}`, then rerun `mlrig image run`"
+        detail = "; ".join(image_run.describe(n, s) for n, s in bad)
+        return Check("serving containers", WARN, detail, fix, needed=False)
+    return Check("serving containers", OK, "; ".join(image_run.describe(n, s) for n, s in found))
 
 
 def _base_image() -> Check:

@@ -2,7 +2,8 @@
 input example (`mlrig image run [--smoke]`).
 
 The server has no authentication, so it binds 127.0.0.1 unless the user names another
-address, and its memory is capped so one large request cannot take the host down.
+address, and its memory is capped so one large request cannot take the host down; the engine
+restarts it if it is killed anyway (restart policy unless-stopped), and `status` says so.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import http
 from mlrig.core.image_last_built import last_built
-from mlrig.errors import MlrigError, PortInUse, ServiceError, UsageError
+from mlrig.errors import Conflict, MlrigError, PortInUse, ServiceError, UsageError
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 EXAMPLE_FILE = "/opt/model/serving_input_example.json"
@@ -27,6 +28,7 @@ DEFAULT_MEMORY = "1g"
 _MEMORY = re.compile(r"^(?P<n>\d+)(?P<unit>[bkmg]?)$")
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 MIN_MEMORY = 6 << 20  # the engine refuses less
+NAME_PREFIX = "mlrig-serve-"
 
 
 @dataclass(frozen=True)
@@ -119,9 +121,29 @@ def smoke_check(url: str, example: bytes) -> list[Any]:
     return preds
 
 
+def describe(name: str, state: docker_adapter.ContainerState) -> str:
+    """One line on a serving container: its state, and a memory kill or restarts if any."""
+    line = f"{name} {state.status}"
+    if state.oom_killed:
+        limit = f" {state.memory_bytes / 2**20:.0f} MiB" if state.memory_bytes else ""
+        line += f"; killed for using more than its{limit} memory limit (exit 137)"
+    elif state.status in ("exited", "dead") and state.exit_code:
+        line += f" with code {state.exit_code}"
+    if state.restarts:
+        line += f"; restarted {state.restarts} time{'s' if state.restarts > 1 else ''}"
+    return line
+
+
+def status() -> list[tuple[str, docker_adapter.ContainerState]]:
+    """Every serving container `run` started on this engine, running or not, by name."""
+    return sorted(docker_adapter.container_states(NAME_PREFIX).items())
+
+
 def _wait_healthy(ref: str, container: str, url: str, timeout: float) -> None:
     def exited() -> str | None:
-        return "exited" if docker_adapter.container_status(container) == "exited" else None
+        # under the restart policy a crash is "restarting", or running again with a count
+        state = docker_adapter.container_state(container)
+        return "exited" if state.status != "running" or state.restarts else None
 
     try:
         wait_until(
@@ -192,11 +214,17 @@ def run(
             f"image {ref} does not exist on this engine",
             hint="build it with `mlrig image build` (run never pulls)",
         )
+    name = f"{NAME_PREFIX}{port}"
+    existing = docker_adapter.container_states(name).get(name)
+    if existing is not None:
+        raise Conflict(
+            f"a container named {name} already exists: {describe(name, existing)}",
+            hint=f"remove it with `docker rm -f {name}`, or pass another --port",
+        )
     if not _port_free(addr, port):
         raise PortInUse(
             f"port {port} on {addr} is already in use", hint="pass --port with a free one"
         )
-    name = f"mlrig-serve-{port}"
     start = time.monotonic()
     container = docker_adapter.run_container(
         ref, name=name, environment={"PORT": str(port), "HOST": str(addr)}, memory_bytes=limit

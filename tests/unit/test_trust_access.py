@@ -347,3 +347,34 @@ def test_a_project_name_from_an_answers_file_cannot_climb(mlrig_home: Path, tmp_
     (tmp_path / ".copier-answers.yml").write_text("project_name: /../../x\nstack: dev\n")
     with pytest.raises(identities.MissingIdentity):
         identities.repo_env(outputs, tmp_path)
+
+
+def test_access_show_prints_names_from_the_server_as_text(
+    mlrig_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any creator names experiments and models; `access show` printed them as rich markup,
+    so a name could restyle the admin's table or plant a terminal hyperlink."""
+    from typer.testing import CliRunner
+
+    from mlrig import contract
+    from mlrig.core import access_view
+    from mlrig.main import app
+
+    contract.save(_outputs())
+    rows = [
+        access_view.UserRow(
+            "[red]eve",
+            "person",
+            "editor",
+            (
+                access_view.GrantRow(
+                    "experiment", "[link=http://127.0.0.1:9/x]shop[/link]", "MANAGE"
+                ),
+            ),
+        )
+    ]
+    monkeypatch.setattr(access_view, "show", lambda _outputs: rows)
+    shown = CliRunner().invoke(app, ["access", "show", "-s", "dev"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    assert "[red]eve" in shown.output
+    assert "[link=http://127.0.0.1:9/x]shop[/link]: MANAGE" in shown.output

@@ -56,7 +56,9 @@ def _stdin_password() -> str:
 
 
 def _hand_over(user: str, password: str) -> None:
-    console().print(f"password for {user} (shown once, store it now): {password}", soft_wrap=True)
+    console().print(
+        f"password for {user} (shown once, store it now): {password}", soft_wrap=True, markup=False
+    )
 
 
 def _cache_note() -> None:
@@ -85,7 +87,7 @@ def apply_cmd(
         return typer.confirm(f"remove {len(users)} user(s) not in {file}: {', '.join(users)}?")
 
     def shown(step: Step) -> None:
-        console().print(step.describe(), soft_wrap=True)
+        console().print(step.describe(), soft_wrap=True, markup=False)  # names from the server
 
     steps = access.apply(
         outputs, spec, confirm_removal=confirm, on_password=_hand_over, on_step=shown
@@ -103,6 +105,7 @@ def show_cmd(stack: StackOpt = None, json_out: JsonOpt = False) -> None:
     """Users, roles, machine identities and grants on the stack."""
     from dataclasses import asdict
 
+    from rich.markup import escape
     from rich.table import Table
 
     from mlrig.core import access_view
@@ -124,7 +127,8 @@ def show_cmd(stack: StackOpt = None, json_out: JsonOpt = False) -> None:
             for g in row.grants
         ]
         role = f"{row.role} + create" if row.create else row.role
-        table.add_row(row.name, row.kind, role, "\n".join(grants) or "-")
+        # user, experiment and model names come from the server: shown, never read as markup
+        table.add_row(escape(row.name), row.kind, role, escape("\n".join(grants)) or "-")
     console().print(table)
 
 
@@ -170,7 +174,7 @@ def add_machine_cmd(
     outputs = _outputs(stack)
     result = access.add_machine(outputs, project, github_repo, take_over=take_over)
     for grant in result.revoked:
-        console().print(f"- revoked {grant} (taken over)", soft_wrap=True)
+        console().print(f"- revoked {grant} (taken over)", soft_wrap=True, markup=False)
     state = "created" if result.created else "repaired" if result.password_set else "up to date"
     console().print(
         f"[green]machine identity {result.user} {state}[/]: EDIT on experiment and registered "

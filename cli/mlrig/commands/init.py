@@ -101,7 +101,7 @@ def init_cmd(
         f"next: `cd {path} && dvc repro`"
     )
     for grant in result.taken_over:
-        console().print(f"- revoked {grant} (taken over)", soft_wrap=True)
+        console().print(f"- revoked {grant} (taken over)", soft_wrap=True, markup=False)
     if result.identity:
         console().print(
             f"training logs in as the repository's machine identity {result.identity} "

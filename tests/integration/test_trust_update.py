@@ -128,6 +128,8 @@ COMMITTED_BAD = [
         "mlflow_tracking_uri: 'https://x/\"}'' | sh; echo ''{'",
         "mlflow_tracking_uri",
     ),
+    # a version the template history never had: copier would check out whatever it names
+    (f"_commit: {TEMPLATE_VERSION}", "_commit: 9.9.9", "_commit 9.9.9 is no version"),
 ]
 
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from mlrig.adapters import git
 from mlrig.adapters.mlflow_rest import ModelVersion, Run
+from mlrig.core import checkout as co
 from mlrig.core import checkout_verify as verify
 from mlrig.core import provenance as p
 from mlrig.core import provenance_input as inputs
@@ -373,3 +374,34 @@ def test_a_digest_that_is_not_one_never_reaches_mlflows_search_filter() -> None:
     rest = FakeRest(Run(RUN, "1", {}, {}, {}))
     assert trace_image._mlflow(rest, "sha256:x' OR name LIKE '%") is None  # type: ignore[arg-type]
     assert rest.searches == []
+
+
+# -- checkout acts only on what the repository's identity recorded ---------------------------------
+def test_checkout_repro_of_a_run_another_user_logged_is_refused_before_anything_is_made(
+    user_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--repro runs the code the run's tags point to: not for a run someone else logged."""
+    rest = serve(monkeypatch, tags("r1", **{inputs.TAG_USER: "mallory"}))
+    rest.versions = [ModelVersion("proj", "3", RUN)]
+    into = tmp_path / "ws"
+    args = ["checkout", RUN, "--repo", str(user_repo), "--into", str(into), "--repro"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "logged by mallory, not by the repository's identity repo-proj" in result.output
+    assert "--repro would run the code" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not into.exists()
+
+
+def test_a_model_name_is_a_folder_name_only_when_mlflow_could_have_made_it() -> None:
+    def record(name: str) -> p.ProvenanceRecord:
+        return p.ProvenanceRecord(
+            ref="x",
+            model=p.ModelRecord(name=name, version="3"),
+            run=p.RunRecord(id=RUN, tags={}),
+            code=p.CodeRecord(
+                restore_point=p.RestorePoint(sha="c" * 40, found_by="run-file"), restorable=True
+            ),
+        )
+
+    assert co.target_of(record("churn")).label == "churn-v3"
+    assert co.target_of(record("../../home/u/.ssh")).label is None

@@ -70,8 +70,10 @@ def checkout(
     from mlrig.core.checkout import checkout as make
 
     with _working(f"checking out {ref}") as progress:
-        result = make(ref, into=into, repo=repo, stack=stack, progress=progress)
+        result = make(ref, into=into, repo=repo, stack=stack, progress=progress, repro=repro)
     ws, target = result.workspace, result.target
+    if result.warning:
+        _say(f"[yellow]warning:[/] {escape(result.warning)}")
     how = f"worktree of {ws.source}" if ws.source else f"clone of {ws.remote}"
     exp = f", experiment {target.exp_ref}" if target.exp_ref else ""
     _say(

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from mlrig.adapters import dvc, git
 from mlrig.contract import StackOutputs
-from mlrig.core import checkout_verify
+from mlrig.core import checkout_verify, provenance_input
 from mlrig.core import provenance as p
 from mlrig.core.progress import Progress, no_progress
 from mlrig.errors import Conflict, MlrigError, ServiceError
@@ -201,6 +201,7 @@ class CheckoutResult:
     seconds: float
     stack: str
     metrics: Mapping[str, float]  # what the run recorded
+    warning: str | None = None  # the run was logged by someone other than the repository
 
 
 def target_of(record: p.ProvenanceRecord) -> Target:
@@ -214,7 +215,13 @@ def target_of(record: p.ProvenanceRecord) -> Target:
     point = code.restore_point
     if point is None and not code.remote or point is not None and not code.restorable:
         raise NotRestorable(code.reason or f"run {run.id} cannot be restored")
-    label = f"{record.model.name}-v{record.model.version}" if record.model else None
+    model = record.model
+    # a folder name: only a model name and version as MLflow makes them (no '/', no '..')
+    named = model is not None and bool(
+        provenance_input.MODEL_NAME.match(model.name)
+        and provenance_input.VERSION.match(model.version)
+    )
+    label = f"{model.name}-v{model.version}" if model is not None and named else None
     return Target(
         run_id=run.id,
         sha=point.sha if point else None,
@@ -240,6 +247,17 @@ def _label(target: Target, repo: Path | None) -> str:
     return f"{name}-{(target.sha or target.run_id)[:8]}"
 
 
+def recorded_elsewhere(record: p.ProvenanceRecord) -> str | None:
+    """One line when the run was logged by someone other than its repository's identity."""
+    run = record.run
+    if run.recorded_by_repository_identity is not False:
+        return None
+    return (
+        f"run {run.id} was logged by {run.recorded_by}, not by the repository's identity "
+        f"{run.repository_identity}"
+    )
+
+
 def checkout(
     ref: str,
     *,
@@ -247,8 +265,11 @@ def checkout(
     repo: Path | None = None,
     stack: str | None = None,
     progress: Progress = no_progress,
+    repro: bool = False,
 ) -> CheckoutResult:
-    """Trace ref, restore its run's workspace at `into` and verify it (see the module doc)."""
+    """Trace ref, restore its run's workspace at `into` and verify it (see the module doc).
+    repro: the caller will re-run the pipeline there, so a run someone other than the
+    repository's identity logged is refused before anything is made (its tags chose the code)."""
     from mlrig import contract
     from mlrig.core import stacks, trace
 
@@ -257,6 +278,12 @@ def checkout(
         check_into(into)  # before anything is traced or made
     record = trace.trace(ref, stack=stack, repo=repo)
     target = target_of(record)
+    warning = recorded_elsewhere(record)
+    if repro and warning:
+        raise NotRestorable(
+            f"{warning}: --repro would run the code its tags point to",
+            hint="check it out without --repro, read it, then run `dvc repro` there yourself",
+        )
     where = trace.find_repo(repo)
     outputs = contract.load(name := stacks.resolve_name(stack, repo=where))
     into = (into or default_into(_label(target, where))).resolve()
@@ -266,4 +293,4 @@ def checkout(
     progress("verifying hashes, params and `dvc status`")
     found = checkout_verify.differences(into, target.files, target.params_md5, target.stage)
     seconds = time.monotonic() - started
-    return CheckoutResult(target, workspace, found, seconds, name, record.run.metrics)
+    return CheckoutResult(target, workspace, found, seconds, name, record.run.metrics, warning)

@@ -133,7 +133,7 @@ def validate_stack_name(name: str) -> str:
         raise UsageError(
             f"stack name is {len(name)} characters, the limit is {NAME_MAX}", hint=hint
         )
-    if not _NAME_RE.match(name):
+    if not _NAME_RE.fullmatch(name):
         raise UsageError(f"invalid stack name {name!r}", hint=hint)
     if name.endswith("-") or "--" in name:
         raise UsageError(f"invalid stack name {name!r}: no trailing or double dashes", hint=hint)
@@ -206,7 +206,7 @@ def list_names() -> list[str]:
     names: set[str] = set()
     for marker in (OUTPUTS_FILE, LOCAL_STATE_FILE):
         names.update(p.parent.name for p in root.glob(f"*/{marker}"))
-    return sorted(n for n in names if _NAME_RE.match(n))
+    return sorted(n for n in names if _NAME_RE.fullmatch(n))
 
 
 def load(name: str) -> StackOutputs:

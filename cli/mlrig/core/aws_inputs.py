@@ -19,7 +19,7 @@ _TLD = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
 
 
 def check_region(region: str) -> str:
-    if not _REGION.match(region):
+    if not _REGION.fullmatch(region):
         raise UsageError(
             f"invalid AWS region {region!r}", hint="e.g. us-east-1, eu-west-2, us-gov-west-1"
         )
@@ -31,7 +31,7 @@ def check_github_repo(value: str | None) -> str | None:
     if value is None:
         return None
     owner, _, name = value.partition("/")
-    if not (_OWNER.match(owner) and _REPO_NAME.match(name) and name not in (".", "..")):
+    if not (_OWNER.fullmatch(owner) and _REPO_NAME.fullmatch(name) and name not in (".", "..")):
         raise UsageError(
             f"invalid --github-repo {value!r}",
             hint="use owner/repo, e.g. acme/churn-model (letters, digits, '-'; the "
@@ -48,8 +48,8 @@ def check_domain(domain: str | None) -> str | None:
     if not (
         4 <= len(domain) <= 253
         and len(labels) >= 2
-        and all(_LABEL.match(label) for label in labels)
-        and _TLD.match(labels[-1])
+        and all(_LABEL.fullmatch(label) for label in labels)
+        and _TLD.fullmatch(labels[-1])
     ):
         raise UsageError(
             f"invalid --domain {domain!r}",

@@ -1,0 +1,55 @@
+"""Names a user types or a file hands back (stack names, GitHub repositories, regions, domains)
+are matched whole: Python's `$` also matches before a trailing newline, so `'prod\\n'` passed a
+`^...$` pattern checked with `.match` and reached directory names and the CI role's subject."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from mlrig import paths
+from mlrig.contract import OUTPUTS_FILE, list_names, validate_stack_name
+from mlrig.core import aws_inputs
+from mlrig.errors import UsageError
+
+
+@pytest.mark.parametrize("name", ["prod\n", "prod\r\n", "a\nb"])
+def test_a_stack_name_with_a_line_break_is_refused(name: str) -> None:
+    with pytest.raises(UsageError, match="invalid stack name"):
+        validate_stack_name(name)
+
+
+def test_a_stack_folder_with_a_line_break_is_not_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLRIG_HOME", str(tmp_path))
+    for name in ("prod", "prod\n", "dev"):
+        folder = paths.stacks_dir() / name
+        folder.mkdir(parents=True)
+        (folder / OUTPUTS_FILE).write_text("{}")
+    assert list_names() == ["dev", "prod"]
+
+
+@pytest.mark.parametrize(
+    ("check", "value"),
+    [
+        (aws_inputs.check_github_repo, "acme/proj\n"),
+        (aws_inputs.check_github_repo, "acme\n/proj"),
+        (aws_inputs.check_region, "us-east-1\n"),
+        (aws_inputs.check_domain, "mlflow.example.com\n"),
+    ],
+)
+def test_an_aws_input_with_a_line_break_is_refused(
+    check: Callable[[str], object], value: str
+) -> None:
+    with pytest.raises(UsageError):
+        check(value)
+
+
+def test_the_same_values_without_the_line_break_still_pass() -> None:
+    assert validate_stack_name("prod") == "prod"
+    assert aws_inputs.check_github_repo("acme/proj") == "acme/proj"
+    assert aws_inputs.check_region("us-east-1") == "us-east-1"
+    assert aws_inputs.check_domain("mlflow.example.com") == "mlflow.example.com"

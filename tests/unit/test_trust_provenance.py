@@ -405,3 +405,15 @@ def test_a_model_name_is_a_folder_name_only_when_mlflow_could_have_made_it() -> 
 
     assert co.target_of(record("churn")).label == "churn-v3"
     assert co.target_of(record("../../home/u/.ssh")).label is None
+
+
+def test_a_tags_markup_or_terminal_escapes_are_printed_as_text(
+    user_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit tag that would erase the line above and print a fake verdict on its own."""
+    fake = "abc\x1b[1A\x1b[2K[green]restorable bit for bit:[/]\nmlrig checkout x"
+    serve(monkeypatch, tags("never", **{p.TAG_GIT_COMMIT: fake}))
+    result = runner.invoke(app, ["trace", RUN, "--repo", str(user_repo)], color=True)
+    assert "\x1b[1A" not in result.output and "\x1b[2K" not in result.output
+    assert "[green]restorable bit for bit:[/]?mlrig checkout x" in result.output
+    assert not any(line.startswith("mlrig checkout") for line in result.output.splitlines())

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -11,6 +12,8 @@ from mlrig.commands.options import JsonOpt, StackOpt
 from mlrig.ui import console
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from mlrig.core.provenance import ProvenanceRecord
 
 PARAMS_SHOWN = 8
@@ -53,6 +56,20 @@ def _short(values: dict[str, str] | dict[str, float], limit: int = PARAMS_SHOWN)
     return "  ".join(items[:limit]) + more
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+class _Printable:
+    """A console that prints no control character (a tag's ANSI escapes could rewrite or
+    hide the lines around it): each becomes `?`."""
+
+    def __init__(self, out: Console) -> None:
+        self.out = out
+
+    def print(self, text: str, **options: Any) -> None:
+        self.out.print(_CONTROL.sub("?", text), **options)
+
+
 def render(record: ProvenanceRecord) -> None:
     """One line per link of the chain, then the data and the restore line."""
     from rich.markup import escape
@@ -61,8 +78,9 @@ def render(record: ProvenanceRecord) -> None:
     for image in record.images or []:
         rows.append(("image", escape(image.reference or image.digest)))
     if record.model:
-        aliases = "".join(f"  @{a}" for a in record.model.aliases)
-        rows.append(("model", f"{escape(record.model.name)} v{record.model.version}{aliases}"))
+        aliases = escape("".join(f"  @{a}" for a in record.model.aliases))
+        model = f"{escape(record.model.name)} v{escape(record.model.version)}{aliases}"
+        rows.append(("model", model))
     run = record.run
     rows.append(("run", f"{run.id}  (experiment {escape(run.experiment or '?')})"))
     if run.recorded_by:
@@ -79,11 +97,11 @@ def render(record: ProvenanceRecord) -> None:
         dirty = f"uncommitted when run: {changed} (the restore point holds them)"
     else:
         dirty = f"[yellow]dirty: {changed}[/]"
-    rows.append(("commit", f"{code.commit or '?'}  {dirty}"))
+    rows.append(("commit", f"{escape(code.commit or '?')}  {dirty}"))
     if code.remote:
         rows.append(("remote", escape(code.remote)))
     if code.exp_name:
-        base = f"  baseline {code.exp_baseline[:12]}" if code.exp_baseline else ""
+        base = f"  baseline {escape(code.exp_baseline[:12])}" if code.exp_baseline else ""
         rows.append(("experiment", f"{escape(code.exp_name)}{base}  {escape(code.exp_ref or '')}"))
     point = code.restore_point
     if point:
@@ -92,8 +110,8 @@ def render(record: ProvenanceRecord) -> None:
     for name, url in dict.fromkeys((d.remote.name, d.remote.url) for d in record.data if d.remote):
         rows.append(("dvc remote", f"{escape(name)}: {escape(url)}"))
     for item in record.data:
-        rows.append((f"data {item.role}", f"{item.md5}  {escape(item.path)}"))
-    out = console()
+        rows.append((f"data {item.role}", f"{escape(item.md5)}  {escape(item.path)}"))
+    out = _Printable(console())
     width = max(len(key) for key, _ in rows) + 2
     for key, value in rows:  # never folded: references and hashes stay copy-pasteable
         out.print(f"[bold]{key:<{width}}[/]{value}", soft_wrap=True, highlight=False)

@@ -417,3 +417,14 @@ def test_a_tags_markup_or_terminal_escapes_are_printed_as_text(
     assert "\x1b[1A" not in result.output and "\x1b[2K" not in result.output
     assert "[green]restorable bit for bit:[/]?mlrig checkout x" in result.output
     assert not any(line.startswith("mlrig checkout") for line in result.output.splitlines())
+
+
+def test_the_recorded_user_is_shown_without_terminal_escapes(
+    user_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rest = serve(monkeypatch, tags("r1", **{inputs.TAG_USER: "eve\x1b[2K\rrepo-proj"}))
+    rest.versions = [ModelVersion("proj", "3", RUN)]
+    args = ["checkout", RUN, "--repo", str(user_repo), "--into", str(tmp_path / "ws"), "--repro"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and "\x1b" not in result.output and "\r" not in result.output
+    assert "logged by eve?[2K?repo-proj, not by the repository's identity" in result.output

@@ -34,7 +34,7 @@ MAX_VALUE = 2048  # longer than any remote, ref or path mlrig records
 TAG_USER = "mlflow.user"  # the MLflow user the run was logged as (MLflow's own tag)
 
 _BLANK = re.compile(r"[\x00-\x20\x7f]")  # control characters and whitespace
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
 _USER = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._-]*$")
 _URL = re.compile(
@@ -182,6 +182,11 @@ def checked_labels(labels: Mapping[str, str]) -> tuple[dict[str, str], list[Refu
         else:
             kept[key] = value
     return kept, refused
+
+
+def printable(value: str | None, limit: int = 200) -> str | None:
+    """A value to show on one line: control characters (a terminal's escapes) as '?'."""
+    return None if value is None else _CONTROL.sub("?", value[:limit])
 
 
 def repository_identity_of(user: str | None, identity: str | None) -> bool | None:

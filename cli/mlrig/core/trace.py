@@ -222,7 +222,7 @@ def assemble(
     ]
     experiment = rest.experiment_name(run.experiment_id) if run.experiment_id else None
     target = f"models:/{mv.name}/{mv.version}" if mv else f"runs:/{run.id}"
-    user = run.tags.get(provenance_input.TAG_USER)
+    user = provenance_input.printable(run.tags.get(provenance_input.TAG_USER))
     project = mv.name if mv else experiment
     identity = identities.machine_user(project) if project else None
     return ProvenanceRecord(

@@ -149,6 +149,23 @@ def test_create_true_in_the_access_file_lets_a_reader_create(
     assert_refused(create(stack, "cora", "experiment", "cora-exp-2"))
 
 
+def test_apply_moves_a_user_between_roles(stack: dict[str, Any], tmp_path: Path) -> None:
+    """Moving off a role unassigns it (MLflow's route takes DELETE only; a POST was a 405 and
+    `apply` stopped half-way)."""
+    promoted = tmp_path / "promoted.yaml"
+    promoted.write_text(FILE.replace("rita: {role: reader}", "rita: {role: editor}"))
+    try:
+        moved = runner.invoke(app, ["access", "apply", str(promoted), "--stack", STACK])
+        assert moved.exit_code == 0, moved.output
+        assert "~ user rita: role reader -> editor" in moved.output
+        assert create(stack, "rita", "experiment", "rita-as-editor").status_code == 200
+    finally:
+        back = runner.invoke(app, ["access", "apply", str(stack["file"]), "--stack", STACK])
+        assert back.exit_code == 0, back.output
+    assert "~ user rita: role editor -> reader" in back.output
+    assert_refused(create(stack, "rita", "experiment", "rita-as-reader-again"))
+
+
 def test_an_edit_grant_does_not_let_a_user_rename_into_a_new_name(stack: dict[str, Any]) -> None:
     """A rename claims a name as creating does (the grants move with it): nick, with EDIT on
     one experiment and model, cannot rename them; an editor can."""

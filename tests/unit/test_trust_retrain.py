@@ -256,6 +256,23 @@ def test_a_retrain_with_a_leftover_marker_refuses_before_touching_the_branch(
     assert (repo / "notes.txt").is_file() and git(repo, "branch", "--show-current") == "dev"
 
 
+def test_the_runs_commit_holds_only_the_runs_files(repo: Path) -> None:
+    """A file someone made or edited while the pipeline ran is not committed (nor pushed)."""
+    from mlrig.adapters import git as git_adapter
+
+    saved = killed_run(repo)
+    (repo / "notes.txt").write_text("private\n")
+    (repo / "params.yaml").write_text("ingest:\n  source: data/edited.csv\n")
+    (repo / "data/snapshot/[x].json").write_text("{}\n")  # a glob-like name, not the run's
+    paths = retrain._run_changes(repo, saved)
+    assert paths == ["data/snapshot/record.json", "dvc.lock", "metrics.json", "models/.gitignore"]
+    git_adapter.commit_paths(repo, "retrain: snapshot", paths)
+    committed = git(repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert sorted(committed) == paths
+    status = git(repo, "status", "--porcelain")
+    assert "?? notes.txt" in status and "M params.yaml" in status
+
+
 # -- the marker is input ------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("field_", "value", "says"),
@@ -335,6 +352,31 @@ def test_a_failed_run_marks_its_version_through_the_same_undo(
     monkeypatch.setattr(retrain_state.dvc, "checkout", lambda _root: None)
     retrain_state.restore(repo, saved, rest, None)  # type: ignore[arg-type]
     assert ("tag", "churn", "7", retrain_state.UNDONE_TAG, "true") in rest.calls
+
+
+def test_an_alias_the_login_may_not_delete_leaves_the_version_marked_and_says_who_can(
+    repo: Path, rest: FakeRest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first run promoted its version (no champion before); a repository's identity may
+    edit the model but not delete its alias: the version is marked all the same, and the
+    error says who can finish the undo."""
+    from mlrig.errors import CredentialsError
+
+    saved = killed_run(repo)
+    saved.champion = None
+    saved.save(repo)
+    rest.champion_now = "1"
+    rest.versions = [{"name": "churn", "version": "1", "run_id": "r1", "created": 10**15}]
+    rest.run_tags = {"r1": {retrain_state.RUN_TAG: saved.retrain_id or ""}}
+
+    def refuse(name: str, alias: str) -> None:
+        raise CredentialsError("MLflow rejected the credentials")
+
+    monkeypatch.setattr(rest, "delete_alias", refuse)
+    line = one_error_line(recover_cli(repo))
+    assert "names version 1, which the undone run made" in line and "MLflow admin" in line
+    assert ("tag", "churn", "1", retrain_state.UNDONE_TAG, "true") in rest.calls
+    assert retrain_state.load(repo) is not None  # a later --recover finishes the undo
 
 
 def test_every_mlflow_run_of_a_retrain_carries_its_id(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -337,3 +337,13 @@ def files_between(path: Path, old: str, new: str) -> list[str]:
     """Paths that differ between two commits (`git diff --name-only old new`)."""
     out = run(path, "diff", "--name-only", "--no-renames", "-z", old, new, "--")
     return [p for p in out.split("\0") if p]
+
+
+def commit_paths(path: Path, message: str, paths: list[str]) -> str:
+    """Stage and commit exactly these paths (changed, new or deleted), nothing else the
+    work tree or index holds; return the new commit."""
+    literal = {"GIT_LITERAL_PATHSPECS": "1"}  # a path is a name, never a glob
+    run(path, "add", "--all", "--", *paths, env=literal)
+    env = {**_identity_env(path), **literal}
+    run(path, "commit", "--quiet", "--no-verify", "-m", message, "--only", "--", *paths, env=env)
+    return head(path)

@@ -196,7 +196,7 @@ def _run(
     gate = retrain_repo.gate(root)
     version = retrain_repo.registered_version(root)
     message = _commit_message(snap)
-    commit = _step("commit", lambda: git.commit_all(root, message))
+    commit = _step("commit", lambda: git.commit_paths(root, message, _run_changes(root, saved)))
     saved.commit = commit
     saved.save(root)
     log(f"committed {commit[:12]}: {message}")
@@ -222,6 +222,15 @@ def _run(
         commit=commit,
         message=retrain_repo.decision_line(version, gate),
     )
+
+
+def _run_changes(root: Path, saved: retrain_state.SavedState) -> list[str]:
+    """The changed and new paths the run wrote (dvc.yaml's outputs, their .gitignore,
+    dvc.lock): what its commit holds. A file someone else changed or made meanwhile is not
+    the run's to commit, nor to push."""
+    owned = retrain_state.run_files(root, saved)
+    changed = git.changed_tracked_files(root) + git.untracked_files(root)
+    return sorted({p for p in changed if p in owned})
 
 
 def _commit_message(snap: retrain_repo.Snapshot) -> str:
@@ -251,7 +260,11 @@ def _image(root: Path, model: str, outputs: Any, log: Log) -> tuple[str, str]:
 
 
 def recover(repo: Path) -> bool:
-    """Undo what a killed retrain left behind (True when there was something to undo)."""
+    """Undo what a killed retrain left behind (True when there was something to undo).
+
+    Raises, changing nothing: ConfigError when the marker is not one mlrig can trust,
+    Conflict when a run is still going or the repository is no longer as the run left it
+    (another branch or commit, other changes); the marker then stays for a later try."""
     root = _root(repo.resolve())
     saved = retrain_state.load(root)
     if saved is None:

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlrig.adapters import dvc, git
 from mlrig.adapters.mlflow_rest import MlflowRest
-from mlrig.errors import ConfigError, Conflict, MlrigError, UsageError
+from mlrig.errors import ConfigError, Conflict, CredentialsError, MlrigError, UsageError
 
 MARKER = Path(".dvc/tmp/mlrig-retrain.json")
 LOG = Path(".dvc/tmp/mlrig-retrain.log")
@@ -243,17 +243,31 @@ def restore(repo: Path, saved: SavedState, rest: MlflowRest | None, log: object 
             dvc.checkout(repo)
         except MlrigError as exc:  # outputs the cache no longer holds: `dvc pull` brings them
             say(f"dvc checkout after the undo: {exc.message.splitlines()[0]}")
+    if rest is not None:  # first: a version the alias cannot be taken from is still marked
+        mark_undone(rest, saved, say)
     if rest is not None and saved.champion_known:
         now = rest.champion(saved.model, ALIAS)
         if now != saved.champion:
             if saved.champion is None:
-                rest.delete_alias(saved.model, ALIAS)
+                _delete_alias(rest, saved, now)
             else:
                 rest.set_alias(saved.model, ALIAS, saved.champion)
             say(f"@{ALIAS} moved back to {saved.champion or '(none)'} from {now}")
-    if rest is not None:
-        mark_undone(rest, saved, say)
     say(f"repository back at {saved.head[:12]}")
+
+
+def _delete_alias(rest: MlflowRest, saved: SavedState, now: str | None) -> None:
+    """Remove the alias the undone run created. MLflow lets only a model's managers delete
+    an alias; a repository's identity may edit, not manage."""
+    try:
+        rest.delete_alias(saved.model, ALIAS)
+    except CredentialsError:
+        raise CredentialsError(
+            f"@{ALIAS} of {saved.model} names version {now}, which the undone run made, and "
+            "this login may not remove an alias",
+            hint=f"have an MLflow admin delete @{ALIAS} of {saved.model}, then run "
+            "`mlrig retrain --recover` again",
+        ) from None
 
 
 def mark_undone(rest: MlflowRest, saved: SavedState, say: Callable[[str], None]) -> list[str]:

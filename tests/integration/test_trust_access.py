@@ -269,3 +269,20 @@ def test_init_refuses_a_squatted_name_and_takes_it_over_with_the_flag(
     assert result.identity == "repo-squatted" and result.identity_problem == ""
     assert "eddie: MANAGE on experiment squatted" in result.taken_over
     assert _eddie_manages_model(stack, "squatted") == 403
+
+
+def test_a_name_claimed_as_a_prompt_is_refused_too(stack: dict[str, Any]) -> None:
+    """A registered model created with the prompt tag gives its creator MANAGE as a `prompt`
+    grant, not a `registered_model` one: it claims the name all the same."""
+    made = requests.post(
+        _url(stack["outputs"], "registered-models/create"),
+        json={"name": "prompted", "tags": [{"key": "mlflow.prompt.is_prompt", "value": "true"}]},
+        auth=stack["creds"]["eddie"],
+        timeout=30,
+    )
+    assert made.status_code == 200, made.text[:300]
+    refused = runner.invoke(app, ["access", "add-machine", "prompted", "--stack", STACK])
+    assert refused.exit_code == 7, refused.output
+    assert "managed by eddie" in refused.output and "--take-over" in refused.output
+    client = access.admin_client(stack["outputs"])
+    assert "repo-prompted" not in {u.name for u in client.users()}

@@ -212,8 +212,9 @@ def foreign_grants(
 ) -> list[tuple[str, str, str]]:
     """(user, kind, permission) of every direct MANAGE or EDIT grant on the project's
     experiment or registered model held by someone other than an admin or its own machine
-    identity (MLflow gives whoever creates an object MANAGE on it)."""
-    targets = {("registered_model", project)}
+    identity (MLflow gives whoever creates an object MANAGE on it; a registered model created
+    as a prompt is a `prompt` grant on the same name)."""
+    targets = {("registered_model", project), ("prompt", project)}
     if experiment_id is not None:
         targets.add(("experiment", experiment_id))
     found = []

@@ -377,3 +377,40 @@ def test_a_server_the_engine_restarts_during_start_is_a_failed_start(
     monkeypatch.setattr(http, "status", refused)
     with pytest.raises(ServiceError, match="exited before it became healthy"):
         image_run._wait_healthy("img:1", "c0ffee", "http://127.0.0.1:1", timeout=60)
+
+
+def test_an_oversized_input_example_in_the_image_is_refused_before_it_is_read(
+    engine: FakeEngine,
+) -> None:
+    from mlrig.core import image_run
+    from mlrig.errors import UsageError
+
+    def get_archive(container: str, path: str) -> tuple[Any, dict[str, Any]]:
+        def stream() -> Any:
+            raise AssertionError("the example's bytes were read")
+            yield b""
+
+        return stream(), {"name": "serving_input_example.json", "size": 9 << 30}
+
+    engine.api.get_archive = get_archive
+    with pytest.raises(UsageError, match="is 9663676416 bytes, more than 8388608"):
+        image_run._example("c0ffee")
+
+
+def test_a_smoke_example_that_is_not_an_object_is_a_one_line_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import types
+
+    from mlrig.adapters import http
+    from mlrig.core import image_run
+    from mlrig.errors import ServiceError
+
+    answer = types.SimpleNamespace(
+        status=200, text='{"predictions": [1, 2]}', json=lambda: {"predictions": [1, 2]}
+    )
+    monkeypatch.setattr(http, "post", lambda *a, **kw: answer)
+    assert image_run.smoke_check("http://127.0.0.1:1", b'["inputs", 1]') == [1, 2]
+    answer.json = lambda: ["not", "an", "object"]
+    with pytest.raises(ServiceError, match="unexpected answer"):
+        image_run.smoke_check("http://127.0.0.1:1", b'{"inputs": [[1], [2]]}')

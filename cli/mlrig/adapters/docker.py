@@ -230,8 +230,9 @@ def container_logs(container_id: str, *, tail: int) -> str:
     return bytes(client().api.logs(container_id, tail=tail)).decode(errors="replace")
 
 
-def read_container_file(container_id: str, path: str) -> bytes | None:
-    """The bytes of one file inside a container, or None when it has no such file."""
+def read_container_file(container_id: str, path: str, max_bytes: int | None = None) -> bytes | None:
+    """The bytes of one file inside a container, or None when it has no such file; a file
+    over max_bytes is refused before its bytes are read."""
     import io
     import posixpath
     import tarfile
@@ -239,9 +240,12 @@ def read_container_file(container_id: str, path: str) -> bytes | None:
     import docker.errors
 
     try:
-        stream, _ = client().api.get_archive(container_id, path)
+        stream, stat = client().api.get_archive(container_id, path)
     except docker.errors.NotFound:
         return None
+    size = int((stat or {}).get("size") or 0)
+    if max_bytes is not None and size > max_bytes:
+        raise UsageError(f"{path} in the container is {size} bytes, more than {max_bytes}")
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
         member = tar.extractfile(posixpath.basename(path))
         return member.read() if member else b""

@@ -23,6 +23,7 @@ from mlrig.errors import Conflict, MlrigError, PortInUse, ServiceError, UsageErr
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 EXAMPLE_FILE = "/opt/model/serving_input_example.json"
+MAX_EXAMPLE_BYTES = 8 << 20  # an input example is a few rows
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_MEMORY = "1g"
 _MEMORY = re.compile(r"^(?P<n>\d+)(?P<unit>[bkmg]?)$")
@@ -86,7 +87,7 @@ def _port_free(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -
 
 
 def _example(container: str) -> bytes:
-    example = docker_adapter.read_container_file(container, EXAMPLE_FILE)
+    example = docker_adapter.read_container_file(container, EXAMPLE_FILE, MAX_EXAMPLE_BYTES)
     if example is None:
         raise UsageError(
             "the model in this image has no input example, so --smoke cannot check it",
@@ -106,7 +107,8 @@ def smoke_check(url: str, example: bytes) -> list[Any]:
         preds = resp.json().get("predictions")
     except (ValueError, AttributeError):  # not JSON, or JSON that is not an object
         raise ServiceError(f"unexpected answer to the input example: {resp.text[:200]}") from None
-    doc = json.loads(example)  # the server just accepted it as JSON
+    doc = json.loads(example)  # the server just accepted it as JSON, at most 64 levels deep
+    doc = doc if isinstance(doc, dict) else {}
     inner = next(
         (
             doc[k]

@@ -304,6 +304,17 @@ def test_a_tampered_marker_is_refused_and_nothing_changes(
     assert (repo / "metrics.json").is_file() and rest.calls == []
 
 
+def test_saving_the_marker_never_writes_through_a_planted_symlink(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me\n")
+    (tmp_path / ".dvc/tmp").mkdir(parents=True)
+    (tmp_path / retrain_state.MARKER).with_suffix(".tmp").symlink_to(victim)
+    saved = retrain_state.new(tmp_path, head="a" * 40, branch="main", model="m", champion=None)
+    saved.save(tmp_path)
+    assert victim.read_text() == "keep me\n"
+    assert retrain_state.load(tmp_path) == saved
+
+
 def test_a_marker_for_another_model_is_refused(repo: Path, rest: FakeRest) -> None:
     saved = killed_run(repo)
     saved.model = "someone_else"
@@ -377,6 +388,21 @@ def test_an_alias_the_login_may_not_delete_leaves_the_version_marked_and_says_wh
     assert "names version 1, which the undone run made" in line and "MLflow admin" in line
     assert ("tag", "churn", "1", retrain_state.UNDONE_TAG, "true") in rest.calls
     assert retrain_state.load(repo) is not None  # a later --recover finishes the undo
+
+
+def test_a_run_killed_in_ingest_is_undone_without_asking_mlflow(
+    repo: Path, rest: FakeRest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    saved = killed_run(repo)
+    saved.champion_known = False  # only ingest had started: no version can exist
+    saved.save(repo)
+
+    def offline(*_a: Any) -> Any:
+        raise AssertionError("the undo of an ingest-only run asked MLflow")
+
+    monkeypatch.setattr(rest, "model_versions_created_since", offline)
+    monkeypatch.setattr(rest, "champion", offline)
+    assert retrain.recover(repo) is True and not (repo / "metrics.json").exists()
 
 
 def test_every_mlflow_run_of_a_retrain_carries_its_id(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -69,7 +69,9 @@ class SavedState(BaseModel):
         path = repo / MARKER
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.model_dump_json(indent=1) + "\n")
+        tmp.unlink(missing_ok=True)  # one an earlier process left (a symlink too) is not used
+        with tmp.open("x") as fh:  # created here, never followed
+            fh.write(self.model_dump_json(indent=1) + "\n")
         os.replace(tmp, path)  # a kill leaves the old marker or the new one, never half
 
 
@@ -243,7 +245,10 @@ def restore(repo: Path, saved: SavedState, rest: MlflowRest | None, log: object 
             dvc.checkout(repo)
         except MlrigError as exc:  # outputs the cache no longer holds: `dvc pull` brings them
             say(f"dvc checkout after the undo: {exc.message.splitlines()[0]}")
-    if rest is not None:  # first: a version the alias cannot be taken from is still marked
+    # champion_known: a stage after ingest started, so train may have registered a version
+    # (a run killed in ingest never asks MLflow, and its undo needs no server). Versions
+    # first: one the alias cannot be taken from is still marked
+    if rest is not None and saved.champion_known:
         mark_undone(rest, saved, say)
     if rest is not None and saved.champion_known:
         now = rest.champion(saved.model, ALIAS)

@@ -414,3 +414,44 @@ def test_a_smoke_example_that_is_not_an_object_is_a_one_line_error(
     answer.json = lambda: ["not", "an", "object"]
     with pytest.raises(ServiceError, match="unexpected answer"):
         image_run.smoke_check("http://127.0.0.1:1", b'{"inputs": [[1], [2]]}')
+
+
+@pytest.fixture(scope="module")
+def pyfunc_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A model of another flavor (a python_model), scored through MLflow's scoring server."""
+    import mlflow.pyfunc
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    class PyZeros(mlflow.pyfunc.PythonModel):
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return np.zeros(len(model_input), dtype=int)
+
+    path = tmp_path_factory.mktemp("pyfunc") / "m"
+    x = pd.DataFrame({c: [0.5] for c in COLUMNS})
+    mlflow.pyfunc.save_model(
+        str(path), python_model=PyZeros(), signature=infer_signature(x, np.zeros(1, dtype=int))
+    )
+    spec = {
+        "loader": "pyfunc",
+        "mlflow_version": "3",
+        "input_columns": [{"name": c, "type": "double"} for c in COLUMNS],
+    }
+    (path / "mlrig-serving.json").write_text(json.dumps(spec))
+    return serve.Model(str(path))
+
+
+def test_mlflows_own_scoring_route_has_the_same_bounds(pyfunc_model: Any) -> None:
+    app = serve.make_app(pyfunc_model, serve.Limits(max_body_bytes=1 << 30))
+    ok = json.dumps({"dataframe_split": {"columns": COLUMNS, "data": [[0.5] * 30] * 2}}).encode()
+    assert exchange(app, ok) == (200, {"predictions": [0, 0]})
+    status, answer = exchange(app, b"[" * 100_000 + b"]" * 100_000)
+    assert status == 400 and "nested deeper than" in answer["message"]
+    for what, body, ctype in _wide_bodies():
+        status, answer = exchange(app, body, ctype)
+        assert status == 400, (what, answer)
+        assert "columns; this model takes at most 1030" in answer["message"], what
+    # MLflow's parsing costs more per body byte (up to ~84x, measured): a smaller cap
+    assert pyfunc_model.expansion == serve.PYFUNC_EXPANSION > serve.EXPANSION
+    fitted = serve.Limits().fit_memory(1 << 30, 150 << 20, pyfunc_model.expansion)
+    assert 2 * 84 * fitted.max_body_bytes + (150 << 20) <= 1 << 30

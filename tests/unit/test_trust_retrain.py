@@ -234,6 +234,16 @@ def test_recover_undoes_the_runs_own_unpublished_commit(repo: Path, rest: FakeRe
     assert (repo / "notes.txt").is_file() and not (repo / "metrics.json").exists()
 
 
+def test_a_run_killed_after_its_push_is_complete_and_not_undone(repo: Path, rest: FakeRest) -> None:
+    """`git push` reached origin (its remote-tracking ref names the run's commit) but the
+    kill came before the marker said so: undoing would drop a published commit locally."""
+    saved = killed_run(repo, commit=True)
+    git(repo, "update-ref", "refs/remotes/origin/main", saved.commit or "")
+    assert retrain.recover(repo) is False
+    assert git(repo, "rev-parse", "HEAD") == saved.commit
+    assert retrain_state.load(repo) is None and rest.calls == []
+
+
 def test_recover_refuses_a_commit_made_on_top_of_the_runs(repo: Path, rest: FakeRest) -> None:
     killed_run(repo, commit=True)
     (repo / "notes.txt").write_text("mine\n")

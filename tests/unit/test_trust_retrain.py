@@ -354,7 +354,9 @@ def test_the_undone_runs_model_version_is_tagged_and_no_one_elses(
     }
     rest.champion_now = "3"  # evaluate had promoted it
 
-    assert retrain.recover(repo) is True
+    result = runner.invoke(app, ["retrain", "--recover", "--repo", str(repo)])
+    assert result.exit_code == 0, result.output
+    assert "model version 3 tagged mlrig.undone=true" in result.output
     assert ("set_alias", "churn", "champion", "1") in rest.calls
     touched = {c[2] for c in rest.calls if c[0] in ("tag", "describe")}
     assert touched == {"3"}
@@ -394,7 +396,10 @@ def test_an_alias_the_login_may_not_delete_leaves_the_version_marked_and_says_wh
         raise CredentialsError("MLflow rejected the credentials")
 
     monkeypatch.setattr(rest, "delete_alias", refuse)
-    line = one_error_line(recover_cli(repo))
+    result = recover_cli(repo)
+    assert result.exit_code == 6 and "Traceback" not in result.output
+    (line,) = [ln for ln in result.output.splitlines() if ln.startswith("error:")]
+    assert "model version 1 tagged mlrig.undone=true" in result.output  # progress, first
     assert "names version 1, which the undone run made" in line and "MLflow admin" in line
     assert ("tag", "churn", "1", retrain_state.UNDONE_TAG, "true") in rest.calls
     assert retrain_state.load(repo) is not None  # a later --recover finishes the undo

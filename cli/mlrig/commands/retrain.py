@@ -39,17 +39,17 @@ def retrain(
     champion moved. A failure changes nothing."""
     from mlrig.core import retrain as core
 
+    def log(message: str) -> None:
+        err_console().print(f"[dim]•[/] {message}", markup=True, highlight=False)
+
     if recover:
-        undone = core.recover(repo)
+        undone = core.recover(repo, log)
         console().print(
             "undone: the repository and the alias are as before the interrupted run"
             if undone
             else "nothing to recover"
         )
         return
-
-    def log(message: str) -> None:
-        err_console().print(f"[dim]•[/] {message}", markup=True, highlight=False)
 
     result = core.retrain(repo, push_image=push_image, log=log)
     console().print(result.message, markup=False, highlight=False, soft_wrap=True)

@@ -259,7 +259,7 @@ def _image(root: Path, model: str, outputs: Any, log: Log) -> tuple[str, str]:
     return pushed.reference, pushed.digest
 
 
-def recover(repo: Path) -> bool:
+def recover(repo: Path, log: Log = lambda _m: None) -> bool:
     """Undo what a killed retrain left behind (True when there was something to undo).
 
     Raises, changing nothing: ConfigError when the marker is not one mlrig can trust,
@@ -286,7 +286,7 @@ def recover(repo: Path) -> bool:
     retrain_state.check(root, saved)  # refuse before asking the stack for anything
     env = retrain_repo.credentials(retrain_repo.outputs(root), root)
     with stacks.temporary_env(env):
-        retrain_state.restore(root, saved, MlflowRest.from_env({**os.environ, **env}))
+        retrain_state.restore(root, saved, MlflowRest.from_env({**os.environ, **env}), log)
     retrain_state.clear(root)
     return True
 

@@ -455,3 +455,29 @@ def test_mlflows_own_scoring_route_has_the_same_bounds(pyfunc_model: Any) -> Non
     assert pyfunc_model.expansion == serve.PYFUNC_EXPANSION > serve.EXPANSION
     fitted = serve.Limits().fit_memory(1 << 30, 150 << 20, pyfunc_model.expansion)
     assert 2 * 84 * fitted.max_body_bytes + (150 << 20) <= 1 << 30
+
+
+def test_a_parquet_body_that_decodes_past_the_memory_is_refused_from_its_footer(
+    signed: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    import pandas as pd
+
+    monkeypatch.setattr(serve, "PARQUET_ENGINE", "pyarrow")
+    limits = serve.Limits().fit_memory(1 << 30, 150 << 20)  # ~10 MiB bodies in 1 GiB
+    app = serve.make_app(signed, limits)
+    small, bomb = io.BytesIO(), io.BytesIO()
+    pd.DataFrame({c: np.zeros(2) for c in COLUMNS}).to_parquet(small)
+    # ~50 KB of zeros that decode to 69 MiB of doubles (peak ~285 MiB, measured)
+    pd.DataFrame({c: np.zeros(300_000) for c in COLUMNS}).to_parquet(bomb)
+    assert len(bomb.getvalue()) < limits.max_body_bytes // 100
+    assert exchange(app, small.getvalue(), serve.PARQUET) == (200, {"predictions": [0, 0]})
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the Parquet data was decoded")
+
+    monkeypatch.setattr(pd, "read_parquet", forbidden)
+    status, answer = exchange(app, bomb.getvalue(), serve.PARQUET)
+    assert status == 413 and answer["error_code"] == "RESOURCE_LIMIT_EXCEEDED", answer
+    assert "300000 rows" in answer["message"]

@@ -481,3 +481,14 @@ def test_a_parquet_body_that_decodes_past_the_memory_is_refused_from_its_footer(
     status, answer = exchange(app, bomb.getvalue(), serve.PARQUET)
     assert status == 413 and answer["error_code"] == "RESOURCE_LIMIT_EXCEEDED", answer
     assert "300000 rows" in answer["message"]
+
+
+def test_an_image_label_that_is_not_a_commit_names_no_registry_tag() -> None:
+    from mlrig.core import serving_push
+
+    labels = {"io.mlrig.model.name": "bc", "io.mlrig.model.version": "2"}
+    for commit in ("../../x", "a/b:c@d", "-rf x", "ABCDEF1", "abc"):
+        tags = serving_push.tags_for({**labels, "io.mlrig.git.commit": commit}, "x")
+        assert tags == ["bc-v2"], commit
+    tags = serving_push.tags_for({**labels, "io.mlrig.git.commit": "0123abc" * 6}, "x")
+    assert tags == ["bc-v2", "bc-v2-0123abc"]

@@ -80,8 +80,8 @@ def tags_for(labels: dict[str, str], fallback: str) -> list[str]:
     if not (name and version):
         return [fallback]
     base = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{name}-v{version}").strip(".-")[:100]
-    hexsha = commit and re.fullmatch(r"[0-9a-f]{7,64}", commit)  # a label is input too
-    return [base] + ([f"{base}-{commit[:7]}"] if hexsha else [])
+    hexsha = re.fullmatch(r"[0-9a-f]{7,64}", commit or "")  # a label is input too
+    return [base] + ([f"{base}-{hexsha[0][:7]}"] if hexsha else [])
 
 
 def push(

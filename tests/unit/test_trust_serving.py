@@ -492,3 +492,21 @@ def test_an_image_label_that_is_not_a_commit_names_no_registry_tag() -> None:
         assert tags == ["bc-v2"], commit
     tags = serving_push.tags_for({**labels, "io.mlrig.git.commit": "0123abc" * 6}, "x")
     assert tags == ["bc-v2", "bc-v2-0123abc"]
+
+
+def test_doctor_never_fails_on_the_serving_containers_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlrig.core import doctor, image_run
+    from mlrig.errors import ServiceError
+
+    def down() -> Any:
+        raise ServiceError("no Docker engine answers")
+
+    def broken() -> Any:
+        raise RuntimeError("the engine's answer had no Id")
+
+    for fails, status in ((down, doctor.SKIP), (broken, doctor.WARN)):
+        monkeypatch.setattr(image_run, "status", fails)
+        check = doctor._guard("serving containers", doctor._serving_containers)
+        assert check.status == status and not doctor.failed([check])
+    monkeypatch.setattr(image_run, "status", lambda: [])
+    assert doctor._serving_containers().status == doctor.SKIP

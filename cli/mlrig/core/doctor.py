@@ -91,6 +91,8 @@ def _serving_containers() -> Check:
         found = image_run.status()
     except ServiceError:  # no engine: the engine check already says so
         return Check("serving containers", SKIP, "no Docker engine answers", needed=False)
+    except Exception as exc:  # noqa: BLE001 - optional: never fails the doctor's run
+        return Check("serving containers", WARN, f"not listed: {type(exc).__name__}", needed=False)
     if not found:
         return Check("serving containers", SKIP, "none", needed=False)
     bad = [(n, s) for n, s in found if s.oom_killed or s.status != "running"]

@@ -510,3 +510,12 @@ def test_doctor_never_fails_on_the_serving_containers_row(monkeypatch: pytest.Mo
         assert check.status == status and not doctor.failed([check])
     monkeypatch.setattr(image_run, "status", lambda: [])
     assert doctor._serving_containers().status == doctor.SKIP
+
+
+def test_a_csv_header_is_counted_as_csv_reads_it() -> None:
+    assert serve._csv_width("a,b,c\n1,2,3\n") == 3
+    assert serve._csv_width('"a,b",c\n1,2\n') == 2  # a quoted comma is not a column
+    assert serve._csv_width('"a\nb",c,d\n1,2,3\n') == 3  # nor is a quoted newline a record
+    assert serve._csv_width("a,b") == 2  # no newline at all
+    with pytest.raises(serve.BadRequest, match="spans more than 1000 lines"):
+        serve._csv_width('"' + "\n" * 5000 + '",b\n')  # an open quote: bounded, not walked

@@ -367,7 +367,8 @@ DAEMON = textwrap.dedent(
     """
     import json, pathlib, subprocess, sys, time
     # a process that leaves its session behind, then the command ends as a retrain would
-    subprocess.Popen([sys.executable, "-c", sys.argv[2]], start_new_session=True)
+    subprocess.Popen([sys.executable, "-c", sys.argv[2]], start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not pathlib.Path(sys.argv[1]).exists():
         time.sleep(0.05)
     print(json.dumps({"changed": False}))

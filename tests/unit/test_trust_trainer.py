@@ -429,3 +429,35 @@ def test_a_stored_group_never_names_this_process_or_its_group() -> None:
     )
     assert proc.returncode == 0, (proc.returncode, proc.stderr)
     assert proc.stdout.split() == ["[]", "[]", "alive"]
+
+
+# -- files the job's output goes to or comes from ------------------------------------------------
+def test_a_symlinked_pipeline_log_is_not_followed_into_the_job_log(tmp_path: Path) -> None:
+    from mlrig.adapters.trainer_process import Child
+
+    outside = tmp_path / "outside.log"
+    outside.write_text("")
+    follow = tmp_path / "repo/.dvc/tmp/mlrig-retrain.log"
+    follow.parent.mkdir(parents=True)
+    follow.symlink_to(outside)
+    grow = f"open({str(outside)!r}, 'a').write('LEAKED from outside the repo\\n')"
+    log = tmp_path / "job.log"
+    child = Child(
+        [sys.executable, "-c", grow], log_path=log, on_line=lambda _l: None, follow=follow
+    )
+    assert child.wait().returncode == 0
+    assert "LEAKED" in outside.read_text()  # the file grew while the job ran
+    assert "LEAKED" not in log.read_text()
+
+
+def test_a_symlink_where_the_job_log_goes_is_refused(tmp_path: Path) -> None:
+    from mlrig.adapters.trainer_process import Child
+    from mlrig.errors import ServiceError
+
+    target = tmp_path / "elsewhere"
+    target.write_text("kept\n")
+    log = tmp_path / "job.log"
+    log.symlink_to(target)
+    with pytest.raises(ServiceError, match="cannot write the job's log"):
+        Child([sys.executable, "-c", "print('x')"], log_path=log, on_line=lambda _l: None)
+    assert target.read_text() == "kept\n"

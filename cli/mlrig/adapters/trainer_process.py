@@ -33,6 +33,7 @@ PR_SET_CHILD_SUBREAPER = 36
 PARENT_GONE = signal.SIGUSR1  # what the kernel sends the guard when the service is gone
 STDERR_KEPT = 20
 FOLLOW_INTERVAL = 0.3
+FOLLOW_BITE = 1024 * 1024
 GUARD = "mlrig.adapters.trainer_process"
 
 
@@ -79,7 +80,11 @@ class Child:
         """`follow`: a file the child writes more output to (its pipeline's log); what it
         gains while the child runs is copied into the log too."""
         self._follow_from = _size(follow) if follow else 0
-        self._log = log_path.open("a", encoding="utf-8", errors="replace")
+        try:  # never through a symlink planted where the log goes
+            fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        except OSError as exc:
+            raise ServiceError(f"cannot write the job's log {log_path}: {exc.strerror}") from exc
+        self._log = os.fdopen(fd, "a", encoding="utf-8", errors="replace")
         self._lock = threading.Lock()
         self._on_line = on_line
         self._last_stdout: str | None = None
@@ -135,17 +140,20 @@ class Child:
             exited = self.proc.poll() is not None
             if _size(path) < pos:  # replaced or truncated: read it from the start
                 pos = 0
-            try:
-                with path.open("rb") as fh:
+            try:  # a file in the repo: never followed through a symlink, read in bounded bites
+                with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as fh:
                     fh.seek(pos)
-                    chunk = fh.read()
-            except FileNotFoundError:
+                    chunk = fh.read(FOLLOW_BITE)
+            except OSError:
                 chunk = b""
-            whole = chunk[: chunk.rfind(b"\n") + 1] if not exited else chunk
+            partial = not exited and len(chunk) < FOLLOW_BITE
+            whole = chunk[: chunk.rfind(b"\n") + 1] if partial else chunk
             pos += len(whole)
             if whole:
                 text = whole.decode("utf-8", "replace")
                 self._pump(io.StringIO(text), None)
+            if len(chunk) == FOLLOW_BITE:  # more is there already
+                continue
             if exited:
                 return
             time.sleep(FOLLOW_INTERVAL)
@@ -191,7 +199,7 @@ class Child:
 
 def _size(path: Path) -> int:
     try:
-        return path.stat().st_size
+        return path.lstat().st_size
     except OSError:
         return 0
 

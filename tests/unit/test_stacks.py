@@ -30,7 +30,7 @@ def no_env_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 def _repo_for(stack: str, where: Path) -> Path:
     (where / ".git").mkdir(parents=True)
-    (where / stacks.ANSWERS_FILE).write_text(f"_commit: v1\nproject_name: m\nstack: {stack}\n")
+    (where / stacks.ANSWERS_FILE).write_text(f"_commit: v1\nproject_name: model\nstack: {stack}\n")
     (where / "src").mkdir()
     return where / "src"
 

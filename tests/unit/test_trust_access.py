@@ -17,7 +17,7 @@ from mlrig.adapters.mlflow_auth import Grant, Role, User
 from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, StackOutputs
 from mlrig.core import access, access_file, access_plan, identities
 from mlrig.core.access_plan import Current, CurrentUser, Step
-from mlrig.errors import UsageError
+from mlrig.errors import ConfigError, UsageError
 
 
 def spec(doc: object) -> access_file.AccessFile:
@@ -345,8 +345,12 @@ def test_a_project_name_from_an_answers_file_cannot_climb(mlrig_home: Path, tmp_
     (folder / "repo-").mkdir(parents=True)
     (folder.parent / "x.password").write_text("not-for-the-server\n")
     (tmp_path / ".copier-answers.yml").write_text("project_name: /../../x\nstack: dev\n")
-    with pytest.raises(identities.MissingIdentity):
+    # the answers file's one reader refuses the name before any path is built from it
+    with pytest.raises(ConfigError, match="project_name"):
         identities.repo_env(outputs, tmp_path)
+    # and past that reader, a name that is no machine identity still never becomes a path
+    with pytest.raises(identities.MissingIdentity):
+        identities.repo_env(outputs, "/../../x")
 
 
 def test_access_show_prints_names_from_the_server_as_text(

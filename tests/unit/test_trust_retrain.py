@@ -98,7 +98,7 @@ def repo(tmp_path: Path) -> Path:
     git(path, "init", "-q", "-b", "main")
     git(path, "config", "user.name", "t")
     git(path, "config", "user.email", "t@localhost")
-    (path / ".copier-answers.yml").write_text("project_name: churn\n")
+    (path / ".copier-answers.yml").write_text("project_name: churn\nstack: dev\n")
     (path / ".dvc").mkdir()
     (path / ".dvc/.gitignore").write_text("/config.local\n/tmp\n/cache\n")
     (path / "dvc.yaml").write_text(DVC_YAML)

@@ -8,9 +8,12 @@ import keyword
 import re
 import sys
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from mlrig.core import aws_inputs
-from mlrig.errors import UsageError
+from mlrig.errors import ConfigError, UsageError
+from mlrig.paths import ANSWERS_FILE
 
 NAME_MIN, NAME_MAX = 2, 64
 _NAME_HINT = "use lowercase letters, digits and single underscores, starting with a letter"
@@ -146,16 +149,18 @@ TEMPLATE_ANSWERS = frozenset(
 )
 
 
-def check_template_answers(answers: Mapping[str, object]) -> dict[str, str]:
-    """The answers checked, each by its rule (project_name and stack required, every other
-    one optional); raises UsageError naming the first answer that breaks its rule."""
+def check_template_answers(
+    answers: Mapping[str, object], required: tuple[str, ...] = ("project_name", "stack")
+) -> dict[str, str]:
+    """The answers checked, each by its rule (`required` must be there, every other one is
+    optional); raises UsageError naming the first answer that breaks its rule."""
     from mlrig import contract
     from mlrig.core.identities import machine_user
 
     unknown = sorted(set(answers) - TEMPLATE_ANSWERS)
     if unknown:
         raise UsageError(f"unknown answer {unknown[0]!r}", hint="the template has no such question")
-    for key in ("project_name", "stack"):
+    for key in required:
         if key not in answers:
             raise UsageError(f"the answer {key} is missing", hint="every repository has one")
     checked: dict[str, str] = {}
@@ -167,7 +172,8 @@ def check_template_answers(answers: Mapping[str, object]) -> dict[str, str]:
         checked[key] = value
     project = checked["project_name"]
     _check_slug(project)
-    contract.validate_stack_name(checked["stack"])
+    if "stack" in checked:
+        contract.validate_stack_name(checked["stack"])
     validate_github_repo(checked.get("github_repo", ""))
     if checked.get("mlflow_username", "") not in ("", machine_user(project)):
         raise UsageError(
@@ -178,3 +184,49 @@ def check_template_answers(answers: Mapping[str, object]) -> dict[str, str]:
         if key in checked and not rule.fullmatch(checked[key]):
             raise UsageError(f"the answer {key} {checked[key]!r} is not {what}")
     return checked
+
+
+# -- a generated repository's answers file, read back --------------------------------------------
+ANSWERS_RESTORE_HINT = (
+    "it was edited by hand; restore what `mlrig init` wrote from git history "
+    f"(`git log -p -- {ANSWERS_FILE}`)"
+)
+
+
+def find_answers(start: Path) -> Path | None:
+    """The answers file of the generated repository holding `start` (start itself, then its
+    parents up to the first git work tree's top), or None outside one."""
+    here = start.resolve()
+    for folder in (here, *here.parents):
+        if (folder / ANSWERS_FILE).is_file():
+            return folder / ANSWERS_FILE
+        if (folder / ".git").exists():
+            return None
+    return None
+
+
+def load_answers(file: Path, required: tuple[str, ...] = ("project_name",)) -> dict[str, Any]:
+    """A repository's answers file, every answer checked by its rule before any reaches git,
+    DVC, MLflow, a path or the CI workflow: the one door every reader of the file goes
+    through (it is a file anyone with the repository may have edited). The `_` keys copier
+    keeps beside the answers (_commit, _src_path) come back as they are, for the update to
+    check. Unreadable or bad: one ConfigError naming the file and the answer."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        problem = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(
+            f"{file} is not valid YAML ({problem})", hint=ANSWERS_RESTORE_HINT
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file} holds no answers", hint=ANSWERS_RESTORE_HINT)
+    private = {k: v for k, v in data.items() if isinstance(k, str) and k.startswith("_")}
+    try:
+        answers = check_template_answers(
+            {k: v for k, v in data.items() if k not in private}, required
+        )
+    except UsageError as exc:
+        raise ConfigError(f"{file}: {exc.message}", hint=ANSWERS_RESTORE_HINT) from None
+    return {**private, **answers}

@@ -114,24 +114,12 @@ def project_of(repo_or_project: Path | str) -> str:
     """A project name as given, or the `project_name` of the generated repo holding a path."""
     if isinstance(repo_or_project, str):
         return repo_or_project
-    import yaml
-
+    from mlrig.core.bootstrap_names import find_answers, load_answers
     from mlrig.paths import ANSWERS_FILE
 
-    start = repo_or_project.resolve()
-    for folder in (start, *start.parents):
-        answers = folder / ANSWERS_FILE
-        if answers.is_file():
-            try:
-                data = yaml.safe_load(answers.read_text()) or {}
-            except (OSError, yaml.YAMLError):
-                data = {}
-            name = data.get("project_name") if isinstance(data, dict) else None
-            if name:
-                return str(name)
-            break
-        if (folder / ".git").exists():
-            break
+    answers = find_answers(repo_or_project)
+    if answers is not None:
+        return str(load_answers(answers)["project_name"])
     raise UsageError(
         f"{repo_or_project} is not in a repository made by `mlrig init` "
         f"(no {ANSWERS_FILE} with a project_name)",

@@ -16,7 +16,7 @@ from mlrig.adapters.mlflow_rest import MlflowRest
 from mlrig.core import provenance as p
 from mlrig.core import provenance_resolve, stacks
 from mlrig.core.serving_model import Provenance
-from mlrig.errors import ConfigError, MlrigError, UsageError
+from mlrig.errors import MlrigError, UsageError
 
 ANSWERS_FILE = stacks.ANSWERS_FILE
 _RUN_URI = re.compile(r"^runs:/(?P<run>[0-9a-f]{8,64})(/|$)")
@@ -61,20 +61,15 @@ def _repo_project(repo: Path) -> str | None:
 
 def default_model_uri(repo: Path) -> str:
     """The latest version of the registered model a generated repo trains (project_name)."""
-    import yaml
+    from mlrig.core.bootstrap_names import load_answers
 
     answers = repo / ANSWERS_FILE
-    if not answers.exists():
+    if not answers.is_file():
         raise UsageError(
             f"no --model given and {repo} is not an mlrig-generated repo (no {ANSWERS_FILE})",
             hint="pass --model models:/NAME/VERSION",
         )
-    try:
-        name = (yaml.safe_load(answers.read_text()) or {}).get("project_name")
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{answers} is not valid YAML") from exc
-    if not name:
-        raise ConfigError(f"{answers} has no project_name", hint="pass --model")
+    name = load_answers(answers)["project_name"]
     versions = mlflow_adapter.model_versions(name, uri=f"models:/{name}")
     if not versions:
         raise UsageError(

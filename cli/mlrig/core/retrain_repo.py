@@ -34,22 +34,15 @@ class Snapshot:
 
 
 def project_name(repo: Path) -> str:
-    import yaml
+    from mlrig.core.bootstrap_names import load_answers
 
     answers = repo / stacks.ANSWERS_FILE
-    try:
-        data = yaml.safe_load(answers.read_text()) or {}
-    except FileNotFoundError:
+    if not answers.is_file():
         raise UsageError(
             f"{repo} is not a repository made by `mlrig init` (no {stacks.ANSWERS_FILE})",
             hint="pass --repo with the generated repository",
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{answers} is not valid YAML") from exc
-    name = data.get("project_name") if isinstance(data, dict) else None
-    if not name:
-        raise ConfigError(f"{answers} has no project_name")
-    return str(name)
+        )
+    return str(load_answers(answers)["project_name"])
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -55,21 +55,14 @@ def resolve_name(
 
 
 def repo_stack(start: Path) -> str | None:
-    """The stack named in the answers file of the repo that holds `start`, if any."""
-    for folder in (start.resolve(), *start.resolve().parents):
-        answers = folder / ANSWERS_FILE
-        if answers.is_file():
-            import yaml  # only when there is a file to read: outside a repo, no YAML import
+    """The stack named in the answers file of the repo that holds `start`, if any (the file
+    is checked first: a bad one is one ConfigError, never a guess)."""
+    from mlrig.core.bootstrap_names import find_answers, load_answers
 
-            try:
-                data = yaml.safe_load(answers.read_text())
-            except (OSError, yaml.YAMLError):
-                return None
-            stack = data.get("stack") if isinstance(data, dict) else None
-            return str(stack) if stack else None
-        if (folder / ".git").exists():
-            return None
-    return None
+    answers = find_answers(start)
+    if answers is None:
+        return None
+    return load_answers(answers, required=()).get("stack") or None
 
 
 def outputs(name: str) -> StackOutputs:

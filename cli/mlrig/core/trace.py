@@ -79,16 +79,13 @@ def find_repo(repo: Path | None) -> Path | None:
 
 
 def project_name(repo: Path | None) -> str | None:
-    import yaml
+    from mlrig.core.bootstrap_names import load_answers
+    from mlrig.paths import ANSWERS_FILE
 
-    answers = (repo / ".copier-answers.yml") if repo else None
+    answers = (repo / ANSWERS_FILE) if repo else None
     if answers is None or not answers.is_file():
         return None
-    try:
-        name = (yaml.safe_load(answers.read_text()) or {}).get("project_name")
-    except (OSError, yaml.YAMLError, AttributeError):
-        return None
-    return str(name) if name else None
+    return str(load_answers(answers)["project_name"])
 
 
 def connect(stack: str | None, repo: Path | None) -> tuple[MlflowRest, StackOutputs | None]:

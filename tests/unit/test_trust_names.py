@@ -53,3 +53,25 @@ def test_the_same_values_without_the_line_break_still_pass() -> None:
     assert aws_inputs.check_github_repo("acme/proj") == "acme/proj"
     assert aws_inputs.check_region("us-east-1") == "us-east-1"
     assert aws_inputs.check_domain("mlflow.example.com") == "mlflow.example.com"
+
+
+# -- values read back from MLflow, image labels and files: the same rule ------------------------
+RUN = "0123456789abcdef0123456789abcdef"
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_values_read_back_are_matched_whole() -> None:
+    from mlrig.core import identities, provenance, provenance_input
+
+    assert provenance_input.exp_ref_problem("refs/exps/ab/cdef/exp-1") is None
+    assert provenance_input.exp_ref_problem("refs/exps/ab/cdef/exp-1\n") is not None
+    assert provenance_input.image_refs([f"host/repo@{DIGEST}", f"host/repo@{DIGEST}\n"]) == [
+        f"host/repo@{DIGEST}"
+    ]
+    kept, refused = provenance_input.checked_labels(
+        {provenance.LABEL_RUN_ID: RUN + "\n", provenance.LABEL_MODEL_VERSION: "3\n"}
+    )
+    assert kept == {}
+    assert {r.tag for r in refused} == {provenance.LABEL_RUN_ID, provenance.LABEL_MODEL_VERSION}
+    assert identities.is_machine_name("repo-churn")
+    assert not identities.is_machine_name("repo-churn\n")

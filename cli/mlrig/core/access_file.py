@@ -86,7 +86,7 @@ def parse(data: object, *, source: str, admin: str) -> AccessFile:
             "registered_models: {NAME: {USER: READ|EDIT|MANAGE}}}",
         ) from None
     for name in spec.users:
-        if not _USER_RE.match(name):
+        if not _USER_RE.fullmatch(name):
             raise UsageError(
                 f"{source}: users.{name}: not a valid user name",
                 hint="use letters, digits and . _ @ + - (at most 64 characters)",

@@ -59,7 +59,7 @@ def _check_slug(name: str) -> None:
             f"project name {name!r} has {len(name)} characters, it needs {NAME_MIN}-{NAME_MAX}",
             hint=_NAME_HINT,
         )
-    if not _ECR_RE.match(name):
+    if not _ECR_RE.fullmatch(name):
         raise UsageError(
             f"project name {name!r} is not a valid ECR repository name "
             "(lowercase letters and digits, separated by single . _ or -)",

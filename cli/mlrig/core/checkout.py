@@ -218,8 +218,8 @@ def target_of(record: p.ProvenanceRecord) -> Target:
     model = record.model
     # a folder name: only a model name and version as MLflow makes them (no '/', no '..')
     named = model is not None and bool(
-        provenance_input.MODEL_NAME.match(model.name)
-        and provenance_input.VERSION.match(model.version)
+        provenance_input.MODEL_NAME.fullmatch(model.name)
+        and provenance_input.VERSION.fullmatch(model.version)
     )
     label = f"{model.name}-v{model.version}" if model is not None and named else None
     return Target(

@@ -56,7 +56,7 @@ def secret_location(outputs: StackOutputs, user: str) -> str:
 
 def is_machine_name(user: str) -> bool:
     """Whether `user` is a name machine_user makes (repo- and lowercase words joined by -)."""
-    return bool(_MACHINE_RE.match(user))
+    return bool(_MACHINE_RE.fullmatch(user))
 
 
 def _machine_name(user: str) -> str:

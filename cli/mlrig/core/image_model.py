@@ -37,7 +37,7 @@ def tracking_env(
         return
     outputs = contract.load(stacks.resolve_name(stack, repo=repo))
     project = _repo_project(repo or Path.cwd())
-    match = _MODEL_URI.match(model_uri or "")
+    match = _MODEL_URI.fullmatch(model_uri or "")
     if project and (model_uri is None or (match and match.group("name") == project)):
         from mlrig.core import identities
 
@@ -95,7 +95,7 @@ def describe(uri: str) -> tuple[str | None, str | None, str | None]:
     check_uri(uri)
     if run := _RUN_URI.match(uri):
         return None, None, run["run"]
-    match = _MODEL_URI.match(uri)
+    match = _MODEL_URI.fullmatch(uri)
     if not match:
         raise UsageError(f"cannot parse model URI {uri!r}", hint=f"use {_URI_FORMS}")
     name = match["name"]

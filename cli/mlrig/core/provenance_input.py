@@ -82,18 +82,18 @@ def remote_problem(url: str) -> str | None:
         parts = PurePosixPath(url).parts
         return f"{_shown(url)} climbs with '..'" if ".." in parts else None
     if "://" in url:
-        m = _URL.match(url)
+        m = _URL.fullmatch(url)
         if m is None or m["scheme"] not in ("https", "ssh"):
             return f"{_shown(url)}: only https://, ssh://, user@host:path or an absolute path"
         user = m["user"]
         if user is not None and ":" in user:
             return f"{_shown(url)} holds a password"
-        if not _HOST.match(m["host"]) or (user is not None and not _USER.match(user)):
+        if not _HOST.fullmatch(m["host"]) or (user is not None and not _USER.fullmatch(user)):
             return f"{_shown(url)} does not name a host"
         return None
-    if m := _SCP.match(url):
+    if m := _SCP.fullmatch(url):
         user, host, path = m["user"], m["host"], m["path"]
-        if not _HOST.match(host) or (user is not None and not _USER.match(user)):
+        if not _HOST.fullmatch(host) or (user is not None and not _USER.fullmatch(user)):
             return f"{_shown(url)} does not name a host"
         if path.startswith("-"):
             return f"{_shown(url)} has a path starting with '-'"
@@ -103,7 +103,7 @@ def remote_problem(url: str) -> str | None:
 
 def exp_ref_problem(ref: str) -> str | None:
     """Why ref is not an experiment ref as DVC writes them; None when it is."""
-    if not _EXP_REF.match(ref) or not git.check_ref_format(ref):
+    if not _EXP_REF.fullmatch(ref) or not git.check_ref_format(ref):
         return f"{_shown(ref)} is not an experiment ref (refs/exps/<baseline>/<name>)"
     return None
 
@@ -163,7 +163,7 @@ def refused_reason(run_id: str, refused: list[Refused]) -> str:
 
 def image_refs(refs: list[str]) -> list[str]:
     """The `host/repository@sha256:…` references of a model version's push tag; others dropped."""
-    return [r for r in refs if IMAGE_REF.match(r)]
+    return [r for r in refs if IMAGE_REF.fullmatch(r)]
 
 
 def checked_labels(labels: Mapping[str, str]) -> tuple[dict[str, str], list[Refused]]:
@@ -177,7 +177,7 @@ def checked_labels(labels: Mapping[str, str]) -> tuple[dict[str, str], list[Refu
     refused: list[Refused] = []
     for key, value in labels.items():
         rule = rules.get(key)
-        if rule is not None and not rule.match(value):
+        if rule is not None and not rule.fullmatch(value):
             refused.append(Refused(key, f"{_shown(value)} is not what mlrig writes", "label"))
         else:
             kept[key] = value

@@ -52,16 +52,16 @@ class Parsed:
 def parse(ref: str, project: str | None = None) -> Parsed:
     """What kind of thing REF names; @ALIAS needs the repo's project name."""
     ref = ref.strip()
-    if m := _MODEL.match(ref):
+    if m := _MODEL.fullmatch(ref):
         return Parsed("model", m["name"], m["version"], m["alias"])
-    if m := _ALIAS.match(ref):
+    if m := _ALIAS.fullmatch(ref):
         if not project:
             raise UsageError(
                 f"{ref} needs the model's name: run it inside the generated repo or pass --repo",
                 hint="or use models:/NAME@ALIAS",
             )
         return Parsed("model", project, None, m["alias"])
-    if m := _RUN.match(ref):
+    if m := _RUN.fullmatch(ref):
         return Parsed("run", run_id=m["run"])
     if ref.startswith(("models:", "runs:")) or not ref:
         raise UsageError(f"cannot read {ref!r} as a reference", hint=f"use {REF_FORMS}")
@@ -173,7 +173,7 @@ def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> Pr
         run_id = mv.run_id or run_id
     if not run_id:
         raise UsageError(f"{ref} names no MLflow run", hint="was the model logged from a run?")
-    if not provenance_input.RUN_ID.match(run_id):
+    if not provenance_input.RUN_ID.fullmatch(run_id):
         raise UsageError(
             f"{ref} names run {run_id[:80]!r}, which is no MLflow run ID",
             hint="the model version's run_id is not one MLflow made: ask who registered it",

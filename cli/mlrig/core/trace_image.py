@@ -30,7 +30,7 @@ class FoundImage:
 
 def split(ref: str) -> tuple[str | None, str | None]:
     """(repository part, digest) of `repo@sha256:…`, a bare digest or a 64-hex image ID."""
-    if DIGEST.match(ref):
+    if DIGEST.fullmatch(ref):
         return None, ref
     if re.fullmatch(r"[0-9a-f]{64}", ref):
         return None, f"sha256:{ref}"
@@ -55,7 +55,7 @@ def records_from_refs(refs: list[str], image_id: str | None = None) -> list[Imag
 
 def _engine(ref: str, digest: str | None) -> FoundImage | None:
     try:
-        info = docker_adapter.image_info(ref) if not DIGEST.match(ref) else None
+        info = docker_adapter.image_info(ref) if not DIGEST.fullmatch(ref) else None
         if info is None and digest:
             info = docker_adapter.image_info(digest) or docker_adapter.image_by_digest(digest)
     except ServiceError:  # no engine here: the registry and MLflow can still answer
@@ -77,7 +77,7 @@ def _registry(
     reg = outputs.registry if outputs is not None else None
     if reg is None or reg.kind != "oci" or reg.auth is None:
         return None
-    if digest is not None and not DIGEST.match(digest):  # it goes into the registry's URL
+    if digest is not None and not DIGEST.fullmatch(digest):  # it goes into the registry's URL
         return None
     from mlrig.adapters.registry import RegistryClient
     from mlrig.core import secrets
@@ -105,7 +105,7 @@ def _registry(
 
 
 def _mlflow(rest: MlflowRest, digest: str | None) -> FoundImage | None:
-    if not digest or not DIGEST.match(digest):  # it goes into a search filter
+    if not digest or not DIGEST.fullmatch(digest):  # it goes into a search filter
         return None
     versions = rest.search_model_versions(f"tags.`{p.MV_IMAGE_REFS}` LIKE '%{digest}%'")
     if not versions:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ class ModelVersion:
     name: str
     version: str
     run_id: str | None
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 def tracking_configured() -> bool:
@@ -67,7 +68,8 @@ def error(exc: Exception, uri: str) -> MlrigError:
 
 
 def _version(mv: Any) -> ModelVersion:
-    return ModelVersion(str(mv.name), str(mv.version), mv.run_id or None)
+    tags = {str(k): str(v) for k, v in (getattr(mv, "tags", None) or {}).items()}
+    return ModelVersion(str(mv.name), str(mv.version), mv.run_id or None, tags)
 
 
 def _rest() -> MlflowRest | None:
@@ -107,7 +109,7 @@ def model_versions(name: str, *, uri: str) -> list[ModelVersion]:
     """Every version of registered model `name`; `uri` is what the user asked for (errors)."""
     if rest := _rest():
         found = _read(rest, uri, lambda: rest.search_model_versions(f"name='{name}'"))
-        return [ModelVersion(v.name, v.version, v.run_id) for v in found]
+        return [ModelVersion(v.name, v.version, v.run_id, dict(v.tags)) for v in found]
     from mlflow import MlflowClient
 
     try:

@@ -76,7 +76,15 @@ def default_model_uri(repo: Path) -> str:
             f"registered model {name!r} has no versions yet",
             hint="train and register it first (`dvc repro`)",
         )
-    return f"models:/{name}/{max(int(v.version) for v in versions)}"
+    # a version whose retrain was undone is in no commit: never the default
+    kept = [v for v in versions if v.tags.get(p.TAG_UNDONE) != "true"]
+    if not kept:
+        raise UsageError(
+            f"every version of registered model {name!r} was registered by a retrain that "
+            "was undone",
+            hint="retrain it (`mlrig retrain`), or pass --model models:/NAME/VERSION",
+        )
+    return f"models:/{name}/{max(int(v.version) for v in kept)}"
 
 
 def check_uri(uri: str) -> str:

@@ -24,6 +24,11 @@ TAG_PARAMS_MD5 = "mlrig.params.md5"
 TAG_REPRO_OF = "mlrig.repro_of"
 REPRO_OF_ENV = "MLRIG_REPRO_OF"
 
+# -- model-version tags -------------------------------------------------------------------------
+# set on a version whose retrain was undone (an interrupted or failed run): no commit restores
+# it, so nothing picks it by default (image build's "latest version")
+TAG_UNDONE = "mlrig.undone"
+
 TRAIN_STAGE = "train"
 RUN_FILE = "models/mlflow_run.json"
 MODEL_FILE = "models/model.pkl"

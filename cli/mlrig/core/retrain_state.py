@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlrig.adapters import dvc, git
 from mlrig.adapters.mlflow_rest import MlflowRest
+from mlrig.core.provenance import TAG_UNDONE
 from mlrig.errors import ConfigError, Conflict, CredentialsError, MlrigError, UsageError
 
 MARKER = Path(".dvc/tmp/mlrig-retrain.json")
@@ -40,7 +41,7 @@ RUNNING: Phase = "running"  # nothing is published yet: undo everything
 PUBLISHED: Phase = "published"  # the commit reached the git remote: the run is complete
 
 RUN_TAG = "mlrig.retrain.id"  # on every MLflow run a retrain's stages start: the run's id
-UNDONE_TAG = "mlrig.undone"  # on a model version whose retrain was undone
+UNDONE_TAG = TAG_UNDONE  # on a model version whose retrain was undone
 # model versions are looked for from this long before the run started (the server's clock
 # may differ from this machine's); the run id, not the time, proves a version is the run's
 CLOCK_SKEW_MS = 15 * 60 * 1000

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlrig.errors import DependencyMissing, ServiceError
+from mlrig.errors import ConfigError, DependencyMissing, ServiceError
 
 REMOTE_NAME = "storage"
 
@@ -305,7 +305,16 @@ def _fds_to(log_file: Path) -> Iterator[None]:
     sys.stderr.flush()
     saved = [os.dup(1), os.dup(2)]
     python_stderr = sys.stderr
-    with log_file.open("ab") as fh, open(saved[1], "w", closefd=False, buffering=1) as err:
+    try:  # a symlink planted at the log's path would have the stages write through it
+        log_fd = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        for kept in saved:
+            os.close(kept)
+        raise ConfigError(
+            f"cannot write the pipeline's log {log_file}: {exc.strerror}",
+            hint="remove what is at that path (a symlink is never followed) and retry",
+        ) from None
+    with os.fdopen(log_fd, "ab") as fh, open(saved[1], "w", closefd=False, buffering=1) as err:
         os.dup2(fh.fileno(), 1)
         os.dup2(fh.fileno(), 2)
         sys.stderr = err

@@ -13,7 +13,7 @@ MANAGE on what it creates; `mlrig access show` lists them).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 from mlrig.core.access_file import AccessFile, is_machine
 
@@ -37,17 +37,7 @@ Action = Literal[
     "revoke",
     "delete-user",
 ]
-ORDER: tuple[Action, ...] = (
-    "create-role",
-    "create-user",
-    "set-role",
-    "allow-create",
-    "deny-create",
-    "grant",
-    "update",
-    "revoke",
-    "delete-user",
-)
+ORDER: tuple[Action, ...] = get_args(Action)  # the order apply runs its steps in
 
 
 @dataclass(frozen=True)

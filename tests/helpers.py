@@ -258,6 +258,62 @@ def repo_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def retrain_repo(
+    root: Path, env: dict[str, str], project: str, source: Path, message: str
+) -> tuple[Path, Path]:
+    """`mlrig init` of project in root on the local stack, its ingest reading source (a copy
+    of the repo's breast-cancer CSV, outside it: new rows are appended there), committed with
+    message and pushed to a bare origin next to it; (repo, origin)."""
+    import yaml
+
+    sh(root, str(VENV_BIN / "mlrig"), "init", project, "--stack", "local", "--no-input", env=env)
+    repo, origin = root / project, root / "origin.git"
+    source.write_bytes((repo / "data/raw/breast_cancer.csv").read_bytes())
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    text = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(
+        text.replace(f"source: {params['ingest']['source']}", f"source: {source}", 1)
+    )
+    sh(repo, "git", "commit", "-qam", message, env=env)
+    sh(root, "git", "init", "-q", "--bare", "-b", "main", str(origin), env=env)
+    sh(repo, "git", "remote", "add", "origin", str(origin), env=env)
+    sh(repo, "git", "push", "-q", "origin", "main", env=env)
+    return repo, origin
+
+
+def append_rows(source: Path, count: int, shift: int) -> None:
+    """New rows in a breast-cancer CSV: its last `count` with fresh ids and slightly other
+    measurements (each scaled by 1 + shift/1000)."""
+    import csv
+
+    with source.open() as fh:
+        rows = list(csv.DictReader(fh))
+    fields = list(rows[0])
+    next_id = max(int(r["id"]) for r in rows) + 1
+    new = []
+    for i, row in enumerate(rows[-count:]):
+        row = {**row, "id": str(next_id + i)}
+        for key in fields:
+            if key not in ("id", "target"):
+                row[key] = repr(float(row[key]) * (1 + shift / 1000))
+        new.append(row)
+    with source.open("a", newline="") as fh:
+        csv.DictWriter(fh, fieldnames=fields, lineterminator="\n").writerows(new)
+
+
+@contextmanager
+def environ_with(extra: dict[str, str]) -> Iterator[None]:
+    """os.environ with extra set, restored whole afterwards (for wider-scoped fixtures, which
+    cannot use monkeypatch; MlflowClient reads the admin login from the environment)."""
+    saved = dict(os.environ)
+    os.environ.update(extra)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def dvc_config(path: Path) -> dict:
     """DVC's config files, read with the library DVC itself writes them with."""
     from configobj import ConfigObj

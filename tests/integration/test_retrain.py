@@ -7,7 +7,6 @@ story: first model, new rows, nothing new, a bad batch, a failed publish, a kill
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -18,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.helpers import VENV_BIN, md5, repo_env, sh
+from tests.helpers import VENV_BIN, append_rows, environ_with, md5, repo_env, retrain_repo, sh
 
 pytestmark = pytest.mark.integration
 PROJECT = "retrainee"
@@ -40,24 +38,6 @@ def _retrain(repo: Path, env: dict[str, str], *args: str) -> subprocess.Complete
 def _ok(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-
-def _append_rows(source: Path, count: int, shift: int) -> None:
-    """New patients: the last `count` rows with fresh ids and slightly other measurements."""
-    with source.open() as fh:
-        rows = list(csv.DictReader(fh))
-    fields = list(rows[0])
-    next_id = max(int(r["id"]) for r in rows) + 1
-    new = []
-    for i, row in enumerate(rows[-count:]):
-        row = dict(row)
-        row["id"] = str(next_id + i)
-        for key in fields:
-            if key not in ("id", "target"):
-                row[key] = repr(float(row[key]) * (1 + shift / 1000))
-        new.append(row)
-    with source.open("a", newline="") as fh:
-        csv.DictWriter(fh, fieldnames=fields, lineterminator="\n").writerows(new)
 
 
 def _state(repo: Path, env: dict[str, str]) -> tuple[str, str, bytes]:
@@ -88,25 +68,11 @@ def world(local_stack: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     root = tmp_path_factory.mktemp("retrain")
     env = repo_env(local_stack["home"])
-    sh(root, str(VENV_BIN / "mlrig"), "init", PROJECT, "--stack", "local", "--no-input", env=env)
-    repo, origin = root / PROJECT, root / "origin.git"
     source = root / "incoming" / f"{SUBJECT}.csv"
     source.parent.mkdir()
-    source.write_bytes((repo / "data/raw/breast_cancer.csv").read_bytes())
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    text = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(
-        text.replace(f"source: {params['ingest']['source']}", f"source: {source}", 1)
-    )
-    sh(repo, "git", "commit", "-qam", "Read the patients export", env=env)
-    sh(root, "git", "init", "-q", "--bare", "-b", "main", str(origin), env=env)
-    sh(repo, "git", "remote", "add", "origin", str(origin), env=env)
-    sh(repo, "git", "push", "-q", "origin", "main", env=env)
+    repo, origin = retrain_repo(root, env, PROJECT, source, "Read the patients export")
     client = MlflowClient(tracking_uri=local_stack["env"]["MLFLOW_TRACKING_URI"])
-    admin = {**os.environ, **local_stack["env"]}
-    saved = dict(os.environ)
-    os.environ.update(admin)  # MlflowClient reads the admin login from the environment
-    try:
+    with environ_with(local_stack["env"]):  # MlflowClient reads the admin login from here
         yield {
             "repo": repo,
             "origin": origin,
@@ -117,9 +83,6 @@ def world(local_stack: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             "outputs": local_stack["outputs"],
             "home": local_stack["home"],
         }
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def test_first_retrain_trains_registers_and_crowns(world: dict) -> None:
@@ -133,7 +96,7 @@ def test_first_retrain_trains_registers_and_crowns(world: dict) -> None:
 def test_new_rows_make_a_version_a_named_commit_and_are_pushed(world: dict) -> None:
     repo, env, client = world["repo"], world["env"], world["client"]
     versions_before, champion_before, _ = _registry(client)
-    _append_rows(world["source"], 40, shift=3)
+    append_rows(world["source"], 40, shift=3)
     result = _ok(_retrain(repo, env, "--no-push-image"))
     record = json.loads((repo / "data/snapshot/record.json").read_text())
     assert result["changed"] is True and result["snapshot"] == record["md5"]
@@ -210,7 +173,7 @@ def test_a_failed_publish_leaves_no_commit_and_no_orphaned_alias(world: dict) ->
     client.delete_registered_model_alias(PROJECT, "champion")  # the candidate must win
     client.set_registered_model_alias(PROJECT, "champion", "1")
     sh(repo, "git", "remote", "set-url", "origin", str(world["origin"]) + "-gone", env=env)
-    _append_rows(world["source"], 10, shift=5)
+    append_rows(world["source"], 10, shift=5)
     try:
         margin = ("margin: 0.0 ", "margin: -1.0")  # candidate wins: gate.json says promoted
         params = (repo / "params.yaml").read_text()
@@ -232,7 +195,7 @@ def test_recover_after_a_kill_mid_train(world: dict) -> None:
     from mlrig.core import retrain
 
     repo, env, client = world["repo"], world["env"], world["client"]
-    _append_rows(world["source"], 10, shift=7)
+    append_rows(world["source"], 10, shift=7)
     before, (_, champion, _) = _state(repo, env), _registry(client)
     progress = world["home"].parent / "killed-retrain.err"
     with progress.open("wb") as err:
@@ -269,7 +232,7 @@ def test_a_moved_champion_is_built_and_pushed_with_a_verified_digest(
     from mlrig.core import serving_push
 
     repo, env, client = world["repo"], world["env"], world["client"]
-    _append_rows(world["source"], 10, shift=9)  # margin is -1: the candidate is promoted
+    append_rows(world["source"], 10, shift=9)  # margin is -1: the candidate is promoted
     result = _ok(_retrain(repo, env))
     assert result["champion_moved"] is True
     assert _registry(client)[1] == result["version"]

@@ -7,7 +7,6 @@ undoes it, the kill comes last."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -18,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.helpers import VENV_BIN, repo_env, sh
+from tests.helpers import VENV_BIN, append_rows, environ_with, repo_env, retrain_repo, sh
 
 pytestmark = pytest.mark.integration
 PROJECT = "trusty"
@@ -48,48 +46,15 @@ def world(local_stack: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
     root = tmp_path_factory.mktemp("trust-retrain")
     env = repo_env(local_stack["home"])
-    sh(root, str(VENV_BIN / "mlrig"), "init", PROJECT, "--stack", "local", "--no-input", env=env)
-    repo, origin = root / PROJECT, root / "origin.git"
     source = root / "incoming.csv"
-    source.write_bytes((repo / "data/raw/breast_cancer.csv").read_bytes())
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    text = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(
-        text.replace(f"source: {params['ingest']['source']}", f"source: {source}", 1)
-    )
-    sh(repo, "git", "commit", "-qam", "Read the export", env=env)
-    sh(root, "git", "init", "-q", "--bare", "-b", "main", str(origin), env=env)
-    sh(repo, "git", "remote", "add", "origin", str(origin), env=env)
-    sh(repo, "git", "push", "-q", "origin", "main", env=env)
-    saved = dict(os.environ)
-    os.environ.update(local_stack["env"])  # MlflowClient reads the admin login from here
-    try:
+    repo, origin = retrain_repo(root, env, PROJECT, source, "Read the export")
+    with environ_with(local_stack["env"]):  # MlflowClient reads the admin login from here
         client = MlflowClient(tracking_uri=local_stack["env"]["MLFLOW_TRACKING_URI"])
         yield {"repo": repo, "origin": origin, "source": source, "env": env, "client": client}
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _versions(client: Any) -> dict[str, Any]:
     return {v.version: v for v in client.search_model_versions(f"name='{PROJECT}'")}
-
-
-def _append(source: Path, count: int, shift: int) -> None:
-    """New rows: the last `count` with fresh ids and slightly other measurements."""
-    with source.open() as fh:
-        rows = list(csv.DictReader(fh))
-    fields = list(rows[0])
-    next_id = max(int(r["id"]) for r in rows) + 1
-    new = []
-    for i, row in enumerate(rows[-count:]):
-        row = {**row, "id": str(next_id + i)}
-        for key in fields:
-            if key not in ("id", "target"):
-                row[key] = repr(float(row[key]) * (1 + shift / 1000))
-        new.append(row)
-    with source.open("a", newline="") as fh:
-        csv.DictWriter(fh, fieldnames=fields, lineterminator="\n").writerows(new)
 
 
 def test_a_failed_publish_tags_the_version_it_registered_as_undone(world: dict) -> None:
@@ -97,7 +62,7 @@ def test_a_failed_publish_tags_the_version_it_registered_as_undone(world: dict) 
     first = _retrain(repo, env)  # version 1, the champion, published
     assert first.returncode == 0, first.stderr[-3000:]
     head = _git(repo, env, "rev-parse", "HEAD")
-    _append(world["source"], 10, shift=3)
+    append_rows(world["source"], 10, shift=3)
     _git(repo, env, "remote", "set-url", "origin", str(world["origin"]) + "-gone")
     try:
         proc = _retrain(repo, env)
@@ -123,7 +88,7 @@ def test_recover_after_a_kill_refuses_another_branch_then_undoes_only_the_runs_f
     repo, env, client = world["repo"], world["env"], world["client"]
     head = _git(repo, env, "rev-parse", "HEAD")
     before = set(_versions(client))
-    _append(world["source"], 10, shift=7)
+    append_rows(world["source"], 10, shift=7)
     log = repo / LOG
     start = log.stat().st_size if log.exists() else 0
     proc = subprocess.Popen(

@@ -241,6 +241,24 @@ def sh(repo: Path, *args: str, env: dict[str, str]) -> str:
     return proc.stdout + proc.stderr
 
 
+def git_as_tester(repo: Path, *args: str) -> str:
+    """git in repo as a test author (no env needed), its output stripped; fails on an error."""
+    who = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    return subprocess.run(
+        ["git", *who, *args], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def commit_files(repo: Path, files: dict[str, str], message: str) -> str:
+    """Write files ({path: text}) into repo and commit everything; the new HEAD."""
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    git_as_tester(repo, "add", "--all")
+    git_as_tester(repo, "commit", "-qm", message)
+    return git_as_tester(repo, "rev-parse", "HEAD")
+
+
 def repo_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
     """What a user's shell has: the venv on PATH, no MLflow exports (tracking.py must find
     the stack by itself), DVC analytics off."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,8 @@ from mlrig.core import provenance as p
 from mlrig.core import provenance_resolve as resolve
 from mlrig.core import trace, trace_image
 from mlrig.errors import UsageError
+from tests.helpers import commit_files as commit
+from tests.helpers import git_as_tester as g
 
 RUN = "a" * 32
 EXP_REF = "refs/exps/ab/cdef0123456789/exp-one"
@@ -24,13 +25,6 @@ EXP_REF = "refs/exps/ab/cdef0123456789/exp-one"
 
 def md5(data: bytes) -> str:
     return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-def g(repo: Path, *args: str) -> str:
-    env_args = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
-    return subprocess.run(
-        ["git", *env_args, *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def lock(run_file: str, model: str = "m1", deps: dict[str, str] | None = None) -> str:
@@ -54,15 +48,6 @@ def tags(run_file: str = "r1", model: str = "m1", **extra: str) -> dict[str, str
         f"{p.TAG_OUT_PREFIX}{p.RUN_FILE}": run_file,
     }
     return {**base, **extra}
-
-
-def commit(repo: Path, files: dict[str, str], message: str) -> str:
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    g(repo, "add", "--all")
-    g(repo, "commit", "-qm", message)
-    return g(repo, "rev-parse", "HEAD")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ workspace is read, and the output says which tag was refused."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,19 +22,14 @@ from mlrig.core import provenance_input as inputs
 from mlrig.core import trace, trace_image
 from mlrig.errors import ServiceError
 from mlrig.main import app
+from tests.helpers import commit_files as commit
+from tests.helpers import git_as_tester as g
 from tests.helpers import md5
 
 runner = CliRunner()
 PASSWD = Path("/etc/passwd")
 RUN = "a" * 32
 EXP_REF = f"refs/exps/ab/{'c' * 38}/exp-one"
-
-
-def g(repo: Path, *args: str) -> str:
-    who = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
-    return subprocess.run(
-        ["git", *who, *args], cwd=repo, check=True, capture_output=True, text=True
-    ).stdout.strip()
 
 
 def lock(run_file: str, model: str = "m1") -> str:
@@ -58,15 +52,6 @@ def tags(run_file: str = "r1", model: str = "m1", **extra: str) -> dict[str, str
         f"{p.TAG_OUT_PREFIX}{p.RUN_FILE}": run_file,
     }
     return {**base, **extra}
-
-
-def commit(repo: Path, files: dict[str, str], message: str) -> str:
-    for name, text in files.items():
-        (repo / name).parent.mkdir(parents=True, exist_ok=True)
-        (repo / name).write_text(text)
-    g(repo, "add", "--all")
-    g(repo, "commit", "-qm", message)
-    return g(repo, "rev-parse", "HEAD")
 
 
 def exp_commit(repo: Path, files: dict[str, str]) -> str:

@@ -332,6 +332,16 @@ def environ_with(extra: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
+def applied_passwords(output: str) -> dict[str, str]:
+    """The passwords `mlrig access apply` printed for the users it created: {user: password}."""
+    found = {}
+    for line in output.splitlines():
+        if line.startswith("password for "):
+            user = line.split()[2]
+            found[user] = line.rsplit(": ", 1)[1].strip()
+    return found
+
+
 def dvc_config(path: Path) -> dict:
     """DVC's config files, read with the library DVC itself writes them with."""
     from configobj import ConfigObj

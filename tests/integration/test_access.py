@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mlrig.contract import StackOutputs
 from mlrig.core import access, identities, stacks
 from mlrig.main import app
-from tests.helpers import isolated_stack
+from tests.helpers import applied_passwords, isolated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 runner = CliRunner()
@@ -61,22 +61,13 @@ def apply(path: Path, *args: str) -> Any:
     return runner.invoke(app, ["access", "apply", str(path), "--stack", "acc", *args])
 
 
-def passwords(output: str) -> dict[str, str]:
-    found = {}
-    for line in output.splitlines():
-        if line.startswith("password for "):
-            user = line.split()[2]
-            found[user] = line.rsplit(": ", 1)[1].strip()
-    return found
-
-
 @pytest.fixture(scope="module")
 def people(stack: StackOutputs, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     path = tmp_path_factory.mktemp("access-file") / "access.yaml"
     path.write_text(FILE)
     first = apply(path)
     assert first.exit_code == 0, first.output
-    creds = passwords(first.output)
+    creds = applied_passwords(first.output)
     assert sorted(creds) == ["alice", "bob", "nora"]
     assert "+ role mlrig-editor" in first.output and "+ role mlrig-reader" in first.output
     assert path.read_text() == FILE  # no password is ever written to the file
@@ -160,7 +151,7 @@ def test_removing_a_user_needs_confirmation(
     assert {"admin", "repo-shop", "repo-fraud"} <= names
     back = apply(people["file"])  # nora comes back (a new password), the rest is unchanged
     assert back.exit_code == 0, back.output
-    people["auth"]["nora"] = ("nora", passwords(back.output)["nora"])
+    people["auth"]["nora"] = ("nora", applied_passwords(back.output)["nora"])
     assert [line for line in back.output.splitlines() if line[:2] in ("+ ", "- ", "~ ")] == [
         "+ user nora (role none)"
     ]
@@ -201,7 +192,7 @@ def test_rotation_retires_the_old_password(stack: StackOutputs, people: dict[str
     assert get(stack, old, "users/current") == 200
     rotated = runner.invoke(app, ["access", "rotate", "bob", "--stack", "acc"])
     assert rotated.exit_code == 0, rotated.output
-    new = passwords(rotated.output)["bob"]
+    new = applied_passwords(rotated.output)["bob"]
     assert "up to 30 s" in rotated.output  # the cache window is stated
     assert get(stack, old, "users/current") == 401
     assert get(stack, ("bob", new), "users/current") == 200

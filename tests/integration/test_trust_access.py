@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from mlrig.contract import StackOutputs
 from mlrig.core import access, identities
 from mlrig.main import app
-from tests.helpers import isolated_stack
+from tests.helpers import applied_passwords, isolated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 runner = CliRunner()
@@ -46,11 +46,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         path.write_text(FILE)
         applied = runner.invoke(app, ["access", "apply", str(path), "--stack", STACK])
         assert applied.exit_code == 0, applied.output
-        creds: dict[str, tuple[str, str]] = {}
-        for line in applied.output.splitlines():
-            if line.startswith("password for "):
-                user = line.split()[2]
-                creds[user] = (user, line.rsplit(": ", 1)[1].strip())
+        creds = {u: (u, pw) for u, pw in applied_passwords(applied.output).items()}
         assert sorted(creds) == ["cora", "eddie", "nick", "rita"]
         assert outputs.mlflow.auth is not None
         creds["admin"] = ("admin", secrets.resolve(outputs.mlflow.auth.password))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,18 @@ from tests.helpers import (
 
 PROVENANCE_PROJECT = "provrig"
 EXPERIMENTS = ("train.C=20", "train.C=0.05")
+
+
+@pytest.fixture
+def template_copy(tmp_path: Path) -> Path:
+    """A copy of the packaged template that a test may change (a newer version, edits)."""
+    from mlrig.core import bootstrap
+
+    copy = tmp_path / "template-src"
+    shutil.copytree(
+        bootstrap.packaged_template(), copy, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    return copy
 
 
 def _exp_refs(repo: Path, env: dict[str, str]) -> dict[str, str]:

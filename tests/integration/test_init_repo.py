@@ -3,7 +3,6 @@ generated repo contains, that a failure leaves nothing, and template updates."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -198,15 +197,6 @@ def test_force_adds_next_to_existing_files_but_never_overwrites(
 
 
 # -- updates ---------------------------------------------------------------------------------
-@pytest.fixture
-def template_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "template-src"
-    shutil.copytree(
-        bootstrap.packaged_template(), copy, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    return copy
-
-
 def _new_template_version(template: Path, version: str) -> None:
     (template / "VERSION").write_text(version + "\n")
 

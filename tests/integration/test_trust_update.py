@@ -5,7 +5,6 @@ answer committed in .copier-answers.yml stops the update before copier runs."""
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -43,15 +42,6 @@ def snapshot(repo: Path) -> dict[str, bytes]:
 
 def answers_of(repo: Path) -> dict[str, str]:
     return dict(yaml.safe_load((repo / ANSWERS).read_text()))
-
-
-@pytest.fixture
-def template_copy(tmp_path: Path) -> Path:
-    copy = tmp_path / "template-src"
-    shutil.copytree(
-        bootstrap.packaged_template(), copy, ignore=shutil.ignore_patterns("__pycache__")
-    )
-    return copy
 
 
 def _init(tmp_path: Path, *extra: str) -> Path:

@@ -174,6 +174,21 @@ def sample(name: str = "dev") -> StackOutputs:
     )
 
 
+def env_secret_outputs(name: str = "dev") -> StackOutputs:
+    """A local stack's outputs whose admin password is the env variable NO_SUCH_PW (nothing
+    behind them): never set in the unit tests, so reading the admin password fails loudly."""
+    return StackOutputs(
+        name=name,
+        kind="local",
+        dvc_remote=DvcRemote(url="/srv/dvc"),
+        mlflow=Mlflow(
+            tracking_uri="http://127.0.0.1:5000",
+            auth=BasicAuth(username="admin", password=SecretRef(source="env", ref="NO_SUCH_PW")),
+        ),
+        registry=Registry(kind="oci", url="127.0.0.1:5001/models"),
+    )
+
+
 def aws_outputs(name: str = "prod", endpoint: str | None = "http://127.0.0.1:9") -> StackOutputs:
     """An AWS stack's outputs (nothing behind them)."""
     return StackOutputs(

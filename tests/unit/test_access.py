@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig import contract
-from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, StackOutputs
 from mlrig.core import access_file, access_plan, access_view, identities
 from mlrig.core.access_plan import Current, CurrentUser, Step
 from mlrig.errors import MlrigError, UsageError
 from mlrig.main import app
+from tests.helpers import env_secret_outputs
 
 runner = CliRunner()
 DOC = {
@@ -140,25 +140,11 @@ def test_machine_identity_names_follow_the_contract() -> None:
     assert access_file.is_machine("repo-demo-model") and not access_file.is_machine("alice")
 
 
-def _local_outputs(name: str = "dev") -> StackOutputs:
-    return StackOutputs(
-        name=name,
-        kind="local",
-        dvc_remote=DvcRemote(url="/srv/dvc"),
-        mlflow=Mlflow(
-            tracking_uri="http://127.0.0.1:5000",
-            # never set in these tests: reading the admin password would fail loudly
-            auth=BasicAuth(username="admin", password=SecretRef(source="env", ref="NO_SUCH_PW")),
-        ),
-        registry=Registry(kind="oci", url="127.0.0.1:5001/models"),
-    )
-
-
 def test_repo_env_is_the_machine_identity_and_never_reads_the_admin_secret(
     mlrig_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("NO_SUCH_PW", raising=False)
-    outputs = _local_outputs()
+    outputs = env_secret_outputs()
     contract.save(outputs)
     identities.store_password(outputs, "repo-churn", "the-machine-password")
     stored = identities.local_secret_file("dev", "repo-churn")
@@ -184,7 +170,7 @@ def test_a_repo_made_before_identities_gets_one_line_naming_the_fix(
     from mlrig import api
 
     monkeypatch.delenv("MLRIG_STACK", raising=False)
-    contract.save(_local_outputs())
+    contract.save(env_secret_outputs())
     (tmp_path / ".copier-answers.yml").write_text("project_name: old_repo\nstack: dev\n")
     with pytest.raises(MlrigError) as err:
         api.tracking_env(tmp_path)
@@ -211,7 +197,7 @@ def _one_line_error(output: str) -> str:
 
 
 def test_cli_bad_input_is_one_line_and_changes_nothing(mlrig_home: Path, tmp_path: Path) -> None:
-    contract.save(_local_outputs())
+    contract.save(env_secret_outputs())
     missing = runner.invoke(app, ["access", "apply", str(tmp_path / "nope.yaml"), "-s", "dev"])
     assert missing.exit_code == 2
     assert "does not exist" in _one_line_error(missing.output)
@@ -231,7 +217,7 @@ def test_cli_bad_input_is_one_line_and_changes_nothing(mlrig_home: Path, tmp_pat
 def test_cli_refuses_machine_names_and_unknown_roles_before_any_call(
     mlrig_home: Path,
 ) -> None:
-    contract.save(_local_outputs())
+    contract.save(env_secret_outputs())
     machine = runner.invoke(app, ["access", "add-user", "repo-churn", "-s", "dev"])
     assert machine.exit_code == 2
     assert "machine identities" in _one_line_error(machine.output)
@@ -243,7 +229,7 @@ def test_cli_refuses_machine_names_and_unknown_roles_before_any_call(
 def test_commands_act_on_a_model_as_the_identity_of_the_repo_that_owns_it(
     mlrig_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    outputs = _local_outputs()
+    outputs = env_secret_outputs()
     contract.save(outputs)
     identities.store_password(outputs, "repo-churn", "the-machine-password")
     monkeypatch.delenv("NO_SUCH_PW", raising=False)  # the admin's: must not be needed

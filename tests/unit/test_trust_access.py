@@ -14,10 +14,10 @@ import pytest
 
 from mlrig import tracking_guard
 from mlrig.adapters.mlflow_auth import Grant, Role, User
-from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, StackOutputs
 from mlrig.core import access, access_file, access_plan, identities
 from mlrig.core.access_plan import Current, CurrentUser, Step
 from mlrig.errors import ConfigError, UsageError
+from tests.helpers import env_secret_outputs
 
 
 def spec(doc: object) -> access_file.AccessFile:
@@ -203,19 +203,6 @@ def test_the_create_routes(path: str, creates: bool) -> None:
 # --- a repository's names (identities.ensure_machine) -------------------------------------
 
 
-def _outputs() -> StackOutputs:
-    return StackOutputs(
-        name="dev",
-        kind="local",
-        dvc_remote=DvcRemote(url="/srv/dvc"),
-        mlflow=Mlflow(
-            tracking_uri="http://127.0.0.1:5000",
-            auth=BasicAuth(username="admin", password=SecretRef(source="env", ref="NO_SUCH_PW")),
-        ),
-        registry=Registry(kind="oci", url="127.0.0.1:5001/models"),
-    )
-
-
 def _user(name: str, *grants: Grant, is_admin: bool = False) -> User:
     return User(name, is_admin, (Role(1, "__user_1__", grants),))
 
@@ -271,7 +258,7 @@ SQUATTED = [
 def test_a_name_someone_else_manages_is_refused_and_nothing_changes(mlrig_home: Path) -> None:
     client = FakeAuth(list(SQUATTED))
     with pytest.raises(identities.NameTaken) as err:
-        identities.ensure_machine(_outputs(), "shop", client)  # type: ignore[arg-type]
+        identities.ensure_machine(env_secret_outputs(), "shop", client)  # type: ignore[arg-type]
     line = err.value.one_line()
     assert "'shop'" in line and "managed by mallory" in line and "--take-over" in line
     assert "admin" not in line.split("—")[0] and "carol" not in line and "\n" not in line
@@ -282,7 +269,7 @@ def test_a_name_someone_else_manages_is_refused_and_nothing_changes(mlrig_home: 
 def test_take_over_revokes_foreign_manage_and_edit_and_says_so(mlrig_home: Path) -> None:
     client = FakeAuth(list(SQUATTED))
     result = identities.ensure_machine(
-        _outputs(),
+        env_secret_outputs(),
         "shop",
         client,  # type: ignore[arg-type]
         take_over=True,
@@ -309,8 +296,8 @@ def test_the_repositorys_own_identity_and_admins_are_not_foreign(mlrig_home: Pat
         _user("alice", Grant("experiment", "5", "EDIT")),  # an editor the access file granted
     ]
     client = FakeAuth(users)
-    identities.store_password(_outputs(), "repo-shop", "stored-password-0001")
-    result = identities.ensure_machine(_outputs(), "shop", client)  # type: ignore[arg-type]
+    identities.store_password(env_secret_outputs(), "repo-shop", "stored-password-0001")
+    result = identities.ensure_machine(env_secret_outputs(), "shop", client)  # type: ignore[arg-type]
     assert result.revoked == () and client.writes == []  # up to date: nothing to do
 
 
@@ -334,13 +321,13 @@ def test_only_machine_identity_names_become_secret_paths(mlrig_home: Path, user:
         identities.local_secret_file("dev", user)
     with pytest.raises(UsageError, match="not a machine identity's name"):
         identities.aws_secret_name("dev", user)
-    assert identities.read_password(_outputs(), user) is None
+    assert identities.read_password(env_secret_outputs(), user) is None
 
 
 def test_a_project_name_from_an_answers_file_cannot_climb(mlrig_home: Path, tmp_path: Path) -> None:
     """`project_name: /../../x` made `identities/repo-/../../x.password`: a file outside the
     identities folder, whose text went to the tracking server as a password."""
-    outputs = _outputs()
+    outputs = env_secret_outputs()
     folder = identities.local_secret_file("dev", "repo-x").parent
     (folder / "repo-").mkdir(parents=True)
     (folder.parent / "x.password").write_text("not-for-the-server\n")
@@ -364,7 +351,7 @@ def test_access_show_prints_names_from_the_server_as_text(
     from mlrig.core import access_view
     from mlrig.main import app
 
-    contract.save(_outputs())
+    contract.save(env_secret_outputs())
     rows = [
         access_view.UserRow(
             "[red]eve",

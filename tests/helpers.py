@@ -452,6 +452,32 @@ def breast_cancer_pipeline(c: float = 1.0) -> tuple[Any, Any]:
     return model, x
 
 
+class ZerosModel:
+    """A stand-in model for the image's server: one prediction (0) per row."""
+
+    def predict(self, x: Any) -> Any:
+        import numpy as np
+
+        return np.zeros(len(x), dtype=int)
+
+
+def serving_model_dir(path: Path, columns: list[str] | None) -> Path:
+    """path made a model directory the image's server loads: a pickled ZerosModel and the
+    serving spec, its input schema these double columns (none when None)."""
+    import cloudpickle
+
+    (path / "model.pkl").write_bytes(cloudpickle.dumps(ZerosModel()))
+    spec = {
+        "loader": "sklearn",
+        "model_file": "model.pkl",
+        "serialization_format": "cloudpickle",
+        "mlflow_version": "3.0.0",
+        "input_columns": [{"name": c, "type": "double"} for c in columns] if columns else None,
+    }
+    (path / "mlrig-serving.json").write_text(json.dumps(spec))
+    return path
+
+
 # -- the AWS program under Pulumi mocks ----------------------------------------------------------
 @cache
 def register_model(name: str, c: float, pins: bool = True) -> tuple[str, list[int]]:

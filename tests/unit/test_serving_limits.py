@@ -17,34 +17,17 @@ import numpy as np
 import pytest
 
 from mlrig.wait import wait_until
-from tests.helpers import load_serving_module
+from tests.helpers import load_serving_module, serving_model_dir
 
 serve = load_serving_module("mlrig_serve_limits")
 JSON = "application/json"
 
 
-class Zeros:
-    """A stand-in model: one prediction per row (tests swap in a slower `predict_fn`)."""
-
-    def predict(self, x: Any) -> Any:
-        return np.zeros(len(x), dtype=int)
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import cloudpickle
-
-    path = tmp_path_factory.mktemp("model")
-    (path / "model.pkl").write_bytes(cloudpickle.dumps(Zeros()))
-    spec = {
-        "loader": "sklearn",
-        "model_file": "model.pkl",
-        "serialization_format": "cloudpickle",
-        "mlflow_version": "3.0.0",
-        "input_columns": [{"name": "x", "type": "double"}],
-    }
-    (path / "mlrig-serving.json").write_text(json.dumps(spec))
-    return path
+    """A stand-in model (one prediction per row; tests swap in a slower `predict_fn`) with
+    one input column, x."""
+    return serving_model_dir(tmp_path_factory.mktemp("model"), ["x"])
 
 
 def rows(n: int) -> bytes:

@@ -11,41 +11,21 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.helpers import load_serving_module
+from tests.helpers import load_serving_module, serving_model_dir
 
 serve = load_serving_module("mlrig_serve_trust")
 JSON = "application/json"
 COLUMNS = [f"c{i}" for i in range(30)]
 
 
-class Zeros:
-    def predict(self, x: Any) -> Any:
-        return np.zeros(len(x), dtype=int)
-
-
-def _model_dir(path: Path, columns: list[str] | None) -> Path:
-    import cloudpickle
-
-    (path / "model.pkl").write_bytes(cloudpickle.dumps(Zeros()))
-    spec = {
-        "loader": "sklearn",
-        "model_file": "model.pkl",
-        "serialization_format": "cloudpickle",
-        "mlflow_version": "3.0.0",
-        "input_columns": [{"name": c, "type": "double"} for c in columns] if columns else None,
-    }
-    (path / "mlrig-serving.json").write_text(json.dumps(spec))
-    return path
-
-
 @pytest.fixture(scope="module")
 def signed(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return serve.Model(str(_model_dir(tmp_path_factory.mktemp("signed"), COLUMNS)))
+    return serve.Model(str(serving_model_dir(tmp_path_factory.mktemp("signed"), COLUMNS)))
 
 
 @pytest.fixture(scope="module")
 def unsigned(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    return serve.Model(str(_model_dir(tmp_path_factory.mktemp("unsigned"), None)))
+    return serve.Model(str(serving_model_dir(tmp_path_factory.mktemp("unsigned"), None)))
 
 
 def exchange(app: Any, body: bytes, ctype: str = JSON, declare: bool = True) -> tuple[int, Any]:

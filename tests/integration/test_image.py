@@ -704,8 +704,18 @@ def test_bad_input_is_one_line_each(
 
 
 def test_generated_repo_defaults_to_its_latest_model(v2: dict, tmp_path: Path) -> None:
-    (tmp_path / ".copier-answers.yml").write_text(f"project_name: {MODEL}\nstack: local\n")
-    assert image_model.default_model_uri(tmp_path) == f"models:/{MODEL}/{v2['version']}"
+    # a generated repo's project_name is a Python package name (the answers file is checked
+    # when read), so its registered model is too: the same model under such a name
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    name = MODEL.replace("-", "_")
+    if not client.search_registered_models(f"name='{name}'"):
+        client.create_registered_model(name)
+    source = client.get_model_version(MODEL, v2["version"])
+    latest = client.create_model_version(name, source.source, source.run_id)
+    (tmp_path / ".copier-answers.yml").write_text(f"project_name: {name}\nstack: local\n")
+    assert image_model.default_model_uri(tmp_path) == f"models:/{name}/{latest.version}"
 
 
 def test_labels_name_the_run_not_the_repo_the_build_ran_in(v1: dict, tmp_path: Path) -> None:

@@ -14,15 +14,17 @@ from mlrig.errors import UsageError
 
 
 def _register(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, versions: int) -> Any:
-    import mlflow
     from mlflow import MlflowClient
 
+    # the client alone, never the fluent API: its active experiment outlives a test in the
+    # same process and names an experiment this fresh store does not have
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    client = MlflowClient()
+    experiment = client.create_experiment("churn")
     client.create_registered_model("churn")
     for _ in range(versions):
-        with mlflow.start_run() as run:
-            client.create_model_version("churn", f"runs:/{run.info.run_id}/model", run.info.run_id)
+        run = client.create_run(experiment)
+        client.create_model_version("churn", f"runs:/{run.info.run_id}/model", run.info.run_id)
     (tmp_path / ".copier-answers.yml").write_text("project_name: churn\nstack: local\n")
     return client
 

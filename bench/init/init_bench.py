@@ -9,7 +9,7 @@ makes the repository's machine identity on the stack, which the steps by hand le
 The repros run after them, first and second alternating on each new repo (n = --repro-samples:
 a first repro trains the template's model, ~15 s).
 
-Run: .venv/bin/python bench/init_bench.py [--samples 5] [--repro-samples 5]
+Run: .venv/bin/python bench/init/init_bench.py [--samples 5] [--repro-samples 5]
 Starts a local stack in a temporary MLRIG_HOME and stops it at the end.
 """
 
@@ -20,9 +20,11 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
 from common import (
     BIN,
     MLRIG,

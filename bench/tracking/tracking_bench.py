@@ -7,7 +7,7 @@ rejected calls one by one (A B C, A B C, ...), the runs in ROUNDS slices. Every 
 timed by a client outside the server (this process, as a user's script or CLI would be):
 the rows say CLIENT; memory is read from the server's process tree; the stop is an in-process
 call to mlrig's process adapter.
-Run: .venv/bin/python bench/tracking_bench.py [--runs 200] [--calls 200]
+Run: .venv/bin/python bench/tracking/tracking_bench.py [--runs 200] [--calls 200]
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ from typing import Any
 
 import psutil
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
 from common import CLIENT, IN_PROCESS, interleave, machine, markdown, record, row, utc_stamp
 
 from mlrig import tracking_server as ts
@@ -91,7 +93,7 @@ def issuer() -> Any:
     """The local OIDC issuer the tests use (keys made here, served on loopback)."""
     global _ISSUER
     if _ISSUER is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
         from tests.helpers import LocalIssuer
 
         _ISSUER = LocalIssuer()

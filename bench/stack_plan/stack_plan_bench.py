@@ -3,7 +3,7 @@ reports. Every sample is the whole command in a fresh process, the two profiles 
 sample by sample. Reference point: `pulumi preview` needs the CLI, the provider plugin and AWS
 credentials, none of which the plan uses, so there is no rival row.
 
-Run: .venv/bin/python bench/stack_plan_bench.py [--samples 5]
+Run: .venv/bin/python bench/stack_plan/stack_plan_bench.py [--samples 5]
 """
 
 from __future__ import annotations
@@ -11,8 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
 from common import (
     MLRIG,
     WHOLE_INTERLEAVED,

@@ -32,9 +32,9 @@ JSON keeps them per sample under "phases".
 source tree (e.g. `git archive <commit> cli infra | tar -x -C DIR`), alternated with the rest,
 to measure what a change buys.
 
-Run: .venv/bin/python bench/stackup_bench.py [--samples 5] [--no-basic-auth] [--mlflow-defaults]
-     [--baseline-src DIR]
-Trial: MLRIG_BENCH_RESULTS=/tmp/trial .venv/bin/python bench/stackup_bench.py --samples 1
+Run: .venv/bin/python bench/stackup/stackup_bench.py [--samples 5] [--no-basic-auth]
+     [--mlflow-defaults] [--baseline-src DIR]
+Trial: MLRIG_BENCH_RESULTS=/tmp/trial .venv/bin/python bench/stackup/stackup_bench.py --samples 1
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -56,6 +57,8 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
 from common import (
     BIN,
     MLRIG,

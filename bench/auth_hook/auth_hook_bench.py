@@ -5,7 +5,7 @@ signed-in request, each timed alone in one process on MLflow's real auth app and
 Complements tracking_bench.py (whole requests timed by a client outside the server): that
 shows what a request costs; this shows which part of it the hook is. Every figure here is an
 in-process call (labelled so), the four cases alternated call by call.
-Run: .venv/bin/python bench/auth_hook_bench.py [--calls 2000]
+Run: .venv/bin/python bench/auth_hook/auth_hook_bench.py [--calls 2000]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
 from common import IN_PROCESS, interleave, machine, markdown, record, row, utc_stamp
 
 from mlrig import tracking_oidc
@@ -34,7 +35,7 @@ AUDIENCE = "mlrig:bench"
 
 def setup(work: Path, password: str) -> tuple[Any, Any]:
     """MLflow's basic-auth Flask app (its store on SQLite in `work`) and the local issuer."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     from tests.helpers import LocalIssuer
 
     issuer = LocalIssuer()

@@ -20,7 +20,7 @@ The by-hand figures are the sum of their commands, each a whole command. Sample 
 rows in turn (A B C D, A B C D, ...). The `mlrig demo` set-up is one more row: one whole
 command, n = 1 (it takes minutes).
 
-Run: .venv/bin/python bench/provenance_bench.py [--samples 5] [--keep]
+Run: .venv/bin/python bench/provenance/provenance_bench.py [--samples 5] [--keep]
 """
 
 from __future__ import annotations
@@ -30,9 +30,11 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
 from common import (
     BIN,
     MLRIG,

@@ -7,7 +7,7 @@ memory peak is read, and records the numbers under bench/results/.
 The command is timed whole (spawn -> exit), the profiles alternating sample by sample; n is
 --samples (default 1: a rehearsal takes about two minutes). The start and memory figures are
 the rehearsal's own report, each labelled with how the rehearsal measures it.
-Run: .venv/bin/python bench/rehearse_bench.py [--runs 200] [--profiles small production]
+Run: .venv/bin/python bench/rehearse/rehearse_bench.py [--runs 200] [--profiles small production]
      [--samples 1]
 """
 
@@ -20,8 +20,10 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
 from common import (
     MLRIG,
     WHOLE,

@@ -18,7 +18,7 @@ the source (untimed) and then time:
 then a no-change `mlrig retrain` on the same data (goal: <= 3 s). The `mlrig demo` set-up is
 one more row: one whole command, n = 1 (it takes minutes).
 
-Run: .venv/bin/python bench/retrain_bench.py [--samples 5] [--keep]
+Run: .venv/bin/python bench/retrain/retrain_bench.py [--samples 5] [--keep]
 """
 
 from __future__ import annotations
@@ -28,11 +28,14 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
 from common import (
     BIN,
     CLIENT,

@@ -3,7 +3,7 @@ MLflow's Dockerfile build, on the same model (breast-cancer LogisticRegression p
 same offline base. Every timing is a whole command in a fresh process, the way users run it,
 interleaved sample by sample in one run: rebuild after a new model version (the headline),
 push of that version, cold builds; plus bytes moved per version, image size and serving.
-Run: .venv/bin/python bench/image_bench.py [--samples 5] [--quick] [--no-bentoml]
+Run: .venv/bin/python bench/image/image_bench.py [--samples 5] [--quick] [--no-bentoml]
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
 from common import (
     BIN,
     CLIENT,

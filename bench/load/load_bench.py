@@ -14,11 +14,12 @@ terminate run, search runs (max 50), get model version. Requests are paced to an
 rate (--rate, 0 = as fast as the clients go). Every request is timed client-side; a non-2xx
 answer or an exception is an error. The servers run one after the other, never at once.
 
-Run:  .venv/bin/python bench/load_bench.py --also production   # 5 min a server, ~25 min
-      MLRIG_BENCH_RESULTS=/tmp/trial .venv/bin/python bench/load_bench.py --seconds 30  # ~7 min
-      .venv/bin/python bench/load_bench.py --only mlrig --cpu-units 2048 --memory-mib 4096 \
+Run:  .venv/bin/python bench/load/load_bench.py --also production   # 5 min a server, ~25 min
+      MLRIG_BENCH_RESULTS=/tmp/trial .venv/bin/python bench/load/load_bench.py --seconds 30
+          # ~7 min
+      .venv/bin/python bench/load/load_bench.py --only mlrig --cpu-units 2048 --memory-mib 4096 \
           --workers 4          # a sizing variant (also --env MLFLOW_SQLALCHEMYSTORE_POOL_SIZE=16)
-      .venv/bin/python bench/load_bench.py --also production --size 2048:4096   # + a sizing row
+      .venv/bin/python bench/load/load_bench.py --also production --size 2048:4096  # + sizing
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ from typing import Any
 
 import psutil
 import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
 from common import CLIENT, machine, markdown, record, row, utc_stamp
 
 from mlrig import tracking_server as ts

@@ -9,27 +9,31 @@ Run: .venv/bin/python bench/image/image_bench.py [--samples 5] [--quick] [--no-b
 from __future__ import annotations
 
 import argparse
-import contextlib
-import http.client
 import json
 import os
-import shlex
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
+from builds import (
+    alternate,
+    bentoml_build,
+    docker,
+    docker_push,
+    manifest,
+    mlflow_build,
+    mlrig_build,
+    mlrig_build_in_process,
+    mlrig_push,
+    new_bytes,
+    stand_in,
+)
 from common import (
-    BIN,
-    CLIENT,
     IN_PROCESS,
     MLRIG,
     WHOLE,
@@ -40,575 +44,34 @@ from common import (
     markdown,
     record,
     row,
-    run_timed,
-    sh,
     utc_stamp,
 )
-
-from mlrig.wait import WaitTimeout, wait_until
-
-MODEL = "bench-bc"
-REF_PORT = 8080  # MLflow's image listens on nginx :8080 (uvicorn :8000), not configurable
-BENTO_PORT = 3000  # bentoml serve's default inside its image
-MLFLOW = str(BIN / "mlflow")
-BENTO_DIR = Path(__file__).resolve().parent / "bentoml_service"
-BENTOML_VERSION = "1.4.40"
-# how the rows that are not timings were taken
-INSPECT = "docker image inspect (last version)"
-MANIFESTS = "registry manifests: config + layers no earlier version had"
-# row labels shared by the tools, so a report can put them side by side
-REBUILD = "rebuild after a new model version"
-COLD = "cold build (--no-cache), 1 sample"
-PUSH = "push of a new model version (only its new layers move)"
-PUSH_TWO = "push of a new model version under two tags (version, version-commit)"
-GIT_COMMIT = "mlflow.source.git.commit"
-COMMIT = "5eed" * 10  # the commit the two-tag versions' runs name
-BYTES = "bytes moved for a new model version"
-RATIO = "bytes moved / the model's bytes (goal <= 1.5)"
-TOOLS = {
-    "mlrig": "mlrig image build",
-    "bentoml": "bentoml build + containerize",
-    # build-docker runs this docker build itself, with no network option: this engine's
-    # bridge network has no DNS, so its apt/pip steps could not run (see README)
-    "mlflow": "mlflow generate-dockerfile + docker build --network host",
-}
-
-
-STARTED = time.monotonic()
-
-
-def log(msg: str) -> None:
-    print(f"• {time.monotonic() - STARTED:5.0f} s  {msg}", file=sys.stderr, flush=True)
-
-
-@dataclass
-class Bench:
-    """One run's set-up: the client's environment, the registry, where things live."""
-
-    home: Path
-    env: dict[str, str]  # fresh MLRIG_HOME + `mlrig stack env`: what a user's shell has
-    docker_env: dict[str, str]  # env + a temporary DOCKER_CONFIG logged in to the registry
-    registry: str  # host:port
-    repository: str  # mlrig's repository on it
-    auth: tuple[str, str]
-    base: str  # mlrig's offline base, which the stand-ins are made from
-    bento_exe: Path | None = None
-    bento_env: dict[str, str] = field(default_factory=dict)
-    project: Path | None = None  # the BentoML project (service.py + bentofile.yaml)
-    mlflow_from: str = ""  # the base MLflow's Dockerfile names, once tagged onto the stand-in
-    tags: list[str] = field(default_factory=list)  # every image tag the run made
-    containers: list[str] = field(default_factory=list)
-    parts: dict[str, list[float]] = field(default_factory=dict)  # the parts of summed samples
-
-    def part(self, tool: str, step: str, seconds: float) -> float:
-        self.parts.setdefault(f"{tool}|{step}", []).append(seconds)
-        return seconds
-
-    def part_rows(self, what: str, method: str) -> list[dict[str, Any]]:
-        """One row per part of the summed samples, then forget them."""
-        out = []
-        for key, samples in self.parts.items():
-            tool, step = key.split("|")
-            out.append(row(f"{what}, part: `{step}`", tool, samples, method=method))
-        self.parts.clear()
-        return out
-
-    def tagged(self, ref: str) -> str:
-        self.tags.append(ref)
-        return ref
-
-
-# -- the model: one pipeline, a new version per sample ----------------------------------------
-def register(c: float, commit: str = "") -> tuple[str, dict[str, Any], list[int]]:
-    """Log and register the pipeline with C=c (in-process, untimed set-up): its version, the
-    one-row request body and the host's own prediction for that row. Its run names `commit`
-    as its git commit, or none (MLflow would take the bench's own checkout's when it runs
-    from one): mlrig pushes a version with a commit under two tags, one without under one."""
-    import cloudpickle
-    import mlflow
-    import numpy
-    import pandas
-    import scipy
-    import sklearn
-    from sklearn.datasets import load_breast_cancer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    x, y = load_breast_cancer(return_X_y=True, as_frame=True)
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=500)).fit(x, y)
-    reqs = [f"scikit-learn=={sklearn.__version__}"] + [
-        f"{m.__name__}=={m.__version__}" for m in (numpy, pandas, scipy, cloudpickle)
-    ]
-    mlflow.set_experiment("image-bench")
-    with contextlib.redirect_stdout(sys.stderr), mlflow.start_run() as run:  # "View run" lines
-        if commit:
-            mlflow.set_tag(GIT_COMMIT, commit)
-        elif GIT_COMMIT in run.data.tags:
-            mlflow.MlflowClient().delete_tag(run.info.run_id, GIT_COMMIT)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            pip_requirements=reqs,
-            input_example=x.head(3),
-            registered_model_name=MODEL,
-        )
-    one = x.head(1)
-    body = {"dataframe_split": {"columns": list(one.columns), "data": one.values.tolist()}}
-    return str(info.registered_model_version), body, model.predict(one).tolist()
-
-
-def model_bytes(version: str) -> int:
-    import mlflow.artifacts
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(mlflow.artifacts.download_artifacts(f"models:/{MODEL}/{version}", dst_path=tmp))
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def bento_save(b: Bench, c: float) -> None:
-    """The same pipeline into BentoML's model store (its venv's python, untimed)."""
-    assert b.bento_exe is not None
-    save = (
-        "import sys, bentoml\n"
-        "from sklearn.datasets import load_breast_cancer\n"
-        "from sklearn.linear_model import LogisticRegression\n"
-        "from sklearn.pipeline import make_pipeline\n"
-        "from sklearn.preprocessing import StandardScaler\n"
-        "x, y = load_breast_cancer(return_X_y=True)\n"
-        "m = make_pipeline(StandardScaler(), LogisticRegression(C=float(sys.argv[1]),"
-        " max_iter=500)).fit(x, y)\n"
-        f"bentoml.sklearn.save_model('{MODEL}', m)\n"
-    )
-    sh(b.home, str(b.bento_exe), "-c", save, str(c), env=b.bento_env)
-
-
-# -- builds: whole commands -------------------------------------------------------------------
-def docker(b: Bench, *args: str) -> str:
-    return sh(b.home, "docker", *args, env=b.docker_env)
-
-
-def mlrig_build(b: Bench, version: str, tag: str, nocache: bool) -> float:
-    argv = [MLRIG, "image", "build", "-m", f"models:/{MODEL}/{version}", "--tag", tag]
-    return run_timed(argv + (["--no-cache"] if nocache else []), env=b.env, cwd=b.home)
-
-
-def mlrig_build_in_process(version: str, tag: str) -> float:
-    from mlrig.core import image
-
-    start = time.perf_counter()
-    image.build(f"models:/{MODEL}/{version}", tag=tag)
-    return time.perf_counter() - start
-
-
-def mlflow_build(b: Bench, version: str, tag: str, nocache: bool) -> float:
-    """`mlflow models generate-dockerfile`, then the `docker build` build-docker itself runs
-    (plus --network host): two whole commands, summed."""
-    with tempfile.TemporaryDirectory(dir=b.home) as tmp:
-        ctx = Path(tmp) / "ctx"
-        gen = run_timed(
-            [MLFLOW, "models", "generate-dockerfile", "-m", f"models:/{MODEL}/{version}"]
-            + ["--env-manager", "local", "-d", str(ctx)],
-            env=b.env,
-            cwd=b.home,
-        )
-        if not b.mlflow_from:  # untimed, once: its exact base name onto the offline stand-in
-            python_slim(b, (ctx / "Dockerfile").read_text().split("FROM ", 1)[1].split()[0])
-        argv = ["docker", "build", "-t", tag, "-f", "Dockerfile", "--platform", "linux/amd64"]
-        argv += ["--network", "host"] + (["--no-cache"] if nocache else []) + ["."]
-        build = run_timed(argv, env=b.docker_env, cwd=ctx)
-    b.part("mlflow", "mlflow models generate-dockerfile", gen)
-    b.part("mlflow", "docker build", build)
-    return gen + build
-
-
-def bentoml_build(b: Bench, tag: str, nocache: bool) -> float:
-    """`bentoml build` then `bentoml containerize`: two whole commands, summed."""
-    assert b.bento_exe is not None
-    bentoml = str(b.bento_exe.with_name("bentoml"))
-    build = run_timed([bentoml, "build"], env=b.bento_env, cwd=b.project)
-    argv = [bentoml, "containerize", "breast_cancer:latest", "--backend", "docker"]
-    argv += ["--opt", "network=host", "-t", tag] + (["--opt", "no-cache"] if nocache else [])
-    containerize = run_timed(argv, env=b.bento_env, cwd=b.project)
-    b.part("bentoml", "bentoml build", build)
-    b.part("bentoml", "bentoml containerize", containerize)
-    return build + containerize
-
-
-# -- offline stand-ins for the references' python:<ver>-slim ------------------------------------
-def stand_in(b: Bench, tag: str, extra: str = "") -> None:
-    """The offline base shaped like python:<ver>-slim (what both references build FROM)."""
-    with tempfile.TemporaryDirectory(dir=b.home) as tmp:
-        (Path(tmp) / "Dockerfile").write_text(
-            f"FROM {b.base}\nRUN ln -sf /usr/bin/python3 /usr/bin/python && "
-            f"rm -f /usr/lib/python3*/EXTERNALLY-MANAGED\n{extra}"
-        )
-        sh(Path(tmp), "docker", "build", "--network", "host", "-t", tag, ".", env=b.docker_env)
-    b.tagged(tag)
-
-
-def image_id(ref: str) -> str | None:
-    proc = subprocess.run(
-        ["docker", "image", "inspect", "-f", "{{.Id}}", ref], capture_output=True, text=True
-    )
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def python_slim(b: Bench, name: str) -> None:
-    """Tag the stand-in with the base name MLflow's Dockerfile uses (python:3.11.7-slim): the
-    classic builder does not pull an image that is present."""
-    ours = f"mlrig-bench/{name}"
-    stand_in(b, ours)
-    present = image_id(name)
-    if present and present != image_id(ours):
-        raise SystemExit(f"{name} exists on this engine and is not the bench's stand-in")
-    docker(b, "tag", ours, name)
-    if not present:
-        b.tagged(name)
-    b.mlflow_from = name
-
-
-# -- push and bytes ---------------------------------------------------------------------------
-def mlrig_push(b: Bench, ref: str) -> float:
-    return run_timed([MLRIG, "image", "push", ref], env=b.env, cwd=b.home)
-
-
-def docker_push(b: Bench, ref: str, repository: str, tag: str) -> float:
-    """`docker push` of the same image retagged into another repository (the tag untimed)."""
-    remote = b.tagged(f"{b.registry}/{repository}:{tag}")
-    docker(b, "tag", ref, remote)
-    return run_timed(["docker", "push", remote], env=b.docker_env)
-
-
-def manifest(b: Bench, repository: str, tag: str) -> dict[str, Any]:
-    import requests
-
-    resp = requests.get(
-        f"http://{b.registry}/v2/{repository}/manifests/{tag}",
-        auth=b.auth,
-        headers={
-            "Accept": "application/vnd.docker.distribution.manifest.v2+json,"
-            "application/vnd.oci.image.manifest.v1+json"
-        },
-        timeout=30,
-    )
-    resp.raise_for_status()
-    return dict(resp.json())
-
-
-def new_bytes(manifests: list[dict[str, Any]]) -> list[float]:
-    """For each version after the first: config + the layers no earlier version had."""
-    seen: set[str] = set()
-    out = []
-    for i, m in enumerate(manifests):
-        fresh = [la for la in m["layers"] if la["digest"] not in seen]
-        if i:
-            out.append(float(m["config"]["size"] + sum(la["size"] for la in fresh)))
-        seen.update(la["digest"] for la in m["layers"])
-    return out
-
-
-def alternate(
-    contenders: dict[str, Callable[[int], float]], samples: int
-) -> dict[str, list[float]]:
-    """interleave(), first A B then B A: the engine mounts a layer it pushed to another
-    repository of the same registry instead of uploading it, which favours the second."""
-    out: dict[str, list[float]] = {name: [] for name in contenders}
-    names = list(contenders)
-    for i in range(samples):
-        for name in names if i % 2 == 0 else names[::-1]:
-            out[name].append(contenders[name](i))
-    return out
-
-
-# -- serving (client-side) --------------------------------------------------------------------
-@dataclass
-class Contender:
-    """How to start one image and ask it for the one-row prediction."""
-
-    name: str
-    ref: str
-    port: int
-    env: dict[str, str]
-    path: str
-    body: bytes
-    answer: Callable[[Any], Any]  # the predictions inside a decoded answer
-
-
-def post(conn: http.client.HTTPConnection, c: Contender) -> tuple[int, bytes]:
-    conn.request("POST", c.path, body=c.body, headers={"Content-Type": "application/json"})
-    resp = conn.getresponse()
-    return resp.status, resp.read()
-
-
-# a server still starting refuses, resets, or answers half-written or foreign JSON
-NOT_YET = (OSError, http.client.HTTPException, ValueError, KeyError, TypeError)
-
-
-def until_answered(c: Contender, ok: Callable[[int, bytes], bool], interval: float) -> bool:
-    """Post the one-row request (a fresh connection each time) until `ok(status, body)`;
-    False when 180 s pass without it."""
-
-    def answered() -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=2)
-        try:
-            return ok(*post(conn, c))
-        finally:
-            conn.close()
-
-    try:
-        wait_until(answered, timeout=180, what=c.ref, interval=interval, retry_on=NOT_YET)
-    except WaitTimeout:
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def container(b: Bench, c: Contender) -> Iterator[None]:
-    """`docker run -d` (the CLI, host networking) of c's image; removed on the way out."""
-    name = f"mlrig-image-bench-{c.name}"
-    b.containers.append(name)
-    argv = ["docker", "run", "-d", "--rm", "--name", name, "--network", "host"]
-    argv += [f"--env={k}={v}" for k, v in c.env.items()] + [c.ref]
-    try:
-        sh(b.home, *argv, env=b.docker_env)
-        yield
-    finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, env=b.docker_env)
-        b.containers.remove(name)
-
-
-def cold_start(b: Bench, c: Contender, expected: list[int]) -> float:
-    """From spawning `docker run -d` to the first answer equal to the host's prediction."""
-    start = time.perf_counter()
-    with container(b, c):
-        if not until_answered(
-            c, lambda status, out: status == 200 and c.answer(json.loads(out)) == expected, 0.02
-        ):
-            raise SystemExit(f"{c.ref} never answered correctly")
-        return time.perf_counter() - start
-
-
-def latency(c: Contender, n: int, errors: list[str]) -> list[float]:
-    """Sequential one-row requests on one keep-alive connection (ms); non-200s recorded."""
-    conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=10)
-    for _ in range(200):
-        post(conn, c)
-    times = []
-    for _ in range(n):
-        start = time.perf_counter()
-        status, out = post(conn, c)
-        times.append((time.perf_counter() - start) * 1000)
-        if status != 200:
-            errors.append(f"{status}: {out[:200]!r}")
-    return times
-
-
-def throughput(c: Contender, seconds: float, errors: list[str], clients: int = 4) -> float:
-    counts = [0] * clients
-    stop = time.monotonic() + seconds
-
-    def worker(i: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=10)
-        while time.monotonic() < stop:
-            status, out = post(conn, c)
-            if status == 200:
-                counts[i] += 1
-            else:
-                errors.append(f"{status}: {out[:200]!r}")
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / seconds
-
-
-def serving_rows(
-    b: Bench, refs: dict[str, str], body: dict[str, Any], expected: list[int], args: Any
-) -> list[dict[str, Any]]:
-    from mlrig.core.local_stack import free_port
-
-    port = free_port()
-    mlflow_body = json.dumps(body).encode()
-    bento_body = json.dumps({"input": body["dataframe_split"]["data"]}).encode()
-    every = {
-        "mlflow": Contender(
-            "mlflow", refs["mlflow"], REF_PORT, {}, "/invocations", mlflow_body, _predictions
-        ),
-        "bentoml": Contender(
-            "bentoml", refs.get("bentoml", ""), BENTO_PORT, {}, "/predict", bento_body, _itself
-        ),
-        "mlrig": Contender(
-            "mlrig",
-            refs["mlrig"],
-            port,
-            {"PORT": str(port)},
-            "/invocations",
-            mlflow_body,
-            _predictions,
-        ),
-    }
-    contenders = {n: every[n] for n in refs}
-    log(f"cold starts, {args.starts} each, interleaved")
-    starts = interleave(
-        {n: (lambda _i, c=c: cold_start(b, c, expected)) for n, c in contenders.items()},
-        args.starts,
-    )
-    rows = []
-    for name, c in contenders.items():
-        tool = f"{name} image"
-        rows.append(
-            row(
-                "`docker run -d` (CLI, host network) -> first correct prediction, polled "
-                "every 20 ms",
-                tool,
-                starts[name],
-                method=CLIENT,
-            )
-        )
-        log(f"serving {name}")
-        errors: list[str] = []
-        with container(b, c):
-            # nginx answers 502 until MLflow's workers are up
-            if not until_answered(c, lambda status, _out: status == 200, 0.05):
-                raise SystemExit(f"{c.ref} never became ready")
-            time.sleep(3)  # let every worker finish loading before measuring
-            times = latency(c, args.requests, errors)
-            rps = throughput(c, args.seconds, errors)
-        p99 = sorted(times)[int(len(times) * 0.99) - 1]
-        rows += [
-            row(
-                "one-row latency, sequential on one keep-alive connection (median = p50)",
-                tool,
-                times,
-                unit="ms",
-                method=CLIENT,
-            ),
-            row(
-                "p99 one-row latency (of the requests above)", tool, [p99], unit="ms", method=CLIENT
-            ),
-            row(
-                f"throughput, 4 client threads for {args.seconds:g} s",
-                tool,
-                [rps],
-                unit="req/s",
-                method=CLIENT,
-            ),
-            row(
-                "non-200 answers while measuring",
-                tool,
-                [float(len(errors))],
-                unit="",
-                method=CLIENT,
-            ),
-        ]
-        if errors:
-            log(f"{name}: {len(errors)} non-200 answers, first: {errors[0]}")
-    return rows
-
-
-def _predictions(d: Any) -> Any:
-    return d["predictions"]
-
-
-def _itself(d: Any) -> Any:
-    return d
-
-
-# -- BentoML (a benchmark dependency only: its own venv) ----------------------------------------
-def bentoml_venv(path: Path) -> Path:
-    """A venv with BentoML and the host's scikit-learn stack, created on first use."""
-    from importlib import metadata
-
-    exe = path / "bin" / "python"
-    pins = [f"bentoml=={BENTOML_VERSION}"] + [
-        f"{p}=={metadata.version(p)}" for p in ("scikit-learn", "numpy", "pandas", "scipy")
-    ]
-    marker = path / "mlrig-pins.txt"
-    if not exe.exists() or not marker.exists() or marker.read_text() != "\n".join(pins):
-        log(f"creating {path} with {', '.join(pins)}")
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(path)], check=True)
-        subprocess.run([str(exe), "-m", "pip", "install", "-q", *pins], check=True)
-        marker.write_text("\n".join(pins))
-    return exe
-
-
-def bentoml_project(b: Bench, base: str) -> None:
-    from importlib import metadata
-
-    assert b.bento_exe is not None
-    b.project = b.home / "bento-project"
-    b.project.mkdir()
-    shutil.copy(BENTO_DIR / "service.py", b.project / "service.py")
-    pins = [f"{p}=={metadata.version(p)}" for p in ("scikit-learn", "numpy", "pandas", "scipy")]
-    (b.project / "bentofile.yaml").write_text(
-        json.dumps(
-            {
-                "service": "service:BreastCancer",
-                "include": ["service.py"],
-                "python": {"packages": pins},
-                "docker": {"base_image": base},
-            }
-        )
-    )
-    b.bento_env = {
-        **b.docker_env,
-        "BENTOML_HOME": str(b.home / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "true",
-    }
-
-
-# -- set-up -----------------------------------------------------------------------------------
-def stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
-    """The `export` lines of `mlrig stack env` as a dict."""
-    out: dict[str, str] = {}
-    for line in sh(home, MLRIG, "stack", "env", "--stack", "local", env=env).splitlines():
-        if line.startswith("export "):
-            key, _, value = line.removeprefix("export ").partition("=")
-            out[key] = shlex.split(value)[0] if value else ""
-    return out
-
-
-def setup(home: Path, env: dict[str, str], base: str) -> Bench:
-    log("mlrig stack up --local (a throw-away home)")
-    sh(home, MLRIG, "stack", "up", "--local", env=env)
-    client = {**env, **stack_env(home, env)}
-    registry, repository = client["MLRIG_REGISTRY_URL"].split("/", 1)
-    auth = (client["MLRIG_REGISTRY_USERNAME"], client["MLRIG_REGISTRY_PASSWORD"])
-    config = home / "docker-config"
-    config.mkdir()
-    # this engine has no buildx: the classic builder, as `docker build` falls back to anyway
-    docker_env = {**client, "DOCKER_CONFIG": str(config), "DOCKER_BUILDKIT": "0"}
-    if "DOCKER_API_VERSION" not in os.environ:
-        docker_env["DOCKER_API_VERSION"] = "1.41"  # CLI 28 talking to engine 20.10
-    subprocess.run(
-        ["docker", "login", registry, "-u", auth[0], "--password-stdin"],
-        input=auth[1],
-        env=docker_env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    os.environ.update(client)  # registration and the in-process row talk to the same stack
-    return Bench(home, client, docker_env, registry, repository, auth, base)
-
-
-def cleanup(b: Bench) -> None:
-    """Untag every image the run tagged; their layers stay as build cache (no prune)."""
-    for name in list(b.containers):
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True, env=b.docker_env)
-    listed = subprocess.run(
-        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}"],
-        capture_output=True,
-        text=True,
-        env=b.docker_env,
-    ).stdout.split()
-    # every name on this run's own registry too: mlrig push adds <model>-v<N>-<commit>
-    pushed = [tag for tag in listed if tag.startswith(f"{b.registry}/")]
-    for tag in dict.fromkeys(list(reversed(b.tags)) + pushed):
-        subprocess.run(["docker", "rmi", "--no-prune", tag], capture_output=True, env=b.docker_env)
+from serving import serving_rows
+from workspace import (
+    BENTO_PORT,
+    BENTOML_VERSION,
+    BYTES,
+    COLD,
+    COMMIT,
+    INSPECT,
+    MANIFESTS,
+    MODEL,
+    PUSH,
+    PUSH_TWO,
+    RATIO,
+    REBUILD,
+    REF_PORT,
+    TOOLS,
+    Bench,
+    bento_save,
+    bentoml_project,
+    bentoml_venv,
+    cleanup,
+    log,
+    model_bytes,
+    register,
+    setup,
+)
 
 
 # -- the run ----------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """What the benchmarks share: the UTC stamp that names a run, and where its results go.
 
-Imported as `common` (each script runs as `python bench/NAME.py`, so bench/ is on sys.path).
+Imported as `common`: each benchmark runs as `python bench/NAME/NAME_bench.py` and puts bench/
+on sys.path first.
 """
 
 from __future__ import annotations

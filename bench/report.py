@@ -141,13 +141,16 @@ def render(results: Path = RESULTS, root: Path = ROOT) -> str:
         out += [
             "",
             "No benchmark has recorded results in the current schema yet: run one "
-            "(`.venv/bin/python bench/NAME_bench.py`), then `python bench/report.py`.",
+            "(`.venv/bin/python bench/NAME/NAME_bench.py`), then `python bench/report.py`.",
         ]
     for name, file, doc in found:
         meta = doc.get("meta") or {}
         title = doc.get("title") or TITLES.get(name, name)
-        script = root / "bench" / f"{name.replace('-', '_')}_bench.py"
-        heading = f"### {title}" + (f" (`bench/{script.name}`)" if script.is_file() else "")
+        folder = name.replace("-", "_")  # bench/NAME/NAME_bench.py, one folder a benchmark
+        script = root / "bench" / folder / f"{folder}_bench.py"
+        heading = f"### {title}" + (
+            f" (`bench/{folder}/{script.name}`)" if script.is_file() else ""
+        )
         try:
             shown = file.relative_to(root).as_posix()
         except ValueError:

@@ -546,14 +546,23 @@ def statement(resource: PlannedResource, sid: str, key: str = "policy") -> dict[
 
 
 def load_serving_module(name: str) -> Any:
-    """docker/serving/serve.py loaded as a module under `name`: the image's server, run
-    in-process by the unit tests (it is data shipped into the image, not an mlrig module)."""
+    """docker/serving/mlrig_serve, the image's server package, loaded under `name`: run
+    in-process by the unit tests (it is data shipped into the image, not an mlrig module).
+    Each name is its own copy, so one test module's patches never reach another's."""
     from mlrig.core import image
 
-    spec = importlib.util.spec_from_file_location(name, image.serving_assets() / "serve.py")
+    package = image.serving_assets() / image.SERVER_PACKAGE
+    spec = importlib.util.spec_from_file_location(
+        name, package / "__init__.py", submodule_search_locations=[str(package)]
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[name] = module  # its modules import each other relative to it
+    writes, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # no __pycache__ in docker/
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = writes
     return module
 
 

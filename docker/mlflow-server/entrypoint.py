@@ -13,8 +13,12 @@ import time
 
 # A database still starting (or a network path still converging) is retried this long.
 WAIT_SECONDS = float(os.environ.get("MLRIG_DEPENDENCY_WAIT_SECONDS", "90"))
-REQUIRED = ("MLFLOW_AUTH_CONFIG_PATH", "MLRIG_AUTH_INI", "MLFLOW_AUTH_ADMIN_PASSWORD",
-            "MLFLOW_FLASK_SERVER_SECRET_KEY")
+REQUIRED = (
+    "MLFLOW_AUTH_CONFIG_PATH",
+    "MLRIG_AUTH_INI",
+    "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
+)
 
 
 def main(argv: list[str]) -> None:
@@ -69,8 +73,13 @@ def check_dependencies(argv: list[str]) -> None:
             return None
 
         # Wrong password, unknown role or database: retrying cannot help.
-        _retry(f"database {where}", connect, lambda e: "authentication failed" in e
-               or "does not exist" in e or "no pg_hba.conf entry" in e)
+        _retry(
+            f"database {where}",
+            connect,
+            lambda e: (
+                "authentication failed" in e or "does not exist" in e or "no pg_hba.conf entry" in e
+            ),
+        )
     artifacts = _arg(argv, "--artifacts-destination")
     if artifacts.startswith("s3://"):
         import boto3
@@ -89,9 +98,13 @@ def check_dependencies(argv: list[str]) -> None:
                 return str(exc)
             return None
 
-        _retry(f"artifact store {artifacts}", list_prefix,
-               lambda e: e.startswith(("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId",
-                                       "SignatureDoesNotMatch")))
+        _retry(
+            f"artifact store {artifacts}",
+            list_prefix,
+            lambda e: e.startswith(
+                ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")
+            ),
+        )
 
 
 if __name__ == "__main__":

@@ -186,8 +186,8 @@ def test_answers_match_mlflow_scoring_server(
     saved_model: Path, both: tuple[Any, Any], sliced: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if sliced:  # every body takes the path a big batch takes: JSON and rows decoded in slices
-        monkeypatch.setattr(serve, "SLICED_JSON_BYTES", 0)
-        monkeypatch.setattr(serve, "ROWS_PER_SLICE", 2)
+        monkeypatch.setattr(serve.payload, "SLICED_JSON_BYTES", 0)
+        monkeypatch.setattr(serve.payload, "ROWS_PER_SLICE", 2)
     mine, reference = both
     mismatches = []
     for label, body, ctype in corpus(saved_model):

@@ -153,7 +153,7 @@ def test_queued_requests_are_not_read_until_a_slot_frees(model_dir: Path) -> Non
 def test_parquet_without_a_reader_in_the_image_is_a_clear_415(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(serve, "PARQUET_ENGINE", None)
+    monkeypatch.setattr(serve.scoring, "PARQUET_ENGINE", None)
     status, body, mime = serve.Model(str(model_dir)).invocations(b"PAR1", serve.PARQUET)
     assert (status, mime) == (415, "text/plain") and b"pyarrow" in body
 
@@ -353,7 +353,7 @@ def test_sliced_json_decoding_is_json_loads(doc: bytes) -> None:
 
 
 def test_sliced_prediction_encoding_is_json_dumps(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(serve, "ROWS_PER_SLICE", 3)
+    monkeypatch.setattr(serve.payload, "ROWS_PER_SLICE", 3)
     for predictions in ([], [1], list(range(10)), [{"a": 1.5}] * 7, "x"):
         want = json.dumps({"predictions": predictions}).encode()
         assert serve._dumps_predictions(predictions) == want

@@ -227,9 +227,9 @@ def test_the_server_states_its_fitted_cap_at_start(
     ran: dict[str, Any] = {}
     fake = types.SimpleNamespace(run=lambda app, **kw: ran.update(kw))
     monkeypatch.setitem(sys.modules, "uvicorn", fake)
-    monkeypatch.setattr(serve, "Model", lambda *a: signed)
-    monkeypatch.setattr(serve, "memory_limit", lambda: 512 << 20)
-    monkeypatch.setattr(serve, "resident_bytes", lambda: 100 << 20)
+    monkeypatch.setattr(serve.app, "Model", lambda *a: signed)
+    monkeypatch.setattr(serve.app, "memory_limit", lambda: 512 << 20)
+    monkeypatch.setattr(serve.app, "resident_bytes", lambda: 100 << 20)
     serve.main()
     err = capsys.readouterr().err
     want = ((512 << 20) - (100 << 20) - serve.HEADROOM) // (serve.EXPANSION * 2)
@@ -444,7 +444,7 @@ def test_a_parquet_body_that_decodes_past_the_memory_is_refused_from_its_footer(
 
     import pandas as pd
 
-    monkeypatch.setattr(serve, "PARQUET_ENGINE", "pyarrow")
+    monkeypatch.setattr(serve.scoring, "PARQUET_ENGINE", "pyarrow")
     limits = serve.Limits().fit_memory(1 << 30, 150 << 20)  # ~10 MiB bodies in 1 GiB
     app = serve.make_app(signed, limits)
     small, bomb = io.BytesIO(), io.BytesIO()

@@ -42,11 +42,13 @@ __all__ = [
 ]
 
 PLATFORMS = ("linux/amd64", "linux/arm64")
+SERVER_PACKAGE = "mlrig_serve"  # docker/serving/mlrig_serve: the server serve.py runs
 BASE_REPOSITORY = "mlrig/serving-base"  # tagged by a hash of its inputs (`serving_base`)
 
 
 def serving_assets() -> Path:
-    """docker/serving/: the serving image's Dockerfile template and server."""
+    """docker/serving/: the serving image's Dockerfile template, its entry point and the
+    server's package (SERVER_PACKAGE)."""
     return assets.docker_dir() / "serving"
 
 
@@ -106,6 +108,13 @@ def prepare_context(
     files = serving_assets()
     for asset in ("serve.py", "healthcheck.py", "mkroot.sh"):
         shutil.copy2(files / asset, base_ctx / asset)
+    # the server's package, without the byte-code a local import leaves (it would change the
+    # base's hash, `_base_key`)
+    shutil.copytree(
+        files / SERVER_PACKAGE,
+        base_ctx / SERVER_PACKAGE,
+        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+    )
     (base_ctx / "Dockerfile").write_text(
         serving_model.render_dockerfile(
             (files / "Dockerfile.tmpl").read_text(),

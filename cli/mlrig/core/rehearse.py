@@ -17,7 +17,7 @@ from mlrig.core import aws_inputs
 from mlrig.core.local_stack import port_is_free
 from mlrig.core.progress import Progress
 from mlrig.core.rehearse_checks import run_all
-from mlrig.core.rehearse_contract import RunConfig, run_config
+from mlrig.core.rehearse_contract import RunConfig, artifacts_prefix, run_config
 from mlrig.core.rehearse_env import Services, moto_binary, stop_kept
 from mlrig.core.rehearse_model import (
     FAULT_WAIT_SECONDS,
@@ -27,10 +27,12 @@ from mlrig.core.rehearse_model import (
     Report,
     Request,
 )
-from mlrig.core.rehearse_session import Session, Stop
+from mlrig.core.rehearse_session import Session, Stop, exit_reason
 from mlrig.errors import PortInUse, UsageError
 
-# What callers (the command, tests, bench) use, whichever module defines it.
+# What callers (the command, tests, bench) use, whichever module defines it. The load
+# benchmark (bench/load) runs its servers through the rehearsal's own parts: Services,
+# moto_binary, artifacts_prefix and exit_reason.
 __all__ = [
     "FAULTS",
     "FAULT_WAIT_SECONDS",
@@ -39,6 +41,10 @@ __all__ = [
     "Report",
     "Request",
     "RunConfig",
+    "Services",
+    "artifacts_prefix",
+    "exit_reason",
+    "moto_binary",
     "rehearse",
     "run_config",
     "stop_kept",

@@ -43,7 +43,8 @@ def read_csv(path: Path | IO[bytes]) -> pd.DataFrame:
 
     # pandas 3 parses floats round-trip by default (and deprecates asking for it)
     round_trip: dict[str, Any] = (
-        {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"})
+        {} if int(pd.__version__.split(".")[0]) >= 3 else {"float_precision": "round_trip"}
+    )
     return pd.read_csv(path, **round_trip)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from typing import Any
 
 import pandas as pd
 from sklearn import metrics as skm
@@ -12,8 +13,9 @@ from sklearn import metrics as skm
 from . import data, features, gate, tracking
 
 
-def score(model, test: pd.DataFrame, threshold: float) -> tuple[dict[str, float], pd.DataFrame,
-                                                                   pd.DataFrame]:
+def score(
+    model: Any, test: pd.DataFrame, threshold: float
+) -> tuple[dict[str, float], pd.DataFrame, pd.DataFrame]:
     x, y = features.split_xy(test)
     proba = model.predict_proba(x)[:, 1]
     pred = (proba >= threshold).astype("int64")
@@ -34,7 +36,7 @@ def main() -> None:
     all_params = data.params()
     p = all_params["evaluate"]
     with open(data.MODEL_FILE, "rb") as fh:
-        model = pickle.load(fh)  # our own artefact, produced by the train stage
+        model = pickle.load(fh)  # noqa: S301 - our own artefact, produced by the train stage
     result, roc, confusion = score(model, pd.read_csv(data.TEST_CSV), float(p["threshold"]))
     with open(data.METRICS_FILE, "w") as fh:
         json.dump(result, fh, indent=2)

@@ -36,17 +36,27 @@ class Decision:
     reason: str
 
     def line(self) -> str:
-        theirs = ("no champion" if self.champion_version is None
-                  else f"champion v{self.champion_version} {_num(self.champion)}")
+        theirs = (
+            "no champion"
+            if self.champion_version is None
+            else f"champion v{self.champion_version} {_num(self.champion)}"
+        )
         ours = f"v{self.version}" if self.version else "this run"
-        return (f"gate: {self.metric}: candidate {ours} {_num(self.candidate)} vs {theirs}, "
-                f"margin {self.margin:g}: {self.verdict} ({self.reason})")
+        return (
+            f"gate: {self.metric}: candidate {ours} {_num(self.candidate)} vs {theirs}, "
+            f"margin {self.margin:g}: {self.verdict} ({self.reason})"
+        )
 
     def tags(self) -> dict[str, str]:
-        values = {"metric": self.metric, "candidate": _num(self.candidate),
-                  "champion": _num(self.champion), "margin": f"{self.margin:g}",
-                  "verdict": self.verdict, "reason": self.reason,
-                  "champion_version": self.champion_version or "none"}
+        values = {
+            "metric": self.metric,
+            "candidate": _num(self.candidate),
+            "champion": _num(self.champion),
+            "margin": f"{self.margin:g}",
+            "verdict": self.verdict,
+            "reason": self.reason,
+            "champion_version": self.champion_version or "none",
+        }
         return {f"mlrig.gate.{k}": v for k, v in values.items()}
 
 
@@ -54,8 +64,7 @@ def _num(value: float | None) -> str:
     return "none" if value is None else f"{value:.6g}"
 
 
-def wins(candidate: float, champion: float | None, margin: float, greater_is_better: bool
-         ) -> bool:
+def wins(candidate: float, champion: float | None, margin: float, greater_is_better: bool) -> bool:
     if champion is None:
         return True
     if greater_is_better:
@@ -63,24 +72,36 @@ def wins(candidate: float, champion: float | None, margin: float, greater_is_bet
     return candidate < champion - margin
 
 
-def decide(metric: str, candidate: float, champion: float | None, margin: float,
-           greater_is_better: bool, *, version: str | None, model: str,
-           champion_version: str | None, experiment: str | None) -> Decision:
+def decide(
+    metric: str,
+    candidate: float,
+    champion: float | None,
+    margin: float,
+    greater_is_better: bool,
+    *,
+    version: str | None,
+    model: str,
+    champion_version: str | None,
+    experiment: str | None,
+) -> Decision:
     better = wins(candidate, champion, margin, greater_is_better)
     if version is None:
         verdict, reason = "kept", "a verification re-run registers no version"
     elif experiment:
         verdict = "kept"
-        reason = (f"experiment {experiment} {'would win' if better else 'loses'}; "
-                  "only dvc repro moves champion")
+        reason = (
+            f"experiment {experiment} {'would win' if better else 'loses'}; "
+            "only dvc repro moves champion"
+        )
     elif champion_version is None:
         verdict, reason = "promoted", "no champion yet"
     elif better:
         verdict, reason = "promoted", "the candidate wins"
     else:
         verdict, reason = "kept", "the candidate does not win"
-    return Decision(metric, candidate, champion, margin, verdict, version, model,
-                    champion_version, reason)
+    return Decision(
+        metric, candidate, champion, margin, verdict, version, model, champion_version, reason
+    )
 
 
 def current_champion(client: Any, model: str, metric: str) -> tuple[str | None, float | None]:
@@ -97,21 +118,31 @@ def current_champion(client: Any, model: str, metric: str) -> tuple[str | None, 
     return str(held.version), score
 
 
-def run(client: Any, record: dict[str, Any], metrics: dict[str, float],
-        p: dict[str, Any]) -> Decision:
+def run(
+    client: Any, record: dict[str, Any], metrics: dict[str, float], p: dict[str, Any]
+) -> Decision:
     """Decide, move the alias if the candidate won, tag the run, write gate.json."""
     metric = str(p["metric"])
     if metric not in metrics:
-        raise SystemExit(f"gate: params.yaml gate.metric {metric!r} is not in metrics.json "
-                         f"(one of {', '.join(sorted(metrics))})")
+        raise SystemExit(
+            f"gate: params.yaml gate.metric {metric!r} is not in metrics.json "
+            f"(one of {', '.join(sorted(metrics))})"
+        )
     model, version = str(record["registered_model"]), record.get("version")
     champion_version, champion = current_champion(client, model, metric)
     if champion_version is not None and champion is None:
         champion_version = None  # a champion without the metric cannot be compared: replace it
-    decision = decide(metric, float(metrics[metric]), champion, float(p.get("margin", 0.0)),
-                      bool(p.get("greater_is_better", True)), version=version, model=model,
-                      champion_version=champion_version,
-                      experiment=os.environ.get(EXP_ENV) or None)
+    decision = decide(
+        metric,
+        float(metrics[metric]),
+        champion,
+        float(p.get("margin", 0.0)),
+        bool(p.get("greater_is_better", True)),
+        version=version,
+        model=model,
+        champion_version=champion_version,
+        experiment=os.environ.get(EXP_ENV) or None,
+    )
     if decision.verdict == "promoted":
         client.set_registered_model_alias(model, ALIAS, str(version))
     for key, value in decision.tags().items():

@@ -67,8 +67,7 @@ def local_files(source: str, root: Path = data.ROOT) -> list[Path]:
     pattern = Path(source).expanduser()
     pattern = pattern if pattern.is_absolute() else root / pattern
     if GLOB_CHARS & set(source):
-        return sorted(Path(f) for f in glob.glob(str(pattern), recursive=True)
-                      if Path(f).is_file())
+        return sorted(Path(f) for f in glob.glob(str(pattern), recursive=True) if Path(f).is_file())
     return [pattern] if pattern.is_file() else []
 
 
@@ -97,8 +96,12 @@ def source_fingerprint(source: str, query: str | None, root: Path = data.ROOT) -
     return digest.hexdigest()
 
 
-def unchanged(source: str, fingerprint: str | None, csv: Path = data.SNAPSHOT_CSV,
-              record_file: Path = data.RECORD_FILE) -> dict[str, Any] | None:
+def unchanged(
+    source: str,
+    fingerprint: str | None,
+    csv: Path = data.SNAPSHOT_CSV,
+    record_file: Path = data.RECORD_FILE,
+) -> dict[str, Any] | None:
     """The record, when the source's files are those the snapshot there was made from."""
     if fingerprint is None or not (record_file.is_file() and csv.is_file()):
         return None
@@ -106,9 +109,11 @@ def unchanged(source: str, fingerprint: str | None, csv: Path = data.SNAPSHOT_CS
         record = json.loads(record_file.read_text())
     except ValueError:
         return None
-    same = (record.get("source_md5") == fingerprint
-            and record.get("source") == public_source(source)
-            and record.get("md5") == md5(csv.read_bytes()))
+    same = (
+        record.get("source_md5") == fingerprint
+        and record.get("source") == public_source(source)
+        and record.get("md5") == md5(csv.read_bytes())
+    )
     return record if same else None
 
 
@@ -141,8 +146,11 @@ def remote_is_file(fs: Any, path: str, url: str) -> bool:
         status = getattr(cause, "status", None)
         if cause is None or status in (404, 410):
             return False
-        reason = f"the server answered {status}" if isinstance(status, int) else (
-            str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
+        reason = (
+            f"the server answered {status}"
+            if isinstance(status, int)
+            else (str(cause).splitlines()[0] if str(cause) else type(cause).__name__)
+        )
         public = public_source(url)
         raise fail(f"could not reach {public}: {reason.replace(url, public)[:300]}") from None
     return info.get("type", "file") != "directory"
@@ -203,9 +211,13 @@ def write_atomic(path: Path, content: bytes) -> None:
     os.replace(tmp, path)
 
 
-def snapshot(frame: pd.DataFrame, source: str, csv: Path = data.SNAPSHOT_CSV,
-             record_file: Path = data.RECORD_FILE,
-             fingerprint: str | None = None) -> dict[str, Any] | None:
+def snapshot(
+    frame: pd.DataFrame,
+    source: str,
+    csv: Path = data.SNAPSHOT_CSV,
+    record_file: Path = data.RECORD_FILE,
+    fingerprint: str | None = None,
+) -> dict[str, Any] | None:
     """Write the snapshot and its record; None (and nothing written) when the bytes are
     those of the snapshot already there."""
     content = canonical_csv(frame)
@@ -244,11 +256,9 @@ def main() -> None:
         raise fail(f"cannot read {public_source(source)!r}: {detail}") from None
     record = snapshot(frame, source, fingerprint=fingerprint)
     if record is None:
-        print(f"ingest: {public_source(source)} unchanged ({len(frame)} rows), "
-              "snapshot kept")
+        print(f"ingest: {public_source(source)} unchanged ({len(frame)} rows), snapshot kept")
     else:
-        print(f"ingest: snapshot of {record['source']}: {record['rows']} rows, "
-              f"md5 {record['md5']}")
+        print(f"ingest: snapshot of {record['source']}: {record['rows']} rows, md5 {record['md5']}")
 
 
 if __name__ == "__main__":

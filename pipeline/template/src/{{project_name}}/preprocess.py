@@ -11,8 +11,9 @@ from . import data, validate
 
 def split(df: pd.DataFrame, test_size: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     clean = df.dropna().drop_duplicates(subset=[data.ID])
-    train, test = train_test_split(clean, test_size=test_size, random_state=seed,
-                                   stratify=clean[data.TARGET])
+    train, test = train_test_split(
+        clean, test_size=test_size, random_state=seed, stratify=clean[data.TARGET]
+    )
     return train.sort_values(data.ID), test.sort_values(data.ID)
 
 

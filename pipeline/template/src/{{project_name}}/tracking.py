@@ -38,8 +38,10 @@ def configure_mlflow() -> str:
         try:
             from mlrig.api import MlrigError, tracking_env
         except ImportError:
-            raise SystemExit("MLFLOW_TRACKING_URI is not set and mlrig is not installed: "
-                             "install mlrig or export the MLflow settings") from None
+            raise SystemExit(
+                "MLFLOW_TRACKING_URI is not set and mlrig is not installed: "
+                "install mlrig or export the MLflow settings"
+            ) from None
         try:
             os.environ.update(tracking_env(ROOT))
         except MlrigError as exc:
@@ -54,13 +56,19 @@ def repro_of() -> str | None:
 
 # -- git ------------------------------------------------------------------------------------
 def git_commit(root: Path = ROOT) -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, check=True,
-                          capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 def git_remote(root: Path = ROOT) -> str | None:
-    proc = subprocess.run(["git", "remote", "get-url", "origin"], cwd=root, check=False,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "remote", "get-url", "origin"],
+        cwd=root,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     url = proc.stdout.strip()
     return strip_credentials(url) if proc.returncode == 0 and url else None
 
@@ -80,8 +88,12 @@ def strip_credentials(url: str) -> str:
 
 def changed_paths(root: Path = ROOT) -> list[str]:
     """Every path that differs from HEAD (staged, unstaged or untracked), from the root."""
-    out = subprocess.run(["git", "status", "--porcelain", "-z", "--untracked-files=all"],
-                         cwd=root, check=True, capture_output=True).stdout
+    out = subprocess.run(
+        ["git", "status", "--porcelain", "-z", "--untracked-files=all"],
+        cwd=root,
+        check=True,
+        capture_output=True,
+    ).stdout
     entries = out.decode("utf-8", "surrogateescape").split("\0")
     paths: list[str] = []
     rest = iter(entries)
@@ -115,8 +127,12 @@ def stage_outs(stage: str, root: Path = ROOT) -> list[str]:
 
 def pipeline_outputs(root: Path = ROOT) -> list[str]:
     """Every path any stage writes (outs, metrics, plots): DVC versions them, not git."""
-    return [path for spec in dvc_stages(root).values()
-            for kind in ("outs", "metrics", "plots") for path in _entry_paths(spec.get(kind))]
+    return [
+        path
+        for spec in dvc_stages(root).values()
+        for kind in ("outs", "metrics", "plots")
+        for path in _entry_paths(spec.get(kind))
+    ]
 
 
 def _not_provenance(path: str, outputs: list[str]) -> bool:
@@ -205,8 +221,11 @@ def data_tags(root: Path = ROOT) -> dict[str, str]:
     if not path.is_file():
         return {}
     record = json.loads(path.read_text())
-    return {f"mlrig.data.{key}": str(record[key])[:MAX_TAG_CHARS]
-            for key in DATA_TAG_KEYS if record.get(key) is not None}
+    return {
+        f"mlrig.data.{key}": str(record[key])[:MAX_TAG_CHARS]
+        for key in DATA_TAG_KEYS
+        if record.get(key) is not None
+    }
 
 
 def experiment_tags(env: Mapping[str, str] = os.environ) -> dict[str, str]:

@@ -76,19 +76,25 @@ def quality(frame: pd.DataFrame, target: str | None) -> dict[str, Any]:
 def schema_errors(frame: pd.DataFrame, schema: dict[str, Any]) -> list[str]:
     """Each way the table breaks the schema, one line each, the first column first."""
     columns: dict[str, Any] = schema["columns"]
-    errors = [f"column {c!r} is missing (data/schema.yaml lists it)"
-              for c in columns if c not in frame.columns]
-    errors += [f"column {c!r} is not in data/schema.yaml" for c in frame.columns
-               if c not in columns]
+    errors = [
+        f"column {c!r} is missing (data/schema.yaml lists it)"
+        for c in columns
+        if c not in frame.columns
+    ]
+    errors += [
+        f"column {c!r} is not in data/schema.yaml" for c in frame.columns if c not in columns
+    ]
     for name, spec in columns.items():
         if name not in frame.columns:
             continue
         series, want = frame[name], spec["type"]
         have = type_of(series)
         if not type_matches(want, have):
-            errors.append(f"column {name!r} should be {want}, found {have} "
-                          f"(e.g. {series.dropna().iloc[0]!r})" if series.notna().any()
-                          else f"column {name!r} should be {want}, found no values")
+            errors.append(
+                f"column {name!r} should be {want}, found {have} (e.g. {series.dropna().iloc[0]!r})"
+                if series.notna().any()
+                else f"column {name!r} should be {want}, found no values"
+            )
             continue
         nulls = int(series.isna().sum())
         if nulls and not spec.get("nullable", False):
@@ -109,21 +115,28 @@ def quality_errors(metrics: dict[str, Any], p: dict[str, Any]) -> list[str]:
         errors.append(f"rule 'min_rows': {rows} rows, at least {p['min_rows']} needed")
     share = metrics["duplicates"] / rows if rows else 0.0
     if share > float(p.get("max_duplicate_fraction", 1.0)):
-        errors.append(f"rule 'max_duplicate_fraction': {metrics['duplicates']} duplicate rows "
-                      f"({share:.1%}), at most {float(p['max_duplicate_fraction']):.1%} allowed")
+        errors.append(
+            f"rule 'max_duplicate_fraction': {metrics['duplicates']} duplicate rows "
+            f"({share:.1%}), at most {float(p['max_duplicate_fraction']):.1%} allowed"
+        )
     if metrics["duplicate_ids"]:
-        errors.append(f"rule 'unique_ids': column {data.ID!r} has "
-                      f"{metrics['duplicate_ids']} duplicate value(s)")
+        errors.append(
+            f"rule 'unique_ids': column {data.ID!r} has "
+            f"{metrics['duplicate_ids']} duplicate value(s)"
+        )
     balance = metrics.get("class_balance") or {}
     minority = min(balance.values()) if balance else None
     if minority is not None and minority < float(p.get("min_class_fraction", 0.0)):
-        errors.append(f"rule 'min_class_fraction': the smallest class is {minority:.1%} of "
-                      f"rows, at least {float(p['min_class_fraction']):.1%} needed")
+        errors.append(
+            f"rule 'min_class_fraction': the smallest class is {minority:.1%} of "
+            f"rows, at least {float(p['min_class_fraction']):.1%} needed"
+        )
     return errors
 
 
-def check(frame: pd.DataFrame, schema: dict[str, Any], p: dict[str, Any]
-          ) -> tuple[dict[str, Any], list[str]]:
+def check(
+    frame: pd.DataFrame, schema: dict[str, Any], p: dict[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
     """(quality metrics, errors): schema errors first, then the quality rules."""
     target = schema.get("target")
     metrics = quality(frame, target)
@@ -144,8 +157,10 @@ def check_leakage(train: pd.DataFrame, test: pd.DataFrame) -> None:
     leaked = leaked_rows(train, test)
     if len(leaked):
         ids = ", ".join(str(i) for i in leaked[data.ID].head(5))
-        raise SystemExit(f"preprocess: rule 'leakage': {len(leaked)} test row(s) also in the "
-                         f"training set (id {ids})")
+        raise SystemExit(
+            f"preprocess: rule 'leakage': {len(leaked)} test row(s) also in the "
+            f"training set (id {ids})"
+        )
 
 
 def main() -> None:
@@ -160,8 +175,10 @@ def main() -> None:
     if errors:
         more = f" (and {len(errors) - 2} more)" if len(errors) > 2 else ""
         raise fail("; ".join(errors[:2]) + more)
-    print(f"validate: {metrics['rows']} rows match {p['schema']}, "
-          f"{metrics['duplicates']} duplicate(s), classes {metrics.get('class_balance')}")
+    print(
+        f"validate: {metrics['rows']} rows match {p['schema']}, "
+        f"{metrics['duplicates']} duplicate(s), classes {metrics.get('class_balance')}"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""mlrig's in-container model server: MLflow's scoring protocol on a bare ASGI app (uvicorn).
+
+Loads the model once at start. scikit-learn models are unpickled directly and their input
+is parsed and schema-checked here (MLflow's pyfunc path costs ~10 ms per one-row request);
+any other flavor goes through `mlflow.pyfunc` (mlflow-skinny) and MLflow's own parsing.
+
+Limits (environment): MLRIG_MAX_BODY_BYTES (default 64 MiB) caps a request body, refused
+with 413 before it is read; at start the cap is lowered to what the container's memory limit
+holds (see `fit_memory`). MLRIG_MAX_CONCURRENT_SCORING (default 2) requests are read and
+scored at once, the rest wait their turn; MLRIG_BODY_TIMEOUT_SECONDS (default 60) bounds how
+long a client may take to send its body. JSON nested deeper than MAX_JSON_DEPTH, and input
+wider than the model's signature plus EXTRA_COLUMNS (without a signature: MLRIG_MAX_COLUMNS,
+default 10,000), is a 400 before any DataFrame is built. Scoring runs off the event loop, and
+a big JSON batch is decoded and encoded in slices, so /ping keeps answering while it is scored.
+
+The package, by idea: `limits` (what a request may cost: the body cap, concurrency, columns,
+the container's memory), `payload` (request bodies: JSON decoded in slices, nesting depth,
+widths, predictions encoded in slices), `scoring` (the loaded model and its input parsing and
+schema checks) and `app` (the ASGI app and `main`). The image copies the package beside
+`serve.py`, its entry point.
+"""
+
+from __future__ import annotations
+
+from . import app, limits, payload, scoring
+from .app import MODEL_DIR, Disconnected, main, make_app
+from .limits import (
+    EXPANSION,
+    EXTRA_COLUMNS,
+    HEADROOM,
+    MAX_COLUMNS,
+    MAX_JSON_DEPTH,
+    MIN_BODY_BYTES,
+    PARQUET_EXPANSION,
+    PYFUNC_EXPANSION,
+    BadRequest,
+    Limits,
+    memory_limit,
+    resident_bytes,
+)
+from .payload import (
+    GC_PAUSE,
+    ROWS_PER_SLICE,
+    SLICED_JSON_BYTES,
+    _csv_width,
+    _dumps_predictions,
+    _loads_sliced,
+    _too_deep,
+    _width,
+)
+from .scoring import CONTENT_TYPES, FORMATS, PARQUET, PARQUET_ENGINE, TYPES, Model
+
+__all__ = [
+    "CONTENT_TYPES",
+    "EXPANSION",
+    "EXTRA_COLUMNS",
+    "FORMATS",
+    "GC_PAUSE",
+    "HEADROOM",
+    "MAX_COLUMNS",
+    "MAX_JSON_DEPTH",
+    "MIN_BODY_BYTES",
+    "MODEL_DIR",
+    "PARQUET",
+    "PARQUET_ENGINE",
+    "PARQUET_EXPANSION",
+    "PYFUNC_EXPANSION",
+    "ROWS_PER_SLICE",
+    "SLICED_JSON_BYTES",
+    "TYPES",
+    "BadRequest",
+    "Disconnected",
+    "Limits",
+    "Model",
+    "_csv_width",
+    "_dumps_predictions",
+    "_loads_sliced",
+    "_too_deep",
+    "_width",
+    "app",
+    "limits",
+    "main",
+    "make_app",
+    "memory_limit",
+    "payload",
+    "resident_bytes",
+    "scoring",
+]

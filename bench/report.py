@@ -1,4 +1,4 @@
-"""The README's performance section, rendered from the recorded benchmark results.
+"""The docs' performance page (docs/performance.md), rendered from the recorded benchmark results.
 
 For each benchmark NAME, the newest results/NAME-<UTC stamp>.json whose "rows" follow
 common.row's schema gives one table (what, tool, median, min-max, n, how it was measured),
@@ -6,10 +6,10 @@ the benchmark's optional "summary" lines (goals, verdicts) under it, and a line 
 machine, versions and load its "meta" (common.machine()) recorded, the date and the file.
 Results without such rows (older schemas) are skipped.
 
-    python bench/report.py          # rewrite README.md's section in place
-    python bench/report.py --check  # exit 1 if README.md differs from what the results give
+    python bench/report.py          # rewrite docs/performance.md's section in place
+    python bench/report.py --check  # exit 1 if the page differs from what the results give
 
-Importable without side effects (tests/unit/test_readme_perf.py renders it from there).
+Importable without side effects (tests/unit/test_docs_perf.py renders it from there).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "performance.md"
 BEGIN, END = "<!-- perf:begin -->", "<!-- perf:end -->"
 RESULT_FILE = re.compile(r"^(?P<name>[a-z0-9_-]+?)-(?P<stamp>\d{8}T\d{6}Z)\.json$")
 ROW_KEYS = frozenset({"label", "tool", "method", "unit", "n", "median", "min", "max", "samples"})
-# Known benchmarks in the README's order, with their headings; a result's own "title" wins,
+# Known benchmarks in the page's order, with their headings; a result's own "title" wins,
 # and a benchmark not named here follows these under its name.
 TITLES = {
     "tracking": "Tracking server: stock MLflow basic-auth vs mlrig vs no auth",
@@ -58,7 +58,7 @@ def has_rows(doc: Any) -> bool:
 
 
 def newest(results: Path) -> list[tuple[str, Path, dict[str, Any]]]:
-    """(name, file, document) of each benchmark's newest result with rows, in README order."""
+    """(name, file, document) of each benchmark's newest result with rows, in the page's order."""
     found: dict[str, tuple[str, Path, dict[str, Any]]] = {}
     files = [(m, f) for f in results.glob("*.json") if (m := RESULT_FILE.match(f.name))]
     for match, file in sorted(files, key=lambda mf: mf[0]["stamp"], reverse=True):
@@ -164,22 +164,29 @@ def render(results: Path = RESULTS, root: Path = ROOT) -> str:
 
 
 def section(text: str) -> str:
-    """What README text holds between the markers (stripped); KeyError without them."""
+    """What the page's text holds between the markers (stripped); KeyError without them."""
     if BEGIN not in text or END not in text:
         raise KeyError(f"no {BEGIN} ... {END} markers")
     return text.split(BEGIN, 1)[1].split(END, 1)[0].strip()
 
 
 def replaced(text: str, body: str) -> str:
-    """README text with body between the markers."""
+    """The page's text with body between the markers."""
     head, rest = text.split(BEGIN, 1)
     _, tail = rest.split(END, 1)
     return f"{head}{BEGIN}\n{body}\n{END}{tail}"
 
 
-def main(argv: list[str] | None = None, readme: Path = README, results: Path = RESULTS) -> int:
+def main(
+    argv: list[str] | None = None,
+    readme: Path = PAGE,
+    results: Path = RESULTS,
+    root: Path = ROOT,
+) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 if docs/performance.md is stale"
+    )
     args = parser.parse_args(argv)
     text = readme.read_text()
     try:
@@ -187,7 +194,7 @@ def main(argv: list[str] | None = None, readme: Path = README, results: Path = R
     except KeyError as exc:
         print(f"{readme.name}: {exc.args[0]}", file=sys.stderr)
         return 1
-    body = render(results, readme.parent)
+    body = render(results, root)
     if args.check:
         if current != body.strip():
             print(

@@ -3,8 +3,9 @@ step of `up`, killed processes, a full disk, a read-only home and corrupt state 
 
 Every case runs the real `mlrig` CLI against real services and checks three things: nothing
 stored is lost (an MLflow run, a registry blob, a DVC object), the failure is one clear line
-(no traceback, no internal error), and the exit code is the documented one (README,
-"Exit codes"). Afterwards the next `up` (or the printed fix) brings the stack back.
+(no traceback, no internal error), and the exit code is the documented one
+(docs/troubleshooting.md, "Exit codes"). Afterwards the next `up` (or the printed fix) brings
+the stack back.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The README's performance tables are rendered from the recorded benchmark results
-(bench/report.py) and must stay in sync with them.
+"""The docs' performance page (docs/performance.md) is rendered from the recorded benchmark
+results (bench/report.py) and must stay in sync with them.
 
 Run `python bench/report.py` after recording a benchmark's results.
 """
@@ -30,8 +30,8 @@ def load_report() -> ModuleType:
 report = load_report()
 
 
-def test_readme_perf_section_matches_the_recorded_results() -> None:
-    current = report.section((ROOT / "README.md").read_text())
+def test_docs_perf_section_matches_the_recorded_results() -> None:
+    current = report.section((ROOT / "docs" / "performance.md").read_text())
     assert current == report.render().strip(), "run `python bench/report.py`"
 
 
@@ -88,7 +88,7 @@ def test_render_takes_each_benchmarks_newest_result_with_rows(tmp_path: Path) ->
     body = report.render(results, tmp_path)
 
     tracking, zeta = body.index("### Tracking server"), body.index("### zeta")
-    assert tracking < zeta  # known benchmarks first, in the README's order
+    assert tracking < zeta  # known benchmarks first, in the page's order
     part = body[zeta:]
     assert "| plan | mlrig | 1.50 s | 1.00-2.00 | 5 | whole command |" in part
     assert "| plan \\| pipe | by hand | 123 s | 123-123 | 1 | client-side |" in part

@@ -193,7 +193,7 @@ def mlrig_build(b: Bench, version: str, tag: str, nocache: bool) -> float:
 
 
 def mlrig_build_in_process(version: str, tag: str) -> float:
-    from mlrig.core import image
+    from mlrig.core.image import build as image
 
     start = time.perf_counter()
     image.build(f"models:/{MODEL}/{version}", tag=tag)
@@ -427,7 +427,7 @@ def throughput(c: Contender, seconds: float, errors: list[str], clients: int = 4
 def serving_rows(
     b: Bench, refs: dict[str, str], body: dict[str, Any], expected: list[int], args: Any
 ) -> list[dict[str, Any]]:
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
 
     port = free_port()
     mlflow_body = json.dumps(body).encode()
@@ -824,12 +824,12 @@ def main() -> None:
         args.samples, args.starts, args.requests, args.seconds = 2, 1, 300, 2.0
         args.cold = args.reference_bytes = False
     if args.serving:
-        from mlrig.core.local_stack import port_is_free
+        from mlrig.core.stack.local.stack import port_is_free
 
         for port in (REF_PORT, 8000) + (() if args.no_bentoml else (BENTO_PORT,)):
             if not port_is_free(port):
                 raise SystemExit(f"port {port} must be free (a reference image listens on it)")
-    from mlrig.core import engine
+    from mlrig.core.setup import engine
     from mlrig.version import __version__
 
     meta = machine(("mlflow", "scikit-learn", "docker")) | {

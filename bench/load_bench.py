@@ -46,12 +46,12 @@ from common import CLIENT, machine, markdown, record, row, utc_stamp
 from mlrig import tracking_server as ts
 from mlrig.adapters import aws, http, postgres, processes
 from mlrig.adapters import docker as docker_adapter
-from mlrig.core import costs
-from mlrig.core.local_stack import free_port
-from mlrig.core.rehearse_contract import RunConfig, artifacts_prefix, run_config
-from mlrig.core.rehearse_env import Services, moto_binary
-from mlrig.core.rehearse_model import MEMORY_LIMIT_SHARE, Request
-from mlrig.core.rehearse_session import exit_reason
+from mlrig.core.stack import costs
+from mlrig.core.stack._rehearse.contract import RunConfig, artifacts_prefix, run_config
+from mlrig.core.stack._rehearse.env import Services, moto_binary
+from mlrig.core.stack._rehearse.model import MEMORY_LIMIT_SHARE, Request
+from mlrig.core.stack._rehearse.session import exit_reason
+from mlrig.core.stack.local.stack import free_port
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 # The goals: the managed offering's smallest server, "up to 25 users", ~25 TPS.

@@ -10,7 +10,7 @@ Basic login, the name it claimed; none for a failed bearer token); `auth` is bas
 none; `status` is the HTTP status answered (null when MLflow's ASGI artifact route serves the
 request after the line is written: the grant check and the transfer follow it).
 No credential, token or request body is ever written; `object` holds only the names a
-request gives of what it touches. `mlrig.core.audit.read_entries` parses these lines.
+request gives of what it touches. `mlrig.core.access._log.read_entries` parses these lines.
 
 Server-side and neutral: imports nothing from mlrig (the server image copies it alone).
 """

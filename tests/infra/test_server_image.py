@@ -21,14 +21,14 @@ ADMIN_PASSWORD = "container-admin-pw"
 
 @pytest.fixture(scope="module")
 def server_image(docker_engine, base_image: str) -> str:  # type: ignore[no-untyped-def]
-    from mlrig.core import aws_stack
+    from mlrig.core.stack.aws import stack as aws_stack
 
     return aws_stack.build_server_image(base_image=base_image)
 
 
 @pytest.fixture(scope="module")
 def running(docker_engine, server_image: str) -> Iterator[tuple[str, object]]:  # type: ignore[no-untyped-def]
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
 
     tag = server_image
     port = free_port()
@@ -147,7 +147,7 @@ def test_phase_one_pushes_the_image_to_the_stacks_ecr(
     ecr_data_plane: str,
 ) -> None:
     from mlrig.adapters.registry import RegistryClient
-    from mlrig.core import aws_stack
+    from mlrig.core.stack.aws import stack as aws_stack
 
     server_image = small_image
     repo = "mlrig-team/mlflow-server"

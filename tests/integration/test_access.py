@@ -12,7 +12,9 @@ import requests
 from typer.testing import CliRunner
 
 from mlrig.contract import StackOutputs
-from mlrig.core import access, identities, stacks
+from mlrig.core.access import accounts as access
+from mlrig.core.access import identities
+from mlrig.core.stack import stacks
 from mlrig.main import app
 from tests.helpers import applied_passwords, isolated_stack
 
@@ -244,7 +246,7 @@ def test_init_makes_the_repos_machine_identity_and_training_uses_it(
     stack: StackOutputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlrig import api
-    from mlrig.core import bootstrap
+    from mlrig.core.bootstrap import init as bootstrap
 
     monkeypatch.delenv("MLRIG_STACK", raising=False)
     result = bootstrap.init(tmp_path / "ledger", "acc")

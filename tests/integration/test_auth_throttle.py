@@ -99,7 +99,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from mlrig.core import secrets
+    from mlrig.core.shared import secrets
 
     with isolated_stack(tmp_path_factory.mktemp("throttle-home"), "throttle") as (_, outputs):
         assert outputs.mlflow.auth is not None

@@ -18,8 +18,8 @@ import requests
 from mlrig import contract
 from mlrig.adapters import processes
 from mlrig.adapters.registry import RegistryClient
-from mlrig.core import stacks
-from mlrig.core.local_stack import LocalStack
+from mlrig.core.stack import stacks
+from mlrig.core.stack.local.stack import LocalStack
 from mlrig.errors import DependencyMissing, PortInUse, ServiceError
 from mlrig.wait import WaitTimeout, wait_until
 from tests.helpers import require

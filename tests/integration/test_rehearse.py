@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig import tracking_server as ts
-from mlrig.core import rehearse as core
+from mlrig.core.stack import rehearse as core
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 RUNS = 20  # the command's default is 200; bench-sized runs are measured by hand (see report)
@@ -34,7 +34,7 @@ CHECKS = [
 @pytest.fixture(scope="module")
 def rehearsal(prerequisites_for_rehearsal: None) -> Iterator[dict[str, Any]]:
     """One rehearsal through the command line, kept running, its JSON report parsed."""
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
     from mlrig.main import app
 
     result = CliRunner().invoke(
@@ -152,7 +152,7 @@ def test_a_broken_dependency_is_named(
     fault: str,
     cause: str,
 ) -> None:
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
 
     endpoint = None
     if fault == "bucket":  # also covers --s3-endpoint: any S3 API, credentials from the env

@@ -14,7 +14,7 @@ import requests
 
 from mlrig import tracking_oidc
 from mlrig import tracking_server as ts
-from mlrig.core.audit import read_entries
+from mlrig.core.access._log import read_entries
 from mlrig.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -23,8 +23,8 @@ AUDIENCE = "mlrig:imagetest"
 
 @pytest.fixture(scope="module")
 def container(docker_engine: Any, base_image: str, oidc_issuer: Any) -> Iterator[dict[str, Any]]:
-    from mlrig.core import aws_stack
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.aws import stack as aws_stack
+    from mlrig.core.stack.local.stack import free_port
 
     image = aws_stack.build_server_image(base_image=base_image)
     port, password = free_port(), secrets.token_urlsafe(24)

@@ -10,8 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig import contract
-from mlrig.core import access_file, access_plan, access_view, identities
-from mlrig.core.access_plan import Current, CurrentUser, Step
+from mlrig.core.access import file as access_file
+from mlrig.core.access import identities
+from mlrig.core.access import plan as access_plan
+from mlrig.core.access import view as access_view
+from mlrig.core.access.plan import Current, CurrentUser, Step
 from mlrig.errors import MlrigError, UsageError
 from mlrig.main import app
 from tests.helpers import env_secret_outputs

@@ -153,7 +153,7 @@ def test_help_imports_no_heavy_library(argv: list[str]) -> None:
 
 def test_aws_stack_env_sends_large_artifacts_straight_to_s3(mlrig_home: Path) -> None:
     from mlrig.contract import Registry
-    from mlrig.core import stacks
+    from mlrig.core.stack import stacks
 
     out = sample("cloud").model_copy(
         update={
@@ -173,7 +173,7 @@ def test_aws_stack_env_sends_large_artifacts_straight_to_s3(mlrig_home: Path) ->
 def test_temporary_env_restores_set_and_unset_values(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from mlrig.core.stacks import temporary_env
+    from mlrig.core.stack.stacks import temporary_env
 
     monkeypatch.setenv("MLRIG_T_SET", "before")
     monkeypatch.delenv("MLRIG_T_UNSET", raising=False)

@@ -65,7 +65,7 @@ def _plant(path: Path, text: str) -> None:
 
 def test_mypy_fails_on_a_type_error_in_a_core_module(tmp_path: Path) -> None:
     root = _scratch_tree(tmp_path)
-    victim = root / "cli/mlrig/core/secrets.py"
+    victim = root / "cli/mlrig/core/shared/secrets.py"
     # contract.load takes a stack name (str): with first-party imports resolved this is an
     # error; were `mlrig` typed as Any, as it once was, it would pass silently
     _plant(victim, "from mlrig import contract as _c\n_planted = _c.load(123)")
@@ -80,7 +80,7 @@ def test_mypy_fails_on_a_type_error_in_a_core_module(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1, result.stdout
-    assert errors[0].startswith("cli/mlrig/core/secrets.py:")
+    assert errors[0].startswith("cli/mlrig/core/shared/secrets.py:")
     assert 'Argument 1 to "load" has incompatible type "int"; expected "str"' in errors[0]
 
 
@@ -106,17 +106,20 @@ def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 
 def test_layer_contracts_fail_when_a_layer_is_broken(tmp_path: Path) -> None:
     root = _scratch_tree(tmp_path)
-    _plant(root / "cli/mlrig/core/secrets.py", "import docker  # noqa\nimport subprocess  # noqa")
+    _plant(
+        root / "cli/mlrig/core/shared/secrets.py",
+        "import docker  # noqa\nimport subprocess  # noqa",
+    )
     _plant(root / "cli/mlrig/adapters/git.py", "from mlrig.commands import stack  # noqa")
-    _plant(root / "infra/mlrig/infra/config.py", "from mlrig.core import secrets  # noqa")
+    _plant(root / "infra/mlrig/infra/config.py", "from mlrig.core.shared import secrets  # noqa")
     _plant(root / "cli/mlrig/contract.py", "from mlrig.adapters import git as _g  # noqa")
     result = _lint_imports(root)
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
-    assert "mlrig.core.secrets -> docker" in out
-    assert "mlrig.core.secrets -> subprocess" in out
+    assert "mlrig.core.shared.secrets -> docker" in out
+    assert "mlrig.core.shared.secrets -> subprocess" in out
     assert "mlrig.adapters.git -> mlrig.commands.stack" in out
-    assert "mlrig.infra.config -> mlrig.core.secrets" in out
+    assert "mlrig.infra.config -> mlrig.core.shared.secrets" in out
     assert "mlrig.contract -> mlrig.adapters.git" in out
     assert "Contracts: 0 kept, 4 broken." in out
 
@@ -145,7 +148,7 @@ def test_the_wheel_holds_one_namespace_with_its_data(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"mlrig", wheel.name.split("-py3")[0] + ".dist-info"}
     for expected in (
-        "mlrig/core/image.py",
+        "mlrig/core/image/build.py",
         "mlrig/infra/program.py",
         "mlrig/infra/components/registry.py",
         "mlrig/_pipeline/copier.yml",

@@ -13,7 +13,11 @@ from typer.testing import CliRunner
 from mlrig.adapters import ecr
 from mlrig.adapters import mlflow as mlflow_adapter
 from mlrig.adapters.mlflow_rest import MlflowRest
-from mlrig.core import image, image_model, image_run, serving_model, serving_push
+from mlrig.core.image import build as image
+from mlrig.core.image import model as image_model
+from mlrig.core.image import push as serving_push
+from mlrig.core.image import run as image_run
+from mlrig.core.shared import serving_model
 from mlrig.errors import ServiceError, UsageError
 from mlrig.main import app
 

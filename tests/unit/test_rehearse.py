@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig import tracking_server as ts
-from mlrig.core import rehearse as core
+from mlrig.core.stack import rehearse as core
 from mlrig.main import app
 
 runner = CliRunner()
@@ -226,7 +226,7 @@ def test_a_benchmark_may_run_a_variant_of_the_container_with_env_added_last(
 
     from mlrig.adapters import aws, postgres
     from mlrig.adapters import docker as docker_adapter
-    from mlrig.core.rehearse_env import Services
+    from mlrig.core.stack._rehearse.env import Services
 
     runs: list[dict[str, Any]] = []
 

@@ -228,7 +228,7 @@ def test_the_config_file_is_reread_when_it_changes(tmp_path: Path) -> None:
 
 
 def test_rules_are_added_replaced_and_removed(tmp_path: Path) -> None:
-    from mlrig.core import oidc_rules
+    from mlrig.core.stack import oidc_rules
 
     path = tmp_path / "oidc.json"
     assert oidc_rules.add_rule("dev", repository="acme/a", identity="repo-a", path=path)
@@ -290,7 +290,7 @@ def test_the_server_modules_import_only_each_other() -> None:
 
 def test_audit_lines_name_the_object_and_only_writes_count() -> None:
     from mlrig import tracking_audit as audit
-    from mlrig.core.audit import parse_line
+    from mlrig.core.access._log import parse_line
 
     assert audit.is_write("POST", "/api/2.0/mlflow/runs/create")
     assert audit.is_write("DELETE", "/api/2.0/mlflow/registered-models/delete")
@@ -351,7 +351,7 @@ def test_mlflows_graphql_mutations_only_read() -> None:
 def test_an_aws_stacks_rules_become_pulumi_config(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlrig.core import oidc_rules
+    from mlrig.core.stack import oidc_rules
 
     monkeypatch.setenv("MLRIG_HOME", str(tmp_path))
     assert oidc_rules.pulumi_config("prod") == {}  # never had a rule: no config at all

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from mlrig.contract import StackOutputs
 from mlrig.core.access import accounts as access
 from mlrig.core.access import identities
+from mlrig.core.shared.names import machine_user
 from mlrig.core.stack import stacks
 from mlrig.main import app
 from tests.helpers import applied_passwords, isolated_stack
@@ -38,7 +39,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Stack
     with isolated_stack(tmp_path_factory.mktemp("access-home"), "acc") as (layout, outputs):
         for project in ("shop", "fraud"):
             result = access.add_machine(outputs, project)
-            assert result.created and result.user == identities.machine_user(project)
+            assert result.created and result.user == machine_user(project)
         yield layout, outputs
 
 

@@ -15,6 +15,7 @@ from mlrig.core.access import identities
 from mlrig.core.access import plan as access_plan
 from mlrig.core.access import view as access_view
 from mlrig.core.access.plan import Current, CurrentUser, Step
+from mlrig.core.shared.names import machine_user
 from mlrig.errors import MlrigError, UsageError
 from mlrig.main import app
 from tests.helpers import env_secret_outputs
@@ -139,7 +140,7 @@ def test_an_empty_file_means_no_users(tmp_path: Path) -> None:
 
 
 def test_machine_identity_names_follow_the_contract() -> None:
-    assert identities.machine_user("demo_model") == "repo-demo-model"
+    assert machine_user("demo_model") == "repo-demo-model"
     assert access_file.is_machine("repo-demo-model") and not access_file.is_machine("alice")
 
 

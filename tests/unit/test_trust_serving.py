@@ -464,13 +464,13 @@ def test_a_parquet_body_that_decodes_past_the_memory_is_refused_from_its_footer(
 
 
 def test_an_image_label_that_is_not_a_commit_names_no_registry_tag() -> None:
-    from mlrig.core.image import push as serving_push
+    from mlrig.core.oci import push as oci_push
 
     labels = {"io.mlrig.model.name": "bc", "io.mlrig.model.version": "2"}
     for commit in ("../../x", "a/b:c@d", "-rf x", "ABCDEF1", "abc"):
-        tags = serving_push.tags_for({**labels, "io.mlrig.git.commit": commit}, "x")
+        tags = oci_push.tags_for({**labels, "io.mlrig.git.commit": commit}, "x")
         assert tags == ["bc-v2"], commit
-    tags = serving_push.tags_for({**labels, "io.mlrig.git.commit": "0123abc" * 6}, "x")
+    tags = oci_push.tags_for({**labels, "io.mlrig.git.commit": "0123abc" * 6}, "x")
     assert tags == ["bc-v2", "bc-v2-0123abc"]
 
 

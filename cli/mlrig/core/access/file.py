@@ -23,9 +23,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from mlrig.core.shared.names import MACHINE_PREFIX
 from mlrig.errors import UsageError
 
-MACHINE_PREFIX = "repo-"  # machine identities (one per repository) are named repo-<project>
 ROLES = ("none", "reader", "editor", "admin")
 PERMISSIONS = ("READ", "EDIT", "MANAGE")
 _USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from mlrig import contract, paths
 from mlrig.contract import StackOutputs
-from mlrig.core.access.file import MACHINE_PREFIX
+from mlrig.core.shared.names import machine_user
 from mlrig.errors import Conflict, CredentialsError, UsageError
 
 if TYPE_CHECKING:
@@ -29,11 +29,6 @@ IDENTITIES_DIR = "identities"
 # What machine_user makes of a valid project name; a name read from a repository's answers
 # file, a model URI or the server becomes a file or secret name only if it matches.
 _MACHINE_RE = re.compile(r"^repo-[a-z0-9]+(?:-[a-z0-9]+)*$")
-
-
-def machine_user(project: str) -> str:
-    """`demo_model` -> `repo-demo-model` (contract A)."""
-    return MACHINE_PREFIX + project.replace("_", "-")
 
 
 def new_password() -> str:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from mlrig.adapters import copier
 from mlrig.contract import StackOutputs
-from mlrig.core.access.identities import machine_user
-from mlrig.core.shared.names import check_template_answers
+from mlrig.core.shared.names import check_template_answers, machine_user
 from mlrig.errors import ConfigError, UsageError
 
 

@@ -131,11 +131,12 @@ def machine_identity(
     identity later. A name someone else manages does stop it (identities.NameTaken)."""
     from mlrig.core.access import accounts as access
     from mlrig.core.access import identities
+    from mlrig.core.shared.names import machine_user
     from mlrig.errors import MlrigError
 
     if outputs.mlflow.auth is None:
         return "", "", ()
-    progress(f"machine identity {identities.machine_user(project)} on stack '{outputs.name}'")
+    progress(f"machine identity {machine_user(project)} on stack '{outputs.name}'")
     try:
         result = access.add_machine(outputs, project, github_repo, take_over=take_over)
     except identities.NameTaken:

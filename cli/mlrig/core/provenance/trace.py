@@ -12,7 +12,6 @@ from typing import Literal
 from mlrig.adapters import git
 from mlrig.adapters.mlflow_rest import MlflowRest, ModelVersion, Run
 from mlrig.contract import StackOutputs
-from mlrig.core.access import identities
 from mlrig.core.provenance import _inputs as provenance_input
 from mlrig.core.provenance import record as p
 from mlrig.core.provenance import resolve
@@ -26,6 +25,7 @@ from mlrig.core.provenance.record import (
     ProvenanceRecord,
     RunRecord,
 )
+from mlrig.core.shared.names import machine_user
 from mlrig.errors import MlrigError, UsageError
 
 _MODEL = re.compile(r"^models:/(?P<name>[^/@]+)(/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
@@ -222,7 +222,7 @@ def assemble(
     target = f"models:/{mv.name}/{mv.version}" if mv else f"runs:/{run.id}"
     user = provenance_input.printable(run.tags.get(provenance_input.TAG_USER))
     project = mv.name if mv else experiment
-    identity = identities.machine_user(project) if project else None
+    identity = machine_user(project) if project else None
     return ProvenanceRecord(
         ref=ref,
         images=images,

@@ -16,6 +16,15 @@ from mlrig.errors import ConfigError, UsageError
 from mlrig.paths import ANSWERS_FILE
 
 NAME_MIN, NAME_MAX = 2, 64
+MACHINE_PREFIX = "repo-"  # machine identities (one per repository) are named repo-<project>
+
+
+def machine_user(project: str) -> str:
+    """`demo_model` -> `repo-demo-model` (contract A): the MLflow user a repository's
+    machine identity logs in as."""
+    return MACHINE_PREFIX + project.replace("_", "-")
+
+
 _NAME_HINT = "use lowercase letters, digits and single underscores, starting with a letter"
 _ECR_RE = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 _DVC_BAD = set(",#:@/\\")
@@ -155,7 +164,6 @@ def check_template_answers(
     """The answers checked, each by its rule (`required` must be there, every other one is
     optional); raises UsageError naming the first answer that breaks its rule."""
     from mlrig import contract
-    from mlrig.core.access.identities import machine_user
 
     unknown = sorted(set(answers) - TEMPLATE_ANSWERS)
     if unknown:

@@ -346,8 +346,8 @@ def push_server_image(
     repository; its region comes from the host and the token from the AWS credentials.
     """
     from mlrig.contract import Registry
-    from mlrig.core.image import push as serving_push
+    from mlrig.core.oci import push as oci_push
 
     registry = Registry(kind="ecr", url=repository_url)
     owner = f"AWS stack '{req.name}'"
-    return serving_push.push_to(image, registry, owner=owner, progress=progress).reference
+    return oci_push.push_to(image, registry, owner=owner, progress=progress).reference

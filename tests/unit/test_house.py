@@ -121,7 +121,16 @@ def test_layer_contracts_fail_when_a_layer_is_broken(tmp_path: Path) -> None:
     assert "mlrig.adapters.git -> mlrig.commands.stack" in out
     assert "mlrig.infra.config -> mlrig.core.shared.secrets" in out
     assert "mlrig.contract -> mlrig.adapters.git" in out
-    assert "Contracts: 0 kept, 4 broken." in out
+    for name in (
+        "commands -> core -> adapters, never upward",
+        "core reaches outside systems only through an adapter",
+        "infra shares only neutral contract modules with the CLI",
+        "neutral modules (contract, errors, paths, wait, ...) import no layer",
+    ):
+        assert f"{name} BROKEN" in out
+    # the planted chain contract -> adapters -> commands also crosses the feature layers
+    # and joins two command modules; only the _private rule holds
+    assert "Contracts: 1 kept, 6 broken." in out
 
 
 @pytest.mark.timeout(600)
@@ -188,3 +197,28 @@ def test_python_dash_m_mlrig_and_the_pulumi_entry_resolve() -> None:
     entry = (REPO / "infra" / "__main__.py").read_text()
     assert "from mlrig.infra import program" in entry
     assert importlib.util.find_spec("mlrig.infra.program") is not None
+
+
+def test_feature_contracts_fail_when_a_feature_rule_is_broken(tmp_path: Path) -> None:
+    # house step 2: features layered (shared at the bottom, siblings independent, every
+    # package placed), _private modules kept inside their package, commands apart
+    root = _scratch_tree(tmp_path)
+    core = root / "cli/mlrig/core"
+    _plant(core / "shared/progress.py", "from mlrig.core.stack import stacks  # noqa")
+    _plant(core / "trainer/serve.py", "from mlrig.core.demo import demo  # noqa")
+    (core / "unplaced").mkdir()
+    (core / "unplaced/__init__.py").write_text("")
+    _plant(core / "image/build.py", "from mlrig.core.trainer import _store  # noqa")
+    _plant(root / "cli/mlrig/commands/image.py", "from mlrig.commands import stack  # noqa")
+    result = _lint_imports(root)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "mlrig.core.shared.progress -> mlrig.core.stack.stacks" in out
+    assert "mlrig.core.trainer.serve -> mlrig.core.demo.demo" in out
+    assert "mlrig.core.unplaced" in out
+    assert "mlrig.core.image.build -> mlrig.core.trainer._store" in out
+    assert "mlrig.commands.image -> mlrig.commands.stack" in out
+    assert "core's feature packages are acyclic and layered, shared at the bottom BROKEN" in out
+    assert "a _private module is imported only inside its own package BROKEN" in out
+    assert "command modules do not import each other (only the shared options) BROKEN" in out
+    assert "Contracts: 4 kept, 3 broken." in out

@@ -43,7 +43,6 @@ import psutil
 import requests
 from common import CLIENT, machine, markdown, record, row, utc_stamp
 
-from mlrig import tracking_server as ts
 from mlrig.adapters import aws, http, postgres, processes
 from mlrig.adapters import docker as docker_adapter
 from mlrig.core.stack import costs
@@ -52,6 +51,7 @@ from mlrig.core.stack._rehearse.env import Services, moto_binary
 from mlrig.core.stack._rehearse.model import MEMORY_LIMIT_SHARE, Request
 from mlrig.core.stack._rehearse.session import exit_reason
 from mlrig.core.stack.local.stack import free_port
+from mlrig.tracking import server as ts
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 # The goals: the managed offering's smallest server, "up to 25 users", ~25 TPS.

@@ -32,9 +32,9 @@ import psutil
 import requests
 from common import CLIENT, IN_PROCESS, interleave, machine, markdown, record, row, utc_stamp
 
-from mlrig import tracking_server as ts
 from mlrig.adapters import processes
 from mlrig.core.stack.local.stack import free_port
+from mlrig.tracking import server as ts
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
@@ -110,7 +110,7 @@ def mlrig_config(
     workers: int = 1, authorization_function: str | None = None, oidc: bool = False
 ) -> Build:
     def build(d: Path, port: int, pw: str) -> tuple[list[str], dict[str, str]]:
-        from mlrig import tracking_oidc
+        from mlrig.tracking import oidc as tracking_oidc
 
         ini = ts.auth_ini(f"sqlite:///{d / 'auth.db'}")
         if authorization_function:

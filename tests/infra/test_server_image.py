@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import server as ts
 from mlrig.wait import Abandoned, WaitTimeout
 from tests.helpers import wait_for_http
 

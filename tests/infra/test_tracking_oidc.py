@@ -1,5 +1,5 @@
 """Where an AWS stack's OIDC rules live: Pulumi config (`mlrig:oidcRules`) -> StackConfig ->
-the task's MLRIG_OIDC_CONFIG, which the server's auth hook reads (mlrig/tracking_oidc.py)."""
+the task's MLRIG_OIDC_CONFIG, which the server's auth hook reads (mlrig/tracking/oidc.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 from pulumi.runtime import config
 
-from mlrig import tracking_oidc
-from mlrig import tracking_server as ts
+from mlrig.tracking import oidc as tracking_oidc
+from mlrig.tracking import server as ts
 from tests.helpers import make_plan
 
 TASK = "aws:ecs/taskDefinition:TaskDefinition"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import server as ts
 from tests.helpers import DOMAIN, make_plan, statement
 
 RDS = "aws:rds/instance:Instance"

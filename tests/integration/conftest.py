@@ -170,9 +170,9 @@ def oidc_stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: Any) -> It
     server re-reads it on change, so the tests also show that no restart is needed."""
     import requests
 
-    from mlrig import tracking_oidc
     from mlrig.core.shared import secrets
     from mlrig.core.stack import oidc_rules
+    from mlrig.tracking import oidc as tracking_oidc
     from tests.helpers import isolated_stack
 
     with isolated_stack(tmp_path_factory.mktemp("oidc-home"), "oidctest") as (stack, outputs):
@@ -336,9 +336,9 @@ def authz_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     its auth config, seeded by _authz_seed. Yields the target (see _authz_seed)."""
     import secrets
 
-    from mlrig import tracking_server as ts
     from mlrig.adapters import processes
     from mlrig.core.stack.local.stack import free_port
+    from mlrig.tracking import server as ts
 
     root = tmp_path_factory.mktemp("authz-local")
     (root / "artifacts").mkdir()
@@ -369,10 +369,10 @@ def authz_container(prerequisites_for_rehearsal: None) -> Iterator[dict[str, Any
     """The AWS tracking server's image and task contract as `mlrig stack rehearse` runs it
     (PostgreSQL, moto's S3), whose default_permission is NO_PERMISSIONS, seeded by
     _authz_seed. Yields the target (see _authz_seed)."""
-    from mlrig import tracking_server as ts
     from mlrig.core.stack._rehearse.env import Services
     from mlrig.core.stack._rehearse.model import Request
     from mlrig.core.stack.local.stack import free_port
+    from mlrig.tracking import server as ts
 
     with Services(Request(port=free_port()), lambda _m: None) as services:
         assert (

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import server as ts
 from tests.helpers import grant_default_experiment, isolated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mlrig import tracking_server as ts
 from mlrig.core.stack import rehearse as core
+from mlrig.tracking import server as ts
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 RUNS = 20  # the command's default is 200; bench-sized runs are measured by hand (see report)

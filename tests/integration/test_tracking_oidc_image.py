@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import requests
 
-from mlrig import tracking_oidc
-from mlrig import tracking_server as ts
 from mlrig.core.access._log import read_entries
+from mlrig.tracking import oidc as tracking_oidc
+from mlrig.tracking import server as ts
 from mlrig.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]

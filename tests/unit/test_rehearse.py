@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mlrig import tracking_server as ts
 from mlrig.core.stack import rehearse as core
 from mlrig.main import app
+from mlrig.tracking import server as ts
 
 runner = CliRunner()
 # Flags whose values are the deployment's: where the database, bucket and front door are.

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import server as ts
 
 
 def plan(tmp_path: Path) -> ts.LocalServerPlan:

@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from mlrig import tracking_guard
 from mlrig.adapters.mlflow_auth import Grant, Role, User
 from mlrig.core.access import accounts as access
 from mlrig.core.access import file as access_file
@@ -20,6 +19,7 @@ from mlrig.core.access import identities
 from mlrig.core.access import plan as access_plan
 from mlrig.core.access.plan import Current, CurrentUser, Step
 from mlrig.errors import ConfigError, UsageError
+from mlrig.tracking import guard as tracking_guard
 from tests.helpers import env_secret_outputs
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlrig import tracking_oidc
+from mlrig.tracking import oidc as tracking_oidc
 
 if TYPE_CHECKING:  # the CLI reads PROFILES without importing pulumi
     import pulumi
@@ -143,7 +143,7 @@ def sized(profile: Profile, server_size: str | None) -> Profile:
     when None."""
     if server_size is None:
         return profile
-    from mlrig import tracking_server as ts
+    from mlrig.tracking import server as ts
 
     ts.parse_size(server_size)
     return replace(profile, server_size=server_size)

@@ -1,6 +1,6 @@
 """Reading the tracking server's audit lines back (`mlrig access log`).
 
-The server writes one JSON object per line (mlrig/tracking_audit.py) into a log that also
+The server writes one JSON object per line (mlrig/tracking/audit.py) into a log that also
 holds MLflow's and uvicorn's own lines; `read_entries` keeps only the audit lines, in order.
 """
 
@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field, ValidationError
 
-from mlrig import tracking_audit
+from mlrig.tracking import audit as tracking_audit
 
 
 class AuditEntry(BaseModel):

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from mlrig import tracking_server
 from mlrig.contract import StackOutputs
 from mlrig.core.access import identities
 from mlrig.core.access import plan as access_plan
 from mlrig.core.access.file import ROLES, AccessFile, is_machine
 from mlrig.core.access.plan import ROLE_NAMES, Current, CurrentUser, Step
 from mlrig.errors import Aborted, Conflict, UsageError
+from mlrig.tracking import server as tracking_server
 
 if TYPE_CHECKING:
     from mlrig.adapters.mlflow_auth import MlflowAuth, User

@@ -62,7 +62,7 @@ def check_server_size(size: str | None) -> str | None:
     """CPU:MIB, a Fargate task size for the tracking server; None: the profile's."""
     if size is None:
         return None
-    from mlrig import tracking_server as ts
+    from mlrig.tracking import server as ts
 
     try:
         ts.parse_size(size)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mlrig import contract, paths, tracking_oidc
+from mlrig import contract, paths
 from mlrig.errors import ConfigError, UsageError
+from mlrig.tracking import oidc as tracking_oidc
 
 CONFIG_FILE = "oidc.json"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 
-from mlrig import tracking_server as ts
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import postgres
 from mlrig.core.shared import aws_inputs
@@ -29,6 +28,7 @@ from mlrig.core.stack._rehearse.model import (
 from mlrig.core.stack._rehearse.session import Session, Stop
 from mlrig.core.stack.local.stack import port_is_free
 from mlrig.errors import PortInUse, UsageError
+from mlrig.tracking import server as ts
 
 # What callers (the command, tests, bench) use, whichever module defines it.
 __all__ = [

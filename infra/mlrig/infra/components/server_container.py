@@ -1,6 +1,6 @@
 """The tracking server's ECS container definition, built from the shared container contract.
 
-`mlrig.tracking_server.container_spec` is the same description the local stack runs the
+`mlrig.tracking.server.container_spec` is the same description the local stack runs the
 server from, so the AWS task and the local server cannot drift apart.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import server as ts
 
 CONTAINER_NAME = "mlflow"  # the service's load balancer and registry name it
 

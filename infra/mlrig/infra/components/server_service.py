@@ -9,12 +9,12 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from mlrig import tracking_server as ts
 from mlrig.infra.components.front_door import FrontDoor
 from mlrig.infra.components.server_container import CONTAINER_NAME
 from mlrig.infra.components.server_roles import ServerRoles
 from mlrig.infra.components.sub_component import adopted_children
 from mlrig.infra.config import Profile
+from mlrig.tracking import server as ts
 
 
 @dataclass

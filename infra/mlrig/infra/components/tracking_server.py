@@ -14,7 +14,6 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from mlrig import tracking_server as ts
 from mlrig.infra.components.database import Database, DatabaseArgs
 from mlrig.infra.components.dns import Domain
 from mlrig.infra.components.dvc_remote import RemoteRef
@@ -24,6 +23,7 @@ from mlrig.infra.components.server_container import container_definitions
 from mlrig.infra.components.server_roles import ServerRoles, ServerRolesArgs
 from mlrig.infra.components.server_service import ServerService, ServerServiceArgs
 from mlrig.infra.config import Profile, Secrets
+from mlrig.tracking import server as ts
 
 
 @dataclass

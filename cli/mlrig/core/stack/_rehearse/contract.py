@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import server as ts
 
 
 @dataclass(frozen=True)

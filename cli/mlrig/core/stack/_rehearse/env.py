@@ -12,7 +12,6 @@ import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from mlrig import tracking_server as ts
 from mlrig.adapters import aws, http, postgres, processes
 from mlrig.adapters import docker as docker_adapter
 from mlrig.core.setup import engine
@@ -27,6 +26,7 @@ from mlrig.core.stack._rehearse.model import (
 from mlrig.core.stack.aws import stack as aws_stack
 from mlrig.core.stack.local.stack import free_port
 from mlrig.errors import DependencyMissing, ServiceError, UsageError
+from mlrig.tracking import server as ts
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 LABEL = "mlrig.rehearsal"  # on the containers, valued with the rehearsal's directory

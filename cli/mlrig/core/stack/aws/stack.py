@@ -190,7 +190,7 @@ def to_stack_outputs(
 ) -> StackOutputs:
     """The contract document from the program's exports (names shared via OutputNames)."""
     from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef
-    from mlrig.tracking_server import ADMIN_USERNAME
+    from mlrig.tracking.server import ADMIN_USERNAME
 
     region = str(out[OutputNames.REGION])
     return StackOutputs(
@@ -306,18 +306,19 @@ def build_server_image(progress: Progress = lambda _m: None, base_image: str | N
     import tempfile
     from importlib.metadata import version
 
-    from mlrig import settings, tracking_server
+    from mlrig import settings, tracking
     from mlrig.adapters import docker as docker_adapter
 
     mlflow_version = version("mlflow")
     with tempfile.TemporaryDirectory(prefix="mlrig-server-") as tmp:
         ctx = Path(tmp)
         shutil.copytree(server_build_context(), ctx, dirs_exist_ok=True)
-        pkg = ctx / "mlrig"
-        pkg.mkdir()
-        here = Path(tracking_server.__file__).parent
-        for module in tracking_server.SERVER_MODULES:  # the auth hook and what it imports
-            shutil.copy(here / f"{module}.py", pkg / f"{module}.py")
+        # the tracking-server plugin: a package that imports only itself
+        shutil.copytree(
+            Path(tracking.__file__).parent,
+            ctx / "mlrig" / "tracking",
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+        )
         digest = hashlib.sha256()
         for f in sorted(p for p in ctx.rglob("*") if p.is_file()):
             digest.update(f.relative_to(ctx).as_posix().encode() + f.read_bytes())

@@ -8,13 +8,14 @@ own files are there and writes the registry's (a bcrypt hash) while MLflow boots
 
 from __future__ import annotations
 
-from mlrig import contract, tracking_server
+from mlrig import contract
 from mlrig.adapters import registry
 from mlrig.core.shared import secrets
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack import oidc_rules
 from mlrig.core.stack.local._services import Launch
 from mlrig.core.stack.local.state import REGISTRY_USER, Layout, LocalState
+from mlrig.tracking import server as tracking_server
 
 
 def write_mlflow_configs(stack: Layout, made: list[str], progress: Progress) -> set[str]:

@@ -16,10 +16,11 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from mlrig import contract, paths, tracking_server
+from mlrig import contract, paths
 from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, StackOutputs
 from mlrig.core.shared.files import private_dir
 from mlrig.errors import ConfigError, CredentialsError, MlrigError
+from mlrig.tracking import server as tracking_server
 
 REGISTRY_USER = "mlrig"
 REGISTRY_REPOSITORY = "models"

@@ -27,8 +27,10 @@ import threading
 import time
 from typing import Any
 
-from mlrig import tracking_audit, tracking_guard, tracking_oidc
-from mlrig.tracking_server import (
+from mlrig.tracking import audit as tracking_audit
+from mlrig.tracking import guard as tracking_guard
+from mlrig.tracking import oidc as tracking_oidc
+from mlrig.tracking.server import (
     AUTH_CACHE_TTL_SECONDS,
     ENV_TRUSTED_PROXY_HOPS,
     authenticate_request_basic_auth,

@@ -41,19 +41,11 @@ ENABLE_JOB_EXECUTION = False
 # MLflow's stock basic-auth check answers a non-Basic `Authorization` header (`Bearer ...`,
 # what the MLflow client sends when MLFLOW_TRACKING_TOKEN is set) with a 500 once the cache is
 # on. mlrig's hook, plugged in through MLflow's own `authorization_function` setting
-# (mlrig/tracking_auth.py), checks a bearer token as an OIDC token (mlrig/tracking_oidc.py),
+# (mlrig/tracking/auth.py), checks a bearer token as an OIDC token (mlrig/tracking/oidc.py),
 # sends Basic credentials through the wrong-password throttle below to MLflow's check and
 # cache unchanged, answers anything else 401, and writes the audit trail
-# (mlrig/tracking_audit.py).
-AUTHORIZATION_FUNCTION = "mlrig.tracking_auth:authenticate"
-# The modules the server imports from mlrig (the server image copies these files alone).
-SERVER_MODULES = (
-    "tracking_server",
-    "tracking_auth",
-    "tracking_oidc",
-    "tracking_audit",
-    "tracking_guard",
-)
+# (mlrig/tracking/audit.py).
+AUTHORIZATION_FUNCTION = "mlrig.tracking.auth:authenticate"
 MLFLOW_AUTHORIZATION_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"
 
 # Names of the environment variables the server reads; the values come from each runtime.
@@ -61,7 +53,7 @@ ENV_AUTH_CONFIG = "MLFLOW_AUTH_CONFIG_PATH"
 ENV_ADMIN_PASSWORD = "MLFLOW_AUTH_ADMIN_PASSWORD"
 ENV_FLASK_SECRET = "MLFLOW_FLASK_SERVER_SECRET_KEY"
 SECRET_ENV_NAMES = (ENV_ADMIN_PASSWORD, ENV_FLASK_SECRET)
-# The OIDC config (mlrig/tracking_oidc.py): the JSON itself (container), or a file the hook
+# The OIDC config (mlrig/tracking/oidc.py): the JSON itself (container), or a file the hook
 # re-reads when it changes (local stack). Issuer, audience and rules are not secret.
 ENV_OIDC_CONFIG = "MLRIG_OIDC_CONFIG"
 ENV_OIDC_CONFIG_FILE = "MLRIG_OIDC_CONFIG_FILE"

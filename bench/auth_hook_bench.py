@@ -25,8 +25,8 @@ from typing import Any
 
 from common import IN_PROCESS, interleave, machine, markdown, record, row, utc_stamp
 
+from mlrig.tracking import config as ts
 from mlrig.tracking import oidc as tracking_oidc
-from mlrig.tracking import server as ts
 
 PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
 AUDIENCE = "mlrig:bench"

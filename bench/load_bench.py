@@ -51,7 +51,8 @@ from mlrig.core.stack._rehearse.env import Services, moto_binary
 from mlrig.core.stack._rehearse.model import MEMORY_LIMIT_SHARE, Request
 from mlrig.core.stack._rehearse.session import exit_reason
 from mlrig.core.stack.local.stack import free_port
-from mlrig.tracking import server as ts
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 # The issue's goals: the managed offering's smallest server, "up to 25 users", ~25 TPS.
@@ -92,7 +93,7 @@ class Server:
     cfg: RunConfig
     extra_env: dict[str, str]
     describe: str
-    database: str = ts.DB_NAME
+    database: str = ts_container.DB_NAME
 
     @property
     def url(self) -> str:
@@ -179,7 +180,7 @@ def stock_server(s: Services, workers: int | None, *, jobs: bool = True) -> Serv
     """Stock `mlflow server --app-name basic-auth`: same image, limits, PostgreSQL server (its
     own database and role) and bucket scheme; MLflow's defaults for everything else, or with
     job execution off (jobs=False), the one change it needs to start in the small profile."""
-    name = user = f"{ts.DB_NAME}_stock" + ("" if jobs else "_nojobs")
+    name = user = f"{ts_container.DB_NAME}_stock" + ("" if jobs else "_nojobs")
     password = secrets.token_urlsafe(24)
     postgres.create_database(s.cluster, name=name, owner=user, password=password)
     bucket = f"{s.bucket}-" + name.rsplit("_", 1)[-1].replace("_", "-")
@@ -201,7 +202,9 @@ def stock_server(s: Services, workers: int | None, *, jobs: bool = True) -> Serv
     ]
     env = {
         ts.ENV_AUTH_CONFIG: "/tmp/basic_auth.ini",
-        ts.ENV_AUTH_INI: stock_ini(store),  # the image's entrypoint writes it, then execs MLflow
+        ts_container.ENV_AUTH_INI: stock_ini(
+            store
+        ),  # the image's entrypoint writes it, then execs MLflow
         "PYTHONUNBUFFERED": "1",
         # No outbound network here: MLflow's usage telemetry would only time out.
         "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -219,7 +222,7 @@ def stock_server(s: Services, workers: int | None, *, jobs: bool = True) -> Serv
     return Server(
         "stock basic-auth" + ("" if jobs else ", job execution off"),
         cfg,
-        {ts.ENV_PG_PASSWORD: password},
+        {ts_container.ENV_PG_PASSWORD: password},
         "`mlflow server --app-name basic-auth`, shipped basic_auth.ini (credential cache off, "
         "default_permission READ) with its database_uri on PostgreSQL; job execution "
         + ("on (MLflow's default)" if jobs else "off (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false)")
@@ -1043,7 +1046,7 @@ def main() -> None:
         help="offered requests/s over all clients (0: no pacing, as fast as they go); "
         "default 26, the goal's 25 plus 4 %%, so a server that keeps up measures >= 25",
     )
-    ap.add_argument("--profile", default="small", choices=sorted(ts.CONTAINER_SIZES))
+    ap.add_argument("--profile", default="small", choices=sorted(ts_container.CONTAINER_SIZES))
     ap.add_argument(
         "--only",
         action="append",
@@ -1055,7 +1058,7 @@ def main() -> None:
         "--also",
         action="append",
         default=[],
-        choices=sorted(ts.CONTAINER_SIZES),
+        choices=sorted(ts_container.CONTAINER_SIZES),
         metavar="PROFILE",
         help="mlrig: also run this profile's task after the comparison (sizing)",
     )
@@ -1089,7 +1092,7 @@ def main() -> None:
     postgres.bin_dir()
     moto_binary()
     docker_adapter.client()
-    profile_workers = ts.CONTAINER_SIZES[args.profile][2]
+    profile_workers = ts_container.CONTAINER_SIZES[args.profile][2]
     stock_workers = profile_workers if args.stock_workers is None else (args.stock_workers or None)
     meta = {
         **machine(("mlflow", "docker", "requests", "moto")),

@@ -34,7 +34,7 @@ from common import CLIENT, IN_PROCESS, interleave, machine, markdown, record, ro
 
 from mlrig.adapters import processes
 from mlrig.core.stack.local.stack import free_port
-from mlrig.tracking import server as ts
+from mlrig.tracking import config as ts
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"

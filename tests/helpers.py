@@ -782,7 +782,7 @@ print(json.dumps(sorted(routes)))
 def mlflow_routes() -> list[tuple[str, str]]:
     """(method, rule) of every route the basic-auth MLflow server serves (Flask rules as
     `<name>`, FastAPI's as `{name}`), read in a fresh interpreter from the app itself."""
-    from mlrig.tracking import server as ts
+    from mlrig.tracking import config as ts
 
     ini = ts.auth_ini("@DB@", default_permission="NO_PERMISSIONS")
     out = subprocess.run(

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from mlrig.tracking import server as ts
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 from mlrig.wait import Abandoned, WaitTimeout
 from tests.helpers import wait_for_http
 
@@ -32,7 +33,7 @@ def running(docker_engine, server_image: str) -> Iterator[tuple[str, object]]:  
 
     tag = server_image
     port = free_port()
-    spec = ts.container_spec(
+    spec = ts_container.container_spec(
         image=tag,
         db_host="unused",
         db_name="mlflow",
@@ -41,7 +42,7 @@ def running(docker_engine, server_image: str) -> Iterator[tuple[str, object]]:  
         profile="small",
     )
     env = dict(spec.env)
-    env[ts.ENV_AUTH_INI] = ts.auth_ini("sqlite:////tmp/auth.db")
+    env[ts_container.ENV_AUTH_INI] = ts.auth_ini("sqlite:////tmp/auth.db")
     env[ts.ENV_ADMIN_PASSWORD] = ADMIN_PASSWORD
     env[ts.ENV_FLASK_SECRET] = "flask-secret-for-test"
     command = ts.server_args(
@@ -50,7 +51,7 @@ def running(docker_engine, server_image: str) -> Iterator[tuple[str, object]]:  
         backend_store_uri="sqlite:////tmp/mlflow.db",
         artifacts_destination="/tmp/artifacts",
         workers=1,
-        threads=ts.CONTAINER_THREADS,  # what the task runs: gunicorn's threaded workers
+        threads=ts_container.CONTAINER_THREADS,  # what the task runs: gunicorn's threaded workers
     )
     container = docker_engine.containers.run(  # type: ignore[attr-defined]
         tag, command=command, environment=env, network_mode="host", detach=True, user=spec.user

@@ -338,7 +338,7 @@ def authz_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
 
     from mlrig.adapters import processes
     from mlrig.core.stack.local.stack import free_port
-    from mlrig.tracking import server as ts
+    from mlrig.tracking import config as ts
 
     root = tmp_path_factory.mktemp("authz-local")
     (root / "artifacts").mkdir()
@@ -372,11 +372,12 @@ def authz_container(prerequisites_for_rehearsal: None) -> Iterator[dict[str, Any
     from mlrig.core.stack._rehearse.env import Services
     from mlrig.core.stack._rehearse.model import Request
     from mlrig.core.stack.local.stack import free_port
-    from mlrig.tracking import server as ts
+    from mlrig.tracking import container as ts_container
 
     with Services(Request(port=free_port()), lambda _m: None) as services:
         assert (
-            "default_permission = NO_PERMISSIONS" in services.config().contract_env[ts.ENV_AUTH_INI]
+            "default_permission = NO_PERMISSIONS"
+            in services.config().contract_env[ts_container.ENV_AUTH_INI]
         )  # the container's own default: the suite tests what AWS runs
         container = services.run_container()
         target = _authz_seed(services.url, services.admin_password, wait=300)

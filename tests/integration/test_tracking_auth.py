@@ -229,7 +229,7 @@ def test_with_several_workers_a_stale_password_dies_within_the_ttl(tmp_path) -> 
     import time
 
     from mlrig.core.stack.local.stack import free_port
-    from mlrig.tracking import server as ts
+    from mlrig.tracking import config as ts
 
     (tmp_path / "artifacts").mkdir()
     # the server takes its TTL from auth.ini, so a short one bounds staleness the same way

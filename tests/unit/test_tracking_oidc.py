@@ -14,8 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from mlrig.errors import UsageError
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 from mlrig.tracking import oidc
-from mlrig.tracking import server as ts
 
 ISSUER = "https://issuer.example"
 AUD = "mlrig:dev"
@@ -259,7 +260,7 @@ def test_runtimes_pass_the_config_to_the_server(tmp_path: Path) -> None:
         oidc_config_path=tmp_path / "o.json",
     )
     assert plan.env[oidc.ENV_CONFIG_FILE] == str(tmp_path / "o.json")
-    spec = ts.container_spec(
+    spec = ts_container.container_spec(
         image="i",
         db_host="h",
         db_name="d",

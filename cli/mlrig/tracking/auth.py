@@ -1,13 +1,13 @@
 """The tracking server's auth hook (MLflow's `authorization_function`): Basic or Bearer.
 
 - `Authorization: Basic`: mlrig's throttled front of MLflow's own password check
-  (tracking_server.authenticate_request_basic_auth), unchanged.
-- `Authorization: Bearer <JWT>`: an OIDC token (tracking_oidc) mapped to a machine identity
+  (tracking.throttle.authenticate_request_basic_auth), unchanged.
+- `Authorization: Bearer <JWT>`: an OIDC token (`oidc`) mapped to a machine identity
   that must exist in MLflow's user store; the hook returns that user name, so MLflow's own
   grants decide what the request may do (403 beyond them).
 - Anything else, and every failure: 401 with a one-line reason; never a 500, and nothing of
   a token or password is logged.
-Every write request and every auth failure gets one audit line (tracking_audit).
+Every write request and every auth failure gets one audit line (`audit`).
 
 MLflow calls the hook several times per request (its permission checks ask again who the
 sender is), so the decision is kept in the request's `flask.g`. On the routes MLflow's ASGI
@@ -15,8 +15,8 @@ app serves itself (artifact upload/download), MLflow calls the hook inside a syn
 Flask request on the event loop: no response passes through Flask there, so such a write is
 recorded when it is admitted (status null) and a failure when it is refused (401).
 
-Server-side and neutral: imports nothing from mlrig but its sibling tracking_* modules (the
-server image copies them alone); Flask and MLflow are imported lazily.
+Server-side and neutral: imports nothing from mlrig but the other modules of mlrig.tracking
+(the server image copies that package alone); Flask and MLflow are imported lazily.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from typing import Any
 from mlrig.tracking import audit as tracking_audit
 from mlrig.tracking import guard as tracking_guard
 from mlrig.tracking import oidc as tracking_oidc
-from mlrig.tracking.server import (
-    AUTH_CACHE_TTL_SECONDS,
+from mlrig.tracking.config import AUTH_CACHE_TTL_SECONDS
+from mlrig.tracking.throttle import (
     ENV_TRUSTED_PROXY_HOPS,
     authenticate_request_basic_auth,
     request_source,

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mlrig.tracking.server import ENV_OIDC_CONFIG, ENV_OIDC_CONFIG_FILE
+from mlrig.tracking.config import ENV_OIDC_CONFIG, ENV_OIDC_CONFIG_FILE
 
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 DEFAULT_REFS = ("refs/heads/*",)

@@ -38,7 +38,7 @@ class Profile:
     db_backup_days: int
     log_retention_days: int
     # The tracking server's task as "CPU:MIB" (a Fargate size) instead of the profile's
-    # (`tracking_server.CONTAINER_SIZES`); set by `mlrig stack up --server-size`.
+    # (`tracking.container.CONTAINER_SIZES`); set by `mlrig stack up --server-size`.
     server_size: str | None = None
 
 
@@ -143,9 +143,9 @@ def sized(profile: Profile, server_size: str | None) -> Profile:
     when None."""
     if server_size is None:
         return profile
-    from mlrig.tracking import server as ts
+    from mlrig.tracking import container as ts_container
 
-    ts.parse_size(server_size)
+    ts_container.parse_size(server_size)
     return replace(profile, server_size=server_size)
 
 

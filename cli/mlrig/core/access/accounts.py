@@ -17,7 +17,7 @@ from mlrig.core.access import plan as access_plan
 from mlrig.core.access.file import ROLES, AccessFile, is_machine
 from mlrig.core.access.plan import ROLE_NAMES, Current, CurrentUser, Step
 from mlrig.errors import Aborted, Conflict, UsageError
-from mlrig.tracking import server as tracking_server
+from mlrig.tracking import config as tracking_server
 
 if TYPE_CHECKING:
     from mlrig.adapters.mlflow_auth import MlflowAuth, User

@@ -2,7 +2,7 @@
 grants per experiment and registered model. No password is ever in it.
 
 Creating experiments and registered models is for editors and admins; `create: true` lets
-another user create them too (the server's guard, tracking_guard, enforces it). Machine
+another user create them too (the server's guard, mlrig.tracking.guard, enforces it). Machine
 identities (`repo-…`) are made by `mlrig init` / `mlrig access add-machine`, never here.
 
 ```yaml

@@ -62,14 +62,14 @@ def check_server_size(size: str | None) -> str | None:
     """CPU:MIB, a Fargate task size for the tracking server; None: the profile's."""
     if size is None:
         return None
-    from mlrig.tracking import server as ts
+    from mlrig.tracking import container as ts_container
 
     try:
-        ts.parse_size(size)
+        ts_container.parse_size(size)
     except ValueError as exc:
         raise UsageError(
             f"invalid --server-size: {exc}",
-            hint=f"e.g. {ts.TEAM_SIZE} (2 vCPU, 4 GiB) or 1024:2048 (1 vCPU, 2 GiB)",
+            hint=f"e.g. {ts_container.TEAM_SIZE} (2 vCPU, 4 GiB) or 1024:2048 (1 vCPU, 2 GiB)",
         ) from None
     return size
 

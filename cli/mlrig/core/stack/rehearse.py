@@ -28,7 +28,8 @@ from mlrig.core.stack._rehearse.model import (
 from mlrig.core.stack._rehearse.session import Session, Stop
 from mlrig.core.stack.local.stack import port_is_free
 from mlrig.errors import PortInUse, UsageError
-from mlrig.tracking import server as ts
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 
 # What callers (the command, tests, bench) use, whichever module defines it.
 __all__ = [
@@ -46,10 +47,10 @@ __all__ = [
 
 
 def _validate(req: Request) -> None:
-    if req.profile not in ts.CONTAINER_SIZES:
+    if req.profile not in ts_container.CONTAINER_SIZES:
         raise UsageError(
             f"unknown profile {req.profile!r}",
-            hint=f"use one of: {', '.join(sorted(ts.CONTAINER_SIZES))}",
+            hint=f"use one of: {', '.join(sorted(ts_container.CONTAINER_SIZES))}",
         )
     aws_inputs.check_server_size(req.server_size)
     if req.fault not in (None, *FAULTS):

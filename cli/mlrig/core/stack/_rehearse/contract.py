@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mlrig.tracking import server as ts
+from mlrig.tracking import container as ts_container
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def artifacts_prefix() -> str:
 
 def db_names() -> tuple[str, str]:
     """The tracking server's database and its owner role, as the AWS stack creates them."""
-    return ts.DB_NAME, ts.DB_USER
+    return ts_container.DB_NAME, ts_container.DB_USER
 
 
 def run_config(
@@ -55,7 +55,7 @@ def run_config(
     """The contract's container (the profile's size, or `size`), moved onto this machine's
     loopback."""
     db_name, db_user = db_names()
-    spec = ts.container_spec(
+    spec = ts_container.container_spec(
         image=image,
         db_host="127.0.0.1",
         db_port=db_port,

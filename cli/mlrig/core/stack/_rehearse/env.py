@@ -26,7 +26,8 @@ from mlrig.core.stack._rehearse.model import (
 from mlrig.core.stack.aws import stack as aws_stack
 from mlrig.core.stack.local.stack import free_port
 from mlrig.errors import DependencyMissing, ServiceError, UsageError
-from mlrig.tracking import server as ts
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 LABEL = "mlrig.rehearsal"  # on the containers, valued with the rehearsal's directory
@@ -193,10 +194,10 @@ class Services:
         values = {
             ts.ENV_ADMIN_PASSWORD: self.admin_password,
             ts.ENV_FLASK_SECRET: self.flask_secret,
-            ts.ENV_PG_PASSWORD: self.db_password,
+            ts_container.ENV_PG_PASSWORD: self.db_password,
         }
         if self.req.fault == "db-password":
-            values[ts.ENV_PG_PASSWORD] = "not-" + self.db_password
+            values[ts_container.ENV_PG_PASSWORD] = "not-" + self.db_password
         return values
 
     def break_dependency(self) -> None:

@@ -12,7 +12,7 @@ from mlrig.adapters import http
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack._rehearse.env import Services
 from mlrig.core.stack._rehearse.model import HEALTH_TIMEOUT, Check, Report, Request
-from mlrig.tracking import server as ts
+from mlrig.tracking import config as ts
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 T = TypeVar("T")

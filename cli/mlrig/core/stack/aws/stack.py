@@ -190,7 +190,7 @@ def to_stack_outputs(
 ) -> StackOutputs:
     """The contract document from the program's exports (names shared via OutputNames)."""
     from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef
-    from mlrig.tracking.server import ADMIN_USERNAME
+    from mlrig.tracking.config import ADMIN_USERNAME
 
     region = str(out[OutputNames.REGION])
     return StackOutputs(

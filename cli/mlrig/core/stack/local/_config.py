@@ -15,7 +15,7 @@ from mlrig.core.shared.progress import Progress
 from mlrig.core.stack import oidc_rules
 from mlrig.core.stack.local._services import Launch
 from mlrig.core.stack.local.state import REGISTRY_USER, Layout, LocalState
-from mlrig.tracking import server as tracking_server
+from mlrig.tracking import config as tracking_server
 
 
 def write_mlflow_configs(stack: Layout, made: list[str], progress: Progress) -> set[str]:

@@ -15,7 +15,7 @@ from mlrig.core.shared.files import PRIVATE_UMASK
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack.local.state import Layout, LocalState
 from mlrig.errors import CredentialsError, DependencyMissing, MlrigError, PortInUse, ServiceError
-from mlrig.tracking import server as tracking_server
+from mlrig.tracking import config as tracking_server
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 MLFLOW_START_TIMEOUT = 90.0

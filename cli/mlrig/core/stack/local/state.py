@@ -20,7 +20,7 @@ from mlrig import contract, paths
 from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, StackOutputs
 from mlrig.core.shared.files import private_dir
 from mlrig.errors import ConfigError, CredentialsError, MlrigError
-from mlrig.tracking import server as tracking_server
+from mlrig.tracking import config as tracking_server
 
 REGISTRY_USER = "mlrig"
 REGISTRY_REPOSITORY = "models"

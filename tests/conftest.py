@@ -129,11 +129,11 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     Yields {"home", "outputs", "env"}; tests that need it must set MLRIG_HOME themselves
     (use the `stack_env` fixture) since this one is session-scoped.
     """
-    from mlrig.core.stack import stacks
+    from mlrig.core.stack.env import client_env
 
     home = tmp_path_factory.mktemp("stack-home")
     with isolated_stack(home, "local") as (stack, outputs):
-        env = stacks.client_env(outputs)
+        env = client_env(outputs)
         yield {"home": home, "outputs": outputs, "env": env, "stack": stack}
 
 

@@ -15,7 +15,7 @@ from mlrig.contract import StackOutputs
 from mlrig.core.access import accounts as access
 from mlrig.core.access import identities
 from mlrig.core.shared.names import machine_user
-from mlrig.core.stack import stacks
+from mlrig.core.stack import env as stack_env
 from mlrig.main import app
 from tests.helpers import applied_passwords, isolated_stack
 
@@ -168,7 +168,7 @@ def test_the_machine_identity_writes_only_to_its_own_repository(
 
     env = identities.repo_env(stack, "shop")
     assert env["MLFLOW_TRACKING_USERNAME"] == "repo-shop"
-    with stacks.temporary_env(env):
+    with stack_env.temporary_env(env):
         client = mlflow.MlflowClient(stack.mlflow_tracking_uri)
         shop = client.get_experiment_by_name("shop")
         assert shop is not None

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig import contract
+from mlrig.core.stack import env as stack_env
 from mlrig.core.stack import stacks
 from mlrig.core.stack.aws.facade import AwsFacade
 from mlrig.core.stack.facade import Stack, UpOptions
@@ -145,7 +146,7 @@ def test_env_is_the_client_env_for_both_kinds(mlrig_home: Path) -> None:
     contract.save(out)
     contract.save(aws_stack_outputs("team").model_copy(update={"mlflow": out.mlflow}))
     for name in ("dev", "team"):
-        assert stacks.open(name).env() == stacks.client_env(contract.load(name))
+        assert stacks.open(name).env() == stack_env.client_env(contract.load(name))
 
 
 def test_confirmations(mlrig_home: Path) -> None:

@@ -165,9 +165,9 @@ def outputs(
 @app.command()
 def env(stack: StackOpt = None, name: StackNameAliasOpt = None) -> None:
     """Print `export` lines (with secrets) for `eval "$(mlrig stack env)"`."""
-    from mlrig.core.stack import stacks
+    from mlrig.core.stack import env as stack_env
 
-    typer.echo(stacks.export_lines(_open(stack, name).env()), nl=False)
+    typer.echo(stack_env.export_lines(_open(stack, name).env()), nl=False)
 
 
 @app.command("list")

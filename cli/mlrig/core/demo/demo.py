@@ -96,9 +96,9 @@ def _as_repo(ctx: DemoContext) -> Iterator[None]:
     the shell exported the stack's admin settings."""
     from mlrig import contract
     from mlrig.core.access import identities
-    from mlrig.core.stack import stacks
+    from mlrig.core.stack import env as stack_env
 
-    with stacks.temporary_env(identities.repo_env(contract.load(ctx.stack), PROJECT)):
+    with stack_env.temporary_env(identities.repo_env(contract.load(ctx.stack), PROJECT)):
         yield
 
 

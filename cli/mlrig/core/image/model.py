@@ -16,6 +16,7 @@ from mlrig.adapters.mlflow_rest import MlflowRest
 from mlrig.core.provenance import record as p
 from mlrig.core.provenance import resolve as provenance_resolve
 from mlrig.core.shared.serving_model import Provenance
+from mlrig.core.stack import env as stack_env
 from mlrig.core.stack import stacks
 from mlrig.errors import MlrigError, UsageError
 
@@ -44,8 +45,8 @@ def tracking_env(
 
         env = identities.acting_env(outputs, project)
     else:
-        env = stacks.client_env(outputs)
-    with stacks.temporary_env(mlflow_adapter.client_settings(env)):
+        env = stack_env.client_env(outputs)
+    with stack_env.temporary_env(mlflow_adapter.client_settings(env)):
         yield
 
 

@@ -273,6 +273,7 @@ def checkout(
     repository's identity logged is refused before anything is made (its tags chose the code)."""
     from mlrig import contract
     from mlrig.core.provenance import trace
+    from mlrig.core.stack import env as stack_env
     from mlrig.core.stack import stacks
 
     started = time.monotonic()
@@ -290,7 +291,7 @@ def checkout(
     outputs = contract.load(name := stacks.resolve_name(stack, repo=where))
     into = (into or default_into(_label(target, where))).resolve()
     workspace = restore(
-        target, into, outputs, stacks.client_env(outputs), repo=repo, progress=progress
+        target, into, outputs, stack_env.client_env(outputs), repo=repo, progress=progress
     )
     progress("verifying hashes, params and `dvc status`")
     found = checkout_verify.differences(into, target.files, target.params_md5, target.stage)

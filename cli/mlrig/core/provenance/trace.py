@@ -93,6 +93,7 @@ def connect(stack: str | None, repo: Path | None) -> tuple[MlflowRest, StackOutp
     """The tracking server (an exported MLFLOW_TRACKING_URI wins unless --stack is given)
     and the stack's outputs when one is known (its registry is searched for images)."""
     from mlrig import contract
+    from mlrig.core.stack import env as stack_env
     from mlrig.core.stack import stacks
 
     if os.environ.get("MLFLOW_TRACKING_URI") and not stack:
@@ -102,7 +103,7 @@ def connect(stack: str | None, repo: Path | None) -> tuple[MlflowRest, StackOutp
             outputs = None
         return MlflowRest.from_env(os.environ), outputs
     outputs = contract.load(stacks.resolve_name(stack, repo=repo))
-    return MlflowRest.from_env(stacks.client_env(outputs)), outputs
+    return MlflowRest.from_env(stack_env.client_env(outputs)), outputs
 
 
 def _model_of_run(rest: MlflowRest, run_id: str) -> ModelVersion | None:

@@ -20,7 +20,7 @@ from mlrig.adapters import dvc, git
 from mlrig.adapters.mlflow_rest import MlflowRest
 from mlrig.core.retrain import _repo as retrain_repo
 from mlrig.core.retrain import state as retrain_state
-from mlrig.core.stack import stacks
+from mlrig.core.stack import env as stack_env
 from mlrig.errors import Conflict, MlrigError, UsageError
 
 Log = Callable[[str], None]
@@ -86,7 +86,7 @@ def retrain(repo: Path, *, push_image: bool = True, log: Log = lambda _m: None) 
     saved.champion_known = False
     env = retrain_repo.credentials(outputs, root)
     env[RUN_CONTEXT_ENV] = _run_context(saved)
-    with stacks.temporary_env(env):
+    with stack_env.temporary_env(env):
         registry = _Registry({**os.environ, **env})
         saved.save(root)
 
@@ -287,7 +287,7 @@ def recover(repo: Path, log: Log = lambda _m: None) -> bool:
         )
     retrain_state.check(root, saved)  # refuse before asking the stack for anything
     env = retrain_repo.credentials(retrain_repo.outputs(root), root)
-    with stacks.temporary_env(env):
+    with stack_env.temporary_env(env):
         retrain_state.restore(root, saved, MlflowRest.from_env({**os.environ, **env}), log)
     retrain_state.clear(root)
     return True

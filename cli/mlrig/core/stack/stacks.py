@@ -9,12 +9,6 @@ from typing import TYPE_CHECKING
 
 from mlrig import contract, paths
 
-# a stack's client environment lives in stack_env (the façade reads it too); re-exported
-# here because callers think of it as part of "the stack API"
-from mlrig.core.stack.env import client_env as client_env
-from mlrig.core.stack.env import export_lines as export_lines
-from mlrig.core.stack.env import temporary_env as temporary_env
-
 if TYPE_CHECKING:
     from mlrig.contract import StackOutputs
     from mlrig.core.stack.facade import Stack

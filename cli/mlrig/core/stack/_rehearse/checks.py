@@ -18,7 +18,7 @@ from mlrig.adapters import mlflow as mlflow_adapter
 from mlrig.core.stack._rehearse.contract import artifacts_prefix, db_names
 from mlrig.core.stack._rehearse.model import MEMORY_LIMIT_SHARE
 from mlrig.core.stack._rehearse.session import Session
-from mlrig.core.stack.stacks import temporary_env
+from mlrig.core.stack.env import temporary_env
 from mlrig.errors import MlrigError
 
 ARTIFACT_NAME = "rehearsal.txt"

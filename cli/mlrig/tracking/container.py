@@ -136,7 +136,7 @@ def container_spec(
     # ALB; the security group admits nothing else), which appends the client's address to
     # X-Forwarded-For: the wrong-password throttle keys on that, not on the proxy's address.
     env[ENV_TRUSTED_PROXY_HOPS] = "1"
-    if oidc is not None:  # issuer, audience and rules (tracking_oidc.OidcConfig.to_json())
+    if oidc is not None:  # issuer, audience and rules (oidc.OidcConfig.to_json())
         env[ENV_OIDC_CONFIG] = json.dumps(oidc, separators=(",", ":"))
     return ContainerSpec(
         image=image,

@@ -210,7 +210,7 @@ def authenticate_request_basic_auth():  # type: ignore[no-untyped-def]
     for a (source, user) pair in back-off, else MLflow's check, whose failures are counted.
 
     Imports Flask and MLflow lazily: this module is also imported by `mlrig --help`. The
-    server image gets this file alone (aws_stack copies it), so it imports nothing from mlrig.
+    server image gets the mlrig.tracking package alone, so it imports nothing else of mlrig.
     """
     from flask import Response, request
     from mlflow.server import auth

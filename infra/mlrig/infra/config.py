@@ -110,7 +110,7 @@ class StackConfig:
     extra_tags: dict[str, str] = field(default_factory=dict)
     # GitHub repositories whose OIDC tokens the tracking server accepts, each as its machine
     # identity (`mlrig:oidcRules`); the issuer and audience default to GitHub's and
-    # `mlrig:<stack>`. They reach the task as MLRIG_OIDC_CONFIG (tracking_oidc.py).
+    # `mlrig:<stack>`. They reach the task as MLRIG_OIDC_CONFIG (mlrig/tracking/oidc.py).
     oidc_rules: tuple[tracking_oidc.Rule, ...] = ()
     oidc_issuer: str = tracking_oidc.GITHUB_ISSUER
     oidc_audience: str | None = None

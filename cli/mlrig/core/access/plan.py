@@ -22,7 +22,7 @@ from mlrig.core.access.file import AccessFile, is_machine
 ROLE_NAMES = {"reader": "mlrig-reader", "editor": "mlrig-editor"}
 ROLE_PERMISSION = {"reader": "READ", "editor": "EDIT"}
 # `create: true`: an MLflow role without permissions whose holders the server's guard lets
-# create experiments and registered models (tracking_guard.CREATOR_ROLES, with the editor role).
+# create experiments and registered models (tracking.guard.CREATOR_ROLES, with the editor role).
 CREATOR_ROLE = "mlrig-creator"
 KINDS = {"experiments": "experiment", "registered_models": "registered_model"}
 

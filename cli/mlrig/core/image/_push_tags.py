@@ -1,6 +1,6 @@
 """After a push: name the pushed image on the model version it serves (digest, repository,
 every reference ever pushed), so `mlrig trace` finds the run from a digest alone. Written
-once the registry acknowledged the manifest (`serving_push`); a push that fails after that
+once the registry acknowledged the manifest (`image.push`); a push that fails after that
 puts the tags back as they were (`undo`)."""
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
-"""Build lean model-serving images from MLflow models (push: `serving_push`).
+"""Build lean model-serving images from MLflow models (push: `image.push`).
 
 The serving base is an engine build on host networking (docker/serving/Dockerfile.tmpl:
 runtime, the model's pinned dependencies, the server), reused while its inputs are
 unchanged; the model downloaded from the tracking server goes on it as one layer mlrig
-assembles itself (`image_layer`) and loads into the engine, its blobs kept for a push
-(`image_cache`). Which model and its provenance live in `image_model`, running it in
-`image_run`, the last build's record in `image_last_built`.
+assembles itself (`oci.layer`) and loads into the engine, its blobs kept for a push
+(`oci.cache`). Which model and its provenance live in `image.model`, running it in
+`image.run`, the last build's record in `image.last_built`.
 """
 
 from __future__ import annotations

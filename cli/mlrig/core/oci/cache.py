@@ -113,7 +113,7 @@ def _base_manifest_file(base_id: str, where: str) -> Path:
 def base_manifest(base_id: str, where: str) -> tuple[bytes, str] | None:
     """The manifest (bytes, media type) the repository `where` (host/repository) held for
     the serving base when a push last read it; None when not known. Only a hint: the
-    registry may have lost the base's blobs since (see `serving_push_direct`)."""
+    registry may have lost the base's blobs since (see `oci.direct`)."""
     try:
         entry = json.loads(_base_manifest_file(base_id, where).read_text())
         body = str(entry["manifest"]).encode()
@@ -178,7 +178,7 @@ def lookup(image_id: str) -> Cached | None:
 
 def by_ref(ref: str) -> Cached | None:
     """The cached image a build last loaded as ref, when the cache still holds it whole.
-    Only a hint: the engine may have retagged ref since (see `serving_push`)."""
+    Only a hint: the engine may have retagged ref since (see `oci.push`)."""
     name = normalized(ref)
     if name is None:
         return None

@@ -1,4 +1,4 @@
-"""Push a model image mlrig assembled (`image_layer`, blobs in `image_cache`) through the
+"""Push a model image mlrig assembled (`oci.layer`, blobs in `oci.cache`) through the
 registry API itself: its base's layers are in the repository already, so a new version is
 its model layer, its config and its manifest.
 
@@ -8,7 +8,7 @@ also prove the credentials), the read of the base's manifest and both blob uploa
 then PUT each). Then the manifest is stored under each new tag and read back, tags side by
 side: four requests one after another. The first push to a repository puts the serving base
 there once, through the engine, as `serving-base-<12 hex of its ID>`; its manifest there is
-remembered (`image_cache`), so later pushes do not read it. A registry that lost the base's
+remembered (`oci.cache`), so later pushes do not read it. A registry that lost the base's
 layers since refuses the new manifest (MANIFEST_BLOB_UNKNOWN): the push forgets what it
 remembered, reads (or pushes) the base again and stores the manifest once more.
 """

@@ -1,5 +1,5 @@
-"""The steps both push paths share (`serving_push` through the engine,
-`serving_push_direct` through the registry API): where and as whom to push, what the tags
+"""The steps both push paths share (`oci.push` through the engine,
+`oci.direct` through the registry API): where and as whom to push, what the tags
 hold now (which also proves the credentials, refreshing an ECR token once), conflicts, the
 engine push with its retries, and reading a tag back before it counts as pushed.
 """

@@ -6,7 +6,7 @@ machine identity. Where the rules live:
   changes, so `add_rule` takes effect at the next request without a restart;
 - AWS stack: `<stack dir>/oidc.json`, which `mlrig stack up` sets as Pulumi config
   (`mlrig:oidcRules`, see `pulumi_config`); the program renders it into the task's
-  MLRIG_OIDC_CONFIG (`StackConfig.oidc` -> `tracking_server.container_spec(oidc=...)`), so a
+  MLRIG_OIDC_CONFIG (`StackConfig.oidc` -> `tracking.container.container_spec(oidc=...)`), so a
   changed rule takes effect with the next `mlrig stack up` (a new task revision).
 The issuer is GitHub's and the audience `mlrig:<stack>` unless the file says otherwise.
 """

@@ -2,8 +2,8 @@
 
 Real PostgreSQL (TLS, scram, a non-superuser owner) and an S3 API stand in for RDS and S3; the
 container gets the contract's command, user, env, secrets, memory and CPU, then is checked.
-This module checks the request and runs the parts in order: rehearse_env starts what is
-needed, rehearse_checks checks it, rehearse_model holds the report.
+This module checks the request and runs the parts in order: _rehearse.env starts what is
+needed, _rehearse.checks checks it, _rehearse.model holds the report.
 """
 
 from __future__ import annotations

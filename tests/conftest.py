@@ -97,7 +97,7 @@ def mlrig_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _free_port() -> int:
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
 
     return free_port()
 
@@ -117,7 +117,7 @@ def docker_engine() -> object:
 
 @pytest.fixture(scope="session")
 def base_image(docker_engine: object) -> str:
-    from mlrig.core import engine
+    from mlrig.core.setup import engine
 
     return engine.ensure_base_image()
 
@@ -129,11 +129,11 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     Yields {"home", "outputs", "env"}; tests that need it must set MLRIG_HOME themselves
     (use the `stack_env` fixture) since this one is session-scoped.
     """
-    from mlrig.core import stacks
+    from mlrig.core.stack.env import client_env
 
     home = tmp_path_factory.mktemp("stack-home")
     with isolated_stack(home, "local") as (stack, outputs):
-        env = stacks.client_env(outputs)
+        env = client_env(outputs)
         yield {"home": home, "outputs": outputs, "env": env, "stack": stack}
 
 

@@ -27,8 +27,8 @@ from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef, St
 from mlrig.wait import wait_until
 
 if TYPE_CHECKING:
-    from mlrig.core.local_stack import LocalStack
-    from mlrig.core.plan import Plan, PlannedResource
+    from mlrig.core.stack.local.stack import LocalStack
+    from mlrig.core.stack.plan import Plan, PlannedResource
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -101,7 +101,7 @@ def exited(proc: subprocess.Popen, what: str) -> str | None:
 def isolated_stack(home: Path, name: str) -> Iterator[tuple[LocalStack, StackOutputs]]:
     """A real local stack under its own MLRIG_HOME (for wider-scoped fixtures, which cannot
     use monkeypatch); stopped, with its processes checked gone, and the home restored."""
-    from mlrig.core.local_stack import LocalStack
+    from mlrig.core.stack.local.stack import LocalStack
 
     require(shutil.which("docker-registry") is not None, "the docker-registry binary")
     old = os.environ.get("MLRIG_HOME")
@@ -122,7 +122,7 @@ def isolated_stack(home: Path, name: str) -> Iterator[tuple[LocalStack, StackOut
 def registry_process(users: dict[str, str]) -> Iterator[tuple[str, subprocess.Popen]]:
     """A registry of a test's own (empty storage, its own htpasswd); yields host, process."""
     from mlrig.adapters import registry
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
 
     require(shutil.which("docker-registry") is not None, "the docker-registry binary")
     with tempfile.TemporaryDirectory(prefix="mlrig-reg-") as tmp:
@@ -214,7 +214,7 @@ def aws_outputs(name: str = "prod", endpoint: str | None = "http://127.0.0.1:9")
 
 def aws_stack_outputs(name: str) -> StackOutputs:
     """What `stack up --aws` records for stack `name`, from a plausible set of Pulumi outputs."""
-    from mlrig.core import aws_stack
+    from mlrig.core.stack.aws import stack as aws_stack
 
     return aws_stack.to_stack_outputs(
         name,
@@ -514,7 +514,8 @@ def register_model(name: str, c: float, pins: bool = True) -> tuple[str, list[in
 def assembled_variant(model_of: str, ref: str, labels: dict[str, str], root: Path) -> str:
     """Another image on the serving base of model_of (an image mlrig built): a one-file
     model and these labels, assembled and loaded as ref like a build does; its image ID."""
-    from mlrig.core import image, image_cache
+    from mlrig.core.image import build as image
+    from mlrig.core.oci import cache as image_cache
 
     cached = image_cache.lookup(model_of)
     assert cached is not None, f"{model_of} is not in mlrig's image cache"
@@ -524,7 +525,7 @@ def assembled_variant(model_of: str, ref: str, labels: dict[str, str], root: Pat
 
 
 def _plan(profile: str, domain: str | None, overrides: tuple[tuple[str, Any], ...]) -> Plan:
-    from mlrig.core import plan
+    from mlrig.core.stack import plan
 
     cfg = plan.plan_config(profile, domain=domain, github_repo=REPO)
     return plan.run_program(dataclasses.replace(cfg, **dict(overrides)))
@@ -549,7 +550,7 @@ def load_serving_module(name: str) -> Any:
     """docker/serving/mlrig_serve, the image's server package, loaded under `name`: run
     in-process by the unit tests (it is data shipped into the image, not an mlrig module).
     Each name is its own copy, so one test module's patches never reach another's."""
-    from mlrig.core import image
+    from mlrig.core.image import build as image
 
     package = image.serving_assets() / image.SERVER_PACKAGE
     spec = importlib.util.spec_from_file_location(
@@ -790,7 +791,7 @@ print(json.dumps(sorted(routes)))
 def mlflow_routes() -> list[tuple[str, str]]:
     """(method, rule) of every route the basic-auth MLflow server serves (Flask rules as
     `<name>`, FastAPI's as `{name}`), read in a fresh interpreter from the app itself."""
-    from mlrig import tracking_server as ts
+    from mlrig.tracking import config as ts
 
     ini = ts.auth_ini("@DB@", default_permission="NO_PERMISSIONS")
     out = subprocess.run(

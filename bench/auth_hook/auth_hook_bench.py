@@ -26,8 +26,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
 from common import IN_PROCESS, interleave, machine, markdown, record, row, utc_stamp
 
-from mlrig import tracking_oidc
-from mlrig import tracking_server as ts
+from mlrig.tracking import config as ts
+from mlrig.tracking import oidc as tracking_oidc
 
 PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
 AUDIENCE = "mlrig:bench"
@@ -64,7 +64,7 @@ def main() -> None:
         app, issuer = setup(Path(tmp), password)
         from mlflow.server import auth
 
-        from mlrig import tracking_auth
+        from mlrig.tracking import auth as tracking_auth
 
         token = issuer.token(AUDIENCE, repository="acme/bench", exp=int(time.time()) + 3600)
         basic = {

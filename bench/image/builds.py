@@ -31,7 +31,7 @@ def mlrig_build(b: Bench, version: str, tag: str, nocache: bool) -> float:
 
 
 def mlrig_build_in_process(version: str, tag: str) -> float:
-    from mlrig.core import image
+    from mlrig.core.image import build as image
 
     start = time.perf_counter()
     image.build(f"models:/{MODEL}/{version}", tag=tag)

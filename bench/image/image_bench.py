@@ -288,12 +288,12 @@ def main() -> None:
         args.samples, args.starts, args.requests, args.seconds = 2, 1, 300, 2.0
         args.cold = args.reference_bytes = False
     if args.serving:
-        from mlrig.core.local_stack import port_is_free
+        from mlrig.core.stack.local.stack import port_is_free
 
         for port in (REF_PORT, 8000) + (() if args.no_bentoml else (BENTO_PORT,)):
             if not port_is_free(port):
                 raise SystemExit(f"port {port} must be free (a reference image listens on it)")
-    from mlrig.core import engine
+    from mlrig.core.setup import engine
     from mlrig.version import __version__
 
     meta = machine(("mlflow", "scikit-learn", "docker")) | {

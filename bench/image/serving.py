@@ -134,7 +134,7 @@ def throughput(c: Contender, seconds: float, errors: list[str], clients: int = 4
 def serving_rows(
     b: Bench, refs: dict[str, str], body: dict[str, Any], expected: list[int], args: Any
 ) -> list[dict[str, Any]]:
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
 
     port = free_port()
     mlflow_body = json.dumps(body).encode()

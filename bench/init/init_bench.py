@@ -53,7 +53,7 @@ def by_hand(
     dest: Path, template: Path, ref: str, dataset: Path, remote: str, env: dict[str, str]
 ) -> float:
     """What a user types without mlrig, each command timed whole; the seconds summed."""
-    from mlrig.core import bootstrap
+    from mlrig.core.bootstrap import init as bootstrap
 
     dvc = str(BIN / "dvc")
     copier = [str(BIN / "copier"), "copy", "--defaults", "--quiet", "--vcs-ref", ref]
@@ -88,8 +88,8 @@ def main() -> None:
     home, env = fresh_home("mlrig-init-bench-")
     env.update(GIT_IDENTITY)
     os.environ["MLRIG_HOME"] = env["MLRIG_HOME"]  # the template repo below lives there
-    from mlrig.core import bootstrap
-    from mlrig.core.bootstrap_dataset import dataset_file
+    from mlrig.core.bootstrap import init as bootstrap
+    from mlrig.core.bootstrap.dataset import dataset_file
 
     sh(home, MLRIG, "stack", "up", "--local", env=env)
     try:

@@ -15,8 +15,8 @@ from sampling import StatsSampler
 from servers import Server
 from settings import GOAL_P99_S, GOAL_RPS, MANAGED_SMALL_USD_MONTH, OPS, OWN_CPU, STATS, WEIGHTS
 
-from mlrig.core import costs
-from mlrig.core.rehearse import MEMORY_LIMIT_SHARE
+from mlrig.core.stack import costs
+from mlrig.core.stack.rehearse import MEMORY_LIMIT_SHARE
 
 
 @dataclasses.dataclass

@@ -51,11 +51,12 @@ from settings import (
 )
 from workload import SetupFailed, drive, seed, wrong_password_burst
 
-from mlrig import tracking_server as ts
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import postgres
-from mlrig.core.local_stack import free_port
-from mlrig.core.rehearse import MEMORY_LIMIT_SHARE, Request, Services, moto_binary
+from mlrig.core.stack.local.stack import free_port
+from mlrig.core.stack.rehearse import MEMORY_LIMIT_SHARE, Request, Services, moto_binary
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 
 # --- main -------------------------------------------------------------------------------
 
@@ -137,7 +138,7 @@ def main() -> None:
         help="offered requests/s over all clients (0: no pacing, as fast as they go); "
         "default 26, the goal's 25 plus 4 %%, so a server that keeps up measures >= 25",
     )
-    ap.add_argument("--profile", default="small", choices=sorted(ts.CONTAINER_SIZES))
+    ap.add_argument("--profile", default="small", choices=sorted(ts_container.CONTAINER_SIZES))
     ap.add_argument(
         "--only",
         action="append",
@@ -149,7 +150,7 @@ def main() -> None:
         "--also",
         action="append",
         default=[],
-        choices=sorted(ts.CONTAINER_SIZES),
+        choices=sorted(ts_container.CONTAINER_SIZES),
         metavar="PROFILE",
         help="mlrig: also run this profile's task after the comparison (sizing)",
     )
@@ -183,7 +184,7 @@ def main() -> None:
     postgres.bin_dir()
     moto_binary()
     docker_adapter.client()
-    profile_workers = ts.CONTAINER_SIZES[args.profile][2]
+    profile_workers = ts_container.CONTAINER_SIZES[args.profile][2]
     stock_workers = profile_workers if args.stock_workers is None else (args.stock_workers or None)
     meta = {
         **machine(("mlflow", "docker", "requests", "moto")),

@@ -12,7 +12,7 @@ import psutil
 
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import postgres, processes
-from mlrig.core.rehearse import Services
+from mlrig.core.stack.rehearse import Services
 
 CGROUP_MEMORY = Path("/sys/fs/cgroup/memory/docker")  # cgroup v1 with docker's cgroupfs driver
 

@@ -14,11 +14,12 @@ from typing import Any
 from sampling import StatsSampler, oom_kills
 from settings import HEALTH_TIMEOUT
 
-from mlrig import tracking_server as ts
 from mlrig.adapters import aws, http, postgres
 from mlrig.adapters import docker as docker_adapter
-from mlrig.core.local_stack import free_port
-from mlrig.core.rehearse import RunConfig, Services, artifacts_prefix, exit_reason, run_config
+from mlrig.core.stack.local.stack import free_port
+from mlrig.core.stack.rehearse import RunConfig, Services, artifacts_prefix, exit_reason, run_config
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 # --- the servers -----------------------------------------------------------------------
@@ -30,7 +31,7 @@ class Server:
     cfg: RunConfig
     extra_env: dict[str, str]
     describe: str
-    database: str = ts.DB_NAME
+    database: str = ts_container.DB_NAME
 
     @property
     def url(self) -> str:
@@ -117,7 +118,7 @@ def stock_server(s: Services, workers: int | None, *, jobs: bool = True) -> Serv
     """Stock `mlflow server --app-name basic-auth`: same image, limits, PostgreSQL server (its
     own database and role) and bucket scheme; MLflow's defaults for everything else, or with
     job execution off (jobs=False), the one change it needs to start in the small profile."""
-    name = user = f"{ts.DB_NAME}_stock" + ("" if jobs else "_nojobs")
+    name = user = f"{ts_container.DB_NAME}_stock" + ("" if jobs else "_nojobs")
     password = secrets.token_urlsafe(24)
     postgres.create_database(s.cluster, name=name, owner=user, password=password)
     bucket = f"{s.bucket}-" + name.rsplit("_", 1)[-1].replace("_", "-")
@@ -139,7 +140,8 @@ def stock_server(s: Services, workers: int | None, *, jobs: bool = True) -> Serv
     ]
     env = {
         ts.ENV_AUTH_CONFIG: "/tmp/basic_auth.ini",
-        ts.ENV_AUTH_INI: stock_ini(store),  # the image's entrypoint writes it, then execs MLflow
+        # the image's entrypoint writes it, then execs MLflow
+        ts_container.ENV_AUTH_INI: stock_ini(store),
         "PYTHONUNBUFFERED": "1",
         # No outbound network here: MLflow's usage telemetry would only time out.
         "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -157,7 +159,7 @@ def stock_server(s: Services, workers: int | None, *, jobs: bool = True) -> Serv
     return Server(
         "stock basic-auth" + ("" if jobs else ", job execution off"),
         cfg,
-        {ts.ENV_PG_PASSWORD: password},
+        {ts_container.ENV_PG_PASSWORD: password},
         "`mlflow server --app-name basic-auth`, shipped basic_auth.ini (credential cache off, "
         "default_permission READ) with its database_uri on PostgreSQL; job execution "
         + ("on (MLflow's default)" if jobs else "off (MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false)")

@@ -18,7 +18,7 @@ from servers import Server
 from settings import BLOB, CLIENTS_IN_BURST, EXPERIMENT, MEMBER, MODEL, OPS, REQUEST_TIMEOUT, say
 
 from mlrig.adapters import docker as docker_adapter
-from mlrig.core.rehearse import Services
+from mlrig.core.stack.rehearse import Services
 
 
 class SetupFailed(Exception):

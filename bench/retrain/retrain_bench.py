@@ -69,7 +69,7 @@ def free_port() -> int:
 
 
 def main() -> None:
-    from mlrig.core.demo_retrain import append_rows
+    from mlrig.core.demo.retrain import append_rows
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=5)

@@ -16,7 +16,7 @@ the order turned each round), each a whole command spawned from here:
 - C the same with `--app-name basic-auth` (MLflow's stock auth app: auth DB, admin user from
   MLFLOW_AUTH_ADMIN_PASSWORD, Flask secret), for reference.
 B and C run the server the way mlrig runs its own: one worker and MLflow's job runner off
-(mlrig.tracking_server.plain_env), so the ratio A/B is mlrig's overhead over the server alone.
+(mlrig.tracking.config.plain_env), so the ratio A/B is mlrig's overhead over the server alone.
 `--mlflow-defaults` adds a row D: `mlflow server` with MLflow's own defaults (4 workers and the
 job runner: ~15 processes on 2 CPUs), which is slower than B and so a looser yardstick.
 
@@ -74,7 +74,7 @@ from common import (
     utc_stamp,
 )
 
-from mlrig import tracking_server
+from mlrig.tracking import config as tracking_server
 
 GOAL_RATIO = 1.3
 POLL_S = 0.05

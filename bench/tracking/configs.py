@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import config as ts
 
 PROBE = "/api/2.0/mlflow/experiments/get-by-name?experiment_name=Default"
 ROUNDS = 10  # the runs are cut into this many slices, alternated across the servers
@@ -87,7 +87,7 @@ def mlrig_config(
     workers: int = 1, authorization_function: str | None = None, oidc: bool = False
 ) -> Build:
     def build(d: Path, port: int, pw: str) -> tuple[list[str], dict[str, str]]:
-        from mlrig import tracking_oidc
+        from mlrig.tracking import oidc as tracking_oidc
 
         ini = ts.auth_ini(f"sqlite:///{d / 'auth.db'}")
         if authorization_function:

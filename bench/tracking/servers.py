@@ -28,9 +28,9 @@ from configs import (
     bearer_token,
 )
 
-from mlrig import tracking_server as ts
 from mlrig.adapters import processes
-from mlrig.core.local_stack import free_port
+from mlrig.core.stack.local.stack import free_port
+from mlrig.tracking import config as ts
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
 

@@ -29,7 +29,8 @@ def tracking_env(repo: Path | None = None) -> dict[str, str]:
     cannot be read.
     """
     from mlrig import contract
-    from mlrig.core import identities, stacks
+    from mlrig.core.access import identities
+    from mlrig.core.stack import stacks
 
     name = stacks.resolve_name(None, repo=repo)
     try:

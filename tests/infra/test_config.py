@@ -8,7 +8,7 @@ import pulumi
 import pytest
 from pulumi.runtime import config
 
-from mlrig.core import plan as plans
+from mlrig.core.stack import plan as plans
 from mlrig.infra import program
 from mlrig.infra.config import from_pulumi_config
 

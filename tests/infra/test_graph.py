@@ -10,7 +10,7 @@ import pulumi_aws as aws
 import pytest
 
 from mlrig.contract import OutputNames
-from mlrig.core import plan as plans
+from mlrig.core.stack import plan as plans
 from tests.helpers import DOMAIN
 
 TAGS = {"project": "mlrig", "stack": "plan", "managed-by": "pulumi-mlrig"}

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from mlrig.core.plan import PlannedResource
+from mlrig.core.stack.plan import PlannedResource
 from mlrig.infra import policy
 from tests.helpers import DOMAIN, make_plan
 

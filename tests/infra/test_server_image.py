@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 from mlrig.wait import Abandoned, WaitTimeout
 from tests.helpers import wait_for_http
 
@@ -21,18 +22,18 @@ ADMIN_PASSWORD = "container-admin-pw"
 
 @pytest.fixture(scope="module")
 def server_image(docker_engine, base_image: str) -> str:  # type: ignore[no-untyped-def]
-    from mlrig.core import aws_stack
+    from mlrig.core.stack.aws import stack as aws_stack
 
     return aws_stack.build_server_image(base_image=base_image)
 
 
 @pytest.fixture(scope="module")
 def running(docker_engine, server_image: str) -> Iterator[tuple[str, object]]:  # type: ignore[no-untyped-def]
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
 
     tag = server_image
     port = free_port()
-    spec = ts.container_spec(
+    spec = ts_container.container_spec(
         image=tag,
         db_host="unused",
         db_name="mlflow",
@@ -41,7 +42,7 @@ def running(docker_engine, server_image: str) -> Iterator[tuple[str, object]]:  
         profile="small",
     )
     env = dict(spec.env)
-    env[ts.ENV_AUTH_INI] = ts.auth_ini("sqlite:////tmp/auth.db")
+    env[ts_container.ENV_AUTH_INI] = ts.auth_ini("sqlite:////tmp/auth.db")
     env[ts.ENV_ADMIN_PASSWORD] = ADMIN_PASSWORD
     env[ts.ENV_FLASK_SECRET] = "flask-secret-for-test"
     command = ts.server_args(
@@ -50,7 +51,7 @@ def running(docker_engine, server_image: str) -> Iterator[tuple[str, object]]:  
         backend_store_uri="sqlite:////tmp/mlflow.db",
         artifacts_destination="/tmp/artifacts",
         workers=1,
-        threads=ts.CONTAINER_THREADS,  # what the task runs: gunicorn's threaded workers
+        threads=ts_container.CONTAINER_THREADS,  # what the task runs: gunicorn's threaded workers
     )
     container = docker_engine.containers.run(  # type: ignore[attr-defined]
         tag, command=command, environment=env, network_mode="host", detach=True, user=spec.user
@@ -147,7 +148,7 @@ def test_phase_one_pushes_the_image_to_the_stacks_ecr(
     ecr_data_plane: str,
 ) -> None:
     from mlrig.adapters.registry import RegistryClient
-    from mlrig.core import aws_stack
+    from mlrig.core.stack.aws import stack as aws_stack
 
     server_image = small_image
     repo = "mlrig-team/mlflow-server"

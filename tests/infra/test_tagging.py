@@ -7,7 +7,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from mlrig.core import plan as plans
+from mlrig.core.stack import plan as plans
 from mlrig.infra.tagging import merged, tagged
 
 STACK_TAGS = {"project": "mlrig", "stack": "plan"}

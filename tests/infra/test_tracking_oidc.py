@@ -1,5 +1,5 @@
 """Where an AWS stack's OIDC rules live: Pulumi config (`mlrig:oidcRules`) -> StackConfig ->
-the task's MLRIG_OIDC_CONFIG, which the server's auth hook reads (mlrig/tracking_oidc.py)."""
+the task's MLRIG_OIDC_CONFIG, which the server's auth hook reads (mlrig/tracking/oidc.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import json
 
 from pulumi.runtime import config
 
-from mlrig import tracking_oidc
-from mlrig import tracking_server as ts
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
+from mlrig.tracking import oidc as tracking_oidc
 from tests.helpers import make_plan
 
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
@@ -26,7 +27,7 @@ def test_the_rules_reach_the_task_with_the_stacks_audience() -> None:
     assert config.issuer == tracking_oidc.GITHUB_ISSUER
     assert config.audience == "mlrig:plan"
     assert config.rules == (RULE,)
-    assert ts.ENV_OIDC_CONFIG not in ts.CONTAINER_SECRET_ENV_NAMES  # not a secret
+    assert ts.ENV_OIDC_CONFIG not in ts_container.CONTAINER_SECRET_ENV_NAMES  # not a secret
 
 
 def test_no_rules_no_bearer_config() -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 from tests.helpers import DOMAIN, make_plan, statement
 
 RDS = "aws:rds/instance:Instance"
@@ -81,7 +82,7 @@ def _container(plan) -> dict:
 def test_container_definition_comes_from_the_shared_contract(any_plan) -> None:
     c = _container(any_plan)
     profile = any_plan.profile
-    spec = ts.container_spec(
+    spec = ts_container.container_spec(
         image="123456789012.dkr.ecr.us-east-1.amazonaws.com/mlrig-plan/mlflow-server:plan",
         db_host=DB_HOST,
         db_name="mlflow",
@@ -90,7 +91,7 @@ def test_container_definition_comes_from_the_shared_contract(any_plan) -> None:
         profile=profile,
         allowed_hosts=c["command"][-1].split(","),
     )
-    assert c["image"] == spec.image and c["user"] == ts.CONTAINER_USER
+    assert c["image"] == spec.image and c["user"] == ts_container.CONTAINER_USER
     assert c["command"] == list(spec.command)
     assert c["command"][:2] == ["--app-name", "basic-auth"]
     cmd = c["command"]
@@ -110,7 +111,7 @@ def test_container_definition_comes_from_the_shared_contract(any_plan) -> None:
     assert c["secrets"] == [
         {"name": ts.ENV_ADMIN_PASSWORD, "valueFrom": secret_arn("mlflow-admin-password")},
         {"name": ts.ENV_FLASK_SECRET, "valueFrom": secret_arn("mlflow-flask-secret")},
-        {"name": ts.ENV_PG_PASSWORD, "valueFrom": secret_arn("mlflow-db-password")},
+        {"name": ts_container.ENV_PG_PASSWORD, "valueFrom": secret_arn("mlflow-db-password")},
     ]
     assert ts.HEALTH_PATH in c["healthCheck"]["command"][-1]
     assert c["logConfiguration"]["options"]["awslogs-group"] == "/mlrig/plan/mlflow"
@@ -120,7 +121,7 @@ def test_container_definition_comes_from_the_shared_contract(any_plan) -> None:
 
 def test_task_size_per_profile(any_plan) -> None:
     task = any_plan.one(TASK).inputs
-    cpu, memory, _ = ts.CONTAINER_SIZES[any_plan.profile]
+    cpu, memory, _ = ts_container.CONTAINER_SIZES[any_plan.profile]
     assert (task["cpu"], task["memory"]) == (str(cpu), str(memory))
     assert task["family"] == "mlrig-plan-mlflow"
     assert task["networkMode"] == "awsvpc" and task["requiresCompatibilities"] == ["FARGATE"]

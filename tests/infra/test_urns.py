@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from pulumi.runtime import mocks
 
-from mlrig.core import plan as plans
+from mlrig.core.stack import plan as plans
 from tests.helpers import DOMAIN
 
 DEPLOYED = json.loads((Path(__file__).parent / "stack_urns.json").read_text())

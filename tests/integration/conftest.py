@@ -28,7 +28,7 @@ EXPERIMENTS = ("train.C=20", "train.C=0.05")
 @pytest.fixture
 def template_copy(tmp_path: Path) -> Path:
     """A copy of the packaged template that a test may change (a newer version, edits)."""
-    from mlrig.core import bootstrap
+    from mlrig.core.bootstrap import init as bootstrap
 
     copy = tmp_path / "template-src"
     shutil.copytree(
@@ -75,7 +75,8 @@ def provenance_repo(
                    "ref":     host/repository@sha256:… as pushed,
                  }}
     """
-    from mlrig.core import image, serving_push
+    from mlrig.core.image import build as image
+    from mlrig.core.image import push as serving_push
 
     home = local_stack["home"]
     root = tmp_path_factory.mktemp("provenance")
@@ -169,8 +170,9 @@ def oidc_stack(tmp_path_factory: pytest.TempPathFactory, oidc_issuer: Any) -> It
     server re-reads it on change, so the tests also show that no restart is needed."""
     import requests
 
-    from mlrig import tracking_oidc
-    from mlrig.core import oidc_rules, secrets
+    from mlrig.core.shared import secrets
+    from mlrig.core.stack import oidc_rules
+    from mlrig.tracking import oidc as tracking_oidc
     from tests.helpers import isolated_stack
 
     with isolated_stack(tmp_path_factory.mktemp("oidc-home"), "oidctest") as (stack, outputs):
@@ -334,9 +336,9 @@ def authz_local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     its auth config, seeded by _authz_seed. Yields the target (see _authz_seed)."""
     import secrets
 
-    from mlrig import tracking_server as ts
     from mlrig.adapters import processes
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
+    from mlrig.tracking import config as ts
 
     root = tmp_path_factory.mktemp("authz-local")
     (root / "artifacts").mkdir()
@@ -367,14 +369,15 @@ def authz_container(prerequisites_for_rehearsal: None) -> Iterator[dict[str, Any
     """The AWS tracking server's image and task contract as `mlrig stack rehearse` runs it
     (PostgreSQL, moto's S3), whose default_permission is NO_PERMISSIONS, seeded by
     _authz_seed. Yields the target (see _authz_seed)."""
-    from mlrig import tracking_server as ts
-    from mlrig.core.local_stack import free_port
-    from mlrig.core.rehearse_env import Services
-    from mlrig.core.rehearse_model import Request
+    from mlrig.core.stack._rehearse.env import Services
+    from mlrig.core.stack._rehearse.model import Request
+    from mlrig.core.stack.local.stack import free_port
+    from mlrig.tracking import container as ts_container
 
     with Services(Request(port=free_port()), lambda _m: None) as services:
         assert (
-            "default_permission = NO_PERMISSIONS" in services.config().contract_env[ts.ENV_AUTH_INI]
+            "default_permission = NO_PERMISSIONS"
+            in services.config().contract_env[ts_container.ENV_AUTH_INI]
         )  # the container's own default: the suite tests what AWS runs
         container = services.run_container()
         target = _authz_seed(services.url, services.admin_password, wait=300)
@@ -430,7 +433,7 @@ def image_env(local_stack: dict, base_image: str) -> Iterator[dict]:
 def direct_versions(image_env: dict) -> list[dict[str, Any]]:
     """Three versions of the registered model `bc-direct` (same dependencies), each built
     with image.build: [{"version", "expected" (answers to the first three rows), "built"}]."""
-    from mlrig.core import image
+    from mlrig.core.image import build as image
     from tests.helpers import register_model
 
     found = []

@@ -12,7 +12,10 @@ import requests
 from typer.testing import CliRunner
 
 from mlrig.contract import StackOutputs
-from mlrig.core import access, identities, stacks
+from mlrig.core.access import accounts as access
+from mlrig.core.access import identities
+from mlrig.core.shared.names import machine_user
+from mlrig.core.stack import env as stack_env
 from mlrig.main import app
 from tests.helpers import applied_passwords, isolated_stack
 
@@ -36,7 +39,7 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Stack
     with isolated_stack(tmp_path_factory.mktemp("access-home"), "acc") as (layout, outputs):
         for project in ("shop", "fraud"):
             result = access.add_machine(outputs, project)
-            assert result.created and result.user == identities.machine_user(project)
+            assert result.created and result.user == machine_user(project)
         yield layout, outputs
 
 
@@ -165,7 +168,7 @@ def test_the_machine_identity_writes_only_to_its_own_repository(
 
     env = identities.repo_env(stack, "shop")
     assert env["MLFLOW_TRACKING_USERNAME"] == "repo-shop"
-    with stacks.temporary_env(env):
+    with stack_env.temporary_env(env):
         client = mlflow.MlflowClient(stack.mlflow_tracking_uri)
         shop = client.get_experiment_by_name("shop")
         assert shop is not None
@@ -244,7 +247,7 @@ def test_init_makes_the_repos_machine_identity_and_training_uses_it(
     stack: StackOutputs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlrig import api
-    from mlrig.core import bootstrap
+    from mlrig.core.bootstrap import init as bootstrap
 
     monkeypatch.delenv("MLRIG_STACK", raising=False)
     result = bootstrap.init(tmp_path / "ledger", "acc")

@@ -9,7 +9,7 @@ import pytest
 
 from mlrig import contract
 from mlrig.contract import BasicAuth, SecretRef
-from mlrig.core import identities
+from mlrig.core.access import identities
 from tests.helpers import aws_outputs
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from mlrig.core.audit import AuditEntry, read_entries
+from mlrig.core.access._log import AuditEntry, read_entries
 from mlrig.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import throttle as ts_throttle
 from tests.helpers import grant_default_experiment, isolated_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
@@ -99,7 +99,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from mlrig.core import secrets
+    from mlrig.core.shared import secrets
 
     with isolated_stack(tmp_path_factory.mktemp("throttle-home"), "throttle") as (_, outputs):
         assert outputs.mlflow.auth is not None
@@ -151,7 +151,7 @@ def test_a_wrong_password_flood_is_throttled_and_does_not_slow_a_normal_user(
     # Only the first concurrent burst reaches MLflow's hash check (a plain 401); the rest are
     # answered 401 with Retry-After, without a hash.
     assert set(codes) <= {"401", "throttled"}
-    assert codes.get("401", 0) <= ts.THROTTLE_MAX_FAILURES + FLOOD_THREADS
+    assert codes.get("401", 0) <= ts_throttle.THROTTLE_MAX_FAILURES + FLOOD_THREADS
     assert codes.get("throttled", 0) > codes.get("401", 0)
     assert under <= 2 * base, f"median {base * 1000:.1f} ms -> {under * 1000:.1f} ms"
 

@@ -1,5 +1,5 @@
 """The holes MLflow 3.17 leaves open on a NO_PERMISSIONS server, each with the probe that
-found it, now closed by mlrig.tracking_guard (see its docstring), on the local stack's
+found it, now closed by mlrig.tracking.guard (see its docstring), on the local stack's
 server and on the AWS container:
 
 - artifact paths that climb out of their folder, are absolute or use backslashes, in any

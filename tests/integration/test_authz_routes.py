@@ -365,7 +365,7 @@ def classify(routes: list[tuple[str, str]]) -> dict[str, list[tuple[str, str]]]:
     """Each route's class: probed (a catalogue row hits it), admin-only (tracking_guard
     refuses non-admins; sweep_admin_only checks each), not applicable (NOT_APPLICABLE says
     why) or unclassified."""
-    from mlrig import tracking_guard
+    from mlrig.tracking import guard as tracking_guard
 
     probed = _probed_paths()
     found: dict[str, list[tuple[str, str]]] = {
@@ -396,7 +396,7 @@ def test_catalogue_covers_mlflow_routes() -> None:
     classes = route_classes()
     assert classes["unclassified"] == []
     assert len(classes["probed"]) > 150 and len(classes["admin-only"]) > 300
-    from mlrig.tracking_guard import canonical
+    from mlrig.tracking.guard import canonical
 
     stale = set(NOT_APPLICABLE) - {(m, canonical(r)) for m, r in classes["not applicable"]}
     assert stale == set(), "NOT_APPLICABLE names routes MLflow no longer has"

@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig.adapters import processes
-from mlrig.core import doctor
-from mlrig.core.local_stack import LocalStack
+from mlrig.core.doctor import doctor
+from mlrig.core.stack.local.stack import LocalStack
 from mlrig.main import app
 from tests.helpers import isolated_stack
 

@@ -9,7 +9,7 @@ import pytest
 
 from mlrig import contract
 from mlrig.contract import DvcRemote, Mlflow, Registry, StackOutputs
-from mlrig.core import doctor
+from mlrig.core.doctor import doctor
 
 pytestmark = pytest.mark.integration
 

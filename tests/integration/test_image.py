@@ -21,8 +21,11 @@ from mlrig import contract
 from mlrig.adapters import ecr
 from mlrig.adapters.registry import RegistryClient
 from mlrig.contract import BasicAuth, Registry, SecretRef
-from mlrig.core import image, image_model, image_run, serving_push
-from mlrig.core.local_stack import free_port
+from mlrig.core.image import build as image
+from mlrig.core.image import model as image_model
+from mlrig.core.image import push as serving_push
+from mlrig.core.image import run as image_run
+from mlrig.core.stack.local.stack import free_port
 from mlrig.errors import RemoteError, ServiceError
 from mlrig.main import app
 from tests.helpers import VENV_BIN, register_model, registry_process
@@ -372,7 +375,7 @@ def test_whole_build_and_push_never_import_mlflow(v1: dict, image_env: dict) -> 
         built, err = imported_by(
             "image", "build", "--model", f"models:/{MODEL}/{version}", "-t", ref
         )
-        assert "mlrig.core.image" in built
+        assert "mlrig.core.image.build" in built
         assert not [m for m in built if m == "mlflow" or m.startswith("mlflow.")]
         # v1 built the serving base from the same pins: this build ran only the model's steps
         assert "building the serving base" not in err
@@ -380,7 +383,7 @@ def test_whole_build_and_push_never_import_mlflow(v1: dict, image_env: dict) -> 
         labels = docker_adapter.client().api.inspect_image(ref)["Config"]["Labels"]
         assert labels["io.mlrig.model.version"] == version
         pushed, _ = imported_by("image", "push", "--stack", "local", ref)
-        assert "mlrig.core.serving_push" in pushed
+        assert "mlrig.core.image.push" in pushed
         assert not [m for m in pushed if m == "mlflow" or m.startswith("mlflow.")]
     finally:
         docker_adapter.client().api.remove_image(ref, noprune=True)
@@ -436,7 +439,7 @@ def test_labels_reach_the_image_exactly(v1: dict, tmp_path: Path) -> None:
     """Labels go into the image's config as they are: quotes, dollars, backslashes and
     line breaks included."""
     from mlrig.adapters import docker as docker_adapter
-    from mlrig.core import image_cache
+    from mlrig.core.oci import cache as image_cache
 
     labels = {
         "io.mlrig.test.quotes": 'say "hi"',

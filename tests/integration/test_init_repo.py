@@ -11,7 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from mlrig import contract
-from mlrig.core import bootstrap, bootstrap_repo
+from mlrig.core.bootstrap import init as bootstrap
+from mlrig.core.bootstrap import repo as bootstrap_repo
 from mlrig.errors import Conflict, ServiceError
 from mlrig.main import app
 from tests.helpers import aws_outputs, dvc_config, require

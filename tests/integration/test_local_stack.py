@@ -18,8 +18,8 @@ import requests
 from mlrig import contract
 from mlrig.adapters import processes
 from mlrig.adapters.registry import RegistryClient
-from mlrig.core import stacks
-from mlrig.core.local_stack import LocalStack
+from mlrig.core.stack import env as stack_env
+from mlrig.core.stack.local.stack import LocalStack
 from mlrig.errors import DependencyMissing, PortInUse, ServiceError
 from mlrig.wait import WaitTimeout, wait_until
 from tests.helpers import require
@@ -149,7 +149,7 @@ def object_path(remote: str, md5: str) -> Path:
 def test_full_lifecycle(own_stack: LocalStack, base_image: str, tmp_path: Path) -> None:
     outputs = own_stack.up()
     assert contract.load("it") == outputs
-    env = stacks.client_env(outputs)
+    env = stack_env.client_env(outputs)
 
     # secrets: 0600 files, referenced not embedded
     for f in own_stack.secrets_dir.iterdir():
@@ -352,7 +352,7 @@ def test_registry_container_fallback(
     stack = LocalStack("box")
     try:
         outputs = stack.up()
-        env = stacks.client_env(outputs)
+        env = stack_env.client_env(outputs)
         reg = RegistryClient(
             f"http://{outputs.registry.host}",
             env["MLRIG_REGISTRY_USERNAME"],

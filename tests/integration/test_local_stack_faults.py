@@ -28,8 +28,8 @@ import requests
 
 from mlrig import contract
 from mlrig.adapters import processes
-from mlrig.core import stack_lock
-from mlrig.core.local_files import loose_modes
+from mlrig.core.shared.files import loose_modes
+from mlrig.core.stack import lock as stack_lock
 from mlrig.wait import wait_until
 from tests.helpers import require, sample
 

@@ -14,8 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig.adapters.registry import RegistryClient
-from mlrig.core import image_cache, image_run, serving_push, serving_push_direct
-from mlrig.core.local_stack import free_port
+from mlrig.core.image import push as serving_push
+from mlrig.core.image import run as image_run
+from mlrig.core.oci import cache as image_cache
+from mlrig.core.oci import direct as serving_push_direct
+from mlrig.core.stack.local.stack import free_port
 from mlrig.main import app
 from tests.helpers import assembled_variant
 
@@ -259,7 +262,7 @@ def test_a_read_back_that_fails_leaves_the_model_versions_tags_as_they_were(
 ) -> None:
     from mlrig.adapters import docker as docker_adapter
     from mlrig.adapters.mlflow_rest import MlflowRest
-    from mlrig.core import provenance as p
+    from mlrig.core.provenance import record as p
     from mlrig.errors import RemoteError
     from tests.helpers import register_model
 

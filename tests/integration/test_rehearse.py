@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mlrig import tracking_server as ts
-from mlrig.core import rehearse as core
+from mlrig.core.stack import rehearse as core
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 RUNS = 20  # the command's default is 200; bench-sized runs are measured by hand (see report)
@@ -34,7 +35,7 @@ CHECKS = [
 @pytest.fixture(scope="module")
 def rehearsal(prerequisites_for_rehearsal: None) -> Iterator[dict[str, Any]]:
     """One rehearsal through the command line, kept running, its JSON report parsed."""
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
     from mlrig.main import app
 
     result = CliRunner().invoke(
@@ -97,9 +98,13 @@ def test_report_carries_the_measurements(rehearsal: dict[str, Any]) -> None:
 
 def test_the_container_ran_with_the_contract(rehearsal: dict[str, Any]) -> None:
     cfg = rehearsal["run_config"]
-    cpu, memory, workers = ts.CONTAINER_SIZES["small"]
-    assert (cfg["user"], cfg["memory_mib"], cfg["cpu_units"]) == (ts.CONTAINER_USER, memory, cpu)
-    assert cfg["secret_names"] == list(ts.CONTAINER_SECRET_ENV_NAMES)
+    cpu, memory, workers = ts_container.CONTAINER_SIZES["small"]
+    assert (cfg["user"], cfg["memory_mib"], cfg["cpu_units"]) == (
+        ts_container.CONTAINER_USER,
+        memory,
+        cpu,
+    )
+    assert cfg["secret_names"] == list(ts_container.CONTAINER_SECRET_ENV_NAMES)
     assert cfg["health_path"] == ts.HEALTH_PATH and cfg["network_mode"] == "host"
     assert cfg["command"][cfg["command"].index("--workers") + 1] == str(workers)
     assert "MLFLOW_S3_ENDPOINT_URL" in cfg["local_env_names"]
@@ -132,7 +137,7 @@ def test_kept_server_answers_then_stop_removes_everything(
 
 def test_no_secret_in_the_report(rehearsal: dict[str, Any]) -> None:
     text = json.dumps(rehearsal)
-    for name in ts.CONTAINER_SECRET_ENV_NAMES:
+    for name in ts_container.CONTAINER_SECRET_ENV_NAMES:
         assert f'"{name}": "' not in text  # names only, never name-value pairs
 
 
@@ -152,7 +157,7 @@ def test_a_broken_dependency_is_named(
     fault: str,
     cause: str,
 ) -> None:
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
 
     endpoint = None
     if fault == "bucket":  # also covers --s3-endpoint: any S3 API, credentials from the env

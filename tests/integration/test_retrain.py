@@ -192,7 +192,7 @@ def test_a_failed_publish_leaves_no_commit_and_no_orphaned_alias(world: dict) ->
 
 
 def test_recover_after_a_kill_mid_train(world: dict) -> None:
-    from mlrig.core import retrain
+    from mlrig.core.retrain import retrain
 
     repo, env, client = world["repo"], world["env"], world["client"]
     append_rows(world["source"], 10, shift=7)
@@ -229,7 +229,7 @@ def test_a_moved_champion_is_built_and_pushed_with_a_verified_digest(
     world: dict, base_image: str
 ) -> None:
     from mlrig.adapters.registry import RegistryClient
-    from mlrig.core import serving_push
+    from mlrig.core.oci import push as oci_push
 
     repo, env, client = world["repo"], world["env"], world["client"]
     append_rows(world["source"], 10, shift=9)  # margin is -1: the candidate is promoted
@@ -237,7 +237,7 @@ def test_a_moved_champion_is_built_and_pushed_with_a_verified_digest(
     assert result["champion_moved"] is True
     assert _registry(client)[1] == result["version"]
     assert result["image"].endswith(f"@{result['digest']}")
-    target = serving_push.target_for(world["outputs"])
+    target = oci_push.target_for(world["outputs"])
     registry = RegistryClient(target.api_base, target.username, target.password)
     assert registry.manifest_digest(target.repository, result["digest"]) == result["digest"]
     # the image serves the champion and labels the retrain commit

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from mlrig import contract
-from mlrig.core import bootstrap
+from mlrig.core.bootstrap import init as bootstrap
 from tests.helpers import aws_outputs
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mlrig.core.provenance import ProvenanceRecord
+from mlrig.core.provenance.record import ProvenanceRecord
 from tests.helpers import VENV_BIN, breast_cancer_pipeline, md5, registry_process, repo_env, sh
 
 pytestmark = pytest.mark.integration
@@ -123,7 +123,7 @@ def test_every_kind_of_ref_gives_the_same_record(
 ) -> None:
     from mlflow import MlflowClient
 
-    from mlrig.core import trace
+    from mlrig.core.provenance import trace
 
     prov = provenance_repo
     project = prov["project"]
@@ -153,7 +153,7 @@ def test_every_kind_of_ref_gives_the_same_record(
 def test_the_stacks_registry_answers_when_the_engine_has_no_such_image(
     provenance_repo: dict, stack_env: dict
 ) -> None:
-    from mlrig.core import trace_image
+    from mlrig.core.provenance import _trace_image as trace_image
 
     facts = next(iter(provenance_repo["versions"].values()))
     found = trace_image._registry(stack_env["outputs"], None, facts["digest"])
@@ -223,7 +223,8 @@ def test_ecr_digest_traces_through_the_model_version_tags(
     from mlrig.adapters import docker as docker_adapter
     from mlrig.adapters import ecr
     from mlrig.contract import DvcRemote, Registry, StackOutputs
-    from mlrig.core import image, serving_push
+    from mlrig.core.image import build as image
+    from mlrig.core.image import push as serving_push
 
     name, bucket = "tracerig", "mlrig-trace-test"
     boto3.client("s3", endpoint_url=aws_env, region_name="us-east-1").create_bucket(Bucket=bucket)

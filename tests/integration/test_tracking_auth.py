@@ -56,7 +56,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A local stack of its own: these tests change users, which the shared one must not see."""
-    from mlrig.core import secrets
+    from mlrig.core.shared import secrets
 
     with isolated_stack(tmp_path_factory.mktemp("auth-home"), "authtest") as (stack, outputs):
         assert outputs.mlflow.auth is not None
@@ -228,8 +228,8 @@ def test_with_several_workers_a_stale_password_dies_within_the_ttl(tmp_path) -> 
     import secrets
     import time
 
-    from mlrig import tracking_server as ts
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.local.stack import free_port
+    from mlrig.tracking import config as ts
 
     (tmp_path / "artifacts").mkdir()
     # the server takes its TTL from auth.ini, so a short one bounds staleness the same way

@@ -149,7 +149,7 @@ def test_a_rotated_key_is_picked_up_and_the_old_one_still_works_while_published(
 def test_a_rule_added_to_the_file_works_without_restart_and_needs_the_identity(
     oidc_stack: dict[str, Any], oidc_issuer: Any
 ) -> None:
-    from mlrig.core import oidc_rules
+    from mlrig.core.stack import oidc_rules
 
     path = oidc_stack["config_path"]
     token = oidc_issuer.token(oidc_stack["audience"], repository="acme/late")
@@ -187,7 +187,7 @@ def test_add_machine_with_a_github_repo_lets_that_repos_tokens_act_as_its_identi
     """What `mlrig init --github-repo` and `mlrig access add-machine --github-repo` do: the
     identity, EDIT on its own experiment only, and the rule that maps the repo's tokens to it."""
     from mlrig import contract
-    from mlrig.core import access
+    from mlrig.core.access import accounts as access
 
     token = oidc_issuer.token(oidc_stack["audience"], repository="acme/keyless")
     assert _get(oidc_stack, token, "keyless") == 401  # no rule yet

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 import requests
 
-from mlrig import tracking_oidc
-from mlrig import tracking_server as ts
-from mlrig.core.audit import read_entries
+from mlrig.core.access._log import read_entries
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
+from mlrig.tracking import oidc as tracking_oidc
+from mlrig.tracking import throttle as ts_throttle
 from mlrig.wait import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -23,28 +25,28 @@ AUDIENCE = "mlrig:imagetest"
 
 @pytest.fixture(scope="module")
 def container(docker_engine: Any, base_image: str, oidc_issuer: Any) -> Iterator[dict[str, Any]]:
-    from mlrig.core import aws_stack
-    from mlrig.core.local_stack import free_port
+    from mlrig.core.stack.aws import stack as aws_stack
+    from mlrig.core.stack.local.stack import free_port
 
     image = aws_stack.build_server_image(base_image=base_image)
     port, password = free_port(), secrets.token_urlsafe(24)
     rule = tracking_oidc.Rule("acme/demo", "repo-demo", ("refs/heads/main",))
     config = tracking_oidc.OidcConfig(oidc_issuer.url, AUDIENCE, (rule,))
-    spec = ts.container_spec(
+    spec = ts_container.container_spec(
         image=image,
         db_host="unused",
-        db_name=ts.DB_NAME,
-        db_user=ts.DB_USER,
+        db_name=ts_container.DB_NAME,
+        db_user=ts_container.DB_USER,
         artifacts_destination="s3://unused/a",
         profile="small",
         oidc=config.to_json(),
     )
     # The spec's env as the task gets it, on SQLite inside the container instead of RDS + S3.
     env = dict(spec.env)
-    env[ts.ENV_AUTH_INI] = ts.auth_ini("sqlite:////tmp/auth.db")
+    env[ts_container.ENV_AUTH_INI] = ts.auth_ini("sqlite:////tmp/auth.db")
     env[ts.ENV_ADMIN_PASSWORD] = password
     env[ts.ENV_FLASK_SECRET] = secrets.token_urlsafe(32)
-    env[ts.ENV_TRUSTED_PROXY_HOPS] = "0"  # no load balancer in front here
+    env[ts_throttle.ENV_TRUSTED_PROXY_HOPS] = "0"  # no load balancer in front here
     command = ts.server_args(
         host="127.0.0.1",
         port=port,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from mlrig.core.local_stack import free_port
+from mlrig.core.stack.local.stack import free_port
 from mlrig.wait import wait_until
 from tests.helpers import VENV_BIN, repo_env, sh, wait_for_http
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 def test_the_image_serves_health_and_refuses_a_bad_token(
     docker_engine: Any, base_image: str, local_stack: dict, tmp_path: Path
 ) -> None:
-    from mlrig.core import trainer_image
+    from mlrig.core.trainer import _image as trainer_image
 
     home = local_stack["home"]
     env = repo_env(home)

@@ -25,8 +25,8 @@ import pytest
 import requests
 import yaml
 
-from mlrig.core.local_stack import free_port
-from mlrig.core.trainer_store import INTERRUPTED
+from mlrig.core.stack.local.stack import free_port
+from mlrig.core.trainer._store import INTERRUPTED
 from mlrig.wait import wait_until
 from tests.helpers import VENV_BIN, exited, repo_env, sh, wait_for_http
 

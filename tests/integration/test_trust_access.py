@@ -15,7 +15,8 @@ import requests
 from typer.testing import CliRunner
 
 from mlrig.contract import StackOutputs
-from mlrig.core import access, identities
+from mlrig.core.access import accounts as access
+from mlrig.core.access import identities
 from mlrig.main import app
 from tests.helpers import applied_passwords, isolated_stack
 
@@ -39,7 +40,7 @@ CREATE = {
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A local stack of its own with the access file applied; yields outputs, the people's
     credentials, the admin's and the file's path."""
-    from mlrig.core import secrets
+    from mlrig.core.shared import secrets
 
     with isolated_stack(tmp_path_factory.mktemp("trust-home"), STACK) as (_, outputs):
         path = tmp_path_factory.mktemp("trust-file") / "access.yaml"
@@ -250,7 +251,7 @@ def test_add_machine_refuses_a_name_someone_else_manages_then_takes_it_over(
 def test_init_refuses_a_squatted_name_and_takes_it_over_with_the_flag(
     stack: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlrig.core import bootstrap
+    from mlrig.core.bootstrap import init as bootstrap
 
     monkeypatch.delenv("MLRIG_STACK", raising=False)
     _squat(stack, "squatted")

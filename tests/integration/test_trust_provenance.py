@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.core import provenance as p
+from mlrig.core.provenance import record as p
 from tests.helpers import VENV_BIN, md5, mlflow_client, repo_env
 
 PASSWD = Path("/etc/passwd")

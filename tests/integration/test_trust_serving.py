@@ -11,8 +11,9 @@ import pytest
 import requests
 from typer.testing import CliRunner
 
-from mlrig.core import image, image_run
-from mlrig.core.local_stack import free_port
+from mlrig.core.image import build as image
+from mlrig.core.image import run as image_run
+from mlrig.core.stack.local.stack import free_port
 from mlrig.errors import ServiceError
 from mlrig.main import app
 from tests.helpers import register_model
@@ -90,7 +91,7 @@ def test_a_body_under_the_old_cap_that_killed_the_server_is_refused_and_it_stays
 
 def test_a_server_killed_for_memory_is_one_line_in_image_status_and_doctor(built: Any) -> None:
     from mlrig.adapters import docker as docker_adapter
-    from mlrig.core import doctor
+    from mlrig.core.doctor import doctor
 
     port = free_port()
     name = f"mlrig-serve-{port}"

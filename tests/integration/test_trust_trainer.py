@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from mlrig import contract
-from mlrig.core.local_stack import free_port
+from mlrig.core.stack.local.stack import free_port
 from tests.helpers import VENV_BIN, exited, repo_env, sample, sh, wait_for_http
 
 pytestmark = pytest.mark.integration

@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mlrig import contract
-from mlrig.core import bootstrap
+from mlrig.core.bootstrap import init as bootstrap
 from mlrig.main import app
 from tests.helpers import aws_outputs
 

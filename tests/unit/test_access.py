@@ -10,8 +10,12 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig import contract
-from mlrig.core import access_file, access_plan, access_view, identities
-from mlrig.core.access_plan import Current, CurrentUser, Step
+from mlrig.core.access import file as access_file
+from mlrig.core.access import identities
+from mlrig.core.access import plan as access_plan
+from mlrig.core.access import view as access_view
+from mlrig.core.access.plan import Current, CurrentUser, Step
+from mlrig.core.shared.names import machine_user
 from mlrig.errors import MlrigError, UsageError
 from mlrig.main import app
 from tests.helpers import env_secret_outputs
@@ -136,7 +140,7 @@ def test_an_empty_file_means_no_users(tmp_path: Path) -> None:
 
 
 def test_machine_identity_names_follow_the_contract() -> None:
-    assert identities.machine_user("demo_model") == "repo-demo-model"
+    assert machine_user("demo_model") == "repo-demo-model"
     assert access_file.is_machine("repo-demo-model") and not access_file.is_machine("alice")
 
 

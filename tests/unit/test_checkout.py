@@ -16,9 +16,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig.contract import DvcRemote, StackOutputs
-from mlrig.core import checkout as co
-from mlrig.core import checkout_verify as verify
-from mlrig.core import provenance as p
+from mlrig.core.provenance import _checkout_verify as verify
+from mlrig.core.provenance import checkout as co
+from mlrig.core.provenance import record as p
 from mlrig.errors import Conflict, ServiceError
 from mlrig.main import app
 from tests.helpers import VENV_BIN, md5, sample

@@ -153,7 +153,7 @@ def test_help_imports_no_heavy_library(argv: list[str]) -> None:
 
 def test_aws_stack_env_sends_large_artifacts_straight_to_s3(mlrig_home: Path) -> None:
     from mlrig.contract import Registry
-    from mlrig.core import stacks
+    from mlrig.core.stack import env as stack_env
 
     out = sample("cloud").model_copy(
         update={
@@ -163,17 +163,17 @@ def test_aws_stack_env_sends_large_artifacts_straight_to_s3(mlrig_home: Path) ->
             "registry": Registry(kind="ecr", url="1.dkr.ecr.eu-west-1.amazonaws.com/m"),
         }
     )
-    env = stacks.client_env(out)
+    env = stack_env.client_env(out)
     assert env["MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD"] == "true"
     assert env["AWS_REGION"] == "eu-west-1"
     local = out.model_copy(update={"kind": "local", "region": None})
-    assert "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD" not in stacks.client_env(local)
+    assert "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD" not in stack_env.client_env(local)
 
 
 def test_temporary_env_restores_set_and_unset_values(monkeypatch: pytest.MonkeyPatch) -> None:
     import os
 
-    from mlrig.core.stacks import temporary_env
+    from mlrig.core.stack.env import temporary_env
 
     monkeypatch.setenv("MLRIG_T_SET", "before")
     monkeypatch.delenv("MLRIG_T_UNSET", raising=False)

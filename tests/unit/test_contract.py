@@ -96,7 +96,7 @@ def test_valid_stack_names(name: str) -> None:
 
 
 def test_a_name_keeps_its_kind(mlrig_home: Path) -> None:
-    from mlrig.core.local_stack import LocalStack
+    from mlrig.core.stack.local.stack import LocalStack
     from mlrig.errors import Conflict
 
     contract.save(sample("team").model_copy(update={"kind": "aws"}))

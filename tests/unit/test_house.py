@@ -65,7 +65,7 @@ def _plant(path: Path, text: str) -> None:
 
 def test_mypy_fails_on_a_type_error_in_a_core_module(tmp_path: Path) -> None:
     root = _scratch_tree(tmp_path)
-    victim = root / "cli/mlrig/core/secrets.py"
+    victim = root / "cli/mlrig/core/shared/secrets.py"
     # contract.load takes a stack name (str): with first-party imports resolved this is an
     # error; were `mlrig` typed as Any, as it once was, it would pass silently
     _plant(victim, "from mlrig import contract as _c\n_planted = _c.load(123)")
@@ -80,7 +80,7 @@ def test_mypy_fails_on_a_type_error_in_a_core_module(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout + result.stderr
     errors = [line for line in result.stdout.splitlines() if ": error:" in line]
     assert len(errors) == 1, result.stdout
-    assert errors[0].startswith("cli/mlrig/core/secrets.py:")
+    assert errors[0].startswith("cli/mlrig/core/shared/secrets.py:")
     assert 'Argument 1 to "load" has incompatible type "int"; expected "str"' in errors[0]
 
 
@@ -106,19 +106,31 @@ def _lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
 
 def test_layer_contracts_fail_when_a_layer_is_broken(tmp_path: Path) -> None:
     root = _scratch_tree(tmp_path)
-    _plant(root / "cli/mlrig/core/secrets.py", "import docker  # noqa\nimport subprocess  # noqa")
+    _plant(
+        root / "cli/mlrig/core/shared/secrets.py",
+        "import docker  # noqa\nimport subprocess  # noqa",
+    )
     _plant(root / "cli/mlrig/adapters/git.py", "from mlrig.commands import stack  # noqa")
-    _plant(root / "infra/mlrig/infra/config.py", "from mlrig.core import secrets  # noqa")
+    _plant(root / "infra/mlrig/infra/config.py", "from mlrig.core.shared import secrets  # noqa")
     _plant(root / "cli/mlrig/contract.py", "from mlrig.adapters import git as _g  # noqa")
     result = _lint_imports(root)
     out = result.stdout + result.stderr
     assert result.returncode == 1, out
-    assert "mlrig.core.secrets -> docker" in out
-    assert "mlrig.core.secrets -> subprocess" in out
+    assert "mlrig.core.shared.secrets -> docker" in out
+    assert "mlrig.core.shared.secrets -> subprocess" in out
     assert "mlrig.adapters.git -> mlrig.commands.stack" in out
-    assert "mlrig.infra.config -> mlrig.core.secrets" in out
+    assert "mlrig.infra.config -> mlrig.core.shared.secrets" in out
     assert "mlrig.contract -> mlrig.adapters.git" in out
-    assert "Contracts: 0 kept, 4 broken." in out
+    for name in (
+        "commands -> core -> adapters, never upward",
+        "core reaches outside systems only through an adapter",
+        "infra shares only neutral contract modules with the CLI",
+        "neutral modules (contract, errors, paths, wait, ...) import no layer",
+    ):
+        assert f"{name} BROKEN" in out
+    # the planted chain contract -> adapters -> commands also crosses the feature layers
+    # and joins two command modules; only the _private and tracking rules hold
+    assert "Contracts: 2 kept, 6 broken." in out
 
 
 @pytest.mark.timeout(600)
@@ -145,7 +157,7 @@ def test_the_wheel_holds_one_namespace_with_its_data(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"mlrig", wheel.name.split("-py3")[0] + ".dist-info"}
     for expected in (
-        "mlrig/core/image.py",
+        "mlrig/core/image/build.py",
         "mlrig/infra/program.py",
         "mlrig/infra/components/registry.py",
         "mlrig/_pipeline/copier.yml",
@@ -185,3 +197,32 @@ def test_python_dash_m_mlrig_and_the_pulumi_entry_resolve() -> None:
     entry = (REPO / "infra" / "__main__.py").read_text()
     assert "from mlrig.infra import program" in entry
     assert importlib.util.find_spec("mlrig.infra.program") is not None
+
+
+def test_feature_contracts_fail_when_a_feature_rule_is_broken(tmp_path: Path) -> None:
+    # house step 2: features layered (shared at the bottom, siblings independent, every
+    # package placed), _private modules kept inside their package, commands apart
+    root = _scratch_tree(tmp_path)
+    core = root / "cli/mlrig/core"
+    _plant(core / "shared/progress.py", "from mlrig.core.stack import stacks  # noqa")
+    _plant(core / "trainer/serve.py", "from mlrig.core.demo import demo  # noqa")
+    (core / "unplaced").mkdir()
+    (core / "unplaced/__init__.py").write_text("")
+    _plant(core / "image/build.py", "from mlrig.core.trainer import _store  # noqa")
+    _plant(root / "cli/mlrig/commands/image.py", "from mlrig.commands import stack  # noqa")
+    # the server image copies mlrig.tracking alone: an import of the CLI would fail there
+    _plant(root / "cli/mlrig/tracking/oidc.py", "from mlrig import contract  # noqa")
+    result = _lint_imports(root)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "mlrig.core.shared.progress -> mlrig.core.stack.stacks" in out
+    assert "mlrig.core.trainer.serve -> mlrig.core.demo.demo" in out
+    assert "mlrig.core.unplaced" in out
+    assert "mlrig.core.image.build -> mlrig.core.trainer._store" in out
+    assert "mlrig.commands.image -> mlrig.commands.stack" in out
+    assert "mlrig.tracking.oidc -> mlrig.contract" in out
+    assert "the tracking-server plugin imports only itself BROKEN" in out
+    assert "core's feature packages are acyclic and layered, shared at the bottom BROKEN" in out
+    assert "a _private module is imported only inside its own package BROKEN" in out
+    assert "command modules do not import each other (only the shared options) BROKEN" in out
+    assert "Contracts: 4 kept, 4 broken." in out

@@ -13,7 +13,11 @@ from typer.testing import CliRunner
 from mlrig.adapters import ecr
 from mlrig.adapters import mlflow as mlflow_adapter
 from mlrig.adapters.mlflow_rest import MlflowRest
-from mlrig.core import image, image_model, image_run, serving_model, serving_push
+from mlrig.core.image import build as image
+from mlrig.core.image import model as image_model
+from mlrig.core.image import run as image_run
+from mlrig.core.oci import push as oci_push
+from mlrig.core.shared import serving_model
 from mlrig.errors import ServiceError, UsageError
 from mlrig.main import app
 
@@ -134,8 +138,8 @@ def test_default_tags() -> None:
         "io.mlrig.model.version": "2",
         "io.mlrig.git.commit": "abcdef1234",
     }
-    assert serving_push.tags_for(labels, "x") == ["bc-v2", "bc-v2-abcdef1"]
-    assert serving_push.tags_for({}, "latest") == ["latest"]
+    assert oci_push.tags_for(labels, "x") == ["bc-v2", "bc-v2-abcdef1"]
+    assert oci_push.tags_for({}, "latest") == ["latest"]
 
 
 def test_ecr_host_and_token() -> None:

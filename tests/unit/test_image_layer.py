@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from mlrig.core import image_cache, image_layer
+from mlrig.core.oci import cache as image_cache
+from mlrig.core.oci import layer as image_layer
 
 BASE_LAYERS = ["sha256:" + "1" * 64, "sha256:" + "2" * 64]
 

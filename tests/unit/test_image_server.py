@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mlrig.core import serving_model
+from mlrig.core.shared import serving_model
 from tests.helpers import breast_cancer_pipeline, load_serving_module
 
 serve = load_serving_module("mlrig_serve")

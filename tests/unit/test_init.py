@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from mlrig import contract
 from mlrig.contract import Mlflow, StackOutputs
-from mlrig.core import bootstrap
+from mlrig.core.bootstrap import init as bootstrap
 from mlrig.errors import UsageError
 from mlrig.main import app
 from tests.helpers import aws_outputs
@@ -91,7 +91,7 @@ def test_staging_failure_removes_the_parents_it_made(
     import errno
     import tempfile
 
-    from mlrig.core import bootstrap_staging
+    from mlrig.core.bootstrap import _staging as bootstrap_staging
 
     def full(*_a: object, **_k: object) -> str:
         raise OSError(errno.ENOSPC, "No space left on device")

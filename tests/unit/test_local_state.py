@@ -9,9 +9,15 @@ from pathlib import Path
 import pytest
 
 from mlrig import contract
-from mlrig.core import stacks
-from mlrig.core.local_files import loose_modes, private_dir, storage_error
-from mlrig.core.local_state import Layout, LocalState, recover_state, restore_secrets, write_state
+from mlrig.core.shared.files import loose_modes, private_dir, storage_error
+from mlrig.core.stack import stacks
+from mlrig.core.stack.local.state import (
+    Layout,
+    LocalState,
+    recover_state,
+    restore_secrets,
+    write_state,
+)
 from mlrig.errors import ConfigError, Conflict, CredentialsError
 from tests.helpers import sample
 

@@ -10,8 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlrig.core import bootstrap, bootstrap_render, checkout_verify
-from mlrig.core.bootstrap_dataset import dataset_file
+from mlrig.core.bootstrap import _render as bootstrap_render
+from mlrig.core.bootstrap import init as bootstrap
+from mlrig.core.bootstrap.dataset import dataset_file
+from mlrig.core.provenance import _checkout_verify as checkout_verify
 from tests.helpers import aws_outputs
 
 STAGES = ["ingest", "validate", "preprocess", "train", "evaluate"]
@@ -94,7 +96,7 @@ def test_a_stage_that_always_runs_is_no_difference_but_a_real_change_is() -> Non
 
 
 def test_trace_names_the_dvc_remote_only_for_outputs_dvc_caches(rendered: Path) -> None:
-    from mlrig.core import provenance_resolve
+    from mlrig.core.provenance import resolve as provenance_resolve
 
     lock = yaml.safe_dump(
         {

@@ -11,8 +11,9 @@ import pytest
 
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters.mlflow_rest import ModelVersion
-from mlrig.core import image_push_tags, serving_push
-from mlrig.core import provenance as p
+from mlrig.core.image import _push_tags as image_push_tags
+from mlrig.core.image import push as serving_push
+from mlrig.core.provenance import record as p
 from mlrig.errors import RemoteError
 from tests.helpers import TagWrites, sample
 

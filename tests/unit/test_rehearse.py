@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mlrig import tracking_server as ts
-from mlrig.core import rehearse as core
+from mlrig.core.stack import rehearse as core
 from mlrig.main import app
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 
 runner = CliRunner()
 # Flags whose values are the deployment's: where the database, bucket and front door are.
@@ -32,7 +33,9 @@ def _flags(command: list[str]) -> dict[str, str | None]:
     return out
 
 
-SIZED = [(profile, None) for profile in sorted(ts.CONTAINER_SIZES)] + [("small", ts.TEAM_SIZE)]
+SIZED = [(profile, None) for profile in sorted(ts_container.CONTAINER_SIZES)] + [
+    ("small", ts_container.TEAM_SIZE)
+]
 
 
 @pytest.fixture(scope="module", params=SIZED, ids=lambda p: f"{p[0]}-{p[1] or 'profile'}")
@@ -77,12 +80,12 @@ def test_plan_and_rehearsal_run_the_same_contract(planned) -> None:  # type: ign
         plan_flags.pop(flag, None)
         rehearsal_flags.pop(flag, None)
     assert plan_flags == rehearsal_flags
-    assert plan_flags["--workers"] == str(ts.container_size(profile, size)[2])
+    assert plan_flags["--workers"] == str(ts_container.container_size(profile, size)[2])
     # Non-secret values the image reads are the task's too (the auth ini only differs in
     # where its database is).
     plan_env = {e["name"]: e["value"] for e in container["environment"]}
     for name, value in cfg.contract_env.items():
-        if name != ts.ENV_AUTH_INI:
+        if name != ts_container.ENV_AUTH_INI:
             assert plan_env[name] == value, name
     # The local stand-ins for the task role and S3 endpoint are not contract names.
     assert not set(cfg.local_env_names) & set(cfg.contract_env)
@@ -226,7 +229,7 @@ def test_a_benchmark_may_run_a_variant_of_the_container_with_env_added_last(
 
     from mlrig.adapters import aws, postgres
     from mlrig.adapters import docker as docker_adapter
-    from mlrig.core.rehearse_env import Services
+    from mlrig.core.stack._rehearse.env import Services
 
     runs: list[dict[str, Any]] = []
 
@@ -243,12 +246,14 @@ def test_a_benchmark_may_run_a_variant_of_the_container_with_env_added_last(
         assert s.run_container() == "c1"  # the rehearsal's own: exactly config()
         cfg = s.config()
         assert runs[0]["command"] == cfg.command and runs[0]["memory_mib"] == cfg.memory_mib
-        assert runs[0]["environment"][ts.ENV_PG_PASSWORD] == s.db_password
+        assert runs[0]["environment"][ts_container.ENV_PG_PASSWORD] == s.db_password
         variant = dataclasses.replace(cfg, command=["--workers", "1"], memory_mib=2048)
-        assert s.run_container(variant, {ts.ENV_PG_PASSWORD: "other", "EXTRA": "1"}) == "c2"
+        assert (
+            s.run_container(variant, {ts_container.ENV_PG_PASSWORD: "other", "EXTRA": "1"}) == "c2"
+        )
         assert runs[1]["command"] == ["--workers", "1"] and runs[1]["memory_mib"] == 2048
         env = runs[1]["environment"]
-        assert env[ts.ENV_PG_PASSWORD] == "other" and env["EXTRA"] == "1"
+        assert env[ts_container.ENV_PG_PASSWORD] == "other" and env["EXTRA"] == "1"
         assert env[ts.ENV_ADMIN_PASSWORD] == s.admin_password  # the secrets are still given
         assert s.containers == ["c1", "c2"]  # both removed when the services close
     finally:

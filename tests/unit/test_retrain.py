@@ -13,7 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig.adapters import dvc
-from mlrig.core import demo_retrain, retrain, retrain_repo, retrain_state
+from mlrig.core.demo import retrain as demo_retrain
+from mlrig.core.retrain import _repo as retrain_repo
+from mlrig.core.retrain import retrain
+from mlrig.core.retrain import state as retrain_state
 from mlrig.errors import MlrigError
 from mlrig.main import app
 

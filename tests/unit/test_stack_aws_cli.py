@@ -115,7 +115,7 @@ def test_declining_the_confirmation_changes_nothing(mlrig_home: Path) -> None:
 
 
 def _aws_outputs(name: str, bucket: str, admin_secret_arn: str):  # type: ignore[no-untyped-def]
-    from mlrig.core import aws_stack
+    from mlrig.core.stack.aws import stack as aws_stack
 
     return aws_stack.to_stack_outputs(
         name,
@@ -202,7 +202,7 @@ def test_purge_asks_first(aws_stack_with_data: dict, no_pulumi: None) -> None:
 
 @pytest.mark.integration
 def test_aws_outputs_resolve_the_admin_password(aws_stack_with_data: dict) -> None:
-    from mlrig.core import secrets
+    from mlrig.core.shared import secrets
 
     out = contract.load("t2")
     assert out.registry.kind == "ecr" and out.registry.repository == "mlrig-t2/models"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlrig.core import costs
-from mlrig.core.plan import Plan, PlannedResource, plan_config, run_program
+from mlrig.core.stack import costs
+from mlrig.core.stack.plan import Plan, PlannedResource, plan_config, run_program
 
 
 def _items(plan: Plan) -> dict[str, costs.CostItem]:

@@ -110,7 +110,8 @@ def test_plan_refuses_what_up_refuses(args: list[str], expected: str) -> None:
     ],
 )
 def test_aws_inputs_accept_real_values(region: str, repo: str, domain: str) -> None:
-    from mlrig.core import aws_inputs, aws_stack
+    from mlrig.core.shared import aws_inputs
+    from mlrig.core.stack.aws import stack as aws_stack
 
     aws_inputs.check(region, repo, domain)
     req = aws_stack.AwsStackRequest(name="t1", region=region, github_repo=repo, domain=domain)
@@ -120,7 +121,7 @@ def test_aws_inputs_accept_real_values(region: str, repo: str, domain: str) -> N
 def test_a_server_size_sizes_the_task_its_workers_and_its_price() -> None:
     """`--server-size` replaces the profile's task size; workers follow the CPU, the bill the
     task definition, and a stack's request refuses what the plan refuses."""
-    from mlrig.core import aws_stack
+    from mlrig.core.stack.aws import stack as aws_stack
     from mlrig.errors import UsageError
 
     result = runner.invoke(app, ["stack", "plan", "--json", "--server-size", "2048:4096"])

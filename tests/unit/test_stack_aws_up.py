@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig import contract
-from mlrig.core import aws_stack
+from mlrig.core.stack.aws import stack as aws_stack
 from mlrig.main import app
 from tests.helpers import aws_stack_outputs
 

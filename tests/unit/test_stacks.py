@@ -9,10 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig import contract
-from mlrig.core import stacks
-from mlrig.core.stack_aws import AwsFacade
-from mlrig.core.stack_facade import Stack, UpOptions
-from mlrig.core.stack_local import LocalFacade
+from mlrig.core.stack import env as stack_env
+from mlrig.core.stack import stacks
+from mlrig.core.stack.aws.facade import AwsFacade
+from mlrig.core.stack.facade import Stack, UpOptions
+from mlrig.core.stack.local.facade import LocalFacade
 from mlrig.errors import StackNotFound, UsageError
 from mlrig.main import app
 from tests.helpers import aws_stack_outputs, sample
@@ -145,7 +146,7 @@ def test_env_is_the_client_env_for_both_kinds(mlrig_home: Path) -> None:
     contract.save(out)
     contract.save(aws_stack_outputs("team").model_copy(update={"mlflow": out.mlflow}))
     for name in ("dev", "team"):
-        assert stacks.open(name).env() == stacks.client_env(contract.load(name))
+        assert stacks.open(name).env() == stack_env.client_env(contract.load(name))
 
 
 def test_confirmations(mlrig_home: Path) -> None:
@@ -205,7 +206,7 @@ def test_stack_flag_and_its_old_spelling(mlrig_home: Path) -> None:
 def test_doctor_checks_the_resolved_stack_or_says_why_none(
     mlrig_home: Path, no_env_stack: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlrig.core import doctor
+    from mlrig.core.doctor import doctor
 
     monkeypatch.setattr(doctor, "machine_checks", lambda: [])
     monkeypatch.setattr(
@@ -234,9 +235,9 @@ def test_outputs_read_the_contract_without_a_back_end(mlrig_home: Path) -> None:
         stacks.outputs("../dev")
     code = (
         "import sys\n"
-        "from mlrig.core import stacks\n"
+        "from mlrig.core.stack import stacks\n"
         "stacks.outputs('dev')\n"
-        "print(sorted(m for m in sys.modules if m.startswith('mlrig.core.stack_')))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('mlrig.core.stack.')))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "stack_local" not in proc.stdout and "stack_aws" not in proc.stdout, proc.stdout
+    assert "stack.local" not in proc.stdout and "stack.aws" not in proc.stdout, proc.stdout

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.core import bootstrap, bootstrap_render
+from mlrig.core.bootstrap import _render as bootstrap_render
+from mlrig.core.bootstrap import init as bootstrap
 from tests.helpers import aws_outputs
 
 REPO = Path(__file__).resolve().parents[2]

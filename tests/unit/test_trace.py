@@ -12,9 +12,9 @@ import pytest
 from mlrig.adapters import dvc as dvc_adapter
 from mlrig.adapters import git
 from mlrig.adapters.mlflow_rest import ModelVersion, Run
-from mlrig.core import provenance as p
-from mlrig.core import provenance_resolve as resolve
-from mlrig.core import trace, trace_image
+from mlrig.core.provenance import _trace_image as trace_image
+from mlrig.core.provenance import record as p
+from mlrig.core.provenance import resolve, trace
 from mlrig.errors import UsageError
 from tests.helpers import commit_files as commit
 from tests.helpers import git_as_tester as g
@@ -282,7 +282,7 @@ def test_dvc_config_remotes() -> None:
 
 # -- what push and build write -----------------------------------------------------------------
 def test_pushed_references_are_appended_once() -> None:
-    from mlrig.core.image_push_tags import merged_refs
+    from mlrig.core.image._push_tags import merged_refs
 
     assert merged_refs("", "h/r@sha256:1") == "h/r@sha256:1"
     assert merged_refs("h/r@sha256:1", "h/r@sha256:2") == "h/r@sha256:1 h/r@sha256:2"
@@ -290,7 +290,7 @@ def test_pushed_references_are_appended_once() -> None:
 
 
 def test_labels_name_the_experiment_and_dirtiness() -> None:
-    from mlrig.core.serving_model import Provenance
+    from mlrig.core.shared.serving_model import Provenance
 
     prov = Provenance(
         "models:/m/3",

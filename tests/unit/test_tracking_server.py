@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
+from mlrig.tracking import throttle as ts_throttle
 
 
 def plan(tmp_path: Path) -> ts.LocalServerPlan:
@@ -77,18 +79,21 @@ def test_a_container_serves_on_threaded_gunicorn_workers_and_the_local_stack_on_
     tmp_path: Path,
 ) -> None:
     assert "--gunicorn-opts" not in plan(tmp_path).argv  # one process: MLflow's uvicorn
-    for profile, (_, _, workers) in ts.CONTAINER_SIZES.items():
+    for profile, (_, _, workers) in ts_container.CONTAINER_SIZES.items():
         command = list(_spec(profile).command)
         assert command[command.index("--workers") + 1] == str(workers)
         opts = command[command.index("--gunicorn-opts") + 1].split()
         flags = dict(zip(opts[::2], opts[1::2], strict=True))
         assert flags["--worker-class"] == "gthread"
-        assert flags["--threads"] == str(ts.CONTAINER_THREADS) and ts.CONTAINER_THREADS > 1
+        assert (
+            flags["--threads"] == str(ts_container.CONTAINER_THREADS)
+            and ts_container.CONTAINER_THREADS > 1
+        )
         # outlives the front door's 60 s idle timeout; stops inside ECS's 30 s
         assert int(flags["--keep-alive"]) > 60 and int(flags["--graceful-timeout"]) < 30
 
 
-def _spec(profile: str = "small", **changes: Any) -> ts.ContainerSpec:
+def _spec(profile: str = "small", **changes: Any) -> ts_container.ContainerSpec:
     """The profile's container with placeholder places, and `changes` passed on."""
     place = {
         "image": "i",
@@ -97,7 +102,7 @@ def _spec(profile: str = "small", **changes: Any) -> ts.ContainerSpec:
         "db_user": "u",
         "artifacts_destination": "s3://b/a",
     }
-    return ts.container_spec(**place, profile=profile, **changes)
+    return ts_container.container_spec(**place, profile=profile, **changes)
 
 
 def test_auth_ini_holds_no_secret_and_grants_nothing_by_default() -> None:
@@ -107,7 +112,7 @@ def test_auth_ini_holds_no_secret_and_grants_nothing_by_default() -> None:
     assert "default_permission = NO_PERMISSIONS" in text  # a user with no grant reads nothing
     assert "default_permission = READ" in ts.auth_ini("sqlite:///x.db", "READ")
     spec = _spec()
-    assert "default_permission = NO_PERMISSIONS" in spec.env[ts.ENV_AUTH_INI]
+    assert "default_permission = NO_PERMISSIONS" in spec.env[ts_container.ENV_AUTH_INI]
 
 
 def test_the_module_stands_alone_for_the_server_image() -> None:
@@ -127,36 +132,39 @@ def test_the_module_stands_alone_for_the_server_image() -> None:
 # -- the wrong-password throttle --------------------------------------------------------------
 def test_a_pair_is_blocked_after_n_failures_inside_the_window() -> None:
     rec = None
-    for i in range(ts.THROTTLE_MAX_FAILURES - 1):
-        rec = ts.after_failure(rec, now=100.0 + i)
-        assert ts.retry_after(rec, 100.0 + i) == 0
-    assert rec is not None and rec.failures == ts.THROTTLE_MAX_FAILURES - 1
-    rec = ts.after_failure(rec, now=110.0)
-    assert ts.retry_after(rec, 110.0) == ts.THROTTLE_BACKOFF_SECONDS
-    assert ts.retry_after(rec, 110.0 + ts.THROTTLE_BACKOFF_SECONDS - 1) == 1
-    assert ts.retry_after(rec, 110.0 + ts.THROTTLE_BACKOFF_SECONDS) == 0
+    for i in range(ts_throttle.THROTTLE_MAX_FAILURES - 1):
+        rec = ts_throttle.after_failure(rec, now=100.0 + i)
+        assert ts_throttle.retry_after(rec, 100.0 + i) == 0
+    assert rec is not None and rec.failures == ts_throttle.THROTTLE_MAX_FAILURES - 1
+    rec = ts_throttle.after_failure(rec, now=110.0)
+    assert ts_throttle.retry_after(rec, 110.0) == ts_throttle.THROTTLE_BACKOFF_SECONDS
+    assert ts_throttle.retry_after(rec, 110.0 + ts_throttle.THROTTLE_BACKOFF_SECONDS - 1) == 1
+    assert ts_throttle.retry_after(rec, 110.0 + ts_throttle.THROTTLE_BACKOFF_SECONDS) == 0
     # after the back-off the count starts over: one more failure is not a new block
-    rec = ts.after_failure(rec, now=110.0 + ts.THROTTLE_BACKOFF_SECONDS)
-    assert rec.failures == 1 and ts.retry_after(rec, 110.0 + ts.THROTTLE_BACKOFF_SECONDS) == 0
+    rec = ts_throttle.after_failure(rec, now=110.0 + ts_throttle.THROTTLE_BACKOFF_SECONDS)
+    assert (
+        rec.failures == 1
+        and ts_throttle.retry_after(rec, 110.0 + ts_throttle.THROTTLE_BACKOFF_SECONDS) == 0
+    )
 
 
 def test_failures_outside_the_window_do_not_add_up() -> None:
     rec = None
     now = 0.0
-    for _ in range(5 * ts.THROTTLE_MAX_FAILURES):  # a slow trickle never trips it
-        rec = ts.after_failure(rec, now)
-        assert ts.retry_after(rec, now) == 0
-        now += ts.THROTTLE_WINDOW_SECONDS / (ts.THROTTLE_MAX_FAILURES - 1) + 0.01
-    custom = ts.after_failure(None, 0.0, max_failures=1, window=1.0, backoff=5.0)
-    assert ts.retry_after(custom, 0.0) == 5.0
+    for _ in range(5 * ts_throttle.THROTTLE_MAX_FAILURES):  # a slow trickle never trips it
+        rec = ts_throttle.after_failure(rec, now)
+        assert ts_throttle.retry_after(rec, now) == 0
+        now += ts_throttle.THROTTLE_WINDOW_SECONDS / (ts_throttle.THROTTLE_MAX_FAILURES - 1) + 0.01
+    custom = ts_throttle.after_failure(None, 0.0, max_failures=1, window=1.0, backoff=5.0)
+    assert ts_throttle.retry_after(custom, 0.0) == 5.0
 
 
 def test_the_throttle_counts_per_source_and_user_and_a_success_clears_only_its_pair() -> None:
-    throttle = ts.LoginThrottle()
+    throttle = ts_throttle.LoginThrottle()
     alice_here, alice_there = throttle.key("10.0.0.1", "alice"), throttle.key("10.0.0.2", "alice")
     bob_here = throttle.key("10.0.0.1", "bob")
     assert len({alice_here, alice_there, bob_here}) == 3
-    for _ in range(ts.THROTTLE_MAX_FAILURES):
+    for _ in range(ts_throttle.THROTTLE_MAX_FAILURES):
         throttle.failed(alice_here, 0.0)
     throttle.failed(alice_there, 0.0)
     assert throttle.retry_after(alice_here, 1.0) > 0
@@ -167,9 +175,9 @@ def test_the_throttle_counts_per_source_and_user_and_a_success_clears_only_its_p
 
 
 def test_the_throttle_cache_is_bounded_and_keys_are_small() -> None:
-    throttle = ts.LoginThrottle(max_entries=100)
+    throttle = ts_throttle.LoginThrottle(max_entries=100)
     blocked = throttle.key("10.0.0.9", "admin")
-    for _ in range(ts.THROTTLE_MAX_FAILURES):
+    for _ in range(ts_throttle.THROTTLE_MAX_FAILURES):
         throttle.failed(blocked, 0.0)
     for i in range(1000):  # a flood of distinct, long names
         throttle.failed(throttle.key("10.0.0.1", f"user-{i}-" + "x" * 10_000), 0.0)
@@ -181,10 +189,12 @@ def test_the_throttle_cache_is_bounded_and_keys_are_small() -> None:
 
 
 def test_the_source_is_the_peer_unless_proxies_are_trusted() -> None:
-    assert ts.request_source("10.0.0.5", "1.2.3.4", hops=0) == "10.0.0.5"
-    assert ts.request_source("10.0.0.5", "6.6.6.6, 1.2.3.4", hops=1) == "1.2.3.4"
-    assert ts.request_source("10.0.0.5", "1.2.3.4", hops=2) == "10.0.0.5"  # too short: the peer
-    assert ts.request_source(None, None, hops=0) == "unknown"
+    assert ts_throttle.request_source("10.0.0.5", "1.2.3.4", hops=0) == "10.0.0.5"
+    assert ts_throttle.request_source("10.0.0.5", "6.6.6.6, 1.2.3.4", hops=1) == "1.2.3.4"
+    assert (
+        ts_throttle.request_source("10.0.0.5", "1.2.3.4", hops=2) == "10.0.0.5"
+    )  # too short: the peer
+    assert ts_throttle.request_source(None, None, hops=0) == "unknown"
 
 
 def test_the_guard_answers_401_retry_after_without_running_mlflows_check(
@@ -206,8 +216,8 @@ def test_the_guard_answers_401_retry_after_without_running_mlflows_check(
         return auth.make_basic_auth_response()
 
     monkeypatch.setattr(auth, "authenticate_request_basic_auth", mlflow_check)
-    monkeypatch.setattr(ts, "_THROTTLE", ts.LoginThrottle())
-    monkeypatch.setattr(ts, "THROTTLE_TARPIT_SECONDS", 0.0)
+    monkeypatch.setattr(ts_throttle, "_THROTTLE", ts_throttle.LoginThrottle())
+    monkeypatch.setattr(ts_throttle, "THROTTLE_TARPIT_SECONDS", 0.0)
     app = Flask("guard-test")
 
     def attempt(password: str, source: str) -> int | str:
@@ -217,7 +227,7 @@ def test_the_guard_answers_401_retry_after_without_running_mlflows_check(
             headers={"Authorization": header},
             environ_base={"REMOTE_ADDR": source},
         ):
-            resp = ts.authenticate_request_basic_auth()
+            resp = ts_throttle.authenticate_request_basic_auth()
             if not isinstance(resp, Response):
                 return 200  # MLflow's check returned the credentials: accepted
             if "Retry-After" in resp.headers:
@@ -226,12 +236,12 @@ def test_the_guard_answers_401_retry_after_without_running_mlflows_check(
                 return "throttled"
             return resp.status_code
 
-    n = ts.THROTTLE_MAX_FAILURES
+    n = ts_throttle.THROTTLE_MAX_FAILURES
     assert [attempt("wrong", "10.0.0.1") for _ in range(n)] == [401] * n
-    assert len(calls) == ts.THROTTLE_MAX_FAILURES
+    assert len(calls) == ts_throttle.THROTTLE_MAX_FAILURES
     assert attempt("right", "10.0.0.1") == "throttled"  # in back-off with the right password too
     assert attempt("wrong", "10.0.0.1") == "throttled"
-    assert len(calls) == ts.THROTTLE_MAX_FAILURES  # no hash was run for either
+    assert len(calls) == ts_throttle.THROTTLE_MAX_FAILURES  # no hash was run for either
     assert attempt("right", "10.0.0.2") == 200  # another source is not affected
 
 
@@ -242,11 +252,11 @@ def test_a_throttled_answer_is_held_back_only_on_a_worker_thread_and_only_so_man
     import threading
     import time
 
-    monkeypatch.setattr(ts, "THROTTLE_TARPIT_SECONDS", 0.3)
+    monkeypatch.setattr(ts_throttle, "THROTTLE_TARPIT_SECONDS", 0.3)
 
     def seconds() -> float:
         start = time.perf_counter()
-        ts._hold_back_throttled_answer()
+        ts_throttle._hold_back_throttled_answer()
         return time.perf_counter() - start
 
     assert seconds() >= 0.3  # a Flask request's thread waits
@@ -255,7 +265,7 @@ def test_a_throttled_answer_is_held_back_only_on_a_worker_thread_and_only_so_man
         return seconds()
 
     assert asyncio.run(on_the_loop()) < 0.1  # the event loop never sleeps
-    monkeypatch.setattr(ts, "_TARPIT", threading.BoundedSemaphore(1))
+    monkeypatch.setattr(ts_throttle, "_TARPIT", threading.BoundedSemaphore(1))
     waited: list[float] = []
     first = threading.Thread(target=lambda: waited.append(seconds()))
     first.start()
@@ -312,14 +322,14 @@ def test_password_checks_run_one_at_a_time_and_a_waiting_twin_shares_a_success()
     import time
 
     check = SlowCheck()
-    gate = ts.PasswordGate(check)
+    gate = ts_throttle.PasswordGate(check)
     assert _at_once(8, lambda: gate("alice", "right")) == [True] * 8
     assert check.most == 1  # never two hashes (32 MiB each) at once in a process
     assert check.calls < 8  # those that waited on a check of the same credentials share it
     # Deterministically: bob's twin arrives while bob's check runs, and is let in on it.
     release = threading.Event()
     check = SlowCheck(seconds=0.0)
-    gate = ts.PasswordGate(lambda u, p: release.wait(5) and check(u, p))
+    gate = ts_throttle.PasswordGate(lambda u, p: release.wait(5) and check(u, p))
     first = threading.Thread(target=lambda: gate("bob", "right"))
     first.start()
     time.sleep(0.05)
@@ -339,7 +349,7 @@ def test_password_checks_run_one_at_a_time_and_a_waiting_twin_shares_a_success()
 
 def test_a_success_is_shared_only_with_requests_that_arrived_before_it_ended() -> None:
     check = SlowCheck(seconds=0.0)
-    gate = ts.PasswordGate(check)
+    gate = ts_throttle.PasswordGate(check)
     assert gate("alice", "right") and gate("alice", "right")
     assert check.calls == 2  # one after the other: each is checked (MLflow's cache is in front)
     assert not gate("bob", "wrong") and not gate("alice", "rightish")
@@ -347,7 +357,7 @@ def test_a_success_is_shared_only_with_requests_that_arrived_before_it_ended() -
 
 def test_other_uses_of_the_check_pass_their_arguments_and_share_nothing() -> None:
     check = SlowCheck(seconds=0.0)
-    gate = ts.PasswordGate(check)
+    gate = ts_throttle.PasswordGate(check)
     assert gate("admin", "right", use_primary=True)
     assert check.kwargs == [{"use_primary": True}]
     results = _at_once(4, lambda: gate("admin", "right", use_primary=True))
@@ -360,7 +370,7 @@ def test_on_the_event_loop_the_check_runs_without_waiting_for_the_gate() -> None
     import time
 
     check = SlowCheck(seconds=0.3)
-    gate = ts.PasswordGate(check)
+    gate = ts_throttle.PasswordGate(check)
     busy = threading.Thread(target=lambda: gate("alice", "wrong"))
     busy.start()
     time.sleep(0.05)
@@ -380,21 +390,25 @@ def test_the_gate_is_put_in_front_of_mlflows_check_once() -> None:
             return password == "right"
 
     store = Store()
-    ts.gate_password_checks(store)
+    ts_throttle.gate_password_checks(store)
     gate = store.authenticate_user
-    ts.gate_password_checks(store)
-    assert isinstance(gate, ts.PasswordGate) and store.authenticate_user is gate
+    ts_throttle.gate_password_checks(store)
+    assert isinstance(gate, ts_throttle.PasswordGate) and store.authenticate_user is gate
     assert store.authenticate_user("alice", "right") and not store.authenticate_user("a", "b")
 
 
 def test_a_server_size_is_a_fargate_size_and_brings_its_workers() -> None:
-    assert ts.container_size("small") == ts.CONTAINER_SIZES["small"]
-    assert ts.container_size("small", ts.TEAM_SIZE) == (2048, 4096, 4)
-    assert ts.container_size("production", "1024:3072") == (1024, 3072, 4)  # the profile's 4
-    assert ts.container_size("small", "256:512") == (256, 512, 2)
+    assert ts_container.container_size("small") == ts_container.CONTAINER_SIZES["small"]
+    assert ts_container.container_size("small", ts_container.TEAM_SIZE) == (2048, 4096, 4)
+    assert ts_container.container_size("production", "1024:3072") == (
+        1024,
+        3072,
+        4,
+    )  # the profile's 4
+    assert ts_container.container_size("small", "256:512") == (256, 512, 2)
     for bad in ("2048", "2048:x", "768:2048", "1024:1024", "4096:32768", ":"):
         with pytest.raises(ValueError, match="server size"):
-            ts.parse_size(bad)
-    spec = _spec(size=ts.TEAM_SIZE)
+            ts_container.parse_size(bad)
+    spec = _spec(size=ts_container.TEAM_SIZE)
     assert (spec.cpu, spec.memory) == (2048, 4096)
     assert spec.command[spec.command.index("--workers") + 1] == "4"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.core import trainer as core
-from mlrig.core.trainer_store import INTERRUPTED, Job, JobStore
+from mlrig.core.trainer import _jobs as core
+from mlrig.core.trainer._store import INTERRUPTED, Job, JobStore
 from mlrig.wait import wait_until
 
 RESULT = {

@@ -16,10 +16,10 @@ from typer.testing import CliRunner
 
 from mlrig import contract
 from mlrig.adapters import trainer_http
-from mlrig.core import trainer_auth
-from mlrig.core.trainer import Trainer
-from mlrig.core.trainer_service import Service
-from mlrig.core.trainer_store import Job, JobStore
+from mlrig.core.trainer import token as trainer_auth
+from mlrig.core.trainer._jobs import Trainer
+from mlrig.core.trainer._store import Job, JobStore
+from mlrig.core.trainer.serve import Service
 from mlrig.errors import PortInUse
 from mlrig.main import app
 from mlrig.wait import wait_until

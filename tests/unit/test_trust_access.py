@@ -12,11 +12,14 @@ from typing import Any
 
 import pytest
 
-from mlrig import tracking_guard
 from mlrig.adapters.mlflow_auth import Grant, Role, User
-from mlrig.core import access, access_file, access_plan, identities
-from mlrig.core.access_plan import Current, CurrentUser, Step
+from mlrig.core.access import accounts as access
+from mlrig.core.access import file as access_file
+from mlrig.core.access import identities
+from mlrig.core.access import plan as access_plan
+from mlrig.core.access.plan import Current, CurrentUser, Step
 from mlrig.errors import ConfigError, UsageError
+from mlrig.tracking import guard as tracking_guard
 from tests.helpers import env_secret_outputs
 
 
@@ -348,7 +351,7 @@ def test_access_show_prints_names_from_the_server_as_text(
     from typer.testing import CliRunner
 
     from mlrig import contract
-    from mlrig.core import access_view
+    from mlrig.core.access import view as access_view
     from mlrig.main import app
 
     contract.save(env_secret_outputs())

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from mlrig.core import identities, image_model, retrain_repo, stacks, trace
+from mlrig.core.access import identities
+from mlrig.core.image import model as image_model
+from mlrig.core.provenance import trace
+from mlrig.core.retrain import _repo as retrain_repo
+from mlrig.core.stack import stacks
 from mlrig.errors import ConfigError
 
 READERS: dict[str, Callable[[Path], object]] = {

@@ -11,7 +11,7 @@ import pytest
 
 from mlrig import paths
 from mlrig.contract import OUTPUTS_FILE, list_names, validate_stack_name
-from mlrig.core import aws_inputs
+from mlrig.core.shared import aws_inputs
 from mlrig.errors import UsageError
 
 
@@ -61,7 +61,9 @@ DIGEST = "sha256:" + "ab" * 32
 
 
 def test_values_read_back_are_matched_whole() -> None:
-    from mlrig.core import identities, provenance, provenance_input
+    from mlrig.core.access import identities
+    from mlrig.core.provenance import _inputs as provenance_input
+    from mlrig.core.provenance import record as provenance
 
     assert provenance_input.exp_ref_problem("refs/exps/ab/cdef/exp-1") is None
     assert provenance_input.exp_ref_problem("refs/exps/ab/cdef/exp-1\n") is not None

@@ -15,11 +15,12 @@ from typer.testing import CliRunner
 
 from mlrig.adapters import git
 from mlrig.adapters.mlflow_rest import ModelVersion, Run
-from mlrig.core import checkout as co
-from mlrig.core import checkout_verify as verify
-from mlrig.core import provenance as p
-from mlrig.core import provenance_input as inputs
-from mlrig.core import trace, trace_image
+from mlrig.core.provenance import _checkout_verify as verify
+from mlrig.core.provenance import _inputs as inputs
+from mlrig.core.provenance import _trace_image as trace_image
+from mlrig.core.provenance import checkout as co
+from mlrig.core.provenance import record as p
+from mlrig.core.provenance import trace
 from mlrig.errors import ServiceError
 from mlrig.main import app
 from tests.helpers import commit_files as commit

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from mlrig.core import retrain, retrain_repo, retrain_state
+from mlrig.core.retrain import _repo as retrain_repo
+from mlrig.core.retrain import retrain
+from mlrig.core.retrain import state as retrain_state
 from mlrig.errors import Conflict, MlrigError
 from mlrig.main import app
 
@@ -436,7 +438,8 @@ def test_every_mlflow_run_of_a_retrain_carries_its_id(monkeypatch: pytest.Monkey
 # -- an unreachable https source ----------------------------------------------------------
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from mlrig.core import bootstrap, bootstrap_render
+    from mlrig.core.bootstrap import _render as bootstrap_render
+    from mlrig.core.bootstrap import init as bootstrap
     from tests.helpers import aws_outputs
 
     src, ref = bootstrap.template_repo()

@@ -301,7 +301,7 @@ def test_serving_containers_restart_unless_stopped(engine: FakeEngine) -> None:
 def test_a_memory_kill_is_one_line_in_image_status_and_doctor(engine: FakeEngine) -> None:
     from typer.testing import CliRunner
 
-    from mlrig.core import doctor
+    from mlrig.core.doctor import doctor
     from mlrig.main import app
 
     oom = (
@@ -330,7 +330,7 @@ def test_image_run_names_the_state_of_the_container_in_its_way(
     engine: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mlrig.adapters import docker as docker_adapter
-    from mlrig.core import image_run
+    from mlrig.core.image import run as image_run
     from mlrig.errors import Conflict
 
     monkeypatch.setattr(docker_adapter, "image_exists", lambda ref: True)
@@ -346,7 +346,7 @@ def test_a_server_the_engine_restarts_during_start_is_a_failed_start(
     engine: FakeEngine, monkeypatch: pytest.MonkeyPatch, status: str, restarts: int
 ) -> None:
     from mlrig.adapters import http
-    from mlrig.core import image_run
+    from mlrig.core.image import run as image_run
     from mlrig.errors import ServiceError
 
     engine.by_name["c0ffee"] = _inspect(status, True, 137, restarts, 40 << 20)
@@ -362,7 +362,7 @@ def test_a_server_the_engine_restarts_during_start_is_a_failed_start(
 def test_an_oversized_input_example_in_the_image_is_refused_before_it_is_read(
     engine: FakeEngine,
 ) -> None:
-    from mlrig.core import image_run
+    from mlrig.core.image import run as image_run
     from mlrig.errors import UsageError
 
     def get_archive(container: str, path: str) -> tuple[Any, dict[str, Any]]:
@@ -383,7 +383,7 @@ def test_a_smoke_example_that_is_not_an_object_is_a_one_line_error(
     import types
 
     from mlrig.adapters import http
-    from mlrig.core import image_run
+    from mlrig.core.image import run as image_run
     from mlrig.errors import ServiceError
 
     answer = types.SimpleNamespace(
@@ -464,18 +464,19 @@ def test_a_parquet_body_that_decodes_past_the_memory_is_refused_from_its_footer(
 
 
 def test_an_image_label_that_is_not_a_commit_names_no_registry_tag() -> None:
-    from mlrig.core import serving_push
+    from mlrig.core.oci import push as oci_push
 
     labels = {"io.mlrig.model.name": "bc", "io.mlrig.model.version": "2"}
     for commit in ("../../x", "a/b:c@d", "-rf x", "ABCDEF1", "abc"):
-        tags = serving_push.tags_for({**labels, "io.mlrig.git.commit": commit}, "x")
+        tags = oci_push.tags_for({**labels, "io.mlrig.git.commit": commit}, "x")
         assert tags == ["bc-v2"], commit
-    tags = serving_push.tags_for({**labels, "io.mlrig.git.commit": "0123abc" * 6}, "x")
+    tags = oci_push.tags_for({**labels, "io.mlrig.git.commit": "0123abc" * 6}, "x")
     assert tags == ["bc-v2", "bc-v2-0123abc"]
 
 
 def test_doctor_never_fails_on_the_serving_containers_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mlrig.core import doctor, image_run
+    from mlrig.core.doctor import doctor
+    from mlrig.core.image import run as image_run
     from mlrig.errors import ServiceError
 
     def down() -> Any:

@@ -23,10 +23,10 @@ from typer.testing import CliRunner
 
 from mlrig import contract
 from mlrig.adapters import trainer_http
-from mlrig.core import trainer_auth
-from mlrig.core.trainer import MAX_QUEUED, Trainer, state_dir
-from mlrig.core.trainer_service import Service
-from mlrig.core.trainer_store import Job, JobStore
+from mlrig.core.trainer import token as trainer_auth
+from mlrig.core.trainer._jobs import MAX_QUEUED, Trainer, state_dir
+from mlrig.core.trainer._store import Job, JobStore
+from mlrig.core.trainer.serve import Service
 from mlrig.errors import ConfigError, Conflict
 from mlrig.main import app
 from mlrig.wait import wait_until
@@ -292,7 +292,7 @@ def test_a_second_serve_is_refused_and_the_first_job_is_untouched(
 def test_a_refused_recovery_stops_the_start_with_one_line(
     generated: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mlrig.core import retrain
+    from mlrig.core.retrain import retrain
     from mlrig.errors import Conflict
 
     def refuse(repo: Path) -> bool:
@@ -323,8 +323,8 @@ SERVICE = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from mlrig.core.trainer import Trainer
-    from mlrig.core.trainer_store import JobStore
+    from mlrig.core.trainer._jobs import Trainer
+    from mlrig.core.trainer._store import JobStore
     repo, state, marker = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
     trainer = Trainer(repo, JobStore(state), recover=lambda: 0,
                       command=lambda job: [sys.executable, str(repo / "tree.py"), marker])

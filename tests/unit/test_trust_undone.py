@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from mlrig.core import image_model, provenance
+from mlrig.core.image import model as image_model
+from mlrig.core.provenance import record as provenance
 from mlrig.errors import UsageError
 
 

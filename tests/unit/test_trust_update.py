@@ -14,7 +14,9 @@ from typer.testing import CliRunner
 
 from mlrig import contract
 from mlrig.contract import Mlflow
-from mlrig.core import bootstrap, bootstrap_names, bootstrap_render
+from mlrig.core.bootstrap import _render as bootstrap_render
+from mlrig.core.bootstrap import init as bootstrap
+from mlrig.core.shared import names as bootstrap_names
 from mlrig.errors import ConfigError, UsageError
 from mlrig.main import app
 from tests.helpers import aws_outputs

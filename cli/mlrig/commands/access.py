@@ -13,7 +13,7 @@ from mlrig.ui import console, err_console
 
 if TYPE_CHECKING:
     from mlrig.contract import StackOutputs
-    from mlrig.core.access_plan import Step
+    from mlrig.core.access.plan import Step
 
 app = typer.Typer(
     help="Users, machine identities and grants on a stack's MLflow.", no_args_is_help=True
@@ -41,7 +41,7 @@ PasswordStdinOpt = Annotated[
 
 def _outputs(stack: str | None) -> StackOutputs:
     from mlrig import contract
-    from mlrig.core import stacks
+    from mlrig.core.stack import stacks
 
     return contract.load(stacks.resolve_name(stack))
 
@@ -62,7 +62,7 @@ def _hand_over(user: str, password: str) -> None:
 
 
 def _cache_note() -> None:
-    from mlrig.core.access import CACHE_WINDOW
+    from mlrig.core.access.accounts import CACHE_WINDOW
 
     err_console().print(f"[dim]note: {CACHE_WINDOW}[/]")
 
@@ -74,7 +74,8 @@ def apply_cmd(
     yes: YesOpt = False,
 ) -> None:
     """Make the stack's users, roles and grants what FILE says (asks before removing users)."""
-    from mlrig.core import access, access_file
+    from mlrig.core.access import accounts as access
+    from mlrig.core.access import file as access_file
 
     outputs = _outputs(stack)
     spec = access_file.load(file, admin=access.admin_name(outputs))
@@ -108,7 +109,7 @@ def show_cmd(stack: StackOpt = None, json_out: JsonOpt = False) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from mlrig.core import access_view
+    from mlrig.core.access import view as access_view
 
     outputs = _outputs(stack)
     rows = access_view.show(outputs)
@@ -140,7 +141,7 @@ def add_user_cmd(
     stack: StackOpt = None,
 ) -> None:
     """Create a person's account; its password is printed once (or read from stdin)."""
-    from mlrig.core import access
+    from mlrig.core.access import accounts as access
 
     outputs = _outputs(stack)
     given = _stdin_password() if password_stdin else None
@@ -169,7 +170,8 @@ def add_machine_cmd(
     It gets EDIT on the repository's experiment and model only; its password is kept with the
     stack's secrets. An experiment or model of that name someone else manages is refused
     unless --take-over."""
-    from mlrig.core import access, oidc_rules
+    from mlrig.core.access import accounts as access
+    from mlrig.core.stack import oidc_rules
 
     outputs = _outputs(stack)
     result = access.add_machine(outputs, project, github_repo, take_over=take_over)
@@ -196,7 +198,7 @@ def rotate_cmd(
     stack: StackOpt = None,
 ) -> None:
     """Give NAME a new password: printed once for a person, stored for a machine identity."""
-    from mlrig.core import access
+    from mlrig.core.access import accounts as access
 
     outputs = _outputs(stack)
     result = access.rotate(outputs, name, _stdin_password() if password_stdin else None)
@@ -218,7 +220,7 @@ def log_cmd(
     json_out: JsonOpt = False,
 ) -> None:
     """Who wrote what: the audit lines of a local stack's MLflow server log."""
-    from mlrig.core import access_view
+    from mlrig.core.access import view as access_view
 
     entries = access_view.log(_outputs(stack), since)
     if json_out:

@@ -66,8 +66,8 @@ def checkout(
     Every recorded hash is checked. Your own checkout is never touched."""
     from rich.markup import escape
 
-    from mlrig.core import checkout_repro
-    from mlrig.core.checkout import checkout as make
+    from mlrig.core.provenance import checkout_repro
+    from mlrig.core.provenance.checkout import checkout as make
 
     with _working(f"checking out {ref}") as progress:
         result = make(ref, into=into, repo=repo, stack=stack, progress=progress, repro=repro)

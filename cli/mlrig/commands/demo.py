@@ -22,8 +22,8 @@ def demo(
     from rich.table import Table
 
     from mlrig import contract, paths
-    from mlrig.core import demo as core
-    from mlrig.core import stacks
+    from mlrig.core.demo import demo as core
+    from mlrig.core.stack import stacks
 
     stack = contract.validate_stack_name(stacks.resolve_name(stack, default="local"))
     ctx = core.DemoContext(

@@ -12,7 +12,7 @@ from mlrig.ui import console
 
 def doctor(stack: StackOpt = None, as_json: JsonOpt = False) -> None:
     """Check Python, packages, engine, base image, registry, Pulumi and the stack's services."""
-    from mlrig.core import doctor as core
+    from mlrig.core.doctor import doctor as core
 
     report = core.run(stack)
     bad = core.failed(report.checks)

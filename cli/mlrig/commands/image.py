@@ -49,7 +49,8 @@ def build(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Rebuild every layer.")] = False,
 ) -> None:
     """Build a serving image: dependencies layer keyed by the model's pins, model last."""
-    from mlrig.core import image, image_model
+    from mlrig.core.image import build as image
+    from mlrig.core.image import model as image_model
 
     if model is not None:
         image_model.check_uri(model)  # before the base image or the stack is touched
@@ -88,8 +89,9 @@ def push(
     ] = None,
 ) -> None:
     """Push to the stack's registry, never overwriting a tag; the digest is verified."""
-    from mlrig.core import serving_push, stacks
-    from mlrig.core.image_last_built import last_built
+    from mlrig.core.image import push as serving_push
+    from mlrig.core.image.last_built import last_built
+    from mlrig.core.stack import stacks
 
     outputs = stacks.outputs(stacks.resolve_name(stack))
     ref = image_ref or last_built()
@@ -144,7 +146,7 @@ def run(
     ] = False,
 ) -> None:
     """Start the image locally (host networking, no pulls) and wait until it is healthy."""
-    from mlrig.core import image_run
+    from mlrig.core.image import run as image_run
 
     with err_console().status("starting the model server"):
         running = image_run.run(
@@ -173,7 +175,7 @@ def run(
 @app.command()
 def status() -> None:
     """The serving containers `image run` started: state, memory kills and restarts."""
-    from mlrig.core import image_run
+    from mlrig.core.image import run as image_run
 
     found = image_run.status()
     for name, state in found:

@@ -23,7 +23,7 @@ def _interactive(no_input: bool) -> bool:
 def _stack_or_ask(stack: str | None, no_input: bool) -> str:
     """The resolver's answer; when nothing resolves, a prompt (interactive) or a usage error."""
     from mlrig import contract
-    from mlrig.core import stacks
+    from mlrig.core.stack import stacks
     from mlrig.errors import UsageError
 
     try:
@@ -74,7 +74,7 @@ def init_cmd(
     gate, data/feature/smoke tests and a CI workflow; `mlrig update` brings in later
     template versions.
     """
-    from mlrig.core import bootstrap
+    from mlrig.core.bootstrap import init as bootstrap
 
     stack_name = _stack_or_ask(stack, no_input)
     if name is None and _interactive(no_input):
@@ -128,7 +128,7 @@ def update_cmd(
     nothing). Changes are left uncommitted for review; on conflicts it exits non-zero
     listing them.
     """
-    from mlrig.core import bootstrap
+    from mlrig.core.bootstrap import init as bootstrap
 
     with err_console().status(f"updating {path}"):
         result = bootstrap.update(path, stack=stack, progress=_progress)

@@ -53,7 +53,7 @@ def rehearse(
 
     Builds the image, runs it with its task definition, prints the checks and exits non-zero
     naming any that failed."""
-    from mlrig.core import rehearse as core
+    from mlrig.core.stack import rehearse as core
     from mlrig.errors import ServiceError
     from mlrig.ui import err_console
 
@@ -89,7 +89,7 @@ def _render(report: object) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from mlrig.core.rehearse import Report
+    from mlrig.core.stack.rehearse import Report
 
     assert isinstance(report, Report)
     table = Table(

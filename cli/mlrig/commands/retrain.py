@@ -37,7 +37,7 @@ def retrain(
 
     Commits and pushes only when the data changed; builds and pushes the image when the
     champion moved. A failure changes nothing."""
-    from mlrig.core import retrain as core
+    from mlrig.core.retrain import retrain as core
 
     def log(message: str) -> None:
         err_console().print(f"[dim]•[/] {message}", markup=True, highlight=False)

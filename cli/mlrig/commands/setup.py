@@ -12,7 +12,7 @@ app = typer.Typer(help="Prepare this machine: Docker engine and base image.", no
 @app.command()
 def engine() -> None:
     """Ensure a Docker engine answers (starting dockerd if needed) and a base image exists."""
-    from mlrig.core import engine as core
+    from mlrig.core.setup import engine as core
 
     def progress(msg: str) -> None:
         err_console().print(f"[dim]•[/] {msg}")

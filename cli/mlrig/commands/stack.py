@@ -22,9 +22,9 @@ from mlrig.commands.options import (
 from mlrig.ui import console, err_console
 
 if TYPE_CHECKING:
-    from mlrig.core.costs import CostEstimate
-    from mlrig.core.plan import Plan
-    from mlrig.core.stack_facade import Confirmation, ServiceRow, Stack
+    from mlrig.core.stack.costs import CostEstimate
+    from mlrig.core.stack.facade import Confirmation, ServiceRow, Stack
+    from mlrig.core.stack.plan import Plan
 
 app = typer.Typer(help="Provision, inspect and tear down a stack.", no_args_is_help=True)
 
@@ -34,7 +34,7 @@ def _progress(msg: str) -> None:
 
 
 def _open(stack: str | None, name: str | None) -> Stack:
-    from mlrig.core import stacks
+    from mlrig.core.stack import stacks
 
     return stacks.open(stacks.resolve_name(stack_flag(stack, name)))
 
@@ -72,8 +72,9 @@ def up(
 
     With no stack named and none yet, it creates the local stack 'local'.
     """
-    from mlrig.core import stack_lock, stacks
-    from mlrig.core.stack_facade import UpOptions
+    from mlrig.core.stack import lock as stack_lock
+    from mlrig.core.stack import stacks
+    from mlrig.core.stack.facade import UpOptions
     from mlrig.errors import UsageError
 
     if aws and local:
@@ -137,7 +138,7 @@ def outputs(
     stack: StackOpt = None, name: StackNameAliasOpt = None, as_json: JsonOpt = False
 ) -> None:
     """Print a stack's outputs (the StackOutputs contract). Contains no secrets."""
-    from mlrig.core import stacks
+    from mlrig.core.stack import stacks
 
     out = stacks.outputs(stacks.resolve_name(stack_flag(stack, name)))
     if as_json:
@@ -164,9 +165,9 @@ def outputs(
 @app.command()
 def env(stack: StackOpt = None, name: StackNameAliasOpt = None) -> None:
     """Print `export` lines (with secrets) for `eval "$(mlrig stack env)"`."""
-    from mlrig.core import stacks
+    from mlrig.core.stack import env as stack_env
 
-    typer.echo(stacks.export_lines(_open(stack, name).env()), nl=False)
+    typer.echo(stack_env.export_lines(_open(stack, name).env()), nl=False)
 
 
 @app.command("list")
@@ -175,7 +176,7 @@ def list_() -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from mlrig.core import stacks
+    from mlrig.core.stack import stacks
 
     table = Table()
     for col in ("name", "kind", "mlflow", "registry", "dvc remote"):
@@ -202,7 +203,7 @@ def down(
     """Stop a stack's services. Data is kept unless --purge is given (and confirmed)."""
     target = _open(stack, name)
     _confirm(target.confirm_down(purge), yes)
-    from mlrig.core import stack_lock
+    from mlrig.core.stack import lock as stack_lock
 
     with (
         stack_lock.hold(target.name, what="down"),
@@ -227,8 +228,8 @@ def plan(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the AWS stack's resources and monthly cost, offline (no Pulumi CLI, no AWS)."""
-    from mlrig.core import costs
-    from mlrig.core import plan as plans
+    from mlrig.core.stack import costs
+    from mlrig.core.stack import plan as plans
 
     config = plans.plan_config(
         profile, region=region, domain=domain, github_repo=github_repo, server_size=server_size
@@ -244,7 +245,7 @@ def plan(
 def _render_plan(planned: Plan, estimate: CostEstimate) -> None:
     from rich.table import Table
 
-    from mlrig.core import plan as plans
+    from mlrig.core.stack import plan as plans
 
     sized = f" (tracking server {planned.server_size})" if planned.server_size else ""
     graph = Table(title=f"AWS stack plan — profile {planned.profile}{sized}, {planned.region}")
@@ -288,9 +289,9 @@ def preview(
     backend_url: BackendUrlOpt = None,
 ) -> None:
     """Show what `stack up --aws` would change (needs the Pulumi CLI and AWS credentials)."""
-    from mlrig.core import stacks
-    from mlrig.core.stack_aws import AwsFacade
-    from mlrig.core.stack_facade import UpOptions
+    from mlrig.core.stack import stacks
+    from mlrig.core.stack.aws.facade import AwsFacade
+    from mlrig.core.stack.facade import UpOptions
 
     target = AwsFacade(stacks.resolve_name(stack_flag(stack, name)))
     options = UpOptions(

@@ -14,7 +14,7 @@ from mlrig.ui import console
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from mlrig.core.provenance import ProvenanceRecord
+    from mlrig.core.provenance.record import ProvenanceRecord
 
 PARAMS_SHOWN = 8
 
@@ -39,7 +39,7 @@ def trace(
     ] = None,
 ) -> None:
     """Print where REF came from: image ↔ model version ↔ run ↔ commit/experiment ↔ data."""
-    from mlrig.core import trace as core
+    from mlrig.core.provenance import trace as core
 
     record = core.trace(ref, stack=stack, repo=repo)
     if json_out:

@@ -11,7 +11,7 @@ from mlrig.commands.options import StackOpt
 from mlrig.ui import console
 
 if TYPE_CHECKING:
-    from mlrig.core.trainer_service import Started
+    from mlrig.core.trainer.serve import Started
 
 DEFAULT_PORT = 8765
 
@@ -64,7 +64,7 @@ def serve(
     a body is at most 16 KiB (413). One service per repository: a second one is refused.
     SIGTERM interrupts the running job (marked failed, repo recovered) and keeps queued
     ones; a killed service takes its job's whole process tree along."""
-    from mlrig.core import trainer_service
+    from mlrig.core.trainer import serve as trainer_service
 
     trainer_service.serve(repo, stack=stack, host=host, port=port, on_ready=_ready)
 
@@ -72,7 +72,8 @@ def serve(
 @app.command("token")
 def token(repo: RepoOpt = Path("."), stack: StackOpt = None) -> None:
     """Print the trainer's bearer token for scripts (generated on first use)."""
-    from mlrig.core import stacks, trainer_auth
+    from mlrig.core.stack import stacks
+    from mlrig.core.trainer import token as trainer_auth
 
     name = stacks.resolve_name(stack, repo=repo.expanduser().resolve())
     typer.echo(trainer_auth.ensure_token(name))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from mlrig import tracking_oidc
+from mlrig.tracking import oidc as tracking_oidc
 
 if TYPE_CHECKING:  # the CLI reads PROFILES without importing pulumi
     import pulumi
@@ -38,7 +38,7 @@ class Profile:
     db_backup_days: int
     log_retention_days: int
     # The tracking server's task as "CPU:MIB" (a Fargate size) instead of the profile's
-    # (`tracking_server.CONTAINER_SIZES`); set by `mlrig stack up --server-size`.
+    # (`tracking.container.CONTAINER_SIZES`); set by `mlrig stack up --server-size`.
     server_size: str | None = None
 
 
@@ -110,7 +110,7 @@ class StackConfig:
     extra_tags: dict[str, str] = field(default_factory=dict)
     # GitHub repositories whose OIDC tokens the tracking server accepts, each as its machine
     # identity (`mlrig:oidcRules`); the issuer and audience default to GitHub's and
-    # `mlrig:<stack>`. They reach the task as MLRIG_OIDC_CONFIG (tracking_oidc.py).
+    # `mlrig:<stack>`. They reach the task as MLRIG_OIDC_CONFIG (mlrig/tracking/oidc.py).
     oidc_rules: tuple[tracking_oidc.Rule, ...] = ()
     oidc_issuer: str = tracking_oidc.GITHUB_ISSUER
     oidc_audience: str | None = None
@@ -143,9 +143,9 @@ def sized(profile: Profile, server_size: str | None) -> Profile:
     when None."""
     if server_size is None:
         return profile
-    from mlrig import tracking_server as ts
+    from mlrig.tracking import container as ts_container
 
-    ts.parse_size(server_size)
+    ts_container.parse_size(server_size)
     return replace(profile, server_size=server_size)
 
 

@@ -9,7 +9,7 @@ import pulumi_aws as aws
 
 from mlrig.infra.components.network import NetworkRef
 from mlrig.infra.config import Profile
-from mlrig.tracking_server import DB_NAME, DB_USER
+from mlrig.tracking.container import DB_NAME, DB_USER
 
 DB_PORT = 5432
 ENGINE_VERSION = "16"

@@ -1,6 +1,6 @@
 """The tracking server's ECS container definition, built from the shared container contract.
 
-`mlrig.tracking_server.container_spec` is the same description the local stack runs the
+`mlrig.tracking.container.container_spec` is the same description the local stack runs the
 server from, so the AWS task and the local server cannot drift apart.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from mlrig import tracking_server as ts
+from mlrig.tracking import container as ts_container
 
 CONTAINER_NAME = "mlflow"  # the service's load balancer and registry name it
 
@@ -29,11 +29,11 @@ def container_definitions(
     size: str | None = None,
 ) -> str:
     """The ECS container definition JSON, built from the shared container contract."""
-    spec = ts.container_spec(
+    spec = ts_container.container_spec(
         image=image,
         db_host=db_host,
-        db_name=ts.DB_NAME,
-        db_user=ts.DB_USER,
+        db_name=ts_container.DB_NAME,
+        db_user=ts_container.DB_USER,
         artifacts_destination=f"s3://{bucket}/{artifacts_prefix}",
         profile=profile,
         allowed_hosts=tuple(allowed_hosts),

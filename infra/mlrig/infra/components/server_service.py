@@ -9,12 +9,13 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from mlrig import tracking_server as ts
 from mlrig.infra.components.front_door import FrontDoor
 from mlrig.infra.components.server_container import CONTAINER_NAME
 from mlrig.infra.components.server_roles import ServerRoles
 from mlrig.infra.components.sub_component import adopted_children
 from mlrig.infra.config import Profile
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 
 
 @dataclass
@@ -54,7 +55,7 @@ class ServerService(pulumi.ComponentResource):
             capacity_providers=["FARGATE", "FARGATE_SPOT"],
             opts=child,
         )
-        cpu, memory, _ = ts.container_size(profile.name, profile.server_size)
+        cpu, memory, _ = ts_container.container_size(profile.name, profile.server_size)
         task = aws.ecs.TaskDefinition(
             f"{name}-task",
             family=f"mlrig-{pulumi.get_stack()}-{name}",

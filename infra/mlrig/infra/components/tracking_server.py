@@ -14,7 +14,6 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-from mlrig import tracking_server as ts
 from mlrig.infra.components.database import Database, DatabaseArgs
 from mlrig.infra.components.dns import Domain
 from mlrig.infra.components.dvc_remote import RemoteRef
@@ -24,6 +23,8 @@ from mlrig.infra.components.server_container import container_definitions
 from mlrig.infra.components.server_roles import ServerRoles, ServerRolesArgs
 from mlrig.infra.components.server_service import ServerService, ServerServiceArgs
 from mlrig.infra.config import Profile, Secrets
+from mlrig.tracking import config as ts
+from mlrig.tracking import container as ts_container
 
 
 @dataclass
@@ -81,7 +82,7 @@ class TrackingServer(pulumi.ComponentResource):
         secret_arns = {  # by the container's environment variable
             ts.ENV_ADMIN_PASSWORD: self.admin_secret.arn,
             ts.ENV_FLASK_SECRET: flask_secret.arn,
-            ts.ENV_PG_PASSWORD: self.database.password_secret.arn,
+            ts_container.ENV_PG_PASSWORD: self.database.password_secret.arn,
         }
         # Named per stack: log group names are unique in an account and region.
         log_group = aws.cloudwatch.LogGroup(

@@ -1,0 +1,3 @@
+"""`mlrig init` and `mlrig update` (the exception to `core/<group>/`: the two top-level
+commands share this package): render the pipeline template into a git+DVC repo.
+"""

@@ -1,0 +1,1 @@
+"""`mlrig demo`: the golden path on the local stack."""

@@ -1,0 +1,1 @@
+"""`mlrig doctor`: check every link of the chain."""

@@ -1,0 +1,1 @@
+"""`mlrig image …`: build, push, run, status."""

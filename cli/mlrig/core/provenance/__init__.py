@@ -1,0 +1,3 @@
+"""`mlrig trace` and `mlrig checkout` (the exception to `core/<group>/`: both read and
+restore one provenance record, `record`).
+"""

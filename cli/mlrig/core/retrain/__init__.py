@@ -1,0 +1,1 @@
+"""`mlrig retrain`: run a generated repository's pipeline again and ship what passes."""

@@ -1,0 +1,108 @@
+"""What a retrain reads from a generated repository: its model name, the snapshot record
+ingest wrote, the gate's verdict, and the credentials it trains with."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlrig import contract
+from mlrig.contract import StackOutputs
+from mlrig.core.access import identities
+from mlrig.core.stack import stacks
+from mlrig.errors import ConfigError, UsageError
+
+RECORD = Path("data/snapshot/record.json")
+GATE = Path("gate.json")
+RUN_RECORD = Path("models/mlflow_run.json")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    md5: str | None
+    rows: int | None
+    source: str | None
+
+    def describe(self) -> str:
+        if not self.md5:
+            return "the pipeline's inputs"
+        rows = f" ({self.rows} rows)" if self.rows is not None else ""
+        return f"snapshot {self.md5}{rows}"
+
+
+def project_name(repo: Path) -> str:
+    from mlrig.core.shared.names import load_answers
+
+    answers = repo / stacks.ANSWERS_FILE
+    if not answers.is_file():
+        raise UsageError(
+            f"{repo} is not a repository made by `mlrig init` (no {stacks.ANSWERS_FILE})",
+            hint="pass --repo with the generated repository",
+        )
+    return str(load_answers(answers)["project_name"])
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def snapshot(repo: Path) -> Snapshot:
+    raw = _json(repo / RECORD)
+    rows = raw.get("rows")
+    return Snapshot(
+        str(raw["md5"]) if raw.get("md5") else None,
+        int(rows) if isinstance(rows, int | float | str) and str(rows).isdigit() else None,
+        str(raw["source"]) if raw.get("source") else None,
+    )
+
+
+def gate(repo: Path) -> dict[str, Any]:
+    """gate.json as evaluate wrote it ({} when the pipeline has no gate)."""
+    return _json(repo / GATE)
+
+
+def registered_version(repo: Path) -> str | None:
+    """The model version this run registered: the gate's record, else train's run record."""
+    version = gate(repo).get("version") or _json(repo / RUN_RECORD).get("version")
+    return str(version) if version else None
+
+
+def outputs(repo: Path) -> StackOutputs:
+    return contract.load(stacks.resolve_name(None, repo=repo))
+
+
+def credentials(outputs: StackOutputs, repo: Path) -> dict[str, str]:
+    """The stack's client environment with the repository's own machine identity for MLflow
+    (a one-line error when it has none), plus the Python that runs mlrig first on PATH so
+    stage commands (`python -m …`) find the same environment."""
+    env = identities.repo_env(outputs, repo)
+    bin_dir = str(Path(sys.executable).parent)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    env["DVC_NO_ANALYTICS"] = "1"
+    # MLflow's telemetry thread sets and unsets a variable in os.environ while the stage
+    # iterates it (urllib's proxy lookup): a KeyError that fails a run now and then
+    env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    env["DO_NOT_TRACK"] = "true"
+    return env
+
+
+def decision_line(version: str | None, gate: dict[str, Any]) -> str:
+    """What a retrain that registered `version` tells people: both scores and the verdict."""
+    if not gate:
+        return f"new model version {version}"
+    verdict = gate.get("verdict")
+    metric, cand, champ = gate.get("metric"), gate.get("candidate"), gate.get("champion")
+    versus = f"{metric} {cand} vs champion {champ if champ is not None else '(none)'}"
+    margin = f", margin {gate.get('margin')}" if gate.get("margin") is not None else ""
+    moved = "champion moved to it" if verdict == "promoted" else "champion kept"
+    return f"new model version {version}: {versus}{margin}: {moved}"

@@ -1,0 +1,302 @@
+"""`mlrig retrain`: run a generated repository's pipeline on whatever data its source now
+holds, and publish the result only when it is new and every step succeeded.
+
+ingest -> validate -> preprocess -> train -> evaluate (+ champion gate) run in this process
+through DVC's API. "New" means dvc.lock changed; when it did not, nothing is created. When it
+did: commit (dvc.lock, the snapshot record, the metrics), `dvc push`, the champion's image
+built and pushed when the gate promoted the candidate, then `git push`. Any failure, and a
+kill (see `recover`), puts the repository and the `champion` alias back as they were.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mlrig.adapters import dvc, git
+from mlrig.adapters.mlflow_rest import MlflowRest
+from mlrig.core.retrain import _repo as retrain_repo
+from mlrig.core.retrain import state as retrain_state
+from mlrig.core.stack import env as stack_env
+from mlrig.errors import Conflict, MlrigError, UsageError
+
+Log = Callable[[str], None]
+
+
+class RetrainFailed(MlrigError):
+    exit_code = 9
+
+
+@dataclass(frozen=True)
+class RetrainResult:
+    changed: bool
+    snapshot: str | None
+    version: str | None = None
+    champion_moved: bool = False
+    decision: str | None = None  # the gate's verdict: "promoted" | "kept"
+    image: str | None = None
+    digest: str | None = None
+    commit: str | None = None
+    message: str = ""  # what happened, in one line for people
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("message")
+        return data
+
+
+def _root(repo: Path) -> Path:
+    if not repo.is_dir() or not git.is_repo(repo):
+        raise UsageError(f"{repo} is not a git repository", hint="pass --repo DIR")
+    root = git.toplevel(repo)
+    if not dvc.is_repo(root):
+        raise UsageError(
+            f"{root} is not a DVC repository", hint="run it in a repo `mlrig init` made"
+        )
+    return root
+
+
+def _start(root: Path, log: Log) -> tuple[str, str]:
+    """(head, branch) of a repository a run may start in: no other run, a branch, clean."""
+    saved = retrain_state.load(root)
+    if saved is not None:
+        if retrain_state.alive(saved.pid):
+            raise Conflict(
+                f"a retrain of {root} is already running (pid {saved.pid})",
+                hint="wait for it to finish",
+            )
+        log("a previous retrain was interrupted: undoing what it left")
+        recover(root)
+    branch = git.current_branch(root)
+    if branch is None:
+        raise Conflict(f"{root} is on a detached HEAD", hint="check out the branch to retrain on")
+    git.require_clean(root, "retrain")
+    return git.head(root), branch
+
+
+def retrain(repo: Path, *, push_image: bool = True, log: Log = lambda _m: None) -> RetrainResult:
+    root = _root(repo.resolve())
+    model = retrain_repo.project_name(root)
+    head, branch = _start(root, log)
+    outputs = retrain_repo.outputs(root)
+    saved = retrain_state.new(root, head=head, branch=branch, model=model, champion=None)
+    saved.champion_known = False
+    env = retrain_repo.credentials(outputs, root)
+    env[RUN_CONTEXT_ENV] = _run_context(saved)
+    with stack_env.temporary_env(env):
+        registry = _Registry({**os.environ, **env})
+        saved.save(root)
+
+        def on_stage(stage: str) -> None:
+            """Before any stage but ingest (which never touches the registry) starts: what
+            `champion` names, saved, so an undo or `recover` can put it back."""
+            log(f"Running stage '{stage}'")
+            if not saved.champion_known and stage.rsplit(":", 1)[-1] != INGEST_STAGE:
+                saved.champion = registry.champion(model)
+                saved.champion_known = True
+                saved.save(root)
+
+        try:
+            result = _run(root, saved, outputs, on_stage, push_image=push_image, log=log)
+        except BaseException as exc:  # a kill is `recover`'s; anything else is undone here
+            log("undoing the run")
+            try:
+                retrain_state.restore(root, saved, registry.rest(), log)
+            except MlrigError as undo:  # the marker stays: `recover` finishes the undo
+                raise RetrainFailed(
+                    f"{exc} (and the undo failed: {undo.message})",
+                    hint=f"run `mlrig retrain --recover --repo {root}` once the cause is fixed",
+                ) from exc
+            retrain_state.clear(root)
+            if isinstance(exc, RetrainFailed):
+                reason = (  # DVC reports a failed lookup as a failure of the stage it preceded
+                    f"retrain failed reading @{retrain_state.ALIAS}: {registry.failure.message}"
+                    if registry.failure
+                    else exc.message
+                )
+                raise RetrainFailed(
+                    reason,
+                    hint=f"the repository is back at {head[:12]}, nothing was published; "
+                    f"log: {root / retrain_state.LOG}",
+                ) from exc
+            raise
+        retrain_state.clear(root)
+    return result
+
+
+INGEST_STAGE = "ingest"
+# MLflow adds this JSON object's tags to every run a stage starts: the retrain's id marks
+# the runs (and so the model versions) that are this run's, for an undo to find
+RUN_CONTEXT_ENV = "MLFLOW_RUN_CONTEXT"
+
+
+def _run_context(saved: retrain_state.SavedState) -> str:
+    import json
+
+    try:  # tags the environment already asks for stay
+        tags = json.loads(os.environ.get(RUN_CONTEXT_ENV) or "{}")
+    except ValueError:
+        tags = {}
+    tags = tags if isinstance(tags, dict) else {}
+    return json.dumps({**tags, retrain_state.RUN_TAG: saved.retrain_id})
+
+
+class _Registry:
+    """The MLflow REST client, made on first use (a retrain with nothing new needs none)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self._rest: MlflowRest | None = None
+        self.failure: MlrigError | None = None  # a lookup that failed inside DVC's run
+
+    def rest(self) -> MlflowRest:
+        if self._rest is None:
+            self._rest = MlflowRest.from_env(self.env)
+        return self._rest
+
+    def champion(self, model: str) -> str | None:
+        try:
+            return self.rest().champion(model, retrain_state.ALIAS)
+        except MlrigError as exc:
+            self.failure = exc
+            raise
+
+
+def _step(name: str, fn: Callable[[], Any]) -> Any:
+    """Run one step; its failure becomes one line naming it."""
+    try:
+        return fn()
+    except dvc.StageFailed as exc:
+        raise RetrainFailed(f"retrain failed at {exc.stage}: {exc.reason}") from exc
+    except MlrigError as exc:
+        raise RetrainFailed(f"retrain failed at {name}: {exc.message}") from exc
+
+
+def _run(
+    root: Path,
+    saved: retrain_state.SavedState,
+    outputs: Any,
+    on_stage: Callable[[str], None],
+    *,
+    push_image: bool,
+    log: Log,
+) -> RetrainResult:
+    lock = root / "dvc.lock"
+    before = lock.read_bytes() if lock.exists() else b""
+    log("running the pipeline (dvc repro)")
+    _step("dvc repro", lambda: dvc.reproduce(root, root / retrain_state.LOG, on_stage))
+    snap = retrain_repo.snapshot(root)
+    if (lock.read_bytes() if lock.exists() else b"") == before:
+        return RetrainResult(
+            False,
+            snap.md5,
+            message=f"nothing new: {snap.describe()} is already the latest",
+        )
+    gate = retrain_repo.gate(root)
+    version = retrain_repo.registered_version(root)
+    message = _commit_message(snap)
+    commit = _step("commit", lambda: git.commit_paths(root, message, _run_changes(root, saved)))
+    saved.commit = commit
+    saved.save(root)
+    log(f"committed {commit[:12]}: {message}")
+    _step("dvc push", lambda: dvc.push(root))
+    log("dvc push done")
+    promoted = gate.get("verdict") == "promoted"
+    image = digest = None
+    if promoted and push_image:
+        image, digest = _image(root, saved.model, outputs, log)
+    if git.remote_url(root):
+        _step("git push", lambda: git.push_branch(root, saved.branch))
+        log(f"git push origin {saved.branch}")
+    saved.phase = retrain_state.PUBLISHED
+    saved.save(root)
+    return RetrainResult(
+        True,
+        snap.md5,
+        version=version,
+        champion_moved=promoted,
+        decision=str(gate["verdict"]) if gate.get("verdict") else None,
+        image=image,
+        digest=digest,
+        commit=commit,
+        message=retrain_repo.decision_line(version, gate),
+    )
+
+
+def _run_changes(root: Path, saved: retrain_state.SavedState) -> list[str]:
+    """The changed and new paths the run wrote (dvc.yaml's outputs, their .gitignore,
+    dvc.lock): what its commit holds. A file someone else changed or made meanwhile is not
+    the run's to commit, nor to push."""
+    owned = retrain_state.run_files(root, saved)
+    changed = git.changed_tracked_files(root) + git.untracked_files(root)
+    return sorted({p for p in changed if p in owned})
+
+
+def _commit_message(snap: retrain_repo.Snapshot) -> str:
+    """The retrain commit's message. The record is a file a stage wrote: its source and
+    hash become one printable line (no trailer or second paragraph smuggled in)."""
+
+    def line(text: str, limit: int) -> str:
+        return "".join(c if c.isprintable() else "?" for c in text)[:limit]
+
+    if not snap.md5:
+        return "retrain: new pipeline inputs"
+    where = f" from {line(snap.source, 200)}" if snap.source else ""
+    return f"retrain: snapshot {line(snap.md5, 12)}, {snap.rows} rows{where}"
+
+
+def _image(root: Path, model: str, outputs: Any, log: Log) -> tuple[str, str]:
+    """Build the champion's serving image and push it, digest verified."""
+    from mlrig.core.image import build as image_core
+    from mlrig.core.image import push as serving_push
+
+    uri = f"models:/{model}@{retrain_state.ALIAS}"
+    built = _step("image build", lambda: image_core.build(uri, repo=root, progress=log))
+    log(f"built {built.ref}")
+    pushed = _step("image push", lambda: serving_push.push(built.ref, outputs, progress=log))
+    log(f"pushed {pushed.reference}")
+    return pushed.reference, pushed.digest
+
+
+def recover(repo: Path, log: Log = lambda _m: None) -> bool:
+    """Undo what a killed retrain left behind (True when there was something to undo).
+
+    Raises, changing nothing: ConfigError when the marker is not one mlrig can trust,
+    Conflict when a run is still going or the repository is no longer as the run left it
+    (another branch or commit, other changes); the marker then stays for a later try."""
+    root = _root(repo.resolve())
+    saved = retrain_state.load(root)
+    if saved is None:
+        return False
+    if retrain_state.alive(saved.pid):
+        raise Conflict(
+            f"a retrain of {root} is still running (pid {saved.pid})", hint="wait for it to end"
+        )
+    if saved.phase == retrain_state.PUBLISHED or _pushed(root, saved):
+        retrain_state.clear(root)  # killed after the last step: the run is complete
+        return False
+    model = retrain_repo.project_name(root)
+    if saved.model != model:
+        raise Conflict(
+            f"{root / retrain_state.MARKER} names model {saved.model}, but this repository's "
+            f"is {model}: nothing was undone",
+            hint="check `git status` and the champion alias by hand, then delete the file",
+        )
+    retrain_state.check(root, saved)  # refuse before asking the stack for anything
+    env = retrain_repo.credentials(retrain_repo.outputs(root), root)
+    with stack_env.temporary_env(env):
+        retrain_state.restore(root, saved, MlflowRest.from_env({**os.environ, **env}), log)
+    retrain_state.clear(root)
+    return True
+
+
+def _pushed(root: Path, saved: retrain_state.SavedState) -> bool:
+    """The run's commit is what origin's branch holds (`git push` updates the remote-tracking
+    ref): it was killed after publishing, before the marker said so."""
+    if saved.commit is None or git.current_branch(root) != saved.branch:
+        return False
+    tracking = git.commit_of(root, f"refs/remotes/origin/{saved.branch}")
+    return tracking == saved.commit == git.head(root)

@@ -1,0 +1,1 @@
+"""What `mlrig stack rehearse` runs: the AWS stack's containers, locally."""

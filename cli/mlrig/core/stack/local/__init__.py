@@ -1,0 +1,1 @@
+"""The local stack: processes, files and configuration under the stack's directory."""

@@ -1,0 +1,1 @@
+"""`mlrig trainer …`: serve (the retraining service) and token."""

@@ -1,0 +1,264 @@
+"""The retraining service's logic: a FIFO of jobs, one `mlrig retrain` child at a time.
+
+State lives with the stack, never in the repo (a retrain must find the repo as git left
+it): `<stack dir>/trainer/<repo name>-<hash of its path>/` holds `jobs.db` and `logs/`.
+
+One service per repository: start-up first takes the state folder's lock (a second
+`trainer serve` is refused and touches nothing; the lock is held until stop). Then jobs left
+`running` by a service that died are marked failed ("interrupted: service stopped", log
+kept), what is left of their process group is killed, and `retrain.recover(repo)` puts the
+repo back as it was (a refusal there stops the start with its one line); then queued jobs
+run, oldest first. At most MAX_QUEUED jobs wait; `submit` refuses more (QueueFull).
+
+Graceful stop (SIGTERM): the running job is interrupted, not awaited (a retrain can take
+minutes, longer than any container stop timeout): its process group gets SIGTERM, then
+SIGKILL after a grace period; the job is marked failed the same way; recover runs; queued
+jobs stay queued for the next start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mlrig import paths
+from mlrig.core.trainer._store import INTERRUPTED, Job, JobStore
+from mlrig.errors import MlrigError
+
+log = logging.getLogger("mlrig.trainer")
+STOP_GRACE = 10.0
+MAX_QUEUED = 10  # jobs waiting behind the running one; POST /train answers 429 beyond
+POLL = 1.0
+# the retrain pipeline's stages as DVC announces them
+STAGE_RE = re.compile(r"Running stage '([\w.@-]+)'")
+FAILED_RE = re.compile(r"retrain failed at (?:stage )?'?([\w. @-]+?)'?:")
+RETRAIN_STEPS = (
+    ("running the pipeline", "pipeline"),
+    ("committed ", "commit"),
+    ("dvc push", "dvc push"),
+    ("built ", "image build"),
+    ("pushed ", "image push"),
+    ("git push", "git push"),
+    ("undoing", "undo"),
+)
+STAGE_POLL = 0.5
+
+
+def state_dir(stack: str, repo: Path) -> Path:
+    repo = repo.resolve()
+    key = hashlib.sha256(str(repo).encode()).hexdigest()[:10]
+    return paths.stack_dir(stack) / "trainer" / f"{repo.name}-{key}"
+
+
+def retrain_argv(repo: Path, push_image: bool | None) -> list[str]:
+    """Contract C: the child each job runs."""
+    argv = [sys.executable, "-m", "mlrig", "retrain", "--repo", str(repo), "--json"]
+    if push_image is not None:
+        argv.append("--push-image" if push_image else "--no-push-image")
+    return argv
+
+
+def step_of(line: str) -> str | None:
+    """The step a log line announces, if any: a DVC stage, the stage or step a failure
+    names, or one of `mlrig retrain`'s own steps after the pipeline."""
+    for pattern in (STAGE_RE, FAILED_RE):
+        match = pattern.search(line)
+        if match:
+            return match.group(1)
+    text = line.lstrip("•* \t")
+    return next((step for prefix, step in RETRAIN_STEPS if text.startswith(prefix)), None)
+
+
+def pipeline_stages(repo: Path) -> set[str]:
+    """The stage names in the repo's dvc.yaml (empty when it cannot be read)."""
+    import yaml
+
+    try:
+        stages = yaml.safe_load((repo / "dvc.yaml").read_text()).get("stages") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return set()
+    return {str(name) for name in stages}
+
+
+def stage_running(modules: list[str], stages: set[str]) -> str | None:
+    """The stage whose `python -m <package>.<stage>` runs now, if one does."""
+    for module in reversed(modules):
+        name = module.rsplit(".", 1)[-1]
+        if name in stages:
+            return name
+    return None
+
+
+def result_of(line: str | None) -> dict[str, Any] | None:
+    if not line:
+        return None
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def error_of(returncode: int, stderr_tail: list[str]) -> str:
+    """mlrig's one-line error, else the child's last words, else its exit code."""
+    for line in reversed(stderr_tail):
+        text = line.strip()
+        if text.lower().startswith("error:"):
+            return text[len("error:") :].strip()
+    last = next((ln.strip() for ln in reversed(stderr_tail) if ln.strip()), "")
+    return f"exit code {returncode}" + (f": {last}" if last else "")
+
+
+class Trainer:
+    """Jobs in a JobStore, run one at a time by one worker thread."""
+
+    def __init__(
+        self,
+        repo: Path,
+        store: JobStore,
+        *,
+        command: Callable[[Job], list[str]] | None = None,
+        recover: Callable[[], object] | None = None,
+        env: Mapping[str, str] | None = None,
+        max_queued: int = MAX_QUEUED,
+    ) -> None:
+        self.repo = repo.resolve()
+        self.store = store
+        self.max_queued = max_queued
+        self._held: Any = None  # the store's lock while this trainer owns its jobs
+        self._command = command or (lambda job: retrain_argv(self.repo, job.push_image))
+        self._recover = recover or self._recover_repo
+        self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._child: Any = None  # the running Child, for stop()
+        self._thread: threading.Thread | None = None
+
+    def _recover_repo(self) -> object:
+        from mlrig.core.retrain import retrain
+
+        return retrain.recover(self.repo)
+
+    # -- life cycle -----------------------------------------------------------------------
+    def start(self) -> list[str]:
+        """Recover from a service that died, then start the worker. Returns the ids of the
+        jobs found interrupted."""
+        from mlrig.adapters import trainer_process
+
+        self._held = self.store.lock()  # Conflict while another service owns these jobs
+        try:
+            interrupted = self.store.in_state("running")
+            for job in interrupted:
+                if job.pgid and job.started_at:
+                    trainer_process.kill_leftover_group(
+                        job.pgid, not_before=job.started_at.timestamp()
+                    )
+                self.store.finish(job.id, "failed", error=INTERRUPTED)
+            self._recover()
+        except BaseException:
+            self._release()
+            raise
+        self._thread = threading.Thread(target=self._loop, name="trainer-worker", daemon=True)
+        self._thread.start()
+        return [job.id for job in interrupted]
+
+    def stop(self, grace: float = STOP_GRACE) -> None:
+        """Interrupt the running job (if any), recover the repo, end the worker."""
+        self._stopping.set()
+        self._wake.set()
+        with self._lock:
+            child = self._child
+        if child is not None:
+            child.terminate(grace)
+        try:
+            if self._thread is not None:
+                self._thread.join()
+            if child is not None:
+                try:
+                    self._recover()
+                except MlrigError as exc:  # stopping anyway: say why the repo was left so
+                    log.error("could not put %s back: %s", self.repo, exc.one_line())
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
+
+    # -- requests -------------------------------------------------------------------------
+    def submit(self, push_image: bool | None = None) -> Job:
+        """The new queued job; QueueFull when `max_queued` wait already."""
+        job = self.store.add(push_image, max_queued=self.max_queued)
+        self._wake.set()
+        return job
+
+    def view(self, job: Job) -> dict[str, Any]:
+        data = job.model_dump(mode="json", exclude={"pgid", "push_image"})
+        data["log_tail"] = self.store.log_tail(job.id)
+        return data
+
+    # -- the worker -----------------------------------------------------------------------
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            job = self.store.claim_next()
+            if job is None:
+                self._wake.wait(POLL)
+                self._wake.clear()
+                continue
+            self._run(job)
+
+    def _run(self, job: Job) -> None:
+        from mlrig.adapters import trainer_process
+        from mlrig.core.retrain import state as retrain_state
+
+        def on_line(line: str) -> None:
+            step = step_of(line)
+            if step:
+                self.store.set_step(job.id, step)
+
+        try:
+            with self._lock:
+                if self._stopping.is_set():  # stopped between claim and start: not run
+                    self.store.finish(job.id, "failed", error=INTERRUPTED)
+                    return
+                child = trainer_process.Child(
+                    self._command(job),
+                    log_path=self.store.log_path(job.id),
+                    on_line=on_line,
+                    env=self._env,
+                    cwd=self.repo,
+                    follow=self.repo / retrain_state.LOG,  # the pipeline's own output
+                )
+                self._child = child
+            self.store.set_pgid(job.id, child.pgid)
+            stages, seen = pipeline_stages(self.repo), None
+            while child.running(STAGE_POLL):
+                stage = stage_running(child.modules(), stages)
+                if stage and stage != seen:
+                    self.store.set_step(job.id, stage)
+                    seen = stage
+            done = child.wait()
+        except MlrigError as exc:
+            self.store.finish(job.id, "failed", error=exc.one_line())
+            return
+        finally:
+            with self._lock:
+                self._child = None
+        if self._stopping.is_set() and done.returncode != 0:
+            self.store.finish(job.id, "failed", error=INTERRUPTED)
+        elif done.returncode != 0:
+            self.store.finish(job.id, "failed", error=error_of(done.returncode, done.stderr_tail))
+        elif (result := result_of(done.last_stdout)) is None:
+            self.store.finish(job.id, "failed", error="retrain printed no JSON result")
+        else:
+            self.store.finish(job.id, "succeeded", result=result)

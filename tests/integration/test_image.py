@@ -713,10 +713,7 @@ def test_generated_repo_defaults_to_its_latest_model(v2: dict, tmp_path: Path) -
 
     client = MlflowClient()
     name = MODEL.replace("-", "_")
-    if not client.search_registered_models(f"name='{name}'"):
-        client.create_registered_model(name)
-    source = client.get_model_version(MODEL, v2["version"])
-    latest = client.create_model_version(name, source.source, source.run_id)
+    latest = client.copy_model_version(f"models:/{MODEL}/{v2['version']}", name)
     (tmp_path / ".copier-answers.yml").write_text(f"project_name: {name}\nstack: local\n")
     assert image_model.default_model_uri(tmp_path) == f"models:/{name}/{latest.version}"
 

@@ -254,7 +254,9 @@ class LocalStack(Layout):
         with stack_lock.hold(self.name, what="down"):
             stuck: list[str] = []
             errors: list[ServiceError] = []
-            for service in ("mlflow", "registry"):
+            # nginx: the endpoints' proxy (`mlrig deploy`); their containers keep running
+            # (restart=unless-stopped) and nginx starts again with the next deploy
+            for service in ("mlflow", "registry", "nginx"):
                 try:
                     left = processes.stop(self.pid_file(service))
                 except ServiceError as exc:

@@ -259,7 +259,12 @@ def _write_conf(
     if override is not None:
         eps.append(override)
     text = _render.render(
-        proxy.port, eps, store.folder, layout.run_dir, layout.log_file("nginx-error")
+        proxy.port,
+        eps,
+        store.folder,
+        layout.run_dir,
+        layout.log_file("nginx-error"),
+        user=_root_user(),
     )
     candidate = store.folder / "nginx.conf.next"
     contract.atomic_write(candidate, text, mode=0o600)
@@ -268,6 +273,13 @@ def _write_conf(
         candidate.unlink(missing_ok=True)
         raise ServiceError(f"nginx refused the new config ({refused}); the old one keeps serving")
     os.replace(candidate, store.conf)
+
+
+def _root_user() -> str | None:
+    """The workers' user when mlrig runs as root: root's own name (see `_render.render`)."""
+    import pwd
+
+    return pwd.getpwuid(0).pw_name if os.geteuid() == 0 else None
 
 
 def _apply(site: Site, ep: Endpoint | None, name: str, progress: Progress) -> set[int]:

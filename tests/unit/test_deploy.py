@@ -113,3 +113,10 @@ def test_names_are_checked_and_a_second_change_of_one_endpoint_refuses(tmp_path:
         pass
     with store.lock("churn"):  # released
         pass
+
+
+def test_workers_run_as_the_given_user_only_when_one_is_named(tmp_path: Path) -> None:
+    ep = endpoint()
+    assert "\nuser " not in conf(tmp_path, ep)
+    text = _render.render(8123, [ep], tmp_path, tmp_path / "run", tmp_path / "e.log", "root")
+    assert "\nuser root;\n" in text

@@ -58,7 +58,9 @@ def call(url: str, body: bytes, key: str | None) -> requests.Response:
     return requests.post(url, data=body, headers=headers, timeout=30)
 
 
-def test_deploy_keys_canary_promote_rollback_delete(pushed: dict[str, Any]) -> None:
+def test_deploy_keys_canary_promote_rollback_delete(
+    pushed: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     stack, v1, v2, v3 = pushed["stack"], pushed["v1"], pushed["v2"], pushed["v3"]
     root = Layout(stack).root
 
@@ -100,6 +102,24 @@ def test_deploy_keys_canary_promote_rollback_delete(pushed: dict[str, Any]) -> N
     endpoints.revoke_key(NAME, extra.split(":", 1)[0], stack=stack)
     assert call(url, example, extra).status_code == 401
     assert [k["id"] for k in endpoints.list_keys(NAME, stack=stack)] == [key_id]
+
+    # a new version that never gets healthy: removed, v1 serves on, the state is unchanged
+    from mlrig.adapters import docker as docker_adapter
+    from mlrig.errors import ServiceError
+
+    def never(container: str, port: int) -> None:
+        raise ServiceError("the new model container never answered /ping")
+
+    before = Store(root).read(NAME)
+    monkeypatch.setattr(endpoints, "_wait_healthy", never)
+    with pytest.raises(ServiceError, match="never answered"):
+        endpoints.deploy(ref(v2), endpoint=NAME, stack=stack)
+    monkeypatch.undo()
+    assert Store(root).read(NAME) == before
+    assert not [
+        n for n in docker_adapter.container_states("mlrig-ep-") if f"-v{v2['version']}-" in n
+    ]
+    assert call(url, example, done.key).headers["X-Model-Version"] == v1["version"]
 
     # a 50% canary: both versions answer, through the same URL and key
     endpoints.deploy(ref(v2), endpoint=NAME, stack=stack, canary=50)

@@ -23,6 +23,7 @@ from mlrig.core.image import push as serving_push
 from mlrig.core.image import run as image_run
 from mlrig.core.stack.local.state import Layout
 from mlrig.errors import UsageError
+from tests.helpers import wait_for_http
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +162,7 @@ def test_the_stack_stops_nginx_with_it(pushed: dict[str, Any], image_env: dict) 
         assert processes.status(layout.pid_file("nginx"))[0] != processes.Status.RUNNING
     finally:
         image_env["stack"].up()
+    # `up` starts it again on its kept port: the endpoint answers at the same URL
+    assert processes.status(layout.pid_file("nginx"))[0] == processes.Status.RUNNING
+    url = f"{row['url'].rsplit('/', 1)[0]}/ping"
+    wait_for_http(url, timeout=30)

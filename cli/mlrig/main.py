@@ -101,6 +101,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "init": ("init", "init_cmd", False),
     "update": ("init", "update_cmd", False),
     "image": ("image", "app", True),
+    "deploy": ("deploy", "app", True),
     "trace": ("trace", "trace", False),
     "checkout": ("checkout", "checkout", False),
     "retrain": ("retrain", "retrain", False),

@@ -81,10 +81,12 @@ def consume_stream(
     return seen
 
 
-def pull(ref: str) -> bool:
-    """Try to pull ref; False when the registry cannot be reached (offline machines)."""
+def pull(ref: str, auth: tuple[str, str] | None = None) -> bool:
+    """Try to pull ref (as user, password when given); False when the registry cannot be
+    reached (offline machines)."""
+    creds = {"auth_config": {"username": auth[0], "password": auth[1]}} if auth else {}
     try:
-        consume_stream(client().api.pull(ref, stream=True, decode=True), f"pulling {ref}")
+        consume_stream(client().api.pull(ref, stream=True, decode=True, **creds), f"pulling {ref}")
     except Exception:  # noqa: BLE001 - any failure means "not available here"
         return False
     return True

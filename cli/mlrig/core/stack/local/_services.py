@@ -166,7 +166,7 @@ def orphans(layout: Layout) -> list[int]:
     """Processes of this stack that no PID file accounts for: a worker whose server was
     killed, or a service an interrupted `up` started but never recorded."""
     recorded: set[int] = set()
-    for service in ("mlflow", "registry"):
+    for service in ("mlflow", "registry", "nginx"):  # nginx: the endpoints' proxy (deploy)
         recorded.update(processes.tree(layout.pid_file(service)))
     return [pid for pid in processes.owned_by(layout.root) if pid not in recorded]
 

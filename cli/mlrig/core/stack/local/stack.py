@@ -19,7 +19,13 @@ from mlrig import contract
 from mlrig.adapters import processes
 from mlrig.contract import StackOutputs
 from mlrig.core.shared import interrupts
-from mlrig.core.shared.files import is_storage, private_dir, private_umask, storage_error
+from mlrig.core.shared.files import (
+    PRIVATE_UMASK,
+    is_storage,
+    private_dir,
+    private_umask,
+    storage_error,
+)
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack import lock as stack_lock
 from mlrig.core.stack.local import _config as local_config
@@ -187,6 +193,7 @@ class LocalStack(Layout):
             )
             for service in ("registry", "mlflow"):
                 services.await_healthy(self, service, state, started[service])
+            self._resume_endpoints(progress)
             outputs = self.outputs(state)
             self.proved = services.round_trips(outputs)
             bad = [p for p in self.proved if not p.ok]
@@ -203,6 +210,26 @@ class LocalStack(Layout):
                 raise storage_error(OSError(errno.ENOSPC, "full"), self.root) from exc
             raise
         return outputs
+
+    def _resume_endpoints(self, progress: Progress) -> None:
+        """The endpoints' nginx (`mlrig deploy` wrote its config) runs again after a `down`
+        or a reboot, on its kept port; their containers restart with the engine."""
+        from mlrig.adapters import nginx
+
+        folder = self.root / "endpoints"
+        conf = folder / "nginx.conf"
+        if not conf.is_file():
+            return
+        if processes.status(self.pid_file("nginx"))[0] == processes.Status.RUNNING:
+            return
+        progress("starting nginx for the stack's endpoints")
+        processes.start(
+            nginx.argv(conf, folder, self.log_file("nginx-error")),
+            pid_file=self.pid_file("nginx"),
+            log_file=self.log_file("nginx"),
+            cwd=self.root,
+            umask=PRIVATE_UMASK,
+        )
 
     def _roll_back(self) -> None:
         for service in ("registry", "mlflow"):
@@ -254,7 +281,9 @@ class LocalStack(Layout):
         with stack_lock.hold(self.name, what="down"):
             stuck: list[str] = []
             errors: list[ServiceError] = []
-            for service in ("mlflow", "registry"):
+            # nginx: the endpoints' proxy (`mlrig deploy`); their containers keep running
+            # (restart=unless-stopped) and nginx starts again with the next deploy
+            for service in ("mlflow", "registry", "nginx"):
                 try:
                     left = processes.stop(self.pid_file(service))
                 except ServiceError as exc:

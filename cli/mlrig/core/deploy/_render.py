@@ -1,0 +1,81 @@
+"""The proxy's nginx.conf, rendered from the endpoints' state (a pure function)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlrig.core.deploy.state import Endpoint
+
+
+def render(
+    port: int,
+    endpoints: list[Endpoint],
+    folder: Path,
+    run: Path,
+    log: Path,
+    user: str | None = None,
+) -> str:
+    """One server on 127.0.0.1:port; per endpoint an upstream weighted by its traffic split
+    and /endpoints/NAME/{invocations,ping}; invocations keyed (auth_basic, hashes only)
+    unless the endpoint is public. The key is checked by nginx: the model never sees a
+    request without one, nor the Authorization header of one with it. `user`: the workers'
+    user when the master runs as root (else nginx's default, nobody, could not read the
+    stack's private files); like the stack's other services, they run as its owner."""
+    upstreams, locations = [], []
+    for ep in sorted(endpoints, key=lambda e: e.name):
+        serving = [b for b in ep.backends if b.weight > 0]
+        if not serving:
+            continue
+        servers = "".join(
+            f"        server 127.0.0.1:{b.port} weight={b.weight} max_fails=0;\n" for b in serving
+        )
+        upstreams.append(f"    upstream ep_{ep.name} {{\n{servers}        keepalive 16;\n    }}\n")
+        # which version answered: X-Model-Version, from the server nginx picked
+        versions = "".join(f'        "127.0.0.1:{b.port}" "{b.version}";\n' for b in serving)
+        upstreams.append(
+            f"    map $upstream_addr $ep_{ep.name.replace('-', '_')}_version {{\n"
+            f'        default "";\n{versions}    }}\n'
+        )
+        auth = (
+            ""
+            if ep.public
+            else (
+                f'            auth_basic "mlrig endpoint {ep.name}";\n'
+                f"            auth_basic_user_file {folder / ep.name / 'htpasswd'};\n"
+            )
+        )
+        for path in ("invocations", "ping"):
+            keyed = auth if path == "invocations" else ""
+            locations.append(
+                f"        location = /endpoints/{ep.name}/{path} {{\n{keyed}"
+                f"            proxy_pass http://ep_{ep.name}/{path};\n"
+                "            proxy_http_version 1.1;\n"
+                '            proxy_set_header Connection "";\n'
+                '            proxy_set_header Authorization "";\n'
+                f"            add_header X-Model-Version $ep_{ep.name.replace('-', '_')}_version;\n"
+                "            proxy_next_upstream error timeout http_502 http_503;\n"
+                "        }\n"
+            )
+    temp = "".join(
+        f"    {kind}_temp_path {run / ('nginx-' + kind)};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    return (
+        "# written by mlrig deploy: edits are overwritten\n"
+        "daemon off;\n" + (f"user {user};\n" if user else "") + "worker_processes 1;\n"
+        f"pid {run / 'nginx.master.pid'};\n"
+        f"error_log {log} warn;\n"
+        "events { worker_connections 1024; }\n"
+        "http {\n"
+        "    access_log off;\n"
+        "    server_tokens off;\n"
+        "    client_max_body_size 64m;\n"
+        f"{temp}"
+        f"{''.join(upstreams)}"
+        "    server {\n"
+        f"        listen 127.0.0.1:{port};\n"
+        f"{''.join(locations)}"
+        "        location / { return 404; }\n"
+        "    }\n"
+        "}\n"
+    )

@@ -167,6 +167,13 @@ def test_the_wheel_holds_one_namespace_with_its_data(tmp_path: Path) -> None:
         "mlrig/_docker/mlflow-server/Dockerfile",
     ):
         assert expected in names, expected
+    # every module of the checkout ships: a package left out of pyproject's list is missing
+    for name, path in _modules():
+        if path.name != "__main__.py" or "infra" not in name:
+            shipped = name.replace(".", "/") + (
+                "/__init__.py" if path.stem == "__init__" else ".py"
+            )
+            assert shipped in names, f"{shipped} is not in the wheel (pyproject packages)"
     assert not any(n.endswith("__main__.py") and n.startswith("mlrig/infra") for n in names)
     # installed from the wheel alone, the data is found next to the package
     target = tmp_path / "site"

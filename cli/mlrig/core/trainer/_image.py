@@ -76,13 +76,30 @@ def source_root() -> Path:
     return root
 
 
+# what the wheel is built from (pyproject.toml's package-dir and readme)
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "cli", "infra", "pipeline", "docker")
+
+
 def build_wheel(out: Path) -> Path:
+    """mlrig's wheel, built from a private copy of the checkout: setuptools writes build/ and
+    mlrig.egg-info/ into the tree it builds, so two builds of one checkout at once (two
+    trainer images, or an install beside one) tore each other's files."""
     from mlrig.adapters import processes
 
-    done = processes.run_captured(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-        + ["-w", str(out), str(source_root())]
-    )
+    root = source_root()
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    with tempfile.TemporaryDirectory(prefix="mlrig-wheel-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for name in WHEEL_SOURCES:
+            if (root / name).is_dir():
+                shutil.copytree(root / name, src / name, ignore=skip, symlinks=True)
+            else:
+                shutil.copy2(root / name, src / name)
+        done = processes.run_captured(
+            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+            + ["-w", str(out), str(src)]
+        )
     wheels = sorted(out.glob("mlrig-*.whl"))
     if done.returncode != 0 or len(wheels) != 1:
         last = (done.stderr.strip().splitlines() or ["no wheel"])[-1]

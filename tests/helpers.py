@@ -826,3 +826,17 @@ class TagWrites:
 
     def delete_model_version_tag(self, name: str, version: str, key: str) -> None:
         self.written.append((name, version, key, None))
+
+
+def built_versions(model: str) -> list[dict[str, Any]]:
+    """Three versions of registered model `model`, each built with image.build. A module that
+    pushes them names its own model: the session stack's registry keeps every tag, and a
+    version number another module's model already pushed under the same name is refused."""
+    from mlrig.core.image import build as image
+
+    found = []
+    for c in (1.0, 0.05, 0.3):
+        version, expected = register_model(model, c)
+        built = image.build(f"models:/{model}/{version}")
+        found.append({"version": version, "expected": expected, "built": built})
+    return found

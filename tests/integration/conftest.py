@@ -433,12 +433,6 @@ def image_env(local_stack: dict, base_image: str) -> Iterator[dict]:
 def direct_versions(image_env: dict) -> list[dict[str, Any]]:
     """Three versions of the registered model `bc-direct` (same dependencies), each built
     with image.build: [{"version", "expected" (answers to the first three rows), "built"}]."""
-    from mlrig.core.image import build as image
-    from tests.helpers import register_model
+    from tests.helpers import built_versions
 
-    found = []
-    for c in (1.0, 0.05, 0.3):
-        version, expected = register_model(DIRECT_MODEL, c)
-        built = image.build(f"models:/{DIRECT_MODEL}/{version}")
-        found.append({"version": version, "expected": expected, "built": built})
-    return found
+    return built_versions(DIRECT_MODEL)

@@ -23,18 +23,19 @@ from mlrig.core.image import push as serving_push
 from mlrig.core.image import run as image_run
 from mlrig.core.stack.local.state import Layout
 from mlrig.errors import UsageError
-from tests.helpers import wait_for_http
+from tests.helpers import built_versions, require, wait_for_http
 
 pytestmark = pytest.mark.integration
 
 NAME = "churn"
+MODEL = "bc-deploy"  # its own model: the registry keeps bc-direct's tags for test_push_direct
 
 
 @pytest.fixture(scope="module")
-def pushed(direct_versions: list[dict[str, Any]], image_env: dict) -> Iterator[dict[str, Any]]:
-    """Two pushed versions of bc-direct and the stack's name; the endpoint deleted after."""
-    if not os.path.exists("/usr/sbin/nginx"):
-        pytest.skip("Debian's nginx is not installed")
+def pushed(image_env: dict) -> Iterator[dict[str, Any]]:
+    """Two pushed versions of bc-deploy and the stack's name; the endpoint deleted after."""
+    require(os.path.exists("/usr/sbin/nginx"), "Debian's nginx")
+    direct_versions = built_versions(MODEL)
     out = image_env["outputs"]
     for v in direct_versions[:2]:
         serving_push.push(v["built"].ref, out)
@@ -49,7 +50,7 @@ def pushed(direct_versions: list[dict[str, Any]], image_env: dict) -> Iterator[d
 
 
 def ref(version: dict[str, Any]) -> str:
-    return f"models:/bc-direct/{version['version']}"
+    return f"models:/{MODEL}/{version['version']}"
 
 
 def call(url: str, body: bytes, key: str | None) -> requests.Response:
@@ -69,7 +70,7 @@ def test_deploy_keys_canary_promote_rollback_delete(
     with pytest.raises(UsageError, match="image push"):
         endpoints.deploy(ref(v3), endpoint=NAME, stack=stack)
     with pytest.raises(UsageError, match="does not exist"):
-        endpoints.deploy("models:/bc-direct/999999", endpoint=NAME, stack=stack)
+        endpoints.deploy(f"models:/{MODEL}/999999", endpoint=NAME, stack=stack)
     assert Store(root).read(NAME) is None
 
     done = endpoints.deploy(ref(v1), endpoint=NAME, stack=stack)

@@ -18,12 +18,13 @@ from pathlib import Path
 
 from mlrig import contract
 from mlrig.adapters import docker as docker_adapter
-from mlrig.adapters import http, nginx, processes
+from mlrig.adapters import nginx, processes
 from mlrig.adapters.mlflow_rest import MlflowRest
 from mlrig.adapters.registry_client import RegistryClient
 from mlrig.contract import StackOutputs
 from mlrig.core.deploy import _keys, _render
 from mlrig.core.deploy.state import Backend, Endpoint, Proxy, Store, check_name
+from mlrig.core.image import run as image_run
 from mlrig.core.provenance import record as p
 from mlrig.core.shared import secrets
 from mlrig.core.shared.files import PRIVATE_UMASK, private_dir
@@ -173,18 +174,12 @@ def _start(site: Site, endpoint: str, target: Target, progress: Progress) -> Bac
 
 
 def _wait_healthy(container: str, port: int) -> None:
-    def exited() -> str | None:
-        state = docker_adapter.container_state(container)
-        return "exited" if state.status != "running" or state.restarts else None
-
     try:
-        wait_until(
-            lambda: http.status(f"http://127.0.0.1:{port}/ping", timeout=1) == 200,
-            timeout=HEALTH_TIMEOUT,
-            what="the model container to answer /ping",
-            interval=0.05,
-            retry_on=(OSError,),
-            give_up=exited,
+        image_run.wait_serving(
+            container,
+            f"http://127.0.0.1:{port}",
+            HEALTH_TIMEOUT,
+            "the model container to answer /ping",
         )
     except (WaitTimeout, Abandoned) as exc:
         logs = docker_adapter.container_logs(container, tail=3).strip().splitlines()

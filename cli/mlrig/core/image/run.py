@@ -141,21 +141,28 @@ def status() -> list[tuple[str, docker_adapter.ContainerState]]:
     return sorted(docker_adapter.container_states(NAME_PREFIX).items())
 
 
-def _wait_healthy(ref: str, container: str, url: str, timeout: float) -> None:
+def wait_serving(container: str, url: str, timeout: float, what: str) -> None:
+    """Wait until the serving container answers url/ping: Abandoned as soon as it exits or
+    the engine restarts it (under the restart policy a crash is "restarting", or running
+    again with a count), WaitTimeout after timeout. `image run` and `deploy` both wait so."""
+
     def exited() -> str | None:
-        # under the restart policy a crash is "restarting", or running again with a count
         state = docker_adapter.container_state(container)
         return "exited" if state.status != "running" or state.restarts else None
 
+    wait_until(
+        lambda: http.status(f"{url}/ping", timeout=1) == 200,
+        timeout=timeout,
+        what=what,
+        interval=0.05,
+        retry_on=(OSError,),
+        give_up=exited,
+    )
+
+
+def _wait_healthy(ref: str, container: str, url: str, timeout: float) -> None:
     try:
-        wait_until(
-            lambda: http.status(f"{url}/ping", timeout=1) == 200,
-            timeout=timeout,
-            what=f"{ref} to answer /ping",
-            interval=0.05,
-            retry_on=(OSError,),
-            give_up=exited,
-        )
+        wait_serving(container, url, timeout, f"{ref} to answer /ping")
     except WaitTimeout as exc:
         raise ServiceError(f"{ref} did not become healthy within {exc.timeout:g} s") from None
     except Abandoned:

@@ -219,7 +219,7 @@ def log_cmd(
     stack: StackOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Who wrote what: the audit lines of a local stack's MLflow server log."""
+    """Who changed what: the MLflow server's audit lines and mlrig's endpoint changes."""
     from mlrig.core.access import view as access_view
 
     entries = access_view.log(_outputs(stack), since)
@@ -231,7 +231,8 @@ def log_cmd(
         what = " ".join(f"{k}={v}" for k, v in e.object.items())
         console().print(
             f"{e.ts.isoformat(timespec='seconds')} {e.user or '-'} ({e.auth}) {e.method} "
-            f"{e.path} {what} -> {e.status if e.status is not None else '?'}",
+            f"{e.path} {what}"
+            + ("" if e.auth == "local" else f" -> {e.status if e.status is not None else '?'}"),
             soft_wrap=True,
             markup=False,
         )

@@ -90,7 +90,8 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
 
 
 def log(outputs: StackOutputs, since: str | None = None) -> list[AuditEntry]:
-    """The audit entries in a local stack's MLflow server log, oldest first."""
+    """The audit entries of a local stack, oldest first: its MLflow server's log and the
+    endpoint changes mlrig made (`logs/audit.log`)."""
     from mlrig.core.access import _log as audit
     from mlrig.core.stack.local.state import Layout
 
@@ -101,8 +102,11 @@ def log(outputs: StackOutputs, since: str | None = None) -> list[AuditEntry]:
             hint="read it in CloudWatch Logs (the audit lines are the JSON ones with "
             '"event": "mlrig.audit")',
         )
-    path = Layout(outputs.name).log_file("mlflow")
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8", errors="replace") as fh:
-        return audit.read_entries(fh, when)
+    layout = Layout(outputs.name)
+    entries = []
+    # the server's lines, then mlrig's own (endpoints: mlrig.core.access.audit), in time order
+    for path in (layout.log_file("mlflow"), layout.log_file("audit")):
+        if path.is_file():
+            with path.open(encoding="utf-8", errors="replace") as fh:
+                entries += audit.read_entries(fh, when)
+    return sorted(entries, key=lambda e: e.ts)

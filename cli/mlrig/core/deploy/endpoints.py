@@ -22,7 +22,7 @@ from mlrig.adapters import nginx, processes
 from mlrig.adapters.mlflow_rest import MlflowRest
 from mlrig.adapters.registry_client import RegistryClient
 from mlrig.contract import StackOutputs
-from mlrig.core.deploy import _keys, _render
+from mlrig.core.deploy import _audit, _keys, _render
 from mlrig.core.deploy.state import Backend, Endpoint, Proxy, Store, check_name
 from mlrig.core.image import run as image_run
 from mlrig.core.provenance import record as p
@@ -386,6 +386,14 @@ def deploy(
         _retire(old, old_backends)
         if canary is None:
             _record(site, name, new, "deployed")
+        first_key = ep.keys[0].id if key and ep.keys else None
+        _audit.log(
+            site.layout.name,
+            "canary" if canary else "deploy",
+            name,
+            nxt.backends[-1],
+            key_id=first_key,
+        )
     return Deployed(nxt, site.url(name) or "", key)
 
 
@@ -407,6 +415,7 @@ def promote(
         old = _apply(site, nxt, name, progress)
         _retire(old, [stable])
         _record(site, name, canary, "promoted")
+        _audit.log(site.layout.name, "promote", name, nxt.backends[0])
     return nxt
 
 
@@ -420,6 +429,7 @@ def abort(name: str, *, stack: str | None = None, progress: Progress = lambda _m
         nxt = ep.model_copy(update={"backends": [stable.model_copy(update={"weight": 100})]})
         old = _apply(site, nxt, name, progress)
         _retire(old, [canary])
+        _audit.log(site.layout.name, "abort", name, canary)
     return nxt
 
 
@@ -454,6 +464,7 @@ def rollback(
             raise
         _retire(old, ep.backends)
         _record(site, name, new, "rolled back")
+        _audit.log(site.layout.name, "rollback", name, new)
     return nxt
 
 
@@ -468,6 +479,7 @@ def delete(name: str, *, stack: str | None = None, progress: Progress = lambda _
         with contextlib.suppress(MlrigError):
             for b in ep.backends:
                 site.rest().delete_alias(b.model, f"endpoint-{name}")
+        _audit.log(site.layout.name, "delete", name)
 
 
 def status(name: str | None = None, *, stack: str | None = None) -> list[dict[str, object]]:
@@ -506,6 +518,7 @@ def create_key(name: str, *, stack: str | None = None) -> str:
         record, shown = _keys.new_key()
         nxt = ep.model_copy(update={"keys": [*ep.keys, record]})
         _apply(site, nxt, name, lambda _m: None)
+        _audit.log(site.layout.name, "key-create", name, key_id=record.id)
     return shown
 
 
@@ -525,3 +538,4 @@ def revoke_key(name: str, key_id: str, *, stack: str | None = None) -> None:
             )
         nxt = ep.model_copy(update={"keys": [k for k in ep.keys if k.id != key_id]})
         _apply(site, nxt, name, lambda _m: None)
+        _audit.log(site.layout.name, "key-revoke", name, key_id=key_id)

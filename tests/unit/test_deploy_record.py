@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from mlrig.core.access import audit
 from mlrig.core.access import view as access_view
 from mlrig.core.deploy import _audit
-from mlrig.core.deploy.state import Backend
+from mlrig.core.deploy.state import Backend, Endpoint
 from mlrig.errors import ServiceError
 from mlrig.main import app
 from tests.helpers import env_secret_outputs
@@ -106,3 +106,70 @@ def test_a_trail_that_cannot_be_written_says_the_change_is_done_but_unrecorded(
     audit.path("dev").mkdir(parents=True)  # a folder where the file goes: even root fails
     with pytest.raises(ServiceError, match="promote of endpoint 'churn' is done, but"):
         _audit.log("dev", "promote", "churn", backend())
+
+
+def stack_with(*eps: Endpoint) -> str:
+    from mlrig import contract
+    from mlrig.core.deploy.state import Store
+    from mlrig.core.stack.local.state import Layout
+
+    contract.save(env_secret_outputs("dev"))
+    for ep in eps:
+        Store(Layout("dev").root).write(ep)
+    return "dev"
+
+
+def endpoint(name: str, public: bool, *backends: Backend, keys: int = 1) -> Endpoint:
+    from mlrig.core.deploy import _keys
+
+    return Endpoint(
+        name=name,
+        public=public,
+        backends=list(backends) or [backend()],
+        previous=backend("2"),
+        keys=[] if public else [_keys.new_key()[0] for _ in range(keys)],
+        created_at=NOW,
+    )
+
+
+def test_doctor_warns_of_each_public_endpoint_with_the_way_to_key_it(home: Path) -> None:
+    from mlrig.core.doctor import doctor
+
+    stack_with(endpoint("open-one", True), endpoint("churn", False, keys=2))
+    check = doctor._endpoints(env_secret_outputs("dev"))
+    assert check.status == doctor.WARN and not check.needed  # a warning, not a failure
+    assert "open-one" in check.detail and "churn" not in check.detail
+    assert "mlrig deploy keys create open-one --stack dev" in check.fix
+
+
+def test_doctor_lists_keyed_endpoints_as_ok_and_skips_a_stack_without_any(home: Path) -> None:
+    from mlrig.core.doctor import doctor
+
+    stack_with()
+    assert doctor._endpoints(env_secret_outputs("dev")).status == doctor.SKIP
+    stack_with(endpoint("churn", False, keys=2))
+    check = doctor._endpoints(env_secret_outputs("dev"))
+    assert check.status == doctor.OK and check.detail == "churn (2 keys)"
+    names = [c.name for c in doctor.stack_checks("dev")]
+    assert "endpoints" in names
+
+
+def test_status_and_list_json_say_public_keys_since_and_digest(home: Path) -> None:
+    stack_with(
+        endpoint("churn", False, backend("3", 90), backend("4", 10), keys=2),
+        endpoint("open-one", True),
+    )
+    for argv in (["deploy", "list", "--json"], ["deploy", "status", "churn", "--json"]):
+        out = runner.invoke(app, [*argv, "--stack", "dev"])
+        assert out.exit_code == 0, out.output
+        rows = {row["endpoint"]: row for row in json.loads(out.output)}
+        churn = rows["churn"]
+        assert churn["public"] is False and churn["key_count"] == 2 and len(churn["keys"]) == 2
+        assert churn["created_at"] == "2026-01-01T00:00:00+00:00"
+        assert [(b["version"], b["traffic"]) for b in churn["serving"]] == [("3", 90), ("4", 10)]
+        assert all(b["digest"] == DIGEST and b["since"] for b in churn["serving"])
+        assert churn["previous"] == "2" and churn["previous_digest"] == DIGEST
+        assert churn["proxy"] == "stopped"
+    assert rows.get("open-one", {"public": True})["public"] is True
+    shown = runner.invoke(app, ["deploy", "list", "--stack", "dev"]).output
+    assert "open-one" in shown and "PUBLIC" in shown and "2 keys" in shown

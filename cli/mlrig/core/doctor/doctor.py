@@ -176,7 +176,29 @@ def stack_checks(name: str) -> list[Check]:
     else:
         checks.append(_guard("stack processes", lambda: _local_processes(outputs)))
         checks.append(_guard("file modes", lambda: _file_modes(outputs)))
+        checks.append(_guard("endpoints", lambda: _endpoints(outputs)))
     return checks
+
+
+def _endpoints(outputs: StackOutputs) -> Check:
+    """A --public endpoint answers anyone: a warning naming each, with the way to key it."""
+    from mlrig.core.deploy.state import Store
+    from mlrig.core.stack.local.state import Layout
+
+    eps = Store(Layout(outputs.name).root).all()
+    if not eps:
+        return Check("endpoints", SKIP, "none deployed", needed=False)
+    public = [ep.name for ep in eps if ep.public]
+    if public:
+        return Check(
+            "endpoints",
+            WARN,
+            f"public (no key needed): {', '.join(public)}",
+            "; ".join(f"`mlrig deploy keys create {n} --stack {outputs.name}`" for n in public)
+            + " (its first key ends --public: requests then need a key)",
+            needed=False,
+        )
+    return Check("endpoints", OK, ", ".join(f"{ep.name} ({len(ep.keys)} keys)" for ep in eps))
 
 
 def _reset_fix(outputs: StackOutputs, ref: str) -> str:

@@ -49,7 +49,8 @@ def _show(rows: list[dict[str, Any]], as_json: bool) -> None:
     if not rows:
         console().print("no endpoint (deploy one with `mlrig deploy`)", markup=False)
     for row in rows:
-        flag = " [PUBLIC: no key needed]" if row["public"] else ""
+        count = row["key_count"]
+        flag = " [PUBLIC: no key needed]" if row["public"] else f", {count} key{'s' * (count != 1)}"
         console().print(
             f"{row['endpoint']}: {row['url']} (nginx {row['proxy']}){flag}",
             markup=False,
@@ -84,7 +85,11 @@ def deploy(
         typer.Option(help="Send this share (1-99 %) of traffic to the new version; promote later."),
     ] = None,
     public: Annotated[
-        bool, typer.Option("--public", help="No key needed (flagged in `status`).")
+        bool,
+        typer.Option(
+            "--public",
+            help="No key needed (flagged in `status` and `doctor`; `keys create` ends it).",
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -483,7 +483,8 @@ def delete(name: str, *, stack: str | None = None, progress: Progress = lambda _
 
 
 def status(name: str | None = None, *, stack: str | None = None) -> list[dict[str, object]]:
-    """Each endpoint: URL, public flag, and per backend version, digest, since, share."""
+    """Each endpoint: URL, public flag, keys (IDs and count), and per backend version,
+    digest, image, since, share; the version a rollback goes back to."""
     site = Site.open(stack)
     eps = [site.store.get(name)] if name else site.store.all()
     running = processes.status(site.layout.pid_file("nginx"))[0] == processes.Status.RUNNING
@@ -494,6 +495,8 @@ def status(name: str | None = None, *, stack: str | None = None) -> list[dict[st
             "public": ep.public,
             "proxy": "running" if running else "stopped",
             "keys": [k.id for k in ep.keys],
+            "key_count": len(ep.keys),
+            "created_at": ep.created_at.isoformat(timespec="seconds"),
             "serving": [
                 {
                     "model": b.model,
@@ -502,10 +505,12 @@ def status(name: str | None = None, *, stack: str | None = None) -> list[dict[st
                     "since": b.since.isoformat(timespec="seconds"),
                     "traffic": b.weight,
                     "container": b.container,
+                    "image": b.image,
                 }
                 for b in ep.backends
             ],
             "previous": ep.previous.version if ep.previous else None,
+            "previous_digest": ep.previous.digest if ep.previous else None,
         }
         for ep in eps
     ]
@@ -516,7 +521,8 @@ def create_key(name: str, *, stack: str | None = None) -> str:
     with site.store.lock(check_name(name)):
         ep = site.store.get(name)
         record, shown = _keys.new_key()
-        nxt = ep.model_copy(update={"keys": [*ep.keys, record]})
+        # a public endpoint's first key makes it keyed: the way out of --public
+        nxt = ep.model_copy(update={"keys": [*ep.keys, record], "public": False})
         _apply(site, nxt, name, lambda _m: None)
         _audit.log(site.layout.name, "key-create", name, key_id=record.id)
     return shown

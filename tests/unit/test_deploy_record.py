@@ -15,6 +15,7 @@ from mlrig.core.access import audit
 from mlrig.core.access import view as access_view
 from mlrig.core.deploy import _audit
 from mlrig.core.deploy.state import Backend, Endpoint
+from mlrig.core.provenance.record import ProvenanceRecord
 from mlrig.errors import ServiceError
 from mlrig.main import app
 from tests.helpers import env_secret_outputs
@@ -173,3 +174,103 @@ def test_status_and_list_json_say_public_keys_since_and_digest(home: Path) -> No
     assert rows.get("open-one", {"public": True})["public"] is True
     shown = runner.invoke(app, ["deploy", "list", "--stack", "dev"]).output
     assert "open-one" in shown and "PUBLIC" in shown and "2 keys" in shown
+
+
+# -- mlrig trace endpoint:NAME ---------------------------------------------------------------
+def traced(model: str = "churn-model", version: str = "3") -> ProvenanceRecord:
+    from mlrig.core.provenance import record as p
+
+    return p.ProvenanceRecord(
+        ref=f"127.0.0.1:5000/models@{DIGEST}",
+        images=[p.ImageRecord(digest=DIGEST, reference=f"127.0.0.1:5000/models@{DIGEST}")],
+        model=p.ModelRecord(name=model, version=version),
+        run=p.RunRecord(id="f" * 32),
+        code=p.CodeRecord(commit="c" * 40),
+    )
+
+
+@pytest.fixture()
+def provenance(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str | None]]:
+    """The trace of an image, without a server: what it was asked for, and a record."""
+    from mlrig.core.provenance import trace as provenance_trace
+
+    asked: list[tuple[str, str | None]] = []
+
+    def fake(ref: str, *, stack: str | None = None, repo: Path | None = None) -> object:
+        asked.append((ref, stack))
+        return traced()
+
+    monkeypatch.setattr(provenance_trace, "trace", fake)
+    return asked
+
+
+def test_an_endpoint_traces_through_the_image_taking_most_traffic(
+    home: Path, provenance: list[tuple[str, str | None]]
+) -> None:
+    from mlrig.core.deploy import serving
+
+    stack_with(endpoint("churn", False, backend("3", 90), backend("4", 10)))
+    record = serving.trace("endpoint:churn")
+    assert provenance == [(f"127.0.0.1:5000/models@{DIGEST}", "dev")]
+    assert record.ref == "endpoint:churn" and record.endpoint is not None
+    assert record.endpoint.traced == "3" and record.endpoint.stack == "dev"
+    assert [(s.version, s.traffic) for s in record.endpoint.serving] == [("3", 90), ("4", 10)]
+    assert not record.refused
+    assert record.summary().startswith("endpoint churn <- 127.0.0.1:5000/models@sha256:")
+
+
+def test_an_image_whose_labels_name_another_version_is_refused(
+    home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core.deploy import serving
+    from mlrig.core.provenance import trace as provenance_trace
+
+    monkeypatch.setattr(provenance_trace, "trace", lambda *_a, **_k: traced(version="7"))
+    stack_with(endpoint("churn", False, backend("3")))
+    record = serving.trace("endpoint:churn")
+    assert record.refused == [
+        f"endpoint churn: its state says churn-model v3 serves {DIGEST}, but the image "
+        "traces to churn-model v7"
+    ]
+    out = runner.invoke(app, ["trace", "endpoint:churn", "--stack", "dev"])
+    assert out.exit_code == 1 and "refused:" in out.output
+
+
+def test_trace_endpoint_prints_the_endpoint_then_the_chain(
+    home: Path, provenance: list[tuple[str, str | None]]
+) -> None:
+    stack_with(endpoint("churn", True, backend("3")))
+    out = runner.invoke(app, ["trace", "endpoint:churn", "--stack", "dev"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[0].startswith("endpoint") and "PUBLIC" in lines[0]
+    assert "churn-model v3" in lines[1] and "(traced below)" in lines[1]
+    assert any(line.startswith("model") for line in lines[2:])
+    doc = json.loads(runner.invoke(app, ["trace", "endpoint:churn", "--json"]).output)
+    assert doc["endpoint"]["name"] == "churn" and doc["model"]["version"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("ref", "says"),
+    [
+        ("endpoint:nope", "no endpoint 'nope' on this stack (endpoints: churn)"),
+        ("endpoint:../etc", "endpoint name '../etc' is not valid"),
+        ("endpoint:", "endpoint name '' is not valid"),
+    ],
+)
+def test_an_unknown_or_bad_endpoint_is_one_line(
+    home: Path, provenance: list[tuple[str, str | None]], ref: str, says: str
+) -> None:
+    stack_with(endpoint("churn", False))
+    out = runner.invoke(app, ["trace", ref, "--stack", "dev"])
+    assert out.exit_code != 0 and says in out.output and "Traceback" not in out.output
+    assert provenance == []  # nothing traced
+
+
+def test_a_name_with_a_trailing_newline_is_refused() -> None:
+    from mlrig.core.deploy.state import check_name
+    from mlrig.errors import UsageError
+
+    assert check_name("churn") == "churn"
+    with pytest.raises(UsageError):
+        check_name("churn\n")

@@ -1,4 +1,5 @@
-"""`mlrig trace REF`: from an image, model version or run back to its run, code and data."""
+"""`mlrig trace REF`: from an endpoint, image, model version or run back to its run, code and
+data."""
 
 from __future__ import annotations
 
@@ -24,8 +25,9 @@ def trace(
         str,
         typer.Argument(
             metavar="REF",
-            help="Image (name:tag, host/repo@sha256:…, sha256:…, image ID), models:/NAME/VERSION, "
-            "models:/NAME@ALIAS, @ALIAS, runs:/ID or a run ID.",
+            help="endpoint:NAME (what it serves), an image (name:tag, host/repo@sha256:…, "
+            "sha256:…, image ID), models:/NAME/VERSION, models:/NAME@ALIAS, @ALIAS, runs:/ID "
+            "or a run ID.",
         ),
     ],
     json_out: JsonOpt = False,
@@ -38,10 +40,15 @@ def trace(
         ),
     ] = None,
 ) -> None:
-    """Print where REF came from: image ↔ model version ↔ run ↔ commit/experiment ↔ data."""
-    from mlrig.core.provenance import trace as core
+    """Print where REF came from: endpoint ↔ image ↔ model version ↔ run ↔ commit ↔ data."""
+    from mlrig.core.deploy import serving
 
-    record = core.trace(ref, stack=stack, repo=repo)
+    if serving.is_endpoint_ref(ref):  # deploy sits above provenance: it resolves its form
+        record = serving.trace(ref, stack=stack, repo=repo)
+    else:
+        from mlrig.core.provenance import trace as core
+
+        record = core.trace(ref, stack=stack, repo=repo)
     if json_out:
         typer.echo(record.model_dump_json(indent=2))
     else:
@@ -75,6 +82,21 @@ def render(record: ProvenanceRecord) -> None:
     from rich.markup import escape
 
     rows: list[tuple[str, str]] = []
+    if record.endpoint:
+        ep = record.endpoint
+        public = "  [PUBLIC: no key needed]" if ep.public else ""
+        rows.append(
+            ("endpoint", f"{escape(ep.name)}  {escape(ep.url or '(no proxy yet)')}{public}")
+        )
+        for s in ep.serving:
+            traced = "  (traced below)" if s.version == ep.traced else ""
+            rows.append(
+                (
+                    "serving",
+                    f"{s.traffic:>3}%  {escape(s.model)} v{escape(s.version)}  "
+                    f"{escape(s.digest)}  since {s.since.isoformat(timespec='seconds')}{traced}",
+                )
+            )
     for image in record.images or []:
         rows.append(("image", escape(image.reference or image.digest)))
     if record.model:

@@ -1,4 +1,6 @@
 """`mlrig deploy [REF]`: a model version, by digest, behind an authenticated endpoint of
 the local stack (model containers behind the stack's nginx); `mlrig deploy status`, `list`,
 `promote`, `abort`, `rollback`, `delete`, and the endpoint's `keys` (create, list, revoke).
+`serving` resolves `mlrig trace endpoint:NAME` (the trace command's one form from above
+provenance).
 """

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -130,10 +131,34 @@ class DataRecord(_Model):
     )
 
 
+class ServingRecord(_Model):
+    """One version an endpoint serves: its image by digest and its share of the traffic."""
+
+    model: str
+    version: str
+    digest: str
+    image: str = Field(description="host/repository@sha256:… the container runs")
+    traffic: int = Field(description="percent of the endpoint's requests")
+    since: datetime
+
+
+class EndpointRecord(_Model):
+    """The endpoint traced from (`mlrig trace endpoint:NAME`); the record follows the version
+    taking the most traffic (`traced`), the others are listed."""
+
+    name: str
+    stack: str
+    url: str | None = None
+    public: bool = False
+    serving: list[ServingRecord]
+    traced: str = Field(description="the version the rest of the record follows")
+
+
 class ProvenanceRecord(_Model):
-    """From an image, model version or run back to the workspace that made it."""
+    """From an endpoint, image, model version or run back to the workspace that made it."""
 
     ref: str = Field(description="what was traced, as given")
+    endpoint: EndpointRecord | None = None
     images: list[ImageRecord] = Field(default_factory=list)
     model: ModelRecord | None = None
     run: RunRecord
@@ -148,6 +173,8 @@ class ProvenanceRecord(_Model):
     def summary(self) -> str:
         """One line: image <- model version <- run <- commit or experiment, restorable or not."""
         parts = []
+        if self.endpoint:
+            parts.append(f"endpoint {self.endpoint.name}")
         if self.images:
             parts.append(self.images[0].reference or self.images[0].digest)
         if self.model:

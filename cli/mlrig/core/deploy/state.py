@@ -58,7 +58,7 @@ class Proxy(BaseModel):
 def check_name(name: str) -> str:
     import re
 
-    if not re.match(NAME_PATTERN, name):
+    if not re.fullmatch(NAME_PATTERN, name):  # match would let "name\n" through
         raise UsageError(
             f"endpoint name {name!r} is not valid",
             hint="use 1-40 lowercase letters, digits and dashes, starting with a letter or digit",

@@ -1,10 +1,13 @@
 """The AWS variant of the generated CI workflow, rendered by real copier through `mlrig init`:
 valid for GitHub, keyless (an OIDC token for MLflow, no secret read), `mlrig retrain` on
-demand and on a schedule, and one image path (`mlrig image build/push` of the champion)."""
+demand and on a schedule, one image path (`mlrig image build/push` of the champion), and a
+champion the gate moved deployed as a canary (`mlrig deploy --canary`)."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -14,7 +17,7 @@ import yaml
 
 from mlrig import contract
 from mlrig.core.bootstrap import init as bootstrap
-from tests.helpers import aws_outputs
+from tests.helpers import aws_outputs, require
 
 pytestmark = pytest.mark.integration
 WORKFLOW = ".github/workflows/ci.yml"
@@ -108,3 +111,72 @@ def test_one_image_path_mlrig_builds_and_pushes_the_champion(
     outputs_step = next(s for s in image["steps"] if s.get("name") == "Stack outputs for mlrig")
     assert '"$home/stacks/prod/outputs.json"' in outputs_step["run"]
     assert "auth" not in outputs_step["run"]
+
+
+def _deploy_step(data: dict[str, Any]) -> dict[str, Any]:
+    return next(s for s in data["jobs"]["image"]["steps"] if "mlrig deploy" in s.get("run", ""))
+
+
+def test_a_champion_the_gate_moved_is_deployed_as_a_canary_keylessly(
+    workflow: tuple[str, dict[str, Any]],
+) -> None:
+    _, data = workflow
+    image = data["jobs"]["image"]
+    step = _deploy_step(data)
+    assert step["if"] == "needs.retrain.outputs.champion_moved == 'true'"
+    names = [s.get("name") for s in image["steps"]]
+    assert names.index(step["name"]) > names.index("Push it to ECR (digest verified)")
+    assert step["env"] == {"MLRIG_ENDPOINT": "churn", "MLRIG_CANARY": "10"}
+    assert step["shell"] == "bash"
+    # keyless: the same OIDC role and token steps as the image's build and push
+    assert any("configure-aws-credentials" in str(s.get("uses")) for s in image["steps"])
+    assert "secrets." not in step["run"] and "key" not in step["run"].lower()
+
+
+def _run_deploy(
+    step: dict[str, Any], tmp_path: Path, listed: str, list_exit: int = 0
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """The step's script under bash as GitHub runs it (-eo pipefail), with an `mlrig` on PATH
+    that answers `deploy list` with `listed` and records every other call."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    calls = tmp_path / "calls"
+    calls.write_text("")
+    (tmp_path / "listed.json").write_text(listed)
+    mlrig = bin_dir / "mlrig"
+    mlrig.write_text(
+        "#!/bin/bash\n"
+        f'if [ "$2" = list ]; then cat "{tmp_path}/listed.json"; exit {list_exit}; fi\n'
+        f'echo "$*" >> "{calls}"\n'
+    )
+    mlrig.chmod(0o755)
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "MLRIG_STACK": "prod",
+        **{k: str(v) for k, v in step["env"].items()},
+    }
+    proc = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return proc, calls.read_text().splitlines()
+
+
+def test_the_deploy_step_canaries_an_existing_endpoint_and_never_creates_one(
+    workflow: tuple[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    require(shutil.which("jq") is not None, "jq")
+    step = _deploy_step(workflow[1])
+    proc, calls = _run_deploy(step, tmp_path, '[{"endpoint": "churn", "public": false}]')
+    assert proc.returncode == 0, proc.stderr
+    assert calls == ["deploy models:/churn@champion --endpoint churn --canary 10 --stack prod"]
+    # no endpoint yet: a warning naming the one-time command, nothing deployed (no key in logs)
+    proc, calls = _run_deploy(step, tmp_path, '[{"endpoint": "other"}]')
+    assert proc.returncode == 0 and calls == []
+    assert "::warning" in proc.stdout and "--endpoint churn" in proc.stdout
+    # a list that fails fails the step: never read as "no endpoint", nothing deployed
+    proc, calls = _run_deploy(step, tmp_path, "", list_exit=3)
+    assert proc.returncode != 0 and calls == []

@@ -7,7 +7,7 @@ Core code never imports `requests`; connection errors are OSError subclasses, so
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlrig.errors import ServiceError
@@ -17,6 +17,7 @@ from mlrig.errors import ServiceError
 class Response:
     status: int
     text: str
+    headers: dict[str, str] = field(default_factory=dict)  # names lower-cased
 
     def json(self) -> Any:
         """The body as JSON (ValueError when it is not)."""
@@ -30,17 +31,25 @@ def status(url: str, *, timeout: float = 1.0) -> int:
     return int(requests.get(url, timeout=timeout).status_code)
 
 
-def post(url: str, body: bytes, *, content_type: str, timeout: float = 30.0) -> Response:
-    """POST body to url; a server that does not answer is a ServiceError."""
+def post(
+    url: str,
+    body: bytes,
+    *,
+    content_type: str,
+    timeout: float = 30.0,
+    auth: tuple[str, str] | None = None,
+) -> Response:
+    """POST body to url (with Basic auth when given); a server that does not answer is a
+    ServiceError."""
     import requests
 
     try:
         resp = requests.post(
-            url, data=body, headers={"Content-Type": content_type}, timeout=timeout
+            url, data=body, headers={"Content-Type": content_type}, timeout=timeout, auth=auth
         )
     except requests.RequestException as exc:
         raise ServiceError(f"{url} did not answer ({type(exc).__name__})") from exc
-    return Response(resp.status_code, resp.text)
+    return Response(resp.status_code, resp.text, {k.lower(): v for k, v in resp.headers.items()})
 
 
 def send_json(

@@ -206,3 +206,92 @@ def test_a_failing_step_names_itself_and_its_log(main_job: dict) -> None:
     assert len(err) == 1
     assert "step 'stack up' failed" in err[0] and "docker-registry" in err[0]
     assert "log:" in err[0] and "Traceback" not in proc.stderr
+
+
+def test_the_demo_ends_with_the_champion_deployed_canaried_promoted_and_rolled_back(
+    main_job: dict,
+) -> None:
+    """Each deploy step is one line of the summary, and its requests went through nginx."""
+    steps = {s["name"]: s["detail"] for s in main_job["summary"]["steps"]}
+    names = [s["name"] for s in main_job["summary"]["steps"]]
+    assert names[-3:] == ["canary", "promote", "rollback"]
+    assert names.index("deploy champion") < names.index("keyed request") < names.index("canary")
+    facts = main_job["summary"]["facts"]
+    champion = facts["champion"].rsplit("/", 1)[1]
+    retrained = facts["retrained"].rsplit("/", 1)[1]
+    assert facts["endpoint"].endswith("/endpoints/demo-model/invocations")
+    assert "@champion" in steps["deploy champion"] and facts["endpoint"] in steps["deploy champion"]
+    assert steps["keyed request"] == (
+        f"with a key: 200 from v{champion} (through nginx); without one: 401"
+    )
+    canary = re.search(r"20 keyed requests → 200 \(v(\d+): (\d+), v(\d+): (\d+)\)", steps["canary"])
+    assert canary, steps["canary"]
+    assert (canary[1], canary[3]) == (champion, retrained)
+    assert int(canary[2]) > 0 and int(canary[4]) > 0
+    assert steps["promote"] == (
+        f"v{retrained} takes all traffic; keyed requests → 200 from v{retrained}"
+    )
+    assert steps["rollback"].startswith(f"back to v{champion} (its pushed image, no rebuild)")
+    assert "revoked" in steps["rollback"]
+    summary = json.dumps(main_job["summary"])
+    assert not re.search(r"k[0-9a-f]{8}:[A-Za-z0-9_-]{20,}", summary)  # no key in the summary
+
+
+def test_the_deployed_endpoint_answers_through_nginx_and_traces_back(main_job: dict) -> None:
+    """After the demo: no key, 401; a new key, 200 from the rolled-back version; the audit
+    trail holds each change; `trace endpoint:` reaches the data."""
+    import base64
+
+    import requests
+
+    from mlrig.core.image import run as image_run
+
+    facts = main_job["summary"]["facts"]
+    env, url = main_job["env"], facts["endpoint"]
+    status = subprocess.run(
+        [MLRIG, "deploy", "status", "demo-model", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (row,) = json.loads(status.stdout)
+    assert row["public"] is False and row["url"] == url
+    example = image_run._example(row["serving"][0]["container"])  # the model's own example
+    assert requests.post(url, data=example, timeout=30).status_code == 401
+    key = subprocess.run(
+        [MLRIG, "deploy", "keys", "create", "demo-model"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    auth = "Basic " + base64.b64encode(key.encode()).decode()
+    headers = {"Content-Type": "application/json", "Authorization": auth}
+    answer = requests.post(url, data=example, headers=headers, timeout=30)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["X-Model-Version"] == facts["champion"].rsplit("/", 1)[1]
+    subprocess.run(
+        [MLRIG, "deploy", "keys", "revoke", "demo-model", key.split(":", 1)[0]], env=env, check=True
+    )
+    assert requests.post(url, data=example, headers=headers, timeout=30).status_code == 401
+
+    log = subprocess.run(
+        [MLRIG, "access", "log", "--json"], env=env, capture_output=True, text=True, check=True
+    )
+    actions = [
+        e["method"] for e in map(json.loads, log.stdout.splitlines()) if e["auth"] == "local"
+    ]
+    for action in ("DEPLOY", "CANARY", "PROMOTE", "ROLLBACK", "KEY-REVOKE"):
+        assert action in actions, actions
+    traced = subprocess.run(
+        [MLRIG, "trace", "endpoint:demo-model", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert traced.returncode == 0, traced.stderr
+    record = json.loads(traced.stdout)
+    assert record["endpoint"]["traced"] == record["model"]["version"]
+    assert record["data"] and record["code"]["commit"]

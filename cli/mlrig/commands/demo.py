@@ -65,6 +65,9 @@ def demo(
         f"mlrig trace {ctx.facts.get('pushed', 'IMAGE')}   # image → model → run → commit → data",
         f"{ctx.facts.get('restore', 'mlrig checkout REF')} --repro   # restore and re-run",
         f"mlrig retrain --repo {repo}   # new rows in the source: a new version, or nothing",
+        f"mlrig deploy keys create demo-model --stack {stack}   # a key to call the endpoint",
+        f"mlrig deploy status demo-model --stack {stack}",
+        f"mlrig trace endpoint:demo-model --stack {stack}   # endpoint → image → … → data",
         f"mlrig doctor --stack {stack}",
     ):
         nxt.add_row(cmd)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mlrig.errors import MlrigError
 
@@ -22,6 +23,8 @@ class DemoContext:
     workdir: Path
     log_file: Path
     facts: dict[str, str] = field(default_factory=dict)  # what the summary prints
+    # what steps hand each other that no summary or log may show (the endpoint's key)
+    private: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def repo(self) -> Path:

@@ -230,6 +230,8 @@ def _trace(ctx: DemoContext) -> str:
 
 
 def steps() -> list[Step]:
+    from mlrig.core.demo import deploy as demo_deploy
+
     return [
         ("stack up", _stack_up),
         ("services answer", _services_answer),
@@ -245,7 +247,12 @@ def steps() -> list[Step]:
         ("image push", _image_push),
         ("image run --smoke", _image_smoke),
         ("trace", _trace),
+        ("deploy champion", demo_deploy.deploy_champion),
+        ("keyed request", demo_deploy.keyed_request),
         *_retrain_steps(),
+        ("canary", demo_deploy.canary),
+        ("promote", demo_deploy.promote),
+        ("rollback", demo_deploy.rollback),
     ]
 
 

@@ -70,13 +70,15 @@ def new_data(ctx: DemoContext) -> str:
 
 
 def retrain(ctx: DemoContext) -> str:
-    from mlrig.core.demo._context import StepFailed
+    from mlrig.core.demo._context import PROJECT, StepFailed
     from mlrig.core.retrain import retrain as core
 
     result = core.retrain(ctx.repo, push_image=False, log=ctx.log)
     if not result.changed or not result.commit:
         raise StepFailed(f"new rows arrived but retrain found nothing new: {result.message}")
     ctx.facts["retrain"] = f"{result.message} (commit {result.commit[:8]})"
+    if result.version:  # the canary of the deploy steps
+        ctx.facts["retrained"] = f"models:/{PROJECT}/{result.version}"
     return ctx.facts["retrain"]
 
 

@@ -93,7 +93,11 @@ def deploy(
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Deploy a pushed model version (by digest) to an endpoint of the local stack."""
+    """Deploy a pushed model version (by digest) to an endpoint of the local stack.
+
+    Every change of an endpoint is a line of `mlrig access log`; `mlrig trace endpoint:NAME`
+    follows what it serves back to its run, commit and data; `mlrig doctor` flags --public.
+    """
     if ctx.invoked_subcommand is not None:
         return
     from mlrig.core.deploy import endpoints

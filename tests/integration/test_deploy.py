@@ -149,6 +149,48 @@ def test_deploy_keys_canary_promote_rollback_delete(
     assert call(url, example, done.key).status_code == 404
 
 
+def test_public_is_flagged_until_a_first_key_and_each_change_is_audited(
+    pushed: dict[str, Any],
+) -> None:
+    """--public answers without a key and doctor warns; its first key ends it (401 without,
+    200 with); deploy, key create and delete are lines of the stack's audit trail."""
+    from mlrig import contract
+    from mlrig.core.access import view as access_view
+    from mlrig.core.doctor import doctor
+
+    stack, v1, name = pushed["stack"], pushed["v1"], "open-one"
+    done = endpoints.deploy(ref(v1), endpoint=name, stack=stack, public=True)
+    assert done.key is None
+    url = f"{done.url}/invocations"
+    example = image_run._example(done.endpoint.backends[0].container)
+    try:
+        assert call(url, example, None).status_code == 200
+        check = doctor._endpoints(contract.load(stack))
+        assert check.status == doctor.WARN and name in check.detail
+        assert f"mlrig deploy keys create {name}" in check.fix
+
+        key = endpoints.create_key(name, stack=stack)
+        assert call(url, example, None).status_code == 401
+        assert call(url, example, key).status_code == 200
+        (row,) = endpoints.status(name, stack=stack)
+        assert row["public"] is False and row["key_count"] == 1
+        after = doctor._endpoints(contract.load(stack))  # another module's public one may stay
+        assert after.status == doctor.OK or name not in after.detail.split(": ", 1)[1]
+    finally:
+        endpoints.delete(name, stack=stack)
+    mine = [e for e in access_view.log(contract.load(stack)) if e.object.get("endpoint") == name]
+    assert [e.method for e in mine] == ["DEPLOY", "KEY-CREATE", "DELETE"]
+    assert mine[0].object["digest"] == done.endpoint.backends[0].digest
+    assert mine[1].object["key_id"] == key.split(":", 1)[0]
+    assert all(e.auth == "local" and e.path == f"/endpoints/{name}" for e in mine)
+    from mlrig.core.access import audit
+
+    assert key.split(":", 1)[1] not in audit.path(stack).read_text()  # IDs only, never a key
+    # nginx made its logs under deploy's umask: `doctor`'s file-modes check stays clean
+    for log in ("nginx", "nginx-error", "audit"):
+        assert Layout(stack).log_file(log).stat().st_mode & 0o077 == 0, log
+
+
 def test_the_stack_stops_nginx_with_it(pushed: dict[str, Any], image_env: dict) -> None:
     from mlrig.adapters import processes
 

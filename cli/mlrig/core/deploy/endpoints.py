@@ -27,7 +27,7 @@ from mlrig.core.deploy.state import Backend, Endpoint, Proxy, Store, check_name
 from mlrig.core.image import run as image_run
 from mlrig.core.provenance import record as p
 from mlrig.core.shared import secrets
-from mlrig.core.shared.files import PRIVATE_UMASK, private_dir
+from mlrig.core.shared.files import PRIVATE_UMASK, private_dir, private_umask
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack import env as stack_env
 from mlrig.core.stack import stacks
@@ -281,7 +281,8 @@ def _apply(site: Site, ep: Endpoint | None, name: str, progress: Progress) -> se
     """Write the endpoint's keys and state into nginx and reload; the old workers (drain
     them before stopping a container they may still be talking to)."""
     store = site.store
-    with store.proxy_lock():
+    # private_umask: nginx creates its logs (also under `nginx -t`) with the caller's umask
+    with store.proxy_lock(), private_umask():
         proxy = _ensure_proxy(site, progress)
         if ep is not None:
             contract.atomic_write(store.htpasswd(name), _keys.htpasswd(ep.keys), mode=0o600)
@@ -523,7 +524,9 @@ def create_key(name: str, *, stack: str | None = None) -> str:
         record, shown = _keys.new_key()
         # a public endpoint's first key makes it keyed: the way out of --public
         nxt = ep.model_copy(update={"keys": [*ep.keys, record], "public": False})
-        _apply(site, nxt, name, lambda _m: None)
+        old = _apply(site, nxt, name, lambda _m: None)
+        if ep.public:  # the old workers answer without a key until they have exited
+            _retire(old, [])
         _audit.log(site.layout.name, "key-create", name, key_id=record.id)
     return shown
 

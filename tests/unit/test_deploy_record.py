@@ -274,3 +274,24 @@ def test_a_name_with_a_trailing_newline_is_refused() -> None:
     assert check_name("churn") == "churn"
     with pytest.raises(UsageError):
         check_name("churn\n")
+
+
+@pytest.mark.parametrize("verb", ["promote", "abort", "rollback"])
+def test_promote_abort_and_rollback_print_the_new_state_as_json(
+    home: Path, monkeypatch: pytest.MonkeyPatch, verb: str
+) -> None:
+    from mlrig.core.deploy import endpoints
+
+    ep = endpoint("churn", False, backend("4"))
+    stack_with(ep)
+    called: list[str] = []
+
+    def change(name: str, **_kw: object) -> Endpoint:
+        called.append(name)
+        return ep
+
+    monkeypatch.setattr(endpoints, verb, change)
+    out = runner.invoke(app, ["deploy", verb, "churn", "--stack", "dev", "--json"])
+    assert out.exit_code == 0, out.output
+    assert called == ["churn"]
+    assert json.loads(out.output) == endpoints.status("churn", stack="dev")[0]

@@ -148,21 +148,32 @@ def list_(stack: StackOpt = None, as_json: JsonOpt = False) -> None:
     _show(endpoints.status(None, stack=stack), as_json)
 
 
+def _json_state(name: str, stack: str | None) -> None:
+    """The endpoint's state after a change, as `deploy status NAME --json` prints it."""
+    from mlrig.core.deploy import endpoints
+
+    console().print_json(json.dumps(endpoints.status(name, stack=stack)[0]))
+
+
 @app.command()
-def promote(name: EndpointArg, stack: StackOpt = None) -> None:
+def promote(name: EndpointArg, stack: StackOpt = None, as_json: JsonOpt = False) -> None:
     """Send all traffic to the canary; the old version drains, then stops."""
     from mlrig.core.deploy import endpoints
 
     ep = endpoints.promote(name, stack=stack, progress=_progress)
+    if as_json:
+        return _json_state(name, stack)
     console().print(f"[green]promoted[/] {name}: v{ep.backends[0].version} takes all traffic")
 
 
 @app.command()
-def abort(name: EndpointArg, stack: StackOpt = None) -> None:
+def abort(name: EndpointArg, stack: StackOpt = None, as_json: JsonOpt = False) -> None:
     """Stop the canary; the stable version takes all traffic again."""
     from mlrig.core.deploy import endpoints
 
     ep = endpoints.abort(name, stack=stack, progress=_progress)
+    if as_json:
+        return _json_state(name, stack)
     console().print(f"[green]aborted[/] the canary of {name}: v{ep.backends[0].version} serves")
 
 
@@ -173,11 +184,14 @@ def rollback(
         str | None, typer.Option("--to", help="REF to go back to (default: the previous one).")
     ] = None,
     stack: StackOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Serve the previous version again (its pushed image by digest, no rebuild)."""
     from mlrig.core.deploy import endpoints
 
     ep = endpoints.rollback(name, to=to, stack=stack, progress=_progress)
+    if as_json:
+        return _json_state(name, stack)
     console().print(f"[green]rolled back[/] {name}: v{ep.backends[0].version} serves")
 
 

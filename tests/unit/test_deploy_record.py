@@ -295,3 +295,14 @@ def test_promote_abort_and_rollback_print_the_new_state_as_json(
     assert out.exit_code == 0, out.output
     assert called == ["churn"]
     assert json.loads(out.output) == endpoints.status("churn", stack="dev")[0]
+
+
+def test_a_models_default_endpoint_is_its_name_with_dashes() -> None:
+    from mlrig.core.deploy.state import check_name, default_name
+
+    assert check_name(default_name("demo_model")) == "demo-model"
+    assert default_name("Churn_V2") == "churn-v2"
+    from mlrig.errors import UsageError
+
+    with pytest.raises(UsageError):  # what cannot be an endpoint name stays refused
+        check_name(default_name("my model/2"))

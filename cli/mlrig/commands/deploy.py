@@ -77,7 +77,8 @@ def deploy(
         ),
     ] = None,
     endpoint: Annotated[
-        str | None, typer.Option("--endpoint", "-e", help="Endpoint name (default: the model's).")
+        str | None,
+        typer.Option("--endpoint", "-e", help="Endpoint name (default: the model's, _ as -)."),
     ] = None,
     stack: StackOpt = None,
     canary: Annotated[

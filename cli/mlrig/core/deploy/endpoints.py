@@ -23,7 +23,7 @@ from mlrig.adapters.mlflow_rest import MlflowRest
 from mlrig.adapters.registry_client import RegistryClient
 from mlrig.contract import StackOutputs
 from mlrig.core.deploy import _audit, _keys, _render
-from mlrig.core.deploy.state import Backend, Endpoint, Proxy, Store, check_name
+from mlrig.core.deploy.state import Backend, Endpoint, Proxy, Store, check_name, default_name
 from mlrig.core.image import run as image_run
 from mlrig.core.provenance import record as p
 from mlrig.core.shared import secrets
@@ -334,7 +334,7 @@ def deploy(
     site = Site.open(stack)
     ref = ref or default_ref(Path.cwd())
     target = resolve(site, ref)
-    name = check_name(endpoint or target.model)
+    name = check_name(endpoint or default_name(target.model))
     if canary is not None and not 1 <= canary <= 99:
         raise UsageError(f"--canary {canary} is not a share", hint="pass 1-99 (percent)")
     with site.store.lock(name):

@@ -66,6 +66,12 @@ def check_name(name: str) -> str:
     return name
 
 
+def default_name(model: str) -> str:
+    """The endpoint a model gets when none is named: a generated repo's model `churn_v2` is
+    served at `churn-v2` (endpoint names have no underscore); anything else is checked as is."""
+    return model.lower().replace("_", "-")
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.folder = root / "endpoints"

@@ -134,7 +134,7 @@ class OpenLoop:
                 await resp.read()
                 status, version = resp.status, resp.headers.get("X-Model-Version", "")
         except Exception as exc:  # refused, reset, timed out: a failed request, counted
-            error = type(exc).__name__
+            error = f"{type(exc).__name__}: {exc}"[:160]
         self.shots.append(Shot(phase, late, status, time.perf_counter() - start, version, error))
 
 

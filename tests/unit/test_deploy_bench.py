@@ -103,7 +103,8 @@ def test_a_refused_connection_is_a_failed_request_not_a_lost_one() -> None:
     wait_until(lambda: len(gen.shots) >= 5, timeout=30, what="5 refusals", interval=0.01)
     (phase,) = traffic.summarize(gen.stop())
     assert phase["sent"] == phase["non_200"] == phase["no_answer"] >= 5
-    assert phase["versions"] == {} and set(phase["errors"]) == {"ClientConnectorError"}
+    assert phase["versions"] == {}
+    assert all(e.startswith("ClientConnectorError: ") for e in phase["errors"])
 
 
 def test_percentiles_interpolate_between_ranks() -> None:

@@ -43,6 +43,7 @@ TITLES = {
     "retrain": "Retraining: new rows -> registered version",
     "provenance": "Provenance: `mlrig trace` and `mlrig checkout` vs by hand",
     "image": "Serving images",
+    "deploy": "Deploy on the local stack: `mlrig deploy` vs `docker run` and `mlflow models serve`",
 }
 PACKAGES = {"mlflow": "MLflow", "dvc": "DVC", "docker": "docker-py"}
 

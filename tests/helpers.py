@@ -840,3 +840,65 @@ def built_versions(model: str) -> list[dict[str, Any]]:
         built = image.build(f"models:/{model}/{version}")
         found.append({"version": version, "expected": expected, "built": built})
     return found
+
+
+def capture_line(
+    rows: list[dict[str, Any]],
+    predictions: list[Any],
+    *,
+    when: Any,
+    model: str = "m",
+    version: str = "1",
+    endpoint: str | None = "ep",
+    inference_id: str | None = None,
+    run_id: str = "0" * 32,
+) -> str:
+    """One captured record as the serving image writes it (docs/monitor.md: SageMaker Data
+    Capture's schema plus `mlrig`), its request in the dataframe_split format."""
+    import uuid
+
+    columns = list(rows[0]) if rows else []
+    request = {
+        "dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}
+    }
+    iid = inference_id or str(uuid.uuid4())
+    record = {
+        "captureData": {
+            "endpointInput": {
+                "observedContentType": "application/json",
+                "mode": "INPUT",
+                "data": json.dumps(request),
+                "encoding": "JSON",
+            },
+            "endpointOutput": {
+                "observedContentType": "application/json",
+                "mode": "OUTPUT",
+                "data": json.dumps({"predictions": predictions}),
+                "encoding": "JSON",
+            },
+        },
+        "eventMetadata": {
+            "eventId": iid,
+            "inferenceId": iid,
+            "inferenceTime": when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        },
+        "eventVersion": "0",
+        "mlrig": {
+            "endpoint": endpoint,
+            "model": model,
+            "version": version,
+            "digest": "sha256:" + "a" * 64,
+            "run_id": run_id,
+        },
+    }
+    return json.dumps(record) + "\n"
+
+
+def capture_file(root: Path, when: Any, lines: list[str], writer: str = "w1-000001") -> Path:
+    """lines written under root/yyyy/mm/dd/hh/<writer>.jsonl (the hour of `when`)."""
+    folder = root / f"{when:%Y}" / f"{when:%m}" / f"{when:%d}" / f"{when:%H}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{writer}.jsonl"
+    with path.open("a") as fh:
+        fh.write("".join(lines))
+    return path

@@ -902,3 +902,28 @@ def capture_file(root: Path, when: Any, lines: list[str], writer: str = "w1-0000
     with path.open("a") as fh:
         fh.write("".join(lines))
     return path
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def chromium_render(page: Path, scratch: Path, size: str = "1200,3000") -> tuple[str, Any]:
+    """(the DOM after layout, the screenshot as an RGB PIL image) of a local HTML file in
+    headless Chromium with networking off; a missing Chromium skips, or fails in CI."""
+    from PIL import Image
+
+    require(CHROMIUM.exists(), "chromium (the Debian package)")
+    flags = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+        "--disable-background-networking", "--disable-component-update", "--no-first-run",
+        f"--user-data-dir={scratch / 'profile'}", f"--window-size={size}",
+    ]  # fmt: skip
+    url = page.resolve().as_uri()
+    dom = subprocess.run(
+        [*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    shot = scratch / "shot.png"
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True
+    )
+    return dom, Image.open(shot).convert("RGB")

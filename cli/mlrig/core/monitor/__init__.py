@@ -4,5 +4,5 @@ through provenance), per feature and for the predictions; logged as an MLflow ru
 version, printed or written as JSON and a self-contained HTML report.
 
 `run_monitor` (in `monitor`) is the API another feature calls (the trainer's schedule); the
-statistics are pure functions in `_stats`.
+statistics are pure functions in `stats` (public: the benchmark and the trainer call them).
 """

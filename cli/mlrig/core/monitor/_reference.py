@@ -37,12 +37,13 @@ class Reference:
 
 
 def candidates(record: ProvenanceRecord) -> list[DataRecord]:
-    """The run's DVC-stored input tables."""
-    return [
-        d
-        for d in record.data
-        if d.role == "dep" and d.remote is not None and PurePosixPath(d.path).suffix in TABLES
-    ]
+    """The run's DVC-stored input tables. Without the repository (no commit found to read
+    .dvc/config and dvc.lock from) trace cannot tell DVC's files from git's: then every input
+    table is a candidate, looked up by md5 on the stack's remote all the same."""
+    tables = [d for d in record.data if d.role == "dep" and PurePosixPath(d.path).suffix in TABLES]
+    if all(d.remote is None for d in record.data):
+        return tables
+    return [d for d in tables if d.remote is not None]
 
 
 def parse_table(path: str, data: bytes) -> pd.DataFrame:

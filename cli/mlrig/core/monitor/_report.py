@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mlrig import contract
-from mlrig.core.monitor import _stats
+from mlrig.core.monitor import stats as drift_stats
 
 if TYPE_CHECKING:
     import numpy as np
@@ -93,8 +93,8 @@ def render(
             ref_values, live_values = reference[c.column], live[c.column]
         else:
             continue
-        kind: _stats.Kind = "numeric" if c.kind == "numeric" else "categorical"
-        labels, ref_h, live_h = _stats.histogram(ref_values, live_values, kind)
+        kind: drift_stats.Kind = "numeric" if c.kind == "numeric" else "categorical"
+        labels, ref_h, live_h = drift_stats.histogram(ref_values, live_values, kind)
         flag = " — drift" if c.drifted else ""
         charts.append(
             f'<div class="chart" data-column="{escape(c.column)}"><h3>{escape(c.column)}'

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from mlrig.core.deploy.state import NAME_PATTERN
-from mlrig.core.monitor import _captures, _stats
-from mlrig.core.monitor._stats import ColumnDrift, Thresholds
+from mlrig.core.monitor import _captures
+from mlrig.core.monitor import stats as drift_stats
+from mlrig.core.monitor.stats import ColumnDrift, Thresholds
 from mlrig.errors import UsageError
 
 if TYPE_CHECKING:
@@ -294,7 +295,7 @@ def run_monitor(
     skip = {schema_rules.ID_COLUMN, target_column}
     ref_columns = _columns(reference.frame.drop(columns=[c for c in skip if c in reference.frame]))
     live_columns = _columns(live)
-    compared = _stats.compare(ref_columns, live_columns, t)
+    compared = drift_stats.compare(ref_columns, live_columns, t)
     not_compared = [
         f"{c}: not in the reference {reference.path}"
         + (" (the model derives it)" if inputs and c in inputs else "")
@@ -360,8 +361,10 @@ def _prediction(
     if target not in reference.columns or not len(live):
         return None
     ref = reference[target].to_numpy()
-    kind = _stats.kind_of(ref)
-    (found,) = _stats.compare({"prediction": ref}, {"prediction": live}, t, {"prediction": kind})
+    kind = drift_stats.kind_of(ref)
+    (found,) = drift_stats.compare(
+        {"prediction": ref}, {"prediction": live}, t, {"prediction": kind}
+    )
     return found
 
 

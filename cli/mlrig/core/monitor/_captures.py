@@ -98,6 +98,7 @@ class Window:
     bad_reason: str | None = None
     other_versions: Counter[tuple[str, str]] = field(default_factory=Counter)
     versions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    run_ids: Counter[str] = field(default_factory=Counter)  # the runs the records name
     # the rows, kept as the requests sent them: (columns, row values) per run of requests
     # with the same columns (dataframe_split's own shape; a DataFrame is made once, at the end)
     blocks: list[tuple[list[str], list[list[Any]]]] = field(default_factory=list)
@@ -258,6 +259,7 @@ def _add(record: CaptureRecord, window: Window, model: str | None, version: str 
         return
     window.records += 1
     window.versions[served] += 1
+    window.run_ids[record.mlrig.run_id or "none"] += 1
     try:
         request = record.captureData.endpointInput.value()
         response = record.captureData.endpointOutput.value()

@@ -168,6 +168,7 @@ def _merge(into: _captures.Window, part: _captures.Window) -> None:
     into.bad_records += part.bad_records
     into.bad_reason = into.bad_reason or part.bad_reason
     into.versions.update(part.versions)
+    into.run_ids.update(part.run_ids)
     into.other_versions.update(part.other_versions)
     for columns, values in part.blocks:
         into.add_rows(columns, values)
@@ -285,6 +286,12 @@ def run_monitor(
         notes.append(f"{window.cut_lines} cut last line(s) skipped (a writer still appending)")
     if window.bad_records:
         notes.append(f"{window.bad_records} bad record(s) skipped (first: {window.bad_reason})")
+    other_runs = sum(n for run, n in window.run_ids.items() if run != record.run.id)
+    if other_runs:
+        notes.append(
+            f"{other_runs} record(s) name another training run than v{version}'s "
+            f"{record.run.id}: was the image built from another run?"
+        )
     reference = _reference.load(record, outputs, [str(c) for c in live.columns])
     inputs = _model_inputs(rest, model, version)
     schema, why = _schema(record, repo)

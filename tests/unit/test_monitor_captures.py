@@ -79,6 +79,8 @@ def test_every_scoring_format_and_base64_bodies_are_read() -> None:
     assert _captures._rows({"instances": [{"a": 1}]}) == (["a"], [[1]])
     assert _captures._rows({"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}) is None
     assert _captures._rows({"unknown": []}) is None
+    escape = {"dataframe_split": {"columns": ["a\x1b[2J"], "data": [[1]]}}
+    assert _captures._rows(escape) is None  # a terminal escape in a column name
     line = json.loads(capture_line(_rows(1), [1], when=NOW))
     body = line["captureData"]["endpointInput"]
     body["data"] = base64.b64encode(body["data"].encode()).decode()

@@ -32,6 +32,9 @@ MAX_LINE = 64 << 20  # one record's line; a longer one is refused, not parsed
 _HOUR_PARTS = (re.compile(r"^\d{4}$"), re.compile(r"^\d{2}$"), re.compile(r"^\d{2}$"))
 _HOUR = re.compile(r"^\d{2}$")
 _FILE = re.compile(r"^[A-Za-z0-9._-]{1,200}\.jsonl$")
+# a column name is shown in the terminal, the report and MLflow's metric keys: no control
+# characters (a terminal's escapes), not too long
+_COLUMN = re.compile(r"^[^\x00-\x1f\x7f-\x9f]{1,200}$")
 # what MLflow and the registry make (the same forms provenance accepts from tags and labels)
 MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$"
 VERSION = r"^[1-9][0-9]{0,9}$"
@@ -168,7 +171,7 @@ def _rows(request: Any) -> tuple[list[str], list[list[Any]]] | None:
         columns, values = data.get("columns"), data.get("data")
         if not isinstance(columns, list) or not isinstance(values, list):
             return None
-        if not all(isinstance(c, str) for c in columns):
+        if not all(isinstance(c, str) and _COLUMN.fullmatch(c) for c in columns):
             return None
         if not all(isinstance(r, list) and len(r) == len(columns) for r in values):
             return None
@@ -267,6 +270,8 @@ def _add(record: CaptureRecord, window: Window, model: str | None, version: str 
         _unreadable(window, record, str(exc))
         return
     found = _rows(request)
+    if found is not None and not all(_COLUMN.fullmatch(c) for c in found[0]):
+        found = None
     if found is None:
         _unreadable(window, record, "a request body in no scoring format the server accepts")
         return

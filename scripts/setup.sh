@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-APT_PACKAGES=(docker.io docker-registry mmdebstrap postgresql git ca-certificates nginx)
+APT_PACKAGES=(docker.io docker-registry mmdebstrap postgresql git ca-certificates nginx chromium)
 PYTHON="${PYTHON:-python3.11}"
 command -v "$PYTHON" >/dev/null || PYTHON=python3
 

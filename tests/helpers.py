@@ -840,3 +840,90 @@ def built_versions(model: str) -> list[dict[str, Any]]:
         built = image.build(f"models:/{model}/{version}")
         found.append({"version": version, "expected": expected, "built": built})
     return found
+
+
+def capture_line(
+    rows: list[dict[str, Any]],
+    predictions: list[Any],
+    *,
+    when: Any,
+    model: str = "m",
+    version: str = "1",
+    endpoint: str | None = "ep",
+    inference_id: str | None = None,
+    run_id: str = "0" * 32,
+) -> str:
+    """One captured record as the serving image writes it (docs/monitor.md: SageMaker Data
+    Capture's schema plus `mlrig`), its request in the dataframe_split format."""
+    import uuid
+
+    columns = list(rows[0]) if rows else []
+    request = {
+        "dataframe_split": {"columns": columns, "data": [[r[c] for c in columns] for r in rows]}
+    }
+    iid = inference_id or str(uuid.uuid4())
+    record = {
+        "captureData": {
+            "endpointInput": {
+                "observedContentType": "application/json",
+                "mode": "INPUT",
+                "data": json.dumps(request),
+                "encoding": "JSON",
+            },
+            "endpointOutput": {
+                "observedContentType": "application/json",
+                "mode": "OUTPUT",
+                "data": json.dumps({"predictions": predictions}),
+                "encoding": "JSON",
+            },
+        },
+        "eventMetadata": {
+            "eventId": iid,
+            "inferenceId": iid,
+            "inferenceTime": when.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z",
+        },
+        "eventVersion": "0",
+        "mlrig": {
+            "endpoint": endpoint,
+            "model": model,
+            "version": version,
+            "digest": "sha256:" + "a" * 64,
+            "run_id": run_id,
+        },
+    }
+    return json.dumps(record) + "\n"
+
+
+def capture_file(root: Path, when: Any, lines: list[str], writer: str = "w1-000001") -> Path:
+    """lines written under root/yyyy/mm/dd/hh/<writer>.jsonl (the hour of `when`)."""
+    folder = root / f"{when:%Y}" / f"{when:%m}" / f"{when:%d}" / f"{when:%H}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{writer}.jsonl"
+    with path.open("a") as fh:
+        fh.write("".join(lines))
+    return path
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def chromium_render(page: Path, scratch: Path, size: str = "1200,3000") -> tuple[str, Any]:
+    """(the DOM after layout, the screenshot as an RGB PIL image) of a local HTML file in
+    headless Chromium with networking off; a missing Chromium skips, or fails in CI."""
+    from PIL import Image
+
+    require(CHROMIUM.exists(), "chromium (the Debian package)")
+    flags = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu",
+        "--disable-background-networking", "--disable-component-update", "--no-first-run",
+        f"--user-data-dir={scratch / 'profile'}", f"--window-size={size}",
+    ]  # fmt: skip
+    url = page.resolve().as_uri()
+    dom = subprocess.run(
+        [*flags, "--dump-dom", url], capture_output=True, text=True, timeout=120, check=True
+    ).stdout
+    shot = scratch / "shot.png"
+    subprocess.run(
+        [*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True
+    )
+    return dom, Image.open(shot).convert("RGB")

@@ -102,6 +102,7 @@ COMMANDS: dict[str, tuple[str, str, bool]] = {
     "update": ("init", "update_cmd", False),
     "image": ("image", "app", True),
     "deploy": ("deploy", "app", True),
+    "monitor": ("monitor", "monitor", False),
     "trace": ("trace", "trace", False),
     "checkout": ("checkout", "checkout", False),
     "retrain": ("retrain", "retrain", False),

@@ -357,3 +357,64 @@ def checkout(root: Path) -> None:
         raise _translate(exc, "checkout") from exc
     finally:
         log.setLevel(level)
+
+
+# -- objects read straight from a remote (monitor's reference) ----------------------------------
+def _fs(url: str, options: Mapping[str, str]) -> tuple[Any, str]:
+    """(a DVC filesystem for url with the remote's options, the path inside it)."""
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    from dvc.fs import get_cloud_fs
+
+    cls, conf, root = get_cloud_fs({}, url=url, **dict(options))
+    return cls(**conf), root
+
+
+def read_object(url: str, options: Mapping[str, str], md5: str) -> bytes | None:
+    """The bytes a DVC remote at url holds for md5 (DVC 3's files/md5/ layout, then 2's), or
+    None when it has no such object. A remote that cannot be reached raises ServiceError."""
+    if not (len(md5) == 32 and all(c in "0123456789abcdef" for c in md5)):
+        return None  # the caller validated it; never a path made of anything else
+    if "://" not in url and not options:  # a local directory: read it without importing DVC
+        for layout in (f"files/md5/{md5[:2]}/{md5[2:]}", f"{md5[:2]}/{md5[2:]}"):
+            try:
+                return (Path(url) / layout).read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise ServiceError(
+                    f"the DVC remote {url} could not be read ({type(exc).__name__})"
+                ) from exc
+        return None
+    try:
+        fs, root = _fs(url, options)
+        for layout in (f"files/md5/{md5[:2]}/{md5[2:]}", f"{md5[:2]}/{md5[2:]}"):
+            path = fs.join(root, layout) if hasattr(fs, "join") else f"{root}/{layout}"
+            try:
+                with fs.open(path, "rb") as fh:
+                    return bytes(fh.read())
+            except FileNotFoundError:
+                continue
+    except FileNotFoundError:
+        return None
+    except Exception as exc:  # noqa: BLE001 - any backend's failure, as one line
+        raise ServiceError(
+            f"the DVC remote {url} could not be read ({type(exc).__name__})",
+            hint="check the stack's DVC remote: `mlrig doctor`",
+        ) from exc
+    return None
+
+
+def read_url(url: str, limit: int) -> bytes:
+    """A file at a URL one of DVC's filesystems reads (s3://, gs://, https://, …), at most
+    limit bytes. Missing: ConfigError; unreachable: ServiceError."""
+    try:
+        fs, path = _fs(url, {})
+        with fs.open(path, "rb") as fh:
+            data = bytes(fh.read(limit + 1))
+    except FileNotFoundError:
+        raise ConfigError(f"{url} does not exist") from None
+    except Exception as exc:  # noqa: BLE001 - any backend's failure, as one line
+        raise ServiceError(f"{url} could not be read ({type(exc).__name__})") from exc
+    if len(data) > limit:
+        raise ConfigError(f"{url} is larger than {limit >> 20} MiB")
+    return data

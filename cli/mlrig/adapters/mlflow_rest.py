@@ -4,7 +4,7 @@ builds need, and model downloads through the server's artifact proxy, fast (no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -292,3 +292,82 @@ class MlflowRest:
             f"model version {version} of {name}",
             json={"name": name, "version": version, "description": description},
         )
+
+    # -- runs written through REST (monitor's run per window: no `import mlflow`) ------------
+    def experiment_id(self, name: str) -> str:
+        """The ID of experiment `name`, created when it does not exist yet."""
+        try:
+            body = self._call(
+                "GET",
+                "experiments/get-by-name",
+                f"experiment {name}",
+                params={"experiment_name": name},
+            )
+            return str(body["experiment"]["experiment_id"])
+        except UsageError:
+            pass
+        body = self._call("POST", "experiments/create", f"experiment {name}", json={"name": name})
+        return str(body["experiment_id"])
+
+    def create_run(self, experiment_id: str, start_ms: int, tags: Mapping[str, str]) -> str:
+        body = self._call(
+            "POST",
+            "runs/create",
+            "a new run",
+            json={
+                "experiment_id": experiment_id,
+                "start_time": start_ms,
+                "tags": [{"key": k, "value": v} for k, v in tags.items()],
+            },
+        )
+        return str(body["run"]["info"]["run_id"])
+
+    def log_batch(
+        self,
+        run_id: str,
+        *,
+        metrics: Sequence[tuple[str, float, int, int]] = (),
+        params: Mapping[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        """Metrics as (key, value, timestamp ms, step), params and tags, in requests of at most
+        1000 metrics (MLflow's limit per batch)."""
+        pending = list(metrics)
+        first = True
+        while first or pending:
+            chunk, pending = pending[:1000], pending[1000:]
+            body: dict[str, Any] = {
+                "run_id": run_id,
+                "metrics": [
+                    {"key": k, "value": v, "timestamp": ts, "step": step}
+                    for k, v, ts, step in chunk
+                ],
+            }
+            if first:
+                body["params"] = [{"key": k, "value": v} for k, v in (params or {}).items()]
+                body["tags"] = [{"key": k, "value": v} for k, v in (tags or {}).items()]
+            self._call("POST", "runs/log-batch", f"run {run_id}", json=body)
+            first = False
+
+    def end_run(self, run_id: str, end_ms: int, status: str = "FINISHED") -> None:
+        self._call(
+            "POST",
+            "runs/update",
+            f"run {run_id}",
+            json={"run_id": run_id, "status": status, "end_time": end_ms},
+        )
+
+    def read_artifact(self, artifact_uri: str, name: str, limit: int = 1 << 20) -> bytes | None:
+        """One small file under an mlflow-artifacts:/ directory URI (a model's MLmodel), or
+        None when the server has no such file."""
+        from urllib.parse import quote, urlsplit
+
+        if not artifact_uri.startswith(PROXY_SCHEME) or urlsplit(artifact_uri).netloc:
+            return None
+        path = f"{urlsplit(artifact_uri).path.strip('/')}/{name}"
+        url = f"{self.base}{ARTIFACTS_API}/{quote(path)}"
+        with self._request("GET", url, f"artifact {path}", stream=True) as resp:
+            if resp.status_code != 200:
+                return None
+            data = resp.raw.read(limit + 1, decode_content=True)
+        return None if len(data) > limit else bytes(data)

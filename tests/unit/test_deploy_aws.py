@@ -160,7 +160,7 @@ def test_warm_and_dry_run_are_for_aws_stacks(mlrig_home: Path) -> None:
     contract.save(sample("here"))
     result = runner.invoke(app, ["deploy", "models:/m/1", "--stack", "here", "--dry-run"])
     assert result.exit_code != 0
-    assert "--warm and --dry-run are for AWS stacks" in _one_line(result)
+    assert "--warm, --bake and --dry-run are for AWS stacks" in _one_line(result)
 
 
 def test_dry_run_shows_resources_and_prices(

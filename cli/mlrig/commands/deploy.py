@@ -104,6 +104,14 @@ def deploy(
             "--warm", help="AWS: an always-on Fargate service instead of a Lambda function."
         ),
     ] = False,
+    bake: Annotated[
+        float,
+        typer.Option(
+            "--bake",
+            metavar="MINUTES",
+            help="AWS canary: watch its alarms (errors, p99) this long; abort on ALARM.",
+        ),
+    ] = 0,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -117,12 +125,12 @@ def deploy(
     if ctx.invoked_subcommand is not None:
         return
     endpoints = _core(stack)
-    if warm or dry_run:
+    if warm or dry_run or bake:
         from mlrig.core.deploy import aws
 
         if endpoints is not aws:
             raise UsageError(
-                "--warm and --dry-run are for AWS stacks",
+                "--warm, --bake and --dry-run are for AWS stacks",
                 hint="pass --stack with an AWS stack, or leave them out",
             )
         if dry_run:
@@ -138,6 +146,7 @@ def deploy(
             canary=canary,
             public=public,
             warm=warm,
+            bake_minutes=bake,
             progress=_progress,
         )
     else:

@@ -12,6 +12,7 @@ Auto-abort: `watch` reads the canary's CloudWatch alarms and aborts on ALARM (wh
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -293,6 +294,7 @@ def deploy(
     canary: int | None = None,
     public: bool = False,
     warm: bool = False,
+    bake_minutes: float = 0,
     progress: Progress = _no_progress,
 ) -> Deployed:
     outputs = aws_outputs(stack)
@@ -330,7 +332,29 @@ def deploy(
         raise
     if canary is None:
         _record(outputs, name, target.model, target.version, "deployed")
+    elif bake_minutes > 0:
+        _bake_or_abort(
+            outputs, name, [str(n) for n in out.get(_OUT_ALARMS, [])], bake_minutes, progress
+        )
     return Deployed(_view(name, desired, out), str(out.get(_OUT_URL, "")), key)
+
+
+def _bake_or_abort(
+    outputs: StackOutputs, name: str, alarms: list[str], minutes: float, progress: Progress
+) -> None:
+    from mlrig.errors import ServiceError
+
+    def abort_now(alarm: str) -> None:
+        progress(f"{alarm} is in ALARM: aborting the canary")
+        abort(name, stack=outputs.name, progress=progress)
+
+    tripped = bake(alarms, _region(outputs), minutes, on_alarm=abort_now, progress=progress)
+    if tripped is not None:
+        raise ServiceError(
+            f"the canary of {name} was aborted: alarm {tripped} went to ALARM; the stable "
+            "version serves all traffic again",
+            hint=f"its logs: `aws logs tail /aws/lambda/mlrig-{outputs.name}-ep-{name}`",
+        )
 
 
 def _change(
@@ -475,6 +499,34 @@ def canary_verdict(alarm_names: list[str], region: str) -> str | None:
             f"the canary's alarms {missing} do not exist", hint="redeploy the canary"
         )
     return next((n for n in alarm_names if states[n] == "ALARM"), None)
+
+
+def bake(
+    alarm_names: list[str],
+    region: str,
+    minutes: float,
+    *,
+    on_alarm: Callable[[str], object],
+    progress: Progress = _no_progress,
+    interval: float = 15.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str | None:
+    """Watch the canary's alarms for `minutes`; on the first ALARM call `on_alarm` (the
+    abort) and return that alarm's name; None when the canary stayed healthy. This, not
+    AWS CodeDeploy, is what aborts: the alias stays owned by the endpoint's Pulumi stack
+    (CodeDeploy would move it behind the stack's back), at the price that the abort happens
+    only while this command runs."""
+    deadline = clock() + minutes * 60
+    progress(f"watching {', '.join(alarm_names)} for {minutes:g} min")
+    while True:
+        tripped = canary_verdict(alarm_names, region)
+        if tripped is not None:
+            on_alarm(tripped)
+            return tripped
+        if clock() >= deadline:
+            return None
+        sleep(interval)
 
 
 def _record(outputs: StackOutputs, name: str, model: str, version: str, what: str) -> None:

@@ -134,3 +134,23 @@ def estimate(plan: Plan) -> EndpointEstimate:
         )
     )
     return est
+
+
+def per_endpoint(plan: Plan, stack: str) -> dict[str, dict[str, Any]]:
+    """What one endpoint adds to this stack, per kind (Lambda, warm Fargate); nothing when
+    the stack has no HTTP API to route endpoints on (the production profile's ALB)."""
+    from mlrig.core.stack import endpoint_plan
+    from mlrig.infra.endpoint.config import EndpointConfig
+    from mlrig.infra.endpoint.refs import RefNames
+
+    if RefNames.API_ID not in plan.outputs:
+        return {}
+    image = endpoint_plan.sample_image(stack, plan.region)
+    found = {}
+    for kind, warm in (("lambda", False), ("warm", True)):
+        cfg = EndpointConfig(
+            base_stack=stack, endpoint="example", region=plan.region, image=image, warm=warm
+        )
+        planned, _ = endpoint_plan.run_endpoint_program(cfg)
+        found[kind] = estimate(planned).as_dict()
+    return found

@@ -119,20 +119,25 @@ def test_a_public_endpoint_has_no_authorizer() -> None:
     assert [r.name for r in planned.of_type(FUNCTION)] == ["churn-function"]
 
 
-def test_alarms_on_the_alias_errors_and_p99() -> None:
-    alarms = {a.name: a.inputs for a in plan().of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+def test_a_canary_has_alarms_on_its_errors_and_p99_and_nothing_else_has() -> None:
+    canary = plan(stable_version="4", canary_percent=10)
+    alarms = {a.name: a.inputs for a in canary.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
     assert set(alarms) == {"churn-errors", "churn-p99"}
     assert alarms["churn-errors"]["dimensions"] == {
         "FunctionName": "mlrig-plan-ep-churn",
         "Resource": "mlrig-plan-ep-churn:live",
+        "ExecutedVersion": "1",
     }
     assert alarms["churn-errors"]["statistic"] == "Sum"
     assert alarms["churn-p99"]["extendedStatistic"] == "p99"
     assert alarms["churn-p99"]["threshold"] == 2000
-    assert plan().outputs["alarm_names"] == [
+    assert canary.outputs["alarm_names"] == [
         "mlrig-plan-ep-churn-errors",
         "mlrig-plan-ep-churn-p99",
     ]
+    # a standing alarm costs $0.10 a month: none outside a canary ($0 when idle)
+    assert plan().of_type("aws:cloudwatch/metricAlarm:MetricAlarm") == []
+    assert plan().outputs["alarm_names"] == []
 
 
 def test_log_groups_have_a_retention() -> None:

@@ -179,12 +179,16 @@ def test_dry_run_shows_resources_and_prices(
     assert {"aws:lambda/function:Function", "aws:lambda/alias:Alias"} <= types
     assert doc["reads"] == ["organization/mlrig/team"]
     cost = doc["cost"]
-    assert cost["idle_month"] == 0.2  # two alarms; nothing else costs at rest
+    assert cost["idle_month"] == 0.0  # nothing costs at rest
     assert 1.5 < cost["per_million_requests"] < 4.0
     assert (cost["price_region"], cost["price_date"]) == ("us-east-1", "2025-06")
 
     human = runner.invoke(app, ["deploy", "models:/churn/7", "--stack", "team", "--dry-run"])
-    assert "$0.20/month idle" in human.output and "per million requests" in human.output
+    assert "$0.00/month idle" in human.output and "per million requests" in human.output
+    canary = runner.invoke(
+        app, ["deploy", "models:/churn/7", "--stack", "team", "--dry-run", "--canary", "10"]
+    )
+    assert "$0.20/month idle" in canary.output  # the canary's two alarms, while it runs
 
 
 def test_warm_costs_a_fargate_task_a_month() -> None:
@@ -210,4 +214,4 @@ def test_lambda_per_million_is_requests_compute_api_and_logs() -> None:
     model = 0.2 + 1.0 * 0.100 * 1e6 * 0.0000166667 + 0.3 * 0.5
     check = 0.2 + 0.125 * 0.010 * 1e6 * 0.0000133334 + 0.3 * 0.5
     assert est.per_million == pytest.approx(model + check + 1.0, abs=0.01)
-    assert est.idle_month == pytest.approx(0.20)
+    assert est.idle_month == 0.0

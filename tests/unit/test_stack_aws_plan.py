@@ -67,7 +67,7 @@ def test_production_plan_with_domain() -> None:
 def test_json_lists_what_each_endpoint_costs(small_json: dict) -> None:
     per = small_json["endpoint_cost_usd"]
     assert set(per) == {"lambda", "warm"}
-    assert per["lambda"]["idle_month"] == 0.2  # its two alarms; $0 otherwise at rest
+    assert per["lambda"]["idle_month"] == 0.0  # $0 at rest
     assert 1.5 < per["lambda"]["per_million_requests"] < 4
     assert per["warm"]["idle_month"] > 15  # a Fargate task around the clock
     for cost in per.values():
@@ -81,7 +81,7 @@ def test_table_output() -> None:
     assert "publiclyAccessible=False" in result.stdout
     assert "total" in result.stdout and "usage assumption" in result.stdout
     assert "policy: every rule passes" in result.stdout
-    assert "each endpoint, Lambda function: $0.20/month idle" in result.stdout
+    assert "each endpoint, Lambda function: $0.00/month idle" in result.stdout
 
 
 def test_unknown_profile_is_one_line() -> None:

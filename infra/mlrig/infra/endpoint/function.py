@@ -92,7 +92,11 @@ class EndpointFunction(pulumi.ComponentResource):
             routing_config=routing,
             opts=child,
         )
-        self.alarms = self._alarms(name, cfg, new_version, child)
+        # Only while a canary runs: they drive its auto-abort, and a standing alarm costs
+        # $0.10 a month, which would end "$0 when idle".
+        self.alarms = (
+            self._alarms(name, cfg, new_version, child) if cfg.canary_percent is not None else []
+        )
         self.register_outputs(
             {
                 "function_name": self.function.name,
@@ -109,20 +113,15 @@ class EndpointFunction(pulumi.ComponentResource):
         new_version: pulumi.Output[str],
         child: pulumi.ResourceOptions,
     ) -> list[aws.cloudwatch.MetricAlarm]:
-        """Errors and p99 of what the alias serves; with a canary, of the canary's version
-        alone (Lambda reports weighted aliases per ExecutedVersion)."""
-        dimensions: pulumi.Input[Mapping[str, pulumi.Input[str]]] = {
-            "FunctionName": cfg.prefix,
-            "Resource": f"{cfg.prefix}:{ALIAS}",
-        }
-        if cfg.canary_percent is not None:
-            dimensions = new_version.apply(
-                lambda v: {
-                    "FunctionName": cfg.prefix,
-                    "Resource": f"{cfg.prefix}:{ALIAS}",
-                    "ExecutedVersion": v,
-                }
-            )
+        """Errors and p99 of the canary's version alone (Lambda reports a weighted alias'
+        invocations per ExecutedVersion)."""
+        dimensions: pulumi.Input[Mapping[str, pulumi.Input[str]]] = new_version.apply(
+            lambda v: {
+                "FunctionName": cfg.prefix,
+                "Resource": f"{cfg.prefix}:{ALIAS}",
+                "ExecutedVersion": v,
+            }
+        )
         limits = cfg.limits
 
         def alarm(

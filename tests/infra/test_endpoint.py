@@ -5,7 +5,6 @@ least-privilege roles, the warm variant; and that it holds only endpoint resourc
 from __future__ import annotations
 
 import json
-from functools import cache
 from typing import Any
 
 import pytest
@@ -14,30 +13,20 @@ from mlrig.core.stack import endpoint_plan
 from mlrig.core.stack import plan as plans
 from mlrig.infra.endpoint.config import EndpointConfig
 from mlrig.infra.endpoint.refs import RefNames
-from tests.helpers import make_plan, statement
+from tests.helpers import ENDPOINT_IMAGE as IMAGE
+from tests.helpers import endpoint_plan as endpoint_plan_of
+from tests.helpers import make_plan, schema_problems, statement
 
 REGION = "us-east-1"
 DIGEST = "sha256:" + "cd" * 32
-IMAGE = f"123456789012.dkr.ecr.{REGION}.amazonaws.com/mlrig-plan/models@{DIGEST}"
 FUNCTION = "aws:lambda/function:Function"
 ALIAS = "aws:lambda/alias:Alias"
 ROUTE = "aws:apigatewayv2/route:Route"
 POLICY = "aws:iam/rolePolicy:RolePolicy"
 
 
-@cache
 def _plan(**changes: Any) -> tuple[plans.Plan, tuple[Any, ...]]:
-    settings: dict[str, Any] = {
-        "base_stack": "plan",
-        "endpoint": "churn",
-        "region": REGION,
-        "image": IMAGE,
-        "model": "churn",
-        "model_version": "7",
-        **changes,
-    }
-    planned, reads = endpoint_plan.run_endpoint_program(EndpointConfig(**settings))
-    return planned, tuple(reads)
+    return endpoint_plan_of(**changes)
 
 
 def plan(**changes: Any) -> plans.Plan:
@@ -298,18 +287,4 @@ def test_lambda_may_pull_only_for_this_stacks_endpoints() -> None:
 )
 def test_inputs_match_the_provider_types(variant: dict[str, Any]) -> None:
     """Every key of every input (nested too) is a field pulumi-aws knows (test_schema's walk)."""
-    import inspect
-
-    import pulumi_aws as aws
-
-    from tests.infra.test_schema import _check, _fields
-
-    problems: list[str] = []
-    for res in plan(**variant).resources:
-        _, module_path, name = res.type.split(":")
-        module = getattr(aws, module_path.split("/")[0].replace("lambda", "lambda_"))
-        own = inspect.getmodule(getattr(module, name))
-        args_cls = getattr(own, f"{name}InitArgs", None) or getattr(own, f"{name}Args")
-        fields = _fields(module, args_cls, False)
-        _check(module, res.inputs, fields, f"{res.type} {res.name}", problems)
-    assert problems == [], "\n".join(problems)
+    assert schema_problems(plan(**variant).resources) == []

@@ -15,7 +15,12 @@ import pytest
 
 from mlrig.infra import policy as house_policy
 from mlrig.infra.components import policies as base_policies
-from tests.infra.test_endpoint import plan
+from tests.helpers import endpoint_plan
+
+
+def plan(**changes: Any) -> Any:
+    return endpoint_plan(**changes)[0]
+
 
 VARIANTS = {
     "lambda": {},

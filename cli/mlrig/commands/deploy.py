@@ -40,14 +40,10 @@ EndpointArg = Annotated[str, typer.Argument(metavar="NAME", help="The endpoint."
 
 
 def _core(stack: str | None) -> Any:
-    """The seam: the AWS endpoints' module for an AWS stack, else the local stack's."""
-    from mlrig.core.deploy import aws
+    """The local stack's endpoints module, or the AWS one (core/deploy/backend.py)."""
+    from mlrig.core.deploy import backend
 
-    if aws.is_aws(stack):
-        return aws
-    from mlrig.core.deploy import endpoints
-
-    return endpoints
+    return backend.for_stack(stack)
 
 
 def _progress(msg: str) -> None:

@@ -215,3 +215,21 @@ def test_lambda_per_million_is_requests_compute_api_and_logs() -> None:
     check = 0.2 + 0.125 * 0.010 * 1e6 * 0.0000133334 + 0.3 * 0.5
     assert est.per_million == pytest.approx(model + check + 1.0, abs=0.01)
     assert est.idle_month == 0.0
+
+
+def test_the_seam_picks_the_module_by_the_stacks_kind(mlrig_home: Path) -> None:
+    from mlrig.core.deploy import backend, endpoints
+    from tests.helpers import sample
+
+    contract.save(aws_outputs("team"))
+    contract.save(sample("here"))
+    assert backend.for_stack("team") is aws_deploy
+    assert backend.for_stack("here") is endpoints
+    import inspect
+
+    # the command calls either with the same arguments: AWS takes at least the local ones
+    verbs = ("deploy", "status", "promote", "abort", "rollback", "delete")
+    for verb in (*verbs, "create_key", "list_keys", "revoke_key"):
+        local = inspect.signature(getattr(endpoints, verb)).parameters
+        on_aws = inspect.signature(getattr(aws_deploy, verb)).parameters
+        assert set(local) <= set(on_aws), verb

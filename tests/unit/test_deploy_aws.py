@@ -104,14 +104,34 @@ def test_refusals(step: Any, message: str) -> None:
         step()
 
 
+def test_what_status_shows_for_each_state() -> None:
+    since = "2026-12-07T12:00:00+00:00"
+    serving = Desired(IMG2, model="churn", model_version="8", since=since)
+    (only,) = aws_deploy._view("churn", serving, {"published_version": "2"}).backends
+    assert (only.version, only.lambda_version, only.weight) == ("8", "2", 100)
+    assert only.since.isoformat() == since and only.digest == "sha256:" + "2" * 64
+    canary = aws_deploy._view(
+        "churn", Desired(IMG2, "1", 10, model="churn", model_version="8", since=since), {}
+    )
+    assert [(b.version, b.weight) for b in canary.backends] == [("lambda:1", 90), ("8", 10)]
+    assert canary.canary is not None
+    rolled_back = aws_deploy._view("churn", Desired(IMG2, "1", since=since), {})
+    assert [(b.version, b.weight) for b in rolled_back.backends] == [("lambda:1", 100)]
+
+
 def test_the_state_round_trips_through_the_stack_config() -> None:
-    state = Desired(IMG1, "3", 10, "2", False, True, "churn", "7")
+    state = Desired(IMG1, "3", 10, "2", False, True, "churn", "7", "2026-12-07T12:00:00+00:00")
     settings, removed = state.to_config()
     assert removed == []
     assert Desired.from_config(settings) == state
     plain = Desired(IMG1)
     settings, removed = plain.to_config()
-    assert set(removed) == {"mlrig:stableVersion", "mlrig:canaryPercent", "mlrig:previousVersion"}
+    assert set(removed) == {
+        "mlrig:stableVersion",
+        "mlrig:canaryPercent",
+        "mlrig:previousVersion",
+        "mlrig:since",
+    }
     assert Desired.from_config(settings) == plain
     assert Desired.from_config({}) is None
 

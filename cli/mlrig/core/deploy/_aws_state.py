@@ -19,6 +19,7 @@ KEYS = {
     "public": "mlrig:public",
     "model": "mlrig:model",
     "model_version": "mlrig:modelVersion",
+    "since": "mlrig:since",
 }
 
 
@@ -32,6 +33,7 @@ class Desired:
     public: bool = False
     model: str = ""
     model_version: str = ""
+    since: str = ""  # ISO time the alias last changed
 
     @property
     def canary(self) -> bool:
@@ -48,6 +50,7 @@ class Desired:
             "public": "true" if self.public else "false",
             "model": self.model,
             "model_version": self.model_version,
+            "since": self.since or None,
         }
         settings = {KEYS[k]: v for k, v in values.items() if v is not None}
         return settings, [KEYS[k] for k, v in values.items() if v is None]
@@ -68,6 +71,7 @@ class Desired:
             public=get["public"] == "true",
             model=get["model"] or "",
             model_version=get["model_version"] or "",
+            since=get["since"] or "",
         )
 
 

@@ -95,7 +95,10 @@ def _current(stack: Any) -> tuple[Desired | None, dict[str, Any]]:
 
 
 def _up(stack: Any, desired: Desired) -> dict[str, Any]:
-    settings, removed = desired.to_config()
+    from dataclasses import replace
+
+    stamped = replace(desired, since=datetime.now(UTC).isoformat(timespec="seconds"))
+    settings, removed = stamped.to_config()
     pulumi_adapter.set_config(stack, settings, {})
     pulumi_adapter.remove_config(stack, removed)
     return pulumi_adapter.up(stack, on_output=lambda _line: None)
@@ -218,20 +221,19 @@ class DryRun:
 
 
 def _view(name: str, desired: Desired, out: dict[str, Any]) -> AwsEndpoint:
+    from dataclasses import replace
+
     digest = desired.image.rsplit("@", 1)[-1]
-    now = datetime.now(UTC)
-    new = Serving(
-        desired.model, desired.model_version, digest, 100, now, str(out.get(_OUT_PUBLISHED, ""))
-    )
+    since = datetime.fromisoformat(desired.since) if desired.since else datetime.now(UTC)
+    published = str(out.get(_OUT_PUBLISHED, ""))
+    new = Serving(desired.model, desired.model_version, digest, 100, since, published)
+    if desired.stable_version is not None and desired.canary_percent is None:
+        # a rollback or abort: the alias serves an older published version of the function
+        new = Serving("", f"lambda:{desired.stable_version}", "", 100, since)
     if desired.canary_percent is not None:
-        stable = Serving(
-            "", f"lambda:{desired.stable_version}", "", 100 - desired.canary_percent, now
-        )
-        return AwsEndpoint(
-            name,
-            [stable, Serving(**{**new.__dict__, "weight": desired.canary_percent})],
-            desired.public,
-        )
+        share = desired.canary_percent
+        stable = Serving("", f"lambda:{desired.stable_version}", "", 100 - share, since)
+        return AwsEndpoint(name, [stable, replace(new, weight=share)], desired.public)
     return AwsEndpoint(name, [new], desired.public)
 
 
@@ -330,6 +332,7 @@ def deploy(
         if fresh_keys:
             _aws_keys.delete(outputs.name, name, region)  # nothing half-made
         raise
+    desired = _current(stack_)[0] or desired
     if canary is None:
         _record(outputs, name, target.model, target.version, "deployed")
     elif bake_minutes > 0:
@@ -370,7 +373,9 @@ def _change(
     desired = step(current, out)
     endpoint_config(outputs, name, desired)
     progress(f"pulumi up of endpoint {name}: re-pointing alias live")
-    return _view(name, desired, _up(stack_, desired))
+    out = _up(stack_, desired)
+    current, _ = _current(stack_)
+    return _view(name, current or desired, out)
 
 
 def promote(

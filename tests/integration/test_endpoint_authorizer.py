@@ -153,3 +153,23 @@ def test_the_key_verbs_refuse_an_endpoint_without_keys(stack: str) -> None:
         aws_deploy.create_key(ENDPOINT, stack=stack)
     with pytest.raises(Exception, match="has no key 'k1'"):
         aws_deploy.revoke_key(ENDPOINT, "k1", stack=stack)
+
+
+def test_a_failed_first_deploy_leaves_no_key_behind(stack: str) -> None:
+    """deploy writes a new endpoint's first key before `pulumi up`; when the update fails it
+    destroys what the update made and deletes the key (here the stand-in stack's destroy
+    fails too, as it would with AWS unreachable: the key is deleted all the same)."""
+
+    class UnreachableStack:
+        name = "team.churn"
+
+        def destroy(self, **_kwargs: Any) -> None:
+            raise RuntimeError("AWS is unreachable")
+
+    record, _key = _keys.new_key()
+    _aws_keys.write(stack, ENDPOINT, "us-east-1", [record])
+    said: list[str] = []
+    outputs = contract.load(stack)
+    aws_deploy._undo_first_deploy(UnreachableStack(), outputs, ENDPOINT, True, said.append)
+    assert _aws_keys.read(stack, ENDPOINT, "us-east-1") is None
+    assert said == ["the first deploy of churn failed: removing what it made"]

@@ -329,8 +329,8 @@ def deploy(
     try:
         out = _up(stack_, desired)
     except BaseException:
-        if fresh_keys:
-            _aws_keys.delete(outputs.name, name, region)  # nothing half-made
+        if current is None:  # a new endpoint: nothing half-made stays behind
+            _undo_first_deploy(stack_, outputs, name, fresh_keys, progress)
         raise
     desired = _current(stack_)[0] or desired
     if canary is None:
@@ -358,6 +358,21 @@ def _bake_or_abort(
             "version serves all traffic again",
             hint=f"its logs: `aws logs tail /aws/lambda/mlrig-{outputs.name}-ep-{name}`",
         )
+
+
+def _undo_first_deploy(
+    stack: Any, outputs: StackOutputs, name: str, keys: bool, progress: Progress
+) -> None:
+    """Remove what a failed first deploy made (best effort: the deploy's own error is what
+    the user sees; a later `mlrig deploy delete` finishes what this could not)."""
+    import contextlib
+
+    progress(f"the first deploy of {name} failed: removing what it made")
+    with contextlib.suppress(MlrigError):
+        pulumi_adapter.destroy(stack, on_output=lambda _line: None)
+    if keys:
+        with contextlib.suppress(MlrigError):
+            _aws_keys.delete(outputs.name, name, _region(outputs))
 
 
 def _change(

@@ -432,7 +432,10 @@ def rollback(
             version=target.version,
         )
 
-    return _change(name, stack, step, progress)
+    ep = _change(name, stack, step, progress)
+    if target is not None:  # a plain rollback knows the Lambda version, not the model's
+        _record(aws_outputs(stack), name, target.model, target.version, "rolled back")
+    return ep
 
 
 def delete(name: str, *, stack: str | None = None, progress: Progress = _no_progress) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -927,3 +929,103 @@ def chromium_render(page: Path, scratch: Path, size: str = "1200,3000") -> tuple
         [*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120, check=True
     )
     return dom, Image.open(shot).convert("RGB")
+
+
+# -- pulumi-aws's own argument types, walked (tests/infra/test_schema.py, test_endpoint.py) -----
+_NESTED = re.compile(r"ForwardRef\('(\w+?)Args(?:Dict)?'\)")
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def _nested(module: Any, annotation: Any) -> type | None:
+    match = _NESTED.search(str(annotation))
+    return getattr(module, f"{match.group(1)}ArgsDict", None) if match else None
+
+
+def schema_fields(module: Any, cls: type, typed_dict: bool) -> dict[str, tuple[Any, bool]]:
+    """camelCase field -> (annotation, required)."""
+    if typed_dict:
+        hints = cls.__annotations__
+        return {
+            _camel(k): (v, typing.get_origin(v) is not typing.NotRequired) for k, v in hints.items()
+        }
+    params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    return {
+        _camel(k): (p.annotation, p.default is inspect.Parameter.empty)
+        for k, p in params.items()
+        if not k.startswith("_") and k != "self"
+    }
+
+
+def schema_check(
+    module: Any, value: Any, fields: dict[str, tuple[Any, bool]], path: str, problems: list[str]
+) -> None:
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            schema_check(module, item, fields, f"{path}[{i}]", problems)
+        return
+    if not isinstance(value, dict):
+        return
+    for key, item in value.items():
+        if key not in fields:
+            problems.append(f"{path}.{key}: not a field (known: {sorted(fields)})")
+            continue
+        nested = _nested(module, fields[key][0])
+        if nested is not None:
+            schema_check(
+                module, item, schema_fields(module, nested, True), f"{path}.{key}", problems
+            )
+    missing = [k for k, (_, required) in fields.items() if required and k not in value]
+    if missing:
+        problems.append(f"{path}: required {missing} not set")
+
+
+def schema_problems(resources: Any) -> list[str]:
+    """Every input key of these planned resources (nested too) that pulumi-aws does not know,
+    and every required one not set."""
+    import inspect
+
+    import pulumi_aws as aws
+
+    problems: list[str] = []
+    for res in resources:
+        _, module_path, name = res.type.split(":")
+        module = getattr(aws, module_path.split("/")[0].replace("lambda", "lambda_"))
+        # A nested type may own the name `<Name>Args`; the resource's is then `<Name>InitArgs`.
+        own = inspect.getmodule(getattr(module, name))
+        args_cls = getattr(own, f"{name}InitArgs", None) or getattr(own, f"{name}Args")
+        fields = schema_fields(module, args_cls, False)
+        schema_check(module, res.inputs, fields, f"{res.type} {res.name}", problems)
+    return problems
+
+
+@cache
+def _endpoint_plan(changes: tuple[tuple[str, Any], ...]) -> tuple[Any, tuple[Any, ...]]:
+    from mlrig.core.stack import endpoint_plan
+    from mlrig.infra.endpoint.config import EndpointConfig
+
+    settings: dict[str, Any] = {
+        "base_stack": "plan",
+        "endpoint": "churn",
+        "region": "us-east-1",
+        "image": ENDPOINT_IMAGE,
+        "model": "churn",
+        "model_version": "7",
+        **dict(changes),
+    }
+    planned, reads = endpoint_plan.run_endpoint_program(EndpointConfig(**settings))
+    return planned, tuple(reads)
+
+
+ENDPOINT_IMAGE = (
+    "123456789012.dkr.ecr.us-east-1.amazonaws.com/mlrig-plan/models@sha256:" + "cd" * 32
+)
+
+
+def endpoint_plan(**changes: Any) -> tuple[Any, tuple[Any, ...]]:
+    """The endpoint program's plan (endpoint `churn` on stack `plan`) and the stack
+    references it read, built once per configuration."""
+    return _endpoint_plan(tuple(sorted(changes.items())))

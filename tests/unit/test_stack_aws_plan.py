@@ -61,6 +61,17 @@ def test_production_plan_with_domain() -> None:
     assert "aws:lb/loadBalancer:LoadBalancer" in types
     assert types.count("aws:ec2/natGateway:NatGateway") == 2
     assert doc["monthly_cost_usd"]["idle_total"] > 100
+    assert doc["endpoint_cost_usd"] == {}  # no HTTP API to route endpoints on
+
+
+def test_json_lists_what_each_endpoint_costs(small_json: dict) -> None:
+    per = small_json["endpoint_cost_usd"]
+    assert set(per) == {"lambda", "warm"}
+    assert per["lambda"]["idle_month"] == 0.0  # $0 at rest
+    assert 1.5 < per["lambda"]["per_million_requests"] < 4
+    assert per["warm"]["idle_month"] > 15  # a Fargate task around the clock
+    for cost in per.values():
+        assert (cost["price_region"], cost["price_date"]) == ("us-east-1", "2025-06")
 
 
 def test_table_output() -> None:
@@ -70,6 +81,7 @@ def test_table_output() -> None:
     assert "publiclyAccessible=False" in result.stdout
     assert "total" in result.stdout and "usage assumption" in result.stdout
     assert "policy: every rule passes" in result.stdout
+    assert "each endpoint, Lambda function: $0.00/month idle" in result.stdout
 
 
 def test_unknown_profile_is_one_line() -> None:

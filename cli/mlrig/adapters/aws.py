@@ -185,3 +185,64 @@ def list_keys(endpoint: S3Endpoint, bucket: str, prefix: str) -> list[str]:
     except Exception as exc:
         raise translate(exc, f"listing s3://{bucket}/{prefix}") from exc
     return [str(o["Key"]) for o in listed.get("Contents", [])]
+
+
+# -- endpoints: key hashes in SSM, images by digest in ECR, alarm states ------------------------
+def find_parameter(name: str, *, region: str | None = None) -> str | None:
+    """A SecureString parameter's decrypted value, or None when it does not exist."""
+    ssm = client("ssm", region=region)
+    try:
+        return str(ssm.get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"])
+    except ssm.exceptions.ParameterNotFound:
+        return None
+    except Exception as exc:
+        raise translate(exc, f"reading parameter {name}") from exc
+
+
+def put_secure_parameter(
+    name: str, value: str, *, description: str = "", region: str | None = None
+) -> None:
+    """Write `value` as a standard-tier SecureString (AWS-managed aws/ssm key), overwriting."""
+    try:
+        client("ssm", region=region).put_parameter(
+            Name=name,
+            Value=value,
+            Type="SecureString",
+            Tier="Standard",
+            Overwrite=True,
+            Description=description,
+        )
+    except Exception as exc:
+        raise translate(exc, f"writing parameter {name}") from exc
+
+
+def delete_parameter(name: str, *, region: str | None = None) -> None:
+    ssm = client("ssm", region=region)
+    try:
+        ssm.delete_parameter(Name=name)
+    except ssm.exceptions.ParameterNotFound:
+        return
+    except Exception as exc:
+        raise translate(exc, f"deleting parameter {name}") from exc
+
+
+def ecr_image_digest(repository: str, digest: str, *, region: str | None = None) -> str | None:
+    """The digest ECR reports for `repository@digest`, or None when it holds no such image."""
+    ecr = client("ecr", region=region)
+    try:
+        found = ecr.describe_images(repositoryName=repository, imageIds=[{"imageDigest": digest}])
+    except (ecr.exceptions.ImageNotFoundException, ecr.exceptions.RepositoryNotFoundException):
+        return None
+    except Exception as exc:
+        raise translate(exc, f"looking up {repository}@{digest}") from exc
+    details = found.get("imageDetails", [])
+    return str(details[0]["imageDigest"]) if details else None
+
+
+def alarm_states(names: list[str], *, region: str | None = None) -> dict[str, str]:
+    """CloudWatch alarm name -> state (OK, ALARM, INSUFFICIENT_DATA) for those that exist."""
+    try:
+        found = client("cloudwatch", region=region).describe_alarms(AlarmNames=names)
+    except Exception as exc:
+        raise translate(exc, "reading the endpoint's alarms") from exc
+    return {a["AlarmName"]: a["StateValue"] for a in found.get("MetricAlarms", [])}

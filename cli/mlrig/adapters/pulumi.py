@@ -83,8 +83,10 @@ def select_stack(
     backend_url: str,
     passphrase: str,
     env: Mapping[str, str] | None = None,
+    project: str = PROJECT,
 ) -> Any:
-    """Create or select stack `name` of the inline program on the given backend."""
+    """Create or select stack `name` of the inline program (of `project`: the stack's own,
+    or an endpoint's) on the given backend."""
     cli = cli_path()
     from pulumi import automation as auto
 
@@ -94,7 +96,7 @@ def select_stack(
         **(env or {}),
     }
     settings = auto.ProjectSettings(
-        name=PROJECT, runtime="python", backend=auto.ProjectBackend(url=backend_url)
+        name=project, runtime="python", backend=auto.ProjectBackend(url=backend_url)
     )
     opts = auto.LocalWorkspaceOptions(
         project_settings=settings,
@@ -104,7 +106,7 @@ def select_stack(
     )
     try:
         return auto.create_or_select_stack(
-            stack_name=name, project_name=PROJECT, program=program, opts=opts
+            stack_name=name, project_name=project, program=program, opts=opts
         )
     except Exception as exc:
         raise translate(exc, f"opening Pulumi stack '{name}'") from exc
@@ -117,6 +119,22 @@ def set_config(stack: Any, values: Mapping[str, str], secret: Mapping[str, str])
         stack.set_config(key, auto.ConfigValue(value=value))
     for key, value in secret.items():
         stack.set_config(key, auto.ConfigValue(value=value, secret=True))
+
+
+def remove_config(stack: Any, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            stack.remove_config(key)
+        except Exception:  # noqa: BLE001, S112 - removing an unset key is not an error
+            continue
+
+
+def outputs(stack: Any) -> dict[str, Any]:
+    """The stack's outputs from its last update (empty before the first)."""
+    try:
+        return {k: v.value for k, v in stack.outputs().items()}
+    except Exception as exc:
+        raise translate(exc, f"reading the outputs of stack '{stack.name}'") from exc
 
 
 def get_config(stack: Any, key: str) -> str | None:
@@ -170,6 +188,7 @@ def run_under_mocks(
     on_resource: OnResource,
     on_call: OnCall,
     resolve_timeout: float,
+    project: str = PROJECT,
 ) -> dict[str, Any]:
     """Run `program()` under mocks answered by the two callbacks; return its resolved outputs.
 
@@ -194,7 +213,7 @@ def run_under_mocks(
             return on_call(args.token, dict(args.args)), []  # no check failures
 
     _ensure_event_loop()  # set_mocks already registers the root stack resource
-    pulumi.runtime.set_mocks(_Mocks(), project=PROJECT, stack=stack, preview=False)
+    pulumi.runtime.set_mocks(_Mocks(), project=project, stack=stack, preview=False)
     settings.SETTINGS.outputs.clear()
     resolved: dict[str, Any] = {}
     unresolved: list[str] = []

@@ -9,6 +9,7 @@ import typer
 from typer.core import TyperGroup
 
 from mlrig.commands.options import JsonOpt, StackOpt
+from mlrig.errors import UsageError
 from mlrig.ui import console, err_console
 
 
@@ -36,6 +37,13 @@ keys_app = typer.Typer(help="An endpoint's keys: create (shown once), list, revo
 app.add_typer(keys_app, name="keys")
 
 EndpointArg = Annotated[str, typer.Argument(metavar="NAME", help="The endpoint.")]
+
+
+def _core(stack: str | None) -> Any:
+    """The local stack's endpoints module, or the AWS one (core/deploy/backend.py)."""
+    from mlrig.core.deploy import backend
+
+    return backend.for_stack(stack)
 
 
 def _progress(msg: str) -> None:
@@ -92,20 +100,65 @@ def deploy(
             help="No key needed (flagged in `status` and `doctor`; `keys create` ends it).",
         ),
     ] = False,
+    warm: Annotated[
+        bool,
+        typer.Option(
+            "--warm", help="AWS: an always-on Fargate service instead of a Lambda function."
+        ),
+    ] = False,
+    bake: Annotated[
+        float,
+        typer.Option(
+            "--bake",
+            metavar="MINUTES",
+            help="AWS canary: watch its alarms (errors, p99) this long; abort on ALARM.",
+        ),
+    ] = 0,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run", help="AWS: show the endpoint's resources and price; change nothing."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Deploy a pushed model version (by digest) to an endpoint of the local stack.
+    """Deploy a pushed model version (by digest) to an endpoint: the local stack's nginx, or
+    on an AWS stack a Lambda function (or, --warm, Fargate) behind its HTTP API.
 
     Every change of an endpoint is a line of `mlrig access log`; `mlrig trace endpoint:NAME`
     follows what it serves back to its run, commit and data; `mlrig doctor` flags --public.
     """
     if ctx.invoked_subcommand is not None:
         return
-    from mlrig.core.deploy import endpoints
+    endpoints = _core(stack)
+    if warm or dry_run or bake:
+        from mlrig.core.deploy import aws
 
-    done = endpoints.deploy(
-        ref, endpoint=endpoint, stack=stack, canary=canary, public=public, progress=_progress
-    )
+        if endpoints is not aws:
+            raise UsageError(
+                "--warm, --bake and --dry-run are for AWS stacks",
+                hint="pass --stack with an AWS stack, or leave them out",
+            )
+        if dry_run:
+            plan = aws.preview_deploy(
+                ref, endpoint=endpoint, stack=stack, canary=canary, public=public, warm=warm
+            )
+            _show_dry_run(plan, as_json)
+            return
+        done: Any = aws.deploy(
+            ref,
+            endpoint=endpoint,
+            stack=stack,
+            canary=canary,
+            public=public,
+            warm=warm,
+            bake_minutes=bake,
+            progress=_progress,
+        )
+    else:
+        done = endpoints.deploy(
+            ref, endpoint=endpoint, stack=stack, canary=canary, public=public, progress=_progress
+        )
     ep = done.endpoint
     if as_json:
         out = {**endpoints.status(ep.name, stack=stack)[0], "key": done.key}
@@ -129,6 +182,24 @@ def deploy(
         )
 
 
+def _show_dry_run(plan: Any, as_json: bool) -> None:
+    if as_json:
+        out = {"endpoint": plan.endpoint, "resources": plan.resources, "cost": plan.cost}
+        console().print_json(json.dumps({**out, "reads": plan.reads}))
+        return
+    for typ, name in plan.resources:
+        console().print(f"  + {typ}  {name}", markup=False, highlight=False)
+    cost = plan.cost
+    console().print(
+        f"reads (never changes): {', '.join(plan.reads)}\n"
+        f"{plan.endpoint}: ${cost['idle_month']:.2f}/month idle, "
+        f"${cost['per_million_requests']:.2f} per million requests "
+        f"({cost['price_region']} prices of {cost['price_date']}; {cost['assumption']})",
+        markup=False,
+        highlight=False,
+    )
+
+
 @app.command()
 def status(
     name: Annotated[str | None, typer.Argument(metavar="[NAME]")] = None,
@@ -136,31 +207,26 @@ def status(
     as_json: JsonOpt = False,
 ) -> None:
     """What each endpoint serves: version, digest, since, traffic split, URL, public."""
-    from mlrig.core.deploy import endpoints
-
+    endpoints = _core(stack)
     _show(endpoints.status(name, stack=stack), as_json)
 
 
 @app.command("list")
 def list_(stack: StackOpt = None, as_json: JsonOpt = False) -> None:
     """Every endpoint of the stack."""
-    from mlrig.core.deploy import endpoints
-
+    endpoints = _core(stack)
     _show(endpoints.status(None, stack=stack), as_json)
 
 
 def _json_state(name: str, stack: str | None) -> None:
     """The endpoint's state after a change, as `deploy status NAME --json` prints it."""
-    from mlrig.core.deploy import endpoints
-
-    console().print_json(json.dumps(endpoints.status(name, stack=stack)[0]))
+    console().print_json(json.dumps(_core(stack).status(name, stack=stack)[0]))
 
 
 @app.command()
 def promote(name: EndpointArg, stack: StackOpt = None, as_json: JsonOpt = False) -> None:
     """Send all traffic to the canary; the old version drains, then stops."""
-    from mlrig.core.deploy import endpoints
-
+    endpoints = _core(stack)
     ep = endpoints.promote(name, stack=stack, progress=_progress)
     if as_json:
         return _json_state(name, stack)
@@ -170,8 +236,7 @@ def promote(name: EndpointArg, stack: StackOpt = None, as_json: JsonOpt = False)
 @app.command()
 def abort(name: EndpointArg, stack: StackOpt = None, as_json: JsonOpt = False) -> None:
     """Stop the canary; the stable version takes all traffic again."""
-    from mlrig.core.deploy import endpoints
-
+    endpoints = _core(stack)
     ep = endpoints.abort(name, stack=stack, progress=_progress)
     if as_json:
         return _json_state(name, stack)
@@ -188,8 +253,7 @@ def rollback(
     as_json: JsonOpt = False,
 ) -> None:
     """Serve the previous version again (its pushed image by digest, no rebuild)."""
-    from mlrig.core.deploy import endpoints
-
+    endpoints = _core(stack)
     ep = endpoints.rollback(name, to=to, stack=stack, progress=_progress)
     if as_json:
         return _json_state(name, stack)
@@ -199,8 +263,7 @@ def rollback(
 @app.command()
 def delete(name: EndpointArg, stack: StackOpt = None) -> None:
     """Remove the endpoint: its route, keys and containers."""
-    from mlrig.core.deploy import endpoints
-
+    endpoints = _core(stack)
     endpoints.delete(name, stack=stack, progress=_progress)
     console().print(f"[green]deleted[/] endpoint {name}")
 
@@ -208,16 +271,14 @@ def delete(name: EndpointArg, stack: StackOpt = None) -> None:
 @keys_app.command("create")
 def keys_create(name: EndpointArg, stack: StackOpt = None) -> None:
     """A new key for the endpoint, shown once (only its hash is stored)."""
-    from mlrig.core.deploy import endpoints
-
+    endpoints = _core(stack)
     console().print(endpoints.create_key(name, stack=stack), markup=False, highlight=False)
 
 
 @keys_app.command("list")
 def keys_list(name: EndpointArg, stack: StackOpt = None, as_json: JsonOpt = False) -> None:
     """The endpoint's key IDs and when each was made (never a secret)."""
-    from mlrig.core.deploy import endpoints
-
+    endpoints = _core(stack)
     rows = endpoints.list_keys(name, stack=stack)
     if as_json:
         console().print_json(json.dumps(rows))
@@ -233,7 +294,6 @@ def keys_revoke(
     stack: StackOpt = None,
 ) -> None:
     """Revoke a key: nginx refuses it from the next request."""
-    from mlrig.core.deploy import endpoints
-
+    endpoints = _core(stack)
     endpoints.revoke_key(name, key_id, stack=stack)
     console().print(f"[green]revoked[/] {key_id} of {name}")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+import json
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -228,7 +229,7 @@ def plan(
     as_json: JsonOpt = False,
 ) -> None:
     """Show the AWS stack's resources and monthly cost, offline (no Pulumi CLI, no AWS)."""
-    from mlrig.core.stack import costs
+    from mlrig.core.stack import costs, endpoint_costs
     from mlrig.core.stack import plan as plans
 
     config = plans.plan_config(
@@ -236,10 +237,29 @@ def plan(
     )
     planned = plans.run_program(config)
     estimate = costs.estimate(planned)
+    per_endpoint = endpoint_costs.per_endpoint(planned, config.stack)
     if as_json:
-        typer.echo(plans.render_json(planned, estimate))
+        doc = json.loads(plans.render_json(planned, estimate))
+        typer.echo(json.dumps({**doc, "endpoint_cost_usd": per_endpoint}, indent=2))
         return
     _render_plan(planned, estimate)
+    _render_endpoint_costs(per_endpoint)
+
+
+def _render_endpoint_costs(per_endpoint: dict[str, Any]) -> None:
+    if not per_endpoint:
+        console().print(
+            "endpoints (`mlrig deploy`): need the small profile's HTTP API; not on this profile"
+        )
+        return
+    for kind, cost in per_endpoint.items():
+        what = "Lambda function" if kind == "lambda" else "warm Fargate service (--warm)"
+        console().print(
+            f"each endpoint, {what}: ${cost['idle_month']:.2f}/month idle + "
+            f"${cost['per_million_requests']:.2f} per million requests ({cost['assumption']})",
+            markup=False,
+            highlight=False,
+        )
 
 
 def _render_plan(planned: Plan, estimate: CostEstimate) -> None:

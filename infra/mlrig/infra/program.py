@@ -16,6 +16,8 @@ from mlrig.infra.components.network import Network, NetworkArgs
 from mlrig.infra.components.registry import Registry, RegistryArgs, enhanced_scanning
 from mlrig.infra.components.tracking_server import TrackingServer, TrackingServerArgs
 from mlrig.infra.config import StackConfig
+from mlrig.infra.endpoint import config as endpoint_config
+from mlrig.infra.endpoint.refs import RefNames
 from mlrig.infra.tagging import tagged
 
 VPC_CIDR = "10.42.0.0/16"
@@ -38,7 +40,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         opts,
     )
 
-    def registry(name: str) -> Registry:
+    def registry(name: str, lambda_pull: str | None = None) -> Registry:
         return Registry(
             name,
             RegistryArgs(
@@ -47,11 +49,13 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
                 keep_tagged=cfg.keep_tagged_images,
                 untagged_days=cfg.untagged_image_days,
                 force_delete=cfg.force_delete,
+                lambda_pull_functions=lambda_pull,
             ),
             opts,
         )
 
-    models, server_repo = registry("models"), registry("mlflow-server")
+    models = registry("models", endpoint_config.function_name_pattern(cfg.stack))
+    server_repo = registry("mlflow-server")
     if cfg.enhanced_scanning:
         enhanced_scanning("registry-scanning", opts)
     outputs: dict[str, pulumi.Input[object]] = {
@@ -92,6 +96,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         ),
         opts,
     )
+    outputs.update(_endpoint_refs(server, network, models, remote))
     outputs[OutputNames.MLFLOW_TRACKING_URI] = server.url
     outputs[OutputNames.MLFLOW_ADMIN_SECRET_ARN] = server.admin_secret.arn
     if cfg.github_repo:
@@ -108,6 +113,30 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         )
         outputs[OutputNames.CI_ROLE_ARN] = ci.role.arn
     return outputs
+
+
+def _endpoint_refs(
+    server: TrackingServer, network: Network, models: Registry, remote: DvcRemote
+) -> dict[str, pulumi.Input[object]]:
+    """What endpoint stacks attach to (read by their StackReference); nothing when the
+    front door is an ALB, which has no HTTP API to route endpoints on."""
+    api = server.front_door.http_api
+    if api is None:
+        return {}
+    return {
+        RefNames.API_ID: api.api.id,
+        RefNames.API_EXECUTION_ARN: api.api.execution_arn,
+        RefNames.API_URL: server.url,
+        RefNames.VPC_LINK_ID: api.link.id,
+        RefNames.LINK_SECURITY_GROUP_ID: server.front_door.security_group.id,
+        RefNames.NAMESPACE_ID: api.namespace.id,
+        RefNames.CLUSTER_ARN: server.service.cluster.arn,
+        RefNames.VPC_ID: network.vpc.id,
+        RefNames.SUBNET_IDS: server.task_subnets,
+        RefNames.PUBLIC_IP: not server.private_tasks,
+        RefNames.MODELS_REPOSITORY_ARN: models.repository.arn,
+        RefNames.BUCKET_ARN: remote.bucket.arn,
+    }
 
 
 def export(outputs: dict[str, pulumi.Input[object]]) -> None:

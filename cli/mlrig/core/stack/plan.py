@@ -101,6 +101,23 @@ def computed_outputs(
     elif typ == "aws:apigatewayv2/api:Api":
         rid = "a1b2c3d4e5"
         out["apiEndpoint"] = f"https://{rid}.execute-api.{region}.amazonaws.com"
+        out["executionArn"] = _arn("execute-api", region, rid)
+    elif typ == "aws:lambda/function:Function":
+        fn = _arn("lambda", region, f"function:{inputs.get('name', name)}")
+        out.update(
+            arn=fn,
+            version="1" if inputs.get("publish") else "$LATEST",
+            qualifiedArn=f"{fn}:1",
+            invokeArn=f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{fn}"
+            "/invocations",
+        )
+    elif typ == "aws:lambda/alias:Alias":
+        fn = _arn("lambda", region, f"function:{inputs['functionName']}:{inputs['name']}")
+        out.update(
+            arn=fn,
+            invokeArn=f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/{fn}"
+            "/invocations",
+        )
     elif typ == "aws:apigatewayv2/domainName:DomainName":
         rid = inputs["domainName"]
         out["domainNameConfiguration"] = {

@@ -36,6 +36,7 @@ class FrontDoor(pulumi.ComponentResource):
     url: pulumi.Output[str]
     cloud_map_service: aws.servicediscovery.Service | None = None
     target_group: aws.lb.TargetGroup | None = None
+    http_api: HttpApiFrontDoor | None = None  # endpoints are routed on it (small profile)
 
     def __init__(
         self, name: str, args: FrontDoorArgs, opts: pulumi.ResourceOptions | None = None
@@ -103,4 +104,5 @@ class FrontDoor(pulumi.ComponentResource):
                 opts=child,
             )
             self.cloud_map_service, self.url = api.cloud_map_service, api.url
+            self.http_api = api
         self.register_outputs({"url": self.url, "security_group_id": self.security_group.id})

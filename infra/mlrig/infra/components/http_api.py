@@ -29,13 +29,17 @@ class HttpApiFrontDoor(pulumi.ComponentResource):
 
     cloud_map_service: aws.servicediscovery.Service
     url: pulumi.Output[str]
+    # What an endpoint stack adds its routes, integrations and Cloud Map services to.
+    api: aws.apigatewayv2.Api
+    link: aws.apigatewayv2.VpcLink
+    namespace: aws.servicediscovery.PrivateDnsNamespace
 
     def __init__(
         self, name: str, args: HttpApiArgs, opts: pulumi.ResourceOptions | None = None
     ) -> None:
         super().__init__("mlrig:aws:HttpApiFrontDoor", name, None, opts)
         child = adopted_children(self, opts)
-        namespace = aws.servicediscovery.PrivateDnsNamespace(
+        self.namespace = namespace = aws.servicediscovery.PrivateDnsNamespace(
             f"{name}-ns", name=f"{name}.internal", vpc=args.vpc_id, opts=child
         )
         self.cloud_map_service = aws.servicediscovery.Service(
@@ -51,14 +55,14 @@ class HttpApiFrontDoor(pulumi.ComponentResource):
             force_destroy=True,
             opts=child,
         )
-        link = aws.apigatewayv2.VpcLink(
+        self.link = link = aws.apigatewayv2.VpcLink(
             f"{name}-link",
             name=f"{name}-link",
             subnet_ids=args.subnet_ids,
             security_group_ids=[args.security_group_id],
             opts=child,
         )
-        api = aws.apigatewayv2.Api(
+        self.api = api = aws.apigatewayv2.Api(
             f"{name}-api",
             name=name,
             protocol_type="HTTP",

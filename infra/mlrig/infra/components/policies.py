@@ -122,3 +122,19 @@ def github_trust(provider_arn: str, repo: str, ref: str) -> str:
             },
         }
     )
+
+
+def lambda_pull(account: str, region: str, function_pattern: str) -> str:
+    """The models repository's policy: Lambda's service may pull images for this stack's
+    endpoint functions only (Lambda pulls with its service principal, not the function's
+    role, so this is where "pulls only its models" is said)."""
+    functions = f"arn:aws:lambda:{region}:{account}:function:{function_pattern}"
+    return document(
+        {
+            "Sid": "LambdaPullForEndpoints",
+            "Effect": "Allow",
+            "Principal": {"Service": "lambda.amazonaws.com"},
+            "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
+            "Condition": {"StringLike": {"aws:sourceArn": functions}},
+        }
+    )

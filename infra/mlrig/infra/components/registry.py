@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
+from mlrig.infra.components import policies
+
 
 @dataclass
 class RegistryArgs:
@@ -16,6 +18,8 @@ class RegistryArgs:
     keep_tagged: int = 50
     untagged_days: int = 7
     force_delete: bool = False  # only `mlrig stack down --purge` turns this on
+    # Lambda functions named like this may pull (endpoints, `config.function_name_pattern`)
+    lambda_pull_functions: str | None = None
 
 
 class Registry(pulumi.ComponentResource):
@@ -48,6 +52,17 @@ class Registry(pulumi.ComponentResource):
             policy=lifecycle_policy(args.keep_tagged, args.untagged_days),
             opts=child,
         )
+        if args.lambda_pull_functions is not None:
+            pattern = args.lambda_pull_functions
+            aws.ecr.RepositoryPolicy(
+                f"{name}-lambda-pull",
+                repository=self.repository.name,
+                # arn:aws:ecr:REGION:ACCOUNT:repository/NAME
+                policy=self.repository.arn.apply(
+                    lambda arn: policies.lambda_pull(arn.split(":")[4], arn.split(":")[3], pattern)
+                ),
+                opts=child,
+            )
         self.register_outputs(
             {
                 "repository_url": self.repository.repository_url,

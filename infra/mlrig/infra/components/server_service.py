@@ -32,6 +32,7 @@ class ServerService(pulumi.ComponentResource):
     """Named like its TrackingServer, so its children keep their names (`<name>-service`)."""
 
     service: aws.ecs.Service
+    cluster: aws.ecs.Cluster  # warm endpoints run their tasks on it too
 
     def __init__(
         self, name: str, args: ServerServiceArgs, opts: pulumi.ResourceOptions | None = None
@@ -39,7 +40,7 @@ class ServerService(pulumi.ComponentResource):
         super().__init__("mlrig:aws:TrackingServerService", name, None, opts)
         child = adopted_children(self, opts)
         profile = args.profile
-        cluster = aws.ecs.Cluster(
+        self.cluster = cluster = aws.ecs.Cluster(
             f"{name}-cluster",
             settings=[
                 {

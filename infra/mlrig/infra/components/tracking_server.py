@@ -56,6 +56,8 @@ class TrackingServer(pulumi.ComponentResource):
         task_subnets = (
             network.private_subnet_ids if profile.private_tasks else network.public_subnet_ids
         )
+        self.task_subnets = task_subnets
+        self.private_tasks = profile.private_tasks
         self.front_door = self._front_door(name, args, task_subnets, protected)
         task_sg = self._task_security_group(name, network)
         self.database = Database(
@@ -102,7 +104,7 @@ class TrackingServer(pulumi.ComponentResource):
             opts=child,
         )
         container = self._container(args, log_group, secret_arns)
-        ServerService(
+        self.service = ServerService(
             name,
             ServerServiceArgs(
                 profile=profile,

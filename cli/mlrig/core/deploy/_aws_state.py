@@ -1,0 +1,160 @@
+"""What an AWS endpoint serves, as its Pulumi stack's config, and how each verb changes it.
+
+Pure functions: deploy, canary, promote, abort and rollback only move the alias between
+published Lambda versions (and publish one when the image changes); none rebuilds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from mlrig.errors import UsageError
+
+KEYS = {
+    "image": "mlrig:image",
+    "stable_version": "mlrig:stableVersion",
+    "canary_percent": "mlrig:canaryPercent",
+    "previous_version": "mlrig:previousVersion",
+    "warm": "mlrig:warm",
+    "public": "mlrig:public",
+    "model": "mlrig:model",
+    "model_version": "mlrig:modelVersion",
+    "since": "mlrig:since",
+}
+
+
+@dataclass(frozen=True)
+class Desired:
+    image: str  # ECR repository@sha256: the function's code (a change publishes a version)
+    stable_version: str | None = None  # the alias' version; None: the one `image` published
+    canary_percent: int | None = None
+    previous_version: str | None = None  # what a plain `rollback` re-points the alias to
+    warm: bool = False
+    public: bool = False
+    model: str = ""
+    model_version: str = ""
+    since: str = ""  # ISO time the alias last changed
+
+    @property
+    def canary(self) -> bool:
+        return self.canary_percent is not None
+
+    def to_config(self) -> tuple[dict[str, str], list[str]]:
+        """(settings to write, keys to remove) for the endpoint stack."""
+        values = {
+            "image": self.image,
+            "stable_version": self.stable_version,
+            "canary_percent": None if self.canary_percent is None else str(self.canary_percent),
+            "previous_version": self.previous_version,
+            "warm": "true" if self.warm else "false",
+            "public": "true" if self.public else "false",
+            "model": self.model,
+            "model_version": self.model_version,
+            "since": self.since or None,
+        }
+        settings = {KEYS[k]: v for k, v in values.items() if v is not None}
+        return settings, [KEYS[k] for k, v in values.items() if v is None]
+
+    @classmethod
+    def from_config(cls, config: dict[str, str]) -> Desired | None:
+        """None when the endpoint stack has never been deployed (no image)."""
+        get = {k: config.get(key) for k, key in KEYS.items()}
+        if not get["image"]:
+            return None
+        percent = get["canary_percent"]
+        return cls(
+            image=str(get["image"]),
+            stable_version=get["stable_version"],
+            canary_percent=int(percent) if percent else None,
+            previous_version=get["previous_version"],
+            warm=get["warm"] == "true",
+            public=get["public"] == "true",
+            model=get["model"] or "",
+            model_version=get["model_version"] or "",
+            since=get["since"] or "",
+        )
+
+
+def deploy(
+    name: str,
+    current: Desired | None,
+    served: str | None,
+    *,
+    image: str,
+    model: str,
+    version: str,
+    canary: int | None,
+    warm: bool,
+    public: bool,
+) -> Desired:
+    """A new version: served at once, or as a canary beside what `served` is."""
+    if current is None:
+        if canary is not None:
+            raise UsageError(
+                f"endpoint {name!r} serves nothing yet: a canary needs a version to compare to",
+                hint="deploy without --canary first",
+            )
+        return Desired(image, warm=warm, public=public, model=model, model_version=version)
+    if current.canary:
+        raise UsageError(
+            f"endpoint {name!r} has a canary ({current.canary_percent}%)",
+            hint=f"`mlrig deploy promote {name}` or `mlrig deploy abort {name}` first",
+        )
+    if current.warm != warm:
+        raise UsageError(
+            f"endpoint {name!r} is {'warm' if current.warm else 'a Lambda function'}",
+            hint="delete it first to change how it runs",
+        )
+    base = replace(current, image=image, model=model, model_version=version)
+    base = replace(base, public=current.public or public)
+    if canary is not None:
+        if warm:
+            raise UsageError("a warm endpoint has no canary yet", hint="deploy without --canary")
+        return replace(base, stable_version=served, canary_percent=canary)
+    return replace(base, stable_version=None, canary_percent=None, previous_version=served)
+
+
+def promote(name: str, current: Desired | None, *, stable: str | None) -> Desired:
+    """All traffic to the canary (the version its image published)."""
+    if current is None or not current.canary:
+        raise UsageError(f"endpoint {name!r} has no canary to promote")
+    return replace(current, stable_version=None, canary_percent=None, previous_version=stable)
+
+
+def abort(name: str, current: Desired | None) -> Desired:
+    """The stable version takes all traffic again; the canary's version stays published."""
+    if current is None or not current.canary:
+        raise UsageError(f"endpoint {name!r} has no canary to abort")
+    return replace(current, canary_percent=None)
+
+
+def rollback(
+    name: str,
+    current: Desired | None,
+    served: str | None,
+    *,
+    image: str | None = None,
+    model: str = "",
+    version: str = "",
+) -> Desired:
+    """Back to the previous version (re-point the alias), or to `image` (publishes it)."""
+    if current is None:
+        raise UsageError(f"no endpoint {name!r} on this stack", hint="see `mlrig deploy list`")
+    if current.canary:
+        raise UsageError(
+            f"endpoint {name!r} has a canary", hint=f"`mlrig deploy abort {name}` instead"
+        )
+    if image is not None:
+        return replace(
+            current,
+            image=image,
+            model=model or current.model,
+            model_version=version or current.model_version,
+            stable_version=None,
+            previous_version=served,
+        )
+    if current.warm:
+        raise UsageError(f"warm endpoint {name!r} keeps no previous version", hint="pass --to REF")
+    if current.previous_version is None:
+        raise UsageError(f"endpoint {name!r} has no previous version", hint="pass --to REF")
+    return replace(current, stable_version=current.previous_version, previous_version=served)

@@ -1,0 +1,568 @@
+"""`mlrig deploy` on an AWS stack: each endpoint is its own Pulumi stack (project
+`mlrig-endpoint`, program `mlrig.infra.endpoint.program`) that reads the base stack through
+a StackReference, so deploying or deleting an endpoint never touches the tracking server,
+the database or the bucket.
+
+Every verb writes the endpoint stack's config (`_aws_state`) and runs `pulumi up` through
+the Automation API: deploy publishes a Lambda version from the image by digest; canary,
+promote, abort and rollback re-point the alias `live` (no rebuild). Keys live hashed in SSM
+(`_aws_keys`). `--dry-run` runs the same program offline under mocks and prices it.
+Auto-abort: `watch` reads the canary's CloudWatch alarms and aborts on ALARM (while it runs).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mlrig.adapters import aws as aws_adapter
+from mlrig.adapters import pulumi as pulumi_adapter
+from mlrig.contract import StackOutputs
+from mlrig.core.deploy import _aws_keys, _aws_state, _keys
+from mlrig.core.deploy._aws_state import Desired
+from mlrig.core.deploy.state import check_name
+from mlrig.core.provenance import record as p
+from mlrig.core.shared.progress import Progress
+from mlrig.core.stack import stacks
+from mlrig.errors import DependencyMissing, MlrigError, UsageError
+
+_OUT_SERVED = "served_version"
+_OUT_PUBLISHED = "published_version"
+_OUT_URL = "url"
+_OUT_ALARMS = "alarm_names"
+
+
+def _no_progress(_m: str) -> None:
+    return None
+
+
+# -- the stack and the endpoint's Pulumi stack -------------------------------------------------
+def aws_outputs(stack: str | None) -> StackOutputs:
+    outputs = stacks.outputs(stacks.resolve_name(stack))
+    if outputs.kind != "aws":
+        raise UsageError(f"stack '{outputs.name}' is not an AWS stack")
+    return outputs
+
+
+def is_aws(stack: str | None) -> bool:
+    """The seam: does this command act on an AWS stack (else the local stack's nginx)?"""
+    return stacks.outputs(stacks.resolve_name(stack)).kind == "aws"
+
+
+def _region(outputs: StackOutputs) -> str:
+    return outputs.region or "us-east-1"
+
+
+def _open(outputs: StackOutputs, endpoint: str) -> Any:
+    """The endpoint's Pulumi stack; the Pulumi CLI missing is one line before anything."""
+    from mlrig.core.stack.aws import stack as aws_stack
+    from mlrig.infra.endpoint import program
+    from mlrig.infra.endpoint.refs import ENDPOINT_PROJECT, endpoint_stack_name
+
+    pulumi_adapter.cli_path()
+    profile = outputs.dvc_remote.profile
+    stack = pulumi_adapter.select_stack(
+        endpoint_stack_name(outputs.name, endpoint),
+        program.main,
+        backend_url=aws_stack.backend_url(outputs.name, None),
+        passphrase=aws_stack.passphrase(outputs.name),
+        env={"AWS_PROFILE": profile} if profile else {},
+        project=ENDPOINT_PROJECT,
+    )
+    pulumi_adapter.set_config(
+        stack,
+        {
+            "aws:region": _region(outputs),
+            "mlrig:baseStack": outputs.name,
+            "mlrig:endpoint": endpoint,
+        },
+        {},
+    )
+    return stack
+
+
+def _current(stack: Any) -> tuple[Desired | None, dict[str, Any]]:
+    config = {
+        key: value
+        for key in _aws_state.KEYS.values()
+        if (value := pulumi_adapter.get_config(stack, key)) is not None
+    }
+    return Desired.from_config(config), pulumi_adapter.outputs(stack)
+
+
+def _up(stack: Any, desired: Desired) -> dict[str, Any]:
+    from dataclasses import replace
+
+    stamped = replace(desired, since=datetime.now(UTC).isoformat(timespec="seconds"))
+    settings, removed = stamped.to_config()
+    pulumi_adapter.set_config(stack, settings, {})
+    pulumi_adapter.remove_config(stack, removed)
+    return pulumi_adapter.up(stack, on_output=lambda _line: None)
+
+
+def endpoint_config(outputs: StackOutputs, name: str, desired: Desired) -> Any:
+    """The program's EndpointConfig for this state: bad values are one line, not a trace."""
+    from mlrig.infra.endpoint.config import EndpointConfig
+
+    try:
+        return EndpointConfig(
+            base_stack=outputs.name,
+            endpoint=name,
+            region=_region(outputs),
+            image=desired.image,
+            stable_version=desired.stable_version,
+            canary_percent=desired.canary_percent,
+            warm=desired.warm,
+            public=desired.public,
+            model=desired.model,
+            model_version=desired.model_version,
+        )
+    except ValueError as exc:
+        raise UsageError(f"endpoint {name!r}: {exc}") from None
+
+
+# -- what to deploy ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    model: str
+    version: str
+    digest: str
+    image: str  # ECR repository URL@digest
+
+
+def resolve(outputs: StackOutputs, ref: str) -> Target:
+    """The version REF names and its pushed image, verified by digest in this stack's ECR."""
+    from mlrig.adapters.mlflow_rest import MlflowRest
+    from mlrig.core.deploy import endpoints
+    from mlrig.core.stack import env as stack_env
+
+    match = endpoints._REF.fullmatch(ref)
+    if not match:
+        raise UsageError(
+            f"REF {ref!r} is not models:/NAME/VERSION or models:/NAME@ALIAS",
+            hint="for example models:/NAME@champion",
+        )
+    rest = MlflowRest.from_env(stack_env.client_env(outputs))
+    name = match.group("name")
+    if match.group("version"):
+        mv = rest.model_version(name, match.group("version"))
+    else:
+        mv = rest.model_version_by_alias(name, match.group("alias"))
+    digest, repository = mv.tags.get(p.MV_IMAGE_DIGEST), mv.tags.get(p.MV_IMAGE_REPOSITORY)
+    if not digest or not repository:
+        raise UsageError(
+            f"model version {mv.version} of {name} has no pushed image",
+            hint=f"run `mlrig image build --model models:/{name}/{mv.version}` and "
+            "`mlrig image push` first",
+        )
+    return verify_image(outputs, name, mv.version, repository, digest)
+
+
+def verify_image(
+    outputs: StackOutputs, model: str, version: str, repository: str, digest: str
+) -> Target:
+    """The image, if it is this stack's ECR repository's and ECR holds that digest."""
+    if repository != outputs.registry_url:
+        raise UsageError(
+            f"model version {version} of {model} was pushed to {repository}, not to stack "
+            f"'{outputs.name}''s registry {outputs.registry_url}",
+            hint="push it to this stack with `mlrig image push --stack " + outputs.name + "`",
+        )
+    repo_path = repository.split("/", 1)[1]
+    if aws_adapter.ecr_image_digest(repo_path, digest, region=_region(outputs)) != digest:
+        raise UsageError(
+            f"image {repository}@{digest} of model version {version} is not in ECR",
+            hint="push it again with `mlrig image push`",
+        )
+    return Target(model, version, digest, f"{repository}@{digest}")
+
+
+# -- the verbs ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Serving:
+    """One version the alias serves (the shape the deploy command renders)."""
+
+    model: str
+    version: str  # the model version
+    digest: str
+    weight: int
+    since: datetime
+    lambda_version: str = ""
+
+
+@dataclass(frozen=True)
+class AwsEndpoint:
+    name: str
+    backends: list[Serving]
+    public: bool = False
+
+    @property
+    def canary(self) -> Serving | None:
+        return self.backends[1] if len(self.backends) > 1 else None
+
+
+@dataclass(frozen=True)
+class Deployed:
+    endpoint: AwsEndpoint
+    url: str
+    key: str | None
+
+
+@dataclass(frozen=True)
+class DryRun:
+    endpoint: str
+    resources: list[tuple[str, str]]
+    cost: dict[str, Any]
+    reads: list[str] = field(default_factory=list)  # stacks it reads, never changes
+
+
+def _view(name: str, desired: Desired, out: dict[str, Any]) -> AwsEndpoint:
+    from dataclasses import replace
+
+    digest = desired.image.rsplit("@", 1)[-1]
+    since = datetime.fromisoformat(desired.since) if desired.since else datetime.now(UTC)
+    published = str(out.get(_OUT_PUBLISHED, ""))
+    new = Serving(desired.model, desired.model_version, digest, 100, since, published)
+    if desired.stable_version is not None and desired.canary_percent is None:
+        # a rollback or abort: the alias serves an older published version of the function
+        new = Serving("", f"lambda:{desired.stable_version}", "", 100, since)
+    if desired.canary_percent is not None:
+        share = desired.canary_percent
+        stable = Serving("", f"lambda:{desired.stable_version}", "", 100 - share, since)
+        return AwsEndpoint(name, [stable, replace(new, weight=share)], desired.public)
+    return AwsEndpoint(name, [new], desired.public)
+
+
+def dry_run(
+    outputs: StackOutputs, name: str, image: str, *, canary: int | None, warm: bool, public: bool
+) -> DryRun:
+    """The endpoint's resources and price, offline (no Pulumi CLI, no AWS call)."""
+    from mlrig.core.stack import endpoint_costs, endpoint_plan
+
+    desired = Desired(
+        image,
+        stable_version="1" if canary is not None else None,  # the version serving now
+        canary_percent=canary,
+        warm=warm,
+        public=public,
+    )
+    cfg = endpoint_config(outputs, name, desired)
+    planned, reads = endpoint_plan.run_endpoint_program(cfg)
+    return DryRun(
+        name,
+        [(r.type, r.name) for r in planned.resources],
+        endpoint_costs.estimate(planned).as_dict(),
+        [str(inputs.get("name", rname)) for _t, rname, inputs in reads],
+    )
+
+
+def _check_canary(canary: int | None) -> None:
+    if canary is not None and not 1 <= canary <= 99:
+        raise UsageError(f"--canary {canary} is not a share", hint="pass 1-99 (percent)")
+
+
+def _target(outputs: StackOutputs, ref: str | None) -> Target:
+    from mlrig.core.deploy import endpoints
+
+    return resolve(outputs, ref or endpoints.default_ref(Path.cwd()))
+
+
+def preview_deploy(
+    ref: str | None,
+    *,
+    endpoint: str | None = None,
+    stack: str | None = None,
+    canary: int | None = None,
+    public: bool = False,
+    warm: bool = False,
+) -> DryRun:
+    """`deploy --dry-run`: REF resolved and verified, the endpoint planned offline."""
+    outputs = aws_outputs(stack)
+    _check_canary(canary)
+    target = _target(outputs, ref)
+    name = check_name(endpoint or target.model)
+    return dry_run(outputs, name, target.image, canary=canary, warm=warm, public=public)
+
+
+def deploy(
+    ref: str | None,
+    *,
+    endpoint: str | None = None,
+    stack: str | None = None,
+    canary: int | None = None,
+    public: bool = False,
+    warm: bool = False,
+    bake_minutes: float = 0,
+    progress: Progress = _no_progress,
+) -> Deployed:
+    outputs = aws_outputs(stack)
+    _check_canary(canary)
+    pulumi_adapter.cli_path()  # one line, before anything is read or written
+    target = _target(outputs, ref)
+    name = check_name(endpoint or target.model)
+    region = _region(outputs)
+    stack_ = _open(outputs, name)
+    current, out = _current(stack_)
+    desired = _aws_state.deploy(
+        name,
+        current,
+        out.get(_OUT_SERVED),
+        image=target.image,
+        model=target.model,
+        version=target.version,
+        canary=canary,
+        warm=warm,
+        public=public,
+    )
+    endpoint_config(outputs, name, desired)  # checked before anything is written
+    key = None
+    fresh_keys = current is None and not desired.public
+    if fresh_keys:
+        record, key = _keys.new_key()
+        progress("storing the endpoint's first key (its hash) in SSM")
+        _aws_keys.write(outputs.name, name, region, [record])
+    progress(f"pulumi up of endpoint {name} (stack {outputs.name}.{name})")
+    try:
+        out = _up(stack_, desired)
+    except BaseException:
+        if current is None:  # a new endpoint: nothing half-made stays behind
+            _undo_first_deploy(stack_, outputs, name, fresh_keys, progress)
+        raise
+    desired = _current(stack_)[0] or desired
+    if canary is None:
+        _record(outputs, name, target.model, target.version, "deployed")
+    elif bake_minutes > 0:
+        _bake_or_abort(
+            outputs, name, [str(n) for n in out.get(_OUT_ALARMS, [])], bake_minutes, progress
+        )
+    return Deployed(_view(name, desired, out), str(out.get(_OUT_URL, "")), key)
+
+
+def _bake_or_abort(
+    outputs: StackOutputs, name: str, alarms: list[str], minutes: float, progress: Progress
+) -> None:
+    from mlrig.errors import ServiceError
+
+    def abort_now(alarm: str) -> None:
+        progress(f"{alarm} is in ALARM: aborting the canary")
+        abort(name, stack=outputs.name, progress=progress)
+
+    tripped = bake(alarms, _region(outputs), minutes, on_alarm=abort_now, progress=progress)
+    if tripped is not None:
+        raise ServiceError(
+            f"the canary of {name} was aborted: alarm {tripped} went to ALARM; the stable "
+            "version serves all traffic again",
+            hint=f"its logs: `aws logs tail /aws/lambda/mlrig-{outputs.name}-ep-{name}`",
+        )
+
+
+def _undo_first_deploy(
+    stack: Any, outputs: StackOutputs, name: str, keys: bool, progress: Progress
+) -> None:
+    """Remove what a failed first deploy made (best effort: the deploy's own error is what
+    the user sees; a later `mlrig deploy delete` finishes what this could not)."""
+    import contextlib
+
+    progress(f"the first deploy of {name} failed: removing what it made")
+    with contextlib.suppress(MlrigError):
+        pulumi_adapter.destroy(stack, on_output=lambda _line: None)
+    if keys:
+        with contextlib.suppress(MlrigError):
+            _aws_keys.delete(outputs.name, name, _region(outputs))
+
+
+def _change(
+    name: str,
+    stack: str | None,
+    step: Callable[[Desired | None, dict[str, Any]], Desired],
+    progress: Progress,
+) -> AwsEndpoint:
+    outputs = aws_outputs(stack)
+    check_name(name)
+    stack_ = _open(outputs, name)
+    current, out = _current(stack_)
+    desired = step(current, out)
+    endpoint_config(outputs, name, desired)
+    progress(f"pulumi up of endpoint {name}: re-pointing alias live")
+    out = _up(stack_, desired)
+    current, _ = _current(stack_)
+    return _view(name, current or desired, out)
+
+
+def promote(
+    name: str, *, stack: str | None = None, progress: Progress = _no_progress
+) -> AwsEndpoint:
+    ep = _change(
+        name,
+        stack,
+        lambda cur, out: _aws_state.promote(name, cur, stable=out.get(_OUT_SERVED)),
+        progress,
+    )
+    serving = ep.backends[0]
+    _record(aws_outputs(stack), name, serving.model, serving.version, "promoted")
+    return ep
+
+
+def abort(name: str, *, stack: str | None = None, progress: Progress = _no_progress) -> AwsEndpoint:
+    return _change(name, stack, lambda cur, _out: _aws_state.abort(name, cur), progress)
+
+
+def rollback(
+    name: str,
+    *,
+    to: str | None = None,
+    stack: str | None = None,
+    progress: Progress = _no_progress,
+) -> AwsEndpoint:
+    target = resolve(aws_outputs(stack), to) if to is not None else None
+
+    def step(cur: Desired | None, out: dict[str, Any]) -> Desired:
+        if target is None:
+            return _aws_state.rollback(name, cur, out.get(_OUT_SERVED))
+        return _aws_state.rollback(
+            name,
+            cur,
+            out.get(_OUT_SERVED),
+            image=target.image,
+            model=target.model,
+            version=target.version,
+        )
+
+    ep = _change(name, stack, step, progress)
+    if target is not None:  # a plain rollback knows the Lambda version, not the model's
+        _record(aws_outputs(stack), name, target.model, target.version, "rolled back")
+    return ep
+
+
+def delete(name: str, *, stack: str | None = None, progress: Progress = _no_progress) -> None:
+    outputs = aws_outputs(stack)
+    stack_ = _open(outputs, check_name(name))
+    progress(f"pulumi destroy of endpoint {name} (its own stack only)")
+    pulumi_adapter.destroy(stack_, on_output=lambda _line: None)
+    _aws_keys.delete(outputs.name, name, _region(outputs))
+
+
+def status(name: str | None = None, *, stack: str | None = None) -> list[dict[str, object]]:
+    if name is None:
+        raise UsageError(
+            "listing every AWS endpoint is not built yet",
+            hint="name one: `mlrig deploy status NAME`",
+        )
+    outputs = aws_outputs(stack)
+    stack_ = _open(outputs, check_name(name))
+    current, out = _current(stack_)
+    if current is None:
+        raise UsageError(f"no endpoint {name!r} on stack '{outputs.name}'")
+    ep = _view(name, current, out)
+    keys = _aws_keys.read(outputs.name, name, _region(outputs)) or []
+    return [
+        {
+            "endpoint": name,
+            "url": f"{out.get(_OUT_URL, '')}/invocations",
+            "public": current.public,
+            "proxy": "api-gateway",
+            "keys": [k.id for k in keys],
+            "serving": [
+                {
+                    "model": b.model,
+                    "version": b.version,
+                    "digest": b.digest,
+                    "since": b.since.isoformat(timespec="seconds"),
+                    "traffic": b.weight,
+                    "lambda_version": b.lambda_version,
+                }
+                for b in ep.backends
+            ],
+            "previous": current.previous_version,
+        }
+    ]
+
+
+# -- keys (SSM only: no Pulumi run) ------------------------------------------------------------
+def create_key(name: str, *, stack: str | None = None) -> str:
+    outputs = aws_outputs(stack)
+    region = _region(outputs)
+    existing = _aws_keys.read(outputs.name, check_name(name), region)
+    if existing is None:
+        raise UsageError(f"no keyed endpoint {name!r} on stack '{outputs.name}'")
+    record, shown = _keys.new_key()
+    _aws_keys.write(outputs.name, name, region, [*existing, record])
+    return shown
+
+
+def list_keys(name: str, *, stack: str | None = None) -> list[dict[str, str]]:
+    outputs = aws_outputs(stack)
+    keys = _aws_keys.read(outputs.name, check_name(name), _region(outputs)) or []
+    return [{"id": k.id, "created_at": k.created_at.isoformat(timespec="seconds")} for k in keys]
+
+
+def revoke_key(name: str, key_id: str, *, stack: str | None = None) -> None:
+    outputs = aws_outputs(stack)
+    region = _region(outputs)
+    keys = _aws_keys.read(outputs.name, check_name(name), region) or []
+    if key_id not in {k.id for k in keys}:
+        raise UsageError(
+            f"endpoint {name!r} has no key {key_id!r}",
+            hint=f"see its keys with `mlrig deploy keys list {name}`",
+        )
+    _aws_keys.write(outputs.name, name, region, [k for k in keys if k.id != key_id])
+
+
+# -- auto-abort --------------------------------------------------------------------------------
+def canary_verdict(alarm_names: list[str], region: str) -> str | None:
+    """The first alarm in ALARM (the canary must be aborted), else None."""
+    states = aws_adapter.alarm_states(alarm_names, region=region)
+    missing = sorted(set(alarm_names) - set(states))
+    if missing:
+        raise DependencyMissing(
+            f"the canary's alarms {missing} do not exist", hint="redeploy the canary"
+        )
+    return next((n for n in alarm_names if states[n] == "ALARM"), None)
+
+
+def bake(
+    alarm_names: list[str],
+    region: str,
+    minutes: float,
+    *,
+    on_alarm: Callable[[str], object],
+    progress: Progress = _no_progress,
+    interval: float = 15.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> str | None:
+    """Watch the canary's alarms for `minutes`; on the first ALARM call `on_alarm` (the
+    abort) and return that alarm's name; None when the canary stayed healthy. This, not
+    AWS CodeDeploy, is what aborts: the alias stays owned by the endpoint's Pulumi stack
+    (CodeDeploy would move it behind the stack's back), at the price that the abort happens
+    only while this command runs."""
+    deadline = clock() + minutes * 60
+    progress(f"watching {', '.join(alarm_names)} for {minutes:g} min")
+    while True:
+        tripped = canary_verdict(alarm_names, region)
+        if tripped is not None:
+            on_alarm(tripped)
+            return tripped
+        if clock() >= deadline:
+            return None
+        sleep(interval)
+
+
+def _record(outputs: StackOutputs, name: str, model: str, version: str, what: str) -> None:
+    """The version serves this endpoint: an alias per endpoint and a tag (best effort)."""
+    import contextlib
+
+    from mlrig.adapters.mlflow_rest import MlflowRest
+    from mlrig.core.stack import env as stack_env
+
+    if not model or not version:
+        return
+    with contextlib.suppress(MlrigError):
+        rest = MlflowRest.from_env(stack_env.client_env(outputs))
+        rest.set_alias(model, f"endpoint-{name}", version)
+        stamp = f"{what} on {outputs.name} {datetime.now(UTC).isoformat(timespec='seconds')}"
+        rest.set_model_version_tag(model, version, f"mlrig.endpoint.{name}", stamp)

@@ -1,0 +1,290 @@
+"""The endpoint program under Pulumi mocks: a Lambda container function by digest, its alias
+`live` (weighted for a canary), the keyed route on the base stack's HTTP API, the alarms,
+least-privilege roles, the warm variant; and that it holds only endpoint resources."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from mlrig.core.stack import endpoint_plan
+from mlrig.core.stack import plan as plans
+from mlrig.infra.endpoint.config import EndpointConfig
+from mlrig.infra.endpoint.refs import RefNames
+from tests.helpers import ENDPOINT_IMAGE as IMAGE
+from tests.helpers import endpoint_plan as endpoint_plan_of
+from tests.helpers import make_plan, schema_problems, statement
+
+REGION = "us-east-1"
+DIGEST = "sha256:" + "cd" * 32
+FUNCTION = "aws:lambda/function:Function"
+ALIAS = "aws:lambda/alias:Alias"
+ROUTE = "aws:apigatewayv2/route:Route"
+POLICY = "aws:iam/rolePolicy:RolePolicy"
+
+
+def _plan(**changes: Any) -> tuple[plans.Plan, tuple[Any, ...]]:
+    return endpoint_plan_of(**changes)
+
+
+def plan(**changes: Any) -> plans.Plan:
+    return _plan(**changes)[0]
+
+
+def test_the_function_runs_the_image_by_digest_and_publishes_versions() -> None:
+    fn = plan().one(FUNCTION, "churn-function").inputs
+    assert fn["packageType"] == "Image"
+    assert fn["imageUri"] == IMAGE and "@sha256:" in fn["imageUri"]
+    assert fn["publish"] is True
+    assert fn["name"] == "mlrig-plan-ep-churn"
+    assert fn["memorySize"] == 1024 and fn["timeout"] == 29
+    assert fn["loggingConfig"]["logGroup"] == "/aws/lambda/mlrig-plan-ep-churn"
+    assert fn["environment"]["variables"]["MLRIG_BASE_PATH"] == "/endpoints/churn"
+
+
+def test_the_alias_serves_the_new_version_without_a_canary() -> None:
+    alias = plan().one(ALIAS).inputs
+    assert alias["name"] == "live"
+    assert alias["functionVersion"] == "1"  # the version the image published (mocked)
+    assert "routingConfig" not in alias
+
+
+def test_a_canary_weights_the_new_version_beside_the_stable_one() -> None:
+    planned = plan(stable_version="4", canary_percent=10)
+    alias = planned.one(ALIAS).inputs
+    assert alias["functionVersion"] == "4"
+    assert alias["routingConfig"] == {"additionalVersionWeights": {"1": 0.1}}
+    assert planned.outputs["canary_percent"] == 10
+    # the canary's alarms watch only the version it runs
+    for alarm in planned.of_type("aws:cloudwatch/metricAlarm:MetricAlarm"):
+        assert alarm.inputs["dimensions"]["ExecutedVersion"] == "1"
+
+
+def test_a_rollback_re_points_the_alias_to_an_older_version() -> None:
+    alias = plan(stable_version="3").one(ALIAS).inputs
+    assert alias["functionVersion"] == "3" and "routingConfig" not in alias
+
+
+def test_the_route_is_on_the_base_api_behind_the_key_authorizer() -> None:
+    planned = plan()
+    route = planned.one(ROUTE).inputs
+    assert route["routeKey"] == "ANY /endpoints/churn/{proxy+}"
+    assert route["apiId"] == "a1b2c3d4e5"  # the base stack's API, through the reference
+    assert route["authorizationType"] == "CUSTOM"
+    assert route["authorizerId"] == "churn-authorizer-id"
+    assert route["target"] == "integrations/churn-integration-id"
+    auth = planned.one("aws:apigatewayv2/authorizer:Authorizer").inputs
+    assert auth["authorizerType"] == "REQUEST"
+    assert auth["authorizerPayloadFormatVersion"] == "2.0"
+    assert auth["enableSimpleResponses"] is True
+    assert auth["identitySources"] == ["$request.header.Authorization"]
+    assert auth["authorizerUri"].endswith("function:mlrig-plan-ep-churn-auth/invocations")
+    integration = planned.one("aws:apigatewayv2/integration:Integration").inputs
+    assert integration["integrationType"] == "AWS_PROXY"
+    assert integration["integrationUri"].endswith(":function:mlrig-plan-ep-churn:live")
+    assert integration["payloadFormatVersion"] == "2.0"
+    checker = planned.one(FUNCTION, "churn-auth-function").inputs
+    assert checker["environment"]["variables"]["MLRIG_KEYS_PARAMETER"] == (
+        "/mlrig/plan/endpoints/churn/keys"
+    )
+
+
+def test_api_gateway_may_invoke_only_the_alias_on_the_endpoints_path() -> None:
+    perms = {p.name: p.inputs for p in plan().of_type("aws:lambda/permission:Permission")}
+    invoke = perms["churn-invoke"]
+    assert invoke["qualifier"] == "live" and invoke["principal"] == "apigateway.amazonaws.com"
+    assert invoke["sourceArn"] == (
+        "arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/*/*/endpoints/churn/*"
+    )
+    assert perms["churn-auth-invoke"]["sourceArn"].endswith("/authorizers/churn-authorizer-id")
+
+
+def test_a_public_endpoint_has_no_authorizer() -> None:
+    planned = plan(public=True)
+    assert planned.one(ROUTE).inputs["authorizationType"] == "NONE"
+    assert planned.of_type("aws:apigatewayv2/authorizer:Authorizer") == []
+    assert [r.name for r in planned.of_type(FUNCTION)] == ["churn-function"]
+
+
+def test_a_canary_has_alarms_on_its_errors_and_p99_and_nothing_else_has() -> None:
+    canary = plan(stable_version="4", canary_percent=10)
+    alarms = {a.name: a.inputs for a in canary.of_type("aws:cloudwatch/metricAlarm:MetricAlarm")}
+    assert set(alarms) == {"churn-errors", "churn-p99"}
+    assert alarms["churn-errors"]["dimensions"] == {
+        "FunctionName": "mlrig-plan-ep-churn",
+        "Resource": "mlrig-plan-ep-churn:live",
+        "ExecutedVersion": "1",
+    }
+    assert alarms["churn-errors"]["statistic"] == "Sum"
+    assert alarms["churn-p99"]["extendedStatistic"] == "p99"
+    assert alarms["churn-p99"]["threshold"] == 2000
+    assert canary.outputs["alarm_names"] == [
+        "mlrig-plan-ep-churn-errors",
+        "mlrig-plan-ep-churn-p99",
+    ]
+    # a standing alarm costs $0.10 a month: none outside a canary ($0 when idle)
+    assert plan().of_type("aws:cloudwatch/metricAlarm:MetricAlarm") == []
+    assert plan().outputs["alarm_names"] == []
+
+
+def test_log_groups_have_a_retention() -> None:
+    groups = plan().of_type("aws:cloudwatch/logGroup:LogGroup")
+    assert len(groups) == 2 and all(g.inputs["retentionInDays"] == 14 for g in groups)
+
+
+def test_the_function_role_writes_only_its_logs() -> None:
+    doc = json.loads(plan().one(POLICY, "churn-policy").inputs["policy"])
+    assert doc["Statement"] == [
+        {
+            "Sid": "WriteOwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": "arn:aws:logs:us-east-1:123456789012:log-group:"
+            "/aws/lambda/mlrig-plan-ep-churn:*",
+        }
+    ]
+
+
+def test_capture_adds_only_the_endpoints_prefix() -> None:
+    write = statement(plan(capture=True).one(POLICY, "churn-policy"), "WriteOwnCaptures")
+    assert write["Action"] == "s3:PutObject"
+    assert write["Resource"] == "arn:aws:s3:::mlrig-plan-20261126abcdef/captures/churn/*"
+
+
+def test_the_authorizer_reads_only_its_endpoints_keys() -> None:
+    read = statement(plan().one(POLICY, "churn-auth-policy"), "ReadOwnKeyHashes")
+    assert read["Action"] == "ssm:GetParameter"
+    assert read["Resource"] == (
+        "arn:aws:ssm:us-east-1:123456789012:parameter/mlrig/plan/endpoints/churn/keys"
+    )
+
+
+def test_warm_runs_a_fargate_service_behind_the_same_api() -> None:
+    planned = plan(warm=True)
+    assert planned.of_type(ALIAS) == []
+    service = planned.one("aws:ecs/service:Service").inputs
+    assert service["cluster"].endswith(":cluster/mlflow-cluster")  # the base stack's cluster
+    assert service["serviceRegistries"]["registryArn"].endswith("churn-discovery")
+    discovery = planned.one("aws:servicediscovery/service:Service").inputs
+    assert discovery["namespaceId"] == "mlflow-front-ns-id"
+    integration = planned.one("aws:apigatewayv2/integration:Integration").inputs
+    assert integration["connectionType"] == "VPC_LINK"
+    assert integration["connectionId"] == "mlflow-front-link-id"
+    assert integration["requestParameters"] == {"overwrite:path": "/$request.path.proxy"}
+    (container,) = json.loads(
+        planned.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
+    )
+    assert container["image"] == IMAGE
+    sg = planned.one("aws:ec2/securityGroup:SecurityGroup").inputs
+    assert sg["ingress"][0]["securityGroups"] == ["mlflow-front-sg-id"]  # the link's, only
+    pull = statement(planned.one(POLICY, "churn-execution-policy"), "PullModelImage")
+    assert pull["Resource"] == "arn:aws:ecr:us-east-1:123456789012:repository/mlrig-plan/models"
+    assert planned.one(ROUTE).inputs["authorizationType"] == "CUSTOM"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"image": IMAGE.replace(DIGEST, "latest").replace("@", ":")},  # a tag, not a digest
+        {"image": IMAGE.replace("us-east-1", "eu-west-1")},  # another region's registry
+        {"canary_percent": 10},  # no stable version to compare with
+        {"stable_version": "4", "canary_percent": 100},
+        {"endpoint": "Bad_Name"},
+        {"warm": True, "stable_version": "2", "canary_percent": 5},
+    ],
+)
+def test_bad_settings_are_refused_before_any_resource(bad: dict[str, Any]) -> None:
+    settings = {"base_stack": "plan", "endpoint": "churn", "region": REGION, "image": IMAGE}
+    with pytest.raises(ValueError):
+        EndpointConfig(**{**settings, **bad})
+
+
+# -- the endpoint stack holds only endpoint resources -------------------------------------------
+BASE_TYPES_OWNED_BY_ENDPOINTS = {
+    # types both programs use: the endpoint's own instances, named by the endpoint
+    "aws:cloudwatch/logGroup:LogGroup",
+    "aws:iam/role:Role",
+    "aws:iam/rolePolicy:RolePolicy",
+    "aws:apigatewayv2/integration:Integration",
+    "aws:apigatewayv2/route:Route",
+    "aws:ec2/securityGroup:SecurityGroup",
+    "aws:ecs/service:Service",
+    "aws:ecs/taskDefinition:TaskDefinition",
+    "aws:servicediscovery/service:Service",
+}
+BASE_ONLY = {
+    "aws:s3/bucket:Bucket",
+    "aws:rds/instance:Instance",
+    "aws:ecr/repository:Repository",
+    "aws:apigatewayv2/api:Api",
+    "aws:apigatewayv2/vpcLink:VpcLink",
+    "aws:ecs/cluster:Cluster",
+    "aws:ec2/vpc:Vpc",
+    "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace",
+    "aws:secretsmanager/secret:Secret",
+}
+
+
+@pytest.mark.parametrize("variant", [{}, {"warm": True, "capture": True}], ids=["lambda", "warm"])
+def test_the_endpoint_stack_holds_only_endpoint_resources(variant: dict[str, Any]) -> None:
+    """What a preview of the endpoint stack could touch: its own resources, all named for the
+    endpoint, none of the base stack's (its names or its stateful types); the base stack is
+    only read, through one StackReference."""
+    planned, reads = _plan(**variant)
+    base = make_plan("small")
+    base_names = {(r.type, r.name) for r in base.resources}
+    mine = {(r.type, r.name) for r in planned.resources}
+    assert mine and not mine & base_names
+    assert not {t for t, _ in mine} & BASE_ONLY
+    assert all(name.startswith("churn-") for _, name in mine)
+    assert {t for t, _ in mine} - BASE_TYPES_OWNED_BY_ENDPOINTS <= {
+        FUNCTION,
+        ALIAS,
+        "aws:lambda/permission:Permission",
+        "aws:apigatewayv2/authorizer:Authorizer",
+        "aws:cloudwatch/metricAlarm:MetricAlarm",
+    }
+    assert [(t, i["name"]) for t, _n, i in reads] == [
+        ("pulumi:pulumi:StackReference", "organization/mlrig/plan")
+    ]
+    components = {t for t, _ in planned.components}
+    assert components <= {
+        "mlrig:aws:EndpointFunction",
+        "mlrig:aws:EndpointRoute",
+        "mlrig:aws:WarmEndpoint",
+    }
+
+
+def test_the_base_stack_exports_what_endpoints_read() -> None:
+    base = make_plan("small")
+    refs = endpoint_plan.sample_refs("plan", REGION)
+    for name in refs:
+        assert base.outputs[name] == refs[name], name
+    assert RefNames.API_ID not in make_plan("production", "mlflow.example.com").outputs
+
+
+def test_lambda_may_pull_only_for_this_stacks_endpoints() -> None:
+    policy = make_plan("small").one(
+        "aws:ecr/repositoryPolicy:RepositoryPolicy", "models-lambda-pull"
+    )
+    (st,) = json.loads(policy.inputs["policy"])["Statement"]
+    assert st["Principal"] == {"Service": "lambda.amazonaws.com"}
+    assert st["Action"] == ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"]
+    assert st["Condition"] == {
+        "StringLike": {
+            "aws:sourceArn": "arn:aws:lambda:us-east-1:123456789012:function:mlrig-plan-ep-*"
+        }
+    }
+    assert policy.inputs["repository"] == "mlrig-plan/models"
+
+
+@pytest.mark.parametrize(
+    "variant",
+    [{}, {"stable_version": "4", "canary_percent": 10}, {"warm": True, "capture": True}],
+    ids=["lambda", "canary", "warm"],
+)
+def test_inputs_match_the_provider_types(variant: dict[str, Any]) -> None:
+    """Every key of every input (nested too) is a field pulumi-aws knows (test_schema's walk)."""
+    assert schema_problems(plan(**variant).resources) == []

@@ -86,15 +86,56 @@ def deploy(
     public: Annotated[
         bool, typer.Option("--public", help="No key needed (flagged in `status`).")
     ] = False,
+    bake: Annotated[
+        str,
+        typer.Option(
+            help="Watch a canary this long (60s, 5m; 0: not at all) and abort it when it "
+            "fails its health check or the limits below."
+        ),
+    ] = "60s",
+    max_error_rate: Annotated[
+        float,
+        typer.Option(min=0, max=100, help="Abort a canary with more than this % of 5xx answers."),
+    ] = 5.0,
+    min_requests: Annotated[
+        int, typer.Option(min=1, help="Judge a canary's numbers once it answered this many.")
+    ] = 20,
+    max_p99_factor: Annotated[
+        float,
+        typer.Option(
+            min=0.01, help="Abort a canary whose p99 is over N× the stable's (and --p99-floor)."
+        ),
+    ] = 3.0,
+    p99_floor: Annotated[
+        float,
+        typer.Option(min=0, help="A canary's p99 up to this many ms is never over its limit."),
+    ] = 500.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Deploy a pushed model version (by digest) to an endpoint of the local stack."""
+    """Deploy a model version (by digest) to an endpoint of the local stack.
+
+    A version with no pushed image is built and pushed first. A canary is watched for
+    --bake and aborted when it stops answering /ping or breaks the limits."""
     if ctx.invoked_subcommand is not None:
         return
-    from mlrig.core.deploy import endpoints
+    from mlrig.core.deploy import canary as canary_watch
+    from mlrig.core.deploy import endpoints, traffic
 
+    limits = traffic.CanaryLimits(
+        max_error_rate=max_error_rate / 100,
+        min_requests=min_requests,
+        p99_factor=max_p99_factor,
+        p99_floor_ms=p99_floor,
+    )
     done = endpoints.deploy(
-        ref, endpoint=endpoint, stack=stack, canary=canary, public=public, progress=_progress
+        ref,
+        endpoint=endpoint,
+        stack=stack,
+        canary=canary,
+        public=public,
+        bake=canary_watch.parse_duration(bake),
+        limits=limits,
+        progress=_progress,
     )
     ep = done.endpoint
     if as_json:
@@ -140,11 +181,20 @@ def list_(stack: StackOpt = None, as_json: JsonOpt = False) -> None:
 
 
 @app.command()
-def promote(name: EndpointArg, stack: StackOpt = None) -> None:
-    """Send all traffic to the canary; the old version drains, then stops."""
+def promote(
+    name: EndpointArg,
+    stack: StackOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Promote even when the canary is over its limits.")
+    ] = False,
+) -> None:
+    """Send all traffic to the canary unless it is over its limits; the old one drains.
+
+    Refused (one line) when the canary's requests so far break the limits it was deployed
+    with; --force promotes anyway."""
     from mlrig.core.deploy import endpoints
 
-    ep = endpoints.promote(name, stack=stack, progress=_progress)
+    ep = endpoints.promote(name, stack=stack, force=force, progress=_progress)
     console().print(f"[green]promoted[/] {name}: v{ep.backends[0].version} takes all traffic")
 
 
@@ -179,6 +229,35 @@ def delete(name: EndpointArg, stack: StackOpt = None) -> None:
 
     endpoints.delete(name, stack=stack, progress=_progress)
     console().print(f"[green]deleted[/] endpoint {name}")
+
+
+@app.command()
+def logs(
+    name: EndpointArg,
+    since: Annotated[
+        str, typer.Option(help="How far back: 30s, 10m, 2h, 1d or an ISO time.")
+    ] = "10m",
+    tail: Annotated[int, typer.Option(min=1, help="At most this many lines (the last).")] = 100,
+    stack: StackOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent requests (which version answered, status, time) and container output.
+
+    nginx's log of the endpoint's requests and its model containers' own output, merged by
+    time."""
+    from mlrig.core.deploy import logs as deploy_logs
+
+    found = deploy_logs.read(name, stack=stack, since=since, tail=tail)
+    if as_json:
+        console().print_json(json.dumps([e.as_json() for e in found]))
+        return
+    for e in found:
+        console().print(
+            f"{e.at.isoformat(timespec='milliseconds')} {e.source:>6}  {e.text}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @keys_app.command("create")

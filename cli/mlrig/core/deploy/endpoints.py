@@ -361,6 +361,7 @@ def deploy(
     """A version to an endpoint; a canary is watched for `bake` seconds and aborted when its
     container stops answering or its requests break `limits` (`canary.bake`)."""
     site = Site.open(stack)
+    nginx.binary()  # one line naming the package before anything is built or started
     ref = ref or default_ref(Path.cwd())
     target = resolve(site, ref, progress)
     name = check_name(endpoint or target.model)
@@ -529,6 +530,7 @@ def rollback(
 ) -> Endpoint:
     """Back to the previous version (or REF's): its pushed image by digest, no rebuild."""
     site = Site.open(stack)
+    nginx.binary()
     with site.store.lock(check_name(name)), _interruptible(name, "deploy rollback"):
         ep = site.store.get(name)
         if ep.canary is not None:

@@ -144,6 +144,15 @@ def test_limits_need_enough_requests_then_judge_errors_and_p99() -> None:
     assert traffic.verdict(numbers(0, 50, 501.0), numbers(0, 3, 1.0), limits)
     strict = traffic.CanaryLimits(max_error_rate=0, min_requests=1)
     assert traffic.verdict(numbers(1, 1, 1.0), calm, strict)
+    # 4xx: judged against the stable's share (the same clients send both the same bodies)
+    bad_input = traffic.Numbers(100, 0, 10.0, rejected=8)
+    assert traffic.verdict(traffic.Numbers(40, 0, 10.0, rejected=5), bad_input, limits) is None
+    why = traffic.verdict(traffic.Numbers(40, 0, 10.0, rejected=40), bad_input, limits)
+    assert why and "100% of its answers were 4xx against the stable version's 8%" in why
+    assert (
+        traffic.verdict(traffic.Numbers(40, 0, 1.0, rejected=40), numbers(0, 3, 1.0), limits)
+        is None
+    )
     assert traffic.percentile([5.0, 1.0, 3.0], 99) == 5.0
     assert traffic.percentile(list(map(float, range(1, 101))), 99) == 99.0
 

@@ -143,7 +143,7 @@ def _start(site: Site, endpoint: str, target: Target, progress: Progress) -> Bac
         name=name,
         environment={"PORT": str(port), "HOST": "127.0.0.1"},
         memory_bytes=MEMORY,
-        labels={ENDPOINT_LABEL: site.layout.name, "mlrig.endpoint": endpoint},
+        labels={ENDPOINT_LABEL: str(site.layout.root), "mlrig.endpoint": endpoint},
     )
     try:
         _wait_healthy(container, port)
@@ -444,6 +444,7 @@ def promote(
             update={
                 "backends": [canary.model_copy(update={"weight": 100, "since": datetime.now(UTC)})],
                 "previous": stable.model_copy(update={"weight": 100}),
+                "canary_limits": None,
             }
         )
         old = _apply(site, nxt, name, progress)
@@ -477,7 +478,9 @@ def abort(name: str, *, stack: str | None = None, progress: Progress = lambda _m
 def _abort(site: Site, ep: Endpoint, progress: Progress) -> Endpoint:
     """All traffic back to the stable version; the canary drains, then stops."""
     stable, canary = ep.backends
-    nxt = ep.model_copy(update={"backends": [stable.model_copy(update={"weight": 100})]})
+    nxt = ep.model_copy(
+        update={"backends": [stable.model_copy(update={"weight": 100})], "canary_limits": None}
+    )
     old = _apply(site, nxt, ep.name, progress)
     _retire(old, [canary])
     return nxt

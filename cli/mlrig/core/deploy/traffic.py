@@ -28,7 +28,10 @@ def log_file(layout: Layout, name: str) -> Path:
 
 class CanaryLimits(BaseModel):
     """When a canary fails. Judged once it answered `min_requests` (fewer say nothing):
-    more than `max_error_rate` of its answers 5xx, or its p99 over both `p99_factor` times
+    more than `max_error_rate` of its answers 5xx; a share of 4xx more than that over the
+    stable version's (same clients, so a model that raises, which MLflow's protocol answers
+    with 400, shows here; judged when the stable answered `min_requests` too); or its p99
+    over both `p99_factor` times
     the stable version's p99 (when the stable answered `min_requests` too) and
     `p99_floor_ms` (so a 5 ms model is not aborted for answering in 20 ms)."""
 
@@ -135,10 +138,15 @@ class Numbers:
     requests: int
     errors: int  # 5xx answers and tries that got no answer
     p99_ms: float | None
+    rejected: int = 0  # 4xx answers (MLflow's protocol answers a model's exception with 400)
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests else 0.0
+
+    @property
+    def rejected_rate(self) -> float:
+        return self.rejected / self.requests if self.requests else 0.0
 
     def describe(self) -> str:
         if not self.requests:
@@ -149,7 +157,7 @@ class Numbers:
 
 def numbers(requests: Iterable[Request], port: int) -> Numbers:
     """A backend's model calls (`/invocations`): every try nginx sent it, counted."""
-    count = errors = 0
+    count = errors = rejected = 0
     times = []
     for req in requests:
         if not req.uri.endswith("/invocations"):
@@ -159,9 +167,10 @@ def numbers(requests: Iterable[Request], port: int) -> Numbers:
                 continue
             count += 1
             errors += a.status is None or a.status >= 500
+            rejected += a.status is not None and 400 <= a.status < 500
             if a.ms is not None:
                 times.append(a.ms)
-    return Numbers(count, errors, percentile(times, 99))
+    return Numbers(count, errors, percentile(times, 99), rejected)
 
 
 def percentile(values: list[float], pct: float) -> float | None:
@@ -181,10 +190,18 @@ def verdict(canary: Numbers, stable: Numbers, limits: CanaryLimits) -> str | Non
             f"{canary.errors} of its {canary.requests} requests failed "
             f"({canary.error_rate:.0%} 5xx, the limit is {limits.max_error_rate:.0%})"
         )
+    compared = stable.requests >= limits.min_requests
+    excess = canary.rejected_rate - stable.rejected_rate
+    if compared and excess > limits.max_error_rate:
+        return (
+            f"{canary.rejected_rate:.0%} of its answers were 4xx against the stable version's "
+            f"{stable.rejected_rate:.0%} (a model that raises answers 400; the limit is "
+            f"{limits.max_error_rate:.0%} more)"
+        )
     if canary.p99_ms is None:
         return None
     bound = limits.p99_floor_ms
-    if stable.requests >= limits.min_requests and stable.p99_ms is not None:
+    if compared and stable.p99_ms is not None:
         bound = max(bound, limits.p99_factor * stable.p99_ms)
     if canary.p99_ms > bound:
         return (

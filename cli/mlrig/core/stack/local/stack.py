@@ -43,8 +43,9 @@ from mlrig.errors import ConfigError, ServiceError, UsageError
 
 __all__ = ["LocalStack", "ServiceStatus", "free_port", "port_is_free"]
 
-# on each endpoint's model container (`mlrig deploy`): `down --purge` removes them
-ENDPOINT_LABEL = "mlrig.endpoint.stack"
+# on each endpoint's model container (`mlrig deploy`), valued the stack's folder (two homes
+# may each hold a stack of one name): `down --purge` removes them
+ENDPOINT_LABEL = "mlrig.endpoint.stack-root"
 NEARLY_FULL = 2 * 1024 * 1024  # bytes free under which a service's failure is the disk's
 
 
@@ -284,7 +285,7 @@ class LocalStack(Layout):
             return
         from mlrig.adapters import docker as docker_adapter
 
-        for container in docker_adapter.containers_labelled(ENDPOINT_LABEL, self.name):
+        for container in docker_adapter.containers_labelled(ENDPOINT_LABEL, str(self.root)):
             docker_adapter.remove_container(container)
 
     def down(self, *, purge: bool = False) -> list[str]:

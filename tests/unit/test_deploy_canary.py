@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -375,3 +376,37 @@ def test_nginx_logs_lines_the_parser_reads(
     assert good.requests + failing.requests == 40 and good.errors == 0
     assert failing.errors == failing.requests > 0
     assert traffic.verdict(failing, good, traffic.CanaryLimits(min_requests=1))
+
+
+def test_the_command_passes_the_limits_bake_and_force_to_the_core(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from mlrig.core.deploy import endpoints
+    from mlrig.main import app
+
+    seen: dict[str, Any] = {}
+
+    def deploy(ref: str | None, **kw: Any) -> Any:
+        seen.update(kw, ref=ref)
+        raise UsageError("stop here")
+
+    def promote(name: str, **kw: Any) -> Any:
+        seen.update(kw, name=name)
+        raise UsageError("stop here")
+
+    monkeypatch.setattr(endpoints, "deploy", deploy)
+    monkeypatch.setattr(endpoints, "promote", promote)
+    runner = CliRunner()
+    args = ["deploy", "models:/m/2", "--canary", "10", "--bake", "2m", "--max-error-rate", "1"]
+    result = runner.invoke(app, [*args, "--min-requests", "50", "--p99-floor", "200"])
+    assert result.exit_code == 2 and seen["bake"] == 120 and seen["canary"] == 10
+    assert seen["limits"] == traffic.CanaryLimits(
+        max_error_rate=0.01, min_requests=50, p99_factor=3.0, p99_floor_ms=200.0
+    )
+    assert runner.invoke(app, ["deploy", "promote", "churn", "--force"]).exit_code == 2
+    assert seen["name"] == "churn" and seen["force"] is True
+    bad = runner.invoke(app, ["deploy", "models:/m/2", "--bake", "later"])
+    assert bad.exit_code == 2 and "not a duration" in bad.output
+    assert runner.invoke(app, ["deploy", "logs", "churn", "--tail", "0"]).exit_code == 2

@@ -513,6 +513,60 @@ def register_model(name: str, c: float, pins: bool = True) -> tuple[str, list[in
     return str(info.registered_model_version), model.predict(x.head(3)).tolist()
 
 
+def _misbehaving(kind: str) -> Any:
+    """A model object the image's server loads by value (a class defined in a function is
+    pickled with its code): 'fails' raises on every predict (the server answers 500);
+    'slow' sleeps while it is unpickled (the container is long unhealthy)."""
+    import time
+
+    class FailsEveryRequest:
+        def predict(self, x: Any) -> Any:
+            return {"not", "json"}  # the server cannot serialise a set: a 500
+
+    class SlowToLoad:
+        def __init__(self) -> None:
+            self.load_seconds = 600  # state, so unpickling calls __setstate__
+
+        def __setstate__(self, state: dict[str, Any]) -> None:
+            time.sleep(state["load_seconds"])
+            self.__dict__.update(state)
+
+        def predict(self, x: Any) -> Any:
+            return [0] * len(x)
+
+    return {"fails": FailsEveryRequest, "slow": SlowToLoad}[kind]()
+
+
+@cache
+def register_misbehaving_model(name: str, kind: str) -> str:
+    """A registered version of `_misbehaving(kind)` with register_model's input schema and
+    pins (the same serving base); its version."""
+    import cloudpickle
+    import mlflow
+    import numpy
+    import pandas
+    import scipy
+    import sklearn
+    from mlflow.models import infer_signature
+
+    good, x = breast_cancer_pipeline()
+    reqs = [
+        f"{m.__name__ if m is not sklearn else 'scikit-learn'}=={m.__version__}"
+        for m in (sklearn, numpy, pandas, scipy, cloudpickle)
+    ]
+    mlflow.set_experiment("image-tests")
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            _misbehaving(kind),
+            name="model",
+            pip_requirements=reqs,
+            signature=infer_signature(x.head(3), good.predict(x.head(3))),
+            serialization_format="cloudpickle",
+            registered_model_name=name,
+        )
+    return str(info.registered_model_version)
+
+
 def assembled_variant(model_of: str, ref: str, labels: dict[str, str], root: Path) -> str:
     """Another image on the serving base of model_of (an image mlrig built): a one-file
     model and these labels, assembled and loaded as ref like a build does; its image ID."""

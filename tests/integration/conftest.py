@@ -436,3 +436,29 @@ def direct_versions(image_env: dict) -> list[dict[str, Any]]:
     from tests.helpers import built_versions
 
     return built_versions(DIRECT_MODEL)
+
+
+# -- endpoints (tests/integration/test_deploy.py, test_deploy_faults.py) -----------------------
+DEPLOY_MODEL = (
+    "bc-deploy"  # its own model: the registry keeps bc-direct's tags for test_push_direct
+)
+
+
+@pytest.fixture(scope="module")
+def deploy_versions(image_env: dict) -> Iterator[dict[str, Any]]:
+    """Versions 1 and 2 of bc-deploy pushed, 3 built and never pushed, and the stack's name;
+    every endpoint the module left is deleted after (its containers, route and state)."""
+    from mlrig.core.deploy import endpoints
+    from mlrig.core.deploy.state import Store
+    from mlrig.core.image import push as serving_push
+    from mlrig.core.stack.local.state import Layout
+    from tests.helpers import built_versions
+
+    require(os.path.exists("/usr/sbin/nginx"), "Debian's nginx")
+    found = built_versions(DEPLOY_MODEL)
+    out = image_env["outputs"]
+    for v in found[:2]:
+        serving_push.push(v["built"].ref, out)
+    yield {"stack": out.name, "model": DEPLOY_MODEL, "v1": found[0], "v2": found[1], "v3": found[2]}
+    for name in Store(Layout(out.name).root).names():
+        endpoints.delete(name, stack=out.name)

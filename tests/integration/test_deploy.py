@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import collections
 import json
-import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,34 +17,20 @@ import requests
 
 from mlrig.core.deploy import endpoints
 from mlrig.core.deploy.state import Store
-from mlrig.core.image import push as serving_push
 from mlrig.core.image import run as image_run
 from mlrig.core.stack.local.state import Layout
 from mlrig.errors import UsageError
-from tests.helpers import built_versions, require, wait_for_http
+from tests.helpers import wait_for_http
 
 pytestmark = pytest.mark.integration
 
 NAME = "churn"
-MODEL = "bc-deploy"  # its own model: the registry keeps bc-direct's tags for test_push_direct
+MODEL = "bc-deploy"  # deploy_versions' model
 
 
 @pytest.fixture(scope="module")
-def pushed(image_env: dict) -> Iterator[dict[str, Any]]:
-    """Two pushed versions of bc-deploy and the stack's name; the endpoint deleted after."""
-    require(os.path.exists("/usr/sbin/nginx"), "Debian's nginx")
-    direct_versions = built_versions(MODEL)
-    out = image_env["outputs"]
-    for v in direct_versions[:2]:
-        serving_push.push(v["built"].ref, out)
-    yield {
-        "stack": out.name,
-        "v1": direct_versions[0],
-        "v2": direct_versions[1],
-        "v3": direct_versions[2],  # built, never pushed
-    }
-    if Store(Layout(out.name).root).read(NAME) is not None:
-        endpoints.delete(NAME, stack=out.name)
+def pushed(deploy_versions: dict[str, Any]) -> dict[str, Any]:
+    return deploy_versions
 
 
 def ref(version: dict[str, Any]) -> str:
@@ -66,9 +50,6 @@ def test_deploy_keys_canary_promote_rollback_delete(
     stack, v1, v2, v3 = pushed["stack"], pushed["v1"], pushed["v2"], pushed["v3"]
     root = Layout(stack).root
 
-    # v3 was never pushed: one line pointing at `image push`, nothing started
-    with pytest.raises(UsageError, match="image push"):
-        endpoints.deploy(ref(v3), endpoint=NAME, stack=stack)
     with pytest.raises(UsageError, match="does not exist"):
         endpoints.deploy(f"models:/{MODEL}/999999", endpoint=NAME, stack=stack)
     assert Store(root).read(NAME) is None
@@ -124,7 +105,7 @@ def test_deploy_keys_canary_promote_rollback_delete(
     assert call(url, example, done.key).headers["X-Model-Version"] == v1["version"]
 
     # a 50% canary: both versions answer, through the same URL and key
-    endpoints.deploy(ref(v2), endpoint=NAME, stack=stack, canary=50)
+    endpoints.deploy(ref(v2), endpoint=NAME, stack=stack, canary=50, bake=0)
     seen = collections.Counter(
         call(url, example, done.key).headers.get("X-Model-Version") for _ in range(200)
     )
@@ -143,6 +124,17 @@ def test_deploy_keys_canary_promote_rollback_delete(
     assert answer.status_code == 200 and answer.headers["X-Model-Version"] == v1["version"]
     assert answer.json() == direct.json()
     assert json.loads(json.dumps(endpoints.status(stack=stack)))[0]["public"] is False
+
+    # v3 was built, never pushed: deploy pushes it first and serves it by the digest it
+    # reads back, which the version's tags now name
+    done3 = endpoints.deploy(ref(v3), endpoint=NAME, stack=stack)
+    served = done3.endpoint.backends[0]
+    assert served.version == v3["version"]
+    tags = endpoints.Site.open(stack).rest().model_version(MODEL, v3["version"]).tags
+    assert tags["mlrig.image.digest"] == served.digest
+    answer = call(url, example, done.key)
+    assert answer.status_code == 200 and answer.headers["X-Model-Version"] == v3["version"]
+    assert answer.json() == {"predictions": v3["expected"]}
 
     endpoints.delete(NAME, stack=stack)
     assert endpoints.status(stack=stack) == []

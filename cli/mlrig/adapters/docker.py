@@ -195,7 +195,12 @@ RESTART_POLICY = {"Name": "unless-stopped"}
 
 
 def run_container(
-    image: str, *, name: str, environment: dict[str, str], memory_bytes: int | None = None
+    image: str,
+    *,
+    name: str,
+    environment: dict[str, str],
+    memory_bytes: int | None = None,
+    labels: dict[str, str] | None = None,
 ) -> str:
     """Start image detached on host networking (never pulls); the container's ID.
     memory_bytes caps its memory, swap included (the kernel OOM-kills it beyond); the
@@ -211,6 +216,7 @@ def run_container(
             network_mode="host",
             environment=environment,
             restart_policy=RESTART_POLICY,
+            labels=labels or {},
             **limits,
         )
     except docker.errors.APIError as exc:
@@ -230,6 +236,22 @@ def container_status(container_id: str) -> str:
 
 def container_logs(container_id: str, *, tail: int) -> str:
     return bytes(client().api.logs(container_id, tail=tail)).decode(errors="replace")
+
+
+def container_log_lines(container_id: str, *, since: float, tail: int) -> list[tuple[str, str]]:
+    """(RFC 3339 time the engine stamped, line) of a container's output since `since`
+    (epoch seconds), its last `tail` lines at most; [] when there is no such container."""
+    import docker.errors
+
+    try:
+        raw = client().api.logs(container_id, timestamps=True, since=int(since), tail=tail)
+    except docker.errors.NotFound:
+        return []
+    found = []
+    for line in bytes(raw).decode(errors="replace").splitlines():
+        stamp, _, text = line.partition(" ")
+        found.append((stamp, text))
+    return found
 
 
 def read_container_file(container_id: str, path: str, max_bytes: int | None = None) -> bytes | None:

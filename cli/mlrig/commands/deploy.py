@@ -106,39 +106,55 @@ def deploy(
             "--warm", help="AWS: an always-on Fargate service instead of a Lambda function."
         ),
     ] = False,
-    bake: Annotated[
-        float,
-        typer.Option(
-            "--bake",
-            metavar="MINUTES",
-            help="AWS canary: watch its alarms (errors, p99) this long; abort on ALARM.",
-        ),
-    ] = 0,
     dry_run: Annotated[
         bool,
         typer.Option(
             "--dry-run", help="AWS: show the endpoint's resources and price; change nothing."
         ),
     ] = False,
+    bake: Annotated[
+        str,
+        typer.Option(
+            help="Watch a canary this long (60s, 5m; 0: not at all) and abort it when it "
+            "fails its health check or the limits below (AWS: its alarms, errors and p99)."
+        ),
+    ] = "60s",
+    max_error_rate: Annotated[
+        float,
+        typer.Option(min=0, max=100, help="Abort a canary with more than this % of 5xx answers."),
+    ] = 5.0,
+    min_requests: Annotated[
+        int, typer.Option(min=1, help="Judge a canary's numbers once it answered this many.")
+    ] = 20,
+    max_p99_factor: Annotated[
+        float,
+        typer.Option(
+            min=0.01, help="Abort a canary whose p99 is over N× the stable's (and --p99-floor)."
+        ),
+    ] = 3.0,
+    p99_floor: Annotated[
+        float,
+        typer.Option(min=0, help="A canary's p99 up to this many ms is never over its limit."),
+    ] = 500.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Deploy a pushed model version (by digest) to an endpoint: the local stack's nginx, or
-    on an AWS stack a Lambda function (or, --warm, Fargate) behind its HTTP API.
+    """Deploy a model version (by digest) to an endpoint: the local stack's nginx, or on an
+    AWS stack a Lambda function (or, --warm, Fargate) behind its HTTP API.
 
-    Every change of an endpoint is a line of `mlrig access log`; `mlrig trace endpoint:NAME`
-    follows what it serves back to its run, commit and data; `mlrig doctor` flags --public.
+    A version with no pushed image is built and pushed first. A canary is watched for
+    --bake and aborted when it stops answering /ping or breaks the limits (the local
+    stack), or when its alarms fire (AWS). Every change of an endpoint is a line of
+    `mlrig access log`; `mlrig trace endpoint:NAME` follows what it serves back to its run,
+    commit and data; `mlrig doctor` flags --public.
     """
     if ctx.invoked_subcommand is not None:
         return
-    endpoints = _core(stack)
-    if warm or dry_run or bake:
-        from mlrig.core.deploy import aws
+    from mlrig.core.deploy import aws, traffic
+    from mlrig.core.deploy import canary as canary_watch
 
-        if endpoints is not aws:
-            raise UsageError(
-                "--warm, --bake and --dry-run are for AWS stacks",
-                hint="pass --stack with an AWS stack, or leave them out",
-            )
+    endpoints = _core(stack)
+    bake_s = canary_watch.parse_duration(bake)
+    if endpoints is aws:
         if dry_run:
             plan = aws.preview_deploy(
                 ref, endpoint=endpoint, stack=stack, canary=canary, public=public, warm=warm
@@ -152,12 +168,30 @@ def deploy(
             canary=canary,
             public=public,
             warm=warm,
-            bake_minutes=bake,
+            bake_minutes=bake_s / 60,
             progress=_progress,
         )
     else:
+        if warm or dry_run:
+            raise UsageError(
+                "--warm and --dry-run are for AWS stacks",
+                hint="pass --stack with an AWS stack, or leave them out",
+            )
+        limits = traffic.CanaryLimits(
+            max_error_rate=max_error_rate / 100,
+            min_requests=min_requests,
+            p99_factor=max_p99_factor,
+            p99_floor_ms=p99_floor,
+        )
         done = endpoints.deploy(
-            ref, endpoint=endpoint, stack=stack, canary=canary, public=public, progress=_progress
+            ref,
+            endpoint=endpoint,
+            stack=stack,
+            canary=canary,
+            public=public,
+            bake=bake_s,
+            limits=limits,
+            progress=_progress,
         )
     ep = done.endpoint
     if as_json:
@@ -224,10 +258,26 @@ def _json_state(name: str, stack: str | None) -> None:
 
 
 @app.command()
-def promote(name: EndpointArg, stack: StackOpt = None, as_json: JsonOpt = False) -> None:
-    """Send all traffic to the canary; the old version drains, then stops."""
+def promote(
+    name: EndpointArg,
+    stack: StackOpt = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Promote even when the canary is over its limits (local)."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send all traffic to the canary unless it is over its limits; the old one drains.
+
+    On the local stack, refused (one line) when the canary's requests so far break the
+    limits it was deployed with; --force promotes anyway."""
+    from mlrig.core.deploy import aws
+
     endpoints = _core(stack)
-    ep = endpoints.promote(name, stack=stack, progress=_progress)
+    if endpoints is aws:
+        ep = aws.promote(name, stack=stack, progress=_progress)
+    else:
+        ep = endpoints.promote(name, stack=stack, force=force, progress=_progress)
     if as_json:
         return _json_state(name, stack)
     console().print(f"[green]promoted[/] {name}: v{ep.backends[0].version} takes all traffic")
@@ -266,6 +316,35 @@ def delete(name: EndpointArg, stack: StackOpt = None) -> None:
     endpoints = _core(stack)
     endpoints.delete(name, stack=stack, progress=_progress)
     console().print(f"[green]deleted[/] endpoint {name}")
+
+
+@app.command()
+def logs(
+    name: EndpointArg,
+    since: Annotated[
+        str, typer.Option(help="How far back: 30s, 10m, 2h, 1d or an ISO time.")
+    ] = "10m",
+    tail: Annotated[int, typer.Option(min=1, help="At most this many lines (the last).")] = 100,
+    stack: StackOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Recent requests (which version answered, status, time) and container output.
+
+    nginx's log of the endpoint's requests and its model containers' own output, merged by
+    time."""
+    from mlrig.core.deploy import logs as deploy_logs
+
+    found = deploy_logs.read(name, stack=stack, since=since, tail=tail)
+    if as_json:
+        console().print_json(json.dumps([e.as_json() for e in found]))
+        return
+    for e in found:
+        console().print(
+            f"{e.at.isoformat(timespec='milliseconds')} {e.source:>6}  {e.text}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @keys_app.command("create")

@@ -6,6 +6,16 @@ from pathlib import Path
 
 from mlrig.core.deploy.state import Endpoint
 
+# one JSON object per request (escape=json): a retried request names every backend it tried,
+# comma-separated in upstream_addr/_status/_response_time (`traffic.attempts` splits them)
+LOG_FORMAT = (
+    '    log_format mlrig_ep escape=json \'{"msec":$msec,"status":$status,\'\n'
+    '        \'"request_time":$request_time,"method":"$request_method","uri":"$uri",\'\n'
+    '        \'"upstream_addr":"$upstream_addr","upstream_status":"$upstream_status",\'\n'
+    '        \'"upstream_response_time":"$upstream_response_time",\'\n'
+    '        \'"request_id":"$request_id"}\';\n'
+)
+
 
 def render(
     port: int,
@@ -14,13 +24,16 @@ def render(
     run: Path,
     log: Path,
     user: str | None = None,
+    access_logs: Path | None = None,
 ) -> str:
     """One server on 127.0.0.1:port; per endpoint an upstream weighted by its traffic split
     and /endpoints/NAME/{invocations,ping}; invocations keyed (auth_basic, hashes only)
     unless the endpoint is public. The key is checked by nginx: the model never sees a
     request without one, nor the Authorization header of one with it. `user`: the workers'
     user when the master runs as root (else nginx's default, nobody, could not read the
-    stack's private files); like the stack's other services, they run as its owner."""
+    stack's private files); like the stack's other services, they run as its owner.
+    `access_logs`: a folder where each endpoint's requests are logged as JSON lines (which
+    backend answered, its status and time: what canary limits and `deploy logs` read)."""
     upstreams, locations = [], []
     for ep in sorted(endpoints, key=lambda e: e.name):
         serving = [b for b in ep.backends if b.weight > 0]
@@ -44,10 +57,16 @@ def render(
                 f"            auth_basic_user_file {folder / ep.name / 'htpasswd'};\n"
             )
         )
+        logged = (
+            f"            access_log {access_logs / (ep.name + '.log')} mlrig_ep"
+            " buffer=32k flush=1s;\n"
+            if access_logs is not None
+            else ""
+        )
         for path in ("invocations", "ping"):
             keyed = auth if path == "invocations" else ""
             locations.append(
-                f"        location = /endpoints/{ep.name}/{path} {{\n{keyed}"
+                f"        location = /endpoints/{ep.name}/{path} {{\n{keyed}{logged}"
                 f"            proxy_pass http://ep_{ep.name}/{path};\n"
                 "            proxy_http_version 1.1;\n"
                 '            proxy_set_header Connection "";\n'
@@ -68,6 +87,7 @@ def render(
         "events { worker_connections 1024; }\n"
         "http {\n"
         "    access_log off;\n"
+        f"{LOG_FORMAT}"
         "    server_tokens off;\n"
         "    client_max_body_size 64m;\n"
         f"{temp}"

@@ -10,6 +10,7 @@ leaves the previous config serving.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -22,16 +23,15 @@ from mlrig.adapters import nginx, processes
 from mlrig.adapters.mlflow_rest import MlflowRest
 from mlrig.adapters.registry_client import RegistryClient
 from mlrig.contract import StackOutputs
-from mlrig.core.deploy import _audit, _keys, _render
+from mlrig.core.deploy import _audit, _images, _keys, _render, traffic
 from mlrig.core.deploy.state import Backend, Endpoint, Proxy, Store, check_name, default_name
 from mlrig.core.image import run as image_run
-from mlrig.core.provenance import record as p
 from mlrig.core.shared import secrets
 from mlrig.core.shared.files import PRIVATE_UMASK, private_dir, private_umask
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack import env as stack_env
 from mlrig.core.stack import stacks
-from mlrig.core.stack.local.stack import free_port, port_is_free
+from mlrig.core.stack.local.stack import ENDPOINT_LABEL, free_port, port_is_free
 from mlrig.core.stack.local.state import Layout
 from mlrig.errors import MlrigError, PortInUse, ServiceError, UsageError
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
@@ -92,8 +92,9 @@ class Target:
     image: str  # host/repository@digest
 
 
-def resolve(site: Site, ref: str) -> Target:
-    """The version REF names and the image its push recorded, verified in the registry."""
+def resolve(site: Site, ref: str, progress: Progress = lambda _m: None) -> Target:
+    """The version REF names and the image its push recorded (built and pushed first when
+    it has none), verified in the registry."""
     match = _REF.fullmatch(ref)
     if not match:
         raise UsageError(
@@ -106,25 +107,12 @@ def resolve(site: Site, ref: str) -> Target:
         mv = rest.model_version(name, match.group("version"))
     else:
         mv = rest.model_version_by_alias(name, match.group("alias"))
-    digest, repository = mv.tags.get(p.MV_IMAGE_DIGEST), mv.tags.get(p.MV_IMAGE_REPOSITORY)
-    if not digest or not repository:
-        raise UsageError(
-            f"model version {mv.version} of {name} has no pushed image",
-            hint=f"run `mlrig image build --model models:/{name}/{mv.version}` and "
-            "`mlrig image push` first (deploy does not build yet)",
-        )
-    host, _, repo_path = repository.partition("/")
-    reg = site.outputs.registry
-    user = reg.auth.username if reg.auth else None
-    password = secrets.resolve(reg.auth.password) if reg.auth else None
-    client = RegistryClient(f"http://{host}", user, password)
-    if client.manifest_digest(repo_path, digest) != digest:
-        raise UsageError(
-            f"image {repository}@{digest} of model version {mv.version} is not in stack "
-            f"'{site.outputs.name}''s registry",
-            hint="push it again with `mlrig image push`",
-        )
-    return Target(name, mv.version, digest, f"{repository}@{digest}")
+    _images.refuse_undone(mv)
+    tags = _images.tags_of(mv, site.outputs)
+    if tags is None:
+        mv, tags = _images.build_and_push(mv, site.outputs, rest, progress)
+    pushed = _images.verified(tags, mv, site.outputs)
+    return Target(name, mv.version, pushed.digest, pushed.image)
 
 
 def _local_image(site: Site, target: Target) -> str:
@@ -155,6 +143,7 @@ def _start(site: Site, endpoint: str, target: Target, progress: Progress) -> Bac
         name=name,
         environment={"PORT": str(port), "HOST": "127.0.0.1"},
         memory_bytes=MEMORY,
+        labels={ENDPOINT_LABEL: str(site.layout.root), "mlrig.endpoint": endpoint},
     )
     try:
         _wait_healthy(container, port)
@@ -188,6 +177,18 @@ def _wait_healthy(container: str, port: int) -> None:
             f"the new model container {why}: {logs[-1] if logs else 'no output'}; "
             "the previous version keeps serving"
         ) from None
+
+
+def _interruptible(name: str, verb: str) -> contextlib.AbstractContextManager[None]:
+    """SIGTERM/SIGHUP raise inside the block (a CI cancel, `timeout`), so what this command
+    started is removed and the previous version keeps serving, as on Ctrl-C."""
+    from mlrig.core.shared import interrupts
+
+    return interrupts.terminate_as_exception(
+        name,
+        what=f"`mlrig {verb}` of endpoint {name!r}",
+        hint=f"see what the endpoint serves with `mlrig deploy status {name}`",
+    )
 
 
 def _stop(backend: Backend) -> None:
@@ -260,6 +261,7 @@ def _write_conf(
         layout.run_dir,
         layout.log_file("nginx-error"),
         user=_root_user(),
+        access_logs=private_dir(traffic.logs_dir(layout)),
     )
     candidate = store.folder / "nginx.conf.next"
     contract.atomic_write(candidate, text, mode=0o600)
@@ -297,6 +299,30 @@ def _apply(site: Site, ep: Endpoint | None, name: str, progress: Progress) -> se
         return nginx.reload(rec.pid)
 
 
+def _switch(
+    site: Site,
+    ep: Endpoint,
+    new: Backend,
+    retired: list[Backend],
+    record: str | None,
+    progress: Progress,
+) -> None:
+    """Traffic to `ep` (new started and healthy), then `retired` drained and stopped: once
+    begun, finished before a SIGTERM is raised (`interrupts.shielded`). A config nginx
+    refuses removes `new` and leaves the previous one serving."""
+    from mlrig.core.shared import interrupts
+
+    with interrupts.shielded():
+        try:
+            old = _apply(site, ep, ep.name, progress)
+        except BaseException:
+            _stop(new)
+            raise
+        _retire(old, retired)
+        if record:
+            _record(site, ep.name, new, record)
+
+
 def _retire(old: set[int], backends: list[Backend]) -> None:
     nginx.drained(old)
     for b in backends:
@@ -329,15 +355,20 @@ def deploy(
     stack: str | None = None,
     canary: int | None = None,
     public: bool = False,
+    bake: float = 60.0,
+    limits: traffic.CanaryLimits | None = None,
     progress: Progress = lambda _m: None,
 ) -> Deployed:
+    """A version to an endpoint; a canary is watched for `bake` seconds and aborted when its
+    container stops answering or its requests break `limits` (`canary.bake`)."""
     site = Site.open(stack)
+    nginx.binary()  # one line naming the package before anything is built or started
     ref = ref or default_ref(Path.cwd())
-    target = resolve(site, ref)
+    target = resolve(site, ref, progress)
     name = check_name(endpoint or default_name(target.model))
     if canary is not None and not 1 <= canary <= 99:
         raise UsageError(f"--canary {canary} is not a share", hint="pass 1-99 (percent)")
-    with site.store.lock(name):
+    with site.store.lock(name), _interruptible(name, "deploy"):
         ep = site.store.read(name)
         if canary is not None and (ep is None or not ep.backends):
             raise UsageError(
@@ -368,7 +399,10 @@ def deploy(
             elif canary is not None:
                 stable = ep.backends[0].model_copy(update={"weight": 100 - canary})
                 nxt = ep.model_copy(
-                    update={"backends": [stable, new.model_copy(update={"weight": canary})]}
+                    update={
+                        "backends": [stable, new.model_copy(update={"weight": canary})],
+                        "canary_limits": limits or traffic.CanaryLimits(),
+                    }
                 )
                 old_backends = []
             else:
@@ -380,13 +414,11 @@ def deploy(
                         "public": ep.public or public,
                     }
                 )
-            old = _apply(site, nxt, name, progress)
         except BaseException:
             _stop(new)
             raise
-        _retire(old, old_backends)
-        if canary is None:
-            _record(site, name, new, "deployed")
+        log_start = _log_size(site, name)
+        _switch(site, nxt, new, old_backends, "deployed" if canary is None else None, progress)
         first_key = ep.keys[0].id if key and ep.keys else None
         _audit.log(
             site.layout.name,
@@ -395,22 +427,33 @@ def deploy(
             nxt.backends[-1],
             key_id=first_key,
         )
+        if canary is not None and bake > 0:
+            _bake(site, nxt, bake, log_start, progress)
     return Deployed(nxt, site.url(name) or "", key)
 
 
 def promote(
-    name: str, *, stack: str | None = None, progress: Progress = lambda _m: None
+    name: str,
+    *,
+    stack: str | None = None,
+    force: bool = False,
+    progress: Progress = lambda _m: None,
 ) -> Endpoint:
+    """All traffic to the canary, unless what it answered so far breaks its limits (force:
+    promote anyway)."""
     site = Site.open(stack)
     with site.store.lock(check_name(name)):
         ep = site.store.get(name)
         if ep.canary is None:
             raise UsageError(f"endpoint {name!r} has no canary to promote")
+        if not force:
+            _check_canary(site, ep, progress)
         stable, canary = ep.backends
         nxt = ep.model_copy(
             update={
                 "backends": [canary.model_copy(update={"weight": 100, "since": datetime.now(UTC)})],
                 "previous": stable.model_copy(update={"weight": 100}),
+                "canary_limits": None,
             }
         )
         old = _apply(site, nxt, name, progress)
@@ -420,18 +463,76 @@ def promote(
     return nxt
 
 
+def _check_canary(site: Site, ep: Endpoint, progress: Progress) -> None:
+    from mlrig.core.deploy import canary as canary_watch
+
+    assert ep.canary is not None
+    numbers, why = canary_watch.since_started(ep, traffic.log_file(site.layout, ep.name))
+    if why:
+        raise UsageError(
+            f"the canary v{ep.canary.version} of {ep.name} is over its limits: {why}",
+            hint=f"`mlrig deploy abort {ep.name}`, or promote anyway with --force",
+        )
+    progress(f"the canary v{ep.canary.version} since it started: {numbers.describe()}")
+
+
 def abort(name: str, *, stack: str | None = None, progress: Progress = lambda _m: None) -> Endpoint:
     site = Site.open(stack)
     with site.store.lock(check_name(name)):
         ep = site.store.get(name)
         if ep.canary is None:
             raise UsageError(f"endpoint {name!r} has no canary to abort")
-        stable, canary = ep.backends
-        nxt = ep.model_copy(update={"backends": [stable.model_copy(update={"weight": 100})]})
-        old = _apply(site, nxt, name, progress)
-        _retire(old, [canary])
-        _audit.log(site.layout.name, "abort", name, canary)
+        return _abort(site, ep, progress)
+
+
+def _abort(site: Site, ep: Endpoint, progress: Progress) -> Endpoint:
+    """All traffic back to the stable version; the canary drains, then stops."""
+    stable, canary = ep.backends
+    nxt = ep.model_copy(
+        update={"backends": [stable.model_copy(update={"weight": 100})], "canary_limits": None}
+    )
+    old = _apply(site, nxt, ep.name, progress)
+    _retire(old, [canary])
+    _audit.log(site.layout.name, "abort", ep.name, canary)
     return nxt
+
+
+def _log_size(site: Site, name: str) -> int:
+    try:
+        return traffic.log_file(site.layout, name).stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _bake(site: Site, ep: Endpoint, seconds: float, start: int, progress: Progress) -> None:
+    """Watch the new canary; abort it (and say why) when it fails, or when this command is
+    interrupted while watching (nothing half-done is left serving)."""
+    from mlrig.adapters import http
+    from mlrig.core.deploy import canary as canary_watch
+
+    stable, new = ep.backends
+
+    def alive() -> str | None:
+        try:
+            code = http.status(f"http://127.0.0.1:{new.port}/ping", timeout=2.0)
+        except OSError:
+            return "its container stopped answering /ping"
+        return None if code == 200 else f"its /ping answered {code}"
+
+    log = traffic.log_file(site.layout, ep.name)
+    try:
+        why = canary_watch.bake(ep, log, seconds, start=start, alive=alive, progress=progress)
+    except BaseException:
+        progress(f"interrupted: aborting the canary (v{new.version})")
+        _abort(site, ep, progress)
+        raise
+    if why:
+        _abort(site, ep, progress)
+        raise ServiceError(
+            f"the canary v{new.version} of {ep.name} was aborted: {why}; v{stable.version} "
+            "serves all traffic again",
+            hint=f"see `mlrig deploy logs {ep.name}`; the limits are options of `mlrig deploy`",
+        )
 
 
 def rollback(
@@ -443,28 +544,23 @@ def rollback(
 ) -> Endpoint:
     """Back to the previous version (or REF's): its pushed image by digest, no rebuild."""
     site = Site.open(stack)
-    with site.store.lock(check_name(name)):
+    nginx.binary()
+    with site.store.lock(check_name(name)), _interruptible(name, "deploy rollback"):
         ep = site.store.get(name)
         if ep.canary is not None:
             raise UsageError(
                 f"endpoint {name!r} has a canary", hint=f"`mlrig deploy abort {name}` instead"
             )
         if to is not None:
-            target = resolve(site, to)
+            target = resolve(site, to, progress)
         elif ep.previous is not None:
             prev = ep.previous
             target = Target(prev.model, prev.version, prev.digest, prev.image)
         else:
             raise UsageError(f"endpoint {name!r} has no previous version", hint="pass --to REF")
         new = _start(site, name, target, progress)
-        try:
-            nxt = ep.model_copy(update={"backends": [new], "previous": ep.backends[0]})
-            old = _apply(site, nxt, name, progress)
-        except BaseException:
-            _stop(new)
-            raise
-        _retire(old, ep.backends)
-        _record(site, name, new, "rolled back")
+        nxt = ep.model_copy(update={"backends": [new], "previous": ep.backends[0]})
+        _switch(site, nxt, new, ep.backends, "rolled back", progress)
         _audit.log(site.layout.name, "rollback", name, new)
     return nxt
 
@@ -480,7 +576,9 @@ def delete(name: str, *, stack: str | None = None, progress: Progress = lambda _
         with contextlib.suppress(MlrigError):
             for b in ep.backends:
                 site.rest().delete_alias(b.model, f"endpoint-{name}")
-        _audit.log(site.layout.name, "delete", name)
+        traffic.log_file(site.layout, name).unlink(missing_ok=True)
+    site.store.forget(name)
+    _audit.log(site.layout.name, "delete", name)
 
 
 def status(name: str | None = None, *, stack: str | None = None) -> list[dict[str, object]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, ValidationError
 
 from mlrig import contract
+from mlrig.core.deploy.traffic import CanaryLimits
 from mlrig.core.shared.files import private_dir
 from mlrig.errors import ConfigError, Conflict, UsageError
 
@@ -45,6 +46,7 @@ class Endpoint(BaseModel):
     previous: Backend | None = None  # what `rollback` re-points to (container stopped)
     keys: list[Key] = []
     created_at: datetime
+    canary_limits: CanaryLimits | None = None  # the canary's, as `deploy --canary` set them
 
     @property
     def canary(self) -> Backend | None:
@@ -123,6 +125,15 @@ class Store:
     def remove(self, name: str) -> None:
         for path in (self.path(name), self.htpasswd(name)):
             path.unlink(missing_ok=True)
+
+    def forget(self, name: str) -> None:
+        """A deleted endpoint's folder, once its lock is released (a state file written
+        meanwhile by a deploy of the same name keeps it)."""
+        folder = self.folder / check_name(name)
+        if not self.path(name).exists():
+            (folder / "lock").unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
     def proxy(self) -> Proxy | None:
         try:

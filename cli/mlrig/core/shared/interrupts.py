@@ -11,13 +11,18 @@ from types import FrameType
 
 from mlrig.errors import Terminated
 
-__all__ = ["Terminated", "terminate_as_exception"]
+__all__ = ["Terminated", "shielded", "terminate_as_exception"]
+
+_shields: list[list[Terminated]] = []  # the open `shielded` blocks: what arrived in each
 
 
 @contextlib.contextmanager
-def terminate_as_exception(name: str) -> Iterator[None]:
-    """Turn SIGTERM/SIGHUP into an exception so `up` rolls back as it does on Ctrl-C; a
-    second signal during the clean-up is ignored rather than interrupting it."""
+def terminate_as_exception(
+    name: str, *, what: str | None = None, hint: str | None = None
+) -> Iterator[None]:
+    """Turn SIGTERM/SIGHUP into an exception so `up` (or `what`, with its own `hint`) rolls
+    back as it does on Ctrl-C; a second signal during the clean-up is ignored rather than
+    interrupting it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -27,10 +32,14 @@ def terminate_as_exception(name: str) -> Iterator[None]:
         if fired:
             return
         fired.append(signum)
-        raise Terminated(
-            f"`stack up` of '{name}' was stopped by {signal.Signals(signum).name}",
-            hint=f"run `mlrig stack up --stack {name}` to finish it",
+        exc = Terminated(
+            f"{what or f'`stack up` of {name!r}'} was stopped by {signal.Signals(signum).name}",
+            hint=hint or f"run `mlrig stack up --stack {name}` to finish it",
         )
+        if _shields:
+            _shields[-1].append(exc)
+            return
+        raise exc
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -38,3 +47,17 @@ def terminate_as_exception(name: str) -> Iterator[None]:
     finally:
         for sig, previous in old.items():
             signal.signal(sig, previous)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Inside `terminate_as_exception`: a signal arriving in this block (a step that must
+    finish once begun, such as switching traffic) is raised when the block has finished."""
+    held: list[Terminated] = []
+    _shields.append(held)
+    try:
+        yield
+    finally:
+        _shields.pop()
+    if held:
+        raise held[0]

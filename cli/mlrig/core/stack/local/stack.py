@@ -43,6 +43,9 @@ from mlrig.errors import ConfigError, ServiceError, UsageError
 
 __all__ = ["LocalStack", "ServiceStatus", "free_port", "port_is_free"]
 
+# on each endpoint's model container (`mlrig deploy`), valued the stack's folder (two homes
+# may each hold a stack of one name): `down --purge` removes them
+ENDPOINT_LABEL = "mlrig.endpoint.stack-root"
 NEARLY_FULL = 2 * 1024 * 1024  # bytes free under which a service's failure is the disk's
 
 
@@ -275,10 +278,22 @@ class LocalStack(Layout):
         holder = processes.listener(port)
         return ours if holder is None or holder in ours else []
 
+    def _remove_endpoint_containers(self) -> None:
+        """The model containers of this stack's endpoints (`mlrig deploy`), before anything
+        else is purged: an engine that does not answer stops the purge with nothing gone."""
+        if not (self.root / "endpoints").exists():
+            return
+        from mlrig.adapters import docker as docker_adapter
+
+        for container in docker_adapter.containers_labelled(ENDPOINT_LABEL, str(self.root)):
+            docker_adapter.remove_container(container)
+
     def down(self, *, purge: bool = False) -> list[str]:
         """Stop what this stack started, and any process it left behind; return a line for
         each process that would not stop."""
         with stack_lock.hold(self.name, what="down"):
+            if purge:
+                self._remove_endpoint_containers()
             stuck: list[str] = []
             errors: list[ServiceError] = []
             # nginx: the endpoints' proxy (`mlrig deploy`); their containers keep running

@@ -396,8 +396,11 @@ def test_the_command_passes_the_limits_bake_and_force_to_the_core(
         seen.update(kw, name=name)
         raise UsageError("stop here")
 
+    from mlrig.core.deploy import backend
+
     monkeypatch.setattr(endpoints, "deploy", deploy)
     monkeypatch.setattr(endpoints, "promote", promote)
+    monkeypatch.setattr(backend, "for_stack", lambda _stack: endpoints)
     runner = CliRunner()
     args = ["deploy", "models:/m/2", "--canary", "10", "--bake", "2m", "--max-error-rate", "1"]
     result = runner.invoke(app, [*args, "--min-requests", "50", "--p99-floor", "200"])

@@ -40,8 +40,8 @@ def entries(items: list) -> dict[str, dict]:
     return out
 
 
-def test_the_template_is_version_1_2_0() -> None:
-    assert (bootstrap.packaged_template() / "VERSION").read_text().strip() == "1.2.0"
+def test_the_template_is_version_1_3_0() -> None:
+    assert (bootstrap.packaged_template() / "VERSION").read_text().strip() == "1.3.0"
 
 
 def test_five_stages_each_reading_what_the_one_before_wrote(rendered: Path) -> None:

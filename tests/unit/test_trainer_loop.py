@@ -78,6 +78,7 @@ class Fake:
         self.results = results
         self.tags: list[tuple[str, dict[str, str]]] = []
         self.deploys: list[tuple[str, str, int]] = []
+        self.canaries: dict[str, str] = {}
 
     def monitor(self, endpoint: str, _policy: policy.MonitorPolicy) -> MonitorResult:
         item = self.results.pop(0)
@@ -98,8 +99,9 @@ def _watcher(tmp_path: Path, params: dict[str, Any], fake: Fake) -> _loop.Watche
     root = tmp_path / "state"
     trainer = Trainer(repo, JobStore(root), recover=lambda: None)
     return _loop.Watcher(
-        repo, trainer, root, monitor=fake.monitor, tag=fake.tag, deploy=fake.deploy
-    )
+        repo, trainer, root, monitor=fake.monitor, tag=fake.tag, deploy=fake.deploy,
+        canary_of=lambda endpoint: fake.canaries.get(endpoint),
+    )  # fmt: skip
 
 
 RETRAIN = {"monitor": {"action": "retrain", "consecutive": 2}, "deploy": {"canary": 10}}
@@ -216,6 +218,18 @@ def test_no_second_retrain_while_one_is_queued_or_running(tmp_path: Path) -> Non
     assert watcher.tick() == "retrain_skipped"
     assert len(watcher.trainer.store.recent()) == 1
     assert "is running already" in watcher.decisions()[-1]["detail"]
+
+
+def test_no_retrain_while_the_last_champion_is_still_a_canary(tmp_path: Path) -> None:
+    params = {"monitor": {"action": "retrain", "consecutive": 1}}
+    fake = Fake([_result(drifted=True)])
+    fake.canaries["churn"] = "4"
+    watcher = _watcher(tmp_path, params, fake)
+    assert watcher.tick() == "retrain_skipped"
+    assert not watcher.trainer.store.recent()
+    assert watcher.decisions()[-1]["detail"] == (
+        "churn runs a canary of version 4: promote or abort it first"
+    )
 
 
 def test_the_schedule_shares_the_queue_cap_with_post_train(tmp_path: Path) -> None:

@@ -49,6 +49,7 @@ IDLE_RECHECK = 300.0  # seconds between looks at params.yaml while the monitor i
 Monitor = Callable[[str, loop_policy.MonitorPolicy], "MonitorResult"]
 Tagger = Callable[[str, dict[str, str]], None]
 Deployer = Callable[[str, str, int], str]  # (ref, endpoint, percent) -> what now serves
+CanaryOf = Callable[[str], str | None]  # endpoint -> the version its canary runs, if any
 
 
 class LoopState(BaseModel):
@@ -133,6 +134,7 @@ class Watcher:
         monitor: Monitor | None = None,
         tag: Tagger | None = None,
         deploy: Deployer | None = None,
+        canary_of: CanaryOf | None = None,
     ) -> None:
         self.repo = repo
         self.trainer = trainer
@@ -143,6 +145,7 @@ class Watcher:
         self._monitor = monitor or self._run_monitor
         self._tag = tag or self._tag_run
         self._deploy = deploy or self._deploy_canary
+        self._canary_of = canary_of or self._endpoint_canary
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.webhooks: list[threading.Thread] = []  # sent so far (the tests join them)
@@ -169,6 +172,18 @@ class Watcher:
 
         done = endpoints.deploy(ref, endpoint=endpoint, stack=self.stack, canary=percent)
         return ", ".join(f"v{b.version} {b.weight}%" for b in done.endpoint.backends)
+
+    def _endpoint_canary(self, endpoint: str) -> str | None:
+        from mlrig.core.deploy import endpoints
+
+        try:
+            (found,) = endpoints.status(endpoint, stack=self.stack)
+        except (MlrigError, ValueError):  # no such endpoint (yet): no canary either
+            return None
+        serving = found.get("serving")
+        if isinstance(serving, list) and len(serving) > 1:
+            return str(serving[1]["version"])
+        return None
 
     # -- life cycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -325,6 +340,12 @@ class Watcher:
                     run_id, "alert_sent", text if hook else f"{text}; no webhook set", **where
                 )
                 return "alert_sent"
+            canary = self._canary_of(endpoint)
+            if canary is not None:  # the last retrain's champion is still on trial
+                self._write(state)
+                why = f"{endpoint} runs a canary of version {canary}: promote or abort it first"
+                self._decide(run_id, "retrain_skipped", why, **where)
+                return "retrain_skipped"
             try:
                 job = self.trainer.submit(None, unless_busy=True)
             except QueueFull as exc:

@@ -42,6 +42,7 @@ TITLES = {
     "init": "Bootstrap a repository: `mlrig init` vs by hand",
     "retrain": "Retraining: new rows -> registered version",
     "provenance": "Provenance: `mlrig trace` and `mlrig checkout` vs by hand",
+    "monitor": "Drift: `mlrig monitor` vs Evidently's DataDriftPreset",
     "image": "Serving images",
 }
 PACKAGES = {"mlflow": "MLflow", "dvc": "DVC", "docker": "docker-py"}

@@ -30,11 +30,11 @@ def test_records_in_the_window_are_read_with_their_rows_and_predictions(tmp_path
     capture_file(tmp_path, NOW, [capture_line(_rows(3), [1, 1, 0], when=NOW, inference_id="x1")])
     window = _captures.read(tmp_path, NOW - timedelta(hours=1), NOW)
     assert (window.records, window.files) == (1, 1)
-    assert window.rows == _rows(3)
+    assert window.frame().to_dict(orient="records") == _rows(3)
     assert window.predictions == [1, 1, 0]
     assert window.inference_ids == ["x1"] * 3 and window.row_in_request == [0, 1, 2]
     both = _captures.read(tmp_path, NOW - timedelta(hours=4), NOW)
-    assert both.records == 2 and len(both.rows) == 5
+    assert both.records == 2 and both.n_rows == 5
 
 
 def test_a_cut_last_line_is_counted_and_skipped(tmp_path: Path) -> None:
@@ -65,19 +65,18 @@ def test_other_versions_are_counted_not_read_and_mixed_versions_are_seen(tmp_pat
         ],
     )
     only = _captures.read(tmp_path, NOW - timedelta(hours=1), NOW, model="m", version="2")
-    assert only.records == 1 and len(only.rows) == 2
+    assert only.records == 1 and only.n_rows == 2
     assert dict(only.other_versions) == {("m", "1"): 1}
     every = _captures.read(tmp_path, NOW - timedelta(hours=1), NOW)
     assert dict(every.versions) == {("m", "1"): 1, ("m", "2"): 1}
 
 
 def test_every_scoring_format_and_base64_bodies_are_read() -> None:
-    assert _captures._rows({"dataframe_records": [{"a": 1}, {"a": 2}]}) == [{"a": 1}, {"a": 2}]
-    assert _captures._rows({"inputs": {"a": [1, 2], "b": [3, 4]}}) == [
-        {"a": 1, "b": 3},
-        {"a": 2, "b": 4},
-    ]
-    assert _captures._rows({"instances": [{"a": 1}]}) == [{"a": 1}]
+    records = {"dataframe_records": [{"a": 1}, {"a": 2, "b": 3}]}
+    assert _captures._rows(records) == (["a", "b"], [[1, None], [2, 3]])
+    assert _captures._rows({"inputs": {"a": [1, 2], "b": [3, 4]}}) == (["a", "b"], [[1, 3], [2, 4]])
+    assert _captures._rows({"inputs": {"a": 1, "b": 2}}) == (["a", "b"], [[1, 2]])
+    assert _captures._rows({"instances": [{"a": 1}]}) == (["a"], [[1]])
     assert _captures._rows({"dataframe_split": {"columns": ["a"], "data": [[1, 2]]}}) is None
     assert _captures._rows({"unknown": []}) is None
     line = json.loads(capture_line(_rows(1), [1], when=NOW))
@@ -85,7 +84,7 @@ def test_every_scoring_format_and_base64_bodies_are_read() -> None:
     body["data"] = base64.b64encode(body["data"].encode()).decode()
     body["encoding"] = "BASE64"
     record = _captures.parse_line(json.dumps(line).encode())
-    assert _captures._rows(record.captureData.endpointInput.value()) == _rows(1)
+    assert _captures._rows(record.captureData.endpointInput.value()) == (["a", "b"], [[0.0, 0.0]])
 
 
 def test_folders_and_files_that_are_not_the_layout_are_not_entered(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import stats
+from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
 from mlrig.core.monitor import stats as drift_stats
@@ -40,6 +40,19 @@ def test_chi_square_and_jensen_shannon_equal_scipy() -> None:
     p, q = np.array([0.1, 0.6, 0.3]), np.array([0.3, 0.3, 0.4])
     assert drift_stats.jensen_shannon(p, q) == pytest.approx(float(jensenshannon(p, q, base=2)))
     assert drift_stats.jensen_shannon(np.array([1.0, 0]), np.array([0, 1.0])) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 7, 20, 51])
+@pytest.mark.parametrize("statistic", [0.0, 0.5, 3.0, 25.0, 400.0])
+def test_chi2_sf_equals_scipy(df: int, statistic: float) -> None:
+    want = float(special.chdtrc(df, statistic))
+    assert drift_stats.chi2_sf(statistic, df) == pytest.approx(want, rel=1e-9, abs=1e-300)
+
+
+@pytest.mark.parametrize("z", [0.0, 0.05, 0.3, 0.8, 0.99, 1.0, 1.5, 3.0, 8.0])
+def test_kolmogorov_sf_equals_scipy(z: float) -> None:
+    want = float(special.kolmogorov(z))
+    assert drift_stats.kolmogorov_sf(z) == pytest.approx(want, rel=1e-9, abs=1e-300)
 
 
 def test_the_issues_example_a_0_3_sigma_shift_in_one_of_20_features() -> None:

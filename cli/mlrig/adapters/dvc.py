@@ -374,6 +374,17 @@ def read_object(url: str, options: Mapping[str, str], md5: str) -> bytes | None:
     None when it has no such object. A remote that cannot be reached raises ServiceError."""
     if not (len(md5) == 32 and all(c in "0123456789abcdef" for c in md5)):
         return None  # the caller validated it; never a path made of anything else
+    if "://" not in url and not options:  # a local directory: read it without importing DVC
+        for layout in (f"files/md5/{md5[:2]}/{md5[2:]}", f"{md5[:2]}/{md5[2:]}"):
+            try:
+                return (Path(url) / layout).read_bytes()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise ServiceError(
+                    f"the DVC remote {url} could not be read ({type(exc).__name__})"
+                ) from exc
+        return None
     try:
         fs, root = _fs(url, options)
         for layout in (f"files/md5/{md5[:2]}/{md5[2:]}", f"{md5[:2]}/{md5[2:]}"):

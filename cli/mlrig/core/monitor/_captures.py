@@ -19,11 +19,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlrig.core.deploy.state import NAME_PATTERN
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MAX_LINE = 64 << 20  # one record's line; a longer one is refused, not parsed
 _HOUR_PARTS = (re.compile(r"^\d{4}$"), re.compile(r"^\d{2}$"), re.compile(r"^\d{2}$"))
@@ -95,12 +98,32 @@ class Window:
     bad_reason: str | None = None
     other_versions: Counter[tuple[str, str]] = field(default_factory=Counter)
     versions: Counter[tuple[str, str]] = field(default_factory=Counter)
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    run_ids: Counter[str] = field(default_factory=Counter)  # the runs the records name
+    # the rows, kept as the requests sent them: (columns, row values) per run of requests
+    # with the same columns (dataframe_split's own shape; a DataFrame is made once, at the end)
+    blocks: list[tuple[list[str], list[list[Any]]]] = field(default_factory=list)
+    n_rows: int = 0
     predictions: list[Any] = field(default_factory=list)  # one per row, None when unreadable
     inference_ids: list[str] = field(default_factory=list)  # one per row
     row_in_request: list[int] = field(default_factory=list)  # the row's index in its request
     unreadable_bodies: int = 0
     first_unreadable: str | None = None
+
+    def add_rows(self, columns: list[str], values: list[list[Any]]) -> None:
+        if self.blocks and self.blocks[-1][0] == columns:
+            self.blocks[-1][1].extend(values)
+        else:
+            self.blocks.append((columns, list(values)))
+        self.n_rows += len(values)
+
+    def frame(self) -> pd.DataFrame:
+        """Every row, one column per name any request used (absent values are null)."""
+        import pandas as pd
+
+        parts = [pd.DataFrame(values, columns=columns) for columns, values in self.blocks]
+        if not parts:
+            return pd.DataFrame()
+        return parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
     def bad(self, why: str) -> None:
         self.bad_records += 1
@@ -135,9 +158,9 @@ def hour_dirs(root: Path, since: datetime, until: datetime) -> Iterator[Path]:
             yield path
 
 
-def _rows(request: Any) -> list[dict[str, Any]] | None:
-    """The request's rows as {column: value}, for the scoring formats the server accepts;
-    None for anything else."""
+def _rows(request: Any) -> tuple[list[str], list[list[Any]]] | None:
+    """(columns, row values) of a request in a scoring format the server accepts; None for
+    anything else."""
     if not isinstance(request, dict) or len(request) != 1:
         return None
     ((key, data),) = request.items()
@@ -149,18 +172,20 @@ def _rows(request: Any) -> list[dict[str, Any]] | None:
             return None
         if not all(isinstance(r, list) and len(r) == len(columns) for r in values):
             return None
-        return [dict(zip(columns, r, strict=True)) for r in values]
+        return columns, values
     if key in ("dataframe_records", "instances", "inputs"):
         if isinstance(data, dict):  # {"col": [values]} (a column-oriented batch)
             if not all(isinstance(v, list) for v in data.values()):
-                return [data] if all(isinstance(k, str) for k in data) else None
+                return (list(data), [list(data.values())]) if data else None
             lengths = {len(v) for v in data.values()}
             if len(lengths) != 1:
                 return None
             (n,) = lengths
-            return [{k: v[i] for k, v in data.items()} for i in range(n)]
-        if isinstance(data, list) and all(isinstance(r, dict) for r in data):
-            return data
+            names = list(data)
+            return names, [[data[k][i] for k in names] for i in range(n)]
+        if isinstance(data, list) and data and all(isinstance(r, dict) for r in data):
+            names = list(dict.fromkeys(k for r in data for k in r))
+            return names, [[r.get(k) for k in names] for r in data]
     return None
 
 
@@ -234,20 +259,22 @@ def _add(record: CaptureRecord, window: Window, model: str | None, version: str 
         return
     window.records += 1
     window.versions[served] += 1
+    window.run_ids[record.mlrig.run_id or "none"] += 1
     try:
         request = record.captureData.endpointInput.value()
         response = record.captureData.endpointOutput.value()
     except ValueError as exc:
         _unreadable(window, record, str(exc))
         return
-    rows = _rows(request)
-    if rows is None:
+    found = _rows(request)
+    if found is None:
         _unreadable(window, record, "a request body in no scoring format the server accepts")
         return
-    window.rows.extend(rows)
-    window.predictions.extend(_predictions(response, len(rows)))
-    window.inference_ids.extend([record.eventMetadata.inferenceId] * len(rows))
-    window.row_in_request.extend(range(len(rows)))
+    columns, values = found
+    window.add_rows(columns, values)
+    window.predictions.extend(_predictions(response, len(values)))
+    window.inference_ids.extend([record.eventMetadata.inferenceId] * len(values))
+    window.row_in_request.extend(range(len(values)))
 
 
 def _unreadable(window: Window, record: CaptureRecord, why: str) -> None:

@@ -168,8 +168,10 @@ def _merge(into: _captures.Window, part: _captures.Window) -> None:
     into.bad_records += part.bad_records
     into.bad_reason = into.bad_reason or part.bad_reason
     into.versions.update(part.versions)
+    into.run_ids.update(part.run_ids)
     into.other_versions.update(part.other_versions)
-    into.rows += part.rows
+    for columns, values in part.blocks:
+        into.add_rows(columns, values)
     into.predictions += part.predictions
     into.inference_ids += part.inference_ids
     into.row_in_request += part.row_in_request
@@ -248,7 +250,6 @@ def run_monitor(
     """Compare the captures of `target` (an endpoint, or models:/NAME/VERSION|@ALIAS) since
     `since` with the served version's training snapshot; log the result as an MLflow run
     (unless log_run is False) and write the HTML report when `report` names a file."""
-    import pandas as pd
 
     from mlrig.adapters.mlflow_rest import MlflowRest
     from mlrig.core.monitor import _reference
@@ -274,7 +275,7 @@ def run_monitor(
         )
     ((model, version),) = [k for k, n in window.versions.items() if n] or list(window.versions)
     record = trace.trace(f"models:/{model}/{version}", stack=outputs.name, repo=repo)
-    live = pd.DataFrame.from_records(window.rows) if window.rows else pd.DataFrame()
+    live = window.frame()
     notes: list[str] = []
     if window.unreadable_bodies:
         notes.append(
@@ -285,6 +286,12 @@ def run_monitor(
         notes.append(f"{window.cut_lines} cut last line(s) skipped (a writer still appending)")
     if window.bad_records:
         notes.append(f"{window.bad_records} bad record(s) skipped (first: {window.bad_reason})")
+    other_runs = sum(n for run, n in window.run_ids.items() if run != record.run.id)
+    if other_runs:
+        notes.append(
+            f"{other_runs} record(s) name another training run than v{version}'s "
+            f"{record.run.id}: was the image built from another run?"
+        )
     reference = _reference.load(record, outputs, [str(c) for c in live.columns])
     inputs = _model_inputs(rest, model, version)
     schema, why = _schema(record, repo)
@@ -306,7 +313,7 @@ def run_monitor(
     if missing and schema is None:
         found.append(f"{len(missing)} reference column(s) absent from the requests: {missing[:5]}")
     prediction = _prediction(reference.frame, target_column, window.predictions, t)
-    enough = len(window.rows) >= t.min_samples
+    enough = window.n_rows >= t.min_samples
     drifted = enough and (
         any(c.drifted for c in compared) or bool(prediction and prediction.drifted)
     )
@@ -320,7 +327,7 @@ def run_monitor(
         since=start,
         until=until,
         records=window.records,
-        rows=len(window.rows),
+        rows=window.n_rows,
         cut_lines=window.cut_lines,
         bad_records=window.bad_records,
         bad_reason=window.bad_reason,

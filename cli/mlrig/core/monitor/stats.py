@@ -1,4 +1,4 @@
-"""Drift statistics, pure numpy/scipy: a reference sample against a live window, per column.
+"""Drift statistics in numpy alone: a reference sample against a live window, per column.
 
 Numeric columns: PSI on ten quantile bins of the reference, the two-sample Kolmogorov-Smirnov
 test, and the Wasserstein distance divided by the reference's standard deviation ("normed":
@@ -6,12 +6,13 @@ in units of σ, so one threshold fits every feature). Categorical columns: the c
 of the live counts against the reference's shares, and the Jensen-Shannon distance (base 2,
 0 = same, 1 = disjoint).
 
-The formulas are scipy.stats' own (ks_2samp, wasserstein_distance, chisquare,
-jensenshannon), computed from one sort per column with the p-values from scipy.special
-(importing scipy.stats alone costs about a second, a third of the command's budget). The KS
-p-value is Kolmogorov's limiting distribution, which ks_2samp's finite-sample one approaches
-as the samples grow (within a few percent from a few hundred rows on). The unit tests hold
-each one to scipy.stats.
+The formulas are scipy's (stats.ks_2samp, stats.wasserstein_distance, stats.chisquare,
+spatial.distance.jensenshannon, special.kolmogorov, special.chdtrc), written out over one
+stable sort per numeric column: importing scipy.stats costs about a second here and
+scipy.special a third of one, a large share of the command's 3 s budget. The KS p-value is
+Kolmogorov's limiting distribution, which ks_2samp's finite-sample one approaches as the
+samples grow (within a few percent from a few hundred rows on). The unit tests hold each one
+to scipy.
 
 The decision (docs/monitor.md says why): a numeric column drifts when its normed Wasserstein
 distance is at least `wasserstein` (0.1 σ) AND the KS test rejects "same distribution" at
@@ -24,6 +25,7 @@ live rows a column is not judged at all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -86,13 +88,28 @@ def kind_of(values: np.ndarray) -> Kind:
     return "categorical"
 
 
+def _edges(sorted_ref: np.ndarray, bins: int) -> np.ndarray:
+    """The reference's inner quantiles (numpy's linear rule) from its sorted values, ties merged."""
+    n = len(sorted_ref)
+    at = np.linspace(0, 1, bins + 1)[1:-1] * (n - 1)
+    low = np.floor(at).astype(np.int64)
+    high = np.minimum(low + 1, n - 1)
+    frac = at - low
+    return np.unique(sorted_ref[low] + (sorted_ref[high] - sorted_ref[low]) * frac)
+
+
+def _bin_shares(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Share of values in each bin (-inf, e0), [e0, e1), ..., [e_last, inf)."""
+    cuts = np.searchsorted(sorted_values, edges, side="left")
+    counts = np.diff(np.concatenate([[0], cuts, [len(sorted_values)]]))
+    return counts / len(sorted_values)
+
+
 def psi(reference: np.ndarray, live: np.ndarray, bins: int = BINS) -> float:
     """Population stability index on the reference's quantile bins (ties merged)."""
-    edges = np.unique(np.quantile(reference, np.linspace(0, 1, bins + 1)[1:-1]))
-    size = len(edges) + 1
-    ref_counts = np.bincount(np.searchsorted(edges, reference, side="right"), minlength=size)
-    live_counts = np.bincount(np.searchsorted(edges, live, side="right"), minlength=size)
-    return _psi_of_shares(ref_counts / len(reference), live_counts / len(live))
+    ref, now = np.sort(reference), np.sort(live)
+    edges = _edges(ref, bins)
+    return _psi_of_shares(_bin_shares(ref, edges), _bin_shares(now, edges))
 
 
 def _psi_of_shares(ref_share: np.ndarray, live_share: np.ndarray) -> float:
@@ -112,35 +129,100 @@ def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sqrt(max((kl(p) + kl(q)) / 2, 0.0)))
 
 
+def chi2_sf(statistic: float, df: int) -> float:
+    """P(X > statistic) for X ~ chi-square(df) (scipy.special.chdtrc): the regularised upper
+    gamma Q(df/2, statistic/2) in closed form, Q(1, y) = e^-y and Q(1/2, y) = erfc(sqrt y),
+    raised by Q(a + 1, y) = Q(a, y) + y^a e^-y / Gamma(a + 1)."""
+    y = statistic / 2
+    if df < 1:
+        return float("nan")
+    if y <= 0:
+        return 1.0
+    if df % 2 == 0:
+        i = np.arange(df // 2)
+        total = float(np.sum(np.exp(i * math.log(y) - y - _lgamma(i + 1.0))))
+    else:
+        j = np.arange((df - 1) // 2)
+        terms = np.exp((j + 0.5) * math.log(y) - y - _lgamma(j + 1.5))
+        total = math.erfc(math.sqrt(y)) + float(np.sum(terms))
+    return min(max(total, 0.0), 1.0)
+
+
+def _lgamma(x: np.ndarray) -> np.ndarray:
+    return np.array([math.lgamma(v) for v in x.tolist()], dtype=float)
+
+
+def kolmogorov_sf(z: float) -> float:
+    """P(K > z) of Kolmogorov's limiting distribution (scipy.special.kolmogorov): the
+    alternating series 2 sum (-1)^(k-1) exp(-2 k^2 z^2), or for z < 1, where that converges
+    slowly, one minus Jacobi's form sqrt(2 pi)/z sum exp(-(2k-1)^2 pi^2 / (8 z^2))."""
+    if z <= 0:
+        return 1.0
+    if z < 1.0:
+        k = np.arange(1, 10)
+        cdf = (
+            math.sqrt(2 * math.pi)
+            / z
+            * np.sum(np.exp(-((2 * k - 1) ** 2) * math.pi**2 / (8 * z * z)))
+        )
+        return min(max(1.0 - float(cdf), 0.0), 1.0)
+    k = np.arange(1, 101)
+    return min(max(float(2 * np.sum((-1.0) ** (k - 1) * np.exp(-2.0 * k * k * z * z))), 0.0), 1.0)
+
+
 def chi_square_p(live_counts: np.ndarray, ref_share: np.ndarray) -> float:
     """p-value of Pearson's chi-square test of the live counts against the reference's shares
     (scipy.stats.chisquare). Shares are floored at EPS so a category the reference never saw
     counts heavily instead of dividing by zero."""
-    from scipy import special
-
     if len(live_counts) < 2:
         return 1.0
     expected = np.maximum(ref_share, EPS)
     expected = expected / expected.sum() * live_counts.sum()
     statistic = float(np.sum((live_counts - expected) ** 2 / expected))
-    return float(special.chdtrc(len(live_counts) - 1, statistic))
+    return chi2_sf(statistic, len(live_counts) - 1)
+
+
+@dataclass(frozen=True)
+class _Sorted:
+    """One numeric column's two samples after one stable argsort of both together."""
+
+    pooled: np.ndarray
+    from_ref: np.ndarray  # bool per pooled value
+
+    @classmethod
+    def of(cls, reference: np.ndarray, live: np.ndarray) -> _Sorted:
+        both = np.concatenate([reference, live])
+        order = np.argsort(both, kind="stable")
+        return cls(both[order], order < len(reference))
+
+    @property
+    def reference(self) -> np.ndarray:
+        return self.pooled[self.from_ref]
+
+    @property
+    def live(self) -> np.ndarray:
+        return self.pooled[~self.from_ref]
 
 
 def ks_and_wasserstein(reference: np.ndarray, live: np.ndarray) -> tuple[float, float, float]:
     """(KS statistic, its two-sided asymptotic p-value, Wasserstein-1 distance) from the two
     empirical CDFs on the pooled sorted values: scipy.stats.ks_2samp and
     scipy.stats.wasserstein_distance in one pass."""
-    from scipy import special
+    return _ks_and_wasserstein(_Sorted.of(reference, live))
 
-    ref, now = np.sort(reference), np.sort(live)
-    pooled = np.sort(np.concatenate([ref, now]))
-    cdf_ref = np.searchsorted(ref, pooled, side="right") / len(ref)
-    cdf_now = np.searchsorted(now, pooled, side="right") / len(now)
+
+def _ks_and_wasserstein(s: _Sorted) -> tuple[float, float, float]:
+    n = int(np.count_nonzero(s.from_ref))
+    m = len(s.pooled) - n
+    cdf_ref = np.cumsum(s.from_ref) / n
+    cdf_now = np.cumsum(~s.from_ref) / m
     gaps = np.abs(cdf_ref - cdf_now)
-    statistic = float(np.max(gaps))
-    distance = float(np.sum(gaps[:-1] * np.diff(pooled)))
-    n, m = len(ref), len(now)
-    p_value = float(np.clip(special.kolmogorov(np.sqrt(n * m / (n + m)) * statistic), 0.0, 1.0))
+    # the CDFs are read after the last of each run of equal values (ties count together)
+    last = np.ones(len(s.pooled), dtype=bool)
+    last[:-1] = s.pooled[1:] != s.pooled[:-1]
+    statistic = float(np.max(gaps[last]))
+    distance = float(np.sum(gaps[:-1] * np.diff(s.pooled)))  # a tie's width is 0
+    p_value = kolmogorov_sf(math.sqrt(n * m / (n + m)) * statistic)
     return statistic, p_value, distance
 
 
@@ -158,17 +240,20 @@ def _normed(distance: float, scale: float) -> float:
 def _numeric(
     name: str, reference: np.ndarray, live: np.ndarray, level: float, t: Thresholds
 ) -> ColumnDrift:
-    statistic, p_value, distance = ks_and_wasserstein(reference, live)
+    both = _Sorted.of(reference, live)
+    statistic, p_value, distance = _ks_and_wasserstein(both)
     scale = float(np.std(reference))
     w = _normed(distance, scale)
     shift = float((np.mean(live) - np.mean(reference)) / scale) if scale else 0.0
+    ref_sorted, live_sorted = both.reference, both.live
+    edges = _edges(ref_sorted, BINS)
     return ColumnDrift(
         column=name,
         kind="numeric",
         n_reference=len(reference),
         n_live=len(live),
         drifted=bool(w >= t.wasserstein and p_value < level),
-        psi=psi(reference, live),
+        psi=_psi_of_shares(_bin_shares(ref_sorted, edges), _bin_shares(live_sorted, edges)),
         ks=statistic,
         ks_p=p_value,
         wasserstein=w,
@@ -176,13 +261,23 @@ def _numeric(
     )
 
 
+def _codes(reference: np.ndarray, live: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(categories, reference counts, live counts): integers compared as integers, the rest
+    as text."""
+    if reference.dtype.kind in "iub" and live.dtype.kind in "iub":
+        ref_v, live_v = reference.astype(np.int64), live.astype(np.int64)
+    else:
+        ref_v, live_v = reference.astype(str), live.astype(str)
+    categories, codes = np.unique(np.concatenate([ref_v, live_v]), return_inverse=True)
+    ref_counts = np.bincount(codes[: len(ref_v)], minlength=len(categories))
+    live_counts = np.bincount(codes[len(ref_v) :], minlength=len(categories))
+    return categories, ref_counts, live_counts
+
+
 def _categorical(
     name: str, reference: np.ndarray, live: np.ndarray, level: float, t: Thresholds
 ) -> ColumnDrift:
-    ref_text, live_text = reference.astype(str), live.astype(str)
-    categories, codes = np.unique(np.concatenate([ref_text, live_text]), return_inverse=True)
-    ref_counts = np.bincount(codes[: len(ref_text)], minlength=len(categories))
-    live_counts = np.bincount(codes[len(ref_text) :], minlength=len(categories))
+    _, ref_counts, live_counts = _codes(reference, live)
     ref_share = ref_counts / ref_counts.sum()
     live_share = live_counts / live_counts.sum()
     js = jensen_shannon(ref_share, live_share)
@@ -247,10 +342,11 @@ def histogram(
     """(bin labels, reference shares, live shares) on shared bins: what the report draws."""
     ref, now = _present(np.asarray(reference)), _present(np.asarray(live))
     if kind == "categorical":
-        labels = sorted(set(ref.astype(str)) | set(now.astype(str)))[:MAX_CATEGORIES]
-        ref_s = [float(np.mean(ref.astype(str) == label)) if len(ref) else 0.0 for label in labels]
-        now_s = [float(np.mean(now.astype(str) == label)) if len(now) else 0.0 for label in labels]
-        return labels, ref_s, now_s
+        categories, ref_counts, live_counts = _codes(ref, now)
+        keep = slice(0, MAX_CATEGORIES)
+        ref_s = ref_counts[keep] / max(len(ref), 1)
+        now_s = live_counts[keep] / max(len(now), 1)
+        return [str(c) for c in categories[keep]], ref_s.tolist(), now_s.tolist()
     ref, now = ref.astype(float), now.astype(float)
     both = np.concatenate([ref, now]) if len(now) else ref
     lo, hi = float(np.min(both)), float(np.max(both))

@@ -4,7 +4,7 @@ captures of a shifted distribution in the agreed format, new rows at the data so
 trainer's own Watcher ticked once (no wall-clock wait) over a started Trainer: the real
 monitor flags the window, the job runs the real `mlrig retrain` on the POST /train queue, the
 gate promotes, and the worker deploys the new champion as the policy's canary. 300 s measured
-on 2 shared CPUs under load ~6 (set-up 203 s with the session stack's start and the first
+on 2 shared CPUs under load ~12 (set-up 203 s with the session stack's start and the first
 retrain's image build and push; the loop itself 85 s).
 """
 

@@ -273,6 +273,17 @@ def test_a_state_file_the_loop_did_not_write_starts_over(tmp_path: Path) -> None
     assert [d["decision"] for d in watcher.decisions()] == ["state_reset", "drift_seen"]
 
 
+def test_the_start_up_line_says_what_the_schedule_does(tmp_path: Path) -> None:
+    watcher = _watcher(tmp_path, RETRAIN, Fake([]))
+    assert watcher.describe() == (
+        "every 1h, endpoint churn's last 24h; after 2 drifted window(s): retrain; a promoted "
+        f"champion goes out as a 10% canary; decisions in {tmp_path / 'state' / 'audit.jsonl'}"
+    )
+    (watcher.repo / ".copier-answers.yml").write_text("project_name: churn_model\n")
+    assert "'churn_model' is no endpoint name" in watcher.describe()
+    assert watcher.tick() == "policy_invalid"
+
+
 # -- after the job ------------------------------------------------------------------------------
 def _finish(
     watcher: _loop.Watcher, result: dict[str, Any] | None, state: str = "succeeded"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,9 +31,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlrig.core.deploy.state import NAME_PATTERN
 from mlrig.core.trainer import policy as loop_policy
 from mlrig.core.trainer._store import JOB_ID, Job, QueueFull
-from mlrig.errors import MlrigError
+from mlrig.errors import ConfigError, MlrigError
 
 if TYPE_CHECKING:
     from mlrig.core.monitor.monitor import MonitorResult
@@ -208,6 +210,22 @@ class Watcher:
             except Exception:  # noqa: BLE001 - the schedule outlives one bad check
                 log.exception("the monitor check failed")
 
+    def describe(self) -> str:
+        """The schedule in one line, for the service's start-up message."""
+        try:
+            policy = self.policy()
+            endpoint = self._endpoint(policy)
+        except MlrigError as exc:
+            return f"params.yaml is refused, checks skipped until fixed: {exc.one_line()}"
+        mon, canary = policy.monitor, policy.deploy.canary
+        then = {"none": "record only", "alert": "alert", "retrain": "retrain"}[mon.action]
+        return (
+            f"every {mon.interval}, endpoint {endpoint}'s last {mon.window}; after "
+            f"{mon.consecutive} drifted window(s): {then}"
+            + (f"; a promoted champion goes out as a {canary}% canary" if canary else "")
+            + f"; decisions in {self.audit_path}"
+        )
+
     # -- state and audit -----------------------------------------------------------------------
     def policy(self) -> loop_policy.Policy:
         return loop_policy.load(self.repo)
@@ -282,7 +300,13 @@ class Watcher:
 
         if policy.deploy.endpoint:
             return policy.deploy.endpoint
-        return str(load_answers(self.repo / ANSWERS_FILE)["project_name"])
+        name = str(load_answers(self.repo / ANSWERS_FILE)["project_name"])
+        if not re.fullmatch(NAME_PATTERN, name):
+            raise ConfigError(
+                f"the project's name {name!r} is no endpoint name",
+                hint="set deploy.endpoint in params.yaml to the endpoint to watch",
+            )
+        return name
 
     # -- one check -----------------------------------------------------------------------------
     def tick(self) -> str:
@@ -381,13 +405,15 @@ class Watcher:
         self._decide(
             run_id, f"gate_{verdict}", f"job {job.id}: version {version} {verdict}", job=job.id
         )
+        if verdict != "promoted":
+            return
         try:
             policy = self.policy()
             endpoint = self._endpoint(policy)
         except MlrigError as exc:
             self._decide(run_id, "canary_failed", exc.one_line(), job=job.id)
             return
-        if verdict != "promoted" or not policy.deploy.canary or not version.isdigit():
+        if not policy.deploy.canary or not version.isdigit():
             return
         from mlrig.core.shared.names import load_answers
         from mlrig.paths import ANSWERS_FILE

@@ -53,6 +53,7 @@ class Started:
     token_file: Path
     state_dir: Path
     interrupted: list[str]
+    schedule: str = "off"  # what the repository's monitor: policy makes the service do
 
 
 def check_repo(repo: Path) -> Path:
@@ -98,6 +99,7 @@ def serve(
             token_file=token_path(name),
             state_dir=root,
             interrupted=interrupted,
+            schedule=watcher.describe(),
         )
         app = trainer_http.create_app(
             Service(trainer, credentials, watcher), lambda: on_ready(started)

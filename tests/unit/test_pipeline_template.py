@@ -1,4 +1,4 @@
-"""The rendered template 1.2.0 pipeline: ingest -> validate -> preprocess -> train -> evaluate,
+"""The rendered template 1.3.0 pipeline: ingest -> validate -> preprocess -> train -> evaluate,
 the params the retraining loop relies on, the schema shipped for the bundled dataset, and how
 checkout reads `dvc status` of a stage that always runs."""
 

@@ -150,7 +150,7 @@ class Watcher:
         self._canary_of = canary_of or self._endpoint_canary
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self.webhooks: list[threading.Thread] = []  # sent so far (the tests join them)
+        self.webhooks: list[threading.Thread] = []  # still sending (the tests join them)
         trainer.on_finished = self.job_finished
 
     # -- the defaults: the real monitor, MLflow and deploy ----------------------------------
@@ -209,6 +209,13 @@ class Watcher:
                 self.tick()
             except Exception:  # noqa: BLE001 - the schedule outlives one bad check
                 log.exception("the monitor check failed")
+
+    def _notify(self, url: str | None, text: str) -> None:
+        thread = notify(url, text)
+        # finished sends are dropped so a long-running service keeps no list of old threads
+        self.webhooks = [t for t in self.webhooks if t.is_alive()]
+        if thread is not None:
+            self.webhooks.append(thread)
 
     def describe(self) -> str:
         """The schedule in one line, for the service's start-up message."""
@@ -359,7 +366,7 @@ class Watcher:
             text = f"{endpoint}: {result.model} v{result.version} drifted ({columns}) {streak}"
             if mon.action == "alert":
                 self._write(state)
-                self.webhooks += [t for t in [notify(hook, f"mlrig drift alert: {text}")] if t]
+                self._notify(hook, f"mlrig drift alert: {text}")
                 self._decide(
                     run_id, "alert_sent", text if hook else f"{text}; no webhook set", **where
                 )
@@ -379,7 +386,7 @@ class Watcher:
             state.job, state.trigger_run = job.id, run_id
             self._write(state)
         self._decide(run_id, "retrain_enqueued", f"job {job.id} after {text}", job=job.id, **where)
-        self.webhooks += [t for t in [notify(hook, f"mlrig retrain enqueued: {text}")] if t]
+        self._notify(hook, f"mlrig retrain enqueued: {text}")
         return "retrain_enqueued"
 
     # -- after a job (the worker thread calls this) ------------------------------------------
@@ -427,6 +434,4 @@ class Watcher:
             return
         text = f"{ref} on {endpoint} at {pct}% ({serving})"
         self._decide(run_id, "canary_started", text, job=job.id, endpoint=endpoint)
-        self.webhooks += [
-            t for t in [notify(webhook_url(policy.monitor), f"mlrig canary: {text}")] if t
-        ]
+        self._notify(webhook_url(policy.monitor), f"mlrig canary: {text}")

@@ -273,6 +273,17 @@ def test_a_state_file_the_loop_did_not_write_starts_over(tmp_path: Path) -> None
     assert [d["decision"] for d in watcher.decisions()] == ["state_reset", "drift_seen"]
 
 
+def test_the_schedules_thread_ends_with_stop_before_its_first_check(tmp_path: Path) -> None:
+    fake = Fake([])  # a check would pop from an empty list and fail the test's expectations
+    watcher = _watcher(tmp_path, RETRAIN, fake)
+    watcher.start()
+    thread = watcher._thread
+    assert thread is not None and thread.is_alive() and thread.daemon
+    watcher.stop()
+    assert not thread.is_alive()
+    assert watcher.decisions() == [] and fake.tags == []
+
+
 def test_the_start_up_line_says_what_the_schedule_does(tmp_path: Path) -> None:
     watcher = _watcher(tmp_path, RETRAIN, Fake([]))
     assert watcher.describe() == (

@@ -66,3 +66,16 @@ def send_json(
 
     resp = requests.request(method, url, json=body, auth=auth, params=params, timeout=timeout)
     return Response(resp.status_code, resp.text)
+
+
+def post_webhook(url: str, body: Any, *, timeout: float = 5.0) -> int:
+    """POST body as JSON to a webhook and return the status. The URL often carries the
+    hook's token, so no message names it: a failure is a ServiceError naming only its kind."""
+    import requests
+
+    try:
+        resp = requests.post(url, json=body, timeout=timeout, allow_redirects=False)
+    except requests.RequestException as exc:
+        raise ServiceError(f"the webhook did not answer ({type(exc).__name__})") from None
+    resp.close()
+    return int(resp.status_code)

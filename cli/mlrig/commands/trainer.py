@@ -39,6 +39,7 @@ def _ready(started: Started) -> None:
         f"  token in {escape(str(started.token_file))} (`mlrig trainer token` prints it); "
         "the stack's MLflow admin credentials work over HTTP Basic too",
         f"  jobs and logs in {escape(str(started.state_dir))}",
+        f"  monitor schedule: {escape(started.schedule)}",
     ]
     for job_id in started.interrupted:
         lines.append(f"  job {job_id} was interrupted by the last stop: marked failed")

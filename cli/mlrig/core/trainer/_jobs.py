@@ -142,6 +142,9 @@ class Trainer:
         self._lock = threading.Lock()
         self._child: Any = None  # the running Child, for stop()
         self._thread: threading.Thread | None = None
+        # called on the worker thread with each finished job (the monitor schedule's gate
+        # and canary step); its failure is logged, never the worker's end
+        self.on_finished: Callable[[Job], None] | None = None
 
     def _recover_repo(self) -> object:
         from mlrig.core.retrain import retrain
@@ -196,9 +199,10 @@ class Trainer:
             held.release()
 
     # -- requests -------------------------------------------------------------------------
-    def submit(self, push_image: bool | None = None) -> Job:
-        """The new queued job; QueueFull when `max_queued` wait already."""
-        job = self.store.add(push_image, max_queued=self.max_queued)
+    def submit(self, push_image: bool | None = None, *, unless_busy: bool = False) -> Job:
+        """The new queued job; QueueFull when `max_queued` wait already (or, unless_busy,
+        when any job is queued or running)."""
+        job = self.store.add(push_image, max_queued=self.max_queued, unless_busy=unless_busy)
         self._wake.set()
         return job
 
@@ -216,6 +220,16 @@ class Trainer:
                 self._wake.clear()
                 continue
             self._run(job)
+            self._finished(job.id)
+
+    def _finished(self, job_id: str) -> None:
+        done = self.store.get(job_id)
+        if self.on_finished is None or done is None or not done.done:
+            return
+        try:
+            self.on_finished(done)
+        except Exception:  # noqa: BLE001 - the queue keeps running whatever a hook does
+            log.exception("after job %s", job_id)
 
     def _run(self, job: Job) -> None:
         from mlrig.adapters import trainer_process

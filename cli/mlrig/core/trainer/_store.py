@@ -152,10 +152,24 @@ class JobStore:
             raise ConfigError(f"{job_id!r} is no job id mlrig made")
         return self.logs / f"{job_id}.log"
 
-    def add(self, push_image: bool | None, *, max_queued: int | None = None) -> Job:
+    def add(
+        self, push_image: bool | None, *, max_queued: int | None = None, unless_busy: bool = False
+    ) -> Job:
+        """A new queued job. unless_busy (the monitor schedule's retrain): refused while any
+        job is queued or running, checked in the insert's own transaction."""
         job_id = uuid.uuid4().hex
         push = None if push_image is None else int(push_image)
         with self._tx() as con:
+            if unless_busy:
+                busy = con.execute(
+                    "SELECT id, state FROM jobs WHERE state IN ('queued', 'running') "
+                    "ORDER BY seq LIMIT 1"
+                ).fetchone()
+                if busy is not None:
+                    raise QueueFull(
+                        f"job {busy['id']} is {busy['state']} already: no second retrain",
+                        hint="it runs the same pipeline on the same data",
+                    )
             if max_queued is not None:
                 (waiting,) = con.execute(
                     "SELECT COUNT(*) FROM jobs WHERE state = 'queued'"

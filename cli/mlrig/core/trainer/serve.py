@@ -1,4 +1,5 @@
-"""`mlrig trainer serve`: the Trainer and its credentials behind the HTTP adapter."""
+"""`mlrig trainer serve`: the Trainer, its monitor schedule (the repository's `monitor:`
+policy) and its credentials behind the HTTP adapter."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrig.core.trainer._jobs import Trainer, state_dir
+from mlrig.core.trainer._loop import Watcher
 from mlrig.core.trainer._store import JobStore
 from mlrig.core.trainer.token import Credentials, token_path
 
@@ -15,11 +17,16 @@ from mlrig.core.trainer.token import Credentials, token_path
 class Service:
     """The HTTP adapter's Backend: requests in, job views (plain JSON data) out."""
 
-    def __init__(self, trainer: Trainer, credentials: Credentials) -> None:
+    def __init__(
+        self, trainer: Trainer, credentials: Credentials, watcher: Watcher | None = None
+    ) -> None:
         self.trainer = trainer
         self.credentials = credentials
+        self.watcher = watcher
 
     def stop(self) -> None:
+        if self.watcher is not None:  # first: no check may enqueue into a stopping queue
+            self.watcher.stop()
         self.trainer.stop()
 
     def authorized(self, authorization: str | None) -> bool:
@@ -46,6 +53,7 @@ class Started:
     token_file: Path
     state_dir: Path
     interrupted: list[str]
+    schedule: str = "off"  # what the repository's monitor: policy makes the service do
 
 
 def check_repo(repo: Path) -> Path:
@@ -81,7 +89,9 @@ def serve(
     try:
         root = state_dir(name, repo)
         trainer = Trainer(repo, JobStore(root))
+        watcher = Watcher(repo, trainer, root, stack=name)
         interrupted = trainer.start()
+        watcher.start()
         bound_port = sock.getsockname()[1]
         started = Started(
             url=f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}",
@@ -89,8 +99,11 @@ def serve(
             token_file=token_path(name),
             state_dir=root,
             interrupted=interrupted,
+            schedule=watcher.describe(),
         )
-        app = trainer_http.create_app(Service(trainer, credentials), lambda: on_ready(started))
+        app = trainer_http.create_app(
+            Service(trainer, credentials, watcher), lambda: on_ready(started)
+        )
         trainer_http.serve(app, sock)
     finally:
         sock.close()

@@ -16,8 +16,9 @@ a big JSON batch is decoded and encoded in slices, so /ping keeps answering whil
 The package, by idea: `limits` (what a request may cost: the body cap, concurrency, columns,
 the container's memory), `payload` (request bodies: JSON decoded in slices, nesting depth,
 widths, predictions encoded in slices), `scoring` (the loaded model and its input parsing and
-schema checks) and `app` (the ASGI app and `main`). The image copies the package beside
-`serve.py`, its entry point.
+schema checks), `app` (the ASGI app and `main`) and `aws_lambda` (the app as a Lambda handler,
+imported only when Lambda starts the image). The image copies the package beside `serve.py`,
+its entry point.
 """
 
 from __future__ import annotations

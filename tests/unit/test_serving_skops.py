@@ -14,7 +14,7 @@ import pytest
 
 from mlrig.core.image import build as image
 from mlrig.errors import UsageError
-from tests.helpers import breast_cancer_pipeline
+from tests.helpers import breast_cancer_pipeline, load_serving_module
 
 TREE = "sklearn.tree._tree.Tree"
 
@@ -140,3 +140,35 @@ def test_without_a_list_the_server_loads_with_skops_defaults_as_before(
     got = server_load(model_dir(tmp_path, path, {}), x.head(2).to_numpy().tolist())
     assert got["predictions"] == model.predict(x.head(2)).tolist()
     assert got["defaults"] == "module"
+
+
+class SeesTheCollector:
+    """A model that records, as it is unpickled, whether Python's cyclic collector runs."""
+
+    collector_on: bool | None = None
+
+    def __init__(self) -> None:
+        self.rows = 0  # some state, so unpickling calls __setstate__
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        import gc
+
+        self.collector_on = gc.isenabled()
+
+    def predict(self, x: Any) -> Any:
+        return [0] * len(x)
+
+
+def test_the_collector_pauses_while_the_model_loads_and_resumes_after(tmp_path: Path) -> None:
+    import gc
+
+    import cloudpickle
+
+    serve = load_serving_module("mlrig_serve_start")
+    (tmp_path / "model.pkl").write_bytes(cloudpickle.dumps(SeesTheCollector()))
+    spec = {"loader": "sklearn", "model_file": "model.pkl", "serialization_format": "cloudpickle"}
+    (tmp_path / "mlrig-serving.json").write_text(json.dumps(spec))
+    assert gc.isenabled()
+    model = serve.Model(str(tmp_path))
+    assert model.predictor.collector_on is False
+    assert gc.isenabled()

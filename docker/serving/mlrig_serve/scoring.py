@@ -112,13 +112,16 @@ class Model:
         self.columns: list[dict[str, Any]] | None = self.spec.get("input_columns")
         self.mlflow_version = str(self.spec.get("mlflow_version") or "unknown")
         self.pyfunc: Any = None
-        if self.spec["loader"] == "sklearn":
-            self.predictor = self._load_sklearn(model_dir, self.spec)
-            self.predict_fn = getattr(self.predictor, self.spec.get("predict_fn") or "predict")
-        else:
-            import mlflow.pyfunc
+        # Loading imports the model's libraries (hundreds of modules, no cyclic garbage to
+        # speak of): without collections on the way it takes ~7% less CPU at start.
+        with payload.GC_PAUSE:
+            if self.spec["loader"] == "sklearn":
+                self.predictor = self._load_sklearn(model_dir, self.spec)
+                self.predict_fn = getattr(self.predictor, self.spec.get("predict_fn") or "predict")
+            else:
+                import mlflow.pyfunc
 
-            self.pyfunc = mlflow.pyfunc.load_model(model_dir)
+                self.pyfunc = mlflow.pyfunc.load_model(model_dir)
         self.names = [c["name"] for c in self.columns or []]
         self.all_double = bool(self.columns) and all(
             c["type"] == "double" for c in self.columns or []

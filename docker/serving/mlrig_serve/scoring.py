@@ -8,8 +8,6 @@ import importlib.util
 import io
 import json
 import os
-import sys
-import types
 from typing import Any
 
 from . import payload
@@ -22,6 +20,7 @@ from .limits import (
     PYFUNC_EXPANSION,
     BadRequest,
 )
+from .load import skops_defaults_off
 from .payload import (
     _content_type,
     _csv_width,
@@ -78,28 +77,6 @@ def _upcasts(values: Any, dtype: str) -> bool:
     return have == np.int64 and want.kind == "f" and bool(values.dropna().isin((0, 1)).all())
 
 
-SKOPS_DEFAULTS = "skops.io._trusted_types"
-
-
-class _NoDefaults(types.ModuleType):
-    """skops' default trust, empty: each of its lists of trusted type names is []."""
-
-    def __getattr__(self, name: str) -> list[str]:
-        if name.isupper() and name.endswith("_NAMES"):
-            return []
-        raise AttributeError(name)
-
-
-def _skops_defaults_off() -> None:
-    """Load skops with no default trust, before anything imports it: the build recorded the
-    model file's every type (`skops_types`, checked against skops' defaults and the model's
-    own list there), so the load trusts exactly those. skops builds its default lists when
-    imported, by importing every scikit-learn estimator (~0.3 s of each start); its other
-    node types keep their own built-in trust (dict, list, ndarray ...)."""
-    if "skops.io" not in sys.modules:
-        sys.modules.setdefault(SKOPS_DEFAULTS, _NoDefaults(SKOPS_DEFAULTS))
-
-
 # -- model ------------------------------------------------------------------------------------
 class Model:
     """The loaded model plus what the request path needs from its MLmodel file."""
@@ -143,7 +120,7 @@ class Model:
         if fmt == "skops":
             exact = spec.get("skops_types")
             if exact is not None:
-                _skops_defaults_off()
+                skops_defaults_off()
             import skops.io
 
             return skops.io.load(

@@ -22,7 +22,7 @@ def skops_defaults_off() -> None:
     """Load skops with no default trust, before anything imports it: the build recorded the
     model file's every type (`skops_types`, checked against skops' defaults and the model's
     own list there), so the load trusts exactly those. skops builds its default lists when
-    imported, by importing every scikit-learn estimator (~0.3 s of each start); its other
+    imported, by importing every scikit-learn estimator (0.15-0.35 CPU-s of each start); its other
     node types keep their own built-in trust (dict, list, ndarray ...)."""
     if "skops.io" not in sys.modules:
         sys.modules.setdefault(SKOPS_DEFAULTS, _NoDefaults(SKOPS_DEFAULTS))

@@ -5,6 +5,7 @@ Test modules import from here only, never from another test module or a conftest
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import importlib.util
@@ -1083,3 +1084,54 @@ def endpoint_plan(**changes: Any) -> tuple[Any, tuple[Any, ...]]:
     """The endpoint program's plan (endpoint `churn` on stack `plan`) and the stack
     references it read, built once per configuration."""
     return _endpoint_plan(tuple(sorted(changes.items())))
+
+
+# -- AWS Lambda -----------------------------------------------------------------------------------
+def http_api_event(
+    method: str, path: str, body: bytes = b"", *, b64: bool = False, **headers: str
+) -> dict[str, Any]:
+    """An API Gateway HTTP API (payload format 2.0) event for a request to an endpoint's
+    route `ANY /endpoints/NAME/{proxy+}` on the $default stage, as API Gateway sends it (the
+    body base64-encoded when b64, as it is for a binary content type; headers: content_type=
+    and the like)."""
+    name = path.split("/")[2] if path.startswith("/endpoints/") else "bc"
+    all_headers = {
+        "accept": "*/*",
+        "content-length": str(len(body)),
+        "host": "abc123defg.execute-api.us-east-1.amazonaws.com",
+        "user-agent": "python-requests/2.32.3",
+        "x-amzn-trace-id": "Root=1-5bef4de7-ad49b0e87f6ef6c87fc2e700",
+        "x-forwarded-for": "203.0.113.7",
+        "x-forwarded-port": "443",
+        "x-forwarded-proto": "https",
+        **{k.replace("_", "-"): v for k, v in headers.items()},
+    }
+    return {
+        "version": "2.0",
+        "routeKey": f"ANY /endpoints/{name}/{{proxy+}}",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": all_headers,
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "abc123defg",
+            "authorizer": {"lambda": {"endpoint": name}},
+            "domainName": "abc123defg.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "abc123defg",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "203.0.113.7",
+                "userAgent": "python-requests/2.32.3",
+            },
+            "requestId": "JKJaXmPLvHcESHA=",
+            "routeKey": f"ANY /endpoints/{name}/{{proxy+}}",
+            "stage": "$default",
+            "time": "07/Dec/2026:12:00:00 +0000",
+            "timeEpoch": 1796644800000,
+        },
+        "pathParameters": {"proxy": path.removeprefix(f"/endpoints/{name}/")},
+        "body": base64.b64encode(body).decode() if b64 else (body.decode() if body else None),
+        "isBase64Encoded": b64,
+    }

@@ -15,14 +15,16 @@ a big JSON batch is decoded and encoded in slices, so /ping keeps answering whil
 
 The package, by idea: `limits` (what a request may cost: the body cap, concurrency, columns,
 the container's memory), `payload` (request bodies: JSON decoded in slices, nesting depth,
-widths, predictions encoded in slices), `scoring` (the loaded model and its input parsing and
-schema checks) and `app` (the ASGI app and `main`). The image copies the package beside
-`serve.py`, its entry point.
+widths, predictions encoded in slices), `load` (skops without default trust, for a model
+whose build recorded its exact types), `scoring` (the loaded model and its input parsing and
+schema checks), `app` (the ASGI app and `main`) and `aws_lambda` (the app as a Lambda handler,
+imported only when Lambda starts the image). The image copies the package beside `serve.py`,
+its entry point.
 """
 
 from __future__ import annotations
 
-from . import app, limits, payload, scoring
+from . import app, limits, load, payload, scoring
 from .app import MODEL_DIR, Disconnected, main, make_app
 from .limits import (
     EXPANSION,
@@ -79,6 +81,7 @@ __all__ = [
     "_width",
     "app",
     "limits",
+    "load",
     "main",
     "make_app",
     "memory_limit",

@@ -20,6 +20,7 @@ from .limits import (
     PYFUNC_EXPANSION,
     BadRequest,
 )
+from .load import skops_defaults_off
 from .payload import (
     _content_type,
     _csv_width,
@@ -88,13 +89,16 @@ class Model:
         self.columns: list[dict[str, Any]] | None = self.spec.get("input_columns")
         self.mlflow_version = str(self.spec.get("mlflow_version") or "unknown")
         self.pyfunc: Any = None
-        if self.spec["loader"] == "sklearn":
-            self.predictor = self._load_sklearn(model_dir, self.spec)
-            self.predict_fn = getattr(self.predictor, self.spec.get("predict_fn") or "predict")
-        else:
-            import mlflow.pyfunc
+        # Loading imports the model's libraries (hundreds of modules, no cyclic garbage to
+        # speak of): without collections on the way it takes ~7% less CPU at start.
+        with payload.GC_PAUSE:
+            if self.spec["loader"] == "sklearn":
+                self.predictor = self._load_sklearn(model_dir, self.spec)
+                self.predict_fn = getattr(self.predictor, self.spec.get("predict_fn") or "predict")
+            else:
+                import mlflow.pyfunc
 
-            self.pyfunc = mlflow.pyfunc.load_model(model_dir)
+                self.pyfunc = mlflow.pyfunc.load_model(model_dir)
         self.names = [c["name"] for c in self.columns or []]
         self.all_double = bool(self.columns) and all(
             c["type"] == "double" for c in self.columns or []
@@ -114,9 +118,14 @@ class Model:
         path = os.path.join(model_dir, spec["model_file"])
         fmt = spec["serialization_format"]
         if fmt == "skops":
+            exact = spec.get("skops_types")
+            if exact is not None:
+                skops_defaults_off()
             import skops.io
 
-            return skops.io.load(path, trusted=spec.get("skops_trusted_types"))
+            return skops.io.load(
+                path, trusted=exact if exact is not None else spec.get("skops_trusted_types")
+            )
         import cloudpickle  # reads plain pickles too
 
         with open(path, "rb") as fh:

@@ -13,8 +13,18 @@ from typing import Any
 
 from mlrig.errors import UsageError
 
-# The server's own dependencies, pinned here so the dependency layer is reproducible.
-SERVER_REQUIREMENTS = ["uvicorn==0.54.0", "httptools==0.9.0"]
+# The server's own dependencies, pinned here so the dependency layer is reproducible: the HTTP
+# server, and for Lambda (mlrig_serve.aws_lambda) AWS's runtime interface client and the ASGI
+# adapter, with their own dependencies pinned too (wheels for amd64 and arm64; ~2 MB in all).
+SERVER_REQUIREMENTS = [
+    "uvicorn==0.54.0",
+    "httptools==0.9.0",
+    "awslambdaric==4.2.2",
+    "simplejson==4.3.0",
+    "snapshot-restore-py==1.0.0",
+    "mangum==0.22.0",
+    "typing-extensions==4.16.0",
+]
 # What the scikit-learn fast path imports besides the model's own packages.
 FAST_PATH_PACKAGES = ("numpy", "pandas", "cloudpickle")
 COLUMN_TYPES = {"double", "float", "long", "integer", "boolean", "string"}

@@ -62,6 +62,27 @@ def _show(rows: list[dict[str, Any]], as_json: bool) -> None:
                 markup=False,
                 highlight=False,
             )
+            if b["capture"]:
+                console().print(
+                    f"        {_captured(b)}", markup=False, highlight=False, soft_wrap=True
+                )
+        if row["capture"]:
+            console().print(
+                f"  capture {row['capture']}% into {row['captures']}",
+                markup=False,
+                highlight=False,
+            )
+
+
+def _captured(b: dict[str, Any]) -> str:
+    c = b["captured"]
+    if c is None:
+        return f"capture {b['capture']}%: counters unavailable (container not answering)"
+    line = (
+        f"capture {b['capture']}%: {c['written']} written, {c['dropped']} dropped, "
+        f"{c['errors']} write errors, {c['queued']} queued"
+    )
+    return line + (f" (last error: {c['last_error']})" if c["last_error"] else "")
 
 
 @app.callback()
@@ -86,6 +107,14 @@ def deploy(
     public: Annotated[
         bool, typer.Option("--public", help="No key needed (flagged in `status`).")
     ] = False,
+    capture: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PCT",
+            help="Record this share (0-100 %) of predictions for `mlrig monitor`; kept as the "
+            "endpoint's setting (default: the endpoint's, off for a new one).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Deploy a pushed model version (by digest) to an endpoint of the local stack."""
@@ -94,7 +123,13 @@ def deploy(
     from mlrig.core.deploy import endpoints
 
     done = endpoints.deploy(
-        ref, endpoint=endpoint, stack=stack, canary=canary, public=public, progress=_progress
+        ref,
+        endpoint=endpoint,
+        stack=stack,
+        canary=canary,
+        public=public,
+        capture=capture,
+        progress=_progress,
     )
     ep = done.endpoint
     if as_json:

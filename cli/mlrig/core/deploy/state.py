@@ -30,6 +30,8 @@ class Backend(BaseModel):
     port: int
     weight: int  # share of traffic in percent
     since: datetime
+    run_id: str | None = None  # the version's run (what its captured records name)
+    capture: int = 0  # percent of its predictions the container captures
 
 
 class Key(BaseModel):
@@ -45,6 +47,7 @@ class Endpoint(BaseModel):
     previous: Backend | None = None  # what `rollback` re-points to (container stopped)
     keys: list[Key] = []
     created_at: datetime
+    capture: int = Field(default=0, ge=0, le=100)  # percent new containers capture
 
     @property
     def canary(self) -> Backend | None:

@@ -37,6 +37,7 @@ from mlrig.core.image import run as image_run  # noqa: E402
 from mlrig.core.image.last_built import last_built  # noqa: E402
 
 GOAL_MS = 2.0
+SATURATED_MS = 20.0  # capture 0's p50 beyond this: the server was not keeping up
 CLIENTS = 16  # connections kept open; enough that 200 req/s never waits for a free one
 
 
@@ -195,11 +196,21 @@ def main() -> None:
     p99 = {name: pct(v, 0.99) for name, v in pooled.items()}
     delta = p99[on] - p99["capture 0"]
     per_window = [pct(b, 0.99) - pct(a, 0.99) for a, b in zip(*windows.values(), strict=True)]
+    # Latency counts from each request's scheduled time: a server that keeps up answers in
+    # its service time (a few ms); past SATURATED_MS at p50 requests are queueing behind each
+    # other, and a p99 difference measures the queue, not capture.
+    base_p50 = pct(pooled["capture 0"], 0.5)
+    if base_p50 > SATURATED_MS:
+        verdict = (
+            f"not judged: the machine did not sustain {args.rate:g} req/s in this run "
+            f"(capture 0's p50 {base_p50:.0f} ms > {SATURATED_MS:g} ms: requests queued)"
+        )
+    else:
+        verdict = "met" if delta <= GOAL_MS else "NOT met"
     summary = [
         f"pooled p99 over {len(pooled[on])} requests each: capture 0 {p99['capture 0']:.2f} ms, "
-        f"{on} {p99[on]:.2f} ms: {delta:+.2f} ms (goal <= +{GOAL_MS:g} ms: "
-        f"{'met' if delta <= GOAL_MS else 'NOT met'}); median of the per-round differences "
-        f"{statistics.median(per_window):+.2f} ms",
+        f"{on} {p99[on]:.2f} ms: {delta:+.2f} ms; goal <= +{GOAL_MS:g} ms: {verdict}; "
+        f"median of the per-round differences {statistics.median(per_window):+.2f} ms",
         f"the capturing container's writer: {counters['sampled']} sampled, "
         f"{counters['written']} written, {counters['dropped']} dropped, {counters['errors']} "
         f"write errors; {lines} lines in {len(files)} files",

@@ -4,8 +4,12 @@ every request has a scheduled send time, its latency is measured from that time,
 is not hidden by the client waiting) in alternating windows (A B, A B, ...), one model input
 example per request, straight to the container's port (no proxy in between).
 
-    .venv/bin/python bench/capture/capture_bench.py [--image REF] [--rate 200] [--window 10]
-        [--rounds 6]
+    .venv/bin/python bench/capture/capture_bench.py [--image REF] [--rate 200] [--window 1]
+        [--rounds 60]
+
+Windows are short and many (1 s, A B then B A): on a shared machine a burst of other work
+lasts seconds, and 10 s windows let one burst land on one configuration only (a trial run's
+p99 windows ranged 4-105 ms for both alike).
 
 Goal (issue 30): capture at 10 % adds <= 2 ms to p99 at 200 req/s. Rows: p50 and p99 of
 each window per configuration (client-side); the pooled p99 difference is the summary.
@@ -142,8 +146,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--image", help="a serving image built by mlrig (default: last built)")
     parser.add_argument("--rate", type=float, default=200.0, help="requests per second")
-    parser.add_argument("--window", type=float, default=10.0, help="seconds per window")
-    parser.add_argument("--rounds", type=int, default=6, help="windows per configuration")
+    parser.add_argument("--window", type=float, default=1.0, help="seconds per window")
+    parser.add_argument("--rounds", type=int, default=60, help="windows per configuration")
     parser.add_argument("--percent", type=int, default=10, help="the capture share measured")
     args = parser.parse_args()
     image = args.image or last_built()
@@ -161,8 +165,6 @@ def main() -> None:
             order = list(configs) if r % 2 == 0 else list(reversed(configs))
             for name in order:
                 windows[name].append(window(started[name][1], body, args.rate, args.window))
-                print(f"round {r + 1}: {name} p99 {pct(windows[name][-1], 0.99):.2f} ms",
-                      file=sys.stderr)  # fmt: skip
         on = f"capture {args.percent} %"
         counters = json.loads(http_get(started[on][1], "/capture"))  # the writer's work
         conn = http.client.HTTPConnection("127.0.0.1", port0, timeout=30)
@@ -195,6 +197,7 @@ def main() -> None:
     rows += in_process(body, answer, args.percent)
     p99 = {name: pct(v, 0.99) for name, v in pooled.items()}
     delta = p99[on] - p99["capture 0"]
+    base_w = [pct(w, 0.99) for w in windows["capture 0"]]
     per_window = [pct(b, 0.99) - pct(a, 0.99) for a, b in zip(*windows.values(), strict=True)]
     # Latency counts from each request's scheduled time: a server that keeps up answers in
     # its service time (a few ms); past SATURATED_MS at p50 requests are queueing behind each
@@ -211,6 +214,10 @@ def main() -> None:
         f"pooled p99 over {len(pooled[on])} requests each: capture 0 {p99['capture 0']:.2f} ms, "
         f"{on} {p99[on]:.2f} ms: {delta:+.2f} ms; goal <= +{GOAL_MS:g} ms: {verdict}; "
         f"median of the per-round differences {statistics.median(per_window):+.2f} ms",
+        f"noise: capture 0's p99 per window spans {min(base_w):.1f}-{max(base_w):.1f} ms "
+        f"(interquartile {pct(base_w, 0.25):.1f}-{pct(base_w, 0.75):.1f} ms) on this shared "
+        "machine; a p99 difference well inside that spread is not resolved by one run, the "
+        "in-process rows bound capture's own work",
         f"the capturing container's writer: {counters['sampled']} sampled, "
         f"{counters['written']} written, {counters['dropped']} dropped, {counters['errors']} "
         f"write errors; {lines} lines in {len(files)} files",

@@ -45,6 +45,7 @@ TITLES = {
     "monitor": "Drift: `mlrig monitor` vs Evidently's DataDriftPreset",
     "image": "Serving images",
     "deploy": "Deploy on the local stack: `mlrig deploy` vs `docker run` and `mlflow models serve`",
+    "capture": "Request capture: the same image with capture 0 vs 10 % at 200 req/s",
 }
 PACKAGES = {"mlflow": "MLflow", "dvc": "DVC", "docker": "docker-py"}
 

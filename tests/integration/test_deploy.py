@@ -99,9 +99,8 @@ def test_deploy_keys_canary_promote_rollback_delete(
         endpoints.deploy(ref(v2), endpoint=NAME, stack=stack)
     monkeypatch.undo()
     assert Store(root).read(NAME) == before
-    assert not [
-        n for n in docker_adapter.container_states("mlrig-ep-") if f"-v{v2['version']}-" in n
-    ]
+    ours = f"mlrig-ep-{stack}-{NAME}-"  # the engine is shared: other stacks' endpoints run too
+    assert not [n for n in docker_adapter.container_states(ours) if f"-v{v2['version']}-" in n]
     assert call(url, example, done.key).headers["X-Model-Version"] == v1["version"]
 
     # a 50% canary: both versions answer, through the same URL and key

@@ -249,8 +249,9 @@ def test_the_seam_picks_the_module_by_the_stacks_kind(mlrig_home: Path) -> None:
 
     # the command calls either with the same arguments: AWS takes at least the local ones,
     # except the local canary's own watch (nginx's request log), which the command passes
-    # only to the local stack (AWS watches its alarms: `bake_minutes`)
-    local_only = {"deploy": {"bake", "limits"}, "promote": {"force"}}
+    # only to the local stack (AWS watches its alarms: `bake_minutes`), and capture, which
+    # is built for the local stack only
+    local_only = {"deploy": {"bake", "limits", "capture"}, "promote": {"force"}}
     verbs = ("deploy", "status", "promote", "abort", "rollback", "delete")
     for verb in (*verbs, "create_key", "list_keys", "revoke_key"):
         local = inspect.signature(getattr(endpoints, verb)).parameters

@@ -101,6 +101,7 @@ class ImageInfo:
     size: int
     labels: dict[str, str]
     repo_digests: tuple[str, ...] = ()  # host/repository@sha256:... it was pushed as
+    user: str = ""  # the user its containers run as (Config.User; empty: root)
 
 
 def image_info(ref: str) -> ImageInfo | None:
@@ -115,7 +116,8 @@ def image_info(ref: str) -> ImageInfo | None:
         raise _bad_reference(ref, exc) from exc
     labels = (info.get("Config") or {}).get("Labels") or {}
     digests = tuple(str(d) for d in info.get("RepoDigests") or ())
-    return ImageInfo(str(info["Id"]), int(info.get("Size", 0)), dict(labels), digests)
+    user = str((info.get("Config") or {}).get("User") or "")
+    return ImageInfo(str(info["Id"]), int(info.get("Size", 0)), dict(labels), digests, user)
 
 
 def image_by_digest(digest: str) -> ImageInfo | None:
@@ -201,13 +203,22 @@ def run_container(
     environment: dict[str, str],
     memory_bytes: int | None = None,
     labels: dict[str, str] | None = None,
+    binds: dict[str, str] | None = None,
+    user: str | None = None,
 ) -> str:
     """Start image detached on host networking (never pulls); the container's ID.
     memory_bytes caps its memory, swap included (the kernel OOM-kills it beyond); the
-    engine restarts it after a kill or a crash until it is stopped or removed."""
+    engine restarts it after a kill or a crash until it is stopped or removed. binds mounts
+    host folders (read-write) at container paths; user overrides the image's user."""
     import docker.errors
 
-    limits = {"mem_limit": memory_bytes, "memswap_limit": memory_bytes} if memory_bytes else {}
+    limits: dict[str, Any] = (
+        {"mem_limit": memory_bytes, "memswap_limit": memory_bytes} if memory_bytes else {}
+    )
+    if binds:
+        limits["volumes"] = {host: {"bind": inside, "mode": "rw"} for host, inside in binds.items()}
+    if user:
+        limits["user"] = user
     try:
         container = client().containers.run(
             image,
@@ -273,6 +284,16 @@ def read_container_file(container_id: str, path: str, max_bytes: int | None = No
     with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
         member = tar.extractfile(posixpath.basename(path))
         return member.read() if member else b""
+
+
+def stop_container(container_id: str, *, timeout: int = 10) -> None:
+    """SIGTERM, then SIGKILL after timeout seconds (the server flushes what it holds)."""
+    import contextlib
+
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.NotFound):
+        client().api.stop(container_id, timeout=timeout)
 
 
 def remove_container(container_id: str) -> None:

@@ -71,6 +71,27 @@ def _show(rows: list[dict[str, Any]], as_json: bool) -> None:
                 markup=False,
                 highlight=False,
             )
+            if b["capture"]:
+                console().print(
+                    f"        {_captured(b)}", markup=False, highlight=False, soft_wrap=True
+                )
+        if row["capture"]:
+            console().print(
+                f"  capture {row['capture']}% into {row['captures']}",
+                markup=False,
+                highlight=False,
+            )
+
+
+def _captured(b: dict[str, Any]) -> str:
+    c = b["captured"]
+    if c is None:
+        return f"capture {b['capture']}%: counters unavailable (container not answering)"
+    line = (
+        f"capture {b['capture']}%: {c['written']} written, {c['dropped']} dropped, "
+        f"{c['errors']} write errors, {c['queued']} queued"
+    )
+    return line + (f" (last error: {c['last_error']})" if c["last_error"] else "")
 
 
 @app.callback()
@@ -136,6 +157,14 @@ def deploy(
         float,
         typer.Option(min=0, help="A canary's p99 up to this many ms is never over its limit."),
     ] = 500.0,
+    capture: Annotated[
+        int | None,
+        typer.Option(
+            metavar="PCT",
+            help="Record this share (0-100 %) of predictions for `mlrig monitor`; kept as the "
+            "endpoint's setting (default: the endpoint's, off for a new one).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Deploy a model version (by digest) to an endpoint: the local stack's nginx, or on an
@@ -155,6 +184,11 @@ def deploy(
     endpoints = _core(stack)
     bake_s = canary_watch.parse_duration(bake)
     if endpoints is aws:
+        if capture:
+            raise UsageError(
+                "--capture is for the local stack's endpoints (capture on AWS is not built yet)",
+                hint="leave --capture out on an AWS stack",
+            )
         if dry_run:
             plan = aws.preview_deploy(
                 ref, endpoint=endpoint, stack=stack, canary=canary, public=public, warm=warm
@@ -189,6 +223,7 @@ def deploy(
             stack=stack,
             canary=canary,
             public=public,
+            capture=capture,
             bake=bake_s,
             limits=limits,
             progress=_progress,

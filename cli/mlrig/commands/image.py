@@ -144,19 +144,46 @@ def run(
             "keep it for `docker logs`.",
         ),
     ] = False,
+    capture: Annotated[
+        int,
+        typer.Option(
+            metavar="PCT",
+            help="Record this share (0-100 %) of predictions as JSON lines (off by default).",
+        ),
+    ] = 0,
+    capture_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--capture-dir", help="Where --capture writes its records (default: ./captures)."
+        ),
+    ] = None,
 ) -> None:
     """Start the image locally (host networking, no pulls) and wait until it is healthy."""
     from mlrig.core.image import run as image_run
 
     with err_console().status("starting the model server"):
         running = image_run.run(
-            image_ref, port=port, host=host, memory=memory, smoke=smoke, keep=keep
+            image_ref,
+            port=port,
+            host=host,
+            memory=memory,
+            smoke=smoke,
+            keep=keep,
+            capture=capture,
+            capture_dir=capture_dir,
         )
     console().print(
         f"[green]healthy[/] in {running.seconds_to_healthy:.1f} s at {running.url} "
         f"(listening on {running.bind}, memory limit {running.memory_bytes / 2**20:.0f} MiB)",
         highlight=False,
     )
+    if running.captures is not None:
+        console().print(
+            f"capturing {capture}% of predictions into {running.captures} "
+            f"(counters: {running.url}/capture)",
+            markup=False,
+            highlight=False,
+        )
     if running.smoke_predictions is not None:
         console().print(
             f"[green]smoke check passed[/]: predictions {running.smoke_predictions}",

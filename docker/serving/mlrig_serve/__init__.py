@@ -13,19 +13,24 @@ wider than the model's signature plus EXTRA_COLUMNS (without a signature: MLRIG_
 default 10,000), is a 400 before any DataFrame is built. Scoring runs off the event loop, and
 a big JSON batch is decoded and encoded in slices, so /ping keeps answering while it is scored.
 
+Capture (environment): MLRIG_CAPTURE_PERCENT of answered predictions are written as JSON
+lines in SageMaker Data Capture's schema under MLRIG_CAPTURE_DIR by a background writer,
+every answer carries its X-Inference-Id, and GET /capture reports the writer's counters.
+
 The package, by idea: `limits` (what a request may cost: the body cap, concurrency, columns,
 the container's memory), `payload` (request bodies: JSON decoded in slices, nesting depth,
 widths, predictions encoded in slices), `load` (skops without default trust, for a model
 whose build recorded its exact types), `scoring` (the loaded model and its input parsing and
-schema checks), `app` (the ASGI app and `main`) and `aws_lambda` (the app as a Lambda handler,
-imported only when Lambda starts the image). The image copies the package beside `serve.py`,
-its entry point.
+schema checks), `capture` (sampled records, the bounded buffer and its writer), `app` (the
+ASGI app and `main`) and `aws_lambda` (the app as a Lambda handler, imported only when Lambda
+starts the image). The image copies the package beside `serve.py`, its entry point.
 """
 
 from __future__ import annotations
 
-from . import app, limits, load, payload, scoring
+from . import app, capture, limits, load, payload, scoring
 from .app import MODEL_DIR, Disconnected, main, make_app
+from .capture import Capture, Settings
 from .limits import (
     EXPANSION,
     EXTRA_COLUMNS,
@@ -69,8 +74,10 @@ __all__ = [
     "PYFUNC_EXPANSION",
     "ROWS_PER_SLICE",
     "SLICED_JSON_BYTES",
+    "Settings",
     "TYPES",
     "BadRequest",
+    "Capture",
     "Disconnected",
     "Limits",
     "Model",
@@ -80,6 +87,7 @@ __all__ = [
     "_too_deep",
     "_width",
     "app",
+    "capture",
     "limits",
     "load",
     "main",

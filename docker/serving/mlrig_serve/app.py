@@ -8,12 +8,14 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
 import sys
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import payload
+from .capture import INFERENCE_ID_HEADER, Capture, Settings, new_inference_id
 from .limits import MAX_JSON_DEPTH, BadRequest, Limits, _too_large, memory_limit, resident_bytes
 from .scoring import Model
 
@@ -57,8 +59,9 @@ def _error_body(exc: BadRequest) -> bytes:
     return json.dumps({"error_code": exc.code, "message": str(exc)}).encode()
 
 
-def make_app(model: Model, limits: Limits | None = None) -> Any:
+def make_app(model: Model, limits: Limits | None = None, capture: Capture | None = None) -> Any:
     limits = limits or Limits.from_env()
+    capture = capture or Capture(Settings())  # off
     model.max_columns = limits.max_columns
     model.request_memory = limits.max_body_bytes * model.expansion
     version = model.mlflow_version.encode()
@@ -71,7 +74,9 @@ def make_app(model: Model, limits: Limits | None = None) -> Any:
     )
     slots = asyncio.Semaphore(limits.max_concurrent_scoring)
 
-    async def invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes, str]:
+    async def invocations(
+        scope: dict[str, Any], receive: Any, inference_id: str
+    ) -> tuple[int, bytes, str]:
         declared = _declared_length(scope["headers"])
         if declared is not None and declared > limits.max_body_bytes:
             raise _too_large(limits)  # answered before a byte is read
@@ -88,7 +93,10 @@ def make_app(model: Model, limits: Limits | None = None) -> Any:
                 ) from None
             ctype_in = dict(scope["headers"]).get(b"content-type", b"").decode("latin-1")
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(executor, score, body, ctype_in)
+            answer = await loop.run_in_executor(executor, score, body, ctype_in)
+            if answer[0] == 200:  # sampled into the capture buffer, never waits on a write
+                capture.offer(inference_id, body, ctype_in, answer[1], answer[2])
+            return answer
 
     def score(body: bytes, ctype_in: str) -> tuple[int, bytes, str]:
         big = len(body) >= payload.SLICED_JSON_BYTES
@@ -104,9 +112,13 @@ def make_app(model: Model, limits: Limits | None = None) -> Any:
             status, body, ctype = 200, b"\n", "application/json"
         elif path == "/version" and method == "GET":
             status, body, ctype = 200, version, "application/json"
+        elif path == "/capture" and method == "GET":  # the capture counters, for status
+            status, body, ctype = 200, json.dumps(capture.stats()).encode(), "application/json"
         elif path == "/invocations" and method == "POST":
+            inference_id = new_inference_id()  # on every answer, captured or not
+            extra.append((INFERENCE_ID_HEADER, inference_id.encode()))
             try:
-                status, body, ctype = await invocations(scope, receive)
+                status, body, ctype = await invocations(scope, receive, inference_id)
             except Disconnected:
                 return
             except BadRequest as exc:
@@ -120,7 +132,7 @@ def make_app(model: Model, limits: Limits | None = None) -> Any:
                 traceback.print_exc()
                 status, ctype = 500, "application/json"
                 body = json.dumps({"error_code": "INTERNAL_ERROR", "message": repr(exc)}).encode()
-        elif path in ("/ping", "/health", "/version", "/invocations"):
+        elif path in ("/ping", "/health", "/version", "/invocations", "/capture"):
             status, body, ctype = 405, b'{"detail":"Method Not Allowed"}', "application/json"
         else:
             status, body, ctype = 404, b'{"detail":"Not Found"}', "application/json"
@@ -163,13 +175,32 @@ def main() -> None:
             file=sys.stderr,
             flush=True,
         )
-    uvicorn.run(
-        make_app(model, limits),
-        host=host,
-        port=port,
-        http="httptools",
-        lifespan="off",
-        access_log=False,
-        log_level=os.environ.get("LOG_LEVEL", "warning"),
-        timeout_keep_alive=30,
-    )
+    capture = Capture(Settings.from_env()).start()
+    if capture.enabled:
+        print(
+            f"mlrig-serve: capturing {capture.settings.percent:g}% of predictions to "
+            f"{capture.settings.directory} (writer {capture.writer_id})",
+            file=sys.stderr,
+            flush=True,
+        )
+    # uvicorn shuts down on SIGTERM, then raises it again: this handler turns it into an
+    # exit through the finally below, so what capture has queued is written first.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+    try:
+        uvicorn.run(
+            make_app(model, limits, capture),
+            host=host,
+            port=port,
+            http="httptools",
+            lifespan="off",
+            access_log=False,
+            log_level=os.environ.get("LOG_LEVEL", "warning"),
+            timeout_keep_alive=30,
+        )
+    finally:
+        if not capture.close():
+            print("mlrig-serve: capture did not finish writing in time", file=sys.stderr)
+
+
+def _exit_on_signal(signum: int, _frame: Any) -> None:
+    raise SystemExit(128 + signum)

@@ -26,6 +26,7 @@ from mlrig.contract import StackOutputs
 from mlrig.core.deploy import _audit, _images, _keys, _render, traffic
 from mlrig.core.deploy.state import Backend, Endpoint, Proxy, Store, check_name, default_name
 from mlrig.core.image import run as image_run
+from mlrig.core.shared import capture as capture_contract
 from mlrig.core.shared import secrets
 from mlrig.core.shared.files import PRIVATE_UMASK, private_dir, private_umask
 from mlrig.core.shared.progress import Progress
@@ -90,6 +91,7 @@ class Target:
     version: str
     digest: str
     image: str  # host/repository@digest
+    run_id: str | None = None
 
 
 def resolve(site: Site, ref: str, progress: Progress = lambda _m: None) -> Target:
@@ -112,7 +114,7 @@ def resolve(site: Site, ref: str, progress: Progress = lambda _m: None) -> Targe
     if tags is None:
         mv, tags = _images.build_and_push(mv, site.outputs, rest, progress)
     pushed = _images.verified(tags, mv, site.outputs)
-    return Target(name, mv.version, pushed.digest, pushed.image)
+    return Target(name, mv.version, pushed.digest, pushed.image, mv.run_id)
 
 
 def _local_image(site: Site, target: Target) -> str:
@@ -131,19 +133,51 @@ def _local_image(site: Site, target: Target) -> str:
 
 
 # -- containers ----------------------------------------------------------------------------
-def _start(site: Site, endpoint: str, target: Target, progress: Progress) -> Backend:
-    """A container of target on a free loopback port, healthy (its own /ping) or removed."""
+def captures_dir(site: Site, endpoint: str) -> Path:
+    """Where an endpoint's containers write captured records (the monitor reads them)."""
+    return site.layout.root / "captures" / endpoint
+
+
+def _start(
+    site: Site, endpoint: str, target: Target, progress: Progress, capture: int = 0
+) -> Backend:
+    """A container of target on a free loopback port, healthy (its own /ping) or removed;
+    with capture, its records go to the endpoint's captures folder, bind-mounted."""
     docker_adapter.client()  # "no Docker engine answers" first
     image = _local_image(site, target)
     port = free_port()
     name = f"mlrig-ep-{site.layout.name}-{endpoint}-v{target.version}-{port}"
-    progress(f"starting version {target.version} of {target.model} on 127.0.0.1:{port}")
+    env = {"PORT": str(port), "HOST": "127.0.0.1"}
+    binds: dict[str, str] = {}
+    user: str | None = None
+    if capture:
+        run_id = target.run_id or site.rest().model_version(target.model, target.version).run_id
+        ident = capture_contract.identity(
+            endpoint=endpoint,
+            model=target.model,
+            version=target.version,
+            digest=target.digest,
+            run_id=run_id,
+        )
+        env |= capture_contract.container_env(capture, ident)
+        private_dir(site.layout.root / "captures")
+        folder = captures_dir(site, endpoint)
+        info = docker_adapter.image_info(image)
+        user = capture_contract.writable_folder(folder, info.user if info else "")
+        binds = {str(folder): capture_contract.MOUNT_POINT}
+        target = Target(target.model, target.version, target.digest, target.image, run_id)
+    progress(
+        f"starting version {target.version} of {target.model} on 127.0.0.1:{port}"
+        + (f", capturing {capture}% of predictions" if capture else "")
+    )
     container = docker_adapter.run_container(
         image,
         name=name,
-        environment={"PORT": str(port), "HOST": "127.0.0.1"},
+        environment=env,
         memory_bytes=MEMORY,
         labels={ENDPOINT_LABEL: str(site.layout.root), "mlrig.endpoint": endpoint},
+        binds=binds,
+        user=user,
     )
     try:
         _wait_healthy(container, port)
@@ -159,6 +193,8 @@ def _start(site: Site, endpoint: str, target: Target, progress: Progress) -> Bac
         port=port,
         weight=100,
         since=datetime.now(UTC),
+        run_id=target.run_id,
+        capture=capture,
     )
 
 
@@ -192,8 +228,11 @@ def _interruptible(name: str, verb: str) -> contextlib.AbstractContextManager[No
 
 
 def _stop(backend: Backend) -> None:
+    """SIGTERM first (the server writes the records it still holds), then remove."""
     import contextlib
 
+    with contextlib.suppress(Exception):
+        docker_adapter.stop_container(backend.container)
     with contextlib.suppress(Exception):
         docker_adapter.remove_container(backend.container)
 
@@ -355,12 +394,17 @@ def deploy(
     stack: str | None = None,
     canary: int | None = None,
     public: bool = False,
+    capture: int | None = None,
     bake: float = 60.0,
     limits: traffic.CanaryLimits | None = None,
     progress: Progress = lambda _m: None,
 ) -> Deployed:
     """A version to an endpoint; a canary is watched for `bake` seconds and aborted when its
-    container stops answering or its requests break `limits` (`canary.bake`)."""
+    container stops answering or its requests break `limits` (`canary.bake`).
+
+    capture: the endpoint's capture percent from now on (None keeps its setting; a new
+    endpoint's is 0, off); the containers this command starts capture that share."""
+    capture_contract.check_percent(capture)
     site = Site.open(stack)
     nginx.binary()  # one line naming the package before anything is built or started
     ref = ref or default_ref(Path.cwd())
@@ -380,7 +424,8 @@ def deploy(
                 f"endpoint {name!r} has a canary (version {ep.canary.version})",
                 hint=f"`mlrig deploy promote {name}` or `mlrig deploy abort {name}` first",
             )
-        new = _start(site, name, target, progress)
+        share = capture if capture is not None else (ep.capture if ep else 0)
+        new = _start(site, name, target, progress, share)
         key = None
         try:
             if ep is None:
@@ -391,6 +436,7 @@ def deploy(
                     backends=[new],
                     keys=[] if public else [record],
                     created_at=datetime.now(UTC),
+                    capture=share,
                 )
                 if public:
                     key = None
@@ -402,6 +448,7 @@ def deploy(
                     update={
                         "backends": [stable, new.model_copy(update={"weight": canary})],
                         "canary_limits": limits or traffic.CanaryLimits(),
+                        "capture": share,
                     }
                 )
                 old_backends = []
@@ -412,6 +459,7 @@ def deploy(
                         "backends": [new],
                         "previous": ep.backends[0],
                         "public": ep.public or public,
+                        "capture": share,
                     }
                 )
         except BaseException:
@@ -555,10 +603,10 @@ def rollback(
             target = resolve(site, to, progress)
         elif ep.previous is not None:
             prev = ep.previous
-            target = Target(prev.model, prev.version, prev.digest, prev.image)
+            target = Target(prev.model, prev.version, prev.digest, prev.image, prev.run_id)
         else:
             raise UsageError(f"endpoint {name!r} has no previous version", hint="pass --to REF")
-        new = _start(site, name, target, progress)
+        new = _start(site, name, target, progress, ep.capture)
         nxt = ep.model_copy(update={"backends": [new], "previous": ep.backends[0]})
         _switch(site, nxt, new, ep.backends, "rolled back", progress)
         _audit.log(site.layout.name, "rollback", name, new)
@@ -581,9 +629,27 @@ def delete(name: str, *, stack: str | None = None, progress: Progress = lambda _
     _audit.log(site.layout.name, "delete", name)
 
 
+def _capture_stats(b: Backend) -> dict[str, object] | None:
+    """The container's capture counters (GET /capture on its loopback port), or None when
+    it does not capture or does not answer."""
+    if not b.capture:
+        return None
+    from mlrig.adapters import http
+
+    try:
+        resp = http.send_json(
+            "GET", f"http://127.0.0.1:{b.port}{capture_contract.STATS_PATH}", timeout=2
+        )
+    except OSError:
+        return None
+    stats = capture_contract.parse_stats(resp.text) if resp.status == 200 else None
+    return stats.model_dump() if stats else None
+
+
 def status(name: str | None = None, *, stack: str | None = None) -> list[dict[str, object]]:
-    """Each endpoint: URL, public flag, keys (IDs and count), and per backend version,
-    digest, image, since, share; the version a rollback goes back to."""
+    """Each endpoint: URL, public flag, keys (IDs and count), capture, and per backend
+    version, digest, image, since, share and its container's capture counters; the version
+    a rollback goes back to."""
     site = Site.open(stack)
     eps = [site.store.get(name)] if name else site.store.all()
     running = processes.status(site.layout.pid_file("nginx"))[0] == processes.Status.RUNNING
@@ -605,11 +671,15 @@ def status(name: str | None = None, *, stack: str | None = None) -> list[dict[st
                     "traffic": b.weight,
                     "container": b.container,
                     "image": b.image,
+                    "capture": b.capture,
+                    "captured": _capture_stats(b),
                 }
                 for b in ep.backends
             ],
             "previous": ep.previous.version if ep.previous else None,
             "previous_digest": ep.previous.digest if ep.previous else None,
+            "capture": ep.capture,
+            "captures": str(captures_dir(site, ep.name)),
         }
         for ep in eps
     ]

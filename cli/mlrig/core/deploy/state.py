@@ -31,6 +31,8 @@ class Backend(BaseModel):
     port: int
     weight: int  # share of traffic in percent
     since: datetime
+    run_id: str | None = None  # the version's run (what its captured records name)
+    capture: int = 0  # percent of its predictions the container captures
 
 
 class Key(BaseModel):
@@ -47,6 +49,7 @@ class Endpoint(BaseModel):
     keys: list[Key] = []
     created_at: datetime
     canary_limits: CanaryLimits | None = None  # the canary's, as `deploy --canary` set them
+    capture: int = Field(default=0, ge=0, le=100)  # percent new containers capture
 
     @property
     def canary(self) -> Backend | None:

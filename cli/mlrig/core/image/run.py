@@ -14,11 +14,15 @@ import re
 import socket
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import http
 from mlrig.core.image.last_built import last_built
+from mlrig.core.provenance import record as p
+from mlrig.core.shared import capture as capture_contract
+from mlrig.core.shared.files import private_dir
 from mlrig.errors import Conflict, MlrigError, PortInUse, ServiceError, UsageError
 from mlrig.wait import Abandoned, WaitTimeout, wait_until
 
@@ -40,6 +44,7 @@ class Running:
     smoke_predictions: list[Any] | None = None
     bind: str = f"{DEFAULT_HOST}:8080"  # the address the server listens on
     memory_bytes: int = 0
+    captures: Path | None = None  # where captured records go (None: capture off)
 
 
 def memory_bytes(text: str) -> int:
@@ -84,6 +89,29 @@ def _port_free(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -
         except OSError:
             return False
     return True
+
+
+def capture_setup(
+    ref: str, percent: int, folder: Path
+) -> tuple[dict[str, str], dict[str, str], str | None]:
+    """(env, binds, user) for a container of ref capturing percent of its predictions into
+    folder: the record's identity from the image's labels, the digest it was pushed as (its
+    ID when it was never pushed)."""
+    info = docker_adapter.image_info(ref)
+    if info is None:
+        raise UsageError(f"image {ref} does not exist on this engine")
+    digest = next((d.rsplit("@", 1)[1] for d in info.repo_digests if "@sha256:" in d), info.id)
+    ident = capture_contract.identity(
+        endpoint=None,
+        model=info.labels.get(p.LABEL_MODEL_NAME),
+        version=info.labels.get(p.LABEL_MODEL_VERSION),
+        digest=digest,
+        run_id=info.labels.get(p.LABEL_RUN_ID),
+    )
+    private_dir(folder.parent)
+    user = capture_contract.writable_folder(folder, info.user)
+    env = capture_contract.container_env(percent, ident)
+    return env, {str(folder): capture_contract.MOUNT_POINT}, user
 
 
 def _example(container: str) -> bytes:
@@ -209,9 +237,13 @@ def run(
     smoke: bool = False,
     keep: bool = False,
     timeout: float = 120.0,
+    capture: int = 0,
+    capture_dir: Path | None = None,
 ) -> Running:
     """Start the image on host networking (never pulls), bound to host:port with at most
-    `memory`, and wait until it is healthy. With keep, a failed start stays for inspection."""
+    `memory`, and wait until it is healthy. With keep, a failed start stays for inspection.
+    capture: the share of predictions recorded under capture_dir (default ./captures)."""
+    capture_contract.check_percent(capture)
     addr = bind_address(host)
     limit = memory_bytes(memory)
     if not 1024 <= port <= 65535:
@@ -234,9 +266,17 @@ def run(
         raise PortInUse(
             f"port {port} on {addr} is already in use", hint="pass --port with a free one"
         )
+    env = {"PORT": str(port), "HOST": str(addr)}
+    binds: dict[str, str] = {}
+    user: str | None = None
+    captures = None
+    if capture:
+        captures = (capture_dir or Path("captures")).absolute()
+        extra, binds, user = capture_setup(ref, capture, captures)
+        env |= extra
     start = time.monotonic()
     container = docker_adapter.run_container(
-        ref, name=name, environment={"PORT": str(port), "HOST": str(addr)}, memory_bytes=limit
+        ref, name=name, environment=env, memory_bytes=limit, binds=binds, user=user
     )
     url = _local_url(addr, port)
     try:
@@ -252,4 +292,4 @@ def run(
     if smoke and not keep:
         docker_adapter.remove_container(container)
     bind = f"[{addr}]:{port}" if addr.version == 6 else f"{addr}:{port}"
-    return Running(name, url, healthy, preds, bind, limit)
+    return Running(name, url, healthy, preds, bind, limit, captures)

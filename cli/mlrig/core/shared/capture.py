@@ -1,0 +1,157 @@
+"""Request capture's contract with the serving image: the record format (SageMaker Data
+Capture's schema plus an `mlrig` object), the environment a container is started with, the
+counters its GET /capture answers, and the capture folder a container user can write.
+
+Everything here that comes from outside (image labels, MLflow's run id, a container's
+counters, a record read back) is validated by these models before it is used.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlrig.errors import UsageError
+
+MOUNT_POINT = "/var/lib/mlrig/captures"  # where the capture folder appears in the container
+INFERENCE_ID_HEADER = "X-Inference-Id"
+STATS_PATH = "/capture"
+PERCENT = "MLRIG_CAPTURE_PERCENT"
+DIRECTORY = "MLRIG_CAPTURE_DIR"
+ENDPOINT = "MLRIG_ENDPOINT"
+MODEL_NAME = "MLRIG_MODEL_NAME"
+MODEL_VERSION = "MLRIG_MODEL_VERSION"
+IMAGE_DIGEST = "MLRIG_IMAGE_DIGEST"
+RUN_ID = "MLRIG_RUN_ID"
+_UUID = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+_TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
+_USER = re.compile(r"^(?P<uid>\d+)(?::(?P<gid>\d+))?$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Identity(_Strict):
+    """What every record of a container names: the version deploy verified."""
+
+    endpoint: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
+    model: str = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
+    version: str = Field(pattern=r"^\d{1,10}$")
+    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    run_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+
+# -- the record (the agreed format) -----------------------------------------------------------
+class CapturedBody(_Strict):
+    observedContentType: str  # noqa: N815 - SageMaker's field names
+    mode: Literal["INPUT", "OUTPUT"]
+    data: str
+    encoding: Literal["JSON", "BASE64"]
+
+
+class CaptureData(_Strict):
+    endpointInput: CapturedBody  # noqa: N815
+    endpointOutput: CapturedBody  # noqa: N815
+
+
+class EventMetadata(_Strict):
+    eventId: str = Field(pattern=_UUID)  # noqa: N815
+    inferenceId: str = Field(pattern=_UUID)  # noqa: N815
+    inferenceTime: str = Field(pattern=_TIME)  # noqa: N815
+
+
+class CaptureRecord(_Strict):
+    """One line of a capture file."""
+
+    captureData: CaptureData  # noqa: N815
+    eventMetadata: EventMetadata  # noqa: N815
+    eventVersion: Literal["0"]  # noqa: N815
+    mlrig: Identity
+
+
+class CaptureStats(BaseModel):
+    """A serving container's capture counters (GET /capture)."""
+
+    percent: float = Field(ge=0, le=100)
+    writer: str = Field(pattern=r"^[0-9a-f]{1,32}$")
+    sampled: int = Field(ge=0)
+    written: int = Field(ge=0)
+    dropped: int = Field(ge=0)
+    errors: int = Field(ge=0)
+    queued: int = Field(ge=0)
+    files: int = Field(ge=0)
+    last_error: str | None = Field(default=None, max_length=500)
+
+
+def parse_stats(text: str) -> CaptureStats | None:
+    """The counters a container answered, or None when they are not counters."""
+    try:
+        return CaptureStats.model_validate_json(text)
+    except (ValidationError, ValueError):
+        return None
+
+
+# -- starting a container with capture --------------------------------------------------------
+def check_percent(percent: int | None) -> int | None:
+    if percent is not None and not 0 <= percent <= 100:
+        raise UsageError(
+            f"--capture {percent} is not a share",
+            hint="pass 0-100 (percent of predictions to record; 0 turns capture off)",
+        )
+    return percent
+
+
+def identity(
+    *, endpoint: str | None, model: str | None, version: str | None, digest: str, run_id: str | None
+) -> Identity:
+    """The record identity from values read back from MLflow or image labels, or one line."""
+    try:
+        return Identity(
+            endpoint=endpoint, model=model or "", version=version or "", digest=digest,
+            run_id=run_id or "",
+        )  # fmt: skip
+    except ValidationError as exc:
+        bad = ", ".join(str(e["loc"][0]) for e in exc.errors())
+        raise UsageError(
+            f"cannot capture: the version's {bad} is missing or not valid",
+            hint="capture needs an image built by `mlrig image build` from a registered model "
+            "version (its labels name the model, version and run)",
+        ) from None
+
+
+def container_env(percent: int, ident: Identity) -> dict[str, str]:
+    env = {
+        PERCENT: str(percent),
+        DIRECTORY: MOUNT_POINT,
+        MODEL_NAME: ident.model,
+        MODEL_VERSION: ident.version,
+        IMAGE_DIGEST: ident.digest,
+        RUN_ID: ident.run_id,
+    }
+    if ident.endpoint:
+        env[ENDPOINT] = ident.endpoint
+    return env
+
+
+def writable_folder(folder: Path, image_user: str) -> str | None:
+    """Make folder (0700) writable by the serving container; the user to run the container
+    as, or None for the image's own. Run by root, the folder is given to the image's non-root
+    user; run by anyone else (who cannot give a folder away), the container runs as them."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    if os.geteuid() != 0:
+        return f"{os.getuid()}:{os.getgid()}"
+    match = _USER.match(image_user)
+    if not match or match["uid"] == "0":
+        raise UsageError(
+            f"the serving image runs as {image_user or 'root'!r}, not a numeric non-root user",
+            hint="rebuild it with `mlrig image build` (its image runs as 1000:1000)",
+        )
+    uid, gid = int(match["uid"]), int(match["gid"] or match["uid"])
+    os.chown(folder, uid, gid)
+    return None

@@ -118,8 +118,9 @@ def test_state_written_before_capture_existed_reads_as_off() -> None:
 def test_deploy_passes_the_share_and_status_shows_the_counters(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from mlrig.core.deploy import endpoints
+    from mlrig.core.deploy import backend, endpoints
 
+    monkeypatch.setattr(backend, "for_stack", lambda _stack: endpoints)
     calls: list[dict[str, Any]] = []
     b = Backend(
         model="m", version="2", digest="sha256:" + "a" * 64, image="r@sha256:" + "a" * 64,
@@ -132,6 +133,7 @@ def test_deploy_passes_the_share_and_status_shows_the_counters(
         "public": False,
         "proxy": "running",
         "keys": [],
+        "key_count": 0,
         "serving": [
             {
                 "model": "m",

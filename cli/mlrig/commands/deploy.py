@@ -180,9 +180,11 @@ def deploy(
         return
     from mlrig.core.deploy import aws, traffic
     from mlrig.core.deploy import canary as canary_watch
+    from mlrig.core.shared import capture as capture_contract
 
-    endpoints = _core(stack)
+    capture_contract.check_percent(capture)  # bad input before the stack is looked up
     bake_s = canary_watch.parse_duration(bake)
+    endpoints = _core(stack)
     if endpoints is aws:
         if capture:
             raise UsageError(

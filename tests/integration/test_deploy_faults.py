@@ -200,6 +200,9 @@ def test_a_taken_proxy_port_is_one_line_and_up_brings_the_endpoint_back(
     assert proxy is not None
     processes.stop(layout.pid_file("nginx"))
     holder = socket.socket()
+    # as nginx and mlrig's own port check do: connections the stopped nginx closed linger
+    # in TIME_WAIT on this port (after test_deploy.py's traffic), which a plain bind refuses
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         holder.bind(("127.0.0.1", proxy.port))
         holder.listen()

@@ -112,13 +112,19 @@ def test_deploy_keys_canary_promote_rollback_delete(
     (row,) = endpoints.status(NAME, stack=stack)
     assert [b["traffic"] for b in row["serving"]] == [50, 50]
 
+    v1_container = row["serving"][0]["container"]
     endpoints.promote(NAME, stack=stack)
+    # v1 drained, and stays up unrouted as the warm previous version a rollback re-points to
+    assert docker_adapter.container_status(v1_container) == "running"
     got = {call(url, example, done.key).headers["X-Model-Version"] for _ in range(20)}
     assert got == {v2["version"]}
     (row,) = endpoints.status(NAME, stack=stack)
     assert [b["version"] for b in row["serving"]] == [v2["version"]]
 
-    endpoints.rollback(NAME, stack=stack)
+    v2_container = row["serving"][0]["container"]
+    back = endpoints.rollback(NAME, stack=stack)
+    assert back.backends[0].container == v1_container  # re-pointed, not started again
+    assert back.previous is not None and back.previous.container == v2_container
     answer = call(url, example, done.key)
     assert answer.status_code == 200 and answer.headers["X-Model-Version"] == v1["version"]
     assert answer.json() == direct.json()
@@ -129,6 +135,10 @@ def test_deploy_keys_canary_promote_rollback_delete(
     done3 = endpoints.deploy(ref(v3), endpoint=NAME, stack=stack)
     served = done3.endpoint.backends[0]
     assert served.version == v3["version"]
+    # v1 is the warm previous now; v2, the one kept before it, was stopped and removed
+    assert done3.endpoint.previous is not None
+    assert done3.endpoint.previous.container == v1_container
+    assert not [n for n in docker_adapter.container_states(ours) if f"-v{v2['version']}-" in n]
     tags = endpoints.Site.open(stack).rest().model_version(MODEL, v3["version"]).tags
     assert tags["mlrig.image.digest"] == served.digest
     answer = call(url, example, done.key)
@@ -137,6 +147,7 @@ def test_deploy_keys_canary_promote_rollback_delete(
 
     endpoints.delete(NAME, stack=stack)
     assert endpoints.status(stack=stack) == []
+    assert not docker_adapter.container_states(ours)  # the warm previous went too
     assert call(url, example, done.key).status_code == 404
 
 

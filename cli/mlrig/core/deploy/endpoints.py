@@ -362,6 +362,30 @@ def _switch(
             _record(site, ep.name, new, record)
 
 
+def _cold(previous: Backend | None) -> list[Backend]:
+    """The kept previous version's container, to stop when another takes its place."""
+    return [previous] if previous is not None else []
+
+
+def _warm(b: Backend) -> bool:
+    """The kept previous version's container is running and answers /ping now, so a
+    rollback only re-points nginx (no start, no model load)."""
+    from mlrig.adapters import http
+
+    try:
+        if docker_adapter.container_status(b.container) != "running":
+            return False
+        return http.send_json("GET", f"http://127.0.0.1:{b.port}/ping", timeout=2).status == 200
+    except Exception:  # gone, or not answering: a cold start instead
+        return False
+
+
+def _shielded() -> contextlib.AbstractContextManager[None]:
+    from mlrig.core.shared import interrupts
+
+    return interrupts.shielded()
+
+
 def _retire(old: set[int], backends: list[Backend]) -> None:
     nginx.drained(old)
     for b in backends:
@@ -453,7 +477,9 @@ def deploy(
                 )
                 old_backends = []
             else:
-                old_backends = list(ep.backends)
+                # the serving version stays up, unrouted, as the warm `previous` a rollback
+                # re-points to; the one kept before it stops
+                old_backends = [*ep.backends[1:], *_cold(ep.previous)]
                 nxt = ep.model_copy(
                     update={
                         "backends": [new],
@@ -505,7 +531,7 @@ def promote(
             }
         )
         old = _apply(site, nxt, name, progress)
-        _retire(old, [stable])
+        _retire(old, _cold(ep.previous))  # the stable one stays up as the warm previous
         _record(site, name, canary, "promoted")
         _audit.log(site.layout.name, "promote", name, nxt.backends[0])
     return nxt
@@ -599,6 +625,15 @@ def rollback(
             raise UsageError(
                 f"endpoint {name!r} has a canary", hint=f"`mlrig deploy abort {name}` instead"
             )
+        if to is None and ep.previous is not None and _warm(ep.previous):
+            back = ep.previous.model_copy(update={"weight": 100, "since": datetime.now(UTC)})
+            nxt = ep.model_copy(update={"backends": [back], "previous": ep.backends[0]})
+            with _shielded():
+                old = _apply(site, nxt, name, progress)
+                _retire(old, [])  # the version it leaves stays up as the warm previous
+                _record(site, name, back, "rolled back")
+            _audit.log(site.layout.name, "rollback", name, back)
+            return nxt
         if to is not None:
             target = resolve(site, to, progress)
         elif ep.previous is not None:
@@ -608,7 +643,8 @@ def rollback(
             raise UsageError(f"endpoint {name!r} has no previous version", hint="pass --to REF")
         new = _start(site, name, target, progress, ep.capture)
         nxt = ep.model_copy(update={"backends": [new], "previous": ep.backends[0]})
-        _switch(site, nxt, new, ep.backends, "rolled back", progress)
+        retired = [*ep.backends[1:], *_cold(ep.previous)]
+        _switch(site, nxt, new, retired, "rolled back", progress)
         _audit.log(site.layout.name, "rollback", name, new)
     return nxt
 
@@ -618,7 +654,7 @@ def delete(name: str, *, stack: str | None = None, progress: Progress = lambda _
     with site.store.lock(check_name(name)):
         ep = site.store.get(name)
         old = _apply(site, None, name, progress)
-        _retire(old, ep.backends)
+        _retire(old, [*ep.backends, *_cold(ep.previous)])
         import contextlib
 
         with contextlib.suppress(MlrigError):

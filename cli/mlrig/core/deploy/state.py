@@ -45,7 +45,7 @@ class Endpoint(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     public: bool = False
     backends: list[Backend]  # the stable one first; a canary second
-    previous: Backend | None = None  # what `rollback` re-points to (container stopped)
+    previous: Backend | None = None  # what `rollback` re-points to (kept up, unrouted)
     keys: list[Key] = []
     created_at: datetime
     canary_limits: CanaryLimits | None = None  # the canary's, as `deploy --canary` set them

@@ -44,8 +44,19 @@ def monitor(
         str | None,
         typer.Option(
             metavar="FILE|URL",
+            envvar="MLRIG_LABELS",
+            show_envvar=True,
             help="Ground truth (CSV or Parquet with inference_id, label[, row]): live "
-            "performance with the gate's metric.",
+            "performance with the gate's metric. With --labels-query: a SQLAlchemy URL "
+            "(from the environment when it carries a password; never printed).",
+        ),
+    ] = None,
+    labels_query: Annotated[
+        str | None,
+        typer.Option(
+            metavar="SQL",
+            help="Read the labels as this query's result on the --labels database, as the "
+            "ingest stage reads ingest.query (run in a transaction that is rolled back).",
         ),
     ] = None,
     no_log: Annotated[
@@ -68,7 +79,14 @@ def monitor(
 
     start = core.parse_since(since, datetime.now(UTC))
     result = core.run_monitor(
-        target, start, stack, repo=repo, labels=labels, log_run=not no_log, report=report
+        target,
+        start,
+        stack,
+        repo=repo,
+        labels=labels,
+        labels_query=labels_query,
+        log_run=not no_log,
+        report=report,
     )
     if json_out:
         typer.echo(result.model_dump_json(indent=2))

@@ -1,8 +1,9 @@
-"""Ground truth joined to the captures by inference id: a CSV or Parquet file (a path, or a URL
-one of DVC's filesystems reads) with columns `inference_id`, `label` and, for requests of
-several rows, `row` (the row's index in its request, 0 when absent). Live performance is the
-gate's own metric (the training run's `mlrig.gate.metric`) on the captured predictions, next to
-the test metric the version was promoted on."""
+"""Ground truth joined to the captures by inference id, from the sources the pipeline's ingest
+stage reads: a CSV or Parquet file (a path, or a URL one of DVC's filesystems reads), or,
+with a query, a SQLAlchemy URL and the query's result. Columns `inference_id`, `label` and,
+for requests of several rows, `row` (the row's index in its request, 0 when absent). Live
+performance is the gate's own metric (the training run's `mlrig.gate.metric`) on the
+captured predictions, next to the test metric the version was promoted on."""
 
 from __future__ import annotations
 
@@ -21,14 +22,36 @@ if TYPE_CHECKING:
     from mlrig.core.provenance.record import ProvenanceRecord
 
 MAX_BYTES = 512 << 20
+MAX_ROWS = 5_000_000
 GATE_METRIC_TAG = "mlrig.gate.metric"
 DEFAULT_METRIC = "roc_auc"
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://")
 METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")  # the evaluate stage's
 
 
-def read(source: str) -> pd.DataFrame:
-    """The labels table, validated: inference_id (text), label (a number), row (an integer)."""
+def read(source: str, query: str | None = None) -> pd.DataFrame:
+    """The labels table, validated: inference_id (text), label (a number), row (an integer).
+    With a query, source is a SQLAlchemy URL (as ingest's `source` with `query`)."""
+    if query is not None:
+        frame, name = _from_sql(source, query)
+    else:
+        frame, name = _from_file(source), f"--labels {source}"
+    return _validated(frame, name)
+
+
+def _from_sql(url: str, query: str) -> tuple[pd.DataFrame, str]:
+    import pandas as pd
+
+    from mlrig.adapters import sql
+
+    if not query.strip():
+        raise UsageError("--labels-query is empty", hint="give a SELECT of inference_id, label")
+    columns, rows = sql.query(url, query, MAX_ROWS)
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    return frame, f"--labels-query on {sql.public_url(url)}"
+
+
+def _from_file(source: str) -> pd.DataFrame:
     import pandas as pd
 
     from mlrig.adapters import dvc
@@ -42,25 +65,29 @@ def read(source: str) -> pd.DataFrame:
         data = path.read_bytes()
     try:
         if source.endswith(".parquet"):
-            frame = pd.read_parquet(io.BytesIO(data))
-        else:
-            frame = pd.read_csv(io.BytesIO(data), dtype={"inference_id": str})
+            return pd.read_parquet(io.BytesIO(data))
+        return pd.read_csv(io.BytesIO(data), dtype={"inference_id": str})
     except Exception as exc:  # noqa: BLE001 - pandas raises many kinds for a bad table
         raise UsageError(
             f"--labels {source} is not a CSV or Parquet table ({type(exc).__name__})"
         ) from None
+
+
+def _validated(frame: pd.DataFrame, source: str) -> pd.DataFrame:
+    import pandas as pd
+
     missing = [c for c in ("inference_id", "label") if c not in frame.columns]
     if missing:
         raise UsageError(
-            f"--labels {source} lacks column(s) {', '.join(missing)}",
+            f"{source} lacks column(s) {', '.join(missing)}",
             hint="give inference_id (the X-Inference-Id header), label and, optionally, row",
         )
     labels = pd.to_numeric(frame["label"], errors="coerce")
     if labels.isna().any():
-        raise UsageError(f"--labels {source}: {int(labels.isna().sum())} label(s) are not numbers")
+        raise UsageError(f"{source}: {int(labels.isna().sum())} label(s) are not numbers")
     rows = pd.to_numeric(frame["row"], errors="coerce") if "row" in frame.columns else 0 * labels
     if rows.isna().any() or (rows < 0).any():
-        raise UsageError(f"--labels {source}: column row holds a value that is no row index")
+        raise UsageError(f"{source}: column row holds a value that is no row index")
     return pd.DataFrame(
         {
             "inference_id": frame["inference_id"].astype(str),
@@ -93,10 +120,12 @@ def score(metric: str, truth: list[float], predicted: list[float]) -> float | No
     return float(functions[metric](truth, [round(p) for p in predicted], **options))
 
 
-def performance(source: str, window: Window, record: ProvenanceRecord) -> Performance:
+def performance(
+    source: str, window: Window, record: ProvenanceRecord, query: str | None = None
+) -> Performance:
     from mlrig.core.monitor.monitor import Performance
 
-    labels = read(source)
+    labels = read(source, query)
     metric = record.run.tags.get(GATE_METRIC_TAG) or DEFAULT_METRIC
     if metric not in METRICS:
         metric = DEFAULT_METRIC

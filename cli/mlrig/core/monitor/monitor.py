@@ -244,12 +244,19 @@ def run_monitor(
     until: datetime | None = None,
     thresholds: Thresholds | None = None,
     labels: str | None = None,
+    labels_query: str | None = None,
     log_run: bool = True,
     report: Path | None = None,
 ) -> MonitorResult:
     """Compare the captures of `target` (an endpoint, or models:/NAME/VERSION|@ALIAS) since
     `since` with the served version's training snapshot; log the result as an MLflow run
-    (unless log_run is False) and write the HTML report when `report` names a file."""
+    (unless log_run is False) and write the HTML report when `report` names a file.
+    `labels` is a file or URL, or with `labels_query` a SQLAlchemy URL (as ingest reads)."""
+    if labels_query is not None and labels is None:
+        raise UsageError(
+            "--labels-query needs --labels URL: the SQLAlchemy URL of the database to query",
+            hint="e.g. --labels postgresql://app@db/prod --labels-query 'SELECT ...'",
+        )
 
     from mlrig.adapters.mlflow_rest import MlflowRest
     from mlrig.core.monitor import _reference
@@ -346,7 +353,7 @@ def run_monitor(
     if labels is not None:
         from mlrig.core.monitor import _labels
 
-        result.performance = _labels.performance(labels, window, record)
+        result.performance = _labels.performance(labels, window, record, labels_query)
     if log_run:
         result.monitor_run_id = log_to_mlflow(rest, result)
     if report is not None:

@@ -121,3 +121,31 @@ def test_labels_query_without_a_database_is_refused() -> None:
 
     with pytest.raises(UsageError, match="--labels-query needs --labels URL"):
         run_monitor("ep", labels_query="SELECT 1", log_run=False)
+
+
+def test_the_cli_takes_the_database_url_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from mlrig.core.monitor import monitor as core
+    from mlrig.main import app
+
+    bare = CliRunner().invoke(app, ["monitor", "ep", "--labels-query", "SELECT 1", "--no-log"])
+    assert bare.exit_code == 2 and "--labels-query needs --labels URL" in bare.output
+    assert "Traceback" not in bare.output
+
+    seen: dict[str, object] = {}
+
+    def run_monitor(*args: object, **kwargs: object) -> None:
+        seen.update(kwargs)
+        raise UsageError("stopped here")
+
+    monkeypatch.setattr(core, "run_monitor", run_monitor)
+    url = "postgresql://app:s3cret@127.0.0.1:5432/prod"
+    monkeypatch.setenv("MLRIG_LABELS", url)
+    query = "SELECT inference_id, label FROM outcomes"
+    done = CliRunner().invoke(app, ["monitor", "ep", "--labels-query", query, "--no-log"])
+    assert done.exit_code == 2 and "stopped here" in done.output
+    assert (seen["labels"], seen["labels_query"]) == (url, query)
+    assert "s3cret" not in done.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +71,36 @@ def test_columns_come_from_the_served_example(example: dict) -> None:
 def test_an_example_without_column_names_is_one_line(example: object) -> None:
     with pytest.raises(StepFailed, match="names no columns"):
         drift._columns(json.dumps(example).encode())
+
+
+def test_model_inputs_are_the_source_columns_when_nothing_is_derived(tmp_path: Path) -> None:
+    rows = _rows(3)
+    assert drift.model_inputs(tmp_path, rows, ["b", "a"]) == [[0.0, 0.0], [1.0, 1.0], [2.0, 2.0]]
+
+
+def test_model_inputs_derive_the_missing_columns_with_the_repositorys_features(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "src" / drift.PROJECT
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "features.py").write_text(
+        "def add_features(df):\n"
+        "    out = df.drop(columns=['id', 'target']).astype('float64')\n"
+        "    out['a_over_c'] = out['a'] / out['c']\n"
+        "    return out\n"
+    )
+    monkeypatch.delitem(sys.modules, drift.PROJECT, raising=False)
+    monkeypatch.delitem(sys.modules, f"{drift.PROJECT}.features", raising=False)
+    try:
+        inputs = drift.model_inputs(tmp_path, _rows(3), ["a", "a_over_c"])
+    finally:
+        sys.modules.pop(f"{drift.PROJECT}.features", None)
+        sys.modules.pop(drift.PROJECT, None)
+    assert inputs == [[0.0, 0.0], [1.0, 1 / 1.5], [2.0, 2 / 1.5]]
+    assert str(tmp_path / "src") not in sys.path
+
+
+def test_a_repository_without_features_code_is_one_line(tmp_path: Path) -> None:
+    with pytest.raises(StepFailed, match="features code cannot derive"):
+        drift.model_inputs(tmp_path, _rows(3), ["a", "not_in_the_source"])

@@ -92,6 +92,36 @@ def shifted_rows(
     return out, moved
 
 
+def model_inputs(repo: Path, rows: list[dict[str, str]], columns: list[str]) -> list[list[float]]:
+    """The served model's input rows for source `rows`: the repository's own feature code
+    (`<package>.features.add_features`, as training uses it) derives the columns the source
+    lacks; with nothing to derive, the source columns as they are."""
+    if all(c in rows[0] for c in columns):
+        return [[float(r[c]) for c in columns] for r in rows]
+    import importlib
+    import sys
+
+    import pandas as pd
+
+    src = str(repo / "src")
+    sys.path.insert(0, src)
+    try:
+        features = importlib.import_module(f"{PROJECT}.features")
+        frame = features.add_features(pd.DataFrame(rows).apply(pd.to_numeric))
+    except (ImportError, AttributeError, ValueError, KeyError) as exc:
+        raise StepFailed(
+            f"the repository's features code cannot derive the model's inputs "
+            f"({type(exc).__name__}: {str(exc)[:120]})",
+            hint=f"see {repo / 'src' / PROJECT / 'features.py'}",
+        ) from None
+    finally:
+        sys.path.remove(src)
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise StepFailed(f"the repository's features lack the model's columns {missing[:3]}")
+    return [[float(v) for v in row] for row in frame[columns].to_numpy().tolist()]
+
+
 def deploy_with_capture(ctx: DemoContext) -> str:
     from mlrig.core.demo import deploy as demo_deploy
     from mlrig.core.deploy import endpoints
@@ -118,19 +148,14 @@ def shifted_traffic(ctx: DemoContext) -> str:
     with source.open(newline="") as fh:
         reader = csv.DictReader(fh)
         fields, rows = list(reader.fieldnames or []), list(reader)
-    missing = [c for c in columns if c not in fields]
-    if missing:
-        raise StepFailed(f"{source} lacks the model's columns {missing[:3]}")
-    traffic, moved = shifted_rows(rows, columns, TRAFFIC_ROWS)
+    shared = [c for c in columns if c in fields]
+    if not shared:
+        raise StepFailed(f"{source} has none of the model's columns")
+    traffic, moved = shifted_rows(rows, shared, TRAFFIC_ROWS)
+    inputs = model_inputs(ctx.repo, traffic, columns)
     served: Counter[str] = Counter()
     for start in range(0, len(traffic), BATCH):
-        chunk = traffic[start : start + BATCH]
-        body = {
-            "dataframe_split": {
-                "columns": columns,
-                "data": [[float(r[c]) for c in columns] for r in chunk],
-            }
-        }
+        body = {"dataframe_split": {"columns": columns, "data": inputs[start : start + BATCH]}}
         status, version = _post(ctx, json.dumps(body).encode())
         if status != 200:
             raise StepFailed(f"a keyed request with shifted rows answered {status}")

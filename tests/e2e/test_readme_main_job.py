@@ -214,7 +214,7 @@ def test_the_demo_ends_with_the_champion_deployed_canaried_promoted_and_rolled_b
     """Each deploy step is one line of the summary, and its requests went through nginx."""
     steps = {s["name"]: s["detail"] for s in main_job["summary"]["steps"]}
     names = [s["name"] for s in main_job["summary"]["steps"]]
-    assert names[-3:] == ["canary", "promote", "rollback"]
+    assert names[-7:-4] == ["canary", "promote", "rollback"]
     assert names.index("deploy champion") < names.index("keyed request") < names.index("canary")
     facts = main_job["summary"]["facts"]
     champion = facts["champion"].rsplit("/", 1)[1]
@@ -235,6 +235,59 @@ def test_the_demo_ends_with_the_champion_deployed_canaried_promoted_and_rolled_b
     assert "revoked" in steps["rollback"]
     summary = json.dumps(main_job["summary"])
     assert not re.search(r"k[0-9a-f]{8}:[A-Za-z0-9_-]{20,}", summary)  # no key in the summary
+
+
+def _steps(main_job: dict) -> dict[str, str]:
+    return {s["name"]: s["detail"] for s in main_job["summary"]["steps"]}
+
+
+def test_the_demo_closes_the_drift_loop(main_job: dict) -> None:
+    """After the deploy steps: capture on, shifted traffic, the monitor's drift and its
+    self-contained report, the trainer's loop retraining and its canary, one line each."""
+    names = [s["name"] for s in main_job["summary"]["steps"]]
+    assert names[-4:] == ["deploy --capture", "shifted traffic", "mlrig monitor", "drift loop"]
+    steps, facts = _steps(main_job), main_job["summary"]["facts"]
+    captured = facts["captured version"]
+    assert re.fullmatch(
+        rf"models:/demo_model/\d+ on demo-model with --capture 100 \(v{captured} serves all "
+        r"traffic\)",
+        steps["deploy --capture"],
+    )
+    assert re.match(
+        rf"300 rows in 6 keyed requests → 200 \(v{captured}\), \w+, \w+ shifted by \+1\.5σ; "
+        r"the same 300 patients, labelled, appended to ",
+        steps["shifted traffic"],
+    ), steps["shifted traffic"]
+    drift = re.fullmatch(
+        r"drift in (.+) \((\d+) rows of v(\d+) vs its training snapshot; run ([0-9a-f]{32})\); "
+        r"report (.+)",
+        steps["mlrig monitor"],
+    )
+    assert drift, steps["mlrig monitor"]
+    assert int(drift[2]) >= 300 and drift[3] == captured
+    shifted = re.search(r"\), (\w+), (\w+) shifted", steps["shifted traffic"])
+    assert shifted and {shifted[1], shifted[2]} <= set(drift[1].split(", "))
+    report = Path(drift[5])
+    assert report == Path(facts["drift report"]) and report.is_file()
+    assert report.is_relative_to(main_job["home"])
+    html = report.read_text()
+    assert "<svg" in html and shifted[1] in html
+    # self-contained: nothing fetched, no script
+    assert not re.search(r"<script|(src|href)=[\"']?(https?:)?//|@import|url\(", html, re.I)
+    loop = steps["drift loop"]
+    canary = re.fullmatch(
+        r"drift → retrain job (\S+) → gate promoted v(\d+) → 50% canary on demo-model: 20 keyed "
+        r"requests → 200 \(v(\d+): (\d+), v(\d+): (\d+)\)",
+        loop,
+    )
+    if canary is None:  # the gate may keep the champion: the line must say so
+        assert re.fullmatch(
+            r"drift → retrain job \S+: version \d+ kept by the gate; no canary", loop
+        ), loop
+    else:
+        assert int(canary[2]) > int(captured)
+        assert (canary[3], canary[5]) == (captured, canary[2])
+        assert int(canary[4]) > 0 and int(canary[6]) > 0
 
 
 def test_the_deployed_endpoint_answers_through_nginx_and_traces_back(main_job: dict) -> None:
@@ -270,7 +323,10 @@ def test_the_deployed_endpoint_answers_through_nginx_and_traces_back(main_job: d
     headers = {"Content-Type": "application/json", "Authorization": auth}
     answer = requests.post(url, data=example, headers=headers, timeout=30)
     assert answer.status_code == 200, answer.text
-    assert answer.headers["X-Model-Version"] == facts["champion"].rsplit("/", 1)[1]
+    # the demo ends with the drift loop's canary beside the version that captured the traffic
+    loop = re.search(r"gate promoted v(\d+) → ", _steps(main_job)["drift loop"])
+    serving = {facts["captured version"], *([loop[1]] if loop else [])}
+    assert answer.headers["X-Model-Version"] in serving
     subprocess.run(
         [MLRIG, "deploy", "keys", "revoke", "demo-model", key.split(":", 1)[0]], env=env, check=True
     )

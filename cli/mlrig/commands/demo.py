@@ -68,6 +68,9 @@ def demo(
         f"mlrig deploy keys create demo-model --stack {stack}   # a key to call the endpoint",
         f"mlrig deploy status demo-model --stack {stack}",
         f"mlrig trace endpoint:demo-model --stack {stack}   # endpoint → image → … → data",
+        f"mlrig monitor models:/demo_model/{ctx.facts.get('captured version', 'N')} "
+        f"--stack {stack} --report drift.html   # the drift check again",
+        f"mlrig deploy promote demo-model --stack {stack}   # or abort: the loop's canary",
         f"mlrig doctor --stack {stack}",
     ):
         nxt.add_row(cmd)

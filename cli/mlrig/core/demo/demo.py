@@ -253,6 +253,20 @@ def steps() -> list[Step]:
         ("canary", demo_deploy.canary),
         ("promote", demo_deploy.promote),
         ("rollback", demo_deploy.rollback),
+        *_drift_steps(),
+    ]
+
+
+def _drift_steps() -> list[Step]:
+    """The loop closes: captured traffic drifts, the monitor flags it, the trainer's schedule
+    retrains and sends the new champion out as a canary."""
+    from mlrig.core.demo import drift
+
+    return [
+        ("deploy --capture", drift.deploy_with_capture),
+        ("shifted traffic", drift.shifted_traffic),
+        ("mlrig monitor", drift.monitor),
+        ("drift loop", drift.loop),
     ]
 
 

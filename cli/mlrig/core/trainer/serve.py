@@ -68,6 +68,15 @@ def check_repo(repo: Path) -> Path:
     return repo
 
 
+def watcher(repo: Path, stack: str) -> Watcher:
+    """The service's schedule and queue for `repo` on `stack`, as `serve` builds them (same
+    state folder, same lock), for a caller that ticks it itself: `trainer.start()` first,
+    `trainer.stop()` at the end."""
+    repo = check_repo(repo)
+    root = state_dir(stack, repo)
+    return Watcher(repo, Trainer(repo, JobStore(root)), root, stack=stack)
+
+
 def serve(
     repo: Path,
     *,
@@ -87,11 +96,10 @@ def serve(
     credentials = trainer_auth.load(name)
     sock = trainer_http.bind(host, port)
     try:
-        root = state_dir(name, repo)
-        trainer = Trainer(repo, JobStore(root))
-        watcher = Watcher(repo, trainer, root, stack=name)
+        schedule = watcher(repo, name)
+        trainer, root = schedule.trainer, schedule.root
         interrupted = trainer.start()
-        watcher.start()
+        schedule.start()
         bound_port = sock.getsockname()[1]
         started = Started(
             url=f"http://{host if ':' not in host else f'[{host}]'}:{bound_port}",
@@ -99,10 +107,10 @@ def serve(
             token_file=token_path(name),
             state_dir=root,
             interrupted=interrupted,
-            schedule=watcher.describe(),
+            schedule=schedule.describe(),
         )
         app = trainer_http.create_app(
-            Service(trainer, credentials, watcher), lambda: on_ready(started)
+            Service(trainer, credentials, schedule), lambda: on_ready(started)
         )
         trainer_http.serve(app, sock)
     finally:

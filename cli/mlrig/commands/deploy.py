@@ -59,8 +59,9 @@ def _show(rows: list[dict[str, Any]], as_json: bool) -> None:
     for row in rows:
         count = row["key_count"]
         flag = " [PUBLIC: no key needed]" if row["public"] else f", {count} key{'s' * (count != 1)}"
+        front = "API Gateway" if row["proxy"] == "api-gateway" else f"nginx {row['proxy']}"
         console().print(
-            f"{row['endpoint']}: {row['url']} (nginx {row['proxy']}){flag}",
+            f"{row['endpoint']}: {row['url']} ({front}){flag}",
             markup=False,
             highlight=False,
         )

@@ -157,6 +157,7 @@ def test_the_state_round_trips_through_the_stack_config() -> None:
         "2026-12-07T12:00:00+00:00",
         _aws_state.Serves(model="churn", version="6", digest="sha256:" + "6" * 64),
         _aws_state.Serves(model="churn", version="5"),
+        10,
     )
     settings, removed = state.to_config()
     assert removed == []
@@ -170,6 +171,7 @@ def test_the_state_round_trips_through_the_stack_config() -> None:
         "mlrig:since",
         "mlrig:stableServes",
         "mlrig:previousServes",
+        "mlrig:capturePercent",
     }
     assert Desired.from_config(settings) == plain
     assert Desired.from_config({}) is None
@@ -289,9 +291,8 @@ def test_the_seam_picks_the_module_by_the_stacks_kind(mlrig_home: Path) -> None:
 
     # the command calls either with the same arguments: AWS takes at least the local ones,
     # except the local canary's own watch (nginx's request log), which the command passes
-    # only to the local stack (AWS watches its alarms: `bake_minutes`), and capture, which
-    # is built for the local stack only
-    local_only = {"deploy": {"bake", "limits", "capture"}, "promote": {"force"}}
+    # only to the local stack (AWS watches its alarms: `bake_minutes`)
+    local_only = {"deploy": {"bake", "limits"}, "promote": {"force"}}
     verbs = ("deploy", "status", "promote", "abort", "rollback", "delete")
     for verb in (*verbs, "create_key", "list_keys", "revoke_key"):
         local = inspect.signature(getattr(endpoints, verb)).parameters

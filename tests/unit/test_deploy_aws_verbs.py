@@ -216,3 +216,17 @@ def test_status_of_an_unknown_endpoint_is_one_line(world: dict[str, Any]) -> Non
     result = runner.invoke(app, ["deploy", "status", "nope", "--stack", STACK])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "no endpoint 'nope' on stack 'team'" in result.output
+
+
+def test_capture_is_the_endpoints_setting_on_aws(world: dict[str, Any]) -> None:
+    _ok(["deploy", "models:/churn/7", "--capture", "10"])
+    config = world["stacks"]["churn"].config
+    assert config["mlrig:capturePercent"] == "10"
+    (row,) = json.loads(_ok(["deploy", "status", "churn", "--json"]))
+    assert (row["capture"], row["captures"]) == (10, "s3://bucket/captures/churn")
+    _ok(["deploy", "models:/churn/8"])  # kept when not given
+    assert world["stacks"]["churn"].config["mlrig:capturePercent"] == "10"
+    _ok(["deploy", "models:/churn/9", "--capture", "0"])  # 0 turns it off
+    assert "mlrig:capturePercent" not in world["stacks"]["churn"].config
+    result = runner.invoke(app, ["deploy", "models:/churn/9", "--capture", "101", "--stack", STACK])
+    assert result.exit_code != 0 and "Traceback" not in result.output

@@ -187,11 +187,6 @@ def deploy(
     bake_s = canary_watch.parse_duration(bake)
     endpoints = _core(stack)
     if endpoints is aws:
-        if capture:
-            raise UsageError(
-                "--capture is for the local stack's endpoints (capture on AWS is not built yet)",
-                hint="leave --capture out on an AWS stack",
-            )
         if dry_run:
             plan = aws.preview_deploy(
                 ref, endpoint=endpoint, stack=stack, canary=canary, public=public, warm=warm
@@ -205,6 +200,7 @@ def deploy(
             canary=canary,
             public=public,
             warm=warm,
+            capture=capture,
             bake_minutes=bake_s / 60,
             progress=_progress,
         )

@@ -24,6 +24,7 @@ KEYS = {
     "since": "mlrig:since",
     "stable_serves": "mlrig:stableServes",
     "previous_serves": "mlrig:previousServes",
+    "capture": "mlrig:capturePercent",
 }
 
 
@@ -62,6 +63,7 @@ class Desired:
     since: str = ""  # ISO time the alias last changed
     stable_serves: Serves | None = None  # what stable_version serves (when known)
     previous_serves: Serves | None = None  # what previous_version serves (when known)
+    capture: int = 0  # percent of predictions the function captures (new versions)
 
     @property
     def canary(self) -> bool:
@@ -95,6 +97,7 @@ class Desired:
             "since": self.since or None,
             "stable_serves": _dump(self.stable_serves),
             "previous_serves": _dump(self.previous_serves),
+            "capture": str(self.capture) if self.capture else None,
         }
         settings = {KEYS[k]: v for k, v in values.items() if v is not None}
         return settings, [KEYS[k] for k, v in values.items() if v is None]
@@ -118,7 +121,19 @@ class Desired:
             since=get["since"] or "",
             stable_serves=Serves.parse(KEYS["stable_serves"], get["stable_serves"]),
             previous_serves=Serves.parse(KEYS["previous_serves"], get["previous_serves"]),
+            capture=_percent(get["capture"]),
         )
+
+
+def _percent(raw: str | None) -> int:
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) > 100:
+        raise ConfigError(
+            f"the endpoint stack's config {KEYS['capture']} is {raw[:20]!r}, not 0-100",
+            hint="deploy the endpoint again with --capture PCT",
+        )
+    return int(raw)
 
 
 def _dump(serves: Serves | None) -> str | None:
@@ -136,15 +151,24 @@ def deploy(
     canary: int | None,
     warm: bool,
     public: bool,
+    capture: int | None = None,
 ) -> Desired:
-    """A new version: served at once, or as a canary beside what `served` is."""
+    """A new version: served at once, or as a canary beside what `served` is. capture: the
+    endpoint's share from now on (None keeps it; a new endpoint's is 0, off)."""
     if current is None:
         if canary is not None:
             raise UsageError(
                 f"endpoint {name!r} serves nothing yet: a canary needs a version to compare to",
                 hint="deploy without --canary first",
             )
-        return Desired(image, warm=warm, public=public, model=model, model_version=version)
+        return Desired(
+            image,
+            warm=warm,
+            public=public,
+            model=model,
+            model_version=version,
+            capture=capture or 0,
+        )
     if current.canary:
         raise UsageError(
             f"endpoint {name!r} has a canary ({current.canary_percent}%)",
@@ -156,7 +180,11 @@ def deploy(
             hint="delete it first to change how it runs",
         )
     base = replace(current, image=image, model=model, model_version=version)
-    base = replace(base, public=current.public or public)
+    base = replace(
+        base,
+        public=current.public or public,
+        capture=current.capture if capture is None else capture,
+    )
     if canary is not None:
         if warm:
             raise UsageError("a warm endpoint has no canary yet", hint="deploy without --canary")

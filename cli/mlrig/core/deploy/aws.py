@@ -120,6 +120,7 @@ def endpoint_config(outputs: StackOutputs, name: str, desired: Desired) -> Any:
             public=desired.public,
             model=desired.model,
             model_version=desired.model_version,
+            capture_percent=desired.capture,
         )
     except ValueError as exc:
         raise UsageError(f"endpoint {name!r}: {exc}") from None
@@ -307,9 +308,12 @@ def deploy(
     canary: int | None = None,
     public: bool = False,
     warm: bool = False,
+    capture: int | None = None,
     bake_minutes: float = 0,
     progress: Progress = _no_progress,
 ) -> Deployed:
+    """capture: the share of predictions the new version's function writes to
+    s3://BUCKET/captures/NAME/ (None keeps the endpoint's; off for a new one)."""
     outputs = aws_outputs(stack)
     _check_canary(canary)
     pulumi_adapter.cli_path()  # one line, before anything is read or written
@@ -328,6 +332,7 @@ def deploy(
         canary=canary,
         warm=warm,
         public=public,
+        capture=capture,
     )
     endpoint_config(outputs, name, desired)  # checked before anything is written
     key = None
@@ -557,7 +562,9 @@ def _row(outputs: StackOutputs, name: str) -> dict[str, object] | None:
                 "since": b.since.isoformat(timespec="seconds"),
                 "traffic": b.weight,
                 "lambda_version": b.lambda_version,
-                "capture": 0,
+                # a Lambda version has no counters to ask (its writes: the bucket, its logs);
+                # the endpoint's share is the row's
+                "capture": None,
                 "captured": None,
             }
             for b in ep.backends
@@ -565,9 +572,15 @@ def _row(outputs: StackOutputs, name: str) -> dict[str, object] | None:
         "previous": previous.version if previous else current.previous_version,
         "previous_digest": previous.digest if previous else None,
         "previous_lambda_version": current.previous_version,
-        "capture": 0,
-        "captures": "",
+        "capture": current.capture,
+        "captures": captures_uri(outputs, name),
     }
+
+
+def captures_uri(outputs: StackOutputs, name: str) -> str:
+    """s3://BUCKET/captures/NAME: the stack's bucket (its DVC remote's)."""
+    bucket = outputs.dvc_remote.url.removeprefix("s3://").split("/", 1)[0]
+    return f"s3://{bucket}/captures/{name}"
 
 
 # -- keys (SSM only: no Pulumi run) ------------------------------------------------------------

@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -227,3 +228,50 @@ def test_a_refused_put_counts_errors_and_the_prediction_still_answers(
     assert (stats["written"], stats["errors"]) == (0, 1)
     assert "403 AccessDenied" in stats["last_error"]
     assert not any(k.startswith("captures/other/") for k in _objects(moto_auth))
+
+
+def test_monitor_reads_an_aws_stacks_window_from_the_bucket(
+    aws_env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the function writes (the image's writer, here on the session's moto) is what
+    monitor's window reads on an AWS stack: the hours of the window copied from the bucket,
+    keys the writer never makes skipped. Not covered: the drift run itself on AWS (its
+    MLflow and DVC parts are the local stack's, tested in test_monitor.py)."""
+    import boto3
+
+    from mlrig.core.monitor import _captures, monitor
+    from tests.helpers import aws_outputs
+
+    bucket = "bucket"  # aws_outputs' DVC remote is s3://bucket/dvc
+    s3 = boto3.client("s3", endpoint_url=aws_env, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", aws_env)
+    settings = serve.Settings.from_env(
+        {"MLRIG_CAPTURE_PERCENT": "100", "MLRIG_CAPTURE_DIR": f"s3://{bucket}/{PREFIX}", **IDENTITY}
+    )
+    clock = [T0]
+    writer = serve.Capture(settings, clock=lambda: clock[0])
+    body = b'{"dataframe_split": {"columns": ["a", "b"], "data": [[1.0, 2.0]]}}'
+    for at in (T0, T0 + 60, T0 - 2 * 3600):  # two in the window's hour, one before it
+        clock[0] = at
+        assert writer.offer(
+            serve.capture.new_inference_id(),
+            body,
+            "application/json",
+            b'{"predictions": [0]}',
+            "application/json",
+        )
+    writer.write_batch(writer._take())
+    assert writer.stats()["written"] == 3
+    for junk in ("captures/churn/2026/13/07/12/x.jsonl", "captures/Bad/2026/12/07/12/x.jsonl"):
+        s3.put_object(Bucket=bucket, Key=junk, Body=b"{}\n")
+
+    outputs = aws_outputs("team", endpoint=aws_env).model_copy(update={"region": "us-east-1"})
+    since = datetime.fromtimestamp(T0 - 600, UTC)
+    until = datetime.fromtimestamp(T0 + 600, UTC)
+    root = monitor._captures_root(outputs, since, until, tmp_path / "scratch")
+    window = _captures.read(root / ENDPOINT, since, until)
+    assert (window.records, window.files, window.bad_records) == (2, 1, 0)
+    assert dict(window.versions) == {("churn", "7"): 2}
+    assert window.frame().to_dict("list") == {"a": [1.0, 1.0], "b": [2.0, 2.0]}
+    assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == [ENDPOINT]

@@ -29,6 +29,7 @@ import base64
 import json
 import os
 import random
+import sys
 import threading
 import time
 import uuid
@@ -342,6 +343,8 @@ class Capture:
                 with self._lock:
                     self.errors += len(lines)
                     self.last_error = str(exc)
+                # no one asks a Lambda function's GET /capture: its log says it
+                print(f"mlrig-serve: capture lost {len(lines)} record(s): {exc}", file=sys.stderr)
                 continue
             with self._lock:
                 self.written += len(lines)

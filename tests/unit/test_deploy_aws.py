@@ -158,6 +158,7 @@ def test_the_state_round_trips_through_the_stack_config() -> None:
         _aws_state.Serves(model="churn", version="6", digest="sha256:" + "6" * 64),
         _aws_state.Serves(model="churn", version="5"),
         10,
+        "ab" * 16,
     )
     settings, removed = state.to_config()
     assert removed == []
@@ -172,6 +173,7 @@ def test_the_state_round_trips_through_the_stack_config() -> None:
         "mlrig:stableServes",
         "mlrig:previousServes",
         "mlrig:capturePercent",
+        "mlrig:runId",
     }
     assert Desired.from_config(settings) == plain
     assert Desired.from_config({}) is None

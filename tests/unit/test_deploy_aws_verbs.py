@@ -105,7 +105,7 @@ def world(mlrig_home: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         aws_deploy,
         "resolve",
         lambda outputs, ref: aws_deploy.Target(
-            "churn", ref.rsplit("/", 1)[1], "sha256:" + ref[-1] * 64, IMG[ref[-1]]
+            "churn", ref.rsplit("/", 1)[1], "sha256:" + ref[-1] * 64, IMG[ref[-1]], ref[-1] * 32
         ),
     )
     monkeypatch.setattr(
@@ -222,6 +222,7 @@ def test_capture_is_the_endpoints_setting_on_aws(world: dict[str, Any]) -> None:
     _ok(["deploy", "models:/churn/7", "--capture", "10"])
     config = world["stacks"]["churn"].config
     assert config["mlrig:capturePercent"] == "10"
+    assert config["mlrig:runId"] == "7" * 32  # what the function's records name
     (row,) = json.loads(_ok(["deploy", "status", "churn", "--json"]))
     assert (row["capture"], row["captures"]) == (10, "s3://bucket/captures/churn")
     _ok(["deploy", "models:/churn/8"])  # kept when not given

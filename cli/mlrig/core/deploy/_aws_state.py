@@ -25,6 +25,7 @@ KEYS = {
     "stable_serves": "mlrig:stableServes",
     "previous_serves": "mlrig:previousServes",
     "capture": "mlrig:capturePercent",
+    "run_id": "mlrig:runId",
 }
 
 
@@ -64,6 +65,7 @@ class Desired:
     stable_serves: Serves | None = None  # what stable_version serves (when known)
     previous_serves: Serves | None = None  # what previous_version serves (when known)
     capture: int = 0  # percent of predictions the function captures (new versions)
+    run_id: str = ""  # the image's model version's run (named by its captured records)
 
     @property
     def canary(self) -> bool:
@@ -98,6 +100,7 @@ class Desired:
             "stable_serves": _dump(self.stable_serves),
             "previous_serves": _dump(self.previous_serves),
             "capture": str(self.capture) if self.capture else None,
+            "run_id": self.run_id or None,
         }
         settings = {KEYS[k]: v for k, v in values.items() if v is not None}
         return settings, [KEYS[k] for k, v in values.items() if v is None]
@@ -122,6 +125,7 @@ class Desired:
             stable_serves=Serves.parse(KEYS["stable_serves"], get["stable_serves"]),
             previous_serves=Serves.parse(KEYS["previous_serves"], get["previous_serves"]),
             capture=_percent(get["capture"]),
+            run_id=get["run_id"] or "",
         )
 
 
@@ -152,6 +156,7 @@ def deploy(
     warm: bool,
     public: bool,
     capture: int | None = None,
+    run_id: str = "",
 ) -> Desired:
     """A new version: served at once, or as a canary beside what `served` is. capture: the
     endpoint's share from now on (None keeps it; a new endpoint's is 0, off)."""
@@ -168,6 +173,7 @@ def deploy(
             model=model,
             model_version=version,
             capture=capture or 0,
+            run_id=run_id,
         )
     if current.canary:
         raise UsageError(
@@ -179,7 +185,7 @@ def deploy(
             f"endpoint {name!r} is {'warm' if current.warm else 'a Lambda function'}",
             hint="delete it first to change how it runs",
         )
-    base = replace(current, image=image, model=model, model_version=version)
+    base = replace(current, image=image, model=model, model_version=version, run_id=run_id)
     base = replace(
         base,
         public=current.public or public,
@@ -230,6 +236,7 @@ def rollback(
     image: str | None = None,
     model: str = "",
     version: str = "",
+    run_id: str = "",
 ) -> Desired:
     """Back to the previous version (re-point the alias), or to `image` (publishes it)."""
     if current is None:
@@ -244,6 +251,7 @@ def rollback(
             image=image,
             model=model or current.model,
             model_version=version or current.model_version,
+            run_id=run_id,
             stable_version=None,
             previous_version=served,
             stable_serves=None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,7 @@ def endpoint_config(outputs: StackOutputs, name: str, desired: Desired) -> Any:
             public=desired.public,
             model=desired.model,
             model_version=desired.model_version,
+            run_id=desired.run_id,
             capture_percent=desired.capture,
         )
     except ValueError as exc:
@@ -133,6 +134,7 @@ class Target:
     version: str
     digest: str
     image: str  # ECR repository URL@digest
+    run_id: str = ""  # the version's run (what its captured records name)
 
 
 def resolve(outputs: StackOutputs, ref: str) -> Target:
@@ -160,7 +162,8 @@ def resolve(outputs: StackOutputs, ref: str) -> Target:
             hint=f"run `mlrig image build --model models:/{name}/{mv.version}` and "
             "`mlrig image push` first",
         )
-    return verify_image(outputs, name, mv.version, repository, digest)
+    target = verify_image(outputs, name, mv.version, repository, digest)
+    return replace(target, run_id=mv.run_id or "")
 
 
 def verify_image(
@@ -329,6 +332,7 @@ def deploy(
         image=target.image,
         model=target.model,
         version=target.version,
+        run_id=target.run_id,
         canary=canary,
         warm=warm,
         public=public,
@@ -468,6 +472,7 @@ def rollback(
             image=target.image,
             model=target.model,
             version=target.version,
+            run_id=target.run_id,
         )
 
     ep = _change(name, stack, step, progress)

@@ -50,6 +50,7 @@ class EndpointConfig:
     public: bool = False  # no authorizer: anyone may call it (flagged by status)
     model: str = ""  # for tags: what the image is
     model_version: str = ""
+    run_id: str = ""  # the version's run: what its captured records name
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -74,6 +75,8 @@ class EndpointConfig:
                 found.append("a canary needs the stable version it is compared to")
             if self.warm:
                 found.append("a warm endpoint has no canary (weighted alias) yet")
+        if self.run_id and not re.fullmatch(r"[0-9a-f]{32}", self.run_id):
+            found.append(f"run id {self.run_id[:40]!r} is not an MLflow run id")
         if not 0 <= self.capture_percent <= 100:
             found.append(f"capture share {self.capture_percent} is not 0-100")
         if self.capture_percent and self.warm:
@@ -149,4 +152,5 @@ def from_pulumi_config() -> EndpointConfig:
         ),
         model=conf.get("model") or "",
         model_version=conf.get("modelVersion") or "",
+        run_id=conf.get("runId") or "",
     )

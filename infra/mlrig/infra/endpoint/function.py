@@ -181,6 +181,7 @@ def _variables(cfg: EndpointConfig, bucket_arn: pulumi.Input[str]) -> pulumi.Inp
         "MLRIG_MODEL_NAME": cfg.model,
         "MLRIG_MODEL_VERSION": cfg.model_version,
         "MLRIG_IMAGE_DIGEST": cfg.image.rsplit("@", 1)[-1],
+        "MLRIG_RUN_ID": cfg.run_id,
     }
     return pulumi.Output.from_input(bucket_arn).apply(
         lambda arn: {

@@ -14,8 +14,9 @@ hour folder, `yyyy/mm/dd/hh/<writer>-<seq>.jsonl`, written complete by a SigV4-s
 (`s3put`, the function's own credentials). Lambda freezes the process between invocations,
 so there the writer thread is not started: the handler calls `flush_due()` after each
 invocation, which writes the buffer when it is due (its oldest record is MLRIG_CAPTURE_FLUSH_
-SECONDS old, or it is half full): the write delays that one invocation's end, never a
-prediction's answer, and a record waits at most until the first invocation after it is due.
+SECONDS old, or it is half full): that one invocation's answer waits for the PUT (Lambda
+returns it when the handler returns), no other does, and a record waits at most until the
+first invocation after it is due.
 
 Environment: MLRIG_CAPTURE_PERCENT (0-100, default 0 = off), MLRIG_CAPTURE_DIR, and the
 record's identity MLRIG_ENDPOINT, MLRIG_MODEL_NAME, MLRIG_MODEL_VERSION, MLRIG_IMAGE_DIGEST,

@@ -31,7 +31,6 @@ from typing import Any
 import pytest
 
 from mlrig.core.shared.capture import CaptureRecord
-from tests.conftest import _free_port
 from tests.helpers import http_api_event, load_serving_module, serving_model_dir, wait_for_http
 
 pytestmark = pytest.mark.integration
@@ -78,7 +77,9 @@ def moto_auth() -> Iterator[dict[str, str]]:
     import boto3
 
     exe = Path(sys.executable).with_name("moto_server")
-    port = _free_port()
+    from mlrig.core.stack.local.stack import free_port
+
+    port = free_port()
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "7"}
     proc = subprocess.Popen(
         [str(exe), "-H", "127.0.0.1", "-p", str(port)],

@@ -153,6 +153,22 @@ def test_capture_adds_only_the_endpoints_prefix() -> None:
     assert write["Resource"] == "arn:aws:s3:::mlrig-plan-20261126abcdef/captures/churn/*"
 
 
+def test_a_capture_share_sets_the_images_capture_settings_and_its_write_right() -> None:
+    p = plan(capture_percent=10, model="churn", model_version="7", run_id="ab" * 16)
+    env = p.one(FUNCTION, "churn-function").inputs["environment"]["variables"]
+    assert env["MLRIG_CAPTURE_PERCENT"] == "10"
+    assert env["MLRIG_CAPTURE_DIR"] == "s3://mlrig-plan-20261126abcdef/captures/churn"
+    assert (env["MLRIG_MODEL_NAME"], env["MLRIG_MODEL_VERSION"]) == ("churn", "7")
+    assert env["MLRIG_IMAGE_DIGEST"] == IMAGE.rsplit("@", 1)[1]
+    assert env["MLRIG_RUN_ID"] == "ab" * 16
+    write = statement(p.one(POLICY, "churn-policy"), "WriteOwnCaptures")
+    assert write["Resource"] == "arn:aws:s3:::mlrig-plan-20261126abcdef/captures/churn/*"
+    off = plan().one(FUNCTION, "churn-function").inputs["environment"]["variables"]
+    assert not any(k.startswith("MLRIG_CAPTURE") for k in off)
+    with pytest.raises(ValueError, match="capture share 101 is not 0-100"):
+        plan(capture_percent=101)
+
+
 def test_the_authorizer_reads_only_its_endpoints_keys() -> None:
     read = statement(plan().one(POLICY, "churn-auth-policy"), "ReadOwnKeyHashes")
     assert read["Action"] == "ssm:GetParameter"

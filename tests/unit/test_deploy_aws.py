@@ -82,6 +82,31 @@ def test_abort_keeps_the_stable_version() -> None:
     assert (aborted.stable_version, aborted.canary_percent) == ("1", None)
 
 
+def test_the_state_keeps_which_model_version_each_lambda_version_serves() -> None:
+    def serves(d: Desired | None) -> str | None:
+        return None if d is None or d.serving is None else d.serving.version
+
+    first = _deploy(None, None, image=IMG1, version="7")
+    canary = _deploy(first, "1", canary=10)
+    assert (serves(canary), canary.stable_serves and canary.stable_serves.version) == ("7", "7")
+    promoted = _aws_state.promote("churn", canary, stable="1")
+    assert serves(promoted) == "8"
+    assert promoted.previous_serves is not None and promoted.previous_serves.version == "7"
+    back = _aws_state.rollback("churn", promoted, "2")
+    assert serves(back) == "7" and back.previous_serves is not None
+    assert (back.previous_version, back.previous_serves.version) == ("2", "8")
+    forth = _aws_state.rollback("churn", back, "1")
+    assert (forth.stable_version, serves(forth)) == ("2", "8")
+    assert serves(_aws_state.abort("churn", _deploy(promoted, "2", canary=5))) == "8"
+
+
+def test_a_damaged_serves_setting_is_one_line() -> None:
+    from mlrig.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="mlrig:stableServes is not a model version"):
+        Desired.from_config({"mlrig:image": IMG1, "mlrig:stableServes": '{"model": 1'})
+
+
 def test_rollback_to_a_ref_publishes_its_image() -> None:
     current = _deploy(None, None)
     back = _aws_state.rollback("churn", current, "3", image=IMG1, model="churn", version="7")
@@ -120,7 +145,21 @@ def test_what_status_shows_for_each_state() -> None:
 
 
 def test_the_state_round_trips_through_the_stack_config() -> None:
-    state = Desired(IMG1, "3", 10, "2", False, True, "churn", "7", "2026-12-07T12:00:00+00:00")
+    state = Desired(
+        IMG1,
+        "3",
+        10,
+        "2",
+        False,
+        True,
+        "churn",
+        "7",
+        "2026-12-07T12:00:00+00:00",
+        _aws_state.Serves(model="churn", version="6", digest="sha256:" + "6" * 64),
+        _aws_state.Serves(model="churn", version="5"),
+        10,
+        "ab" * 16,
+    )
     settings, removed = state.to_config()
     assert removed == []
     assert Desired.from_config(settings) == state
@@ -131,6 +170,10 @@ def test_the_state_round_trips_through_the_stack_config() -> None:
         "mlrig:canaryPercent",
         "mlrig:previousVersion",
         "mlrig:since",
+        "mlrig:stableServes",
+        "mlrig:previousServes",
+        "mlrig:capturePercent",
+        "mlrig:runId",
     }
     assert Desired.from_config(settings) == plain
     assert Desired.from_config({}) is None
@@ -163,6 +206,7 @@ def aws_stack(mlrig_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ["deploy", "rollback", "churn", "--stack", "team"],
         ["deploy", "delete", "churn", "--stack", "team"],
         ["deploy", "status", "churn", "--stack", "team"],
+        ["deploy", "list", "--stack", "team"],
     ],
 )
 def test_without_the_pulumi_cli_each_verb_fails_in_one_line(
@@ -249,9 +293,8 @@ def test_the_seam_picks_the_module_by_the_stacks_kind(mlrig_home: Path) -> None:
 
     # the command calls either with the same arguments: AWS takes at least the local ones,
     # except the local canary's own watch (nginx's request log), which the command passes
-    # only to the local stack (AWS watches its alarms: `bake_minutes`), and capture, which
-    # is built for the local stack only
-    local_only = {"deploy": {"bake", "limits", "capture"}, "promote": {"force"}}
+    # only to the local stack (AWS watches its alarms: `bake_minutes`)
+    local_only = {"deploy": {"bake", "limits"}, "promote": {"force"}}
     verbs = ("deploy", "status", "promote", "abort", "rollback", "delete")
     for verb in (*verbs, "create_key", "list_keys", "revoke_key"):
         local = inspect.signature(getattr(endpoints, verb)).parameters

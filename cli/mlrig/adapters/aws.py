@@ -187,6 +187,25 @@ def list_keys(endpoint: S3Endpoint, bucket: str, prefix: str) -> list[str]:
     return [str(o["Key"]) for o in listed.get("Contents", [])]
 
 
+def s3_keys(bucket: str, prefix: str, *, region: str | None = None) -> list[str]:
+    """Every key under prefix (all pages), with the ambient credentials."""
+    s3 = client("s3", region=region)
+    keys: list[str] = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys += [str(o["Key"]) for o in page.get("Contents", [])]
+    except Exception as exc:
+        raise translate(exc, f"listing s3://{bucket}/{prefix}") from exc
+    return keys
+
+
+def s3_download(bucket: str, key: str, dest: str, *, region: str | None = None) -> None:
+    try:
+        client("s3", region=region).download_file(bucket, key, dest)
+    except Exception as exc:
+        raise translate(exc, f"reading s3://{bucket}/{key}") from exc
+
+
 # -- endpoints: key hashes in SSM, images by digest in ECR, alarm states ------------------------
 def find_parameter(name: str, *, region: str | None = None) -> str | None:
     """A SecureString parameter's decrypted value, or None when it does not exist."""

@@ -76,6 +76,52 @@ def _last_error_line(text: str) -> str:
     return (errors or lines or ["no output"])[-1][:300]
 
 
+def _workspace(
+    backend_url: str, passphrase: str, env: Mapping[str, str] | None, project: str
+) -> dict[str, Any]:
+    """A local workspace's settings for `project` on the given backend."""
+    cli = cli_path()
+    from pulumi import automation as auto
+
+    return {
+        "project_settings": auto.ProjectSettings(
+            name=project, runtime="python", backend=auto.ProjectBackend(url=backend_url)
+        ),
+        "env_vars": {
+            "PULUMI_CONFIG_PASSPHRASE": passphrase,
+            "PULUMI_SKIP_UPDATE_CHECK": "true",
+            **(env or {}),
+        },
+        "secrets_provider": "passphrase",
+        "pulumi_command": auto.PulumiCommand(root=os.path.dirname(os.path.dirname(cli))),
+    }
+
+
+def list_stack_names(
+    *,
+    backend_url: str,
+    passphrase: str,
+    env: Mapping[str, str] | None = None,
+    project: str = PROJECT,
+) -> list[str]:
+    """The names of `project`'s stacks on the backend (the last part of a qualified name)."""
+    from pulumi import automation as auto
+
+    try:
+        ws = auto.LocalWorkspace(**_workspace(backend_url, passphrase, env, project))
+        return [s.name.rsplit("/", 1)[-1] for s in ws.list_stacks()]
+    except Exception as exc:
+        raise translate(exc, f"listing the stacks of project '{project}'") from exc
+
+
+def remove_stack(stack: Any) -> None:
+    """Forget a destroyed stack (its config and history) on its backend."""
+    try:
+        stack.workspace.remove_stack(stack.name)
+    except Exception as exc:
+        raise translate(exc, f"removing stack '{stack.name}'") from exc
+
+
 def select_stack(
     name: str,
     program: Callable[[], None],
@@ -87,23 +133,9 @@ def select_stack(
 ) -> Any:
     """Create or select stack `name` of the inline program (of `project`: the stack's own,
     or an endpoint's) on the given backend."""
-    cli = cli_path()
     from pulumi import automation as auto
 
-    env_vars = {
-        "PULUMI_CONFIG_PASSPHRASE": passphrase,
-        "PULUMI_SKIP_UPDATE_CHECK": "true",
-        **(env or {}),
-    }
-    settings = auto.ProjectSettings(
-        name=project, runtime="python", backend=auto.ProjectBackend(url=backend_url)
-    )
-    opts = auto.LocalWorkspaceOptions(
-        project_settings=settings,
-        env_vars=env_vars,
-        secrets_provider="passphrase",
-        pulumi_command=auto.PulumiCommand(root=os.path.dirname(os.path.dirname(cli))),
-    )
+    opts = auto.LocalWorkspaceOptions(**_workspace(backend_url, passphrase, env, project))
     try:
         return auto.create_or_select_stack(
             stack_name=name, project_name=project, program=program, opts=opts

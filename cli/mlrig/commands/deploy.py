@@ -59,8 +59,9 @@ def _show(rows: list[dict[str, Any]], as_json: bool) -> None:
     for row in rows:
         count = row["key_count"]
         flag = " [PUBLIC: no key needed]" if row["public"] else f", {count} key{'s' * (count != 1)}"
+        front = "API Gateway" if row["proxy"] == "api-gateway" else f"nginx {row['proxy']}"
         console().print(
-            f"{row['endpoint']}: {row['url']} (nginx {row['proxy']}){flag}",
+            f"{row['endpoint']}: {row['url']} ({front}){flag}",
             markup=False,
             highlight=False,
         )
@@ -186,11 +187,6 @@ def deploy(
     bake_s = canary_watch.parse_duration(bake)
     endpoints = _core(stack)
     if endpoints is aws:
-        if capture:
-            raise UsageError(
-                "--capture is for the local stack's endpoints (capture on AWS is not built yet)",
-                hint="leave --capture out on an AWS stack",
-            )
         if dry_run:
             plan = aws.preview_deploy(
                 ref, endpoint=endpoint, stack=stack, canary=canary, public=public, warm=warm
@@ -204,6 +200,7 @@ def deploy(
             canary=canary,
             public=public,
             warm=warm,
+            capture=capture,
             bake_minutes=bake_s / 60,
             progress=_progress,
         )

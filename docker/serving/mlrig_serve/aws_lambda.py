@@ -22,6 +22,7 @@ import sys
 from typing import Any
 
 from .app import MODEL_DIR, make_app
+from .capture import Capture, Settings
 from .limits import Limits, memory_limit, resident_bytes
 from .scoring import Model
 
@@ -54,19 +55,38 @@ def lambda_memory(env: dict[str, str] | None = None) -> int | None:
     return int(size) * 2**20 if size.isdigit() else None
 
 
-def make_handler(model: Model, limits: Limits) -> Any:
-    """A Lambda handler (event, context) -> API Gateway response for the loaded model."""
+def make_handler(model: Model, limits: Limits, capture: Capture | None = None) -> Any:
+    """A Lambda handler (event, context) -> API Gateway response for the loaded model; with
+    capture on, the buffer is written (to S3) after an invocation when it is due: Lambda
+    freezes the process between invocations, so no thread could write it then."""
     from mangum import Mangum
 
-    return Mangum(strip_endpoint_prefix(make_app(model, limits)), lifespan="off")
+    asgi = Mangum(strip_endpoint_prefix(make_app(model, limits, capture)), lifespan="off")
+    if capture is None or not capture.enabled:
+        return asgi
+
+    def handler(event: Any, context: Any) -> Any:
+        try:
+            return asgi(event, context)
+        finally:
+            capture.flush_due()
+
+    return handler
 
 
 def load_handler() -> Any:
     configured = Limits.from_env()
     model = Model(MODEL_DIR, configured.max_columns)
     limits = configured.fit_memory(lambda_memory(), resident_bytes(), model.expansion)
+    capture = Capture(Settings.from_env())  # no thread: flushed by the handler (see there)
     print(f"mlrig-serve: model loaded, serving Lambda events; {limits}", file=sys.stderr)
-    return make_handler(model, limits)
+    if capture.enabled:
+        print(
+            f"mlrig-serve: capturing {capture.settings.percent:g}% of predictions to "
+            f"{capture.settings.directory} (writer {capture.writer_id})",
+            file=sys.stderr,
+        )
+    return make_handler(model, limits, capture)
 
 
 _loaded: dict[str, Any] = {}

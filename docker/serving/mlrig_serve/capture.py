@@ -9,6 +9,15 @@ records as errors, closes the file (its last line may be cut; readers skip it) a
 batch starts a new one: capture never slows or fails a prediction. `close()` flushes what is
 queued (the server calls it on SIGTERM). `stats()` is what GET /capture answers.
 
+On AWS (MLRIG_CAPTURE_DIR `s3://BUCKET/captures/ENDPOINT`) each batch becomes one object per
+hour folder, `yyyy/mm/dd/hh/<writer>-<seq>.jsonl`, written complete by a SigV4-signed PUT
+(`s3put`, the function's own credentials). Lambda freezes the process between invocations,
+so there the writer thread is not started: the handler calls `flush_due()` after each
+invocation, which writes the buffer when it is due (its oldest record is MLRIG_CAPTURE_FLUSH_
+SECONDS old, or it is half full): that one invocation's answer waits for the PUT (Lambda
+returns it when the handler returns), no other does, and a record waits at most until the
+first invocation after it is due.
+
 Environment: MLRIG_CAPTURE_PERCENT (0-100, default 0 = off), MLRIG_CAPTURE_DIR, and the
 record's identity MLRIG_ENDPOINT, MLRIG_MODEL_NAME, MLRIG_MODEL_VERSION, MLRIG_IMAGE_DIGEST,
 MLRIG_RUN_ID; tunables MLRIG_CAPTURE_QUEUE_RECORDS (1000), MLRIG_CAPTURE_QUEUE_BYTES (16 MiB),
@@ -21,6 +30,7 @@ import base64
 import json
 import os
 import random
+import sys
 import threading
 import time
 import uuid
@@ -148,6 +158,11 @@ class Capture:
         self._seq = 0
         self.sampled = self.written = self.dropped = self.errors = self.files = 0
         self.last_error: str | None = None
+        self._s3: tuple[str, str] | None = None  # (bucket, key prefix) when writing to S3
+        directory = settings.directory or ""
+        if directory.startswith("s3://"):
+            bucket, _, prefix = directory[5:].partition("/")
+            self._s3 = (bucket, prefix.strip("/"))
 
     @property
     def enabled(self) -> bool:
@@ -216,6 +231,29 @@ class Capture:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def flush_due(self) -> int:
+        """Write the buffer now when it is due (see the module's doc); the number of records
+        taken. For a process that is frozen between calls (Lambda), in place of the thread."""
+        with self._lock:
+            if not self._pending:
+                return 0
+            age = self._clock() - self._pending[0].at
+            due = (
+                age >= self.settings.flush_seconds
+                or len(self._pending) * 2 >= self.settings.max_records
+                or self._stopping.is_set()
+            )
+        if not due:
+            return 0
+        batch = self._take()
+        try:
+            self.write_batch(batch)
+        except Exception as exc:  # noqa: BLE001 - capture never fails the invocation
+            with self._lock:
+                self.errors += len(batch)
+                self.last_error = f"{type(exc).__name__}: {exc}"
+        return len(batch)
+
     def _take(self) -> list[_Pending]:
         with self._lock:
             batch = list(self._pending)
@@ -269,6 +307,8 @@ class Capture:
 
     def write_batch(self, batch: list[_Pending]) -> None:
         """Append the batch, one write per file; a failure counts that chunk's records."""
+        if self._s3 is not None:
+            return self._put_batch(batch)
         chunk: list[bytes] = []
         size = 0
         for rec in batch:
@@ -284,6 +324,32 @@ class Capture:
             chunk.append(line)
             size += len(line)
         self._flush(chunk)
+
+    def _put_batch(self, batch: list[_Pending]) -> None:
+        """One object per hour folder, PUT complete; a refused PUT counts its records."""
+        from .s3put import PutError, put_object
+
+        assert self._s3 is not None
+        bucket, prefix = self._s3
+        folders: dict[str, list[bytes]] = {}
+        for rec in batch:
+            folder, line = self._line(rec)
+            folders.setdefault(folder, []).append(line)
+        for folder, lines in folders.items():
+            self._seq += 1
+            key = f"{prefix}/{folder}/{self.writer_id}-{self._seq:06d}.jsonl".lstrip("/")
+            try:
+                put_object(bucket, key, b"".join(lines))
+            except (PutError, RuntimeError) as exc:
+                with self._lock:
+                    self.errors += len(lines)
+                    self.last_error = str(exc)
+                # no one asks a Lambda function's GET /capture: its log says it
+                print(f"mlrig-serve: capture lost {len(lines)} record(s): {exc}", file=sys.stderr)
+                continue
+            with self._lock:
+                self.written += len(lines)
+                self.files += 1
 
     def _flush(self, chunk: list[bytes]) -> None:
         if not chunk:

@@ -1,22 +1,32 @@
-"""One audit line per change of an endpoint (mlrig.core.access.audit: the stack's trail that
-`mlrig access log` reads), written after the change took effect."""
+"""One audit line per change of an endpoint, local or on AWS (mlrig.core.access.audit: the
+stack's trail that `mlrig access log` reads), written after the change took effect."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from mlrig.core.access import audit
 from mlrig.errors import ServiceError
 
-if TYPE_CHECKING:
-    from mlrig.core.deploy.state import Backend
+
+class Served(Protocol):
+    """What a line names of a version: the local stack's Backend, an AWS endpoint's Serving."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def digest(self) -> str: ...
+    @property
+    def weight(self) -> int: ...
 
 
 def log(
     stack: str,
     action: str,
     name: str,
-    backend: Backend | None = None,
+    backend: Served | None = None,
     *,
     key_id: str | None = None,
 ) -> None:

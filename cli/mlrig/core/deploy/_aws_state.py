@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mlrig.errors import UsageError
+from pydantic import BaseModel, ValidationError
+
+from mlrig.errors import ConfigError, UsageError
 
 KEYS = {
     "image": "mlrig:image",
@@ -20,7 +22,33 @@ KEYS = {
     "model": "mlrig:model",
     "model_version": "mlrig:modelVersion",
     "since": "mlrig:since",
+    "stable_serves": "mlrig:stableServes",
+    "previous_serves": "mlrig:previousServes",
+    "capture": "mlrig:capturePercent",
+    "run_id": "mlrig:runId",
 }
+
+
+class Serves(BaseModel, frozen=True):
+    """The model version a published Lambda version serves (kept beside its number, so a
+    rollback can name what it goes back to)."""
+
+    model: str
+    version: str
+    digest: str = ""
+
+    @classmethod
+    def parse(cls, key: str, raw: str | None) -> Serves | None:
+        if not raw:
+            return None
+        try:
+            return cls.model_validate_json(raw)
+        except ValidationError:
+            raise ConfigError(
+                f"the endpoint stack's config {key} is not a model version ({raw[:60]!r})",
+                hint=f"remove it with `pulumi config rm {key}` in the endpoint's stack, or "
+                "deploy the endpoint again",
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -34,10 +62,28 @@ class Desired:
     model: str = ""
     model_version: str = ""
     since: str = ""  # ISO time the alias last changed
+    stable_serves: Serves | None = None  # what stable_version serves (when known)
+    previous_serves: Serves | None = None  # what previous_version serves (when known)
+    capture: int = 0  # percent of predictions the function captures (new versions)
+    run_id: str = ""  # the image's model version's run (named by its captured records)
 
     @property
     def canary(self) -> bool:
         return self.canary_percent is not None
+
+    @property
+    def image_serves(self) -> Serves:
+        return Serves(
+            model=self.model, version=self.model_version, digest=self.image.rsplit("@", 1)[-1]
+        )
+
+    @property
+    def serving(self) -> Serves | None:
+        """What the alias sends (the stable share of) traffic to; None when unknown (an
+        endpoint deployed before this was kept)."""
+        if self.stable_version is None:
+            return self.image_serves if self.model else None
+        return self.stable_serves
 
     def to_config(self) -> tuple[dict[str, str], list[str]]:
         """(settings to write, keys to remove) for the endpoint stack."""
@@ -51,6 +97,10 @@ class Desired:
             "model": self.model,
             "model_version": self.model_version,
             "since": self.since or None,
+            "stable_serves": _dump(self.stable_serves),
+            "previous_serves": _dump(self.previous_serves),
+            "capture": str(self.capture) if self.capture else None,
+            "run_id": self.run_id or None,
         }
         settings = {KEYS[k]: v for k, v in values.items() if v is not None}
         return settings, [KEYS[k] for k, v in values.items() if v is None]
@@ -72,7 +122,26 @@ class Desired:
             model=get["model"] or "",
             model_version=get["model_version"] or "",
             since=get["since"] or "",
+            stable_serves=Serves.parse(KEYS["stable_serves"], get["stable_serves"]),
+            previous_serves=Serves.parse(KEYS["previous_serves"], get["previous_serves"]),
+            capture=_percent(get["capture"]),
+            run_id=get["run_id"] or "",
         )
+
+
+def _percent(raw: str | None) -> int:
+    if not raw:
+        return 0
+    if not raw.isdigit() or int(raw) > 100:
+        raise ConfigError(
+            f"the endpoint stack's config {KEYS['capture']} is {raw[:20]!r}, not 0-100",
+            hint="deploy the endpoint again with --capture PCT",
+        )
+    return int(raw)
+
+
+def _dump(serves: Serves | None) -> str | None:
+    return None if serves is None else serves.model_dump_json()
 
 
 def deploy(
@@ -86,15 +155,26 @@ def deploy(
     canary: int | None,
     warm: bool,
     public: bool,
+    capture: int | None = None,
+    run_id: str = "",
 ) -> Desired:
-    """A new version: served at once, or as a canary beside what `served` is."""
+    """A new version: served at once, or as a canary beside what `served` is. capture: the
+    endpoint's share from now on (None keeps it; a new endpoint's is 0, off)."""
     if current is None:
         if canary is not None:
             raise UsageError(
                 f"endpoint {name!r} serves nothing yet: a canary needs a version to compare to",
                 hint="deploy without --canary first",
             )
-        return Desired(image, warm=warm, public=public, model=model, model_version=version)
+        return Desired(
+            image,
+            warm=warm,
+            public=public,
+            model=model,
+            model_version=version,
+            capture=capture or 0,
+            run_id=run_id,
+        )
     if current.canary:
         raise UsageError(
             f"endpoint {name!r} has a canary ({current.canary_percent}%)",
@@ -105,20 +185,40 @@ def deploy(
             f"endpoint {name!r} is {'warm' if current.warm else 'a Lambda function'}",
             hint="delete it first to change how it runs",
         )
-    base = replace(current, image=image, model=model, model_version=version)
-    base = replace(base, public=current.public or public)
+    base = replace(current, image=image, model=model, model_version=version, run_id=run_id)
+    base = replace(
+        base,
+        public=current.public or public,
+        capture=current.capture if capture is None else capture,
+    )
     if canary is not None:
         if warm:
             raise UsageError("a warm endpoint has no canary yet", hint="deploy without --canary")
-        return replace(base, stable_version=served, canary_percent=canary)
-    return replace(base, stable_version=None, canary_percent=None, previous_version=served)
+        return replace(
+            base, stable_version=served, canary_percent=canary, stable_serves=current.serving
+        )
+    return replace(
+        base,
+        stable_version=None,
+        canary_percent=None,
+        previous_version=served,
+        stable_serves=None,
+        previous_serves=current.serving,
+    )
 
 
 def promote(name: str, current: Desired | None, *, stable: str | None) -> Desired:
     """All traffic to the canary (the version its image published)."""
     if current is None or not current.canary:
         raise UsageError(f"endpoint {name!r} has no canary to promote")
-    return replace(current, stable_version=None, canary_percent=None, previous_version=stable)
+    return replace(
+        current,
+        stable_version=None,
+        canary_percent=None,
+        previous_version=stable,
+        stable_serves=None,
+        previous_serves=current.stable_serves,
+    )
 
 
 def abort(name: str, current: Desired | None) -> Desired:
@@ -136,6 +236,7 @@ def rollback(
     image: str | None = None,
     model: str = "",
     version: str = "",
+    run_id: str = "",
 ) -> Desired:
     """Back to the previous version (re-point the alias), or to `image` (publishes it)."""
     if current is None:
@@ -150,11 +251,20 @@ def rollback(
             image=image,
             model=model or current.model,
             model_version=version or current.model_version,
+            run_id=run_id,
             stable_version=None,
             previous_version=served,
+            stable_serves=None,
+            previous_serves=current.serving,
         )
     if current.warm:
         raise UsageError(f"warm endpoint {name!r} keeps no previous version", hint="pass --to REF")
     if current.previous_version is None:
         raise UsageError(f"endpoint {name!r} has no previous version", hint="pass --to REF")
-    return replace(current, stable_version=current.previous_version, previous_version=served)
+    return replace(
+        current,
+        stable_version=current.previous_version,
+        previous_version=served,
+        stable_serves=current.previous_serves,
+        previous_serves=current.serving,
+    )

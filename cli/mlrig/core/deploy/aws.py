@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from mlrig.adapters import aws as aws_adapter
 from mlrig.adapters import pulumi as pulumi_adapter
 from mlrig.contract import StackOutputs
-from mlrig.core.deploy import _aws_keys, _aws_state, _keys
+from mlrig.core.deploy import _audit, _aws_keys, _aws_state, _keys
 from mlrig.core.deploy._aws_state import Desired
 from mlrig.core.deploy.state import check_name
 from mlrig.core.provenance import record as p
@@ -120,6 +120,8 @@ def endpoint_config(outputs: StackOutputs, name: str, desired: Desired) -> Any:
             public=desired.public,
             model=desired.model,
             model_version=desired.model_version,
+            run_id=desired.run_id,
+            capture_percent=desired.capture,
         )
     except ValueError as exc:
         raise UsageError(f"endpoint {name!r}: {exc}") from None
@@ -132,6 +134,7 @@ class Target:
     version: str
     digest: str
     image: str  # ECR repository URL@digest
+    run_id: str = ""  # the version's run (what its captured records name)
 
 
 def resolve(outputs: StackOutputs, ref: str) -> Target:
@@ -159,7 +162,8 @@ def resolve(outputs: StackOutputs, ref: str) -> Target:
             hint=f"run `mlrig image build --model models:/{name}/{mv.version}` and "
             "`mlrig image push` first",
         )
-    return verify_image(outputs, name, mv.version, repository, digest)
+    target = verify_image(outputs, name, mv.version, repository, digest)
+    return replace(target, run_id=mv.run_id or "")
 
 
 def verify_image(
@@ -227,13 +231,24 @@ def _view(name: str, desired: Desired, out: dict[str, Any]) -> AwsEndpoint:
     since = datetime.fromisoformat(desired.since) if desired.since else datetime.now(UTC)
     published = str(out.get(_OUT_PUBLISHED, ""))
     new = Serving(desired.model, desired.model_version, digest, 100, since, published)
-    if desired.stable_version is not None and desired.canary_percent is None:
-        # a rollback or abort: the alias serves an older published version of the function
-        new = Serving("", f"lambda:{desired.stable_version}", "", 100, since)
-    if desired.canary_percent is not None:
+    older = desired.stable_version
+    if older is not None:
+        # a canary's stable share, or after a rollback or abort: an older published version
+        # of the function (named by its model version when the state kept it)
+        known = desired.stable_serves
+        stable = (
+            Serving(known.model, known.version, known.digest, 100, since, older)
+            if known is not None
+            else Serving("", f"lambda:{older}", "", 100, since, older)
+        )
+        if desired.canary_percent is None:
+            return AwsEndpoint(name, [stable], desired.public)
         share = desired.canary_percent
-        stable = Serving("", f"lambda:{desired.stable_version}", "", 100 - share, since)
-        return AwsEndpoint(name, [stable, replace(new, weight=share)], desired.public)
+        return AwsEndpoint(
+            name,
+            [replace(stable, weight=100 - share), replace(new, weight=share)],
+            desired.public,
+        )
     return AwsEndpoint(name, [new], desired.public)
 
 
@@ -296,9 +311,12 @@ def deploy(
     canary: int | None = None,
     public: bool = False,
     warm: bool = False,
+    capture: int | None = None,
     bake_minutes: float = 0,
     progress: Progress = _no_progress,
 ) -> Deployed:
+    """capture: the share of predictions the new version's function writes to
+    s3://BUCKET/captures/NAME/ (None keeps the endpoint's; off for a new one)."""
     outputs = aws_outputs(stack)
     _check_canary(canary)
     pulumi_adapter.cli_path()  # one line, before anything is read or written
@@ -314,9 +332,11 @@ def deploy(
         image=target.image,
         model=target.model,
         version=target.version,
+        run_id=target.run_id,
         canary=canary,
         warm=warm,
         public=public,
+        capture=capture,
     )
     endpoint_config(outputs, name, desired)  # checked before anything is written
     key = None
@@ -333,13 +353,21 @@ def deploy(
             _undo_first_deploy(stack_, outputs, name, fresh_keys, progress)
         raise
     desired = _current(stack_)[0] or desired
+    ep = _view(name, desired, out)
+    _audit.log(
+        outputs.name,
+        "canary" if canary is not None else "deploy",
+        name,
+        ep.backends[-1],
+        key_id=key.split(":", 1)[0] if key else None,
+    )
     if canary is None:
         _record(outputs, name, target.model, target.version, "deployed")
     elif bake_minutes > 0:
         _bake_or_abort(
             outputs, name, [str(n) for n in out.get(_OUT_ALARMS, [])], bake_minutes, progress
         )
-    return Deployed(_view(name, desired, out), str(out.get(_OUT_URL, "")), key)
+    return Deployed(ep, str(out.get(_OUT_URL, "")), key)
 
 
 def _bake_or_abort(
@@ -389,8 +417,8 @@ def _change(
     endpoint_config(outputs, name, desired)
     progress(f"pulumi up of endpoint {name}: re-pointing alias live")
     out = _up(stack_, desired)
-    current, _ = _current(stack_)
-    return _view(name, current or desired, out)
+    after, _ = _current(stack_)
+    return _view(name, after or desired, out)
 
 
 def promote(
@@ -403,12 +431,26 @@ def promote(
         progress,
     )
     serving = ep.backends[0]
-    _record(aws_outputs(stack), name, serving.model, serving.version, "promoted")
+    outputs = aws_outputs(stack)
+    _record(outputs, name, serving.model, serving.version, "promoted")
+    _audit.log(outputs.name, "promote", name, serving)
     return ep
 
 
 def abort(name: str, *, stack: str | None = None, progress: Progress = _no_progress) -> AwsEndpoint:
-    return _change(name, stack, lambda cur, _out: _aws_state.abort(name, cur), progress)
+    aborted: list[Serving] = []
+
+    def step(cur: Desired | None, out: dict[str, Any]) -> Desired:
+        nxt = _aws_state.abort(name, cur)
+        assert cur is not None  # abort refused otherwise
+        canary = _view(name, cur, out).canary
+        aborted.extend([canary] if canary else [])
+        return nxt
+
+    ep = _change(name, stack, step, progress)
+    # the line names the canary that stopped serving, as the local stack's does
+    _audit.log(aws_outputs(stack).name, "abort", name, aborted[0] if aborted else None)
+    return ep
 
 
 def rollback(
@@ -430,56 +472,120 @@ def rollback(
             image=target.image,
             model=target.model,
             version=target.version,
+            run_id=target.run_id,
         )
 
     ep = _change(name, stack, step, progress)
-    if target is not None:  # a plain rollback knows the Lambda version, not the model's
-        _record(aws_outputs(stack), name, target.model, target.version, "rolled back")
+    outputs = aws_outputs(stack)
+    back = ep.backends[0]
+    # a plain rollback names the model version when the state kept what the Lambda version
+    # serves (endpoints deployed before it was kept show lambda:N and record no version)
+    if not back.version.startswith("lambda:"):
+        _record(outputs, name, back.model, back.version, "rolled back")
+    _audit.log(outputs.name, "rollback", name, back)
     return ep
 
 
 def delete(name: str, *, stack: str | None = None, progress: Progress = _no_progress) -> None:
     outputs = aws_outputs(stack)
     stack_ = _open(outputs, check_name(name))
+    current, _out = _current(stack_)
     progress(f"pulumi destroy of endpoint {name} (its own stack only)")
     pulumi_adapter.destroy(stack_, on_output=lambda _line: None)
     _aws_keys.delete(outputs.name, name, _region(outputs))
+    pulumi_adapter.remove_stack(stack_)  # `deploy list` no longer finds it
+    _forget_alias(outputs, name, current)
+    _audit.log(outputs.name, "delete", name)
+
+
+def endpoint_names(outputs: StackOutputs) -> list[str]:
+    """The endpoints of this base stack: its endpoint stacks on the stack's Pulumi backend
+    (named BASE.ENDPOINT, project mlrig-endpoint), sorted."""
+    from mlrig.core.stack.aws import stack as aws_stack
+    from mlrig.infra.endpoint.refs import ENDPOINT_PROJECT, endpoint_stack_name
+
+    profile = outputs.dvc_remote.profile
+    found = pulumi_adapter.list_stack_names(
+        backend_url=aws_stack.backend_url(outputs.name, None),
+        passphrase=aws_stack.passphrase(outputs.name),
+        env={"AWS_PROFILE": profile} if profile else {},
+        project=ENDPOINT_PROJECT,
+    )
+    prefix = endpoint_stack_name(outputs.name, "")
+    names = set()
+    for stack_name in found:
+        rest = stack_name.removeprefix(prefix)
+        if rest != stack_name and _is_name(rest):
+            names.add(rest)
+    return sorted(names)
+
+
+def _is_name(text: str) -> bool:
+    try:
+        check_name(text)
+    except UsageError:
+        return False
+    return True
 
 
 def status(name: str | None = None, *, stack: str | None = None) -> list[dict[str, object]]:
-    if name is None:
-        raise UsageError(
-            "listing every AWS endpoint is not built yet",
-            hint="name one: `mlrig deploy status NAME`",
-        )
+    """One row per endpoint (the local stack's shape; `proxy` is the HTTP API): `name`'s, or
+    every endpoint stack's that serves something (a stack whose first deploy never finished
+    holds no image and is left out)."""
     outputs = aws_outputs(stack)
-    stack_ = _open(outputs, check_name(name))
+    if name is not None:
+        row = _row(outputs, check_name(name))
+        if row is None:
+            raise UsageError(
+                f"no endpoint {name!r} on stack '{outputs.name}'",
+                hint="see the stack's endpoints with `mlrig deploy list`",
+            )
+        return [row]
+    return [row for n in endpoint_names(outputs) if (row := _row(outputs, n)) is not None]
+
+
+def _row(outputs: StackOutputs, name: str) -> dict[str, object] | None:
+    stack_ = _open(outputs, name)
     current, out = _current(stack_)
     if current is None:
-        raise UsageError(f"no endpoint {name!r} on stack '{outputs.name}'")
+        return None
     ep = _view(name, current, out)
-    keys = _aws_keys.read(outputs.name, name, _region(outputs)) or []
-    return [
-        {
-            "endpoint": name,
-            "url": f"{out.get(_OUT_URL, '')}/invocations",
-            "public": current.public,
-            "proxy": "api-gateway",
-            "keys": [k.id for k in keys],
-            "serving": [
-                {
-                    "model": b.model,
-                    "version": b.version,
-                    "digest": b.digest,
-                    "since": b.since.isoformat(timespec="seconds"),
-                    "traffic": b.weight,
-                    "lambda_version": b.lambda_version,
-                }
-                for b in ep.backends
-            ],
-            "previous": current.previous_version,
-        }
-    ]
+    keys = [] if current.public else _aws_keys.read(outputs.name, name, _region(outputs)) or []
+    previous = current.previous_serves
+    return {
+        "endpoint": name,
+        "url": f"{out.get(_OUT_URL, '')}/invocations",
+        "public": current.public,
+        "proxy": "api-gateway",
+        "keys": [k.id for k in keys],
+        "key_count": len(keys),
+        "serving": [
+            {
+                "model": b.model,
+                "version": b.version,
+                "digest": b.digest,
+                "since": b.since.isoformat(timespec="seconds"),
+                "traffic": b.weight,
+                "lambda_version": b.lambda_version,
+                # a Lambda version has no counters to ask (its writes: the bucket, its logs);
+                # the endpoint's share is the row's
+                "capture": None,
+                "captured": None,
+            }
+            for b in ep.backends
+        ],
+        "previous": previous.version if previous else current.previous_version,
+        "previous_digest": previous.digest if previous else None,
+        "previous_lambda_version": current.previous_version,
+        "capture": current.capture,
+        "captures": captures_uri(outputs, name),
+    }
+
+
+def captures_uri(outputs: StackOutputs, name: str) -> str:
+    """s3://BUCKET/captures/NAME: the stack's bucket (its DVC remote's)."""
+    bucket = outputs.dvc_remote.url.removeprefix("s3://").split("/", 1)[0]
+    return f"s3://{bucket}/captures/{name}"
 
 
 # -- keys (SSM only: no Pulumi run) ------------------------------------------------------------
@@ -491,6 +597,7 @@ def create_key(name: str, *, stack: str | None = None) -> str:
         raise UsageError(f"no keyed endpoint {name!r} on stack '{outputs.name}'")
     record, shown = _keys.new_key()
     _aws_keys.write(outputs.name, name, region, [*existing, record])
+    _audit.log(outputs.name, "key-create", name, key_id=record.id)
     return shown
 
 
@@ -510,6 +617,7 @@ def revoke_key(name: str, key_id: str, *, stack: str | None = None) -> None:
             hint=f"see its keys with `mlrig deploy keys list {name}`",
         )
     _aws_keys.write(outputs.name, name, region, [k for k in keys if k.id != key_id])
+    _audit.log(outputs.name, "key-revoke", name, key_id=key_id)
 
 
 # -- auto-abort --------------------------------------------------------------------------------
@@ -566,3 +674,18 @@ def _record(outputs: StackOutputs, name: str, model: str, version: str, what: st
         rest.set_alias(model, f"endpoint-{name}", version)
         stamp = f"{what} on {outputs.name} {datetime.now(UTC).isoformat(timespec='seconds')}"
         rest.set_model_version_tag(model, version, f"mlrig.endpoint.{name}", stamp)
+
+
+def _forget_alias(outputs: StackOutputs, name: str, current: Desired | None) -> None:
+    """The deleted endpoint's alias `endpoint-NAME` leaves its model (best effort, as the
+    local stack's delete)."""
+    import contextlib
+
+    from mlrig.adapters.mlflow_rest import MlflowRest
+    from mlrig.core.stack import env as stack_env
+
+    if current is None or not current.model:
+        return
+    with contextlib.suppress(MlrigError):
+        rest = MlflowRest.from_env(stack_env.client_env(outputs))
+        rest.delete_alias(current.model, f"endpoint-{name}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -114,16 +115,18 @@ def parse_since(text: str, now: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def _captures_root(outputs: StackOutputs) -> Path:
+def _captures_root(outputs: StackOutputs, since: datetime, until: datetime, scratch: Path) -> Path:
+    """The folder of the stack's captures: the local stack's own, or for an AWS stack the
+    window's objects of s3://BUCKET/captures/ copied into `scratch` (same layout)."""
     from mlrig.core.stack.local.state import Layout
 
-    if outputs.kind != "local":
-        raise UsageError(
-            f"stack '{outputs.name}' is an AWS stack: `mlrig monitor` reads the local stack's "
-            "captures only so far",
-            hint="pass --stack with a local stack",
-        )
-    return Layout(outputs.name).root / CAPTURES
+    if outputs.kind == "local":
+        return Layout(outputs.name).root / CAPTURES
+    from mlrig.core.monitor import _s3captures
+
+    bucket = outputs.dvc_remote.url.removeprefix("s3://").split("/", 1)[0]
+    _s3captures.mirror(bucket, outputs.region or "us-east-1", since, until, scratch)
+    return scratch
 
 
 def _window(
@@ -270,9 +273,10 @@ def run_monitor(
     until = until or now
     start = until - since if isinstance(since, timedelta) else since
     outputs = stacks.outputs(stacks.resolve_name(stack, repo=repo))
-    root = _captures_root(outputs)
     rest = MlflowRest.from_env(stack_env.client_env(outputs))
-    endpoint, window = _window(target, root, rest, start, until)
+    with tempfile.TemporaryDirectory(prefix="mlrig-captures-") as scratch:
+        root = _captures_root(outputs, start, until, Path(scratch))
+        endpoint, window = _window(target, root, rest, start, until)
     if not window.records:
         what = f"endpoint {endpoint}" if endpoint else target
         raise UsageError(

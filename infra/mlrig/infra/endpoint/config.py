@@ -42,12 +42,15 @@ class EndpointConfig:
     warm: bool = False  # a Fargate service instead of the function
     warm_size: tuple[int, int] = (512, 1024)
     capture: bool = False  # may the model write captures/ENDPOINT/* in the bucket
+    # the share (0-100 %) of predictions the function captures; > 0 turns `capture` on
+    capture_percent: int = 0
     limits: Limits = Limits()
     log_retention_days: int = 14
     authorizer_cache_s: int = 60  # API Gateway caches a key's verdict this long
     public: bool = False  # no authorizer: anyone may call it (flagged by status)
     model: str = ""  # for tags: what the image is
     model_version: str = ""
+    run_id: str = ""  # the version's run: what its captured records name
 
     def __post_init__(self) -> None:
         problems = self.problems()
@@ -72,6 +75,12 @@ class EndpointConfig:
                 found.append("a canary needs the stable version it is compared to")
             if self.warm:
                 found.append("a warm endpoint has no canary (weighted alias) yet")
+        if self.run_id and not re.fullmatch(r"[0-9a-f]{32}", self.run_id):
+            found.append(f"run id {self.run_id[:40]!r} is not an MLflow run id")
+        if not 0 <= self.capture_percent <= 100:
+            found.append(f"capture share {self.capture_percent} is not 0-100")
+        if self.capture_percent and self.warm:
+            found.append("a warm endpoint does not capture yet")
         if not LAMBDA_MEMORY_MB[0] <= self.memory_mb <= LAMBDA_MEMORY_MB[1]:
             found.append(f"memory {self.memory_mb} MB is outside Lambda's {LAMBDA_MEMORY_MB}")
         if self.warm and self.warm_size not in WARM_SIZES:
@@ -134,7 +143,8 @@ def from_pulumi_config() -> EndpointConfig:
         memory_mb=conf.get_int("memoryMb") or 1024,
         warm=conf.get_bool("warm") or False,
         warm_size=(int(cpu), int(memory)),
-        capture=conf.get_bool("capture") or False,
+        capture=conf.get_bool("capture") or bool(conf.get_int("capturePercent")),
+        capture_percent=conf.get_int("capturePercent") or 0,
         public=conf.get_bool("public") or False,
         limits=Limits(
             errors_per_minute=conf.get_int("maxErrorsPerMinute") or Limits.errors_per_minute,
@@ -142,4 +152,5 @@ def from_pulumi_config() -> EndpointConfig:
         ),
         model=conf.get("model") or "",
         model_version=conf.get("modelVersion") or "",
+        run_id=conf.get("runId") or "",
     )

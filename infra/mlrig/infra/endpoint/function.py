@@ -43,7 +43,7 @@ class EndpointFunction(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-role", assume_role_policy=assume_role("lambda.amazonaws.com"), opts=child
         )
-        capture = cfg.capture
+        capture = cfg.capture or cfg.capture_percent > 0
         policy = aws.iam.RolePolicy(
             f"{name}-policy",
             role=role.id,
@@ -62,13 +62,7 @@ class EndpointFunction(pulumi.ComponentResource):
             memory_size=cfg.memory_mb,
             timeout=cfg.timeout_s,
             architectures=["x86_64"],
-            environment={
-                "variables": {
-                    "MLRIG_ENDPOINT": cfg.endpoint,
-                    # the route's prefix, which the image's Lambda entry strips
-                    "MLRIG_BASE_PATH": f"/endpoints/{cfg.endpoint}",
-                }
-            },
+            environment={"variables": _variables(cfg, args.bucket_arn)},
             logging_config={"log_format": "Text", "log_group": logs.name},
             opts=pulumi.ResourceOptions.merge(
                 child, pulumi.ResourceOptions(depends_on=[policy, logs])
@@ -161,3 +155,38 @@ class EndpointFunction(pulumi.ComponentResource):
             "p99",
         )
         return [errors, latency]
+
+
+def capture_uri(bucket_arn: str, endpoint: str) -> str:
+    """Where the function writes its captures: s3://BUCKET/captures/ENDPOINT."""
+    bucket = bucket_arn.rsplit(":", 1)[-1]  # arn:aws:s3:::BUCKET
+    return f"s3://{bucket}/{policies.CAPTURE_PREFIX}/{endpoint}"
+
+
+def _variables(cfg: EndpointConfig, bucket_arn: pulumi.Input[str]) -> pulumi.Input[dict[str, str]]:
+    """The image's settings: its endpoint and route prefix; with capture on, the share, the
+    prefix it may write (the role's) and what each record names (what deploy verified)."""
+    base = {
+        "MLRIG_ENDPOINT": cfg.endpoint,
+        # the route's prefix, which the image's Lambda entry strips
+        "MLRIG_BASE_PATH": f"/endpoints/{cfg.endpoint}",
+    }
+    if not cfg.capture_percent:
+        return base
+    capture = {
+        "MLRIG_CAPTURE_PERCENT": str(cfg.capture_percent),
+        # Lambda freezes the process between invocations: the handler writes the buffer
+        # after the invocation in which its oldest record is this old (or it is half full)
+        "MLRIG_CAPTURE_FLUSH_SECONDS": "10",
+        "MLRIG_MODEL_NAME": cfg.model,
+        "MLRIG_MODEL_VERSION": cfg.model_version,
+        "MLRIG_IMAGE_DIGEST": cfg.image.rsplit("@", 1)[-1],
+        "MLRIG_RUN_ID": cfg.run_id,
+    }
+    return pulumi.Output.from_input(bucket_arn).apply(
+        lambda arn: {
+            **base,
+            **capture,
+            "MLRIG_CAPTURE_DIR": capture_uri(arn, cfg.endpoint),
+        }
+    )

@@ -50,6 +50,7 @@ def test_healthy_stack_passes_every_stack_check(stack: LocalStack) -> None:
         "dvc remote": "ok",
         "stack processes": "ok",
         "file modes": "ok",
+        "endpoints": "skip",  # none deployed on this stack
     }
 
 
@@ -127,4 +128,5 @@ def test_following_each_printed_fix_makes_doctor_green(stack: LocalStack) -> Non
     secret.rmdir()  # "move it away"
     stack.up()  # "run `mlrig stack up --stack doc`"
     checks = by_name(doctor.stack_checks("doc"))
-    assert {n: c.status for n, c in checks.items() if c.status != "ok"} == {}
+    green = ("ok", "skip")  # skip: nothing to check (no endpoint deployed here)
+    assert {n: c.status for n, c in checks.items() if c.status not in green} == {}

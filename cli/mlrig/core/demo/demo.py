@@ -200,7 +200,20 @@ def _image_push(ctx: DemoContext) -> str:
     from mlrig import contract
     from mlrig.core.image import push as serving_push
 
-    result = serving_push.push(ctx.facts["image"], contract.load(ctx.stack), progress=ctx.log)
+    from mlrig.errors import Conflict
+
+    try:
+        result = serving_push.push(ctx.facts["image"], contract.load(ctx.stack), progress=ctx.log)
+    except Conflict:
+        # a run before this one pushed this version (e.g. its canary step, when the retrained
+        # version is the best now): the registry's tags are immutable, and a rebuild is not
+        # byte-identical, so the version's recorded push is read back and used instead
+        from mlrig.core.deploy import endpoints
+
+        uri = ctx.facts["model"].split(" ", 1)[0]
+        target = endpoints.resolve(endpoints.Site.open(ctx.stack), uri)
+        ctx.facts["pushed"], ctx.facts["digest"] = target.image, target.digest
+        return f"{target.image} (pushed by an earlier run; verified)"
     ctx.facts["pushed"] = result.reference
     ctx.facts["digest"] = result.digest
     return f"{result.reference} (verified)"

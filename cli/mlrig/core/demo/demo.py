@@ -199,7 +199,6 @@ def _image_build(ctx: DemoContext) -> str:
 def _image_push(ctx: DemoContext) -> str:
     from mlrig import contract
     from mlrig.core.image import push as serving_push
-
     from mlrig.errors import Conflict
 
     try:

@@ -24,7 +24,7 @@ from mlrig.adapters import pulumi as pulumi_adapter
 from mlrig.contract import StackOutputs
 from mlrig.core.deploy import _audit, _aws_keys, _aws_state, _keys
 from mlrig.core.deploy._aws_state import Desired
-from mlrig.core.deploy.state import check_name
+from mlrig.core.deploy.state import check_name, default_name
 from mlrig.core.provenance import record as p
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack import stacks
@@ -299,7 +299,7 @@ def preview_deploy(
     outputs = aws_outputs(stack)
     _check_canary(canary)
     target = _target(outputs, ref)
-    name = check_name(endpoint or target.model)
+    name = check_name(endpoint or default_name(target.model))
     return dry_run(outputs, name, target.image, canary=canary, warm=warm, public=public)
 
 
@@ -321,7 +321,7 @@ def deploy(
     _check_canary(canary)
     pulumi_adapter.cli_path()  # one line, before anything is read or written
     target = _target(outputs, ref)
-    name = check_name(endpoint or target.model)
+    name = check_name(endpoint or default_name(target.model))
     region = _region(outputs)
     stack_ = _open(outputs, name)
     current, out = _current(stack_)

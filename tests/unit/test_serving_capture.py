@@ -204,6 +204,22 @@ def test_files_are_named_by_the_records_utc_hour_and_writer(tmp_path: Path) -> N
     assert first["inferenceTime"] == "2026-12-07T12:34:56.789Z"
 
 
+def test_every_folder_and_file_is_the_owners_only(tmp_path: Path) -> None:
+    """Captures hold request bodies: each hour's folders and files are owner-only, whatever
+    the process's umask (`doctor`'s file-modes check reads the stack's folder)."""
+    old = os.umask(0o022)
+    try:
+        c = cap.Capture(settings(tmp_path), clock=lambda: T0)
+        c.offer("00000000-0000-4000-8000-000000000001", b"{}", JSON, b"{}", JSON)
+        c.start()
+        assert c.close()
+    finally:
+        os.umask(old)
+    made = [tmp_path / "2026", *(tmp_path / "2026").rglob("*")]
+    assert len(made) == 5  # yyyy, mm, dd, hh and one file
+    assert {p.stat().st_mode & 0o077 for p in made} == {0}
+
+
 def test_a_file_past_its_size_is_closed_and_the_next_one_started(tmp_path: Path) -> None:
     c = cap.Capture(settings(tmp_path, file_bytes=2000), clock=lambda: T0)
     body = json.dumps({"inputs": [[0.5] * 40]}).encode()  # one record ~ 700 bytes

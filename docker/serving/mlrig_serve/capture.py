@@ -27,6 +27,7 @@ MLRIG_CAPTURE_FILE_BYTES (64 MiB), MLRIG_CAPTURE_FLUSH_SECONDS (0.5).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
@@ -374,8 +375,13 @@ class Capture:
 
     def _open(self) -> None:
         assert self.settings.directory is not None
-        folder = os.path.join(self.settings.directory, *self._folder.split("/"))
-        os.makedirs(folder, mode=0o700, exist_ok=True)
+        folder = self.settings.directory
+        if not os.path.exists(folder):  # the mount exists; image run's folder may not yet
+            os.makedirs(folder, mode=0o700, exist_ok=True)
+        for part in self._folder.split("/"):  # each level owner-only (makedirs' mode is the
+            folder = os.path.join(folder, part)  # leaf's only; captures hold request bodies)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(folder, 0o700)
         self._seq += 1
         name = f"{self.writer_id}-{self._seq:06d}.jsonl"
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)

@@ -433,3 +433,20 @@ def test_a_dead_webhook_is_logged_without_its_url_and_blocks_nothing(
         "the webhook did not answer (ConnectionError)"
     ]
     assert TOKEN not in caplog.text
+
+
+def test_the_trainers_files_are_the_owners_only_whatever_the_umask(tmp_path: Path) -> None:
+    """The demo runs a Trainer and ticks the loop in its own process (umask 022): the job
+    table and the loop's audit trail must still pass doctor's file-modes check."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        watcher = _watcher(tmp_path, RETRAIN, Fake([]))
+        JobStore(tmp_path / "state").add(None)  # a write: the WAL files appear
+        watcher._audit("drift", detail="one line of the audit trail")
+    finally:
+        os.umask(old)
+    made = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert {"jobs.db", watcher.audit_path.name} <= {p.name for p in made}
+    assert {p.name: p.stat().st_mode & 0o077 for p in made} == {p.name: 0 for p in made}

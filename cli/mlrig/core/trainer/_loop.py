@@ -268,7 +268,12 @@ class Watcher:
             **{k: v for k, v in fields.items() if v is not None},
             "detail": detail,
         }
-        with self.audit_path.open("a", encoding="utf-8") as fh:
+        import os
+
+        # owner-only whatever the process's umask (the demo ticks the loop in its own
+        # process): the stack's folder is private, and doctor's file-modes check says so
+        fd = os.open(self.audit_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(line, sort_keys=False) + "\n")
         log.info("%s: %s", decision, detail)
         return line

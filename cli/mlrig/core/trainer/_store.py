@@ -106,15 +106,18 @@ class JobStore:
         self.root = root
         self.db = root / "jobs.db"
         self.logs = root / "logs"
-        from mlrig.core.shared.files import private_dir
+        from mlrig.core.shared.files import private_dir, private_umask
 
         private_dir(self.logs)
-        con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
-        try:  # WAL: readers (GET) never wait for the worker's writes
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute(_SCHEMA)
-        finally:
-            con.close()
+        # owner-only whatever the process's umask (the demo runs a Trainer in its own
+        # process); SQLite gives the -wal and -shm files the database file's mode
+        with private_umask():
+            con = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+            try:  # WAL: readers (GET) never wait for the worker's writes
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute(_SCHEMA)
+            finally:
+                con.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -183,7 +186,7 @@ class JobStore:
                 "INSERT INTO jobs (id, state, push_image, created_at) VALUES (?, 'queued', ?, ?)",
                 (job_id, push, _now()),
             )
-        self.log_path(job_id).touch()
+        self.log_path(job_id).touch(mode=0o600)
         job = self.get(job_id)
         assert job is not None
         return job

@@ -22,10 +22,11 @@ import requests
 
 from mlrig.adapters.mlflow_rest import ModelVersion
 from mlrig.core.deploy import _images, _render, canary, logs, traffic
-from mlrig.core.deploy.state import Backend, Endpoint
+from mlrig.core.deploy.state import Endpoint
 from mlrig.core.shared import interrupts
 from mlrig.errors import Terminated, UsageError
 from tests.helpers import sample
+from tests.unit.test_deploy import backend
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 STABLE, CANARY = 9001, 9002
@@ -45,19 +46,6 @@ def line(port: int | str, status: int, ms: float, *, at: float = 0.0, uri: str =
         "request_id": "ab12",
     }
     return json.dumps(rec).encode() + b"\n"
-
-
-def backend(version: str, port: int, weight: int) -> Backend:
-    return Backend(
-        model="m",
-        version=version,
-        digest="sha256:" + "a" * 64,
-        image="127.0.0.1:5000/models@sha256:" + "a" * 64,
-        container=f"c{version}",
-        port=port,
-        weight=weight,
-        since=NOW,
-    )
 
 
 def with_canary(limits: traffic.CanaryLimits | None = None) -> Endpoint:

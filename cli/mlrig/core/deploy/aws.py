@@ -24,7 +24,7 @@ from mlrig.adapters import pulumi as pulumi_adapter
 from mlrig.contract import StackOutputs
 from mlrig.core.deploy import _audit, _aws_keys, _aws_state, _keys
 from mlrig.core.deploy._aws_state import Desired
-from mlrig.core.deploy.state import check_name, default_name
+from mlrig.core.deploy.state import check_canary, check_name, default_name
 from mlrig.core.provenance import record as p
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack import stacks
@@ -275,11 +275,6 @@ def dry_run(
     )
 
 
-def _check_canary(canary: int | None) -> None:
-    if canary is not None and not 1 <= canary <= 99:
-        raise UsageError(f"--canary {canary} is not a share", hint="pass 1-99 (percent)")
-
-
 def _target(outputs: StackOutputs, ref: str | None) -> Target:
     from mlrig.core.deploy import endpoints
 
@@ -297,7 +292,7 @@ def preview_deploy(
 ) -> DryRun:
     """`deploy --dry-run`: REF resolved and verified, the endpoint planned offline."""
     outputs = aws_outputs(stack)
-    _check_canary(canary)
+    check_canary(canary)
     target = _target(outputs, ref)
     name = check_name(endpoint or default_name(target.model))
     return dry_run(outputs, name, target.image, canary=canary, warm=warm, public=public)
@@ -318,7 +313,7 @@ def deploy(
     """capture: the share of predictions the new version's function writes to
     s3://BUCKET/captures/NAME/ (None keeps the endpoint's; off for a new one)."""
     outputs = aws_outputs(stack)
-    _check_canary(canary)
+    check_canary(canary)
     pulumi_adapter.cli_path()  # one line, before anything is read or written
     target = _target(outputs, ref)
     name = check_name(endpoint or default_name(target.model))

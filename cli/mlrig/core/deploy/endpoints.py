@@ -24,7 +24,15 @@ from mlrig.adapters.mlflow_rest import MlflowRest
 from mlrig.adapters.registry_client import RegistryClient
 from mlrig.contract import StackOutputs
 from mlrig.core.deploy import _audit, _images, _keys, _render, traffic
-from mlrig.core.deploy.state import Backend, Endpoint, Proxy, Store, check_name, default_name
+from mlrig.core.deploy.state import (
+    Backend,
+    Endpoint,
+    Proxy,
+    Store,
+    check_canary,
+    check_name,
+    default_name,
+)
 from mlrig.core.image import run as image_run
 from mlrig.core.shared import capture as capture_contract
 from mlrig.core.shared import secrets
@@ -429,13 +437,12 @@ def deploy(
     capture: the endpoint's capture percent from now on (None keeps its setting; a new
     endpoint's is 0, off); the containers this command starts capture that share."""
     capture_contract.check_percent(capture)
+    check_canary(canary)  # before REF is resolved (which may build and push)
     site = Site.open(stack)
     nginx.binary()  # one line naming the package before anything is built or started
     ref = ref or default_ref(Path.cwd())
     target = resolve(site, ref, progress)
     name = check_name(endpoint or default_name(target.model))
-    if canary is not None and not 1 <= canary <= 99:
-        raise UsageError(f"--canary {canary} is not a share", hint="pass 1-99 (percent)")
     with site.store.lock(name), _interruptible(name, "deploy"):
         ep = site.store.read(name)
         if canary is not None and (ep is None or not ep.backends):

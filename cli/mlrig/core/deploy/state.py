@@ -60,6 +60,12 @@ class Proxy(BaseModel):
     port: int
 
 
+def check_canary(canary: int | None) -> None:
+    """A --canary share is 1-99 %, checked before anything is resolved, built or started."""
+    if canary is not None and not 1 <= canary <= 99:
+        raise UsageError(f"--canary {canary} is not a share", hint="pass 1-99 (percent)")
+
+
 def check_name(name: str) -> str:
     import re
 

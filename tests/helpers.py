@@ -1135,3 +1135,21 @@ def http_api_event(
         "body": base64.b64encode(body).decode() if b64 else (body.decode() if body else None),
         "isBase64Encoded": b64,
     }
+
+
+def deploy_backend(version: str, port: int, weight: int) -> Any:
+    """An endpoint's model container as deploy's state records it (unit tests of deploy)."""
+    from datetime import UTC, datetime
+
+    from mlrig.core.deploy.state import Backend
+
+    return Backend(
+        model="m",
+        version=version,
+        digest="sha256:" + "a" * 64,
+        image="127.0.0.1:5000/models@sha256:" + "a" * 64,
+        container=f"c{version}",
+        port=port,
+        weight=weight,
+        since=datetime(2026, 1, 1, tzinfo=UTC),
+    )

@@ -12,21 +12,12 @@ import pytest
 from mlrig.core.deploy import _keys, _render
 from mlrig.core.deploy.state import Backend, Endpoint, Store, check_name
 from mlrig.errors import ConfigError, Conflict, UsageError
+from tests.helpers import deploy_backend
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
-def backend(version: str, port: int, weight: int) -> Backend:
-    return Backend(
-        model="m",
-        version=version,
-        digest="sha256:" + "a" * 64,
-        image="127.0.0.1:5000/models@sha256:" + "a" * 64,
-        container=f"c{version}",
-        port=port,
-        weight=weight,
-        since=NOW,
-    )
+backend = deploy_backend
 
 
 def endpoint(name: str = "churn", public: bool = False, *backends: Backend) -> Endpoint:

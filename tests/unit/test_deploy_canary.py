@@ -25,8 +25,8 @@ from mlrig.core.deploy import _images, _render, canary, logs, traffic
 from mlrig.core.deploy.state import Endpoint
 from mlrig.core.shared import interrupts
 from mlrig.errors import Terminated, UsageError
+from tests.helpers import deploy_backend as backend
 from tests.helpers import sample
-from tests.unit.test_deploy import backend
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 STABLE, CANARY = 9001, 9002

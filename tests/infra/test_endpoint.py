@@ -12,10 +12,10 @@ import pytest
 from mlrig.core.stack import endpoint_plan
 from mlrig.core.stack import plan as plans
 from mlrig.infra.endpoint.config import EndpointConfig
-from mlrig.infra.endpoint.refs import RefNames
+from mlrig.infra.endpoint.refs import RefNames, names
+from tests.helpers import DOMAIN, make_plan, schema_problems, statement
 from tests.helpers import ENDPOINT_IMAGE as IMAGE
 from tests.helpers import endpoint_plan as endpoint_plan_of
-from tests.helpers import make_plan, schema_problems, statement
 
 REGION = "us-east-1"
 DIGEST = "sha256:" + "cd" * 32
@@ -243,17 +243,39 @@ BASE_ONLY = {
 }
 
 
+PROFILES = {"small": ("small", None), "production": ("production", DOMAIN)}
+
+
+def _on(profile: str, **changes: Any) -> tuple[plans.Plan, tuple[Any, ...]]:
+    """The endpoint planned on that profile's base outputs (as its StackReference reads)."""
+    refs = endpoint_plan.sample_refs("plan", REGION, profile)
+    settings: dict[str, Any] = {
+        "base_stack": "plan",
+        "endpoint": "churn",
+        "region": REGION,
+        "image": IMAGE,
+        **changes,
+    }
+    planned, reads = endpoint_plan.run_endpoint_program(EndpointConfig(**settings), refs)
+    return planned, tuple(reads)
+
+
+@pytest.mark.parametrize("profile", list(PROFILES))
 @pytest.mark.parametrize("variant", [{}, {"warm": True, "capture": True}], ids=["lambda", "warm"])
-def test_the_endpoint_stack_holds_only_endpoint_resources(variant: dict[str, Any]) -> None:
+def test_the_endpoint_stack_holds_only_endpoint_resources(
+    variant: dict[str, Any], profile: str
+) -> None:
     """What a preview of the endpoint stack could touch: its own resources, all named for the
     endpoint, none of the base stack's (its names or its stateful types); the base stack is
-    only read, through one StackReference."""
-    planned, reads = _plan(**variant)
-    base = make_plan("small")
+    only read, through one StackReference. On both profiles: production's endpoints attach
+    to the base stack's endpoints-only API, never to its ALB."""
+    planned, reads = _on(profile, **variant)
+    base = make_plan(*PROFILES[profile])
     base_names = {(r.type, r.name) for r in base.resources}
     mine = {(r.type, r.name) for r in planned.resources}
     assert mine and not mine & base_names
     assert not {t for t, _ in mine} & BASE_ONLY
+    assert not any(t.startswith("aws:lb/") for t, _ in mine)
     assert all(name.startswith("churn-") for _, name in mine)
     assert {t for t, _ in mine} - BASE_TYPES_OWNED_BY_ENDPOINTS <= {
         FUNCTION,
@@ -273,12 +295,47 @@ def test_the_endpoint_stack_holds_only_endpoint_resources(variant: dict[str, Any
     }
 
 
-def test_the_base_stack_exports_what_endpoints_read() -> None:
-    base = make_plan("small")
-    refs = endpoint_plan.sample_refs("plan", REGION)
+@pytest.mark.parametrize("profile", list(PROFILES))
+def test_the_base_stack_exports_what_endpoints_read(profile: str) -> None:
+    """Both profiles export every name the endpoint program reads, with the values its
+    offline plans assume (a missing one would fail `require_output` at deploy time)."""
+    base = make_plan(*PROFILES[profile])
+    refs = endpoint_plan.sample_refs("plan", REGION, profile)
+    assert set(refs) == set(names())
     for name in refs:
         assert base.outputs[name] == refs[name], name
-    assert RefNames.API_ID not in make_plan("production", "mlflow.example.com").outputs
+
+
+def test_production_endpoints_have_their_own_api_beside_the_alb() -> None:
+    """The ALB stays the tracking server's: endpoints get a routeless HTTP API ($0 idle),
+    a VPC link in the tasks' private subnets whose group reaches only the warm tasks' port
+    inside the VPC, and a namespace for warm endpoints; warm tasks get no public IP."""
+    base = make_plan("production", DOMAIN)
+    assert base.outputs[RefNames.API_URL] != base.outputs["mlflow_tracking_uri"]
+    api = base.one("aws:apigatewayv2/api:Api", "endpoints-api").inputs
+    assert api == {"name": "mlrig-plan-endpoints", "protocolType": "HTTP", "tags": api["tags"]}
+    assert [r.name for r in base.of_type("aws:apigatewayv2/route:Route")] == []
+    assert base.one("aws:apigatewayv2/stage:Stage", "endpoints-stage").inputs[
+        "defaultRouteSettings"
+    ] == {"throttlingBurstLimit": 200, "throttlingRateLimit": 100}
+    link = base.one("aws:apigatewayv2/vpcLink:VpcLink", "endpoints-link").inputs
+    assert link["subnetIds"] == ["network-private-0-id", "network-private-1-id"]
+    assert link["securityGroupIds"] == ["endpoints-link-sg-id"]
+    group = base.one("aws:ec2/securityGroup:SecurityGroup", "endpoints-link-sg").inputs
+    assert group["ingress"] == []
+    assert [(e["fromPort"], e["toPort"], e["cidrBlocks"]) for e in group["egress"]] == [
+        (5000, 5000, ["10.42.0.0/16"])
+    ]
+    assert base.outputs[RefNames.PUBLIC_IP] is False
+    warm, _ = _on("production", warm=True)
+    service = warm.one("aws:ecs/service:Service").inputs
+    assert service["networkConfiguration"]["assignPublicIp"] is False
+    assert service["networkConfiguration"]["subnets"] == base.outputs[RefNames.SUBNET_IDS]
+    ingress = warm.one("aws:ec2/securityGroup:SecurityGroup").inputs["ingress"]
+    assert ingress[0]["securityGroups"] == ["endpoints-link-sg-id"]
+    # the small profile's endpoints keep sharing its front-door API: no second one
+    assert make_plan("small").of_type("aws:apigatewayv2/api:Api")[0].name == "mlflow-front-api"
+    assert len(make_plan("small").of_type("aws:apigatewayv2/api:Api")) == 1
 
 
 def test_lambda_may_pull_only_for_this_stacks_endpoints() -> None:
@@ -304,3 +361,4 @@ def test_lambda_may_pull_only_for_this_stacks_endpoints() -> None:
 def test_inputs_match_the_provider_types(variant: dict[str, Any]) -> None:
     """Every key of every input (nested too) is a field pulumi-aws knows (test_schema's walk)."""
     assert schema_problems(plan(**variant).resources) == []
+    assert schema_problems(_on("production", **variant)[0].resources) == []

@@ -61,7 +61,10 @@ def test_production_plan_with_domain() -> None:
     assert "aws:lb/loadBalancer:LoadBalancer" in types
     assert types.count("aws:ec2/natGateway:NatGateway") == 2
     assert doc["monthly_cost_usd"]["idle_total"] > 100
-    assert doc["endpoint_cost_usd"] == {}  # no HTTP API to route endpoints on
+    # endpoints route on the base stack's endpoints-only HTTP API, not on the ALB
+    assert "aws:apigatewayv2/vpcLink:VpcLink" in types
+    per = doc["endpoint_cost_usd"]
+    assert set(per) == {"lambda", "warm"} and per["lambda"]["idle_month"] == 0.0
 
 
 def test_json_lists_what_each_endpoint_costs(small_json: dict) -> None:

@@ -248,9 +248,7 @@ def plan(
 
 def _render_endpoint_costs(per_endpoint: dict[str, Any]) -> None:
     if not per_endpoint:
-        console().print(
-            "endpoints (`mlrig deploy`): need the small profile's HTTP API; not on this profile"
-        )
+        console().print("endpoints (`mlrig deploy`): none before the tracking server exists")
         return
     for kind, cost in per_endpoint.items():
         what = "Lambda function" if kind == "lambda" else "warm Fargate service (--warm)"

@@ -12,6 +12,7 @@ from mlrig.contract import OutputNames
 from mlrig.infra.components.ci_access import CiAccess, CiAccessArgs
 from mlrig.infra.components.dns import Domain
 from mlrig.infra.components.dvc_remote import DvcRemote, DvcRemoteArgs
+from mlrig.infra.components.endpoints_api import EndpointsApi, EndpointsApiArgs
 from mlrig.infra.components.network import Network, NetworkArgs
 from mlrig.infra.components.registry import Registry, RegistryArgs, enhanced_scanning
 from mlrig.infra.components.tracking_server import TrackingServer, TrackingServerArgs
@@ -19,6 +20,7 @@ from mlrig.infra.config import StackConfig
 from mlrig.infra.endpoint import config as endpoint_config
 from mlrig.infra.endpoint.refs import RefNames
 from mlrig.infra.tagging import tagged
+from mlrig.tracking.config import CONTAINER_PORT
 
 VPC_CIDR = "10.42.0.0/16"
 
@@ -96,7 +98,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         ),
         opts,
     )
-    outputs.update(_endpoint_refs(server, network, models, remote))
+    outputs.update(_endpoint_refs(cfg, server, network, models, remote, opts))
     outputs[OutputNames.MLFLOW_TRACKING_URI] = server.url
     outputs[OutputNames.MLFLOW_ADMIN_SECRET_ARN] = server.admin_secret.arn
     if cfg.github_repo:
@@ -116,20 +118,50 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
 
 
 def _endpoint_refs(
-    server: TrackingServer, network: Network, models: Registry, remote: DvcRemote
+    cfg: StackConfig,
+    server: TrackingServer,
+    network: Network,
+    models: Registry,
+    remote: DvcRemote,
+    opts: pulumi.ResourceOptions,
 ) -> dict[str, pulumi.Input[object]]:
-    """What endpoint stacks attach to (read by their StackReference); nothing when the
-    front door is an ALB, which has no HTTP API to route endpoints on."""
-    api = server.front_door.http_api
-    if api is None:
-        return {}
+    """What endpoint stacks attach to (read by their StackReference), the same names on
+    both front doors: the small profile's HTTP API, or beside an ALB (which cannot route
+    to a Lambda function by itself and costs by the hour) an HTTP API of their own."""
+    front = server.front_door
+    if front.http_api is not None:
+        api, url = front.http_api.api, server.url
+        link, link_group, namespace = (
+            front.http_api.link,
+            front.security_group,
+            front.http_api.namespace,
+        )
+    else:
+        own = EndpointsApi(
+            "endpoints",
+            EndpointsApiArgs(
+                vpc_id=network.vpc.id,
+                cidr=VPC_CIDR,
+                subnet_ids=server.task_subnets,
+                port=CONTAINER_PORT,
+                api_name=f"{cfg.prefix}-endpoints",
+            ),
+            opts,
+        )
+        api, url, link, link_group, namespace = (
+            own.api,
+            own.url,
+            own.link,
+            own.security_group,
+            own.namespace,
+        )
     return {
-        RefNames.API_ID: api.api.id,
-        RefNames.API_EXECUTION_ARN: api.api.execution_arn,
-        RefNames.API_URL: server.url,
-        RefNames.VPC_LINK_ID: api.link.id,
-        RefNames.LINK_SECURITY_GROUP_ID: server.front_door.security_group.id,
-        RefNames.NAMESPACE_ID: api.namespace.id,
+        RefNames.API_ID: api.id,
+        RefNames.API_EXECUTION_ARN: api.execution_arn,
+        RefNames.API_URL: url,
+        RefNames.VPC_LINK_ID: link.id,
+        RefNames.LINK_SECURITY_GROUP_ID: link_group.id,
+        RefNames.NAMESPACE_ID: namespace.id,
         RefNames.CLUSTER_ARN: server.service.cluster.arn,
         RefNames.VPC_ID: network.vpc.id,
         RefNames.SUBNET_IDS: server.task_subnets,

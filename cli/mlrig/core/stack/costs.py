@@ -30,6 +30,7 @@ PRICES = {
     "nat_gb": 0.045,
     "http_api_million_requests": 1.00,
     "cloud_map_instance_month": 0.10,
+    "hosted_zone_month": 0.50,  # Route 53; a Cloud Map DNS namespace is one private zone
     "logs_ingest_gb": 0.50,
     "logs_store_gb_month": 0.03,
     "s3_standard_gb_month": 0.023,
@@ -213,6 +214,18 @@ def _cluster(res: PlannedResource, plan: Plan) -> list[CostItem]:
     )
 
 
+def _http_api(res: PlannedResource) -> list[CostItem]:
+    if str(res.inputs.get("name", "")).endswith("-endpoints"):
+        # endpoints' requests are priced per endpoint (`endpoint_costs`), not in USAGE
+        return _one(res, 0.0, 0.0, "endpoints' HTTP API: per request only, priced per endpoint")
+    return _one(
+        res,
+        0.0,
+        USAGE["requests"] / 1e6 * PRICES["http_api_million_requests"],
+        "HTTP API: per request only, nothing when idle",
+    )
+
+
 Pricer = Callable[[PlannedResource, Plan], list[CostItem]]
 _PRICERS: dict[str, Pricer] = {
     "aws:ecs/service:Service": _fargate,
@@ -232,11 +245,9 @@ _PRICERS: dict[str, Pricer] = {
     "aws:ec2/eip:Eip": lambda r, _: _one(
         r, PRICES["public_ipv4_hour"] * HOURS, 0.0, "public IPv4 address"
     ),
-    "aws:apigatewayv2/api:Api": lambda r, _: _one(
-        r,
-        0.0,
-        USAGE["requests"] / 1e6 * PRICES["http_api_million_requests"],
-        "HTTP API: per request only, nothing when idle",
+    "aws:apigatewayv2/api:Api": lambda r, _: _http_api(r),
+    "aws:servicediscovery/privateDnsNamespace:PrivateDnsNamespace": lambda r, _: _one(
+        r, PRICES["hosted_zone_month"], 0.0, "Cloud Map namespace: one Route 53 private zone"
     ),
     "aws:servicediscovery/service:Service": lambda r, plan: _one(
         r,

@@ -137,20 +137,22 @@ def estimate(plan: Plan) -> EndpointEstimate:
 
 
 def per_endpoint(plan: Plan, stack: str) -> dict[str, dict[str, Any]]:
-    """What one endpoint adds to this stack, per kind (Lambda, warm Fargate); nothing when
-    the stack has no HTTP API to route endpoints on (the production profile's ALB)."""
+    """What one endpoint adds to this stack, per kind (Lambda, warm Fargate), planned on
+    this base plan's own endpoint outputs (production: a warm task in a private subnet has
+    no public IPv4); nothing before the tracking server exists (phase one of `up`)."""
     from mlrig.core.stack import endpoint_plan
     from mlrig.infra.endpoint.config import EndpointConfig
-    from mlrig.infra.endpoint.refs import RefNames
+    from mlrig.infra.endpoint.refs import names
 
-    if RefNames.API_ID not in plan.outputs:
+    if not all(name in plan.outputs for name in names()):
         return {}
+    refs = {name: plan.outputs[name] for name in names()}
     image = endpoint_plan.sample_image(stack, plan.region)
     found = {}
     for kind, warm in (("lambda", False), ("warm", True)):
         cfg = EndpointConfig(
             base_stack=stack, endpoint="example", region=plan.region, image=image, warm=warm
         )
-        planned, _ = endpoint_plan.run_endpoint_program(cfg)
+        planned, _ = endpoint_plan.run_endpoint_program(cfg, refs)
         found[kind] = estimate(planned).as_dict()
     return found

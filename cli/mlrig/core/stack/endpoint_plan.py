@@ -13,22 +13,26 @@ STACK_REFERENCE = "pulumi:pulumi:StackReference"
 SAMPLE_DIGEST = "sha256:" + "ab" * 32
 
 
-def sample_refs(base_stack: str, region: str) -> dict[str, Any]:
-    """The base stack's endpoint outputs as the base plan's mocks name its resources."""
+def sample_refs(base_stack: str, region: str, profile: str = "small") -> dict[str, Any]:
+    """The base stack's endpoint outputs as the base plan's mocks name its resources: the
+    small profile's front-door API, or production's endpoints-only API and private subnets."""
     from mlrig.infra.endpoint.refs import RefNames as R
 
     api = "a1b2c3d4e5"
+    production = profile == "production"
+    front = "endpoints" if production else "mlflow-front"
+    tier = "private" if production else "public"
     return {
         R.API_ID: api,
         R.API_EXECUTION_ARN: f"arn:aws:execute-api:{region}:{ACCOUNT}:{api}",
         R.API_URL: f"https://{api}.execute-api.{region}.amazonaws.com",
-        R.VPC_LINK_ID: "mlflow-front-link-id",
-        R.LINK_SECURITY_GROUP_ID: "mlflow-front-sg-id",
-        R.NAMESPACE_ID: "mlflow-front-ns-id",
+        R.VPC_LINK_ID: f"{front}-link-id",
+        R.LINK_SECURITY_GROUP_ID: f"{front}-{'link-sg' if production else 'sg'}-id",
+        R.NAMESPACE_ID: f"{front}-ns-id",
         R.CLUSTER_ARN: f"arn:aws:ecs:{region}:{ACCOUNT}:cluster/mlflow-cluster",
         R.VPC_ID: "network-vpc-id",
-        R.SUBNET_IDS: ["network-public-0-id", "network-public-1-id"],
-        R.PUBLIC_IP: True,
+        R.SUBNET_IDS: [f"network-{tier}-0-id", f"network-{tier}-1-id"],
+        R.PUBLIC_IP: not production,
         R.MODELS_REPOSITORY_ARN: (
             f"arn:aws:ecr:{region}:{ACCOUNT}:repository/mlrig-{base_stack}/models"
         ),

@@ -15,7 +15,10 @@ ENDPOINT_PROJECT = "mlrig-endpoint"
 
 
 class RefNames:
-    """Base-stack outputs exported only when its front door is the HTTP API (small)."""
+    """Base-stack outputs for endpoint stacks, the same on both profiles: the small
+    profile's front-door HTTP API, or (production, ALB) the base stack's endpoints-only
+    HTTP API, VPC link (private subnets) and namespace. Exported once the tracking server
+    exists (phase two of `stack up`)."""
 
     API_ID = "endpoints_api_id"
     API_EXECUTION_ARN = "endpoints_api_execution_arn"

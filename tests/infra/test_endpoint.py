@@ -5,6 +5,7 @@ least-privilege roles, the warm variant; and that it holds only endpoint resourc
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -198,6 +199,35 @@ def test_warm_runs_a_fargate_service_behind_the_same_api() -> None:
     pull = statement(planned.one(POLICY, "churn-execution-policy"), "PullModelImage")
     assert pull["Resource"] == "arn:aws:ecr:us-east-1:123456789012:repository/mlrig-plan/models"
     assert planned.one(ROUTE).inputs["authorizationType"] == "CUSTOM"
+
+
+def test_a_warm_rollout_keeps_the_old_task_until_the_new_one_answers_ping() -> None:
+    """No dropped request: the new task starts beside the old (max 200 %), the old one stops
+    only once the new one counts as healthy (min 100 %), which its container health check
+    (the image's healthcheck.py: GET /ping) decides; a new task that never gets healthy
+    trips the circuit breaker, which rolls the service back. `up` waits for the service to
+    settle, and the stack exports what the CLI asks ECS about afterwards."""
+    planned = plan(warm=True)
+    service = planned.one("aws:ecs/service:Service").inputs
+    assert service["deploymentCircuitBreaker"] == {"enable": True, "rollback": True}
+    assert service["deploymentMinimumHealthyPercent"] == 100
+    assert service["deploymentMaximumPercent"] == 200
+    assert service["waitForSteadyState"] is True
+    assert service["desiredCount"] == 1
+    (container,) = json.loads(
+        planned.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
+    )
+    check = container["healthCheck"]
+    assert check["command"] == ["CMD", "/opt/venv/bin/python", "-I", "/opt/mlrig/healthcheck.py"]
+    assert check["retries"] >= 1 and check["startPeriod"] > 0
+    # the file the command runs is the image's, and it asks the server's /ping
+    serving = Path(__file__).parents[2] / "docker" / "serving"
+    assert "COPY serve.py healthcheck.py /opt/mlrig/" in (serving / "Dockerfile.tmpl").read_text()
+    assert '/ping"' in (serving / "healthcheck.py").read_text()
+    assert planned.outputs["kind"] == "warm"
+    assert planned.outputs["cluster_arn"].endswith(":cluster/mlflow-cluster")
+    assert planned.outputs["task_definition_arn"].endswith(":task-definition/mlrig-plan-ep-churn:1")
+    assert planned.outputs["service_name"]
 
 
 @pytest.mark.parametrize(

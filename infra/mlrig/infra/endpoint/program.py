@@ -26,6 +26,10 @@ class Outputs:
     CANARY_PERCENT = "canary_percent"
     ALARM_NAMES = "alarm_names"
     IMAGE = "image"
+    # warm: what the CLI asks ECS about after `up` (did the rollout stay, or roll back?)
+    CLUSTER_ARN = "cluster_arn"
+    SERVICE_NAME = "service_name"
+    TASK_DEFINITION_ARN = "task_definition_arn"
 
 
 def build(cfg: EndpointConfig, base: BaseRefs) -> dict[str, pulumi.Input[object]]:
@@ -43,7 +47,14 @@ def build(cfg: EndpointConfig, base: BaseRefs) -> dict[str, pulumi.Input[object]
             RouteArgs(cfg, base, target_arn=warm.discovery.arn, warm=True),
             opts,
         )
-        outputs[Outputs.KIND] = "warm"
+        outputs.update(
+            {
+                Outputs.KIND: "warm",
+                Outputs.CLUSTER_ARN: base.cluster_arn,
+                Outputs.SERVICE_NAME: warm.service.name,
+                Outputs.TASK_DEFINITION_ARN: warm.task.arn,
+            }
+        )
         return outputs
     fn = EndpointFunction(cfg.endpoint, FunctionArgs(cfg, base.bucket_arn), opts)
     EndpointRoute(cfg.endpoint, RouteArgs(cfg, base, target_arn=fn.alias.arn), opts)

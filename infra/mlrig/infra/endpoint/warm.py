@@ -27,8 +27,16 @@ class WarmArgs:
 
 
 class WarmEndpoint(pulumi.ComponentResource):
+    """A rollout starts the new task beside the old one (100 % / 200 %); the new one is
+    counted, and found through Cloud Map, once its container health check (GET /ping)
+    passes; only then does the old one drain. A new task that never gets healthy trips the
+    deployment circuit breaker, which puts the previous task definition back by itself.
+    `pulumi up` waits for the service to be steady (either way): the CLI then reads which
+    task definition ECS runs, because a rolled-back service is steady too."""
+
     discovery: aws.servicediscovery.Service
     service: aws.ecs.Service
+    task: aws.ecs.TaskDefinition
 
     def __init__(
         self, name: str, args: WarmArgs, opts: pulumi.ResourceOptions | None = None
@@ -70,7 +78,7 @@ class WarmEndpoint(pulumi.ComponentResource):
                 opts=child,
             )
         cpu, memory = cfg.warm_size
-        task = aws.ecs.TaskDefinition(
+        self.task = task = aws.ecs.TaskDefinition(
             f"{name}-task",
             family=cfg.prefix,
             cpu=str(cpu),
@@ -140,12 +148,17 @@ class WarmEndpoint(pulumi.ComponentResource):
             deployment_circuit_breaker={"enable": True, "rollback": True},
             deployment_minimum_healthy_percent=100,  # the new task is healthy before the old stops
             deployment_maximum_percent=200,
+            wait_for_steady_state=True,
             enable_execute_command=False,
             propagate_tags="SERVICE",
             opts=child,
         )
         self.register_outputs(
-            {"service_name": self.service.name, "discovery_arn": self.discovery.arn}
+            {
+                "service_name": self.service.name,
+                "discovery_arn": self.discovery.arn,
+                "task_definition_arn": task.arn,
+            }
         )
 
 

@@ -113,6 +113,39 @@ def test_rollback_to_a_ref_publishes_its_image() -> None:
     assert (back.image, back.stable_version, back.model_version) == (IMG1, None, "7")
 
 
+def test_a_warm_rollback_puts_the_previous_digest_back() -> None:
+    """ECS has no alias to re-point: the state keeps the previous image's digest, and a plain
+    rollback deploys it again (same repository); rolling back twice goes forth again."""
+    first = _deploy(None, None, image=IMG1, version="7", warm=True)
+    second = _deploy(first, None, warm=True)
+    assert second.previous_serves is not None
+    assert (second.previous_serves.version, second.previous_serves.digest) == (
+        "7",
+        "sha256:" + "1" * 64,
+    )
+    back = _aws_state.rollback("churn", second, None)
+    assert (back.image, back.model_version, back.warm) == (IMG1, "7", True)
+    assert back.previous_serves is not None and back.previous_serves.version == "8"
+    forth = _aws_state.rollback("churn", back, None)
+    assert (forth.image, forth.model_version) == (IMG2, "8")
+    with pytest.raises(UsageError, match="warm endpoint 'churn' has no previous version"):
+        _aws_state.rollback("churn", first, None)
+
+
+def test_a_stored_digest_that_is_not_one_is_one_line() -> None:
+    """previous_serves is read back from the stack's config: a warm rollback makes an image
+    reference of its digest, so anything but sha256:<64 hex> is refused where it is read."""
+    from mlrig.errors import ConfigError
+
+    bad = json.dumps({"model": "churn", "version": "7", "digest": "sha256:1@evil"})
+    with pytest.raises(ConfigError, match="mlrig:previousServes is not a model version"):
+        Desired.from_config(
+            {"mlrig:image": IMG1, "mlrig:warm": "true", "mlrig:previousServes": bad}
+        )
+    with pytest.raises(ConfigError, match="mlrig:modelVersion is '7; rm', not a model"):
+        Desired.from_config({"mlrig:image": IMG1, "mlrig:modelVersion": "7; rm"})
+
+
 @pytest.mark.parametrize(
     ("step", "message"),
     [
@@ -122,6 +155,9 @@ def test_rollback_to_a_ref_publishes_its_image() -> None:
         (lambda: _aws_state.abort("churn", None), "no canary"),
         (lambda: _aws_state.rollback("churn", _deploy(None, None), "1"), "no previous version"),
         (lambda: _deploy(_deploy(None, None), "1", warm=True), "delete it first"),
+        # a warm endpoint has no canary, with or without --warm on the command line
+        (lambda: _deploy(_deploy(None, None, warm=True), None, canary=10), "has no canary"),
+        (lambda: _deploy(_deploy(None, None, warm=True), None, canary=10, warm=True), "ECS"),
     ],
 )
 def test_refusals(step: Any, message: str) -> None:
@@ -218,6 +254,22 @@ def test_without_the_pulumi_cli_each_verb_fails_in_one_line(
     assert "the `pulumi` CLI is not installed" in line and "https://get.pulumi.com" in line
 
 
+@pytest.mark.parametrize("dry_run", [[], ["--dry-run"]], ids=["deploy", "dry-run"])
+def test_warm_with_a_canary_is_one_line_saying_what_happens_instead(
+    aws_stack: str, monkeypatch: pytest.MonkeyPatch, dry_run: list[str]
+) -> None:
+    """Refused before REF is resolved (which may build and push) and before the Pulumi CLI
+    is looked for; the line says what a warm deploy does instead."""
+    monkeypatch.setattr(aws_deploy, "resolve", lambda *a: pytest.fail("REF was resolved"))
+    argv = ["deploy", "models:/churn/7", "--stack", "team", "--warm", "--canary", "10"]
+    result = runner.invoke(app, [*argv, *dry_run])
+    assert result.exit_code != 0
+    line = _one_line(result)
+    assert "a warm endpoint has no canary" in line
+    assert "once its /ping health check passes, then drains the old one" in line
+    assert "rolls back by itself" in line and "mlrig deploy rollback" in line
+
+
 def test_warm_and_dry_run_are_for_aws_stacks(mlrig_home: Path) -> None:
     from tests.helpers import sample
 
@@ -300,3 +352,34 @@ def test_the_seam_picks_the_module_by_the_stacks_kind(mlrig_home: Path) -> None:
         local = inspect.signature(getattr(endpoints, verb)).parameters
         on_aws = inspect.signature(getattr(aws_deploy, verb)).parameters
         assert set(local) - local_only.get(verb, set()) <= set(on_aws), verb
+
+
+def test_the_ecs_adapter_reads_the_primary_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a warm rollout is judged on: the PRIMARY deployment's task definition and
+    rollout state, from DescribeServices as botocore validates it."""
+    import boto3
+    from botocore.stub import Stubber
+
+    from mlrig.adapters import aws as aws_adapter
+
+    ecs = boto3.client(
+        "ecs", region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="y"
+    )
+    td = "arn:aws:ecs:us-east-1:123456789012:task-definition/mlrig-team-ep-churn:{}"
+    deployments = [
+        {"id": "a", "status": "PRIMARY", "taskDefinition": td.format(3), "rolloutState": "FAILED"},
+        {
+            "id": "b",
+            "status": "ACTIVE",
+            "taskDefinition": td.format(2),
+            "rolloutState": "COMPLETED",
+        },
+    ]
+    asked = {"cluster": "c", "services": ["s"]}
+    with Stubber(ecs) as stub:
+        stub.add_response("describe_services", {"services": [{"deployments": deployments}]}, asked)
+        stub.add_response("describe_services", {"services": [], "failures": []}, asked)
+        monkeypatch.setattr(aws_adapter, "client", lambda *a, **kw: ecs)
+        found = aws_adapter.ecs_primary_deployment("c", "s", region="us-east-1")
+        assert found == aws_adapter.EcsRollout(td.format(3), "FAILED")
+        assert aws_adapter.ecs_primary_deployment("c", "s", region="us-east-1") is None

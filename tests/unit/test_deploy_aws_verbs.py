@@ -33,6 +33,7 @@ from tests.helpers import aws_outputs
 
 runner = CliRunner()
 STACK = "team"
+TASK_DEFINITION = "arn:aws:ecs:us-east-1:123456789012:task-definition/{}:{}"
 IMG = {v: endpoint_plan.sample_image(STACK, "us-east-1", "sha256:" + v * 64) for v in "789"}
 
 
@@ -44,16 +45,30 @@ class FakeStack:
         self.config: dict[str, str] = {}
         self.outputs: dict[str, Any] = {}
         self.published: list[str] = []  # images, in the order each published a version
+        self.ups = 0
 
     def up(self) -> dict[str, Any]:
         image = self.config["mlrig:image"]
         if not self.published or self.published[-1] != image:
             self.published.append(image)
         published = str(len(self.published))
+        url = f"https://api.example.com/endpoints/{self.name.split('.', 1)[1]}"
+        self.ups += 1
+        if self.config.get("mlrig:warm") == "true":
+            # each `up` that changes the image registers a task definition revision
+            family = f"mlrig-{self.name.replace('.', '-ep-')}"
+            self.outputs = {
+                "url": url,
+                "kind": "warm",
+                "cluster_arn": "arn:aws:ecs:us-east-1:123456789012:cluster/mlflow-cluster",
+                "service_name": f"{family}-service",
+                "task_definition_arn": TASK_DEFINITION.format(family, published),
+            }
+            return dict(self.outputs)
         self.outputs = {
             "published_version": published,
             "served_version": self.config.get("mlrig:stableVersion", published),
-            "url": f"https://api.example.com/endpoints/{self.name.split('.', 1)[1]}",
+            "url": url,
             "alarm_names": [],
         }
         return dict(self.outputs)
@@ -231,3 +246,104 @@ def test_capture_is_the_endpoints_setting_on_aws(world: dict[str, Any]) -> None:
     assert "mlrig:capturePercent" not in world["stacks"]["churn"].config
     result = runner.invoke(app, ["deploy", "models:/churn/9", "--capture", "101", "--stack", STACK])
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+# -- warm endpoints: ECS rolls out, the CLI checks what it runs ----------------------------------
+@pytest.fixture
+def ecs(world: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """ECS as the CLI reads it after `up`: the PRIMARY deployment runs the newest task
+    definition, or (rolls_back) the circuit breaker put the one before it back (a first
+    rollout, with none before it, stays FAILED)."""
+    from mlrig.adapters import aws as aws_adapter
+
+    seen: dict[str, Any] = {"rolls_back": False, "asked": [], "verified": []}
+
+    def primary(cluster: str, service: str, *, region: str | None = None) -> Any:
+        seen["asked"].append((cluster, service, region))
+        stack = world["stacks"]["churn"]
+        newest = stack.outputs["task_definition_arn"]
+        if not seen["rolls_back"]:
+            return aws_adapter.EcsRollout(newest, "COMPLETED")
+        family, revision = newest.rsplit(":", 1)
+        if revision == "1":  # a first rollout has nothing to go back to: it stays FAILED
+            return aws_adapter.EcsRollout(newest, "FAILED")
+        return aws_adapter.EcsRollout(f"{family}:{int(revision) - 1}", "COMPLETED")
+
+    def verify(outputs: Any, model: str, version: str, repository: str, digest: str) -> Any:
+        seen["verified"].append((model, version, digest))
+        return aws_deploy.Target(model, version, digest, f"{repository}@{digest}")
+
+    monkeypatch.setattr(aws_adapter, "ecs_primary_deployment", primary)
+    monkeypatch.setattr(aws_deploy, "verify_image", verify)
+    return seen
+
+
+def _fails(argv: list[str]) -> str:
+    result = runner.invoke(app, [*argv, "--stack", STACK])
+    assert result.exit_code != 0
+    # progress lines (•) go to stderr while it runs; the failure is one line
+    text = "\n".join(x for x in result.output.strip().splitlines() if not x.startswith("•"))
+    assert "Traceback" not in text and len(text.splitlines()) == 1, text
+    return " ".join(text.split())
+
+
+def test_a_warm_rollback_deploys_the_previous_digest_again(
+    world: dict[str, Any], ecs: dict[str, Any]
+) -> None:
+    """No alias on ECS: the state keeps the digest that served before, a plain rollback
+    checks it is still in ECR and rolls it out; each change is proven on ECS first."""
+    _ok(["deploy", "models:/churn/7", "--warm"])
+    _ok(["deploy", "models:/churn/8", "--warm"])
+    assert ecs["asked"][-1] == (
+        "arn:aws:ecs:us-east-1:123456789012:cluster/mlflow-cluster",
+        "mlrig-team-ep-churn-service",
+        "us-east-1",
+    )
+    world["recorded"].clear()
+
+    back = json.loads(_ok(["deploy", "rollback", "churn", "--json"]))
+    (serving,) = back["serving"]
+    assert (serving["version"], serving["digest"]) == ("7", "sha256:" + "7" * 64)
+    assert world["stacks"]["churn"].config["mlrig:image"] == IMG["7"]
+    assert ecs["verified"] == [("churn", "7", "sha256:" + "7" * 64)]
+    assert world["recorded"] == [("churn", "churn", "7", "rolled back")]
+    assert back["previous"] == "8" and back["previous_digest"] == "sha256:" + "8" * 64
+    again = json.loads(_ok(["deploy", "rollback", "churn", "--json"]))
+    assert again["serving"][0]["version"] == "8"
+    assert len(ecs["asked"]) == 4  # deploy, deploy, rollback, rollback: each one checked
+    assert [e.method for e in _audit_lines()] == ["DEPLOY", "DEPLOY", "ROLLBACK", "ROLLBACK"]
+
+
+def test_a_warm_rollout_ecs_rolled_back_is_one_line_and_the_state_follows(
+    world: dict[str, Any], ecs: dict[str, Any]
+) -> None:
+    """`up` succeeds on a steady service even when the circuit breaker rolled it back: the
+    CLI reads the task definition ECS runs, says in one line what still serves, and puts
+    the state back to it (so status, rollback and the next deploy start from the truth)."""
+    _ok(["deploy", "models:/churn/7", "--warm"])
+    stack = world["stacks"]["churn"]
+    before = dict(stack.config)
+    ecs["rolls_back"] = True
+    line = _fails(["deploy", "models:/churn/8", "--warm"])
+    assert "the new version of warm endpoint churn did not roll out" in line
+    assert "ECS runs mlrig-team-ep-churn:1 again: the new task never passed its /ping" in line
+    assert "churn v7 (sha256:777777777777) still serves" in line
+    assert "aws logs tail /mlrig/team/endpoints/churn" in line
+    assert stack.config == before  # the image, version and since of v7 again
+    assert stack.ups == 3  # the deploy's `up`, then the one that put v7's state back
+    (row,) = json.loads(_ok(["deploy", "status", "churn", "--json"]))
+    assert [b["version"] for b in row["serving"]] == ["7"]
+    assert [e.method for e in _audit_lines()] == ["DEPLOY"]  # nothing claims v8 served
+    line = _fails(["deploy", "rollback", "churn"])  # v7 kept no previous: nothing to go to
+    assert "has no previous version" in line
+
+
+def test_a_first_warm_deploy_that_never_rolls_out_leaves_nothing(
+    world: dict[str, Any], ecs: dict[str, Any]
+) -> None:
+    ecs["rolls_back"] = True
+    line = _fails(["deploy", "models:/churn/7", "--warm"])
+    assert "did not roll out (its rollout is FAILED)" in line
+    assert "still serves" not in line
+    assert world["stacks"]["churn"].outputs == {}  # destroyed
+    assert "churn" not in world["keys"]  # its first key removed

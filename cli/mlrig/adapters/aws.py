@@ -265,3 +265,29 @@ def alarm_states(names: list[str], *, region: str | None = None) -> dict[str, st
     except Exception as exc:
         raise translate(exc, "reading the endpoint's alarms") from exc
     return {a["AlarmName"]: a["StateValue"] for a in found.get("MetricAlarms", [])}
+
+
+@dataclass(frozen=True)
+class EcsRollout:
+    """An ECS service's PRIMARY deployment: what it runs and how its rollout went."""
+
+    task_definition: str
+    rollout_state: str  # IN_PROGRESS, COMPLETED or FAILED (with the circuit breaker on)
+
+
+def ecs_primary_deployment(
+    cluster: str, service: str, *, region: str | None = None
+) -> EcsRollout | None:
+    """The service's PRIMARY deployment, or None when ECS has no such service."""
+    try:
+        found = client("ecs", region=region).describe_services(cluster=cluster, services=[service])
+    except Exception as exc:
+        raise translate(exc, f"reading ECS service {service}") from exc
+    for svc in found.get("services", []):
+        for deployment in svc.get("deployments", []):
+            if deployment.get("status") == "PRIMARY":
+                return EcsRollout(
+                    str(deployment.get("taskDefinition", "")),
+                    str(deployment.get("rolloutState", "")),
+                )
+    return None

@@ -1,14 +1,16 @@
 """What an AWS endpoint serves, as its Pulumi stack's config, and how each verb changes it.
 
 Pure functions: deploy, canary, promote, abort and rollback only move the alias between
-published Lambda versions (and publish one when the image changes); none rebuilds.
+published Lambda versions (and publish one when the image changes); none rebuilds. A warm
+endpoint (ECS) has no alias: its rollback puts the previous image back by digest (kept in
+`previous_serves`), which ECS rolls out like any deploy.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from mlrig.errors import ConfigError, UsageError
 
@@ -33,9 +35,10 @@ class Serves(BaseModel, frozen=True):
     """The model version a published Lambda version serves (kept beside its number, so a
     rollback can name what it goes back to)."""
 
-    model: str
-    version: str
-    digest: str = ""
+    model: str = Field(max_length=256)
+    version: str = Field(pattern=r"^[0-9]{0,10}$")
+    # read back from the stack's config: a warm rollback builds an image reference from it
+    digest: str = Field(default="", pattern=r"^(sha256:[0-9a-f]{64})?$")
 
     @classmethod
     def parse(cls, key: str, raw: str | None) -> Serves | None:
@@ -120,13 +123,23 @@ class Desired:
             warm=get["warm"] == "true",
             public=get["public"] == "true",
             model=get["model"] or "",
-            model_version=get["model_version"] or "",
+            model_version=_model_version(get["model_version"]),
             since=get["since"] or "",
             stable_serves=Serves.parse(KEYS["stable_serves"], get["stable_serves"]),
             previous_serves=Serves.parse(KEYS["previous_serves"], get["previous_serves"]),
             capture=_percent(get["capture"]),
             run_id=get["run_id"] or "",
         )
+
+
+def _model_version(raw: str | None) -> str:
+    if raw and not (raw.isascii() and raw.isdigit() and len(raw) <= 10):
+        raise ConfigError(
+            f"the endpoint stack's config {KEYS['model_version']} is {raw[:20]!r}, not a "
+            "model version",
+            hint="deploy the endpoint again",
+        )
+    return raw or ""
 
 
 def _percent(raw: str | None) -> int:
@@ -142,6 +155,20 @@ def _percent(raw: str | None) -> int:
 
 def _dump(serves: Serves | None) -> str | None:
     return None if serves is None else serves.model_dump_json()
+
+
+WARM_CANARY = "a warm endpoint has no canary: API Gateway cannot weight its VPC-link route to ECS"
+WARM_ROLLOUT = (
+    "deploy without --canary: ECS starts the new version beside the old one, sends it "
+    "requests once its /ping health check passes, then drains the old one, and rolls back "
+    "by itself if the new one never gets healthy; `mlrig deploy rollback NAME` goes back later"
+)
+
+
+def check_warm_canary(warm: bool, canary: int | None) -> None:
+    """--warm with --canary: one line, before REF is resolved (which may build and push)."""
+    if warm and canary is not None:
+        raise UsageError(WARM_CANARY, hint=WARM_ROLLOUT)
 
 
 def deploy(
@@ -175,6 +202,8 @@ def deploy(
             capture=capture or 0,
             run_id=run_id,
         )
+    if current.warm:
+        check_warm_canary(True, canary)
     if current.canary:
         raise UsageError(
             f"endpoint {name!r} has a canary ({current.canary_percent}%)",
@@ -258,7 +287,7 @@ def rollback(
             previous_serves=current.serving,
         )
     if current.warm:
-        raise UsageError(f"warm endpoint {name!r} keeps no previous version", hint="pass --to REF")
+        return _warm_rollback(name, current)
     if current.previous_version is None:
         raise UsageError(f"endpoint {name!r} has no previous version", hint="pass --to REF")
     return replace(
@@ -266,5 +295,21 @@ def rollback(
         stable_version=current.previous_version,
         previous_version=served,
         stable_serves=current.previous_serves,
+        previous_serves=current.serving,
+    )
+
+
+def _warm_rollback(name: str, current: Desired) -> Desired:
+    """The previous image again, by the digest the state kept (same repository)."""
+    previous = current.previous_serves
+    if previous is None or not previous.digest:
+        raise UsageError(f"warm endpoint {name!r} has no previous version", hint="pass --to REF")
+    repository = current.image.rsplit("@", 1)[0]
+    return replace(
+        current,
+        image=f"{repository}@{previous.digest}",
+        model=previous.model,
+        model_version=previous.version,
+        run_id="",  # not kept; a warm endpoint does not capture
         previous_serves=current.serving,
     )

@@ -8,6 +8,8 @@ the Automation API: deploy publishes a Lambda version from the image by digest; 
 promote, abort and rollback re-point the alias `live` (no rebuild). Keys live hashed in SSM
 (`_aws_keys`). `--dry-run` runs the same program offline under mocks and prices it.
 Auto-abort: `watch` reads the canary's CloudWatch alarms and aborts on ALARM (while it runs).
+A warm endpoint (ECS) has no canary; each of its changes is proven after `up` by the task
+definition ECS runs (a rolled-back service is steady too), and undone in the state if not.
 """
 
 from __future__ import annotations
@@ -28,12 +30,15 @@ from mlrig.core.deploy.state import check_canary, check_name, default_name
 from mlrig.core.provenance import record as p
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack import stacks
-from mlrig.errors import DependencyMissing, MlrigError, UsageError
+from mlrig.errors import DependencyMissing, MlrigError, ServiceError, UsageError
 
 _OUT_SERVED = "served_version"
 _OUT_PUBLISHED = "published_version"
 _OUT_URL = "url"
 _OUT_ALARMS = "alarm_names"
+_OUT_CLUSTER = "cluster_arn"
+_OUT_SERVICE = "service_name"
+_OUT_TASK_DEFINITION = "task_definition_arn"
 
 
 def _no_progress(_m: str) -> None:
@@ -94,10 +99,9 @@ def _current(stack: Any) -> tuple[Desired | None, dict[str, Any]]:
     return Desired.from_config(config), pulumi_adapter.outputs(stack)
 
 
-def _up(stack: Any, desired: Desired) -> dict[str, Any]:
-    from dataclasses import replace
-
-    stamped = replace(desired, since=datetime.now(UTC).isoformat(timespec="seconds"))
+def _up(stack: Any, desired: Desired, *, stamp: bool = True) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    stamped = replace(desired, since=now) if stamp else desired
     settings, removed = stamped.to_config()
     pulumi_adapter.set_config(stack, settings, {})
     pulumi_adapter.remove_config(stack, removed)
@@ -293,6 +297,7 @@ def preview_deploy(
     """`deploy --dry-run`: REF resolved and verified, the endpoint planned offline."""
     outputs = aws_outputs(stack)
     check_canary(canary)
+    _aws_state.check_warm_canary(warm, canary)
     target = _target(outputs, ref)
     name = check_name(endpoint or default_name(target.model))
     return dry_run(outputs, name, target.image, canary=canary, warm=warm, public=public)
@@ -314,6 +319,7 @@ def deploy(
     s3://BUCKET/captures/NAME/ (None keeps the endpoint's; off for a new one)."""
     outputs = aws_outputs(stack)
     check_canary(canary)
+    _aws_state.check_warm_canary(warm, canary)
     pulumi_adapter.cli_path()  # one line, before anything is read or written
     target = _target(outputs, ref)
     name = check_name(endpoint or default_name(target.model))
@@ -343,6 +349,14 @@ def deploy(
     progress(f"pulumi up of endpoint {name} (stack {outputs.name}.{name})")
     try:
         out = _up(stack_, desired)
+        if desired.warm:
+            _prove_rollout(outputs, name, out, current, progress)
+    except NotRolledOut:
+        if current is None:
+            _undo_first_deploy(stack_, outputs, name, fresh_keys, progress)
+        else:
+            _restore(stack_, current, progress)
+        raise
     except BaseException:
         if current is None:  # a new endpoint: nothing half-made stays behind
             _undo_first_deploy(stack_, outputs, name, fresh_keys, progress)
@@ -368,8 +382,6 @@ def deploy(
 def _bake_or_abort(
     outputs: StackOutputs, name: str, alarms: list[str], minutes: float, progress: Progress
 ) -> None:
-    from mlrig.errors import ServiceError
-
     def abort_now(alarm: str) -> None:
         progress(f"{alarm} is in ALARM: aborting the canary")
         abort(name, stack=outputs.name, progress=progress)
@@ -381,6 +393,62 @@ def _bake_or_abort(
             "version serves all traffic again",
             hint=f"its logs: `aws logs tail /aws/lambda/mlrig-{outputs.name}-ep-{name}`",
         )
+
+
+class NotRolledOut(ServiceError):
+    """ECS does not run what `up` asked for: the circuit breaker rolled the service back."""
+
+
+def _prove_rollout(
+    outputs: StackOutputs,
+    name: str,
+    out: dict[str, Any],
+    before: Desired | None,
+    progress: Progress,
+) -> None:
+    """The warm service's PRIMARY deployment runs the task definition `up` made, rolled out
+    (COMPLETED): `up` waits for a steady service, and a rolled-back one is steady too."""
+    wanted = str(out.get(_OUT_TASK_DEFINITION, ""))
+    progress(f"checking that ECS runs {wanted.rsplit('/', 1)[-1]}")
+    found = aws_adapter.ecs_primary_deployment(
+        str(out.get(_OUT_CLUSTER, "")), str(out.get(_OUT_SERVICE, "")), region=_region(outputs)
+    )
+    if (
+        found is not None
+        and found.task_definition == wanted
+        and found.rollout_state == ("COMPLETED")
+    ):
+        return
+    if found is None:
+        why = "ECS has no such service"
+    elif found.task_definition != wanted:
+        # ARNs ECS returned: only the revision is shown, and only when it looks like one
+        revision = found.task_definition.rsplit("/", 1)[-1]
+        went_back = revision if len(revision) <= 80 and revision.isprintable() else "another"
+        why = (
+            f"ECS runs {went_back} again: the new task never passed its /ping health check "
+            "and the deployment circuit breaker rolled the service back"
+        )
+    else:
+        why = f"its rollout is {found.rollout_state or 'in an unknown state'}"
+    still = before.serving if before is not None else None
+    serving = (
+        f"; {still.model} v{still.version} ({still.digest[:19]}) still serves" if still else ""
+    )
+    raise NotRolledOut(
+        f"the new version of warm endpoint {name} did not roll out ({why}){serving}",
+        hint=f"its logs: `aws logs tail /mlrig/{outputs.name}/endpoints/{name}`",
+    )
+
+
+def _restore(stack: Any, before: Desired, progress: Progress) -> None:
+    """The state back to what ECS serves after its rollback (best effort: the rollout's own
+    error is what the user sees; the next deploy re-applies the state either way)."""
+    import contextlib
+
+    progress("putting the endpoint's state back to the version ECS kept")
+    with contextlib.suppress(MlrigError):
+        _up(stack, before, stamp=False)
 
 
 def _undo_first_deploy(
@@ -410,8 +478,18 @@ def _change(
     current, out = _current(stack_)
     desired = step(current, out)
     endpoint_config(outputs, name, desired)
-    progress(f"pulumi up of endpoint {name}: re-pointing alias live")
-    out = _up(stack_, desired)
+    if desired.warm:
+        progress(f"pulumi up of warm endpoint {name}: ECS rolls out {desired.image[-71:]}")
+        out = _up(stack_, desired)
+        try:
+            _prove_rollout(outputs, name, out, current, progress)
+        except NotRolledOut:
+            assert current is not None  # every step refuses an endpoint with no state
+            _restore(stack_, current, progress)
+            raise
+    else:
+        progress(f"pulumi up of endpoint {name}: re-pointing alias live")
+        out = _up(stack_, desired)
     after, _ = _current(stack_)
     return _view(name, after or desired, out)
 
@@ -459,7 +537,11 @@ def rollback(
 
     def step(cur: Desired | None, out: dict[str, Any]) -> Desired:
         if target is None:
-            return _aws_state.rollback(name, cur, out.get(_OUT_SERVED))
+            back = _aws_state.rollback(name, cur, out.get(_OUT_SERVED))
+            if back.warm:  # its previous image by digest: still in ECR (lifecycle rules)?
+                repository, digest = back.image.rsplit("@", 1)
+                verify_image(aws_outputs(stack), back.model, back.model_version, repository, digest)
+            return back
         return _aws_state.rollback(
             name,
             cur,

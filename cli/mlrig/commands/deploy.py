@@ -113,7 +113,10 @@ def deploy(
     stack: StackOpt = None,
     canary: Annotated[
         int | None,
-        typer.Option(help="Send this share (1-99 %) of traffic to the new version; promote later."),
+        typer.Option(
+            help="Send this share (1-99 %) of traffic to the new version; promote later. "
+            "Not with --warm: ECS rolls out the new version only once it answers /ping."
+        ),
     ] = None,
     public: Annotated[
         bool,

@@ -74,7 +74,8 @@ class EndpointConfig:
             if self.stable_version is None:
                 found.append("a canary needs the stable version it is compared to")
             if self.warm:
-                found.append("a warm endpoint has no canary (weighted alias) yet")
+                # ECS rolls a warm service out instead (the CLI's check_warm_canary says how)
+                found.append("a warm endpoint has no canary (no weighted alias on ECS)")
         if self.run_id and not re.fullmatch(r"[0-9a-f]{32}", self.run_id):
             found.append(f"run id {self.run_id[:40]!r} is not an MLflow run id")
         if not 0 <= self.capture_percent <= 100:

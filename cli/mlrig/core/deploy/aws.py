@@ -413,10 +413,9 @@ def _prove_rollout(
     found = aws_adapter.ecs_primary_deployment(
         str(out.get(_OUT_CLUSTER, "")), str(out.get(_OUT_SERVICE, "")), region=_region(outputs)
     )
-    if (
-        found is not None
-        and found.task_definition == wanted
-        and found.rollout_state == ("COMPLETED")
+    if found is not None and (found.task_definition, found.rollout_state) == (
+        wanted,
+        "COMPLETED",
     ):
         return
     if found is None:

@@ -1,4 +1,5 @@
-"""`mlrig deploy …`: a model version behind an authenticated endpoint of the local stack."""
+"""`mlrig deploy …`: a model version behind an authenticated endpoint, on the local stack
+(nginx and containers) or an AWS stack (Lambda or Fargate behind its HTTP API)."""
 
 from __future__ import annotations
 
@@ -362,10 +363,13 @@ def logs(
     stack: StackOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recent requests (which version answered, status, time) and container output.
+    """Recent requests (which version answered, status, time) and the model's output.
 
-    nginx's log of the endpoint's requests and its model containers' own output, merged by
-    time."""
+    Local stack: nginx's log of the endpoint's requests and its model containers' own
+    output. AWS stack: the CloudWatch Logs of its Lambda function (source lambda:N, the
+    published version that wrote the line) and of a warm endpoint's tasks (warm:TASK).
+    Merged by time; keys, Authorization headers and other credentials are shown as
+    [redacted]."""
     from mlrig.core.deploy import logs as deploy_logs
 
     found = deploy_logs.read(name, stack=stack, since=since, tail=tail)

@@ -231,3 +231,42 @@ def test_capture_is_the_endpoints_setting_on_aws(world: dict[str, Any]) -> None:
     assert "mlrig:capturePercent" not in world["stacks"]["churn"].config
     result = runner.invoke(app, ["deploy", "models:/churn/9", "--capture", "101", "--stack", STACK])
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_trace_endpoint_follows_the_ecr_image_taking_most_traffic(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core.deploy import serving
+    from mlrig.core.provenance import record as p
+    from mlrig.core.provenance import trace as provenance_trace
+
+    asked: list[tuple[str, str | None]] = []
+
+    def fake(ref: str, *, stack: str | None = None, repo: Path | None = None) -> object:
+        asked.append((ref, stack))
+        digest = ref.rsplit("@", 1)[1]
+        return p.ProvenanceRecord(
+            ref=ref,
+            images=[p.ImageRecord(digest=digest, reference=ref)],
+            model=p.ModelRecord(name="churn", version="7"),
+            run=p.RunRecord(id="7" * 32),
+            code=p.CodeRecord(commit="c" * 40),
+        )
+
+    monkeypatch.setattr(provenance_trace, "trace", fake)
+    _ok(["deploy", "models:/churn/7"])
+    _ok(["deploy", "models:/churn/8", "--canary", "10", "--bake", "0"])
+
+    record = serving.trace("endpoint:churn", stack=STACK)
+    registry = aws_outputs(STACK).registry_url
+    assert asked == [(f"{registry}@sha256:{'7' * 64}", STACK)]
+    assert record.endpoint is not None and record.endpoint.traced == "7"
+    assert record.endpoint.url == "https://api.example.com/endpoints/churn/invocations"
+    assert [(s.version, s.traffic, s.image) for s in record.endpoint.serving] == [
+        ("7", 90, f"{registry}@sha256:{'7' * 64}"),
+        ("8", 10, f"{registry}@sha256:{'8' * 64}"),
+    ]
+    assert not record.refused
+
+    out = runner.invoke(app, ["trace", "endpoint:nope", "--stack", STACK])
+    assert out.exit_code != 0 and "no endpoint 'nope' on stack 'team'" in out.output

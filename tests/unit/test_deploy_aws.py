@@ -122,6 +122,7 @@ def test_rollback_to_a_ref_publishes_its_image() -> None:
         (lambda: _aws_state.abort("churn", None), "no canary"),
         (lambda: _aws_state.rollback("churn", _deploy(None, None), "1"), "no previous version"),
         (lambda: _deploy(_deploy(None, None), "1", warm=True), "delete it first"),
+        (lambda: _deploy(None, None, warm=True, capture=10), "warm endpoint does not capture"),
     ],
 )
 def test_refusals(step: Any, message: str) -> None:
@@ -216,6 +217,36 @@ def test_without_the_pulumi_cli_each_verb_fails_in_one_line(
     assert result.exit_code != 0
     line = _one_line(result)
     assert "the `pulumi` CLI is not installed" in line and "https://get.pulumi.com" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            [
+                "deploy",
+                "models:/churn/7",
+                "--canary",
+                "5",
+                "--max-error-rate",
+                "1",
+                "--p99-floor",
+                "9",
+            ],
+            "--max-error-rate, --p99-floor: the local stack's canary limits; on AWS the "
+            "canary's CloudWatch alarms judge it",
+        ),
+        (["deploy", "models:/churn/7", "--min-requests", "5"], "--min-requests: the local"),
+        (["deploy", "promote", "churn", "--force"], "--force is for the local stack"),
+    ],
+)
+def test_local_only_options_on_aws_are_one_line_not_ignored(
+    aws_stack: str, argv: list[str], says: str
+) -> None:
+    """Refused before anything is read (no Pulumi CLI on PATH here: that line would win)."""
+    result = runner.invoke(app, [*argv, "--stack", aws_stack])
+    assert result.exit_code != 0
+    assert says in _one_line(result)
 
 
 def test_warm_and_dry_run_are_for_aws_stacks(mlrig_home: Path) -> None:

@@ -398,8 +398,8 @@ def logs(
     Local stack: nginx's log of the endpoint's requests and its model containers' own
     output. AWS stack: the CloudWatch Logs of its Lambda function (source lambda:N, the
     published version that wrote the line) and of a warm endpoint's tasks (warm:TASK).
-    Merged by time; keys, Authorization headers and other credentials are shown as
-    [redacted]."""
+    Merged by time; keys, Authorization headers and other credentials in a line are
+    redacted."""
     from mlrig.core.deploy import logs as deploy_logs
 
     found = deploy_logs.read(name, stack=stack, since=since, tail=tail)

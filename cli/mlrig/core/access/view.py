@@ -149,4 +149,5 @@ def _aws_server_entries(
             f"only the server's newest {AWS_MAX_ENTRIES} audit lines are shown: older ones "
             f"are in log group {group} (CloudWatch Logs Insights can query them)"
         )
-    return audit.read_entries(line for event in events for line in event.lines())
+    # by the line's own time too, as the local log is (CloudWatch's is the writer's stamp)
+    return audit.read_entries((line for event in events for line in event.lines()), when)

@@ -270,3 +270,28 @@ def test_trace_endpoint_follows_the_ecr_image_taking_most_traffic(
 
     out = runner.invoke(app, ["trace", "endpoint:nope", "--stack", STACK])
     assert out.exit_code != 0 and "no endpoint 'nope' on stack 'team'" in out.output
+
+
+def test_doctor_flags_a_public_aws_endpoint_and_skips_without_the_pulumi_cli(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core.doctor import doctor
+    from mlrig.errors import DependencyMissing
+
+    outputs = contract.load(STACK)
+    assert doctor._endpoints(outputs).status == doctor.SKIP  # none deployed
+    _ok(["deploy", "models:/churn/7"])
+    check = doctor._endpoints(outputs)
+    assert (check.status, check.detail) == (doctor.OK, "churn (1 keys)")
+    _ok(["deploy", "models:/churn/8", "--endpoint", "fraud", "--public"])
+    check = doctor._endpoints(outputs)
+    assert check.status == doctor.WARN and check.detail == "public (no key needed): fraud"
+    assert "mlrig deploy keys create fraud --stack team" in check.fix
+
+    def no_cli() -> str:
+        raise DependencyMissing("the `pulumi` CLI is not installed", hint="install it")
+
+    monkeypatch.setattr(pulumi_adapter, "cli_path", no_cli)
+    check = doctor._endpoints(outputs)
+    assert check.status == doctor.SKIP and not check.needed
+    assert check.detail == "not checked: the `pulumi` CLI is not installed"

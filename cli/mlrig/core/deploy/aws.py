@@ -499,6 +499,7 @@ def endpoint_names(outputs: StackOutputs) -> list[str]:
     from mlrig.core.stack.aws import stack as aws_stack
     from mlrig.infra.endpoint.refs import ENDPOINT_PROJECT, endpoint_stack_name
 
+    pulumi_adapter.cli_path()  # one line without it, before the backend is touched
     profile = outputs.dvc_remote.profile
     found = pulumi_adapter.list_stack_names(
         backend_url=aws_stack.backend_url(outputs.name, None),

@@ -12,7 +12,7 @@ import pytest
 
 from mlrig.core.stack import endpoint_plan
 from mlrig.core.stack import plan as plans
-from mlrig.infra.endpoint.config import EndpointConfig
+from mlrig.infra.endpoint.config import EndpointConfig, function_log_group, warm_log_group
 from mlrig.infra.endpoint.refs import RefNames, names
 from tests.helpers import DOMAIN, make_plan, schema_problems, statement
 from tests.helpers import ENDPOINT_IMAGE as IMAGE
@@ -42,6 +42,7 @@ def test_the_function_runs_the_image_by_digest_and_publishes_versions() -> None:
     assert fn["name"] == "mlrig-plan-ep-churn"
     assert fn["memorySize"] == 1024 and fn["timeout"] == 29
     assert fn["loggingConfig"]["logGroup"] == "/aws/lambda/mlrig-plan-ep-churn"
+    assert fn["loggingConfig"]["logGroup"] == function_log_group("plan", "churn")  # deploy logs
     assert fn["environment"]["variables"]["MLRIG_BASE_PATH"] == "/endpoints/churn"
 
 
@@ -194,6 +195,13 @@ def test_warm_runs_a_fargate_service_behind_the_same_api() -> None:
         planned.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
     )
     assert container["image"] == IMAGE
+    # where `mlrig deploy logs` reads a warm endpoint's output (endpoint config's name)
+    assert container["logConfiguration"]["options"]["awslogs-group"] == (
+        "/mlrig/plan/endpoints/churn"
+    )
+    assert container["logConfiguration"]["options"]["awslogs-group"] == warm_log_group(
+        "plan", "churn"
+    )
     sg = planned.one("aws:ec2/securityGroup:SecurityGroup").inputs
     assert sg["ingress"][0]["securityGroups"] == ["mlflow-front-sg-id"]  # the link's, only
     pull = statement(planned.one(POLICY, "churn-execution-policy"), "PullModelImage")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from mlrig.infra.config import server_log_group
 from mlrig.tracking import config as ts
 from mlrig.tracking import container as ts_container
 from tests.helpers import DOMAIN, make_plan, statement
@@ -115,6 +116,7 @@ def test_container_definition_comes_from_the_shared_contract(any_plan) -> None:
     ]
     assert ts.HEALTH_PATH in c["healthCheck"]["command"][-1]
     assert c["logConfiguration"]["options"]["awslogs-group"] == "/mlrig/plan/mlflow"
+    assert server_log_group("plan") == "/mlrig/plan/mlflow"  # where `mlrig access log` reads
     # The secret values appear nowhere in the task definition.
     assert "generated-by-mlrig-stack-up" not in json.dumps(c)
 

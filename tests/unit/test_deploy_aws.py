@@ -158,6 +158,7 @@ def test_a_stored_digest_that_is_not_one_is_one_line() -> None:
         # a warm endpoint has no canary, with or without --warm on the command line
         (lambda: _deploy(_deploy(None, None, warm=True), None, canary=10), "has no canary"),
         (lambda: _deploy(_deploy(None, None, warm=True), None, canary=10, warm=True), "ECS"),
+        (lambda: _deploy(None, None, warm=True, capture=10), "warm endpoint does not capture"),
     ],
 )
 def test_refusals(step: Any, message: str) -> None:
@@ -268,6 +269,36 @@ def test_warm_with_a_canary_is_one_line_saying_what_happens_instead(
     assert "a warm endpoint has no canary" in line
     assert "once its /ping health check passes, then drains the old one" in line
     assert "rolls back by itself" in line and "mlrig deploy rollback" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (
+            [
+                "deploy",
+                "models:/churn/7",
+                "--canary",
+                "5",
+                "--max-error-rate",
+                "1",
+                "--p99-floor",
+                "9",
+            ],
+            "--max-error-rate, --p99-floor: the local stack's canary limits; on AWS the "
+            "canary's CloudWatch alarms judge it",
+        ),
+        (["deploy", "models:/churn/7", "--min-requests", "5"], "--min-requests: the local"),
+        (["deploy", "promote", "churn", "--force"], "--force is for the local stack"),
+    ],
+)
+def test_local_only_options_on_aws_are_one_line_not_ignored(
+    aws_stack: str, argv: list[str], says: str
+) -> None:
+    """Refused before anything is read (no Pulumi CLI on PATH here: that line would win)."""
+    result = runner.invoke(app, [*argv, "--stack", aws_stack])
+    assert result.exit_code != 0
+    assert says in _one_line(result)
 
 
 def test_warm_and_dry_run_are_for_aws_stacks(mlrig_home: Path) -> None:

@@ -347,3 +347,67 @@ def test_a_first_warm_deploy_that_never_rolls_out_leaves_nothing(
     assert "still serves" not in line
     assert world["stacks"]["churn"].outputs == {}  # destroyed
     assert "churn" not in world["keys"]  # its first key removed
+
+
+def test_trace_endpoint_follows_the_ecr_image_taking_most_traffic(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core.deploy import serving
+    from mlrig.core.provenance import record as p
+    from mlrig.core.provenance import trace as provenance_trace
+
+    asked: list[tuple[str, str | None]] = []
+
+    def fake(ref: str, *, stack: str | None = None, repo: Path | None = None) -> object:
+        asked.append((ref, stack))
+        digest = ref.rsplit("@", 1)[1]
+        return p.ProvenanceRecord(
+            ref=ref,
+            images=[p.ImageRecord(digest=digest, reference=ref)],
+            model=p.ModelRecord(name="churn", version="7"),
+            run=p.RunRecord(id="7" * 32),
+            code=p.CodeRecord(commit="c" * 40),
+        )
+
+    monkeypatch.setattr(provenance_trace, "trace", fake)
+    _ok(["deploy", "models:/churn/7"])
+    _ok(["deploy", "models:/churn/8", "--canary", "10", "--bake", "0"])
+
+    record = serving.trace("endpoint:churn", stack=STACK)
+    registry = aws_outputs(STACK).registry_url
+    assert asked == [(f"{registry}@sha256:{'7' * 64}", STACK)]
+    assert record.endpoint is not None and record.endpoint.traced == "7"
+    assert record.endpoint.url == "https://api.example.com/endpoints/churn/invocations"
+    assert [(s.version, s.traffic, s.image) for s in record.endpoint.serving] == [
+        ("7", 90, f"{registry}@sha256:{'7' * 64}"),
+        ("8", 10, f"{registry}@sha256:{'8' * 64}"),
+    ]
+    assert not record.refused
+
+    out = runner.invoke(app, ["trace", "endpoint:nope", "--stack", STACK])
+    assert out.exit_code != 0 and "no endpoint 'nope' on stack 'team'" in out.output
+
+
+def test_doctor_flags_a_public_aws_endpoint_and_skips_without_the_pulumi_cli(
+    world: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core.doctor import doctor
+    from mlrig.errors import DependencyMissing
+
+    outputs = contract.load(STACK)
+    assert doctor._endpoints(outputs).status == doctor.SKIP  # none deployed
+    _ok(["deploy", "models:/churn/7"])
+    check = doctor._endpoints(outputs)
+    assert (check.status, check.detail) == (doctor.OK, "churn (1 keys)")
+    _ok(["deploy", "models:/churn/8", "--endpoint", "fraud", "--public"])
+    check = doctor._endpoints(outputs)
+    assert check.status == doctor.WARN and check.detail == "public (no key needed): fraud"
+    assert "mlrig deploy keys create fraud --stack team" in check.fix
+
+    def no_cli() -> str:
+        raise DependencyMissing("the `pulumi` CLI is not installed", hint="install it")
+
+    monkeypatch.setattr(pulumi_adapter, "cli_path", no_cli)
+    check = doctor._endpoints(outputs)
+    assert check.status == doctor.SKIP and not check.needed
+    assert check.detail == "not checked: the `pulumi` CLI is not installed"

@@ -267,7 +267,10 @@ def test_logs_merge_requests_and_container_lines_by_time(
     )
     lines = {
         "c1": [("2026-01-01T00:00:02.123456789Z", "stable says hi")],
-        "c2": [("2026-01-01T00:00:04Z", "Traceback: boom"), ("garbage", "x")],
+        "c2": [
+            ("2026-01-01T00:00:04Z", "Traceback: \x1b[31mboom Authorization: Basic QWxhZGRpbg=="),
+            ("garbage", "x"),
+        ],
     }
     monkeypatch.setattr(docker_adapter, "container_log_lines", lambda c, since, tail: lines[c])
     found = logs.entries(layout, with_canary(), NOW, 100)
@@ -275,7 +278,7 @@ def test_logs_merge_requests_and_container_lines_by_time(
         ("nginx", "v1 200"),
         ("v1", "stable says hi"),
         ("nginx", "v2 500"),
-        ("v2", "Traceback: boom"),
+        ("v2", "Traceback: boom Authorization: [redacted]"),  # cleaned as on AWS
     ]
     assert found[0].text.startswith("POST /endpoints/churn/invocations 200 3 ms")
     assert found[2].as_json()["request"]["status"] == 500  # type: ignore[index]

@@ -7,7 +7,7 @@ honoured so private endpoints, proxies and moto's server work with no code chang
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -291,3 +291,32 @@ def ecs_primary_deployment(
                     str(deployment.get("rolloutState", "")),
                 )
     return None
+
+
+# -- CloudWatch Logs ------------------------------------------------------------------------------
+class LogGroupNotFound(RemoteError):
+    """The log group does not exist (never created, or deleted)."""
+
+
+def log_events(
+    group: str,
+    *,
+    start_ms: int,
+    end_ms: int,
+    region: str | None = None,
+    pattern: str = "",
+) -> Iterator[dict[str, Any]]:
+    """The raw events of `group` with start_ms <= timestamp <= end_ms (FilterLogEvents, every
+    page, as AWS returns them), matching `pattern` when given. LogGroupNotFound when the group
+    does not exist."""
+    logs = client("logs", region=region)
+    request: dict[str, Any] = {"logGroupName": group, "startTime": start_ms, "endTime": end_ms}
+    if pattern:
+        request["filterPattern"] = pattern
+    try:
+        for page in logs.get_paginator("filter_log_events").paginate(**request):
+            yield from page.get("events", [])
+    except logs.exceptions.ResourceNotFoundException:
+        raise LogGroupNotFound(f"log group {group} does not exist") from None
+    except Exception as exc:
+        raise translate(exc, f"reading log group {group}") from exc

@@ -219,10 +219,17 @@ def log_cmd(
     stack: StackOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Who changed what: the MLflow server's audit lines and mlrig's endpoint changes."""
+    """Who changed what: the MLflow server's audit lines and mlrig's endpoint changes.
+
+    The server's lines come from its log (local stack) or its task's CloudWatch log group
+    (AWS stack: the newest 10,000 since --since); the endpoint changes from this machine's
+    audit log of the stack."""
     from mlrig.core.access import view as access_view
 
-    entries = access_view.log(_outputs(stack), since)
+    def note(message: str) -> None:
+        err_console().print(message, markup=False, highlight=False, soft_wrap=True)
+
+    entries = access_view.log(_outputs(stack), since, progress=note)
     if json_out:
         for e in entries:
             typer.echo(e.model_dump_json())

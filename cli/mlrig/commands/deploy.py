@@ -1,4 +1,5 @@
-"""`mlrig deploy …`: a model version behind an authenticated endpoint of the local stack."""
+"""`mlrig deploy …`: a model version behind an authenticated endpoint, on the local stack
+(nginx and containers) or an AWS stack (Lambda or Fargate behind its HTTP API)."""
 
 from __future__ import annotations
 
@@ -174,7 +175,8 @@ def deploy(
     """Deploy a model version (by digest) to an endpoint: the local stack's nginx, or on an
     AWS stack a Lambda function (or, --warm, Fargate) behind its HTTP API.
 
-    A version with no pushed image is built and pushed first. A canary is watched for
+    On the local stack, a version with no pushed image is built and pushed first; an AWS
+    stack serves only what `mlrig image push` put in its ECR. A canary is watched for
     --bake and aborted when it stops answering /ping or breaks the limits (the local
     stack), or when its alarms fire (AWS). Every change of an endpoint is a line of
     `mlrig access log`; `mlrig trace endpoint:NAME` follows what it serves back to its run,
@@ -190,6 +192,7 @@ def deploy(
     bake_s = canary_watch.parse_duration(bake)
     endpoints = _core(stack)
     if endpoints is aws:
+        _refuse_local_limits(ctx)
         if dry_run:
             plan = aws.preview_deploy(
                 ref, endpoint=endpoint, stack=stack, canary=canary, public=public, warm=warm
@@ -253,6 +256,25 @@ def deploy(
         )
 
 
+_LOCAL_LIMITS = ("max_error_rate", "min_requests", "max_p99_factor", "p99_floor")
+
+
+def _refuse_local_limits(ctx: typer.Context) -> None:
+    """The canary limits nginx's log is judged by do not exist on AWS: given there, one line
+    instead of a silent no-op."""
+    given = [
+        "--" + name.replace("_", "-")
+        for name in _LOCAL_LIMITS
+        if (source := ctx.get_parameter_source(name)) is not None and source.name != "DEFAULT"
+    ]
+    if given:
+        raise UsageError(
+            f"{', '.join(given)}: the local stack's canary limits; on AWS the canary's "
+            "CloudWatch alarms judge it (errors over 5 a minute, p99 over 2000 ms)",
+            hint="leave them out; --bake sets how long the alarms are watched",
+        )
+
+
 def _show_dry_run(plan: Any, as_json: bool) -> None:
     if as_json:
         out = {"endpoint": plan.endpoint, "resources": plan.resources, "cost": plan.cost}
@@ -300,7 +322,9 @@ def promote(
     stack: StackOpt = None,
     force: Annotated[
         bool,
-        typer.Option("--force", help="Promote even when the canary is over its limits (local)."),
+        typer.Option(
+            "--force", help="Promote even when the canary is over its limits (local stack only)."
+        ),
     ] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -312,6 +336,12 @@ def promote(
 
     endpoints = _core(stack)
     if endpoints is aws:
+        if force:
+            raise UsageError(
+                "--force is for the local stack: on AWS promote judges nothing (the canary's "
+                "alarms abort it while `deploy --bake` watches)",
+                hint="leave out --force",
+            )
         ep = aws.promote(name, stack=stack, progress=_progress)
     else:
         ep = endpoints.promote(name, stack=stack, force=force, progress=_progress)
@@ -349,7 +379,8 @@ def rollback(
 
 @app.command()
 def delete(name: EndpointArg, stack: StackOpt = None) -> None:
-    """Remove the endpoint: its route, keys and containers."""
+    """Remove the endpoint: its route, keys and containers (AWS: its endpoint stack is
+    destroyed and forgotten, and its keys' parameter deleted; the base stack is untouched)."""
     endpoints = _core(stack)
     endpoints.delete(name, stack=stack, progress=_progress)
     console().print(f"[green]deleted[/] endpoint {name}")
@@ -365,10 +396,13 @@ def logs(
     stack: StackOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Recent requests (which version answered, status, time) and container output.
+    """Recent requests (which version answered, status, time) and the model's output.
 
-    nginx's log of the endpoint's requests and its model containers' own output, merged by
-    time."""
+    Local stack: nginx's log of the endpoint's requests and its model containers' own
+    output. AWS stack: the CloudWatch Logs of its Lambda function (source lambda:N, the
+    published version that wrote the line) and of a warm endpoint's tasks (warm:TASK).
+    Merged by time; keys, Authorization headers and other credentials in a line are
+    redacted."""
     from mlrig.core.deploy import logs as deploy_logs
 
     found = deploy_logs.read(name, stack=stack, since=since, tail=tail)
@@ -409,7 +443,9 @@ def keys_revoke(
     key_id: Annotated[str, typer.Argument(metavar="KEY_ID")],
     stack: StackOpt = None,
 ) -> None:
-    """Revoke a key: nginx refuses it from the next request."""
+    """Revoke a key: the local stack's nginx refuses it from the next request; on AWS the
+    authorizer refuses it within about 90 s (API Gateway caches a verdict 60 s, the
+    authorizer the key hashes 30 s)."""
     endpoints = _core(stack)
     endpoints.revoke_key(name, key_id, stack=stack)
     console().print(f"[green]revoked[/] {key_id} of {name}")

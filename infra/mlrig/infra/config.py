@@ -17,6 +17,14 @@ if TYPE_CHECKING:  # the CLI reads PROFILES without importing pulumi
 ProfileName = Literal["small", "production"]
 PROJECT = "mlrig"
 CONFIG_NAMESPACE = "mlrig"
+SERVER_COMPONENT = "mlflow"  # the tracking server's component name (names its log group)
+
+
+def server_log_group(stack: str) -> str:
+    """The tracking server task's log group (streams mlflow/CONTAINER/TASK_ID): its stderr,
+    which holds the audit lines `mlrig access log` reads. Named per stack: log group names
+    are unique in an account and region."""
+    return f"/mlrig/{stack}/{SERVER_COMPONENT}"
 
 
 @dataclass(frozen=True)

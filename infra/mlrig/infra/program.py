@@ -16,7 +16,7 @@ from mlrig.infra.components.endpoints_api import EndpointsApi, EndpointsApiArgs
 from mlrig.infra.components.network import Network, NetworkArgs
 from mlrig.infra.components.registry import Registry, RegistryArgs, enhanced_scanning
 from mlrig.infra.components.tracking_server import TrackingServer, TrackingServerArgs
-from mlrig.infra.config import StackConfig
+from mlrig.infra.config import SERVER_COMPONENT, StackConfig
 from mlrig.infra.endpoint import config as endpoint_config
 from mlrig.infra.endpoint.refs import RefNames
 from mlrig.infra.tagging import tagged
@@ -82,7 +82,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
         opts,
     )
     server = TrackingServer(
-        "mlflow",
+        SERVER_COMPONENT,
         TrackingServerArgs(
             region=cfg.region,
             profile=profile,

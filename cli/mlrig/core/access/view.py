@@ -1,5 +1,6 @@
 """What `mlrig access show` and `mlrig access log` read: who exists on a stack's MLflow, with
-which role and grants, and the server's audit trail of writes and failed logins."""
+which role and grants, and the server's audit trail of writes and failed logins (a local
+server's log file, or an AWS tracking task's CloudWatch log group)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from mlrig.contract import StackOutputs
 from mlrig.core.access import plan as access_plan
 from mlrig.core.access.accounts import admin_client, admin_name, read_state
 from mlrig.core.access.file import is_machine
+from mlrig.core.shared.progress import Progress, no_progress
 from mlrig.errors import UsageError
 
 if TYPE_CHECKING:
@@ -89,24 +91,63 @@ def parse_since(text: str | None, now: datetime | None = None) -> datetime | Non
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def log(outputs: StackOutputs, since: str | None = None) -> list[AuditEntry]:
-    """The audit entries of a local stack, oldest first: its MLflow server's log and the
-    endpoint changes mlrig made (`logs/audit.log`)."""
+AWS_MAX_ENTRIES = 10_000  # the server's newest audit lines read from CloudWatch at most
+
+
+def log(
+    outputs: StackOutputs, since: str | None = None, progress: Progress = no_progress
+) -> list[AuditEntry]:
+    """The stack's audit entries, oldest first: its MLflow server's lines (a local stack's
+    server log; an AWS stack's tracking task log group in CloudWatch) and the endpoint
+    changes mlrig made from this machine (`logs/audit.log` under the stack's folder)."""
     from mlrig.core.access import _log as audit
     from mlrig.core.stack.local.state import Layout
 
     when = parse_since(since)
-    if outputs.kind != "local":
-        raise UsageError(
-            f"stack '{outputs.name}' is on AWS: its server log is the tracking task's log stream",
-            hint="read it in CloudWatch Logs (the audit lines are the JSON ones with "
-            '"event": "mlrig.audit")',
-        )
     layout = Layout(outputs.name)
-    entries = []
+    entries = _aws_server_entries(outputs, when, progress) if outputs.kind == "aws" else []
     # the server's lines, then mlrig's own (endpoints: mlrig.core.access.audit), in time order
-    for path in (layout.log_file("mlflow"), layout.log_file("audit")):
+    files = [layout.log_file("audit")]
+    if outputs.kind == "local":
+        files.insert(0, layout.log_file("mlflow"))
+    for path in files:
         if path.is_file():
             with path.open(encoding="utf-8", errors="replace") as fh:
                 entries += audit.read_entries(fh, when)
     return sorted(entries, key=lambda e: e.ts)
+
+
+def _aws_server_entries(
+    outputs: StackOutputs, when: datetime | None, progress: Progress
+) -> list[AuditEntry]:
+    """The audit lines of the tracking server's log group (its task's stderr, as the local
+    server's log holds them), since `when` (default: the group's whole retention)."""
+    from mlrig.core.access import _log as audit
+    from mlrig.core.shared import cloud_logs
+    from mlrig.infra.config import server_log_group
+    from mlrig.tracking import audit as tracking_audit
+
+    group = server_log_group(outputs.name)
+    region = outputs.region or "us-east-1"
+    start = when or datetime.fromtimestamp(0, UTC)
+    events = cloud_logs.group_events(
+        group,
+        start,
+        datetime.now(UTC),
+        AWS_MAX_ENTRIES,
+        region=region,
+        pattern=f'"{tracking_audit.EVENT}"',  # CloudWatch filters: only the audit lines travel
+    )
+    if events is None:
+        raise UsageError(
+            f"stack '{outputs.name}' has no tracking server log group {group} in {region}",
+            hint=f"is its tracking server up? check with `mlrig stack status --stack "
+            f"{outputs.name}`",
+        )
+    if len(events) >= AWS_MAX_ENTRIES:
+        progress(
+            f"only the server's newest {AWS_MAX_ENTRIES} audit lines are shown: older ones "
+            f"are in log group {group} (CloudWatch Logs Insights can query them)"
+        )
+    # by the line's own time too, as the local log is (CloudWatch's is the writer's stamp)
+    return audit.read_entries((line for event in events for line in event.lines()), when)

@@ -187,6 +187,11 @@ def deploy(
 ) -> Desired:
     """A new version: served at once, or as a canary beside what `served` is. capture: the
     endpoint's share from now on (None keeps it; a new endpoint's is 0, off)."""
+    if warm and capture:
+        raise UsageError(
+            "a warm endpoint does not capture yet: its Fargate tasks get no capture settings",
+            hint="deploy without --capture, or without --warm (Lambda captures)",
+        )
     if current is None:
         if canary is not None:
             raise UsageError(

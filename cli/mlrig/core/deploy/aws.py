@@ -580,6 +580,7 @@ def endpoint_names(outputs: StackOutputs) -> list[str]:
     from mlrig.core.stack.aws import stack as aws_stack
     from mlrig.infra.endpoint.refs import ENDPOINT_PROJECT, endpoint_stack_name
 
+    pulumi_adapter.cli_path()  # one line without it, before the backend is touched
     profile = outputs.dvc_remote.profile
     found = pulumi_adapter.list_stack_names(
         backend_url=aws_stack.backend_url(outputs.name, None),
@@ -618,6 +619,19 @@ def status(name: str | None = None, *, stack: str | None = None) -> list[dict[st
             )
         return [row]
     return [row for n in endpoint_names(outputs) if (row := _row(outputs, n)) is not None]
+
+
+def describe(name: str, *, stack: str | None = None) -> tuple[StackOutputs, AwsEndpoint, str]:
+    """What endpoint `name` serves (as `status`), with its stack's outputs and its URL."""
+    outputs = aws_outputs(stack)
+    stack_ = _open(outputs, check_name(name))
+    current, out = _current(stack_)
+    if current is None:
+        raise UsageError(
+            f"no endpoint {name!r} on stack '{outputs.name}'",
+            hint="see the stack's endpoints with `mlrig deploy list`",
+        )
+    return outputs, _view(name, current, out), f"{out.get(_OUT_URL, '')}/invocations"
 
 
 def _row(outputs: StackOutputs, name: str) -> dict[str, object] | None:

@@ -63,10 +63,12 @@ class Site:
         name = stacks.resolve_name(stack)
         outputs = stacks.outputs(name)
         if outputs.kind != "local":
+            # every `mlrig deploy` verb and `trace endpoint:` pick the AWS code by the
+            # stack's kind (backend.for_stack); what still lands here is local-only (the demo)
             raise UsageError(
-                f"stack '{name}' is an AWS stack: `mlrig deploy` serves on the local stack "
-                "only so far",
-                hint="pass --stack with a local stack",
+                f"stack '{name}' is an AWS stack: this step acts on the local stack's nginx "
+                "and containers only",
+                hint="pass --stack with a local stack (`mlrig stack list` shows each one's kind)",
             )
         layout = Layout(name)
         return cls(layout, outputs, Store(layout.root))

@@ -1,5 +1,6 @@
-"""`mlrig deploy logs NAME`: an endpoint's recent requests as nginx logged them (which
-version answered, status, time) and its model containers' own output, merged by time."""
+"""`mlrig deploy logs NAME`: on the local stack, an endpoint's recent requests as nginx
+logged them (which version answered, status, time) and its model containers' own output,
+merged by time; on an AWS stack, its CloudWatch Logs (`_aws_logs`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 
 from mlrig.core.deploy import traffic
 from mlrig.core.deploy.state import Endpoint, check_name
+from mlrig.core.shared import cloud_logs
 from mlrig.core.stack.local.state import Layout
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
@@ -20,6 +22,7 @@ class Entry:
     source: str  # "nginx" or "vN" (the model container of version N)
     text: str
     request: dict[str, object] | None = None  # nginx's record, for --json
+    stream: str | None = None  # the CloudWatch log stream (AWS), for --json
 
     def as_json(self) -> dict[str, object]:
         row: dict[str, object] = {
@@ -29,6 +32,8 @@ class Entry:
         }
         if self.request is not None:
             row["request"] = self.request
+        if self.stream is not None:
+            row["stream"] = self.stream
         return row
 
 
@@ -73,8 +78,8 @@ def entries(layout: Layout, ep: Endpoint, since: datetime, tail: int) -> list[En
     for b in ep.backends:  # the containers serving now (a previous one is removed)
         for stamp, text in docker_adapter.container_log_lines(b.container, since=start, tail=tail):
             at = _engine_time(stamp)
-            if at is not None:
-                found.append(Entry(at, f"v{b.version}", text))
+            if at is not None:  # a container's output is input: cleaned as on AWS
+                found.append(Entry(at, f"v{b.version}", cloud_logs.clean(text)))
     found.sort(key=lambda e: e.at)
     return found[-tail:] if tail else []
 
@@ -82,16 +87,22 @@ def entries(layout: Layout, ep: Endpoint, since: datetime, tail: int) -> list[En
 def read(
     name: str, *, stack: str | None = None, since: str | None = "10m", tail: int = 100
 ) -> list[Entry]:
-    """`mlrig deploy logs`: the endpoint's entries (`entries`) since `since` (1h, 30m, an
-    ISO time; default the last 10 minutes)."""
+    """`mlrig deploy logs`: the endpoint's entries since `since` (1h, 30m, an ISO time;
+    default the last 10 minutes): `entries` on the local stack, its CloudWatch Logs on AWS."""
     from mlrig.core.access.view import parse_since
+    from mlrig.core.deploy import aws
     from mlrig.core.deploy.endpoints import Site
     from mlrig.errors import UsageError
 
     if tail < 1:
         raise UsageError(f"--tail {tail} is not a count of lines", hint="pass 1 or more")
-    site = Site.open(stack)
-    ep = site.store.get(check_name(name))
     when = parse_since(since or "10m")
     assert when is not None
+    check_name(name)
+    if aws.is_aws(stack):
+        from mlrig.core.deploy import _aws_logs
+
+        return _aws_logs.entries(aws.aws_outputs(stack), name, when, tail)
+    site = Site.open(stack)
+    ep = site.store.get(name)
     return entries(site.layout, ep, when, tail)

@@ -176,19 +176,32 @@ def stack_checks(name: str) -> list[Check]:
     else:
         checks.append(_guard("stack processes", lambda: _local_processes(outputs)))
         checks.append(_guard("file modes", lambda: _file_modes(outputs)))
-        checks.append(_guard("endpoints", lambda: _endpoints(outputs)))
+    checks.append(_guard("endpoints", lambda: _endpoints(outputs)))
     return checks
 
 
 def _endpoints(outputs: StackOutputs) -> Check:
-    """A --public endpoint answers anyone: a warning naming each, with the way to key it."""
+    """A --public endpoint answers anyone: a warning naming each, with the way to key it.
+    On AWS the endpoints are the base stack's endpoint stacks (`deploy list`, which needs
+    the Pulumi CLI: without it the check is skipped, saying so)."""
     from mlrig.core.deploy.state import Store
     from mlrig.core.stack.local.state import Layout
+    from mlrig.errors import DependencyMissing
 
-    eps = Store(Layout(outputs.name).root).all()
+    eps: list[tuple[str, bool, int]]  # name, public, key count
+    if outputs.kind == "aws":
+        from mlrig.core.deploy import aws
+
+        try:
+            rows = aws.status(None, stack=outputs.name)
+        except DependencyMissing as exc:
+            return Check("endpoints", SKIP, f"not checked: {exc.message}", exc.hint or "", False)
+        eps = [(str(r["endpoint"]), r["public"] is True, int(str(r["key_count"]))) for r in rows]
+    else:
+        eps = [(ep.name, ep.public, len(ep.keys)) for ep in Store(Layout(outputs.name).root).all()]
     if not eps:
         return Check("endpoints", SKIP, "none deployed", needed=False)
-    public = [ep.name for ep in eps if ep.public]
+    public = [name for name, is_public, _keys in eps if is_public]
     if public:
         return Check(
             "endpoints",
@@ -198,7 +211,7 @@ def _endpoints(outputs: StackOutputs) -> Check:
             + " (its first key ends --public: requests then need a key)",
             needed=False,
         )
-    return Check("endpoints", OK, ", ".join(f"{ep.name} ({len(ep.keys)} keys)" for ep in eps))
+    return Check("endpoints", OK, ", ".join(f"{name} ({keys} keys)" for name, _p, keys in eps))
 
 
 def _reset_fix(outputs: StackOutputs, ref: str) -> str:

@@ -22,7 +22,7 @@ from mlrig.infra.components.network import NetworkRef
 from mlrig.infra.components.server_container import container_definitions
 from mlrig.infra.components.server_roles import ServerRoles, ServerRolesArgs
 from mlrig.infra.components.server_service import ServerService, ServerServiceArgs
-from mlrig.infra.config import Profile, Secrets
+from mlrig.infra.config import Profile, Secrets, server_log_group
 from mlrig.tracking import config as ts
 from mlrig.tracking import container as ts_container
 
@@ -86,10 +86,9 @@ class TrackingServer(pulumi.ComponentResource):
             ts.ENV_FLASK_SECRET: flask_secret.arn,
             ts_container.ENV_PG_PASSWORD: self.database.password_secret.arn,
         }
-        # Named per stack: log group names are unique in an account and region.
         log_group = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            name=f"/mlrig/{pulumi.get_stack()}/{name}",
+            name=server_log_group(pulumi.get_stack()),
             retention_in_days=profile.log_retention_days,
             opts=child,
         )

@@ -121,6 +121,16 @@ def keys_parameter(base_stack: str, endpoint: str) -> str:
     return f"/mlrig/{base_stack}/endpoints/{endpoint}/keys"
 
 
+def function_log_group(base_stack: str, endpoint: str) -> str:
+    """The model function's log group (Lambda's own name for it: /aws/lambda/FUNCTION)."""
+    return f"/aws/lambda/mlrig-{base_stack}-ep-{endpoint}"
+
+
+def warm_log_group(base_stack: str, endpoint: str) -> str:
+    """A warm endpoint's Fargate task log group (streams ENDPOINT/CONTAINER/TASK_ID)."""
+    return f"/mlrig/{base_stack}/endpoints/{endpoint}"
+
+
 def function_name_pattern(base_stack: str) -> str:
     """The base stack's endpoint functions, for the models repository's Lambda pull policy."""
     return f"mlrig-{base_stack}-ep-*"

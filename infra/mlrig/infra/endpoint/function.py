@@ -11,7 +11,7 @@ import pulumi_aws as aws
 
 from mlrig.infra.components.policies import assume_role
 from mlrig.infra.endpoint import policies
-from mlrig.infra.endpoint.config import EndpointConfig
+from mlrig.infra.endpoint.config import EndpointConfig, function_log_group
 
 ALIAS = "live"
 Alarm = aws.cloudwatch.MetricAlarm
@@ -36,7 +36,7 @@ class EndpointFunction(pulumi.ComponentResource):
         cfg = args.config
         logs = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            name=f"/aws/lambda/{cfg.prefix}",
+            name=function_log_group(cfg.base_stack, cfg.endpoint),
             retention_in_days=cfg.log_retention_days,
             opts=child,
         )

@@ -13,7 +13,7 @@ import pulumi_aws as aws
 
 from mlrig.infra.components.policies import assume_role, document
 from mlrig.infra.endpoint import policies
-from mlrig.infra.endpoint.config import EndpointConfig
+from mlrig.infra.endpoint.config import EndpointConfig, warm_log_group
 from mlrig.infra.endpoint.refs import BaseRefs
 from mlrig.tracking.config import CONTAINER_PORT
 
@@ -46,7 +46,7 @@ class WarmEndpoint(pulumi.ComponentResource):
         cfg, base = args.config, args.base
         logs = aws.cloudwatch.LogGroup(
             f"{name}-logs",
-            name=f"/mlrig/{cfg.base_stack}/endpoints/{cfg.endpoint}",
+            name=warm_log_group(cfg.base_stack, cfg.endpoint),
             retention_in_days=cfg.log_retention_days,
             opts=child,
         )

@@ -381,3 +381,67 @@ def test_stack_env_as_a_person_asks_and_checks_the_password(
     wrong = _mlrig_shell(f"mlrig stack env --stack acc --as {name}", tmp_path, stdin="nope-nope\n")
     assert wrong.returncode == 6 and wrong.stdout == ""
     assert "does not accept the password of alice" in wrong.stderr
+
+
+def _documented_recipe() -> str:
+    """The change-password block of docs/concepts/access.md, as a reader copies it."""
+    from tests.helpers import REPO_ROOT
+
+    text = (REPO_ROOT / "docs/concepts/access.md").read_text()
+    after = text.split("<!-- change-password recipe:", 1)[1]
+    return after.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def _on_a_terminal(script: str, env: dict[str, str], answers: list[tuple[str, str]]) -> str:
+    """Run `script` in bash on a pseudo-terminal, as a person types: each answer is sent once
+    its prompt has appeared (getpass flushes what was typed before it asks). All output."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: bash on the terminal (never back into pytest)
+        try:
+            os.execvpe("bash", ["bash", "-c", script], env)  # noqa: S606 (a pty child)
+        finally:
+            os._exit(127)
+    seen, todo = b"", list(answers)
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], 120)
+            assert ready, f"no output for 120 s; so far: {seen.decode(errors='replace')}"
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the terminal closed: bash is done
+                break
+            if not chunk:
+                break
+            seen += chunk
+            while todo and todo[0][0].encode() in seen.rsplit(b"\n", 1)[-1]:
+                os.write(fd, (todo.pop(0)[1] + "\n").encode())
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
+    assert todo == [], f"never asked for {todo}: {seen.decode(errors='replace')}"
+    return seen.decode(errors="replace")
+
+
+def test_the_documented_password_change_works_without_flask_wtf(
+    stack: StackOutputs, people: dict[str, Any], tmp_path: Path
+) -> None:
+    name, old = people["auth"]["alice"]
+    new = "alice-new-password-0002"
+    recipe = _documented_recipe()
+    assert "--as alice" in recipe and "current_password" in recipe
+    blocker = tmp_path / "no-flask-wtf" / "flask_wtf"  # a client without Flask-WTF
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('Flask-WTF is not installed')\n")
+    env = repo_env(Path(os.environ["MLRIG_HOME"]), {"MLRIG_STACK": "acc"})
+    env["PYTHONPATH"] = str(blocker.parent)
+    shown = _on_a_terminal(
+        recipe, env, [(f"MLflow password of {name}: ", old), ("new password: ", new)]
+    )
+    assert "password changed" in shown
+    assert old not in shown and new not in shown  # neither is echoed
+    assert get(stack, (name, old), "users/current") == 401
+    assert get(stack, (name, new), "users/current") == 200
+    people["auth"]["alice"] = (name, new)

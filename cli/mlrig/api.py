@@ -14,28 +14,44 @@ from mlrig.errors import MlrigError
 __all__ = ["MlrigError", "tracking_env"]
 
 
-def tracking_env(repo: Path | None = None) -> dict[str, str]:
+def tracking_env(
+    repo: Path | None = None, *, stack: str | None = None, identity: str | None = None
+) -> dict[str, str]:
     """The environment that points MLflow's client (and the AWS SDK under it) at the stack
     of the repository at `repo` (default: the current directory's).
 
-    The stack is the one every mlrig command would pick: $MLRIG_STACK, else the stack in
-    the repo's .copier-answers.yml, else the only stack there is. The credentials
-    (MLFLOW_TRACKING_USERNAME/PASSWORD) are the repository's own machine identity,
-    `repo-<project_name>`, which may write only to the repository's experiment and
-    registered model; keep the result out of logs.
+    The stack is `stack` when given, else the one every mlrig command would pick:
+    $MLRIG_STACK, else the stack in the repo's .copier-answers.yml, else the only stack
+    there is. The credentials (MLFLOW_TRACKING_USERNAME/PASSWORD) are a machine identity's:
+    `identity` (repo-NAME, made by `mlrig access add-machine NAME`) when given, which any
+    repository may use, else the repository's own, `repo-<project_name>` from its answers
+    file. It may write only to its own experiment and registered model; keep the result out
+    of logs. No other stack secret (the admin's, the registry's) is in it.
 
     Raises MlrigError, with a message naming the stack and what to do, when the stack
-    cannot be found, the repository has no machine identity yet, or its credentials
+    cannot be found, the identity is unknown or has no stored password, or its credentials
     cannot be read.
     """
     from mlrig import contract
-    from mlrig.core.access import identities
+    from mlrig.core.access import identities, identity_env
+    from mlrig.core.shared.names import find_answers
     from mlrig.core.stack import stacks
+    from mlrig.errors import UsageError
 
-    name = stacks.resolve_name(None, repo=repo)
+    where = repo or Path.cwd()
+    if identity is None and find_answers(where) is None:
+        raise UsageError(
+            f"{where} is not in a repository made by `mlrig init`: which identity?",
+            hint="pass identity='repo-NAME' (a machine identity: `mlrig access add-machine "
+            "NAME`) and stack=",
+        )
+    name = stacks.resolve_name(stack, repo=where)
     try:
-        return identities.repo_env(contract.load(name), repo or Path.cwd())
-    except identities.MissingIdentity:
+        outputs = contract.load(name)
+        if identity is not None:
+            return identity_env.machine_env(outputs, identity)
+        return identities.repo_env(outputs, where)
+    except (identities.MissingIdentity, UsageError):  # about the identity, not the stack
         raise
     except MlrigError as exc:
         raise MlrigError(f"cannot reach stack '{name}': {exc.message}", hint=exc.hint) from exc

@@ -3,6 +3,9 @@ create, change and remove users), through MLflow's own REST API and client."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +17,11 @@ from typer.testing import CliRunner
 from mlrig.contract import StackOutputs
 from mlrig.core.access import accounts as access
 from mlrig.core.access import identities
+from mlrig.core.shared import secrets
 from mlrig.core.shared.names import machine_user
 from mlrig.core.stack import env as stack_env
 from mlrig.main import app
-from tests.helpers import applied_passwords, isolated_stack
+from tests.helpers import applied_passwords, isolated_stack, repo_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 runner = CliRunner()
@@ -296,3 +300,148 @@ def test_a_stack_made_before_gets_no_permissions_at_its_next_up(
     assert get(outputs, nora, "experiments/get-by-name", experiment_name="shop") == 403
     layout.up()  # nothing changed: no restart
     assert processes.status(layout.pid_file("mlflow"))[1].pid == after.pid
+
+
+TRAIN = """\
+import sys
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+mlflow.set_experiment("shop")
+with mlflow.start_run() as run:
+    mlflow.log_param("C", 0.5)
+    mlflow.log_metric("auc", 0.9)
+print("logged", run.info.run_id)
+try:  # another repository's experiment, by id (this identity may not even read its name)
+    mlflow.MlflowClient().create_run(sys.argv[1])
+except MlflowException as exc:
+    print("refused", exc.get_http_status_code())
+"""
+
+
+def _mlrig_shell(script: str, cwd: Path, stdin: str = "") -> Any:
+    """`script` in bash with the venv on PATH and no MLflow, AWS or mlrig exports but the
+    module's MLRIG_HOME, in its own session (no terminal: a password prompt reads stdin)."""
+    return subprocess.run(
+        ["bash", "-c", script],
+        cwd=cwd,
+        env=repo_env(Path(os.environ["MLRIG_HOME"])),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        start_new_session=True,
+    )
+
+
+def test_stack_env_as_a_machine_identity_logs_where_it_may_in_any_repository(
+    stack: StackOutputs, tmp_path: Path
+) -> None:
+    # a folder mlrig never made (no .copier-answers.yml), as a team's own repository is
+    (tmp_path / "train.py").write_text(TRAIN)
+    fraud = access.admin_client(stack).experiment_id("fraud")
+    ran = _mlrig_shell(
+        f'eval "$(mlrig stack env --stack acc --as repo-shop)" && python train.py {fraud}',
+        tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    lines = ran.stdout.splitlines()
+    run_id = next(line.split()[1] for line in lines if line.startswith("logged "))
+    assert "refused 403" in lines  # EDIT on its own experiment only
+    assert stack.mlflow.auth is not None
+    admin = (stack.mlflow.auth.username, secrets.resolve(stack.mlflow.auth.password))
+    run = requests.get(url(stack, "runs/get"), params={"run_id": run_id}, auth=admin, timeout=30)
+    assert run.json()["run"]["info"]["experiment_id"] == access.admin_client(stack).experiment_id(
+        "shop"
+    )
+    entries = runner.invoke(app, ["access", "log", "--since", "1h", "--stack", "acc", "--json"])
+    writes = [
+        json.loads(line)
+        for line in entries.output.splitlines()
+        if line.startswith("{") and "/runs/create" in line
+    ]
+    assert {(e["user"], e["status"]) for e in writes} >= {("repo-shop", 200), ("repo-shop", 403)}
+    password = identities.read_password(stack, "repo-shop")
+    assert password and password not in ran.stderr  # printed once, to the eval only
+
+
+def test_stack_env_as_a_person_asks_and_checks_the_password(
+    stack: StackOutputs, people: dict[str, Any], tmp_path: Path
+) -> None:
+    name, password = people["auth"]["alice"]
+    printed = _mlrig_shell(
+        f"mlrig stack env --stack acc --as {name} --json", tmp_path, stdin=password + "\n"
+    )
+    assert printed.returncode == 0, printed.stderr
+    env = json.loads(printed.stdout)
+    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == (name, password)
+    assert get(stack, (name, password), "users/current") == 200
+    assert password not in printed.stderr
+    wrong = _mlrig_shell(f"mlrig stack env --stack acc --as {name}", tmp_path, stdin="nope-nope\n")
+    assert wrong.returncode == 6 and wrong.stdout == ""
+    assert "does not accept the password of alice" in wrong.stderr
+
+
+def _documented_recipe() -> str:
+    """The change-password block of docs/concepts/access.md, as a reader copies it."""
+    from tests.helpers import REPO_ROOT
+
+    text = (REPO_ROOT / "docs/concepts/access.md").read_text()
+    after = text.split("<!-- change-password recipe:", 1)[1]
+    return after.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+def _on_a_terminal(script: str, env: dict[str, str], answers: list[tuple[str, str]]) -> str:
+    """Run `script` in bash on a pseudo-terminal, as a person types: each answer is sent once
+    its prompt has appeared (getpass flushes what was typed before it asks). All output."""
+    import pty
+    import select
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: bash on the terminal (never back into pytest)
+        try:
+            os.execvpe("bash", ["bash", "-c", script], env)  # noqa: S606 (a pty child)
+        finally:
+            os._exit(127)
+    seen, todo = b"", list(answers)
+    try:
+        while True:
+            ready, _, _ = select.select([fd], [], [], 120)
+            assert ready, f"no output for 120 s; so far: {seen.decode(errors='replace')}"
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the terminal closed: bash is done
+                break
+            if not chunk:
+                break
+            seen += chunk
+            while todo and todo[0][0].encode() in seen.rsplit(b"\n", 1)[-1]:
+                os.write(fd, (todo.pop(0)[1] + "\n").encode())
+    finally:
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, seen.decode(errors="replace")
+    assert todo == [], f"never asked for {todo}: {seen.decode(errors='replace')}"
+    return seen.decode(errors="replace")
+
+
+def test_the_documented_password_change_works_without_flask_wtf(
+    stack: StackOutputs, people: dict[str, Any], tmp_path: Path
+) -> None:
+    name, old = people["auth"]["alice"]
+    new = "alice-new-password-0002"
+    recipe = _documented_recipe()
+    assert "--as alice" in recipe and "current_password" in recipe
+    blocker = tmp_path / "no-flask-wtf" / "flask_wtf"  # a client without Flask-WTF
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('Flask-WTF is not installed')\n")
+    env = repo_env(Path(os.environ["MLRIG_HOME"]), {"MLRIG_STACK": "acc"})
+    env["PYTHONPATH"] = str(blocker.parent)
+    shown = _on_a_terminal(
+        recipe, env, [(f"MLflow password of {name}: ", old), ("new password: ", new)]
+    )
+    assert "password changed" in shown
+    assert old not in shown and new not in shown  # neither is echoed
+    assert get(stack, (name, old), "users/current") == 401
+    assert get(stack, (name, new), "users/current") == 200
+    people["auth"]["alice"] = (name, new)

@@ -72,13 +72,13 @@ def test_env_prints_quoted_exports(mlrig_home: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["stack", "env", "--name", "dev"])
     assert result.exit_code == 0, result.output
     env = subprocess.run(
-        ["bash", "-c", result.output + 'printf %s "$MLFLOW_TRACKING_PASSWORD"'],
+        ["bash", "-c", result.stdout + 'printf %s "$MLFLOW_TRACKING_PASSWORD"'],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     assert env == "s3cr et'x"
-    assert "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in result.output
+    assert "export MLFLOW_TRACKING_URI=http://127.0.0.1:5000" in result.stdout
 
 
 def test_missing_secret_file_is_a_credentials_error(mlrig_home: Path) -> None:

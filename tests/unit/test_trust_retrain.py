@@ -119,7 +119,7 @@ def rest(monkeypatch: pytest.MonkeyPatch) -> FakeRest:
     """recover() without a stack: the registry is a fake, the stack's environment empty,
     `dvc checkout` a no-op (a hand-made .dvc/ is not a DVC repository DVC can open)."""
     fake = FakeRest()
-    monkeypatch.setattr(retrain_repo, "outputs", lambda _root: None)
+    monkeypatch.setattr(retrain_repo, "outputs", lambda _root, _stack=None: None)
     monkeypatch.setattr(retrain_repo, "credentials", lambda _o, _root: {})
     monkeypatch.setattr(retrain.MlflowRest, "from_env", classmethod(lambda cls, _env: fake))
     monkeypatch.setattr(retrain_state.dvc, "checkout", lambda _root: None)

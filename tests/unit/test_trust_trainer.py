@@ -295,7 +295,7 @@ def test_a_refused_recovery_stops_the_start_with_one_line(
     from mlrig.core.retrain import retrain
     from mlrig.errors import Conflict
 
-    def refuse(repo: Path) -> bool:
+    def refuse(repo: Path, stack: str | None = None) -> bool:
         raise Conflict(f"{repo} is not in the state the killed retrain left", hint="look first")
 
     monkeypatch.setattr(retrain, "recover", refuse)

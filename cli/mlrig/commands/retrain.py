@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from mlrig.commands.options import JsonOpt
+from mlrig.commands.options import JsonOpt, StackOpt
 from mlrig.ui import console, err_console
 
 
@@ -24,6 +24,7 @@ def retrain(
             help="When the champion moves, build its serving image and push it to the stack.",
         ),
     ] = True,
+    stack: StackOpt = None,
     json_out: JsonOpt = False,
     recover: Annotated[
         bool,
@@ -43,7 +44,7 @@ def retrain(
         err_console().print(f"[dim]•[/] {message}", markup=True, highlight=False)
 
     if recover:
-        undone = core.recover(repo, log)
+        undone = core.recover(repo, log, stack=stack)
         console().print(
             "undone: the repository and the alias are as before the interrupted run"
             if undone
@@ -51,7 +52,7 @@ def retrain(
         )
         return
 
-    result = core.retrain(repo, push_image=push_image, log=log)
+    result = core.retrain(repo, push_image=push_image, log=log, stack=stack)
     console().print(result.message, markup=False, highlight=False, soft_wrap=True)
     if result.commit:
         console().print(f"commit {result.commit[:12]}", highlight=False)

@@ -164,11 +164,58 @@ def outputs(
 
 
 @app.command()
-def env(stack: StackOpt = None, name: StackNameAliasOpt = None) -> None:
-    """Print `export` lines (with secrets) for `eval "$(mlrig stack env)"`."""
-    from mlrig.core.stack import env as stack_env
+def env(
+    stack: StackOpt = None,
+    name: StackNameAliasOpt = None,
+    as_user: Annotated[
+        str | None,
+        typer.Option(
+            "--as",
+            help="Log in as this identity instead of the admin: a repository's machine "
+            "identity (repo-PROJECT, its password from the stack) or a person (asks for "
+            "their password). Checked with the tracking server first.",
+            show_default=False,
+        ),
+    ] = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="sh: `export` lines for eval; dotenv: KEY=value lines for an env file; json.",
+        ),
+    ] = "sh",
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a stack's client environment, with secrets: MLflow's address and login, the
+    DVC remote, the AWS region. Without --as it is the admin's (said on stderr).
 
-    typer.echo(stack_env.export_lines(_open(stack, name).env()), nl=False)
+    eval "$(mlrig stack env --as repo-PROJECT)" trains as the repository's machine identity."""
+    from mlrig.core.stack import env as stack_env
+    from mlrig.errors import UsageError
+
+    if as_json and fmt not in ("sh", "json"):
+        raise UsageError(f"--json and --format {fmt} exclude each other", hint="pick one")
+    fmt = stack_env.check_format("json" if as_json else fmt)  # before anything is read
+    target = _open(stack, name)
+    outputs = target.outputs()
+    if as_user is None:
+        values = target.env()
+        if outputs.mlflow.auth:
+            err_console().print(
+                f"mlrig: this is the admin's environment ({outputs.mlflow.auth.username}); "
+                "train as a repository's identity with --as repo-PROJECT",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
+    else:
+        from mlrig.core.access import identity_env
+
+        def ask(user: str) -> str:
+            return str(typer.prompt(f"MLflow password of {user}", hide_input=True, err=True))
+
+        values = identity_env.env_as(outputs, as_user, ask)
+    typer.echo(stack_env.render(values, fmt), nl=False)
 
 
 @app.command("list")

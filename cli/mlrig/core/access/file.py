@@ -181,3 +181,8 @@ def load(path: Path, *, admin: str) -> AccessFile:
 
 def is_machine(name: str) -> bool:
     return name.startswith(MACHINE_PREFIX)
+
+
+def is_user_name(name: str) -> bool:
+    """Whether `name` is a user name the access file would accept."""
+    return bool(_USER_RE.fullmatch(name))

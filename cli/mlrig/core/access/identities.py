@@ -137,17 +137,15 @@ def missing_identity(outputs: StackOutputs, project: str) -> MissingIdentity:
 def repo_env(outputs: StackOutputs, repo_or_project: Path | str) -> dict[str, str]:
     """The stack's client environment logged in as the repository's machine identity.
 
-    The admin secret is never read here: a repo's CI may hold only its own identity.
+    No stack secret is read here (the admin's, the registry's): a repo's CI may hold only
+    its own identity.
     """
-    from mlrig.core.stack.env import client_env
+    from mlrig.core.stack.env import client_env, settings_env
 
     if outputs.mlflow.auth is None:  # a stack without MLflow authentication
         return client_env(outputs)
     project = project_of(repo_or_project)
-    unauthenticated = outputs.model_copy(
-        update={"mlflow": outputs.mlflow.model_copy(update={"auth": None})}
-    )
-    env = client_env(unauthenticated)
+    env = settings_env(outputs)
     user = machine_user(project)
     password = read_password(outputs, user)
     if not password:

@@ -77,8 +77,9 @@ def registered_version(repo: Path) -> str | None:
     return str(version) if version else None
 
 
-def outputs(repo: Path) -> StackOutputs:
-    return contract.load(stacks.resolve_name(None, repo=repo))
+def outputs(repo: Path, stack: str | None = None) -> StackOutputs:
+    """The outputs of the stack named by --stack, else of the repository's (resolve_name)."""
+    return contract.load(stacks.resolve_name(stack, repo=repo))
 
 
 def credentials(outputs: StackOutputs, repo: Path) -> dict[str, str]:

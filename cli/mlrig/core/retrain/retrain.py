@@ -59,7 +59,7 @@ def _root(repo: Path) -> Path:
     return root
 
 
-def _start(root: Path, log: Log) -> tuple[str, str]:
+def _start(root: Path, log: Log, stack: str | None) -> tuple[str, str]:
     """(head, branch) of a repository a run may start in: no other run, a branch, clean."""
     saved = retrain_state.load(root)
     if saved is not None:
@@ -69,7 +69,7 @@ def _start(root: Path, log: Log) -> tuple[str, str]:
                 hint="wait for it to finish",
             )
         log("a previous retrain was interrupted: undoing what it left")
-        recover(root)
+        recover(root, stack=stack)
     branch = git.current_branch(root)
     if branch is None:
         raise Conflict(f"{root} is on a detached HEAD", hint="check out the branch to retrain on")
@@ -77,11 +77,19 @@ def _start(root: Path, log: Log) -> tuple[str, str]:
     return git.head(root), branch
 
 
-def retrain(repo: Path, *, push_image: bool = True, log: Log = lambda _m: None) -> RetrainResult:
+def retrain(
+    repo: Path,
+    *,
+    push_image: bool = True,
+    log: Log = lambda _m: None,
+    stack: str | None = None,
+) -> RetrainResult:
+    """The retrain on the stack `stack` names (default: the one `stacks.resolve_name` finds
+    for the repository)."""
     root = _root(repo.resolve())
     model = retrain_repo.project_name(root)
-    head, branch = _start(root, log)
-    outputs = retrain_repo.outputs(root)
+    head, branch = _start(root, log, stack)
+    outputs = retrain_repo.outputs(root, stack)
     saved = retrain_state.new(root, head=head, branch=branch, model=model, champion=None)
     saved.champion_known = False
     env = retrain_repo.credentials(outputs, root)
@@ -254,14 +262,17 @@ def _image(root: Path, model: str, outputs: Any, log: Log) -> tuple[str, str]:
     from mlrig.core.image import push as serving_push
 
     uri = f"models:/{model}@{retrain_state.ALIAS}"
-    built = _step("image build", lambda: image_core.build(uri, repo=root, progress=log))
+    built = _step(
+        "image build",
+        lambda: image_core.build(uri, repo=root, stack=outputs.name, progress=log),
+    )
     log(f"built {built.ref}")
     pushed = _step("image push", lambda: serving_push.push(built.ref, outputs, progress=log))
     log(f"pushed {pushed.reference}")
     return pushed.reference, pushed.digest
 
 
-def recover(repo: Path, log: Log = lambda _m: None) -> bool:
+def recover(repo: Path, log: Log = lambda _m: None, stack: str | None = None) -> bool:
     """Undo what a killed retrain left behind (True when there was something to undo).
 
     Raises, changing nothing: ConfigError when the marker is not one mlrig can trust,
@@ -286,7 +297,7 @@ def recover(repo: Path, log: Log = lambda _m: None) -> bool:
             hint="check `git status` and the champion alias by hand, then delete the file",
         )
     retrain_state.check(root, saved)  # refuse before asking the stack for anything
-    env = retrain_repo.credentials(retrain_repo.outputs(root), root)
+    env = retrain_repo.credentials(retrain_repo.outputs(root, stack), root)
     with stack_env.temporary_env(env):
         retrain_state.restore(root, saved, MlflowRest.from_env({**os.environ, **env}), log)
     retrain_state.clear(root)

@@ -4,6 +4,7 @@ clients at it (`stack env`, the façade's `env()`, generated repos through `mlri
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shlex
 from collections.abc import Iterator, Mapping
@@ -13,22 +14,30 @@ from mlrig.core.shared import secrets
 
 
 def client_env(outputs: StackOutputs) -> dict[str, str]:
-    """Environment that configures MLflow, DVC, docker and AWS clients for a stack.
+    """Environment that configures MLflow, DVC, docker and AWS clients for a stack, logged in
+    as its admin (MLflow) and its registry account.
 
     This resolves secrets: only `stack env` and code that talks to the services call it.
     """
-    env: dict[str, str] = {
-        "MLRIG_STACK": outputs.name,
-        "MLFLOW_TRACKING_URI": outputs.mlflow_tracking_uri,
-        "MLRIG_REGISTRY_URL": outputs.registry_url,
-        "MLRIG_DVC_REMOTE_URL": outputs.dvc_remote_url,
-    }
+    env = settings_env(outputs)
     if outputs.mlflow.auth:
         env["MLFLOW_TRACKING_USERNAME"] = outputs.mlflow.auth.username
         env["MLFLOW_TRACKING_PASSWORD"] = secrets.resolve(outputs.mlflow.auth.password)
     if outputs.registry.auth:
         env["MLRIG_REGISTRY_USERNAME"] = outputs.registry.auth.username
         env["MLRIG_REGISTRY_PASSWORD"] = secrets.resolve(outputs.registry.auth.password)
+    return env
+
+
+def settings_env(outputs: StackOutputs) -> dict[str, str]:
+    """The same environment without any of the stack's secrets: where its services are and
+    how DVC and the AWS SDK reach its remote. An identity adds its own MLflow login."""
+    env: dict[str, str] = {
+        "MLRIG_STACK": outputs.name,
+        "MLFLOW_TRACKING_URI": outputs.mlflow_tracking_uri,
+        "MLRIG_REGISTRY_URL": outputs.registry_url,
+        "MLRIG_DVC_REMOTE_URL": outputs.dvc_remote_url,
+    }
     if outputs.kind == "aws":
         # the small profile's HTTP API caps requests at 10 MB: large artifacts go to S3
         # directly through presigned multipart uploads instead of through the proxy
@@ -44,6 +53,36 @@ def client_env(outputs: StackOutputs) -> dict[str, str]:
 
 def export_lines(env: dict[str, str]) -> str:
     return "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items())
+
+
+FORMATS = ("sh", "dotenv", "json")
+
+
+def check_format(fmt: str) -> str:
+    from mlrig.errors import UsageError
+
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}", hint=f"use one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def render(env: dict[str, str], fmt: str) -> str:
+    """The environment as `export` lines (sh: eval or source them), KEY=value lines (dotenv:
+    docker's --env-file, GitHub's $GITHUB_ENV and python-dotenv read the value literally)
+    or a JSON object."""
+    from mlrig.errors import UsageError
+
+    if check_format(fmt) == "sh":
+        return export_lines(env)
+    if fmt == "json":
+        return json.dumps(env, indent=2) + "\n"
+    broken = sorted(k for k, v in env.items() if "\n" in v or "\r" in v)
+    if broken:  # a literal value ends at the line break: the rest would be a line of its own
+        raise UsageError(
+            f"{', '.join(broken)} holds a line break, which a dotenv line cannot carry",
+            hint="use --format sh or --json",
+        )
+    return "".join(f"{k}={v}\n" for k, v in env.items())
 
 
 @contextlib.contextmanager

@@ -149,7 +149,8 @@ class Trainer:
     def _recover_repo(self) -> object:
         from mlrig.core.retrain import retrain
 
-        return retrain.recover(self.repo)
+        # on the stack the jobs retrain on (serve passes it in their environment)
+        return retrain.recover(self.repo, stack=self._env.get("MLRIG_STACK") or None)
 
     # -- life cycle -----------------------------------------------------------------------
     def start(self) -> list[str]:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlrig.core.stack.stacks import STACK_ENV
 from mlrig.core.trainer._jobs import Trainer, state_dir
 from mlrig.core.trainer._loop import Watcher
 from mlrig.core.trainer._store import JobStore
@@ -74,7 +75,9 @@ def watcher(repo: Path, stack: str) -> Watcher:
     `trainer.stop()` at the end."""
     repo = check_repo(repo)
     root = state_dir(stack, repo)
-    return Watcher(repo, Trainer(repo, JobStore(root)), root, stack=stack)
+    # each job's `mlrig retrain` child trains on this stack, not only on the repo's own
+    jobs = Trainer(repo, JobStore(root), env={STACK_ENV: stack})
+    return Watcher(repo, jobs, root, stack=stack)
 
 
 def serve(

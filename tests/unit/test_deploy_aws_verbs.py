@@ -231,3 +231,24 @@ def test_capture_is_the_endpoints_setting_on_aws(world: dict[str, Any]) -> None:
     assert "mlrig:capturePercent" not in world["stacks"]["churn"].config
     result = runner.invoke(app, ["deploy", "models:/churn/9", "--capture", "101", "--stack", STACK])
     assert result.exit_code != 0 and "Traceback" not in result.output
+
+
+def test_a_warm_endpoint_takes_capture_as_its_setting(world: dict[str, Any]) -> None:
+    """`deploy --warm --capture N`: accepted, kept in the endpoint stack's config, and what
+    the endpoint program reads back (its task role gets PutObject only with a share)."""
+    from mlrig.infra.endpoint.config import EndpointConfig
+
+    _ok(["deploy", "models:/churn/7", "--warm", "--capture", "25"])
+    config = world["stacks"]["churn"].config
+    assert (config["mlrig:warm"], config["mlrig:capturePercent"]) == ("true", "25")
+    (row,) = json.loads(_ok(["deploy", "status", "churn", "--json"]))
+    assert (row["capture"], row["captures"]) == (25, "s3://bucket/captures/churn")
+    planned = EndpointConfig(
+        base_stack=STACK,
+        endpoint="churn",
+        region="us-east-1",
+        image=config["mlrig:image"],
+        warm=True,
+        capture_percent=int(config["mlrig:capturePercent"]),
+    )
+    assert planned.captures

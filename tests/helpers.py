@@ -1153,3 +1153,35 @@ def deploy_backend(version: str, port: int, weight: int) -> Any:
         weight=weight,
         since=datetime(2026, 1, 1, tzinfo=UTC),
     )
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[Any]:
+    """A throwaway PostgreSQL (Debian's server binaries; skipped without them) on a free
+    loopback port, TLS and scram passwords only, as `mlrig stack rehearse` runs it; stopped
+    and removed at the end. Yields the adapter's Cluster (its superuser password is random).
+    Its folder is a fresh one under the system's temp folder that others may traverse: as
+    root the server runs as `postgres`, which pytest's owner-only temp folders would stop."""
+    import secrets
+
+    from mlrig.adapters import postgres
+    from mlrig.core.stack.local.stack import free_port
+    from mlrig.errors import DependencyMissing
+
+    try:
+        postgres.bin_dir()
+    except DependencyMissing:
+        require(False, "PostgreSQL server binaries (apt-get install postgresql)")
+    root = Path(tempfile.mkdtemp(prefix="mlrig-pg-"))
+    root.chmod(0o711)
+    try:
+        cluster = postgres.init(
+            root / "pg", port=free_port(), superuser_password=secrets.token_urlsafe(16)
+        )
+        postgres.start(cluster)
+        try:
+            yield cluster
+        finally:
+            postgres.stop(cluster)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -150,7 +150,7 @@ def test_the_function_role_writes_only_its_logs() -> None:
 
 
 def test_capture_adds_only_the_endpoints_prefix() -> None:
-    write = statement(plan(capture=True).one(POLICY, "churn-policy"), "WriteOwnCaptures")
+    write = statement(plan(capture_percent=10).one(POLICY, "churn-policy"), "WriteOwnCaptures")
     assert write["Action"] == "s3:PutObject"
     assert write["Resource"] == "arn:aws:s3:::mlrig-plan-20261126abcdef/captures/churn/*"
 
@@ -169,6 +169,35 @@ def test_a_capture_share_sets_the_images_capture_settings_and_its_write_right() 
     assert not any(k.startswith("MLRIG_CAPTURE") for k in off)
     with pytest.raises(ValueError, match="capture share 101 is not 0-100"):
         plan(capture_percent=101)
+
+
+def test_a_warm_endpoint_captures_with_its_task_role_only_when_asked() -> None:
+    """The same settings in the task's environment (its region for signing; credentials from
+    ECS's endpoint), PutObject on the endpoint's prefix for the task role only with a share;
+    without one, the task role has no policy at all."""
+    p = plan(warm=True, capture_percent=10, model="churn", model_version="7", run_id="ab" * 16)
+    (container,) = json.loads(
+        p.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
+    )
+    env = {e["name"]: e["value"] for e in container["environment"]}
+    assert env["MLRIG_CAPTURE_PERCENT"] == "10"
+    assert env["MLRIG_CAPTURE_DIR"] == "s3://mlrig-plan-20261126abcdef/captures/churn"
+    assert (env["MLRIG_MODEL_VERSION"], env["MLRIG_RUN_ID"]) == ("7", "ab" * 16)
+    assert env["AWS_REGION"] == "us-east-1"
+    assert not any(k.startswith("AWS_ACCESS") or k.startswith("AWS_SECRET") for k in env)
+    write = statement(p.one(POLICY, "churn-task-policy"), "WriteOwnCaptures")
+    assert write == {
+        "Sid": "WriteOwnCaptures",
+        "Effect": "Allow",
+        "Action": "s3:PutObject",
+        "Resource": "arn:aws:s3:::mlrig-plan-20261126abcdef/captures/churn/*",
+    }
+    off = plan(warm=True)
+    assert not [r for r in off.of_type(POLICY) if r.name == "churn-task-policy"]
+    (plain,) = json.loads(
+        off.one("aws:ecs/taskDefinition:TaskDefinition").inputs["containerDefinitions"]
+    )
+    assert not any(e["name"].startswith("MLRIG_CAPTURE") for e in plain["environment"])
 
 
 def test_the_authorizer_reads_only_its_endpoints_keys() -> None:
@@ -299,7 +328,9 @@ def _on(profile: str, **changes: Any) -> tuple[plans.Plan, tuple[Any, ...]]:
 
 
 @pytest.mark.parametrize("profile", list(PROFILES))
-@pytest.mark.parametrize("variant", [{}, {"warm": True, "capture": True}], ids=["lambda", "warm"])
+@pytest.mark.parametrize(
+    "variant", [{}, {"warm": True, "capture_percent": 10}], ids=["lambda", "warm"]
+)
 def test_the_endpoint_stack_holds_only_endpoint_resources(
     variant: dict[str, Any], profile: str
 ) -> None:
@@ -393,7 +424,7 @@ def test_lambda_may_pull_only_for_this_stacks_endpoints() -> None:
 
 @pytest.mark.parametrize(
     "variant",
-    [{}, {"stable_version": "4", "canary_percent": 10}, {"warm": True, "capture": True}],
+    [{}, {"stable_version": "4", "canary_percent": 10}, {"warm": True, "capture_percent": 10}],
     ids=["lambda", "canary", "warm"],
 )
 def test_inputs_match_the_provider_types(variant: dict[str, Any]) -> None:

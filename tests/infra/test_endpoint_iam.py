@@ -24,9 +24,9 @@ def plan(**changes: Any) -> Any:
 
 VARIANTS = {
     "lambda": {},
-    "lambda-capture": {"capture": True},
+    "lambda-capture": {"capture_percent": 10},
     "canary": {"stable_version": "4", "canary_percent": 10},
-    "warm-capture": {"warm": True, "capture": True},
+    "warm-capture": {"warm": True, "capture_percent": 10},
 }
 
 

@@ -1,18 +1,24 @@
 """Capture on AWS: the serving image's Lambda handler, driven by API Gateway HTTP API 2.0
-events, writes its sampled records to `s3://BUCKET/captures/ENDPOINT/yyyy/mm/dd/hh/` with the
-image's own SigV4-signed PUT (no boto3), against moto's standalone server started with
-authentication on (INITIAL_NO_AUTH_ACTION_COUNT): moto recomputes each request's signature
-from the IAM access key it issued, so a wrong secret is refused (SignatureDoesNotMatch), and
-checks the key's user policy, so a PUT outside `captures/ENDPOINT/` is refused (AccessDenied).
+events, and a warm (Fargate) task's writer thread write their sampled records to
+`s3://BUCKET/captures/ENDPOINT/yyyy/mm/dd/hh/` with the image's own SigV4-signed PUT (no
+boto3), against moto's standalone server started with authentication on
+(INITIAL_NO_AUTH_ACTION_COUNT): moto recomputes each request's signature from the IAM access
+key it issued, so a wrong secret is refused (SignatureDoesNotMatch), and checks the key's
+policy, so a PUT outside `captures/ENDPOINT/` is refused (AccessDenied). The warm task's
+credentials come from a loopback stand-in for ECS's container credentials endpoint serving
+moto's STS AssumeRole answer for a role holding only that policy (temporary keys and a
+session token, as ECS serves a task role's).
 
-What this proves: the signing (path-style URL, payload hash, session-less keys) is accepted
-by an S3 implementation that verifies it; the objects hold the agreed record format, one
-object per hour folder; the handler writes the buffer after the invocation that makes it due
-and not before; a refused PUT counts errors and the predictions still answer 200. What it
-does not prove: virtual-hosted URLs against real S3, a session token (Lambda's role
-credentials; signed the same way, its header is covered by tests/unit/test_capture_s3put.py
-against botocore's signer), the function role's policy as AWS evaluates it, Lambda's freeze.
-About 6 s on the shared 2-CPU machine, most of it moto's start.
+What this proves: the signing (path-style URL, payload hash, with and without a session
+token) is accepted by an S3 implementation that verifies it; the objects hold the agreed
+record format, one object per hour folder; the handler writes the buffer after the
+invocation that makes it due and not before; a refused PUT counts errors and the predictions
+still answer 200; the warm writer's timer flushes with the task role's credentials, fetched
+once, cached, fetched again inside the refresh window and kept while a refresh fails until
+they expire. What it does not prove: virtual-hosted URLs against real S3, the roles' policies
+as AWS evaluates them, Lambda's freeze (tests/integration/test_serving_lambda.py drives the
+extension against a Runtime API stand-in), ECS's real endpoint and its rotation schedule.
+About 8 s on the shared 2-CPU machine, most of it moto's start.
 """
 
 from __future__ import annotations
@@ -23,8 +29,9 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +77,7 @@ READ_ALL = {
 
 
 @pytest.fixture(scope="module")
-def moto_auth() -> Iterator[dict[str, str]]:
+def moto_auth() -> Iterator[dict[str, Any]]:
     """moto with authentication on after the set-up's seven calls; yields the endpoint, the
     access key of a user holding only POLICY (the function) and one that may read (the
     test's checks)."""
@@ -80,7 +87,7 @@ def moto_auth() -> Iterator[dict[str, str]]:
     from mlrig.core.stack.local.stack import free_port
 
     port = free_port()
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "7"}
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "10"}
     proc = subprocess.Popen(
         [str(exe), "-H", "127.0.0.1", "-p", str(port)],
         env=env,
@@ -103,7 +110,28 @@ def moto_auth() -> Iterator[dict[str, str]]:
             keys[user] = iam.create_access_key(UserName=user)["AccessKey"]
             iam.put_user_policy(UserName=user, PolicyName="p", PolicyDocument=json.dumps(policy))
         boto3.client("s3", **setup).create_bucket(Bucket=BUCKET)
+        # the warm task's role, as ECS hands its credentials out: temporary, with a token
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        role = iam.create_role(RoleName="task", AssumeRolePolicyDocument=json.dumps(trust))
+        iam.put_role_policy(RoleName="task", PolicyName="p", PolicyDocument=json.dumps(POLICY))
+        task = boto3.client("sts", **setup).assume_role(
+            RoleArn=role["Role"]["Arn"], RoleSessionName="ecs-task", DurationSeconds=3600
+        )["Credentials"]
         yield {
+            "task": {
+                "AccessKeyId": task["AccessKeyId"],
+                "SecretAccessKey": task["SecretAccessKey"],
+                "Token": task["SessionToken"],
+            },
             "url": url,
             "id": keys["fn"]["AccessKeyId"],
             "secret": keys["fn"]["SecretAccessKey"],
@@ -276,3 +304,138 @@ def test_monitor_reads_an_aws_stacks_window_from_the_bucket(
     assert dict(window.versions) == {("churn", "7"): 2}
     assert window.frame().to_dict("list") == {"a": [1.0, 1.0], "b": [2.0, 2.0]}
     assert sorted(p.name for p in (tmp_path / "scratch").iterdir()) == [ENDPOINT]
+
+
+class CredentialsEndpoint:
+    """ECS's container credentials endpoint on loopback: GET of `path` answers the task role's
+    credentials expiring at `expires` (or `status` when not 200); records each request's path
+    and Authorization header."""
+
+    def __init__(self, creds: dict[str, str], path: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.creds, self.path = creds, path
+        self.expires = datetime.now(UTC) + timedelta(hours=1)
+        self.status = 200
+        self.requests: list[tuple[str, str | None]] = []
+        endpoint = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                endpoint.requests.append((self.path, self.headers.get("Authorization")))
+                status = endpoint.status if self.path == endpoint.path else 404
+                doc = {
+                    **endpoint.creds,
+                    "RoleArn": "arn:aws:iam::123456789012:role/task",
+                    "Expiration": endpoint.expires.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                }
+                body = json.dumps(doc).encode() if status == 200 else b"{}"
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def warm_env(moto_auth: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A warm task's environment: no keys in it, only ECS's relative credentials URI (its host
+    the stand-in, through the documented test-only ContainerCredentials.base)."""
+    endpoint = CredentialsEndpoint(moto_auth["task"], "/v2/credentials/7f1c-task")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
+    monkeypatch.setenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", endpoint.path)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_auth["url"])
+    monkeypatch.setattr(s3put.ContainerCredentials, "base", endpoint.url)
+    monkeypatch.setattr(s3put, "_container", {})  # this process' cache starts empty
+    yield endpoint
+    endpoint.close()
+
+
+def test_a_warm_tasks_writer_thread_puts_with_the_task_roles_credentials(
+    warm_env: Any, moto_auth: dict[str, Any]
+) -> None:
+    from mlrig.wait import wait_until
+
+    before = set(_objects(moto_auth))
+    settings = serve.Settings.from_env(
+        {
+            "MLRIG_CAPTURE_PERCENT": "100",
+            "MLRIG_CAPTURE_DIR": f"s3://{BUCKET}/{PREFIX}",
+            "MLRIG_CAPTURE_FLUSH_SECONDS": "0.2",  # the timer, not the buffer, flushes
+            **IDENTITY,
+        }
+    )
+    writer = serve.Capture(settings).start()
+    try:
+        for n in range(3):
+            assert writer.offer(
+                serve.capture.new_inference_id(),
+                json.dumps({"dataframe_split": {"columns": ["a"], "data": [[float(n)]]}}).encode(),
+                "application/json",
+                b'{"predictions": [0]}',
+                "application/json",
+            )
+        wait_until(lambda: writer.stats()["written"] == 3, timeout=30, what="3 records written")
+    finally:
+        assert writer.close()
+    stats = writer.stats()
+    assert (stats["errors"], stats["last_error"]) == (0, None)
+    new = {k: v for k, v in _objects(moto_auth).items() if k not in before}
+    assert new and all(k.startswith(f"{PREFIX}/") for k in new)
+    lines = [line for body in new.values() for line in body.decode().splitlines()]
+    assert len([CaptureRecord.model_validate_json(line) for line in lines]) == 3
+    # one fetch for every PUT of the hour: the credentials are cached, not asked per PUT
+    assert warm_env.requests == [(warm_env.path, None)]
+
+
+def test_container_credentials_are_fetched_again_before_they_expire(
+    moto_auth: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The full-URI form with its token file (re-read on every fetch), the refresh window, and
+    a failing endpoint: the fetched credentials serve until they expire, then one line."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_auth["url"])
+    endpoint = CredentialsEndpoint(moto_auth["task"], "/creds")
+    token = tmp_path / "token"
+    token.write_text("secret-token-1\n")
+    now = [datetime.now(UTC)]
+    env = {
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": f"{endpoint.url}/creds",
+        "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token),
+        "AWS_REGION": "us-east-1",
+    }
+    provider = s3put.ContainerCredentials(env, clock=lambda: now[0])
+    try:
+        first = provider.get()
+        assert provider.get() is first and provider.fetches == 1
+        s3put.put_object(BUCKET, f"{PREFIX}/2026/12/07/12/t-000001.jsonl", b"{}\n", creds=first)
+
+        token.write_text("secret-token-2")
+        now[0] = endpoint.expires - s3put.REFRESH_BEFORE + timedelta(seconds=1)
+        assert provider.get() == first and provider.fetches == 2  # inside the window: fetched
+        assert [auth for _path, auth in endpoint.requests] == ["secret-token-1", "secret-token-2"]
+
+        endpoint.status = 503
+        now[0] += timedelta(minutes=1)
+        assert provider.get() == first  # a failed refresh: still valid, still used
+        now[0] = endpoint.expires + timedelta(seconds=1)
+        with pytest.raises(RuntimeError) as refused:
+            provider.get()
+        assert str(refused.value) == "container credentials endpoint: HTTP 503"
+        assert first.secret_key not in str(refused.value)
+    finally:
+        endpoint.close()

@@ -87,3 +87,45 @@ def test_credentials_come_from_the_functions_environment() -> None:
     assert (
         s3put.object_url("b", "k", "r", {"AWS_ENDPOINT_URL_S3": "http://h:1/"}) == "http://h:1/b/k"
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.169.254/latest/creds"},
+            "over http must name a loopback or the container credentials host",
+        ),
+        (
+            {"AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://example.com/creds"},
+            "over http must name a loopback or the container credentials host",
+        ),
+        ({"AWS_CONTAINER_CREDENTIALS_FULL_URI": "file:///etc/passwd"}, "not an http(s) URL"),
+        ({"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "@evil/x"}, "is not a path"),
+        (
+            {
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:9/c",
+                "AWS_CONTAINER_AUTHORIZATION_TOKEN": "a\r\nX-Injected: 1",
+            },
+            "holds a line break",
+        ),
+    ],
+)
+def test_container_credentials_go_only_where_the_sdks_send_them(
+    env: dict[str, str], message: str
+) -> None:
+    """The task's token is never sent over plain http to a host that is not local (the SDKs'
+    rule), nor a header it could break out of; each refusal is one line, before any request."""
+    provider = s3put.ContainerCredentials(env)
+    with pytest.raises(RuntimeError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        provider.get()
+    assert provider.fetches == 0
+
+
+def test_without_a_container_endpoint_the_environments_keys_are_used() -> None:
+    env = {"AWS_ACCESS_KEY_ID": "AKIA1", "AWS_SECRET_ACCESS_KEY": "s", "AWS_REGION": "eu-west-1"}
+    assert s3put.credentials(env) == s3put.Credentials("AKIA1", "s", None, "eu-west-1")
+    assert s3put.ContainerCredentials.configured(
+        {"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/credentials/x"}
+    )
+    assert not s3put.ContainerCredentials.configured(env)

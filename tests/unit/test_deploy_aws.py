@@ -158,7 +158,6 @@ def test_a_stored_digest_that_is_not_one_is_one_line() -> None:
         # a warm endpoint has no canary, with or without --warm on the command line
         (lambda: _deploy(_deploy(None, None, warm=True), None, canary=10), "has no canary"),
         (lambda: _deploy(_deploy(None, None, warm=True), None, canary=10, warm=True), "ECS"),
-        (lambda: _deploy(None, None, warm=True, capture=10), "warm endpoint does not capture"),
     ],
 )
 def test_refusals(step: Any, message: str) -> None:

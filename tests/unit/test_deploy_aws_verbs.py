@@ -411,3 +411,26 @@ def test_doctor_flags_a_public_aws_endpoint_and_skips_without_the_pulumi_cli(
     check = doctor._endpoints(outputs)
     assert check.status == doctor.SKIP and not check.needed
     assert check.detail == "not checked: the `pulumi` CLI is not installed"
+
+
+def test_a_warm_endpoint_takes_capture_as_its_setting(
+    world: dict[str, Any], ecs: dict[str, Any]
+) -> None:
+    """`deploy --warm --capture N`: accepted, kept in the endpoint stack's config, and what
+    the endpoint program reads back (its task role gets PutObject only with a share)."""
+    from mlrig.infra.endpoint.config import EndpointConfig
+
+    _ok(["deploy", "models:/churn/7", "--warm", "--capture", "25"])
+    config = world["stacks"]["churn"].config
+    assert (config["mlrig:warm"], config["mlrig:capturePercent"]) == ("true", "25")
+    (row,) = json.loads(_ok(["deploy", "status", "churn", "--json"]))
+    assert (row["capture"], row["captures"]) == (25, "s3://bucket/captures/churn")
+    planned = EndpointConfig(
+        base_stack=STACK,
+        endpoint="churn",
+        region="us-east-1",
+        image=config["mlrig:image"],
+        warm=True,
+        capture_percent=int(config["mlrig:capturePercent"]),
+    )
+    assert planned.captures

@@ -242,7 +242,7 @@ def test_the_schedule_shares_the_queue_cap_with_post_train(tmp_path: Path) -> No
     assert len(store.recent()) == 2
 
 
-def test_alert_only_alerts_and_none_only_checks(tmp_path: Path) -> None:
+def test_alert_only_alerts_and_record_only_checks(tmp_path: Path) -> None:
     alert = _watcher(
         tmp_path / "a",
         {"monitor": {"action": "alert", "consecutive": 1}},
@@ -251,9 +251,29 @@ def test_alert_only_alerts_and_none_only_checks(tmp_path: Path) -> None:
     assert alert.tick() == "alert_sent"
     assert not alert.trainer.store.recent()
     assert "no webhook set" in alert.decisions()[-1]["detail"]
-    none = _watcher(tmp_path / "n", {"monitor": {"consecutive": 1}}, Fake([_result(drifted=True)]))
-    assert none.tick() == "drift_seen"
-    assert not none.trainer.store.recent()
+    record = _watcher(
+        tmp_path / "r",
+        {"monitor": {"action": "record", "consecutive": 1}},
+        Fake([_result(drifted=True)]),
+    )
+    assert record.tick() == "drift_seen"
+    assert not record.trainer.store.recent()
+    assert record.next_wait() == 3600  # its interval
+
+
+@pytest.mark.parametrize("params", [{}, {"monitor": {"action": "none", "interval": "1m"}}])
+def test_action_none_schedules_no_check(tmp_path: Path, params: dict[str, Any]) -> None:
+    """No monitor run, no MLflow run, no audit line: the schedule only reads params.yaml
+    again after IDLE_RECHECK, and a policy turned on later is checked at its interval."""
+    fake = Fake([])  # a check would pop from an empty list: IndexError
+    watcher = _watcher(tmp_path, params, fake)
+    assert watcher.next_wait() == _loop.IDLE_RECHECK
+    assert watcher.tick() == "monitor_off"
+    assert watcher.decisions() == [] and fake.tags == []
+    assert not (tmp_path / "state" / "loop.json").exists()
+    assert watcher.describe().startswith("monitor.action is none: no scheduled checks")
+    (watcher.repo / "params.yaml").write_text("monitor:\n  action: record\n  interval: 2m\n")
+    assert watcher.next_wait() == 120
 
 
 def test_no_captures_or_a_bad_policy_is_one_audit_line_and_no_job(tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ def query(url: str, sql: str, max_rows: int) -> tuple[list[str], list[tuple[Any,
     except ImportError as exc:
         raise DependencyMissing(
             f"{public}: the database driver is not installed ({exc.name or exc})",
-            hint="install the driver into mlrig's environment, e.g. pip install 'psycopg[binary]'",
+            hint="install the driver into mlrig's environment; for PostgreSQL: pip install "
+            "'mlrig[postgres]' and a postgresql+psycopg:// URL",
         ) from None
     try:
         with engine.connect() as conn:  # leaving without commit rolls the transaction back

@@ -15,17 +15,19 @@ a big JSON batch is decoded and encoded in slices, so /ping keeps answering whil
 
 Capture (environment): MLRIG_CAPTURE_PERCENT of answered predictions are written as JSON
 lines in SageMaker Data Capture's schema under MLRIG_CAPTURE_DIR by a background writer
-(under Lambda: `s3://BUCKET/captures/ENDPOINT`, written after the invocation that makes the
-buffer due), every answer carries its X-Inference-Id, and GET /capture reports the counters.
+(on AWS: `s3://BUCKET/captures/ENDPOINT`; under Lambda written by an internal extension after
+the answer of the invocation that makes the buffer due), every answer carries its
+X-Inference-Id, and GET /capture reports the counters.
 
 The package, by idea: `limits` (what a request may cost: the body cap, concurrency, columns,
 the container's memory), `payload` (request bodies: JSON decoded in slices, nesting depth,
 widths, predictions encoded in slices), `load` (skops without default trust, for a model
 whose build recorded its exact types), `scoring` (the loaded model and its input parsing and
 schema checks), `capture` (sampled records, the bounded buffer and its writer), `s3put`
-(one SigV4-signed S3 PUT by the standard library, capture's writer on AWS), `app` (the
-ASGI app and `main`) and `aws_lambda` (the app as a Lambda handler, imported only when Lambda
-starts the image). The image copies the package beside `serve.py`, its entry point.
+(one SigV4-signed S3 PUT by the standard library, capture's writer on AWS), `extension`
+(capture's writer as a Lambda internal extension), `app` (the ASGI app and `main`) and
+`aws_lambda` (the app as a Lambda handler, imported only when Lambda starts the image). The
+image copies the package beside `serve.py`, its entry point.
 """
 
 from __future__ import annotations

@@ -11,7 +11,12 @@ as `/endpoints/NAME/{proxy+}`: the `/endpoints/NAME` prefix is stripped, so
 as over HTTP; the cap is fitted to the function's memory (AWS_LAMBDA_FUNCTION_MEMORY_SIZE).
 
 The model is loaded when awslambdaric first asks this module for `handler` (Lambda's init
-phase): a model that does not load is reported to Lambda as an init error.
+phase): a model that does not load is reported to Lambda as an init error. With capture on,
+the capture writer registers there too, as an internal extension (`extension`): `main` runs
+awslambdaric's loop with a runtime client that tells the extension when an invocation's
+answer is posted, and the extension writes the buffer after it. Should the Extensions API
+refuse, the handler writes a due buffer before it returns instead (that answer waits for the
+PUT), and the log says so.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from typing import Any
 
 from .app import MODEL_DIR, make_app
 from .capture import Capture, Settings
+from .extension import CaptureExtension, ExtensionError
 from .limits import Limits, memory_limit, resident_bytes
 from .scoring import Model
 
@@ -55,14 +61,17 @@ def lambda_memory(env: dict[str, str] | None = None) -> int | None:
     return int(size) * 2**20 if size.isdigit() else None
 
 
-def make_handler(model: Model, limits: Limits, capture: Capture | None = None) -> Any:
-    """A Lambda handler (event, context) -> API Gateway response for the loaded model; with
-    capture on, the buffer is written (to S3) after an invocation when it is due: Lambda
-    freezes the process between invocations, so no thread could write it then."""
+def make_handler(
+    model: Model, limits: Limits, capture: Capture | None = None, *, flush: bool = True
+) -> Any:
+    """A Lambda handler (event, context) -> API Gateway response for the loaded model. With
+    capture on and `flush`, the handler writes the buffer (to S3) before it returns when it is
+    due: Lambda freezes the process between invocations, so no thread could write it then.
+    flush=False when the capture extension writes it after the answer instead."""
     from mangum import Mangum
 
     asgi = Mangum(strip_endpoint_prefix(make_app(model, limits, capture)), lifespan="off")
-    if capture is None or not capture.enabled:
+    if capture is None or not capture.enabled or not flush:
         return asgi
 
     def handler(event: Any, context: Any) -> Any:
@@ -78,15 +87,25 @@ def load_handler() -> Any:
     configured = Limits.from_env()
     model = Model(MODEL_DIR, configured.max_columns)
     limits = configured.fit_memory(lambda_memory(), resident_bytes(), model.expansion)
-    capture = Capture(Settings.from_env())  # no thread: flushed by the handler (see there)
+    capture = Capture(Settings.from_env())  # no thread: Lambda freezes the process
     print(f"mlrig-serve: model loaded, serving Lambda events; {limits}", file=sys.stderr)
+    extension = None
     if capture.enabled:
+        how = "the handler, before its answer"
+        api = os.environ.get("AWS_LAMBDA_RUNTIME_API", "")
+        if api and _runtime["hooked"]:
+            try:
+                extension = CaptureExtension(capture, api).register().start()
+                how = "the capture extension, after each answer"
+            except ExtensionError as exc:
+                how += f" (the Extensions API refused: {exc})"
+        _runtime["extension"] = extension
         print(
             f"mlrig-serve: capturing {capture.settings.percent:g}% of predictions to "
-            f"{capture.settings.directory} (writer {capture.writer_id})",
+            f"{capture.settings.directory} (writer {capture.writer_id}), written by {how}",
             file=sys.stderr,
         )
-    return make_handler(model, limits, capture)
+    return make_handler(model, limits, capture, flush=extension is None)
 
 
 _loaded: dict[str, Any] = {}
@@ -101,9 +120,43 @@ def __getattr__(name: str) -> Any:
     return _loaded["handler"]
 
 
+# what main's runtime client tells: whether it reports answers, and to which extension
+_runtime: dict[str, Any] = {"hooked": False, "extension": None}
+
+
+def _answered(request_id: str | None) -> None:
+    extension = _runtime["extension"]
+    if extension is not None:
+        extension.answered(request_id)
+
+
 def main() -> None:
     """Run awslambdaric's loop (fetch an event, call `handler`, post its answer) until Lambda
-    stops the sandbox."""
+    stops the sandbox, with a runtime client that reports each posted answer to the capture
+    extension (Lambda's multi-concurrency mode runs awslambdaric's own loop, unhooked)."""
+    from awslambdaric import bootstrap
     from awslambdaric.__main__ import main as runtime_interface_client
+    from awslambdaric.lambda_config import LambdaConfigProvider
+    from awslambdaric.lambda_runtime_client import LambdaRuntimeClient
 
-    runtime_interface_client([sys.argv[0], HANDLER])
+    args = [sys.argv[0], HANDLER]
+    config = LambdaConfigProvider(args)
+    if config.is_multi_concurrent:
+        runtime_interface_client(args)
+        return
+
+    class ReportingClient(LambdaRuntimeClient):
+        def post_invocation_result(self, invoke_id: Any, *rest: Any, **kw: Any) -> None:
+            try:
+                super().post_invocation_result(invoke_id, *rest, **kw)
+            finally:
+                _answered(invoke_id)
+
+        def post_invocation_error(self, invoke_id: Any, *rest: Any, **kw: Any) -> None:
+            try:
+                super().post_invocation_error(invoke_id, *rest, **kw)
+            finally:
+                _answered(invoke_id)
+
+    _runtime["hooked"] = True
+    bootstrap.run(HANDLER, ReportingClient(config.api_address, config.use_thread_polling))

@@ -9,14 +9,15 @@ records as errors, closes the file (its last line may be cut; readers skip it) a
 batch starts a new one: capture never slows or fails a prediction. `close()` flushes what is
 queued (the server calls it on SIGTERM). `stats()` is what GET /capture answers.
 
-On AWS (MLRIG_CAPTURE_DIR `s3://BUCKET/captures/ENDPOINT`) each batch becomes one object per
-hour folder, `yyyy/mm/dd/hh/<writer>-<seq>.jsonl`, written complete by a SigV4-signed PUT
-(`s3put`, the function's own credentials). Lambda freezes the process between invocations,
-so there the writer thread is not started: the handler calls `flush_due()` after each
-invocation, which writes the buffer when it is due (its oldest record is MLRIG_CAPTURE_FLUSH_
-SECONDS old, or it is half full): that one invocation's answer waits for the PUT (Lambda
-returns it when the handler returns), no other does, and a record waits at most until the
-first invocation after it is due.
+On AWS (MLRIG_CAPTURE_DIR `s3://BUCKET/captures/ENDPOINT`) each batch becomes objects per
+hour folder, `yyyy/mm/dd/hh/<writer>-<seq>.jsonl`, each written complete by one SigV4-signed
+PUT (`s3put`, the task's or function's own credentials) of at most PUT_RECORDS records and
+PUT_BYTES bytes; a refused PUT counts its records as errors and is not retried. In the warm
+(Fargate) container the writer thread flushes on its timer, as on the local stack. Lambda
+freezes the process between invocations, so there the thread is not started: the capture
+extension (`extension`) calls `flush_due()` after each invocation's answer is posted, which
+writes the buffer when it is due (its oldest record is MLRIG_CAPTURE_FLUSH_SECONDS old, or it
+is half full); the answer never waits for it.
 
 Environment: MLRIG_CAPTURE_PERCENT (0-100, default 0 = off), MLRIG_CAPTURE_DIR, and the
 record's identity MLRIG_ENDPOINT, MLRIG_MODEL_NAME, MLRIG_MODEL_VERSION, MLRIG_IMAGE_DIGEST,
@@ -41,6 +42,8 @@ from typing import Any, NamedTuple
 
 INFERENCE_ID_HEADER = b"x-inference-id"
 EVENT_VERSION = "0"
+PUT_RECORDS = 500  # one S3 object holds at most this many records ...
+PUT_BYTES = 4 * 2**20  # ... and this many bytes (a larger record is one object alone)
 
 
 class Settings(NamedTuple):  # not a dataclass: tests load this file without registering it
@@ -232,9 +235,10 @@ class Capture:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def flush_due(self) -> int:
+    def flush_due(self, timeout: float | None = None) -> int:
         """Write the buffer now when it is due (see the module's doc); the number of records
-        taken. For a process that is frozen between calls (Lambda), in place of the thread."""
+        taken. For a process that is frozen between calls (Lambda), in place of the thread;
+        timeout bounds each S3 PUT (the invocation's deadline)."""
         with self._lock:
             if not self._pending:
                 return 0
@@ -248,7 +252,7 @@ class Capture:
             return 0
         batch = self._take()
         try:
-            self.write_batch(batch)
+            self.write_batch(batch, timeout=timeout)
         except Exception as exc:  # noqa: BLE001 - capture never fails the invocation
             with self._lock:
                 self.errors += len(batch)
@@ -306,10 +310,10 @@ class Capture:
         }
         return folder, (json.dumps(doc, separators=(",", ":")) + "\n").encode()
 
-    def write_batch(self, batch: list[_Pending]) -> None:
+    def write_batch(self, batch: list[_Pending], timeout: float | None = None) -> None:
         """Append the batch, one write per file; a failure counts that chunk's records."""
         if self._s3 is not None:
-            return self._put_batch(batch)
+            return self._put_batch(batch, timeout or 10.0)
         chunk: list[bytes] = []
         size = 0
         for rec in batch:
@@ -326,21 +330,30 @@ class Capture:
             size += len(line)
         self._flush(chunk)
 
-    def _put_batch(self, batch: list[_Pending]) -> None:
-        """One object per hour folder, PUT complete; a refused PUT counts its records."""
+    def _put_batch(self, batch: list[_Pending], timeout: float) -> None:
+        """Objects of at most PUT_RECORDS/PUT_BYTES per hour folder, each PUT complete; a
+        refused PUT counts its records as errors (they are lost, never retried)."""
         from .s3put import PutError, put_object
 
         assert self._s3 is not None
         bucket, prefix = self._s3
-        folders: dict[str, list[bytes]] = {}
+        parts: list[tuple[str, list[bytes]]] = []
+        sizes: dict[int, int] = {}
+        open_part: dict[str, int] = {}  # folder -> index of its part being filled
         for rec in batch:
             folder, line = self._line(rec)
-            folders.setdefault(folder, []).append(line)
-        for folder, lines in folders.items():
+            i = open_part.get(folder)
+            if i is None or len(parts[i][1]) >= PUT_RECORDS or sizes[i] + len(line) > PUT_BYTES:
+                i = open_part[folder] = len(parts)
+                parts.append((folder, []))
+                sizes[i] = 0
+            parts[i][1].append(line)
+            sizes[i] += len(line)
+        for folder, lines in parts:
             self._seq += 1
             key = f"{prefix}/{folder}/{self.writer_id}-{self._seq:06d}.jsonl".lstrip("/")
             try:
-                put_object(bucket, key, b"".join(lines))
+                put_object(bucket, key, b"".join(lines), timeout=timeout)
             except (PutError, RuntimeError) as exc:
                 with self._lock:
                     self.errors += len(lines)

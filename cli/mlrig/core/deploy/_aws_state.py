@@ -187,11 +187,6 @@ def deploy(
 ) -> Desired:
     """A new version: served at once, or as a canary beside what `served` is. capture: the
     endpoint's share from now on (None keeps it; a new endpoint's is 0, off)."""
-    if warm and capture:
-        raise UsageError(
-            "a warm endpoint does not capture yet: its Fargate tasks get no capture settings",
-            hint="deploy without --capture, or without --warm (Lambda captures)",
-        )
     if current is None:
         if canary is not None:
             raise UsageError(
@@ -315,6 +310,6 @@ def _warm_rollback(name: str, current: Desired) -> Desired:
         image=f"{repository}@{previous.digest}",
         model=previous.model,
         model_version=previous.version,
-        run_id="",  # not kept; a warm endpoint does not capture
+        run_id="",  # not kept: captures after a warm rollback name the version, not its run
         previous_serves=current.serving,
     )

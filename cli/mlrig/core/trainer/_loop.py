@@ -1,13 +1,16 @@
 """The trainer service's schedule: drift -> retrain -> canary, by the repository's policy.
 
-Every `monitor.interval` the Watcher runs `run_monitor` on the deploy endpoint's captures of
-the last `monitor.window` (the same API as `mlrig monitor`, one MLflow run per check) and
-counts drifted windows in a row for the version served. A clean window resets the count; a
-window with too few rows (or no check possible: no captures, mixed versions) leaves it as it
-is, since it says nothing either way; a new served version starts a new count. When the count
-reaches `monitor.consecutive` the action runs once and the count restarts: `alert` posts to
-the webhook, `retrain` adds a job to the SAME queue as `POST /train` (its cap, its one-at-a-
-time worker) unless a job is queued or running already. When any job ends with the gate's
+With `monitor.action: none` (the default) nothing is scheduled: no check could lead anywhere,
+and each would pull the reference snapshot and log an MLflow run for nothing; the service
+only looks at params.yaml again every IDLE_RECHECK seconds (`record` checks without acting).
+Otherwise every `monitor.interval` the Watcher runs `run_monitor` on the deploy endpoint's
+captures of the last `monitor.window` (the same API as `mlrig monitor`, one MLflow run per
+check) and counts drifted windows in a row for the version served. A clean window resets the
+count; a window with too few rows (or no check possible: no captures, mixed versions) leaves
+it as it is, since it says nothing either way; a new served version starts a new count. When
+the count reaches `monitor.consecutive` the action runs once and the count restarts: `alert`
+posts to the webhook, `retrain` adds a job to the SAME queue as `POST /train` (its cap, its
+one-at-a-time worker) unless a job is queued or running already. When any job ends with the gate's
 verdict `promoted` and `deploy.canary` is set, the new champion goes to `deploy.endpoint` as
 a canary of that share, through core/deploy (which verifies the image by digest and waits
 for the container's health).
@@ -197,13 +200,18 @@ class Watcher:
         if self._thread is not None:
             self._thread.join()
 
+    def next_wait(self) -> float:
+        """Seconds until the next check: the policy's interval; IDLE_RECHECK (a look at
+        params.yaml again, no check) while monitor.action is none or the policy is refused."""
+        try:
+            mon = self.policy().monitor
+        except MlrigError:
+            return IDLE_RECHECK
+        return IDLE_RECHECK if mon.action == "none" else mon.every.total_seconds()
+
     def _loop(self) -> None:
         while True:
-            try:
-                wait = self.policy().monitor.every.total_seconds()
-            except MlrigError:
-                wait = IDLE_RECHECK
-            if self._stopping.wait(wait):
+            if self._stopping.wait(self.next_wait()):
                 return
             try:
                 self.tick()
@@ -225,7 +233,13 @@ class Watcher:
         except MlrigError as exc:
             return f"params.yaml is refused, checks skipped until fixed: {exc.one_line()}"
         mon, canary = policy.monitor, policy.deploy.canary
-        then = {"none": "record only", "alert": "alert", "retrain": "retrain"}[mon.action]
+        if mon.action == "none":
+            return (
+                f"monitor.action is none: no scheduled checks of endpoint {endpoint} (record, "
+                "alert or retrain turns them on; params.yaml is read again every "
+                f"{IDLE_RECHECK:.0f} s)"
+            )
+        then = {"record": "record only", "alert": "alert", "retrain": "retrain"}[mon.action]
         return (
             f"every {mon.interval}, endpoint {endpoint}'s last {mon.window}; after "
             f"{mon.consecutive} drifted window(s): {then}"
@@ -330,6 +344,8 @@ class Watcher:
             self._audit("policy_invalid", detail=exc.one_line())
             return "policy_invalid"
         mon = policy.monitor
+        if mon.action == "none":  # the schedule does not call this; a direct call says so
+            return "monitor_off"
         hook = webhook_url(mon)
         try:
             result = self._monitor(endpoint, mon)
@@ -364,7 +380,7 @@ class Watcher:
             columns = ", ".join(result.drifted_columns[:5]) or "the prediction"
             streak = f"{state.consecutive}/{mon.consecutive}"
             self._decide(run_id, "drift_seen", f"drift in {columns} ({streak} windows)", **where)
-            if state.consecutive < mon.consecutive or mon.action == "none":
+            if state.consecutive < mon.consecutive or mon.action == "record":
                 self._write(state)
                 return "drift_seen"
             state.consecutive = 0  # acted: a new streak must build up before acting again

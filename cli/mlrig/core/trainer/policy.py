@@ -47,7 +47,8 @@ class DriftThresholds(_Strict):
 
 
 class MonitorPolicy(_Strict):
-    action: Literal["none", "alert", "retrain"] = "none"
+    # none: no scheduled checks at all; record: checks (monitor runs, audit) and no action
+    action: Literal["none", "record", "alert", "retrain"] = "none"
     interval: str = "1h"  # how often the trainer service checks
     window: str = "24h"  # the captured traffic each check compares
     metric: Literal["wasserstein", "psi"] = "wasserstein"

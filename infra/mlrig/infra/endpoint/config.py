@@ -41,8 +41,8 @@ class EndpointConfig:
     timeout_s: int = 29  # under API Gateway's 30 s integration limit
     warm: bool = False  # a Fargate service instead of the function
     warm_size: tuple[int, int] = (512, 1024)
-    capture: bool = False  # may the model write captures/ENDPOINT/* in the bucket
-    # the share (0-100 %) of predictions the function captures; > 0 turns `capture` on
+    # the share (0-100 %) of predictions the model captures; only > 0 lets it write
+    # captures/ENDPOINT/* in the bucket (`captures`)
     capture_percent: int = 0
     limits: Limits = Limits()
     log_retention_days: int = 14
@@ -80,13 +80,16 @@ class EndpointConfig:
             found.append(f"run id {self.run_id[:40]!r} is not an MLflow run id")
         if not 0 <= self.capture_percent <= 100:
             found.append(f"capture share {self.capture_percent} is not 0-100")
-        if self.capture_percent and self.warm:
-            found.append("a warm endpoint does not capture yet")
         if not LAMBDA_MEMORY_MB[0] <= self.memory_mb <= LAMBDA_MEMORY_MB[1]:
             found.append(f"memory {self.memory_mb} MB is outside Lambda's {LAMBDA_MEMORY_MB}")
         if self.warm and self.warm_size not in WARM_SIZES:
             found.append(f"warm size {self.warm_size} is not one of {sorted(WARM_SIZES)}")
         return found
+
+    @property
+    def captures(self) -> bool:
+        """Does the model write captures (and so hold PutObject on its prefix)?"""
+        return self.capture_percent > 0
 
     @property
     def prefix(self) -> str:
@@ -154,7 +157,6 @@ def from_pulumi_config() -> EndpointConfig:
         memory_mb=conf.get_int("memoryMb") or 1024,
         warm=conf.get_bool("warm") or False,
         warm_size=(int(cpu), int(memory)),
-        capture=conf.get_bool("capture") or bool(conf.get_int("capturePercent")),
         capture_percent=conf.get_int("capturePercent") or 0,
         public=conf.get_bool("public") or False,
         limits=Limits(

@@ -43,7 +43,7 @@ class EndpointFunction(pulumi.ComponentResource):
         role = aws.iam.Role(
             f"{name}-role", assume_role_policy=assume_role("lambda.amazonaws.com"), opts=child
         )
-        capture = cfg.capture or cfg.capture_percent > 0
+        capture = cfg.captures
         policy = aws.iam.RolePolicy(
             f"{name}-policy",
             role=role.id,
@@ -163,30 +163,36 @@ def capture_uri(bucket_arn: str, endpoint: str) -> str:
     return f"s3://{bucket}/{policies.CAPTURE_PREFIX}/{endpoint}"
 
 
-def _variables(cfg: EndpointConfig, bucket_arn: pulumi.Input[str]) -> pulumi.Input[dict[str, str]]:
-    """The image's settings: its endpoint and route prefix; with capture on, the share, the
-    prefix it may write (the role's) and what each record names (what deploy verified)."""
-    base = {
-        "MLRIG_ENDPOINT": cfg.endpoint,
-        # the route's prefix, which the image's Lambda entry strips
-        "MLRIG_BASE_PATH": f"/endpoints/{cfg.endpoint}",
-    }
-    if not cfg.capture_percent:
-        return base
-    capture = {
+def capture_variables(cfg: EndpointConfig, bucket_arn: str) -> dict[str, str]:
+    """The image's capture settings (none with capture off): the share, the prefix its role
+    may write and what each record names (what deploy verified)."""
+    if not cfg.captures:
+        return {}
+    return {
         "MLRIG_CAPTURE_PERCENT": str(cfg.capture_percent),
-        # Lambda freezes the process between invocations: the handler writes the buffer
-        # after the invocation in which its oldest record is this old (or it is half full)
-        "MLRIG_CAPTURE_FLUSH_SECONDS": "10",
+        "MLRIG_CAPTURE_DIR": capture_uri(bucket_arn, cfg.endpoint),
+        # Lambda freezes the process between invocations: the capture extension writes the
+        # buffer after the answer of the invocation in which its oldest record is this old
+        # (or it is half full); a warm task's writer thread wakes this often. It bounds what a
+        # retired sandbox loses (the records of its last 5 s) against PUTs: at most one per
+        # 5 s per busy sandbox or task ($0.09 a day)
+        "MLRIG_CAPTURE_FLUSH_SECONDS": "5",
         "MLRIG_MODEL_NAME": cfg.model,
         "MLRIG_MODEL_VERSION": cfg.model_version,
         "MLRIG_IMAGE_DIGEST": cfg.image.rsplit("@", 1)[-1],
         "MLRIG_RUN_ID": cfg.run_id,
     }
+
+
+def _variables(cfg: EndpointConfig, bucket_arn: pulumi.Input[str]) -> pulumi.Input[dict[str, str]]:
+    """The image's settings: its endpoint and route prefix, and capture's."""
+    base = {
+        "MLRIG_ENDPOINT": cfg.endpoint,
+        # the route's prefix, which the image's Lambda entry strips
+        "MLRIG_BASE_PATH": f"/endpoints/{cfg.endpoint}",
+    }
+    if not cfg.captures:
+        return base
     return pulumi.Output.from_input(bucket_arn).apply(
-        lambda arn: {
-            **base,
-            **capture,
-            "MLRIG_CAPTURE_DIR": capture_uri(arn, cfg.endpoint),
-        }
+        lambda arn: {**base, **capture_variables(cfg, arn)}
     )

@@ -14,6 +14,7 @@ import pulumi_aws as aws
 from mlrig.infra.components.policies import assume_role, document
 from mlrig.infra.endpoint import policies
 from mlrig.infra.endpoint.config import EndpointConfig, warm_log_group
+from mlrig.infra.endpoint.function import capture_variables
 from mlrig.infra.endpoint.refs import BaseRefs
 from mlrig.tracking.config import CONTAINER_PORT
 
@@ -68,7 +69,7 @@ class WarmEndpoint(pulumi.ComponentResource):
             assume_role_policy=assume_role("ecs-tasks.amazonaws.com"),
             opts=child,
         )
-        if cfg.capture:
+        if cfg.captures:  # its writer PUTs with these credentials (ECS's endpoint)
             aws.iam.RolePolicy(
                 f"{name}-task-policy",
                 role=task_role.id,
@@ -88,7 +89,9 @@ class WarmEndpoint(pulumi.ComponentResource):
             runtime_platform={"operating_system_family": "LINUX", "cpu_architecture": "X86_64"},
             execution_role_arn=execution.arn,
             task_role_arn=task_role.arn,
-            container_definitions=logs.name.apply(lambda group: _containers(cfg, group)),
+            container_definitions=pulumi.Output.all(logs.name, base.bucket_arn).apply(
+                lambda a: _containers(cfg, a[0], a[1])
+            ),
             opts=child,
         )
         group = aws.ec2.SecurityGroup(
@@ -162,7 +165,15 @@ class WarmEndpoint(pulumi.ComponentResource):
         )
 
 
-def _containers(cfg: EndpointConfig, log_group: str) -> str:
+def _containers(cfg: EndpointConfig, log_group: str, bucket_arn: str) -> str:
+    env = {
+        "PORT": str(CONTAINER_PORT),
+        "HOST": "0.0.0.0",  # noqa: S104 - the task's own ENI
+        "MLRIG_ENDPOINT": cfg.endpoint,
+        # the writer's PUTs are signed for this region; credentials come from ECS's endpoint
+        **({"AWS_REGION": cfg.region} if cfg.captures else {}),
+        **capture_variables(cfg, bucket_arn),
+    }
     return json.dumps(
         [
             {
@@ -170,11 +181,7 @@ def _containers(cfg: EndpointConfig, log_group: str) -> str:
                 "image": cfg.image,
                 "essential": True,
                 "portMappings": [{"containerPort": CONTAINER_PORT, "protocol": "tcp"}],
-                "environment": [
-                    {"name": "PORT", "value": str(CONTAINER_PORT)},
-                    {"name": "HOST", "value": "0.0.0.0"},  # noqa: S104 - the task's own ENI
-                    {"name": "MLRIG_ENDPOINT", "value": cfg.endpoint},
-                ],
+                "environment": [{"name": k, "value": v} for k, v in env.items()],
                 "healthCheck": {
                     "command": ["CMD", "/opt/venv/bin/python", "-I", "/opt/mlrig/healthcheck.py"],
                     "interval": 15,

@@ -46,6 +46,7 @@ TITLES = {
     "image": "Serving images",
     "deploy": "Deploy on the local stack: `mlrig deploy` vs `docker run` and `mlflow models serve`",
     "capture": "Request capture: the same image with capture 0 vs 10 % at 200 req/s",
+    "temporal": "Point-in-time join: DuckDB's ASOF JOIN vs pandas' merge_asof",
 }
 PACKAGES = {"mlflow": "MLflow", "dvc": "DVC", "docker": "docker-py"}
 

@@ -1185,3 +1185,18 @@ def postgres_cluster() -> Iterator[Any]:
             postgres.stop(cluster)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def default_template_file(relpath: str) -> str:
+    """A file of pipeline/template as a new default (non-temporal) repository gets it: a
+    `.jinja` file rendered with the template's default answers (its text has no other
+    variable), a plain file as it is."""
+    import jinja2
+
+    plain = REPO_ROOT / "pipeline" / "template" / relpath
+    if plain.is_file():
+        return plain.read_text()
+    text = plain.with_name(plain.name + ".jinja").read_text()
+    # YAML rendered as copier renders it (no HTML escaping)
+    env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined)  # noqa: S701
+    return env.from_string(text).render(temporal="false")

@@ -237,7 +237,7 @@ def test_update_conflicts_exit_non_zero_listing_files(
     params.write_text(params.read_text().replace("test_size: 0.2", "test_size: 0.3"))
     git(repo, "commit", "-qam", "bigger test set")
     _new_template_version(template_copy, NEXT_VERSION)
-    tparams = template_copy / "template/params.yaml"
+    tparams = template_copy / "template/params.yaml.jinja"
     tparams.write_text(tparams.read_text().replace("test_size: 0.2", "test_size: 0.25"))
     bootstrap.template_repo(template_copy)  # what a newer mlrig install would ship
     with pytest.raises(Conflict) as err:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import pytest
 from mlrig.core.demo import drift
 from mlrig.core.demo._context import StepFailed
 from mlrig.core.trainer import policy as loop_policy
-from tests.helpers import REPO_ROOT
+from tests.helpers import default_template_file
 
 
 def _rows(n: int = 40) -> list[dict[str, str]]:
@@ -41,7 +40,7 @@ def test_shifted_rows_move_the_first_columns_by_the_stated_sigma() -> None:
 def test_the_loop_policy_is_written_into_params_and_read_back_by_the_trainer(
     tmp_path: Path,
 ) -> None:
-    shutil.copyfile(REPO_ROOT / "pipeline/template/params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "params.yaml").write_text(default_template_file("params.yaml"))
     before = loop_policy.load(tmp_path)
     assert before.monitor.action == "none" and before.deploy.canary == 0
     assert drift._set_policy(tmp_path) is True

@@ -15,7 +15,7 @@ import pytest
 from mlrig.core.monitor import _captures, _schema
 from mlrig.core.monitor.monitor import parse_since
 from mlrig.errors import UsageError
-from tests.helpers import REPO_ROOT, capture_file, capture_line
+from tests.helpers import REPO_ROOT, capture_file, capture_line, default_template_file
 
 NOW = datetime(2026, 12, 7, 12, 30, tzinfo=UTC)
 
@@ -106,7 +106,7 @@ def test_since_takes_durations_and_times() -> None:
 
 
 def test_live_rows_meet_the_schema_with_the_validate_stages_rules() -> None:
-    text = (REPO_ROOT / "pipeline" / "template" / "data" / "schema.yaml").read_bytes()
+    text = default_template_file("data/schema.yaml").encode()
     schema = _schema.parse_schema(text)
     assert schema is not None
     columns = [c for c in schema["columns"] if c not in ("id", "target")]

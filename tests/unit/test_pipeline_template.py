@@ -1,4 +1,4 @@
-"""The rendered template 1.3.0 pipeline: ingest -> validate -> preprocess -> train -> evaluate,
+"""The rendered template 1.4.0 pipeline: ingest -> validate -> preprocess -> train -> evaluate,
 the params the retraining loop relies on, the schema shipped for the bundled dataset, and how
 checkout reads `dvc status` of a stage that always runs."""
 
@@ -40,8 +40,8 @@ def entries(items: list) -> dict[str, dict]:
     return out
 
 
-def test_the_template_is_version_1_3_0() -> None:
-    assert (bootstrap.packaged_template() / "VERSION").read_text().strip() == "1.3.0"
+def test_the_template_is_version_1_4_0() -> None:
+    assert (bootstrap.packaged_template() / "VERSION").read_text().strip() == "1.4.0"
 
 
 def test_five_stages_each_reading_what_the_one_before_wrote(rendered: Path) -> None:

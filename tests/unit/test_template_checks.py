@@ -78,6 +78,17 @@ def test_the_rendered_template_passes_mypy(rendered: Path) -> None:
     assert "Success" in result.stdout
 
 
+def test_the_temporal_rendering_passes_ruff_its_format_and_mypy(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    src, ref = bootstrap.template_repo()
+    dest = tmp_path_factory.mktemp("render-temporal") / PROJECT
+    bootstrap_render.render(src, ref, dest, project=PROJECT, outputs=aws_outputs(), temporal=True)
+    assert {"temporal.py", "example.py"} <= {p.name for p in (dest / "src" / PROJECT).iterdir()}
+    for result in (ruff_check(dest), ruff_format(dest), mypy(dest / "src", PROJECT)):
+        assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_each_template_check_fails_on_a_planted_defect(rendered: Path, tmp_path: Path) -> None:
     scratch = tmp_path / PROJECT
     shutil.copytree(rendered, scratch)

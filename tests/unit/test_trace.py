@@ -274,6 +274,32 @@ def test_record_from_a_run_and_its_restore_point(repo: Path) -> None:
     assert "restorable" in record.summary() and "proj v2" in record.summary()
 
 
+def test_a_temporal_runs_windows_are_in_the_record_and_a_forged_one_is_refused(
+    repo: Path,
+) -> None:
+    commit(repo, {"dvc.lock": lock("r1")}, "run")
+    windows = {
+        "train_from": "2026-01-15T04:00:00Z",
+        "train_to": "2026-04-01T10:00:00Z",
+        "test_from": "2026-04-08T11:00:00Z",
+        "test_to": "2026-05-04T23:00:00Z",
+        "gap": "7 days 01:00:00",
+        "horizon": "7 days, 0:00:00",
+        "ttl": "14 days, 0:00:00",
+    }
+    temporal = {f"{p.TAG_TEMPORAL_PREFIX}{k}": v for k, v in windows.items()}
+    run = Run(RUN, "1", {}, {}, tags("r1", **temporal))
+    record = trace.assemble(f"runs:/{RUN}", StubRest(), run, None, [], repo)
+    assert record.windows and record.windows.model_dump() == windows
+    assert record.code.restorable and not record.refused
+
+    forged = {**temporal, f"{p.TAG_TEMPORAL_PREFIX}gap": "$(rm -rf ~)"}
+    run = Run(RUN, "1", {}, {}, tags("r1", **forged))
+    record = trace.assemble(f"runs:/{RUN}", StubRest(), run, None, [], repo)
+    assert record.windows and record.windows.gap is None  # refused, used for nothing
+    assert any("mlrig.temporal.gap" in line for line in record.refused)
+
+
 def test_dvc_config_remotes() -> None:
     text = "[core]\n    remote = s\n['remote \"s\"']\n    url = s3://b/p\n['remote \"o\"']\n"
     assert dvc_adapter.config_remotes(text) == ("s", {"s": "s3://b/p"})

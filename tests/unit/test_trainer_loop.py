@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
-from mlrig import assets
 from mlrig.core.monitor.monitor import Column, MonitorResult
 from mlrig.core.trainer import _loop, policy
 from mlrig.core.trainer._jobs import Trainer
 from mlrig.core.trainer._store import JobStore
 from mlrig.errors import ConfigError, MlrigError, UsageError
+from tests.helpers import default_template_file
 
 RUN = "ab" * 16
 TOKEN = "T0K3N-secret-part"
@@ -109,7 +109,7 @@ RETRAIN = {"monitor": {"action": "retrain", "consecutive": 2}, "deploy": {"canar
 
 # -- the blocks ---------------------------------------------------------------------------------
 def test_the_templates_blocks_are_the_defaults_and_absent_blocks_mean_off() -> None:
-    params = yaml.safe_load((assets.pipeline_template() / "template" / "params.yaml").read_text())
+    params = yaml.safe_load(default_template_file("params.yaml"))
     assert policy.parse(params) == policy.Policy()
     assert policy.parse({"train": {"C": 1}}) == policy.Policy()
     off = policy.Policy()

@@ -67,6 +67,16 @@ def init_cmd(
             "name, revoke their MANAGE and EDIT there (otherwise init is refused).",
         ),
     ] = False,
+    temporal: Annotated[
+        bool,
+        typer.Option(
+            "--temporal",
+            help="Time-stamped labels and features: preprocess joins them as of each label's "
+            "time on the features' availability, splits by time with a gap of at least the "
+            "horizon, and fails on a value from the future (params.yaml `temporal:`). The "
+            "repo starts from a generated temporal example.",
+        ),
+    ] = False,
 ) -> None:
     """Create a git + DVC ML repository wired to a stack's DVC remote and MLflow.
 
@@ -94,6 +104,7 @@ def init_cmd(
             force=force,
             progress=_progress,
             take_over=take_over,
+            temporal=temporal,
         )
     console().print(
         f"[green]created {result.path}[/] — project [bold]{result.project_name}[/], stack "

@@ -133,6 +133,18 @@ def render(record: ProvenanceRecord) -> None:
         rows.append(("dvc remote", f"{escape(name)}: {escape(url)}"))
     for item in record.data:
         rows.append((f"data {item.role}", f"{escape(item.md5)}  {escape(item.path)}"))
+    if record.windows:
+        w = record.windows
+        rows.append(
+            (
+                "windows",
+                escape(
+                    f"train {w.train_from or '?'} .. {w.train_to or '?'}, test {w.test_from or '?'}"
+                    f" .. {w.test_to or '?'}, gap {w.gap or '?'} (horizon {w.horizon or '?'}, "
+                    f"ttl {w.ttl or '?'})"
+                ),
+            )
+        )
     out = _Printable(console())
     width = max(len(key) for key, _ in rows) + 2
     for key, value in rows:  # never folded: references and hashes stay copy-pasteable

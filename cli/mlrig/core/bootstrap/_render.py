@@ -54,12 +54,14 @@ def render(
     outputs: StackOutputs,
     github_repo: str = "",
     description: str | None = None,
+    temporal: bool = False,
 ) -> None:
     """Render template version `ref` into dest with every answer given (no prompts)."""
     answers = {
         "project_name": project,
         "github_repo": github_repo,
         "mlflow_username": identity_answer(outputs, project),
+        "temporal": "true" if temporal else "false",
     }
     if description:  # else the template's own default
         answers["description"] = description

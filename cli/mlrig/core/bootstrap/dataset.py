@@ -9,6 +9,7 @@ from mlrig.core.bootstrap._template import packaged_template
 from mlrig.errors import ConfigError
 
 RAW_DATA = "data/raw/breast_cancer.csv"  # where the generated repo's pipeline reads it
+TEMPORAL_RAW = "data/raw"  # a temporal repo's labels.csv and features.csv, one DVC directory
 DATASET = "data/breast_cancer.csv"  # where the template source keeps it
 
 
@@ -34,3 +35,20 @@ def write_dataset(path: Path, source: Path | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     return data.count(b"\n") - 1  # minus the header
+
+
+def write_temporal_example(repo: Path, project: str) -> int:
+    """Write the temporal example (data/raw/labels.csv and features.csv) into the rendered
+    repo at `repo` with the generator the template put there (src/<project>/example.py:
+    standard library only, seeded, so the same bytes everywhere); return its label rows."""
+    import runpy
+
+    generator = repo / "src" / project / "example.py"
+    if not generator.is_file():
+        raise ConfigError(
+            f"the rendered template has no {generator.relative_to(repo)}",
+            hint="reinstall mlrig (its pipeline/ template is incomplete)",
+        )
+    write = runpy.run_path(str(generator))["write"]
+    _features, labels = write(repo / TEMPORAL_RAW)
+    return int(labels)

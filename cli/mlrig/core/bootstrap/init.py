@@ -24,7 +24,12 @@ from mlrig.core.bootstrap import _staging as bootstrap_staging
 from mlrig.core.bootstrap._render import stack_answers
 from mlrig.core.bootstrap._template import packaged_template, template_repo
 from mlrig.core.bootstrap._update import UpdateResult, read_answers, update
-from mlrig.core.bootstrap.dataset import RAW_DATA, write_dataset
+from mlrig.core.bootstrap.dataset import (
+    RAW_DATA,
+    TEMPORAL_RAW,
+    write_dataset,
+    write_temporal_example,
+)
 from mlrig.core.bootstrap.repo import configure_remote, remote_local_options, wire_and_commit
 from mlrig.core.shared.names import (
     derive_project_name,
@@ -77,13 +82,16 @@ def init(
     template_dir: Path | None = None,
     progress: Progress = lambda _m: None,
     take_over: bool = False,
+    temporal: bool = False,
 ) -> InitResult:
     """Create a git+DVC repository at path wired to stack; nothing is left on failure.
 
     The repo is built in a sibling staging directory and moved into place at the end.
     With force, path may hold other files: none is overwritten, and they stay uncommitted.
     An experiment or model of the project's name managed by someone else stops init
-    (identities.NameTaken) unless take_over revokes their grants.
+    (identities.NameTaken) unless take_over revokes their grants. With temporal, the repo
+    trains on time-stamped labels and features (the template's `temporal` answer) and starts
+    from the template's generated temporal example instead of the bundled table.
     """
     target = path.expanduser().absolute()
     project = validate_project_name(name) if name is not None else derive_project_name(target.name)
@@ -103,13 +111,17 @@ def init(
             outputs=outputs,
             github_repo=github_repo,
             description=description,
+            temporal=temporal,
         )
         if force:
             bootstrap_staging.refuse_collisions(staging, target)
         progress("writing the raw dataset")
-        write_dataset(staging / RAW_DATA, template_dir)
+        if temporal:
+            write_temporal_example(staging, project)
+        else:
+            write_dataset(staging / RAW_DATA, template_dir)
         progress("git init, dvc init, remote, dvc add")
-        commit = wire_and_commit(staging, outputs, RAW_DATA, ref)
+        commit = wire_and_commit(staging, outputs, TEMPORAL_RAW if temporal else RAW_DATA, ref)
         identity, problem, revoked = machine_identity(
             outputs, project, github_repo, progress, take_over=take_over
         )

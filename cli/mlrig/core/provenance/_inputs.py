@@ -43,6 +43,7 @@ _URL = re.compile(
 )
 _SCP = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^@/:]+):(?P<path>.+)$")
 _EXP_REF = re.compile(r"^refs/exps/[0-9a-f]{2}/[0-9a-f]{1,62}/[A-Za-z0-9][A-Za-z0-9._+-]*$")
+_WINDOW_VALUE = re.compile(r"^[0-9A-Za-z:.+, -]{1,40}$")  # 2026-04-02T10:00:00Z, 7 days 00:00:00
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 VERSION = re.compile(r"^[1-9][0-9]{0,9}$")
@@ -133,6 +134,16 @@ def _dirty_problem(raw: str) -> str | None:
     return None
 
 
+def window_problem(key: str, value: str) -> str | None:
+    """Why a mlrig.temporal.* tag is not one of the split's times or durations, or None."""
+    name = key.removeprefix(p.TAG_TEMPORAL_PREFIX)
+    if name not in p.WINDOW_KEYS:
+        return f"not a window preprocess records ({', '.join(p.WINDOW_KEYS)})"
+    if not _WINDOW_VALUE.fullmatch(value):
+        return "not a time or a duration"
+    return None
+
+
 def checked(tags: Mapping[str, str]) -> tuple[dict[str, str], list[Refused]]:
     """The run's tags without those mlrig must not act on, and one Refused per tag left out."""
     kept: dict[str, str] = {}
@@ -148,6 +159,8 @@ def checked(tags: Mapping[str, str]) -> tuple[dict[str, str], list[Refused]]:
             why = path_problem(key.removeprefix(prefix))
         elif key == p.TAG_DIRTY_FILES:
             why = _dirty_problem(value)
+        elif key.startswith(p.TAG_TEMPORAL_PREFIX):
+            why = window_problem(key, value)
         if why:
             refused.append(Refused(key if len(key) <= 120 else _shown(key), why))
         else:

@@ -36,6 +36,9 @@ MODEL_FILE = "models/model.pkl"
 LOCK_FILE = "dvc.lock"
 PIPELINE_FILE = "dvc.yaml"
 DATA_RECORD_FILE = "data/snapshot/record.json"  # ingest's record of the snapshot (in git)
+# a temporal repo's split (train_from, train_to, test_from, test_to, gap, horizon, ttl)
+TAG_TEMPORAL_PREFIX = "mlrig.temporal."
+WINDOW_KEYS = ("train_from", "train_to", "test_from", "test_to", "gap", "horizon", "ttl")
 TAG_DATA_PREFIX = "mlrig.data."  # source, md5, rows, ingested_at: the snapshot's record
 EXP_REFS = "refs/exps"
 
@@ -117,6 +120,19 @@ class CodeRecord(_Model):
     reason: str | None = Field(default=None, description="why it is not restorable bit for bit")
 
 
+class WindowsRecord(_Model):
+    """The time windows a temporal repo's train run split its labels by (its
+    mlrig.temporal.* tags): ISO times and durations as preprocess wrote them."""
+
+    train_from: str | None = None
+    train_to: str | None = None
+    test_from: str | None = None
+    test_to: str | None = None
+    gap: str | None = None
+    horizon: str | None = None
+    ttl: str | None = None
+
+
 class DvcRemoteRecord(_Model):
     name: str
     url: str
@@ -164,6 +180,7 @@ class ProvenanceRecord(_Model):
     run: RunRecord
     code: CodeRecord
     data: list[DataRecord] = Field(default_factory=list)
+    windows: WindowsRecord | None = Field(default=None, description="a temporal run's split")
     restore_command: str | None = None
     refused: list[str] = Field(
         default_factory=list,

@@ -24,6 +24,7 @@ from mlrig.core.provenance.record import (
     ModelRecord,
     ProvenanceRecord,
     RunRecord,
+    WindowsRecord,
 )
 from mlrig.core.shared.names import machine_user
 from mlrig.errors import MlrigError, UsageError
@@ -219,6 +220,11 @@ def assemble(
         for role, prefix in ROLES
         for path, md5 in sorted(resolve.hashes(tags, prefix).items())
     ]
+    windows = {
+        k.removeprefix(p.TAG_TEMPORAL_PREFIX): v
+        for k, v in tags.items()
+        if k.startswith(p.TAG_TEMPORAL_PREFIX)
+    }
     experiment = rest.experiment_name(run.experiment_id) if run.experiment_id else None
     target = f"models:/{mv.name}/{mv.version}" if mv else f"runs:/{run.id}"
     user = provenance_input.printable(run.tags.get(provenance_input.TAG_USER))
@@ -255,6 +261,7 @@ def assemble(
             reason=reason,
         ),
         data=data,
+        windows=WindowsRecord(**windows) if windows else None,
         restore_command=f"mlrig checkout {target}" if restorable else None,
         refused=[r.line() for r in refused],
     )

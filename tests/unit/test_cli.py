@@ -17,10 +17,20 @@ from tests.helpers import sample
 runner = CliRunner()
 
 
-def test_version() -> None:
+def test_version_names_mlrig_the_template_and_the_contract() -> None:
+    from mlrig.contract import SCHEMA_VERSION
+    from mlrig.core.bootstrap.init import packaged_template
+
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
-    assert result.output.strip() == f"mlrig {__version__}"
+    template = (packaged_template() / "VERSION").read_text().strip()
+    assert result.output.strip() == (
+        f"mlrig {__version__} (template {template}, stack contract schema {SCHEMA_VERSION})"
+    )
+    # the installed distribution's version, from git (setuptools-scm), never the fallback
+    from importlib.metadata import version
+
+    assert __version__ == version("mlrig") != "0.0.0"
 
 
 def test_unknown_stack_is_one_line_exit_3(mlrig_home: Path) -> None:

@@ -228,6 +228,56 @@ def test_update_merges_a_newer_template(
     assert bootstrap.update(repo, template_dir=template_copy).changed == []
 
 
+def test_update_moves_the_mlrig_pin_and_says_what_the_template_changed(
+    mlrig_home: Path, tmp_path: Path, template_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core.bootstrap import _render, _update
+
+    contract.save(aws_outputs())
+    monkeypatch.setattr(_render, "__version__", "1.0.0")  # the mlrig that ran `mlrig init`
+    repo = bootstrap.init(tmp_path / "churn", "prod", template_dir=template_copy).path
+    workflow = repo / ".github/workflows/ci.yml"
+    assert yaml.safe_load(workflow.read_text())["env"]["MLRIG_VERSION"] == "1.0.0"
+
+    # a newer mlrig ships a newer template with its changelog section
+    _new_template_version(template_copy, NEXT_VERSION)
+    log = template_copy / "CHANGELOG.md"
+    log.write_text(
+        log.read_text().replace(
+            f"## [{TEMPLATE_VERSION}]",
+            f"## [{NEXT_VERSION}]\n- params.yaml says more.\n\n## [{TEMPLATE_VERSION}]",
+        )
+    )
+    monkeypatch.setattr(_render, "__version__", "1.1.0")
+    monkeypatch.setattr(_update, "__version__", "1.1.0")
+    result = bootstrap.update(repo, template_dir=template_copy)
+    assert (result.old_mlrig, result.new_mlrig) == ("1.0.0", "1.1.0")
+    assert result.notes == [(NEXT_VERSION, "- params.yaml says more.")]
+    assert yaml.safe_load(workflow.read_text())["env"]["MLRIG_VERSION"] == "1.1.0"
+    answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
+    assert answers["mlrig_version"] == "1.1.0" and answers["_commit"] == NEXT_VERSION
+
+
+def test_update_by_a_development_mlrig_moves_the_pin_and_says_how_ci_gets_it(
+    aws_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same template, another mlrig: only the pin moves; the command says where to."""
+    from mlrig.core.bootstrap import _update
+
+    monkeypatch.setattr(_update, "__version__", "9.9.1.dev3+gabc1234")
+    result = runner.invoke(app, ["update", str(aws_repo)])
+    assert result.exit_code == 0, result.output
+    assert ".github/workflows/ci.yml" in result.output
+    from mlrig.version import __version__
+
+    assert (
+        f"mlrig_version, the mlrig CI installs: {__version__} -> 9.9.1.dev3+gabc1234 "
+        "(a development version: set MLRIG_PIP_SPEC)"
+    ) in result.output
+    workflow = yaml.safe_load((aws_repo / ".github/workflows/ci.yml").read_text())
+    assert workflow["env"]["MLRIG_VERSION"] == "9.9.1.dev3+gabc1234"
+
+
 def test_update_conflicts_exit_non_zero_listing_files(
     mlrig_home: Path, tmp_path: Path, template_copy: Path
 ) -> None:

@@ -1153,3 +1153,49 @@ def deploy_backend(version: str, port: int, weight: int) -> Any:
         weight=weight,
         since=datetime(2026, 1, 1, tzinfo=UTC),
     )
+
+
+# -- GitHub Actions workflows -------------------------------------------------------------------
+WORKFLOW_SCHEMA = REPO_ROOT / "tests/schemas/github-workflow.json"  # vendored, see its README
+
+
+def workflow_schema_errors(workflow: Path) -> list[str]:
+    """Where the workflow breaks GitHub's workflow schema (SchemaStore's, vendored): a typo in
+    a key fails here, not on GitHub."""
+    import yaml
+    from jsonschema import Draft7Validator
+
+    schema = json.loads(WORKFLOW_SCHEMA.read_text())
+    data = yaml.safe_load(workflow.read_text())
+    if True in data:  # YAML 1.1 reads the bare key `on` as a boolean
+        data["on"] = data.pop(True)
+    return [
+        f"{'/'.join(str(p) for p in e.absolute_path)}: {e.message}"
+        for e in Draft7Validator(schema).iter_errors(data)
+    ]
+
+
+def actionlint_findings(*workflows: Path) -> list[str]:
+    """actionlint's findings on the workflows, one line each (shellcheck on their `run:`
+    scripts, both from the dev extras); empty when it finds nothing."""
+    actionlint = shutil.which("actionlint", path=str(VENV_BIN))
+    shellcheck = shutil.which("shellcheck", path=str(VENV_BIN))
+    require(actionlint is not None and shellcheck is not None, "actionlint and shellcheck")
+    assert actionlint is not None and shellcheck is not None
+    proc = subprocess.run(
+        [
+            actionlint,
+            "-oneline",
+            "-shellcheck",
+            shellcheck,
+            "-pyflakes=",
+            "--",
+            *map(str, workflows),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode in (0, 1), proc.stderr  # 1: findings; anything else: it failed
+    return proc.stdout.splitlines()

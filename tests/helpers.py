@@ -1199,3 +1199,48 @@ def actionlint_findings(*workflows: Path) -> list[str]:
     )
     assert proc.returncode in (0, 1), proc.stderr  # 1: findings; anything else: it failed
     return proc.stdout.splitlines()
+
+
+# -- mlrig installed from its wheel ---------------------------------------------------------------
+def wheel_venv(wheel: Path, venv: Path) -> Path:
+    """A fresh virtual environment at venv with mlrig installed from wheel alone (no
+    dependency resolution, no index), returning its `mlrig`. The dependencies are this
+    environment's: a .pth line puts its site-packages after the new one (a path entry, so no
+    .pth of it runs: the checkout's editable mlrig stays out), and their console scripts
+    (dvc, mlflow, ...) are written into the new bin/ pointing at the new interpreter, as pip
+    would write them. Installing ~150 dependencies from an index instead costs minutes and
+    the network, and proves nothing about mlrig's own files."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(site, "_mlrig_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    shebang = f"#!{sys.executable}".encode()
+    for script in VENV_BIN.iterdir():
+        if (
+            not script.is_file()
+            or script.name.startswith(("python", "pip", "activate", "Activate"))
+            or script.name in ("mlrig",)
+        ):
+            continue
+        with script.open("rb") as fh:
+            first = fh.readline().rstrip()
+            rest = fh.read()
+        if first == shebang:
+            target = venv / "bin" / script.name
+            target.write_bytes(f"#!{python}\n".encode() + rest)
+            target.chmod(0o755)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps"]
+        + ["--no-index", "--", str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return venv / "bin" / "mlrig"

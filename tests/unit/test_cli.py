@@ -272,3 +272,18 @@ def test_a_termination_is_not_swallowed_as_a_failure_and_exits_143() -> None:
     assert result.output.strip().splitlines() == [
         "error: `stack up` of 'x' was stopped by SIGTERM — run it again"
     ]
+
+
+def test_shell_completion_completes_the_command_groups(tmp_path: Path) -> None:
+    """docs/releasing.md: `mlrig --install-completion`; the shell calls mlrig like this."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "_MLRIG_COMPLETE": "complete_bash",
+        "COMP_WORDS": "mlrig st",
+        "COMP_CWORD": "1",
+    }
+    mlrig = str(Path(sys.executable).with_name("mlrig"))  # the installed console script
+    proc = subprocess.run([mlrig], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["stack"]

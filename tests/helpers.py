@@ -1208,7 +1208,7 @@ def wheel_venv(wheel: Path, venv: Path) -> Path:
     environment's: a .pth line puts its site-packages after the new one (a path entry, so no
     .pth of it runs: the checkout's editable mlrig stays out), and their console scripts
     (dvc, mlflow, ...) are written into the new bin/ pointing at the new interpreter, as pip
-    would write them. Installing ~150 dependencies from an index instead costs minutes and
+    would write them. Installing ~180 dependencies from an index instead costs minutes and
     the network, and proves nothing about mlrig's own files."""
     import sysconfig
 

@@ -1244,3 +1244,15 @@ def wheel_venv(wheel: Path, venv: Path) -> Path:
         text=True,
     )
     return venv / "bin" / "mlrig"
+
+
+@contextmanager
+def in_place_build() -> Iterator[None]:
+    """Held while a test builds mlrig from the checkout itself: setuptools writes build/ and
+    mlrig.egg-info/ into the tree it builds, so two builds at once (the house test's wheel and
+    test_wheel's sdist, on two xdist workers) would tear each other's files."""
+    from filelock import FileLock
+
+    key = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12]
+    with FileLock(Path(tempfile.gettempdir()) / f"mlrig-build-{key}.lock", timeout=900):
+        yield

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from mlrig.contract import SCHEMA_VERSION
-from tests.helpers import REPO_ROOT, aws_outputs, wheel_venv
+from tests.helpers import REPO_ROOT, aws_outputs, in_place_build, wheel_venv
 
 pytestmark = pytest.mark.integration
 TEMPLATE_VERSION = (REPO_ROOT / "pipeline/VERSION").read_text().strip()
@@ -30,12 +30,13 @@ def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """sdist and wheel, built offline with this environment's setuptools and setuptools-scm
     (--no-isolation): what an index would get."""
     out = tmp_path_factory.mktemp("dist")
-    proc = subprocess.run(
-        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO_ROOT)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    with in_place_build():
+        proc = subprocess.run(
+            [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO_ROOT)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     (sdist,) = out.glob("mlrig-*.tar.gz")
     (wheel,) = out.glob("mlrig-*-py3-none-any.whl")

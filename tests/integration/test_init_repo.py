@@ -15,7 +15,7 @@ from mlrig.core.bootstrap import init as bootstrap
 from mlrig.core.bootstrap import repo as bootstrap_repo
 from mlrig.errors import Conflict, ServiceError
 from mlrig.main import app
-from tests.helpers import aws_outputs, dvc_config, require
+from tests.helpers import aws_outputs, dvc_config, workflow_schema_errors
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -303,38 +303,17 @@ def test_update_refuses_a_dirty_repo(aws_repo: Path) -> None:
     assert "uncommitted changes" in result.output
 
 
-def _workflow_schema_errors(workflow: Path) -> list[str]:
-    """Validate against the GitHub Actions workflow schema (SchemaStore's, as vendored by
-    check-jsonschema) so a typo in a key fails here, not on GitHub."""
-    import json
-    from importlib.resources import files
-
-    from jsonschema import Draft7Validator
-
-    schema = json.loads(
-        files("check_jsonschema.builtin_schemas.vendor")
-        .joinpath("github-workflows.json")
-        .read_text()
-    )
-    data = yaml.safe_load(workflow.read_text())
-    data["on"] = data.pop(True)  # YAML 1.1 reads the bare key `on` as a boolean
-    return [e.message for e in Draft7Validator(schema).iter_errors(data)]
-
-
 def test_rendered_workflows_match_the_github_actions_schema(aws_repo: Path, tmp_path: Path) -> None:
-    import importlib.util
-
-    require(importlib.util.find_spec("check_jsonschema") is not None, "check-jsonschema")
-    assert _workflow_schema_errors(aws_repo / ".github/workflows/ci.yml") == []
+    assert workflow_schema_errors(aws_repo / ".github/workflows/ci.yml") == []
     local = aws_outputs("dev").model_copy(update={"kind": "local", "ci_role_arn": None})
     contract.save(local)
     repo = bootstrap.init(tmp_path / "fraud", "dev").path
-    assert _workflow_schema_errors(repo / ".github/workflows/ci.yml") == []
+    assert workflow_schema_errors(repo / ".github/workflows/ci.yml") == []
     broken = tmp_path / "broken.yml"
     broken.write_text(
         (repo / ".github/workflows/ci.yml").read_text().replace("runs-on:", "runs_on:")
     )
-    assert _workflow_schema_errors(broken)  # the check can fail
+    assert workflow_schema_errors(broken)  # the check can fail
 
 
 def test_update_rewires_to_another_stack(aws_repo: Path) -> None:

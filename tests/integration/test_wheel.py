@@ -8,6 +8,7 @@ test runs it from the checkout, and docs/releasing.md records a run from the whe
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -169,3 +170,79 @@ def test_the_trainer_images_wheel_carries_this_mlrigs_version(tmp_path: Path) ->
 
     wheel = build_wheel(tmp_path)
     assert _version_of(wheel) == __version__ != "0.0.0"
+
+
+@pytest.fixture(scope="module")
+def install_step(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The generated AWS workflow's mlrig install step (the image job's: no requirements)."""
+    from mlrig.core.bootstrap import _render as bootstrap_render
+    from mlrig.core.bootstrap import init as bootstrap
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLRIG_HOME", str(tmp_path_factory.mktemp("home")))
+        src, ref = bootstrap.template_repo()
+        dest = tmp_path_factory.mktemp("render") / "churn"
+        bootstrap_render.render(src, ref, dest, project="churn", outputs=aws_outputs())
+    workflow = yaml.safe_load((dest / ".github/workflows/ci.yml").read_text())
+    (step,) = [
+        s for s in workflow["jobs"]["image"]["steps"] if "MLRIG_PIP_SPEC" in s.get("run", "")
+    ]
+    return str(step["run"])
+
+
+def _run_step_with_real_pip(
+    script: str, tmp_path: Path, index: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """The step under bash, its `pip download` done by the real pip against a local index
+    holding only the built wheel (no config file, no other index); its `pip install` is
+    recorded, not run."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    installs = tmp_path / "installs"
+    (bin_dir / "pip").write_text(
+        "#!/bin/bash\n"
+        f'if [ "$1" = install ]; then printf "%s " "$@" >> "{installs}"; exit 0; fi\n'
+        f'exec "{sys.executable}" -m pip "$@"\n'
+    )
+    (bin_dir / "pip").chmod(0o755)
+    proc = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        env={
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "RUNNER_TEMP": str(tmp_path),
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(index),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            **env,
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return proc, installs.read_text().split() if installs.exists() else []
+
+
+def test_the_generated_step_resolves_mlrig_with_real_pip_or_says_why_in_one_line(
+    dist: dict[str, Any], install_step: str, tmp_path: Path
+) -> None:
+    version = _version_of(dist["wheel"])
+    index = dist["wheel"].parent
+    spec = f"mlrig=={version}"
+    ok, installed = _run_step_with_real_pip(
+        install_step, tmp_path / "ok", index, {"MLRIG_PIP_SPEC": spec, "MLRIG_VERSION": "1.4.2"}
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert installed == ["install", "--", spec]
+    assert (tmp_path / "ok" / "mlrig-dist" / dist["wheel"].name).is_file()  # resolved for real
+
+    for name, env, says in [
+        ("pinned", {"MLRIG_VERSION": "1.4.2"}, "mlrig==1.4.2 cannot be installed"),
+        ("spec", {"MLRIG_PIP_SPEC": "mlrig==7.7.7", "MLRIG_VERSION": version}, "mlrig==7.7.7"),
+    ]:
+        proc, installed = _run_step_with_real_pip(install_step, tmp_path / name, index, env)
+        assert proc.returncode == 1 and installed == [], name
+        (line,) = proc.stdout.strip().splitlines()
+        assert says in line and "ERROR: Could not find a version that satisfies" in line, line

@@ -35,7 +35,11 @@ fi
 if [[ ! -f $stamp || pyproject.toml -nt $stamp ]]; then
   say "installing mlrig and its dependencies into .venv (first time: ~2 min)"
   .venv/bin/python -m pip install -q --upgrade pip setuptools wheel
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  # mlrig is one namespace in two folders (cli/, infra/), so setuptools' editable install
+  # maps it with an import hook and prints an "Editable installation." notice about it:
+  # that one notice is expected and hidden; any other build warning still shows
+  PYTHONWARNINGS="ignore:Editable installation:UserWarning" \
+    .venv/bin/python -m pip install -q -e ".[dev]"
   touch "$stamp"
 fi
 

@@ -1200,3 +1200,106 @@ def default_template_file(relpath: str) -> str:
     # YAML rendered as copier renders it (no HTML escaping)
     env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined)  # noqa: S701
     return env.from_string(text).render(temporal="false")
+
+
+# -- GitHub Actions workflows -------------------------------------------------------------------
+WORKFLOW_SCHEMA = REPO_ROOT / "tests/schemas/github-workflow.json"  # vendored, see its README
+
+
+def workflow_schema_errors(workflow: Path) -> list[str]:
+    """Where the workflow breaks GitHub's workflow schema (SchemaStore's, vendored): a typo in
+    a key fails here, not on GitHub."""
+    import yaml
+    from jsonschema import Draft7Validator
+
+    schema = json.loads(WORKFLOW_SCHEMA.read_text())
+    data = yaml.safe_load(workflow.read_text())
+    if True in data:  # YAML 1.1 reads the bare key `on` as a boolean
+        data["on"] = data.pop(True)
+    return [
+        f"{'/'.join(str(p) for p in e.absolute_path)}: {e.message}"
+        for e in Draft7Validator(schema).iter_errors(data)
+    ]
+
+
+def actionlint_findings(*workflows: Path) -> list[str]:
+    """actionlint's findings on the workflows, one line each (shellcheck on their `run:`
+    scripts, both from the dev extras); empty when it finds nothing."""
+    actionlint = shutil.which("actionlint", path=str(VENV_BIN))
+    shellcheck = shutil.which("shellcheck", path=str(VENV_BIN))
+    require(actionlint is not None and shellcheck is not None, "actionlint and shellcheck")
+    assert actionlint is not None and shellcheck is not None
+    proc = subprocess.run(
+        [
+            actionlint,
+            "-oneline",
+            "-shellcheck",
+            shellcheck,
+            "-pyflakes=",
+            "--",
+            *map(str, workflows),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode in (0, 1), proc.stderr  # 1: findings; anything else: it failed
+    return proc.stdout.splitlines()
+
+
+# -- mlrig installed from its wheel ---------------------------------------------------------------
+def wheel_venv(wheel: Path, venv: Path) -> Path:
+    """A fresh virtual environment at venv with mlrig installed from wheel alone (no
+    dependency resolution, no index), returning its `mlrig`. The dependencies are this
+    environment's: a .pth line puts its site-packages after the new one (a path entry, so no
+    .pth of it runs: the checkout's editable mlrig stays out), and their console scripts
+    (dvc, mlflow, ...) are written into the new bin/ pointing at the new interpreter, as pip
+    would write them. Installing ~180 dependencies from an index instead costs minutes and
+    the network, and proves nothing about mlrig's own files."""
+    import sysconfig
+
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(site, "_mlrig_test_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    shebang = f"#!{sys.executable}".encode()
+    for script in VENV_BIN.iterdir():
+        if (
+            not script.is_file()
+            or script.name.startswith(("python", "pip", "activate", "Activate"))
+            or script.name in ("mlrig",)
+        ):
+            continue
+        with script.open("rb") as fh:
+            first = fh.readline().rstrip()
+            rest = fh.read()
+        if first == shebang:
+            target = venv / "bin" / script.name
+            target.write_bytes(f"#!{python}\n".encode() + rest)
+            target.chmod(0o755)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps"]
+        + ["--no-index", "--", str(wheel)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return venv / "bin" / "mlrig"
+
+
+@contextmanager
+def in_place_build() -> Iterator[None]:
+    """Held while a test builds mlrig from the checkout itself: setuptools writes build/ and
+    mlrig.egg-info/ into the tree it builds, so two builds at once (the house test's wheel and
+    test_wheel's sdist, on two xdist workers) would tear each other's files."""
+    from filelock import FileLock
+
+    key = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12]
+    with FileLock(Path(tempfile.gettempdir()) / f"mlrig-build-{key}.lock", timeout=900):
+        yield

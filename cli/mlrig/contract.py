@@ -22,6 +22,12 @@ from mlrig import paths
 from mlrig.errors import ConfigError, Conflict, StackNotFound, UsageError
 
 SCHEMA_VERSION = 1
+# What each schema version brought, one entry per version (docs/releasing.md says when it
+# moves): `mlrig --version` names the current one and the reader names them when it refuses
+# a file.
+SCHEMA_CHANGES: dict[int, str] = {
+    1: "name, kind, region, created_at, dvc_remote, mlflow, registry and ci_role_arn",
+}
 OUTPUTS_FILE = "outputs.json"
 LOCAL_STATE_FILE = "local.json"  # the local back-end's own state, beside outputs.json
 
@@ -264,6 +270,10 @@ def _without_pydantic_plugins() -> Iterator[None]:
             os.environ["PYDANTIC_DISABLE_PLUGINS"] = previous
 
 
+def _known_schemas() -> str:
+    return "; ".join(f"{v}: {what}" for v, what in sorted(SCHEMA_CHANGES.items()))
+
+
 def parse(text: str, source: str = "<text>", fix: str = "") -> StackOutputs:
     fix = fix or "run `mlrig stack up` for this stack again to rewrite it"
     try:
@@ -274,12 +284,18 @@ def parse(text: str, source: str = "<text>", fix: str = "") -> StackOutputs:
         ) from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"stack outputs file {source} is not a JSON object", hint=fix)
-    version = raw.get("schema_version")
-    if isinstance(version, int) and version > SCHEMA_VERSION:
+    version = raw.get("schema_version", SCHEMA_VERSION)
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         raise ConfigError(
-            f"stack outputs file {source} has schema version {version}, this mlrig reads "
-            f"up to {SCHEMA_VERSION}",
-            hint="upgrade mlrig (`pip install -U mlrig`)",
+            f"stack outputs file {source} has schema version {version}, written by a newer "
+            f"mlrig; this one reads up to {SCHEMA_VERSION} ({_known_schemas()})",
+            hint="upgrade mlrig to the version that wrote it (`mlrig --version` there)",
+        )
+    if version not in SCHEMA_CHANGES or isinstance(version, bool):
+        raise ConfigError(
+            f"stack outputs file {source} has schema version {version!r}, which no mlrig "
+            f"wrote ({_known_schemas()})",
+            hint=fix,
         )
     try:
         with _without_pydantic_plugins():

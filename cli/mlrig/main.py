@@ -15,7 +15,6 @@ import typer
 from typer.core import TyperGroup
 
 from mlrig.errors import Reported
-from mlrig.version import __version__
 
 INTERNAL_ERROR_EXIT = 70
 
@@ -80,7 +79,9 @@ _app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"mlrig {__version__}")
+        from mlrig.version import describe
+
+        typer.echo(describe())
         raise typer.Exit()
 
 
@@ -88,7 +89,11 @@ def _version(value: bool) -> None:
 def _root(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     version: bool = typer.Option(
-        False, "--version", callback=_version, is_eager=True, help="Print the version."
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Print mlrig's version, its template's and its stack contract's.",
     ),
 ) -> None:
     if debug:

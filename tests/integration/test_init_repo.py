@@ -15,7 +15,7 @@ from mlrig.core.bootstrap import init as bootstrap
 from mlrig.core.bootstrap import repo as bootstrap_repo
 from mlrig.errors import Conflict, ServiceError
 from mlrig.main import app
-from tests.helpers import aws_outputs, dvc_config, require
+from tests.helpers import aws_outputs, dvc_config, workflow_schema_errors
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -228,6 +228,56 @@ def test_update_merges_a_newer_template(
     assert bootstrap.update(repo, template_dir=template_copy).changed == []
 
 
+def test_update_moves_the_mlrig_pin_and_says_what_the_template_changed(
+    mlrig_home: Path, tmp_path: Path, template_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core.bootstrap import _render, _update
+
+    contract.save(aws_outputs())
+    monkeypatch.setattr(_render, "__version__", "1.0.0")  # the mlrig that ran `mlrig init`
+    repo = bootstrap.init(tmp_path / "churn", "prod", template_dir=template_copy).path
+    workflow = repo / ".github/workflows/ci.yml"
+    assert yaml.safe_load(workflow.read_text())["env"]["MLRIG_VERSION"] == "1.0.0"
+
+    # a newer mlrig ships a newer template with its changelog section
+    _new_template_version(template_copy, NEXT_VERSION)
+    log = template_copy / "CHANGELOG.md"
+    log.write_text(
+        log.read_text().replace(
+            f"## [{TEMPLATE_VERSION}]",
+            f"## [{NEXT_VERSION}]\n- params.yaml says more.\n\n## [{TEMPLATE_VERSION}]",
+        )
+    )
+    monkeypatch.setattr(_render, "__version__", "1.1.0")
+    monkeypatch.setattr(_update, "__version__", "1.1.0")
+    result = bootstrap.update(repo, template_dir=template_copy)
+    assert (result.old_mlrig, result.new_mlrig) == ("1.0.0", "1.1.0")
+    assert result.notes == [(NEXT_VERSION, "- params.yaml says more.")]
+    assert yaml.safe_load(workflow.read_text())["env"]["MLRIG_VERSION"] == "1.1.0"
+    answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
+    assert answers["mlrig_version"] == "1.1.0" and answers["_commit"] == NEXT_VERSION
+
+
+def test_update_by_a_development_mlrig_moves_the_pin_and_says_how_ci_gets_it(
+    aws_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same template, another mlrig: only the pin moves; the command says where to."""
+    from mlrig.core.bootstrap import _update
+
+    monkeypatch.setattr(_update, "__version__", "9.9.1.dev3+gabc1234")
+    result = runner.invoke(app, ["update", str(aws_repo)])
+    assert result.exit_code == 0, result.output
+    assert ".github/workflows/ci.yml" in result.output
+    from mlrig.version import __version__
+
+    assert (
+        f"mlrig_version, the mlrig CI installs: {__version__} -> 9.9.1.dev3+gabc1234 "
+        "(a development version: set MLRIG_PIP_SPEC)"
+    ) in result.output
+    workflow = yaml.safe_load((aws_repo / ".github/workflows/ci.yml").read_text())
+    assert workflow["env"]["MLRIG_VERSION"] == "9.9.1.dev3+gabc1234"
+
+
 def test_update_conflicts_exit_non_zero_listing_files(
     mlrig_home: Path, tmp_path: Path, template_copy: Path
 ) -> None:
@@ -253,38 +303,17 @@ def test_update_refuses_a_dirty_repo(aws_repo: Path) -> None:
     assert "uncommitted changes" in result.output
 
 
-def _workflow_schema_errors(workflow: Path) -> list[str]:
-    """Validate against the GitHub Actions workflow schema (SchemaStore's, as vendored by
-    check-jsonschema) so a typo in a key fails here, not on GitHub."""
-    import json
-    from importlib.resources import files
-
-    from jsonschema import Draft7Validator
-
-    schema = json.loads(
-        files("check_jsonschema.builtin_schemas.vendor")
-        .joinpath("github-workflows.json")
-        .read_text()
-    )
-    data = yaml.safe_load(workflow.read_text())
-    data["on"] = data.pop(True)  # YAML 1.1 reads the bare key `on` as a boolean
-    return [e.message for e in Draft7Validator(schema).iter_errors(data)]
-
-
 def test_rendered_workflows_match_the_github_actions_schema(aws_repo: Path, tmp_path: Path) -> None:
-    import importlib.util
-
-    require(importlib.util.find_spec("check_jsonschema") is not None, "check-jsonschema")
-    assert _workflow_schema_errors(aws_repo / ".github/workflows/ci.yml") == []
+    assert workflow_schema_errors(aws_repo / ".github/workflows/ci.yml") == []
     local = aws_outputs("dev").model_copy(update={"kind": "local", "ci_role_arn": None})
     contract.save(local)
     repo = bootstrap.init(tmp_path / "fraud", "dev").path
-    assert _workflow_schema_errors(repo / ".github/workflows/ci.yml") == []
+    assert workflow_schema_errors(repo / ".github/workflows/ci.yml") == []
     broken = tmp_path / "broken.yml"
     broken.write_text(
         (repo / ".github/workflows/ci.yml").read_text().replace("runs-on:", "runs_on:")
     )
-    assert _workflow_schema_errors(broken)  # the check can fail
+    assert workflow_schema_errors(broken)  # the check can fail
 
 
 def test_update_rewires_to_another_stack(aws_repo: Path) -> None:

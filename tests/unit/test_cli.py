@@ -17,10 +17,20 @@ from tests.helpers import sample
 runner = CliRunner()
 
 
-def test_version() -> None:
+def test_version_names_mlrig_the_template_and_the_contract() -> None:
+    from mlrig.contract import SCHEMA_VERSION
+    from mlrig.core.bootstrap.init import packaged_template
+
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
-    assert result.output.strip() == f"mlrig {__version__}"
+    template = (packaged_template() / "VERSION").read_text().strip()
+    assert result.output.strip() == (
+        f"mlrig {__version__} (template {template}, stack contract schema {SCHEMA_VERSION})"
+    )
+    # the installed distribution's version, from git (setuptools-scm), never the fallback
+    from importlib.metadata import version
+
+    assert __version__ == version("mlrig") != "0.0.0"
 
 
 def test_unknown_stack_is_one_line_exit_3(mlrig_home: Path) -> None:
@@ -262,3 +272,18 @@ def test_a_termination_is_not_swallowed_as_a_failure_and_exits_143() -> None:
     assert result.output.strip().splitlines() == [
         "error: `stack up` of 'x' was stopped by SIGTERM — run it again"
     ]
+
+
+def test_shell_completion_completes_the_command_groups(tmp_path: Path) -> None:
+    """docs/releasing.md: `mlrig --install-completion`; the shell calls mlrig like this."""
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "_MLRIG_COMPLETE": "complete_bash",
+        "COMP_WORDS": "mlrig st",
+        "COMP_CWORD": "1",
+    }
+    mlrig = str(Path(sys.executable).with_name("mlrig"))  # the installed console script
+    proc = subprocess.run([mlrig], env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["stack"]

@@ -69,8 +69,27 @@ def test_newer_schema_asks_for_an_upgrade(mlrig_home: Path) -> None:
     path = contract.outputs_path("dev")
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps(raw))
-    with pytest.raises(ConfigError, match="upgrade mlrig"):
+    with pytest.raises(ConfigError, match="upgrade mlrig") as info:
         contract.load("dev")
+    assert f"has schema version {SCHEMA_VERSION + 1}, written by a newer mlrig" in str(info.value)
+    assert f"reads up to {SCHEMA_VERSION} (1: name, kind," in str(info.value)
+
+
+def test_every_schema_version_says_what_it_brought() -> None:
+    """docs/releasing.md: a schema bump adds its entry to SCHEMA_CHANGES."""
+    assert sorted(contract.SCHEMA_CHANGES) == list(range(1, SCHEMA_VERSION + 1))
+
+
+@pytest.mark.parametrize("version", [0, -1, "1", True, None])
+def test_a_schema_version_no_mlrig_wrote_is_refused(mlrig_home: Path, version: object) -> None:
+    raw = json.loads(sample().model_dump_json())
+    raw["schema_version"] = version
+    path = contract.outputs_path("dev")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="which no mlrig wrote") as info:
+        contract.load("dev")
+    assert "stack up" in info.value.one_line()
 
 
 @pytest.mark.parametrize(

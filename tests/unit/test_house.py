@@ -135,24 +135,27 @@ def test_layer_contracts_fail_when_a_layer_is_broken(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(600)
 def test_the_wheel_holds_one_namespace_with_its_data(tmp_path: Path) -> None:
+    from tests.helpers import in_place_build
+
     out = tmp_path / "dist"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(REPO),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
+    with in_place_build():
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "-q",
+                "--no-deps",
+                "--no-build-isolation",
+                "-w",
+                str(out),
+                str(REPO),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     (wheel,) = out.glob("mlrig-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert {n.split("/")[0] for n in names} == {"mlrig", wheel.name.split("-py3")[0] + ".dist-info"}

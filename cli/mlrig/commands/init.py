@@ -151,4 +151,18 @@ def update_cmd(
         f"{result.new_version}; review and commit:"
     )
     for file in result.changed:
-        console().print(f"  {file}")
+        console().print(f"  {file}", markup=False)
+    if result.old_mlrig != result.new_mlrig:
+        from mlrig.version import is_release
+
+        dev = "" if is_release(result.new_mlrig) else " (a development version: set MLRIG_PIP_SPEC)"
+        console().print(
+            f"mlrig_version, the mlrig CI installs: {result.old_mlrig or 'none'} -> "
+            f"{result.new_mlrig}{dev}",
+            markup=False,
+            soft_wrap=True,
+        )
+    for version, text in result.notes:
+        console().print(
+            f"template {version}:\n{text}", markup=False, highlight=False, soft_wrap=True
+        )

@@ -10,6 +10,7 @@ from mlrig.adapters import copier
 from mlrig.contract import StackOutputs
 from mlrig.core.shared.names import check_template_answers, machine_user
 from mlrig.errors import ConfigError, UsageError
+from mlrig.version import __version__
 
 
 def stack_answers(outputs: StackOutputs) -> dict[str, str]:
@@ -62,6 +63,7 @@ def render(
         "github_repo": github_repo,
         "mlflow_username": identity_answer(outputs, project),
         "temporal": "true" if temporal else "false",
+        "mlrig_version": __version__,  # the CI workflow installs exactly this mlrig
     }
     if description:  # else the template's own default
         answers["description"] = description

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,26 @@ def packaged_template() -> Path:
 def template_version(source: Path) -> str:
     version = source / "VERSION"
     return version.read_text().strip() if version.exists() else "0.0.0"
+
+
+_SECTION = re.compile(r"^## \[([0-9]+\.[0-9]+\.[0-9]+)\][^\n]*\n(.*?)(?=^## \[|\Z)", re.M | re.S)
+
+
+def template_changes(source: Path, old: str, new: str) -> list[tuple[str, str]]:
+    """(version, text) of each section of the template's CHANGELOG.md after `old` up to
+    `new`, newest first: what an update from old to new brings. `old`/`new` are template
+    refs (X.Y.Z, or X.Y.Z.postN for a content change under one version)."""
+    from packaging.version import InvalidVersion, Version
+
+    log = source / "CHANGELOG.md"
+    if not log.is_file():
+        return []
+    try:
+        low, high = Version(old), Version(new)
+    except InvalidVersion:
+        return []
+    found = [(v, text.strip()) for v, text in _SECTION.findall(log.read_text())]
+    return [(v, text) for v, text in found if low.release < Version(v).release <= high.release]
 
 
 @contextlib.contextmanager

@@ -4,19 +4,20 @@ keeps the answers and the version it was rendered from in .copier-answers.yml)."
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlrig import contract
 from mlrig.adapters import copier, git
 from mlrig.core.bootstrap._render import checked_stack_answers, identity_answer
-from mlrig.core.bootstrap._template import template_repo
+from mlrig.core.bootstrap._template import packaged_template, template_changes, template_repo
 from mlrig.core.bootstrap.repo import configure_remote
 from mlrig.core.shared.names import ANSWERS_RESTORE_HINT, load_answers
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack.stacks import ANSWERS_FILE
 from mlrig.errors import ConfigError, Conflict, UsageError
+from mlrig.version import __version__
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,10 @@ class UpdateResult:
     old_version: str
     new_version: str
     changed: list[str]
+    # the template changelog's sections after old_version up to new_version, newest first
+    notes: list[tuple[str, str]] = field(default_factory=list)
+    old_mlrig: str = ""  # the mlrig the repository's CI installed before (its pin)
+    new_mlrig: str = ""
 
 
 # what copier records beside the answers: the template version and where its history is
@@ -106,10 +111,11 @@ def update(
         )
     git.require_clean(root, "update")
     own = {k: v for k, v in answers.items() if not k.startswith("_")}
-    data = dict(own)
+    # the pin moves to this mlrig: the workflow installs the mlrig that last rendered it
+    data = {**own, "mlrig_version": __version__}
     outputs = contract.load(stack) if stack else None
     if outputs is not None:
-        data = checked_stack_answers(outputs, own)
+        data = checked_stack_answers(outputs, {**own, "mlrig_version": __version__})
         data["mlflow_username"] = own.get("mlflow_username") or identity_answer(
             outputs, own["project_name"]
         )
@@ -130,4 +136,13 @@ def update(
             f"template update {old} -> {ref} left conflicts in: {', '.join(conflicts)}",
             hint="resolve the <<<<<<< markers, `git add` the files and commit",
         )
-    return UpdateResult(root, old, ref, git.changed_files(root))
+    notes = template_changes(template_dir or packaged_template(), old, ref)
+    return UpdateResult(
+        root,
+        old,
+        ref,
+        git.changed_files(root),
+        notes,
+        str(own.get("mlrig_version", "")),
+        __version__,
+    )

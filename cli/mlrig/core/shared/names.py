@@ -148,6 +148,15 @@ _ANSWER_RULES: dict[str, tuple[re.Pattern[str], str]] = {
         "an IAM role ARN",
     ),
     "python_version": (re.compile(r"3\.[0-9]{1,2}"), "a Python version such as 3.11"),
+    # the mlrig that generated (or last updated) the repository, which its CI installs: a
+    # PEP 440 version as setuptools-scm makes them (a release, or X.Y.Z.devN+gHASH[.dDATE])
+    "mlrig_version": (
+        re.compile(
+            r"(?:[0-9]{1,4}(?:\.[0-9]{1,6}){1,3}(?:(?:a|b|rc)[0-9]{1,4})?(?:\.post[0-9]{1,6})?"
+            r"(?:\.dev[0-9]{1,6})?(?:\+[a-z0-9]{1,40}(?:\.[a-z0-9]{1,40}){0,3})?)?"
+        ),
+        "a version of mlrig such as 1.2.3",
+    ),
     # a docstring, a TOML string and a README line: one line, no quote, backslash or backtick
     "description": (re.compile(r"[^\"\\`\x00-\x1f\x7f]{0,200}"), "one line of plain text"),
     # where the admin password lived, in repositories made before machine identities

@@ -85,6 +85,7 @@ def build_wheel(out: Path) -> Path:
     mlrig.egg-info/ into the tree it builds, so two builds of one checkout at once (two
     trainer images, or an install beside one) tore each other's files."""
     from mlrig.adapters import processes
+    from mlrig.version import __version__
 
     root = source_root()
     skip = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
@@ -96,9 +97,12 @@ def build_wheel(out: Path) -> Path:
                 shutil.copytree(root / name, src / name, ignore=skip, symlinks=True)
             else:
                 shutil.copy2(root / name, src / name)
+        # the copy has no git history for setuptools-scm to read: the wheel gets this
+        # mlrig's own version (the image's tag and label name it)
         done = processes.run_captured(
             [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
-            + ["-w", str(out), str(src)]
+            + ["-w", str(out), str(src)],
+            env={"SETUPTOOLS_SCM_PRETEND_VERSION_FOR_MLRIG": __version__},
         )
     wheels = sorted(out.glob("mlrig-*.whl"))
     if done.returncode != 0 or len(wheels) != 1:
@@ -120,7 +124,8 @@ def build(progress: Progress = lambda _m: None, base_image: str | None = None) -
         digest = hashlib.sha256(_source_digest().encode())
         for path in sorted(p for p in ctx.rglob("*") if p.is_file()):
             digest.update(path.relative_to(ctx).as_posix().encode() + path.read_bytes())
-        tag = f"{REPOSITORY}:{__version__}-{digest.hexdigest()[:12]}"
+        # a development version's +local part is no character a tag may hold
+        tag = f"{REPOSITORY}:{__version__.replace('+', '-')}-{digest.hexdigest()[:12]}"
         if docker_adapter.image_exists(tag):
             return tag
         progress("building mlrig's wheel")

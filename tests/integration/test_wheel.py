@@ -1,0 +1,248 @@
+"""Issue 34 (1): mlrig as its users get it. The sdist is built from the checkout and the wheel
+from the sdist (`python -m build`, as release.yml does), the wheel is installed into a fresh
+virtual environment outside the checkout, and mlrig runs from it: --version, an offline stack
+plan, and `mlrig init` rendering a repository from the wheel's own template. The README's main
+job from the wheel (`mlrig demo`, ~150 s on a quiet machine) is not repeated here: the e2e
+test runs it from the checkout, and docs/releasing.md records a run from the wheel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlrig.contract import SCHEMA_VERSION
+from tests.helpers import REPO_ROOT, aws_outputs, in_place_build, wheel_venv
+
+pytestmark = pytest.mark.integration
+TEMPLATE_VERSION = (REPO_ROOT / "pipeline/VERSION").read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """sdist and wheel, built offline with this environment's setuptools and setuptools-scm
+    (--no-isolation): what an index would get."""
+    out = tmp_path_factory.mktemp("dist")
+    with in_place_build():
+        proc = subprocess.run(
+            [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO_ROOT)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (sdist,) = out.glob("mlrig-*.tar.gz")
+    (wheel,) = out.glob("mlrig-*-py3-none-any.whl")
+    return {"sdist": sdist, "wheel": wheel, "output": proc.stdout + proc.stderr}
+
+
+@pytest.fixture(scope="module")
+def installed(dist: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return wheel_venv(dist["wheel"], tmp_path_factory.mktemp("venv") / "venv")
+
+
+def _version_of(wheel: Path) -> str:
+    return wheel.name.split("-")[1]
+
+
+def _run(mlrig: Path, *args: str, home: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """mlrig from the wheel's venv, outside the checkout, with no checkout on any path."""
+    env = {
+        "HOME": str(home.parent),
+        "MLRIG_HOME": str(home),
+        "PATH": "/usr/local/bin:/usr/bin:/bin",  # as pipx leaves it: only mlrig's own script
+        "COLUMNS": "200",
+    }
+    return subprocess.run(
+        [str(mlrig), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_the_build_is_quiet_and_versioned_from_git(dist: dict[str, Any]) -> None:
+    output = dist["output"]
+    assert "Warning" not in output and "deprecated" not in output.lower(), output[-3000:]
+    version = _version_of(dist["wheel"])
+    assert version != "0.0.0" and dist["sdist"].name == f"mlrig-{version}.tar.gz"
+    with tarfile.open(dist["sdist"]) as sdist:
+        names = sdist.getnames()
+    for shipped in (
+        "CHANGELOG.md",
+        "pipeline/CHANGELOG.md",
+        "pipeline/VERSION",
+        "cli/mlrig/main.py",
+    ):
+        assert f"mlrig-{version}/{shipped}" in names, shipped
+    wheel = zipfile.ZipFile(dist["wheel"]).namelist()
+    assert "mlrig/_pipeline/CHANGELOG.md" in wheel and "mlrig/_pipeline/copier.yml" in wheel
+
+
+def test_the_wheel_runs_from_a_fresh_venv_outside_the_checkout(
+    dist: dict[str, Any], installed: Path, tmp_path: Path
+) -> None:
+    version = _version_of(dist["wheel"])
+    home = tmp_path / "home" / ".mlrig"
+    probe = subprocess.run(
+        [
+            str(installed.with_name("python")),
+            "-c",
+            "import json, importlib.metadata as m, mlrig.assets as a;"
+            "print(json.dumps([a.__file__, str(a.pipeline_template()), m.version('mlrig')]))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    module, template, metadata_version = json.loads(probe.stdout)
+    venv = installed.parent.parent
+    assert Path(module).is_relative_to(venv) and Path(template).is_relative_to(venv)
+    assert metadata_version == version
+    result = _run(installed, "--version", home=home, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        f"mlrig {version} (template {TEMPLATE_VERSION}, stack contract schema {SCHEMA_VERSION})"
+    )
+
+
+def test_stack_plan_runs_from_the_wheel(installed: Path, tmp_path: Path) -> None:
+    result = _run(installed, "stack", "plan", home=tmp_path / "home" / ".mlrig", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "$" in result.stdout and "/month" in result.stdout
+    assert "every rule passes" in result.stdout
+
+
+def test_init_renders_a_repository_from_the_wheels_template(
+    dist: dict[str, Any], installed: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "home" / ".mlrig"
+    outputs = aws_outputs()  # where things are on a stack: init reads only this
+    stack_dir = home / "stacks" / outputs.name
+    stack_dir.mkdir(parents=True)
+    (stack_dir / "outputs.json").write_text(outputs.model_dump_json())
+    # a git identity in the home, as a user has one (init makes the first commit)
+    (tmp_path / "home" / ".gitconfig").write_text("[user]\n\tname = t\n\temail = t@example.com\n")
+    result = _run(
+        installed, "init", "churn", "--stack", outputs.name, "--no-input", home=home, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    repo = tmp_path / "churn"
+    answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
+    assert answers["_commit"] == TEMPLATE_VERSION
+    assert answers["mlrig_version"] == _version_of(dist["wheel"])
+    assert Path(answers["_src_path"]).is_relative_to(home)
+    workflow = yaml.safe_load((repo / ".github/workflows/ci.yml").read_text())
+    assert workflow["env"]["MLRIG_VERSION"] == _version_of(dist["wheel"])
+    for rendered in ("dvc.yaml", "params.yaml", "src/churn/train.py", "Dockerfile"):
+        assert (repo / rendered).is_file(), rendered
+    assert (repo / "data/raw/breast_cancer.csv.dvc").is_file()  # the wheel's dataset
+
+
+def test_the_wheel_on_an_unsupported_python_is_one_line(dist: dict[str, Any]) -> None:
+    """pip checks the wheel's Requires-Python against the target interpreter's version."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-deps", "--no-index"]
+        + ["--ignore-installed", "--only-binary=:all:", "--python-version", "3.12"]
+        + ["--target", "unused", "--", str(dist["wheel"])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1
+    errors = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert errors == [
+        "ERROR: Package 'mlrig' requires a different Python: 3.12.0 not in '<3.12,>=3.11'"
+    ], proc.stderr
+
+
+def test_the_trainer_images_wheel_carries_this_mlrigs_version(tmp_path: Path) -> None:
+    """The trainer image's wheel is built from a copy of the checkout without .git, where
+    setuptools-scm would fall back to 0.0.0: it is told this mlrig's version instead."""
+    from mlrig.core.trainer._image import build_wheel
+    from mlrig.version import __version__
+
+    wheel = build_wheel(tmp_path)
+    assert _version_of(wheel) == __version__ != "0.0.0"
+
+
+@pytest.fixture(scope="module")
+def install_step(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The generated AWS workflow's mlrig install step (the image job's: no requirements)."""
+    from mlrig.core.bootstrap import _render as bootstrap_render
+    from mlrig.core.bootstrap import init as bootstrap
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLRIG_HOME", str(tmp_path_factory.mktemp("home")))
+        src, ref = bootstrap.template_repo()
+        dest = tmp_path_factory.mktemp("render") / "churn"
+        bootstrap_render.render(src, ref, dest, project="churn", outputs=aws_outputs())
+    workflow = yaml.safe_load((dest / ".github/workflows/ci.yml").read_text())
+    (step,) = [
+        s for s in workflow["jobs"]["image"]["steps"] if "MLRIG_PIP_SPEC" in s.get("run", "")
+    ]
+    return str(step["run"])
+
+
+def _run_step_with_real_pip(
+    script: str, tmp_path: Path, index: Path, env: dict[str, str]
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """The step under bash, its `pip download` done by the real pip against a local index
+    holding only the built wheel (no config file, no other index); its `pip install` is
+    recorded, not run."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(parents=True)
+    installs = tmp_path / "installs"
+    (bin_dir / "pip").write_text(
+        "#!/bin/bash\n"
+        f'if [ "$1" = install ]; then printf "%s " "$@" >> "{installs}"; exit 0; fi\n'
+        f'exec "{sys.executable}" -m pip "$@"\n'
+    )
+    (bin_dir / "pip").chmod(0o755)
+    proc = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", script],
+        env={
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "RUNNER_TEMP": str(tmp_path),
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_NO_INDEX": "1",
+            "PIP_FIND_LINKS": str(index),
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            **env,
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return proc, installs.read_text().split() if installs.exists() else []
+
+
+def test_the_generated_step_resolves_mlrig_with_real_pip_or_says_why_in_one_line(
+    dist: dict[str, Any], install_step: str, tmp_path: Path
+) -> None:
+    version = _version_of(dist["wheel"])
+    index = dist["wheel"].parent
+    spec = f"mlrig=={version}"
+    ok, installed = _run_step_with_real_pip(
+        install_step, tmp_path / "ok", index, {"MLRIG_PIP_SPEC": spec, "MLRIG_VERSION": "1.4.2"}
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert installed == ["install", "--", spec]
+    assert (tmp_path / "ok" / "mlrig-dist" / dist["wheel"].name).is_file()  # resolved for real
+
+    for name, env, says in [
+        ("pinned", {"MLRIG_VERSION": "1.4.2"}, "mlrig==1.4.2 cannot be installed"),
+        ("spec", {"MLRIG_PIP_SPEC": "mlrig==7.7.7", "MLRIG_VERSION": version}, "mlrig==7.7.7"),
+    ]:
+        proc, installed = _run_step_with_real_pip(install_step, tmp_path / name, index, env)
+        assert proc.returncode == 1 and installed == [], name
+        (line,) = proc.stdout.strip().splitlines()
+        assert says in line and "ERROR: Could not find a version that satisfies" in line, line

@@ -205,11 +205,10 @@ def check(
         if request is None:
             return
         try:
-            image_run.smoke_check(url, request.body)
+            image_run.smoke_check(url, request.body, request.source)
         except ServiceError as exc:
             raise ServiceError(
-                f"{ref} was not tagged: the model loaded but failed {request.source}: "
-                f"{exc.message.splitlines()[0][:300]}",
+                f"{ref} was not tagged: the model loaded but {exc.message.splitlines()[0][:300]}",
                 hint="log the model with an input_example it answers"
                 if request.source.startswith("a row")
                 else "fix the model or its example and log it again",

@@ -524,7 +524,9 @@ def _misbehaving(kind: str) -> Any:
 
     class FailsEveryRequest:
         def predict(self, x: Any) -> Any:
-            if not x.to_numpy().any():
+            import numpy
+
+            if not numpy.asarray(x).any():
                 return [0] * len(x)
             return {"not", "json"}  # the server cannot serialise a set: a 500
 

@@ -114,11 +114,12 @@ def test_a_failed_start_is_told_by_the_exception_it_died_of() -> None:
 
 
 def test_pip_not_finding_a_requirement_is_one_line() -> None:
-    out = [
+    out = [  # as the engine streams them: a step's stderr in colour codes
         "Step 7/12 : RUN python3 -m venv /opt/venv && ...",
-        "ERROR: Could not find a version that satisfies the requirement nope==1.0 "
+        "\x1b[91mERROR: Could not find a version that satisfies the requirement nope==1.0 "
         "(from versions: none)",
-        "ERROR: No matching distribution found for nope==1.0",
+        "\x1b[0m\x1b[91mERROR: No matching distribution found for nope==1.0",
+        "\x1b[0m",
     ]
     err = image.pip_failure(out)
     assert err is not None

@@ -192,10 +192,10 @@ def serving_base(
     if info is not None:
         return info.id
     progress(f"building the serving base {ref} from {base_image}")
-    output: list[str] = []
+    output: list[str] = []  # the stream's text: a line may span chunks
 
     def keep(chunk: dict[str, Any]) -> None:
-        output.extend(str(chunk.get("stream", "")).splitlines())
+        output.append(str(chunk.get("stream", "")))
         on_chunk(chunk)
 
     try:
@@ -203,12 +203,13 @@ def serving_base(
             base_ctx, tag=ref, labels={}, platform=platform, no_cache=no_cache, on_chunk=keep
         )
     except RemoteError as exc:
-        raise pip_failure(output) or exc from None
+        raise pip_failure("".join(output).splitlines()) or exc from None
     if not image_id:
         raise RemoteError(f"building {ref} ended without an image ID")
     return image_id
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _PIP_NOT_FOUND = re.compile(r"^ERROR: No matching distribution found for (?P<req>\S+)")
 _PIP_UNREACHABLE = re.compile(
     r"(Network is unreachable|Name or service not known|"
@@ -221,6 +222,7 @@ def pip_failure(output: list[str]) -> UsageError | None:
     one line (None when pip is not what failed). The build installs the model's pins with
     pip inside the base image, wheels only, from the index that image reaches (PyPI unless
     its pip configuration names another), over the host's network."""
+    output = [_ANSI.sub("", ln) for ln in output]  # the engine colours a step's stderr
     errors = [ln.strip() for ln in output if ln.strip().startswith("ERROR: ")]
     if not errors:
         return None

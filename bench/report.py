@@ -44,6 +44,7 @@ TITLES = {
     "provenance": "Provenance: `mlrig trace` and `mlrig checkout` vs by hand",
     "monitor": "Drift: `mlrig monitor` vs Evidently's DataDriftPreset",
     "image": "Serving images",
+    "image-flavors": "Serving images per model flavor: size (the image checked before tagging)",
     "deploy": "Deploy on the local stack: `mlrig deploy` vs `docker run` and `mlflow models serve`",
     "capture": "Request capture: the same image with capture 0 vs 10 % at 200 req/s",
     "temporal": "Point-in-time join: DuckDB's ASOF JOIN vs pandas' merge_asof",

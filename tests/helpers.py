@@ -516,12 +516,18 @@ def register_model(name: str, c: float, pins: bool = True) -> tuple[str, list[in
 
 def _misbehaving(kind: str) -> Any:
     """A model object the image's server loads by value (a class defined in a function is
-    pickled with its code): 'fails' raises on every predict (the server answers 500);
-    'slow' sleeps while it is unpickled (the container is long unhealthy)."""
+    pickled with its code): 'fails' answers a row of zeros (what `image build`'s start check
+    sends a model with a signature and no example, so it is built) and fails every other
+    request (the server answers 500); 'slow' sleeps while it is unpickled (the container is
+    long unhealthy, so the build's start check refuses it: build it without that check)."""
     import time
 
     class FailsEveryRequest:
         def predict(self, x: Any) -> Any:
+            import numpy
+
+            if not numpy.asarray(x).any():
+                return [0] * len(x)
             return {"not", "json"}  # the server cannot serialise a set: a 500
 
     class SlowToLoad:
@@ -1303,3 +1309,199 @@ def in_place_build() -> Iterator[None]:
     key = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:12]
     with FileLock(Path(tempfile.gettempdir()) / f"mlrig-build-{key}.lock", timeout=900):
         yield
+
+
+# -- a zoo of model flavors, each logged by plain MLflow code (image tests, the image bench) --
+def _pin(dist: str, module: Any) -> str:
+    return f"{dist}=={module.__version__}"
+
+
+def _zoo_sklearn(registered: str) -> tuple[Any, Any]:
+    """A Pipeline whose ColumnTransformer one-hot encodes string columns."""
+    import mlflow
+    import numpy
+    import pandas
+    import scipy
+    import sklearn
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    rng = numpy.random.default_rng(7)
+    frame = pandas.DataFrame(
+        {
+            "city": rng.choice(["paris", "oslo", "lima"], 200),
+            "plan": rng.choice(["free", "pro"], 200),
+            "usage": rng.normal(10, 3, 200),
+        }
+    )
+    target = (frame["usage"] + (frame["plan"] == "pro") * 3 > 11).astype(int)
+    model = Pipeline(
+        [
+            (
+                "columns",
+                ColumnTransformer(
+                    [
+                        ("text", OneHotEncoder(handle_unknown="ignore"), ["city", "plan"]),
+                        ("number", StandardScaler(), ["usage"]),
+                    ]
+                ),
+            ),
+            ("classify", LogisticRegression()),
+        ]
+    ).fit(frame, target)
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        registered_model_name=registered,
+        input_example=frame.head(3),
+        pip_requirements=[
+            _pin("scikit-learn", sklearn),
+            _pin("numpy", numpy),
+            _pin("pandas", pandas),
+            _pin("scipy", scipy),
+        ],
+    )
+    return info, frame.head(5)
+
+
+def _zoo_xgboost(registered: str) -> tuple[Any, Any]:
+    """A native Booster, pinned as `xgboost==V` the way most teams pin it."""
+    import mlflow
+    import numpy
+    import pandas
+    import scipy
+    import xgboost
+
+    rng = numpy.random.default_rng(8)
+    frame = pandas.DataFrame(rng.normal(size=(300, 4)), columns=["a", "b", "c", "d"])
+    target = (frame["a"] - frame["c"] > 0).astype(int)
+    booster = xgboost.train(
+        {"objective": "binary:logistic", "max_depth": 3},
+        xgboost.DMatrix(frame, label=target),
+        num_boost_round=20,
+    )
+    info = mlflow.xgboost.log_model(
+        booster,
+        name="model",
+        registered_model_name=registered,
+        input_example=frame.head(3),
+        pip_requirements=[
+            _pin("xgboost", xgboost),
+            _pin("numpy", numpy),
+            _pin("pandas", pandas),
+            _pin("scipy", scipy),
+        ],
+    )
+    return info, frame.head(5)
+
+
+def _zoo_lightgbm(registered: str) -> tuple[Any, Any]:
+    """LightGBM links to the OpenMP runtime (libgomp.so.1) without bundling it."""
+    import lightgbm
+    import mlflow
+    import numpy
+    import pandas
+    import scipy
+
+    rng = numpy.random.default_rng(9)
+    frame = pandas.DataFrame(rng.normal(size=(300, 4)), columns=["a", "b", "c", "d"])
+    target = frame["a"] * 2 + frame["b"]
+    booster = lightgbm.train(
+        {"objective": "regression", "verbose": -1, "num_leaves": 7},
+        lightgbm.Dataset(frame, label=target),
+        num_boost_round=20,
+    )
+    info = mlflow.lightgbm.log_model(
+        booster,
+        name="model",
+        registered_model_name=registered,
+        input_example=frame.head(3),
+        pip_requirements=[
+            _pin("lightgbm", lightgbm),
+            _pin("numpy", numpy),
+            _pin("pandas", pandas),
+            _pin("scipy", scipy),
+        ],
+    )
+    return info, frame.head(5)
+
+
+def zoo_pyfunc_pins() -> list[str]:
+    """One set of pins for every pyfunc model here, so they share one serving base."""
+    import mlflow
+    import numpy
+    import pandas
+
+    return [_pin("mlflow", mlflow), _pin("pandas", pandas), _pin("numpy", numpy)]
+
+
+def _zoo_pyfunc(registered: str) -> tuple[Any, Any]:
+    """A custom PythonModel whose weights are an artifact it reads in load_context."""
+    import mlflow
+    import pandas
+
+    class Affine(mlflow.pyfunc.PythonModel):  # defined here: pickled by value
+        def load_context(self, context: Any) -> None:
+            weights = json.loads(Path(context.artifacts["weights"]).read_text())
+            self.scale, self.offset = weights["scale"], weights["offset"]
+
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return model_input["x"] * self.scale + self.offset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = Path(tmp) / "weights.json"
+        weights.write_text(json.dumps({"scale": 2.5, "offset": -1.0}))
+        example = pandas.DataFrame({"x": [1.0, 2.0]})
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            registered_model_name=registered,
+            python_model=Affine(),
+            artifacts={"weights": str(weights)},
+            input_example=example,
+            pip_requirements=zoo_pyfunc_pins(),
+        )
+    return info, pandas.DataFrame({"x": [0.5, -3.0, 7.25]})
+
+
+def _zoo_tensor(registered: str) -> tuple[Any, Any]:
+    """A tensor signature (float64, shape (-1, 4)) and no input example: the build's check
+    sends a row made from the signature."""
+    import mlflow
+    import numpy
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    class RowSums(mlflow.pyfunc.PythonModel):
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return numpy.asarray(model_input).sum(axis=1) * 0.5
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(numpy.dtype("float64"), (-1, 4))]),
+        outputs=Schema([TensorSpec(numpy.dtype("float64"), (-1,))]),
+    )
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        registered_model_name=registered,
+        python_model=RowSums(),
+        signature=signature,
+        pip_requirements=zoo_pyfunc_pins(),
+    )
+    return info, numpy.arange(12, dtype="float64").reshape(3, 4)
+
+
+ZOO: dict[str, Callable[[str], tuple[Any, Any]]] = {
+    "sklearn": _zoo_sklearn,
+    "xgboost": _zoo_xgboost,
+    "lightgbm": _zoo_lightgbm,
+    "pyfunc": _zoo_pyfunc,
+    "tensor": _zoo_tensor,
+}
+
+
+def log_flavor(flavor: str, registered: str) -> tuple[str, Any]:
+    """Log and register one ZOO model with plain MLflow code in the current MLflow (inside
+    a run); (its models:/ URI, rows to ask it)."""
+    info, rows = ZOO[flavor](registered)
+    return f"models:/{registered}/{info.registered_model_version}", rows

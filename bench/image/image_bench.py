@@ -4,6 +4,7 @@ same offline base. Every timing is a whole command in a fresh process, the way u
 interleaved sample by sample in one run: rebuild after a new model version (the headline),
 push of that version, cold builds; plus bytes moved per version, image size and serving.
 Run: .venv/bin/python bench/image/image_bench.py [--samples 5] [--quick] [--no-bentoml]
+`--flavors` instead records each model flavor's image size (`flavors`, results image-flavors-*).
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from common import (
     row,
     utc_stamp,
 )
+from flavors import flavor_rows
 from serving import serving_rows
 from workspace import (
     BENTO_PORT,
@@ -269,6 +271,17 @@ def main() -> None:
     parser.add_argument("--no-in-process", dest="in_process", action="store_false")
     parser.add_argument("--no-bentoml", action="store_true", help="leave BentoML out")
     parser.add_argument(
+        "--flavors",
+        action="store_true",
+        help="only the image size of each model flavor (flavors.py): records image-flavors-*",
+    )
+    parser.add_argument(
+        "--no-as-pinned",
+        dest="as_pinned",
+        action="store_false",
+        help="with --flavors: skip the xgboost build with its CUDA wheel (~1.1 GB)",
+    )
+    parser.add_argument(
         "--no-reference-bytes",
         dest="reference_bytes",
         action="store_false",
@@ -287,7 +300,7 @@ def main() -> None:
     if args.quick:
         args.samples, args.starts, args.requests, args.seconds = 2, 1, 300, 2.0
         args.cold = args.reference_bytes = False
-    if args.serving:
+    if args.serving and not args.flavors:
         from mlrig.core.stack.local.stack import port_is_free
 
         for port in (REF_PORT, 8000) + (() if args.no_bentoml else (BENTO_PORT,)):
@@ -296,10 +309,11 @@ def main() -> None:
     from mlrig.core.setup import engine
     from mlrig.version import __version__
 
-    meta = machine(("mlflow", "scikit-learn", "docker")) | {
+    packages = ("xgboost-cpu", "lightgbm") if args.flavors else ()
+    meta = machine(("mlflow", "scikit-learn", "docker", *packages)) | {
         "settings": {k: str(v) for k, v in vars(args).items()}
     }
-    if not args.no_bentoml:
+    if not args.no_bentoml and not args.flavors:
         meta["versions"]["bentoml"] = BENTOML_VERSION
     meta["versions"]["docker_cli"] = subprocess.run(
         ["docker", "version", "-f", "{{.Client.Version}}"], capture_output=True, text=True
@@ -313,7 +327,11 @@ def main() -> None:
     b: Bench | None = None
     try:
         b = setup(home, env, base)
-        result = run(b, args)
+        if args.flavors:
+            rows, summary = flavor_rows(b, args.as_pinned)
+            result: dict[str, Any] = {"rows": rows, "summary": summary}
+        else:
+            result = run(b, args)
     finally:
         if b is not None:
             cleanup(b)
@@ -324,10 +342,12 @@ def main() -> None:
     table = markdown(rows) + "\n\n" + "".join(f"- {s}\n" for s in result["summary"])
     print(table)
     print(
-        f"model artifacts: {result['model_kb'][-1]:.0f} kB; CPUs: {meta['cpus']}; load average "
-        f"at the start {meta['load_avg']}, at the end {meta['load_avg_after']}"
+        (f"model artifacts: {result['model_kb'][-1]:.0f} kB; " if "model_kb" in result else "")
+        + f"CPUs: {meta['cpus']}; load average at the start {meta['load_avg']}, at the end "
+        f"{meta['load_avg_after']}"
     )
-    record(f"image-{utc_stamp()}", {"meta": meta, "rows": rows, **result}, table)
+    stem = "image-flavors" if args.flavors else "image"
+    record(f"{stem}-{utc_stamp()}", {"meta": meta, "rows": rows, **result}, table)
 
 
 if __name__ == "__main__":

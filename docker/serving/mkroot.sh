@@ -19,9 +19,10 @@ tar -C / -cf - --exclude="usr/lib/$VER/idlelib" --exclude="usr/lib/$VER/tkinter"
     --exclude="usr/lib/$VER/distutils" --exclude="usr/lib/$VER/test" \
     --exclude="usr/lib/$VER/config-*" "usr/lib/$VER" "etc/$VER" \
     etc/ssl/certs/ca-certificates.crt etc/ld.so.cache | tar -C $R -xf -
-# C++ and zlib runtimes: manylinux wheels link to them without bundling them
+# C++, zlib and OpenMP runtimes: manylinux wheels link to them without bundling them
+# (LightGBM needs libgomp.so.1; the offline base carries Debian's libgomp1, core/setup/engine.py)
 extra=$(ls /usr/lib/*/libstdc++.so.6 /usr/lib/*/libgcc_s.so.1 /usr/lib/*/libz.so.1 \
-        2>/dev/null || true)
+        /usr/lib/*/libgomp.so.1 2>/dev/null || true)
 for lib in $( { for f in "$PY" $(find /usr/lib/$VER/lib-dynload -name '*.so') $extra; do
                   ldd "$f" 2>/dev/null | awk '$2 == "=>" && $3 ~ /^\// {print $3}
                                               $1 ~ /^\// {print $1}'

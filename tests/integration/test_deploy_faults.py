@@ -32,7 +32,11 @@ from mlrig.adapters import nginx, processes
 from mlrig.core.deploy import endpoints, traffic
 from mlrig.core.deploy import logs as deploy_logs
 from mlrig.core.deploy.state import Store
+from mlrig.core.image import build as image
+from mlrig.core.image import push as serving_push
 from mlrig.core.image import run as image_run
+from mlrig.core.image import smoke
+from mlrig.core.stack import stacks
 from mlrig.core.stack.local.state import Layout
 from mlrig.errors import DependencyMissing, PortInUse, ServiceError
 from mlrig.wait import wait_until
@@ -281,6 +285,12 @@ def test_sigterm_while_waiting_for_health_and_a_second_deploy_at_once(
     container and leaves v1 serving."""
     before, stack = Store(serving["root"]).read(EP), serving["stack"]
     slow = register_misbehaving_model("bc-deploy-slow", "slow")
+    # `image build` would wait for its model and refuse it: built here without that start
+    # check (as an older mlrig or another tool would have) and pushed, so deploy starts it
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(smoke, "check", lambda *_a, **_k: None)
+        built = image.build(f"models:/bc-deploy-slow/{slow}", stack=stack)
+    serving_push.push(built.ref, stacks.outputs(stack))
     env = {**os.environ, "COLUMNS": "200"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "mlrig", "deploy", f"models:/bc-deploy-slow/{slow}"]

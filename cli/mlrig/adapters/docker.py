@@ -179,6 +179,16 @@ def remove_tag(ref: str) -> None:
     client().api.remove_image(ref, noprune=True)
 
 
+def remove_image(image_id: str) -> None:
+    """Delete an image and the layers only it uses; one already gone is no error."""
+    import contextlib
+
+    import docker.errors
+
+    with contextlib.suppress(docker.errors.NotFound):
+        client().api.remove_image(image_id)
+
+
 def push_image(
     repository: str, tag: str, *, username: str, password: str, on_chunk: OnChunk | None = None
 ) -> str | None:

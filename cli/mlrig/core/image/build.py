@@ -11,9 +11,11 @@ assembles itself (`oci.layer`) and loads into the engine, its blobs kept for a p
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from mlrig.adapters import docker as docker_adapter
 from mlrig.adapters import mlflow as mlflow_adapter
 from mlrig.adapters import skops as skops_adapter
 from mlrig.core.image import last_built as image_last_built
+from mlrig.core.image import smoke
 from mlrig.core.image.model import ANSWERS_FILE, default_model_uri, provenance, tracking_env
 from mlrig.core.image.run import run
 from mlrig.core.oci import cache as image_cache
@@ -93,9 +96,10 @@ def _download(uri: str, ctx: Path, prov: Provenance) -> Path:
 
 def prepare_context(
     uri: str, ctx: Path, provenance_repo: Path | None, base_image: str
-) -> tuple[Provenance, serving_model.ServingPlan]:
+) -> tuple[Provenance, serving_model.ServingPlan, smoke.Request | None]:
     """Download the model and write the serving base's build context: ctx/base (runtime,
-    dependencies, server); the model's files go to ctx/model/model (`build_model_image`)."""
+    dependencies, server); the model's files go to ctx/model/model (`build_model_image`).
+    Also the request the built image must answer before it is tagged (`smoke`)."""
     import yaml
 
     prov = provenance(uri, provenance_repo)
@@ -105,6 +109,7 @@ def prepare_context(
     if not reqs_file.exists():
         raise UsageError(f"model {uri} has no requirements.txt", hint=serving_model.PIN_HINT)
     plan = serving_model.plan(mlmodel, reqs_file.read_text())
+    request = smoke.request_for(model_dir, mlmodel)
     if plan.spec.get("serialization_format") == "skops":
         plan.spec["skops_types"] = skops_types(
             model_dir / plan.spec["model_file"], plan.spec.get("skops_trusted_types")
@@ -130,7 +135,7 @@ def prepare_context(
             mlrig_version=__version__,
         )
     )
-    return prov, plan
+    return prov, plan, request
 
 
 def skops_types(path: Path, trusted_by_model: list[str] | None) -> list[str] | None:
@@ -187,12 +192,56 @@ def serving_base(
     if info is not None:
         return info.id
     progress(f"building the serving base {ref} from {base_image}")
-    image_id = docker_adapter.build_image(
-        base_ctx, tag=ref, labels={}, platform=platform, no_cache=no_cache, on_chunk=on_chunk
-    )
+    output: list[str] = []  # the stream's text: a line may span chunks
+
+    def keep(chunk: dict[str, Any]) -> None:
+        output.append(str(chunk.get("stream", "")))
+        on_chunk(chunk)
+
+    try:
+        image_id = docker_adapter.build_image(
+            base_ctx, tag=ref, labels={}, platform=platform, no_cache=no_cache, on_chunk=keep
+        )
+    except RemoteError as exc:
+        raise pip_failure("".join(output).splitlines()) or exc from None
     if not image_id:
         raise RemoteError(f"building {ref} ended without an image ID")
     return image_id
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_PIP_NOT_FOUND = re.compile(r"^ERROR: No matching distribution found for (?P<req>\S+)")
+_PIP_UNREACHABLE = re.compile(
+    r"(Network is unreachable|Name or service not known|"
+    r"Temporary failure in name resolution|Connection refused|timed out)"
+)
+
+
+def pip_failure(output: list[str]) -> UsageError | None:
+    """The model's requirement pip could not install while the serving base was built, as
+    one line (None when pip is not what failed). The build installs the model's pins with
+    pip inside the base image, wheels only, from the index that image reaches (PyPI unless
+    its pip configuration names another), over the host's network."""
+    output = [_ANSI.sub("", ln) for ln in output]  # the engine colours a step's stderr
+    errors = [ln.strip() for ln in output if ln.strip().startswith("ERROR: ")]
+    if not errors:
+        return None
+    found = next((m for ln in errors if (m := _PIP_NOT_FOUND.match(ln))), None)
+    unreachable = next((m[1] for ln in output if (m := _PIP_UNREACHABLE.search(ln))), None)
+    where = (
+        f"the package index did not answer ({unreachable})"
+        if unreachable
+        else ("the package index the build reaches has no wheel of it for this platform")
+    )
+    if found:
+        what = f"the model's requirement {found['req']} cannot be installed: {where}"
+    else:
+        what = f"pip could not install the model's requirements: {errors[-1][7:][:240]}"
+    return UsageError(
+        f"{what}; nothing was tagged",
+        hint="make the wheel available on that index, or log the model with requirements "
+        "that are (the image installs wheels only, never builds from source)",
+    )
 
 
 def base_config(base_id: str) -> bytes:
@@ -210,20 +259,44 @@ def base_config(base_id: str) -> bytes:
     return config
 
 
-def build_model_image(model_ctx: Path, base_id: str, *, ref: str, labels: dict[str, str]) -> str:
+def build_model_image(
+    model_ctx: Path,
+    base_id: str,
+    *,
+    ref: str,
+    labels: dict[str, str],
+    check: Callable[[str], None] | None = None,
+) -> str:
     """The model on its serving base as one layer mlrig makes itself (what `COPY model/
-    /opt/model/` made), the labels in its config; loaded into the engine as ref, which
-    receives only the new layer. Its blobs are cached for a push; the image ID."""
+    /opt/model/` made), the labels in its config; loaded into the engine, which receives only
+    the new layer. With check, the image is loaded untagged and tagged ref only once
+    check(image ID) returns; when it raises, an image this build loaded is removed again and
+    ref keeps whatever it named before. Its blobs are cached for a push; the image ID."""
     from mlrig.adapters import docker_archive
 
     base = base_config(base_id)
     layer = image_layer.model_layer(model_ctx / "model", model_ctx / "layer.tar.gz")
     config = image_layer.image_config(base, layer, labels, base_id)
     base_layers = len(json.loads(base)["rootfs"]["diff_ids"])
-    archive = model_ctx / "load.tar"
-    docker_archive.load(image_layer.write_load_archive(archive, config, base_layers, layer, ref))
-    archive.unlink()
     image_id = image_layer.sha256(config)
+    existed = docker_adapter.image_info(image_id) is not None
+    archive = model_ctx / "load.tar"
+    load_as = None if check else ref
+    docker_archive.load(
+        image_layer.write_load_archive(archive, config, base_layers, layer, load_as)
+    )
+    archive.unlink()
+    if check is not None:
+        if docker_adapter.image_info(image_id) is None:
+            raise RemoteError(f"the engine did not load the image {image_id[:19]}")
+        try:
+            check(image_id)
+        except BaseException:
+            if not existed:
+                docker_adapter.remove_image(image_id)
+            raise
+        repository, tag = ref.rsplit(":", 1)
+        docker_adapter.tag_image(image_id, repository, tag)
     info = docker_adapter.image_info(ref)
     if info is None or info.id != image_id:
         raise RemoteError(f"the engine did not load {ref} as {image_id[:19]}")
@@ -270,7 +343,7 @@ def build(
         uri = model_uri or default_model_uri(repo or Path.cwd())
         progress(f"downloading {uri}")
         in_repo = repo or (Path.cwd() if (Path.cwd() / ANSWERS_FILE).exists() else None)
-        prov, plan = prepare_context(uri, Path(tmp), in_repo, base)
+        prov, plan, request = prepare_context(uri, Path(tmp), in_repo, base)
         ref = tag or serving_model.default_tag(prov.model_name, prov.model_version, prov.run_id)
         if ":" not in ref.rsplit("/", 1)[-1]:
             ref += ":latest"
@@ -290,13 +363,22 @@ def build(
             on_chunk=show,
         )
         progress(f"building {ref} on the serving base {base_id[7:19]}")
+
+        def prove(image_id: str) -> None:
+            progress(
+                f"starting {image_id[7:19]} once: it must load the model and answer "
+                + (request.source if request else "/ping (the model has no example or signature)")
+            )
+            smoke.check(image_id, ref, request)
+
         image_id = build_model_image(
             ctx / "model",
             base_id,
             ref=ref,
             labels=prov.labels(__version__, plan.requirements_sha256),
+            check=prove,
         )
-        progress(f"loaded {ref} ({image_id[7:19]}): the model as one layer on the serving base")
+        progress(f"tagged {ref} ({image_id[7:19]}): the model as one layer on the serving base")
     info = docker_adapter.image_info(image_id)
     built = BuiltImage(ref, image_id, info.size if info else 0, prov, time.monotonic() - start)
     image_last_built.remember(built.ref, built.image_id)

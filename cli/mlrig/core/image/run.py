@@ -124,13 +124,12 @@ def _example(container: str) -> bytes:
     return example
 
 
-def smoke_check(url: str, example: bytes) -> list[Any]:
-    """POST the model's own input example; the answer must be one prediction per row."""
+def smoke_check(url: str, example: bytes, what: str = "its own input example") -> list[Any]:
+    """POST the model's own input example (what: how to name the body in an error); the
+    answer must be one prediction per row."""
     resp = http.post(f"{url}/invocations", example, content_type="application/json", timeout=30)
     if resp.status != 200:
-        raise ServiceError(
-            f"the model answered {resp.status} to its own input example: {resp.text[:200]}"
-        )
+        raise ServiceError(f"the model answered {resp.status} to {what}: {resp.text[:200]}")
     try:
         preds = resp.json().get("predictions")
     except (ValueError, AttributeError):  # not JSON, or JSON that is not an object

@@ -125,14 +125,17 @@ def image_config(base_config: bytes, layer: Layer, labels: dict[str, str], base_
     return json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
 
 
-def write_load_archive(dest: Path, config: bytes, base_layers: int, layer: Layer, ref: str) -> Path:
+def write_load_archive(
+    dest: Path, config: bytes, base_layers: int, layer: Layer, ref: str | None
+) -> Path:
     """A docker-save archive at dest holding only the config, manifest.json and the new
     layer (streamed from its file): the engine finds the base's layers by chain ID and loads
-    just this one, tagged ref."""
+    just this one, tagged ref (None: untagged, known by its ID alone)."""
     config_name = f"{sha256(config)[7:]}.json"
     new = f"{layer.diff_id[7:]}/layer.tar"
     layers = [f"base-{i}/layer.tar" for i in range(base_layers)] + [new]
-    manifest = json.dumps([{"Config": config_name, "RepoTags": [ref], "Layers": layers}])
+    tags = [ref] if ref else None
+    manifest = json.dumps([{"Config": config_name, "RepoTags": tags, "Layers": layers}])
     with tarfile.open(dest, mode="w") as tar:
         for name, data in ((config_name, config), ("manifest.json", manifest.encode())):
             info = _normalized(tarfile.TarInfo(name), name)

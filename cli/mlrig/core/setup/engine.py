@@ -26,6 +26,13 @@ HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
 # bump when mmdebstrap_argv changes, so machines rebuild an offline base made by an older recipe
 RECIPE_LABEL = "org.mlrig.base-recipe"
 RECIPE_VERSION = "2"
+# The Debian packages the base carries, recorded in their own label: a base lacking one is
+# rebuilt, while a base with more still passes an older mlrig's recipe check. Besides Python:
+# libgomp1, the OpenMP runtime that LightGBM's (and scikit-learn's) wheels link to without
+# bundling it; the serving image takes it from here (docker/serving/mkroot.sh), so a model
+# build installs no system package and needs no Debian mirror.
+PACKAGES = ("python3", "python3-venv", "python3-pip", "ca-certificates", "libgomp1")
+PACKAGES_LABEL = "org.mlrig.base-packages"
 
 
 def dockerd_argv(binary: str) -> list[str]:
@@ -97,7 +104,7 @@ def mmdebstrap_argv(out_tar: Path, suite: str = "bookworm") -> list[str]:
         "mmdebstrap",
         "--variant=minbase",
         "--quiet",
-        "--include=python3,python3-venv,python3-pip,ca-certificates",
+        f"--include={','.join(PACKAGES)}",
         '--aptopt=Acquire::Retries "3"',
     ]
     argv += [f"--dpkgopt=path-exclude={p}" for p in excludes]
@@ -133,6 +140,7 @@ def build_offline_base(
                 "ENV LANG=C.UTF-8",
                 "ENV PYTHONDONTWRITEBYTECODE=1",
                 f"LABEL {RECIPE_LABEL}={RECIPE_VERSION}",
+                f"LABEL {PACKAGES_LABEL}={','.join(PACKAGES)}",
                 'CMD ["python3"]',
             ],
         )
@@ -147,7 +155,11 @@ def _usable(ref: str) -> bool:
     if ref != settings.OFFLINE_BASE_IMAGE:
         return True
     info = docker_adapter.image_info(ref)
-    return info is not None and info.labels.get(RECIPE_LABEL) == RECIPE_VERSION
+    return (
+        info is not None
+        and info.labels.get(RECIPE_LABEL) == RECIPE_VERSION
+        and info.labels.get(PACKAGES_LABEL) == ",".join(PACKAGES)
+    )
 
 
 def find_base_image() -> str | None:

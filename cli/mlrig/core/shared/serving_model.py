@@ -39,6 +39,13 @@ _PIN = re.compile(
 )
 
 
+# CPU-only builds of packages whose default wheel pulls GPU libraries into every install:
+# xgboost's manylinux wheels (2.0 on) depend on nvidia-nccl-cu12 (~490 MB, loaded only for
+# multi-GPU training); xgboost-cpu is the same package built without it, published from
+# 2.1.1 on under the same import name. {name: (cpu-only name, first version it exists for)}
+CPU_ONLY_WHEELS = {"xgboost": ("xgboost-cpu", (2, 1, 1))}
+
+
 def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -69,6 +76,21 @@ def parse_pinned(text: str, source: str = "requirements.txt") -> list[tuple[str,
 def host_pin(package: str) -> str:
     """`package==version` as installed next to mlrig (the versions that saved the model)."""
     return f"{package}=={metadata.version(package)}"
+
+
+def _release(version: str) -> tuple[int, ...]:
+    parts = re.match(r"^\d+(\.\d+)*", version)
+    return tuple(int(n) for n in parts[0].split(".")) if parts else ()
+
+
+def cpu_only(line: str, name: str) -> str:
+    """The pin of the CPU-only build when the package has one for that version (the serving
+    image has no GPU), else the line as is."""
+    swap = CPU_ONLY_WHEELS.get(name)
+    match = _PIN.match(line)
+    if not swap or not match or _release(match["version"]) < swap[1]:
+        return line
+    return f"{swap[0]}=={match['version']}"
 
 
 @dataclass(frozen=True)
@@ -119,7 +141,7 @@ def plan(mlmodel: dict[str, Any], requirements_text: str) -> ServingPlan:
         and (columns is not None or not mlmodel.get("signature"))
     )
     spec: dict[str, Any] = {"mlflow_version": mlflow_version, "input_columns": columns}
-    reqs = [line for line, name in pins if name not in ("mlflow", "mlflow-skinny")]
+    reqs = [cpu_only(line, name) for line, name in pins if name not in ("mlflow", "mlflow-skinny")]
     have = {name for _, name in pins}
     if fast:
         fmt = sk.get("serialization_format") or "cloudpickle"

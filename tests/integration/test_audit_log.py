@@ -155,6 +155,7 @@ def test_an_upload_served_by_the_asgi_route_is_logged_and_its_body_arrives_whole
         timeout=30,
     )
     assert refused.status_code == 401
+
     # `start` has 2 ms of slack for the log's ms timestamps, so the runs/create line just
     # before can fall inside it: this test judges the artifact route's lines only
     def uploads() -> list[AuditEntry]:

@@ -1,7 +1,8 @@
-"""mlrig's public API: everything a repository made by `mlrig init` may call, nothing else.
+"""mlrig's public API: everything a repository made (or adopted) by `mlrig init` may call,
+nothing else.
 
-Generated repos import only this module (their `tracking.py` does), so mlrig's internals
-can move freely. Names here keep their meaning and signatures across mlrig releases; a
+Generated repos import only this module (their `tracking.py` does), and so does an adopted
+repository's own training script (`log_provenance`), so mlrig's internals can move freely. Names here keep their meaning and signatures across mlrig releases; a
 change to them is a change to the template contract (pipeline/VERSION).
 """
 

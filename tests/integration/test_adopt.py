@@ -266,3 +266,22 @@ def test_a_run_with_no_git_tag_at_all_is_one_line(adopted: dict) -> None:
         f"error: run {run_id} has no git tag at all (no mlflow.source.git.commit, no image "
         "label): nothing links it to code"
     )
+
+
+def test_image_build_and_push_work_on_it(adopted: dict, base_image: str) -> None:
+    """Inside the adopted repository, `image build` takes the project's latest version (the
+    answers file names it) and labels it with the run's commit; trace follows the pushed
+    image back to that run."""
+    repo, env = adopted["repo"], adopted["env"]
+    built = mlrig(repo, env, "image", "build")
+    assert built.returncode == 0, built.stderr
+    assert f"from models:/{PROJECT}/1" in " ".join(built.stdout.split())
+    pushed = mlrig(repo, env, "image", "push")  # the image just built
+    assert pushed.returncode == 0, pushed.stderr
+    reference = pushed.stdout.strip().splitlines()[-1]
+    proc = mlrig(repo, env, "trace", reference, "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["model"]["name"] == PROJECT and record["model"]["version"] == "1"
+    assert record["code"]["restore_point"]["sha"] == adopted["lock_commit"]
+    assert record["code"]["restorable"]

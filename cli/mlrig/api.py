@@ -2,8 +2,9 @@
 nothing else.
 
 Generated repos import only this module (their `tracking.py` does), and so does an adopted
-repository's own training script (`log_provenance`), so mlrig's internals can move freely. Names here keep their meaning and signatures across mlrig releases; a
-change to them is a change to the template contract (pipeline/VERSION).
+repository's own training script (`log_provenance`), so mlrig's internals can move freely.
+Names here keep their meaning and signatures across mlrig releases; a change to them is a
+change to the template contract (pipeline/VERSION).
 """
 
 from __future__ import annotations

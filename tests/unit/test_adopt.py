@@ -158,3 +158,16 @@ def test_the_commit_comes_from_mlflow_or_the_image_and_must_be_a_full_sha() -> N
     assert _degraded.commit_of({}, {p.LABEL_GIT_COMMIT: sha}) == sha
     assert _degraded.commit_of({p.TAG_GIT_COMMIT: "HEAD"}, {}) is None
     assert _degraded.commit_of({p.TAG_GIT_COMMIT: "--upload-pack=x"}, {}) is None
+
+
+def test_monitor_takes_no_reference_from_data_the_run_did_not_record() -> None:
+    from mlrig.core.monitor import _reference
+
+    remote = p.DvcRemoteRecord(name="storage", url="/r")
+    record = _record(commit="d" * 40)
+    record.data = [
+        p.DataRecord(path="data/data.csv", md5="1", role="dep", remote=remote, source="dvc.lock")
+    ]
+    assert _reference.candidates(record) == []
+    record.data[0].source = "run"
+    assert [d.path for d in _reference.candidates(record)] == ["data/data.csv"]

@@ -1505,3 +1505,40 @@ def log_flavor(flavor: str, registered: str) -> tuple[str, Any]:
     a run); (its models:/ URI, rows to ask it)."""
     info, rows = ZOO[flavor](registered)
     return f"models:/{registered}/{info.registered_model_version}", rows
+
+
+GETTING_STARTED = REPO_ROOT / "tests" / "fixtures" / "getting_started"
+
+
+def getting_started_data(rows: int = 240, seed: int = 7) -> str:
+    """A small table whose label depends on its columns, the same bytes on every machine."""
+    import random
+
+    rng = random.Random(seed)
+    lines = ["x1,x2,x3,x4,label"]
+    for _ in range(rows):
+        x = [round(rng.gauss(0, 1), 4) for _ in range(4)]
+        label = int(x[0] + 0.5 * x[1] - 0.3 * x[2] + rng.gauss(0, 0.5) > 0)
+        lines.append(",".join([*map(str, x), str(label)]))
+    return "\n".join(lines) + "\n"
+
+
+def getting_started_repo(root: Path, env: dict[str, str], *, dvc: bool = True) -> Path:
+    """A team's repository shaped like DVC's example-get-started, as it is before mlrig:
+    git (and, with dvc, DVC with data/data.csv added, no remote) with one or two commits."""
+    shutil.copytree(GETTING_STARTED, root, ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "data").mkdir()
+    (root / "data" / "data.csv").write_text(getting_started_data())
+    sh(root, "git", "init", "-q", "-b", "main", env=env)
+    if not dvc:
+        sh(root, "git", "add", "--all", env=env)
+        sh(root, "git", "commit", "-qm", "our project", env=env)
+        return root
+    sh(root, "git", "add", "--", "README.md", "params.yaml", "dvc.yaml", "src", env=env)
+    sh(root, "git", "commit", "-qm", "our pipeline", env=env)
+    sh(root, "dvc", "init", "-q", env=env)
+    sh(root, "dvc", "config", "core.analytics", "false", env=env)
+    sh(root, "dvc", "add", "-q", "data/data.csv", env=env)
+    sh(root, "git", "add", "--all", env=env)
+    sh(root, "git", "commit", "-qm", "our data, tracked by DVC", env=env)
+    return root

@@ -1,8 +1,10 @@
-"""mlrig's public API: everything a repository made by `mlrig init` may call, nothing else.
+"""mlrig's public API: everything a repository made (or adopted) by `mlrig init` may call,
+nothing else.
 
-Generated repos import only this module (their `tracking.py` does), so mlrig's internals
-can move freely. Names here keep their meaning and signatures across mlrig releases; a
-change to them is a change to the template contract (pipeline/VERSION).
+Generated repos import only this module (their `tracking.py` does), and so does an adopted
+repository's own training script (`log_provenance`), so mlrig's internals can move freely.
+Names here keep their meaning and signatures across mlrig releases; a change to them is a
+change to the template contract (pipeline/VERSION).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from mlrig.errors import MlrigError
 
-__all__ = ["MlrigError", "tracking_env"]
+__all__ = ["MlrigError", "log_provenance", "tracking_env"]
 
 
 def tracking_env(
@@ -55,3 +57,23 @@ def tracking_env(
         raise
     except MlrigError as exc:
         raise MlrigError(f"cannot reach stack '{name}': {exc.message}", hint=exc.hint) from exc
+
+
+def log_provenance(
+    stage: str | None = None, *, repo: Path | None = None, run_id: str | None = None
+) -> dict[str, str]:
+    """Record on an MLflow run where it came from, with the same tags the template's train
+    stage writes, so `mlrig trace` and `mlrig checkout` follow it: the git commit (and
+    remote, without credentials), whether the workspace was dirty (and the changed files'
+    MD5), the DVC stage, the hash of each of its deps and outs as dvc.lock records them, the
+    MD5 of its params (and the params themselves, unless the run logged them already).
+
+    Call it inside the run (`with mlflow.start_run():`), after the stage has written its
+    outputs. `stage` defaults to the stage `dvc repro` runs (DVC_STAGE); `repo` to the
+    repository being reproduced (DVC_ROOT) or holding the current directory; `run_id` to
+    the active run. Returns the tags. Raises MlrigError with what to do when there is no
+    run, no such stage or no git repository.
+    """
+    from mlrig.core.provenance import log
+
+    return log.log_provenance(stage, repo=repo, run_id=run_id)

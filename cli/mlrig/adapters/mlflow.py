@@ -341,3 +341,29 @@ def set_auth_password(auth_db: Path, username: str, password: str) -> bool:
         if engine is not None:
             engine.dispose()
     return True
+
+
+def tag_run(run_id: str | None, tags: Mapping[str, str], params: Mapping[str, str]) -> str:
+    """Set tags, and the params the run has not logged yet, on run_id (default: the active
+    run of this process, as `mlflow.start_run()` opened it); return the run's ID. A param
+    the run already has keeps its value (MLflow refuses to change one)."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Param, RunTag
+
+    if run_id is None:
+        active = mlflow.active_run()
+        if active is None:
+            raise UsageError(
+                "no active MLflow run to record provenance on",
+                hint="call it inside `with mlflow.start_run():`, or pass run_id=",
+            )
+        run_id = str(active.info.run_id)
+    try:
+        client = MlflowClient()
+        have = client.get_run(run_id).data.params
+        new = [Param(k, v) for k, v in params.items() if k not in have]
+        client.log_batch(run_id, params=new, tags=[RunTag(k, v) for k, v in tags.items()])
+    except Exception as exc:
+        raise _client_error(exc) from exc
+    return run_id

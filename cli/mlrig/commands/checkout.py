@@ -85,6 +85,14 @@ def checkout(
         for line in result.differences:
             _say(f"[red]differs[/] {escape(line)}")
         raise typer.Exit(1)
+    if target.unverified:  # a run without mlrig's tags: what was verified, and what not
+        data = f"; {len(target.files)} files as its dvc.lock records them" if target.files else ""
+        _say(f"[green]verified[/]: commit {ws.sha[:12]}{data}")
+        for line in (*ws.lacking, *target.unverified):
+            _say(f"[yellow]not verified[/] {escape(line)}")
+        if repro:
+            _say("[yellow]--repro skipped[/]: nothing recorded to compare a re-run with")
+        return
     _say(
         f"[green]identical[/]: {len(target.files)} files, params and `dvc status` match "
         f"run {target.run_id}"

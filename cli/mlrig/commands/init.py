@@ -41,7 +41,13 @@ def _stack_or_ask(stack: str | None, no_input: bool) -> str:
 
 
 def init_cmd(
-    path: Annotated[Path, typer.Argument(help="Directory to create (new or empty).")],
+    path: Annotated[
+        Path,
+        typer.Argument(
+            help="Directory to create (new or empty); with --adopt, the root of the existing "
+            "repository."
+        ),
+    ],
     stack: StackOpt = None,
     name: ProjectNameOpt = None,
     no_input: Annotated[
@@ -77,19 +83,44 @@ def init_cmd(
             "repo starts from a generated temporal example.",
         ),
     ] = False,
+    adopt: Annotated[
+        bool,
+        typer.Option(
+            "--adopt",
+            help="Wire the existing git + DVC repository at PATH to the stack instead: DVC "
+            "remote, machine identity, answers file; one commit of those files, nothing "
+            "else changed.",
+        ),
+    ] = False,
+    dvc_init: Annotated[
+        bool,
+        typer.Option("--dvc", help="With --adopt: run `dvc init` first if PATH has no DVC."),
+    ] = False,
 ) -> None:
     """Create a git + DVC ML repository wired to a stack's DVC remote and MLflow.
 
     It has an ingest → validate → preprocess → train → evaluate pipeline with a champion
     gate, data/feature/smoke tests and a CI workflow; `mlrig update` brings in later
-    template versions.
+    template versions. With --adopt, an existing repository is wired to the stack instead
+    and its training script records provenance with `mlrig.api.log_provenance()`.
     """
     from mlrig.core.bootstrap import init as bootstrap
+    from mlrig.errors import UsageError
 
+    if adopt and force:
+        raise UsageError("--force and --adopt exclude each other", hint="--adopt changes no file")
+    if adopt and temporal:
+        raise UsageError(
+            "--temporal and --adopt exclude each other",
+            hint="--adopt renders no template: it leaves the repository's stages as they are",
+        )
+    if dvc_init and not adopt:
+        raise UsageError("--dvc goes with --adopt", hint="`mlrig init` always runs `dvc init`")
     stack_name = _stack_or_ask(stack, no_input)
+    if adopt:
+        _adopt(path, stack_name, name, github_repo, dvc_init, take_over)
+        return
     if name is None and _interactive(no_input):
-        from mlrig.errors import UsageError
-
         try:
             default: str | None = bootstrap.derive_project_name(path.absolute().name)
         except UsageError:
@@ -117,6 +148,41 @@ def init_cmd(
         console().print(
             f"training logs in as the repository's machine identity {result.identity} "
             "(EDIT on its own experiment and model only)"
+        )
+    if result.identity_problem:
+        err_console().print(f"[yellow]warning:[/] {result.identity_problem}", soft_wrap=True)
+
+
+def _adopt(
+    path: Path, stack: str, name: str | None, github_repo: str, dvc_init: bool, take_over: bool
+) -> None:
+    from mlrig.core.bootstrap import adopt
+
+    with err_console().status(f"adopting {path}"):
+        result = adopt.adopt(
+            path,
+            stack,
+            name=name,
+            github_repo=github_repo,
+            dvc_init=dvc_init,
+            take_over=take_over,
+            progress=_progress,
+        )
+    console().print(
+        f"[green]adopted {result.path}[/] — project [bold]{result.project_name}[/], stack "
+        f"'{result.stack}', DVC remote {result.remote}, commit {result.commit[:10]} "
+        f"({', '.join(result.files)})",
+        soft_wrap=True,
+    )
+    for grant in result.taken_over:
+        console().print(f"- revoked {grant} (taken over)", soft_wrap=True, markup=False)
+    if result.identity:
+        console().print(
+            f"training logs in as {result.identity} (EDIT on experiment and model "
+            f"{result.project_name} only): log runs to experiment {result.project_name}, "
+            f"register model {result.project_name}, and call mlrig.api.log_provenance() "
+            "in the training script's run",
+            soft_wrap=True,
         )
     if result.identity_problem:
         err_console().print(f"[yellow]warning:[/] {result.identity_problem}", soft_wrap=True)

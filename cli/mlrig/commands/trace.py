@@ -119,7 +119,11 @@ def render(record: ProvenanceRecord) -> None:
         dirty = f"uncommitted when run: {changed} (the restore point holds them)"
     else:
         dirty = f"[yellow]dirty: {changed}[/]"
+    if record.missing:  # no mlrig tags: nothing recorded the workspace's state
+        dirty = "[yellow]unknown[/]"
     rows.append(("commit", f"{escape(code.commit or '?')}  {dirty}"))
+    if code.source_name:
+        rows.append(("source", escape(code.source_name)))
     if code.remote:
         rows.append(("remote", escape(code.remote)))
     if code.exp_name:
@@ -132,7 +136,8 @@ def render(record: ProvenanceRecord) -> None:
     for name, url in dict.fromkeys((d.remote.name, d.remote.url) for d in record.data if d.remote):
         rows.append(("dvc remote", f"{escape(name)}: {escape(url)}"))
     for item in record.data:
-        rows.append((f"data {item.role}", f"{escape(item.md5)}  {escape(item.path)}"))
+        known = "  (dvc.lock at the commit)" if item.source == "dvc.lock" else ""
+        rows.append((f"data {item.role}", f"{escape(item.md5)}  {escape(item.path)}{known}"))
     if record.windows:
         w = record.windows
         rows.append(
@@ -158,6 +163,19 @@ def render(record: ProvenanceRecord) -> None:
         )
     for line in record.refused:
         out.print(f"[red]refused:[/] {escape(line)}", soft_wrap=True)
+    for gap in record.missing:
+        out.print(f"[yellow]missing:[/] {escape(gap.link)} — {escape(gap.how)}", soft_wrap=True)
+    if record.missing and point:
+        target = (
+            f"models:/{record.model.name}/{record.model.version}"
+            if record.model
+            else f"runs:/{run.id}"
+        )
+        out.print(
+            f"[yellow]partly restorable:[/] mlrig checkout {escape(target)} (the commit and "
+            "the data its dvc.lock records, unverified against the run)",
+            soft_wrap=True,
+        )
     if record.restore_command:
         out.print(
             f"[green]restorable bit for bit:[/] {escape(record.restore_command)}", soft_wrap=True

@@ -12,6 +12,7 @@ from mlrig import contract
 from mlrig.adapters import copier, git
 from mlrig.core.bootstrap._render import checked_stack_answers, identity_answer
 from mlrig.core.bootstrap._template import packaged_template, template_changes, template_repo
+from mlrig.core.bootstrap.adopt import ADOPTED_KEY
 from mlrig.core.bootstrap.repo import configure_remote
 from mlrig.core.shared.names import ANSWERS_RESTORE_HINT, load_answers
 from mlrig.core.shared.progress import Progress
@@ -48,6 +49,13 @@ def read_answers(root: Path) -> dict[str, Any]:
             hint="run `mlrig update` inside one",
         )
     data = load_answers(file, required=("project_name", "stack"))
+    if data.get(ADOPTED_KEY):
+        raise UsageError(
+            f"{root} was adopted (`mlrig init --adopt`), not made from the template: "
+            "there is no template to update",
+            hint=f"to wire it to another stack, remove {ANSWERS_FILE} in a commit and adopt "
+            "it again",
+        )
     if "_commit" not in data or "_src_path" not in data:
         raise ConfigError(
             f"{file} has no template reference (_commit/_src_path)", hint=ANSWERS_RESTORE_HINT

@@ -39,8 +39,14 @@ class Reference:
 def candidates(record: ProvenanceRecord) -> list[DataRecord]:
     """The run's DVC-stored input tables. Without the repository (no commit found to read
     .dvc/config and dvc.lock from) trace cannot tell DVC's files from git's: then every input
-    table is a candidate, looked up by md5 on the stack's remote all the same."""
-    tables = [d for d in record.data if d.role == "dep" and PurePosixPath(d.path).suffix in TABLES]
+    table is a candidate, looked up by md5 on the stack's remote all the same. Only what the
+    run itself recorded counts: a run without mlrig's tags lists its commit's dvc.lock data,
+    which nothing proves it trained on."""
+    tables = [
+        d
+        for d in record.data
+        if d.source == "run" and d.role == "dep" and PurePosixPath(d.path).suffix in TABLES
+    ]
     if all(d.remote is None for d in record.data):
         return tables
     return [d for d in tables if d.remote is not None]

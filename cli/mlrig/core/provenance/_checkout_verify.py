@@ -33,6 +33,30 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+def dir_md5(folder: Path) -> str:
+    """The hash DVC 3 records for a folder: the MD5 of its sorted JSON listing of
+    {md5, relpath} per file, with `.dir` appended."""
+    entries = sorted(
+        (
+            {"md5": file_md5(f), "relpath": f.relative_to(folder).as_posix()}
+            for f in folder.rglob("*")
+            if f.is_file()
+        ),
+        key=lambda e: e["relpath"],
+    )
+    listing = json.dumps(entries, sort_keys=True).encode()
+    return hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"
+
+
+def path_md5(path: Path) -> str | None:
+    """A file's or folder's hash as dvc.lock records it; None when neither exists."""
+    if path.is_file():
+        return file_md5(path)
+    if path.is_dir():
+        return dir_md5(path)
+    return None
+
+
 def inside(root: Path, path: str) -> Path | None:
     """root/path when it is a file or folder inside root, symbolic links followed; None when
     path is absolute or leads out (a recorded path or a restored commit's link)."""
@@ -116,9 +140,9 @@ def differences(
         full = inside(root, path)
         if full is None:
             lines.append(f"{path}: not a path inside the workspace, not read")
-        elif not full.is_file():
+        elif (have := path_md5(full)) is None:
             lines.append(f"{path}: missing (the run recorded md5 {want})")
-        elif (have := file_md5(full)) != want:
+        elif have != want:
             lines.append(f"{path}: md5 {have}, the run recorded {want}")
     if params:
         try:
@@ -128,7 +152,7 @@ def differences(
         else:
             if have != params:
                 lines.append(f"params of stage {stage}: md5 {have}, the run recorded {params}")
-    return lines + _status_lines(dvc.status(root))
+    return lines + (_status_lines(dvc.status(root)) if dvc.is_repo(root) else [])
 
 
 # -- --repro -------------------------------------------------------------------------------

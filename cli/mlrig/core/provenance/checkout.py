@@ -20,6 +20,7 @@ from mlrig.contract import StackOutputs
 from mlrig.core.provenance import _checkout_verify as checkout_verify
 from mlrig.core.provenance import _inputs as provenance_input
 from mlrig.core.provenance import record as p
+from mlrig.core.provenance.record import RestorePoint
 from mlrig.core.shared.progress import Progress, no_progress
 from mlrig.errors import Conflict, MlrigError, ServiceError
 
@@ -41,6 +42,9 @@ class Target:
     params_md5: str | None = None
     stage: str = p.TRAIN_STAGE
     label: str | None = None  # default folder name: <model>-v<version>
+    # a run without mlrig's tags: restore its commit and what that commit's dvc.lock records,
+    # and say what cannot be verified against the run (one line each)
+    unverified: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class Workspace:
     source: Path | None  # the repository it is a worktree of; None for a clone
     remote: str | None  # what was cloned
     pulled: int  # files fetched from the DVC remote
+    lacking: tuple[str, ...] = ()  # what an unverified checkout could not restore
 
 
 def default_into(label: str, start: Path | None = None) -> Path:
@@ -151,11 +156,17 @@ def _wire_remote(root: Path, source: Path | None, outputs: StackOutputs) -> None
     dvc.set_local_remote(root, outputs.dvc_remote.url, remote_local_options(outputs))
 
 
-def _pull(root: Path, target: Target, env: Mapping[str, str], where: str) -> int:
+def _pull(root: Path, target: Target, env: Mapping[str, str], where: str) -> tuple[int, list[str]]:
+    """(files fetched, what could not be restored): a missing file fails a verified run's
+    checkout; for an unverified one it is a line of the report."""
     from mlrig.core.stack.env import temporary_env
 
+    if target.unverified and not dvc.is_repo(root):
+        return 0, ["data: the commit has no DVC repository (.dvc/), nothing to pull"]
     with temporary_env(env):
         fetched, missing = dvc.pull(root)
+    if missing and target.unverified:
+        return fetched, [f"data: the DVC remote {where} has no copy of {m}" for m in missing]
     if missing:
         shown = [f"{m} (md5 {target.files[m]})" if m in target.files else m for m in missing]
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
@@ -164,7 +175,7 @@ def _pull(root: Path, target: Target, env: Mapping[str, str], where: str) -> int
             f"run {target.run_id} cannot be restored",
             hint="`dvc push` from a workspace that still has the data",
         )
-    return fetched
+    return fetched, []
 
 
 def restore(
@@ -188,10 +199,12 @@ def restore(
             sha = target.sha
         else:
             sha = _clone(into, target, progress)
-        _wire_remote(into, source, outputs)
+        if dvc.is_repo(into):
+            _wire_remote(into, source, outputs)
         progress(f"pulling data from {outputs.dvc_remote.url}")
-        pulled = _pull(into, target, env, outputs.dvc_remote.url)
-    return Workspace(into, sha, source, None if source else target.git_remote, pulled)
+        pulled, lacking = _pull(into, target, env, outputs.dvc_remote.url)
+    remote = None if source else target.git_remote
+    return Workspace(into, sha, source, remote, pulled, tuple(lacking))
 
 
 @dataclass(frozen=True)
@@ -214,7 +227,16 @@ def target_of(record: p.ProvenanceRecord) -> Target:
             hint="nothing was checked out; `mlrig trace` lists every refused value",
         )
     point = code.restore_point
-    if point is None and not code.remote or point is not None and not code.restorable:
+    unverified = tuple(f"{gap.link}: {gap.how}" for gap in record.missing)
+    if unverified and code.commit:
+        if point is None and not code.remote:
+            raise NotRestorable(
+                f"no repository here holds commit {code.commit[:12]} of run {run.id}, and the "
+                "run records no git remote to clone",
+                hint="run this inside a clone of the project or pass --repo DIR",
+            )
+        point = RestorePoint(sha=code.commit, found_by="commit-tag")  # the commit, unverified
+    elif point is None and not code.remote or point is not None and not code.restorable:
         raise NotRestorable(code.reason or f"run {run.id} cannot be restored")
     model = record.model
     # a folder name: only a model name and version as MLflow makes them (no '/', no '..')
@@ -233,6 +255,7 @@ def target_of(record: p.ProvenanceRecord) -> Target:
         params_md5=code.params_md5,
         stage=run.tags.get(p.TAG_STAGE, p.TRAIN_STAGE),
         label=label,
+        unverified=unverified,
     )
 
 

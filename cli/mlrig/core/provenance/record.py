@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 # -- run tags written by the generated repo's train stage -------------------------------------
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_SOURCE_NAME = "mlflow.source.name"  # MLflow's own: the script or notebook that ran
+TAG_MLFLOW_REPO_URL = "mlflow.source.git.repoURL"  # MLflow's own: the origin, when it knew one
 TAG_GIT_REMOTE = "mlrig.git.remote"
 TAG_GIT_DIRTY = "mlrig.git.dirty"
 TAG_DIRTY_FILES = "mlrig.git.dirty_files"  # JSON {path: md5 | "deleted"}
@@ -56,7 +58,7 @@ LABEL_GIT_DIRTY = "io.mlrig.git.dirty"
 LABEL_EXP_NAME = "io.mlrig.exp.name"
 LABEL_EXP_REF = "io.mlrig.exp.ref"
 
-FoundBy = Literal["exp-ref", "run-file", "model-and-deps"]
+FoundBy = Literal["exp-ref", "run-file", "model-and-deps", "outs-and-deps", "commit-tag"]
 
 
 class _Model(BaseModel):
@@ -118,6 +120,9 @@ class CodeRecord(_Model):
     restore_point: RestorePoint | None = None
     restorable: bool = False
     reason: str | None = Field(default=None, description="why it is not restorable bit for bit")
+    source_name: str | None = Field(
+        default=None, description="MLflow's mlflow.source.name: the script or notebook that ran"
+    )
 
 
 class WindowsRecord(_Model):
@@ -145,6 +150,18 @@ class DataRecord(_Model):
     remote: DvcRemoteRecord | None = Field(
         default=None, description="the DVC remote holding it; None for files git holds"
     )
+    source: Literal["run", "dvc.lock"] = Field(
+        default="run",
+        description="run: the run's own tags; dvc.lock: what the lock at the run's commit "
+        "records (a run without mlrig's tags: nothing proves it read these)",
+    )
+
+
+class MissingLink(_Model):
+    """A link of the chain a run or image does not record, and what would supply it."""
+
+    link: str
+    how: str
 
 
 class ServingRecord(_Model):
@@ -185,6 +202,11 @@ class ProvenanceRecord(_Model):
     refused: list[str] = Field(
         default_factory=list,
         description="run tags and image labels mlrig did not act on, one line each, and why",
+    )
+    missing: list[MissingLink] = Field(
+        default_factory=list,
+        description="links nothing records (a run without mlrig's provenance tags), each with "
+        "what would supply it; empty for a run the pipeline or mlrig.api.log_provenance tagged",
     )
 
     def summary(self) -> str:

@@ -118,6 +118,10 @@ def match(lock_text: bytes | None, tags: Mapping[str, str]) -> FoundBy | None:
     same_inputs = all(deps.get(path) == md5 for path, md5 in want_deps.items())
     if model and outs.get(p.MODEL_FILE) == model and want_deps and same_inputs:
         return "model-and-deps"
+    # a team's own stage (mlrig.api.log_provenance): every output and input it recorded
+    same_outputs = all(outs.get(path) == md5 for path, md5 in want_outs.items())
+    if not model and not run_file and want_outs and want_deps and same_outputs and same_inputs:
+        return "outs-and-deps"
     return None
 
 
@@ -140,7 +144,7 @@ def find_restore_point(repo: Path, tags: Mapping[str, str]) -> RestorePoint | No
     candidates = list(dict.fromkeys([*git.log_path(repo, lock), *exps.values()]))
     locks = git.show_files(repo, [f"{sha}:{lock}" for sha in candidates])
     found = [(sha, match(locks[f"{sha}:{lock}"], tags)) for sha in candidates]
-    for wanted in ("run-file", "model-and-deps"):
+    for wanted in ("run-file", "model-and-deps", "outs-and-deps"):
         for sha, how in found:
             if how == wanted:
                 return RestorePoint(sha=sha, found_by=how, ref=ref_of.get(sha))

@@ -128,7 +128,7 @@ def _images(found: list[ImageRecord], mv: ModelVersion | None) -> list[ImageReco
     return out
 
 
-def _storage(repo: Path | None, sha: str | None) -> tuple[DvcRemoteRecord | None, set[str] | None]:
+def storage(repo: Path | None, sha: str | None) -> tuple[DvcRemoteRecord | None, set[str] | None]:
     """The DVC remote holding the data (the default remote of .dvc/config at the commit,
     else in the working tree) and the paths DVC stores (stage outputs; the rest is in git)."""
     from mlrig.adapters import dvc
@@ -157,6 +157,7 @@ def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> Pr
     rest, outputs = connect(stack, where)
     images: list[ImageRecord] = []
     refused: list[Refused] = []
+    labels: dict[str, str] = {}
     mv: ModelVersion | None = None
     run_id = parsed.run_id
     if parsed.kind == "model" and parsed.name:
@@ -184,10 +185,45 @@ def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> Pr
     run = rest.run(run_id)
     if mv is None and parsed.kind == "run":
         mv = _model_of_run(rest, run_id)
-    if not resolve.has_provenance(run.tags):
-        what = f"model version {mv.version} of {mv.name}" if mv else f"run {run_id}"
-        raise MlrigError(f"{what} has no provenance tags (was it trained by the pipeline?)")
+    if not resolve.has_provenance(run.tags):  # not made by the pipeline nor log_provenance
+        from mlrig.core.provenance import _degraded
+
+        return _degraded.record(
+            ref,
+            run_record(rest, run, mv),
+            model_record(mv),
+            _images(images, mv),
+            where,
+            refused,
+            labels,
+        )
     return assemble(ref, rest, run, mv, _images(images, mv), where, refused)
+
+
+def model_record(mv: ModelVersion | None) -> ModelRecord | None:
+    if mv is None:
+        return None
+    return ModelRecord(name=mv.name, version=mv.version, aliases=list(mv.aliases), tags=mv.tags)
+
+
+def run_record(rest: MlflowRest, run: Run, mv: ModelVersion | None) -> RunRecord:
+    """The run as MLflow returned it, with who logged it and whether that was the
+    repository's machine identity."""
+    experiment = rest.experiment_name(run.experiment_id) if run.experiment_id else None
+    user = provenance_input.printable(run.tags.get(provenance_input.TAG_USER))
+    project = mv.name if mv else experiment
+    identity = machine_user(project) if project else None
+    return RunRecord(
+        id=run.id,
+        experiment_id=run.experiment_id,
+        experiment=experiment,
+        params=run.params,
+        metrics=run.metrics,
+        tags=run.tags,
+        recorded_by=user,
+        repository_identity=identity,
+        recorded_by_repository_identity=provenance_input.repository_identity_of(user, identity),
+    )
 
 
 def assemble(
@@ -209,7 +245,7 @@ def assemble(
     if refused:
         reason = provenance_input.refused_reason(run.id, refused)
     restorable = found.restorable and not refused
-    remote, in_dvc = _storage(searched, point.sha if point else None)
+    remote, in_dvc = storage(searched, point.sha if point else None)
     data = [
         DataRecord(
             path=path,
@@ -225,28 +261,12 @@ def assemble(
         for k, v in tags.items()
         if k.startswith(p.TAG_TEMPORAL_PREFIX)
     }
-    experiment = rest.experiment_name(run.experiment_id) if run.experiment_id else None
     target = f"models:/{mv.name}/{mv.version}" if mv else f"runs:/{run.id}"
-    user = provenance_input.printable(run.tags.get(provenance_input.TAG_USER))
-    project = mv.name if mv else experiment
-    identity = machine_user(project) if project else None
     return ProvenanceRecord(
         ref=ref,
         images=images,
-        model=ModelRecord(name=mv.name, version=mv.version, aliases=list(mv.aliases), tags=mv.tags)
-        if mv
-        else None,
-        run=RunRecord(
-            id=run.id,
-            experiment_id=run.experiment_id,
-            experiment=experiment,
-            params=run.params,
-            metrics=run.metrics,
-            tags=run.tags,
-            recorded_by=user,
-            repository_identity=identity,
-            recorded_by_repository_identity=provenance_input.repository_identity_of(user, identity),
-        ),
+        model=model_record(mv),
+        run=run_record(rest, run, mv),
         code=CodeRecord(
             commit=tags.get(p.TAG_GIT_COMMIT),
             remote=tags.get(p.TAG_GIT_REMOTE),
@@ -259,6 +279,7 @@ def assemble(
             restore_point=point,
             restorable=restorable,
             reason=reason,
+            source_name=provenance_input.printable(tags.get(p.TAG_SOURCE_NAME)),
         ),
         data=data,
         windows=WindowsRecord(**windows) if windows else None,

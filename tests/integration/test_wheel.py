@@ -1,9 +1,11 @@
 """Issue 34 (1): mlrig as its users get it. The sdist is built from the checkout and the wheel
 from the sdist (`python -m build`, as release.yml does), the wheel is installed into a fresh
 virtual environment outside the checkout, and mlrig runs from it: --version, an offline stack
-plan, and `mlrig init` rendering a repository from the wheel's own template. The README's main
-job from the wheel (`mlrig demo`, ~150 s on a quiet machine) is not repeated here: the e2e
-test runs it from the checkout, and docs/releasing.md records a run from the wheel."""
+plan, `mlrig init` rendering a repository from the wheel's own template, and the README's main
+job (`mlrig demo` on a fresh home, then `mlrig stack down --purge`). The demo drives the Docker
+engine, so the module takes `base_image`: tests/conftest.py then schedules it on the worker
+that owns the engine. Its stack lives in its own home (free ports, containers named by port),
+so it does not meet the e2e demo's."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +250,109 @@ def test_the_generated_step_resolves_mlrig_with_real_pip_or_says_why_in_one_line
         assert proc.returncode == 1 and installed == [], name
         (line,) = proc.stdout.strip().splitlines()
         assert says in line and "ERROR: Could not find a version that satisfies" in line, line
+
+
+# -- the README's main job from the wheel -------------------------------------------------------
+def _newcomer_env(mlrig: Path, home: Path) -> dict[str, str]:
+    """This environment as the e2e's newcomer has it (no MLFLOW_*, AWS_*, MLRIG_* settings), with
+    no virtual environment active and only the wheel venv's bin/ ahead of the system's: the
+    `python` and `dvc` the demo's pipeline runs are the wheel venv's, never the checkout's."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MLFLOW_", "MLRIG_", "AWS_", "PYTHON"))
+        and key not in ("VIRTUAL_ENV", "PATH")
+    }
+    system = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    return env | {"MLRIG_HOME": str(home), "PATH": f"{mlrig.parent}:{system}", "COLUMNS": "200"}
+
+
+def _left_running(docker_engine: Any, home: Path) -> tuple[list[str], list[int]]:
+    """Containers (running or not) carrying a label that names a path under home, and live
+    processes started in home or naming a path under it (as `stack down` finds its own)."""
+    import psutil
+
+    base = str(home.resolve())
+    containers = [
+        str(c.name)
+        for c in docker_engine.containers.list(all=True)
+        if any(v == base or v.startswith(base + "/") for v in (c.labels or {}).values())
+    ]
+    processes = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cwd, args = proc.cwd(), proc.cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+            continue
+        if cwd == base or cwd.startswith(base + "/") or any(base in a for a in args):
+            processes.append(proc.pid)
+    return containers, processes
+
+
+@pytest.fixture(scope="module")
+def demo_from_wheel(
+    installed: Path, base_image: str, docker_engine: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
+    """`mlrig demo` from the wheel's venv on a fresh home, cwd outside the checkout; the stack
+    is purged afterwards from the same wheel if a test has not done it already."""
+    home = tmp_path_factory.mktemp("wheel-newcomer") / ".mlrig"
+    cwd = tmp_path_factory.mktemp("wheel-cwd")
+    env = _newcomer_env(installed, home)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [str(installed), "demo"], env=env, cwd=cwd, capture_output=True, text=True, timeout=1800
+    )
+    seconds = time.monotonic() - started
+    summary_file = home / "demo" / "demo-summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+    try:
+        yield {"proc": proc, "home": home, "cwd": cwd, "env": env, "summary": summary, "s": seconds}
+    finally:
+        if (home / "stacks" / "local").exists():
+            subprocess.run(
+                [str(installed), "stack", "down", "--purge", "--yes"],
+                env=env,
+                cwd=cwd,
+                capture_output=True,
+                timeout=300,
+            )
+
+
+def test_the_readme_main_job_runs_from_the_wheel(demo_from_wheel: dict[str, Any]) -> None:
+    from mlrig.core.demo import demo
+
+    proc = demo_from_wheel["proc"]
+    print(f"mlrig demo from the wheel: {demo_from_wheel['s']:.0f} s")  # shown with -s / -rP
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "mlrig demo: done" in proc.stdout and "Traceback" not in proc.stderr
+    expected = [name for name, _step in demo.steps()]
+    passed = [step["name"] for step in demo_from_wheel["summary"]["steps"]]
+    assert passed == expected  # the summary holds only steps that passed, here all of them
+    ticked = [line for line in proc.stderr.splitlines() if line.startswith("✓ ")]
+    assert len(ticked) == len(expected), proc.stderr[-3000:]
+    log = Path(demo_from_wheel["summary"]["log"])
+    assert log.is_file() and log.is_relative_to(demo_from_wheel["home"])
+    repository = Path(demo_from_wheel["summary"]["facts"]["repository"])
+    assert repository.is_relative_to(demo_from_wheel["home"])  # nothing written to the checkout
+
+
+def test_stack_down_purge_from_the_wheel_leaves_nothing_of_its_home_running(
+    demo_from_wheel: dict[str, Any], installed: Path, docker_engine: Any
+) -> None:
+    home = demo_from_wheel["home"]
+    containers, processes = _left_running(docker_engine, home)
+    assert containers and processes, "the demo left no endpoint container or service running"
+    down = subprocess.run(
+        [str(installed), "stack", "down", "--purge", "--yes"],
+        env=demo_from_wheel["env"],
+        cwd=demo_from_wheel["cwd"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert down.returncode == 0, down.stdout[-2000:] + down.stderr[-2000:]
+    assert "remains:" not in down.stdout, down.stdout
+    assert not (home / "stacks" / "local").exists()
+    assert _left_running(docker_engine, home) == ([], [])

@@ -335,3 +335,64 @@ def test_labels_name_the_experiment_and_dirtiness() -> None:
     assert labels[p.LABEL_GIT_DIRTY] == "false" and labels[p.LABEL_GIT_COMMIT] == "f" * 40
     bare = Provenance("runs:/x/model", None, None, RUN).labels("0.1.0", "sha")
     assert p.LABEL_EXP_NAME not in bare and p.LABEL_GIT_DIRTY not in bare
+
+
+# -- MLflow 3 logged models (models:/m-<id>) ---------------------------------------------------
+LOGGED = "m-" + "0123456789abcdef" * 2
+
+
+def test_a_logged_model_uri_parses_to_its_id_and_malformed_ones_are_refused() -> None:
+    got = trace.parse(f"models:/{LOGGED}", "proj")
+    assert (got.kind, got.logged_id, got.name, got.run_id) == ("logged", LOGGED, None, None)
+    assert p.logged_model_id(f"models:/{LOGGED}/") == LOGGED
+    # a registered model that happens to be named m-… keeps its meaning
+    assert trace.parse("models:/m-abc/3", None).kind == "model"
+    for bad in (
+        "models:/m-" + "0" * 31,
+        "models:/m-" + "0" * 33,
+        "models:/m-" + "G" * 32,
+        f"models:/{LOGGED}/../../etc",
+        f"models:/{LOGGED}?x=1",
+    ):
+        assert p.logged_model_id(bad) is None
+        with pytest.raises(UsageError):
+            trace.parse(bad, "proj")
+
+
+class LoggedRest(StubRest):
+    """A tracking server holding one logged model, logged by a plain MLflow script's run."""
+
+    def __init__(self, source_run: str | None) -> None:
+        self.source_run = source_run
+        self.asked: list[str] = []
+
+    def logged_model_run(self, model_id: str) -> str | None:
+        self.asked.append(model_id)
+        return self.source_run
+
+    def run(self, run_id: str) -> Run:
+        assert run_id == self.source_run
+        return Run(run_id, "1", {"C": "1"}, {"acc": 0.9}, {p.TAG_GIT_COMMIT: "1" * 40})
+
+    def search_model_versions(self, filter_string: str) -> list[ModelVersion]:
+        return []
+
+
+def test_trace_follows_a_logged_model_to_its_source_run(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rest = LoggedRest(RUN)
+    monkeypatch.setattr(trace, "connect", lambda stack, where: (rest, None))
+    record = trace.trace(f"models:/{LOGGED}", repo=repo)
+    assert rest.asked == [LOGGED]
+    assert record.run.id == RUN and record.model is None
+    assert record.code.commit == "1" * 40 and not record.code.restorable
+    assert record.missing  # a plain MLflow run: the links log_provenance would supply
+
+
+def test_a_logged_model_from_no_run_is_one_line(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trace, "connect", lambda stack, where: (LoggedRest(None), None))
+    with pytest.raises(UsageError, match="outside any MLflow run"):
+        trace.trace(f"models:/{LOGGED}", repo=repo)

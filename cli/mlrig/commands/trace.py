@@ -26,8 +26,8 @@ def trace(
         typer.Argument(
             metavar="REF",
             help="endpoint:NAME (what it serves), an image (name:tag, host/repo@sha256:…, "
-            "sha256:…, image ID), models:/NAME/VERSION, models:/NAME@ALIAS, @ALIAS, runs:/ID "
-            "or a run ID.",
+            "sha256:…, image ID), models:/NAME/VERSION, models:/NAME@ALIAS, @ALIAS, "
+            "models:/m-ID (an MLflow 3 logged model), runs:/ID or a run ID.",
         ),
     ],
     json_out: JsonOpt = False,

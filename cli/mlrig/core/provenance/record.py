@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -26,6 +27,17 @@ TAG_OUT_PREFIX = "dvc.out."
 TAG_PARAMS_MD5 = "mlrig.params.md5"
 TAG_REPRO_OF = "mlrig.repro_of"
 REPRO_OF_ENV = "MLRIG_REPRO_OF"
+
+# -- MLflow 3 logged models: `mlflow.<flavor>.log_model` returns models:/m-<32 hex> -----------
+# the one place the id's form is checked before it reaches a URL or a download
+LOGGED_MODEL_URI = re.compile(r"^models:/(?P<id>m-[0-9a-f]{32})/?$")
+
+
+def logged_model_id(uri: str) -> str | None:
+    """The id of an MLflow 3 logged-model URI (models:/m-<32 hex>), None for any other URI."""
+    m = LOGGED_MODEL_URI.fullmatch(uri.strip())
+    return m["id"] if m else None
+
 
 # -- model-version tags -------------------------------------------------------------------------
 # set on a version whose retrain was undone (an interrupted or failed run): no commit restores

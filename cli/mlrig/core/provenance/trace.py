@@ -176,6 +176,8 @@ def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> Pr
         if mv is None and name and version:
             mv = rest.model_version(name, version)
         run_id = found.labels.get(p.LABEL_RUN_ID)
+        if mv is None and not run_id:
+            return trace_image.unlabelled(ref, found)
     elif parsed.kind == "logged" and parsed.logged_id:
         run_id = rest.logged_model_run(parsed.logged_id)
         if not run_id:

@@ -285,3 +285,26 @@ def test_image_build_and_push_work_on_it(adopted: dict, base_image: str) -> None
     assert record["model"]["name"] == PROJECT and record["model"]["version"] == "1"
     assert record["code"]["restore_point"]["sha"] == adopted["lock_commit"]
     assert record["code"]["restorable"]
+
+
+def test_a_plain_mlflow3_logged_model_is_traced_without_registering(adopted: dict) -> None:
+    """`mlflow.pyfunc.log_model` in MLflow 3 answers models:/m-<id>: trace follows that URI
+    through MLflow's logged-model API to the run and its commit, registered or not."""
+    import mlflow
+
+    class Doubler(mlflow.pyfunc.PythonModel):
+        def predict(self, context: Any, model_input: Any, params: Any = None) -> Any:
+            return model_input * 2
+
+    mlflow.set_experiment("foreign")
+    with mlflow.start_run(tags={"mlflow.source.git.commit": adopted["lock_commit"]}) as run:
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=Doubler(), pip_requirements=["mlflow"]
+        )
+    assert info.model_uri.startswith("models:/m-")
+    proc = mlrig(adopted["repo"], adopted["env"], "trace", info.model_uri, "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["run"]["id"] == run.info.run_id
+    assert record["code"]["commit"] == adopted["lock_commit"]
+    assert record["ref"] == info.model_uri

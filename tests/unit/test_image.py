@@ -292,3 +292,41 @@ def test_an_unreachable_tracking_server_is_one_line(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
     with pytest.raises(ServiceError, match="unreachable"):
         image_model.describe("models:/m/3")
+
+
+def test_a_logged_model_uri_is_built_from_its_source_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    logged = "m-" + "0123456789abcdef" * 2
+    asked: list[tuple[str, str]] = []
+
+    def source_run(model_id: str, *, uri: str) -> str:
+        asked.append((model_id, uri))
+        return "f" * 32
+
+    monkeypatch.setattr(mlflow_adapter, "logged_model_run", source_run)
+    assert image_model.check_uri(f"models:/{logged}") == f"models:/{logged}"
+    assert image_model.describe(f"models:/{logged}") == (None, None, "f" * 32)
+    assert asked == [(logged, f"models:/{logged}")]
+    with pytest.raises(UsageError, match="m- and 32 hex digits"):
+        image_model.describe("models:/m-" + "0" * 31)
+    assert len(asked) == 1  # a malformed id never reaches the server
+
+
+def test_the_logged_model_read_asks_mlflows_logged_models_api(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Answer:
+        status_code = 200
+
+        def json(self) -> dict:
+            return {"model": {"info": {"model_id": "m-1", "source_run_id": "e" * 32}}}
+
+    seen: list[tuple[str, str]] = []
+
+    def request(method: str, url: str, **_kw: object) -> Answer:
+        seen.append((method, url))
+        return Answer()
+
+    rest = MlflowRest("http://127.0.0.1:9")
+    monkeypatch.setattr(rest.session, "request", request)
+    assert rest.logged_model_run("m-" + "1" * 32) == "e" * 32
+    assert seen == [("GET", "http://127.0.0.1:9/api/2.0/mlflow/logged-models/m-" + "1" * 32)]

@@ -130,3 +130,20 @@ def test_the_rest_client_sends_an_oidc_token_as_mlflows_client_does() -> None:
         }
     )
     assert "Authorization" not in basic.session.headers and basic.session.auth == ("u", "")
+
+
+def test_an_adopted_repository_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    """No ingest stage and no gate: retrain says what it lacks, writes nothing, asks no stack."""
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".dvc").mkdir()
+    (tmp_path / ".copier-answers.yml").write_text(
+        "_adopted: true\nproject_name: getting_started\nstack: local\n"
+    )
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    result = runner.invoke(app, ["retrain", "--repo", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    said = " ".join(result.output.split())
+    assert "was adopted" in said and "the stage that brings new data" in said
+    assert "the metric (and direction) that decides promotion" in said
+    assert "Traceback" not in result.output
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

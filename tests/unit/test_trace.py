@@ -335,3 +335,141 @@ def test_labels_name_the_experiment_and_dirtiness() -> None:
     assert labels[p.LABEL_GIT_DIRTY] == "false" and labels[p.LABEL_GIT_COMMIT] == "f" * 40
     bare = Provenance("runs:/x/model", None, None, RUN).labels("0.1.0", "sha")
     assert p.LABEL_EXP_NAME not in bare and p.LABEL_GIT_DIRTY not in bare
+
+
+# -- MLflow 3 logged models (models:/m-<id>) ---------------------------------------------------
+LOGGED = "m-" + "0123456789abcdef" * 2
+
+
+def test_a_logged_model_uri_parses_to_its_id_and_malformed_ones_are_refused() -> None:
+    got = trace.parse(f"models:/{LOGGED}", "proj")
+    assert (got.kind, got.logged_id, got.name, got.run_id) == ("logged", LOGGED, None, None)
+    assert p.logged_model_id(f"models:/{LOGGED}/") == LOGGED
+    # a registered model that happens to be named m-… keeps its meaning
+    assert trace.parse("models:/m-abc/3", None).kind == "model"
+    for bad in (
+        "models:/m-" + "0" * 31,
+        "models:/m-" + "0" * 33,
+        "models:/m-" + "G" * 32,
+        f"models:/{LOGGED}/../../etc",
+        f"models:/{LOGGED}?x=1",
+    ):
+        assert p.logged_model_id(bad) is None
+        with pytest.raises(UsageError):
+            trace.parse(bad, "proj")
+
+
+class LoggedRest(StubRest):
+    """A tracking server holding one logged model, logged by a plain MLflow script's run."""
+
+    def __init__(self, source_run: str | None) -> None:
+        self.source_run = source_run
+        self.asked: list[str] = []
+
+    def logged_model_run(self, model_id: str) -> str | None:
+        self.asked.append(model_id)
+        return self.source_run
+
+    def run(self, run_id: str) -> Run:
+        assert run_id == self.source_run
+        return Run(run_id, "1", {"C": "1"}, {"acc": 0.9}, {p.TAG_GIT_COMMIT: "1" * 40})
+
+    def search_model_versions(self, filter_string: str) -> list[ModelVersion]:
+        return []
+
+
+def test_trace_follows_a_logged_model_to_its_source_run(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rest = LoggedRest(RUN)
+    monkeypatch.setattr(trace, "connect", lambda stack, where: (rest, None))
+    record = trace.trace(f"models:/{LOGGED}", repo=repo)
+    assert rest.asked == [LOGGED]
+    assert record.run.id == RUN and record.model is None
+    assert record.code.commit == "1" * 40 and not record.code.restorable
+    assert record.missing  # a plain MLflow run: the links log_provenance would supply
+
+
+def test_a_logged_model_from_no_run_is_one_line(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(trace, "connect", lambda stack, where: (LoggedRest(None), None))
+    with pytest.raises(UsageError, match="outside any MLflow run"):
+        trace.trace(f"models:/{LOGGED}", repo=repo)
+
+
+# -- an image with no mlrig labels ---------------------------------------------------------------
+DIGEST = "sha256:" + "5" * 64
+PUSHED = f"127.0.0.1:5001/team@{DIGEST}"
+
+
+class DigestRest(StubRest):
+    """A tracking server whose model versions' push tags name `pushed` (or none)."""
+
+    def __init__(self, versions: list[ModelVersion]) -> None:
+        self.versions = versions
+        self.filters: list[str] = []
+
+    def search_model_versions(self, filter_string: str) -> list[ModelVersion]:
+        self.filters.append(filter_string)
+        return [v for v in self.versions if DIGEST in filter_string]
+
+    def model_version(self, name: str, version: str) -> ModelVersion:
+        return next(v for v in self.versions if (v.name, v.version) == (name, version))
+
+    def run(self, run_id: str) -> Run:
+        return Run(run_id, "1", {}, {}, {p.TAG_GIT_COMMIT: "2" * 40})
+
+
+def _unlabelled_image(monkeypatch: pytest.MonkeyPatch, rest: DigestRest) -> None:
+    from mlrig.adapters import docker as docker_adapter
+
+    info = docker_adapter.ImageInfo(
+        id="sha256:" + "9" * 64, size=1, labels={"maintainer": "team"}, repo_digests=(PUSHED,)
+    )
+    monkeypatch.setattr(docker_adapter, "image_info", lambda ref: info)
+    monkeypatch.setattr(trace, "connect", lambda stack, where: (rest, None))
+
+
+def test_an_image_without_labels_prints_what_is_known_and_marks_the_rest(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rest = DigestRest([])
+    _unlabelled_image(monkeypatch, rest)
+    record = trace.trace("team:latest", repo=repo)
+    assert [(i.digest, i.repository) for i in record.images] == [(DIGEST, "127.0.0.1:5001/team")]
+    assert any(DIGEST in f for f in rest.filters)  # MLflow was asked by digest
+    assert record.run is None and record.model is None and not record.code.restorable
+    links = [m.link for m in record.missing]
+    assert links == ["mlrig labels", "model version", "run", "commit and data"]
+    assert "no run" in record.summary()
+    again = type(record).model_validate_json(record.model_dump_json())
+    assert again == record
+    with pytest.raises(UsageError, match="names no MLflow run"):
+        record.the_run()  # checkout and monitor: one line, nothing to follow
+
+
+def test_an_image_without_labels_is_followed_through_the_version_its_push_tagged(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mv = ModelVersion("team", "4", RUN, {p.MV_IMAGE_REFS: PUSHED})
+    _unlabelled_image(monkeypatch, DigestRest([mv]))
+    record = trace.trace("team:latest", repo=repo)
+    assert record.model and (record.model.name, record.model.version) == ("team", "4")
+    assert record.run and record.run.id == RUN and record.code.commit == "2" * 40
+
+
+def test_the_cli_renders_an_image_with_no_run(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, mlrig_home: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from mlrig.main import app
+
+    _unlabelled_image(monkeypatch, DigestRest([]))
+    monkeypatch.chdir(repo)
+    result = CliRunner().invoke(app, ["trace", "team:latest"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert PUSHED in said and "run unknown" in said
+    assert "missing: mlrig labels" in said and "not restorable: image team:latest" in said

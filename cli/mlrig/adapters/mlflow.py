@@ -142,6 +142,19 @@ def model_version_by_alias(name: str, alias: str, *, uri: str) -> ModelVersion:
         raise error(exc, uri) from exc
 
 
+def logged_model_run(model_id: str, *, uri: str) -> str | None:
+    """The source run of an MLflow 3 logged model (models:/m-<id>); None when it has none."""
+    if rest := _rest():
+        return _read(rest, uri, lambda: rest.logged_model_run(model_id))
+    from mlflow import MlflowClient
+
+    try:
+        run = MlflowClient().get_logged_model(model_id).source_run_id
+    except Exception as exc:
+        raise error(exc, uri) from exc
+    return str(run) if run else None
+
+
 def run_tag(run_id: str, key: str) -> str | None:
     """A tag of a run, or None when the run, the tag or the server is not there."""
     from mlflow import MlflowClient

@@ -157,6 +157,15 @@ class MlflowRest:
         )
         return _version(body["model_version"])
 
+    def logged_model_run(self, model_id: str) -> str | None:
+        """The run an MLflow 3 logged model (`models:/m-…`) was logged from (its
+        source_run_id), None when it was logged outside a run. model_id: checked by the caller
+        (record.logged_model_id) before it reaches this URL."""
+        body = self._call("GET", f"logged-models/{model_id}", f"logged model {model_id}")
+        info = (body.get("model") or {}).get("info") or {}
+        run = info.get("source_run_id")
+        return str(run) if run else None
+
     def search_model_versions(self, filter_string: str) -> list[ModelVersion]:
         """Every model version the filter selects (MLflow's search syntax), all pages."""
         found: list[ModelVersion] = []

@@ -33,7 +33,8 @@ def checkout(
         typer.Argument(
             metavar="REF",
             help="An image (name:tag, host/repo@sha256:…, sha256:…), models:/NAME/VERSION, "
-            "models:/NAME@ALIAS, @ALIAS, runs:/ID or a run ID.",
+            "models:/NAME@ALIAS, @ALIAS, models:/m-ID (an MLflow 3 logged model), runs:/ID or a "
+            "run ID.",
         ),
     ],
     into: Annotated[

@@ -25,7 +25,8 @@ def build(
             "--model",
             "-m",
             help="MLflow model URI: models:/NAME/VERSION, models:/NAME@ALIAS, "
-            "runs:/ID/PATH (default: the repo's latest registered model).",
+            "models:/m-ID (an MLflow 3 logged model), runs:/ID/PATH (default: the repo's latest "
+            "registered model).",
         ),
     ] = None,
     repo: Annotated[

@@ -26,8 +26,8 @@ def trace(
         typer.Argument(
             metavar="REF",
             help="endpoint:NAME (what it serves), an image (name:tag, host/repo@sha256:…, "
-            "sha256:…, image ID), models:/NAME/VERSION, models:/NAME@ALIAS, @ALIAS, runs:/ID "
-            "or a run ID.",
+            "sha256:…, image ID), models:/NAME/VERSION, models:/NAME@ALIAS, @ALIAS, "
+            "models:/m-ID (an MLflow 3 logged model), runs:/ID or a run ID.",
         ),
     ],
     json_out: JsonOpt = False,
@@ -104,13 +104,16 @@ def render(record: ProvenanceRecord) -> None:
         model = f"{escape(record.model.name)} v{escape(record.model.version)}{aliases}"
         rows.append(("model", model))
     run = record.run
-    rows.append(("run", f"{run.id}  (experiment {escape(run.experiment or '?')})"))
-    if run.recorded_by:
-        rows.append(("recorded by", escape(run.recorded_by)))
-    if run.params:
-        rows.append(("params", escape(_short(run.params))))
-    if run.metrics:
-        rows.append(("metrics", escape(_short(run.metrics))))
+    if run is None:  # an image nothing links to a run: what is known of it, then `missing:`
+        rows.append(("run", "[yellow]unknown[/]"))
+    else:
+        rows.append(("run", f"{run.id}  (experiment {escape(run.experiment or '?')})"))
+        if run.recorded_by:
+            rows.append(("recorded by", escape(run.recorded_by)))
+        if run.params:
+            rows.append(("params", escape(_short(run.params))))
+        if run.metrics:
+            rows.append(("metrics", escape(_short(run.metrics))))
     code = record.code
     changed = escape(", ".join(code.dirty_files) or "yes")
     if not code.dirty:
@@ -154,7 +157,7 @@ def render(record: ProvenanceRecord) -> None:
     width = max(len(key) for key, _ in rows) + 2
     for key, value in rows:  # never folded: references and hashes stay copy-pasteable
         out.print(f"[bold]{key:<{width}}[/]{value}", soft_wrap=True, highlight=False)
-    if run.recorded_by_repository_identity is False:
+    if run is not None and run.recorded_by_repository_identity is False:
         out.print(
             f"[yellow]warning:[/] run {run.id} was recorded by {escape(run.recorded_by or '?')}, "
             f"not by the repository's identity {escape(run.repository_identity or '?')}: "
@@ -165,7 +168,7 @@ def render(record: ProvenanceRecord) -> None:
         out.print(f"[red]refused:[/] {escape(line)}", soft_wrap=True)
     for gap in record.missing:
         out.print(f"[yellow]missing:[/] {escape(gap.link)} — {escape(gap.how)}", soft_wrap=True)
-    if record.missing and point:
+    if record.missing and point and run is not None:
         target = (
             f"models:/{record.model.name}/{record.model.version}"
             if record.model

@@ -23,7 +23,9 @@ from mlrig.errors import MlrigError, UsageError
 ANSWERS_FILE = stacks.ANSWERS_FILE
 _RUN_URI = re.compile(r"^runs:/(?P<run>[0-9a-f]{8,64})(/|$)")
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(/(?P<version>[^/]+)|@(?P<alias>[^/]+))/?$")
-_URI_FORMS = "models:/NAME/VERSION, models:/NAME@ALIAS or runs:/ID/PATH"
+_URI_FORMS = (
+    "models:/NAME/VERSION, models:/NAME@ALIAS, models:/m-ID (a logged model) or runs:/ID/PATH"
+)
 
 
 @contextlib.contextmanager
@@ -105,6 +107,13 @@ def describe(uri: str) -> tuple[str | None, str | None, str | None]:
     check_uri(uri)
     if run := _RUN_URI.match(uri):
         return None, None, run["run"]
+    if logged := p.logged_model_id(uri):  # MLflow 3's log_model answer, not registered
+        return None, None, mlflow_adapter.logged_model_run(logged, uri=uri)
+    if uri.startswith("models:/m-"):
+        raise UsageError(
+            f"cannot parse model URI {uri!r}: a logged model's id is m- and 32 hex digits",
+            hint="copy the URI log_model returned (model_info.model_uri)",
+        )
     match = _MODEL_URI.fullmatch(uri)
     if not match:
         raise UsageError(f"cannot parse model URI {uri!r}", hint=f"use {_URI_FORMS}")

@@ -126,7 +126,7 @@ def performance(
     from mlrig.core.monitor.monitor import Performance
 
     labels = read(source, query)
-    metric = record.run.tags.get(GATE_METRIC_TAG) or DEFAULT_METRIC
+    metric = record.the_run().tags.get(GATE_METRIC_TAG) or DEFAULT_METRIC
     if metric not in METRICS:
         metric = DEFAULT_METRIC
     served = {
@@ -149,7 +149,7 @@ def performance(
     return Performance(
         metric=metric,
         live=score(metric, truth, predicted),
-        promoted_on=record.run.metrics.get(f"test_{metric}"),
+        promoted_on=record.the_run().metrics.get(f"test_{metric}"),
         labelled_rows=len(truth),
         unknown_ids=unknown,
     )

@@ -67,10 +67,11 @@ def parse_table(path: str, data: bytes) -> pd.DataFrame:
 
 def load(record: ProvenanceRecord, outputs: StackOutputs, live_columns: list[str]) -> Reference:
     """The input table of the run that best covers the live columns, read and md5-checked."""
+    run_id = record.the_run().id
     found = candidates(record)
     if not found:
         raise ConfigError(
-            f"run {record.run.id} records no DVC-stored input table (dvc.dep.* tags of a .csv "
+            f"run {run_id} records no DVC-stored input table (dvc.dep.* tags of a .csv "
             "or .parquet): there is no training snapshot to compare with",
             hint="train through the pipeline (`dvc repro`), which records its inputs",
         )
@@ -81,7 +82,7 @@ def load(record: ProvenanceRecord, outputs: StackOutputs, live_columns: list[str
         data = dvc.read_object(url, options, item.md5)
         if data is None:
             raise ConfigError(
-                f"the reference {item.path} (md5 {item.md5}) of run {record.run.id} is missing "
+                f"the reference {item.path} (md5 {item.md5}) of run {run_id} is missing "
                 f"from the DVC remote {url}",
                 hint="push it from the commit that trained the version: `dvc push`",
             )

@@ -297,11 +297,11 @@ def run_monitor(
         notes.append(f"{window.cut_lines} cut last line(s) skipped (a writer still appending)")
     if window.bad_records:
         notes.append(f"{window.bad_records} bad record(s) skipped (first: {window.bad_reason})")
-    other_runs = sum(n for run, n in window.run_ids.items() if run != record.run.id)
+    other_runs = sum(n for run, n in window.run_ids.items() if run != record.the_run().id)
     if other_runs:
         notes.append(
             f"{other_runs} record(s) name another training run than v{version}'s "
-            f"{record.run.id}: was the image built from another run?"
+            f"{record.the_run().id}: was the image built from another run?"
         )
     reference = _reference.load(record, outputs, [str(c) for c in live.columns])
     inputs = _model_inputs(rest, model, version)
@@ -333,7 +333,7 @@ def run_monitor(
         endpoint=endpoint,
         model=model,
         version=version,
-        run_id=record.run.id,
+        run_id=record.the_run().id,
         digest=(record.model.tags.get("mlrig.image.digest") if record.model else None),
         since=start,
         until=until,

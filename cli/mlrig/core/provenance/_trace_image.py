@@ -12,7 +12,7 @@ from mlrig.contract import StackOutputs
 from mlrig.core.provenance import _inputs as provenance_input
 from mlrig.core.provenance import record as p
 from mlrig.core.provenance._inputs import Refused
-from mlrig.core.provenance.record import ImageRecord
+from mlrig.core.provenance.record import CodeRecord, ImageRecord, MissingLink, ProvenanceRecord
 from mlrig.errors import MlrigError, ServiceError, UsageError
 
 DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -134,7 +134,34 @@ def find(ref: str, rest: MlflowRest, outputs: StackOutputs | None) -> FoundImage
                 f"image {ref}: {found.refused[0].line()}",
                 hint="rebuild it with `mlrig image build`, or trace its model version",
             )
-        raise UsageError(
-            f"image {ref} has no mlrig provenance labels (was it built by `mlrig image build`?)"
-        )
+        # no mlrig labels: a model version whose push tags name one of its digests, if any
+        for image in found.images:
+            by_digest = _mlflow(rest, image.digest)
+            if by_digest is not None:
+                found.version = by_digest.version
+                break
     return found
+
+
+def unlabelled(ref: str, found: FoundImage) -> ProvenanceRecord:
+    """The record of an image that names no run (no mlrig labels, no model version's push
+    tags name its digest): its digest and registry, and each missing link."""
+    missing = [
+        MissingLink(
+            link="mlrig labels",
+            how="build the image with `mlrig image build` (its labels name the model version, "
+            "run and commit)",
+        ),
+        MissingLink(
+            link="model version",
+            how="no model version's push tags name its digest: push it with `mlrig image push`",
+        ),
+        MissingLink(link="run", how="nothing names the MLflow run the model was logged from"),
+        MissingLink(link="commit and data", how="known only through the run's tags"),
+    ]
+    return ProvenanceRecord(
+        ref=ref,
+        images=found.images,
+        code=CodeRecord(reason=f"image {ref} names no run: there is nothing to restore"),
+        missing=missing,
+    )

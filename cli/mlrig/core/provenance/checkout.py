@@ -220,7 +220,7 @@ class CheckoutResult:
 
 def target_of(record: p.ProvenanceRecord) -> Target:
     """What to restore for a traced record; refuses a run that cannot be restored."""
-    code, run = record.code, record.run
+    code, run = record.code, record.the_run()
     if record.refused:
         raise NotRestorable(
             f"run {run.id} is not restorable: {record.refused[0]}",
@@ -274,7 +274,7 @@ def _label(target: Target, repo: Path | None) -> str:
 def recorded_elsewhere(record: p.ProvenanceRecord) -> str | None:
     """One line when the run was logged by someone other than its repository's identity."""
     run = record.run
-    if run.recorded_by_repository_identity is not False:
+    if run is None or run.recorded_by_repository_identity is not False:
         return None
     return (
         f"run {run.id} was logged by {run.recorded_by}, not by the repository's identity "
@@ -319,4 +319,6 @@ def checkout(
     progress("verifying hashes, params and `dvc status`")
     found = checkout_verify.differences(into, target.files, target.params_md5, target.stage)
     seconds = time.monotonic() - started
-    return CheckoutResult(target, workspace, found, seconds, name, record.run.metrics, warning)
+    return CheckoutResult(
+        target, workspace, found, seconds, name, record.the_run().metrics, warning
+    )

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Literal
 
@@ -26,6 +27,17 @@ TAG_OUT_PREFIX = "dvc.out."
 TAG_PARAMS_MD5 = "mlrig.params.md5"
 TAG_REPRO_OF = "mlrig.repro_of"
 REPRO_OF_ENV = "MLRIG_REPRO_OF"
+
+# -- MLflow 3 logged models: `mlflow.<flavor>.log_model` returns models:/m-<32 hex> -----------
+# the one place the id's form is checked before it reaches a URL or a download
+LOGGED_MODEL_URI = re.compile(r"^models:/(?P<id>m-[0-9a-f]{32})/?$")
+
+
+def logged_model_id(uri: str) -> str | None:
+    """The id of an MLflow 3 logged-model URI (models:/m-<32 hex>), None for any other URI."""
+    m = LOGGED_MODEL_URI.fullmatch(uri.strip())
+    return m["id"] if m else None
+
 
 # -- model-version tags -------------------------------------------------------------------------
 # set on a version whose retrain was undone (an interrupted or failed run): no commit restores
@@ -194,7 +206,11 @@ class ProvenanceRecord(_Model):
     endpoint: EndpointRecord | None = None
     images: list[ImageRecord] = Field(default_factory=list)
     model: ModelRecord | None = None
-    run: RunRecord
+    run: RunRecord | None = Field(
+        default=None,
+        description="None only for an image with no mlrig labels that no model version's "
+        "push names: nothing links it to a run (see missing)",
+    )
     code: CodeRecord
     data: list[DataRecord] = Field(default_factory=list)
     windows: WindowsRecord | None = Field(default=None, description="a temporal run's split")
@@ -218,7 +234,7 @@ class ProvenanceRecord(_Model):
             parts.append(self.images[0].reference or self.images[0].digest)
         if self.model:
             parts.append(f"{self.model.name} v{self.model.version}")
-        parts.append(f"run {self.run.id[:12]}")
+        parts.append(f"run {self.run.id[:12]}" if self.run else "no run")
         point = self.code.restore_point
         if point:
             parts.append(f"{point.ref or 'commit'} {point.sha[:12]}")
@@ -226,6 +242,18 @@ class ProvenanceRecord(_Model):
             parts.append(f"commit {self.code.commit[:12]}")
         tail = "restorable" if self.code.restorable else "not restorable"
         return " <- ".join(parts) + f" ({tail})"
+
+    def the_run(self) -> RunRecord:
+        """The run traced to; an image that names none is one line (nothing to follow)."""
+        if self.run is None:
+            from mlrig.errors import UsageError
+
+            raise UsageError(
+                f"{self.ref} names no MLflow run (no mlrig labels, no model version's push "
+                "tags name its digest): there is nothing to restore or compare with",
+                hint="`mlrig trace` shows what is known of it; rebuild it with `mlrig image build`",
+            )
+        return self.run
 
     def expected_hashes(self) -> dict[str, str]:
         """{path: md5} of every dep and out the run recorded (what a checkout must equal)."""

@@ -38,22 +38,25 @@ ROLES: tuple[tuple[Literal["dep", "out"], str], ...] = (
 )
 REF_FORMS = (
     "an image (name:tag, host/repo@sha256:…, sha256:…, image ID), models:/NAME/VERSION, "
-    "models:/NAME@ALIAS, @ALIAS, runs:/ID or a run ID"
+    "models:/NAME@ALIAS, @ALIAS, models:/m-ID (an MLflow 3 logged model), runs:/ID or a run ID"
 )
 
 
 @dataclass(frozen=True)
 class Parsed:
-    kind: str  # "model", "run" or "image"
+    kind: str  # "model", "logged" (an MLflow 3 logged model), "run" or "image"
     name: str | None = None
     version: str | None = None
     alias: str | None = None
     run_id: str | None = None
+    logged_id: str | None = None  # m-<32 hex>, checked by record.logged_model_id
 
 
 def parse(ref: str, project: str | None = None) -> Parsed:
     """What kind of thing REF names; @ALIAS needs the repo's project name."""
     ref = ref.strip()
+    if logged := p.logged_model_id(ref):
+        return Parsed("logged", logged_id=logged)
     if m := _MODEL.fullmatch(ref):
         return Parsed("model", m["name"], m["version"], m["alias"])
     if m := _ALIAS.fullmatch(ref):
@@ -173,6 +176,15 @@ def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> Pr
         if mv is None and name and version:
             mv = rest.model_version(name, version)
         run_id = found.labels.get(p.LABEL_RUN_ID)
+        if mv is None and not run_id:
+            return trace_image.unlabelled(ref, found)
+    elif parsed.kind == "logged" and parsed.logged_id:
+        run_id = rest.logged_model_run(parsed.logged_id)
+        if not run_id:
+            raise UsageError(
+                f"logged model {parsed.logged_id} was logged outside any MLflow run",
+                hint="log it inside `with mlflow.start_run():` so its run records the code",
+            )
     if mv is not None:
         run_id = mv.run_id or run_id
     if not run_id:

@@ -35,6 +35,10 @@ class Snapshot:
 
 
 def project_name(repo: Path) -> str:
+    """The model a generated repository trains. An adopted one (`mlrig init --adopt`) is
+    refused: its pipeline has no ingest stage mlrig knows to bring new data, nor a gate
+    (gate.json) that decides whether the new version becomes champion."""
+    from mlrig.core.bootstrap.adopt import ADOPTED_KEY
     from mlrig.core.shared.names import load_answers
 
     answers = repo / stacks.ANSWERS_FILE
@@ -43,7 +47,16 @@ def project_name(repo: Path) -> str:
             f"{repo} is not a repository made by `mlrig init` (no {stacks.ANSWERS_FILE})",
             hint="pass --repo with the generated repository",
         )
-    return str(load_answers(answers)["project_name"])
+    data = load_answers(answers)
+    if data.get(ADOPTED_KEY):
+        raise UsageError(
+            f"{repo} was adopted (`mlrig init --adopt`): retrain needs to know the stage that "
+            "brings new data and the metric (and direction) that decides promotion, and mlrig "
+            "has no way to declare them for an adopted repository yet",
+            hint="retrain by hand: new data, `dvc repro`, commit dvc.lock, `dvc push`, then move "
+            "@champion in MLflow if the new version is better",
+        )
+    return str(data["project_name"])
 
 
 def _json(path: Path) -> dict[str, Any]:

@@ -578,3 +578,30 @@ def test_read_only_home(tmp_path: Path) -> None:
         result.one_clear_line("Read-only file system", "MLRIG_HOME")
     finally:
         subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+def test_up_stops_what_an_interrupted_start_left_unrecorded(
+    running: tuple[Path, str, Stored],
+) -> None:
+    """A service an interrupted `up` spawned but never recorded (not listening yet, so no
+    port shows it) is stopped before anything starts again: CI once saw a second MLflow
+    break the database a leftover one was still migrating. A process that merely stands in
+    the stack's folder is not the stack's, and is left alone."""
+    home, name, _ = running
+    root = home / "stacks" / name
+    assert mlrig(home, "stack", "down", "--name", name).code == OK
+    sleeper = [sys.executable, "-c", "import time; time.sleep(300)"]
+    leftover = subprocess.Popen([*sleeper, str(root / "mlflow" / "mlflow.db")])
+    bystander = subprocess.Popen(sleeper, cwd=root)
+    try:
+        result = up(home, name)
+        assert "leftover process(es) of an interrupted start" in result.err
+        assert leftover.wait(timeout=30) is not None
+        assert bystander.poll() is None
+        bystander.kill()  # it stands in the folder, so the health check would count it
+        bystander.wait(timeout=30)
+        assert_healthy(home, name)
+    finally:
+        for proc in (leftover, bystander):
+            proc.kill()
+            proc.wait(timeout=30)

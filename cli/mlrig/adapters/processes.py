@@ -227,6 +227,23 @@ def owned_by(root: Path) -> list[int]:
     return found
 
 
+def naming(root: Path, pids: Sequence[int]) -> list[int]:
+    """Those of `pids` whose command line names `root` or a path under it: a service (or a
+    worker of one) started for that folder, not a shell or tool that merely stands in it."""
+    import psutil
+
+    base = str(root.resolve())
+    found = []
+    for pid in pids:
+        try:
+            args = psutil.Process(pid).cmdline()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+            continue
+        if any(a == base or base + "/" in a for a in args):
+            found.append(pid)
+    return found
+
+
 def listener(port: int) -> int | None:
     """The PID listening on TCP `port` on this machine, when the system lets us see it."""
     import psutil

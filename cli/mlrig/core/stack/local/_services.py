@@ -171,6 +171,18 @@ def orphans(layout: Layout) -> list[int]:
     return [pid for pid in processes.owned_by(layout.root) if pid not in recorded]
 
 
+def stop_leftovers(layout: Layout, progress: Progress) -> None:
+    """Stop the services an interrupted `up` started but never recorded (their command
+    lines name this stack's folder), before anything starts again: a second MLflow beside
+    a leftover one still migrating the same database breaks it ("duplicate column"), and
+    a leftover that is not listening yet holds no port for `clear_port` to find. Called
+    under the stack's lock, so no other `up` of this stack is starting them."""
+    left = processes.naming(layout.root, orphans(layout))
+    if left:
+        progress(f"stopping {len(left)} leftover process(es) of an interrupted start")
+        processes.stop_pids(left)
+
+
 def clear_port(layout: Layout, service: str, port: int, progress: Progress) -> None:
     """Free `port` when our own orphan holds it; refuse (changing nothing) when a stranger
     does. The stack keeps its ports: repos point at the recorded URLs."""

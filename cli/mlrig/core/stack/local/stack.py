@@ -181,6 +181,7 @@ class LocalStack(Layout):
             ):
                 private_dir(folder)
             made = restore_secrets(self)
+            services.stop_leftovers(self, progress)
             # A port a stranger holds is refused before anything starts (our own leftovers
             # are stopped); a running service keeps its port.
             for service in SERVICES:

@@ -404,3 +404,34 @@ def test_the_command_passes_the_limits_bake_and_force_to_the_core(
     bad = runner.invoke(app, ["deploy", "models:/m/2", "--bake", "later"])
     assert bad.exit_code == 2 and "not a duration" in bad.output
     assert runner.invoke(app, ["deploy", "logs", "churn", "--tail", "0"]).exit_code == 2
+
+
+def test_a_sigterm_while_ref_is_resolved_and_built_is_one_line_and_deploys_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Resolving REF may build and push its image (minutes a CI cancel can cut): a SIGTERM
+    there is the deploy's own Terminated line, before any endpoint is locked or touched."""
+    from mlrig.core.deploy import endpoints
+
+    touched: list[str] = []
+
+    class Store:
+        def lock(self, name: str) -> Any:
+            touched.append(name)
+            raise AssertionError("an endpoint was locked")
+
+    monkeypatch.setattr(
+        endpoints.Site, "open", staticmethod(lambda stack: type("S", (), {"store": Store()})())
+    )
+    monkeypatch.setattr(endpoints.nginx, "binary", lambda: "/usr/sbin/nginx")
+
+    def building(site: Any, ref: str, progress: Any) -> Any:
+        signal.raise_signal(signal.SIGTERM)
+        raise AssertionError("the build went on after SIGTERM")
+
+    monkeypatch.setattr(endpoints, "resolve", building)
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated, match="resolving it, building and pushing its image") as err:
+        endpoints.deploy("models:/churn/8", endpoint="churn")
+    assert "nothing was deployed" in (err.value.hint or "")
+    assert touched == [] and signal.getsignal(signal.SIGTERM) == previous

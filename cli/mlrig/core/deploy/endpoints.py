@@ -237,6 +237,19 @@ def _interruptible(name: str, verb: str) -> contextlib.AbstractContextManager[No
     )
 
 
+def _resolving(ref: str) -> contextlib.AbstractContextManager[None]:
+    """SIGTERM/SIGHUP while REF is resolved (and its image built and pushed, which may take
+    minutes) is one line: nothing has been deployed yet, so every endpoint serves what it
+    served; the build removes its check container on the way out."""
+    from mlrig.core.shared import interrupts
+
+    return interrupts.terminate_as_exception(
+        ref,
+        what=f"`mlrig deploy` of {ref} (resolving it, building and pushing its image)",
+        hint="nothing was deployed; run the same `mlrig deploy` again",
+    )
+
+
 def _stop(backend: Backend) -> None:
     """SIGTERM first (the server writes the records it still holds), then remove."""
     import contextlib
@@ -443,7 +456,8 @@ def deploy(
     site = Site.open(stack)
     nginx.binary()  # one line naming the package before anything is built or started
     ref = ref or default_ref(Path.cwd())
-    target = resolve(site, ref, progress)
+    with _resolving(ref):  # a build and push may run here: minutes a CI cancel can cut
+        target = resolve(site, ref, progress)
     name = check_name(endpoint or default_name(target.model))
     with site.store.lock(name), _interruptible(name, "deploy"):
         ep = site.store.read(name)

@@ -52,7 +52,11 @@ def main_job(tmp_path_factory: pytest.TempPathFactory) -> dict:
     summary_file = home / "demo" / "demo-summary.json"
     summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
     yield {"proc": proc, "home": home, "env": env, "summary": summary}
-    subprocess.run([MLRIG, "stack", "down"], env=env, capture_output=True, timeout=120)
+    # --purge: the demo's endpoint containers keep running across a plain `down` (they
+    # restart with the engine, by design); the test stops what it started
+    subprocess.run(
+        [MLRIG, "stack", "down", "--purge", "--yes"], env=env, capture_output=True, timeout=300
+    )
 
 
 def stack_env(main_job: dict) -> dict[str, str]:

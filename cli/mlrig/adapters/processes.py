@@ -218,13 +218,14 @@ def owned_by(root: Path) -> list[int]:
             args = proc.cmdline()
         except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
             continue
-        if (
-            cwd == base
-            or cwd.startswith(base + "/")
-            or any(a == base or base + "/" in a for a in args)
-        ):
+        if cwd == base or cwd.startswith(base + "/") or _names(args, base):
             found.append(proc.pid)
     return found
+
+
+def _names(args: Sequence[str], base: str) -> bool:
+    """Whether a command line names the folder `base` (resolved) or a path under it."""
+    return any(a == base or base + "/" in a for a in args)
 
 
 def naming(root: Path, pids: Sequence[int]) -> list[int]:
@@ -239,7 +240,7 @@ def naming(root: Path, pids: Sequence[int]) -> list[int]:
             args = psutil.Process(pid).cmdline()
         except (psutil.NoSuchProcess, psutil.AccessDenied, OSError):
             continue
-        if any(a == base or base + "/" in a for a in args):
+        if _names(args, base):
             found.append(pid)
     return found
 

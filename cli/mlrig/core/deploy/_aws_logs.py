@@ -15,7 +15,7 @@ import re
 from datetime import UTC, datetime
 
 from mlrig.contract import StackOutputs
-from mlrig.core.deploy.logs import Entry
+from mlrig.core.deploy._log_entry import Entry
 from mlrig.core.shared import cloud_logs
 from mlrig.errors import UsageError
 

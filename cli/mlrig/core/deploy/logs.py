@@ -5,36 +5,15 @@ merged by time; on an AWS stack, its CloudWatch Logs (`_aws_logs`)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mlrig.core.deploy import traffic
+from mlrig.core.deploy._log_entry import Entry
 from mlrig.core.deploy.state import Endpoint, check_name
 from mlrig.core.shared import cloud_logs
 from mlrig.core.stack.local.state import Layout
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-
-
-@dataclass(frozen=True)
-class Entry:
-    at: datetime
-    source: str  # "nginx" or "vN" (the model container of version N)
-    text: str
-    request: dict[str, object] | None = None  # nginx's record, for --json
-    stream: str | None = None  # the CloudWatch log stream (AWS), for --json
-
-    def as_json(self) -> dict[str, object]:
-        row: dict[str, object] = {
-            "time": self.at.isoformat(timespec="milliseconds"),
-            "source": self.source,
-            "line": self.text,
-        }
-        if self.request is not None:
-            row["request"] = self.request
-        if self.stream is not None:
-            row["stream"] = self.stream
-        return row
 
 
 def _engine_time(stamp: str) -> datetime | None:

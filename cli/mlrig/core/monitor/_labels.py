@@ -12,13 +12,13 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mlrig.core.monitor._result import Performance
 from mlrig.errors import UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from mlrig.core.monitor._captures import Window
-    from mlrig.core.monitor.monitor import Performance
     from mlrig.core.provenance.record import ProvenanceRecord
 
 MAX_BYTES = 512 << 20
@@ -123,8 +123,6 @@ def score(metric: str, truth: list[float], predicted: list[float]) -> float | No
 def performance(
     source: str, window: Window, record: ProvenanceRecord, query: str | None = None
 ) -> Performance:
-    from mlrig.core.monitor.monitor import Performance
-
     labels = read(source, query)
     metric = record.the_run().tags.get(GATE_METRIC_TAG) or DEFAULT_METRIC
     if metric not in METRICS:

@@ -14,7 +14,7 @@ from mlrig.core.monitor import stats as drift_stats
 if TYPE_CHECKING:
     import numpy as np
 
-    from mlrig.core.monitor.monitor import Column, MonitorResult
+    from mlrig.core.monitor._result import Column, MonitorResult
 
 WIDTH, HEIGHT, PAD = 320, 120, 4
 REF_COLOUR, LIVE_COLOUR = "#4c72b0", "#dd8452"

@@ -12,11 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
-
 from mlrig.core.deploy.state import NAME_PATTERN
 from mlrig.core.monitor import _captures
 from mlrig.core.monitor import stats as drift_stats
+from mlrig.core.monitor._result import Column, MonitorResult
 from mlrig.core.monitor.stats import ColumnDrift, Thresholds
 from mlrig.errors import UsageError
 
@@ -30,75 +29,9 @@ if TYPE_CHECKING:
 CAPTURES = "captures"  # <stack data dir>/captures/<ENDPOINT>/yyyy/mm/dd/hh/*.jsonl
 EXPERIMENT_SUFFIX = "-monitor"
 TAG_PREFIX = "mlrig.monitor."
-EXIT_DRIFT = 10
-EXIT_NOT_ENOUGH = 11
 _SINCE = re.compile(r"^(?P<n>[1-9][0-9]{0,5})(?P<unit>[mhdw])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _METRIC_KEY = re.compile(r"[^A-Za-z0-9_\-. /]")
-
-
-class Column(BaseModel):
-    """One column's verdict, as `--json` prints it."""
-
-    column: str
-    kind: str
-    n_reference: int
-    n_live: int
-    drifted: bool | None
-    psi: float | None = None
-    ks: float | None = None
-    ks_p: float | None = None
-    wasserstein: float | None = None
-    chi2_p: float | None = None
-    jensen_shannon: float | None = None
-    mean_shift: float | None = None
-    note: str | None = None
-
-
-class Performance(BaseModel):
-    metric: str
-    live: float | None
-    promoted_on: float | None = Field(description="the version's test_<metric> at the gate")
-    labelled_rows: int
-    unknown_ids: int
-
-
-class MonitorResult(BaseModel):
-    target: str
-    endpoint: str | None
-    model: str
-    version: str
-    run_id: str = Field(description="the MLflow run that trained the version")
-    digest: str | None
-    since: datetime
-    until: datetime
-    records: int
-    rows: int
-    cut_lines: int
-    bad_records: int
-    bad_reason: str | None = None
-    reference_path: str
-    reference_md5: str
-    reference_rows: int
-    thresholds: dict[str, float]
-    columns: list[Column]
-    prediction: Column | None = None
-    not_compared: list[str] = Field(default_factory=list)
-    schema_findings: list[str] = Field(default_factory=list)
-    notes: list[str] = Field(default_factory=list)
-    performance: Performance | None = None
-    enough: bool
-    drifted: bool
-    monitor_run_id: str | None = None
-
-    @property
-    def drifted_columns(self) -> list[str]:
-        return [c.column for c in self.columns if c.drifted]
-
-    def exit_code(self) -> int:
-        if self.drifted:
-            return EXIT_DRIFT
-        return 0 if self.enough else EXIT_NOT_ENOUGH
 
 
 def parse_since(text: str, now: datetime) -> datetime:

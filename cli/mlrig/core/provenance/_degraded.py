@@ -20,6 +20,7 @@ from typing import Literal
 from mlrig.adapters import git
 from mlrig.core.provenance import _inputs as provenance_input
 from mlrig.core.provenance import record as p
+from mlrig.core.provenance import resolve
 from mlrig.core.provenance._inputs import Refused
 from mlrig.core.provenance.record import (
     CodeRecord,
@@ -60,8 +61,6 @@ def lock_data(repo: Path, sha: str) -> list[DataRecord]:
     raw data), with the hash the lock records; paths that leave the workspace are left out."""
     import yaml
 
-    from mlrig.core.provenance.trace import storage
-
     text = git.show_files(repo, [f"{sha}:{p.LOCK_FILE}"])[f"{sha}:{p.LOCK_FILE}"]
     try:
         stages = (yaml.safe_load(text or b"") or {}).get("stages") or {}
@@ -75,7 +74,7 @@ def lock_data(repo: Path, sha: str) -> list[DataRecord]:
     except (yaml.YAMLError, AttributeError, KeyError, TypeError):
         return []
     made = {path for role, path, _ in entries if role == "out"}
-    remote, in_dvc = storage(repo, sha)
+    remote, in_dvc = resolve.storage(repo, sha)
     seen: dict[str, DataRecord] = {}
     for role, path, md5 in entries:
         if path in seen or (role == "dep" and path in made) or provenance_input.path_problem(path):

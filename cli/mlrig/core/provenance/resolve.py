@@ -14,7 +14,7 @@ from mlrig.adapters import git
 from mlrig.core.provenance import _inputs as provenance_input
 from mlrig.core.provenance import record as p
 from mlrig.core.provenance._inputs import Refused
-from mlrig.core.provenance.record import FoundBy, RestorePoint
+from mlrig.core.provenance.record import DvcRemoteRecord, FoundBy, RestorePoint
 
 EXEC_REFS = f"{p.EXP_REFS}/exec/"
 NOT_RECORDED = (
@@ -103,6 +103,26 @@ def dvc_outputs(lock_text: bytes | None, dvc_yaml: bytes | None = None) -> set[s
     except (yaml.YAMLError, AttributeError, KeyError, TypeError):
         return None
     return outs - uncached_outputs(dvc_yaml)
+
+
+def storage(repo: Path | None, sha: str | None) -> tuple[DvcRemoteRecord | None, set[str] | None]:
+    """The DVC remote holding the data (the default remote of .dvc/config at the commit,
+    else in the working tree) and the paths DVC stores (stage outputs; the rest is in git)."""
+    from mlrig.adapters import dvc
+
+    if repo is None:
+        return None, None
+    files = (".dvc/config", p.LOCK_FILE, p.PIPELINE_FILE)
+    if sha:
+        found = git.show_files(repo, [f"{sha}:{f}" for f in files])
+        config, lock, stages = (found[f"{sha}:{f}"] for f in files)
+    else:
+        config, lock, stages = (
+            (repo / f).read_bytes() if (repo / f).is_file() else None for f in files
+        )
+    default, urls = dvc.config_remotes(config.decode(errors="replace") if config else "")
+    remote = DvcRemoteRecord(name=default, url=urls[default]) if default in urls else None
+    return remote, dvc_outputs(lock, stages)
 
 
 def match(lock_text: bytes | None, tags: Mapping[str, str]) -> FoundBy | None:

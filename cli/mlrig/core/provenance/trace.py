@@ -19,7 +19,6 @@ from mlrig.core.provenance._inputs import Refused
 from mlrig.core.provenance.record import (
     CodeRecord,
     DataRecord,
-    DvcRemoteRecord,
     ImageRecord,
     ModelRecord,
     ProvenanceRecord,
@@ -131,26 +130,6 @@ def _images(found: list[ImageRecord], mv: ModelVersion | None) -> list[ImageReco
     return out
 
 
-def storage(repo: Path | None, sha: str | None) -> tuple[DvcRemoteRecord | None, set[str] | None]:
-    """The DVC remote holding the data (the default remote of .dvc/config at the commit,
-    else in the working tree) and the paths DVC stores (stage outputs; the rest is in git)."""
-    from mlrig.adapters import dvc
-
-    if repo is None:
-        return None, None
-    files = (".dvc/config", p.LOCK_FILE, p.PIPELINE_FILE)
-    if sha:
-        found = git.show_files(repo, [f"{sha}:{f}" for f in files])
-        config, lock, stages = (found[f"{sha}:{f}"] for f in files)
-    else:
-        config, lock, stages = (
-            (repo / f).read_bytes() if (repo / f).is_file() else None for f in files
-        )
-    default, urls = dvc.config_remotes(config.decode(errors="replace") if config else "")
-    remote = DvcRemoteRecord(name=default, url=urls[default]) if default in urls else None
-    return remote, resolve.dvc_outputs(lock, stages)
-
-
 def trace(ref: str, *, stack: str | None = None, repo: Path | None = None) -> ProvenanceRecord:
     """The provenance record of whatever REF names."""
     from mlrig.core.provenance import _trace_image as trace_image
@@ -257,7 +236,7 @@ def assemble(
     if refused:
         reason = provenance_input.refused_reason(run.id, refused)
     restorable = found.restorable and not refused
-    remote, in_dvc = storage(searched, point.sha if point else None)
+    remote, in_dvc = resolve.storage(searched, point.sha if point else None)
     data = [
         DataRecord(
             path=path,

@@ -130,7 +130,7 @@ def test_layer_contracts_fail_when_a_layer_is_broken(tmp_path: Path) -> None:
         assert f"{name} BROKEN" in out
     # the planted chain contract -> adapters -> commands also crosses the feature layers
     # and joins two command modules; only the _private and tracking rules hold
-    assert "Contracts: 2 kept, 6 broken." in out
+    assert "Contracts: 3 kept, 6 broken." in out
 
 
 @pytest.mark.timeout(600)
@@ -235,4 +235,29 @@ def test_feature_contracts_fail_when_a_feature_rule_is_broken(tmp_path: Path) ->
     assert "core's feature packages are acyclic and layered, shared at the bottom BROKEN" in out
     assert "a _private module is imported only inside its own package BROKEN" in out
     assert "command modules do not import each other (only the shared options) BROKEN" in out
-    assert "Contracts: 4 kept, 4 broken." in out
+    # trainer -> demo -> trainer is also a cycle between mlrig.core's children
+    assert "no import cycle inside a core package BROKEN" in out
+    assert "Contracts: 4 kept, 5 broken." in out
+
+
+def test_the_acyclic_contract_fails_on_a_cycle_inside_a_feature_package(tmp_path: Path) -> None:
+    # a module importing one that imports it back, at run time or for the type checker only
+    # (the knots deploy, monitor and provenance once had): each package is named
+    root = _scratch_tree(tmp_path)
+    core = root / "cli/mlrig/core"
+    _plant(core / "monitor/_captures.py", "from mlrig.core.monitor import monitor  # noqa")
+    _plant(
+        core / "deploy/_aws_logs.py",
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from mlrig.core.deploy import logs  # noqa",
+    )
+    # a sub-package counts as one module: stack.aws -> stack.facade -> stack.aws closes one
+    _plant(core / "stack/facade.py", "from mlrig.core.stack.aws import stack as _aws  # noqa")
+    _plant(core / "stack/aws/stack.py", "from mlrig.core.stack import facade as _f  # noqa")
+    result = _lint_imports(root)
+    out = result.stdout + result.stderr
+    assert result.returncode == 1, out
+    assert "no import cycle inside a core package BROKEN" in out
+    for package in ("mlrig.core.monitor", "mlrig.core.deploy", "mlrig.core.stack"):
+        assert f"No cycles are allowed in {package}." in out
+    assert "Contracts: 8 kept, 1 broken." in out

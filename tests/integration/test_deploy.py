@@ -2,7 +2,7 @@
 
 One module-scoped walk: deploy → 401 without a key → 200 with it (the container's own
 answer) → a 50% canary where both versions answer → promote → rollback → delete; and the
-stack's `down` stops nginx. No timing assertions.
+stack's `down` stops nginx and the keeper of its request logs. No timing assertions.
 """
 
 from __future__ import annotations
@@ -195,19 +195,25 @@ def test_public_is_flagged_until_a_first_key_and_each_change_is_audited(
 
 def test_the_stack_stops_nginx_with_it(pushed: dict[str, Any], image_env: dict) -> None:
     from mlrig.adapters import processes
+    from mlrig.core.stack.local import access_logs
 
     stack = pushed["stack"]
     layout = Layout(stack)
     endpoints.deploy(ref(pushed["v1"]), endpoint=NAME, stack=stack, public=True)
-    assert processes.status(layout.pid_file("nginx"))[0] == processes.Status.RUNNING
+    # nginx, and beside it the keeper that rotates its request logs
+    services = ("nginx", access_logs.SERVICE)
+    for service in services:
+        assert processes.status(layout.pid_file(service))[0] == processes.Status.RUNNING
     (row,) = endpoints.status(NAME, stack=stack)
     assert row["public"] is True
     image_env["stack"].down()
     try:
-        assert processes.status(layout.pid_file("nginx"))[0] != processes.Status.RUNNING
+        for service in services:
+            assert processes.status(layout.pid_file(service))[0] != processes.Status.RUNNING
     finally:
         image_env["stack"].up()
-    # `up` starts it again on its kept port: the endpoint answers at the same URL
-    assert processes.status(layout.pid_file("nginx"))[0] == processes.Status.RUNNING
+    # `up` starts them again, nginx on its kept port: the endpoint answers at the same URL
+    for service in services:
+        assert processes.status(layout.pid_file(service))[0] == processes.Status.RUNNING
     url = f"{row['url'].rsplit('/', 1)[0]}/ping"
     wait_for_http(url, timeout=30)

@@ -23,7 +23,7 @@ import requests
 from mlrig.adapters.mlflow_rest import ModelVersion
 from mlrig.core.deploy import _images, _render, canary, logs, traffic
 from mlrig.core.deploy.state import Endpoint
-from mlrig.core.shared import interrupts
+from mlrig.core.shared import interrupts, rotation
 from mlrig.errors import Terminated, UsageError
 from tests.helpers import deploy_backend as backend
 from tests.helpers import sample
@@ -81,14 +81,16 @@ def test_reads_go_on_from_an_offset_and_skip_a_half_written_line(tmp_path: Path)
     log = tmp_path / "churn.log"
     log.write_bytes(line(CANARY, 200, 5) + line(CANARY, 500, 5)[:20])
     first = traffic.read(log)
-    assert len(first.requests) == 1 and first.end == len(line(CANARY, 200, 5))
+    whole = len(line(CANARY, 200, 5))
+    assert len(first.requests) == 1
+    assert (first.end.inode, first.end.offset) == (log.stat().st_ino, whole)
     with log.open("ab") as f:
         f.write(line(CANARY, 500, 5)[20:])
     more = traffic.read(log, start=first.end)
     assert [r.status for r in more.requests] == [500]
-    log.write_bytes(line(STABLE, 200, 1))  # rotated: shorter than the offset
+    log.write_bytes(line(STABLE, 200, 1))  # truncated: shorter than the offset
     assert [r.status for r in traffic.read(log, start=more.end).requests] == [200]
-    assert traffic.read(tmp_path / "none.log") == traffic.Batch([], 0, 0)
+    assert traffic.read(tmp_path / "none.log") == traffic.Batch([], 0, rotation.Mark())
     # a tail read drops the first, possibly cut, line
     log.write_bytes(line(STABLE, 200, 1) * 3)
     tail = traffic.read(log, tail_bytes=len(line(STABLE, 200, 1)) * 2 + 3)
@@ -160,7 +162,7 @@ class Clock:
 def test_the_bake_aborts_on_5xx_and_holds_otherwise(tmp_path: Path) -> None:
     log, clock = tmp_path / "churn.log", Clock()
     log.write_bytes(line(CANARY, 500, 5) * 50)  # before the canary's offset: not its
-    start = log.stat().st_size
+    start = rotation.end(log)
     log.write_bytes(log.read_bytes() + line(CANARY, 200, 5) * 30 + line(STABLE, 200, 5) * 30)
     said: list[str] = []
 
@@ -197,7 +199,7 @@ def test_the_bake_aborts_when_the_canary_stops_answering_ping(tmp_path: Path) ->
         with_canary(),
         log,
         60,
-        start=0,
+        start=rotation.Mark(),
         alive=lambda: next(answers),
         progress=lambda _m: None,
         clock=clock,

@@ -67,6 +67,17 @@ def reload(master: int, *, timeout: float = 10.0) -> set[int]:
     raise ServiceError(f"nginx (PID {master}) did not start new workers within {timeout:g} s")
 
 
+def reopen(master: int) -> bool:
+    """Have nginx reopen its log files (SIGUSR1, what `nginx -s reopen` sends): each worker
+    flushes its buffered lines into the file it had open, then opens (creates) the named one
+    again. False when the master is gone."""
+    try:
+        os.kill(master, signal.SIGUSR1)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def drained(old: set[int], *, timeout: float = 30.0) -> bool:
     """Wait until the workers of the previous config have exited (their requests done)."""
     import psutil

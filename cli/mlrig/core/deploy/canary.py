@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mlrig.core.deploy import traffic
 from mlrig.core.deploy.state import Endpoint
+from mlrig.core.shared import rotation
 from mlrig.core.shared.progress import Progress
 from mlrig.errors import UsageError
 
@@ -51,14 +52,14 @@ def bake(
     log: Path,
     seconds: float,
     *,
-    start: int,
+    start: rotation.Mark,
     alive: Callable[[], str | None],
     progress: Progress,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> str | None:
     """Watch the canary for `seconds`: why it failed (its container stopped answering
-    `alive`, or its requests logged after offset `start` broke its limits), or None when it
+    `alive`, or its requests logged after `start` broke its limits), or None when it
     held. `alive` returns why the canary does not answer, None when it does."""
     assert ep.canary is not None
     progress(f"watching the canary (v{ep.canary.version}) for {seconds:g} s")

@@ -35,11 +35,12 @@ from mlrig.core.deploy.state import (
 )
 from mlrig.core.image import run as image_run
 from mlrig.core.shared import capture as capture_contract
-from mlrig.core.shared import secrets
+from mlrig.core.shared import rotation, secrets
 from mlrig.core.shared.files import PRIVATE_UMASK, private_dir, private_umask
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack import env as stack_env
 from mlrig.core.stack import stacks
+from mlrig.core.stack.local import access_logs
 from mlrig.core.stack.local.stack import ENDPOINT_LABEL, free_port, port_is_free
 from mlrig.core.stack.local.state import Layout
 from mlrig.errors import MlrigError, PortInUse, ServiceError, UsageError
@@ -271,6 +272,7 @@ def _ensure_proxy(site: Site, progress: Progress) -> Proxy:
         store.write_proxy(proxy)
     st, _ = processes.status(layout.pid_file("nginx"))
     if st == processes.Status.RUNNING:
+        access_logs.ensure(layout)  # a keeper killed meanwhile comes back
         return proxy
     if not port_is_free(proxy.port):
         raise PortInUse(
@@ -301,6 +303,7 @@ def _ensure_proxy(site: Site, progress: Progress) -> Proxy:
             f"nginx did not start: {processes.tail(layout.log_file('nginx'), 2) or 'no output'}",
             hint=f"its log: {layout.log_file('nginx-error')}",
         ) from None
+    access_logs.ensure(layout)
     return proxy
 
 
@@ -514,7 +517,7 @@ def deploy(
         except BaseException:
             _stop(new)
             raise
-        log_start = _log_size(site, name)
+        log_start = rotation.end(traffic.log_file(site.layout, name))
         _switch(site, nxt, new, old_backends, "deployed" if canary is None else None, progress)
         first_key = ep.keys[0].id if key and ep.keys else None
         _audit.log(
@@ -594,14 +597,9 @@ def _abort(site: Site, ep: Endpoint, progress: Progress) -> Endpoint:
     return nxt
 
 
-def _log_size(site: Site, name: str) -> int:
-    try:
-        return traffic.log_file(site.layout, name).stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _bake(site: Site, ep: Endpoint, seconds: float, start: int, progress: Progress) -> None:
+def _bake(
+    site: Site, ep: Endpoint, seconds: float, start: rotation.Mark, progress: Progress
+) -> None:
     """Watch the new canary; abort it (and say why) when it fails, or when this command is
     interrupted while watching (nothing half-done is left serving)."""
     from mlrig.adapters import http
@@ -683,7 +681,7 @@ def delete(name: str, *, stack: str | None = None, progress: Progress = lambda _
         with contextlib.suppress(MlrigError):
             for b in ep.backends:
                 site.rest().delete_alias(b.model, f"endpoint-{name}")
-        traffic.log_file(site.layout, name).unlink(missing_ok=True)
+        rotation.remove(traffic.log_file(site.layout, name))
     site.store.forget(name)
     _audit.log(site.layout.name, "delete", name)
 

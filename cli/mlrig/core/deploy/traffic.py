@@ -1,8 +1,9 @@
 """What an endpoint's requests did, read from the JSON lines nginx writes per request
-(`_render.LOG_FORMAT`, one file per endpoint): each line validated here, the one boundary
-for a file another process writes; a retried request split into its attempts, one per
-backend it tried; and the numbers a canary is judged by (`CanaryLimits`): requests, 5xx
-share and p99 per backend."""
+(`_render.LOG_FORMAT`, one file per endpoint, rotated by size by `access_logs` and read
+across its rotated files): each line validated here, the one boundary for a file another
+process writes; a retried request split into its attempts, one per backend it tried; and
+the numbers a canary is judged by (`CanaryLimits`): requests, 5xx share and p99 per
+backend."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlrig.core.shared import rotation
+from mlrig.core.stack.local import access_logs
 from mlrig.core.stack.local.state import Layout
 
 TAIL_BYTES = 32 << 20  # how far back `since` reads look (a few hours at 50 req/s)
 
 
 def logs_dir(layout: Layout) -> Path:
-    return layout.logs_dir / "endpoints"
+    return access_logs.folder(layout)
 
 
 def log_file(layout: Layout, name: str) -> Path:
@@ -102,35 +105,20 @@ def _number(text: str) -> bool:
 class Batch:
     requests: list[Request]
     skipped: int  # lines that are not a request record (ignored, counted)
-    end: int  # the offset after the last whole line read
+    end: rotation.Mark  # after the last whole line read: where the next read starts
 
 
-def read(path: Path, *, start: int = 0, tail_bytes: int | None = None) -> Batch:
-    """The whole lines written since offset `start` (a file shorter than that was rotated or
-    truncated: read from its beginning); with `tail_bytes`, at most that much of its end."""
-    try:
-        f = path.open("rb")
-    except FileNotFoundError:
-        return Batch([], 0, 0)
-    with f:
-        size = f.seek(0, 2)
-        begin = start if start <= size else 0
-        partial = False
-        if tail_bytes is not None and size - begin > tail_bytes:
-            begin, partial = size - tail_bytes, True
-        f.seek(begin)
-        data = f.read(size - begin)
-    cut = data.rfind(b"\n") + 1
-    lines = data[:cut].split(b"\n")[:-1]
-    if partial and lines:
-        lines = lines[1:]  # the first may be the end of a line cut in two
+def read(path: Path, *, start: rotation.Mark | None = None, tail_bytes: int | None = None) -> Batch:
+    """The whole lines written after `start` (None: all kept) across the log and its rotated
+    files (`rotation`), oldest first; with `tail_bytes`, at most that much of their end."""
+    lines, end = rotation.read(path, start, tail_bytes=tail_bytes)
     requests, skipped = [], 0
     for line in lines:
         try:
             requests.append(Request.model_validate_json(line))
         except ValidationError:
             skipped += 1
-    return Batch(requests, skipped, begin + cut)
+    return Batch(requests, skipped, end)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from mlrig.contract import StackOutputs
 from mlrig.core.shared import secrets
 from mlrig.core.shared.files import PRIVATE_UMASK
 from mlrig.core.shared.progress import Progress
+from mlrig.core.stack.local import access_logs
 from mlrig.core.stack.local.state import Layout, LocalState
 from mlrig.errors import CredentialsError, DependencyMissing, MlrigError, PortInUse, ServiceError
 from mlrig.tracking import config as tracking_server
@@ -166,7 +167,8 @@ def orphans(layout: Layout) -> list[int]:
     """Processes of this stack that no PID file accounts for: a worker whose server was
     killed, or a service an interrupted `up` started but never recorded."""
     recorded: set[int] = set()
-    for service in ("mlflow", "registry", "nginx"):  # nginx: the endpoints' proxy (deploy)
+    # nginx: the endpoints' proxy (deploy), and the keeper of its request logs
+    for service in ("mlflow", "registry", "nginx", access_logs.SERVICE):
         recorded.update(processes.tree(layout.pid_file(service)))
     return [pid for pid in processes.owned_by(layout.root) if pid not in recorded]
 

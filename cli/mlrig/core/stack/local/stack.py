@@ -30,6 +30,7 @@ from mlrig.core.shared.progress import Progress
 from mlrig.core.stack import lock as stack_lock
 from mlrig.core.stack.local import _config as local_config
 from mlrig.core.stack.local import _services as services
+from mlrig.core.stack.local import access_logs
 from mlrig.core.stack.local._services import free_port, port_is_free
 from mlrig.core.stack.local.state import (
     SERVICES,
@@ -234,6 +235,7 @@ class LocalStack(Layout):
             cwd=self.root,
             umask=PRIVATE_UMASK,
         )
+        access_logs.ensure(self)  # keeps the endpoints' request logs bounded
 
     def _roll_back(self) -> None:
         for service in ("registry", "mlflow"):
@@ -299,7 +301,7 @@ class LocalStack(Layout):
             errors: list[ServiceError] = []
             # nginx: the endpoints' proxy (`mlrig deploy`); their containers keep running
             # (restart=unless-stopped) and nginx starts again with the next deploy
-            for service in ("mlflow", "registry", "nginx"):
+            for service in ("mlflow", "registry", "nginx", access_logs.SERVICE):
                 try:
                     left = processes.stop(self.pid_file(service))
                 except ServiceError as exc:

@@ -5,6 +5,7 @@ are matched whole: Python's `$` also matches before a trailing newline, so `'pro
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -77,3 +78,44 @@ def test_values_read_back_are_matched_whole() -> None:
     assert {r.tag for r in refused} == {provenance.LABEL_RUN_ID, provenance.LABEL_MODEL_VERSION}
     assert identities.is_machine_name("repo-churn")
     assert not identities.is_machine_name("repo-churn\n")
+
+
+@pytest.mark.parametrize(
+    ("field", "label", "bad"),
+    [
+        ("model", "io.mlrig.model.name", "churn model"),
+        ("model", "io.mlrig.model.name", "-churn"),
+        ("version", "io.mlrig.model.version", "03"),
+        ("version", "io.mlrig.model.version", "3\n"),
+        ("run_id", "io.mlrig.mlflow.run-id", RUN.upper()),
+    ],
+)
+def test_a_served_version_passes_one_model_wherever_it_is_read(
+    field: str, label: str, bad: str
+) -> None:
+    # an image's label (provenance), a captured record's `mlrig` object (monitor) and the
+    # identity deploy hands a capturing container: one model, so one verdict for each value
+    from mlrig.core.monitor import _captures
+    from mlrig.core.provenance import _inputs as provenance_input
+    from mlrig.core.shared import capture
+    from tests.helpers import capture_line
+
+    good = {"model": "churn-model", "version": "3", "run_id": RUN}
+    labels = {
+        "io.mlrig.model.name": good["model"],
+        "io.mlrig.model.version": good["version"],
+        "io.mlrig.mlflow.run-id": good["run_id"],
+    }
+    when = datetime(2026, 12, 7, tzinfo=UTC)
+    # the good values pass everywhere
+    assert provenance_input.checked_labels(labels) == (labels, [])
+    _captures.parse_line(capture_line([{"x": 1}], [0], when=when, **good).encode())
+    capture.identity(endpoint="ep", digest=DIGEST, **good)
+    # one bad value is refused everywhere, and only that one
+    kept, refused = provenance_input.checked_labels({**labels, label: bad})
+    assert [r.tag for r in refused] == [label] and set(kept) == set(labels) - {label}
+    line = capture_line([{"x": 1}], [0], when=when, **{**good, field: bad})
+    with pytest.raises(ValueError, match=f"mlrig.{field}"):
+        _captures.parse_line(line.encode())
+    with pytest.raises(UsageError, match=f"version's {field} is missing or not valid"):
+        capture.identity(endpoint="ep", digest=DIGEST, **{**good, field: bad})

@@ -14,10 +14,11 @@ from pydantic import BaseModel, Field, ValidationError
 
 from mlrig import contract
 from mlrig.core.deploy.traffic import CanaryLimits
+from mlrig.core.shared import capture
 from mlrig.core.shared.files import private_dir
 from mlrig.errors import ConfigError, Conflict, UsageError
 
-NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"
+NAME_PATTERN = capture.ENDPOINT_PATTERN
 
 
 class Backend(BaseModel):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from mlrig.core.deploy.state import NAME_PATTERN
+from mlrig.core.shared.capture import Served
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,11 +35,6 @@ _FILE = re.compile(r"^[A-Za-z0-9._-]{1,200}\.jsonl$")
 # a column name is shown in the terminal, the report and MLflow's metric keys: no control
 # characters (a terminal's escapes), not too long
 _COLUMN = re.compile(r"^[^\x00-\x1f\x7f-\x9f]{1,200}$")
-# what MLflow and the registry make (the same forms provenance accepts from tags and labels)
-MODEL_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$"
-VERSION = r"^[1-9][0-9]{0,9}$"
-DIGEST = r"^sha256:[0-9a-f]{64}$"
-RUN_ID = r"^[0-9a-f]{32}$"
 
 
 class _Model(BaseModel):
@@ -73,19 +68,11 @@ class _Event(_Model):
     inferenceTime: datetime  # noqa: N815
 
 
-class _Served(_Model):
-    endpoint: str | None = Field(default=None, pattern=NAME_PATTERN)
-    model: str = Field(pattern=MODEL_NAME)
-    version: str = Field(pattern=VERSION)
-    digest: str | None = Field(default=None, pattern=DIGEST)
-    run_id: str | None = Field(default=None, pattern=RUN_ID)
-
-
 class CaptureRecord(_Model):
     captureData: _CaptureData  # noqa: N815
     eventMetadata: _Event  # noqa: N815
     eventVersion: str = Field(max_length=20)  # noqa: N815
-    mlrig: _Served
+    mlrig: Served  # the one model of a served version (provenance checks labels with it)
 
 
 @dataclass

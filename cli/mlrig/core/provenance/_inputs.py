@@ -29,6 +29,7 @@ from pathlib import PurePosixPath
 
 from mlrig.adapters import git
 from mlrig.core.provenance import record as p
+from mlrig.core.shared import capture
 
 MAX_VALUE = 2048  # longer than any remote, ref or path mlrig records
 TAG_USER = "mlflow.user"  # the MLflow user the run was logged as (MLflow's own tag)
@@ -44,10 +45,11 @@ _URL = re.compile(
 _SCP = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^@/:]+):(?P<path>.+)$")
 _EXP_REF = re.compile(r"^refs/exps/[0-9a-f]{2}/[0-9a-f]{1,62}/[A-Za-z0-9][A-Za-z0-9._+-]*$")
 _WINDOW_VALUE = re.compile(r"^[0-9A-Za-z:.+, -]{1,40}$")  # 2026-04-02T10:00:00Z, 7 days 00:00:00
-RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-VERSION = re.compile(r"^[1-9][0-9]{0,9}$")
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$")
+# a served version's fields: the rules of capture.Served, the one model of them
+RUN_ID = re.compile(capture.RUN_ID_PATTERN)
+DIGEST = re.compile(capture.DIGEST_PATTERN)
+VERSION = re.compile(capture.VERSION_PATTERN)
+MODEL_NAME = re.compile(capture.MODEL_PATTERN)
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._:/-]{0,254}@sha256:[0-9a-f]{64}$")
 
 
@@ -179,18 +181,22 @@ def image_refs(refs: list[str]) -> list[str]:
     return [r for r in refs if IMAGE_REF.fullmatch(r)]
 
 
+_LABEL_FIELDS = {
+    p.LABEL_RUN_ID: "run_id",
+    p.LABEL_MODEL_NAME: "model",
+    p.LABEL_MODEL_VERSION: "version",
+}
+
+
 def checked_labels(labels: Mapping[str, str]) -> tuple[dict[str, str], list[Refused]]:
-    """An image's labels without a run ID, model name or version mlrig would not look up."""
-    rules = {
-        p.LABEL_RUN_ID: RUN_ID,
-        p.LABEL_MODEL_NAME: MODEL_NAME,
-        p.LABEL_MODEL_VERSION: VERSION,
-    }
+    """An image's labels without a run ID, model name or version mlrig would not look up:
+    checked by capture.Served, the model a capture record's version passes too."""
+    named = {field: labels[key] for key, field in _LABEL_FIELDS.items() if key in labels}
+    bad = capture.Served.problems(named)
     kept: dict[str, str] = {}
     refused: list[Refused] = []
     for key, value in labels.items():
-        rule = rules.get(key)
-        if rule is not None and not rule.fullmatch(value):
+        if _LABEL_FIELDS.get(key) in bad:
             refused.append(Refused(key, f"{_shown(value)} is not what mlrig writes", "label"))
         else:
             kept[key] = value

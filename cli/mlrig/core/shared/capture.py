@@ -36,14 +36,48 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Identity(_Strict):
-    """What every record of a container names: the version deploy verified."""
+# -- the served version: what a record, an image's labels and a container's env name --------
+# The forms MLflow and the registry make, defined here once: the capture reader (monitor),
+# provenance's checks of image labels and tags, and the identity deploy hands a container
+# all validate against `Served`'s fields.
+ENDPOINT_PATTERN = r"^[a-z0-9][a-z0-9-]{0,39}$"  # deploy's endpoint names (deploy.state)
+MODEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,255}$"
+VERSION_PATTERN = r"^[1-9][0-9]{0,9}$"
+DIGEST_PATTERN = r"^sha256:[0-9a-f]{64}$"
+RUN_ID_PATTERN = r"^[0-9a-f]{32}$"
 
-    endpoint: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9-]{0,39}$")
-    model: str = Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")
-    version: str = Field(pattern=r"^\d{1,10}$")
-    digest: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    run_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+
+class Served(BaseModel):
+    """The model version a capture record (its `mlrig` object) or an image's labels name. Read
+    back, other fields are ignored (a newer writer may add some); digest and run may be
+    unknown."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    endpoint: str | None = Field(default=None, pattern=ENDPOINT_PATTERN)
+    model: str = Field(pattern=MODEL_PATTERN)
+    version: str = Field(pattern=VERSION_PATTERN)
+    digest: str | None = Field(default=None, pattern=DIGEST_PATTERN)
+    run_id: str | None = Field(default=None, pattern=RUN_ID_PATTERN)
+
+    @classmethod
+    def problems(cls, values: dict[str, str]) -> set[str]:
+        """The fields of `values` (a subset of Served's) that break their rule."""
+        fields = cls.model_fields
+        try:
+            cls.model_validate({"model": "m", "version": "1", **values})
+        except ValidationError as exc:
+            return {str(e["loc"][0]) for e in exc.errors() if e["loc"] and e["loc"][0] in fields}
+        return set()
+
+
+class Identity(Served):
+    """What every record of a container names: the version deploy verified (all of it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    digest: str = Field(pattern=DIGEST_PATTERN)
+    run_id: str = Field(pattern=RUN_ID_PATTERN)
 
 
 # -- the record (the agreed format) -----------------------------------------------------------

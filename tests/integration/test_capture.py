@@ -12,6 +12,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -106,10 +107,8 @@ def test_n_requests_are_n_records_with_the_clients_inference_ids(
         for line in path.read_text().splitlines():
             r = CaptureRecord.model_validate_json(line)
             t = r.eventMetadata.inferenceTime  # its file is under the record's UTC hour
-            assert (
-                path.parent.relative_to(folder).as_posix()
-                == f"{t[:4]}/{t[5:7]}/{t[8:10]}/{t[11:13]}"
-            )
+            assert t.utcoffset() == timedelta(0)
+            assert path.parent.relative_to(folder).as_posix() == f"{t:%Y/%m/%d/%H}"
             records.append(r)
     assert len(records) == N
     assert {r.eventMetadata.inferenceId for r in records} == set(ids)

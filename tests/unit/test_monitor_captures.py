@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from mlrig.core.monitor import _captures, _schema
 from mlrig.core.monitor.monitor import parse_since
+from mlrig.core.shared import capture
 from mlrig.errors import UsageError
 from tests.helpers import REPO_ROOT, capture_file, capture_line, default_template_file
 
@@ -131,3 +133,31 @@ def test_the_rules_are_the_validate_stages_own_module() -> None:
     shipped = REPO_ROOT / "pipeline" / "template" / "src" / "{{project_name}}" / "validate.py"
     assert Path(stage.__file__ or "").resolve() == shipped.resolve()
     assert stage.schema_errors.__module__ == stage.__name__
+
+
+def test_the_agreed_format_narrows_the_one_record_model_the_reader_uses() -> None:
+    when = datetime(2026, 12, 7, 10, 0, tzinfo=UTC)
+    line = capture_line(_rows(1), [0], when=when, run_id="ab" * 16)
+    written = json.loads(line)
+    written["mlrig"]["digest"] = "sha256:" + "0" * 64
+    # what the serving image writes passes both, as the same values
+    strict = capture.CaptureRecord.model_validate(written)
+    read = _captures.parse_line(json.dumps(written).encode())
+    assert isinstance(strict, capture.ReadRecord)
+    assert read.model_dump() == capture.ReadRecord.model_validate(strict.model_dump()).model_dump()
+    assert read.eventMetadata.inferenceTime == when
+    # a newer writer's extra field, or a SageMaker-written event (its own IDs, a time
+    # without milliseconds): read, but not the format mlrig's image writes
+    newer = {**written, "mlrig": {**written["mlrig"], "region": "eu-west-1"}}
+    sagemaker = {
+        **written,
+        "eventMetadata": {
+            "eventId": "evt-1",
+            "inferenceId": "abc-1",
+            "inferenceTime": "2026-12-07T10:00:00Z",
+        },
+    }
+    for other in (newer, sagemaker):
+        _captures.parse_line(json.dumps(other).encode())
+        with pytest.raises(ValidationError):
+            capture.CaptureRecord.model_validate(other)

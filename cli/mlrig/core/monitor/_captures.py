@@ -1,7 +1,8 @@
 """Captured traffic, read back: the JSON Lines the serving image writes in SageMaker Data
 Capture's schema plus an `mlrig` object (docs/monitor.md), under
-`<capture root>/yyyy/mm/dd/hh/<writer>-<seq>.jsonl`. Every record is input: it passes one
-pydantic model before any value is used, and what fails is counted, never guessed at.
+`<capture root>/yyyy/mm/dd/hh/<writer>-<seq>.jsonl`. Every record is input: it passes the
+one record model (`shared.capture.ReadRecord`, the agreed format's tolerant base) before any
+value is used, and what fails is counted, never guessed at.
 
 A writer may still be appending to its newest file, so a last line without its newline that
 does not parse is a cut line (counted, skipped); any other line that does not parse or validate
@@ -10,20 +11,17 @@ is a bad record (counted, the first reason kept).
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from mlrig.core.shared.capture import Served
+from mlrig.core.shared.capture import ReadRecord
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -35,44 +33,6 @@ _FILE = re.compile(r"^[A-Za-z0-9._-]{1,200}\.jsonl$")
 # a column name is shown in the terminal, the report and MLflow's metric keys: no control
 # characters (a terminal's escapes), not too long
 _COLUMN = re.compile(r"^[^\x00-\x1f\x7f-\x9f]{1,200}$")
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class _Payload(_Model):
-    observedContentType: str = Field(max_length=200)  # noqa: N815 - SageMaker's names
-    mode: Literal["INPUT", "OUTPUT"]
-    data: str
-    encoding: Literal["JSON", "BASE64"]
-
-    def value(self) -> Any:
-        raw = self.data
-        if self.encoding == "BASE64":
-            try:
-                raw = base64.b64decode(self.data, validate=True).decode()
-            except (binascii.Error, UnicodeDecodeError) as exc:
-                raise ValueError("BASE64 data that is not UTF-8 JSON") from exc
-        return json.loads(raw)
-
-
-class _CaptureData(_Model):
-    endpointInput: _Payload  # noqa: N815
-    endpointOutput: _Payload  # noqa: N815
-
-
-class _Event(_Model):
-    eventId: str = Field(max_length=100)  # noqa: N815
-    inferenceId: str = Field(pattern=r"^[A-Za-z0-9-]{1,100}$")  # noqa: N815
-    inferenceTime: datetime  # noqa: N815
-
-
-class CaptureRecord(_Model):
-    captureData: _CaptureData  # noqa: N815
-    eventMetadata: _Event  # noqa: N815
-    eventVersion: str = Field(max_length=20)  # noqa: N815
-    mlrig: Served  # the one model of a served version (provenance checks labels with it)
 
 
 @dataclass
@@ -186,9 +146,9 @@ def _predictions(response: Any, n: int) -> list[Any]:
     return [None] * n
 
 
-def parse_line(line: bytes) -> CaptureRecord:
+def parse_line(line: bytes) -> ReadRecord:
     """One record, validated; ValueError (pydantic's ValidationError is one) when it is not."""
-    return CaptureRecord.model_validate_json(line)
+    return ReadRecord.model_validate_json(line)
 
 
 def read(
@@ -237,7 +197,7 @@ def _read_file(path: Path, window: Window, model: str | None, version: str | Non
         _add(record, window, model, version)
 
 
-def _add(record: CaptureRecord, window: Window, model: str | None, version: str | None) -> None:
+def _add(record: ReadRecord, window: Window, model: str | None, version: str | None) -> None:
     when = record.eventMetadata.inferenceTime
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -269,7 +229,7 @@ def _add(record: CaptureRecord, window: Window, model: str | None, version: str 
     window.row_in_request.extend(range(len(values)))
 
 
-def _unreadable(window: Window, record: CaptureRecord, why: str) -> None:
+def _unreadable(window: Window, record: ReadRecord, why: str) -> None:
     window.unreadable_bodies += 1
     window.first_unreadable = window.first_unreadable or (
         f"inference {record.eventMetadata.inferenceId}: {why[:120]}"

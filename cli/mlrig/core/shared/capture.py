@@ -8,12 +8,16 @@ counters, a record read back) is validated by these models before it is used.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import os
 import re
+from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mlrig.errors import UsageError
 
@@ -32,8 +36,7 @@ _TIME = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$"
 _USER = re.compile(r"^(?P<uid>\d+)(?::(?P<gid>\d+))?$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_STRICT = ConfigDict(extra="forbid", frozen=True)  # what mlrig itself writes: nothing else
 
 
 # -- the served version: what a record, an image's labels and a container's env name --------
@@ -74,33 +77,87 @@ class Served(BaseModel):
 class Identity(Served):
     """What every record of a container names: the version deploy verified (all of it)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _STRICT
 
     digest: str = Field(pattern=DIGEST_PATTERN)
     run_id: str = Field(pattern=RUN_ID_PATTERN)
 
 
-# -- the record (the agreed format) -----------------------------------------------------------
-class CapturedBody(_Strict):
-    observedContentType: str  # noqa: N815 - SageMaker's field names
+# -- the record ---------------------------------------------------------------------------------
+# One model of a record. `ReadRecord` is the boundary every record read back crosses (the
+# monitor's reader): fields a newer writer adds are ignored, and SageMaker's own records pass.
+# `CaptureRecord` narrows it to the agreed format mlrig's serving image writes (the tests hold
+# the writer to it): no other field, UUIDs, the millisecond UTC time, the whole identity.
+class _Read(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ReadBody(_Read):
+    observedContentType: str = Field(max_length=200)  # noqa: N815 - SageMaker's field names
     mode: Literal["INPUT", "OUTPUT"]
     data: str
     encoding: Literal["JSON", "BASE64"]
 
+    def value(self) -> Any:
+        """The body's JSON value; ValueError when it is none."""
+        raw = self.data
+        if self.encoding == "BASE64":
+            try:
+                raw = base64.b64decode(self.data, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError) as exc:
+                raise ValueError("BASE64 data that is not UTF-8 JSON") from exc
+        return json.loads(raw)
 
-class CaptureData(_Strict):
+
+class ReadData(_Read):
+    endpointInput: ReadBody  # noqa: N815
+    endpointOutput: ReadBody  # noqa: N815
+
+
+class ReadEvent(_Read):
+    eventId: str = Field(max_length=100)  # noqa: N815
+    inferenceId: str = Field(pattern=r"^[A-Za-z0-9-]{1,100}$")  # noqa: N815
+    inferenceTime: datetime  # noqa: N815
+
+
+class ReadRecord(_Read):
+    """One line of a capture file, as every reader takes it."""
+
+    captureData: ReadData  # noqa: N815
+    eventMetadata: ReadEvent  # noqa: N815
+    eventVersion: str = Field(max_length=20)  # noqa: N815
+    mlrig: Served
+
+
+class CapturedBody(ReadBody):
+    model_config = _STRICT
+
+
+class CaptureData(ReadData):
+    model_config = _STRICT
+
     endpointInput: CapturedBody  # noqa: N815
     endpointOutput: CapturedBody  # noqa: N815
 
 
-class EventMetadata(_Strict):
+class EventMetadata(ReadEvent):
+    model_config = _STRICT
+
     eventId: str = Field(pattern=_UUID)  # noqa: N815
     inferenceId: str = Field(pattern=_UUID)  # noqa: N815
-    inferenceTime: str = Field(pattern=_TIME)  # noqa: N815
+
+    @field_validator("inferenceTime", mode="before")
+    @classmethod
+    def _written_form(cls, value: object) -> object:
+        if not isinstance(value, str) or not re.fullmatch(_TIME, value):
+            raise ValueError("not a UTC time in milliseconds (2026-12-07T10:00:00.000Z)")
+        return value
 
 
-class CaptureRecord(_Strict):
-    """One line of a capture file."""
+class CaptureRecord(ReadRecord):
+    """One line of a capture file as mlrig's serving image writes it (the agreed format)."""
+
+    model_config = _STRICT
 
     captureData: CaptureData  # noqa: N815
     eventMetadata: EventMetadata  # noqa: N815

@@ -127,3 +127,42 @@ def test_deleting_an_endpoint_removes_its_rotated_logs(tmp_path: Path) -> None:
     log.write_bytes(record(1))
     rotation.remove(log)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_keeper_reopens_after_a_rotation_survives_an_error_and_exits_with_nginx(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.adapters import processes
+
+    nginx_pid = tmp_path / "nginx.pid"
+    running = iter([True, True, True, False])
+    rec = processes.PidRecord(4242, 0.0, "nginx")
+    monkeypatch.setattr(
+        access_logs.processes,
+        "status",
+        lambda f: (processes.Status.RUNNING if next(running) else processes.Status.STOPPED, rec),
+    )
+    reopened: list[int] = []
+
+    def reopen(pid: int) -> bool:
+        reopened.append(pid)
+        return True
+
+    monkeypatch.setattr(access_logs.nginx, "reopen", reopen)
+    monkeypatch.setattr(access_logs.time, "sleep", lambda _s: None)
+    sweeps: list[list[Path] | OSError] = [
+        OSError("No space left on device"),
+        [tmp_path / "ep.log"],
+        [],
+    ]
+
+    def sweep(logs: Path, max_bytes: int, keep: int) -> list[Path]:
+        found = sweeps.pop(0)
+        if isinstance(found, OSError):
+            raise found
+        return found
+
+    monkeypatch.setattr(access_logs, "sweep", sweep)
+    access_logs.watch(nginx_pid, tmp_path, max_bytes=1, keep=1, interval=0.01)
+    assert reopened == [4242]  # once, after the one sweep that rotated
+    assert next(running, "done") == "done"  # it returned when nginx stopped

@@ -46,7 +46,10 @@ def rotate(path: Path, keep: int) -> bool:
     for index in range(keep - 1, 0, -1):
         with contextlib.suppress(FileNotFoundError):
             os.replace(rotated(path, index), rotated(path, index + 1))
-    os.replace(path, rotated(path, 1))
+    try:
+        os.replace(path, rotated(path, 1))
+    except FileNotFoundError:  # removed meanwhile (its endpoint deleted)
+        return False
     return True
 
 

@@ -85,7 +85,12 @@ def watch(
         state, rec = processes.status(nginx_pid_file)
         if state != processes.Status.RUNNING or rec is None:
             return
-        if sweep(logs, max_bytes, keep):
+        try:
+            rotated = sweep(logs, max_bytes, keep)
+        except OSError as exc:  # said in its log, tried again: the keeper must not die
+            print(f"mlrig nginx-logs: {exc}", file=sys.stderr, flush=True)
+            rotated = []
+        if rotated:
             nginx.reopen(rec.pid)
         time.sleep(interval)
 

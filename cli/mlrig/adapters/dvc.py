@@ -371,8 +371,10 @@ def _fs(url: str, options: Mapping[str, str]) -> tuple[Any, str]:
 
 def read_object(url: str, options: Mapping[str, str], md5: str) -> bytes | None:
     """The bytes a DVC remote at url holds for md5 (DVC 3's files/md5/ layout, then 2's), or
-    None when it has no such object. A remote that cannot be reached raises ServiceError."""
-    if not (len(md5) == 32 and all(c in "0123456789abcdef" for c in md5)):
+    None when it has no such object; a directory's manifest is md5 `<32 hex>.dir`. A remote
+    that cannot be reached raises ServiceError."""
+    hexpart = md5.removesuffix(".dir")
+    if not (len(hexpart) == 32 and all(c in "0123456789abcdef" for c in hexpart)):
         return None  # the caller validated it; never a path made of anything else
     if "://" not in url and not options:  # a local directory: read it without importing DVC
         for layout in (f"files/md5/{md5[:2]}/{md5[2:]}", f"{md5[:2]}/{md5[2:]}"):

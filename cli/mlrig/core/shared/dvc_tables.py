@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, RootModel, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from mlrig.errors import ConfigError, ServiceError
 
@@ -46,6 +54,10 @@ _STAMPED = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{4})(?:-([1-9][0-9]{0,5}))?\.(csv|
 
 # an object's bytes by its DVC hash (md5, or md5.dir), None when the store has none
 Fetch = Callable[[str], bytes | None]
+
+
+class NotPartitioned(ConfigError):
+    """A directory dependency holding other files than partitions: not a snapshot."""
 
 
 def is_dir(md5: str) -> bool:
@@ -165,6 +177,7 @@ class Table:
     md5: str
     frame: pd.DataFrame
     partitions: tuple[Entry, ...] = ()  # a directory's files, in partition_order; () for a file
+    rows: tuple[int, ...] = ()  # each partition's rows
 
 
 def parse_table(path: str, data: bytes) -> pd.DataFrame:
@@ -192,7 +205,7 @@ def read_table(fetch: Fetch, path: str, md5: str, where: str) -> Table:
         raise ConfigError(f"the directory {path} (md5 {md5}) holds no partitions")
     bad = next((e for e in entries if not _PARTITION.fullmatch(e.relpath)), None)
     if bad is not None:
-        raise ConfigError(
+        raise NotPartitioned(
             f"the directory {path} holds {_shown(bad.relpath)}, not a partition "
             "(a plain file name ending in .parquet or .csv)"
         )
@@ -202,4 +215,63 @@ def read_table(fetch: Fetch, path: str, md5: str, where: str) -> Table:
         name = f"{path.rstrip('/')}/{entry.relpath}"
         frames.append(parse_table(name, verified(fetch, entry.md5, f"partition {name}", where)))
     frame = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return Table(path, md5, frame, tuple(entries))
+    return Table(path, md5, frame, tuple(entries), tuple(len(f) for f in frames))
+
+
+# -- what the train run logged of its partitions (mlrig/partitions.json) ---------------------
+PARTITIONS_ARTIFACT = "mlrig/partitions.json"  # the run's artifact: [{"name", "md5", "rows"}]
+SNAPSHOTS_DIR = "data/snapshots"  # the partitioned snapshot's directory out
+
+
+class LoggedPartition(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    md5: str
+    rows: int = Field(ge=0)
+
+    @field_validator("name")
+    @classmethod
+    def _plain(cls, value: str) -> str:
+        if not _PARTITION.fullmatch(value):
+            raise ValueError("is not a partition's file name")
+        return value
+
+    @field_validator("md5")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        if not MD5.fullmatch(value):
+            raise ValueError("is not 32 hex digits")
+        return value
+
+
+_LOGGED = TypeAdapter(list[LoggedPartition])
+
+
+def partitions_problem(table: Table, logged: bytes, run_id: str) -> str | None:
+    """Why the partitions the run logged (mlrig/partitions.json) are not the files of the
+    directory it recorded; None when every name, md5 and row count agrees."""
+    try:
+        listed = _LOGGED.validate_json(logged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        at = ".".join(str(p) for p in err["loc"]) or "it"
+        return f"run {run_id}'s {PARTITIONS_ARTIFACT} is not a partition list ({at}: {err['msg']})"
+    have = {e.relpath: (e.md5, r) for e, r in zip(table.partitions, table.rows, strict=True)}
+    want = {p.name: (p.md5, p.rows) for p in listed}
+    if have == want:
+        return None
+    names = sorted(set(have) ^ set(want)) or sorted(n for n in have if have[n] != want[n])
+    name = names[0]
+    if name not in have:
+        what = f"lists {name}, which the directory does not hold"
+    elif name not in want:
+        what = f"does not list {name}, which the directory holds"
+    else:
+        (md5, rows), (md5_logged, rows_logged) = have[name], want[name]
+        what = (
+            f"lists {name} with md5 {md5_logged}, the directory's has {md5}"
+            if md5 != md5_logged
+            else f"lists {name} with {rows_logged} rows, the directory's has {rows}"
+        )
+    return f"run {run_id}'s {PARTITIONS_ARTIFACT} {what} ({table.path}, md5 {table.md5})"

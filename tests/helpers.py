@@ -382,6 +382,10 @@ PARTITIONS = {  # name -> rows, in the order ingest wrote them (a minute's -2 af
     "2026-12-08T0500.parquet": [(5, 0.5, "c", 1)],
 }
 PARTITIONED_DVC_YAML = """stages:
+  ingest:
+    cmd: mkdir -p data/snapshots && cp incoming/*.parquet data/snapshots/
+    deps: [incoming]
+    outs: [data/snapshots]
   train:
     cmd: cat data/snapshots/*.parquet | md5sum > models/model.pkl
     deps: [data/snapshots]
@@ -409,16 +413,17 @@ def partition_frame(rows: list[tuple[int, float, str, int]]) -> Any:
 
 
 def partitioned_repo(root: Path) -> PartitionedRepo:
-    """A git repo whose DVC-tracked folder data/snapshots/ holds three Parquet partitions, a
-    one-stage pipeline reading it (dvc.lock records its `.dir` md5), pushed to root/remote."""
+    """A git repo whose ingest stage's directory out data/snapshots/ holds three Parquet
+    partitions (copied from the git-tracked incoming/), and a train stage reading it: dvc.lock
+    records its `.dir` md5. Everything pushed to root/remote."""
     import yaml
 
     repo, remote = root / "repo", root / "remote"
     repo.mkdir(parents=True)
     git_as_tester(repo, "init", "-q", "-b", "main")
-    (repo / SNAPSHOTS).mkdir(parents=True)
+    (repo / "incoming").mkdir(parents=True)
     for name, rows in PARTITIONS.items():
-        partition_frame(rows).to_parquet(repo / SNAPSHOTS / name, index=False)
+        partition_frame(rows).to_parquet(repo / "incoming" / name, index=False)
     (repo / "models").mkdir()
     (repo / "dvc.yaml").write_text(PARTITIONED_DVC_YAML)
     script = (
@@ -429,7 +434,6 @@ def partitioned_repo(root: Path) -> PartitionedRepo:
     commands = [
         ["init", "-q"],
         ["remote", "add", "-d", "storage", str(remote)],
-        ["add", "-q", SNAPSHOTS],
         ["repro", "-q"],
         ["push", "-q"],
     ]

@@ -136,3 +136,26 @@ def test_a_missing_partition_names_the_run_and_the_partition(
     line = caught.value.one_line()
     assert f"the reference of run {RUN}: partition {SNAPSHOTS}/{last['name']}" in line
     assert f"(md5 {last['md5']}) is missing from the DVC remote" in line
+
+
+def test_the_logged_list_is_read_from_the_runs_own_artifacts() -> None:
+    from mlrig.adapters.mlflow_rest import Run
+    from mlrig.core.monitor import monitor
+
+    asked: list[tuple[str, str]] = []
+
+    class Rest:
+        def __init__(self, uri: str | None) -> None:
+            self.uri = uri
+
+        def run(self, run_id: str) -> Run:
+            return Run(run_id, "1", {}, {}, {}, artifact_uri=self.uri)
+
+        def read_artifact(self, artifact_uri: str, name: str) -> bytes | None:
+            asked.append((artifact_uri, name))
+            return b"[]"
+
+    uri = f"mlflow-artifacts:/1/{RUN}/artifacts"
+    assert monitor._run_artifact(Rest(uri), RUN, "mlrig/partitions.json") == b"[]"  # type: ignore[arg-type]
+    assert asked == [(uri, "mlrig/partitions.json")]
+    assert monitor._run_artifact(Rest(None), RUN, "mlrig/partitions.json") is None  # type: ignore[arg-type]

@@ -39,6 +39,8 @@ def _repo(ctx: DemoContext) -> Path:
 
 
 def planted_leak(ctx: DemoContext) -> str:
+    """In a throwaway clone of the temporal repository, the example with the leak planted:
+    `dvc repro preprocess` must fail with the leakage line, and train must not start."""
     import yaml
 
     from mlrig.adapters import dvc, git
@@ -56,7 +58,7 @@ def planted_leak(ctx: DemoContext) -> str:
 
     try:
         git.clone(str(repo), clone)
-        git.checkout_detached(clone, git.run(repo, "rev-parse", "HEAD").strip())
+        git.checkout_detached(clone, git.head(repo))
         dataset.write_temporal_example(clone, TEMPORAL_PROJECT, leak=True)
         schema_file = clone / "data" / "schema.yaml"
         schema = yaml.safe_load(schema_file.read_text())

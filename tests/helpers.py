@@ -374,6 +374,88 @@ def lock_deps(repo: Path, stage: str) -> dict[str, str]:
     return {f"dvc.dep.{d['path']}": d["md5"] for d in lock["stages"][stage]["deps"]}
 
 
+# -- a partitioned snapshot (issue 32's layout), made with the real git and DVC ------------------
+SNAPSHOTS = "data/snapshots"
+PARTITIONS = {  # name -> rows, in the order ingest wrote them (a minute's -2 after its first)
+    "2026-12-07T0500.parquet": [(1, 0.1, "a", 0), (2, 0.2, "b", 1)],
+    "2026-12-07T0500-2.parquet": [(3, 0.3, "a", 1), (4, 0.4, "b", 0)],
+    "2026-12-08T0500.parquet": [(5, 0.5, "c", 1)],
+}
+PARTITIONED_DVC_YAML = """stages:
+  ingest:
+    cmd: mkdir -p data/snapshots && cp incoming/*.parquet data/snapshots/
+    deps: [incoming]
+    outs: [data/snapshots]
+  train:
+    cmd: cat data/snapshots/*.parquet | md5sum > models/model.pkl
+    deps: [data/snapshots]
+    outs: [models/model.pkl]
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class PartitionedRepo:
+    path: Path  # git + DVC workspace, committed
+    remote: Path  # the local-directory DVC remote everything was pushed to
+    sha: str
+    snapshots_md5: str  # dvc.lock's `.dir` md5 of data/snapshots (what a run's dvc.dep records)
+    partitions: list[dict[str, Any]]  # [{"name", "md5", "rows"}] as mlrig/partitions.json
+    files: dict[str, str]  # {path: md5} of the train stage's deps and outs (dvc.lock)
+
+    def object(self, md5: str) -> Path:
+        return self.remote / "files" / "md5" / md5[:2] / md5[2:]
+
+
+def partition_frame(rows: list[tuple[int, float, str, int]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=["id", "x", "cat", "target"])
+
+
+def partitioned_repo(root: Path) -> PartitionedRepo:
+    """A git repo whose ingest stage's directory out data/snapshots/ holds three Parquet
+    partitions (copied from the git-tracked incoming/), and a train stage reading it: dvc.lock
+    records its `.dir` md5. Everything pushed to root/remote."""
+    import yaml
+
+    repo, remote = root / "repo", root / "remote"
+    repo.mkdir(parents=True)
+    git_as_tester(repo, "init", "-q", "-b", "main")
+    (repo / "incoming").mkdir(parents=True)
+    for name, rows in PARTITIONS.items():
+        partition_frame(rows).to_parquet(repo / "incoming" / name, index=False)
+    (repo / "models").mkdir()
+    (repo / "dvc.yaml").write_text(PARTITIONED_DVC_YAML)
+    script = (
+        "import sys, json; from dvc.cli import main\n"
+        "for args in json.loads(sys.argv[1]):\n"
+        "    if main(args): sys.exit(f'dvc {args} failed')"
+    )
+    commands = [
+        ["init", "-q"],
+        ["remote", "add", "-d", "storage", str(remote)],
+        ["repro", "-q"],
+        ["push", "-q"],
+    ]
+    sh(repo, str(VENV_BIN / "python"), "-c", script, json.dumps(commands), env=repo_env(root))
+    git_as_tester(repo, "add", "--all")
+    git_as_tester(repo, "commit", "-qm", "partitioned snapshot")
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train"]
+    files = {d["path"]: d["md5"] for d in [*lock["deps"], *lock["outs"]]}
+    partitions = [
+        {"name": name, "md5": md5(repo / SNAPSHOTS / name), "rows": len(PARTITIONS[name])}
+        for name in PARTITIONS
+    ]
+    return PartitionedRepo(
+        repo,
+        remote,
+        git_as_tester(repo, "rev-parse", "HEAD"),
+        files[SNAPSHOTS],
+        partitions,
+        files,
+    )
+
+
 PIPELINE_STAGES = ("ingest", "validate", "preprocess", "train", "evaluate")
 
 

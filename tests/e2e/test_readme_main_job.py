@@ -241,6 +241,21 @@ def test_the_demo_ends_with_the_champion_deployed_canaried_promoted_and_rolled_b
     assert not re.search(r"k[0-9a-f]{8}:[A-Za-z0-9_-]{20,}", summary)  # no key in the summary
 
 
+def test_the_demo_catches_a_planted_leak_before_train_then_trains_without_it(
+    main_job: dict,
+) -> None:
+    """A temporal repository beside the demo's: a feature from the future planted in the
+    labels stops its pipeline at preprocess (one line: the column and a row), and the same
+    repository without it trains a version."""
+    steps = _steps(main_job)
+    assert re.fullmatch(
+        r"caught before train: preprocess: rule 'leakage': column 'refund_next_7d' of the "
+        r"labels .* \(row: entity_id=\d+, label_time=[^,]+, refund_next_7d=[\d.]+\)",
+        steps["planted leak"],
+    ), steps["planted leak"]
+    assert re.search(r"trained models:/demo_temporal/\d+$", steps["leak fixed: train"])
+
+
 def _steps(main_job: dict) -> dict[str, str]:
     return {s["name"]: s["detail"] for s in main_job["summary"]["steps"]}
 

@@ -177,23 +177,37 @@ def set_local_remote(
 def pull(root: Path) -> tuple[int, list[str]]:
     """`dvc pull` in root: (files fetched from the remote, paths relative to root that DVC
     could not materialise because neither the cache nor the remote has them). Any other
-    failure (remote unreachable, bad config) raises ServiceError."""
+    failure (remote unreachable, bad config) raises ServiceError.
+
+    A directory out missing one of its files fails DVC's fetch as a whole (DownloadError,
+    which names nothing); what did arrive is then checked out, and the outs that could not
+    be are the missing ones (the files fetched then count those checked out)."""
     import logging
 
-    from dvc.exceptions import CheckoutError, DvcException
+    from dvc.exceptions import CheckoutError, DownloadError, DvcException
 
     # the missing files are the caller's to report; dvc_data logs them with no handler set
     loggers = [logging.getLogger(name) for name in ("dvc", "dvc_data")]
     levels = [log.level for log in loggers]
+
+    def missing_of(exc: CheckoutError) -> list[str]:
+        base = Path.cwd()
+        return sorted(os.path.relpath(base / str(t), root) for t in exc.target_infos)
+
     try:
         with _repo_cls()(str(root)) as repo, _quiet():
             for log in loggers:
                 log.setLevel(logging.CRITICAL)
-            result = repo.pull()
+            try:
+                result = repo.pull()
+            except DownloadError:
+                try:
+                    done = repo.checkout()
+                except CheckoutError as exc:
+                    return len(exc.result.get("added") or ()), missing_of(exc)
+                return len(done.get("added") or ()), []
     except CheckoutError as exc:
-        base = Path.cwd()
-        missing = [os.path.relpath(base / str(t), root) for t in exc.target_infos]
-        return int(exc.result.get("stats", {}).get("fetched", 0)), sorted(missing)
+        return int(exc.result.get("stats", {}).get("fetched", 0)), missing_of(exc)
     except DvcException as exc:
         raise _translate(exc, "pull") from exc
     finally:
@@ -371,8 +385,10 @@ def _fs(url: str, options: Mapping[str, str]) -> tuple[Any, str]:
 
 def read_object(url: str, options: Mapping[str, str], md5: str) -> bytes | None:
     """The bytes a DVC remote at url holds for md5 (DVC 3's files/md5/ layout, then 2's), or
-    None when it has no such object. A remote that cannot be reached raises ServiceError."""
-    if not (len(md5) == 32 and all(c in "0123456789abcdef" for c in md5)):
+    None when it has no such object; a directory's manifest is md5 `<32 hex>.dir`. A remote
+    that cannot be reached raises ServiceError."""
+    hexpart = md5.removesuffix(".dir")
+    if not (len(hexpart) == 32 and all(c in "0123456789abcdef" for c in hexpart)):
         return None  # the caller validated it; never a path made of anything else
     if "://" not in url and not options:  # a local directory: read it without importing DVC
         for layout in (f"files/md5/{md5[:2]}/{md5[2:]}", f"{md5[:2]}/{md5[2:]}"):

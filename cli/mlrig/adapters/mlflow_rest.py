@@ -23,6 +23,7 @@ class Run:
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
+    artifact_uri: str | None = None  # where the run's artifacts are (mlflow-artifacts:/...)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,7 @@ class MlflowRest:
             params=_pairs(data.get("params")),
             metrics=metrics,
             tags=_pairs(data.get("tags")),
+            artifact_uri=str(info["artifact_uri"]) if info.get("artifact_uri") else None,
         )
 
     def experiment_name(self, experiment_id: str) -> str | None:

@@ -98,6 +98,8 @@ def checkout(
         f"[green]identical[/]: {len(target.files)} files, params and `dvc status` match "
         f"run {target.run_id}"
     )
+    for folder, count in sorted(result.directories.items()):
+        _say(f"  {escape(folder)}: {count} files, each md5 as the run's DVC manifest lists it")
     if not repro:
         return
     with _working("dvc repro --force") as progress:

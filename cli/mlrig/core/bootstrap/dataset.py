@@ -37,10 +37,11 @@ def write_dataset(path: Path, source: Path | None = None) -> int:
     return data.count(b"\n") - 1  # minus the header
 
 
-def write_temporal_example(repo: Path, project: str) -> int:
+def write_temporal_example(repo: Path, project: str, *, leak: bool = False) -> int:
     """Write the temporal example (data/raw/labels.csv and features.csv) into the rendered
     repo at `repo` with the generator the template put there (src/<project>/example.py:
-    standard library only, seeded, so the same bytes everywhere); return its label rows."""
+    standard library only, seeded, so the same bytes everywhere); return its label rows.
+    leak: the labels carry a column computed from the outcome (the demo's planted leak)."""
     import runpy
 
     generator = repo / "src" / project / "example.py"
@@ -50,5 +51,5 @@ def write_temporal_example(repo: Path, project: str) -> int:
             hint="reinstall mlrig (its pipeline/ template is incomplete)",
         )
     write = runpy.run_path(str(generator))["write"]
-    _features, labels = write(repo / TEMPORAL_RAW)
+    _features, labels = write(repo / TEMPORAL_RAW, leak=leak)
     return int(labels)

@@ -254,6 +254,7 @@ def steps() -> list[Step]:
         ("dvc push", _push_data),
         ("dvc exp run", _experiments),
         ("dvc exp push", _push_experiments),
+        *_leak_steps(),
         ("best model", _best_model),
         ("image build", _image_build),
         ("image push", _image_push),
@@ -279,6 +280,17 @@ def _drift_steps() -> list[Step]:
         ("shifted traffic", drift.shifted_traffic),
         ("mlrig monitor", drift.monitor),
         ("drift loop", drift.loop),
+    ]
+
+
+def _leak_steps() -> list[Step]:
+    """Data over time: a feature from the future planted in a temporal repository is caught
+    before train; the same repository without it trains."""
+    from mlrig.core.demo import leak
+
+    return [
+        ("planted leak", leak.planted_leak),
+        ("leak fixed: train", leak.fixed_pipeline),
     ]
 
 

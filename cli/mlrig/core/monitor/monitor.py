@@ -128,6 +128,12 @@ def _model_inputs(rest: MlflowRest, name: str, version: str) -> list[str] | None
     return [n for n in names if len(n) <= 200] or None
 
 
+def _run_artifact(rest: MlflowRest, run_id: str, name: str) -> bytes | None:
+    """A small artifact of the run (at most 1 MiB), or None when it logged no such file."""
+    uri = rest.run(run_id).artifact_uri
+    return rest.read_artifact(uri, name) if uri else None
+
+
 def _columns(frame: pd.DataFrame) -> dict[str, np.ndarray]:
     """Each column as numbers when every value is one, else as text."""
     import numpy as np
@@ -198,6 +204,7 @@ def run_monitor(
     from mlrig.core.monitor import _reference
     from mlrig.core.monitor import _schema as schema_rules
     from mlrig.core.provenance import trace
+    from mlrig.core.shared import dvc_tables
     from mlrig.core.stack import env as stack_env
     from mlrig.core.stack import stacks
 
@@ -236,7 +243,12 @@ def run_monitor(
             f"{other_runs} record(s) name another training run than v{version}'s "
             f"{record.the_run().id}: was the image built from another run?"
         )
-    reference = _reference.load(record, outputs, [str(c) for c in live.columns])
+    reference = _reference.load(
+        record,
+        outputs,
+        [str(c) for c in live.columns],
+        lambda: _run_artifact(rest, record.the_run().id, dvc_tables.PARTITIONS_ARTIFACT),
+    )
     inputs = _model_inputs(rest, model, version)
     schema, why = _schema(record, repo)
     if why:

@@ -4,6 +4,12 @@ recorded, and `dvc status`; with --repro, the re-run's metrics and model against
 Hashes are computed the way the pipeline's train stage records them: plain MD5 of a file's
 bytes (what DVC 3 writes to dvc.lock), and for params the MD5 of the stage's params as
 `{file: {key: value}}` in compact, sorted JSON.
+
+A directory out (md5 `<hex>.dir`: a partitioned snapshot `data/snapshots/`, or any other
+folder DVC tracks) is checked file by file against its DVC manifest (read from the workspace's
+cache, else the remote, and validated by core/shared/dvc_tables.py): each file that is
+missing, differs or was not in the run's directory is one line naming it; when the manifest
+cannot be read, one line says the files cannot be named.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from typing import Any
 
 from mlrig.adapters import dvc
 from mlrig.core.provenance import record as p
+from mlrig.core.shared import dvc_tables
 from mlrig.core.stack.env import temporary_env
+from mlrig.errors import MlrigError
 
 ALWAYS_CHANGED = "always changed"  # how `dvc status` lists a stage that runs every time (ingest)
 DATA_QUALITY_FILE = "metrics/data_quality.json"  # the validate stage's metrics of the snapshot
@@ -33,19 +41,65 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def dir_md5(folder: Path) -> str:
+def dir_files(folder: Path) -> dict[str, str]:
+    """{relpath: md5} of every file in folder, as DVC lists a directory."""
+    return {f.relative_to(folder).as_posix(): file_md5(f) for f in folder.rglob("*") if f.is_file()}
+
+
+def listing_md5(files: Mapping[str, str]) -> str:
     """The hash DVC 3 records for a folder: the MD5 of its sorted JSON listing of
     {md5, relpath} per file, with `.dir` appended."""
-    entries = sorted(
-        (
-            {"md5": file_md5(f), "relpath": f.relative_to(folder).as_posix()}
-            for f in folder.rglob("*")
-            if f.is_file()
-        ),
-        key=lambda e: e["relpath"],
-    )
+    entries = [{"md5": files[rel], "relpath": rel} for rel in sorted(files)]
     listing = json.dumps(entries, sort_keys=True).encode()
     return hashlib.md5(listing, usedforsecurity=False).hexdigest() + ".dir"
+
+
+def dir_md5(folder: Path) -> str:
+    return listing_md5(dir_files(folder))
+
+
+def cache_object(root: Path, md5: str) -> bytes | None:
+    """An object of the workspace's DVC cache (DVC 3's .dvc/cache/files/md5/), or None."""
+    if not dvc_tables.DVC_HASH.fullmatch(md5):
+        return None
+    try:
+        return (root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]).read_bytes()
+    except OSError:
+        return None
+
+
+def cached_intact(root: Path, md5: str) -> bool:
+    data = cache_object(root, md5)
+    return data is not None and hashlib.md5(data, usedforsecurity=False).hexdigest() == md5
+
+
+def dir_differences(
+    path: str, folder: Path, want: str, fetch: dvc_tables.Fetch, where: str
+) -> tuple[list[str], int]:
+    """(one line per file of the directory out that is not the run's, the files verified):
+    each file against the run's manifest, by name and md5."""
+    files = dir_files(folder)
+    have = listing_md5(files)
+    try:
+        entries = dvc_tables.manifest(fetch, path, want, where)
+    except MlrigError as exc:
+        if have == want:  # the listing's md5 covers every file's md5
+            return [], len(files)
+        return [
+            f"{path}: md5 {have}, the run recorded {want}; not named file by file: {exc.message}"
+        ], 0
+    recorded = {e.relpath: e.md5 for e in entries}
+    lines = []
+    for rel in sorted(set(recorded) | set(files), key=dvc_tables.partition_order):
+        if rel not in files:
+            lines.append(f"{path}/{rel}: missing (the run recorded md5 {recorded[rel]})")
+        elif rel not in recorded:
+            lines.append(f"{path}/{rel}: not in the run's {path}")
+        elif files[rel] != recorded[rel]:
+            lines.append(f"{path}/{rel}: md5 {files[rel]}, the run recorded {recorded[rel]}")
+    if not lines and have != want:  # cannot be: the manifest's md5 was checked
+        lines.append(f"{path}: md5 {have}, the run recorded {want}")
+    return lines, 0 if lines else len(recorded)
 
 
 def path_md5(path: Path) -> str | None:
@@ -130,16 +184,43 @@ def _status_lines(status: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class Verification:
+    differences: list[str]  # one line per way the workspace is not the run's; none: identical
+    directories: dict[str, int]  # {directory out: its files, each md5-verified}
+
+
 def differences(
     root: Path, files: Mapping[str, str], params: str | None, stage: str = p.TRAIN_STAGE
 ) -> list[str]:
-    """One line per way the workspace at root differs from what the run recorded; none
-    means identical: every file's md5, the params md5 and a clean `dvc status`."""
-    lines = []
+    return verify(root, files, params, stage).differences
+
+
+def verify(
+    root: Path,
+    files: Mapping[str, str],
+    params: str | None,
+    stage: str = p.TRAIN_STAGE,
+    remote: dvc_tables.Fetch = lambda _md5: None,
+    where: str = "the workspace's cache",
+) -> Verification:
+    """Every file's md5 (a directory's file by file, its manifest from the workspace's cache
+    or else `remote`), the params md5 and a clean `dvc status`."""
+
+    def fetch(md5: str) -> bytes | None:
+        return cache_object(root, md5) or remote(md5)
+
+    lines: list[str] = []
+    directories: dict[str, int] = {}
     for path, want in sorted(files.items()):
         full = inside(root, path)
         if full is None:
             lines.append(f"{path}: not a path inside the workspace, not read")
+        elif dvc_tables.is_dir(want) and full.is_dir():
+            found, verified = dir_differences(path, full, want, fetch, where)
+            lines += found
+            if verified:
+                directories[path] = verified
         elif (have := path_md5(full)) is None:
             lines.append(f"{path}: missing (the run recorded md5 {want})")
         elif have != want:
@@ -152,7 +233,8 @@ def differences(
         else:
             if have != params:
                 lines.append(f"params of stage {stage}: md5 {have}, the run recorded {params}")
-    return lines + (_status_lines(dvc.status(root)) if dvc.is_repo(root) else [])
+    status = _status_lines(dvc.status(root)) if dvc.is_repo(root) else []
+    return Verification(lines + status, directories)
 
 
 # -- --repro -------------------------------------------------------------------------------

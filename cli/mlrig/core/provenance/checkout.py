@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +21,12 @@ from mlrig.core.provenance import _checkout_verify as checkout_verify
 from mlrig.core.provenance import _inputs as provenance_input
 from mlrig.core.provenance import record as p
 from mlrig.core.provenance.record import RestorePoint
+from mlrig.core.shared import dvc_tables
 from mlrig.core.shared.progress import Progress, no_progress
+from mlrig.core.stack.env import temporary_env
 from mlrig.errors import Conflict, MlrigError, ServiceError
+
+Fetch = dvc_tables.Fetch
 
 
 class NotRestorable(MlrigError):
@@ -156,19 +160,55 @@ def _wire_remote(root: Path, source: Path | None, outputs: StackOutputs) -> None
     dvc.set_local_remote(root, outputs.dvc_remote.url, remote_local_options(outputs))
 
 
-def _pull(root: Path, target: Target, env: Mapping[str, str], where: str) -> tuple[int, list[str]]:
+def _remote_fetch(outputs: StackOutputs) -> Callable[[str], bytes | None]:
+    """An object of the stack's DVC remote by its hash (a directory's manifest)."""
+    from mlrig.core.bootstrap.repo import remote_local_options
+
+    url, options = outputs.dvc_remote.url, remote_local_options(outputs)
+    return lambda md5: dvc.read_object(url, options, md5)
+
+
+def _lacking(root: Path, missing: list[str], files: Mapping[str, str], remote: Fetch) -> list[str]:
+    """What could not be restored, named: a directory out by the files of its manifest that
+    the remote had no intact copy of (so the workspace's cache has none), with their md5s."""
+    shown: list[str] = []
+    for path in missing:
+        want = files.get(path)
+        if want is None:
+            shown.append(path)
+            continue
+        if not dvc_tables.is_dir(want):
+            shown.append(f"{path} (md5 {want})")
+            continue
+
+        def fetch(md5: str) -> bytes | None:
+            return checkout_verify.cache_object(root, md5) or remote(md5)
+
+        try:
+            entries = dvc_tables.manifest(fetch, path, want, "the DVC remote")
+        except MlrigError as exc:
+            shown.append(f"{path} (md5 {want}; {exc.message})")
+            continue
+        absent = [e for e in entries if not checkout_verify.cached_intact(root, e.md5)]
+        shown += [f"{path}/{e.relpath} (md5 {e.md5})" for e in absent] or [f"{path} (md5 {want})"]
+    return shown
+
+
+def _pull(
+    root: Path, target: Target, env: Mapping[str, str], where: str, remote: Fetch
+) -> tuple[int, list[str]]:
     """(files fetched, what could not be restored): a missing file fails a verified run's
     checkout; for an unverified one it is a line of the report."""
-    from mlrig.core.stack.env import temporary_env
-
     if target.unverified and not dvc.is_repo(root):
         return 0, ["data: the commit has no DVC repository (.dvc/), nothing to pull"]
     with temporary_env(env):
         fetched, missing = dvc.pull(root)
+        if missing:  # directories named by their files (the manifest may be on the remote only)
+            missing = _lacking(root, missing, target.files, remote)
     if missing and target.unverified:
         return fetched, [f"data: the DVC remote {where} has no copy of {m}" for m in missing]
     if missing:
-        shown = [f"{m} (md5 {target.files[m]})" if m in target.files else m for m in missing]
+        shown = missing
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise ServiceError(
             f"the DVC remote {where} has no intact copy of {', '.join(shown[:3])}{more}: "
@@ -202,7 +242,8 @@ def restore(
         if dvc.is_repo(into):
             _wire_remote(into, source, outputs)
         progress(f"pulling data from {outputs.dvc_remote.url}")
-        pulled, lacking = _pull(into, target, env, outputs.dvc_remote.url)
+        stack_remote = _remote_fetch(outputs)
+        pulled, lacking = _pull(into, target, env, outputs.dvc_remote.url, stack_remote)
     remote = None if source else target.git_remote
     return Workspace(into, sha, source, remote, pulled, tuple(lacking))
 
@@ -216,6 +257,7 @@ class CheckoutResult:
     stack: str
     metrics: Mapping[str, float]  # what the run recorded
     warning: str | None = None  # the run was logged by someone other than the repository
+    directories: Mapping[str, int] = field(default_factory=dict)  # {dir out: files verified}
 
 
 def target_of(record: p.ProvenanceRecord) -> Target:
@@ -317,8 +359,23 @@ def checkout(
         target, into, outputs, stack_env.client_env(outputs), repo=repo, progress=progress
     )
     progress("verifying hashes, params and `dvc status`")
-    found = checkout_verify.differences(into, target.files, target.params_md5, target.stage)
+    with stack_env.temporary_env(stack_env.client_env(outputs)):
+        found = checkout_verify.verify(
+            into,
+            target.files,
+            target.params_md5,
+            target.stage,
+            _remote_fetch(outputs),
+            outputs.dvc_remote.url,
+        )
     seconds = time.monotonic() - started
     return CheckoutResult(
-        target, workspace, found, seconds, name, record.the_run().metrics, warning
+        target,
+        workspace,
+        found.differences,
+        seconds,
+        name,
+        record.the_run().metrics,
+        warning,
+        found.directories,
     )

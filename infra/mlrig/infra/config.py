@@ -196,3 +196,24 @@ def from_pulumi_config() -> StackConfig:
         oidc_issuer=conf.get("oidcIssuer") or tracking_oidc.GITHUB_ISSUER,
         oidc_audience=conf.get("oidcAudience"),
     )
+
+
+# --- remote training (`mlrig retrain --remote`): names the program and the CLI share ---
+REMOTE_RESULTS_PREFIX = "mlrig-remote"  # the DVC bucket's prefix tasks upload results under
+
+
+def training_log_group(stack: str) -> str:
+    """The remote training tasks' log group (streams train/trainer/TASK_ID)."""
+    return f"/mlrig/{stack}/training"
+
+
+def training_family_prefix(stack: str) -> str:
+    """Every remote training task definition's family starts so (the CI role may register
+    and run those only)."""
+    return f"mlrig-{stack}-train-"
+
+
+def machine_secret_prefix(stack: str) -> str:
+    """The Secrets Manager names of the stack's machine identities' passwords
+    (`mlrig.core.access.identities.aws_secret_name`): the only secrets a training task gets."""
+    return f"mlrig/{stack}/identities/repo-"

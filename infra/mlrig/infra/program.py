@@ -17,7 +17,7 @@ from mlrig.infra.components.network import Network, NetworkArgs
 from mlrig.infra.components.registry import Registry, RegistryArgs, enhanced_scanning
 from mlrig.infra.components.remote_training import RemoteTraining, RemoteTrainingArgs
 from mlrig.infra.components.tracking_server import TrackingServer, TrackingServerArgs
-from mlrig.infra.config import SERVER_COMPONENT, StackConfig
+from mlrig.infra.config import SERVER_COMPONENT, TRAINING_COMPONENT, StackConfig
 from mlrig.infra.endpoint import config as endpoint_config
 from mlrig.infra.endpoint.refs import RefNames
 from mlrig.infra.tagging import tagged
@@ -103,7 +103,7 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
     outputs[OutputNames.MLFLOW_TRACKING_URI] = server.url
     outputs[OutputNames.MLFLOW_ADMIN_SECRET_ARN] = server.admin_secret.arn
     training = RemoteTraining(
-        "training",
+        TRAINING_COMPONENT,
         RemoteTrainingArgs(
             region=cfg.region,
             repository_arn=models.repository.arn,

@@ -1,4 +1,6 @@
 """Where a one-off training task runs for `mlrig retrain --remote` (no command of its own).
 
-`spec` is the contract every backend runs (TaskSpec, TaskHandle, TaskStatus, Backend).
+`spec` is the contract every backend runs (TaskSpec, TaskHandle, TaskStatus, Backend);
+`price` checks a task's size against Fargate's table and prices an hour of it, on demand and
+on Spot (`mlrig retrain --remote --dry-run`).
 """

@@ -292,6 +292,7 @@ _HIGHLIGHTS: dict[str, tuple[str, ...]] = {
     "aws:ec2/subnet:Subnet": ("cidrBlock", "mapPublicIpOnLaunch"),
     "aws:iam/role:Role": ("description",),
     "aws:secretsmanager/secret:Secret": ("recoveryWindowInDays",),
+    "aws:cloudwatch/logGroup:LogGroup": ("retentionInDays",),
 }
 
 

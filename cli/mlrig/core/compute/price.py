@@ -63,6 +63,11 @@ def task_size(cpu_vcpu: float | None = None, memory_mib: int | None = None) -> T
     return TaskSize(units, memory_mib)
 
 
+def fargate_size(cpu_units: int, memory_mib: int) -> TaskSize:
+    """A TaskSpec's size (CPU units, MiB), checked as `task_size` checks `--cpu`/`--memory`."""
+    return task_size(cpu_units / 1024, memory_mib)
+
+
 @dataclass(frozen=True)
 class Quote:
     size: TaskSize

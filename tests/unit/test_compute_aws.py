@@ -96,3 +96,48 @@ def test_a_reason_never_carries_a_credential_or_an_escape() -> None:
         stoppedReason="\x1b[31mCannotPullContainerError: token=abcdef123456",
     )
     assert task_status(task).reason == "did not start: CannotPullContainerError: token=[redacted]"
+
+
+def test_the_network_gone_while_following_says_how_to_reattach(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from botocore.exceptions import EndpointConnectionError
+
+    from mlrig.contract import AwsCompute
+    from mlrig.core.compute import aws as compute_aws
+    from mlrig.errors import RemoteError
+    from tests.helpers import aws_outputs
+
+    class Gone:
+        def describe_tasks(self, **_: Any) -> dict[str, Any]:
+            return {"tasks": [{"lastStatus": "RUNNING"}]}
+
+        def get_log_events(self, **_: Any) -> dict[str, Any]:
+            raise EndpointConnectionError(endpoint_url="https://logs.eu-west-1.amazonaws.com/")
+
+    monkeypatch.setattr(compute_aws, "_client", lambda service, region: Gone())
+    cluster = "arn:aws:ecs:eu-west-1:123456789012:cluster/mlflow-cluster-1"
+    outputs = aws_outputs("team").model_copy(
+        update={
+            "compute": AwsCompute(
+                cluster_arn=cluster,
+                subnet_ids=["subnet-1"],
+                security_group_id="sg-1",
+                assign_public_ip=False,
+                task_role_arn="arn:aws:iam::123456789012:role/t",
+                execution_role_arn="arn:aws:iam::123456789012:role/e",
+                log_group="/mlrig/team/training",
+            )
+        }
+    )
+    backend = compute_aws.AwsBackend(outputs, sleep=lambda _s: None)
+    handle = backend.handle("0123456789abcdef0123456789abcdef", "churn")
+    assert handle.id == (
+        "arn:aws:ecs:eu-west-1:123456789012:task/mlflow-cluster-1/0123456789abcdef0123456789abcdef"
+    )
+    with pytest.raises(RemoteError) as info:
+        list(backend.lines(handle))
+    line = info.value.one_line()
+    assert "cannot reach https://logs.eu-west-1.amazonaws.com/" in line
+    assert "the task goes on" in line
+    assert "mlrig retrain --remote --attach 0123456789abcdef0123456789abcdef" in line

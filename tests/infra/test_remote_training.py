@@ -114,6 +114,16 @@ def test_the_cli_finds_everything_in_the_outputs(any_plan) -> None:
     assert out["execution_role_arn"].endswith(":role/training-execution-role")
 
 
+def test_the_outputs_are_published_for_ci_without_a_secret(any_plan) -> None:
+    parameter = any_plan.one("aws:ssm/parameter:Parameter", "training-outputs").inputs
+    assert (parameter["name"], parameter["type"]) == ("/mlrig/plan/remote-training", "String")
+    assert json.loads(parameter["insecureValue"]) == any_plan.outputs["remote_training"]
+    read = statement(any_plan.one(POLICY, "ci-training-policy"), "ReadTrainingOutputs")
+    assert read["Resource"] == (
+        "arn:aws:ssm:us-east-1:123456789012:parameter/mlrig/plan/remote-training"
+    )
+
+
 # Accepted findings, each with its reason. ECS's agent needs a registry token to pull the
 # image (AWS's own AmazonECSTaskExecutionRolePolicy grants the same): the community auditor
 # flags every action that returns a credential. CI passes the two training roles (named, to

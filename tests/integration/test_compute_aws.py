@@ -268,7 +268,22 @@ def test_bad_input_is_one_line_before_any_task(stack: dict[str, Any]) -> None:
         backend.handle("arn:aws:ecs:us-east-1:123456789012:task/other/" + "a" * 32, "churn")
 
 
-def test_a_stack_without_remote_training_names_the_fix(stack: dict[str, Any]) -> None:
-    older = stack["outputs"].model_copy(update={"compute": None})
-    with pytest.raises(ConfigError, match="mlrig stack up --aws --stack team"):
-        compute_aws.AwsBackend(older)
+def test_ci_finds_the_compute_outputs_in_the_stacks_parameter(stack: dict[str, Any]) -> None:
+    """CI's outputs.json has no compute: the backend reads the parameter the stack writes."""
+    import boto3
+
+    ssm = boto3.client("ssm", region_name=REGION, endpoint_url=stack["moto"])
+    compute = stack["outputs"].compute
+    ci = stack["outputs"].model_copy(update={"name": "ci-team", "compute": None})
+    with pytest.raises(ConfigError) as info:
+        compute_aws.AwsBackend(ci)
+    assert "no /mlrig/ci-team/remote-training" in info.value.one_line()
+    assert "mlrig stack up --aws --stack ci-team" in info.value.one_line()
+    name = "/mlrig/ci-team/remote-training"
+    ssm.put_parameter(Name=name, Type="String", Value=compute.model_dump_json(), Overwrite=True)
+    assert compute_aws.AwsBackend(ci).compute == compute
+    broken = compute.model_dump() | {"assign_public_ip": "perhaps"}
+    ssm.put_parameter(Name=name, Type="String", Value=json.dumps(broken), Overwrite=True)
+    with pytest.raises(ConfigError, match="is invalid at assign_public_ip"):
+        compute_aws.AwsBackend(ci)
+    ssm.delete_parameter(Name=name)

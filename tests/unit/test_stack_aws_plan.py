@@ -74,6 +74,7 @@ def test_json_lists_what_remote_training_adds_at_zero_idle(small_json: dict) -> 
         "training-execution-policy",
         "training-execution-role",
         "training-logs",
+        "training-outputs",
         "training-sg",
         "training-task-policy",
         "training-task-role",

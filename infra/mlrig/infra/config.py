@@ -203,6 +203,12 @@ TRAINING_COMPONENT = "training"  # names its resources (`training-logs`, ...)
 REMOTE_RESULTS_PREFIX = "mlrig-remote"  # the DVC bucket's prefix tasks upload results under
 
 
+def training_parameter(stack: str) -> str:
+    """The SSM parameter holding the `remote_training` outputs (a String, no secret): where
+    CI finds them, as its outputs.json is written from the repository's answers."""
+    return f"/mlrig/{stack}/remote-training"
+
+
 def training_log_group(stack: str) -> str:
     """The remote training tasks' log group (streams train/trainer/TASK_ID)."""
     return f"/mlrig/{stack}/training"

@@ -1,7 +1,9 @@
 """The AWS compute backend: a TaskSpec as a one-off Fargate task on the stack's cluster.
 
-Everything it needs is in the stack's outputs (`StackOutputs.compute`, schema 2): no Pulumi
-state, so CI runs it with its OIDC role alone (`policies.ci_training` lists what that takes).
+Everything it needs is in the stack's outputs (`StackOutputs.compute`, schema 2), or, where
+outputs.json has none (CI writes its own from the repository's answers), in the same values
+the stack publishes as the SSM parameter `/mlrig/STACK/remote-training`: no Pulumi state, so
+CI runs it with its OIDC role alone (`policies.ci_training` lists what that takes).
 
 - **submit**: the spec is checked first (digest-pinned image in the stack's repository and
   present there, a size Fargate offers, secrets only the stack's machine identities, no
@@ -82,14 +84,8 @@ class AwsBackend:
     ) -> None:
         if outputs.kind != "aws":
             raise UsageError(f"stack '{outputs.name}' is a {outputs.kind} stack, not an AWS one")
-        if outputs.compute is None:
-            raise ConfigError(
-                f"stack '{outputs.name}' has no remote training resources (it was last "
-                "brought up by an mlrig without `retrain --remote`)",
-                hint=f"run `mlrig stack up --aws --stack {outputs.name}` to add them ($0 idle)",
-            )
         self.outputs = outputs
-        self.compute: AwsCompute = outputs.compute
+        self.compute: AwsCompute = outputs.compute or _published_compute(outputs)
         self.region = outputs.region
         self.poll_s = poll_s
         self.sleep = sleep
@@ -393,6 +389,30 @@ class AwsBackend:
             if stopped:
                 return
             self.sleep(self.poll_s)
+
+
+def _published_compute(outputs: StackOutputs) -> AwsCompute:
+    """The stack's `remote_training` outputs from its SSM parameter: where CI, whose
+    outputs.json is written from the repository's answers, finds them."""
+    from pydantic import ValidationError
+
+    from mlrig.adapters import aws
+    from mlrig.infra.config import training_parameter
+
+    name = training_parameter(outputs.name)
+    fix = f"run `mlrig stack up --aws --stack {outputs.name}` to add them ($0 idle)"
+    text = aws.find_parameter(name, region=outputs.region)
+    if text is None:
+        raise ConfigError(
+            f"stack '{outputs.name}' has no remote training resources (no {name}: it was "
+            "last brought up by an mlrig without `retrain --remote`)",
+            hint=fix,
+        )
+    try:
+        return AwsCompute.model_validate_json(text)
+    except ValidationError as exc:
+        where = ".".join(str(p) for p in exc.errors()[0]["loc"]) or "<root>"
+        raise ConfigError(f"parameter {name} is invalid at {where}", hint=fix) from None
 
 
 def task_id(handle: TaskHandle) -> str:

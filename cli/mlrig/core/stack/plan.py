@@ -87,6 +87,8 @@ def computed_outputs(
     elif typ == "aws:secretsmanager/secret:Secret":
         out["arn"] = _arn("secretsmanager", region, f"secret:{name}-AbCdEf")
         rid = out["arn"]
+    elif typ == "aws:ssm/parameter:Parameter":
+        out["arn"] = _arn("ssm", region, f"parameter{inputs['name']}")
     elif typ == "aws:cloudwatch/logGroup:LogGroup":
         out["arn"] = _arn("logs", region, f"log-group:{inputs['name']}")
     elif typ == "aws:rds/instance:Instance":

@@ -83,6 +83,7 @@ class CiAccess(pulumi.ComponentResource):
                 training.execution_role.arn,
                 training.log_group.arn,
                 args.dvc.bucket_arn,
+                training.parameter.arn,
             ).apply(
                 lambda a: policies.ci_training(
                     region=args.region,
@@ -93,6 +94,7 @@ class CiAccess(pulumi.ComponentResource):
                     log_group_arn=a[4],
                     bucket_arn=a[5],
                     results_prefix=config.REMOTE_RESULTS_PREFIX,
+                    parameter_arn=a[6],
                 )
             ),
             opts=child,

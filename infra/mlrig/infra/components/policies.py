@@ -169,6 +169,7 @@ def ci_training(
     log_group_arn: str,
     bucket_arn: str,
     results_prefix: str,
+    parameter_arn: str,
 ) -> str:
     """What CI needs to run `mlrig retrain --remote`: register and run the stack's training
     task definitions on its cluster (tagged at creation), watch, stop and list its tasks
@@ -228,6 +229,12 @@ def ci_training(
             "Effect": "Allow",
             "Action": "logs:GetLogEvents",
             "Resource": f"{log_group_arn}:log-stream:*",
+        },
+        {
+            "Sid": "ReadTrainingOutputs",
+            "Effect": "Allow",
+            "Action": "ssm:GetParameter",
+            "Resource": parameter_arn,
         },
         *_sids("Results", s3_prefix_read_write(bucket_arn, results_prefix)),
     )

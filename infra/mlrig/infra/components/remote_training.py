@@ -7,6 +7,7 @@ registers a task definition per (project, image digest, size) and runs it
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -107,6 +108,19 @@ class RemoteTraining(pulumi.ComponentResource):
             "execution_role_arn": self.execution_role.arn,
             "log_group": self.log_group.name,
         }
+        # the same, for CI (standard tier: free); the program's export is what `stack up`
+        # writes to outputs.json
+        self.parameter = aws.ssm.Parameter(
+            f"{name}-outputs",
+            name=config.training_parameter(stack),
+            type="String",
+            tier="Standard",
+            description="mlrig remote training: cluster, network, roles, log group (no secret)",
+            insecure_value=pulumi.Output.all(**self.outputs).apply(
+                lambda out: json.dumps(out, sort_keys=True)
+            ),
+            opts=child,
+        )
         self.register_outputs(self.outputs)
 
 

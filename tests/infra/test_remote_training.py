@@ -155,3 +155,14 @@ def test_the_house_rules_catch_an_unconditioned_list_tasks() -> None:
     assert house_policy.scoped_iam([broken]) == [
         "ci-training-policy: Resource '*' for ['ecs:ListTasks']"
     ]
+
+
+def test_stack_up_records_the_export_as_the_contracts_compute(any_plan) -> None:
+    """What `stack up --aws` writes to outputs.json (schema 2) from the program's exports."""
+    from mlrig.contract import AwsCompute
+    from mlrig.core.stack.aws.stack import to_stack_outputs
+
+    outputs = to_stack_outputs("plan", any_plan.outputs)
+    assert outputs.compute == AwsCompute(**any_plan.outputs["remote_training"])
+    phase_one = {k: v for k, v in any_plan.outputs.items() if k != "remote_training"}
+    assert to_stack_outputs("plan", phase_one).compute is None

@@ -691,6 +691,27 @@ def statement(resource: PlannedResource, sid: str, key: str = "policy") -> dict[
     return found[0]
 
 
+def parliament_findings(document: str) -> list[str]:
+    """What parliament (the pure-Python IAM policy linter, community auditors on) finds in
+    a policy document, as "ISSUE: detail". parliament 1.6.4 reads its data files through
+    pkg_resources, which setuptools >= 81 no longer ships: the same lookup through
+    importlib.resources when it is missing."""
+    try:
+        import pkg_resources  # noqa: F401
+    except ImportError:
+        import importlib.resources
+        import types
+
+        shim = types.ModuleType("pkg_resources")
+        shim.resource_filename = (  # type: ignore[attr-defined]
+            lambda package, name: str(importlib.resources.files(package) / name)
+        )
+        sys.modules["pkg_resources"] = shim
+    parliament = pytest.importorskip("parliament")
+    linted = parliament.analyze_policy_string(document, include_community_auditors=True)
+    return [f"{f.issue}: {f.detail}" for f in linted.findings]
+
+
 def load_serving_module(name: str) -> Any:
     """docker/serving/mlrig_serve, the image's server package, loaded under `name`: run
     in-process by the unit tests (it is data shipped into the image, not an mlrig module).

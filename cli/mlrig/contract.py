@@ -21,12 +21,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from mlrig import paths
 from mlrig.errors import ConfigError, Conflict, StackNotFound, UsageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # What each schema version brought, one entry per version (docs/releasing.md says when it
 # moves): `mlrig --version` names the current one and the reader names them when it refuses
 # a file.
 SCHEMA_CHANGES: dict[int, str] = {
     1: "name, kind, region, created_at, dvc_remote, mlflow, registry and ci_role_arn",
+    2: "compute (an AWS stack's cluster, subnets, security group, roles and log group for "
+    "`mlrig retrain --remote`)",
 }
 OUTPUTS_FILE = "outputs.json"
 LOCAL_STATE_FILE = "local.json"  # the local back-end's own state, beside outputs.json
@@ -48,6 +50,8 @@ class OutputNames:
     BUCKET_NAME = "dvc_bucket_name"
     REPOSITORY_NAMES = "ecr_repository_names"
     PROFILE = "profile"
+    # what `mlrig retrain --remote` runs on (StackOutputs.compute): cluster, network, roles
+    REMOTE_TRAINING = "remote_training"
 
 
 class SecretRef(BaseModel):
@@ -100,6 +104,21 @@ class Registry(BaseModel):
         return self.url.split("/", 1)[1] if "/" in self.url else ""
 
 
+class AwsCompute(BaseModel):
+    """Where `mlrig retrain --remote` runs its one-off Fargate tasks on an AWS stack (the
+    program's `remote_training` export)."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True)
+
+    cluster_arn: str
+    subnet_ids: list[str]
+    security_group_id: str
+    assign_public_ip: bool = Field(description="public subnets have no NAT: the IP is the way out")
+    task_role_arn: str
+    execution_role_arn: str
+    log_group: str
+
+
 class StackOutputs(BaseModel):
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
@@ -112,6 +131,7 @@ class StackOutputs(BaseModel):
     mlflow: Mlflow
     registry: Registry
     ci_role_arn: str | None = None
+    compute: AwsCompute | None = None  # schema 2; None: the stack predates remote training
 
     @property
     def dvc_remote_url(self) -> str:

@@ -80,5 +80,10 @@ def test_existing_provider_is_reused() -> None:
 
 def test_no_ci_role_without_a_repository() -> None:
     plan = make_plan("small", github_repo=None)
-    assert [r.name for r in plan.of_type(ROLE)] == ["mlflow-execution-role", "mlflow-task-role"]
+    assert [r.name for r in plan.of_type(ROLE)] == [
+        "mlflow-execution-role",
+        "mlflow-task-role",
+        "training-execution-role",
+        "training-task-role",
+    ]
     assert "ci_role_arn" not in plan.outputs

@@ -5,10 +5,7 @@ asserted statement by statement. checkov is not used: it pins boto3/botocore 1.3
 
 from __future__ import annotations
 
-import importlib.resources
 import json
-import sys
-import types
 from typing import Any
 
 import pytest
@@ -16,6 +13,7 @@ import pytest
 from mlrig.infra import policy as house_policy
 from mlrig.infra.components import policies as base_policies
 from tests.helpers import endpoint_plan
+from tests.helpers import parliament_findings as findings
 
 
 def plan(**changes: Any) -> Any:
@@ -30,29 +28,10 @@ VARIANTS = {
 }
 
 
-def parliament() -> Any:
-    """parliament 1.6.4 reads its data files through pkg_resources, which setuptools >= 81
-    no longer ships; the same lookup through importlib.resources when it is missing."""
-    try:
-        import pkg_resources  # noqa: F401
-    except ImportError:
-        shim = types.ModuleType("pkg_resources")
-        shim.resource_filename = (  # type: ignore[attr-defined]
-            lambda package, name: str(importlib.resources.files(package) / name)
-        )
-        sys.modules["pkg_resources"] = shim
-    return pytest.importorskip("parliament")
-
-
 # Accepted findings, each with its reason: ECS's agent needs a registry token to pull the
 # warm task's image (AWS's own AmazonECSTaskExecutionRolePolicy grants the same action), and
 # the community auditor flags every action that returns a credential.
 ACCEPTED = {("churn-execution-policy", "CREDENTIALS_EXPOSURE: ")}
-
-
-def findings(document: str) -> list[str]:
-    linted = parliament().analyze_policy_string(document, include_community_auditors=True)
-    return [f"{f.issue}: {f.detail}" for f in linted.findings]
 
 
 @pytest.mark.parametrize("variant", VARIANTS, ids=list(VARIANTS))

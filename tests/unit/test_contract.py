@@ -24,6 +24,39 @@ def test_round_trip_through_disk(mlrig_home: Path) -> None:
     assert contract.list_names() == ["dev"]
 
 
+COMPUTE = {
+    "cluster_arn": "arn:aws:ecs:us-east-1:123456789012:cluster/mlflow-cluster-1a2b",
+    "subnet_ids": ["subnet-1", "subnet-2"],
+    "security_group_id": "sg-1",
+    "assign_public_ip": True,
+    "task_role_arn": "arn:aws:iam::123456789012:role/training-task-role-1",
+    "execution_role_arn": "arn:aws:iam::123456789012:role/training-execution-role-1",
+    "log_group": "/mlrig/dev/training",
+}
+
+
+def test_schema_one_files_still_read_without_compute(mlrig_home: Path) -> None:
+    """Schema 2 added `compute`: a file an older mlrig wrote reads, with no compute."""
+    raw = json.loads(sample().model_dump_json())
+    raw["schema_version"] = 1
+    raw.pop("compute")
+    path = contract.outputs_path("dev")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(raw))
+    loaded = contract.load("dev")
+    assert (loaded.schema_version, loaded.compute) == (1, None)
+
+
+def test_compute_round_trips_and_is_checked(mlrig_home: Path) -> None:
+    contract.save(sample().model_copy(update={"compute": contract.AwsCompute(**COMPUTE)}))
+    assert contract.load("dev").compute == contract.AwsCompute(**COMPUTE)
+    raw = json.loads(contract.outputs_path("dev").read_text())
+    raw["compute"]["assign_public_ip"] = "perhaps"
+    contract.outputs_path("dev").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="invalid at compute.assign_public_ip"):
+        contract.load("dev")
+
+
 def test_outputs_never_hold_a_secret_value(mlrig_home: Path) -> None:
     text = contract.outputs_path("dev").parent
     contract.save(sample())

@@ -67,6 +67,37 @@ def test_production_plan_with_domain() -> None:
     assert set(per) == {"lambda", "warm"} and per["lambda"]["idle_month"] == 0.0
 
 
+def test_json_lists_what_remote_training_adds_at_zero_idle(small_json: dict) -> None:
+    training = small_json["remote_training_usd"]
+    assert training["resources"] == [
+        "ci-training-policy",
+        "training-execution-policy",
+        "training-execution-role",
+        "training-logs",
+        "training-outputs",
+        "training-sg",
+        "training-task-policy",
+        "training-task-role",
+    ]
+    assert training["idle_month"] == 0.0
+    items = {i["name"]: i for i in small_json["monthly_cost_usd"]["items"]}
+    assert [items[n]["total"] for n in training["resources"] if n in items] == [0.0]
+    one, four = training["per_hour"]
+    assert (one["cpu_units"], one["memory_mib"]) == (1024, 4096)
+    assert one["on_demand"] == pytest.approx(0.04048 + 4 * 0.004445, abs=1e-4)
+    assert one["spot"] == pytest.approx(one["on_demand"] * 0.3, abs=1e-4)
+    assert four["on_demand"] > one["on_demand"]
+
+
+def test_the_table_names_remote_training() -> None:
+    result = runner.invoke(app, ["stack", "plan"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.startswith("remote training"))
+    assert "training-task-role" in line and "$0.00/month idle" in line
+    assert "1 vCPU / 4 GiB $0.0583 on demand, $0.0175 on Spot" in line
+    assert "us-east-1 prices of 2025-06" in line
+
+
 def test_json_lists_what_each_endpoint_costs(small_json: dict) -> None:
     per = small_json["endpoint_cost_usd"]
     assert set(per) == {"lambda", "warm"}

@@ -26,6 +26,14 @@ def retrain(
     ] = True,
     stack: StackOpt = None,
     json_out: JsonOpt = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Submit nothing: print the remote task's size and what an hour of it costs "
+            "on demand and on Fargate Spot.",
+        ),
+    ] = False,
     recover: Annotated[
         bool,
         typer.Option(
@@ -42,6 +50,15 @@ def retrain(
 
     def log(message: str) -> None:
         err_console().print(f"[dim]•[/] {message}", markup=True, highlight=False)
+
+    if dry_run:
+        from mlrig.core.compute import price
+
+        quote, line = price.dry_run(repo, stack)
+        console().print(line, markup=False, highlight=False, soft_wrap=True)
+        if json_out:
+            typer.echo(json.dumps(quote.as_json()))
+        return
 
     if recover:
         undone = core.recover(repo, log, stack=stack)

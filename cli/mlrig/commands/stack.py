@@ -285,12 +285,34 @@ def plan(
     planned = plans.run_program(config)
     estimate = costs.estimate(planned)
     per_endpoint = endpoint_costs.per_endpoint(planned, config.stack)
+    training = costs.remote_training(planned)
     if as_json:
         doc = json.loads(plans.render_json(planned, estimate))
-        typer.echo(json.dumps({**doc, "endpoint_cost_usd": per_endpoint}, indent=2))
+        extra = {"endpoint_cost_usd": per_endpoint, "remote_training_usd": training}
+        typer.echo(json.dumps({**doc, **extra}, indent=2))
         return
     _render_plan(planned, estimate)
     _render_endpoint_costs(per_endpoint)
+    _render_training_costs(training)
+
+
+def _render_training_costs(training: dict[str, Any] | None) -> None:
+    if training is None:
+        console().print("remote training (`retrain --remote`): none before the tracking server")
+        return
+    hours = "; ".join(
+        f"{h['cpu_units'] / 1024:g} vCPU / {h['memory_mib'] / 1024:g} GiB "
+        f"${h['on_demand']:.4f} on demand, ${h['spot']:.4f} on Spot"
+        for h in training["per_hour"]
+    )
+    console().print(
+        f"remote training (`retrain --remote`): {', '.join(training['resources'])}: "
+        f"${training['idle_month']:.2f}/month idle; an hour of a task: {hours} "
+        f"({training['price_region']} prices of {training['price_date']})",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def _render_endpoint_costs(per_endpoint: dict[str, Any]) -> None:

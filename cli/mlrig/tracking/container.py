@@ -49,6 +49,8 @@ FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
     1024: tuple(range(2048, 8193, 1024)),
     2048: tuple(range(4096, 16385, 1024)),
     4096: tuple(range(8192, 30721, 1024)),
+    8192: tuple(range(16384, 61441, 4096)),  # 8 and 16 vCPU: platform 1.4, Linux
+    16384: tuple(range(32768, 122881, 8192)),
 }
 # A size that holds 16 clients' mix at 26 req/s with p99 <= 1 s (bench/load_bench.py,
 # `load-sizing`): 2 vCPU / 4 GiB, 4 workers x 4 threads, p99 676 ms, memory 29 %.

@@ -196,3 +196,31 @@ def from_pulumi_config() -> StackConfig:
         oidc_issuer=conf.get("oidcIssuer") or tracking_oidc.GITHUB_ISSUER,
         oidc_audience=conf.get("oidcAudience"),
     )
+
+
+# --- remote training (`mlrig retrain --remote`): names the program and the CLI share ---
+TRAINING_COMPONENT = "training"  # names its resources (`training-logs`, ...)
+REMOTE_RESULTS_PREFIX = "mlrig-remote"  # the DVC bucket's prefix tasks upload results under
+
+
+def training_parameter(stack: str) -> str:
+    """The SSM parameter holding the `remote_training` outputs (a String, no secret): where
+    CI finds them, as its outputs.json is written from the repository's answers."""
+    return f"/mlrig/{stack}/remote-training"
+
+
+def training_log_group(stack: str) -> str:
+    """The remote training tasks' log group (streams train/trainer/TASK_ID)."""
+    return f"/mlrig/{stack}/training"
+
+
+def training_family_prefix(stack: str) -> str:
+    """Every remote training task definition's family starts so (the CI role may register
+    and run those only)."""
+    return f"mlrig-{stack}-train-"
+
+
+def machine_secret_prefix(stack: str) -> str:
+    """The Secrets Manager names of the stack's machine identities' passwords
+    (`mlrig.core.access.identities.aws_secret_name`): the only secrets a training task gets."""
+    return f"mlrig/{stack}/identities/repo-"

@@ -22,6 +22,8 @@ class Resource(Protocol):
 
 # Actions with no resource-level permissions: "*" is the only valid Resource for them.
 RESOURCE_STAR_ALLOWED = {"ecr:GetAuthorizationToken"}
+# Actions whose only resource does not apply: "*" is allowed when narrowed by this key.
+RESOURCE_STAR_WITH_CONDITION = {"ecs:ListTasks": "ecs:cluster"}
 FORBIDDEN_TYPES = {
     "aws:iam/user:User",
     "aws:iam/accessKey:AccessKey",
@@ -123,6 +125,12 @@ def _statements(r: Resource) -> list[dict[str, Any]]:
     return _as_list(json.loads(r.inputs[key]).get("Statement", []))
 
 
+def _narrowed(actions: list[str], condition: dict[str, Any] | None) -> bool:
+    """Every action is one whose "*" a condition key narrows, and the statement has it."""
+    keys = {k for test in (condition or {}).values() for k in test}
+    return bool(actions) and all(RESOURCE_STAR_WITH_CONDITION.get(a) in keys for a in actions)
+
+
 def scoped_iam(resources: Iterable[Resource]) -> list[str]:
     """Allow statements name their actions and resources; trust is never `*`."""
     found = []
@@ -134,7 +142,9 @@ def scoped_iam(resources: Iterable[Resource]) -> list[str]:
             if any(a == "*" or a.endswith(":*") for a in actions):
                 found.append(f"{r.name}: wildcard action {actions}")
             res = _as_list(st.get("Resource", []))
-            if "*" in res and not set(actions) <= RESOURCE_STAR_ALLOWED:
+            if "*" in res and not (
+                set(actions) <= RESOURCE_STAR_ALLOWED or _narrowed(actions, st.get("Condition"))
+            ):
                 found.append(f"{r.name}: Resource '*' for {actions}")
             if st.get("Principal") == "*" or st.get("Principal", {}) == {"AWS": "*"}:
                 found.append(f"{r.name}: Allow to Principal '*'")

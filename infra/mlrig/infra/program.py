@@ -15,8 +15,9 @@ from mlrig.infra.components.dvc_remote import DvcRemote, DvcRemoteArgs
 from mlrig.infra.components.endpoints_api import EndpointsApi, EndpointsApiArgs
 from mlrig.infra.components.network import Network, NetworkArgs
 from mlrig.infra.components.registry import Registry, RegistryArgs, enhanced_scanning
+from mlrig.infra.components.remote_training import RemoteTraining, RemoteTrainingArgs
 from mlrig.infra.components.tracking_server import TrackingServer, TrackingServerArgs
-from mlrig.infra.config import SERVER_COMPONENT, StackConfig
+from mlrig.infra.config import SERVER_COMPONENT, TRAINING_COMPONENT, StackConfig
 from mlrig.infra.endpoint import config as endpoint_config
 from mlrig.infra.endpoint.refs import RefNames
 from mlrig.infra.tagging import tagged
@@ -101,6 +102,21 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
     outputs.update(_endpoint_refs(cfg, server, network, models, remote, opts))
     outputs[OutputNames.MLFLOW_TRACKING_URI] = server.url
     outputs[OutputNames.MLFLOW_ADMIN_SECRET_ARN] = server.admin_secret.arn
+    training = RemoteTraining(
+        TRAINING_COMPONENT,
+        RemoteTrainingArgs(
+            region=cfg.region,
+            repository_arn=models.repository.arn,
+            dvc=remote.ref(cfg.dvc_prefix),
+            vpc_id=network.vpc.id,
+            cluster_arn=server.service.cluster.arn,
+            subnet_ids=server.task_subnets,
+            public_ip=not server.private_tasks,
+            log_retention_days=profile.log_retention_days,
+        ),
+        opts,
+    )
+    outputs[OutputNames.REMOTE_TRAINING] = training.outputs
     if cfg.github_repo:
         ci = CiAccess(
             "ci",
@@ -110,6 +126,8 @@ def build(cfg: StackConfig) -> dict[str, pulumi.Input[object]]:
                 repository_arn=models.repository.arn,
                 dvc=remote.ref(cfg.dvc_prefix),
                 existing_provider_arn=cfg.existing_oidc_provider_arn,
+                training=training,
+                region=cfg.region,
             ),
             opts,
         )

@@ -140,6 +140,45 @@ def _one(res: PlannedResource, idle: float, usage: float, basis: str) -> list[Co
     return [CostItem(res.type, res.name, idle, usage, basis)]
 
 
+def fargate_hour(vcpu: float, gb: float, *, spot: bool) -> float:
+    """An hour of a Fargate task of that size (Linux/x86), on demand or on Spot."""
+    hourly = vcpu * PRICES["fargate_vcpu_hour"] + gb * PRICES["fargate_gb_hour"]
+    return hourly * (1 - PRICES["fargate_spot_discount"]) if spot else hourly
+
+
+# Two sizes `stack plan` prices an hour of remote training at: (CPU units, MiB).
+TRAINING_EXAMPLES = ((1024, 4096), (4096, 16384))
+
+
+def remote_training(plan: Plan) -> dict[str, Any] | None:
+    """What `mlrig retrain --remote` adds to the plan ($0 while no task runs) and what an hour
+    of a task costs at two sizes; None when the plan has no tracking server yet."""
+    from mlrig.infra.config import TRAINING_COMPONENT
+
+    names = sorted(
+        r.name
+        for r in plan.resources
+        if r.name.startswith(f"{TRAINING_COMPONENT}-") or r.name.endswith("-training-policy")
+    )
+    if not names:
+        return None
+    return {
+        "resources": names,
+        "idle_month": 0.0,
+        "per_hour": [
+            {
+                "cpu_units": cpu,
+                "memory_mib": mib,
+                "on_demand": round(fargate_hour(cpu / 1024, mib / 1024, spot=False), 4),
+                "spot": round(fargate_hour(cpu / 1024, mib / 1024, spot=True), 4),
+            }
+            for cpu, mib in TRAINING_EXAMPLES
+        ],
+        "price_region": PRICE_REGION,
+        "price_date": PRICE_DATE,
+    }
+
+
 def _fargate(res: PlannedResource, plan: Plan) -> list[CostItem]:
     p, i = PRICES, res.inputs
     vcpu, gb = _task_size(plan, res)
@@ -147,9 +186,7 @@ def _fargate(res: PlannedResource, plan: Plan) -> list[CostItem]:
     spot = any(
         s.get("capacityProvider") == "FARGATE_SPOT" for s in i.get("capacityProviderStrategies", [])
     )
-    hourly = vcpu * p["fargate_vcpu_hour"] + gb * p["fargate_gb_hour"]
-    if spot:
-        hourly *= 1 - p["fargate_spot_discount"]
+    hourly = fargate_hour(vcpu, gb, spot=spot)
     items = _one(
         res,
         count * hourly * HOURS,
@@ -226,6 +263,20 @@ def _http_api(res: PlannedResource) -> list[CostItem]:
     )
 
 
+def _log_group(res: PlannedResource) -> list[CostItem]:
+    from mlrig.infra.config import TRAINING_COMPONENT
+
+    if res.name == f"{TRAINING_COMPONENT}-logs":
+        # a retrain's few MB of log lines; its task is priced per run (`--dry-run`)
+        return _one(res, 0.0, 0.0, "remote training's task logs: a few MB per run")
+    return _one(
+        res,
+        0.0,
+        USAGE["log_gb"] * (PRICES["logs_ingest_gb"] + PRICES["logs_store_gb_month"]),
+        "log ingestion + storage",
+    )
+
+
 Pricer = Callable[[PlannedResource, Plan], list[CostItem]]
 _PRICERS: dict[str, Pricer] = {
     "aws:ecs/service:Service": _fargate,
@@ -262,10 +313,5 @@ _PRICERS: dict[str, Pricer] = {
         + USAGE["s3_puts"] / 1000 * PRICES["s3_put_per_1000"],
         "S3 Standard storage + PUT requests",
     ),
-    "aws:cloudwatch/logGroup:LogGroup": lambda r, _: _one(
-        r,
-        0.0,
-        USAGE["log_gb"] * (PRICES["logs_ingest_gb"] + PRICES["logs_store_gb_month"]),
-        "log ingestion + storage",
-    ),
+    "aws:cloudwatch/logGroup:LogGroup": lambda r, _: _log_group(r),
 }

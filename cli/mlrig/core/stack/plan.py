@@ -87,6 +87,8 @@ def computed_outputs(
     elif typ == "aws:secretsmanager/secret:Secret":
         out["arn"] = _arn("secretsmanager", region, f"secret:{name}-AbCdEf")
         rid = out["arn"]
+    elif typ == "aws:ssm/parameter:Parameter":
+        out["arn"] = _arn("ssm", region, f"parameter{inputs['name']}")
     elif typ == "aws:cloudwatch/logGroup:LogGroup":
         out["arn"] = _arn("logs", region, f"log-group:{inputs['name']}")
     elif typ == "aws:rds/instance:Instance":
@@ -292,6 +294,7 @@ _HIGHLIGHTS: dict[str, tuple[str, ...]] = {
     "aws:ec2/subnet:Subnet": ("cidrBlock", "mapPublicIpOnLaunch"),
     "aws:iam/role:Role": ("description",),
     "aws:secretsmanager/secret:Secret": ("recoveryWindowInDays",),
+    "aws:cloudwatch/logGroup:LogGroup": ("retentionInDays",),
 }
 
 

@@ -109,6 +109,137 @@ def ci_role(repository_arn: str, bucket_arn: str, dvc_prefix: str) -> str:
     )
 
 
+def training_execution_role(
+    repository_arn: str, log_group_arn: str, secrets_arn_pattern: str
+) -> str:
+    """What ECS needs to start a remote training task: pull the trainer image from the
+    stack's repository, write the task's log stream, and read the repositories'
+    machine-identity passwords (injected as `secrets`, never plain environment)."""
+    return document(
+        ECR_AUTH_TOKEN,
+        {
+            "Sid": "PullTrainerImage",
+            "Effect": "Allow",
+            "Action": ECR_PULL_ACTIONS,
+            "Resource": repository_arn,
+        },
+        {
+            "Sid": "WriteLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": f"{log_group_arn}:*",
+        },
+        {
+            "Sid": "ReadMachineIdentities",
+            "Effect": "Allow",
+            "Action": "secretsmanager:GetSecretValue",
+            "Resource": secrets_arn_pattern,
+        },
+    )
+
+
+def training_task_role(
+    bucket_arn: str, dvc_prefix: str, results_prefix: str, log_group_arn: str
+) -> str:
+    """The training task's own rights: the DVC cache (pull the data, push what it made),
+    its results prefix (the bundle and result.json the caller applies) and its log group."""
+    return document(
+        *_sids("Dvc", s3_prefix_read_write(bucket_arn, dvc_prefix)),
+        *_sids("Results", s3_prefix_read_write(bucket_arn, results_prefix)),
+        {
+            "Sid": "WriteLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": f"{log_group_arn}:*",
+        },
+    )
+
+
+def _sids(prefix: str, statements: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{**st, "Sid": prefix + st["Sid"]} for st in statements]
+
+
+def ci_training(
+    *,
+    region: str,
+    account: str,
+    cluster_arn: str,
+    family_prefix: str,
+    role_arns: list[str],
+    log_group_arn: str,
+    bucket_arn: str,
+    results_prefix: str,
+    parameter_arn: str,
+) -> str:
+    """What CI needs to run `mlrig retrain --remote`: register and run the stack's training
+    task definitions on its cluster (tagged at creation), watch, stop and list its tasks
+    there, pass the two training roles to ECS only, read the task's log and its result."""
+    on_cluster = {"ArnEquals": {"ecs:cluster": cluster_arn}}
+    cluster_name = cluster_arn.rsplit("/", 1)[-1]
+    families = f"arn:aws:ecs:{region}:{account}:task-definition/{family_prefix}*:*"
+    tasks = f"arn:aws:ecs:{region}:{account}:task/{cluster_name}/*"
+    return document(
+        {
+            "Sid": "RegisterTrainingTasks",
+            "Effect": "Allow",
+            "Action": "ecs:RegisterTaskDefinition",
+            "Resource": families,
+        },
+        {
+            "Sid": "RunTrainingTasks",
+            "Effect": "Allow",
+            "Action": "ecs:RunTask",
+            "Resource": families,
+            "Condition": on_cluster,
+        },
+        {
+            "Sid": "WatchTrainingTasks",
+            "Effect": "Allow",
+            "Action": ["ecs:DescribeTasks", "ecs:StopTask"],
+            "Resource": tasks,
+            "Condition": on_cluster,
+        },
+        {
+            # ListTasks has no resource of its own (its container-instance one does not
+            # apply to Fargate): "*" narrowed to the cluster by its condition key.
+            "Sid": "ListTrainingTasks",
+            "Effect": "Allow",
+            "Action": "ecs:ListTasks",
+            "Resource": "*",
+            "Condition": on_cluster,
+        },
+        {
+            "Sid": "TagAtCreation",
+            "Effect": "Allow",
+            "Action": "ecs:TagResource",
+            "Resource": [families, tasks],
+            "Condition": {
+                "StringEquals": {"ecs:CreateAction": ["RegisterTaskDefinition", "RunTask"]}
+            },
+        },
+        {
+            "Sid": "PassTrainingRoles",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": role_arns,
+            "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+        },
+        {
+            "Sid": "ReadTrainingLogs",
+            "Effect": "Allow",
+            "Action": "logs:GetLogEvents",
+            "Resource": f"{log_group_arn}:log-stream:*",
+        },
+        {
+            "Sid": "ReadTrainingOutputs",
+            "Effect": "Allow",
+            "Action": "ssm:GetParameter",
+            "Resource": parameter_arn,
+        },
+        *_sids("Results", s3_prefix_read_write(bucket_arn, results_prefix)),
+    )
+
+
 def github_trust(provider_arn: str, repo: str, ref: str) -> str:
     """Trust only tokens GitHub minted for this repository (and ref or environment)."""
     return document(

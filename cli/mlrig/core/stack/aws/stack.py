@@ -189,7 +189,7 @@ def to_stack_outputs(
     name: str, out: dict[str, Any], aws_profile: str | None = None
 ) -> StackOutputs:
     """The contract document from the program's exports (names shared via OutputNames)."""
-    from mlrig.contract import BasicAuth, DvcRemote, Mlflow, Registry, SecretRef
+    from mlrig.contract import AwsCompute, BasicAuth, DvcRemote, Mlflow, Registry, SecretRef
     from mlrig.tracking.config import ADMIN_USERNAME
 
     region = str(out[OutputNames.REGION])
@@ -213,6 +213,9 @@ def to_stack_outputs(
         ),
         registry=Registry(kind="ecr", url=str(out[OutputNames.REGISTRY_URL])),
         ci_role_arn=out.get(OutputNames.CI_ROLE_ARN),
+        compute=AwsCompute.model_validate(out[OutputNames.REMOTE_TRAINING])
+        if out.get(OutputNames.REMOTE_TRAINING)
+        else None,
     )
 
 

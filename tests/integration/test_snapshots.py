@@ -156,3 +156,69 @@ def test_git_and_dvc_checkout_restore_exactly_the_old_partitions(history: dict[s
         sh(repo, "git", "checkout", "-q", "main", env=env)
         sh(repo, "dvc", "pull", "-q", "ingest", env=env)  # the cache lost B's partition
     assert partitions(repo) == history["partitionsB"]
+
+
+def test_update_migrates_a_table_repo_in_one_commit_its_table_the_first_partition(
+    mlrig_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mlrig import contract
+    from mlrig.core.bootstrap import _update
+    from mlrig.errors import ServiceError
+    from mlrig.main import app
+
+    runner = CliRunner()
+    contract.save(aws_outputs())
+    repo = bootstrap.init(tmp_path / "churn", "prod").path
+    env = repo_env(mlrig_home)
+    ingest(repo, env)
+    table = pd.read_csv(repo / "data/snapshot/data.csv")
+    record = json.loads((repo / "data/snapshot/record.json").read_text())
+    sh(repo, "git", "add", "dvc.lock", "data/snapshot", env=env)
+    sh(repo, "git", "commit", "-q", "-m", "first snapshot", env=env)
+    before = sh(repo, "git", "rev-parse", "HEAD", env=env).strip()
+
+    (repo / "notes.txt").write_text("mine\n")
+    refused = runner.invoke(app, ["update", str(repo), "--snapshots", "partitioned"])
+    assert refused.exit_code == 7 and "uncommitted changes" in refused.output
+    (repo / "notes.txt").unlink()
+    csv = repo / "data/snapshot/data.csv"
+    good = csv.read_bytes()
+    csv.write_bytes(good + good.splitlines(keepends=True)[-1])  # not the recorded snapshot
+    refused = runner.invoke(app, ["update", str(repo), "--snapshots", "partitioned"])
+    assert refused.exit_code != 0 and "is not the snapshot" in refused.output
+    csv.write_bytes(good)
+
+    def broken(*_a: object, **_k: object) -> str:
+        raise ServiceError("dvc repro ingest failed: planted")
+
+    with monkeypatch.context() as m:  # the ingest fails after the template was merged
+        m.setattr(_update.dvc, "run_cli", broken)
+        failed = runner.invoke(app, ["update", str(repo), "--snapshots", "partitioned"])
+    assert failed.exit_code != 0 and "planted" in failed.output
+    assert sh(repo, "git", "rev-parse", "HEAD", env=env).strip() == before
+    assert sh(repo, "git", "status", "--porcelain", env=env) == ""
+    assert csv.read_bytes() == good and not (repo / "data/snapshots").exists()
+
+    result = runner.invoke(app, ["update", str(repo), "--snapshots", "partitioned"])
+    assert result.exit_code == 0, result.output
+    assert "migrated" in result.output and "(569 rows)" in result.output
+    assert sh(repo, "git", "rev-parse", "HEAD~1", env=env).strip() == before  # one commit
+    assert sh(repo, "git", "status", "--porcelain", env=env) == ""
+    assert not (repo / "data/snapshot").exists()
+    answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
+    assert answers["snapshots"] == "partitioned"
+    (partition,) = (repo / "data/snapshots").glob("*.parquet")
+    stamp = record["ingested_at"][:16].replace(":", "")  # 2026-12-07T18:39:00Z -> ..T1839
+    assert partition.name == f"{stamp}.parquet"
+    pd.testing.assert_frame_equal(pd.read_parquet(partition), table)
+    watermark = json.loads((repo / WATERMARK).read_text())
+    lock = (repo / "dvc.lock").read_text()
+    assert watermark["md5"] == lock_md5(lock) and watermark["keys"]
+    # the source has not changed: the next ingest adds nothing
+    assert "unchanged (569 rows), no partition" in ingest(repo, env)
+    assert (repo / "dvc.lock").read_text() == lock
+
+    again = runner.invoke(app, ["update", str(repo), "--snapshots", "partitioned"])
+    assert again.exit_code != 0 and "already keeps partitioned snapshots" in again.output

@@ -219,17 +219,34 @@ def update_cmd(
             help="Re-wire to this stack's current outputs (default: keep the repo's wiring).",
         ),
     ] = None,
+    snapshots: Annotated[
+        str | None,
+        typer.Option(
+            "--snapshots",
+            help="`partitioned`: migrate a single-table repository to dated incremental "
+            "snapshots; its data/snapshot/data.csv becomes the first partition, and the "
+            "update is one commit.",
+        ),
+    ] = None,
 ) -> None:
     """Re-apply the newest template to a repo made by `mlrig init` (three-way merge).
 
     The repo's own answers in .copier-answers.yml are kept (an unchanged template changes
     nothing). Changes are left uncommitted for review; on conflicts it exits non-zero
-    listing them.
+    listing them. With --snapshots partitioned it migrates the repository and commits.
     """
     from mlrig.core.bootstrap import init as bootstrap
 
     with err_console().status(f"updating {path}"):
-        result = bootstrap.update(path, stack=stack, progress=_progress)
+        result = bootstrap.update(path, stack=stack, progress=_progress, snapshots=snapshots)
+    if result.commit:
+        console().print(
+            f"[green]migrated {result.path}[/] to partitioned snapshots (template "
+            f"{result.old_version} -> {result.new_version}): {result.first_partition}; "
+            f"commit {result.commit[:10]}",
+            soft_wrap=True,
+        )
+        return
     if not result.changed:
         console().print(f"{result.path} is up to date with template {result.new_version}")
         return

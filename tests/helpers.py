@@ -1308,7 +1308,7 @@ def default_template_file(relpath: str) -> str:
     text = plain.with_name(plain.name + ".jinja").read_text()
     # YAML rendered as copier renders it (no HTML escaping)
     env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined)  # noqa: S701
-    return env.from_string(text).render(temporal="false")
+    return env.from_string(text).render(temporal="false", snapshots="table")
 
 
 # -- GitHub Actions workflows -------------------------------------------------------------------

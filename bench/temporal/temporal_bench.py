@@ -7,8 +7,7 @@ feature rows (entity, available_at, f0..f9) over 120 days, random with a fixed s
 as parquet. Both contenders must agree on the joined rows and the sum of f0 (checked after
 each sample; a disagreement stops the benchmark).
 
-Not measured here: the DVC remote's growth under dated partitions, which the template does
-not have yet.
+The DVC remote's growth under dated partitions is dvc_growth.py's (in this folder).
 
 Run: .venv/bin/python bench/temporal/temporal_bench.py [--samples 5] [--labels 1000000]
      [--features 5000000] [--keep]

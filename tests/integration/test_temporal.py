@@ -1,13 +1,16 @@
 """A temporal repository (`mlrig init --temporal`) against the real local stack: its pipeline
 trains on the point-in-time table of the generated example and records the split's windows,
-which `mlrig trace` shows; a feature from the future planted in the labels (declared in the
+which `mlrig trace` shows, and the partitions it read (a temporal repository keeps dated
+partitions by default); a feature from the future planted in the labels (declared in the
 schema, so validate lets it through) stops the pipeline at preprocess with one line, before
 train: no run, no model version, the champion unchanged."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,6 +48,16 @@ def test_the_pipeline_trains_on_the_point_in_time_table_and_traces_its_windows(
     assert {k: v for k, v in tags.items() if k.startswith("mlrig.temporal.")} == {
         f"mlrig.temporal.{k}": v for k, v in windows.items()
     }
+    # the partitions it trained on: the directory's DVC hash, as dvc.lock records it
+    (partition,) = sorted((repo / "data/snapshots").glob("*.parquet"))
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    (out,) = [o for o in lock["stages"]["ingest"]["outs"] if o["path"] == "data/snapshots"]
+    assert tags["dvc.dep.data/snapshots"] == out["md5"] and out["md5"].endswith(".dir")
+    assert tags["mlrig.data.partitions"] == "1"
+    assert tags["mlrig.data.partitions.first"] == tags["mlrig.data.partitions.last"]
+    assert tags["mlrig.data.partitions.first"] == partition.name
+    listed = mlflow_client(stack_env).download_artifacts(run["run_id"], "mlrig/partitions.json")
+    assert [p["name"] for p in json.loads(Path(listed).read_text())] == [partition.name]
     shown = sh(repo, str(VENV_BIN / "mlrig"), "trace", f"runs:/{run['run_id']}", env=env)
     assert f"train {windows['train_from']} .. {windows['train_to']}" in shown
     assert f"gap {windows['gap']}" in shown
@@ -67,6 +80,10 @@ def test_a_planted_feature_from_the_future_stops_the_pipeline_before_train(
         "--leak",
         env={**env, "PYTHONPATH": "src"},
     )
+    # partitions are never rewritten: a column added to labels already ingested is not
+    # picked up, so the snapshot starts over from the leaking labels
+    shutil.rmtree(repo / "data/snapshots")
+    shutil.rmtree(repo / "data/snapshot_state")
     schema_file = repo / "data/schema.yaml"
     schema = yaml.safe_load(schema_file.read_text())
     schema["columns"]["refund_next_7d"] = {"type": "float", "nullable": False}

@@ -190,6 +190,20 @@ def test_non_empty_target_is_refused(mlrig_home: Path, tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlrig-home", "repo"]
 
 
+def test_a_snapshots_answer_not_table_or_partitioned_is_one_line(
+    mlrig_home: Path, tmp_path: Path
+) -> None:
+    contract.save(aws_outputs())
+    argv = ["init", str(tmp_path / "repo"), "--stack", "prod", "--no-input"]
+    result = runner.invoke(app, [*argv, "--snapshots", "daily"])
+    assert result.exit_code == 2
+    assert "--snapshots 'daily' is not table or partitioned" in _one_line_error(result.output)
+    adopted = runner.invoke(app, [*argv, "--snapshots", "table", "--adopt"])
+    assert adopted.exit_code == 2
+    assert "--snapshots and --adopt exclude each other" in _one_line_error(adopted.output)
+    assert not (tmp_path / "repo").exists()
+
+
 def test_no_git_on_path(mlrig_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     contract.save(aws_outputs())
     empty = tmp_path / "empty-bin"

@@ -1,10 +1,13 @@
-"""The rendered template 1.4.0 pipeline: ingest -> validate -> preprocess -> train -> evaluate,
+"""The rendered template 1.5.0 pipeline: ingest -> validate -> preprocess -> train -> evaluate,
 the params the retraining loop relies on, the schema shipped for the bundled dataset, and how
 checkout reads `dvc status` of a stage that always runs."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -121,3 +124,81 @@ def test_trace_names_the_dvc_remote_only_for_outputs_dvc_caches(rendered: Path) 
         "gate.json",
         "metrics.json",
     }
+
+
+# -- partitioned snapshots (the `snapshots` answer) -------------------------------------------
+@pytest.fixture(scope="module")
+def partitioned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    src, ref = bootstrap.template_repo()
+    dest = tmp_path_factory.mktemp("render-partitioned") / "churn"
+    bootstrap_render.render(
+        src, ref, dest, project="churn", outputs=aws_outputs(), snapshots="partitioned"
+    )
+    return dest
+
+
+def test_a_partitioned_repo_ingests_into_one_directory_every_stage_reads(
+    partitioned: Path, rendered: Path
+) -> None:
+    stages = yaml.safe_load((partitioned / "dvc.yaml").read_text())["stages"]
+    assert list(stages) == STAGES
+    ingest = stages["ingest"]
+    assert ingest["cmd"] == "PYTHONPATH=src python -m churn.snapshots"
+    assert ingest["always_changed"] is True
+    assert entries(ingest["outs"]) == {
+        "data/snapshots": {"persist": True},
+        "data/snapshot_state/watermark.json": {"cache": False, "persist": True},
+    }
+    for stage in ("validate", "preprocess", "train"):
+        deps = entries(stages[stage]["deps"])
+        assert "data/snapshots" in deps and "data/snapshot/data.csv" not in deps, stage
+    params = yaml.safe_load((partitioned / "params.yaml").read_text())
+    assert params["ingest"] == {
+        "source": "data/raw/breast_cancer.csv",
+        "query": None,
+        "watermark": None,
+        "keys": ["id"],
+    }
+    assert "pyarrow" in (partitioned / "requirements.txt").read_text()
+    answers = yaml.safe_load((partitioned / ".copier-answers.yml").read_text())
+    assert answers["snapshots"] == "partitioned"
+    # the default rendering has none of it, and answers table
+    assert not (rendered / "src" / "churn" / "snapshots.py").exists()
+    assert not (rendered / "tests" / "test_snapshots.py").exists()
+    assert "pyarrow" not in (rendered / "requirements.txt").read_text()
+    assert yaml.safe_load((rendered / ".copier-answers.yml").read_text())["snapshots"] == "table"
+
+
+def test_the_partitioned_repos_own_tests_pass(partitioned: Path) -> None:
+    """tests/test_snapshots.py of the rendered repository: new rows only, old partitions
+    untouched, nothing new writes nothing, and each bad input one line with nothing written."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:randomly",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_snapshots.py",
+        ],
+        cwd=partitioned,
+        env={**os.environ, "PYTHONPATH": str(partitioned / "src")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout and "failed" not in result.stdout
+
+
+def test_the_snapshots_answer_is_table_or_partitioned() -> None:
+    from mlrig.core.shared.names import check_template_answers
+    from mlrig.errors import UsageError
+
+    base = {"project_name": "churn", "stack": "prod"}
+    assert check_template_answers({**base, "snapshots": "table"})["snapshots"] == "table"
+    with pytest.raises(UsageError, match="the answer snapshots 'daily' is not table or"):
+        check_template_answers({**base, "snapshots": "daily"})

@@ -85,6 +85,15 @@ def test_snapshot_record_and_gate_are_read_when_present(tmp_path: Path) -> None:
     assert retrain_repo.registered_version(tmp_path) == "7"
 
 
+def test_a_partitioned_repos_watermark_is_its_snapshot_record(tmp_path: Path) -> None:
+    watermark = tmp_path / retrain_repo.WATERMARK
+    watermark.parent.mkdir(parents=True)
+    record = {"column": None, "keys": "a" * 32, "md5": "b" * 32 + ".dir", "rows": 620}
+    watermark.write_text(json.dumps({**record, "source": "data/raw/x.csv"}))
+    snap = retrain_repo.snapshot(tmp_path)
+    assert snap == retrain_repo.Snapshot("b" * 32 + ".dir", 620, "data/raw/x.csv")
+
+
 @pytest.mark.parametrize(
     ("make", "expected"),
     [

@@ -84,7 +84,10 @@ def test_the_temporal_rendering_passes_ruff_its_format_and_mypy(
     src, ref = bootstrap.template_repo()
     dest = tmp_path_factory.mktemp("render-temporal") / PROJECT
     bootstrap_render.render(src, ref, dest, project=PROJECT, outputs=aws_outputs(), temporal=True)
-    assert {"temporal.py", "example.py"} <= {p.name for p in (dest / "src" / PROJECT).iterdir()}
+    # a temporal repository is partitioned by default: snapshots.py is checked here too
+    assert {"temporal.py", "example.py", "snapshots.py"} <= {
+        p.name for p in (dest / "src" / PROJECT).iterdir()
+    }
     for result in (ruff_check(dest), ruff_format(dest), mypy(dest / "src", PROJECT)):
         assert result.returncode == 0, result.stdout + result.stderr
 

@@ -108,9 +108,16 @@ def is_repo(root: Path) -> bool:
     return (root / ".dvc").is_dir()
 
 
-def run_cli(root: Path, *args: str, log: Any = None, timeout: float = 900) -> str:
+def run_cli(
+    root: Path,
+    *args: str,
+    log: Any = None,
+    timeout: float = 900,
+    extra_env: Mapping[str, str] | None = None,
+) -> str:
     """Run the `dvc` program of this environment in root (pipeline commands: repro, exp,
-    push) with the environment's bin dir first on PATH so stages find the same Python."""
+    push) with the environment's bin dir first on PATH so stages find the same Python;
+    extra_env is added to the stages' environment."""
     import subprocess
     import sys
 
@@ -119,6 +126,7 @@ def run_cli(root: Path, *args: str, log: Any = None, timeout: float = 900) -> st
         **os.environ,
         "DVC_NO_ANALYTICS": "1",
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        **(extra_env or {}),
     }
     try:
         proc = subprocess.run(

@@ -83,6 +83,16 @@ def init_cmd(
             "repo starts from a generated temporal example.",
         ),
     ] = False,
+    snapshots: Annotated[
+        str | None,
+        typer.Option(
+            "--snapshots",
+            help="How ingest keeps the data: `table` (one CSV snapshot, rewritten when the "
+            "source changes) or `partitioned` (only rows newer than a watermark, appended as "
+            "dated parquet files of the DVC directory data/snapshots/). Default: partitioned "
+            "with --temporal, else table.",
+        ),
+    ] = None,
     adopt: Annotated[
         bool,
         typer.Option(
@@ -114,6 +124,16 @@ def init_cmd(
             "--temporal and --adopt exclude each other",
             hint="--adopt renders no template: it leaves the repository's stages as they are",
         )
+    if snapshots is not None and snapshots not in ("table", "partitioned"):
+        raise UsageError(
+            f"--snapshots {snapshots!r} is not table or partitioned",
+            hint="table keeps one snapshot, partitioned appends dated partitions",
+        )
+    if adopt and snapshots is not None:
+        raise UsageError(
+            "--snapshots and --adopt exclude each other",
+            hint="--adopt renders no template: it leaves the repository's stages as they are",
+        )
     if dvc_init and not adopt:
         raise UsageError("--dvc goes with --adopt", hint="`mlrig init` always runs `dvc init`")
     stack_name = _stack_or_ask(stack, no_input)
@@ -136,6 +156,7 @@ def init_cmd(
             progress=_progress,
             take_over=take_over,
             temporal=temporal,
+            snapshots=snapshots,
         )
     console().print(
         f"[green]created {result.path}[/] — project [bold]{result.project_name}[/], stack "
@@ -198,17 +219,34 @@ def update_cmd(
             help="Re-wire to this stack's current outputs (default: keep the repo's wiring).",
         ),
     ] = None,
+    snapshots: Annotated[
+        str | None,
+        typer.Option(
+            "--snapshots",
+            help="`partitioned`: migrate a single-table repository to dated incremental "
+            "snapshots; its data/snapshot/data.csv becomes the first partition, and the "
+            "update is one commit.",
+        ),
+    ] = None,
 ) -> None:
     """Re-apply the newest template to a repo made by `mlrig init` (three-way merge).
 
     The repo's own answers in .copier-answers.yml are kept (an unchanged template changes
     nothing). Changes are left uncommitted for review; on conflicts it exits non-zero
-    listing them.
+    listing them. With --snapshots partitioned it migrates the repository and commits.
     """
     from mlrig.core.bootstrap import init as bootstrap
 
     with err_console().status(f"updating {path}"):
-        result = bootstrap.update(path, stack=stack, progress=_progress)
+        result = bootstrap.update(path, stack=stack, progress=_progress, snapshots=snapshots)
+    if result.commit:
+        console().print(
+            f"[green]migrated {result.path}[/] to partitioned snapshots (template "
+            f"{result.old_version} -> {result.new_version}): {result.first_partition}; "
+            f"commit {result.commit[:10]}",
+            soft_wrap=True,
+        )
+        return
     if not result.changed:
         console().print(f"{result.path} is up to date with template {result.new_version}")
         return

@@ -56,13 +56,18 @@ def render(
     github_repo: str = "",
     description: str | None = None,
     temporal: bool = False,
+    snapshots: str | None = None,
 ) -> None:
-    """Render template version `ref` into dest with every answer given (no prompts)."""
+    """Render template version `ref` into dest with every answer given (no prompts).
+
+    snapshots is "table" or "partitioned"; None means partitioned for a temporal repository
+    (its labels keep arriving) and table otherwise."""
     answers = {
         "project_name": project,
         "github_repo": github_repo,
         "mlflow_username": identity_answer(outputs, project),
         "temporal": "true" if temporal else "false",
+        "snapshots": snapshots or ("partitioned" if temporal else "table"),
         "mlrig_version": __version__,  # the CI workflow installs exactly this mlrig
     }
     if description:  # else the template's own default

@@ -3,13 +3,17 @@ keeps the answers and the version it was rendered from in .copier-answers.yml)."
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mlrig import contract
-from mlrig.adapters import copier, git
+from mlrig.adapters import copier, dvc, git
 from mlrig.core.bootstrap._render import checked_stack_answers, identity_answer
 from mlrig.core.bootstrap._template import packaged_template, template_changes, template_repo
 from mlrig.core.bootstrap.adopt import ADOPTED_KEY
@@ -17,7 +21,7 @@ from mlrig.core.bootstrap.repo import configure_remote
 from mlrig.core.shared.names import ANSWERS_RESTORE_HINT, load_answers
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack.stacks import ANSWERS_FILE
-from mlrig.errors import ConfigError, Conflict, UsageError
+from mlrig.errors import ConfigError, Conflict, MlrigError, UsageError
 from mlrig.version import __version__
 
 
@@ -31,6 +35,15 @@ class UpdateResult:
     notes: list[tuple[str, str]] = field(default_factory=list)
     old_mlrig: str = ""  # the mlrig the repository's CI installed before (its pin)
     new_mlrig: str = ""
+    commit: str = ""  # a migration (--snapshots) commits; a plain update leaves changes
+    first_partition: str = ""  # what the migration made of the old single-table snapshot
+
+
+PARTITIONED = "partitioned"
+TABLE_CSV = Path("data/snapshot/data.csv")  # a table repository's snapshot (a DVC output)
+TABLE_RECORD = Path("data/snapshot/record.json")  # and its record (in git)
+# tells the partitioned ingest stage to take the old table as its first partition
+FROM_TABLE_ENV = "MLRIG_SNAPSHOTS_FROM_TABLE"
 
 
 # what copier records beside the answers: the template version and where its history is
@@ -99,6 +112,7 @@ def update(
     stack: str | None = None,
     template_dir: Path | None = None,
     progress: Progress = lambda _m: None,
+    snapshots: str | None = None,
 ) -> UpdateResult:
     """Three-way merge the current template into the repo at path; changes stay uncommitted.
 
@@ -106,6 +120,10 @@ def update(
     only a --stack the user names re-wires it: that stack's wiring replaces the old one,
     while its project, GitHub repository and machine identity stay.
     Raises Conflict listing the files when the merge left conflict markers.
+
+    snapshots="partitioned" migrates a table repository: the template is rendered with that
+    answer, ingest takes the old data/snapshot/data.csv as the first partition, and the whole
+    change is one commit; anything failing on the way puts the repository back as it was.
     """
     root = path.expanduser().absolute()
     git.require()
@@ -119,8 +137,12 @@ def update(
         )
     git.require_clean(root, "update")
     own = {k: v for k, v in answers.items() if not k.startswith("_")}
+    if snapshots is not None:
+        _check_migration(root, own, snapshots)
     # the pin moves to this mlrig: the workflow installs the mlrig that last rendered it
     data = {**own, "mlrig_version": __version__}
+    if snapshots is not None:
+        data["snapshots"] = snapshots
     outputs = contract.load(stack) if stack else None
     if outputs is not None:
         data = checked_stack_answers(outputs, {**own, "mlrig_version": __version__})
@@ -135,22 +157,106 @@ def update(
             hint=ANSWERS_RESTORE_HINT,
         )
     progress(f"updating template {old} -> {ref}")
+    head = git.head(root)
     copier.update(root, ref, data)
     if outputs is not None and outputs.name != own["stack"]:
         configure_remote(root, outputs)  # re-wired: the DVC remote follows the new stack
     conflicts = git.unmerged_files(root)
+    if conflicts and snapshots is not None:
+        _undo(root, head)
+        raise Conflict(
+            f"template update {old} -> {ref} conflicts in {', '.join(conflicts)}: "
+            "nothing was migrated",
+            hint="run `mlrig update` alone, resolve and commit, then migrate",
+        )
     if conflicts:
         raise Conflict(
             f"template update {old} -> {ref} left conflicts in: {', '.join(conflicts)}",
             hint="resolve the <<<<<<< markers, `git add` the files and commit",
         )
     notes = template_changes(template_dir or packaged_template(), old, ref)
+    changed = git.changed_files(root)
+    commit = first = ""
+    if snapshots is not None:
+        first = _migrate(root, head, progress)
+        changed = git.changed_files(root)
+        commit = git.commit_all(
+            root, f"mlrig update: template {old} -> {ref}, snapshots partitioned ({first})"
+        )
     return UpdateResult(
         root,
         old,
         ref,
-        git.changed_files(root),
+        changed,
         notes,
         str(own.get("mlrig_version", "")),
         __version__,
+        commit,
+        first,
     )
+
+
+def _check_migration(root: Path, own: dict[str, Any], snapshots: str) -> None:
+    """A migration to partitioned snapshots starts from a table repository whose snapshot,
+    when it has one, is in the workspace exactly as its record says."""
+    if snapshots != PARTITIONED:
+        raise UsageError(
+            f"--snapshots {snapshots!r}: a repository can only be migrated to partitioned",
+            hint="`mlrig update --snapshots partitioned`",
+        )
+    if own.get("snapshots", "table") == PARTITIONED:
+        raise UsageError(f"{root} already keeps partitioned snapshots: nothing to migrate")
+    record_file, csv = root / TABLE_RECORD, root / TABLE_CSV
+    if not record_file.is_file():
+        return  # ingest never ran: there is no table to carry over
+    try:
+        recorded = json.loads(record_file.read_text()).get("md5")
+    except (ValueError, AttributeError):
+        recorded = None
+    if not csv.is_file():
+        raise UsageError(
+            f"{TABLE_CSV} is not in the workspace: the migration makes it the first partition",
+            hint="`dvc pull data/snapshot/data.csv` (or `dvc checkout`), then migrate",
+        )
+    if recorded != _md5(csv):
+        raise UsageError(
+            f"{TABLE_CSV} is not the snapshot {TABLE_RECORD} records",
+            hint="`dvc checkout data/snapshot/data.csv`, then migrate",
+        )
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _migrate(root: Path, head: str, progress: Progress) -> str:
+    """Run the rendered partitioned ingest once on the old table (DVC records the result in
+    dvc.lock), then remove the old snapshot; on failure, undo everything."""
+    if not (root / TABLE_CSV).is_file():
+        return "no snapshot yet"
+    progress(f"{TABLE_CSV} -> the first partition (dvc repro ingest)")
+    try:
+        out = dvc.run_cli(root, "repro", "ingest", extra_env={FROM_TABLE_ENV: "1"})
+    except MlrigError:
+        _undo(root, head)
+        raise
+    for path in (TABLE_CSV, TABLE_RECORD, TABLE_CSV.parent / ".gitignore"):
+        (root / path).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # gone, unless something else is in it
+        (root / TABLE_CSV.parent).rmdir()
+    made = [line for line in out.splitlines() if line.startswith("ingest: ")]
+    return made[-1].split(" is now ", 1)[-1] if made else "the first partition"
+
+
+def _undo(root: Path, head: str) -> None:
+    """The repository back at head: tracked files reset, every file the update made gone
+    (the work tree was clean, so each untracked file is the update's)."""
+    git.reset_to(root, head)
+    for rel in git.untracked_files(root):
+        (root / rel).unlink(missing_ok=True)
+    shutil.rmtree(root / "data" / "snapshots", ignore_errors=True)
+    shutil.rmtree(root / "data" / "snapshot_state", ignore_errors=True)

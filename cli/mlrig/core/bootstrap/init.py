@@ -83,6 +83,7 @@ def init(
     progress: Progress = lambda _m: None,
     take_over: bool = False,
     temporal: bool = False,
+    snapshots: str | None = None,
 ) -> InitResult:
     """Create a git+DVC repository at path wired to stack; nothing is left on failure.
 
@@ -91,7 +92,8 @@ def init(
     An experiment or model of the project's name managed by someone else stops init
     (identities.NameTaken) unless take_over revokes their grants. With temporal, the repo
     trains on time-stamped labels and features (the template's `temporal` answer) and starts
-    from the template's generated temporal example instead of the bundled table.
+    from the template's generated temporal example instead of the bundled table. snapshots
+    ("table" or "partitioned", default partitioned when temporal) is how ingest keeps the data.
     """
     target = path.expanduser().absolute()
     project = validate_project_name(name) if name is not None else derive_project_name(target.name)
@@ -112,6 +114,7 @@ def init(
             github_repo=github_repo,
             description=description,
             temporal=temporal,
+            snapshots=snapshots,
         )
         if force:
             bootstrap_staging.refuse_collisions(staging, target)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from functools import cache
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +34,32 @@ def validate_stage() -> ModuleType:
     assert package is not None
     package.submodule_search_locations = [str(src)]
     sys.modules.setdefault(_PACKAGE, importlib.util.module_from_spec(package))
+    _data_stage(src)
     spec = importlib.util.spec_from_file_location(f"{_PACKAGE}.validate", src / "validate.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def _data_stage(src: Path) -> None:
+    """The data module validate imports. The template keeps it as data.py.jinja (a
+    partitioned repository's load_snapshot differs): rendered here as a default repository
+    has it, the same text `mlrig init` writes there."""
+    name = f"{_PACKAGE}.data"
+    if name in sys.modules or (src / "data.py").is_file():
+        return
+    import jinja2
+
+    source = src / "data.py.jinja"
+    env = jinja2.Environment(keep_trailing_newline=True, undefined=jinja2.StrictUndefined)  # noqa: S701 - Python, not HTML
+    code = env.from_string(source.read_text()).render(snapshots="table", temporal="false")
+    module = ModuleType(name)
+    module.__file__ = str(src / "data.py")
+    module.__package__ = _PACKAGE
+    sys.modules[name] = module
+    exec(compile(code, str(source), "exec"), module.__dict__)  # noqa: S102 - mlrig's own template
 
 
 def parse_schema(text: bytes) -> dict[str, Any] | None:

@@ -17,6 +17,8 @@ from mlrig.core.stack import stacks
 from mlrig.errors import ConfigError, UsageError
 
 RECORD = Path("data/snapshot/record.json")
+# a partitioned repository's record: the watermark, with the partitions' DVC hash and rows
+WATERMARK = Path("data/snapshot_state/watermark.json")
 GATE = Path("gate.json")
 RUN_RECORD = Path("models/mlflow_run.json")
 
@@ -70,7 +72,7 @@ def _json(path: Path) -> dict[str, Any]:
 
 
 def snapshot(repo: Path) -> Snapshot:
-    raw = _json(repo / RECORD)
+    raw = _json(repo / RECORD) or _json(repo / WATERMARK)
     rows = raw.get("rows")
     return Snapshot(
         str(raw["md5"]) if raw.get("md5") else None,

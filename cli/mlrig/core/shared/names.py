@@ -133,6 +133,7 @@ _URL = r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/-]*)?"
 _ANSWER_RULES: dict[str, tuple[re.Pattern[str], str]] = {
     "stack_kind": (re.compile(r"local|aws"), "local or aws"),
     "temporal": (re.compile(r"true|false"), "true or false"),
+    "snapshots": (re.compile(r"table|partitioned"), "table or partitioned"),
     "aws_region": (re.compile(r"(?:[a-z]{2}(?:-gov|-iso[a-z]*)?-[a-z]+-[0-9]+)?"), "an AWS region"),
     "mlflow_tracking_uri": (re.compile(f"(?:{_URL})?"), "an http(s) URL"),
     "mlflow_oidc_audience": (

@@ -59,6 +59,10 @@ def planted_leak(ctx: DemoContext) -> str:
     try:
         git.clone(str(repo), clone)
         git.checkout_detached(clone, git.head(repo))
+        # a partitioned repository never rewrites a partition: the clone starts its data over
+        # (no partitions, no watermark), so ingest takes the planted example whole
+        shutil.rmtree(clone / "data" / "snapshots", ignore_errors=True)
+        shutil.rmtree(clone / "data" / "snapshot_state", ignore_errors=True)
         dataset.write_temporal_example(clone, TEMPORAL_PROJECT, leak=True)
         schema_file = clone / "data" / "schema.yaml"
         schema = yaml.safe_load(schema_file.read_text())

@@ -19,14 +19,19 @@ from pathlib import Path
 from mlrig import contract
 from mlrig.adapters import dvc, git
 from mlrig.contract import StackOutputs
+from mlrig.core.bootstrap._identity import machine_identity
 from mlrig.core.bootstrap._render import checked_stack_answers, identity_answer
 from mlrig.core.bootstrap.repo import configure_remote
-from mlrig.core.shared.names import derive_project_name, validate_github_repo, validate_project_name
+from mlrig.core.shared.names import (
+    ADOPTED_KEY,
+    derive_project_name,
+    validate_github_repo,
+    validate_project_name,
+)
 from mlrig.core.shared.progress import Progress
 from mlrig.errors import Conflict, UsageError
 from mlrig.paths import ANSWERS_FILE
 
-ADOPTED_KEY = "_adopted"  # in the answers file: no template made this repository
 DVC_CONFIG = ".dvc/config"
 DVC_LOCAL = ".dvc/config.local"
 # what `dvc init` writes (with --dvc): committed together with the wiring
@@ -161,8 +166,6 @@ def adopt(
     """Wire the repository at path to stack (see the module doc); nothing changes on a
     refusal. A stack that cannot be reached now does not stop it: the result says which
     command makes the machine identity later."""
-    from mlrig.core.bootstrap.init import machine_identity
-
     root = path.expanduser().absolute()
     git.require()
     check_repository(root, dvc_init=dvc_init)

@@ -38,8 +38,7 @@ def project_name(repo: Path) -> str:
     """The model a generated repository trains. An adopted one (`mlrig init --adopt`) is
     refused: its pipeline has no ingest stage mlrig knows to bring new data, nor a gate
     (gate.json) that decides whether the new version becomes champion."""
-    from mlrig.core.bootstrap.adopt import ADOPTED_KEY
-    from mlrig.core.shared.names import load_answers
+    from mlrig.core.shared.names import ADOPTED_KEY, load_answers
 
     answers = repo / stacks.ANSWERS_FILE
     if not answers.is_file():

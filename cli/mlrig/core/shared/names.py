@@ -205,6 +205,7 @@ def check_template_answers(
 
 
 # -- a generated repository's answers file, read back --------------------------------------------
+ADOPTED_KEY = "_adopted"  # in the answers file: `mlrig init --adopt` wired it, no template made it
 ANSWERS_RESTORE_HINT = (
     "it was edited by hand; restore what `mlrig init` wrote from git history "
     f"(`git log -p -- {ANSWERS_FILE}`)"

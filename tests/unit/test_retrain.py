@@ -133,7 +133,8 @@ def test_the_rest_client_sends_an_oidc_token_as_mlflows_client_does() -> None:
 
 
 def test_an_adopted_repository_is_refused_before_anything_runs(tmp_path: Path) -> None:
-    """No ingest stage and no gate: retrain says what it lacks, writes nothing, asks no stack."""
+    """No declared data stage and gate: retrain says what to declare, writes nothing, asks
+    no stack."""
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / ".dvc").mkdir()
     (tmp_path / ".copier-answers.yml").write_text(
@@ -145,5 +146,6 @@ def test_an_adopted_repository_is_refused_before_anything_runs(tmp_path: Path) -
     said = " ".join(result.output.split())
     assert "was adopted" in said and "the stage that brings new data" in said
     assert "the metric (and direction) that decides promotion" in said
+    assert "declares no `retrain` block" in said and "data_stages: [STAGE]" in said
     assert "Traceback" not in result.output
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from mlrig.adapters.mlflow_rest import ModelVersion, Run
-from mlrig.core.retrain import _gate, declaration
+from mlrig.core.bootstrap import declaration
+from mlrig.core.retrain import _gate
 from mlrig.core.retrain import _repo as retrain_repo
 from mlrig.core.retrain import state as retrain_state
 from mlrig.errors import ConfigError
@@ -158,11 +159,11 @@ def gate(metric: str = "eval/metrics.json:roc_auc", **more: Any) -> declaration.
 def test_the_score_is_read_from_json_or_yaml_and_through_nested_keys(tmp_path: Path) -> None:
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval/metrics.json").write_text(json.dumps({"avg_prec": {"test": 0.75}}))
-    assert declaration.candidate_score(tmp_path, gate("eval/metrics.json:avg_prec.test")) == 0.75
+    assert _gate.candidate_score(tmp_path, gate("eval/metrics.json:avg_prec.test")) == 0.75
     (tmp_path / "eval/metrics.json").write_text(json.dumps({"a.b": 2}))
-    assert declaration.candidate_score(tmp_path, gate("eval/metrics.json:a.b")) == 2.0
+    assert _gate.candidate_score(tmp_path, gate("eval/metrics.json:a.b")) == 2.0
     (tmp_path / "m.yaml").write_text("roc_auc: 0.5\n")
-    assert declaration.candidate_score(tmp_path, gate("m.yaml:roc_auc")) == 0.5
+    assert _gate.candidate_score(tmp_path, gate("m.yaml:roc_auc")) == 0.5
 
 
 @pytest.mark.parametrize("text", ['{"auc": 0.9}', '{"roc_auc": "0.9"}', '{"roc_auc": true}'])
@@ -170,16 +171,16 @@ def test_a_score_that_is_not_there_or_not_a_number_is_one_line(tmp_path: Path, t
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval/metrics.json").write_text(text)
     with pytest.raises(ConfigError, match=r"eval/metrics.json has no number at 'roc_auc'"):
-        declaration.candidate_score(tmp_path, gate())
+        _gate.candidate_score(tmp_path, gate())
 
 
 def test_a_nan_score_or_no_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="the pipeline wrote no eval/metrics.json"):
-        declaration.candidate_score(tmp_path, gate())
+        _gate.candidate_score(tmp_path, gate())
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval/metrics.json").write_text('{"roc_auc": NaN}')
     with pytest.raises(ConfigError, match="has no number"):
-        declaration.candidate_score(tmp_path, gate())
+        _gate.candidate_score(tmp_path, gate())
 
 
 # -- the decision, against the champion's run ---------------------------------------------------

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from mlrig.adapters.mlflow_rest import MlflowRest
+from mlrig.core.bootstrap.declaration import HINT, Declaration, Gate
 from mlrig.core.retrain import state as retrain_state
-from mlrig.core.retrain.declaration import Declaration, Gate, candidate_score
 from mlrig.errors import ConfigError
+from mlrig.paths import ANSWERS_FILE
 
 PREFIX = "mlrig.gate."
 
@@ -43,6 +44,35 @@ def champion_score(rest: MlflowRest, model: str, version: str, gate: Gate) -> fl
             f"the champion (version {version} of {model})'s run holds {metric_name(gate)} = "
             f"{value!r}, not a finite number",
             hint=f"point @{retrain_state.ALIAS} at a version whose run has a real score",
+        )
+    return float(value)
+
+
+def candidate_score(root: Path, gate: Gate) -> float:
+    """The gate metric as the pipeline just wrote it: the file read as JSON or YAML, the key
+    followed through nested objects (`avg_prec.test`), a finite number; else one line."""
+    import yaml
+
+    path = root / gate.file
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"the pipeline wrote no {gate.file}", hint="check the stage that writes it"
+        ) from None
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        raise ConfigError(f"{gate.file} is not JSON or YAML", hint=HINT) from None
+    value: Any = doc
+    if isinstance(doc, dict) and gate.key in doc:
+        value = doc[gate.key]
+    else:
+        for part in gate.key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        keys = ", ".join(sorted(map(str, doc))) if isinstance(doc, dict) else "none"
+        raise ConfigError(
+            f"{gate.file} has no number at {gate.key!r} (its keys: {keys})",
+            hint=f"fix gate.metric in {ANSWERS_FILE}'s retrain block",
         )
     return float(value)
 

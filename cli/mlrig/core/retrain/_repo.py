@@ -14,8 +14,8 @@ from typing import Any
 from mlrig import contract
 from mlrig.contract import StackOutputs
 from mlrig.core.access import identities
-from mlrig.core.retrain import declaration
-from mlrig.core.retrain.declaration import Declaration
+from mlrig.core.bootstrap import declaration
+from mlrig.core.bootstrap.declaration import Declaration
 from mlrig.core.stack import stacks
 from mlrig.errors import ConfigError, UsageError
 

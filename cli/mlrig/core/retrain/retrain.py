@@ -3,11 +3,11 @@ publish the result only when it is new and every step succeeded.
 
 ingest -> validate -> preprocess -> train -> evaluate (+ champion gate) run in this process
 through DVC's API; in an adopted repository, the team's own stages, then the gate its
-answers file declares (the `retrain` block: declaration.py; the gate: _gate.py). "New"
-means dvc.lock changed; when it did not, nothing is created. When it did: commit (dvc.lock,
-the snapshot record, the metrics), `dvc push`, the champion's image built and pushed when
-the gate promoted the candidate, then `git push`. Any failure, and a kill (see `recover`),
-puts the repository and the `champion` alias back as they were.
+answers file declares (the `retrain` block: bootstrap/declaration.py; the gate: _gate.py).
+"New" means dvc.lock changed; when it did not, nothing is created. When it did: commit
+(dvc.lock, the snapshot record, the metrics), `dvc push`, the champion's image built and
+pushed when the gate promoted the candidate, then `git push`. Any failure, and a kill (see
+`recover`), puts the repository and the `champion` alias back as they were.
 """
 
 from __future__ import annotations

@@ -206,7 +206,7 @@ def check_template_answers(
 
 # -- a generated repository's answers file, read back --------------------------------------------
 ADOPTED_KEY = "_adopted"  # in the answers file: `mlrig init --adopt` wired it, no template made it
-# an adopted repository's retrain declaration (core/retrain/declaration.py validates it)
+# an adopted repository's retrain declaration (core/bootstrap/declaration.py checks it)
 RETRAIN_KEY = "retrain"
 ANSWERS_RESTORE_HINT = (
     "it was edited by hand; restore what `mlrig init` wrote from git history "

@@ -1,5 +1,6 @@
 """What an adopted repository declares so `mlrig retrain` can run its pipeline: the `retrain`
-block of its answers file (`mlrig init --adopt` wrote the file; the team adds the block).
+block of its answers file, written by `mlrig init --adopt --retrain-stage … --gate-metric …`
+or added by hand, read by retrain (core/retrain/_gate.py runs the gate).
 
     retrain:
       data_stages: [fetch]               # the stage(s) that bring in new data
@@ -82,6 +83,8 @@ def _stages(root: Path) -> dict[str, Any]:
 
     try:
         doc = yaml.safe_load((root / PIPELINE_FILE).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise _bad(f"the repository has no {PIPELINE_FILE}: retrain runs its DVC stages") from None
     except (OSError, yaml.YAMLError, UnicodeDecodeError):
         raise _bad(f"{PIPELINE_FILE} cannot be read as YAML, so no stage can be checked") from None
     stages = doc.get("stages") if isinstance(doc, dict) else None
@@ -128,34 +131,3 @@ def _matches(text: str, pattern: str) -> bool:
     import re
 
     return re.fullmatch(pattern, text) is not None
-
-
-def candidate_score(root: Path, gate: Gate) -> float:
-    """The gate metric as the pipeline just wrote it: the file read as JSON or YAML, the key
-    followed through nested objects (`avg_prec.test`), a finite number; else one line."""
-    import math
-
-    import yaml
-
-    path = root / gate.file
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(
-            f"the pipeline wrote no {gate.file}", hint="check the stage that writes it"
-        ) from None
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        raise ConfigError(f"{gate.file} is not JSON or YAML", hint=HINT) from None
-    value: Any = doc
-    if isinstance(doc, dict) and gate.key in doc:
-        value = doc[gate.key]
-    else:
-        for part in gate.key.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        keys = ", ".join(sorted(map(str, doc))) if isinstance(doc, dict) else "none"
-        raise ConfigError(
-            f"{gate.file} has no number at {gate.key!r} (its keys: {keys})",
-            hint=f"fix gate.metric in {ANSWERS_FILE}'s retrain block",
-        )
-    return float(value)

@@ -149,8 +149,10 @@ def test_a_worse_candidate_is_registered_and_kept(team: dict) -> None:
 def test_an_unchanged_source_changes_nothing(team: dict) -> None:
     repo, env, client = team["repo"], team["env"], team["client"]
     head = sh(repo, "git", "rev-parse", "HEAD", env=env).strip()
-    result = _ok(_retrain(repo, env, "--no-push-image"))
+    proc = _retrain(repo, env, "--no-push-image")
+    result = _ok(proc)
     assert result["changed"] is False and result["commit"] is None
+    assert "nothing new: the pipeline's inputs are already the latest" in proc.stdout
     assert sh(repo, "git", "rev-parse", "HEAD", env=env).strip() == head
     assert len(client.search_model_versions(f"name='{MODEL}'")) == 2
 

@@ -65,6 +65,14 @@ def test_the_decision_line_names_both_scores_and_the_verdict() -> None:
     )
     kept = retrain_repo.decision_line("5", {**gate, "champion": None, "verdict": "kept"})
     assert "vs champion (none)" in kept and kept.endswith("champion kept")
+    reason = {**gate, "verdict": "kept", "reason": "the candidate does not win"}
+    assert retrain_repo.decision_line("6", reason).endswith(
+        "0.98 (the candidate does not win), margin 0.0: champion kept"
+    )
+    nothing = {"verdict": "kept", "version": None, "reason": "no version registered"}
+    assert retrain_repo.decision_line(None, nothing) == (
+        "no new model version: champion kept (no version registered)"
+    )
 
 
 def test_the_failed_stage_is_read_from_dvcs_error() -> None:

@@ -134,6 +134,8 @@ def credentials(outputs: StackOutputs, repo: Path) -> dict[str, str]:
 
 def decision_line(version: str | None, gate: dict[str, Any]) -> str:
     """What a retrain that registered `version` tells people: both scores and the verdict."""
+    if not version:  # the pipeline ran (dvc.lock changed) but registered nothing
+        return f"no new model version: champion kept ({gate.get('reason') or 'none registered'})"
     if not gate:
         return f"new model version {version}"
     verdict = gate.get("verdict")

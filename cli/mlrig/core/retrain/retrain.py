@@ -218,7 +218,8 @@ def _run(
         return RetrainResult(
             False,
             snap.md5,
-            message=f"nothing new: {snap.describe()} is already the latest",
+            message=f"nothing new: {snap.describe()} {'is' if snap.md5 else 'are'} "
+            "already the latest",
         )
     gate = _step("gate", decide)
     version = str(gate["version"]) if gate.get("version") else retrain_repo.registered_version(root)

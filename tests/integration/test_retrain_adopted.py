@@ -30,7 +30,8 @@ from tests.helpers import (
 )
 
 pytestmark = pytest.mark.integration
-MODEL = "getting_started"
+# the session's stack is shared: test_adopt's repository registers "getting_started"
+MODEL = "fetched_forest"
 DECLARATION = """retrain:
   data_stages: [fetch]
   gate:
@@ -81,11 +82,15 @@ def team(
     source = root / "exports" / "data.csv"
     source.parent.mkdir()
     repo = getting_started_repo(root / "getting-started", env, source=source)
+    train = repo / "src" / "train.py"
+    train.write_text(train.read_text().replace('MODEL = "getting_started"', f'MODEL = "{MODEL}"'))
+    sh(repo, "git", "commit", "-qam", "our model's name", env=env)
     origin = root / "origin.git"
     sh(root, "git", "init", "-q", "--bare", "-b", "main", str(origin), env=env)
     sh(repo, "git", "remote", "add", "origin", str(origin), env=env)
     adopt = subprocess.run(
-        [str(VENV_BIN / "mlrig"), "init", "--adopt", str(repo), "--stack", "local"],
+        [str(VENV_BIN / "mlrig"), "init", "--adopt", str(repo), "--stack", "local"]
+        + ["--name", MODEL],
         env=env,
         capture_output=True,
         text=True,
@@ -117,7 +122,7 @@ def test_the_first_retrain_crowns_its_version_and_ships_its_image(team: dict) ->
     score = json.loads((repo / "eval/metrics.json").read_text())["roc_auc"]
     assert run.data.metrics["mlrig.gate.roc_auc"] == pytest.approx(score)
     assert run.data.tags["mlrig.gate.verdict"] == "promoted"
-    assert run.data.tags["mlflow.user"] == "repo-getting-started"  # the team's script, as itself
+    assert run.data.tags["mlflow.user"] == "repo-fetched-forest"  # the team's script, as itself
     # one commit of what the pipeline wrote, pushed; the team's stages as they were
     files = sh(repo, "git", "show", "--name-only", "--format=", "HEAD", env=env).split()
     assert {"dvc.lock", "eval/metrics.json", "data/.gitignore"} <= set(files)

@@ -284,3 +284,11 @@ def test_a_run_that_registered_no_version_or_two_is_not_a_candidate(tmp_path: Pa
     registry.add("3", ours=True)
     with pytest.raises(ConfigError, match=r"registered 2 versions of getting_started \(2, 3\)"):
         decide(tmp_path, registry, "1")
+
+
+def test_retrain_options_go_with_adopt_only(tmp_path: Path) -> None:
+    args = ["--retrain-stage", "fetch", "--gate-metric", "m.json:auc", "--gate-direction", "max"]
+    result = runner.invoke(app, ["init", str(tmp_path / "new"), "--stack", "x", *args])
+    assert result.exit_code == 2, result.output
+    assert "--retrain-stage and --gate-* go with --adopt" in " ".join(result.output.split())
+    assert not (tmp_path / "new").exists()

@@ -1626,10 +1626,32 @@ def getting_started_data(rows: int = 240, seed: int = 7) -> str:
     return "\n".join(lines) + "\n"
 
 
-def getting_started_repo(root: Path, env: dict[str, str], *, dvc: bool = True) -> Path:
+def getting_started_repo(
+    root: Path, env: dict[str, str], *, dvc: bool = True, source: Path | None = None
+) -> Path:
     """A team's repository shaped like DVC's example-get-started, as it is before mlrig:
-    git (and, with dvc, DVC with data/data.csv added, no remote) with one or two commits."""
+    git (and, with dvc, DVC with data/data.csv added, no remote) with one or two commits.
+    With source (a path outside the repository, written here), data/data.csv is instead the
+    output of a `fetch` stage that copies it in on every run, as a team's download stage
+    does: new rows there are new data for `dvc repro`."""
+    import shlex
+
     shutil.copytree(GETTING_STARTED, root, ignore=shutil.ignore_patterns("__pycache__"))
+    if source is not None:
+        source.write_text(getting_started_data())
+        fetch = (
+            "stages:\n  fetch:\n"
+            f"    cmd: mkdir -p data && cp -- {shlex.quote(str(source))} data/data.csv\n"
+            "    always_changed: true\n    outs:\n      - data/data.csv\n"
+        )
+        pipeline = (root / "dvc.yaml").read_text()
+        (root / "dvc.yaml").write_text(pipeline.replace("stages:\n", fetch, 1))
+        sh(root, "git", "init", "-q", "-b", "main", env=env)
+        sh(root, "dvc", "init", "-q", env=env)
+        sh(root, "dvc", "config", "core.analytics", "false", env=env)
+        sh(root, "git", "add", "--all", env=env)
+        sh(root, "git", "commit", "-qm", "our pipeline, fetching its data", env=env)
+        return root
     (root / "data").mkdir()
     (root / "data" / "data.csv").write_text(getting_started_data())
     sh(root, "git", "init", "-q", "-b", "main", env=env)

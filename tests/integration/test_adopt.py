@@ -129,6 +129,63 @@ def test_no_dvc_is_refused_unless_asked_then_dvc_init_is_committed(
     assert "was adopted (`mlrig init --adopt`), not made from the template" in again.output
 
 
+RETRAIN_OPTIONS = (
+    "--retrain-stage",
+    "prepare",
+    "--gate-metric",
+    "eval/metrics.json:roc_auc",
+    "--gate-direction",
+    "max",
+)
+
+
+def test_retrain_options_declare_it_in_the_adopt_commit(team_repo: Path) -> None:
+    from mlrig.core.retrain import _repo as retrain_repo
+
+    result = runner.invoke(
+        app, ["init", "--adopt", str(team_repo), "--stack", "prod", *RETRAIN_OPTIONS]
+    )
+    assert result.exit_code == 0, result.output
+    assert "`mlrig retrain` runs it" in " ".join(result.output.split())
+    answers = yaml.safe_load((team_repo / ".copier-answers.yml").read_text())
+    assert answers["retrain"] == {
+        "data_stages": ["prepare"],
+        "gate": {"metric": "eval/metrics.json:roc_auc", "direction": "max", "min_improvement": 0.0},
+    }
+    env = repo_env(team_repo)
+    assert sh(team_repo, "git", "status", "--porcelain", env=env) == ""  # in the one commit
+    plan = retrain_repo.plan(team_repo)  # what retrain reads back
+    assert plan.data_stages == {"prepare"} and plan.declared is not None
+
+
+@pytest.mark.parametrize(
+    ("options", "said"),
+    [
+        (
+            ("--retrain-stage", "ingest", *RETRAIN_OPTIONS[2:]),
+            "retrain: data stage 'ingest' is not in dvc.yaml",
+        ),
+        (
+            (*RETRAIN_OPTIONS[:2], "--gate-metric", "eval/roc.json:auc", *RETRAIN_OPTIONS[4:]),
+            "retrain: gate.metric file eval/roc.json is written by no stage of dvc.yaml",
+        ),
+        (
+            (*RETRAIN_OPTIONS[:4], "--gate-direction", "up"),
+            "retrain: gate.direction 'up': Input should be 'max' or 'min'",
+        ),
+        (
+            (*RETRAIN_OPTIONS[:2], "--gate-metric", "../x.json:auc", *RETRAIN_OPTIONS[4:]),
+            "retrain: gate.metric '../x.json' is not a path inside the repository",
+        ),
+        (RETRAIN_OPTIONS[:4], "takes --retrain-stage, --gate-metric and --gate-direction"),
+    ],
+)
+def test_a_bad_retrain_declaration_is_refused(
+    team_repo: Path, options: tuple[str, ...], said: str
+) -> None:
+    assert said in refused(team_repo, *options)
+
+
 # -- the round trip on the local stack -----------------------------------------------------------
 @pytest.fixture(scope="module")
 def adopted(local_stack: dict, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:

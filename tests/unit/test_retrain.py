@@ -65,6 +65,14 @@ def test_the_decision_line_names_both_scores_and_the_verdict() -> None:
     )
     kept = retrain_repo.decision_line("5", {**gate, "champion": None, "verdict": "kept"})
     assert "vs champion (none)" in kept and kept.endswith("champion kept")
+    reason = {**gate, "verdict": "kept", "reason": "the candidate does not win"}
+    assert retrain_repo.decision_line("6", reason).endswith(
+        "0.98 (the candidate does not win), margin 0.0: champion kept"
+    )
+    nothing = {"verdict": "kept", "version": None, "reason": "no version registered"}
+    assert retrain_repo.decision_line(None, nothing) == (
+        "no new model version: champion kept (no version registered)"
+    )
 
 
 def test_the_failed_stage_is_read_from_dvcs_error() -> None:
@@ -142,7 +150,8 @@ def test_the_rest_client_sends_an_oidc_token_as_mlflows_client_does() -> None:
 
 
 def test_an_adopted_repository_is_refused_before_anything_runs(tmp_path: Path) -> None:
-    """No ingest stage and no gate: retrain says what it lacks, writes nothing, asks no stack."""
+    """No declared data stage and gate: retrain says what to declare, writes nothing, asks
+    no stack."""
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / ".dvc").mkdir()
     (tmp_path / ".copier-answers.yml").write_text(
@@ -154,5 +163,6 @@ def test_an_adopted_repository_is_refused_before_anything_runs(tmp_path: Path) -
     said = " ".join(result.output.split())
     assert "was adopted" in said and "the stage that brings new data" in said
     assert "the metric (and direction) that decides promotion" in said
+    assert "declares no `retrain` block" in said and "data_stages: [STAGE]" in said
     assert "Traceback" not in result.output
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before

@@ -106,6 +106,34 @@ def init_cmd(
         bool,
         typer.Option("--dvc", help="With --adopt: run `dvc init` first if PATH has no DVC."),
     ] = False,
+    retrain_stage: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--retrain-stage",
+            metavar="STAGE",
+            help="With --adopt: a dvc.yaml stage that brings in new data (repeatable); with "
+            "--gate-metric and --gate-direction, declares how `mlrig retrain` runs the repo.",
+        ),
+    ] = None,
+    gate_metric: Annotated[
+        str | None,
+        typer.Option(
+            "--gate-metric",
+            metavar="FILE:KEY",
+            help="With --retrain-stage: the score that decides promotion, a key of a metrics "
+            "file a stage writes (e.g. eval/metrics.json:avg_prec.test).",
+        ),
+    ] = None,
+    gate_direction: Annotated[
+        str | None,
+        typer.Option("--gate-direction", metavar="max|min", help="Which way the score is better."),
+    ] = None,
+    min_improvement: Annotated[
+        float | None,
+        typer.Option(
+            "--min-improvement", help="What the candidate must win by (default 0: any gain)."
+        ),
+    ] = None,
 ) -> None:
     """Create a git + DVC ML repository wired to a stack's DVC remote and MLflow.
 
@@ -136,9 +164,15 @@ def init_cmd(
         )
     if dvc_init and not adopt:
         raise UsageError("--dvc goes with --adopt", hint="`mlrig init` always runs `dvc init`")
+    retrain = _declaration(retrain_stage, gate_metric, gate_direction, min_improvement)
+    if retrain is not None and not adopt:
+        raise UsageError(
+            "--retrain-stage and --gate-* go with --adopt",
+            hint="a generated repository's retrain is its template's ingest stage and gate",
+        )
     stack_name = _stack_or_ask(stack, no_input)
     if adopt:
-        _adopt(path, stack_name, name, github_repo, dvc_init, take_over)
+        _adopt(path, stack_name, name, github_repo, dvc_init, take_over, retrain)
         return
     if name is None and _interactive(no_input):
         try:
@@ -174,8 +208,34 @@ def init_cmd(
         err_console().print(f"[yellow]warning:[/] {result.identity_problem}", soft_wrap=True)
 
 
+def _declaration(
+    stages: list[str] | None, metric: str | None, direction: str | None, margin: float | None
+) -> dict[str, object] | None:
+    """The `retrain` block the options spell (checked by the core), or None without them."""
+    from mlrig.errors import UsageError
+
+    if not stages and metric is None and direction is None and margin is None:
+        return None
+    if not stages or metric is None or direction is None:
+        raise UsageError(
+            "declaring retrain takes --retrain-stage, --gate-metric and --gate-direction",
+            hint="e.g. --retrain-stage fetch --gate-metric eval/metrics.json:auc "
+            "--gate-direction max",
+        )
+    gate: dict[str, object] = {"metric": metric, "direction": direction}
+    if margin is not None:
+        gate["min_improvement"] = margin
+    return {"data_stages": list(stages), "gate": gate}
+
+
 def _adopt(
-    path: Path, stack: str, name: str | None, github_repo: str, dvc_init: bool, take_over: bool
+    path: Path,
+    stack: str,
+    name: str | None,
+    github_repo: str,
+    dvc_init: bool,
+    take_over: bool,
+    retrain: dict[str, object] | None,
 ) -> None:
     from mlrig.core.bootstrap import adopt
 
@@ -188,6 +248,7 @@ def _adopt(
             dvc_init=dvc_init,
             take_over=take_over,
             progress=_progress,
+            retrain=retrain,
         )
     console().print(
         f"[green]adopted {result.path}[/] — project [bold]{result.project_name}[/], stack "
@@ -205,6 +266,8 @@ def _adopt(
             "in the training script's run",
             soft_wrap=True,
         )
+    if result.retrain_declared:
+        console().print("`mlrig retrain` runs it: its retrain is declared in the answers file")
     if result.identity_problem:
         err_console().print(f"[yellow]warning:[/] {result.identity_problem}", soft_wrap=True)
 

@@ -15,7 +15,9 @@ from mlrig.ui import console, err_console
 def retrain(
     repo: Annotated[
         Path,
-        typer.Option(help="The repository `mlrig init` made (default: the current directory)."),
+        typer.Option(
+            help="The repository `mlrig init` made or adopted (default: the current directory)."
+        ),
     ] = Path("."),
     push_image: Annotated[
         bool,
@@ -44,8 +46,9 @@ def retrain(
 ) -> None:
     """Retrain on the source's current data: ingest → validate → … → champion gate.
 
-    Commits and pushes only when the data changed; builds and pushes the image when the
-    champion moved. A failure changes nothing."""
+    An adopted repository runs its own stages and the gate its answers file declares
+    (`mlrig init --adopt --retrain-stage …`). Commits and pushes only when the data changed;
+    builds and pushes the image when the champion moved. A failure changes nothing."""
     from mlrig.core.retrain import retrain as core
 
     def log(message: str) -> None:

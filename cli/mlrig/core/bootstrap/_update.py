@@ -16,9 +16,8 @@ from mlrig import contract
 from mlrig.adapters import copier, dvc, git
 from mlrig.core.bootstrap._render import checked_stack_answers, identity_answer
 from mlrig.core.bootstrap._template import packaged_template, template_changes, template_repo
-from mlrig.core.bootstrap.adopt import ADOPTED_KEY
 from mlrig.core.bootstrap.repo import configure_remote
-from mlrig.core.shared.names import ANSWERS_RESTORE_HINT, load_answers
+from mlrig.core.shared.names import ADOPTED_KEY, ANSWERS_RESTORE_HINT, load_answers
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack.stacks import ANSWERS_FILE
 from mlrig.errors import ConfigError, Conflict, MlrigError, UsageError

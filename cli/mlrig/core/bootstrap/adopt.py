@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +19,21 @@ from pathlib import Path
 from mlrig import contract
 from mlrig.adapters import dvc, git
 from mlrig.contract import StackOutputs
+from mlrig.core.bootstrap._identity import machine_identity
 from mlrig.core.bootstrap._render import checked_stack_answers, identity_answer
+from mlrig.core.bootstrap.declaration import Declaration, parse
 from mlrig.core.bootstrap.repo import configure_remote
-from mlrig.core.shared.names import derive_project_name, validate_github_repo, validate_project_name
+from mlrig.core.shared.names import (
+    ADOPTED_KEY,
+    RETRAIN_KEY,
+    derive_project_name,
+    validate_github_repo,
+    validate_project_name,
+)
 from mlrig.core.shared.progress import Progress
 from mlrig.errors import Conflict, UsageError
 from mlrig.paths import ANSWERS_FILE
 
-ADOPTED_KEY = "_adopted"  # in the answers file: no template made this repository
 DVC_CONFIG = ".dvc/config"
 DVC_LOCAL = ".dvc/config.local"
 # what `dvc init` writes (with --dvc): committed together with the wiring
@@ -45,6 +52,7 @@ class AdoptResult:
     identity: str = ""
     identity_problem: str = ""
     taken_over: tuple[str, ...] = ()
+    retrain_declared: bool = False  # the answers file holds a `retrain` block
 
 
 def _shown(url: str) -> str:
@@ -112,8 +120,11 @@ def check_remote(root: Path, outputs: StackOutputs) -> bool:
     return default is not None and urls.get(default) == want
 
 
-def answers_text(outputs: StackOutputs, project: str, github_repo: str) -> str:
-    """The answers file: the same checked answers `mlrig init` records, marked as adopted."""
+def answers_text(
+    outputs: StackOutputs, project: str, github_repo: str, retrain: Declaration | None = None
+) -> str:
+    """The answers file: the same checked answers `mlrig init` records, marked as adopted,
+    and the retrain declaration when there is one."""
     import yaml
 
     answers = {
@@ -126,7 +137,8 @@ def answers_text(outputs: StackOutputs, project: str, github_repo: str) -> str:
         "# Written by `mlrig init --adopt`: the stack this repository is wired to. Every mlrig\n"
         "# command reads it; no template made this repository (`mlrig update` has none).\n"
     )
-    return header + yaml.safe_dump({ADOPTED_KEY: True, **checked}, sort_keys=False)
+    block = {RETRAIN_KEY: retrain.model_dump(mode="json", exclude_none=True)} if retrain else {}
+    return header + yaml.safe_dump({ADOPTED_KEY: True, **checked, **block}, sort_keys=False)
 
 
 @contextmanager
@@ -157,12 +169,13 @@ def adopt(
     dvc_init: bool = False,
     take_over: bool = False,
     progress: Progress = lambda _m: None,
+    retrain: Mapping[str, object] | None = None,
 ) -> AdoptResult:
     """Wire the repository at path to stack (see the module doc); nothing changes on a
     refusal. A stack that cannot be reached now does not stop it: the result says which
-    command makes the machine identity later."""
-    from mlrig.core.bootstrap.init import machine_identity
-
+    command makes the machine identity later. `retrain` (data_stages, gate; see
+    declaration.py) is checked against the repository's dvc.yaml and written with the
+    answers, so `mlrig retrain` can run it."""
     root = path.expanduser().absolute()
     git.require()
     check_repository(root, dvc_init=dvc_init)
@@ -171,7 +184,8 @@ def adopt(
     outputs = contract.load(stack)
     had_dvc = dvc.is_repo(root)
     wired = check_remote(root, outputs) if had_dvc else False
-    text = answers_text(outputs, project, github_repo)  # checked before anything is made
+    declared = parse(dict(retrain), root) if retrain is not None else None
+    text = answers_text(outputs, project, github_repo, declared)  # checked before anything
     identity, problem, revoked = machine_identity(
         outputs, project, github_repo, progress, take_over=take_over
     )
@@ -204,4 +218,5 @@ def adopt(
         identity,
         problem,
         revoked,
+        declared is not None,
     )

@@ -1,5 +1,6 @@
-"""What a retrain reads from a generated repository: its model name, the snapshot record
-ingest wrote, the gate's verdict, and the credentials it trains with."""
+"""What a retrain reads from the repository: its plan (model, data stages, an adopted
+repository's declaration), the snapshot record ingest wrote, the gate's verdict, and the
+credentials it trains with."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from typing import Any
 from mlrig import contract
 from mlrig.contract import StackOutputs
 from mlrig.core.access import identities
+from mlrig.core.bootstrap import declaration
+from mlrig.core.bootstrap.declaration import Declaration
 from mlrig.core.stack import stacks
 from mlrig.errors import ConfigError, UsageError
 
@@ -21,6 +24,7 @@ RECORD = Path("data/snapshot/record.json")
 WATERMARK = Path("data/snapshot_state/watermark.json")
 GATE = Path("gate.json")
 RUN_RECORD = Path("models/mlflow_run.json")
+INGEST_STAGE = "ingest"  # a generated repository's stage that brings new data
 
 
 @dataclass(frozen=True)
@@ -36,12 +40,22 @@ class Snapshot:
         return f"snapshot {self.md5}{rows}"
 
 
-def project_name(repo: Path) -> str:
-    """The model a generated repository trains. An adopted one (`mlrig init --adopt`) is
-    refused: its pipeline has no ingest stage mlrig knows to bring new data, nor a gate
-    (gate.json) that decides whether the new version becomes champion."""
-    from mlrig.core.bootstrap.adopt import ADOPTED_KEY
-    from mlrig.core.shared.names import load_answers
+@dataclass(frozen=True)
+class Plan:
+    """What a retrain of the repository runs: the registered model, the stages that bring
+    new data (no other stage starts before the champion is saved), and, for an adopted
+    repository, its declaration (None: a generated one, whose evaluate stage gates)."""
+
+    model: str
+    data_stages: frozenset[str]
+    declared: Declaration | None = None
+
+
+def plan(repo: Path) -> Plan:
+    """The retrain of a generated repository, or of an adopted one that declares its data
+    stages and gate (`retrain` in the answers file); an adopted one without is refused in
+    one line naming what to declare."""
+    from mlrig.core.shared.names import ADOPTED_KEY, RETRAIN_KEY, load_answers
 
     answers = repo / stacks.ANSWERS_FILE
     if not answers.is_file():
@@ -50,15 +64,23 @@ def project_name(repo: Path) -> str:
             hint="pass --repo with the generated repository",
         )
     data = load_answers(answers)
-    if data.get(ADOPTED_KEY):
+    project = str(data["project_name"])
+    if not data.get(ADOPTED_KEY):
+        return Plan(project, frozenset({INGEST_STAGE}))
+    if RETRAIN_KEY not in data:
         raise UsageError(
             f"{repo} was adopted (`mlrig init --adopt`): retrain needs to know the stage that "
-            "brings new data and the metric (and direction) that decides promotion, and mlrig "
-            "has no way to declare them for an adopted repository yet",
-            hint="retrain by hand: new data, `dvc repro`, commit dvc.lock, `dvc push`, then move "
-            "@champion in MLflow if the new version is better",
+            "brings new data and the metric (and direction) that decides promotion, and "
+            f"{stacks.ANSWERS_FILE} declares no `retrain` block",
+            hint=declaration.HINT,
         )
-    return str(data["project_name"])
+    declared = declaration.parse(data[RETRAIN_KEY], repo)
+    return Plan(declared.model or project, frozenset(declared.data_stages), declared)
+
+
+def project_name(repo: Path) -> str:
+    """The model a retrain of the repository registers (see plan)."""
+    return plan(repo).model
 
 
 def _json(path: Path) -> dict[str, Any]:
@@ -114,11 +136,15 @@ def credentials(outputs: StackOutputs, repo: Path) -> dict[str, str]:
 
 def decision_line(version: str | None, gate: dict[str, Any]) -> str:
     """What a retrain that registered `version` tells people: both scores and the verdict."""
+    if not version:  # the pipeline ran (dvc.lock changed) but registered nothing
+        return f"no new model version: champion kept ({gate.get('reason') or 'none registered'})"
     if not gate:
         return f"new model version {version}"
     verdict = gate.get("verdict")
     metric, cand, champ = gate.get("metric"), gate.get("candidate"), gate.get("champion")
     versus = f"{metric} {cand} vs champion {champ if champ is not None else '(none)'}"
+    if gate.get("reason"):
+        versus = f"{versus} ({gate['reason']})"
     margin = f", margin {gate.get('margin')}" if gate.get("margin") is not None else ""
     moved = "champion moved to it" if verdict == "promoted" else "champion kept"
     return f"new model version {version}: {versus}{margin}: {moved}"

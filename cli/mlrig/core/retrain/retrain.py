@@ -1,11 +1,13 @@
-"""`mlrig retrain`: run a generated repository's pipeline on whatever data its source now
-holds, and publish the result only when it is new and every step succeeded.
+"""`mlrig retrain`: run a repository's pipeline on whatever data its source now holds, and
+publish the result only when it is new and every step succeeded.
 
 ingest -> validate -> preprocess -> train -> evaluate (+ champion gate) run in this process
-through DVC's API. "New" means dvc.lock changed; when it did not, nothing is created. When it
-did: commit (dvc.lock, the snapshot record, the metrics), `dvc push`, the champion's image
-built and pushed when the gate promoted the candidate, then `git push`. Any failure, and a
-kill (see `recover`), puts the repository and the `champion` alias back as they were.
+through DVC's API; in an adopted repository, the team's own stages, then the gate its
+answers file declares (the `retrain` block: bootstrap/declaration.py; the gate: _gate.py).
+"New" means dvc.lock changed; when it did not, nothing is created. When it did: commit
+(dvc.lock, the snapshot record, the metrics), `dvc push`, the champion's image built and
+pushed when the gate promoted the candidate, then `git push`. Any failure, and a kill (see
+`recover`), puts the repository and the `champion` alias back as they were.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def retrain(
     """The retrain on the stack `stack` names (default: the one `stacks.resolve_name` finds
     for the repository)."""
     root = _root(repo.resolve())
-    model = retrain_repo.project_name(root)
+    plan = retrain_repo.plan(root)
+    model = plan.model
     head, branch = _start(root, log, stack)
     outputs = retrain_repo.outputs(root, stack)
     saved = retrain_state.new(root, head=head, branch=branch, model=model, champion=None)
@@ -98,17 +101,31 @@ def retrain(
         registry = _Registry({**os.environ, **env})
         saved.save(root)
 
-        def on_stage(stage: str) -> None:
-            """Before any stage but ingest (which never touches the registry) starts: what
-            `champion` names, saved, so an undo or `recover` can put it back."""
-            log(f"Running stage '{stage}'")
-            if not saved.champion_known and stage.rsplit(":", 1)[-1] != INGEST_STAGE:
+        def know_champion() -> None:
+            """What `champion` names, saved, so an undo or `recover` can put it back."""
+            if not saved.champion_known:
                 saved.champion = registry.champion(model)
                 saved.champion_known = True
                 saved.save(root)
 
+        def on_stage(stage: str) -> None:
+            """Before any stage but the data stages (which never touch the registry) starts."""
+            log(f"Running stage '{stage}'")
+            if stage.rsplit(":", 1)[-1] not in plan.data_stages:
+                know_champion()
+
+        def decide() -> dict[str, Any]:
+            """The gate's decision: gate.json as a generated repository's evaluate wrote it,
+            or an adopted repository's declared gate, run here on the run's candidate."""
+            from mlrig.core.retrain import _gate
+
+            if plan.declared is None:
+                return retrain_repo.gate(root)
+            know_champion()
+            return _gate.run(registry.rest(), root, plan.declared, saved)
+
         try:
-            result = _run(root, saved, outputs, on_stage, push_image=push_image, log=log)
+            result = _run(root, saved, outputs, on_stage, decide, push_image=push_image, log=log)
         except BaseException as exc:  # a kill is `recover`'s; anything else is undone here
             log("undoing the run")
             try:
@@ -135,7 +152,6 @@ def retrain(
     return result
 
 
-INGEST_STAGE = "ingest"
 # MLflow adds this JSON object's tags to every run a stage starts: the retrain's id marks
 # the runs (and so the model versions) that are this run's, for an undo to find
 RUN_CONTEXT_ENV = "MLFLOW_RUN_CONTEXT"
@@ -188,6 +204,7 @@ def _run(
     saved: retrain_state.SavedState,
     outputs: Any,
     on_stage: Callable[[str], None],
+    decide: Callable[[], dict[str, Any]],
     *,
     push_image: bool,
     log: Log,
@@ -201,10 +218,11 @@ def _run(
         return RetrainResult(
             False,
             snap.md5,
-            message=f"nothing new: {snap.describe()} is already the latest",
+            message=f"nothing new: {snap.describe()} {'is' if snap.md5 else 'are'} "
+            "already the latest",
         )
-    gate = retrain_repo.gate(root)
-    version = retrain_repo.registered_version(root)
+    gate = _step("gate", decide)
+    version = str(gate["version"]) if gate.get("version") else retrain_repo.registered_version(root)
     message = _commit_message(snap)
     commit = _step("commit", lambda: git.commit_paths(root, message, _run_changes(root, saved)))
     saved.commit = commit
@@ -289,7 +307,7 @@ def recover(repo: Path, log: Log = lambda _m: None, stack: str | None = None) ->
     if saved.phase == retrain_state.PUBLISHED or _pushed(root, saved):
         retrain_state.clear(root)  # killed after the last step: the run is complete
         return False
-    model = retrain_repo.project_name(root)
+    model = retrain_repo.plan(root).model
     if saved.model != model:
         raise Conflict(
             f"{root / retrain_state.MARKER} names model {saved.model}, but this repository's "

@@ -28,7 +28,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlrig.adapters import dvc, git
-from mlrig.adapters.mlflow_rest import MlflowRest
+from mlrig.adapters.mlflow_rest import MlflowRest, ModelVersion
 from mlrig.core.provenance.record import TAG_UNDONE
 from mlrig.errors import ConfigError, Conflict, CredentialsError, MlrigError, UsageError
 
@@ -276,16 +276,13 @@ def _delete_alias(rest: MlflowRest, saved: SavedState, now: str | None) -> None:
         ) from None
 
 
-def mark_undone(rest: MlflowRest, saved: SavedState, say: Callable[[str], None]) -> list[str]:
-    """Tag each model version the undone run registered `mlrig.undone=true` and say so in
-    its description; return their numbers. A version is the run's only when its MLflow run
-    carries the run's random id: a version anyone else registered is never touched. Tagged,
-    not deleted: the undo stays reversible, keeps the run's record, and needs no more than
-    the edit permission a repository's identity has."""
+def run_versions(rest: MlflowRest, saved: SavedState) -> list[ModelVersion]:
+    """The versions of the model this run registered, oldest first, not yet undone. A version
+    is the run's only when its MLflow run carries the run's random id (RUN_TAG): a version
+    anyone else registered meanwhile is never the run's."""
     if saved.retrain_id is None:
-        say("the marker has no run id (an older mlrig wrote it): model versions not marked")
         return []
-    marked: list[str] = []
+    found: list[ModelVersion] = []
     since = int(saved.started * 1000) - CLOCK_SKEW_MS
     for version in rest.model_versions_created_since(saved.model, since):
         if not version.run_id or version.tags.get(UNDONE_TAG) == "true":
@@ -294,8 +291,21 @@ def mark_undone(rest: MlflowRest, saved: SavedState, say: Callable[[str], None])
             tags: dict[str, Any] = rest.run(version.run_id).tags
         except UsageError:  # the run is gone: nothing proves the version is this run's
             continue
-        if tags.get(RUN_TAG) != saved.retrain_id:
-            continue
+        if tags.get(RUN_TAG) == saved.retrain_id:
+            found.append(version)
+    return sorted(found, key=lambda v: int(v.version) if v.version.isdigit() else 0)
+
+
+def mark_undone(rest: MlflowRest, saved: SavedState, say: Callable[[str], None]) -> list[str]:
+    """Tag each model version the undone run registered (run_versions) `mlrig.undone=true`
+    and say so in its description; return their numbers. Tagged, not deleted: the undo stays
+    reversible, keeps the run's record, and needs no more than the edit permission a
+    repository's identity has."""
+    if saved.retrain_id is None:
+        say("the marker has no run id (an older mlrig wrote it): model versions not marked")
+        return []
+    marked: list[str] = []
+    for version in run_versions(rest, saved):
         rest.set_model_version_tag(saved.model, version.version, UNDONE_TAG, "true")
         rest.set_model_version_description(
             saved.model,

@@ -206,6 +206,9 @@ def check_template_answers(
 
 
 # -- a generated repository's answers file, read back --------------------------------------------
+ADOPTED_KEY = "_adopted"  # in the answers file: `mlrig init --adopt` wired it, no template made it
+# an adopted repository's retrain declaration (core/bootstrap/declaration.py checks it)
+RETRAIN_KEY = "retrain"
 ANSWERS_RESTORE_HINT = (
     "it was edited by hand; restore what `mlrig init` wrote from git history "
     f"(`git log -p -- {ANSWERS_FILE}`)"
@@ -229,7 +232,8 @@ def load_answers(file: Path, required: tuple[str, ...] = ("project_name",)) -> d
     DVC, MLflow, a path or the CI workflow: the one door every reader of the file goes
     through (it is a file anyone with the repository may have edited). The `_` keys copier
     keeps beside the answers (_commit, _src_path) come back as they are, for the update to
-    check. Unreadable or bad: one ConfigError naming the file and the answer."""
+    check, and so does an adopted repository's `retrain` block, for the retrain to check.
+    Unreadable or bad: one ConfigError naming the file and the answer."""
     import yaml
 
     try:
@@ -242,6 +246,8 @@ def load_answers(file: Path, required: tuple[str, ...] = ("project_name",)) -> d
     if not isinstance(data, dict):
         raise ConfigError(f"{file} holds no answers", hint=ANSWERS_RESTORE_HINT)
     private = {k: v for k, v in data.items() if isinstance(k, str) and k.startswith("_")}
+    if data.get(ADOPTED_KEY) is True and RETRAIN_KEY in data:  # checked by its one reader
+        private[RETRAIN_KEY] = data[RETRAIN_KEY]
     try:
         answers = check_template_answers(
             {k: v for k, v in data.items() if k not in private}, required

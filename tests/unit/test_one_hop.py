@@ -27,7 +27,7 @@ HOMES = {
 # commands whose typer function lives in another command module than their group's
 COMMAND_MODULES = {("stack", "rehearse"): "rehearse", ("update",): "init"}
 # core packages with no command of their own: the bottom layer and registry mechanics
-NO_COMMAND = {"shared", "oci"}
+NO_COMMAND = {"shared", "oci", "compute"}
 
 
 def commands(app: typer.Typer) -> list[tuple[tuple[str, ...], str]]:

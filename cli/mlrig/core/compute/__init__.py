@@ -1,6 +1,9 @@
 """Where a retrain runs when it is not this process: a one-off task (`mlrig retrain --remote`).
 
 - `spec`: the task contract (TaskSpec, TaskHandle, TaskStatus, Backend) every backend runs.
+- `image`: the repository's own trainer image (its requirements.txt, mlrig's wheel with the
+  few dependencies the task's entrypoint imports, git), content-addressed, pushed to the
+  stack's registry and named by the digest read back.
 
 It has no command of its own: `mlrig retrain --remote` and `POST /train` use it.
 """

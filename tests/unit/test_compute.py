@@ -53,3 +53,91 @@ def test_the_template_requires_the_mlflow_client_not_the_server() -> None:
     lines = [line.split("#")[0].strip() for line in text.splitlines()]
     assert "mlflow-skinny>=3.1,<4" in lines
     assert not [line for line in lines if line.startswith("mlflow>") or line == "mlflow"]
+
+
+SHA = "a" * 40
+RUN = "b" * 32
+
+
+def _task_env(prefix: Path, **over: str) -> dict[str, str]:
+    from mlrig.core.compute import task
+
+    env = {
+        task.ENV_PREFIX: str(prefix),
+        task.ENV_SHA: SHA,
+        task.ENV_BRANCH: "main",
+        task.ENV_RETRAIN_ID: RUN,
+        task.ENV_GIT_REMOTE: "https://example.invalid/team/churn.git",
+    }
+    return {**env, **over}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("MLRIG_TASK_SHA", "HEAD", "sha"),
+        ("MLRIG_TASK_BRANCH", "-delete", "branch"),
+        ("MLRIG_RETRAIN_ID", "../x", "retrain_id"),
+        ("MLRIG_TASK_GIT_REMOTE", "--upload-pack=touch /tmp/x", "git_remote"),
+        ("MLRIG_TASK_GIT_REMOTE", "https://h/x\nmain", "git_remote"),
+        ("MLRIG_TASK_PREFIX", "relative/folder", "MLRIG_TASK_PREFIX"),
+    ],
+)
+def test_the_task_refuses_an_environment_it_cannot_trust(
+    tmp_path: Path, key: str, value: str, says: str
+) -> None:
+    from mlrig.core.compute import task
+
+    with pytest.raises(UsageError, match=says):
+        task.TaskEnv.from_env(_task_env(tmp_path, **{key: value}))
+
+
+def test_a_valid_environment_is_read_once(tmp_path: Path) -> None:
+    from mlrig.core.compute import task
+
+    cfg = task.TaskEnv.from_env(_task_env(tmp_path))
+    assert (cfg.prefix, cfg.sha, cfg.branch, cfg.retrain_id) == (tmp_path, SHA, "main", RUN)
+
+
+def test_secret_files_become_variables_and_nothing_else_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core.compute import task
+
+    (tmp_path / "MLFLOW_TRACKING_PASSWORD").write_text("s3cret\n")
+    (tmp_path / "not-a-name").write_text("x")
+    (tmp_path / "lower").write_text("x")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    task.load_secret_files(tmp_path)
+    import os
+
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
+    assert "lower" not in os.environ and "not-a-name" not in os.environ
+
+
+def test_a_result_is_validated_before_the_caller_uses_it(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from mlrig.core.compute import task
+
+    good = task.TaskResult(
+        retrain_id=RUN,
+        submitted=SHA,
+        ok=True,
+        changed=True,
+        commit="c" * 40,
+        version="3",
+        decision="promoted",
+        champion_moved=True,
+        previous_champion="2",
+        started=1.0,
+        finished=2.0,
+    )
+    task.write_result(tmp_path, good)
+    assert task.TaskResult.model_validate_json((tmp_path / task.RESULT).read_text()) == good
+    raw = good.model_dump()
+    for key, bad in (("commit", "HEAD~1"), ("version", "1; rm"), ("decision", "maybe")):
+        with pytest.raises(ValidationError):
+            task.TaskResult.model_validate({**raw, key: bad})
+    with pytest.raises(ValidationError):
+        task.TaskResult.model_validate({**raw, "extra": 1})

@@ -4,6 +4,9 @@
 - `image`: the repository's own trainer image (its requirements.txt, mlrig's wheel with the
   few dependencies the task's entrypoint imports, git), content-addressed, pushed to the
   stack's registry and named by the digest read back.
+- `task`: the entrypoint inside the task (`python -m mlrig.core.compute.task`): clone the
+  submitted commit from its bundle, run retrain's own pipeline and gate, `dvc push`, leave
+  a bundle of the one new commit and result.json for the caller.
 
 It has no command of its own: `mlrig retrain --remote` and `POST /train` use it.
 """

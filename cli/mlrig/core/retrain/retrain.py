@@ -41,11 +41,26 @@ class RetrainResult:
     digest: str | None = None
     commit: str | None = None
     message: str = ""  # what happened, in one line for people
+    previous_champion: str | None = None  # what @champion named before the run (not --json)
+    run_id: str | None = None  # train's MLflow run (not --json)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("message")
+        data.pop("previous_champion")
+        data.pop("run_id")
         return data
+
+
+@dataclass(frozen=True)
+class InTask:
+    """A retrain inside a one-off task (`mlrig.core.compute.task`) on a clone of the caller's
+    commit: the environment is the task's own (no stack is looked up), the run id is the
+    caller's (so the caller's undo finds the versions it registered), and nothing is
+    published but `dvc push`: the caller applies the commit, builds the image, pushes git."""
+
+    env: dict[str, str]
+    retrain_id: str
 
 
 def _root(repo: Path) -> Path:
@@ -83,16 +98,23 @@ def retrain(
     push_image: bool = True,
     log: Log = lambda _m: None,
     stack: str | None = None,
+    in_task: InTask | None = None,
 ) -> RetrainResult:
     """The retrain on the stack `stack` names (default: the one `stacks.resolve_name` finds
-    for the repository)."""
+    for the repository), or inside a task (`in_task`)."""
     root = _root(repo.resolve())
     model = retrain_repo.project_name(root)
     head, branch = _start(root, log, stack)
-    outputs = retrain_repo.outputs(root, stack)
     saved = retrain_state.new(root, head=head, branch=branch, model=model, champion=None)
     saved.champion_known = False
-    env = retrain_repo.credentials(outputs, root)
+    outputs = None
+    if in_task:
+        saved.retrain_id = in_task.retrain_id
+        push_image = False
+        env = dict(in_task.env)
+    else:
+        outputs = retrain_repo.outputs(root, stack)
+        env = retrain_repo.credentials(outputs, root)
     env[RUN_CONTEXT_ENV] = _run_context(saved)
     with stack_env.temporary_env(env):
         registry = _Registry({**os.environ, **env})
@@ -108,7 +130,15 @@ def retrain(
                 saved.save(root)
 
         try:
-            result = _run(root, saved, outputs, on_stage, push_image=push_image, log=log)
+            result = _run(
+                root,
+                saved,
+                outputs,
+                on_stage,
+                push_image=push_image,
+                push_git=in_task is None,
+                log=log,
+            )
         except BaseException as exc:  # a kill is `recover`'s; anything else is undone here
             log("undoing the run")
             try:
@@ -190,6 +220,7 @@ def _run(
     on_stage: Callable[[str], None],
     *,
     push_image: bool,
+    push_git: bool = True,
     log: Log,
 ) -> RetrainResult:
     lock = root / "dvc.lock"
@@ -202,6 +233,7 @@ def _run(
             False,
             snap.md5,
             message=f"nothing new: {snap.describe()} is already the latest",
+            previous_champion=saved.champion,
         )
     gate = retrain_repo.gate(root)
     version = retrain_repo.registered_version(root)
@@ -216,7 +248,7 @@ def _run(
     image = digest = None
     if promoted and push_image:
         image, digest = _image(root, saved.model, outputs, log)
-    if git.remote_url(root):
+    if push_git and git.remote_url(root):
         _step("git push", lambda: git.push_branch(root, saved.branch))
         log(f"git push origin {saved.branch}")
     saved.phase = retrain_state.PUBLISHED
@@ -231,6 +263,8 @@ def _run(
         digest=digest,
         commit=commit,
         message=retrain_repo.decision_line(version, gate),
+        previous_champion=saved.champion,
+        run_id=retrain_repo.run_id(root),
     )
 
 

@@ -43,7 +43,7 @@ def test_the_dockerfile_installs_no_pip_cache_no_tests_and_mlrig_last() -> None:
     text = (image.context_dir() / "Dockerfile").read_text()
     assert text.index("COPY requirements.txt task-requirements.txt") < text.index("COPY wheel/")
     assert "apt-get clean" in text and "--no-compile" in text and "pip uninstall" in text
-    assert 'ENTRYPOINT ["python", "-m", "mlrig.core.compute.task"]' in text
+    assert 'CMD ["python", "-m", "mlrig.core.compute.task"]' in text and "ENTRYPOINT" not in text
 
 
 def test_the_template_requires_the_mlflow_client_not_the_server() -> None:
@@ -141,3 +141,56 @@ def test_a_result_is_validated_before_the_caller_uses_it(tmp_path: Path) -> None
             task.TaskResult.model_validate({**raw, key: bad})
     with pytest.raises(ValidationError):
         task.TaskResult.model_validate({**raw, "extra": 1})
+
+
+DIGEST = "127.0.0.1:5001/models@sha256:" + "0" * 64
+
+
+def _spec(**over: object) -> object:
+    from mlrig.core.compute.spec import TaskSpec
+
+    fields: dict[str, object] = {
+        "project": "churn",
+        "image": DIGEST,
+        "command": ("python", "-m", "mlrig.core.compute.task"),
+        "cpu": 1024,
+        "memory_mib": 4096,
+    }
+    return TaskSpec.model_validate({**fields, **over})
+
+
+@pytest.mark.parametrize(
+    ("over", "says"),
+    [
+        ({"cpu": 3000}, "Fargate has no task of 3000 CPU units"),
+        ({"cpu": 256, "memory_mib": 4096}, "takes 512-2048 MiB"),
+        ({"image": "127.0.0.1:5001/models:latest"}, "not named by digest"),
+        ({"labels": {"team": "x"}}, "not an mlrig"),
+    ],
+)
+def test_the_local_backend_refuses_before_the_engine_is_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, over: dict, says: str
+) -> None:
+    from mlrig.core.compute.local import LocalBackend
+    from tests.helpers import env_secret_outputs
+
+    monkeypatch.setenv("MLRIG_HOME", str(tmp_path))
+    backend = LocalBackend(env_secret_outputs())
+    with pytest.raises(UsageError, match=says):
+        backend.submit(_spec(**over))  # type: ignore[arg-type]
+
+
+def test_a_secret_from_outside_the_stack_folder_is_never_mounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core.compute.local import LocalBackend
+    from mlrig.core.compute.spec import SecretRef
+    from mlrig.errors import CredentialsError
+    from tests.helpers import env_secret_outputs
+
+    monkeypatch.setenv("MLRIG_HOME", str(tmp_path / "home"))
+    outside = tmp_path / "elsewhere.password"
+    outside.write_text("x")
+    secret = SecretRef(name="MLFLOW_TRACKING_PASSWORD", source=str(outside))
+    with pytest.raises(CredentialsError, match="not a file under stack"):
+        LocalBackend(env_secret_outputs()).submit(_spec(secrets=(secret,)))  # type: ignore[arg-type]

@@ -7,6 +7,7 @@
 - `task`: the entrypoint inside the task (`python -m mlrig.core.compute.task`): clone the
   submitted commit from its bundle, run retrain's own pipeline and gate, `dvc push`, leave
   a bundle of the one new commit and result.json for the caller.
+- `local`: the local stack's backend: the task as a container on the local engine.
 
 It has no command of its own: `mlrig retrain --remote` and `POST /train` use it.
 """

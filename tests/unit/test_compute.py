@@ -194,3 +194,101 @@ def test_a_secret_from_outside_the_stack_folder_is_never_mounted(
     secret = SecretRef(name="MLFLOW_TRACKING_PASSWORD", source=str(outside))
     with pytest.raises(CredentialsError, match="not a file under stack"):
         LocalBackend(env_secret_outputs()).submit(_spec(secrets=(secret,)))  # type: ignore[arg-type]
+
+
+def test_cpu_is_given_in_vcpu() -> None:
+    from mlrig.core.compute import remote
+
+    assert [remote.cpu_units(v) for v in (0.25, 0.5, 1, 2, 4)] == [256, 512, 1024, 2048, 4096]
+    with pytest.raises(UsageError):
+        remote.cpu_units(0)
+
+
+class _Backend:
+    """A backend whose follow fails the way the engine's can."""
+
+    def __init__(self, fail: BaseException) -> None:
+        self.fail, self.stopped = fail, ""
+
+    def lines(self, handle: object) -> object:
+        yield "• cloning"
+        raise self.fail
+
+    def status(self, handle: object) -> object:
+        from mlrig.core.compute.spec import TaskStatus
+
+        return TaskStatus(state="stopped", exit_code=143, reason=self.stopped or None)
+
+    def stop(self, handle: object, reason: str) -> None:
+        self.stopped = reason
+
+
+def _submitted(tmp_path: Path) -> object:
+    from mlrig.core.compute import remote
+    from mlrig.core.compute.spec import TaskHandle
+
+    handle = TaskHandle(backend="local", id="c" * 64, project="churn")
+    prepared = type("P", (), {"root": tmp_path, "outputs": None})()
+    return remote.Submitted(handle, None, prepared)  # type: ignore[arg-type]
+
+
+def test_a_broken_follow_names_the_attach_command(tmp_path: Path) -> None:
+    from mlrig.core.compute import remote
+    from mlrig.errors import ServiceError
+
+    lines: list[str] = []
+    backend = _Backend(ServiceError("the engine's stream broke"))
+    with pytest.raises(remote.FollowBroken) as err:
+        remote.follow(
+            _submitted(tmp_path),  # type: ignore[arg-type]
+            out=lines.append,
+            ask_stop=lambda: True,
+            backend=backend,
+        )
+    assert lines == ["• cloning"] and backend.stopped == ""
+    assert f"mlrig retrain --remote --attach {'c' * 12} --repo {tmp_path}" in err.value.one_line()
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_ctrl_c_stops_the_task_only_when_asked_to(tmp_path: Path, stop: bool) -> None:
+    from mlrig.core.compute import remote
+
+    backend = _Backend(KeyboardInterrupt())
+    follow = lambda: remote.follow(  # noqa: E731
+        _submitted(tmp_path),  # type: ignore[arg-type]
+        out=lambda _l: None,
+        ask_stop=lambda: stop,
+        backend=backend,
+    )
+    if stop:
+        status = follow()
+        assert status.state == "stopped" and "Ctrl-C" in str(status.reason)
+    else:
+        with pytest.raises(remote.Interrupted, match="goes on") as err:
+            follow()
+        assert "--attach cccccccccccc" in err.value.one_line() and backend.stopped == ""
+
+
+def test_trace_reads_the_compute_tags_as_input() -> None:
+    from mlrig.core.provenance.trace import compute_record
+
+    tags = {
+        "mlrig.compute.backend": "local",
+        "mlrig.compute.task": "c" * 64,
+        "mlrig.compute.cpu": "1024",
+        "mlrig.compute.memory_mib": "4096",
+        "mlrig.compute.spot": "false",
+        "mlrig.compute.image": DIGEST,
+        "mlrig.compute.wall_seconds": "61.5",
+        "mlrig.compute.cost_usd": "0",
+        "mlrig.data.md5": "x",
+    }
+    found = compute_record(tags)
+    assert found is not None and (found.backend, found.cpu, found.wall_seconds) == (
+        "local",
+        1024,
+        61.5,
+    )
+    assert compute_record({"mlrig.data.md5": "x"}) is None
+    for key, bad in (("backend", "mars"), ("task", "$(id)"), ("cpu", "-1"), ("image", "x:latest")):
+        assert compute_record({**tags, f"mlrig.compute.{key}": bad}) is None, key

@@ -396,3 +396,11 @@ def fast_forward(path: Path, sha: str) -> None:
 
 def config_value(path: Path, key: str) -> str | None:
     return run(path, "config", "--get", key, check=False).strip() or None
+
+
+def author(path: Path) -> tuple[str, str] | None:
+    """(name, email) git would author a commit in path with (GIT_AUTHOR_* first, then the
+    configuration), or None when it has none."""
+    ident = run(path, "var", "GIT_AUTHOR_IDENT", check=False).strip()
+    match = re.fullmatch(r"(.*?) <([^<>]*)> \d+ [+-]\d{4}", ident)
+    return (match[1], match[2]) if match and match[1] and match[2] else None

@@ -101,8 +101,8 @@ def build(
 ) -> TrainerImage:
     """The repository's trainer image in the stack's registry: read back there when its tag
     is already pushed, else built (unless the engine has it) and pushed, digest verified."""
-    from mlrig import settings
     from mlrig.adapters import docker as docker_adapter
+    from mlrig.core.image.build import resolve_base_image
 
     started = time.monotonic()
     requirements = requirements_of(repo)
@@ -126,7 +126,7 @@ def build(
                 ctx,
                 tag=tag,
                 labels={"org.opencontainers.image.title": f"{project} trainer (mlrig)"},
-                buildargs={"BASE_IMAGE": base_image or settings.load().base_image},
+                buildargs={"BASE_IMAGE": resolve_base_image(base_image, progress)},
             )
         built = True
     pushed = _push(tag, outputs, progress)

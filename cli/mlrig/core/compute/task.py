@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -117,6 +117,21 @@ def load_secret_files(directory: Path = SECRETS_DIR) -> None:
             os.environ[path.name] = path.read_text().strip()
 
 
+class _Out:
+    """The task's standard output as it was at start: DVC points fds 1 and 2 at the
+    retrain's log file while stages run, and what is copied from that file must not land in
+    it again."""
+
+    stream: TextIO | None = None
+
+    @classmethod
+    def write(cls, text: str) -> None:
+        if cls.stream is None:
+            cls.stream = os.fdopen(os.dup(1), "w", buffering=1, errors="replace")
+        cls.stream.write(text)
+        cls.stream.flush()
+
+
 def _follow(log_file: Path, stop: threading.Event) -> None:
     """Print what the pipeline's stages write to the retrain's log, as they write it: the
     task's output is what `--follow` streams."""
@@ -129,15 +144,14 @@ def _follow(log_file: Path, stop: threading.Event) -> None:
                 chunk = fh.read()
                 position += len(chunk)
             if chunk:
-                sys.stdout.write(chunk.decode(errors="replace"))
-                sys.stdout.flush()
+                _Out.write(chunk.decode(errors="replace"))
         if done:
             return
         stop.wait(0.5)
 
 
 def _say(message: str) -> None:
-    print(f"• {message}", flush=True)
+    _Out.write(f"• {message}\n")
 
 
 def run(env: Mapping[str, str]) -> TaskResult:
@@ -209,6 +223,7 @@ def write_result(prefix: Path, result: TaskResult) -> None:
 
 
 def main() -> int:
+    _Out.write("")  # the output, saved before anything redirects it
     load_secret_files()
     try:
         outcome = run(os.environ)

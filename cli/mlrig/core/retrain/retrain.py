@@ -306,6 +306,93 @@ def _image(root: Path, model: str, outputs: Any, log: Log) -> tuple[str, str]:
     return pushed.reference, pushed.digest
 
 
+# -- a run made elsewhere (a remote task): its commit applied here ------------------------------
+@dataclass(frozen=True)
+class Prepared:
+    """What a remote run starts from: the repository checked as a local run checks it."""
+
+    root: Path
+    model: str
+    head: str
+    branch: str
+    outputs: Any  # StackOutputs
+    env: dict[str, str]  # the repository's machine identity's environment
+
+
+def prepare(repo: Path, *, stack: str | None, log: Log) -> Prepared:
+    """The checks a local run makes before it starts (a generated, clean repository on a
+    branch, no other run; an interrupted one's leftovers undone), and its credentials."""
+    root = _root(repo.resolve())
+    model = retrain_repo.project_name(root)
+    head, branch = _start(root, log, stack)
+    outputs = retrain_repo.outputs(root, stack)
+    return Prepared(root, model, head, branch, outputs, retrain_repo.credentials(outputs, root))
+
+
+def undo_registry(prepared: Prepared, saved: retrain_state.SavedState, log: Log) -> None:
+    """A run that produced nothing to apply: the versions it registered tagged undone and
+    `champion` back where it was (the repository was never touched)."""
+    rest = MlflowRest.from_env({**os.environ, **prepared.env})
+    retrain_state.mark_undone(rest, saved, log)
+    retrain_state.restore_alias(rest, saved, log)
+
+
+def apply_commit(
+    prepared: Prepared,
+    saved: retrain_state.SavedState,
+    commit: str,
+    *,
+    push_image: bool,
+    fields: dict[str, Any],
+    log: Log,
+) -> RetrainResult:
+    """Publish a run's commit made elsewhere, as a local run publishes its own: the commit
+    (already fetched, a child of `saved.head` holding only the run's files) fast-forwarded
+    onto the branch, its DVC outputs pulled, the champion's image built and pushed when it
+    moved, `git push`. Any failure (and a kill: the marker is saved first, `recover` finishes)
+    puts the repository and `champion` back. `fields`: the run's RetrainResult fields."""
+    root = prepared.root
+    saved.pid = os.getpid()
+    saved.save(root)
+    with stack_env.temporary_env(prepared.env):
+        rest = MlflowRest.from_env({**os.environ, **prepared.env})
+        try:
+            if git.current_branch(root) != saved.branch or git.head(root) != saved.head:
+                raise Conflict(f"{root} moved while the task ran: nothing was applied")
+            git.require_clean(root, "apply a remote retrain")
+            _step("apply", lambda: git.fast_forward(root, commit))
+            saved.commit = commit
+            saved.save(root)
+            log(f"applied {commit[:12]}")
+            _step("dvc pull", lambda: dvc.pull(root))
+            image = digest = None
+            if fields.get("champion_moved") and push_image:
+                image, digest = _image(root, saved.model, prepared.outputs, log)
+            if git.remote_url(root):
+                _step("git push", lambda: git.push_branch(root, saved.branch))
+                log(f"git push origin {saved.branch}")
+            saved.phase = retrain_state.PUBLISHED
+            saved.save(root)
+        except BaseException as exc:
+            log("undoing the run")
+            try:
+                retrain_state.restore(root, saved, rest, log)
+            except MlrigError as undo:
+                raise RetrainFailed(
+                    f"{exc} (and the undo failed: {undo.message})",
+                    hint=f"run `mlrig retrain --recover --repo {root}` once the cause is fixed",
+                ) from exc
+            retrain_state.clear(root)
+            if isinstance(exc, MlrigError):
+                raise RetrainFailed(
+                    exc.message if isinstance(exc, RetrainFailed) else f"{exc.message}",
+                    hint=f"the repository is back at {saved.head[:12]}, nothing was published",
+                ) from exc
+            raise
+    retrain_state.clear(root)
+    return RetrainResult(True, image=image, digest=digest, commit=commit, **fields)
+
+
 def recover(repo: Path, log: Log = lambda _m: None, stack: str | None = None) -> bool:
     """Undo what a killed retrain left behind (True when there was something to undo).
 

@@ -48,6 +48,7 @@ TITLES = {
     "deploy": "Deploy on the local stack: `mlrig deploy` vs `docker run` and `mlflow models serve`",
     "capture": "Request capture: the same image with capture 0 vs 10 % at 200 req/s",
     "temporal": "Point-in-time join: DuckDB's ASOF JOIN vs pandas' merge_asof",
+    "compute": "Remote retrain on the local compute backend vs in-process",
 }
 PACKAGES = {"mlflow": "MLflow", "dvc": "DVC", "docker": "docker-py"}
 

@@ -8,6 +8,7 @@
   submitted commit from its bundle, run retrain's own pipeline and gate, `dvc push`, leave
   a bundle of the one new commit and result.json for the caller.
 - `local`: the local stack's backend: the task as a container on the local engine.
+- `remote`: the caller's side: submit, follow, apply the result (or `--attach` to a task).
 
 It has no command of its own: `mlrig retrain --remote` and `POST /train` use it.
 """

@@ -49,6 +49,7 @@ TITLES = {
     "capture": "Request capture: the same image with capture 0 vs 10 % at 200 req/s",
     "temporal": "Point-in-time join: DuckDB's ASOF JOIN vs pandas' merge_asof",
     "dvc-growth": "Dated partitions: DVC remote growth, partitioned vs single table",
+    "compute": "Remote retrain on the local compute backend vs in-process",
 }
 PACKAGES = {"mlflow": "MLflow", "dvc": "DVC", "docker": "docker-py"}
 

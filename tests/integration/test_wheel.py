@@ -169,7 +169,7 @@ def test_the_wheel_on_an_unsupported_python_is_one_line(dist: dict[str, Any]) ->
 def test_the_trainer_images_wheel_carries_this_mlrigs_version(tmp_path: Path) -> None:
     """The trainer image's wheel is built from a copy of the checkout without .git, where
     setuptools-scm would fall back to 0.0.0: it is told this mlrig's version instead."""
-    from mlrig.core.trainer._image import build_wheel
+    from mlrig.core.shared.wheel import build_wheel
     from mlrig.version import __version__
 
     wheel = build_wheel(tmp_path)

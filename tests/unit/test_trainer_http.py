@@ -194,3 +194,62 @@ def test_serve_refuses_a_folder_that_is_no_generated_repo(mlrig_home: Path, tmp_
     result = CliRunner().invoke(app, ["trainer", "serve", "--repo", str(tmp_path), "-s", "dev"])
     assert result.exit_code != 0
     assert "is not a repository made by `mlrig init`" in result.output
+
+
+def test_post_takes_a_remote_task_sized_as_fargate_offers(client: tuple) -> None:
+    from mlrig.core.trainer._jobs import retrain_argv
+
+    http, trainer = client
+    body = {"push_image": False, "remote": True, "cpu": 0.5, "memory": 2048, "spot": True}
+    answer = http.post("/train", headers=BEARER, json=body)
+    assert answer.status_code == 202
+    job = trainer.store.get(answer.json()["id"])
+    assert job is not None and job.compute is not None
+    assert (job.compute.cpu, job.compute.memory_mib, job.compute.spot) == (512, 2048, True)
+    argv = retrain_argv(trainer.repo, job.push_image, job.compute)
+    assert argv[-7:] == [
+        "--no-push-image",
+        "--remote",
+        "--cpu",
+        "0.5",
+        "--memory",
+        "2048",
+        "--spot",
+    ]
+    plain = trainer.store.get(
+        http.post("/train", headers=BEARER, json={"remote": True}).json()["id"]
+    )
+    assert plain is not None and retrain_argv(trainer.repo, None, plain.compute)[-1] == "--remote"
+    for bad, says in (
+        ({"remote": True, "cpu": 3}, "Fargate has no task of 3072 CPU units"),
+        ({"remote": True, "cpu": 0.25, "memory": 4096}, "takes 512-2048 MiB"),
+        ({"cpu": 1}, "size a remote task"),
+        ({"remote": "yes"}, "valid boolean"),
+        ({"remote": True, "memory": "4096"}, "valid integer"),
+    ):
+        refused = http.post("/train", headers=BEARER, json=bad)
+        assert refused.status_code == 422 and says in refused.text, (bad, refused.text)
+
+
+def test_the_request_defaults_are_remote_retrains_own() -> None:
+    from mlrig.adapters import trainer_http
+    from mlrig.core.compute import remote
+
+    assert (trainer_http.DEFAULT_CPU, trainer_http.DEFAULT_MEMORY) == (
+        remote.DEFAULT_CPU,
+        remote.DEFAULT_MEMORY,
+    )
+
+
+def test_a_job_store_an_earlier_mlrig_made_gains_the_compute_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    from mlrig.core.trainer._store import _SCHEMA, JobStore
+
+    tmp_path.joinpath("logs").mkdir()
+    con = sqlite3.connect(tmp_path / "jobs.db")
+    con.execute(_SCHEMA.replace("    compute TEXT,\n", ""))
+    con.close()
+    store = JobStore(tmp_path)
+    job = store.add(None)
+    assert job.compute is None and store.get(job.id) == job

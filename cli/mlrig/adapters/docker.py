@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -432,3 +432,89 @@ class MemorySampler(threading.Thread):
     def stop(self) -> None:
         self._done.set()
         self.join(timeout=10)
+
+
+# --- one-off tasks (a remote retrain on the local engine) ----------------------------------
+
+
+def run_task(
+    image: str,
+    *,
+    name: str,
+    command: list[str],
+    user: str,
+    environment: dict[str, str],
+    memory_mib: int,
+    cpu_units: int,
+    labels: dict[str, str],
+    mounts: list[tuple[str, str, bool]],
+) -> str:
+    """Start a one-off task container on host networking (never restarted, kept after it
+    exits for its exit code and log); mounts are (host path, container path, read-only).
+    Conflict when a container of that name exists (one task per name at a time)."""
+    import docker.errors
+    from docker.types import Mount
+
+    try:
+        container = client().containers.run(
+            image,
+            command=command,
+            name=name,
+            user=user,
+            environment=environment,
+            network_mode="host",
+            detach=True,
+            init=True,  # SIGTERM ends the task (python as PID 1 would ignore it)
+            mem_limit=f"{memory_mib}m",
+            memswap_limit=f"{memory_mib}m",
+            nano_cpus=cpu_units * 1_000_000_000 // 1024,
+            labels=labels,
+            mounts=[
+                Mount(target=inside, source=host, type="bind", read_only=ro)
+                for host, inside, ro in mounts
+            ],
+        )
+    except docker.errors.ImageNotFound as exc:
+        raise UsageError(f"the image {image} is not on the engine") from exc
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:
+            raise Conflict(f"a container named {name} exists") from exc
+        raise ServiceError(f"starting {image} failed: {exc.explanation or exc}") from exc
+    return str(container.id)
+
+
+def follow_log(container_id: str) -> Iterator[str]:
+    """The container's output line by line from its start, until it stops; ServiceError
+    when the engine's stream breaks before that."""
+    import docker.errors
+
+    try:
+        stream = client().api.logs(container_id, stream=True, follow=True)
+        pending = b""
+        for chunk in stream:
+            pending += bytes(chunk)
+            *done, pending = pending.split(b"\n")
+            for line in done:
+                yield line.decode(errors="replace")
+        if pending:
+            yield pending.decode(errors="replace")
+    except docker.errors.NotFound:
+        return
+    except Exception as exc:  # requests' and urllib3's errors alike: the stream broke
+        raise ServiceError(f"following the log of {container_id[:12]} broke ({exc})") from exc
+
+
+def running_labelled(labels: dict[str, str]) -> list[str]:
+    """IDs of the running (or starting) containers carrying every one of these labels."""
+    filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+    return [str(c.id) for c in client().containers.list(filters=filters)]
+
+
+def container_labels(container_id: str) -> dict[str, str] | None:
+    import docker.errors
+
+    try:
+        info = client().api.inspect_container(container_id)
+    except docker.errors.NotFound:
+        return None
+    return dict((info.get("Config") or {}).get("Labels") or {})

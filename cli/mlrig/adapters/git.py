@@ -347,3 +347,60 @@ def commit_paths(path: Path, message: str, paths: list[str]) -> str:
     env = {**_identity_env(path), **literal}
     run(path, "commit", "--quiet", "--no-verify", "-m", message, "--only", "--", *paths, env=env)
     return head(path)
+
+
+# -- remote retrain: the submitted commit and the run's result travel as bundles -------------
+def bundle_create(path: Path, out: Path, revisions: list[str]) -> None:
+    """`git bundle create out REVISIONS`: the commits `revisions` reach (a range's base is a
+    prerequisite the receiver must hold)."""
+    run(path, "bundle", "create", "--quiet", str(out), *revisions)
+
+
+def bundle_heads(path: Path, bundle: Path) -> dict[str, str]:
+    """{ref: sha} a bundle holds, once `git bundle verify` found its prerequisites in the
+    repository at path; ServiceError when it is no bundle or they are missing."""
+    run(path, "bundle", "verify", "--quiet", str(bundle))
+    heads: dict[str, str] = {}
+    for line in run(path, "bundle", "list-heads", str(bundle)).splitlines():
+        sha, _, ref = line.partition(" ")
+        heads[ref.strip()] = sha.strip()
+    return heads
+
+
+def fetch_bundle(path: Path, bundle: Path, ref: str) -> None:
+    """The objects of `ref` in a bundle, into the repository at path (no ref changes)."""
+    run(path, "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", str(bundle), ref)
+
+
+def checkout_branch(path: Path, branch: str, sha: str) -> None:
+    """`git checkout -B branch sha`: the branch (made or moved) at that commit, checked out."""
+    run(path, "checkout", "--quiet", "-B", branch, _sha(sha), "--")
+
+
+def set_remote_url(path: Path, name: str, url: str | None) -> None:
+    """Point remote `name` at url (one the caller validated), or remove it (None)."""
+    if url is None:
+        run(path, "remote", "remove", name, check=False)
+    else:
+        run(path, "remote", "set-url", name, url)
+
+
+def set_config(path: Path, key: str, value: str) -> None:
+    run(path, "config", key, value)
+
+
+def fast_forward(path: Path, sha: str) -> None:
+    """Move the checked-out branch to sha, a descendant of HEAD (index and files follow)."""
+    run(path, "merge", "--quiet", "--ff-only", _sha(sha))
+
+
+def config_value(path: Path, key: str) -> str | None:
+    return run(path, "config", "--get", key, check=False).strip() or None
+
+
+def author(path: Path) -> tuple[str, str] | None:
+    """(name, email) git would author a commit in path with (GIT_AUTHOR_* first, then the
+    configuration), or None when it has none."""
+    ident = run(path, "var", "GIT_AUTHOR_IDENT", check=False).strip()
+    match = re.fullmatch(r"(.*?) <([^<>]*)> \d+ [+-]\d{4}", ident)
+    return (match[1], match[2]) if match and match[1] and match[2] else None

@@ -182,6 +182,14 @@ class MlflowRest:
             if not token:
                 return found
 
+    def set_run_tag(self, run_id: str, key: str, value: str) -> None:
+        self._call(
+            "POST",
+            "runs/set-tag",
+            f"run {run_id}",
+            json={"run_id": run_id, "key": key, "value": value},
+        )
+
     def set_model_version_tag(self, name: str, version: str, key: str, value: str) -> None:
         self._call(
             "POST",

@@ -16,7 +16,15 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, StrictBool
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    model_validator,
+)
 
 from mlrig.errors import Conflict, PortInUse
 
@@ -30,11 +38,42 @@ MAX_BODY = 16 * 1024  # a /train body is a few dozen bytes
 OPEN_PATHS = frozenset({"/health"})
 
 
+# `mlrig retrain --remote`'s task size when the request names none (1 vCPU, 4096 MiB)
+DEFAULT_CPU, DEFAULT_MEMORY = 1024, 4096
+
+
 class TrainRequest(BaseModel):
-    """`POST /train`'s optional body: `push_image` is JSON true, false or null, nothing else."""
+    """`POST /train`'s optional body: `push_image` is JSON true, false or null; `remote`
+    (true: `mlrig retrain --remote`) with `cpu` (vCPU), `memory` (MiB) and `spot`, the
+    size checked against Fargate's table; nothing else."""
 
     model_config = ConfigDict(extra="forbid")
     push_image: StrictBool | None = None
+    remote: StrictBool = False
+    cpu: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=16)
+    memory: StrictInt | None = Field(default=None, gt=0)
+    spot: StrictBool = False
+
+    @model_validator(mode="after")
+    def _sized(self) -> TrainRequest:
+        from mlrig.tracking.container import parse_size
+
+        if not self.remote:
+            if self.cpu is not None or self.memory is not None or self.spot:
+                raise ValueError('cpu, memory and spot size a remote task: add "remote": true')
+            return self
+        units = DEFAULT_CPU if self.cpu is None else round(self.cpu * 1024)
+        if self.cpu is not None and abs(units - self.cpu * 1024) > 1e-6:
+            raise ValueError(f"cpu {self.cpu} is no number of vCPU Fargate offers")
+        parse_size(f"{units}:{self.memory or DEFAULT_MEMORY}")  # names the sizes that exist
+        return self
+
+    def compute(self) -> dict[str, Any] | None:
+        """The job's task options (None: in the trainer's own process)."""
+        if not self.remote:
+            return None
+        cpu = None if self.cpu is None else round(self.cpu * 1024)
+        return {"cpu": cpu, "memory_mib": self.memory, "spot": self.spot}
 
 
 class Backend(Protocol):
@@ -42,7 +81,9 @@ class Backend(Protocol):
 
     def stop(self) -> None: ...
     def authorized(self, authorization: str | None) -> bool: ...
-    def submit(self, push_image: bool | None) -> str: ...  # Conflict: no more now (429)
+    def submit(  # Conflict: no more now (429)
+        self, push_image: bool | None, compute: dict[str, Any] | None = None
+    ) -> str: ...
     def job(self, job_id: str) -> dict[str, Any] | None: ...
     def jobs(self, limit: int) -> list[dict[str, Any]]: ...
 
@@ -146,7 +187,9 @@ def create_app(backend: Backend, on_ready: Callable[[], None] = lambda: None) ->
     @app.post("/train", status_code=202)
     def train(request: TrainRequest | None = None) -> dict[str, str]:
         try:
-            return {"id": backend.submit(request.push_image if request else None)}
+            if request is None:
+                return {"id": backend.submit(None)}
+            return {"id": backend.submit(request.push_image, request.compute())}
         except Conflict as exc:
             raise HTTPException(status_code=429, detail=exc.one_line()) from None
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -43,6 +44,45 @@ def retrain(
             help="Only undo what an interrupted retrain left behind (commit, files, alias).",
         ),
     ] = False,
+    remote: Annotated[
+        bool,
+        typer.Option(
+            "--remote",
+            help="Run the pipeline as a one-off task on the stack's compute (the local "
+            "engine for a local stack) in the repository's own trainer image; the result is "
+            "applied here.",
+        ),
+    ] = False,
+    cpu: Annotated[
+        float | None,
+        typer.Option("--cpu", help="vCPU of the task (0.25, 0.5, 1, 2, 4; default 1).", min=0),
+    ] = None,
+    memory: Annotated[
+        int | None,
+        typer.Option(
+            "--memory", help="Memory of the task in MiB, a size Fargate offers (default 4096)."
+        ),
+    ] = None,
+    spot: Annotated[
+        bool,
+        typer.Option("--spot", help="Ask for spare capacity (recorded; a local engine has none)."),
+    ] = False,
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow/--detach",
+            help="Stream the task's log and apply its result, or print its id and return.",
+        ),
+    ] = True,
+    attach: Annotated[
+        str | None,
+        typer.Option(
+            "--attach",
+            metavar="TASK_ID",
+            help="Follow a submitted task (a broken follow, --detach, a caller that died) "
+            "and apply its result.",
+        ),
+    ] = None,
 ) -> None:
     """Retrain on the source's current data: ingest → validate → … → champion gate.
 
@@ -72,7 +112,18 @@ def retrain(
         )
         return
 
-    result = core.retrain(repo, push_image=push_image, log=log, stack=stack)
+    if remote or attach:
+        result = _remote(repo, push_image, stack, log, cpu, memory, spot, follow, attach)
+        if result is None:
+            return
+    elif cpu is not None or memory is not None or spot or not follow:
+        from mlrig.errors import UsageError
+
+        raise UsageError(
+            "--cpu, --memory, --spot and --detach size a remote task", hint="add --remote"
+        )
+    else:
+        result = core.retrain(repo, push_image=push_image, log=log, stack=stack)
     console().print(result.message, markup=False, highlight=False, soft_wrap=True)
     if result.commit:
         console().print(f"commit {result.commit[:12]}", highlight=False)
@@ -80,3 +131,53 @@ def retrain(
         console().print(f"image {result.image}", markup=False, soft_wrap=True)
     if json_out:
         typer.echo(json.dumps(result.as_json()))
+
+
+def _remote(
+    repo: Path,
+    push_image: bool,
+    stack: str | None,
+    log: Callable[[str], None],
+    cpu: float | None,
+    memory: int | None,
+    spot: bool,
+    follow: bool,
+    attach: str | None,
+) -> Any:
+    """`--remote`/`--attach`: submit (or find) the task, follow it, apply its result."""
+    import sys
+
+    from mlrig.core.compute import remote as core_remote
+
+    if attach:
+        sub = core_remote.attach(repo, attach, stack=stack, log=log)
+    else:
+        sub = core_remote.submit(
+            repo,
+            cpu=core_remote.cpu_units(cpu) if cpu is not None else core_remote.DEFAULT_CPU,
+            memory_mib=memory or core_remote.DEFAULT_MEMORY,
+            spot=spot,
+            stack=stack,
+            log=log,
+        )
+    if not follow and not attach:
+        console().print(f"task {sub.handle.id[:12]} submitted", highlight=False)
+        console().print(f"apply its result: {sub.attach}", markup=False, soft_wrap=True)
+        return None
+
+    def out(line: str) -> None:
+        err_console().print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def ask_stop() -> bool:
+        if not sys.stdin.isatty():
+            return False
+        from rich.prompt import Confirm
+
+        return Confirm.ask(
+            f"Stop task {sub.handle.id[:12]}? (no: it goes on, attach later)",
+            console=err_console(),
+            default=False,
+        )
+
+    status = core_remote.follow(sub, out=out, ask_stop=ask_stop)
+    return core_remote.apply(sub, status, push_image=push_image, log=log)

@@ -153,6 +153,20 @@ def render(record: ProvenanceRecord) -> None:
                 ),
             )
         )
+    if record.compute:
+        c = record.compute
+        spot = ", spot requested" if c.spot != "false" else ""
+        wall = f", {c.wall_seconds:.0f} s" if c.wall_seconds is not None else ""
+        cost = f", ${c.cost_usd:g}" if c.cost_usd is not None else ""
+        rows.append(
+            (
+                "trained on",
+                escape(
+                    f"{c.backend} task {c.task[:64]} ({c.cpu / 1024:g} vCPU, "
+                    f"{c.memory_mib} MiB{spot}{wall}{cost})"
+                ),
+            )
+        )
     out = _Printable(console())
     width = max(len(key) for key, _ in rows) + 2
     for key, value in rows:  # never folded: references and hashes stay copy-pasteable

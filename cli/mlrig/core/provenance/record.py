@@ -53,6 +53,9 @@ DATA_RECORD_FILE = "data/snapshot/record.json"  # ingest's record of the snapsho
 # a temporal repo's split (train_from, train_to, test_from, test_to, gap, horizon, ttl)
 TAG_TEMPORAL_PREFIX = "mlrig.temporal."
 WINDOW_KEYS = ("train_from", "train_to", "test_from", "test_to", "gap", "horizon", "ttl")
+# where a remote retrain's run trained (mlrig.core.compute.remote writes them): backend, task,
+# cpu, memory_mib, spot, image, wall_seconds, cost_usd
+TAG_COMPUTE_PREFIX = "mlrig.compute."
 TAG_DATA_PREFIX = "mlrig.data."  # source, md5, rows, ingested_at: the snapshot's record
 EXP_REFS = "refs/exps"
 
@@ -150,6 +153,21 @@ class WindowsRecord(_Model):
     ttl: str | None = None
 
 
+class ComputeRecord(_Model):
+    """Where a run trained when it was a remote retrain's task (its mlrig.compute.* tags)."""
+
+    backend: Literal["local", "aws"]
+    task: str = Field(pattern=r"^[A-Za-z0-9:/._-]{1,200}$", description="container id or ARN")
+    cpu: int = Field(ge=1, le=65536, description="CPU units (1024 = 1 vCPU)")
+    memory_mib: int = Field(ge=1, le=1048576)
+    spot: Literal["requested", "false", "true"] = "false"
+    image: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9:/._-]{1,300}@sha256:[0-9a-f]{64}$"
+    )
+    wall_seconds: float | None = Field(default=None, ge=0)
+    cost_usd: float | None = Field(default=None, ge=0)
+
+
 class DvcRemoteRecord(_Model):
     name: str
     url: str
@@ -214,6 +232,9 @@ class ProvenanceRecord(_Model):
     code: CodeRecord
     data: list[DataRecord] = Field(default_factory=list)
     windows: WindowsRecord | None = Field(default=None, description="a temporal run's split")
+    compute: ComputeRecord | None = Field(
+        default=None, description="where a remote retrain's task trained the run"
+    )
     restore_command: str | None = None
     refused: list[str] = Field(
         default_factory=list,

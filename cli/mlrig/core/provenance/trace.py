@@ -18,6 +18,7 @@ from mlrig.core.provenance import resolve
 from mlrig.core.provenance._inputs import Refused
 from mlrig.core.provenance.record import (
     CodeRecord,
+    ComputeRecord,
     DataRecord,
     ImageRecord,
     ModelRecord,
@@ -274,6 +275,24 @@ def assemble(
         ),
         data=data,
         windows=WindowsRecord(**windows) if windows else None,
+        compute=compute_record(tags),
         restore_command=f"mlrig checkout {target}" if restorable else None,
         refused=[r.line() for r in refused],
     )
+
+
+def compute_record(tags: dict[str, str]) -> ComputeRecord | None:
+    """The run's mlrig.compute.* tags, when they make a valid record (tags are input)."""
+    from pydantic import ValidationError
+
+    found = {
+        k.removeprefix(p.TAG_COMPUTE_PREFIX): v
+        for k, v in tags.items()
+        if k.startswith(p.TAG_COMPUTE_PREFIX)
+    }
+    if not found:
+        return None
+    try:
+        return ComputeRecord.model_validate(found)
+    except ValidationError:
+        return None

@@ -114,6 +114,12 @@ def registered_version(repo: Path) -> str | None:
     return str(version) if version else None
 
 
+def run_id(repo: Path) -> str | None:
+    """The MLflow run train's record names (None without one)."""
+    found = _json(repo / RUN_RECORD).get("run_id")
+    return str(found) if found else None
+
+
 def outputs(repo: Path, stack: str | None = None) -> StackOutputs:
     """The outputs of the stack named by --stack, else of the repository's (resolve_name)."""
     return contract.load(stacks.resolve_name(stack, repo=repo))

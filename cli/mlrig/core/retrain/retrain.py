@@ -43,11 +43,26 @@ class RetrainResult:
     digest: str | None = None
     commit: str | None = None
     message: str = ""  # what happened, in one line for people
+    previous_champion: str | None = None  # what @champion named before the run (not --json)
+    run_id: str | None = None  # train's MLflow run (not --json)
 
     def as_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("message")
+        data.pop("previous_champion")
+        data.pop("run_id")
         return data
+
+
+@dataclass(frozen=True)
+class InTask:
+    """A retrain inside a one-off task (`mlrig.core.compute.task`) on a clone of the caller's
+    commit: the environment is the task's own (no stack is looked up), the run id is the
+    caller's (so the caller's undo finds the versions it registered), and nothing is
+    published but `dvc push`: the caller applies the commit, builds the image, pushes git."""
+
+    env: dict[str, str]
+    retrain_id: str
 
 
 def _root(repo: Path) -> Path:
@@ -85,17 +100,24 @@ def retrain(
     push_image: bool = True,
     log: Log = lambda _m: None,
     stack: str | None = None,
+    in_task: InTask | None = None,
 ) -> RetrainResult:
     """The retrain on the stack `stack` names (default: the one `stacks.resolve_name` finds
-    for the repository)."""
+    for the repository), or inside a task (`in_task`)."""
     root = _root(repo.resolve())
     plan = retrain_repo.plan(root)
     model = plan.model
     head, branch = _start(root, log, stack)
-    outputs = retrain_repo.outputs(root, stack)
     saved = retrain_state.new(root, head=head, branch=branch, model=model, champion=None)
     saved.champion_known = False
-    env = retrain_repo.credentials(outputs, root)
+    outputs = None
+    if in_task:
+        saved.retrain_id = in_task.retrain_id
+        push_image = False
+        env = dict(in_task.env)
+    else:
+        outputs = retrain_repo.outputs(root, stack)
+        env = retrain_repo.credentials(outputs, root)
     env[RUN_CONTEXT_ENV] = _run_context(saved)
     with stack_env.temporary_env(env):
         registry = _Registry({**os.environ, **env})
@@ -125,7 +147,16 @@ def retrain(
             return _gate.run(registry.rest(), root, plan.declared, saved)
 
         try:
-            result = _run(root, saved, outputs, on_stage, decide, push_image=push_image, log=log)
+            result = _run(
+                root,
+                saved,
+                outputs,
+                on_stage,
+                decide,
+                push_image=push_image,
+                push_git=in_task is None,
+                log=log,
+            )
         except BaseException as exc:  # a kill is `recover`'s; anything else is undone here
             log("undoing the run")
             try:
@@ -207,6 +238,7 @@ def _run(
     decide: Callable[[], dict[str, Any]],
     *,
     push_image: bool,
+    push_git: bool = True,
     log: Log,
 ) -> RetrainResult:
     lock = root / "dvc.lock"
@@ -220,6 +252,7 @@ def _run(
             snap.md5,
             message=f"nothing new: {snap.describe()} {'is' if snap.md5 else 'are'} "
             "already the latest",
+            previous_champion=saved.champion,
         )
     gate = _step("gate", decide)
     version = str(gate["version"]) if gate.get("version") else retrain_repo.registered_version(root)
@@ -234,7 +267,7 @@ def _run(
     image = digest = None
     if promoted and push_image:
         image, digest = _image(root, saved.model, outputs, log)
-    if git.remote_url(root):
+    if push_git and git.remote_url(root):
         _step("git push", lambda: git.push_branch(root, saved.branch))
         log(f"git push origin {saved.branch}")
     saved.phase = retrain_state.PUBLISHED
@@ -249,6 +282,8 @@ def _run(
         digest=digest,
         commit=commit,
         message=retrain_repo.decision_line(version, gate),
+        previous_champion=saved.champion,
+        run_id=retrain_repo.run_id(root),
     )
 
 
@@ -288,6 +323,93 @@ def _image(root: Path, model: str, outputs: Any, log: Log) -> tuple[str, str]:
     pushed = _step("image push", lambda: serving_push.push(built.ref, outputs, progress=log))
     log(f"pushed {pushed.reference}")
     return pushed.reference, pushed.digest
+
+
+# -- a run made elsewhere (a remote task): its commit applied here ------------------------------
+@dataclass(frozen=True)
+class Prepared:
+    """What a remote run starts from: the repository checked as a local run checks it."""
+
+    root: Path
+    model: str
+    head: str
+    branch: str
+    outputs: Any  # StackOutputs
+    env: dict[str, str]  # the repository's machine identity's environment
+
+
+def prepare(repo: Path, *, stack: str | None, log: Log) -> Prepared:
+    """The checks a local run makes before it starts (a generated, clean repository on a
+    branch, no other run; an interrupted one's leftovers undone), and its credentials."""
+    root = _root(repo.resolve())
+    model = retrain_repo.project_name(root)
+    head, branch = _start(root, log, stack)
+    outputs = retrain_repo.outputs(root, stack)
+    return Prepared(root, model, head, branch, outputs, retrain_repo.credentials(outputs, root))
+
+
+def undo_registry(prepared: Prepared, saved: retrain_state.SavedState, log: Log) -> None:
+    """A run that produced nothing to apply: the versions it registered tagged undone and
+    `champion` back where it was (the repository was never touched)."""
+    rest = MlflowRest.from_env({**os.environ, **prepared.env})
+    retrain_state.mark_undone(rest, saved, log)
+    retrain_state.restore_alias(rest, saved, log)
+
+
+def apply_commit(
+    prepared: Prepared,
+    saved: retrain_state.SavedState,
+    commit: str,
+    *,
+    push_image: bool,
+    fields: dict[str, Any],
+    log: Log,
+) -> RetrainResult:
+    """Publish a run's commit made elsewhere, as a local run publishes its own: the commit
+    (already fetched, a child of `saved.head` holding only the run's files) fast-forwarded
+    onto the branch, its DVC outputs pulled, the champion's image built and pushed when it
+    moved, `git push`. Any failure (and a kill: the marker is saved first, `recover` finishes)
+    puts the repository and `champion` back. `fields`: the run's RetrainResult fields."""
+    root = prepared.root
+    saved.pid = os.getpid()
+    saved.save(root)
+    with stack_env.temporary_env(prepared.env):
+        rest = MlflowRest.from_env({**os.environ, **prepared.env})
+        try:
+            if git.current_branch(root) != saved.branch or git.head(root) != saved.head:
+                raise Conflict(f"{root} moved while the task ran: nothing was applied")
+            git.require_clean(root, "apply a remote retrain")
+            _step("apply", lambda: git.fast_forward(root, commit))
+            saved.commit = commit
+            saved.save(root)
+            log(f"applied {commit[:12]}")
+            _step("dvc pull", lambda: dvc.pull(root))
+            image = digest = None
+            if fields.get("champion_moved") and push_image:
+                image, digest = _image(root, saved.model, prepared.outputs, log)
+            if git.remote_url(root):
+                _step("git push", lambda: git.push_branch(root, saved.branch))
+                log(f"git push origin {saved.branch}")
+            saved.phase = retrain_state.PUBLISHED
+            saved.save(root)
+        except BaseException as exc:
+            log("undoing the run")
+            try:
+                retrain_state.restore(root, saved, rest, log)
+            except MlrigError as undo:
+                raise RetrainFailed(
+                    f"{exc} (and the undo failed: {undo.message})",
+                    hint=f"run `mlrig retrain --recover --repo {root}` once the cause is fixed",
+                ) from exc
+            retrain_state.clear(root)
+            if isinstance(exc, MlrigError):
+                raise RetrainFailed(
+                    exc.message if isinstance(exc, RetrainFailed) else f"{exc.message}",
+                    hint=f"the repository is back at {saved.head[:12]}, nothing was published",
+                ) from exc
+            raise
+    retrain_state.clear(root)
+    return RetrainResult(True, image=image, digest=digest, commit=commit, **fields)
 
 
 def recover(repo: Path, log: Log = lambda _m: None, stack: str | None = None) -> bool:

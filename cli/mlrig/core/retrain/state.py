@@ -252,14 +252,19 @@ def restore(repo: Path, saved: SavedState, rest: MlflowRest | None, log: object 
     if rest is not None and saved.champion_known:
         mark_undone(rest, saved, say)
     if rest is not None and saved.champion_known:
-        now = rest.champion(saved.model, ALIAS)
-        if now != saved.champion:
-            if saved.champion is None:
-                _delete_alias(rest, saved, now)
-            else:
-                rest.set_alias(saved.model, ALIAS, saved.champion)
-            say(f"@{ALIAS} moved back to {saved.champion or '(none)'} from {now}")
+        restore_alias(rest, saved, say)
     say(f"repository back at {saved.head[:12]}")
+
+
+def restore_alias(rest: MlflowRest, saved: SavedState, say: Callable[[str], None]) -> None:
+    """`champion` back on the version it named before the run (or gone, if there was none)."""
+    now = rest.champion(saved.model, ALIAS)
+    if now != saved.champion:
+        if saved.champion is None:
+            _delete_alias(rest, saved, now)
+        else:
+            rest.set_alias(saved.model, ALIAS, saved.champion)
+        say(f"@{ALIAS} moved back to {saved.champion or '(none)'} from {now}")
 
 
 def _delete_alias(rest: MlflowRest, saved: SavedState, now: str | None) -> None:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrig import paths
-from mlrig.core.trainer._store import INTERRUPTED, Job, JobStore
+from mlrig.core.trainer._store import INTERRUPTED, Compute, Job, JobStore
 from mlrig.errors import MlrigError
 
 log = logging.getLogger("mlrig.trainer")
@@ -58,11 +58,19 @@ def state_dir(stack: str, repo: Path) -> Path:
     return paths.stack_dir(stack) / "trainer" / f"{repo.name}-{key}"
 
 
-def retrain_argv(repo: Path, push_image: bool | None) -> list[str]:
+def retrain_argv(repo: Path, push_image: bool | None, compute: Compute | None = None) -> list[str]:
     """Contract C: the child each job runs."""
     argv = [sys.executable, "-m", "mlrig", "retrain", "--repo", str(repo), "--json"]
     if push_image is not None:
         argv.append("--push-image" if push_image else "--no-push-image")
+    if compute is not None:
+        argv.append("--remote")
+        if compute.cpu is not None:
+            argv += ["--cpu", f"{compute.cpu / 1024:g}"]
+        if compute.memory_mib is not None:
+            argv += ["--memory", str(compute.memory_mib)]
+        if compute.spot:
+            argv.append("--spot")
     return argv
 
 
@@ -134,7 +142,9 @@ class Trainer:
         self.store = store
         self.max_queued = max_queued
         self._held: Any = None  # the store's lock while this trainer owns its jobs
-        self._command = command or (lambda job: retrain_argv(self.repo, job.push_image))
+        self._command = command or (
+            lambda job: retrain_argv(self.repo, job.push_image, job.compute)
+        )
         self._recover = recover or self._recover_repo
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._wake = threading.Event()
@@ -200,15 +210,26 @@ class Trainer:
             held.release()
 
     # -- requests -------------------------------------------------------------------------
-    def submit(self, push_image: bool | None = None, *, unless_busy: bool = False) -> Job:
+    def submit(
+        self,
+        push_image: bool | None = None,
+        *,
+        compute: dict[str, Any] | None = None,
+        unless_busy: bool = False,
+    ) -> Job:
         """The new queued job; QueueFull when `max_queued` wait already (or, unless_busy,
         when any job is queued or running)."""
-        job = self.store.add(push_image, max_queued=self.max_queued, unless_busy=unless_busy)
+        job = self.store.add(
+            push_image,
+            compute=Compute.model_validate(compute) if compute is not None else None,
+            max_queued=self.max_queued,
+            unless_busy=unless_busy,
+        )
         self._wake.set()
         return job
 
     def view(self, job: Job) -> dict[str, Any]:
-        data = job.model_dump(mode="json", exclude={"pgid", "push_image"})
+        data = job.model_dump(mode="json", exclude={"pgid", "push_image", "compute"})
         data["log_tail"] = self.store.log_tail(job.id)
         return data
 

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlrig.errors import ConfigError, Conflict
 
@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     state TEXT NOT NULL,
     step TEXT,
     push_image INTEGER,
+    compute TEXT,
     created_at TEXT NOT NULL,
     started_at TEXT,
     finished_at TEXT,
@@ -62,11 +63,21 @@ def valid_id(job_id: str) -> bool:
     return re.fullmatch(JOB_ID, job_id) is not None
 
 
+class Compute(BaseModel):
+    """A job run as `mlrig retrain --remote`: the task's size (None: retrain's default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu: int | None = Field(default=None, gt=0, le=16384)  # CPU units
+    memory_mib: int | None = Field(default=None, gt=0, le=122880)
+    spot: bool = False
+
+
 class Job(BaseModel):
     id: str = Field(pattern=JOB_ID)
     state: State
     step: str | None = None
     push_image: bool | None = None
+    compute: Compute | None = None
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
@@ -88,6 +99,7 @@ def _job(row: sqlite3.Row, db: Path) -> Job:
     data.pop("seq")
     try:
         data["result"] = json.loads(data["result"]) if data["result"] else None
+        data["compute"] = json.loads(data["compute"]) if data.get("compute") else None
         if data["push_image"] is not None:
             data["push_image"] = bool(data["push_image"])
         return Job.model_validate(data)
@@ -116,6 +128,9 @@ class JobStore:
             try:  # WAL: readers (GET) never wait for the worker's writes
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute(_SCHEMA)
+                columns = {row[1] for row in con.execute("PRAGMA table_info(jobs)")}
+                if "compute" not in columns:  # a store an earlier mlrig made
+                    con.execute("ALTER TABLE jobs ADD COLUMN compute TEXT")
             finally:
                 con.close()
 
@@ -156,7 +171,12 @@ class JobStore:
         return self.logs / f"{job_id}.log"
 
     def add(
-        self, push_image: bool | None, *, max_queued: int | None = None, unless_busy: bool = False
+        self,
+        push_image: bool | None,
+        *,
+        compute: Compute | None = None,
+        max_queued: int | None = None,
+        unless_busy: bool = False,
     ) -> Job:
         """A new queued job. unless_busy (the monitor schedule's retrain): refused while any
         job is queued or running, checked in the insert's own transaction."""
@@ -183,8 +203,9 @@ class JobStore:
                         hint="retry once one has started (GET /train lists them)",
                     )
             con.execute(
-                "INSERT INTO jobs (id, state, push_image, created_at) VALUES (?, 'queued', ?, ?)",
-                (job_id, push, _now()),
+                "INSERT INTO jobs (id, state, push_image, compute, created_at) "
+                "VALUES (?, 'queued', ?, ?, ?)",
+                (job_id, push, compute.model_dump_json() if compute else None, _now()),
             )
         self.log_path(job_id).touch(mode=0o600)
         job = self.get(job_id)

@@ -33,8 +33,8 @@ class Service:
     def authorized(self, authorization: str | None) -> bool:
         return self.credentials.allows(authorization)
 
-    def submit(self, push_image: bool | None) -> str:
-        return self.trainer.submit(push_image).id
+    def submit(self, push_image: bool | None, compute: dict[str, Any] | None = None) -> str:
+        return self.trainer.submit(push_image, compute=compute).id
 
     def job(self, job_id: str) -> dict[str, Any] | None:
         job = self.trainer.store.get(job_id)

@@ -1,0 +1,484 @@
+"""`mlrig retrain --remote`: the caller's side of a retrain run as a one-off task.
+
+submit: the checks a local run makes, the repository's trainer image (built or reused, by
+digest), `champion` read, the branch's commit bundled into the stack's storage under
+`mlrig-remote/<project>/<run id>/` (the run id is the retrain's random id, known before the
+task exists; result.json names the task), and the TaskSpec submitted with the repository's
+machine identity (its password a SecretRef). follow: the task's log lines, then its exit.
+apply: result.json validated (TaskResult), the bundle's commit checked to be one child of
+the submitted sha holding only the pipeline's files, then published exactly as a local run
+publishes (`retrain.apply_commit`: fast-forward, dvc pull, image, git push, the undo on any
+failure), and `mlrig.compute.*` tags on train's run. A task that failed, was OOM-killed or
+stopped leaves no commit; its versions are tagged undone and `champion` goes back.
+
+The caller keeps `.dvc/tmp/mlrig-remote.json` while a task runs: `--attach TASK_ID` (a
+caller that died, a follow that broke, `--detach`) picks the run up from it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mlrig.core.compute import image as trainer_image
+from mlrig.core.compute import task as task_contract
+from mlrig.core.compute.local import LocalBackend, check_size
+from mlrig.core.compute.spec import SecretRef, TaskHandle, TaskSpec, TaskStatus
+from mlrig.core.retrain import retrain as retrain_core
+from mlrig.core.retrain import state as retrain_state
+from mlrig.errors import ConfigError, Conflict, MlrigError, ServiceError, UsageError
+
+Log = Callable[[str], None]
+MARKER = Path(".dvc/tmp/mlrig-remote.json")
+STORE_DIR = "mlrig-remote"
+DEFAULT_CPU = 1024  # 1 vCPU
+DEFAULT_MEMORY = 4096
+TAG_PREFIX = "mlrig.compute."
+COMMAND = ("python", "-m", "mlrig.core.compute.task")
+
+
+def cpu_units(vcpu: float) -> int:
+    """--cpu in vCPU (0.25, 0.5, 1, 2, 4, ...) as Fargate CPU units."""
+    units = round(vcpu * 1024)
+    if units <= 0 or abs(units - vcpu * 1024) > 1e-6:
+        raise UsageError(f"--cpu {vcpu} is no number of vCPU Fargate offers")
+    return units
+
+
+class RemoteState(BaseModel):
+    """The caller's record of a task in flight (a file an earlier process left: input)."""
+
+    model_config = ConfigDict(extra="forbid")
+    backend: Literal["local", "aws"]
+    task: str = Field(pattern=r"^[0-9a-f]{12,64}$")
+    project: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,254}$")
+    stack: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+    head: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
+    branch: str = Field(min_length=1, max_length=255)
+    champion: str | None = Field(pattern=r"^[0-9]{1,12}$")
+    retrain_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    prefix: str
+    image: str
+    cpu: int
+    memory_mib: int
+    spot: bool
+    submitted: float
+
+    def save(self, root: Path) -> None:
+        path = root / MARKER
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        with tmp.open("x") as fh:
+            fh.write(self.model_dump_json(indent=1) + "\n")
+        os.replace(tmp, path)
+
+    def saved_state(self) -> retrain_state.SavedState:
+        """The undo's record, as a local run saves it before it starts."""
+        return retrain_state.SavedState(
+            pid=os.getpid(),
+            head=self.head,
+            branch=self.branch,
+            model=self.project,
+            champion=self.champion,
+            started=self.submitted,
+            retrain_id=self.retrain_id,
+        )
+
+
+def load_state(root: Path) -> RemoteState | None:
+    try:
+        return RemoteState.model_validate_json((root / MARKER).read_text())
+    except FileNotFoundError:
+        return None
+    except (ValidationError, ValueError) as exc:
+        raise ConfigError(
+            f"{root / MARKER} is not a record mlrig can trust ({type(exc).__name__})",
+            hint="check `docker ps` for the task and the champion alias, then delete the file",
+        ) from None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    handle: TaskHandle
+    state: RemoteState
+    prepared: retrain_core.Prepared
+
+    @property
+    def attach(self) -> str:
+        return f"mlrig retrain --remote --attach {self.handle.id[:12]} --repo {self.prepared.root}"
+
+
+def backend_for(outputs: Any) -> LocalBackend:
+    if outputs.kind == "local":
+        return LocalBackend(outputs)
+    raise UsageError(
+        f"stack '{outputs.name}' is an AWS stack: this mlrig runs remote retrains on a local "
+        "stack's engine only",
+        hint="retrain in this process (`mlrig retrain`), or on a local stack",
+    )
+
+
+def _check_source(root: Path) -> None:
+    """The task reads the data source from inside the stack: a path on this machine
+    outside the repository is not there (nor on Fargate). One line, before anything."""
+    import yaml
+
+    try:
+        params = yaml.safe_load((root / "params.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return  # the pipeline itself reports it, as locally
+    source = ((params.get("ingest") or {}) if isinstance(params, dict) else {}).get("source")
+    if not isinstance(source, str) or "://" in source:
+        return
+    path = PurePosixPath(source)
+    if path.is_absolute() or ".." in path.parts:
+        raise UsageError(
+            f"params.yaml's ingest.source {source} is a path on this machine, which the task "
+            "cannot read",
+            hint="put the data where the stack's storage is and name it there "
+            "(remote://<dvc remote>/path or s3://...), or retrain here without --remote",
+        )
+
+
+def submit(
+    repo: Path,
+    *,
+    cpu: int = DEFAULT_CPU,
+    memory_mib: int = DEFAULT_MEMORY,
+    spot: bool = False,
+    stack: str | None = None,
+    log: Log = lambda _m: None,
+    base_image: str | None = None,
+) -> Submitted:
+    """Check, build or reuse the image, bundle the commit, submit the task."""
+    from mlrig.adapters import git
+    from mlrig.adapters.mlflow_rest import MlflowRest
+    from mlrig.core.access import identities
+    from mlrig.core.shared.names import machine_user
+    from mlrig.core.stack.env import settings_env
+
+    check_size(cpu, memory_mib)
+    prepared = retrain_core.prepare(repo, stack=stack, log=log)
+    root, outputs, project = prepared.root, prepared.outputs, prepared.model
+    backend = backend_for(outputs)
+    running = backend.active(project)
+    if running:
+        raise Conflict(
+            f"a remote retrain of {project} is already running (task {running[0][:12]})",
+            hint=f"follow it: `mlrig retrain --remote --attach {running[0][:12]}`, or wait",
+        )
+    _check_source(root)
+    built = trainer_image.build(root, project, outputs, progress=log, base_image=base_image)
+    log(f"trainer image {built.reference}")
+    champion = MlflowRest.from_env({**os.environ, **prepared.env}).champion(
+        project, retrain_state.ALIAS
+    )
+    retrain_id = secrets.token_hex(16)
+    prefix = Path(outputs.dvc_remote_url) / STORE_DIR / project / retrain_id
+    prefix.mkdir(parents=True)
+    git.bundle_create(root, prefix / task_contract.SOURCE_BUNDLE, [f"refs/heads/{prepared.branch}"])
+    environment = settings_env(outputs)
+    environment.update(
+        {
+            task_contract.ENV_PREFIX: str(prefix),
+            task_contract.ENV_SHA: prepared.head,
+            task_contract.ENV_BRANCH: prepared.branch,
+            task_contract.ENV_RETRAIN_ID: retrain_id,
+        }
+    )
+    name, email = git.author(root) or (None, None)  # who a local run's commit would name
+    for var, value in (
+        (task_contract.ENV_GIT_REMOTE, _public_remote(root)),
+        (task_contract.ENV_GIT_NAME, name),
+        (task_contract.ENV_GIT_EMAIL, email),
+    ):
+        if value:
+            environment[var] = value
+    secret_refs: tuple[SecretRef, ...] = ()
+    if outputs.mlflow.auth is not None:
+        user = machine_user(project)
+        environment["MLFLOW_TRACKING_USERNAME"] = user
+        source = identities.local_secret_file(outputs.name, user)
+        secret_refs = (SecretRef(name="MLFLOW_TRACKING_PASSWORD", source=str(source)),)
+    spec = TaskSpec(
+        project=project,
+        image=built.reference,
+        command=COMMAND,
+        environment=environment,
+        secrets=secret_refs,
+        cpu=cpu,
+        memory_mib=memory_mib,
+        spot=spot,
+        labels={"mlrig.retrain.id": retrain_id},
+    )
+    try:
+        handle = backend.submit(spec)
+    except BaseException:
+        shutil.rmtree(prefix, ignore_errors=True)
+        raise
+    state = RemoteState(
+        backend=handle.backend,
+        task=handle.id,
+        project=project,
+        stack=outputs.name,
+        head=prepared.head,
+        branch=prepared.branch,
+        champion=champion,
+        retrain_id=retrain_id,
+        prefix=str(prefix),
+        image=built.reference,
+        cpu=cpu,
+        memory_mib=memory_mib,
+        spot=spot,
+        submitted=time.time(),
+    )
+    state.save(root)
+    log(f"submitted task {handle.id[:12]} ({cpu / 1024:g} vCPU, {memory_mib} MiB)")
+    return Submitted(handle, state, prepared)
+
+
+def _public_remote(root: Path) -> str | None:
+    """origin's URL without credentials (what the pipeline's runs record)."""
+    from mlrig.adapters import git
+
+    url = git.remote_url(root)
+    if not url:
+        return None
+    url = re.sub(r"^([a-z][a-z0-9+.-]*://)[^/]*@", r"\1", url)  # user:token@ goes
+    return url if not url.startswith("-") and "\n" not in url else None
+
+
+def attach(repo: Path, task_id: str, *, stack: str | None, log: Log) -> Submitted:
+    """The task a caller submitted from this repository (its record), to follow and apply."""
+    from mlrig.adapters import git
+
+    root = Path(git.toplevel(repo.resolve()))
+    state = load_state(root)
+    if state is None or not state.task.startswith(task_id.lower()) or len(task_id) < 12:
+        raise UsageError(
+            f"{root} has no remote retrain {task_id[:64]!r} to attach to",
+            hint="pass the task id `retrain --remote` printed (12 characters at least)",
+        )
+    prepared = _prepared_for(root, state, stack)
+    handle = TaskHandle(backend=state.backend, id=state.task, project=state.project)
+    log(f"attached to task {state.task[:12]}")
+    return Submitted(handle, state, prepared)
+
+
+def _prepared_for(root: Path, state: RemoteState, stack: str | None) -> retrain_core.Prepared:
+    from mlrig import contract
+    from mlrig.core.access import identities
+    from mlrig.core.stack import stacks
+
+    outputs = contract.load(stacks.resolve_name(stack or state.stack, repo=root))
+    env = identities.repo_env(outputs, root)
+    return retrain_core.Prepared(root, state.project, state.head, state.branch, outputs, env)
+
+
+class FollowBroken(MlrigError):
+    exit_code = 10
+
+
+class Interrupted(MlrigError):
+    exit_code = 130
+
+
+def follow(
+    sub: Submitted,
+    *,
+    out: Callable[[str], None],
+    ask_stop: Callable[[], bool],
+    backend: Any = None,
+) -> TaskStatus:
+    """Stream the task's lines until it stops; its final status. Ctrl-C asks `ask_stop`:
+    True stops the task (its status is then the stopped one), False leaves it running
+    (Interrupted, naming the attach command); a broken stream is FollowBroken, likewise."""
+    backend = backend or backend_for(sub.prepared.outputs)
+    try:
+        for line in backend.lines(sub.handle):
+            out(line)
+    except KeyboardInterrupt:
+        if not ask_stop():
+            raise Interrupted(
+                f"stopped following; task {sub.handle.id[:12]} goes on",
+                hint=f"apply its result later: `{sub.attach}`",
+            ) from None
+        backend.stop(sub.handle, "stopped at the caller's request (Ctrl-C)")
+    except ServiceError as exc:
+        raise FollowBroken(
+            f"following task {sub.handle.id[:12]} broke ({exc.message}); the task goes on",
+            hint=f"reattach: `{sub.attach}`",
+        ) from None
+    return _wait_stopped(backend, sub.handle)
+
+
+def _wait_stopped(backend: Any, handle: TaskHandle) -> TaskStatus:
+    from mlrig.wait import wait_until
+
+    found: list[TaskStatus] = []
+
+    def stopped() -> bool:
+        found[:] = [backend.status(handle)]
+        return found[0].state == "stopped"
+
+    wait_until(stopped, timeout=60, interval=0.5, what=f"task {handle.id[:12]} to stop")
+    return found[0]
+
+
+def apply(
+    sub: Submitted,
+    status: TaskStatus,
+    *,
+    push_image: bool,
+    log: Log,
+) -> retrain_core.RetrainResult:
+    """The stopped task's result, published (or its registrations undone); the task's
+    container and the bundle are removed once the run is applied or undone."""
+    state, prepared = sub.state, sub.prepared
+    saved = state.saved_state()
+    backend = backend_for(prepared.outputs)
+    prefix = Path(state.prefix)
+    try:
+        result = _read_result(prefix, state)  # a failed task's says why, when it got that far
+        if result is None or not result.ok or status.exit_code != 0:
+            why = status.reason or (result.error if result else None)
+            raise retrain_core.RetrainFailed(
+                f"the remote retrain failed: {why or f'the task exited {status.exit_code}'}",
+                hint="nothing was published; `champion` is as before",
+            )
+        if not result.changed:
+            outcome = retrain_core.RetrainResult(False, result.snapshot, message=result.message)
+        else:
+            commit = _fetch_commit(prepared, saved, prefix, result)
+            outcome = retrain_core.apply_commit(
+                prepared, saved, commit, push_image=push_image, fields=_fields(result), log=log
+            )
+            _tag_compute(prepared, state, result, status)
+    except BaseException as exc:
+        try:  # versions tagged undone, `champion` back (again, when apply_commit did: a no-op)
+            retrain_core.undo_registry(prepared, saved, log)
+        except MlrigError as undo:
+            log(f"undoing the registry failed: {undo.message}")
+        _forget(backend, sub, prefix)
+        code = status.exit_code
+        if isinstance(exc, retrain_core.RetrainFailed) and code is not None and code != 0:
+            exc.exit_code = code  # the task's own exit code
+        raise
+    _forget(backend, sub, prefix)
+    return outcome
+
+
+def _read_result(prefix: Path, state: RemoteState) -> task_contract.TaskResult | None:
+    path = prefix / task_contract.RESULT
+    try:
+        result = task_contract.TaskResult.model_validate_json(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (ValidationError, ValueError):
+        raise retrain_core.RetrainFailed(
+            f"the task's {task_contract.RESULT} is not a result mlrig can trust: nothing applied"
+        ) from None
+    if result.retrain_id != state.retrain_id or result.submitted != state.head:
+        raise retrain_core.RetrainFailed(
+            f"the task's {task_contract.RESULT} is another run's: nothing applied"
+        )
+    return result
+
+
+def _fetch_commit(
+    prepared: retrain_core.Prepared,
+    saved: retrain_state.SavedState,
+    prefix: Path,
+    result: task_contract.TaskResult,
+) -> str:
+    """The bundle's one commit, fetched, once it is a child of the submitted sha that holds
+    only the files the pipeline writes."""
+    from mlrig.adapters import git
+
+    root, bundle = prepared.root, prefix / task_contract.RESULT_BUNDLE
+    ref = f"refs/heads/{saved.branch}"
+    heads = _step("the result bundle", lambda: git.bundle_heads(root, bundle))
+    commit = heads.get(ref)
+    if commit is None or commit != result.commit:
+        raise retrain_core.RetrainFailed(
+            f"the task's bundle does not hold {ref} at {str(result.commit)[:12]}: nothing applied"
+        )
+    _step("the result bundle", lambda: git.fetch_bundle(root, bundle, ref))
+    parents = git.run(root, "rev-list", "--parents", "-n", "1", commit).split()[1:]
+    owned = retrain_state.run_files(root, saved)
+    others = [p for p in git.files_between(root, saved.head, commit) if p not in owned]
+    if parents != [saved.head] or others:
+        what = f"it changes {others[0]}" if others else "it is not one child of the submitted sha"
+        raise retrain_core.RetrainFailed(f"the task's commit is not a retrain's: {what}")
+    return commit
+
+
+def _step(what: str, fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except MlrigError as exc:
+        raise retrain_core.RetrainFailed(f"{what} cannot be read: {exc.message}") from exc
+
+
+def _fields(result: task_contract.TaskResult) -> dict[str, Any]:
+    return {
+        "snapshot": result.snapshot,
+        "version": result.version,
+        "champion_moved": result.champion_moved,
+        "decision": result.decision,
+        "message": result.message,
+        "previous_champion": result.previous_champion,
+        "run_id": result.run_id,
+    }
+
+
+def compute_tags(
+    state: RemoteState, result: task_contract.TaskResult, status: TaskStatus
+) -> dict[str, str]:
+    """`mlrig.compute.*`: where the run trained, on what, for how long, at what cost."""
+    return {
+        f"{TAG_PREFIX}backend": state.backend,
+        f"{TAG_PREFIX}task": state.task,
+        f"{TAG_PREFIX}cpu": str(state.cpu),
+        f"{TAG_PREFIX}memory_mib": str(state.memory_mib),
+        f"{TAG_PREFIX}spot": "requested" if state.spot else "false",
+        f"{TAG_PREFIX}image": state.image,
+        f"{TAG_PREFIX}wall_seconds": f"{result.finished - result.started:.1f}",
+        f"{TAG_PREFIX}cost_usd": "0",  # the local engine: no bill
+    }
+
+
+def _tag_compute(
+    prepared: retrain_core.Prepared,
+    state: RemoteState,
+    result: task_contract.TaskResult,
+    status: TaskStatus,
+) -> None:
+    from mlrig.adapters.mlflow_rest import MlflowRest
+
+    if not result.run_id:
+        return
+    rest = MlflowRest.from_env({**os.environ, **prepared.env})
+    for key, value in compute_tags(state, result, status).items():
+        rest.set_run_tag(result.run_id, key, value)
+
+
+def _forget(backend: LocalBackend, sub: Submitted, prefix: Path) -> None:
+    """The run is over (applied or undone): its container, bundle and record go."""
+    import contextlib
+
+    with contextlib.suppress(MlrigError):
+        if backend.status(sub.handle).state == "stopped":
+            backend.remove(sub.handle)
+    shutil.rmtree(prefix, ignore_errors=True)
+    (sub.prepared.root / MARKER).unlink(missing_ok=True)

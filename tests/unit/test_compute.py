@@ -1,0 +1,294 @@
+"""The remote retrain's parts that need no engine: the trainer image's inputs and tag, the
+task's environment and result at their one boundary, the local backend's checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlrig.errors import UsageError
+
+
+def test_the_task_installs_only_what_its_entrypoint_imports() -> None:
+    from packaging.requirements import Requirement
+
+    from mlrig.core.compute import image
+
+    names = {Requirement(r).name.lower() for r in image.task_requirements()}
+    assert names == {"platformdirs", "psutil", "pydantic", "pyyaml", "requests"}
+    assert not names & {"pulumi", "pulumi-aws", "copier", "boto3", "docker", "mlflow", "typer"}
+
+
+def test_the_tag_moves_with_the_requirements_and_only_with_an_input() -> None:
+    from mlrig.core.compute import image
+
+    first = image.image_tag("churn_model", b"scikit-learn>=1.5\n")
+    assert first == image.image_tag("churn_model", b"scikit-learn>=1.5\n")
+    assert first != image.image_tag("churn_model", b"scikit-learn>=1.6\n")
+    assert first.startswith(f"{image.REPOSITORY}:trainer-churn-model-")
+    assert len(first.rsplit("-", 1)[1]) == 16
+
+
+def test_a_repository_without_requirements_is_one_line(tmp_path: Path) -> None:
+    from mlrig.core.compute import image
+
+    with pytest.raises(UsageError, match="has no requirements.txt"):
+        image.requirements_of(tmp_path)
+
+
+def test_the_dockerfile_installs_no_pip_cache_no_tests_and_mlrig_last() -> None:
+    from mlrig.core.compute import image
+
+    text = (image.context_dir() / "Dockerfile").read_text()
+    assert text.index("COPY requirements.txt task-requirements.txt") < text.index("COPY wheel/")
+    assert "apt-get clean" in text and "--no-compile" in text and "pip uninstall" in text
+    assert 'CMD ["python", "-m", "mlrig.core.compute.task"]' in text and "ENTRYPOINT" not in text
+
+
+def test_the_template_requires_the_mlflow_client_not_the_server() -> None:
+    from mlrig import assets
+
+    text = (assets.pipeline_template() / "template" / "requirements.txt.jinja").read_text()
+    lines = [line.split("#")[0].strip() for line in text.splitlines()]
+    assert "mlflow-skinny>=3.1,<4" in lines
+    assert not [line for line in lines if line.startswith("mlflow>") or line == "mlflow"]
+
+
+SHA = "a" * 40
+RUN = "b" * 32
+
+
+def _task_env(prefix: Path, **over: str) -> dict[str, str]:
+    from mlrig.core.compute import task
+
+    env = {
+        task.ENV_PREFIX: str(prefix),
+        task.ENV_SHA: SHA,
+        task.ENV_BRANCH: "main",
+        task.ENV_RETRAIN_ID: RUN,
+        task.ENV_GIT_REMOTE: "https://example.invalid/team/churn.git",
+    }
+    return {**env, **over}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        ("MLRIG_TASK_SHA", "HEAD", "sha"),
+        ("MLRIG_TASK_BRANCH", "-delete", "branch"),
+        ("MLRIG_RETRAIN_ID", "../x", "retrain_id"),
+        ("MLRIG_TASK_GIT_REMOTE", "--upload-pack=touch /tmp/x", "git_remote"),
+        ("MLRIG_TASK_GIT_REMOTE", "https://h/x\nmain", "git_remote"),
+        ("MLRIG_TASK_PREFIX", "relative/folder", "MLRIG_TASK_PREFIX"),
+    ],
+)
+def test_the_task_refuses_an_environment_it_cannot_trust(
+    tmp_path: Path, key: str, value: str, says: str
+) -> None:
+    from mlrig.core.compute import task
+
+    with pytest.raises(UsageError, match=says):
+        task.TaskEnv.from_env(_task_env(tmp_path, **{key: value}))
+
+
+def test_a_valid_environment_is_read_once(tmp_path: Path) -> None:
+    from mlrig.core.compute import task
+
+    cfg = task.TaskEnv.from_env(_task_env(tmp_path))
+    assert (cfg.prefix, cfg.sha, cfg.branch, cfg.retrain_id) == (tmp_path, SHA, "main", RUN)
+
+
+def test_secret_files_become_variables_and_nothing_else_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core.compute import task
+
+    (tmp_path / "MLFLOW_TRACKING_PASSWORD").write_text("s3cret\n")
+    (tmp_path / "not-a-name").write_text("x")
+    (tmp_path / "lower").write_text("x")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    task.load_secret_files(tmp_path)
+    import os
+
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "s3cret"
+    assert "lower" not in os.environ and "not-a-name" not in os.environ
+
+
+def test_a_result_is_validated_before_the_caller_uses_it(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    from mlrig.core.compute import task
+
+    good = task.TaskResult(
+        retrain_id=RUN,
+        submitted=SHA,
+        ok=True,
+        changed=True,
+        commit="c" * 40,
+        version="3",
+        decision="promoted",
+        champion_moved=True,
+        previous_champion="2",
+        started=1.0,
+        finished=2.0,
+    )
+    task.write_result(tmp_path, good)
+    assert task.TaskResult.model_validate_json((tmp_path / task.RESULT).read_text()) == good
+    raw = good.model_dump()
+    for key, bad in (("commit", "HEAD~1"), ("version", "1; rm"), ("decision", "maybe")):
+        with pytest.raises(ValidationError):
+            task.TaskResult.model_validate({**raw, key: bad})
+    with pytest.raises(ValidationError):
+        task.TaskResult.model_validate({**raw, "extra": 1})
+
+
+DIGEST = "127.0.0.1:5001/models@sha256:" + "0" * 64
+
+
+def _spec(**over: object) -> object:
+    from mlrig.core.compute.spec import TaskSpec
+
+    fields: dict[str, object] = {
+        "project": "churn",
+        "image": DIGEST,
+        "command": ("python", "-m", "mlrig.core.compute.task"),
+        "cpu": 1024,
+        "memory_mib": 4096,
+    }
+    return TaskSpec.model_validate({**fields, **over})
+
+
+@pytest.mark.parametrize(
+    ("over", "says"),
+    [
+        ({"cpu": 3000}, "Fargate has no task of 3000 CPU units"),
+        ({"cpu": 256, "memory_mib": 4096}, "takes 512-2048 MiB"),
+        ({"image": "127.0.0.1:5001/models:latest"}, "not named by digest"),
+        ({"labels": {"team": "x"}}, "not an mlrig"),
+    ],
+)
+def test_the_local_backend_refuses_before_the_engine_is_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, over: dict, says: str
+) -> None:
+    from mlrig.core.compute.local import LocalBackend
+    from tests.helpers import env_secret_outputs
+
+    monkeypatch.setenv("MLRIG_HOME", str(tmp_path))
+    backend = LocalBackend(env_secret_outputs())
+    with pytest.raises(UsageError, match=says):
+        backend.submit(_spec(**over))  # type: ignore[arg-type]
+
+
+def test_a_secret_from_outside_the_stack_folder_is_never_mounted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mlrig.core.compute.local import LocalBackend
+    from mlrig.core.compute.spec import SecretRef
+    from mlrig.errors import CredentialsError
+    from tests.helpers import env_secret_outputs
+
+    monkeypatch.setenv("MLRIG_HOME", str(tmp_path / "home"))
+    outside = tmp_path / "elsewhere.password"
+    outside.write_text("x")
+    secret = SecretRef(name="MLFLOW_TRACKING_PASSWORD", source=str(outside))
+    with pytest.raises(CredentialsError, match="not a file under stack"):
+        LocalBackend(env_secret_outputs()).submit(_spec(secrets=(secret,)))  # type: ignore[arg-type]
+
+
+def test_cpu_is_given_in_vcpu() -> None:
+    from mlrig.core.compute import remote
+
+    assert [remote.cpu_units(v) for v in (0.25, 0.5, 1, 2, 4)] == [256, 512, 1024, 2048, 4096]
+    with pytest.raises(UsageError):
+        remote.cpu_units(0)
+
+
+class _Backend:
+    """A backend whose follow fails the way the engine's can."""
+
+    def __init__(self, fail: BaseException) -> None:
+        self.fail, self.stopped = fail, ""
+
+    def lines(self, handle: object) -> object:
+        yield "• cloning"
+        raise self.fail
+
+    def status(self, handle: object) -> object:
+        from mlrig.core.compute.spec import TaskStatus
+
+        return TaskStatus(state="stopped", exit_code=143, reason=self.stopped or None)
+
+    def stop(self, handle: object, reason: str) -> None:
+        self.stopped = reason
+
+
+def _submitted(tmp_path: Path) -> object:
+    from mlrig.core.compute import remote
+    from mlrig.core.compute.spec import TaskHandle
+
+    handle = TaskHandle(backend="local", id="c" * 64, project="churn")
+    prepared = type("P", (), {"root": tmp_path, "outputs": None})()
+    return remote.Submitted(handle, None, prepared)  # type: ignore[arg-type]
+
+
+def test_a_broken_follow_names_the_attach_command(tmp_path: Path) -> None:
+    from mlrig.core.compute import remote
+    from mlrig.errors import ServiceError
+
+    lines: list[str] = []
+    backend = _Backend(ServiceError("the engine's stream broke"))
+    with pytest.raises(remote.FollowBroken) as err:
+        remote.follow(
+            _submitted(tmp_path),  # type: ignore[arg-type]
+            out=lines.append,
+            ask_stop=lambda: True,
+            backend=backend,
+        )
+    assert lines == ["• cloning"] and backend.stopped == ""
+    assert f"mlrig retrain --remote --attach {'c' * 12} --repo {tmp_path}" in err.value.one_line()
+
+
+@pytest.mark.parametrize("stop", [True, False])
+def test_ctrl_c_stops_the_task_only_when_asked_to(tmp_path: Path, stop: bool) -> None:
+    from mlrig.core.compute import remote
+
+    backend = _Backend(KeyboardInterrupt())
+    follow = lambda: remote.follow(  # noqa: E731
+        _submitted(tmp_path),  # type: ignore[arg-type]
+        out=lambda _l: None,
+        ask_stop=lambda: stop,
+        backend=backend,
+    )
+    if stop:
+        status = follow()
+        assert status.state == "stopped" and "Ctrl-C" in str(status.reason)
+    else:
+        with pytest.raises(remote.Interrupted, match="goes on") as err:
+            follow()
+        assert "--attach cccccccccccc" in err.value.one_line() and backend.stopped == ""
+
+
+def test_trace_reads_the_compute_tags_as_input() -> None:
+    from mlrig.core.provenance.trace import compute_record
+
+    tags = {
+        "mlrig.compute.backend": "local",
+        "mlrig.compute.task": "c" * 64,
+        "mlrig.compute.cpu": "1024",
+        "mlrig.compute.memory_mib": "4096",
+        "mlrig.compute.spot": "false",
+        "mlrig.compute.image": DIGEST,
+        "mlrig.compute.wall_seconds": "61.5",
+        "mlrig.compute.cost_usd": "0",
+        "mlrig.data.md5": "x",
+    }
+    found = compute_record(tags)
+    assert found is not None and (found.backend, found.cpu, found.wall_seconds) == (
+        "local",
+        1024,
+        61.5,
+    )
+    assert compute_record({"mlrig.data.md5": "x"}) is None
+    for key, bad in (("backend", "mars"), ("task", "$(id)"), ("cpu", "-1"), ("image", "x:latest")):
+        assert compute_record({**tags, f"mlrig.compute.{key}": bad}) is None, key

@@ -10,6 +10,8 @@ from typing import Any
 
 from mlrig import contract
 from mlrig.adapters import copier, git
+from mlrig.core.bootstrap._pin import Pin
+from mlrig.core.bootstrap._pin import pin as mlrig_pin
 from mlrig.core.bootstrap._render import checked_stack_answers, identity_answer
 from mlrig.core.bootstrap._template import packaged_template, template_changes, template_repo
 from mlrig.core.bootstrap.adopt import ADOPTED_KEY
@@ -31,6 +33,7 @@ class UpdateResult:
     notes: list[tuple[str, str]] = field(default_factory=list)
     old_mlrig: str = ""  # the mlrig the repository's CI installed before (its pin)
     new_mlrig: str = ""
+    pin: Pin | None = None  # the new pin's sha256 (none: pin.why_none says why)
 
 
 # what copier records beside the answers: the template version and where its history is
@@ -119,11 +122,19 @@ def update(
         )
     git.require_clean(root, "update")
     own = {k: v for k, v in answers.items() if not k.startswith("_")}
-    # the pin moves to this mlrig: the workflow installs the mlrig that last rendered it
-    data = {**own, "mlrig_version": __version__}
+    # the pin moves to this mlrig: the workflow installs the mlrig that last rendered it,
+    # checked against the sha256 its files had on the index (kept while the version stays)
+    progress(f"asking the package index for the sha256 of mlrig {__version__}")
+    pin = mlrig_pin(
+        __version__,
+        recorded=str(own.get("mlrig_sha256", "")),
+        recorded_version=str(own.get("mlrig_version", "")),
+    )
+    moved = {"mlrig_version": pin.version, "mlrig_sha256": pin.answer}
+    data = {**own, **moved}
     outputs = contract.load(stack) if stack else None
     if outputs is not None:
-        data = checked_stack_answers(outputs, {**own, "mlrig_version": __version__})
+        data = checked_stack_answers(outputs, {**own, **moved})
         data["mlflow_username"] = own.get("mlflow_username") or identity_answer(
             outputs, own["project_name"]
         )
@@ -153,4 +164,5 @@ def update(
         notes,
         str(own.get("mlrig_version", "")),
         __version__,
+        pin,
     )

@@ -19,8 +19,10 @@ from pathlib import Path
 
 from mlrig import contract
 from mlrig.adapters import git
+from mlrig.core.bootstrap import _pin as bootstrap_pin
 from mlrig.core.bootstrap import _render as bootstrap_render
 from mlrig.core.bootstrap import _staging as bootstrap_staging
+from mlrig.core.bootstrap._pin import Pin
 from mlrig.core.bootstrap._render import stack_answers
 from mlrig.core.bootstrap._template import packaged_template, template_repo
 from mlrig.core.bootstrap._update import UpdateResult, read_answers, update
@@ -38,11 +40,13 @@ from mlrig.core.shared.names import (
 )
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack.stacks import ANSWERS_FILE
+from mlrig.version import __version__
 
 __all__ = [
     "ANSWERS_FILE",
     "RAW_DATA",
     "InitResult",
+    "Pin",
     "UpdateResult",
     "configure_remote",
     "derive_project_name",
@@ -69,6 +73,8 @@ class InitResult:
     identity: str = ""  # the repository's machine identity, once it exists on the stack
     identity_problem: str = ""  # why it could not be made now (the repo is made all the same)
     taken_over: tuple[str, ...] = ()  # others' grants revoked by take_over
+    # the mlrig CI installs, with the index's sha256 of its files (none: pin.why_none says why)
+    pin: Pin | None = None
 
 
 def init(
@@ -100,6 +106,8 @@ def init(
     outputs = contract.load(stack)
     bootstrap_staging.check_target(target, force)
 
+    progress(f"asking the package index for the sha256 of mlrig {__version__}")
+    pin = bootstrap_pin.pin(__version__)
     with bootstrap_staging.staging_dir(target) as staging:
         src, ref = template_repo(template_dir)
         progress(f"rendering template {ref}")
@@ -112,6 +120,7 @@ def init(
             github_repo=github_repo,
             description=description,
             temporal=temporal,
+            pin=pin,
         )
         if force:
             bootstrap_staging.refuse_collisions(staging, target)
@@ -126,7 +135,7 @@ def init(
             outputs, project, github_repo, progress, take_over=take_over
         )
         bootstrap_staging.place(staging, target)
-    return InitResult(target, project, outputs.name, commit, ref, identity, problem, revoked)
+    return InitResult(target, project, outputs.name, commit, ref, identity, problem, revoked, pin)
 
 
 def machine_identity(

@@ -149,6 +149,44 @@ def test_the_wheel_on_an_unsupported_python_is_one_line(dist: dict[str, Any]) ->
     ], proc.stderr
 
 
+def _other_pythons() -> list[Path]:
+    """Interpreters of another minor version on this machine (the image's pyenv keeps several;
+    /usr/bin has only 3.11 here)."""
+    found: dict[str, Path] = {}
+    for candidate in sorted(Path.home().glob(".pyenv/versions/3.*/bin/python3")) + sorted(
+        Path("/usr/bin").glob("python3.[0-9]*")
+    ):
+        minor = ".".join(candidate.parent.parent.name.split(".")[:2])
+        if candidate.name.startswith("python3.") and not candidate.name.endswith("-config"):
+            minor = candidate.name.removeprefix("python")
+        if minor in ("3.10", "3.12") and minor not in found and os.access(candidate, os.X_OK):
+            found[minor] = candidate
+    return [found[minor] for minor in sorted(found)]
+
+
+@pytest.mark.parametrize("python", _other_pythons(), ids=lambda p: str(p))
+def test_the_wheel_into_a_venv_of_another_python_is_one_line(
+    dist: dict[str, Any], tmp_path: Path, python: Path
+) -> None:
+    """What a user on Python 3.10 or 3.12 sees: that interpreter's own venv and pip refuse
+    the wheel on its Requires-Python in one line, and nothing is installed."""
+    venv = tmp_path / "venv"
+    subprocess.run([str(python), "-m", "venv", str(venv)], check=True, timeout=300)
+    proc = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--no-deps", "--no-index", "--", str(dist["wheel"])],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PIP_CONFIG_FILE": os.devnull}
+        | {"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert line.startswith("ERROR: Package 'mlrig' requires a different Python: 3.1"), line
+    assert line.endswith(" not in '<3.12,>=3.11'"), line
+    assert not (venv / "bin" / "mlrig").exists()
+
+
 def test_the_trainer_images_wheel_carries_this_mlrigs_version(tmp_path: Path) -> None:
     """The trainer image's wheel is built from a copy of the checkout without .git, where
     setuptools-scm would fall back to 0.0.0: it is told this mlrig's version instead."""

@@ -145,3 +145,24 @@ def test_a_recorded_hash_answer_is_checked_like_every_answer() -> None:
         with pytest.raises(UsageError) as err:
             check_template_answers({"project_name": "churn", "mlrig_sha256": bad}, ())
         assert "mlrig_sha256" in err.value.message
+
+
+def test_init_and_update_say_how_ci_installs_the_pin(capsys: pytest.CaptureFixture[str]) -> None:
+    from mlrig.commands.init import _say_pin
+
+    _say_pin(bootstrap_pin.Pin(VERSION, ("a" * 64, "b" * 64)))
+    out, err = capsys.readouterr()
+    assert out.strip() == (
+        f"CI installs mlrig=={VERSION} with --require-hashes (the sha256 of its 2 file(s) on "
+        "the package index, in .copier-answers.yml)"
+    )
+    assert err == ""
+    _say_pin(bootstrap_pin.Pin(VERSION, (), "the index at 127.0.0.1 has no project mlrig [x]"))
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.strip() == (
+        f"warning: CI installs mlrig=={VERSION} without a hash check: the index at 127.0.0.1 "
+        "has no project mlrig [x]"
+    )
+    _say_pin(bootstrap_pin.Pin("1.0.1.dev2+gabc", (), "a development version"))
+    assert capsys.readouterr() == ("", "")  # update says how CI gets a development version

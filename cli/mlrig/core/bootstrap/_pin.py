@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from mlrig.adapters import package_index
+from mlrig.core.shared.progress import Progress
 from mlrig.errors import ServiceError
 from mlrig.version import is_release
 
@@ -78,7 +79,13 @@ def hashes_from(listing: object, version: str, host: str) -> Pin:
     return Pin(version, tuple(sorted(set(found))))
 
 
-def pin(version: str, *, recorded: str = "", recorded_version: str = "") -> Pin:
+def pin(
+    version: str,
+    *,
+    recorded: str = "",
+    recorded_version: str = "",
+    progress: Progress = lambda _m: None,
+) -> Pin:
     """What CI installs for mlrig==version. A version the repository already pins keeps the
     hashes recorded with it (the files a release first had are the ones to trust); another
     release asks the configured index; a development version has no hashes (no index has it)."""
@@ -89,6 +96,7 @@ def pin(version: str, *, recorded: str = "", recorded_version: str = "") -> Pin:
         return Pin(version, kept)
     index = package_index.index_url()
     host = package_index.host_of(index)
+    progress(f"asking the package index at {host} for the sha256 of mlrig {version}'s files")
     try:
         listing = package_index.project_files(index, PROJECT)
     except ServiceError as exc:

@@ -122,28 +122,28 @@ def update(
         )
     git.require_clean(root, "update")
     own = {k: v for k, v in answers.items() if not k.startswith("_")}
-    # the pin moves to this mlrig: the workflow installs the mlrig that last rendered it,
-    # checked against the sha256 its files had on the index (kept while the version stays)
-    progress(f"asking the package index for the sha256 of mlrig {__version__}")
-    pin = mlrig_pin(
-        __version__,
-        recorded=str(own.get("mlrig_sha256", "")),
-        recorded_version=str(own.get("mlrig_version", "")),
-    )
-    moved = {"mlrig_version": pin.version, "mlrig_sha256": pin.answer}
-    data = {**own, **moved}
     outputs = contract.load(stack) if stack else None
-    if outputs is not None:
-        data = checked_stack_answers(outputs, {**own, **moved})
-        data["mlflow_username"] = own.get("mlflow_username") or identity_answer(
-            outputs, own["project_name"]
-        )
     repo, ref = _template_history(answers, template_dir)
     old = str(answers["_commit"])
     if old not in git.tags(repo):
         raise ConfigError(
             f"{root / ANSWERS_FILE}: _commit {old} is no version of the template history {repo}",
             hint=ANSWERS_RESTORE_HINT,
+        )
+    # the pin moves to this mlrig: the workflow installs the mlrig that last rendered it,
+    # checked against the sha256 its files had on the index (kept while the version stays)
+    pin = mlrig_pin(
+        __version__,
+        recorded=str(own.get("mlrig_sha256", "")),
+        recorded_version=str(own.get("mlrig_version", "")),
+        progress=progress,
+    )
+    moved = {"mlrig_version": pin.version, "mlrig_sha256": pin.answer}
+    data = {**own, **moved}
+    if outputs is not None:
+        data = checked_stack_answers(outputs, {**own, **moved})
+        data["mlflow_username"] = own.get("mlflow_username") or identity_answer(
+            outputs, own["project_name"]
         )
     progress(f"updating template {old} -> {ref}")
     copier.update(root, ref, data)

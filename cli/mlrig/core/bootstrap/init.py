@@ -106,8 +106,7 @@ def init(
     outputs = contract.load(stack)
     bootstrap_staging.check_target(target, force)
 
-    progress(f"asking the package index for the sha256 of mlrig {__version__}")
-    pin = bootstrap_pin.pin(__version__)
+    pin = bootstrap_pin.pin(__version__, progress=progress)
     with bootstrap_staging.staging_dir(target) as staging:
         src, ref = template_repo(template_dir)
         progress(f"rendering template {ref}")

@@ -46,7 +46,7 @@ def test_the_template_version_has_its_changelog_section() -> None:
     pipeline/CHANGELOG.md, which `mlrig update` prints."""
     template = bootstrap.packaged_template()
     version = (template / "VERSION").read_text().strip()
-    assert version == "1.4.0"
+    assert version == "1.5.0"
     sections = re.findall(r"^## \[([0-9.]+)\]", (template / "CHANGELOG.md").read_text(), re.M)
     assert sections[0] == version, "the newest CHANGELOG section is the template's version"
 

@@ -1667,3 +1667,79 @@ def getting_started_repo(
     sh(root, "git", "add", "--all", env=env)
     sh(root, "git", "commit", "-qm", "our data, tracked by DVC", env=env)
     return root
+
+
+# -- a package index on loopback (PEP 691 JSON and PEP 503 HTML) ---------------------------------
+@contextmanager
+def local_index(
+    files: dict[str, bytes],
+    *,
+    html_only: bool = False,
+    listed: dict[str, dict[str, str]] | None = None,
+) -> Iterator[str]:
+    """A simple-API package index on 127.0.0.1 serving files (name -> bytes) under their
+    projects (the name's part before the first '-'), yielding its URL (…/simple/). Each file
+    is listed with the sha256 of its bytes, or with the hashes listed[name] names. It answers
+    PEP 691 JSON to a client that asks for it and PEP 503 HTML otherwise (always HTML with
+    html_only); a project it holds no file of is a 404."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    hashes = {name: {"sha256": hashlib.sha256(data).hexdigest()} for name, data in files.items()}
+    hashes |= listed or {}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            parts = [p for p in self.path.split("?")[0].split("/") if p]
+            if len(parts) == 2 and parts[0] == "files" and parts[1] in files:
+                self._send(200, files[parts[1]], "application/octet-stream")
+                return
+            if len(parts) != 2 or parts[0] != "simple":
+                self._send(404, b"not found", "text/plain")
+                return
+            project = parts[1]
+            ours = sorted(name for name in files if name.split("-")[0] == project)
+            if not ours:
+                self._send(404, b"not found", "text/plain")
+                return
+            if not html_only and "application/vnd.pypi.simple.v1+json" in (
+                self.headers.get("Accept") or ""
+            ):
+                page = {
+                    "meta": {"api-version": "1.0"},
+                    "name": project,
+                    "files": [
+                        {"filename": n, "url": f"../../files/{n}", "hashes": hashes[n]}
+                        for n in ours
+                    ],
+                }
+                self._send(200, json.dumps(page).encode(), "application/vnd.pypi.simple.v1+json")
+                return
+            anchors = "".join(
+                f'<a href="../../files/{n}'
+                + "".join(f"#{k}={v}" for k, v in list(hashes[n].items())[:1])
+                + f'">{n}</a><br>\n'
+                for n in ours
+            )
+            body = f"<!DOCTYPE html><html><body>\n{anchors}</body></html>\n".encode()
+            self._send(200, body, "text/html")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/simple/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,9 @@ import pytest
 from tests.helpers import (
     AUTHZ_GRANTS,
     AUTHZ_USERS,
+    REPO_ROOT,
     VENV_BIN,
+    in_place_build,
     repo_env,
     require,
     sh,
@@ -23,6 +27,24 @@ from tests.helpers import (
 
 PROVENANCE_PROJECT = "provrig"
 EXPERIMENTS = ("train.C=20", "train.C=0.05")
+
+
+@pytest.fixture(scope="session")
+def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """mlrig's sdist and wheel, built once per test worker offline with this environment's
+    setuptools and setuptools-scm (--no-isolation): what an index would get."""
+    out = tmp_path_factory.mktemp("dist")
+    with in_place_build():
+        proc = subprocess.run(
+            [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO_ROOT)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (sdist,) = out.glob("mlrig-*.tar.gz")
+    (wheel,) = out.glob("mlrig-*-py3-none-any.whl")
+    return {"sdist": sdist, "wheel": wheel, "output": proc.stdout + proc.stderr}
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ generated repo contains, that a failure leaves nothing, and template updates."""
 
 from __future__ import annotations
 
+import hashlib
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from mlrig.core.bootstrap import init as bootstrap
 from mlrig.core.bootstrap import repo as bootstrap_repo
 from mlrig.errors import Conflict, ServiceError
 from mlrig.main import app
-from tests.helpers import aws_outputs, dvc_config, workflow_schema_errors
+from tests.helpers import aws_outputs, dvc_config, local_index, workflow_schema_errors
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
@@ -229,15 +230,27 @@ def test_update_merges_a_newer_template(
 
 
 def test_update_moves_the_mlrig_pin_and_says_what_the_template_changed(
-    mlrig_home: Path, tmp_path: Path, template_copy: Path, monkeypatch: pytest.MonkeyPatch
+    mlrig_home: Path,
+    tmp_path: Path,
+    template_copy: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
 ) -> None:
-    from mlrig.core.bootstrap import _render, _update
+    from mlrig.core.bootstrap import _update
 
     contract.save(aws_outputs())
-    monkeypatch.setattr(_render, "__version__", "1.0.0")  # the mlrig that ran `mlrig init`
-    repo = bootstrap.init(tmp_path / "churn", "prod", template_dir=template_copy).path
+    # the package index pip is configured with: each release's wheel, listed with its sha256
+    files = {"mlrig-1.0.0-py3-none-any.whl": b"1.0.0", "mlrig-1.1.0-py3-none-any.whl": b"1.1.0"}
+    index = local_index(files)
+    monkeypatch.setenv("PIP_INDEX_URL", index.__enter__())
+    request.addfinalizer(lambda: index.__exit__(None, None, None))
+    monkeypatch.setattr(bootstrap, "__version__", "1.0.0")  # the mlrig that ran `mlrig init`
+    made = bootstrap.init(tmp_path / "churn", "prod", template_dir=template_copy)
+    repo = made.path
     workflow = repo / ".github/workflows/ci.yml"
     assert yaml.safe_load(workflow.read_text())["env"]["MLRIG_VERSION"] == "1.0.0"
+    assert made.pin is not None and made.pin.sha256 == (hashlib.sha256(b"1.0.0").hexdigest(),)
+    assert yaml.safe_load(workflow.read_text())["env"]["MLRIG_SHA256"] == made.pin.answer
 
     # a newer mlrig ships a newer template with its changelog section
     _new_template_version(template_copy, NEXT_VERSION)
@@ -248,14 +261,16 @@ def test_update_moves_the_mlrig_pin_and_says_what_the_template_changed(
             f"## [{NEXT_VERSION}]\n- params.yaml says more.\n\n## [{TEMPLATE_VERSION}]",
         )
     )
-    monkeypatch.setattr(_render, "__version__", "1.1.0")
     monkeypatch.setattr(_update, "__version__", "1.1.0")
     result = bootstrap.update(repo, template_dir=template_copy)
     assert (result.old_mlrig, result.new_mlrig) == ("1.0.0", "1.1.0")
     assert result.notes == [(NEXT_VERSION, "- params.yaml says more.")]
+    new_sha = hashlib.sha256(b"1.1.0").hexdigest()  # the moved pin's hashes, asked anew
     assert yaml.safe_load(workflow.read_text())["env"]["MLRIG_VERSION"] == "1.1.0"
+    assert yaml.safe_load(workflow.read_text())["env"]["MLRIG_SHA256"] == new_sha
     answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
     assert answers["mlrig_version"] == "1.1.0" and answers["_commit"] == NEXT_VERSION
+    assert answers["mlrig_sha256"] == new_sha
 
 
 def test_update_by_a_development_mlrig_moves_the_pin_and_says_how_ci_gets_it(

@@ -9,6 +9,7 @@ so it does not meet the e2e demo's."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -24,28 +25,10 @@ import pytest
 import yaml
 
 from mlrig.contract import SCHEMA_VERSION
-from tests.helpers import REPO_ROOT, aws_outputs, in_place_build, wheel_venv
+from tests.helpers import REPO_ROOT, aws_outputs, local_index, wheel_venv
 
 pytestmark = pytest.mark.integration
 TEMPLATE_VERSION = (REPO_ROOT / "pipeline/VERSION").read_text().strip()
-
-
-@pytest.fixture(scope="module")
-def dist(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """sdist and wheel, built offline with this environment's setuptools and setuptools-scm
-    (--no-isolation): what an index would get."""
-    out = tmp_path_factory.mktemp("dist")
-    with in_place_build():
-        proc = subprocess.run(
-            [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO_ROOT)],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    (sdist,) = out.glob("mlrig-*.tar.gz")
-    (wheel,) = out.glob("mlrig-*-py3-none-any.whl")
-    return {"sdist": sdist, "wheel": wheel, "output": proc.stdout + proc.stderr}
 
 
 @pytest.fixture(scope="module")
@@ -166,6 +149,44 @@ def test_the_wheel_on_an_unsupported_python_is_one_line(dist: dict[str, Any]) ->
     ], proc.stderr
 
 
+def _other_pythons() -> list[Path]:
+    """Interpreters of another minor version on this machine (the image's pyenv keeps several;
+    /usr/bin has only 3.11 here)."""
+    found: dict[str, Path] = {}
+    for candidate in sorted(Path.home().glob(".pyenv/versions/3.*/bin/python3")) + sorted(
+        Path("/usr/bin").glob("python3.[0-9]*")
+    ):
+        minor = ".".join(candidate.parent.parent.name.split(".")[:2])
+        if candidate.name.startswith("python3.") and not candidate.name.endswith("-config"):
+            minor = candidate.name.removeprefix("python")
+        if minor in ("3.10", "3.12") and minor not in found and os.access(candidate, os.X_OK):
+            found[minor] = candidate
+    return [found[minor] for minor in sorted(found)]
+
+
+@pytest.mark.parametrize("python", _other_pythons(), ids=lambda p: str(p))
+def test_the_wheel_into_a_venv_of_another_python_is_one_line(
+    dist: dict[str, Any], tmp_path: Path, python: Path
+) -> None:
+    """What a user on Python 3.10 or 3.12 sees: that interpreter's own venv and pip refuse
+    the wheel on its Requires-Python in one line, and nothing is installed."""
+    venv = tmp_path / "venv"
+    subprocess.run([str(python), "-m", "venv", str(venv)], check=True, timeout=300)
+    proc = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--no-deps", "--no-index", "--", str(dist["wheel"])],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PIP_CONFIG_FILE": os.devnull}
+        | {"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    (line,) = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert line.startswith("ERROR: Package 'mlrig' requires a different Python: 3.1"), line
+    assert line.endswith(" not in '<3.12,>=3.11'"), line
+    assert not (venv / "bin" / "mlrig").exists()
+
+
 def test_the_trainer_images_wheel_carries_this_mlrigs_version(tmp_path: Path) -> None:
     """The trainer image's wheel is built from a copy of the checkout without .git, where
     setuptools-scm would fall back to 0.0.0: it is told this mlrig's version instead."""
@@ -250,6 +271,173 @@ def test_the_generated_step_resolves_mlrig_with_real_pip_or_says_why_in_one_line
         assert proc.returncode == 1 and installed == [], name
         (line,) = proc.stdout.strip().splitlines()
         assert says in line and "ERROR: Could not find a version that satisfies" in line, line
+
+
+# -- the pin installed with --require-hashes, against a real index on loopback -------------------
+RELEASE = "9.8.7"
+
+
+@pytest.fixture(scope="module")
+def release_wheel(dist: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built sdist's wheel as release RELEASE would be (the checkout's own version is a
+    development one, which the workflow refuses before any index is asked)."""
+    src = tmp_path_factory.mktemp("release-src")
+    with tarfile.open(dist["sdist"]) as sdist:
+        sdist.extractall(src, filter="data")
+    (tree,) = src.iterdir()
+    out = tmp_path_factory.mktemp("release")
+    proc = subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(out)]
+        + [str(tree)],
+        env={**os.environ, "SETUPTOOLS_SCM_PRETEND_VERSION_FOR_MLRIG": RELEASE},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (wheel,) = out.glob(f"mlrig-{RELEASE}-py3-none-any.whl")
+    return wheel
+
+
+@pytest.fixture(scope="module")
+def hashed_step(release_wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The AWS workflow's mlrig install step (the image job's) as init renders it for a
+    release: the sha256 asked of a PEP 691 index holding the release's wheel, validated and
+    recorded in the answers file and the workflow's env."""
+    from mlrig.core.bootstrap import _pin as bootstrap_pin
+    from mlrig.core.bootstrap import _render as bootstrap_render
+    from mlrig.core.bootstrap import init as bootstrap
+
+    wheel_sha = hashlib.sha256(release_wheel.read_bytes()).hexdigest()
+    with (
+        local_index({release_wheel.name: release_wheel.read_bytes()}) as url,
+        pytest.MonkeyPatch.context() as mp,
+    ):
+        mp.setenv("PIP_INDEX_URL", url)
+        mp.setenv("MLRIG_HOME", str(tmp_path_factory.mktemp("home")))
+        pin = bootstrap_pin.pin(RELEASE)
+        src, ref = bootstrap.template_repo()
+        dest = tmp_path_factory.mktemp("render") / "churn"
+        bootstrap_render.render(src, ref, dest, project="churn", outputs=aws_outputs(), pin=pin)
+    assert pin.sha256 == (wheel_sha,), pin
+    answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
+    assert (answers["mlrig_version"], answers["mlrig_sha256"]) == (RELEASE, wheel_sha)
+    workflow = yaml.safe_load((dest / ".github/workflows/ci.yml").read_text())
+    assert (workflow["env"]["MLRIG_VERSION"], workflow["env"]["MLRIG_SHA256"]) == (
+        RELEASE,
+        wheel_sha,
+    )
+    (step,) = [
+        s for s in workflow["jobs"]["image"]["steps"] if "MLRIG_PIP_SPEC" in s.get("run", "")
+    ]
+    return {"run": str(step["run"]), "env": workflow["env"], "sha256": wheel_sha}
+
+
+def _run_step_into_a_venv(
+    step: dict[str, Any], tmp_path: Path, index: str, **env: str
+) -> tuple[subprocess.CompletedProcess[str], Path, list[str]]:
+    """The step under bash as GitHub runs it, every pip call by the real pip against index
+    alone (no pip config, no cache) for a fresh venv, except the last, unhashed `pip install`
+    (mlrig's dependencies: the dependency case below installs those from an index), which is
+    recorded. Returns the run, the venv's python and that recorded install."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    installs = tmp_path / "installs"
+    (bin_dir / "pip").write_text(
+        "#!/bin/bash\n"
+        'if [ "$1" = install ] && [[ " $* " != *" --require-hashes "* ]]; then\n'
+        f'  printf "%s " "$@" >> "{installs}"; exit 0\n'
+        "fi\n"
+        f'exec "{sys.executable}" -m pip --python "{python}" "$@"\n'
+    )
+    (bin_dir / "pip").chmod(0o755)
+    proc = subprocess.run(
+        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+        env={
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "RUNNER_TEMP": str(tmp_path),
+            "PIP_CONFIG_FILE": os.devnull,
+            "PIP_INDEX_URL": index,
+            "PIP_NO_CACHE_DIR": "1",
+            "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+            "MLRIG_VERSION": step["env"]["MLRIG_VERSION"],
+            "MLRIG_SHA256": step["env"]["MLRIG_SHA256"],
+            **env,
+        },
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return proc, python, installs.read_text().split() if installs.exists() else []
+
+
+def _installed_mlrig(python: Path) -> str:
+    probe = subprocess.run(
+        [str(python), "-I", "-c", "import importlib.metadata as m; print(m.version('mlrig'))"],
+        cwd=python.parent,
+        capture_output=True,
+        text=True,
+    )
+    return probe.stdout.strip() if probe.returncode == 0 else ""
+
+
+@pytest.mark.parametrize("html_only", [False, True], ids=["pep691-json", "pep503-html"])
+def test_the_pin_installs_with_require_hashes_from_the_index(
+    hashed_step: dict[str, Any], release_wheel: Path, tmp_path: Path, html_only: bool
+) -> None:
+    with local_index({release_wheel.name: release_wheel.read_bytes()}, html_only=html_only) as url:
+        proc, python, deps = _run_step_into_a_venv(hashed_step, tmp_path, url)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "::" not in proc.stdout, proc.stdout  # neither an error nor the no-hash warning
+    assert _installed_mlrig(python) == RELEASE  # mlrig alone, hash-checked, for real
+    assert deps == ["install", "--", f"mlrig=={RELEASE}"]  # then its dependencies
+
+
+def test_a_tampered_wheel_on_the_index_is_one_error_line_and_nothing_installed(
+    hashed_step: dict[str, Any], release_wheel: Path, tmp_path: Path
+) -> None:
+    # whoever replaced the file also lists its new hash: pip still checks the recorded one
+    tampered = release_wheel.read_bytes() + b"\0"
+    with local_index({release_wheel.name: tampered}) as url:
+        proc, python, deps = _run_step_into_a_venv(hashed_step, tmp_path, url)
+    assert proc.returncode == 1 and deps == [] and _installed_mlrig(python) == ""
+    (line,) = proc.stdout.strip().splitlines()
+    assert line.startswith(
+        f"::error title=mlrig::mlrig=={RELEASE} on the index does not match the sha256 "
+        "recorded for it (MLRIG_SHA256; the index served a file with sha256 "
+        f"{hashlib.sha256(tampered).hexdigest()})"
+    ), line
+
+
+def test_an_index_without_the_pinned_version_is_the_one_line_failure(
+    hashed_step: dict[str, Any], tmp_path: Path
+) -> None:
+    with local_index({"mlrig-9.8.6-py3-none-any.whl": b"an older release"}) as url:
+        proc, python, deps = _run_step_into_a_venv(hashed_step, tmp_path, url)
+    assert proc.returncode == 1 and deps == [] and _installed_mlrig(python) == ""
+    (line,) = proc.stdout.strip().splitlines()
+    assert line.startswith(
+        f"::error title=mlrig::mlrig=={RELEASE} cannot be installed (ERROR: Could not find a "
+        f"version that satisfies the requirement mlrig=={RELEASE}"
+    ), line
+
+
+def test_a_pin_recorded_without_hashes_says_so_in_one_line(
+    hashed_step: dict[str, Any], release_wheel: Path, tmp_path: Path
+) -> None:
+    with local_index({release_wheel.name: release_wheel.read_bytes()}) as url:
+        proc, python, deps = _run_step_into_a_venv(hashed_step, tmp_path, url, MLRIG_SHA256="")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (line,) = proc.stdout.strip().splitlines()
+    assert line.startswith(
+        f"::warning title=mlrig::mlrig=={RELEASE} is installed without a hash check"
+    ), line
+    assert deps == ["install", "--", f"mlrig=={RELEASE}"]  # the plain install, as before
 
 
 # -- the README's main job from the wheel -------------------------------------------------------

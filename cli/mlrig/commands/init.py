@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from mlrig.commands.options import ProjectNameOpt, StackOpt
 from mlrig.ui import console, err_console
+
+if TYPE_CHECKING:
+    from mlrig.core.bootstrap.init import Pin
 
 
 def _progress(msg: str) -> None:
@@ -197,6 +200,7 @@ def init_cmd(
         f"'{result.stack}', template {result.template_version}, commit {result.commit[:10]}\n"
         f"next: `cd {path} && dvc repro`"
     )
+    _say_pin(result.pin)
     for grant in result.taken_over:
         console().print(f"- revoked {grant} (taken over)", soft_wrap=True, markup=False)
     if result.identity:
@@ -226,6 +230,28 @@ def _declaration(
     if margin is not None:
         gate["min_improvement"] = margin
     return {"data_stages": list(stages), "gate": gate}
+
+
+def _say_pin(pin: Pin | None) -> None:
+    """How the repository's CI installs the pinned mlrig (a development version says nothing
+    here: no index has it, and the workflow asks for MLRIG_PIP_SPEC)."""
+    from mlrig.version import is_release
+
+    if pin is None or not is_release(pin.version):
+        return
+    if pin.sha256:
+        console().print(
+            f"CI installs mlrig=={pin.version} with --require-hashes (the sha256 of its "
+            f"{len(pin.sha256)} file(s) on the package index, in .copier-answers.yml)",
+            markup=False,
+            soft_wrap=True,
+        )
+    else:
+        err_console().print(
+            f"warning: CI installs mlrig=={pin.version} without a hash check: {pin.why_none}",
+            markup=False,
+            soft_wrap=True,
+        )
 
 
 def _adopt(
@@ -329,6 +355,8 @@ def update_cmd(
             markup=False,
             soft_wrap=True,
         )
+    if result.old_mlrig != result.new_mlrig:
+        _say_pin(result.pin)
     for version, text in result.notes:
         console().print(
             f"template {version}:\n{text}", markup=False, highlight=False, soft_wrap=True

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from mlrig.adapters import copier
 from mlrig.contract import StackOutputs
+from mlrig.core.bootstrap._pin import Pin
 from mlrig.core.shared.names import check_template_answers, machine_user
 from mlrig.errors import ConfigError, UsageError
 from mlrig.version import __version__
@@ -57,18 +58,23 @@ def render(
     description: str | None = None,
     temporal: bool = False,
     snapshots: str | None = None,
+    pin: Pin | None = None,
 ) -> None:
-    """Render template version `ref` into dest with every answer given (no prompts).
+    """Render template version `ref` into dest with every answer given (no prompts); the
+    CI workflow installs exactly pin.version (default: this mlrig, no hashes), hash-checked
+    when pin has hashes.
 
     snapshots is "table" or "partitioned"; None means partitioned for a temporal repository
     (its labels keep arriving) and table otherwise."""
+    pin = pin or Pin(__version__)
     answers = {
         "project_name": project,
         "github_repo": github_repo,
         "mlflow_username": identity_answer(outputs, project),
         "temporal": "true" if temporal else "false",
         "snapshots": snapshots or ("partitioned" if temporal else "table"),
-        "mlrig_version": __version__,  # the CI workflow installs exactly this mlrig
+        "mlrig_version": pin.version,  # the CI workflow installs exactly this mlrig
+        "mlrig_sha256": pin.answer,
     }
     if description:  # else the template's own default
         answers["description"] = description

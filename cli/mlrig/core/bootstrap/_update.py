@@ -14,6 +14,8 @@ from typing import Any
 
 from mlrig import contract
 from mlrig.adapters import copier, dvc, git
+from mlrig.core.bootstrap._pin import Pin
+from mlrig.core.bootstrap._pin import pin as mlrig_pin
 from mlrig.core.bootstrap._render import checked_stack_answers, identity_answer
 from mlrig.core.bootstrap._template import packaged_template, template_changes, template_repo
 from mlrig.core.bootstrap.repo import configure_remote
@@ -36,6 +38,7 @@ class UpdateResult:
     new_mlrig: str = ""
     commit: str = ""  # a migration (--snapshots) commits; a plain update leaves changes
     first_partition: str = ""  # what the migration made of the old single-table snapshot
+    pin: Pin | None = None  # the new pin's sha256 (none: pin.why_none says why)
 
 
 PARTITIONED = "partitioned"
@@ -138,22 +141,30 @@ def update(
     own = {k: v for k, v in answers.items() if not k.startswith("_")}
     if snapshots is not None:
         _check_migration(root, own, snapshots)
-    # the pin moves to this mlrig: the workflow installs the mlrig that last rendered it
-    data = {**own, "mlrig_version": __version__}
-    if snapshots is not None:
-        data["snapshots"] = snapshots
     outputs = contract.load(stack) if stack else None
-    if outputs is not None:
-        data = checked_stack_answers(outputs, {**own, "mlrig_version": __version__})
-        data["mlflow_username"] = own.get("mlflow_username") or identity_answer(
-            outputs, own["project_name"]
-        )
     repo, ref = _template_history(answers, template_dir)
     old = str(answers["_commit"])
     if old not in git.tags(repo):
         raise ConfigError(
             f"{root / ANSWERS_FILE}: _commit {old} is no version of the template history {repo}",
             hint=ANSWERS_RESTORE_HINT,
+        )
+    # the pin moves to this mlrig: the workflow installs the mlrig that last rendered it,
+    # checked against the sha256 its files had on the index (kept while the version stays)
+    pin = mlrig_pin(
+        __version__,
+        recorded=str(own.get("mlrig_sha256", "")),
+        recorded_version=str(own.get("mlrig_version", "")),
+        progress=progress,
+    )
+    moved = {"mlrig_version": pin.version, "mlrig_sha256": pin.answer}
+    if snapshots is not None:  # a migration renders with the new answer, re-wired or not
+        moved["snapshots"] = snapshots
+    data = {**own, **moved}
+    if outputs is not None:
+        data = checked_stack_answers(outputs, {**own, **moved})
+        data["mlflow_username"] = own.get("mlflow_username") or identity_answer(
+            outputs, own["project_name"]
         )
     progress(f"updating template {old} -> {ref}")
     head = git.head(root)
@@ -192,6 +203,7 @@ def update(
         __version__,
         commit,
         first,
+        pin,
     )
 
 

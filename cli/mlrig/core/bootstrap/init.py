@@ -19,9 +19,11 @@ from pathlib import Path
 
 from mlrig import contract
 from mlrig.adapters import git
+from mlrig.core.bootstrap import _pin as bootstrap_pin
 from mlrig.core.bootstrap import _render as bootstrap_render
 from mlrig.core.bootstrap import _staging as bootstrap_staging
 from mlrig.core.bootstrap._identity import machine_identity
+from mlrig.core.bootstrap._pin import Pin
 from mlrig.core.bootstrap._render import stack_answers
 from mlrig.core.bootstrap._template import packaged_template, template_repo
 from mlrig.core.bootstrap._update import UpdateResult, read_answers, update
@@ -39,11 +41,13 @@ from mlrig.core.shared.names import (
 )
 from mlrig.core.shared.progress import Progress
 from mlrig.core.stack.stacks import ANSWERS_FILE
+from mlrig.version import __version__
 
 __all__ = [
     "ANSWERS_FILE",
     "RAW_DATA",
     "InitResult",
+    "Pin",
     "UpdateResult",
     "configure_remote",
     "derive_project_name",
@@ -70,6 +74,8 @@ class InitResult:
     identity: str = ""  # the repository's machine identity, once it exists on the stack
     identity_problem: str = ""  # why it could not be made now (the repo is made all the same)
     taken_over: tuple[str, ...] = ()  # others' grants revoked by take_over
+    # the mlrig CI installs, with the index's sha256 of its files (none: pin.why_none says why)
+    pin: Pin | None = None
 
 
 def init(
@@ -103,6 +109,7 @@ def init(
     outputs = contract.load(stack)
     bootstrap_staging.check_target(target, force)
 
+    pin = bootstrap_pin.pin(__version__, progress=progress)
     with bootstrap_staging.staging_dir(target) as staging:
         src, ref = template_repo(template_dir)
         progress(f"rendering template {ref}")
@@ -116,6 +123,7 @@ def init(
             description=description,
             temporal=temporal,
             snapshots=snapshots,
+            pin=pin,
         )
         if force:
             bootstrap_staging.refuse_collisions(staging, target)
@@ -130,4 +138,4 @@ def init(
             outputs, project, github_repo, progress, take_over=take_over
         )
         bootstrap_staging.place(staging, target)
-    return InitResult(target, project, outputs.name, commit, ref, identity, problem, revoked)
+    return InitResult(target, project, outputs.name, commit, ref, identity, problem, revoked, pin)

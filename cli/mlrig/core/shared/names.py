@@ -158,6 +158,11 @@ _ANSWER_RULES: dict[str, tuple[re.Pattern[str], str]] = {
         ),
         "a version of mlrig such as 1.2.3",
     ),
+    # the sha256 of that version's files on the index mlrig init asked (`--require-hashes` in CI)
+    "mlrig_sha256": (
+        re.compile(r"(?:[0-9a-f]{64}(?: [0-9a-f]{64}){0,31})?"),
+        "sha256 hashes (64 lowercase hex digits) separated by single spaces",
+    ),
     # a docstring, a TOML string and a README line: one line, no quote, backslash or backtick
     "description": (re.compile(r"[^\"\\`\x00-\x1f\x7f]{0,200}"), "one line of plain text"),
     # where the admin password lived, in repositories made before machine identities

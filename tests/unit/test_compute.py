@@ -292,3 +292,51 @@ def test_trace_reads_the_compute_tags_as_input() -> None:
     assert compute_record({"mlrig.data.md5": "x"}) is None
     for key, bad in (("backend", "mars"), ("task", "$(id)"), ("cpu", "-1"), ("image", "x:latest")):
         assert compute_record({**tags, f"mlrig.compute.{key}": bad}) is None, key
+
+
+def test_detach_json_ends_with_the_task_id_the_workflow_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The generated workflow runs `retrain --remote --detach --json | tail -n 1 | jq .task_id`
+    and attaches with that id: the last stdout line is JSON naming the whole task id."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from mlrig.core.compute import remote
+    from mlrig.main import app
+
+    submitted = _submitted(tmp_path)
+    asked: list[dict[str, object]] = []
+
+    def submit(repo: Path, **kwargs: object) -> object:
+        asked.append({"repo": repo, **kwargs})
+        return submitted
+
+    monkeypatch.setattr(remote, "submit", submit)
+    result = CliRunner().invoke(
+        app, ["retrain", "--remote", "--detach", "--json", "--repo", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    text, last = result.stdout.strip().rsplit("\n", 1)
+    assert json.loads(last) == {
+        "task_id": "c" * 64,
+        "backend": "local",
+        "attach": f"mlrig retrain --remote --attach {'c' * 12} --repo {tmp_path}",
+    }
+    assert f"task {'c' * 12} submitted" in text
+    assert len(asked) == 1 and asked[0]["cpu"] == remote.DEFAULT_CPU
+
+
+def test_detach_without_json_prints_no_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from mlrig.core.compute import remote
+    from mlrig.main import app
+
+    monkeypatch.setattr(remote, "submit", lambda repo, **kw: _submitted(tmp_path))
+    result = CliRunner().invoke(app, ["retrain", "--remote", "--detach", "--repo", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "task_id" not in result.stdout and "{" not in result.stdout

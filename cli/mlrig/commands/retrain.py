@@ -113,7 +113,9 @@ def retrain(
         return
 
     if remote or attach:
-        result = _remote(repo, push_image, stack, log, cpu, memory, spot, follow, attach)
+        result = _remote(
+            repo, push_image, stack, log, cpu, memory, spot, follow, attach, json_out=json_out
+        )
         if result is None:
             return
     elif cpu is not None or memory is not None or spot or not follow:
@@ -143,6 +145,8 @@ def _remote(
     spot: bool,
     follow: bool,
     attach: str | None,
+    *,
+    json_out: bool = False,
 ) -> Any:
     """`--remote`/`--attach`: submit (or find) the task, follow it, apply its result."""
     import sys
@@ -163,6 +167,12 @@ def _remote(
     if not follow and not attach:
         console().print(f"task {sub.handle.id[:12]} submitted", highlight=False)
         console().print(f"apply its result: {sub.attach}", markup=False, soft_wrap=True)
+        if json_out:  # the last line: what the generated workflow reads (`.task_id`)
+            typer.echo(
+                json.dumps(
+                    {"task_id": sub.handle.id, "backend": sub.handle.backend, "attach": sub.attach}
+                )
+            )
         return None
 
     def out(line: str) -> None:

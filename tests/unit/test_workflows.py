@@ -120,132 +120,14 @@ def test_release_builds_tests_the_wheel_attests_and_publishes_without_a_token() 
     )
 
 
-# -- the AWS workflow's retrain job: submit a remote task, wait in rounds, apply -----------------
-TASK = (
-    "arn:aws:ecs:eu-west-1:123456789012:task/mlflow-cluster-1a2b/0123456789abcdef0123456789abcdef"
-)
-
-
-def _retrain_job(generated: list[Path]) -> dict[str, Any]:
-    return dict(_load(generated[0])["jobs"]["retrain"])
-
-
-def _step(job: dict[str, Any], step_id: str) -> dict[str, Any]:
-    return next(s for s in job["steps"] if s.get("id") == step_id)
-
-
-def _run_step(
-    step: dict[str, Any], tmp_path: Path, *, marker: str | None, statuses: list[str]
-) -> tuple[Any, dict[str, str], list[str]]:
-    """The step's script under bash -eo pipefail as GitHub runs it, with `aws`, `mlrig`,
-    `dvc`, `git` and `sleep` on PATH standing in (each call recorded): the DVC bucket's
-    marker object is a file, DescribeTasks answers `statuses` one by one."""
-    import subprocess
-
-    state = tmp_path / "state"
-    bin_dir = tmp_path / "bin"
-    state.mkdir(exist_ok=True)
-    bin_dir.mkdir(exist_ok=True)
-    (state / "calls").write_text("")
-    (state / "statuses").write_text("".join(f"{s}\n" for s in statuses))
-    if marker is None:
-        (state / "marker").unlink(missing_ok=True)
-    else:
-        (state / "marker").write_text(marker)
-    fakes = {
-        "aws": f"""echo "aws $*" >> {state}/calls
-last="${{*: -1}}"
-case "$1 $2" in
-  "s3 cp") if [ "$last" = - ]; then [ -f {state}/marker ] && cat {state}/marker || exit 1
-           else cat > {state}/marker; fi ;;
-  "s3 rm") rm -f {state}/marker ;;
-  "ecs describe-tasks") head -n 1 {state}/statuses; sed -i 1d {state}/statuses ;;
-esac""",
-        "mlrig": f"""echo "mlrig $*" >> {state}/calls
-echo '{{"task_id": "{TASK}"}}'""",
-        "dvc": 'if [ "$1 $2" = "remote default" ]; then echo storage; '
-        "else echo s3://dvc-bkt/dvc; fi",
-        "git": "exit 0",
-        "sleep": "exit 0",
-    }
-    for name, body in fakes.items():
-        (bin_dir / name).write_text(f"#!/bin/bash\n{body}\n")
-        (bin_dir / name).chmod(0o755)
-    outputs, temp = tmp_path / "github_output", tmp_path / "runner_temp"
-    outputs.write_text("")
-    temp.mkdir(exist_ok=True)
-    env = {
-        "PATH": f"{bin_dir}:/usr/bin:/bin",
-        "GITHUB_OUTPUT": str(outputs),
-        "RUNNER_TEMP": str(temp),
-        "MLRIG_PENDING": "mlrig-remote/churn/ci-pending",
-        "TASK": TASK,
-    }
-    proc = subprocess.run(
-        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    written = dict(line.split("=", 1) for line in outputs.read_text().splitlines() if "=" in line)
-    return proc, written, (state / "calls").read_text().splitlines()
-
-
-def test_retrain_submits_a_remote_task_and_records_it_for_the_next_run(
-    generated: list[Path], tmp_path: Path
+# -- the AWS workflow's retrain job -----------------------------------------------------------
+def test_retrain_trains_on_the_runner_until_remote_retrains_run_on_aws(
+    generated: list[Path],
 ) -> None:
-    submit = _step(_retrain_job(generated), "submit")
-    proc, out, calls = _run_step(submit, tmp_path, marker=None, statuses=[])
-    assert proc.returncode == 0, proc.stderr
-    assert out["task"] == TASK
-    assert out["pending"] == "s3://dvc-bkt/mlrig-remote/churn/ci-pending"
-    assert "mlrig retrain --remote --detach --json" in calls
-    assert (tmp_path / "state" / "marker").read_text() == TASK
-
-
-def test_retrain_takes_over_the_task_an_earlier_run_left(
-    generated: list[Path], tmp_path: Path
-) -> None:
-    submit = _step(_retrain_job(generated), "submit")
-    proc, out, calls = _run_step(submit, tmp_path, marker=TASK, statuses=[])
-    assert proc.returncode == 0, proc.stderr
-    assert out["task"] == TASK
-    assert not [c for c in calls if c.startswith("mlrig")]  # nothing submitted twice
-    assert "::notice" in proc.stdout and TASK in proc.stdout
-    # a marker that holds no task ARN is one line, nothing submitted, nothing run
-    proc, out, calls = _run_step(submit, tmp_path, marker="$(reboot)", statuses=[])
-    assert proc.returncode == 1 and "task" not in out
-    assert "::error title=retrain::" in proc.stdout and "aws s3 rm" in proc.stdout
-    assert not [c for c in calls if c.startswith("mlrig")]
-
-
-def test_retrain_waits_in_rounds_with_fresh_credentials_then_applies(
-    generated: list[Path], tmp_path: Path
-) -> None:
-    job = _retrain_job(generated)
-    assert job["timeout-minutes"] <= 360  # a hosted runner's limit
-    steps = job["steps"]
-    waits = [s for s in steps if str(s.get("id", "")).startswith("wait")]
-    assert len(waits) == 6 and "SECONDS + 3000" in waits[0]["run"]  # 6 x 50 min < the limit
-    for wait in waits:
-        before = steps[steps.index(wait) - 1]
-        assert str(before["uses"]).startswith("aws-actions/configure-aws-credentials")
-        assert before["if"] == wait["if"]
-    assert waits[1]["if"].endswith("steps.wait0.outputs.stopped == 'false'")
-    apply = _step(job, "retrain")
-    assert 'mlrig retrain --remote --attach "$TASK" --json' in apply["run"]
-    names = [s.get("name", "") for s in steps]
-    at = steps.index(apply)
-    assert names[at - 2] == "Fresh AWS credentials (apply)"
-    assert "MLFLOW_TRACKING_TOKEN" in steps[at - 1]["run"]  # a token fetched just before
-    assert apply["if"].endswith("steps.wait5.outputs.stopped != 'false'")
-    assert apply["run"].strip().endswith('aws s3 rm --only-show-errors -- "$PENDING"')
-    # the wait polls DescribeTasks until STOPPED (or ECS no longer knows the task)
-    proc, out, calls = _run_step(
-        waits[0], tmp_path, marker=None, statuses=["PROVISIONING", "RUNNING", "STOPPED"]
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert out == {"stopped": "true"}
-    polls = [c for c in calls if c.startswith("aws ecs describe-tasks")]
-    assert len(polls) == 3 and "--cluster mlflow-cluster-1a2b" in polls[0]
+    # `mlrig retrain --remote` refuses an AWS stack in one line (the AWS backend is not wired
+    # into it yet): a generated workflow that submitted remote tasks would fail every
+    # scheduled retrain, so the job runs the pipeline where it runs, as before
+    job = dict(_load(generated[0])["jobs"]["retrain"])
+    runs = [str(step.get("run", "")) for step in job["steps"]]
+    assert any("mlrig retrain --no-push-image --json" in run for run in runs)
+    assert not any("--remote" in run for run in runs)

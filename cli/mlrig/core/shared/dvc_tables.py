@@ -23,9 +23,10 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -44,6 +45,15 @@ DIR_SUFFIX = ".dir"
 TABLES = (".csv", ".parquet")
 MAX_ENTRIES = 100_000  # a manifest longer than this is not a snapshot mlrig wrote
 MD5 = re.compile(r"^[0-9a-f]{32}$")
+
+
+def _md5(value: str) -> str:
+    if not MD5.fullmatch(value):
+        raise ValueError("is not 32 hex digits")
+    return value
+
+
+Md5 = Annotated[str, AfterValidator(_md5)]  # a DVC file hash, as a manifest or a run lists it
 DVC_HASH = re.compile(r"^[0-9a-f]{32}(\.dir)?$")  # a file's md5, or a directory's
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # a partition: a plain file name (no folder) ending in a table's suffix
@@ -70,7 +80,7 @@ class Entry(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)  # DVC 2 wrote no extra keys either
 
     relpath: str
-    md5: str
+    md5: Md5
 
     @field_validator("relpath")
     @classmethod
@@ -82,13 +92,6 @@ class Entry(BaseModel):
             raise ValueError("leaves the directory")
         if any(part in ("", ".") for part in value.split("/")):
             raise ValueError("is not a normalised path")
-        return value
-
-    @field_validator("md5")
-    @classmethod
-    def _hex(cls, value: str) -> str:
-        if not MD5.fullmatch(value):
-            raise ValueError("is not 32 hex digits")
         return value
 
 
@@ -227,7 +230,7 @@ class LoggedPartition(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
-    md5: str
+    md5: Md5
     rows: int = Field(ge=0)
 
     @field_validator("name")
@@ -235,13 +238,6 @@ class LoggedPartition(BaseModel):
     def _plain(cls, value: str) -> str:
         if not _PARTITION.fullmatch(value):
             raise ValueError("is not a partition's file name")
-        return value
-
-    @field_validator("md5")
-    @classmethod
-    def _hex(cls, value: str) -> str:
-        if not MD5.fullmatch(value):
-            raise ValueError("is not 32 hex digits")
         return value
 
 

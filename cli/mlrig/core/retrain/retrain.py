@@ -158,15 +158,7 @@ def retrain(
                 log=log,
             )
         except BaseException as exc:  # a kill is `recover`'s; anything else is undone here
-            log("undoing the run")
-            try:
-                retrain_state.restore(root, saved, registry.rest(), log)
-            except MlrigError as undo:  # the marker stays: `recover` finishes the undo
-                raise RetrainFailed(
-                    f"{exc} (and the undo failed: {undo.message})",
-                    hint=f"run `mlrig retrain --recover --repo {root}` once the cause is fixed",
-                ) from exc
-            retrain_state.clear(root)
+            _undo(root, saved, registry.rest, exc, log)
             if isinstance(exc, RetrainFailed):
                 reason = (  # DVC reports a failed lookup as a failure of the stage it preceded
                     f"retrain failed reading @{retrain_state.ALIAS}: {registry.failure.message}"
@@ -218,6 +210,26 @@ class _Registry:
         except MlrigError as exc:
             self.failure = exc
             raise
+
+
+def _undo(
+    root: Path,
+    saved: retrain_state.SavedState,
+    rest: Callable[[], MlflowRest],
+    exc: BaseException,
+    log: Log,
+) -> None:
+    """Put the repository and the alias back after `exc`; an undo that fails (reaching MLflow
+    included) leaves the marker for `recover` to finish, and says so in one line."""
+    log("undoing the run")
+    try:
+        retrain_state.restore(root, saved, rest(), log)
+    except MlrigError as undo:  # the marker stays: `recover` finishes the undo
+        raise RetrainFailed(
+            f"{exc} (and the undo failed: {undo.message})",
+            hint=f"run `mlrig retrain --recover --repo {root}` once the cause is fixed",
+        ) from exc
+    retrain_state.clear(root)
 
 
 def _step(name: str, fn: Callable[[], Any]) -> Any:
@@ -393,18 +405,10 @@ def apply_commit(
             saved.phase = retrain_state.PUBLISHED
             saved.save(root)
         except BaseException as exc:
-            log("undoing the run")
-            try:
-                retrain_state.restore(root, saved, rest, log)
-            except MlrigError as undo:
-                raise RetrainFailed(
-                    f"{exc} (and the undo failed: {undo.message})",
-                    hint=f"run `mlrig retrain --recover --repo {root}` once the cause is fixed",
-                ) from exc
-            retrain_state.clear(root)
+            _undo(root, saved, lambda: rest, exc, log)
             if isinstance(exc, MlrigError):
                 raise RetrainFailed(
-                    exc.message if isinstance(exc, RetrainFailed) else f"{exc.message}",
+                    exc.message,
                     hint=f"the repository is back at {saved.head[:12]}, nothing was published",
                 ) from exc
             raise

@@ -206,6 +206,110 @@ def s3_download(bucket: str, key: str, dest: str, *, region: str | None = None) 
         raise translate(exc, f"reading s3://{bucket}/{key}") from exc
 
 
+def _s3_client(region: str | None, endpoint_url: str | None) -> Any:
+    return client("s3", region=region, endpoint_url=endpoint_url)
+
+
+def s3_put_file(
+    bucket: str, key: str, src: str, *, region: str | None, endpoint_url: str | None = None
+) -> None:
+    try:
+        _s3_client(region, endpoint_url).upload_file(src, bucket, key)
+    except Exception as exc:
+        raise translate(exc, f"writing s3://{bucket}/{key}") from exc
+
+
+def s3_put_bytes(
+    bucket: str, key: str, body: bytes, *, region: str | None, endpoint_url: str | None = None
+) -> None:
+    try:
+        _s3_client(region, endpoint_url).put_object(Bucket=bucket, Key=key, Body=body)
+    except Exception as exc:
+        raise translate(exc, f"writing s3://{bucket}/{key}") from exc
+
+
+def s3_get_file(
+    bucket: str, key: str, dest: str, *, region: str | None, endpoint_url: str | None = None
+) -> bool:
+    """The object downloaded to dest; False when there is none."""
+    s3 = _s3_client(region, endpoint_url)
+    try:
+        s3.download_file(bucket, key, dest)
+    except Exception as exc:
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise translate(exc, f"reading s3://{bucket}/{key}") from exc
+    return True
+
+
+def s3_get_bytes(
+    bucket: str,
+    key: str,
+    *,
+    limit: int,
+    region: str | None,
+    endpoint_url: str | None = None,
+) -> bytes | None:
+    """The object's bytes (at most `limit`: a larger one is a RemoteError), None when absent."""
+    s3 = _s3_client(region, endpoint_url)
+    try:
+        got = s3.get_object(Bucket=bucket, Key=key)
+        if int(got.get("ContentLength") or 0) > limit:
+            raise RemoteError(f"s3://{bucket}/{key} is larger than {limit} bytes")
+        return bytes(got["Body"].read(limit + 1))[: limit + 1]
+    except RemoteError:
+        raise
+    except Exception as exc:
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise translate(exc, f"reading s3://{bucket}/{key}") from exc
+
+
+def s3_delete_prefix(
+    bucket: str, prefix: str, *, region: str | None, endpoint_url: str | None = None
+) -> None:
+    """Every object under prefix (which ends in '/') deleted."""
+    s3 = _s3_client(region, endpoint_url)
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+    except Exception as exc:
+        raise translate(exc, f"deleting s3://{bucket}/{prefix}") from exc
+
+
+def s3_names(
+    bucket: str, prefix: str, *, region: str | None, endpoint_url: str | None = None
+) -> list[str]:
+    """The keys under prefix (all pages), without it."""
+    s3 = _s3_client(region, endpoint_url)
+    names: list[str] = []
+    try:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            names += [str(o["Key"])[len(prefix) :] for o in page.get("Contents", [])]
+    except Exception as exc:
+        raise translate(exc, f"listing s3://{bucket}/{prefix}") from exc
+    return names
+
+
+def ecr_tag_digest(
+    repository: str, tag: str, *, region: str | None, endpoint_url: str | None = None
+) -> str | None:
+    """The digest ECR holds under `repository:tag`, or None when it holds no such tag."""
+    ecr = client("ecr", region=region, endpoint_url=endpoint_url)
+    try:
+        found = ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])
+    except (ecr.exceptions.ImageNotFoundException, ecr.exceptions.RepositoryNotFoundException):
+        return None
+    except Exception as exc:
+        raise translate(exc, f"looking up {repository}:{tag}") from exc
+    details = found.get("imageDetails", [])
+    return str(details[0]["imageDigest"]) if details else None
+
+
 # -- endpoints: key hashes in SSM, images by digest in ECR, alarm states ------------------------
 def find_parameter(name: str, *, region: str | None = None) -> str | None:
     """A SecureString parameter's decrypted value, or None when it does not exist."""

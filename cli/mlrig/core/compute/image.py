@@ -27,7 +27,8 @@ from mlrig.errors import DependencyMissing, ServiceError, UsageError
 
 REPOSITORY = "mlrig/trainer-task"
 # what `python -m mlrig.core.compute.task` imports beside the repository's own dependencies
-TASK_DEPENDENCIES = ("platformdirs", "psutil", "pydantic", "pyyaml", "requests")
+# (boto3: the run's storage on AWS is the DVC bucket; its botocore comes with dvc[s3] already)
+TASK_DEPENDENCIES = ("boto3", "platformdirs", "psutil", "pydantic", "pyyaml", "requests")
 REQUIREMENTS = "requirements.txt"
 
 
@@ -134,8 +135,18 @@ def build(
 
 
 def _in_registry(outputs: StackOutputs, tag: str) -> tuple[str, str] | None:
-    """(reference by digest, digest) of the tag in the stack's registry, or None."""
+    """(reference by digest, digest) of the tag in the stack's registry, or None. ECR is
+    asked through its API (DescribeImages: no registry login needed to look)."""
     from mlrig.core.oci.push import target_for
+
+    if outputs.registry.kind == "ecr":
+        from mlrig.adapters import aws
+
+        reg = outputs.registry
+        digest = aws.ecr_tag_digest(
+            reg.repository, tag, region=outputs.region, endpoint_url=reg.endpoint_url
+        )
+        return (f"{reg.url}@{digest}", digest) if digest else None
     from mlrig.core.oci.steps import login
 
     client, target, _current = login(target_for(outputs), [tag])

@@ -28,9 +28,10 @@ from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from mlrig.core.compute import store as store_mod
 from mlrig.errors import MlrigError, UsageError
 
-ENV_PREFIX = "MLRIG_TASK_PREFIX"  # the folder the bundle came from and the result goes to
+ENV_PREFIX = "MLRIG_TASK_PREFIX"  # the store (folder, s3://) of the bundle and the result
 ENV_SHA = "MLRIG_TASK_SHA"  # the submitted commit
 ENV_BRANCH = "MLRIG_TASK_BRANCH"  # the branch the caller retrains (the commit is made on it)
 ENV_RETRAIN_ID = "MLRIG_RETRAIN_ID"  # the caller's run id: its undo finds this run's versions
@@ -53,7 +54,7 @@ class TaskEnv(BaseModel):
     """What the caller hands the task, read from its environment at one boundary."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    prefix: Path
+    prefix: str  # a store URL (`store.open_store` checks it)
     sha: str = Field(pattern=_SHA)
     branch: str = Field(pattern=r"^[A-Za-z0-9._/][A-Za-z0-9._/-]{0,254}$")
     retrain_id: str = Field(pattern=_ID)
@@ -65,7 +66,7 @@ class TaskEnv(BaseModel):
     def from_env(cls, env: Mapping[str, str]) -> TaskEnv:
         try:
             parsed = cls(
-                prefix=Path(env.get(ENV_PREFIX, "")),
+                prefix=env.get(ENV_PREFIX, ""),
                 sha=env.get(ENV_SHA, ""),
                 branch=env.get(ENV_BRANCH, ""),
                 retrain_id=env.get(ENV_RETRAIN_ID, ""),
@@ -79,9 +80,18 @@ class TaskEnv(BaseModel):
                 f"the task's environment is not valid: {first['loc'][0]}: {first['msg']}",
                 hint="submit it with `mlrig retrain --remote`",
             ) from None
-        if not parsed.prefix.is_absolute() or ".." in parsed.prefix.parts:
-            raise UsageError(f"the task's {ENV_PREFIX} is not an absolute folder")
+        try:
+            parsed.store(env)  # an absolute folder or s3://bucket/prefix
+        except UsageError as exc:
+            raise UsageError(f"the task's {ENV_PREFIX}: {exc.message}") from None
         return parsed
+
+    def store(self, env: Mapping[str, str]) -> store_mod.Store:
+        return store_mod.open_store(
+            self.prefix,
+            region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+            endpoint_url=env.get("AWS_ENDPOINT_URL_S3") or None,
+        )
 
 
 class TaskResult(BaseModel):
@@ -163,10 +173,14 @@ def run(env: Mapping[str, str]) -> TaskResult:
     started = time.time()
     cfg = TaskEnv.from_env(env)
     base: dict[str, Any] = {"retrain_id": cfg.retrain_id, "submitted": cfg.sha, "started": started}
+    store = cfg.store(env)
     try:
-        work = Path(tempfile.mkdtemp(prefix="mlrig-task-")) / "repo"
+        scratch = Path(tempfile.mkdtemp(prefix="mlrig-task-"))
+        work = scratch / "repo"
         _say(f"cloning {cfg.sha[:12]} ({cfg.branch}) from the submitted bundle")
-        git.clone(str(cfg.prefix / SOURCE_BUNDLE), work)
+        if not store.get_file(SOURCE_BUNDLE, scratch / SOURCE_BUNDLE):
+            raise UsageError(f"{store.url} holds no {SOURCE_BUNDLE}: nothing to retrain")
+        git.clone(str(scratch / SOURCE_BUNDLE), work)
         git.checkout_branch(work, cfg.branch, cfg.sha)
         git.set_remote_url(work, "origin", cfg.git_remote)  # what the runs record, as locally
         for key, value in (("user.name", cfg.git_name), ("user.email", cfg.git_email)):
@@ -193,7 +207,8 @@ def run(env: Mapping[str, str]) -> TaskResult:
             stop.set()
             follower.join(timeout=5)
         if result.changed and result.commit:
-            git.bundle_create(work, cfg.prefix / RESULT_BUNDLE, [f"{cfg.sha}..{cfg.branch}"])
+            git.bundle_create(work, scratch / RESULT_BUNDLE, [f"{cfg.sha}..{cfg.branch}"])
+            store.put_file(RESULT_BUNDLE, scratch / RESULT_BUNDLE)
         outcome = TaskResult(
             **base,
             ok=True,
@@ -210,16 +225,8 @@ def run(env: Mapping[str, str]) -> TaskResult:
         )
     except MlrigError as exc:
         outcome = TaskResult(**base, ok=False, error=exc.one_line(), finished=time.time())
-    write_result(cfg.prefix, outcome)
+    store.put_text(RESULT, outcome.model_dump_json(indent=1) + "\n")
     return outcome
-
-
-def write_result(prefix: Path, result: TaskResult) -> None:
-    tmp = prefix / f".{RESULT}.tmp"
-    tmp.unlink(missing_ok=True)
-    with tmp.open("x") as fh:
-        fh.write(result.model_dump_json(indent=1) + "\n")
-    os.replace(tmp, prefix / RESULT)
 
 
 def main() -> int:

@@ -16,8 +16,8 @@ def test_the_task_installs_only_what_its_entrypoint_imports() -> None:
     from mlrig.core.compute import image
 
     names = {Requirement(r).name.lower() for r in image.task_requirements()}
-    assert names == {"platformdirs", "psutil", "pydantic", "pyyaml", "requests"}
-    assert not names & {"pulumi", "pulumi-aws", "copier", "boto3", "docker", "mlflow", "typer"}
+    assert names == {"boto3", "platformdirs", "psutil", "pydantic", "pyyaml", "requests"}
+    assert not names & {"pulumi", "pulumi-aws", "copier", "docker", "mlflow", "typer"}
 
 
 def test_the_tag_moves_with_the_requirements_and_only_with_an_input() -> None:
@@ -81,6 +81,11 @@ def _task_env(prefix: Path, **over: str) -> dict[str, str]:
         ("MLRIG_TASK_GIT_REMOTE", "--upload-pack=touch /tmp/x", "git_remote"),
         ("MLRIG_TASK_GIT_REMOTE", "https://h/x\nmain", "git_remote"),
         ("MLRIG_TASK_PREFIX", "relative/folder", "MLRIG_TASK_PREFIX"),
+        ("MLRIG_TASK_PREFIX", "/srv/../etc", "MLRIG_TASK_PREFIX"),
+        ("MLRIG_TASK_PREFIX", "s3://Bad_Bucket/x", "MLRIG_TASK_PREFIX"),
+        ("MLRIG_TASK_PREFIX", "s3://bucket/../x", "MLRIG_TASK_PREFIX"),
+        ("MLRIG_TASK_PREFIX", "s3://bucket", "MLRIG_TASK_PREFIX"),
+        ("MLRIG_TASK_PREFIX", "https://bucket/x", "MLRIG_TASK_PREFIX"),
     ],
 )
 def test_the_task_refuses_an_environment_it_cannot_trust(
@@ -96,7 +101,7 @@ def test_a_valid_environment_is_read_once(tmp_path: Path) -> None:
     from mlrig.core.compute import task
 
     cfg = task.TaskEnv.from_env(_task_env(tmp_path))
-    assert (cfg.prefix, cfg.sha, cfg.branch, cfg.retrain_id) == (tmp_path, SHA, "main", RUN)
+    assert (cfg.prefix, cfg.sha, cfg.branch, cfg.retrain_id) == (str(tmp_path), SHA, "main", RUN)
 
 
 def test_secret_files_become_variables_and_nothing_else_does(
@@ -133,7 +138,9 @@ def test_a_result_is_validated_before_the_caller_uses_it(tmp_path: Path) -> None
         started=1.0,
         finished=2.0,
     )
-    task.write_result(tmp_path, good)
+    from mlrig.core.compute.store import FolderStore
+
+    FolderStore(tmp_path).put_text(task.RESULT, good.model_dump_json())
     assert task.TaskResult.model_validate_json((tmp_path / task.RESULT).read_text()) == good
     raw = good.model_dump()
     for key, bad in (("commit", "HEAD~1"), ("version", "1; rm"), ("decision", "maybe")):
@@ -340,3 +347,96 @@ def test_detach_without_json_prints_no_json(
     result = CliRunner().invoke(app, ["retrain", "--remote", "--detach", "--repo", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "task_id" not in result.stdout and "{" not in result.stdout
+
+
+ARN = "arn:aws:ecs:us-east-1:123456789012:task/mlflow-cluster/" + "d" * 32
+
+
+def test_a_store_keeps_only_names_it_made(tmp_path: Path) -> None:
+    from mlrig.core.compute import store
+
+    folder = store.open_store(str(tmp_path / "runs"))
+    folder.put_text("tasks/x.json", "{}")
+    assert folder.read_text("tasks/x.json") == "{}" and folder.names("tasks") == ["x.json"]
+    assert folder.read_text("tasks/y.json") is None and folder.names("nothing") == []
+    for bad in ("../x", "/etc/passwd", "a/../../b", ".hidden", "a b", ""):
+        with pytest.raises(UsageError, match="is not a name"):
+            folder.read_text(bad)
+    (tmp_path / "runs" / "big.json").write_bytes(b"x" * (store.TEXT_LIMIT + 1))
+    with pytest.raises(UsageError, match="larger"):
+        folder.read_text("big.json")
+    s3 = store.open_store("s3://my-bucket/dvc/mlrig-remote/churn", region="eu-west-1")
+    assert isinstance(s3, store.S3Store) and s3.child("r1").url == (
+        "s3://my-bucket/dvc/mlrig-remote/churn/r1"
+    )
+
+
+def test_the_record_of_a_fargate_task_is_its_arn_and_messages_name_its_id() -> None:
+    from pydantic import ValidationError
+
+    from mlrig.core.compute import remote
+
+    assert remote.short(ARN) == "d" * 32 and remote.task_key(ARN) == "d" * 32
+    assert remote.short("c" * 64) == "c" * 12
+    record = {
+        "backend": "aws",
+        "task": ARN,
+        "project": "churn",
+        "stack": "team",
+        "head": SHA,
+        "branch": "main",
+        "champion": None,
+        "retrain_id": RUN,
+        "prefix": "s3://b/dvc/mlrig-remote/churn/" + RUN,
+        "image": DIGEST,
+        "cpu": 1024,
+        "memory_mib": 4096,
+        "spot": True,
+        "submitted": 1.0,
+    }
+    assert remote.RemoteState.model_validate(record).key == "d" * 32
+    for bad in (ARN + "/x", "arn:aws:ecs:us-east-1:1:task/c/" + "d" * 32, "$(id)", "C" * 64):
+        with pytest.raises(ValidationError):
+            remote.RemoteState.model_validate({**record, "task": bad})
+
+
+def test_a_fargate_run_is_tagged_with_its_estimated_cost() -> None:
+    from mlrig.core.compute import price, remote, task
+    from mlrig.core.compute.spec import TaskStatus
+
+    state = remote.RemoteState(
+        backend="aws",
+        task=ARN,
+        project="churn",
+        stack="team",
+        head=SHA,
+        branch="main",
+        champion=None,
+        retrain_id=RUN,
+        prefix="s3://b/dvc/mlrig-remote/churn/" + RUN,
+        image=DIGEST,
+        cpu=2048,
+        memory_mib=8192,
+        spot=False,
+        submitted=1.0,
+    )
+    result = task.TaskResult(retrain_id=RUN, submitted=SHA, ok=True, started=0.0, finished=1800.0)
+    stopped = TaskStatus(state="stopped", exit_code=0)
+    hour = price.quote(price.fargate_size(2048, 8192))
+    tags = remote.compute_tags(state, result, stopped)
+    assert tags["mlrig.compute.cost_usd"] == f"{hour.on_demand_hour / 2:.4f}"
+    spot = remote.compute_tags(state.model_copy(update={"spot": True}), result, stopped)
+    assert spot["mlrig.compute.cost_usd"] == f"{hour.spot_hour / 2:.4f}"
+    assert float(spot["mlrig.compute.cost_usd"]) < float(tags["mlrig.compute.cost_usd"])
+    assert tags["mlrig.compute.task"] == ARN and tags["mlrig.compute.wall_seconds"] == "1800.0"
+
+
+@pytest.mark.parametrize("bad", ["HEAD", "abc", "../../x", "c" * 11, "-" * 12, ARN + ";id"])
+def test_attach_refuses_what_is_no_task_id(tmp_path: Path, bad: str) -> None:
+    import subprocess
+
+    from mlrig.core.compute import remote
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    with pytest.raises(UsageError, match="is not a task"):
+        remote.attach(tmp_path, bad, stack=None, log=lambda _m: None)

@@ -48,9 +48,9 @@ def retrain(
         bool,
         typer.Option(
             "--remote",
-            help="Run the pipeline as a one-off task on the stack's compute (the local "
-            "engine for a local stack) in the repository's own trainer image; the result is "
-            "applied here.",
+            help="Run the pipeline as a one-off task on the stack's compute (a Fargate task "
+            "on an AWS stack's cluster, a container on a local stack's engine) in the "
+            "repository's own trainer image; the result is applied here.",
         ),
     ] = False,
     cpu: Annotated[
@@ -65,7 +65,9 @@ def retrain(
     ] = None,
     spot: Annotated[
         bool,
-        typer.Option("--spot", help="Ask for spare capacity (recorded; a local engine has none)."),
+        typer.Option(
+            "--spot", help="Run on Fargate Spot (recorded only: a local engine has no Spot)."
+        ),
     ] = False,
     follow: Annotated[
         bool,
@@ -79,8 +81,8 @@ def retrain(
         typer.Option(
             "--attach",
             metavar="TASK_ID",
-            help="Follow a submitted task (a broken follow, --detach, a caller that died) "
-            "and apply its result.",
+            help="Follow a submitted task (a broken follow, --detach, a caller that died, "
+            "a later CI job in a fresh clone) and apply its result: its ID or ARN.",
         ),
     ] = None,
 ) -> None:
@@ -165,7 +167,7 @@ def _remote(
             log=log,
         )
     if not follow and not attach:
-        console().print(f"task {sub.handle.id[:12]} submitted", highlight=False)
+        console().print(f"task {core_remote.short(sub.handle.id)} submitted", highlight=False)
         console().print(f"apply its result: {sub.attach}", markup=False, soft_wrap=True)
         if json_out:  # the last line: what the generated workflow reads (`.task_id`)
             typer.echo(
@@ -184,7 +186,7 @@ def _remote(
         from rich.prompt import Confirm
 
         return Confirm.ask(
-            f"Stop task {sub.handle.id[:12]}? (no: it goes on, attach later)",
+            f"Stop task {core_remote.short(sub.handle.id)}? (no: it goes on, attach later)",
             console=err_console(),
             default=False,
         )

@@ -288,6 +288,14 @@ class AwsBackend:
         ]
         return sorted(mine, key=lambda t: (str(t.get("createdAt", "")), str(t["taskArn"])))
 
+    def active(self, project: str) -> list[str]:
+        """ARNs of the project's training tasks that have not stopped, oldest first."""
+        return [str(t["taskArn"]) for t in self.running(project)]
+
+    def remove(self, handle: TaskHandle) -> None:
+        """Nothing: ECS forgets a stopped task by itself (its log stays in the log group)."""
+        self._check_handle(handle)
+
     def _lose_races(self, handle: TaskHandle) -> None:
         """Another submitter may have passed the check at the same moment: the older task
         wins, this one stops itself."""

@@ -1,18 +1,23 @@
 """`mlrig retrain --remote`: the caller's side of a retrain run as a one-off task.
 
 submit: the checks a local run makes, the repository's trainer image (built or reused, by
-digest), `champion` read, the branch's commit bundled into the stack's storage under
+digest), `champion` read, the branch's commit bundled into the stack's storage (`store`:
+the DVC remote's folder on a local stack, the DVC bucket on AWS) under
 `mlrig-remote/<project>/<run id>/` (the run id is the retrain's random id, known before the
-task exists; result.json names the task), and the TaskSpec submitted with the repository's
-machine identity (its password a SecretRef). follow: the task's log lines, then its exit.
+task exists; result.json names the task), and the TaskSpec submitted to the stack's backend
+(`local`: a container on the engine; `aws`: a Fargate task on the stack's cluster) with the
+repository's machine identity (its password a SecretRef: a file of the stack's folder, or
+its Secrets Manager secret, which ECS injects). follow: the task's log lines, then its exit.
 apply: result.json validated (TaskResult), the bundle's commit checked to be one child of
 the submitted sha holding only the pipeline's files, then published exactly as a local run
 publishes (`retrain.apply_commit`: fast-forward, dvc pull, image, git push, the undo on any
 failure), and `mlrig.compute.*` tags on train's run. A task that failed, was OOM-killed or
 stopped leaves no commit; its versions are tagged undone and `champion` goes back.
 
-The caller keeps `.dvc/tmp/mlrig-remote.json` while a task runs: `--attach TASK_ID` (a
-caller that died, a follow that broke, `--detach`) picks the run up from it.
+The caller keeps `.dvc/tmp/mlrig-remote.json` while a task runs, and the same record in the
+store at `mlrig-remote/<project>/tasks/<task id>.json`: `--attach TASK_ID` (a caller that
+died, a follow that broke, `--detach`, a CI job after the one that submitted) picks the run up
+from either, once it is checked to be this repository's on this stack.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,16 +35,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlrig.core.compute import image as trainer_image
+from mlrig.core.compute import store as task_store
 from mlrig.core.compute import task as task_contract
-from mlrig.core.compute.local import LocalBackend, check_size
-from mlrig.core.compute.spec import SecretRef, TaskHandle, TaskSpec, TaskStatus
+from mlrig.core.compute.local import check_size
+from mlrig.core.compute.spec import Backend, SecretRef, TaskHandle, TaskSpec, TaskStatus
 from mlrig.core.retrain import retrain as retrain_core
 from mlrig.core.retrain import state as retrain_state
 from mlrig.errors import ConfigError, Conflict, MlrigError, ServiceError, UsageError
 
 Log = Callable[[str], None]
 MARKER = Path(".dvc/tmp/mlrig-remote.json")
-STORE_DIR = "mlrig-remote"
+RECORDS = "tasks"  # the store's folder of callers' records, one per task
 DEFAULT_CPU = 1024  # 1 vCPU
 DEFAULT_MEMORY = 4096
 TAG_PREFIX = "mlrig.compute."
@@ -59,19 +65,38 @@ class RemoteState(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     backend: Literal["local", "aws"]
-    task: str = Field(pattern=r"^[0-9a-f]{12,64}$")
+    # a container id (local) or an ECS task ARN (aws)
+    task: str = Field(
+        pattern=r"^([0-9a-f]{12,64}|arn:aws[a-z-]*:ecs:[a-z0-9-]+:\d{12}:task/[A-Za-z0-9_-]+/"
+        r"([0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}))$"
+    )
     project: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,254}$")
     stack: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
     head: str = Field(pattern=r"^[0-9a-f]{40}([0-9a-f]{24})?$")
     branch: str = Field(min_length=1, max_length=255)
     champion: str | None = Field(pattern=r"^[0-9]{1,12}$")
     retrain_id: str = Field(pattern=r"^[0-9a-f]{32}$")
-    prefix: str
+    prefix: str  # the run's store URL (`store.open_store` checks it before any use)
     image: str
     cpu: int
     memory_mib: int
     spot: bool
     submitted: float
+
+    @property
+    def key(self) -> str:
+        return task_key(self.task)
+
+    def run_store(self, outputs: Any) -> task_store.Store:
+        """The run's folder, once it is where this stack keeps this project's runs."""
+        expected = task_store.project_store(outputs, self.project).child(self.retrain_id)
+        if self.prefix != expected.url:
+            raise ConfigError(
+                f"the remote retrain's record names storage {self.prefix[:200]!r}, not stack "
+                f"'{outputs.name}''s {expected.url}",
+                hint="check the task by hand, then delete the record",
+            )
+        return expected
 
     def save(self, root: Path) -> None:
         path = root / MARKER
@@ -95,16 +120,35 @@ class RemoteState(BaseModel):
         )
 
 
-def load_state(root: Path) -> RemoteState | None:
+def task_key(task: str) -> str:
+    """What a task is called in records and messages: an ECS task's ID (its ARN's last part),
+    a container's id."""
+    return task.rsplit("/", 1)[-1]
+
+
+def short(task: str) -> str:
+    """The task as messages name it (and `--attach` takes): an ECS task ID whole, 12
+    characters of a container id."""
+    return task_key(task) if task.startswith("arn:") else task[:12]
+
+
+def _parse_state(text: str, where: str) -> RemoteState:
     try:
-        return RemoteState.model_validate_json((root / MARKER).read_text())
-    except FileNotFoundError:
-        return None
+        return RemoteState.model_validate_json(text)
     except (ValidationError, ValueError) as exc:
         raise ConfigError(
-            f"{root / MARKER} is not a record mlrig can trust ({type(exc).__name__})",
-            hint="check `docker ps` for the task and the champion alias, then delete the file",
+            f"{where} is not a record mlrig can trust ({type(exc).__name__})",
+            hint="check the task (`docker ps`, or the ECS console) and the champion alias, "
+            "then delete the record",
         ) from None
+
+
+def load_state(root: Path) -> RemoteState | None:
+    try:
+        text = (root / MARKER).read_text()
+    except FileNotFoundError:
+        return None
+    return _parse_state(text, str(root / MARKER))
 
 
 @dataclass(frozen=True)
@@ -115,17 +159,33 @@ class Submitted:
 
     @property
     def attach(self) -> str:
-        return f"mlrig retrain --remote --attach {self.handle.id[:12]} --repo {self.prepared.root}"
+        task = short(self.handle.id)
+        return f"mlrig retrain --remote --attach {task} --repo {self.prepared.root}"
 
 
-def backend_for(outputs: Any) -> LocalBackend:
+def backend_for(outputs: Any) -> Backend:
+    """The stack's compute backend: its local engine, or its ECS cluster."""
     if outputs.kind == "local":
+        from mlrig.core.compute.local import LocalBackend
+
         return LocalBackend(outputs)
-    raise UsageError(
-        f"stack '{outputs.name}' is an AWS stack: this mlrig runs remote retrains on a local "
-        "stack's engine only",
-        hint="retrain in this process (`mlrig retrain`), or on a local stack",
-    )
+    from mlrig.core.compute.aws import AwsBackend
+
+    return AwsBackend(outputs)
+
+
+def _secret(outputs: Any, project: str) -> SecretRef:
+    """The repository's machine identity's password as the task receives it: the stack's
+    Secrets Manager secret (by name: ECS reads it in the task's region), or its file."""
+    from mlrig.core.access import identities
+    from mlrig.core.shared.names import machine_user
+
+    user = machine_user(project)
+    if outputs.kind == "aws":
+        source = identities.aws_secret_name(outputs.name, user)
+    else:
+        source = str(identities.local_secret_file(outputs.name, user))
+    return SecretRef(name="MLFLOW_TRACKING_PASSWORD", source=source)
 
 
 def _check_source(root: Path) -> None:
@@ -163,7 +223,6 @@ def submit(
     """Check, build or reuse the image, bundle the commit, submit the task."""
     from mlrig.adapters import git
     from mlrig.adapters.mlflow_rest import MlflowRest
-    from mlrig.core.access import identities
     from mlrig.core.shared.names import machine_user
     from mlrig.core.stack.env import settings_env
 
@@ -174,8 +233,8 @@ def submit(
     running = backend.active(project)
     if running:
         raise Conflict(
-            f"a remote retrain of {project} is already running (task {running[0][:12]})",
-            hint=f"follow it: `mlrig retrain --remote --attach {running[0][:12]}`, or wait",
+            f"a remote retrain of {project} is already running (task {short(running[0])})",
+            hint=f"follow it: `mlrig retrain --remote --attach {short(running[0])}`, or wait",
         )
     _check_source(root)
     built = trainer_image.build(root, project, outputs, progress=log, base_image=base_image)
@@ -184,13 +243,17 @@ def submit(
         project, retrain_state.ALIAS
     )
     retrain_id = secrets.token_hex(16)
-    prefix = Path(outputs.dvc_remote_url) / STORE_DIR / project / retrain_id
-    prefix.mkdir(parents=True)
-    git.bundle_create(root, prefix / task_contract.SOURCE_BUNDLE, [f"refs/heads/{prepared.branch}"])
+    project_store = task_store.project_store(outputs, project)
+    run_store = project_store.child(retrain_id)
+    with tempfile.TemporaryDirectory(prefix="mlrig-submit-") as tmp:
+        bundle = Path(tmp) / task_contract.SOURCE_BUNDLE
+        git.bundle_create(root, bundle, [f"refs/heads/{prepared.branch}"])
+        run_store.put_file(task_contract.SOURCE_BUNDLE, bundle)
     environment = settings_env(outputs)
+    environment.pop("AWS_PROFILE", None)  # the task has its own role, no profile
     environment.update(
         {
-            task_contract.ENV_PREFIX: str(prefix),
+            task_contract.ENV_PREFIX: run_store.url,
             task_contract.ENV_SHA: prepared.head,
             task_contract.ENV_BRANCH: prepared.branch,
             task_contract.ENV_RETRAIN_ID: retrain_id,
@@ -206,10 +269,8 @@ def submit(
             environment[var] = value
     secret_refs: tuple[SecretRef, ...] = ()
     if outputs.mlflow.auth is not None:
-        user = machine_user(project)
-        environment["MLFLOW_TRACKING_USERNAME"] = user
-        source = identities.local_secret_file(outputs.name, user)
-        secret_refs = (SecretRef(name="MLFLOW_TRACKING_PASSWORD", source=str(source)),)
+        environment["MLFLOW_TRACKING_USERNAME"] = machine_user(project)
+        secret_refs = (_secret(outputs, project),)
     spec = TaskSpec(
         project=project,
         image=built.reference,
@@ -224,7 +285,7 @@ def submit(
     try:
         handle = backend.submit(spec)
     except BaseException:
-        shutil.rmtree(prefix, ignore_errors=True)
+        _quietly(run_store.remove_all)
         raise
     state = RemoteState(
         backend=handle.backend,
@@ -235,7 +296,7 @@ def submit(
         branch=prepared.branch,
         champion=champion,
         retrain_id=retrain_id,
-        prefix=str(prefix),
+        prefix=run_store.url,
         image=built.reference,
         cpu=cpu,
         memory_mib=memory_mib,
@@ -243,8 +304,19 @@ def submit(
         submitted=time.time(),
     )
     state.save(root)
-    log(f"submitted task {handle.id[:12]} ({cpu / 1024:g} vCPU, {memory_mib} MiB)")
+    try:  # where a fresh checkout's `--attach` finds it
+        project_store.put_text(f"{RECORDS}/{state.key}.json", state.model_dump_json(indent=1))
+    except MlrigError as exc:
+        log(f"the task's record could not be stored ({exc.message}): attach from this clone")
+    log(f"submitted task {short(handle.id)} ({cpu / 1024:g} vCPU, {memory_mib} MiB)")
     return Submitted(handle, state, prepared)
+
+
+def _quietly(fn: Callable[[], Any]) -> None:
+    import contextlib
+
+    with contextlib.suppress(MlrigError, OSError):
+        fn()
 
 
 def _public_remote(root: Path) -> str | None:
@@ -258,21 +330,61 @@ def _public_remote(root: Path) -> str | None:
     return url if not url.startswith("-") and "\n" not in url else None
 
 
+_WANTED = re.compile(
+    r"^[0-9a-f]{12,64}$|^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+)
+
+
 def attach(repo: Path, task_id: str, *, stack: str | None, log: Log) -> Submitted:
-    """The task a caller submitted from this repository (its record), to follow and apply."""
+    """The task a caller submitted from this repository, to follow and apply: its record in
+    this clone, else the one the caller left in the stack's storage (a fresh checkout)."""
+    from mlrig import contract
     from mlrig.adapters import git
+    from mlrig.core.stack import stacks
 
     root = Path(git.toplevel(repo.resolve()))
-    state = load_state(root)
-    if state is None or not state.task.startswith(task_id.lower()) or len(task_id) < 12:
+    wanted = task_key(task_id.strip()).lower()
+    if not _WANTED.fullmatch(wanted):
         raise UsageError(
-            f"{root} has no remote retrain {task_id[:64]!r} to attach to",
-            hint="pass the task id `retrain --remote` printed (12 characters at least)",
+            f"{task_id[:120]!r} is not a task `retrain --remote` printed",
+            hint="pass its task ID or ARN (a container id: 12 characters at least)",
         )
+    state = load_state(root)
+    if state is None or not state.key.startswith(wanted):
+        project = retrain_core.model_name(root)
+        outputs = contract.load(stacks.resolve_name(stack, repo=root))
+        state = _stored_state(outputs, project, wanted)
+        if state is None:
+            raise UsageError(
+                f"no remote retrain {wanted} of {project} on stack '{outputs.name}' to attach to "
+                "(applied or undone already, or never submitted)",
+                hint="pass the task ID `retrain --remote` printed",
+            )
+        state.save(root)
     prepared = _prepared_for(root, state, stack)
     handle = TaskHandle(backend=state.backend, id=state.task, project=state.project)
-    log(f"attached to task {state.task[:12]}")
+    log(f"attached to task {short(state.task)}")
     return Submitted(handle, state, prepared)
+
+
+def _stored_state(outputs: Any, project: str, wanted: str) -> RemoteState | None:
+    """The caller's record of task `wanted` (a prefix of its key) in the stack's storage,
+    checked to be this project's on this stack; None when there is none."""
+    store = task_store.project_store(outputs, project)
+    names = [n for n in store.names(RECORDS) if n.endswith(".json") and n.startswith(wanted)]
+    if len(names) > 1:
+        raise UsageError(f"{wanted} names more than one task", hint="pass more of its ID")
+    if not names:
+        return None
+    where = f"{store.url}/{RECORDS}/{names[0]}"
+    state = _parse_state(store.read_text(f"{RECORDS}/{names[0]}") or "", where)
+    if state.project != project or state.stack != outputs.name or f"{state.key}.json" != names[0]:
+        raise ConfigError(
+            f"{where} is not a record of {project} on stack '{outputs.name}'",
+            hint="delete it if it is not yours to keep",
+        )
+    state.run_store(outputs)
+    return state
 
 
 def _prepared_for(root: Path, state: RemoteState, stack: str | None) -> retrain_core.Prepared:
@@ -280,7 +392,18 @@ def _prepared_for(root: Path, state: RemoteState, stack: str | None) -> retrain_
     from mlrig.core.access import identities
     from mlrig.core.stack import stacks
 
+    if retrain_core.model_name(root) != state.project:
+        raise ConfigError(
+            f"{root / MARKER} names project {state.project}, not this repository's",
+            hint="delete the file if it is not this repository's",
+        )
     outputs = contract.load(stacks.resolve_name(stack or state.stack, repo=root))
+    if outputs.name != state.stack or outputs.kind != state.backend:
+        raise UsageError(
+            f"task {short(state.task)} ran on stack '{state.stack}', not '{outputs.name}'",
+            hint=f"attach with --stack {state.stack}",
+        )
+    state.run_store(outputs)
     env = identities.repo_env(outputs, root)
     return retrain_core.Prepared(root, state.project, state.head, state.branch, outputs, env)
 
@@ -310,13 +433,13 @@ def follow(
     except KeyboardInterrupt:
         if not ask_stop():
             raise Interrupted(
-                f"stopped following; task {sub.handle.id[:12]} goes on",
+                f"stopped following; task {short(sub.handle.id)} goes on",
                 hint=f"apply its result later: `{sub.attach}`",
             ) from None
         backend.stop(sub.handle, "stopped at the caller's request (Ctrl-C)")
     except ServiceError as exc:
         raise FollowBroken(
-            f"following task {sub.handle.id[:12]} broke ({exc.message}); the task goes on",
+            f"following task {short(sub.handle.id)} broke ({exc.message}); the task goes on",
             hint=f"reattach: `{sub.attach}`",
         ) from None
     return _wait_stopped(backend, sub.handle)
@@ -331,7 +454,13 @@ def _wait_stopped(backend: Any, handle: TaskHandle) -> TaskStatus:
         found[:] = [backend.status(handle)]
         return found[0].state == "stopped"
 
-    wait_until(stopped, timeout=60, interval=0.5, what=f"task {handle.id[:12]} to stop")
+    # ECS gives a stopped container 30 s before SIGKILL, then takes its time to say STOPPED
+    wait_until(
+        stopped,
+        timeout=60 if handle.backend == "local" else 300,
+        interval=0.5 if handle.backend == "local" else 5,
+        what=f"task {short(handle.id)} to stop",
+    )
     return found[0]
 
 
@@ -347,7 +476,7 @@ def apply(
     state, prepared = sub.state, sub.prepared
     saved = state.saved_state()
     backend = backend_for(prepared.outputs)
-    prefix = Path(state.prefix)
+    prefix = state.run_store(prepared.outputs)
     try:
         result = _read_result(prefix, state)  # a failed task's says why, when it got that far
         if result is None or not result.ok or status.exit_code != 0:
@@ -378,12 +507,12 @@ def apply(
     return outcome
 
 
-def _read_result(prefix: Path, state: RemoteState) -> task_contract.TaskResult | None:
-    path = prefix / task_contract.RESULT
-    try:
-        result = task_contract.TaskResult.model_validate_json(path.read_text())
-    except FileNotFoundError:
+def _read_result(prefix: task_store.Store, state: RemoteState) -> task_contract.TaskResult | None:
+    text = _step("the task's result", lambda: prefix.read_text(task_contract.RESULT))
+    if text is None:
         return None
+    try:
+        result = task_contract.TaskResult.model_validate_json(text)
     except (ValidationError, ValueError):
         raise retrain_core.RetrainFailed(
             f"the task's {task_contract.RESULT} is not a result mlrig can trust: nothing applied"
@@ -398,22 +527,27 @@ def _read_result(prefix: Path, state: RemoteState) -> task_contract.TaskResult |
 def _fetch_commit(
     prepared: retrain_core.Prepared,
     saved: retrain_state.SavedState,
-    prefix: Path,
+    prefix: task_store.Store,
     result: task_contract.TaskResult,
 ) -> str:
     """The bundle's one commit, fetched, once it is a child of the submitted sha that holds
     only the files the pipeline writes."""
     from mlrig.adapters import git
 
-    root, bundle = prepared.root, prefix / task_contract.RESULT_BUNDLE
+    root = prepared.root
     ref = f"refs/heads/{saved.branch}"
-    heads = _step("the result bundle", lambda: git.bundle_heads(root, bundle))
-    commit = heads.get(ref)
-    if commit is None or commit != result.commit:
-        raise retrain_core.RetrainFailed(
-            f"the task's bundle does not hold {ref} at {str(result.commit)[:12]}: nothing applied"
-        )
-    _step("the result bundle", lambda: git.fetch_bundle(root, bundle, ref))
+    with tempfile.TemporaryDirectory(prefix="mlrig-result-") as tmp:
+        bundle = Path(tmp) / task_contract.RESULT_BUNDLE
+        if not _step("the result bundle", lambda: prefix.get_file(bundle.name, bundle)):
+            raise retrain_core.RetrainFailed("the task left no result bundle: nothing applied")
+        heads = _step("the result bundle", lambda: git.bundle_heads(root, bundle))
+        commit = heads.get(ref)
+        if commit is None or commit != result.commit:
+            raise retrain_core.RetrainFailed(
+                f"the task's bundle does not hold {ref} at {str(result.commit)[:12]}: "
+                "nothing applied"
+            )
+        _step("the result bundle", lambda: git.fetch_bundle(root, bundle, ref))
     parents = git.run(root, "rev-list", "--parents", "-n", "1", commit).split()[1:]
     owned = retrain_state.run_files(root, saved)
     others = [p for p in git.files_between(root, saved.head, commit) if p not in owned]
@@ -445,7 +579,16 @@ def _fields(result: task_contract.TaskResult) -> dict[str, Any]:
 def compute_tags(
     state: RemoteState, result: task_contract.TaskResult, status: TaskStatus
 ) -> dict[str, str]:
-    """`mlrig.compute.*`: where the run trained, on what, for how long, at what cost."""
+    """`mlrig.compute.*`: where the run trained, on what, for how long, at what cost (the
+    local engine bills nothing; a Fargate task, its wall time at the list price of its size,
+    Spot's when it asked for Spot: an estimate, as `--dry-run`'s)."""
+    wall = max(result.finished - result.started, 0.0)
+    cost = 0.0
+    if state.backend == "aws":
+        from mlrig.core.compute import price
+
+        q = price.quote(price.fargate_size(state.cpu, state.memory_mib))
+        cost = (q.spot_hour if state.spot else q.on_demand_hour) * wall / 3600
     return {
         f"{TAG_PREFIX}backend": state.backend,
         f"{TAG_PREFIX}task": state.task,
@@ -453,8 +596,8 @@ def compute_tags(
         f"{TAG_PREFIX}memory_mib": str(state.memory_mib),
         f"{TAG_PREFIX}spot": "requested" if state.spot else "false",
         f"{TAG_PREFIX}image": state.image,
-        f"{TAG_PREFIX}wall_seconds": f"{result.finished - result.started:.1f}",
-        f"{TAG_PREFIX}cost_usd": "0",  # the local engine: no bill
+        f"{TAG_PREFIX}wall_seconds": f"{wall:.1f}",
+        f"{TAG_PREFIX}cost_usd": f"{cost:.4f}" if cost else "0",
     }
 
 
@@ -473,12 +616,14 @@ def _tag_compute(
         rest.set_run_tag(result.run_id, key, value)
 
 
-def _forget(backend: LocalBackend, sub: Submitted, prefix: Path) -> None:
-    """The run is over (applied or undone): its container, bundle and record go."""
+def _forget(backend: Backend, sub: Submitted, prefix: task_store.Store) -> None:
+    """The run is over (applied or undone): its container, bundles and records go."""
     import contextlib
 
     with contextlib.suppress(MlrigError):
         if backend.status(sub.handle).state == "stopped":
             backend.remove(sub.handle)
-    shutil.rmtree(prefix, ignore_errors=True)
+    _quietly(prefix.remove_all)
+    records = task_store.project_store(sub.prepared.outputs, sub.state.project)
+    _quietly(lambda: records.remove(f"{RECORDS}/{sub.state.key}.json"))
     (sub.prepared.root / MARKER).unlink(missing_ok=True)

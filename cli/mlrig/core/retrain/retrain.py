@@ -360,6 +360,11 @@ def prepare(repo: Path, *, stack: str | None, log: Log) -> Prepared:
     return Prepared(root, model, head, branch, outputs, retrain_repo.credentials(outputs, root))
 
 
+def model_name(repo: Path) -> str:
+    """The model a retrain of the repository registers (a remote run's records name it)."""
+    return retrain_repo.project_name(_root(repo.resolve()))
+
+
 def undo_registry(prepared: Prepared, saved: retrain_state.SavedState, log: Log) -> None:
     """A run that produced nothing to apply: the versions it registered tagged undone and
     `champion` back where it was (the repository was never touched)."""

@@ -368,3 +368,48 @@ def test_a_result_of_another_run_applies_nothing(cloud: dict[str, Any]) -> None:
     assert sh(repo, "git", "rev-parse", "HEAD", env=env).strip() == head
     assert sh(cloud["origin"], "git", "rev-parse", "main", env=env).strip() == head
     assert _keys(cloud) == []
+
+
+def test_the_network_gone_while_following_names_the_reattach_and_the_task_goes_on(
+    cloud: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process: following a submitted task with the AWS endpoint gone (a loopback port
+    nothing listens on) is one line naming the command that reattaches, and the task runs on;
+    that command, once the network is back, applies (here: undoes) the run."""
+    import socket
+
+    from mlrig.adapters import aws
+    from mlrig.core.compute import remote
+
+    repo, env = cloud["repo"], cloud["env"]
+    head = sh(repo, "git", "rev-parse", "HEAD", env=env).strip()
+    _transition(cloud["moto"], 10**6)
+    proc = _mlrig(repo, env, "retrain", "--remote", "--detach", "--json", "--stack", STACK)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    arn = json.loads(proc.stdout.strip().splitlines()[-1])["task_id"]
+    task_id = arn.rsplit("/", 1)[1]
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    aws.session.cache_clear()
+    sub = remote.attach(repo, task_id, stack=STACK, log=lambda _m: None)
+    with socket.socket() as sock:  # a port that was free a moment ago: nothing answers there
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("MLRIG_AWS_ENDPOINT_URL", dead)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    aws.session.cache_clear()
+    with pytest.raises(remote.FollowBroken) as broke:
+        remote.follow(sub, out=lambda _l: None, ask_stop=lambda: True)
+    line = broke.value.one_line()
+    assert f"following task {task_id} broke" in line and "the task goes on" in line
+    assert f"mlrig retrain --remote --attach {task_id} --repo {repo}" in line
+    status = cloud["ecs"].describe_tasks(cluster=cloud["cluster"], tasks=[arn])["tasks"][0]
+    assert status["lastStatus"] == "RUNNING"  # nothing stopped it
+    # the network is back: the printed command picks the run up (no result: nothing applied)
+    _transition(cloud["moto"], None)
+    again = _mlrig(repo, env, "retrain", "--remote", "--attach", task_id, "--stack", STACK)
+    assert again.returncode != 0 and "the remote retrain failed" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert sh(repo, "git", "rev-parse", "HEAD", env=env).strip() == head
+    assert _keys(cloud) == []

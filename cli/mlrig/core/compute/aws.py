@@ -480,6 +480,6 @@ def _no_such_definition(exc: Exception) -> bool:
 def _following_broke(handle: TaskHandle, exc: Exception) -> RemoteError:
     translated = _translate(exc, f"following training task {task_id(handle)}")
     return RemoteError(
-        f"{getattr(translated, 'message', translated)}: the task goes on",
+        str(getattr(translated, "message", translated)),
         hint=f"reattach with `mlrig retrain --remote --attach {task_id(handle)}`",
     )

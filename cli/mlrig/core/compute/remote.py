@@ -41,7 +41,14 @@ from mlrig.core.compute.local import check_size
 from mlrig.core.compute.spec import Backend, SecretRef, TaskHandle, TaskSpec, TaskStatus
 from mlrig.core.retrain import retrain as retrain_core
 from mlrig.core.retrain import state as retrain_state
-from mlrig.errors import ConfigError, Conflict, MlrigError, ServiceError, UsageError
+from mlrig.errors import (
+    ConfigError,
+    Conflict,
+    CredentialsError,
+    MlrigError,
+    ServiceError,
+    UsageError,
+)
 
 Log = Callable[[str], None]
 MARKER = Path(".dvc/tmp/mlrig-remote.json")
@@ -437,7 +444,7 @@ def follow(
                 hint=f"apply its result later: `{sub.attach}`",
             ) from None
         backend.stop(sub.handle, "stopped at the caller's request (Ctrl-C)")
-    except ServiceError as exc:
+    except (ServiceError, CredentialsError) as exc:  # the network, or credentials that expired
         raise FollowBroken(
             f"following task {short(sub.handle.id)} broke ({exc.message}); the task goes on",
             hint=f"reattach: `{sub.attach}`",

@@ -140,3 +140,44 @@ def test_the_network_gone_while_following_says_how_to_reattach(
     line = info.value.one_line()
     assert "cannot reach https://logs.eu-west-1.amazonaws.com/" in line
     assert "mlrig retrain --remote --attach 0123456789abcdef0123456789abcdef" in line
+
+
+def test_a_task_ecs_has_forgotten_has_stopped_and_its_result_decides(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CI job that attaches a week after the task ended: ECS lists it no more (MISSING),
+    which for a task of this cluster means it stopped; its exit code is unknown."""
+    from mlrig.contract import AwsCompute
+    from mlrig.core.compute import aws as compute_aws
+    from tests.helpers import aws_outputs
+
+    class Forgot:
+        def describe_tasks(self, **kw: Any) -> dict[str, Any]:
+            return {"tasks": [], "failures": [{"arn": kw["tasks"][0], "reason": "MISSING"}]}
+
+    monkeypatch.setattr(compute_aws, "_client", lambda service, region: Forgot())
+    outputs = aws_outputs("team").model_copy(
+        update={
+            "compute": AwsCompute(
+                cluster_arn="arn:aws:ecs:eu-west-1:123456789012:cluster/c1",
+                subnet_ids=["subnet-1"],
+                security_group_id="sg-1",
+                assign_public_ip=False,
+                task_role_arn="arn:aws:iam::123456789012:role/t",
+                execution_role_arn="arn:aws:iam::123456789012:role/e",
+                log_group="/mlrig/team/training",
+            )
+        }
+    )
+    backend = compute_aws.AwsBackend(outputs, sleep=lambda _s: None)
+    handle = backend.handle("0123456789abcdef0123456789abcdef", "churn")
+    status = backend.status(handle)
+    assert (status.state, status.exit_code, status.reason) == (
+        "stopped",
+        None,
+        compute_aws.FORGOTTEN,
+    )
+    from mlrig.errors import UsageError
+
+    with pytest.raises(UsageError, match="not a training task"):  # another cluster's: refused
+        backend.status(handle.model_copy(update={"id": handle.id.replace("/c1/", "/c2/")}))

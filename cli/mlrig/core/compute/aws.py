@@ -53,6 +53,7 @@ _TASK_ID = re.compile(
 _TAG_KEY = re.compile(r"^(?!aws:)[A-Za-z0-9 _.:/=+@-]{1,128}$")
 _TAG_VALUE = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{0,256}$")
 _PENDING = {"PROVISIONING", "PENDING", "ACTIVATING"}
+FORGOTTEN = "ECS no longer lists it (it stopped over an hour ago)"
 
 
 def _client(service: str, region: str | None) -> Any:
@@ -306,7 +307,8 @@ class AwsBackend:
             raise _already_running(handle.project, first)
 
     # -- status, stop -------------------------------------------------------------------------
-    def describe(self, handle: TaskHandle) -> dict[str, Any]:
+    def _find(self, handle: TaskHandle) -> dict[str, Any] | None:
+        """DescribeTasks' answer for this cluster's task, None when ECS lists it no more."""
         self._check_handle(handle)
         ecs = _client("ecs", self.region)
         try:
@@ -314,17 +316,27 @@ class AwsBackend:
         except Exception as exc:
             raise _translate(exc, f"reading training task {task_id(handle)}") from exc
         tasks = found.get("tasks") or []
-        if not tasks:
+        return dict(tasks[0]) if tasks else None
+
+    def describe(self, handle: TaskHandle) -> dict[str, Any]:
+        task = self._find(handle)
+        if task is None:
             raise UsageError(
                 f"no training task {task_id(handle)} on stack '{self.outputs.name}''s cluster "
                 "(ECS forgets stopped tasks after about an hour)",
                 hint="its result, if it finished, is applied with `mlrig retrain --remote "
                 f"--attach {task_id(handle)}`",
             )
-        return dict(tasks[0])
+        return task
 
     def status(self, handle: TaskHandle) -> TaskStatus:
-        return task_status(self.describe(handle))
+        """Its state; a task of this cluster ECS no longer lists has stopped (ECS forgets a
+        stopped task after about an hour, a running one never), its exit code unknown: its
+        result, when it left one, is what says how it ended."""
+        task = self._find(handle)
+        if task is None:
+            return TaskStatus(state="stopped", exit_code=None, reason=FORGOTTEN)
+        return task_status(task)
 
     def stop(self, handle: TaskHandle, reason: str) -> None:
         self._check_handle(handle)

@@ -486,7 +486,8 @@ def apply(
     prefix = state.run_store(prepared.outputs)
     try:
         result = _read_result(prefix, state)  # a failed task's says why, when it got that far
-        if result is None or not result.ok or status.exit_code != 0:
+        # an exit code is unknown only for a task ECS has forgotten: its result then decides
+        if result is None or not result.ok or status.exit_code not in (0, None):
             why = status.reason or (result.error if result else None)
             raise retrain_core.RetrainFailed(
                 f"the remote retrain failed: {why or f'the task exited {status.exit_code}'}",

@@ -85,7 +85,6 @@ def cloud(
     from mlrig import contract
     from mlrig.contract import AwsCompute, BasicAuth, DvcRemote, Mlflow, Registry, SecretRef
     from mlrig.core.access import identities
-    from mlrig.core.compute import image
     from mlrig.core.shared import secrets
     from mlrig.core.shared.names import machine_user
 
@@ -187,8 +186,23 @@ def cloud(
         contract.save(outputs)
         # what `access add-machine` keeps on an AWS stack: the identity's password by name
         sm.create_secret(Name=identities.aws_secret_name(STACK, user), SecretString=password)
-        # the repository's trainer image, in ECR under the tag this mlrig computes
-        tag = image.image_tag(PROJECT, image.requirements_of(repo)).rsplit(":", 1)[1]
+    # the repository's trainer image, in ECR under the tag the installed mlrig computes (in a
+    # process of its own: a checkout's egg-info in this one's path may name another version)
+    tag = (
+        sh(
+            root,
+            str(VENV_BIN / "python"),
+            "-c",
+            "import sys; from pathlib import Path; from mlrig.core.compute import image; "
+            "print(image.image_tag(sys.argv[1], image.requirements_of(Path(sys.argv[2]))))",
+            PROJECT,
+            str(repo),
+            env=env,
+        )
+        .strip()
+        .splitlines()[-1]
+        .rsplit(":", 1)[1]
+    )
     manifest = json.dumps(
         {
             "schemaVersion": 2,
@@ -223,7 +237,7 @@ def cloud(
 
 def _keys(cloud: dict[str, Any]) -> list[str]:
     """What remote retrains keep in the bucket."""
-    listed = cloud["s3"].list_objects_v2(Bucket=BUCKET, Prefix="dvc/mlrig-remote/")
+    listed = cloud["s3"].list_objects_v2(Bucket=BUCKET, Prefix="mlrig-remote/")
     return sorted(o["Key"] for o in listed.get("Contents", []))
 
 
@@ -282,12 +296,12 @@ def test_an_aws_remote_retrain_submits_runs_and_applies_from_a_fresh_clone(
     (override,) = task["overrides"]["containerOverrides"]
     task_env = {e["name"]: e["value"] for e in override["environment"]}
     prefix = task_env["MLRIG_TASK_PREFIX"]
-    assert prefix.startswith(f"s3://{BUCKET}/dvc/mlrig-remote/{PROJECT}/")
+    assert prefix.startswith(f"s3://{BUCKET}/mlrig-remote/{PROJECT}/")
     assert task_env["MLRIG_TASK_SHA"] == head and "AWS_PROFILE" not in task_env
     run_id = prefix.rsplit("/", 1)[1]
     assert _keys(cloud) == [
-        f"dvc/mlrig-remote/{PROJECT}/{run_id}/source.bundle",
-        f"dvc/mlrig-remote/{PROJECT}/tasks/{task_id}.json",
+        f"mlrig-remote/{PROJECT}/{run_id}/source.bundle",
+        f"mlrig-remote/{PROJECT}/tasks/{task_id}.json",
     ]
     # a second submit while it runs is one line, and runs nothing
     again = _mlrig(repo, env, "retrain", "--remote", "--detach", "--stack", STACK)
@@ -299,7 +313,7 @@ def test_an_aws_remote_retrain_submits_runs_and_applies_from_a_fresh_clone(
     ran = _run_task_as_ecs_would(cloud, arn)
     assert ran.returncode == 0, ran.stdout[-3000:] + ran.stderr[-3000:]
     assert "Running stage 'train'" in ran.stdout and cloud["password"] not in ran.stdout
-    assert f"dvc/mlrig-remote/{PROJECT}/{run_id}/result.json" in _keys(cloud)
+    assert f"mlrig-remote/{PROJECT}/{run_id}/result.json" in _keys(cloud)
     # nothing is published until the caller applies it
     assert sh(cloud["origin"], "git", "rev-parse", "main", env=env).strip() == head
 

@@ -440,3 +440,13 @@ def test_attach_refuses_what_is_no_task_id(tmp_path: Path, bad: str) -> None:
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     with pytest.raises(UsageError, match="is not a task"):
         remote.attach(tmp_path, bad, stack=None, log=lambda _m: None)
+
+
+def test_runs_are_kept_where_the_task_and_ci_roles_may_write() -> None:
+    from mlrig.core.compute import store
+    from mlrig.infra import config
+    from tests.helpers import aws_outputs
+
+    assert store.ROOT == config.REMOTE_RESULTS_PREFIX
+    found = store.project_store(aws_outputs("team"), "churn")
+    assert found.url == f"s3://bucket/{config.REMOTE_RESULTS_PREFIX}/churn"  # not under dvc/

@@ -1,11 +1,12 @@
 """Where a remote retrain's caller and its task meet: a folder of the stack's storage.
 
-`<DVC remote>/mlrig-remote/<project>/` holds, per run, `<retrain id>/` (the submitted commit's
+`mlrig-remote/<project>/` holds, per run, `<retrain id>/` (the submitted commit's
 bundle, then the task's result bundle and result.json) and, per task, `tasks/<task id>.json`
 (the caller's record, so `--attach` works from any checkout of the repository). On a local
-stack that is the DVC remote's folder (mounted into the task's container at the same path);
-on AWS, the DVC bucket (the task role may read and write it; nothing else). Both sides name
-it by one URL, checked here: an absolute folder or `s3://bucket/key-prefix`.
+stack it is in the DVC remote's folder (mounted into the task's container at the same path);
+on AWS, at the top of the DVC bucket (the task role and CI's may read and write that
+prefix). Both sides name it by one URL, checked here: an absolute folder or
+`s3://bucket/key-prefix`.
 """
 
 from __future__ import annotations
@@ -173,9 +174,12 @@ def open_store(url: str, *, region: str | None = None, endpoint_url: str | None 
 
 
 def project_store(outputs: StackOutputs, project: str) -> Store:
-    """`<DVC remote>/mlrig-remote/<project>` of a stack (its outputs)."""
+    """A stack's `mlrig-remote/<project>`: in the DVC remote's folder (local), at the DVC
+    bucket's top (AWS: the prefix the task and CI roles may write, `REMOTE_RESULTS_PREFIX`)."""
     remote = outputs.dvc_remote
     base = remote.url.rstrip("/")
+    if base.startswith("s3://"):
+        base = "s3://" + base.removeprefix("s3://").split("/", 1)[0]
     return open_store(
         f"{base}/{ROOT}/{_name(project)}",
         region=remote.region or outputs.region,

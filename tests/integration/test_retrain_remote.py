@@ -262,8 +262,12 @@ def test_oom_and_a_missing_digest_are_one_line_each(
 
     backend = LocalBackend(local_stack["outputs"])
     registry = local_stack["outputs"].registry.url
-    image = next(c for c in docker_engine.images.list("mlrig/trainer-task"))
-    ref = next(d for d in image.attrs["RepoDigests"] if d.startswith(registry))
+    ref = next(  # this stack's trainer image (the engine may hold other stacks' too)
+        d
+        for image in docker_engine.images.list("mlrig/trainer-task")
+        for d in image.attrs["RepoDigests"]
+        if d.startswith(f"{registry}@")
+    )
     spec = TaskSpec(
         project="oomrig",
         image=ref,

@@ -126,6 +126,7 @@ def test_release_builds_tests_the_wheel_attests_and_publishes_without_a_token() 
 TASK = (
     "arn:aws:ecs:eu-west-1:123456789012:task/mlflow-cluster-1a2b/0123456789abcdef0123456789abcdef"
 )
+CLUSTER = "arn:aws:ecs:eu-west-1:123456789012:cluster/mlflow-cluster-1a2b"
 STORE = "mlrig-remote/churn"  # the generated repository's project is `churn`
 PENDING = f"{STORE}/ci-pending"
 RECORD = f"{STORE}/tasks/0123456789abcdef0123456789abcdef.json"  # mlrig's record of TASK
@@ -331,7 +332,7 @@ def test_retrain_waits_in_rounds_with_fresh_credentials_then_applies(
     assert out == {"stopped": "true"}
     polls = [c for c in calls if c.startswith("aws ecs describe-tasks")]
     assert len(polls) == 3
-    assert polls[0] == f"aws ecs describe-tasks --cluster mlflow-cluster-1a2b --tasks {TASK} " + (
+    assert polls[0] == f"aws ecs describe-tasks --cluster {CLUSTER} --tasks {TASK} " + (
         "--query tasks[0].lastStatus --output text"
     )
     # ... or until ECS no longer lists it

@@ -691,6 +691,54 @@ def statement(resource: PlannedResource, sid: str, key: str = "policy") -> dict[
     return found[0]
 
 
+def iam_allows(
+    documents: list[dict[str, Any]],
+    action: str,
+    resource: str,
+    context: dict[str, str] | None = None,
+) -> bool:
+    """Whether identity policies `documents` allow `action` on `resource`, AWS's way for
+    what the stack's policies use: an explicit Deny wins, else some Allow statement whose
+    Action and Resource match (`*` and `?` wildcards; actions case-insensitive) and whose
+    every condition holds for `context` (a key the request does not carry fails it).
+    Operators other than StringEquals, StringLike, ArnEquals and ArnLike are refused, so
+    a policy that starts using one cannot pass here unread."""
+    import fnmatch
+
+    def listed(value: Any) -> list[Any]:
+        return list(value) if isinstance(value, list) else [value]
+
+    def matches(patterns: Any, value: str, fold: bool = False) -> bool:
+        if fold:
+            return any(fnmatch.fnmatchcase(value.lower(), str(p).lower()) for p in listed(patterns))
+        return any(fnmatch.fnmatchcase(value, str(p)) for p in listed(patterns))
+
+    def holds(conditions: dict[str, dict[str, Any]]) -> bool:
+        ctx = context or {}
+        for operator, keys in conditions.items():
+            if operator not in {"StringEquals", "StringLike", "ArnEquals", "ArnLike"}:
+                raise AssertionError(f"iam_allows does not evaluate {operator}")
+            for key, expected in keys.items():
+                if key not in ctx:
+                    return False
+                if operator == "StringEquals" and ctx[key] not in map(str, listed(expected)):
+                    return False
+                if operator != "StringEquals" and not matches(expected, ctx[key]):
+                    return False
+        return True
+
+    statements = [st for doc in documents for st in listed(doc["Statement"])]
+    assert not [st for st in statements if "NotAction" in st or "NotResource" in st]
+    verdicts = [
+        st["Effect"]
+        for st in statements
+        if matches(st["Action"], action, fold=True)
+        and matches(st["Resource"], resource)
+        and holds(st.get("Condition", {}))
+    ]
+    return "Allow" in verdicts and "Deny" not in verdicts
+
+
 def parliament_findings(document: str) -> list[str]:
     """What parliament (the pure-Python IAM policy linter, community auditors on) finds in
     a policy document, as "ISSUE: detail". parliament 1.6.4 reads its data files through

@@ -12,7 +12,7 @@ import pytest
 from mlrig.core.access.identities import aws_secret_name
 from mlrig.infra import policy as house_policy
 from mlrig.infra.config import training_log_group
-from tests.helpers import make_plan, parliament_findings, policy_doc, statement
+from tests.helpers import iam_allows, make_plan, parliament_findings, policy_doc, statement
 
 POLICY = "aws:iam/rolePolicy:RolePolicy"
 BUCKET_ARN = "arn:aws:s3:::mlrig-plan-20261126abcdef"
@@ -88,6 +88,13 @@ def test_ci_runs_watches_and_stops_training_tasks_on_its_cluster_only(any_plan) 
     assert run["Condition"] == {"ArnEquals": {"ecs:cluster": cluster}}
     watch = statement(policy, "WatchTrainingTasks")
     assert watch["Resource"] == "arn:aws:ecs:us-east-1:123456789012:task/mlflow-cluster/*"
+    assert watch["Action"] == "ecs:DescribeTasks"
+    stop = statement(policy, "StopTrainingTasks")
+    assert (stop["Action"], stop["Resource"]) == ("ecs:StopTask", watch["Resource"])
+    assert stop["Condition"] == {
+        **run["Condition"],
+        "StringLike": {"aws:ResourceTag/mlrig.project": "*"},
+    }
     assert statement(policy, "ListTrainingTasks")["Condition"] == run["Condition"]
     passing = statement(policy, "PassTrainingRoles")
     assert sorted(passing["Resource"]) == [
@@ -100,6 +107,137 @@ def test_ci_runs_watches_and_stops_training_tasks_on_its_cluster_only(any_plan) 
     assert statement(policy, "ResultsObjectsInPrefix")["Resource"] == (
         f"{BUCKET_ARN}/mlrig-remote/*"
     )
+
+
+# -- what CI calls, as the CI role (ci-policy + ci-training-policy) --------------------------
+ACCOUNT = "arn:aws:ecs:us-east-1:123456789012"
+TASK_HEX = "0123456789abcdef0123456789abcdef"
+TRAINING_DEF = f"{ACCOUNT}:task-definition/mlrig-plan-train-churn-0123456789ab:1"
+TRAINING_TASK = f"{ACCOUNT}:task/mlflow-cluster/{TASK_HEX}"
+STORE = f"{BUCKET_ARN}/mlrig-remote/churn"
+ROLES = "arn:aws:iam::123456789012:role"
+TO_ECS = {"iam:PassedToService": "ecs-tasks.amazonaws.com"}
+TAGGED = {"aws:ResourceTag/mlrig.project": "churn"}
+
+
+def _ci(plan) -> list[dict]:  # type: ignore[type-arg]
+    return [policy_doc(plan.one(POLICY, name)) for name in ("ci-policy", "ci-training-policy")]
+
+
+def _calls(cluster: str) -> list[tuple[str, str, dict[str, str]]]:
+    """Every AWS call `mlrig retrain --remote` makes as CI's role (submit, follow, attach,
+    apply), and those of the generated workflow's own steps (the ci-pending object, the
+    task records' listing, DescribeTasks by the task's ARN): action, resource, context."""
+    on = {"ecs:cluster": cluster}
+    return [
+        (
+            "ssm:GetParameter",
+            f"{ACCOUNT.replace(':ecs:', ':ssm:')}:parameter/mlrig/plan/remote-training",
+            {},
+        ),
+        ("ecr:GetAuthorizationToken", "*", {}),
+        *[
+            (f"ecr:{verb}", MODELS_ARN, {})
+            for verb in (
+                "DescribeImages",  # the trainer image's reuse check (by tag, then digest)
+                "BatchCheckLayerAvailability",
+                "InitiateLayerUpload",
+                "UploadLayerPart",
+                "CompleteLayerUpload",
+                "PutImage",
+            )
+        ],
+        ("ecs:ListTasks", "*", on),
+        ("ecs:DescribeTasks", TRAINING_TASK, on),
+        ("ecs:RegisterTaskDefinition", TRAINING_DEF, {}),
+        ("ecs:TagResource", TRAINING_DEF, {"ecs:CreateAction": "RegisterTaskDefinition"}),
+        ("iam:PassRole", f"{ROLES}/training-task-role", TO_ECS),
+        ("iam:PassRole", f"{ROLES}/training-execution-role", TO_ECS),
+        ("ecs:RunTask", TRAINING_DEF, on),
+        ("ecs:TagResource", TRAINING_TASK, {"ecs:CreateAction": "RunTask"}),
+        ("ecs:StopTask", TRAINING_TASK, {**on, **TAGGED}),  # a lost race, Ctrl-C
+        ("logs:GetLogEvents", f"{LOG_GROUP_ARN}:log-stream:train/trainer/{TASK_HEX}", {}),
+        *[
+            (f"s3:{verb}", f"{STORE}/{key}", {})
+            for verb in ("PutObject", "GetObject", "DeleteObject")
+            for key in (
+                f"{'ab' * 16}/source.bundle",
+                f"{'ab' * 16}/result.json",
+                f"tasks/{TASK_HEX}.json",
+                "ci-pending",
+            )
+        ],
+        ("s3:ListBucket", BUCKET_ARN, {"s3:prefix": "mlrig-remote/churn/tasks/"}),
+        ("s3:ListBucket", BUCKET_ARN, {"s3:prefix": "mlrig-remote/churn/ci-pending"}),
+        ("s3:GetObject", f"{BUCKET_ARN}/dvc/files/md5/ab/cdef", {}),  # apply's dvc pull
+    ]
+
+
+def test_the_ci_role_may_make_every_call_a_remote_retrain_in_ci_makes(any_plan) -> None:
+    ci = _ci(any_plan)
+    cluster = any_plan.outputs["remote_training"]["cluster_arn"]
+    refused = [call for call in _calls(cluster) if not iam_allows(ci, *call)]
+    assert refused == []
+
+
+def test_the_ci_role_reaches_no_further_than_the_training_resources(any_plan) -> None:
+    ci = _ci(any_plan)
+    cluster = any_plan.outputs["remote_training"]["cluster_arn"]
+    other = f"{ACCOUNT}:cluster/other"
+    on = {"ecs:cluster": cluster}
+    server_task = f"{ACCOUNT}:task/mlflow-cluster/{'f' * 32}"
+    beyond = [
+        ("ecs:RunTask", f"{ACCOUNT}:task-definition/mlflow-server:3", on),  # not training's
+        ("ecs:RunTask", TRAINING_DEF, {"ecs:cluster": other}),
+        ("ecs:RegisterTaskDefinition", f"{ACCOUNT}:task-definition/mlrig-other-train-x:1", {}),
+        ("ecs:StopTask", server_task, on),  # the tracking server's task: untagged
+        ("ecs:StopTask", f"{ACCOUNT}:task/other/{TASK_HEX}", {"ecs:cluster": other, **TAGGED}),
+        ("ecs:DescribeTasks", f"{ACCOUNT}:task/other/{TASK_HEX}", {"ecs:cluster": other}),
+        ("ecs:ListTasks", "*", {"ecs:cluster": other}),
+        ("ecs:TagResource", server_task, {}),  # tagging after creation
+        ("ecs:UpdateService", f"{ACCOUNT}:service/mlflow-cluster/mlflow", on),
+        ("iam:PassRole", f"{ROLES}/mlflow-task-role", TO_ECS),
+        ("iam:PassRole", f"{ROLES}/training-task-role", {"iam:PassedToService": "lambda"}),
+        ("logs:GetLogEvents", LOG_GROUP_ARN.replace("training", "mlflow") + ":log-stream:x", {}),
+        ("ssm:GetParameter", f"{ACCOUNT.replace(':ecs:', ':ssm:')}:parameter/mlrig/plan/x", {}),
+        ("s3:GetObject", f"{BUCKET_ARN}/mlflow-artifacts/1/model.pkl", {}),
+        ("s3:PutObject", f"{BUCKET_ARN}/elsewhere/mlrig-remote/x", {}),
+        ("s3:ListBucket", BUCKET_ARN, {"s3:prefix": "mlflow-artifacts/"}),
+        ("s3:ListBucket", BUCKET_ARN, {}),  # the whole bucket
+        ("s3:DeleteBucket", BUCKET_ARN, {}),
+        ("secretsmanager:GetSecretValue", "arn:aws:secretsmanager:us-east-1:1:secret:x", {}),
+    ]
+    allowed = [call for call in beyond if iam_allows(ci, *call)]
+    assert allowed == []
+
+
+def test_the_stop_condition_names_the_tag_the_aws_backend_puts_on_tasks() -> None:
+    from mlrig.core.compute import aws as aws_backend
+    from mlrig.infra.config import TRAINING_PROJECT_TAG
+
+    assert aws_backend.PROJECT_TAG == TRAINING_PROJECT_TAG
+
+
+def test_iam_allows_reads_conditions_and_denies() -> None:
+    """The evaluator the two tests above rest on: a condition key the request lacks fails
+    its statement, an explicit Deny wins, an operator it cannot read is refused."""
+    allow = {
+        "Effect": "Allow",
+        "Action": "s3:GetObject",
+        "Resource": "arn:aws:s3:::b/p/*",
+        "Condition": {"StringLike": {"aws:ResourceTag/k": "*"}},
+    }
+    doc = {"Statement": [allow]}
+    assert iam_allows([doc], "s3:getobject", "arn:aws:s3:::b/p/x", {"aws:ResourceTag/k": "v"})
+    assert not iam_allows([doc], "s3:GetObject", "arn:aws:s3:::b/p/x")
+    assert not iam_allows([doc], "s3:GetObject", "arn:aws:s3:::b/q/x", {"aws:ResourceTag/k": "v"})
+    deny = {**allow, "Effect": "Deny", "Condition": {}}
+    assert not iam_allows(
+        [doc, {"Statement": deny}], "s3:GetObject", "arn:aws:s3:::b/p/x", {"aws:ResourceTag/k": "v"}
+    )
+    odd = {"Statement": [{**allow, "Condition": {"NumericLessThan": {"k": "1"}}}]}
+    with pytest.raises(AssertionError, match="NumericLessThan"):
+        iam_allows([odd], "s3:GetObject", "arn:aws:s3:::b/p/x", {"k": "0"})
 
 
 def test_the_cli_finds_everything_in_the_outputs(any_plan) -> None:

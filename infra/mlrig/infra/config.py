@@ -201,6 +201,7 @@ def from_pulumi_config() -> StackConfig:
 # --- remote training (`mlrig retrain --remote`): names the program and the CLI share ---
 TRAINING_COMPONENT = "training"  # names its resources (`training-logs`, ...)
 REMOTE_RESULTS_PREFIX = "mlrig-remote"  # the DVC bucket's prefix tasks upload results under
+TRAINING_PROJECT_TAG = "mlrig.project"  # the tag RunTask puts on every training task
 
 
 def training_parameter(stack: str) -> str:

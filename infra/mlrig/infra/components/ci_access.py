@@ -95,6 +95,7 @@ class CiAccess(pulumi.ComponentResource):
                     bucket_arn=a[5],
                     results_prefix=config.REMOTE_RESULTS_PREFIX,
                     parameter_arn=a[6],
+                    project_tag=config.TRAINING_PROJECT_TAG,
                 )
             ),
             opts=child,

@@ -170,10 +170,15 @@ def ci_training(
     bucket_arn: str,
     results_prefix: str,
     parameter_arn: str,
+    project_tag: str,
 ) -> str:
-    """What CI needs to run `mlrig retrain --remote`: register and run the stack's training
-    task definitions on its cluster (tagged at creation), watch, stop and list its tasks
-    there, pass the two training roles to ECS only, read the task's log and its result."""
+    """What CI needs to run `mlrig retrain --remote` and the generated workflow's own steps
+    around it: register and run the stack's training task definitions on its cluster
+    (tagged at creation), describe and list its tasks there and stop the training ones
+    (tagged `project_tag`), pass the two training roles to ECS only, read the task's log
+    and the stack's training outputs, and read, write, list and delete under the results
+    prefix (bundles, result.json, the callers' task records, the workflow's ci-pending).
+    ECR (the trainer image's reuse check and push) and the DVC prefix are `ci_role`'s."""
     on_cluster = {"ArnEquals": {"ecs:cluster": cluster_arn}}
     cluster_name = cluster_arn.rsplit("/", 1)[-1]
     families = f"arn:aws:ecs:{region}:{account}:task-definition/{family_prefix}*:*"
@@ -195,9 +200,21 @@ def ci_training(
         {
             "Sid": "WatchTrainingTasks",
             "Effect": "Allow",
-            "Action": ["ecs:DescribeTasks", "ecs:StopTask"],
+            "Action": "ecs:DescribeTasks",
             "Resource": tasks,
             "Condition": on_cluster,
+        },
+        {
+            # the cluster also runs the tracking server's tasks: CI stops only those that
+            # RunTask tagged as training tasks (the tag is set at creation, TagAtCreation)
+            "Sid": "StopTrainingTasks",
+            "Effect": "Allow",
+            "Action": "ecs:StopTask",
+            "Resource": tasks,
+            "Condition": {
+                **on_cluster,
+                "StringLike": {f"aws:ResourceTag/{project_tag}": "*"},
+            },
         },
         {
             # ListTasks has no resource of its own (its container-instance one does not

@@ -450,3 +450,21 @@ def test_runs_are_kept_where_the_task_and_ci_roles_may_write() -> None:
     assert store.ROOT == config.REMOTE_RESULTS_PREFIX
     found = store.project_store(aws_outputs("team"), "churn")
     assert found.url == f"s3://bucket/{config.REMOTE_RESULTS_PREFIX}/churn"  # not under dvc/
+
+
+def test_a_task_on_aws_logs_in_as_the_machine_identity_even_from_ci_outputs() -> None:
+    """CI's outputs.json (written from the answers) records no MLflow login: the caller holds
+    an OIDC token that expires in minutes. The task still gets the identity's secret."""
+    from mlrig.contract import Mlflow
+    from mlrig.core.compute import remote
+    from tests.helpers import aws_outputs
+
+    ci = aws_outputs("team").model_copy(
+        update={"mlflow": Mlflow(tracking_uri="https://mlflow.example.com")}
+    )
+    for outputs in (ci, aws_outputs("team")):
+        env, secrets = remote.task_login(outputs, "churn")
+        assert env == {"MLFLOW_TRACKING_USERNAME": "repo-churn"}
+        assert [(s.name, s.source) for s in secrets] == [
+            ("MLFLOW_TRACKING_PASSWORD", "mlrig/team/identities/repo-churn")
+        ]

@@ -181,6 +181,18 @@ def backend_for(outputs: Any) -> Backend:
     return AwsBackend(outputs)
 
 
+def task_login(outputs: Any, project: str) -> tuple[dict[str, str], tuple[SecretRef, ...]]:
+    """How the task logs in to MLflow: as the repository's machine identity, its password a
+    secret. An AWS stack's tracking server always asks for one, also when the caller's
+    outputs record no login (CI's, written from the answers: its caller holds an OIDC token,
+    which would expire long before a task ends)."""
+    from mlrig.core.shared.names import machine_user
+
+    if outputs.mlflow.auth is None and outputs.kind != "aws":
+        return {}, ()
+    return {"MLFLOW_TRACKING_USERNAME": machine_user(project)}, (_secret(outputs, project),)
+
+
 def _secret(outputs: Any, project: str) -> SecretRef:
     """The repository's machine identity's password as the task receives it: the stack's
     Secrets Manager secret (by name: ECS reads it in the task's region), or its file."""
@@ -230,7 +242,6 @@ def submit(
     """Check, build or reuse the image, bundle the commit, submit the task."""
     from mlrig.adapters import git
     from mlrig.adapters.mlflow_rest import MlflowRest
-    from mlrig.core.shared.names import machine_user
     from mlrig.core.stack.env import settings_env
 
     check_size(cpu, memory_mib)
@@ -274,10 +285,8 @@ def submit(
     ):
         if value:
             environment[var] = value
-    secret_refs: tuple[SecretRef, ...] = ()
-    if outputs.mlflow.auth is not None:
-        environment["MLFLOW_TRACKING_USERNAME"] = machine_user(project)
-        secret_refs = (_secret(outputs, project),)
+    login, secret_refs = task_login(outputs, project)
+    environment.update(login)
     spec = TaskSpec(
         project=project,
         image=built.reference,

@@ -450,3 +450,82 @@ def test_runs_are_kept_where_the_task_and_ci_roles_may_write() -> None:
     assert store.ROOT == config.REMOTE_RESULTS_PREFIX
     found = store.project_store(aws_outputs("team"), "churn")
     assert found.url == f"s3://bucket/{config.REMOTE_RESULTS_PREFIX}/churn"  # not under dvc/
+
+
+def test_a_task_on_aws_logs_in_as_the_machine_identity_even_from_ci_outputs() -> None:
+    """CI's outputs.json (written from the answers) records no MLflow login: the caller holds
+    an OIDC token that expires in minutes. The task still gets the identity's secret."""
+    from mlrig.contract import Mlflow
+    from mlrig.core.compute import remote
+    from tests.helpers import aws_outputs
+
+    ci = aws_outputs("team").model_copy(
+        update={"mlflow": Mlflow(tracking_uri="https://mlflow.example.com")}
+    )
+    for outputs in (ci, aws_outputs("team")):
+        env, secrets = remote.task_login(outputs, "churn")
+        assert env == {"MLFLOW_TRACKING_USERNAME": "repo-churn"}
+        assert [(s.name, s.source) for s in secrets] == [
+            ("MLFLOW_TRACKING_PASSWORD", "mlrig/team/identities/repo-churn")
+        ]
+
+
+def _result(**over: object) -> object:
+    from mlrig.core.compute import task
+
+    base: dict[str, object] = {
+        "retrain_id": RUN,
+        "submitted": SHA,
+        "ok": True,
+        "changed": True,
+        "commit": "c" * 40,
+        "version": "4",
+        "started": 0.0,
+        "finished": 1.0,
+    }
+    return task.TaskResult(**{**base, **over})  # type: ignore[arg-type]
+
+
+def test_a_result_on_the_branch_already_is_not_applied_again(tmp_path: Path) -> None:
+    import subprocess
+
+    from mlrig.core.compute import remote
+    from mlrig.core.retrain import retrain as retrain_core
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(tmp_path), *args], check=True, capture_output=True, text=True
+        ).stdout.strip()
+
+    git("init", "-q", "-b", "main")
+    git("-c", "user.name=t", "-c", "user.email=t@x", "commit", "-q", "--allow-empty", "-m", "x")
+    head = git("rev-parse", "HEAD")
+    prepared = retrain_core.Prepared(tmp_path, "churn", SHA, "main", None, {})
+    assert remote._applied_already(prepared, _result(commit=head))  # type: ignore[arg-type]
+    assert not remote._applied_already(prepared, _result())  # type: ignore[arg-type]
+    other = retrain_core.Prepared(tmp_path, "churn", SHA, "dev", None, {})
+    assert not remote._applied_already(other, _result(commit=head))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("undone", [True, False])
+def test_a_run_recover_rolled_back_is_not_applied(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, undone: bool
+) -> None:
+    from mlrig.adapters import mlflow_rest
+    from mlrig.adapters.mlflow_rest import ModelVersion
+    from mlrig.core.compute import remote
+    from mlrig.core.retrain import retrain as retrain_core
+    from mlrig.core.retrain import state as retrain_state
+
+    class Rest:
+        def model_version(self, name: str, version: str) -> ModelVersion:
+            tags = {retrain_state.UNDONE_TAG: "true"} if undone else {}
+            return ModelVersion(name, version, "r" * 32, tags)
+
+    monkeypatch.setattr(mlflow_rest.MlflowRest, "from_env", classmethod(lambda cls, env: Rest()))
+    prepared = retrain_core.Prepared(tmp_path, "churn", SHA, "main", None, {})
+    if undone:
+        with pytest.raises(retrain_core.RetrainFailed, match="was undone"):
+            remote._refuse_undone(prepared, _result())  # type: ignore[arg-type]
+    else:
+        remote._refuse_undone(prepared, _result())  # type: ignore[arg-type]

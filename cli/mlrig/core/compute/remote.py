@@ -181,6 +181,18 @@ def backend_for(outputs: Any) -> Backend:
     return AwsBackend(outputs)
 
 
+def task_login(outputs: Any, project: str) -> tuple[dict[str, str], tuple[SecretRef, ...]]:
+    """How the task logs in to MLflow: as the repository's machine identity, its password a
+    secret. An AWS stack's tracking server always asks for one, also when the caller's
+    outputs record no login (CI's, written from the answers: its caller holds an OIDC token,
+    which would expire long before a task ends)."""
+    from mlrig.core.shared.names import machine_user
+
+    if outputs.mlflow.auth is None and outputs.kind != "aws":
+        return {}, ()
+    return {"MLFLOW_TRACKING_USERNAME": machine_user(project)}, (_secret(outputs, project),)
+
+
 def _secret(outputs: Any, project: str) -> SecretRef:
     """The repository's machine identity's password as the task receives it: the stack's
     Secrets Manager secret (by name: ECS reads it in the task's region), or its file."""
@@ -230,7 +242,6 @@ def submit(
     """Check, build or reuse the image, bundle the commit, submit the task."""
     from mlrig.adapters import git
     from mlrig.adapters.mlflow_rest import MlflowRest
-    from mlrig.core.shared.names import machine_user
     from mlrig.core.stack.env import settings_env
 
     check_size(cpu, memory_mib)
@@ -274,10 +285,8 @@ def submit(
     ):
         if value:
             environment[var] = value
-    secret_refs: tuple[SecretRef, ...] = ()
-    if outputs.mlflow.auth is not None:
-        environment["MLFLOW_TRACKING_USERNAME"] = machine_user(project)
-        secret_refs = (_secret(outputs, project),)
+    login, secret_refs = task_login(outputs, project)
+    environment.update(login)
     spec = TaskSpec(
         project=project,
         image=built.reference,
@@ -294,23 +303,28 @@ def submit(
     except BaseException:
         _quietly(run_store.remove_all)
         raise
-    state = RemoteState(
-        backend=handle.backend,
-        task=handle.id,
-        project=project,
-        stack=outputs.name,
-        head=prepared.head,
-        branch=prepared.branch,
-        champion=champion,
-        retrain_id=retrain_id,
-        prefix=run_store.url,
-        image=built.reference,
-        cpu=cpu,
-        memory_mib=memory_mib,
-        spot=spot,
-        submitted=time.time(),
-    )
-    state.save(root)
+    try:  # a task nothing records would move `champion` with nobody to apply or undo it
+        state = RemoteState(
+            backend=handle.backend,
+            task=handle.id,
+            project=project,
+            stack=outputs.name,
+            head=prepared.head,
+            branch=prepared.branch,
+            champion=champion,
+            retrain_id=retrain_id,
+            prefix=run_store.url,
+            image=built.reference,
+            cpu=cpu,
+            memory_mib=memory_mib,
+            spot=spot,
+            submitted=time.time(),
+        )
+        state.save(root)
+    except BaseException:
+        _quietly(lambda: backend.stop(handle, "its caller failed before recording it"))
+        _quietly(run_store.remove_all)
+        raise
     try:  # where a fresh checkout's `--attach` finds it
         project_store.put_text(f"{RECORDS}/{state.key}.json", state.model_dump_json(indent=1))
     except MlrigError as exc:
@@ -495,7 +509,13 @@ def apply(
             )
         if not result.changed:
             outcome = retrain_core.RetrainResult(False, result.snapshot, message=result.message)
+        elif _applied_already(prepared, result):  # a caller killed after publishing it
+            log(f"{str(result.commit)[:12]} is applied already: only the task's files go")
+            _tag_compute(prepared, state, result, status)
+            _forget(backend, sub, prefix)
+            return retrain_core.RetrainResult(True, commit=result.commit, **_fields(result))
         else:
+            _refuse_undone(prepared, result)  # `retrain --recover` rolled this run back
             commit = _fetch_commit(prepared, saved, prefix, result)
             outcome = retrain_core.apply_commit(
                 prepared, saved, commit, push_image=push_image, fields=_fields(result), log=log
@@ -513,6 +533,37 @@ def apply(
         raise
     _forget(backend, sub, prefix)
     return outcome
+
+
+def _applied_already(prepared: retrain_core.Prepared, result: task_contract.TaskResult) -> bool:
+    """The branch already holds the task's commit (an apply published it, then its caller died
+    before the task's files were removed): applying again would find the branch moved and
+    undo a published run's registrations."""
+    from mlrig.adapters import git
+
+    return bool(result.commit) and (
+        git.current_branch(prepared.root) == prepared.branch
+        and git.head(prepared.root) == result.commit
+    )
+
+
+def _refuse_undone(prepared: retrain_core.Prepared, result: task_contract.TaskResult) -> None:
+    """A run whose version was tagged undone (an interrupted apply, then `retrain --recover`)
+    is not applied: its commit would name a version the registry says was rolled back."""
+    from mlrig.adapters.mlflow_rest import MlflowRest
+
+    if not result.version:
+        return
+    rest = MlflowRest.from_env({**os.environ, **prepared.env})
+    found = _step(
+        "the task's model version", lambda: rest.model_version(prepared.model, str(result.version))
+    )
+    if found.tags.get(retrain_state.UNDONE_TAG) == "true":
+        raise retrain_core.RetrainFailed(
+            f"model version {result.version} of this run was undone (`retrain --recover`): "
+            "nothing applied",
+            hint="retrain again for a new run",
+        )
 
 
 def _read_result(prefix: task_store.Store, state: RemoteState) -> task_contract.TaskResult | None:

@@ -1,4 +1,5 @@
-"""What the benchmarks share: the UTC stamp that names a run, and where its results go.
+"""What the benchmarks share: a throw-away MLRIG_HOME and its local stack's environment and
+teardown, the UTC stamp that names a run, and where its results go.
 
 Imported as `common`: each benchmark runs as `python bench/NAME/NAME_bench.py` and puts bench/
 on sys.path first.
@@ -10,6 +11,8 @@ import contextlib
 import json
 import os
 import platform
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -50,6 +53,24 @@ def fresh_home(prefix: str) -> tuple[Path, dict[str, str]]:
         "PATH": f"{BIN}:{os.environ['PATH']}",
     }
     return home, env
+
+
+def stack_env(cwd: Path, env: dict[str, str], stack: str = "local") -> dict[str, str]:
+    """What `eval "$(mlrig stack env)"` gives a shell: its `export` lines as a dict."""
+    out: dict[str, str] = {}
+    for line in sh(cwd, MLRIG, "stack", "env", "--stack", stack, env=env).splitlines():
+        if line.startswith("export "):
+            key, _, value = line.removeprefix("export ").partition("=")
+            out[key] = shlex.split(value)[0] if value else ""
+    return out
+
+
+def tear_down(home: Path, env: dict[str, str], *, keep: bool = False) -> None:
+    """Stop the local stack of a fresh_home (a run that failed before it was up has none to
+    stop: its answer is not checked) and delete the home unless keep."""
+    subprocess.run([MLRIG, "stack", "down", "--stack", "local"], env=env, capture_output=True)
+    if not keep:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 def utc_stamp(zulu: bool = True) -> str:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -42,6 +41,7 @@ from common import (
     record,
     row,
     sh,
+    tear_down,
     utc_stamp,
 )
 
@@ -157,9 +157,7 @@ def main() -> None:
             args.samples,
         )
     finally:
-        subprocess.run([MLRIG, "stack", "down"], env=env, capture_output=True)
-        if not args.keep:
-            shutil.rmtree(home, ignore_errors=True)
+        tear_down(home, env, keep=args.keep)
     meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     what = "new rows -> registered version"
     rows = [row(what, tool, s, method=WHOLE_INTERLEAVED) for tool, s in samples.items()]

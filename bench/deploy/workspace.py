@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/: common
-from common import MLRIG, fresh_home, sh
+from common import MLRIG, fresh_home, sh, stack_env
 
 MODEL = "bench-deploy"
 STACK = "local"
@@ -48,16 +47,6 @@ class Bench:
 
     def deploy_json(self, *args: str) -> dict[str, object]:
         return dict(json.loads(self.mlrig("deploy", *args, "--json")))
-
-
-def stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
-    """The `export` lines of `mlrig stack env` as a dict."""
-    out: dict[str, str] = {}
-    for line in sh(home, MLRIG, "stack", "env", "--stack", STACK, env=env).splitlines():
-        if line.startswith("export "):
-            key, _, value = line.removeprefix("export ").partition("=")
-            out[key] = shlex.split(value)[0] if value else ""
-    return out
 
 
 def register(c: float) -> tuple[str, bytes]:
@@ -97,7 +86,7 @@ def setup() -> Bench:
     home, env = fresh_home("mlrig-deploy-bench-")
     log("mlrig stack up --local (a throw-away home)")
     sh(home, MLRIG, "stack", "up", "--local", env=env)
-    client = {**env, **stack_env(home, env)}
+    client = {**env, **stack_env(home, env, STACK)}
     os.environ.update(client)  # registration and the state reads talk to the same stack
     b = Bench(home, client)
     for c in (1.0, 0.05, 0.3):

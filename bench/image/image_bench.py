@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,6 @@ from builds import (
 )
 from common import (
     IN_PROCESS,
-    MLRIG,
     WHOLE,
     WHOLE_INTERLEAVED,
     fresh_home,
@@ -45,6 +43,7 @@ from common import (
     markdown,
     record,
     row,
+    tear_down,
     utc_stamp,
 )
 from flavors import flavor_rows
@@ -335,8 +334,7 @@ def main() -> None:
     finally:
         if b is not None:
             cleanup(b)
-        subprocess.run([MLRIG, "stack", "down", "--stack", "local"], env=env, capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+        tear_down(home, env)
     meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     rows = result.pop("rows")
     table = markdown(rows) + "\n\n" + "".join(f"- {s}\n" for s in result["summary"])

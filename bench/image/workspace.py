@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from common import (
     MLRIG,
     row,
     sh,
+    stack_env,
 )
 
 MODEL = "bench-bc"
@@ -204,16 +204,6 @@ def bentoml_project(b: Bench, base: str) -> None:
 
 
 # -- set-up -----------------------------------------------------------------------------------
-def stack_env(home: Path, env: dict[str, str]) -> dict[str, str]:
-    """The `export` lines of `mlrig stack env` as a dict."""
-    out: dict[str, str] = {}
-    for line in sh(home, MLRIG, "stack", "env", "--stack", "local", env=env).splitlines():
-        if line.startswith("export "):
-            key, _, value = line.removeprefix("export ").partition("=")
-            out[key] = shlex.split(value)[0] if value else ""
-    return out
-
-
 def setup(home: Path, env: dict[str, str], base: str) -> Bench:
     log("mlrig stack up --local (a throw-away home)")
     sh(home, MLRIG, "stack", "up", "--local", env=env)

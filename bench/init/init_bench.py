@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from common import (
     row,
     run_timed,
     sh,
+    tear_down,
     utc_stamp,
 )
 
@@ -118,8 +117,7 @@ def main() -> None:
             min(args.repro_samples, args.samples),
         )
     finally:
-        subprocess.run([MLRIG, "stack", "down", "--stack", "local"], env=env, capture_output=True)
-        shutil.rmtree(home, ignore_errors=True)
+        tear_down(home, env)
 
     meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     new_repo = "new repo wired to the stack, data tracked, first commit"

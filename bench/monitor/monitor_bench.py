@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -54,6 +53,7 @@ from common import (
     record,
     row,
     sh,
+    tear_down,
     timed,
     utc_stamp,
 )
@@ -284,9 +284,7 @@ def main() -> None:
         )  # fmt: skip
     finally:
         if not args.keep:
-            subprocess.run([MLRIG, "stack", "down", "--stack", "local"], env=env,
-                           capture_output=True)  # fmt: skip
-            shutil.rmtree(home, ignore_errors=True)
+            tear_down(home, env)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,8 @@ from common import (
     run_demo,
     run_timed,
     sh,
+    stack_env,
+    tear_down,
     utc_stamp,
 )
 
@@ -79,12 +81,7 @@ def main() -> None:
     model = facts["model"].split(" ", 1)[0]
     traced = json.loads(sh(repo, MLRIG, "trace", pushed, "--json", env=env))
     run_id, sha = traced["run"]["id"], traced["code"]["restore_point"]["sha"]
-    client = {  # what `eval "$(mlrig stack env)"` gives a shell
-        line.split("=", 1)[0].removeprefix("export "): line.split("=", 1)[1].strip("'\"")
-        for line in sh(repo, MLRIG, "stack", "env", env=env).splitlines()
-        if "=" in line
-    }
-    hand_env = {**env, **client}
+    hand_env = {**env, **stack_env(repo, env)}
     dvc, mlflow = str(BIN / "dvc"), str(BIN / "mlflow")
 
     def clean(dest: Path) -> None:
@@ -146,9 +143,7 @@ def main() -> None:
     try:
         samples = interleave({tool: fn for _, tool, fn in contenders}, args.samples)
     finally:
-        subprocess.run([MLRIG, "stack", "down"], env=env, capture_output=True)
-        if not args.keep:
-            shutil.rmtree(home, ignore_errors=True)
+        tear_down(home, env, keep=args.keep)
 
     meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     rows = [

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -52,6 +51,7 @@ from common import (
     run_timed,
     run_timed_output,
     sh,
+    tear_down,
     utc_stamp,
 )
 
@@ -161,9 +161,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(60)
-        subprocess.run([MLRIG, "stack", "down"], env=env, capture_output=True)
-        if not args.keep:
-            shutil.rmtree(home, ignore_errors=True)
+        tear_down(home, env, keep=args.keep)
 
     meta["load_avg_after"] = [round(x, 2) for x in os.getloadavg()]
     meta["demo_steps"] = demo_steps

@@ -343,9 +343,9 @@ def test_stack_down_purge_removes_its_endpoint_containers_only(
     }
     try:
         assert stack.down(purge=True) == []
-        left = set(docker_adapter.containers_labelled(ENDPOINT_LABEL, str(stack.root)))
+        left = set(docker_adapter.containers_labelled({ENDPOINT_LABEL: str(stack.root)}))
         assert left == set() and not stack.root.exists()
-        others = docker_adapter.containers_labelled(ENDPOINT_LABEL, "/elsewhere/stacks/purged")
+        others = docker_adapter.containers_labelled({ENDPOINT_LABEL: "/elsewhere/stacks/purged"})
         assert others == [made["/elsewhere/stacks/purged"]]
     finally:
         for container in made.values():

@@ -233,11 +233,11 @@ def test_a_benchmark_may_run_a_variant_of_the_container_with_env_added_last(
 
     runs: list[dict[str, Any]] = []
 
-    def run_with_limits(image: str, **kw: Any) -> str:
+    def run_task(image: str, **kw: Any) -> str:
         runs.append({"image": image, **kw})
         return f"c{len(runs)}"
 
-    monkeypatch.setattr(docker_adapter, "run_with_limits", run_with_limits)
+    monkeypatch.setattr(docker_adapter, "run_task", run_task)
     s = Services(core.Request(port=45002), lambda _m: None)
     try:
         s.image = "mlrig/mlflow-server:t"

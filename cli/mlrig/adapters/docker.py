@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -310,7 +310,7 @@ def remove_container(container_id: str) -> None:
     client().api.remove_container(container_id, force=True)
 
 
-# --- a container run as a task runs (the rehearsal): limits, state, exec, memory peak ---
+# --- a container run as a task runs (the rehearsal's): state, exec, memory peak ---
 
 
 @dataclass(frozen=True)
@@ -320,40 +320,6 @@ class ContainerState:
     oom_killed: bool  # the last exit was the kernel's memory kill (kept across a restart)
     restarts: int = 0  # how often the engine restarted it under its restart policy
     memory_bytes: int = 0  # its memory limit (0: none)
-
-
-def run_with_limits(
-    image: str,
-    *,
-    command: list[str],
-    user: str,
-    environment: dict[str, str],
-    network_mode: str,
-    memory_mib: int,
-    cpu_units: int,
-    labels: dict[str, str],
-) -> str:
-    """Start image detached with a task's memory and CPU (ECS units); the container's ID."""
-    import docker.errors
-
-    try:
-        container = client().containers.run(
-            image,
-            command=command,
-            user=user,
-            environment=environment,
-            network_mode=network_mode,
-            detach=True,
-            mem_limit=f"{memory_mib}m",
-            memswap_limit=f"{memory_mib}m",
-            # Fargate's task CPU is a hard quota; cpu_shares weights it like an ECS container.
-            nano_cpus=cpu_units * 1_000_000_000 // 1024,
-            cpu_shares=cpu_units,
-            labels=labels,
-        )
-    except docker.errors.APIError as exc:
-        raise ServiceError(f"starting {image} failed: {exc.explanation or exc}") from exc
-    return str(container.id)
 
 
 def container_state(container_id: str) -> ContainerState:
@@ -396,10 +362,11 @@ def exec_output(container_id: str, command: str) -> str:
     return bytes(result.output).decode()
 
 
-def containers_labelled(label: str, value: str) -> list[str]:
-    """IDs of every container, running or not, whose label has this value."""
-    found = client().containers.list(all=True, filters={"label": f"{label}={value}"})
-    return [str(c.id) for c in found]
+def containers_labelled(labels: dict[str, str], *, running: bool = False) -> list[str]:
+    """IDs of the containers carrying every one of these labels (each with its value):
+    every one, running or not, or with running=True only those running (or starting)."""
+    filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+    return [str(c.id) for c in client().containers.list(all=not running, filters=filters)]
 
 
 def import_image(tarball: Path, *, repository: str, tag: str, changes: list[str]) -> None:
@@ -434,50 +401,66 @@ class MemorySampler(threading.Thread):
         self.join(timeout=10)
 
 
-# --- one-off tasks (a remote retrain on the local engine) ----------------------------------
+# --- containers run as tasks run (a remote retrain's on the local engine, the rehearsal's) ---
 
 
 def run_task(
     image: str,
     *,
-    name: str,
     command: list[str],
     user: str,
     environment: dict[str, str],
     memory_mib: int,
     cpu_units: int,
     labels: dict[str, str],
-    mounts: list[tuple[str, str, bool]],
+    network_mode: str = "host",
+    name: str | None = None,
+    init: bool = False,
+    mounts: Sequence[tuple[str, str, bool]] = (),
+    cpu_weight: bool = False,
 ) -> str:
-    """Start a one-off task container on host networking (never restarted, kept after it
-    exits for its exit code and log); mounts are (host path, container path, read-only).
-    Conflict when a container of that name exists (one task per name at a time)."""
+    """Start image detached as an ECS task runs: its memory (swap included) and CPU (ECS
+    units, 1024 a CPU) as hard limits, never restarted, kept after it exits for its exit
+    code and log; the container's ID.
+
+    name: Conflict when a container of that name exists (one task per name at a time).
+    init: an init process as PID 1 forwards SIGTERM (python as PID 1 would ignore it).
+    mounts: (host path, container path, read-only) bind mounts.
+    cpu_weight: also weight its CPU against other containers', as ECS does a container's."""
     import docker.errors
     from docker.types import Mount
 
+    options: dict[str, Any] = {}
+    if name:
+        options["name"] = name
+    if init:
+        options["init"] = True
+    if mounts:
+        options["mounts"] = [
+            Mount(target=inside, source=host, type="bind", read_only=ro)
+            for host, inside, ro in mounts
+        ]
+    if cpu_weight:
+        options["cpu_shares"] = cpu_units
     try:
         container = client().containers.run(
             image,
             command=command,
-            name=name,
             user=user,
             environment=environment,
-            network_mode="host",
+            network_mode=network_mode,
             detach=True,
-            init=True,  # SIGTERM ends the task (python as PID 1 would ignore it)
             mem_limit=f"{memory_mib}m",
             memswap_limit=f"{memory_mib}m",
+            # Fargate's task CPU is a hard quota
             nano_cpus=cpu_units * 1_000_000_000 // 1024,
             labels=labels,
-            mounts=[
-                Mount(target=inside, source=host, type="bind", read_only=ro)
-                for host, inside, ro in mounts
-            ],
+            **options,
         )
     except docker.errors.ImageNotFound as exc:
         raise UsageError(f"the image {image} is not on the engine") from exc
     except docker.errors.APIError as exc:
-        if exc.status_code == 409:
+        if exc.status_code == 409 and name:
             raise Conflict(f"a container named {name} exists") from exc
         raise ServiceError(f"starting {image} failed: {exc.explanation or exc}") from exc
     return str(container.id)
@@ -502,12 +485,6 @@ def follow_log(container_id: str) -> Iterator[str]:
         return
     except Exception as exc:  # requests' and urllib3's errors alike: the stream broke
         raise ServiceError(f"following the log of {container_id[:12]} broke ({exc})") from exc
-
-
-def running_labelled(labels: dict[str, str]) -> list[str]:
-    """IDs of the running (or starting) containers carrying every one of these labels."""
-    filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-    return [str(c.id) for c in client().containers.list(filters=filters)]
 
 
 def container_labels(container_id: str) -> dict[str, str] | None:

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +101,7 @@ def build(
     """The repository's trainer image in the stack's registry: read back there when its tag
     is already pushed, else built (unless the engine has it) and pushed, digest verified."""
     from mlrig.adapters import docker as docker_adapter
-    from mlrig.core.image.build import resolve_base_image
+    from mlrig.core.image import wheel_image
 
     started = time.monotonic()
     requirements = requirements_of(repo)
@@ -115,20 +113,17 @@ def build(
         return TrainerImage(tag, found[0], found[1], False, time.monotonic() - started)
     built = False
     if not docker_adapter.image_exists(tag):
-        with tempfile.TemporaryDirectory(prefix="mlrig-task-image-") as tmp:
-            ctx = Path(tmp)
-            shutil.copytree(context_dir(), ctx, dirs_exist_ok=True)
-            (ctx / REQUIREMENTS).write_bytes(requirements)
-            (ctx / "task-requirements.txt").write_text("\n".join(task_requirements()) + "\n")
-            progress("building mlrig's wheel")
-            wheel.build_wheel(ctx / "wheel")
-            progress(f"building {tag}")
-            docker_adapter.build_image(
-                ctx,
-                tag=tag,
-                labels={"org.opencontainers.image.title": f"{project} trainer (mlrig)"},
-                buildargs={"BASE_IMAGE": resolve_base_image(base_image, progress)},
-            )
+        wheel_image.build(
+            context_dir(),
+            {
+                REQUIREMENTS: requirements,
+                "task-requirements.txt": ("\n".join(task_requirements()) + "\n").encode(),
+            },
+            tag=tag,
+            labels={"org.opencontainers.image.title": f"{project} trainer (mlrig)"},
+            base_image=base_image,
+            progress=progress,
+        )
         built = True
     pushed = _push(tag, outputs, progress)
     return TrainerImage(tag, pushed[0], pushed[1], built, time.monotonic() - started)

@@ -106,7 +106,7 @@ class LocalBackend:
         labels = {**spec.labels, **self._labels(spec.project)}
         if spec.spot:
             labels["mlrig.spot"] = "requested"  # the local engine has no spare capacity to bid
-        running = docker_adapter.running_labelled(self._labels(spec.project))
+        running = docker_adapter.containers_labelled(self._labels(spec.project), running=True)
         if running:
             raise _busy(spec.project, running[0])
         self._remove_leftover(name)
@@ -120,6 +120,7 @@ class LocalBackend:
                 memory_mib=spec.memory_mib,
                 cpu_units=spec.cpu,
                 labels=labels,
+                init=True,  # SIGTERM ends the task (python as PID 1 would ignore it)
                 mounts=mounts,
             )
         except Conflict:  # another submit won the name meanwhile
@@ -219,7 +220,7 @@ class LocalBackend:
         """Container ids of this project's tasks still running."""
         from mlrig.adapters import docker as docker_adapter
 
-        return docker_adapter.running_labelled(self._labels(project))
+        return docker_adapter.containers_labelled(self._labels(project), running=True)
 
 
 def _busy(project: str, container: str) -> Conflict:

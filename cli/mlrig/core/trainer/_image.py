@@ -8,8 +8,6 @@ service never provisions a stack or renders a repository.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import tempfile
 from pathlib import Path
 
 from mlrig import assets
@@ -66,28 +64,24 @@ def requirements(omit: frozenset[str] = OMITTED) -> list[str]:
 
 def build(progress: Progress = lambda _m: None, base_image: str | None = None) -> str:
     """Build the image (reused when its context is unchanged); returns its tag."""
-    from mlrig import settings
     from mlrig.adapters import docker as docker_adapter
+    from mlrig.core.image import wheel_image
     from mlrig.version import __version__
 
-    with tempfile.TemporaryDirectory(prefix="mlrig-trainer-") as tmp:
-        ctx = Path(tmp)
-        shutil.copytree(context_dir(), ctx, dirs_exist_ok=True)
-        (ctx / "requirements.txt").write_text("\n".join(requirements()) + "\n")
-        digest = hashlib.sha256(wheel.source_digest().encode())
-        for path in sorted(p for p in ctx.rglob("*") if p.is_file()):
-            digest.update(path.relative_to(ctx).as_posix().encode() + path.read_bytes())
-        # a development version's +local part is no character a tag may hold
-        tag = f"{REPOSITORY}:{__version__.replace('+', '-')}-{digest.hexdigest()[:12]}"
-        if docker_adapter.image_exists(tag):
-            return tag
-        progress("building mlrig's wheel")
-        wheel.build_wheel(ctx / "wheel")
-        progress(f"building {tag}")
-        docker_adapter.build_image(
-            ctx,
-            tag=tag,
-            labels={"org.opencontainers.image.version": __version__},
-            buildargs={"BASE_IMAGE": base_image or settings.load().base_image},
-        )
+    files = {"requirements.txt": ("\n".join(requirements()) + "\n").encode()}
+    digest = hashlib.sha256(wheel.source_digest().encode())
+    for name, data in wheel_image.context_files(context_dir(), files):
+        digest.update(name.encode() + data)
+    # a development version's +local part is no character a tag may hold
+    tag = f"{REPOSITORY}:{__version__.replace('+', '-')}-{digest.hexdigest()[:12]}"
+    if docker_adapter.image_exists(tag):
+        return tag
+    wheel_image.build(
+        context_dir(),
+        files,
+        tag=tag,
+        labels={"org.opencontainers.image.version": __version__},
+        base_image=base_image,
+        progress=progress,
+    )
     return tag

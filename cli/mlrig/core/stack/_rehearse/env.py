@@ -57,7 +57,7 @@ def stop_kept(directory: Path) -> list[str]:
             hint="pass the directory `mlrig stack rehearse --keep` printed",
         )
     stopped = []
-    for container in docker_adapter.containers_labelled(LABEL, str(directory)):
+    for container in docker_adapter.containers_labelled({LABEL: str(directory)}):
         docker_adapter.remove_container(container)
         stopped.append(f"container {container[:12]}")
     for name in ("postgres", "moto"):
@@ -219,7 +219,7 @@ class Services:
         values = self._secrets()
         env.update({name: values[name] for name in cfg.secret_names})  # KeyError = contract drift
         env.update(extra_env or {})
-        container = docker_adapter.run_with_limits(
+        container = docker_adapter.run_task(
             cfg.image,
             command=cfg.command,
             user=cfg.user,
@@ -228,6 +228,7 @@ class Services:
             memory_mib=cfg.memory_mib,
             cpu_units=cfg.cpu_units,
             labels={LABEL: str(self.root)},
+            cpu_weight=True,  # as ECS weights the task's container
         )
         self.containers.append(container)
         return container

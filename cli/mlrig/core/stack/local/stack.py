@@ -288,7 +288,7 @@ class LocalStack(Layout):
             return
         from mlrig.adapters import docker as docker_adapter
 
-        for container in docker_adapter.containers_labelled(ENDPOINT_LABEL, str(self.root)):
+        for container in docker_adapter.containers_labelled({ENDPOINT_LABEL: str(self.root)}):
             docker_adapter.remove_container(container)
 
     def down(self, *, purge: bool = False) -> list[str]:

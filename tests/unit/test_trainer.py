@@ -462,6 +462,7 @@ def test_start_attaches_to_a_remote_job_left_running_before_the_queue(
     h = Harness(repo, state)
     try:
         assert h.trainer.start() == []  # picked up, not interrupted
+        assert h.trainer.resumed == (job.id,)
         resumed = h.done(job.id)
         assert resumed.state == "succeeded" and resumed.result == RESULT
         assert h.attached == [(job.id, TASK)]

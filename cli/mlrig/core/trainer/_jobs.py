@@ -164,6 +164,7 @@ class Trainer:
         self._attach = attach or (lambda job, task: attach_argv(self.repo, job.push_image, task))
         self._recover = recover or self._recover_repo
         self._resumed: list[tuple[Job, str]] = []  # remote jobs start-up picks up, in order
+        self.resumed: tuple[str, ...] = ()  # their ids, for the service's start-up lines
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -201,6 +202,7 @@ class Trainer:
             for job in left:
                 if job.compute is not None and not self._resume(job):
                     interrupted.append(job)
+            self.resumed = tuple(job.id for job, _task in self._resumed)
         except BaseException:
             self._release()
             raise

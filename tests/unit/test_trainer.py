@@ -376,30 +376,35 @@ HEAD = "1" * 40
 
 
 @pytest.mark.parametrize(
-    ("changes", "record", "where", "why"),
+    ("changes", "record", "applying", "where", "why"),
     [
-        ({}, {}, ("main", HEAD), "attaching to task c0ffeec0ffee"),
-        ({"compute": None}, {}, ("main", HEAD), "a local retrain"),
-        ({"task": None}, {}, ("main", HEAD), "never recorded"),
-        ({}, None, ("main", HEAD), "no record of task c0ffeec0ffee"),
-        ({}, {"task": "ab" * 32}, ("main", HEAD), "another task (abababababab)"),
-        ({}, {}, ("main", "2" * 40), "result was applied, or the branch moved"),
-        ({}, {}, ("other", HEAD), "result was applied, or the branch moved"),
-        ({}, {}, (None, HEAD), "result was applied, or the branch moved"),
+        ({}, {}, None, ("main", HEAD), "attaching to task c0ffeec0ffee"),
+        ({}, {}, "f" * 32, ("main", HEAD), "attaching to task"),  # another run's marker
+        ({"compute": None}, {}, None, ("main", HEAD), "a local retrain"),
+        ({"task": None}, {}, None, ("main", HEAD), "never recorded"),
+        ({}, None, None, ("main", HEAD), "no record of task c0ffeec0ffee"),
+        ({}, {"task": "ab" * 32}, None, ("main", HEAD), "another task (abababababab)"),
+        ({}, {}, "e" * 32, ("main", HEAD), "stopped while applying task c0ffeec0ffee's"),
+        ({}, {}, _resume.UNREADABLE, ("main", HEAD), "stopped while applying"),
+        ({}, {}, None, ("main", "2" * 40), "result was applied, or the branch moved"),
+        ({}, {}, None, ("other", HEAD), "result was applied, or the branch moved"),
+        ({}, {}, None, (None, HEAD), "result was applied, or the branch moved"),
     ],
 )
 def test_start_up_attaches_only_to_its_own_unapplied_task(
     tmp_path: Path,
     changes: dict[str, object],
     record: dict[str, object] | None,
+    applying: str | None,
     where: tuple[str | None, str],
     why: str,
 ) -> None:
     state = None
     if record is not None:
         state = _record(tmp_path, head=HEAD, submitted=2000.0).model_copy(update=record)
-    decision = _resume.decide(_remote_job(**changes), state, branch=where[0], head=where[1])
-    attaches = not changes and record == {} and where == ("main", HEAD)
+    job = _remote_job(**changes)
+    decision = _resume.decide(job, state, applying=applying, branch=where[0], head=where[1])
+    attaches = why.startswith("attaching")
     assert decision.task == (TASK if attaches else None)
     assert why in decision.why
 
@@ -519,3 +524,49 @@ def test_a_stop_leaves_a_remote_job_with_a_task_running_for_the_next_start(
     h.trainer.start()
     assert h.done(job.id).state == "succeeded"
     assert h.attached == [(job.id, TASK)]
+
+
+def _applying(repo: Path, head: str) -> None:
+    """The marker an apply of the recorded task's result saves before it touches the repo."""
+    from mlrig.core.retrain.state import SavedState
+
+    SavedState(
+        pid=2**22 + 1, head=head, branch="main", model="demo", champion="2",
+        started=time.time(), retrain_id="e" * 32,
+    ).save(repo)  # fmt: skip
+
+
+def test_start_marks_a_remote_job_interrupted_when_it_was_applying(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Killed while applying: the undo (recover) puts the repo and `champion` back and tags
+    the versions undone, as for a local run; applying the result again would not be a run's."""
+    head = _git_repo(repo)
+    state = tmp_path / "state"
+    job = _left_running(JobStore(state), TASK)
+    _record(repo, head=head, submitted=time.time())
+    _applying(repo, head)
+    h = Harness(repo, state)
+    try:
+        assert h.trainer.start() == [job.id]
+        failed = h.trainer.store.get(job.id)
+        assert failed is not None and failed.state == "failed" and failed.error == INTERRUPTED
+        assert h.attached == [] and h.recovered == 1
+    finally:
+        h.trainer.stop(grace=2)
+
+
+def test_a_stop_while_applying_ends_the_remote_job_interrupted(repo: Path, tmp_path: Path) -> None:
+    head = _git_repo(repo)
+    pid_file = tmp_path / "child.pid"
+    h = Harness(repo, tmp_path / "state")
+    h.modes.append(f"hang:{pid_file}")
+    h.trainer.start()
+    job = h.trainer.submit(None, compute={})
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30)
+    _record(repo, head=head, submitted=time.time())
+    wait_until(lambda: (found := h.trainer.store.get(job.id)) and found.task, timeout=30)
+    _applying(repo, head)  # the child went on to apply the result
+    h.trainer.stop(grace=2)
+    done = h.trainer.store.get(job.id)
+    assert done is not None and done.state == "failed" and done.error == INTERRUPTED

@@ -197,10 +197,11 @@ class Trainer:
                     )
                 if job.compute is None:
                     self.store.finish(job.id, "failed", error=INTERRUPTED)
-            self._recover()  # a remote job's half-done apply too: it is applied again whole
+            applying = self._applying()  # read before the undo clears it
+            self._recover()
             interrupted = [job for job in left if job.compute is None]
             for job in left:
-                if job.compute is not None and not self._resume(job):
+                if job.compute is not None and not self._resume(job, applying):
                     interrupted.append(job)
             self.resumed = tuple(job.id for job, _task in self._resumed)
         except BaseException:
@@ -210,7 +211,17 @@ class Trainer:
         self._thread.start()
         return [job.id for job in interrupted]
 
-    def _resume(self, job: Job) -> bool:
+    def _applying(self) -> str | None:
+        """The run id in the retrain marker: an apply (or a local run) under way when the
+        service stopped; UNREADABLE when the marker cannot be read (recover says why)."""
+        from mlrig.core.retrain import state as retrain_state
+
+        try:
+            return _resume.applying(retrain_state.load(self.repo))
+        except MlrigError:
+            return _resume.UNREADABLE
+
+    def _resume(self, job: Job, applying: str | None) -> bool:
         """Pick up the remote `job` a stopped service left (True), or mark it interrupted."""
         from mlrig.adapters import git
         from mlrig.core.compute import remote
@@ -221,7 +232,7 @@ class Trainer:
         except MlrigError as exc:
             decision = _resume.Resume(None, exc.one_line())
         else:
-            decision = _resume.decide(job, state, branch=branch, head=head)
+            decision = _resume.decide(job, state, applying=applying, branch=branch, head=head)
         if decision.task is None:
             log.warning("job %s was interrupted by the last stop: %s", job.id, decision.why)
             self.store.finish(job.id, "failed", error=INTERRUPTED)
@@ -346,7 +357,8 @@ class Trainer:
             with self._lock:
                 self._child = None
         if self._stopping.is_set() and done.returncode != 0:
-            if job.compute is not None and self._record_task(job) is not None:
+            following = self._applying() is None  # an apply under way is undone by stop()
+            if job.compute is not None and following and self._record_task(job) is not None:
                 self.store.set_pgid(job.id, None)  # its task goes on: the next start attaches
                 return
             self.store.finish(job.id, "failed", error=INTERRUPTED)

@@ -8,10 +8,13 @@ start-up attaches to the task (`retrain --remote --attach`, the job's own child 
 follows it if it still runs and then applies or undoes its result as the job would have.
 
 It does so only when every fact says the run is still this job's and still unapplied: the
-job was remote, its task is recorded, the repository's record names that very task, and the
-repository is on the branch and commit the task was submitted from (a result applied, or a
-branch moved by hand, is never applied or undone again). Otherwise the job ends as a local
-job interrupted by a stop does, and the reason is logged.
+job was remote, its task is recorded, the repository's record names that very task, no
+apply of that run was under way when the service stopped (the local undo has put the
+repository and `champion` back and tagged the run's versions undone, as for a local run
+killed while publishing: applying it again would publish versions tagged undone under the
+old champion), and the repository is on the branch and commit the task was submitted from
+(a result applied, or a branch moved by hand, is never applied or undone again). Otherwise
+the job ends as a local job interrupted by a stop does, and the reason is logged.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlrig.core.compute.remote import RemoteState
+from mlrig.core.retrain.state import SavedState
 from mlrig.core.trainer._store import Job
+
+UNREADABLE = "unreadable"  # a retrain marker that names no run id, or cannot be read
 
 
 @dataclass(frozen=True)
@@ -28,9 +34,17 @@ class Resume:
     why: str
 
 
-def decide(job: Job, state: RemoteState | None, *, branch: str | None, head: str | None) -> Resume:
+def decide(
+    job: Job,
+    state: RemoteState | None,
+    *,
+    applying: str | None,
+    branch: str | None,
+    head: str | None,
+) -> Resume:
     """Whether the interrupted `job` is picked up, given the repository's record of a remote
-    retrain (`state`) and where the repository is now (after the local undo ran)."""
+    retrain (`state`), the run id of a local apply the stop interrupted (`applying`, the
+    retrain marker's), and where the repository is now (after the local undo ran)."""
     if job.compute is None:
         return Resume(None, "a local retrain: its run is undone")
     if job.task is None:
@@ -39,6 +53,12 @@ def decide(job: Job, state: RemoteState | None, *, branch: str | None, head: str
         return Resume(None, f"the repository has no record of task {job.task[:12]} any more")
     if state.task != job.task:
         return Resume(None, f"the repository's record names another task ({state.task[:12]})")
+    if applying in (state.retrain_id, UNREADABLE):
+        return Resume(
+            None,
+            f"the service stopped while applying task {job.task[:12]}'s result: undone, as a "
+            "local run's publish is",
+        )
     if branch != state.branch or head != state.head:
         return Resume(
             None,
@@ -56,3 +76,8 @@ def submitted_by(job: Job, state: RemoteState | None) -> str | None:
     if state.submitted < job.started_at.timestamp():
         return None
     return state.task
+
+
+def applying(marker: SavedState | None) -> str | None:
+    """The run id of the local apply (or run) a retrain marker says was under way."""
+    return None if marker is None else (marker.retrain_id or UNREADABLE)

@@ -11,7 +11,13 @@ be the same, plus `mlrig.compute.*` on the remote run. The faults follow on the 
 from __future__ import annotations
 
 import json
+import os
+import pty
+import re
+import shlex
+import signal
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import VENV_BIN, append_rows, environ_with, repo_env, sh
+from tests.helpers import VENV_BIN, append_rows, environ_with, exited, repo_env, sh
 
 pytestmark = pytest.mark.integration
 LOCAL, REMOTE = "localrig", "remoterig"
@@ -240,6 +246,221 @@ def test_a_task_stopped_from_outside_publishes_nothing_and_a_second_one_is_refus
     assert "Traceback" not in err
     assert _as_before(world) == before
     assert not _tasks(docker_engine)
+
+
+class _AtATerminal:
+    """`mlrig retrain --remote` as a person runs it: stdin a terminal (Ctrl-C's question reads
+    it there), stderr read line by line as the task's lines stream in."""
+
+    def __init__(self, repo: Path, env: dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+        self.proc = subprocess.Popen(
+            [
+                str(VENV_BIN / "mlrig"),
+                "retrain",
+                "--remote",
+                "--no-push-image",
+                "--repo",
+                str(repo),
+            ],
+            env=env,
+            stdin=slave,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        os.close(slave)
+        self.err: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        self.err.extend(self.proc.stderr)
+
+    def ctrl_c(self, answer: str) -> tuple[int, str, str]:
+        """Ctrl-C once the task's own lines stream (the follow is on), then `answer` to the
+        question; (exit code, stdout, stderr)."""
+        from mlrig.wait import wait_until
+
+        wait_until(
+            lambda: any("cloning" in line for line in self.err),
+            timeout=600,
+            what="the task's first line streamed",
+            give_up=lambda: exited(self.proc, "retrain --remote"),
+        )
+        self.proc.send_signal(signal.SIGINT)
+        os.write(self.master, f"{answer}\n".encode())
+        assert self.proc.stdout is not None
+        out = self.proc.stdout.read()
+        code = self.proc.wait(timeout=300)
+        self.reader.join(timeout=30)
+        return code, out, "".join(self.err)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        os.close(self.master)
+
+
+def _error_line(err: str) -> str:
+    """The one error line, after the question it follows on the same line."""
+    asked, error = err.rsplit("Stop task ", 1)[1].split("error: ")
+    assert "? (no: it goes on, attach later)" in asked
+    assert "Traceback" not in err and "\n" not in error.strip()
+    return error
+
+
+def test_ctrl_c_and_yes_stops_the_task_and_changes_nothing(world: dict, docker_engine: Any) -> None:
+    repo, env = world["repos"][REMOTE], world["env"]
+    before = _as_before(world)
+    append_rows(world["source"], 20, shift=11)
+    run = _AtATerminal(repo, env)
+    try:
+        code, _out, err = run.ctrl_c("y")
+    finally:
+        run.close()
+    assert code not in (0, 130), err[-2000:]
+    line = _error_line(err)
+    assert "the remote retrain failed: stopped at the caller's request (Ctrl-C)" in line, line
+    assert "nothing was published" in line
+    assert _as_before(world) == before
+    assert not _tasks(docker_engine)
+    assert not (repo / ".dvc/tmp/mlrig-remote.json").exists()
+
+
+def test_ctrl_c_and_no_leaves_the_task_and_its_attach_command_applies_it(
+    world: dict, docker_engine: Any
+) -> None:
+    repo, env, client = world["repos"][REMOTE], world["env"], world["client"]
+    head, _status, _lock, champion = _as_before(world)
+    run = _AtATerminal(repo, env)
+    try:
+        code, _out, err = run.ctrl_c("n")
+    finally:
+        run.close()
+    assert code == 130, err[-2000:]
+    line = _error_line(err)
+    found = re.search(r"task ([0-9a-f]{12,64}) goes on", line)
+    command = re.search(r"`(mlrig retrain --remote --attach \S+(?: --repo \S+)?)`", line)
+    assert found and command, line
+    task = found.group(1)
+    assert [c.id[: len(task)] for c in _tasks(docker_engine)] == [task]  # it goes on
+    assert sh(repo, "git", "rev-parse", "HEAD", env=env).strip() == head
+    # the printed command, as printed (`mlrig` is on the PATH a user's shell has)
+    attached = subprocess.run(
+        shlex.split(command.group(1)),
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert attached.returncode == 0, attached.stdout[-3000:] + attached.stderr[-3000:]
+    assert "Running stage 'train'" in attached.stderr  # the task's log, followed from its start
+    new_head = sh(repo, "git", "rev-parse", "HEAD", env=env).strip()
+    assert f"commit {new_head[:12]}" in attached.stdout
+    # published as a followed run publishes: one retrain commit on the submitted one, pushed
+    assert sh(repo, "git", "rev-parse", "HEAD^", env=env).strip() == head
+    subject = sh(repo, "git", "log", "-1", "--format=%s%n%an", env=env).splitlines()
+    rows = len(world["source"].read_text().strip().splitlines()) - 1
+    assert re.fullmatch(rf"retrain: snapshot [0-9a-f]{{12}}, {rows} rows from {SOURCE}", subject[0])
+    assert subject[1] == env["GIT_AUTHOR_NAME"]
+    files = {
+        ref: sh(repo, "git", "show", "--name-only", "--format=", ref, env=env).split()
+        for ref in ("HEAD", "HEAD^")
+    }
+    assert files["HEAD"] == files["HEAD^"]  # what the earlier retrain commit holds
+    assert sh(repo, "git", "status", "--porcelain", env=env) == ""
+    origin = repo.parent / f"{REMOTE}-origin.git"
+    assert sh(origin, "git", "rev-parse", "main", env=env).strip() == new_head
+    gate = json.loads((repo / "gate.json").read_text())
+    expected = str(gate["version"]) if gate["verdict"] == "promoted" else champion
+    assert _champion(client, REMOTE) == expected
+    tags = _tags(client, REMOTE, str(gate["version"]))
+    assert tags["mlrig.compute.task"].startswith(task)
+    assert tags["mlflow.source.git.commit"] == head
+    assert not _tasks(docker_engine)
+    assert not (repo / ".dvc/tmp/mlrig-remote.json").exists()
+
+
+def test_a_killed_trainer_attaches_to_its_remote_task_when_it_starts_again(
+    world: dict, docker_engine: Any
+) -> None:
+    """`trainer serve` SIGKILLed while its remote job follows the task: the task goes on, and
+    the next start-up attaches to it and applies its result; the job ends succeeded."""
+    import requests
+
+    from mlrig.core.stack.local.stack import free_port
+    from mlrig.core.trainer._jobs import state_dir
+    from mlrig.core.trainer._store import JobStore
+    from mlrig.wait import wait_until
+    from tests.helpers import wait_for_http
+
+    repo, env, client = world["repos"][REMOTE], world["env"], world["client"]
+    head, _status, _lock, champion = _as_before(world)
+    append_rows(world["source"], 25, shift=13)
+    mlrig = str(VENV_BIN / "mlrig")
+    auth = {"Authorization": f"Bearer {sh(repo, mlrig, 'trainer', 'token', env=env).strip()}"}
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+
+    def serve() -> subprocess.Popen:
+        with (repo.parent / "trainer.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [mlrig, "trainer", "serve", "--repo", str(repo), "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        wait_for_http(
+            f"{url}/health", timeout=120, what="the trainer", give_up=lambda: exited(proc, "it")
+        )
+        return proc
+
+    def finished() -> dict[str, Any] | None:
+        job = requests.get(f"{url}/train/{job_id}", headers=auth, timeout=10).json()
+        return job if job["state"] in ("succeeded", "failed") else None
+
+    server = serve()
+    try:
+        body = {"remote": True, "push_image": False}
+        answer = requests.post(f"{url}/train", headers=auth, json=body, timeout=10)
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["id"]
+        with environ_with({"MLRIG_HOME": env["MLRIG_HOME"]}):
+            store = JobStore(state_dir("local", repo))
+
+        def recorded() -> str | None:
+            job = store.get(job_id)
+            return job.task if job else None
+
+        task = wait_until(recorded, timeout=600, what="the job's task recorded", interval=0.2)
+        server.kill()
+        server.wait(30)
+        left = _tasks(docker_engine)
+        assert [(c.id, c.status) for c in left] == [(task, "running")]  # it outlived the service
+        server = serve()
+        job = wait_until(finished, timeout=900, what="the resumed job finished", interval=1)
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(60)
+    assert job["state"] == "succeeded", f"{job['error']}\n" + "\n".join(job["log_tail"])
+    result = job["result"]
+    assert result["changed"] is True
+    new_head = sh(repo, "git", "rev-parse", "HEAD", env=env).strip()
+    assert result["commit"] == new_head
+    assert sh(repo, "git", "rev-parse", "HEAD^", env=env).strip() == head
+    origin = repo.parent / f"{REMOTE}-origin.git"
+    assert sh(origin, "git", "rev-parse", "main", env=env).strip() == new_head
+    assert sh(repo, "git", "status", "--porcelain", env=env) == ""
+    expected = result["version"] if result["champion_moved"] else champion
+    assert _champion(client, REMOTE) == expected
+    assert _tags(client, REMOTE, result["version"])["mlrig.compute.task"] == task
+    assert not _tasks(docker_engine)
+    assert not (repo / ".dvc/tmp/mlrig-remote.json").exists()
 
 
 def _identity_password(world: dict) -> str:

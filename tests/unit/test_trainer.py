@@ -11,15 +11,20 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mlrig.core.compute.remote import RemoteState
 from mlrig.core.trainer import _jobs as core
-from mlrig.core.trainer._store import INTERRUPTED, Job, JobStore
+from mlrig.core.trainer import _resume
+from mlrig.core.trainer._store import INTERRUPTED, Compute, Job, JobStore
+from mlrig.errors import ConfigError
 from mlrig.wait import wait_until
+from tests.helpers import git_as_tester
 
 RESULT = {
     "changed": True,
@@ -87,6 +92,7 @@ class Harness:
         self.repo, self.state = repo, state
         self.modes: deque[str] = deque()
         self.recovered = 0
+        self.attached: list[tuple[str, str]] = []  # (job id, task) start-up attached to
         self.trainer = self.make()
 
     def make(self) -> core.Trainer:
@@ -94,11 +100,17 @@ class Harness:
             mode = self.modes.popleft() if self.modes else "ok"
             return [sys.executable, str(self.repo / "stub.py"), mode]
 
+        def attach(job: Job, task: str) -> list[str]:
+            self.attached.append((job.id, task))
+            return command(job)
+
         def recover() -> bool:
             self.recovered += 1
             return False
 
-        return core.Trainer(self.repo, JobStore(self.state), command=command, recover=recover)
+        return core.Trainer(
+            self.repo, JobStore(self.state), command=command, attach=attach, recover=recover
+        )
 
     def done(self, job_id: str, timeout: float = 60) -> Job:
         def finished() -> Job | None:
@@ -317,3 +329,244 @@ def test_state_lives_with_the_stack_never_in_the_repo(mlrig_home: Path, tmp_path
     assert root.name.startswith("demo-")
     assert core.state_dir("dev", tmp_path / "other" / "demo") != root
     assert not root.is_relative_to(tmp_path / "demo")
+
+
+# -- a remote job the service left: start-up attaches to its task -------------------------------
+TASK = "c0ffee" * 10 + "abcd"  # a container id (64 hex)
+
+
+def _record(repo: Path, *, task: str = TASK, head: str, submitted: float) -> RemoteState:
+    """The caller's record `retrain --remote` keeps while its task runs."""
+    state = RemoteState(
+        backend="local",
+        task=task,
+        project="demo",
+        stack="dev",
+        head=head,
+        branch="main",
+        champion="2",
+        retrain_id="e" * 32,
+        prefix="/srv/storage/mlrig-remote/demo/" + "e" * 32,
+        image="127.0.0.1:5000/demo-trainer@sha256:" + "a" * 64,
+        cpu=1024,
+        memory_mib=4096,
+        spot=False,
+        submitted=submitted,
+    )
+    state.save(repo)
+    return state
+
+
+def _remote_job(**changes: object) -> Job:
+    from datetime import UTC, datetime
+
+    fields: dict[str, object] = {
+        "id": "d" * 32,
+        "state": "running",
+        "compute": Compute(),
+        "task": TASK,
+        "created_at": datetime.now(UTC),
+        "started_at": datetime.fromtimestamp(1000.0, UTC),
+    }
+    fields.update(changes)
+    return Job.model_validate(fields)
+
+
+HEAD = "1" * 40
+
+
+@pytest.mark.parametrize(
+    ("changes", "record", "applying", "where", "why"),
+    [
+        ({}, {}, None, ("main", HEAD), "attaching to task c0ffeec0ffee"),
+        ({}, {}, "f" * 32, ("main", HEAD), "attaching to task"),  # another run's marker
+        ({"compute": None}, {}, None, ("main", HEAD), "a local retrain"),
+        ({"task": None}, {}, None, ("main", HEAD), "never recorded"),
+        ({}, None, None, ("main", HEAD), "no record of task c0ffeec0ffee"),
+        ({}, {"task": "ab" * 32}, None, ("main", HEAD), "another task (abababababab)"),
+        ({}, {}, "e" * 32, ("main", HEAD), "stopped while applying task c0ffeec0ffee's"),
+        ({}, {}, _resume.UNREADABLE, ("main", HEAD), "stopped while applying"),
+        ({}, {}, None, ("main", "2" * 40), "result was applied, or the branch moved"),
+        ({}, {}, None, ("other", HEAD), "result was applied, or the branch moved"),
+        ({}, {}, None, (None, HEAD), "result was applied, or the branch moved"),
+    ],
+)
+def test_start_up_attaches_only_to_its_own_unapplied_task(
+    tmp_path: Path,
+    changes: dict[str, object],
+    record: dict[str, object] | None,
+    applying: str | None,
+    where: tuple[str | None, str],
+    why: str,
+) -> None:
+    state = None
+    if record is not None:
+        state = _record(tmp_path, head=HEAD, submitted=2000.0).model_copy(update=record)
+    job = _remote_job(**changes)
+    decision = _resume.decide(job, state, applying=applying, branch=where[0], head=where[1])
+    attaches = why.startswith("attaching")
+    assert decision.task == (TASK if attaches else None)
+    assert why in decision.why
+
+
+def test_the_task_recorded_is_the_one_submitted_after_the_job_started(tmp_path: Path) -> None:
+    job = _remote_job(task=None)  # started at t=1000
+    assert _resume.submitted_by(job, _record(tmp_path, head=HEAD, submitted=1001.0)) == TASK
+    assert _resume.submitted_by(job, _record(tmp_path, head=HEAD, submitted=999.0)) is None
+    assert _resume.submitted_by(job, None) is None
+    local = _remote_job(task=None, compute=None)
+    assert _resume.submitted_by(local, _record(tmp_path, head=HEAD, submitted=1001.0)) is None
+
+
+def test_a_task_id_is_validated_before_it_is_kept(tmp_path: Path) -> None:
+    store = JobStore(tmp_path)
+    job = store.add(None, compute=Compute())
+    for bad in ("--upload-pack=x", "c0ffee", "arn:aws:ecs:eu-west-1:1:task/c/" + "a" * 32):
+        with pytest.raises(ConfigError):
+            store.set_task(job.id, bad)
+    arn = "arn:aws:ecs:eu-west-1:123456789012:task/mlrig-dev/" + "a" * 32
+    store.set_task(job.id, arn)
+    kept = store.get(job.id)
+    assert kept is not None and kept.task == arn
+
+
+def test_the_attach_child_follows_the_contract(tmp_path: Path) -> None:
+    argv = core.attach_argv(tmp_path, False, TASK)
+    assert argv[1:] == [
+        "-m", "mlrig", "retrain", "--repo", str(tmp_path), "--json", "--no-push-image",
+        "--remote", "--attach", TASK,
+    ]  # fmt: skip
+
+
+def _git_repo(repo: Path) -> str:
+    git_as_tester(repo, "init", "-q", "-b", "main")
+    git_as_tester(repo, "add", "--all")
+    git_as_tester(repo, "commit", "-qm", "first")
+    return git_as_tester(repo, "rev-parse", "HEAD")
+
+
+def _left_running(store: JobStore, task: str | None) -> Job:
+    """What a service killed while a remote job followed its task leaves: a running row."""
+    job = store.add(True, compute=Compute(cpu=2048))
+    claimed = store.claim_next()
+    assert claimed is not None and claimed.id == job.id
+    if task:
+        store.set_task(job.id, task)
+    return claimed
+
+
+def test_start_attaches_to_a_remote_job_left_running_before_the_queue(
+    repo: Path, tmp_path: Path
+) -> None:
+    head = _git_repo(repo)
+    state = tmp_path / "state"
+    store = JobStore(state)
+    job = _left_running(store, TASK)
+    _record(repo, head=head, submitted=time.time())
+    waiting = store.add(None)
+    h = Harness(repo, state)
+    try:
+        assert h.trainer.start() == []  # picked up, not interrupted
+        assert h.trainer.resumed == (job.id,)
+        resumed = h.done(job.id)
+        assert resumed.state == "succeeded" and resumed.result == RESULT
+        assert h.attached == [(job.id, TASK)]
+        assert h.recovered == 1  # the local undo ran first (a half-done apply)
+        later = h.done(waiting.id)
+        assert later.state == "succeeded"
+        assert resumed.finished_at and later.started_at
+        assert resumed.finished_at <= later.started_at
+    finally:
+        h.trainer.stop(grace=2)
+
+
+def test_start_marks_a_remote_job_interrupted_when_its_result_was_applied(
+    repo: Path, tmp_path: Path
+) -> None:
+    head = _git_repo(repo)
+    state = tmp_path / "state"
+    store = JobStore(state)
+    job = _left_running(store, TASK)
+    _record(repo, head=head, submitted=time.time())
+    git_as_tester(repo, "commit", "-q", "--allow-empty", "-m", "the task's commit, applied")
+    h = Harness(repo, state)
+    try:
+        assert h.trainer.start() == [job.id]
+        failed = h.trainer.store.get(job.id)
+        assert failed is not None and failed.state == "failed" and failed.error == INTERRUPTED
+        assert h.attached == []
+    finally:
+        h.trainer.stop(grace=2)
+
+
+def test_a_stop_leaves_a_remote_job_with_a_task_running_for_the_next_start(
+    repo: Path, tmp_path: Path
+) -> None:
+    head = _git_repo(repo)
+    pid_file = tmp_path / "child.pid"
+    h = Harness(repo, tmp_path / "state")
+    h.modes.append(f"hang:{pid_file}")
+    h.trainer.start()
+    job = h.trainer.submit(None, compute={"cpu": 1024})
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30)
+    _record(repo, head=head, submitted=time.time())  # what the child writes once submitted
+
+    def recorded() -> str | None:
+        found = h.trainer.store.get(job.id)
+        return found.task if found else None
+
+    assert wait_until(recorded, timeout=30, what="the task recorded") == TASK
+    h.trainer.stop(grace=2)
+    left = h.trainer.store.get(job.id)
+    assert left is not None and left.state == "running" and left.pgid is None
+    assert "task" not in h.trainer.view(left)  # bookkeeping, as the process group
+    h.trainer = h.make()
+    h.trainer.start()
+    assert h.done(job.id).state == "succeeded"
+    assert h.attached == [(job.id, TASK)]
+
+
+def _applying(repo: Path, head: str) -> None:
+    """The marker an apply of the recorded task's result saves before it touches the repo."""
+    from mlrig.core.retrain.state import SavedState
+
+    SavedState(
+        pid=2**22 + 1, head=head, branch="main", model="demo", champion="2",
+        started=time.time(), retrain_id="e" * 32,
+    ).save(repo)  # fmt: skip
+
+
+def test_start_marks_a_remote_job_interrupted_when_it_was_applying(
+    repo: Path, tmp_path: Path
+) -> None:
+    """Killed while applying: the undo (recover) puts the repo and `champion` back and tags
+    the versions undone, as for a local run; applying the result again would not be a run's."""
+    head = _git_repo(repo)
+    state = tmp_path / "state"
+    job = _left_running(JobStore(state), TASK)
+    _record(repo, head=head, submitted=time.time())
+    _applying(repo, head)
+    h = Harness(repo, state)
+    try:
+        assert h.trainer.start() == [job.id]
+        failed = h.trainer.store.get(job.id)
+        assert failed is not None and failed.state == "failed" and failed.error == INTERRUPTED
+        assert h.attached == [] and h.recovered == 1
+    finally:
+        h.trainer.stop(grace=2)
+
+
+def test_a_stop_while_applying_ends_the_remote_job_interrupted(repo: Path, tmp_path: Path) -> None:
+    head = _git_repo(repo)
+    pid_file = tmp_path / "child.pid"
+    h = Harness(repo, tmp_path / "state")
+    h.modes.append(f"hang:{pid_file}")
+    h.trainer.start()
+    job = h.trainer.submit(None, compute={})
+    wait_until(lambda: pid_file.exists() and pid_file.read_text(), timeout=30)
+    _record(repo, head=head, submitted=time.time())
+    wait_until(lambda: (found := h.trainer.store.get(job.id)) and found.task, timeout=30)
+    _applying(repo, head)  # the child went on to apply the result
+    h.trainer.stop(grace=2)
+    done = h.trainer.store.get(job.id)
+    assert done is not None and done.state == "failed" and done.error == INTERRUPTED

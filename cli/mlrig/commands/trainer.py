@@ -43,6 +43,8 @@ def _ready(started: Started) -> None:
     ]
     for job_id in started.interrupted:
         lines.append(f"  job {job_id} was interrupted by the last stop: marked failed")
+    for job_id in started.resumed:
+        lines.append(f"  job {job_id}: its remote task outlived the last stop, attaching to it")
     console().print("\n".join(lines), highlight=False, soft_wrap=True)
 
 

@@ -14,6 +14,11 @@ Graceful stop (SIGTERM): the running job is interrupted, not awaited (a retrain 
 minutes, longer than any container stop timeout): its process group gets SIGTERM, then
 SIGKILL after a grace period; the job is marked failed the same way; recover runs; queued
 jobs stay queued for the next start.
+
+A remote job (`retrain --remote`) is the exception: its task runs on without the service.
+Killed or stopped while its task is recorded, it stays `running`, and the next start-up
+attaches to the task (see _resume) before any queued job runs: the job then ends succeeded
+or failed with the result of its task, as a job never interrupted would.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from mlrig import paths
+from mlrig.core.trainer import _resume
 from mlrig.core.trainer._store import INTERRUPTED, Compute, Job, JobStore
 from mlrig.errors import MlrigError
 
@@ -72,6 +78,15 @@ def retrain_argv(repo: Path, push_image: bool | None, compute: Compute | None = 
         if compute.spot:
             argv.append("--spot")
     return argv
+
+
+def attach_argv(repo: Path, push_image: bool | None, task: str) -> list[str]:
+    """The child that picks up a remote job's task after a restart: it follows the task and
+    applies (or undoes) its result, printing the result as the job's first child would."""
+    argv = [sys.executable, "-m", "mlrig", "retrain", "--repo", str(repo), "--json"]
+    if push_image is not None:
+        argv.append("--push-image" if push_image else "--no-push-image")
+    return [*argv, "--remote", "--attach", task]
 
 
 def step_of(line: str) -> str | None:
@@ -134,6 +149,7 @@ class Trainer:
         store: JobStore,
         *,
         command: Callable[[Job], list[str]] | None = None,
+        attach: Callable[[Job, str], list[str]] | None = None,
         recover: Callable[[], object] | None = None,
         env: Mapping[str, str] | None = None,
         max_queued: int = MAX_QUEUED,
@@ -145,7 +161,10 @@ class Trainer:
         self._command = command or (
             lambda job: retrain_argv(self.repo, job.push_image, job.compute)
         )
+        self._attach = attach or (lambda job, task: attach_argv(self.repo, job.push_image, task))
         self._recover = recover or self._recover_repo
+        self._resumed: list[tuple[Job, str]] = []  # remote jobs start-up picks up, in order
+        self.resumed: tuple[str, ...] = ()  # their ids, for the service's start-up lines
         self._env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -170,20 +189,59 @@ class Trainer:
 
         self._held = self.store.lock()  # Conflict while another service owns these jobs
         try:
-            interrupted = self.store.in_state("running")
-            for job in interrupted:
+            left = self.store.in_state("running")
+            for job in left:
                 if job.pgid and job.started_at:
                     trainer_process.kill_leftover_group(
                         job.pgid, not_before=job.started_at.timestamp()
                     )
-                self.store.finish(job.id, "failed", error=INTERRUPTED)
+                if job.compute is None:
+                    self.store.finish(job.id, "failed", error=INTERRUPTED)
+            applying = self._applying()  # read before the undo clears it
             self._recover()
+            interrupted = [job for job in left if job.compute is None]
+            for job in left:
+                if job.compute is not None and not self._resume(job, applying):
+                    interrupted.append(job)
+            self.resumed = tuple(job.id for job, _task in self._resumed)
         except BaseException:
             self._release()
             raise
         self._thread = threading.Thread(target=self._loop, name="trainer-worker", daemon=True)
         self._thread.start()
         return [job.id for job in interrupted]
+
+    def _applying(self) -> str | None:
+        """The run id in the retrain marker: an apply (or a local run) under way when the
+        service stopped; UNREADABLE when the marker cannot be read (recover says why)."""
+        from mlrig.core.retrain import state as retrain_state
+
+        try:
+            return _resume.applying(retrain_state.load(self.repo))
+        except MlrigError:
+            return _resume.UNREADABLE
+
+    def _resume(self, job: Job, applying: str | None) -> bool:
+        """Pick up the remote `job` a stopped service left (True), or mark it interrupted."""
+        from mlrig.adapters import git
+        from mlrig.core.compute import remote
+
+        try:
+            state = remote.load_state(self.repo)
+            branch, head = git.current_branch(self.repo), git.head(self.repo)
+        except MlrigError as exc:
+            decision = _resume.Resume(None, exc.one_line())
+        else:
+            decision = _resume.decide(job, state, applying=applying, branch=branch, head=head)
+        if decision.task is None:
+            log.warning("job %s was interrupted by the last stop: %s", job.id, decision.why)
+            self.store.finish(job.id, "failed", error=INTERRUPTED)
+            return False
+        log.info("job %s: %s", job.id, decision.why)
+        self.store.set_pgid(job.id, None)
+        self.store.set_step(job.id, "remote task")
+        self._resumed.append((job, decision.task))
+        return True
 
     def stop(self, grace: float = STOP_GRACE) -> None:
         """Interrupt the running job (if any), recover the repo, end the worker."""
@@ -229,12 +287,18 @@ class Trainer:
         return job
 
     def view(self, job: Job) -> dict[str, Any]:
-        data = job.model_dump(mode="json", exclude={"pgid", "push_image", "compute"})
+        data = job.model_dump(mode="json", exclude={"pgid", "push_image", "compute", "task"})
         data["log_tail"] = self.store.log_tail(job.id)
         return data
 
     # -- the worker -----------------------------------------------------------------------
     def _loop(self) -> None:
+        resumed, self._resumed = self._resumed, []
+        for left, task in resumed:  # before any queued job: each is still `running`
+            if self._stopping.is_set():
+                return  # still `running`: the next start-up picks it up again
+            self._run(left, self._attach(left, task))
+            self._finished(left.id)
         while not self._stopping.is_set():
             job = self.store.claim_next()
             if job is None:
@@ -253,7 +317,7 @@ class Trainer:
         except Exception:  # noqa: BLE001 - the queue keeps running whatever a hook does
             log.exception("after job %s", job_id)
 
-    def _run(self, job: Job) -> None:
+    def _run(self, job: Job, argv: list[str] | None = None) -> None:
         from mlrig.adapters import trainer_process
         from mlrig.core.retrain import state as retrain_state
 
@@ -268,7 +332,7 @@ class Trainer:
                     self.store.finish(job.id, "failed", error=INTERRUPTED)
                     return
                 child = trainer_process.Child(
-                    self._command(job),
+                    argv or self._command(job),
                     log_path=self.store.log_path(job.id),
                     on_line=on_line,
                     env=self._env,
@@ -277,12 +341,14 @@ class Trainer:
                 )
                 self._child = child
             self.store.set_pgid(job.id, child.pgid)
-            stages, seen = pipeline_stages(self.repo), None
+            stages, seen, task = pipeline_stages(self.repo), None, job.task
             while child.running(STAGE_POLL):
                 stage = stage_running(child.modules(), stages)
                 if stage and stage != seen:
                     self.store.set_step(job.id, stage)
                     seen = stage
+                if job.compute is not None and task is None:
+                    task = self._record_task(job)
             done = child.wait()
         except MlrigError as exc:
             self.store.finish(job.id, "failed", error=exc.one_line())
@@ -291,6 +357,10 @@ class Trainer:
             with self._lock:
                 self._child = None
         if self._stopping.is_set() and done.returncode != 0:
+            following = self._applying() is None  # an apply under way is undone by stop()
+            if job.compute is not None and following and self._record_task(job) is not None:
+                self.store.set_pgid(job.id, None)  # its task goes on: the next start attaches
+                return
             self.store.finish(job.id, "failed", error=INTERRUPTED)
         elif done.returncode != 0:
             self.store.finish(job.id, "failed", error=error_of(done.returncode, done.stderr_tail))
@@ -298,3 +368,20 @@ class Trainer:
             self.store.finish(job.id, "failed", error="retrain printed no JSON result")
         else:
             self.store.finish(job.id, "succeeded", result=result)
+
+    def _record_task(self, job: Job) -> str | None:
+        """The remote job's task, recorded on the job once the caller's record names one
+        its child submitted (None until then)."""
+        from mlrig.core.compute import remote
+
+        current = self.store.get(job.id)
+        if current is not None and current.task is not None:
+            return current.task
+        try:
+            task = _resume.submitted_by(job, remote.load_state(self.repo))
+            if task is not None:
+                self.store.set_task(job.id, task)
+        except MlrigError as exc:  # a record mlrig cannot trust: the child itself says so
+            log.warning("job %s: %s", job.id, exc.one_line())
+            return None
+        return task

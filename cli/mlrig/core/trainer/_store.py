@@ -8,7 +8,8 @@ could never run two jobs at once even if there were two. `add` refuses a job bey
 The folder belongs to one service at a time: `lock` takes `trainer.lock` beside jobs.db
 (held until released), and only its holder may treat a `running` row as left over. A row is
 input like any file an earlier process left: a job id that is no 32-digit hex (what `add`
-makes) or a process group id <= 1 is refused before it names a path or a process.
+makes) or a process group id <= 1 is refused before it names a path or a process, and a
+remote job's task is a container id or an ECS task ARN before it reaches an argument.
 """
 
 from __future__ import annotations
@@ -35,6 +36,11 @@ State = Literal["queued", "running", "succeeded", "failed"]
 INTERRUPTED = "interrupted: service stopped"
 LOG_TAIL_LINES = 40
 JOB_ID = r"^[0-9a-f]{32}$"
+# a local task's container id, or an ECS task's ARN (what `retrain --remote --attach` takes)
+TASK_ID = (
+    r"^([0-9a-f]{12,64}"
+    r"|arn:aws[a-z-]*:ecs:[a-z0-9-]{1,32}:[0-9]{12}:task/[A-Za-z0-9_-]{1,255}/[0-9a-f]{32})$"
+)
 LOCK = "trainer.lock"
 
 _SCHEMA = """
@@ -50,7 +56,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at TEXT,
     result TEXT,
     error TEXT,
-    pgid INTEGER
+    pgid INTEGER,
+    task TEXT
 )
 """
 
@@ -84,6 +91,9 @@ class Job(BaseModel):
     result: dict[str, Any] | None = None
     error: str | None = None
     pgid: int | None = Field(default=None, gt=1)  # the child's group while it runs (never shown)
+    # a remote job's task, as the caller's record named it while the job ran (never shown):
+    # what start-up recovery attaches to when the service died before the job ended
+    task: str | None = Field(default=None, pattern=TASK_ID)
 
     @property
     def done(self) -> bool:
@@ -129,8 +139,9 @@ class JobStore:
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute(_SCHEMA)
                 columns = {row[1] for row in con.execute("PRAGMA table_info(jobs)")}
-                if "compute" not in columns:  # a store an earlier mlrig made
-                    con.execute("ALTER TABLE jobs ADD COLUMN compute TEXT")
+                for column in ("compute", "task"):  # a store an earlier mlrig made
+                    if column not in columns:
+                        con.execute(f"ALTER TABLE jobs ADD COLUMN {column} TEXT")
             finally:
                 con.close()
 
@@ -253,6 +264,12 @@ class JobStore:
     def set_pgid(self, job_id: str, pgid: int | None) -> None:
         with self._tx() as con:
             con.execute("UPDATE jobs SET pgid = ? WHERE id = ?", (pgid, job_id))
+
+    def set_task(self, job_id: str, task: str) -> None:
+        if re.fullmatch(TASK_ID, task) is None:
+            raise ConfigError(f"{task[:80]!r} is no task id mlrig made")
+        with self._tx() as con:
+            con.execute("UPDATE jobs SET task = ? WHERE id = ?", (task, job_id))
 
     def finish(
         self,

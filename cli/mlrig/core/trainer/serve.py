@@ -55,6 +55,7 @@ class Started:
     state_dir: Path
     interrupted: list[str]
     schedule: str = "off"  # what the repository's monitor: policy makes the service do
+    resumed: tuple[str, ...] = ()  # remote jobs whose task start-up attaches to again
 
 
 def check_repo(repo: Path) -> Path:
@@ -111,6 +112,7 @@ def serve(
             state_dir=root,
             interrupted=interrupted,
             schedule=schedule.describe(),
+            resumed=trainer.resumed,
         )
         app = trainer_http.create_app(
             Service(trainer, credentials, schedule), lambda: on_ready(started)

@@ -259,6 +259,19 @@ def sh(repo: Path, *args: str, env: dict[str, str]) -> str:
     return proc.stdout + proc.stderr
 
 
+def mlrig_on(
+    repo: Path, env: dict[str, str], *args: str, timeout: float = 1200
+) -> subprocess.CompletedProcess[str]:
+    """`mlrig ARGS --repo REPO` as a user runs it: a process of its own, output captured."""
+    return subprocess.run(
+        [str(VENV_BIN / "mlrig"), *args, "--repo", str(repo)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def git_as_tester(repo: Path, *args: str) -> str:
     """git in repo as a test author (no env needed), its output stripped; fails on an error."""
     who = ["-c", "user.name=t", "-c", "user.email=t@example.com"]

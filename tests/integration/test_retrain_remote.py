@@ -25,21 +25,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helpers import VENV_BIN, append_rows, environ_with, exited, repo_env, sh
+from tests.helpers import VENV_BIN, append_rows, environ_with, exited, mlrig_on, repo_env, sh
 
 pytestmark = pytest.mark.integration
 LOCAL, REMOTE = "localrig", "remoterig"
 SOURCE = "remote://storage/incoming/patients.csv"
-
-
-def _mlrig(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "mlrig"), *args, "--repo", str(repo)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
 
 
 def _ok(proc: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -77,7 +67,7 @@ def world(
     repos = {p: _init(root, env, p) for p in (LOCAL, REMOTE)}
     source.write_bytes((repos[LOCAL] / "data/raw/breast_cancer.csv").read_bytes())
     for repo in repos.values():  # each one's first model, in-process
-        assert _ok(_mlrig(repo, env, "retrain", "--json", "--no-push-image"))["changed"]
+        assert _ok(mlrig_on(repo, env, "retrain", "--json", "--no-push-image"))["changed"]
     client = MlflowClient(tracking_uri=local_stack["env"]["MLFLOW_TRACKING_URI"])
     with environ_with(local_stack["env"]):
         yield {"repos": repos, "env": env, "source": source, "client": client}
@@ -98,8 +88,8 @@ def _champion(client: Any, project: str) -> str | None:
 def test_a_remote_retrain_gives_what_a_local_one_gives(world: dict, docker_engine: Any) -> None:
     repos, env, client = world["repos"], world["env"], world["client"]
     append_rows(world["source"], 40, shift=3)
-    local = _ok(_mlrig(repos[LOCAL], env, "retrain", "--json", "--no-push-image"))
-    proc = _mlrig(repos[REMOTE], env, "retrain", "--remote", "--json", "--no-push-image")
+    local = _ok(mlrig_on(repos[LOCAL], env, "retrain", "--json", "--no-push-image"))
+    proc = mlrig_on(repos[REMOTE], env, "retrain", "--remote", "--json", "--no-push-image")
     remote = _ok(proc)
     # the task's own lines were streamed (the pipeline's stages ran in the container)
     assert "cloning" in proc.stderr and "Running stage 'train'" in proc.stderr
@@ -201,7 +191,7 @@ def _tasks(docker_engine: Any) -> list[Any]:
 
 def test_a_size_fargate_lacks_is_one_line_and_runs_nothing(world: dict, docker_engine: Any) -> None:
     before = _as_before(world)
-    proc = _mlrig(world["repos"][REMOTE], world["env"], "retrain", "--remote", "--cpu", "3")
+    proc = mlrig_on(world["repos"][REMOTE], world["env"], "retrain", "--remote", "--cpu", "3")
     assert proc.returncode == 2
     assert "Fargate has no task of 3072 CPU units (one of 256, 512, 1024" in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
@@ -229,7 +219,7 @@ def test_a_task_stopped_from_outside_publishes_nothing_and_a_second_one_is_refus
             timeout=600,
             what="the first task running",
         )
-        second = _mlrig(repo, env, "retrain", "--remote")
+        second = mlrig_on(repo, env, "retrain", "--remote")
         assert second.returncode == 7, second.stderr
         assert f"a remote retrain of {REMOTE} is already running" in second.stderr
         assert f"--attach {running[0].id[:12]}" in second.stderr

@@ -37,13 +37,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.helpers import VENV_BIN, environ_with, repo_env, sh
+from tests.helpers import VENV_BIN, environ_with, mlrig_on, repo_env, sh
 
 pytestmark = pytest.mark.integration
 PROJECT = "awsrig"
@@ -51,16 +50,6 @@ STACK = "cloudrig"
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 BUCKET = "mlrig-cloudrig-dvc"
-
-
-def _mlrig(repo: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "mlrig"), *args, "--repo", str(repo)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
 
 
 def _transition(moto: str, times: int | None) -> None:
@@ -271,7 +260,7 @@ def test_an_aws_remote_retrain_submits_runs_and_applies_from_a_fresh_clone(
 
     repo, env = cloud["repo"], cloud["env"]
     head = sh(repo, "git", "rev-parse", "HEAD", env=env).strip()
-    proc = _mlrig(
+    proc = mlrig_on(
         repo, env, "retrain", "--remote", "--detach", "--json", "--spot", "--stack", STACK
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -304,7 +293,7 @@ def test_an_aws_remote_retrain_submits_runs_and_applies_from_a_fresh_clone(
         f"mlrig-remote/{PROJECT}/tasks/{task_id}.json",
     ]
     # a second submit while it runs is one line, and runs nothing
-    again = _mlrig(repo, env, "retrain", "--remote", "--detach", "--stack", STACK)
+    again = mlrig_on(repo, env, "retrain", "--remote", "--detach", "--stack", STACK)
     assert again.returncode != 0 and f"already running (task {task_id})" in again.stderr
     assert "Traceback" not in again.stderr
     assert len(ecs.list_tasks(cluster=cloud["cluster"])["taskArns"]) == 1
@@ -321,7 +310,7 @@ def test_an_aws_remote_retrain_submits_runs_and_applies_from_a_fresh_clone(
     fresh = cloud["root"] / "fresh"
     sh(cloud["root"], "git", "clone", "-q", str(cloud["origin"]), str(fresh), env=env)
     _transition(cloud["moto"], None)  # the task now reaches STOPPED (moto: exit code 0)
-    applied = _mlrig(
+    applied = mlrig_on(
         fresh,
         env,
         "retrain",
@@ -358,7 +347,7 @@ def test_a_result_of_another_run_applies_nothing(cloud: dict[str, Any]) -> None:
     sh(repo, "git", "pull", "-q", "origin", "main", env=env)
     head = sh(repo, "git", "rev-parse", "HEAD", env=env).strip()
     _transition(cloud["moto"], 10**6)
-    proc = _mlrig(repo, env, "retrain", "--remote", "--detach", "--json", "--stack", STACK)
+    proc = mlrig_on(repo, env, "retrain", "--remote", "--detach", "--json", "--stack", STACK)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     arn = json.loads(proc.stdout.strip().splitlines()[-1])["task_id"]
     (bundle,) = [k for k in _keys(cloud) if k.endswith("source.bundle")]
@@ -375,7 +364,7 @@ def test_a_result_of_another_run_applies_nothing(cloud: dict[str, Any]) -> None:
     key = bundle.replace("source.bundle", "result.json")
     cloud["s3"].put_object(Bucket=BUCKET, Key=key, Body=json.dumps(hostile).encode())
     _transition(cloud["moto"], None)
-    applied = _mlrig(repo, env, "retrain", "--remote", "--attach", arn, "--stack", STACK)
+    applied = mlrig_on(repo, env, "retrain", "--remote", "--attach", arn, "--stack", STACK)
     assert applied.returncode != 0
     assert "another run's: nothing applied" in applied.stderr
     assert "Traceback" not in applied.stderr
@@ -398,7 +387,7 @@ def test_the_network_gone_while_following_names_the_reattach_and_the_task_goes_o
     repo, env = cloud["repo"], cloud["env"]
     head = sh(repo, "git", "rev-parse", "HEAD", env=env).strip()
     _transition(cloud["moto"], 10**6)
-    proc = _mlrig(repo, env, "retrain", "--remote", "--detach", "--json", "--stack", STACK)
+    proc = mlrig_on(repo, env, "retrain", "--remote", "--detach", "--json", "--stack", STACK)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     arn = json.loads(proc.stdout.strip().splitlines()[-1])["task_id"]
     task_id = arn.rsplit("/", 1)[1]
@@ -422,7 +411,7 @@ def test_the_network_gone_while_following_names_the_reattach_and_the_task_goes_o
     assert status["lastStatus"] == "RUNNING"  # nothing stopped it
     # the network is back: the printed command picks the run up (no result: nothing applied)
     _transition(cloud["moto"], None)
-    again = _mlrig(repo, env, "retrain", "--remote", "--attach", task_id, "--stack", STACK)
+    again = mlrig_on(repo, env, "retrain", "--remote", "--attach", task_id, "--stack", STACK)
     assert again.returncode != 0 and "the remote retrain failed" in again.stderr
     assert "Traceback" not in again.stderr
     assert sh(repo, "git", "rev-parse", "HEAD", env=env).strip() == head

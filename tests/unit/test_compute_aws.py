@@ -103,10 +103,8 @@ def test_the_network_gone_while_following_says_how_to_reattach(
 ) -> None:
     from botocore.exceptions import EndpointConnectionError
 
-    from mlrig.contract import AwsCompute
     from mlrig.core.compute import aws as compute_aws
     from mlrig.errors import RemoteError
-    from tests.helpers import aws_outputs
 
     class Gone:
         def describe_tasks(self, **_: Any) -> dict[str, Any]:
@@ -117,20 +115,7 @@ def test_the_network_gone_while_following_says_how_to_reattach(
 
     monkeypatch.setattr(compute_aws, "_client", lambda service, region: Gone())
     cluster = "arn:aws:ecs:eu-west-1:123456789012:cluster/mlflow-cluster-1"
-    outputs = aws_outputs("team").model_copy(
-        update={
-            "compute": AwsCompute(
-                cluster_arn=cluster,
-                subnet_ids=["subnet-1"],
-                security_group_id="sg-1",
-                assign_public_ip=False,
-                task_role_arn="arn:aws:iam::123456789012:role/t",
-                execution_role_arn="arn:aws:iam::123456789012:role/e",
-                log_group="/mlrig/team/training",
-            )
-        }
-    )
-    backend = compute_aws.AwsBackend(outputs, sleep=lambda _s: None)
+    backend = _backend(cluster)
     handle = backend.handle("0123456789abcdef0123456789abcdef", "churn")
     assert handle.id == (
         "arn:aws:ecs:eu-west-1:123456789012:task/mlflow-cluster-1/0123456789abcdef0123456789abcdef"
@@ -147,29 +132,14 @@ def test_a_task_ecs_has_forgotten_has_stopped_and_its_result_decides(
 ) -> None:
     """A CI job that attaches a week after the task ended: ECS lists it no more (MISSING),
     which for a task of this cluster means it stopped; its exit code is unknown."""
-    from mlrig.contract import AwsCompute
     from mlrig.core.compute import aws as compute_aws
-    from tests.helpers import aws_outputs
 
     class Forgot:
         def describe_tasks(self, **kw: Any) -> dict[str, Any]:
             return {"tasks": [], "failures": [{"arn": kw["tasks"][0], "reason": "MISSING"}]}
 
     monkeypatch.setattr(compute_aws, "_client", lambda service, region: Forgot())
-    outputs = aws_outputs("team").model_copy(
-        update={
-            "compute": AwsCompute(
-                cluster_arn="arn:aws:ecs:eu-west-1:123456789012:cluster/c1",
-                subnet_ids=["subnet-1"],
-                security_group_id="sg-1",
-                assign_public_ip=False,
-                task_role_arn="arn:aws:iam::123456789012:role/t",
-                execution_role_arn="arn:aws:iam::123456789012:role/e",
-                log_group="/mlrig/team/training",
-            )
-        }
-    )
-    backend = compute_aws.AwsBackend(outputs, sleep=lambda _s: None)
+    backend = _backend("arn:aws:ecs:eu-west-1:123456789012:cluster/c1")
     handle = backend.handle("0123456789abcdef0123456789abcdef", "churn")
     status = backend.status(handle)
     assert (status.state, status.exit_code, status.reason) == (
@@ -181,3 +151,25 @@ def test_a_task_ecs_has_forgotten_has_stopped_and_its_result_decides(
 
     with pytest.raises(UsageError, match="not a training task"):  # another cluster's: refused
         backend.status(handle.model_copy(update={"id": handle.id.replace("/c1/", "/c2/")}))
+
+
+def _backend(cluster_arn: str) -> Any:
+    """The AWS backend of a stack `team` whose cluster is cluster_arn (nothing behind it)."""
+    from mlrig.contract import AwsCompute
+    from mlrig.core.compute import aws as compute_aws
+    from tests.helpers import aws_outputs
+
+    outputs = aws_outputs("team").model_copy(
+        update={
+            "compute": AwsCompute(
+                cluster_arn=cluster_arn,
+                subnet_ids=["subnet-1"],
+                security_group_id="sg-1",
+                assign_public_ip=False,
+                task_role_arn="arn:aws:iam::123456789012:role/t",
+                execution_role_arn="arn:aws:iam::123456789012:role/e",
+                log_group="/mlrig/team/training",
+            )
+        }
+    )
+    return compute_aws.AwsBackend(outputs, sleep=lambda _s: None)

@@ -295,21 +295,6 @@ def s3_names(
     return names
 
 
-def ecr_tag_digest(
-    repository: str, tag: str, *, region: str | None, endpoint_url: str | None = None
-) -> str | None:
-    """The digest ECR holds under `repository:tag`, or None when it holds no such tag."""
-    ecr = client("ecr", region=region, endpoint_url=endpoint_url)
-    try:
-        found = ecr.describe_images(repositoryName=repository, imageIds=[{"imageTag": tag}])
-    except (ecr.exceptions.ImageNotFoundException, ecr.exceptions.RepositoryNotFoundException):
-        return None
-    except Exception as exc:
-        raise translate(exc, f"looking up {repository}:{tag}") from exc
-    details = found.get("imageDetails", [])
-    return str(details[0]["imageDigest"]) if details else None
-
-
 # -- endpoints: key hashes in SSM, images by digest in ECR, alarm states ------------------------
 def find_parameter(name: str, *, region: str | None = None) -> str | None:
     """A SecureString parameter's decrypted value, or None when it does not exist."""
@@ -349,17 +334,30 @@ def delete_parameter(name: str, *, region: str | None = None) -> None:
         raise translate(exc, f"deleting parameter {name}") from exc
 
 
-def ecr_image_digest(repository: str, digest: str, *, region: str | None = None) -> str | None:
-    """The digest ECR reports for `repository@digest`, or None when it holds no such image."""
-    ecr = client("ecr", region=region)
+def _ecr_digest(
+    repository: str, image: dict[str, str], what: str, region: str | None, endpoint: str | None
+) -> str | None:
+    ecr = client("ecr", region=region, endpoint_url=endpoint)
     try:
-        found = ecr.describe_images(repositoryName=repository, imageIds=[{"imageDigest": digest}])
+        found = ecr.describe_images(repositoryName=repository, imageIds=[image])
     except (ecr.exceptions.ImageNotFoundException, ecr.exceptions.RepositoryNotFoundException):
         return None
     except Exception as exc:
-        raise translate(exc, f"looking up {repository}@{digest}") from exc
+        raise translate(exc, f"looking up {what}") from exc
     details = found.get("imageDetails", [])
     return str(details[0]["imageDigest"]) if details else None
+
+
+def ecr_image_digest(repository: str, digest: str, *, region: str | None = None) -> str | None:
+    """The digest ECR reports for `repository@digest`, or None when it holds no such image."""
+    return _ecr_digest(repository, {"imageDigest": digest}, f"{repository}@{digest}", region, None)
+
+
+def ecr_tag_digest(
+    repository: str, tag: str, *, region: str | None, endpoint_url: str | None = None
+) -> str | None:
+    """The digest ECR holds under `repository:tag`, or None when it holds no such tag."""
+    return _ecr_digest(repository, {"imageTag": tag}, f"{repository}:{tag}", region, endpoint_url)
 
 
 def alarm_states(names: list[str], *, region: str | None = None) -> dict[str, str]:

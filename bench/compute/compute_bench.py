@@ -131,7 +131,9 @@ def image_rows(repo: Path) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--samples", type=int, default=3)
-    parser.add_argument("--images", action="store_true", help="also build the trainer image in a fresh registry")
+    parser.add_argument(
+        "--images", action="store_true", help="also build the trainer image in a fresh registry"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary home")
     args = parser.parse_args()
     meta: dict[str, Any] = {**machine(), "samples": args.samples, "new_rows_per_sample": NEW_ROWS}

@@ -187,9 +187,11 @@ def list_keys(endpoint: S3Endpoint, bucket: str, prefix: str) -> list[str]:
     return [str(o["Key"]) for o in listed.get("Contents", [])]
 
 
-def s3_keys(bucket: str, prefix: str, *, region: str | None = None) -> list[str]:
+def s3_keys(
+    bucket: str, prefix: str, *, region: str | None = None, endpoint_url: str | None = None
+) -> list[str]:
     """Every key under prefix (all pages), with the ambient credentials."""
-    s3 = client("s3", region=region)
+    s3 = client("s3", region=region, endpoint_url=endpoint_url)
     keys: list[str] = []
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -208,6 +210,14 @@ def s3_download(bucket: str, key: str, dest: str, *, region: str | None = None) 
 
 def _s3_client(region: str | None, endpoint_url: str | None) -> Any:
     return client("s3", region=region, endpoint_url=endpoint_url)
+
+
+def _no_such_key(exc: Exception) -> bool:
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")) in (
+        "404",
+        "NoSuchKey",
+        "NotFound",
+    )
 
 
 def s3_put_file(
@@ -236,8 +246,7 @@ def s3_get_file(
     try:
         s3.download_file(bucket, key, dest)
     except Exception as exc:
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
+        if _no_such_key(exc):
             return False
         raise translate(exc, f"reading s3://{bucket}/{key}") from exc
     return True
@@ -261,8 +270,7 @@ def s3_get_bytes(
     except RemoteError:
         raise
     except Exception as exc:
-        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-        if code in ("404", "NoSuchKey", "NotFound"):
+        if _no_such_key(exc):
             return None
         raise translate(exc, f"reading s3://{bucket}/{key}") from exc
 
@@ -279,20 +287,6 @@ def s3_delete_prefix(
                 s3.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
     except Exception as exc:
         raise translate(exc, f"deleting s3://{bucket}/{prefix}") from exc
-
-
-def s3_names(
-    bucket: str, prefix: str, *, region: str | None, endpoint_url: str | None = None
-) -> list[str]:
-    """The keys under prefix (all pages), without it."""
-    s3 = _s3_client(region, endpoint_url)
-    names: list[str] = []
-    try:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            names += [str(o["Key"])[len(prefix) :] for o in page.get("Contents", [])]
-    except Exception as exc:
-        raise translate(exc, f"listing s3://{bucket}/{prefix}") from exc
-    return names
 
 
 # -- endpoints: key hashes in SSM, images by digest in ECR, alarm states ------------------------

@@ -144,7 +144,8 @@ class S3Store:
     def names(self, under: str) -> list[str]:
         from mlrig.adapters import aws
 
-        found = aws.s3_names(self.bucket, self._key(under) + "/", **self._where())
+        prefix = self._key(under) + "/"
+        found = [k[len(prefix) :] for k in aws.s3_keys(self.bucket, prefix, **self._where())]
         return sorted(n for n in found if n and "/" not in n)
 
     def remove(self, name: str) -> None:

@@ -162,6 +162,54 @@ def test_trace_shows_where_the_run_trained(world: dict) -> None:
     assert "local task" in line and "(1 vCPU, 4096 MiB" in line and "$0)" in line
 
 
+def _trainer_ref(docker_engine: Any, local_stack: dict) -> str:
+    """This stack's trainer image by digest (the engine may hold other stacks' too)."""
+    registry = local_stack["outputs"].registry.url
+    return next(
+        d
+        for image in docker_engine.images.list("mlrig/trainer-task")
+        for d in image.attrs["RepoDigests"]
+        if d.startswith(f"{registry}@")
+    )
+
+
+# run in the trainer image as its user: is there byte-code for each module a stage imports?
+_CACHED = """
+import importlib, importlib.util, json, os, sys
+wanted = sys.argv[1:]
+for name in wanted:
+    importlib.import_module(name)
+found = {}
+for name, module in sorted(sys.modules.items()):
+    origin = getattr(getattr(module, "__spec__", None), "origin", None) or ""
+    if origin.endswith(".py") and (name in wanted or name.startswith("scipy.")):
+        found[name] = os.path.exists(importlib.util.cache_from_source(origin))
+print(json.dumps(found))
+"""
+
+
+def test_the_trainer_image_holds_the_byte_code_its_stages_import(
+    world: dict, local_stack: dict, docker_engine: Any
+) -> None:
+    """The image built for the template (size goal: at most 700 MB) starts each task with the
+    byte-code of what its stages import, SciPy's modules that scikit-learn loads included:
+    none is compiled again in the task."""
+    ref = _trainer_ref(docker_engine, local_stack)
+    assert docker_engine.images.get(ref).attrs["Size"] <= 700 * 10**6
+    wanted = ["pandas", "sklearn.model_selection", "sklearn.ensemble", "mlflow.sklearn"]
+    wanted += ["dvc.repo.reproduce", "mlrig.core.compute.task", "json"]
+    out = docker_engine.containers.run(
+        ref,
+        ["python", "-c", _CACHED, *wanted],
+        environment={"PYTHONDONTWRITEBYTECODE": "1"},  # found only if the build wrote it
+        remove=True,
+        network_disabled=True,
+    )
+    found = json.loads(out.decode().strip().splitlines()[-1])
+    assert set(wanted) <= set(found) and sum(k.startswith("scipy.") for k in found) > 100
+    assert not [name for name, cached in found.items() if not cached]
+
+
 def _mlrig_trace(repo: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     model = f"models:/{REMOTE}@champion"
     return subprocess.run(
@@ -473,12 +521,7 @@ def test_oom_and_a_missing_digest_are_one_line_each(
 
     backend = LocalBackend(local_stack["outputs"])
     registry = local_stack["outputs"].registry.url
-    ref = next(  # this stack's trainer image (the engine may hold other stacks' too)
-        d
-        for image in docker_engine.images.list("mlrig/trainer-task")
-        for d in image.attrs["RepoDigests"]
-        if d.startswith(f"{registry}@")
-    )
+    ref = _trainer_ref(docker_engine, local_stack)
     spec = TaskSpec(
         project="oomrig",
         image=ref,

@@ -30,6 +30,25 @@ def test_the_tag_moves_with_the_requirements_and_only_with_an_input() -> None:
     assert len(first.rsplit("-", 1)[1]) == 16
 
 
+def test_the_tag_moves_with_every_file_of_the_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from mlrig.core.compute import image
+
+    context = tmp_path / "task"
+    shutil.copytree(image.context_dir(), context)
+    monkeypatch.setattr(image, "context_dir", lambda: context)
+    first = image.image_tag("churn_model", b"scikit-learn>=1.5\n")
+    (context / "__pycache__").mkdir()
+    (context / "__pycache__" / "warm_imports.cpython-311.pyc").write_bytes(b"local")
+    assert image.image_tag("churn_model", b"scikit-learn>=1.5\n") == first
+    with (context / "warm-modules.txt").open("a") as fh:
+        fh.write("sklearn.svm\n")
+    assert image.image_tag("churn_model", b"scikit-learn>=1.5\n") != first
+
+
 def test_a_repository_without_requirements_is_one_line(tmp_path: Path) -> None:
     from mlrig.core.compute import image
 
@@ -42,6 +61,7 @@ def test_the_dockerfile_installs_no_pip_cache_no_tests_and_mlrig_last() -> None:
 
     text = (image.context_dir() / "Dockerfile").read_text()
     assert text.index("COPY requirements.txt task-requirements.txt") < text.index("COPY wheel/")
+    assert text.index("COPY wheel/") < text.index("warm_imports.py /tmp/warm/")  # mlrig's too
     assert "apt-get clean" in text and "--no-compile" in text and "pip uninstall" in text
     assert 'CMD ["python", "-m", "mlrig.core.compute.task"]' in text and "ENTRYPOINT" not in text
 
@@ -53,6 +73,96 @@ def test_the_template_requires_the_mlflow_client_not_the_server() -> None:
     lines = [line.split("#")[0].strip() for line in text.splitlines()]
     assert "mlflow-skinny>=3.1,<4" in lines
     assert not [line for line in lines if line.startswith("mlflow>") or line == "mlflow"]
+
+
+def _listed() -> set[str]:
+    from mlrig.core.compute import image
+
+    text = (image.context_dir() / "warm-modules.txt").read_text()
+    return {line.split("#", 1)[0].strip() for line in text.splitlines()} - {""}
+
+
+def test_the_image_warms_every_module_the_template_s_stages_import() -> None:
+    """What a stage of the template imports from outside the standard library and its own
+    package is in warm-modules.txt, whose byte-code the image is built with (a module the list
+    lacks would be compiled again in every task)."""
+    import re
+    import sys
+
+    from mlrig import assets
+
+    src = assets.pipeline_template() / "template" / "src"
+    statement = re.compile(r"^\s*(?:from ([A-Za-z_][\w.]*) import ([\w, ]+)|import ([\w., ]+))")
+    imported: set[str] = set()
+    for path in src.rglob("*"):
+        if not path.is_file() or not path.name.removesuffix(".jinja").endswith(".py"):
+            continue
+        for match in filter(None, map(statement.match, path.read_text().splitlines())):
+            base, names, plain = match.groups()
+            if plain:
+                imported |= {n.split(" as ")[0].strip() for n in plain.split(",")}
+            elif base != "__future__":
+                imported.add(base)
+                if base == "sklearn":  # `from sklearn import metrics`: a submodule
+                    imported |= {f"sklearn.{n.split(' as ')[0].strip()}" for n in names.split(",")}
+    third_party = {m for m in imported if m.split(".")[0] not in sys.stdlib_module_names}
+    assert {"pandas", "mlflow.sklearn", "sklearn.model_selection", "sklearn.metrics"} <= (
+        third_party
+    )
+    tops = {"pandas", "numpy", "yaml", "sqlalchemy", "mlflow", "sklearn", "skops", "dvc"}
+    missing = {m for m in third_party if m not in _listed() and m not in tops}
+    assert not missing, f"add to docker/task/warm-modules.txt: {sorted(missing)}"
+    assert {"mlrig.core.compute.task", "mlrig.core.retrain.retrain", "dvc.repo"} <= (_listed())
+
+
+def test_warming_imports_what_it_names_and_never_fails_the_build(tmp_path: Path) -> None:
+    """warm_imports.py, run as the build runs it: byte-code under PYTHONPYCACHEPREFIX for the
+    named distributions' top-level modules and the listed modules (their dependencies'
+    modules too); a missing module, a module that exits and a name that is not one are
+    skipped, named in its one line, and the step still succeeds."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    from mlrig.core.compute import image
+
+    (tmp_path / "mods").mkdir()
+    (tmp_path / "mods" / "exits.py").write_text("raise SystemExit(3)\n")
+    (tmp_path / "mods" / "threaded.py").write_text(
+        "import threading, time\nthreading.Thread(target=time.sleep, args=(3600,)).start()\n"
+    )
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# the pipeline's\npyyaml>=6  # yaml\nno-such-dist==1\n")
+    listed = tmp_path / "modules.txt"
+    listed.write_text("json.decoder\nexits\nthreaded\nno_such_module\nos; rm -rf /\n")
+    cache = tmp_path / "pycache"
+    env = {
+        **os.environ,
+        "PYTHONPYCACHEPREFIX": str(cache),
+        "PYTHONPATH": str(tmp_path / "mods"),
+        "PYTHONDONTWRITEBYTECODE": "",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(image.context_dir() / "warm_imports.py"),
+            str(requirements),
+            str(listed),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("\n") == 1
+    assert "skipped exits, no_such_module" in proc.stderr and "rm -rf" not in proc.stderr
+    sources = [importlib.util.find_spec(m).origin for m in ("yaml", "yaml.constructor", "json")]
+    for source in [*sources, str(tmp_path / "mods" / "threaded.py")]:
+        stem = Path(str(cache) + str(Path(str(source)).resolve().with_suffix("")))
+        assert list(stem.parent.glob(f"{stem.name}.*.pyc")), source
 
 
 SHA = "a" * 40

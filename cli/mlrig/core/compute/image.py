@@ -4,8 +4,9 @@ Built on mlrig's base image from the repository's requirements.txt, the few of m
 dependencies the task's entrypoint imports (TASK_DEPENDENCIES, at the ranges mlrig declares)
 and mlrig's wheel installed without its dependencies, plus git (DVC comes with the
 repository's requirements). Its tag is a hash of those requirements' bytes, mlrig's version
-(and, from a source checkout, the wheel's sources) and the Dockerfile: the image is reused,
-not rebuilt or pushed again, while they are unchanged. It is pushed to the stack's registry
+(and, from a source checkout, the wheel's sources) and the build's own files (the Dockerfile,
+the byte-code step and its module list): the image is reused, not rebuilt or pushed again,
+while they are unchanged. It is pushed to the stack's registry
 with an immutable tag and named by the digest the registry answers when asked back.
 """
 
@@ -82,7 +83,10 @@ def image_tag(project: str, requirements: bytes) -> str:
 
     digest = hashlib.sha256()
     parts = [requirements, "\n".join(task_requirements()).encode(), __version__.encode()]
-    parts.append((context_dir() / "Dockerfile").read_bytes())
+    for path in sorted(context_dir().rglob("*")):  # the Dockerfile and the files it copies
+        if path.is_file() and "__pycache__" not in path.parts:
+            name = path.relative_to(context_dir()).as_posix().encode()
+            parts.append(name + b"\0" + path.read_bytes())
     with contextlib.suppress(DependencyMissing):  # a checkout's version is not every edit's
         parts.append(wheel.source_digest().encode())
     for part in parts:

@@ -6,8 +6,8 @@ and mlrig's wheel installed without its dependencies, plus git (DVC comes with t
 repository's requirements). Its tag is a hash of those requirements' bytes, mlrig's version
 (and, from a source checkout, the wheel's sources) and the build's own files (the Dockerfile,
 the byte-code step and its module list): the image is reused, not rebuilt or pushed again,
-while they are unchanged. It is pushed to the stack's registry
-with an immutable tag and named by the digest the registry answers when asked back.
+while they are unchanged. It is pushed to the stack's registry with an immutable tag and named
+by the digest the registry answers when asked back.
 """
 
 from __future__ import annotations
